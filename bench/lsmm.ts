@@ -1,0 +1,174 @@
+/**
+ * `npm run bench -- lsmm`: the LSMM's hot paths against baselines measured in
+ * the same run.
+ *  (a) getShardLocation vs Map.get on the same 1,000,000 keys (a Map from key
+ *      to node is what a client would otherwise keep),
+ *  (b) updateAccessPattern vs a plain counter increment, keys spread over
+ *      100,000 segments,
+ *  (c) a full reshard of 100,000 segments (rates from the windows → plan →
+ *      apply → validate): time and peak memory.
+ */
+import { AccessWindows } from "../src/engine/access-windows.js";
+import { applyLayoutDiff, planLayout } from "../src/engine/assigner.js";
+import { initialLayout, validateMap, type VersionedMap } from "../src/engine/location-map.js";
+import { Lsmm } from "../src/engine/lsmm.js";
+import type { LocationStore } from "../src/engine/ports.js";
+import { Segmenter } from "../src/engine/segmenter.js";
+import { emit, log, now, round, timePerOp } from "./_util.js";
+
+const SEGMENTS = 100_000;
+const KEYS = 1_000_000;
+const zones = ["a", "b", "c"];
+const nodes = ["n1", "n2", "n3", "n4", "n5", "n6"].map((id, i) => ({
+  id,
+  address: `10.0.0.${i}:7400`,
+  zone: zones[i % 3],
+}));
+
+let t = Date.UTC(2026, 0, 1);
+const clock = { now: () => t };
+const map = initialLayout(SEGMENTS, nodes, { shardsPerNode: 800, now: 0 });
+let stored: VersionedMap = { map, version: 1 };
+const store: LocationStore = {
+  kind: "embedded",
+  load: async () => stored,
+  compareAndSet: async (v, m) => {
+    if (v !== stored.version) return { ok: false, currentVersion: stored.version };
+    stored = { map: m, version: v + 1 };
+    return { ok: true, version: stored.version };
+  },
+  watch: async () => {},
+  close: async () => {},
+};
+const windows = new AccessWindows({ segmentCount: SEGMENTS, zones });
+const lsmm = new Lsmm({
+  store,
+  windows,
+  segmenter: new Segmenter(SEGMENTS),
+  clock,
+  assigner: { splitRate: 50, mergeRate: 5, shardLoadCap: 200, hysteresis: 0.2, minDwellMs: 0 },
+  rateWindowSeconds: 600,
+});
+await lsmm.refresh();
+
+const keys = Array.from({ length: KEYS }, (_, i) => `user:${(i * 2654435761) % 4294967296}:profile`);
+
+// (a) lookups
+log(`lookups over ${KEYS} keys…`);
+const baseline = new Map<string, string>();
+for (const k of keys) baseline.set(k, lsmm.getShardLocation(k));
+let idx = 0;
+const BATCH = 10_000;
+const mapNs = timePerOp(
+  () => {
+    let n = 0;
+    for (let i = 0; i < BATCH; i++) {
+      n += baseline.get(keys[idx])!.length;
+      idx = idx + 1 === KEYS ? 0 : idx + 1;
+    }
+    return n;
+  },
+  BATCH,
+  1500,
+);
+const lookupNs = timePerOp(
+  () => {
+    let n = 0;
+    for (let i = 0; i < BATCH; i++) {
+      n += lsmm.getShardLocation(keys[idx]).length;
+      idx = idx + 1 === KEYS ? 0 : idx + 1;
+    }
+    return n;
+  },
+  BATCH,
+  1500,
+);
+// correctness of what was timed
+for (let i = 0; i < 1000; i++)
+  if (baseline.get(keys[i]) !== lsmm.getShardLocation(keys[i])) throw new Error("lookup mismatch");
+log(`  Map.get ${round(mapNs, 1)} ns, getShardLocation ${round(lookupNs, 1)} ns`);
+
+// (b) access events
+log("access events…");
+const counters = new Float64Array(SEGMENTS);
+const counterNs = timePerOp(
+  () => {
+    for (let i = 0; i < BATCH; i++) {
+      counters[i % SEGMENTS]++;
+    }
+    return counters[0];
+  },
+  BATCH,
+  1000,
+);
+let z = 0;
+const eventNs = timePerOp(
+  () => {
+    for (let i = 0; i < BATCH; i++) {
+      lsmm.updateAccessPattern(keys[idx], (i & 3) === 0 ? "write" : "read", zones[z]);
+      idx = idx + 1 === KEYS ? 0 : idx + 1;
+      z = z === 2 ? 0 : z + 1;
+    }
+    t += 1; // the clock moves a millisecond per batch
+    return idx;
+  },
+  BATCH,
+  2000,
+);
+const eventsPerS = 1e9 / eventNs;
+log(
+  `  counter ${round(counterNs, 2)} ns, updateAccessPattern ${round(eventNs, 1)} ns (${Math.round(eventsPerS)} events/s)`,
+);
+
+// (c) a full reshard of 100k segments with a skewed load
+log("reshard of 100,000 segments…");
+for (let s = 0; s < SEGMENTS; s++) {
+  const load = s % 997 === 0 ? 40_000 : (s * 31) % 50;
+  if (load) windows.record(s, s % 5 === 0, s % 3, t, load);
+}
+const heapBefore = process.memoryUsage().heapUsed;
+let peakHeap = heapBefore;
+const sampler = setInterval(() => (peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed)), 5);
+const times: number[] = [];
+let ops = 0;
+for (let run = 0; run < 5; run++) {
+  const start = now();
+  const loads = windows.loads(600, t);
+  const diff = planLayout(
+    map,
+    loads,
+    { splitRate: 50, mergeRate: 5, shardLoadCap: 200, hysteresis: 0.2, minDwellMs: 0 },
+    t,
+  );
+  const next = applyLayoutDiff(map, diff, t);
+  validateMap(next);
+  times.push(now() - start);
+  ops = diff.ops.length;
+  peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed);
+}
+clearInterval(sampler);
+times.sort((a, b) => a - b);
+const reshardMs = times[Math.floor(times.length / 2)];
+const maxRssMb = process.resourceUsage().maxRSS / 1024;
+log(
+  `  median ${round(reshardMs, 1)} ms over 5 runs, ${ops} layout changes; heap +${round((peakHeap - heapBefore) / 2 ** 20, 1)} MB, process max RSS ${round(maxRssMb, 0)} MB`,
+);
+log(
+  `  access windows for 100,000 segments: ${round(windows.allocatedBytes / 2 ** 20, 1)} MB (${windows.bytesPerSegment} bytes/segment)`,
+);
+
+emit({
+  bench: "lsmm",
+  lookup_ns: round(lookupNs, 1),
+  map_get_ns: round(mapNs, 1),
+  lookup_time_ratio: round(lookupNs / mapNs, 2),
+  events_per_s: Math.round(eventsPerS),
+  counter_increment_ns: round(counterNs, 2),
+  event_time_ratio: round(eventNs / counterNs, 1),
+  reshard_100k_ms: round(reshardMs, 1),
+  reshard_100k_peak_mb: round((peakHeap - heapBefore) / 2 ** 20, 1),
+  process_max_rss_mb: round(maxRssMb, 0),
+  windows_100k_mb: round(windows.allocatedBytes / 2 ** 20, 1),
+  bytes_per_segment: windows.bytesPerSegment,
+  reshard_ops: ops,
+});

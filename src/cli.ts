@@ -1,0 +1,101 @@
+/**
+ * Builds the commander program and runs it with one top-level error handler.
+ * Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 precondition not met.
+ */
+import { Command, CommanderError, Option } from "commander";
+import { createRequire } from "node:module";
+import { commands } from "./commands/index.js";
+import { createContext } from "./commands/context.js";
+import { ExitCode, UserError } from "./errors.js";
+import { processIO, type IO } from "./output.js";
+
+const require = createRequire(import.meta.url);
+
+export function version(): string {
+  for (const path of ["../package.json", "../../package.json"]) {
+    try {
+      return (require(path) as { version: string }).version;
+    } catch {
+      // try the next layout (source vs dist)
+    }
+  }
+  return "0.0.0";
+}
+
+export function buildProgram(io: IO = processIO, env: NodeJS.ProcessEnv = process.env): Command {
+  const program = new Command("shardctl");
+  program
+    .description(
+      "Cluster manager for sharded, log-based data: reshards the key space by access frequency, " +
+        "forecasts where each segment's traffic will come from, and migrates log shards live " +
+        "to the nodes closest to it before it arrives.",
+    )
+    .version(version(), "-V, --version", "print the version and exit")
+    .option(
+      "-c, --config <file>",
+      "config file (default: ./shardctl.yaml, then ~/.config/shardctl/config.yaml)",
+    )
+    .option(
+      "-d, --data-dir <dir>",
+      "data directory for the embedded store and local state (default: .shardctl)",
+    )
+    .addOption(new Option("--store <kind>", "location store").choices(["embedded", "consul"]))
+    .showHelpAfterError("(run with --help for usage)")
+    .configureOutput({
+      writeOut: (s) => io.out.write(s),
+      writeErr: (s) => io.err.write(s),
+    })
+    .addHelpText(
+      "after",
+      `
+Exit codes:
+  0  ok
+  1  the operation failed
+  2  usage error: bad flag, key or input file; nothing was changed
+  3  precondition not met (store not initialised, stale plan, lock held); nothing was changed
+
+Environment:
+  SHARDCTL_CONFIG, SHARDCTL_DATA_DIR, SHARDCTL_STORE, SHARDCTL_SEGMENTS, SHARDCTL_ZONES,
+  SHARDCTL_TOKEN, SHARDCTL_CONSUL_PREFIX, CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN
+
+See man shardctl for the configuration file.`,
+    );
+  const ctx = createContext(program, io, env);
+  for (const register of commands) register(program, ctx);
+  program.exitOverride();
+  for (const sub of program.commands) sub.exitOverride();
+  return program;
+}
+
+/** Runs the CLI and returns the exit code (never calls process.exit itself). */
+export async function runCli(argv: string[], io: IO = processIO, env = process.env): Promise<number> {
+  const program = buildProgram(io, env);
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return ExitCode.Ok;
+  } catch (err) {
+    return reportError(err, io);
+  }
+}
+
+export function reportError(err: unknown, io: IO): number {
+  if (err instanceof CommanderError) {
+    if (
+      err.code === "commander.helpDisplayed" ||
+      err.code === "commander.version" ||
+      err.code === "commander.help"
+    ) {
+      return ExitCode.Ok;
+    }
+    // commander already printed the message
+    return ExitCode.Usage;
+  }
+  if (err instanceof UserError) {
+    io.err.write(`error: ${err.message}\n`);
+    if (err.hint) io.err.write(`hint: ${err.hint}\n`);
+    return err.exitCode;
+  }
+  const e = err as Error;
+  io.err.write(`internal error (this is a bug in shardctl): ${e?.stack ?? String(err)}\n`);
+  return ExitCode.Failed;
+}

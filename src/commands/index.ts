@@ -1,0 +1,15 @@
+/** Every command module, in the order `shardctl --help` lists them. */
+import type { RegisterCommand } from "./context.js";
+import { registerInit } from "./init.js";
+import { registerLocate } from "./locate.js";
+import { registerRecord } from "./record.js";
+import { registerReshard } from "./reshard.js";
+import { registerShards } from "./shards.js";
+
+export const commands: RegisterCommand[] = [
+  registerInit,
+  registerLocate,
+  registerRecord,
+  registerReshard,
+  registerShards,
+];

@@ -1,0 +1,116 @@
+/** `shardctl init`: writes the initial layout into the location store. */
+import type { Command } from "commander";
+import type { Config } from "../config.js";
+import { initialLayout, NODE_ID_PATTERN, type NodeInfo } from "../engine/location-map.js";
+import type { LocationStore } from "../engine/ports.js";
+import { PreconditionError, UsageError } from "../errors.js";
+import { printJson, type IO } from "../output.js";
+import { openStore } from "../store/index.js";
+import { parsePositiveInt, withStore } from "./common.js";
+import type { CommandContext } from "./context.js";
+
+export interface InitOptions {
+  nodes: NodeInfo[];
+  shardsPerNode: number;
+  force: boolean;
+  json: boolean;
+}
+
+export interface InitDeps {
+  io: IO;
+  store: LocationStore;
+  config: Config;
+  now: number;
+}
+
+/** Parses `id=host:port@zone` (address and zone optional: zone defaults round-robin over the configured zones). */
+export function parseNodeSpecs(spec: string, zones: readonly string[]): NodeInfo[] {
+  const parts = spec
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (parts.length === 0) throw new UsageError("--nodes needs at least one node");
+  const nodes = parts.map((part, i) => {
+    const m = /^([^=@]+)(?:=([^@]+))?(?:@(.+))?$/.exec(part);
+    if (!m) throw new UsageError(`cannot read node ${JSON.stringify(part)}; expected id=host:port@zone`);
+    const [, id, address = "", zone = zones[i % zones.length]] = m;
+    if (!NODE_ID_PATTERN.test(id))
+      throw new UsageError(`node id ${JSON.stringify(id)} must match ${NODE_ID_PATTERN}`);
+    if (!zones.includes(zone)) {
+      throw new UsageError(`node ${id}: zone ${JSON.stringify(zone)} is not configured`, {
+        hint: `configured zones: ${zones.join(", ")}`,
+      });
+    }
+    return { id, address, zone };
+  });
+  if (new Set(nodes.map((n) => n.id)).size !== nodes.length)
+    throw new UsageError("--nodes lists a node twice");
+  return nodes;
+}
+
+export async function runInit(opts: InitOptions, deps: InitDeps): Promise<void> {
+  const current = await deps.store.load({ consistent: true });
+  if (current && !opts.force) {
+    throw new PreconditionError(
+      `the ${deps.store.kind} store already holds a layout (version ${current.version}, ${current.map.shards.length} shards)`,
+      { hint: "use --force to replace it (data on agents is not moved)" },
+    );
+  }
+  const map = initialLayout(deps.config.segments, opts.nodes, {
+    shardsPerNode: opts.shardsPerNode,
+    now: deps.now,
+  });
+  const cas = await deps.store.compareAndSet(current?.version ?? 0, map);
+  if (!cas.ok) {
+    throw new PreconditionError(`the layout changed while initialising (now version ${cas.currentVersion})`, {
+      hint: "run the command again",
+    });
+  }
+  const summary = {
+    store: deps.store.kind,
+    version: cas.version,
+    segments: map.segmentCount,
+    shards: map.shards.length,
+    nodes: map.nodes.map((n) => n.id),
+  };
+  if (opts.json) printJson(deps.io, summary);
+  else
+    deps.io.out.write(
+      `initialised the ${summary.store} store: ${summary.segments} segments in ${summary.shards} shards on ${summary.nodes.length} node(s) (version ${summary.version})\n`,
+    );
+}
+
+export function registerInit(program: Command, ctx: CommandContext): void {
+  program
+    .command("init")
+    .description(
+      "write the initial layout (segments in equal contiguous shards over the nodes) into the location store",
+    )
+    .option("--nodes <list>", "nodes as id=host:port@zone,... (default: one node per configured zone)")
+    .option("--shards-per-node <n>", "shards per node in the initial layout", "4")
+    .option("--force", "replace an existing layout", false)
+    .option("--json", "print the result as JSON", false)
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ shardctl init                                   # one node per zone, embedded store
+  $ shardctl init --nodes n1=10.0.0.1:7400@a,n2=10.0.0.2:7400@b --shards-per-node 8
+  $ shardctl --store consul init --force`,
+    )
+    .action(async (o: { nodes?: string; shardsPerNode: string; force: boolean; json: boolean }) => {
+      const config = ctx.config();
+      const nodes = o.nodes
+        ? parseNodeSpecs(o.nodes, config.zones)
+        : config.zones.map((zone, i) => ({ id: `node-${i + 1}`, address: "", zone }));
+      const shardsPerNode = parsePositiveInt(o.shardsPerNode, "--shards-per-node");
+      await withStore(
+        () => openStore(config),
+        (store) =>
+          runInit(
+            { nodes, shardsPerNode, force: o.force, json: o.json },
+            { io: ctx.io, store, config, now: Date.now() },
+          ),
+      );
+    });
+}

@@ -1,0 +1,123 @@
+/**
+ * `shardctl record`: the spec's update_access_pattern(data_key, access_type),
+ * into the access windows file of the embedded default. With --trace, a whole
+ * CSV trace (timestamp,key,op[,zone]) is validated first and then recorded,
+ * shifted so that its last event lands at the present.
+ */
+import type { Command } from "commander";
+import { readFileSync } from "node:fs";
+import { parseAccessType, type AccessType } from "../engine/access-windows.js";
+import { UsageError } from "../errors.js";
+import { printJson } from "../output.js";
+import { updateWindows } from "../store/windows-file.js";
+import { parsePositiveInt, segmenterFor } from "./common.js";
+import type { CommandContext } from "./context.js";
+
+export interface TraceEvent {
+  ts: number;
+  key: string;
+  op: AccessType;
+  zone?: string;
+  count?: number;
+}
+
+/** Parses a trace; any bad line is an error naming it, and nothing is recorded. */
+export function parseTrace(text: string, zones: readonly string[]): TraceEvent[] {
+  const lines = text.split(/\r?\n/);
+  const header = lines[0]?.trim().toLowerCase();
+  if (!header || !/^timestamp,key,op(,zone)?$/.test(header)) {
+    throw new UsageError("a trace must start with the header timestamp,key,op[,zone]");
+  }
+  const events: TraceEvent[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i];
+    if (line.trim() === "") continue;
+    const f = line.split(",");
+    if (f.length < 3 || f.length > 4)
+      throw new UsageError(`trace line ${i + 1}: expected 3 or 4 fields, got ${f.length}`);
+    const ts = /^\d+$/.test(f[0]) ? Number(f[0]) : Date.parse(f[0]);
+    if (!Number.isFinite(ts))
+      throw new UsageError(`trace line ${i + 1}: bad timestamp ${JSON.stringify(f[0])}`);
+    let op: AccessType;
+    try {
+      op = parseAccessType(f[2]);
+    } catch {
+      throw new UsageError(
+        `trace line ${i + 1}: unknown access type ${JSON.stringify(f[2])} (use read or write)`,
+      );
+    }
+    const zone = f[3]?.trim() || undefined;
+    if (zone !== undefined && !zones.includes(zone)) {
+      throw new UsageError(`trace line ${i + 1}: unknown zone ${JSON.stringify(zone)}`, {
+        hint: `configured zones: ${zones.join(", ")}`,
+      });
+    }
+    events.push({ ts, key: f[1], op, zone });
+  }
+  return events;
+}
+
+export function registerRecord(program: Command, ctx: CommandContext): void {
+  program
+    .command("record")
+    .description("record accesses to a key in the access windows (update_access_pattern)")
+    .argument("[key]", "the data key")
+    .option("--op <type>", "access type: read or write", "read")
+    .option("--zone <zone>", "origin zone of the access")
+    .option("--count <n>", "record this many accesses", "1")
+    .option("--trace <file>", "record every event of a CSV trace (timestamp,key,op[,zone]), ending now")
+    .option("--json", "print what was recorded as JSON", false)
+    .addHelpText(
+      "after",
+      `
+The windows live in <dataDir>/access-windows.bin; \`shardctl reshard\` reads them.
+Once agents run, they count accesses themselves and this command is for tests and demos.
+
+Examples:
+  $ shardctl record user:42 --op write --zone b
+  $ shardctl record user:42 --count 5000
+  $ shardctl record --trace workload.csv`,
+    )
+    .action(
+      async (
+        key: string | undefined,
+        o: { op: string; zone?: string; count: string; trace?: string; json: boolean },
+      ) => {
+        const config = ctx.config();
+        const segmenter = segmenterFor(config);
+        let events: TraceEvent[];
+        if (o.trace) {
+          if (key !== undefined) throw new UsageError("give either a key or --trace, not both");
+          let text: string;
+          try {
+            text = readFileSync(o.trace, "utf8");
+          } catch (err) {
+            throw new UsageError(`cannot read trace ${o.trace}: ${(err as Error).message}`);
+          }
+          events = parseTrace(text, config.zones);
+          const last = events.reduce((m, e) => Math.max(m, e.ts), -Infinity);
+          const shift = Date.now() - last;
+          for (const e of events) e.ts += shift;
+        } else {
+          if (key === undefined) throw new UsageError("give a key (or --trace FILE)");
+          const count = parsePositiveInt(o.count, "--count");
+          events = [{ ts: Date.now(), key, op: parseAccessType(o.op), zone: o.zone, count }];
+        }
+        // Validate every key and zone before touching the file: bad input changes nothing.
+        const segments = events.map((e) => segmenter.segmentOf(e.key));
+        const recorded = await updateWindows(config, (w) => {
+          const zoneIdx = events.map((e) => w.zoneIndexOf(e.zone));
+          let n = 0;
+          events.forEach((e, i) => {
+            const count = e.count ?? 1;
+            w.record(segments[i], e.op === "write", zoneIdx[i], e.ts, count);
+            n += count;
+          });
+          return n;
+        });
+        const summary = { events: recorded, segments: new Set(segments).size };
+        if (o.json) printJson(ctx.io, summary);
+        else ctx.io.out.write(`recorded ${summary.events} access(es) to ${summary.segments} segment(s)\n`);
+      },
+    );
+}

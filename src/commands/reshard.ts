@@ -1,0 +1,93 @@
+/**
+ * `shardctl reshard`: the spec's trigger_resharding(). Reads the layout and the
+ * access windows, prints the layout diff (dry run); with --apply, commits it
+ * by compare-and-set against the version it was planned on.
+ */
+import type { Command } from "commander";
+import type { ReshardResult } from "../engine/lsmm.js";
+import type { SegmentRange } from "../engine/location-map.js";
+import { printJson, printTable, type IO } from "../output.js";
+import { openStore } from "../store/index.js";
+import { loadWindows } from "../store/windows-file.js";
+import { lsmmFor, withStore } from "./common.js";
+import type { CommandContext } from "./context.js";
+
+export function formatRanges(ranges: SegmentRange[], max = 3): string {
+  const parts = ranges.slice(0, max).map(([a, b]) => (b - a === 1 ? `${a}` : `${a}-${b - 1}`));
+  if (ranges.length > max) parts.push(`… (+${ranges.length - max})`);
+  return parts.join(",");
+}
+
+export function printReshard(io: IO, result: ReshardResult, json: boolean, applied: boolean): void {
+  const { diff } = result;
+  if (json) {
+    printJson(io, { ...result, applied });
+    return;
+  }
+  const held = diff.heldByDwell.length
+    ? `; ${diff.heldByDwell.length} shard(s) changed less than reshard.minDwellSeconds ago and wait: ${diff.heldByDwell.slice(0, 5).join(", ")}`
+    : "";
+  if (diff.ops.length === 0) {
+    io.out.write(
+      `no change to the layout (version ${result.baseVersion}, ${diff.shardsBefore} shards)${held}\n`,
+    );
+    return;
+  }
+  const rows: (string | number)[][] = [];
+  for (const op of diff.ops) {
+    if (op.kind === "split") {
+      op.pieces.forEach((p, i) =>
+        rows.push([
+          i === 0 ? `split (${op.reason})` : "",
+          i === 0 ? op.shard : "",
+          p.id,
+          formatRanges(p.ranges),
+          p.load,
+          op.node,
+        ]),
+      );
+    } else {
+      rows.push(["merge", op.shards.join("+"), op.shards[0], formatRanges(op.ranges), op.load, op.node]);
+    }
+  }
+  printTable(io, ["change", "from", "shard", "segments", "load/s", "node"], rows);
+  io.out.write(
+    `${diff.ops.length} change(s): ${diff.shardsBefore} → ${diff.shardsAfter} shards, ${diff.dedicatedAfter} hot segment(s) on their own shard${held}\n`,
+  );
+  if (applied) io.out.write(`applied: layout version ${result.baseVersion} → ${result.appliedVersion}\n`);
+  else io.err.write("dry run: nothing was changed; run with --apply to commit this layout\n");
+}
+
+export function registerReshard(program: Command, ctx: CommandContext): void {
+  program
+    .command("reshard")
+    .description(
+      "re-evaluate the shard layout from access frequency (trigger_resharding); dry run unless --apply",
+    )
+    .option("--apply", "commit the new layout to the location store", false)
+    .option("--json", "print the layout diff as JSON", false)
+    .addHelpText(
+      "after",
+      `
+Hot segments (above reshard.splitRate accesses/s) get a shard of their own; shared shards
+above reshard.shardLoadCap are cut into contiguous pieces; neighbouring cold shards merge.
+Hysteresis and reshard.minDwellSeconds keep a segment near a threshold from flipping.
+
+Examples:
+  $ shardctl reshard                 # show what would change
+  $ shardctl reshard --apply         # commit it (exit 3 if the layout changed meanwhile)
+  $ shardctl reshard --json | jq '.diff.ops | length'`,
+    )
+    .action(async (o: { apply: boolean; json: boolean }) => {
+      const config = ctx.config();
+      const windows = loadWindows(config);
+      await withStore(
+        () => openStore(config),
+        async (store) => {
+          const lsmm = lsmmFor(config, store, windows);
+          const result = await lsmm.triggerResharding({ apply: o.apply });
+          printReshard(ctx.io, result, o.json, result.appliedVersion !== undefined);
+        },
+      );
+    });
+}

@@ -1,0 +1,201 @@
+/**
+ * Configuration: defaults < config file < environment. The file is
+ * `shardctl.yaml` in the working directory or `~/.config/shardctl/config.yaml`
+ * (or the path in --config / SHARDCTL_CONFIG). Validated with zod; a wrong
+ * type is a UsageError naming the field and the file.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { UsageError } from "./errors.js";
+
+const levelSchema = z.object({
+  resolutionSeconds: z.number().int().positive(),
+  slots: z.number().int().min(1).max(10_000),
+});
+
+export const configSchema = z
+  .object({
+    /** Where the embedded store, access windows and local cluster state live. */
+    dataDir: z.string().min(1).default(".shardctl"),
+    store: z.enum(["embedded", "consul"]).default("embedded"),
+    /** Number of equal hash ranges the key space is divided into. */
+    segments: z
+      .number()
+      .int()
+      .min(1)
+      .max(1 << 20)
+      .default(4096),
+    /** Origin zones, in a fixed order (the order indexes the access windows). */
+    zones: z
+      .array(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/))
+      .min(1)
+      .max(16)
+      .default(["a", "b", "c"]),
+    limits: z
+      .object({
+        maxKeyBytes: z
+          .number()
+          .int()
+          .min(1)
+          .max(64 * 1024)
+          .default(1024),
+        maxValueBytes: z
+          .number()
+          .int()
+          .min(1)
+          .max(256 * 1024 * 1024)
+          .default(16 * 1024 * 1024),
+      })
+      .prefault({}),
+    windows: z
+      .object({
+        levels: z
+          .array(levelSchema)
+          .min(1)
+          .max(6)
+          .default([
+            { resolutionSeconds: 1, slots: 10 },
+            { resolutionSeconds: 60, slots: 60 },
+            { resolutionSeconds: 3600, slots: 48 },
+          ]),
+      })
+      .prefault({}),
+    reshard: z
+      .object({
+        /** A segment above this rate (accesses/s) gets a dedicated shard. */
+        splitRate: z.number().positive().default(50),
+        /** A shared shard below this rate (accesses/s) merges with a neighbour. */
+        mergeRate: z.number().nonnegative().default(5),
+        /** No shared shard carries more than this (accesses/s). */
+        shardLoadCap: z.number().positive().default(200),
+        /** Fraction under a threshold a value must fall before a decision is undone. */
+        hysteresis: z.number().min(0).max(0.9).default(0.2),
+        /** A shard changed less than this long ago is left alone. */
+        minDwellSeconds: z.number().nonnegative().default(300),
+        /** Window over which the access rate is measured. */
+        rateWindowSeconds: z.number().int().positive().default(600),
+      })
+      .prefault({}),
+    consul: z
+      .object({
+        addr: z.string().default("127.0.0.1:8500"),
+        token: z.string().optional(),
+        prefix: z.string().default("shardctl/"),
+      })
+      .prefault({}),
+    agent: z
+      .object({
+        token: z.string().optional(),
+      })
+      .prefault({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+
+export interface LoadConfigOptions {
+  /** Explicit file (--config); an explicit file that does not exist is an error. */
+  file?: string;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  home?: string;
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** The file read, if any. */
+  source?: string;
+}
+
+export function defaultConfig(): Config {
+  return configSchema.parse({});
+}
+
+export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
+  const env = opts.env ?? process.env;
+  const cwd = opts.cwd ?? process.cwd();
+  const explicit = opts.file ?? env.SHARDCTL_CONFIG;
+  let source: string | undefined;
+  let raw: unknown = {};
+  if (explicit) {
+    source = resolve(cwd, explicit);
+    if (!existsSync(source)) {
+      throw new UsageError(`config file ${source} does not exist`, {
+        hint: "pass an existing file with --config, or unset SHARDCTL_CONFIG",
+      });
+    }
+  } else {
+    for (const candidate of [
+      join(cwd, "shardctl.yaml"),
+      join(opts.home ?? homedir(), ".config/shardctl/config.yaml"),
+    ]) {
+      if (existsSync(candidate)) {
+        source = candidate;
+        break;
+      }
+    }
+  }
+  if (source) {
+    let text: string;
+    try {
+      text = readFileSync(source, "utf8");
+    } catch (err) {
+      throw new UsageError(`cannot read config file ${source}: ${(err as Error).message}`);
+    }
+    try {
+      raw = parseYaml(text) ?? {};
+    } catch (err) {
+      throw new UsageError(`config file ${source} is not valid YAML: ${(err as Error).message}`);
+    }
+    if (typeof raw !== "object" || Array.isArray(raw)) {
+      throw new UsageError(`config file ${source} must hold a mapping (key: value lines) at the top level`);
+    }
+  }
+  const merged = applyEnv(raw as Record<string, unknown>, env);
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) {
+    const where = source ? ` in ${source}` : "";
+    const problems = parsed.error.issues
+      .map((i) => `  ${i.path.join(".") || "(top level)"}: ${i.message}`)
+      .join("\n");
+    throw new UsageError(`invalid configuration${where}:\n${problems}`, {
+      hint: "see `man shardctl` (CONFIGURATION) for every field and its type",
+    });
+  }
+  const config = parsed.data;
+  if (new Set(config.zones).size !== config.zones.length) {
+    throw new UsageError(`invalid configuration: zones must be distinct (got ${config.zones.join(",")})`);
+  }
+  if (config.reshard.mergeRate >= config.reshard.splitRate) {
+    throw new UsageError("invalid configuration: reshard.mergeRate must be below reshard.splitRate");
+  }
+  return { config, source };
+}
+
+/** Environment variables override the file. Each is validated with the rest. */
+function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...raw };
+  const sub = (key: string): Record<string, unknown> => {
+    const v = out[key];
+    const copy = v && typeof v === "object" && !Array.isArray(v) ? { ...(v as Record<string, unknown>) } : {};
+    out[key] = copy;
+    return copy;
+  };
+  if (env.SHARDCTL_DATA_DIR) out.dataDir = env.SHARDCTL_DATA_DIR;
+  if (env.SHARDCTL_STORE) out.store = env.SHARDCTL_STORE;
+  if (env.SHARDCTL_SEGMENTS) out.segments = numberOrString(env.SHARDCTL_SEGMENTS);
+  if (env.SHARDCTL_ZONES) out.zones = env.SHARDCTL_ZONES.split(",").map((z) => z.trim());
+  if (env.CONSUL_HTTP_ADDR) sub("consul").addr = env.CONSUL_HTTP_ADDR;
+  if (env.CONSUL_HTTP_TOKEN) sub("consul").token = env.CONSUL_HTTP_TOKEN;
+  if (env.SHARDCTL_CONSUL_PREFIX) sub("consul").prefix = env.SHARDCTL_CONSUL_PREFIX;
+  if (env.SHARDCTL_TOKEN) sub("agent").token = env.SHARDCTL_TOKEN;
+  return out;
+}
+
+function numberOrString(v: string): number | string {
+  const n = Number(v);
+  return v.trim() !== "" && Number.isFinite(n) ? n : v;
+}

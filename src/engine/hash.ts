@@ -1,0 +1,135 @@
+/**
+ * The key hash: FNV-1a 64 over the key's UTF-8 bytes, then MurmurHash3's
+ * 64-bit finaliser (fmix64). Both are published, language-neutral functions
+ * (a client in any language computes the same segment), need no allocation
+ * and are fast on short keys. The finaliser matters: segments are taken from
+ * the TOP bits, and plain FNV-1a barely moves its top bits for keys that
+ * differ in their last bytes (`key-1`, `key-2`, …). Pinned by golden vectors
+ * in test/unit/engine/hash.test.ts — changing it moves every key.
+ *
+ * 64-bit arithmetic is emulated on two 32-bit halves: FNV's prime is
+ * 2^40 + 0x1b3, so hash * prime = hash * 0x1b3 + (hash << 40).
+ */
+
+const OFFSET_HI = 0xcbf29ce4;
+const OFFSET_LO = 0x84222325;
+const TWO_32 = 4294967296;
+
+/**
+ * The hash of `key`, as [hi, lo] unsigned 32-bit halves, written into `out`.
+ * When `out` has 4 slots, out[2] receives the key's UTF-8 length and out[3] is
+ * 1 if the key has no faithful UTF-8 form (a lone surrogate, or U+FFFD — what
+ * undecodable bytes become), so that validation needs no second pass.
+ */
+export function fnv1a64(key: string, out: Uint32Array = new Uint32Array(2)): Uint32Array {
+  let hi = OFFSET_HI;
+  let lo = OFFSET_LO;
+  let bytes = 0;
+  let invalid = 0;
+  for (let i = 0; i < key.length; i++) {
+    let c = key.charCodeAt(i);
+    if (c < 0x80) {
+      bytes++;
+      // one byte
+      lo ^= c;
+      const t = (lo >>> 0) * 0x1b3;
+      hi = (Math.imul(hi, 0x1b3) + (lo << 8) + Math.floor(t / TWO_32)) >>> 0;
+      lo = t >>> 0;
+      continue;
+    }
+    if (c >= 0xd800 && c <= 0xdfff) {
+      const d = i + 1 < key.length ? key.charCodeAt(i + 1) : 0;
+      if (c <= 0xdbff && d >= 0xdc00 && d <= 0xdfff) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        i++;
+      } else invalid = 1;
+    } else if (c === 0xfffd) invalid = 1;
+    // multi-byte UTF-8 sequence (lone surrogates are rejected by validateKey before hashing)
+    let n: number;
+    let bytes0: number;
+    if (c < 0x800) {
+      n = 2;
+      bytes0 = 0xc0 | (c >> 6);
+    } else if (c < 0x10000) {
+      n = 3;
+      bytes0 = 0xe0 | (c >> 12);
+    } else {
+      n = 4;
+      bytes0 = 0xf0 | (c >> 18);
+    }
+    bytes += n;
+    for (let k = 0; k < n; k++) {
+      const b = k === 0 ? bytes0 : 0x80 | ((c >> (6 * (n - 1 - k))) & 0x3f);
+      lo ^= b;
+      const t = (lo >>> 0) * 0x1b3;
+      hi = (Math.imul(hi, 0x1b3) + (lo << 8) + Math.floor(t / TWO_32)) >>> 0;
+      lo = t >>> 0;
+    }
+  }
+  out[0] = hi >>> 0;
+  out[1] = lo >>> 0;
+  if (out.length >= 4) {
+    out[2] = bytes;
+    out[3] = invalid;
+  }
+  return out;
+}
+
+/** The hash as 16 lowercase hex digits (for golden vectors and display). */
+export function fnv1a64Hex(key: string): string {
+  const [hi, lo] = fnv1a64(key);
+  return hex64(hi, lo);
+}
+
+function hex64(hi: number, lo: number): string {
+  return (hi >>> 0).toString(16).padStart(8, "0") + (lo >>> 0).toString(16).padStart(8, "0");
+}
+
+/** (ah:al) · (bh:bl) mod 2^64, written into out as [hi, lo]. */
+function mul64(ah: number, al: number, bh: number, bl: number, out: Uint32Array): void {
+  const a0 = al & 0xffff;
+  const a1 = al >>> 16;
+  const b0 = bl & 0xffff;
+  const b1 = bl >>> 16;
+  const p00 = a0 * b0;
+  const p01 = a0 * b1;
+  const p10 = a1 * b0;
+  const p11 = a1 * b1;
+  const mid = (p00 >>> 16) + (p01 & 0xffff) + (p10 & 0xffff);
+  out[1] = ((mid << 16) | (p00 & 0xffff)) >>> 0;
+  out[0] = (p11 + (p01 >>> 16) + (p10 >>> 16) + (mid >>> 16) + Math.imul(ah, bl) + Math.imul(al, bh)) >>> 0;
+}
+
+/** MurmurHash3's fmix64 on [hi, lo], in place. */
+function fmix64(h: Uint32Array): Uint32Array {
+  // k ^= k >> 33
+  h[1] = (h[1] ^ (h[0] >>> 1)) >>> 0;
+  mul64(h[0], h[1], 0xff51afd7, 0xed558ccd, h);
+  h[1] = (h[1] ^ (h[0] >>> 1)) >>> 0;
+  mul64(h[0], h[1], 0xc4ceb9fe, 0x1a85ec53, h);
+  h[1] = (h[1] ^ (h[0] >>> 1)) >>> 0;
+  return h;
+}
+
+/** The key hash (FNV-1a 64, then fmix64) as [hi, lo] in `out`. */
+export function keyHash64(key: string, out: Uint32Array = new Uint32Array(2)): Uint32Array {
+  return fmix64(fnv1a64(key, out));
+}
+
+export function keyHash64Hex(key: string): string {
+  const h = keyHash64(key);
+  return hex64(h[0], h[1]);
+}
+
+/** FNV-1a 64 over raw bytes (used for checksums of plain data, never for keys). */
+export function fnv1a64Bytes(bytes: Uint8Array): string {
+  let hi = OFFSET_HI;
+  let lo = OFFSET_LO;
+  for (let i = 0; i < bytes.length; i++) {
+    lo ^= bytes[i];
+    const t = (lo >>> 0) * 0x1b3;
+    hi = (Math.imul(hi, 0x1b3) + (lo << 8) + Math.floor(t / TWO_32)) >>> 0;
+    lo = t >>> 0;
+  }
+  return (hi >>> 0).toString(16).padStart(8, "0") + (lo >>> 0).toString(16).padStart(8, "0");
+}

@@ -1,0 +1,128 @@
+/**
+ * The Log Shard Management Module, as the specification names its API:
+ * getShardLocation(dataKey), updateAccessPattern(dataKey, accessType),
+ * triggerResharding(). Pure: it is handed a LocationStore, the access windows
+ * and a Clock.
+ */
+import { PreconditionError } from "../errors.js";
+import { AccessWindows, parseAccessType, type AccessType } from "./access-windows.js";
+import { applyLayoutDiff, planLayout, type AssignerOptions, type LayoutDiff } from "./assigner.js";
+import { RoutingTable, validateMap, type ShardInfo } from "./location-map.js";
+import type { Clock, LocationStore } from "./ports.js";
+import { Segmenter } from "./segmenter.js";
+
+export interface LsmmDeps {
+  store: LocationStore;
+  windows: AccessWindows;
+  segmenter: Segmenter;
+  clock: Clock;
+  assigner: AssignerOptions;
+  /** Window over which access rates feed resharding. */
+  rateWindowSeconds: number;
+}
+
+export interface ShardLocation {
+  key: string;
+  segment: number;
+  shard: string;
+  node: string;
+  epoch: number;
+  address?: string;
+  zone?: string;
+  mapVersion: number;
+}
+
+export interface ReshardResult {
+  diff: LayoutDiff;
+  /** The map version the diff was computed against. */
+  baseVersion: number;
+  /** The version written, when applied. */
+  appliedVersion?: number;
+}
+
+export class Lsmm {
+  private table?: RoutingTable;
+
+  constructor(private readonly deps: LsmmDeps) {}
+
+  /** Reads the map from the store (consistently when asked) and rebuilds the routing table. */
+  async refresh(consistent = false): Promise<RoutingTable> {
+    const vm = await this.deps.store.load({ consistent });
+    if (!vm) {
+      throw new PreconditionError("the location store holds no layout yet", {
+        hint: "create one with `shardctl init` (or `shardctl up --local`)",
+      });
+    }
+    if (vm.map.segmentCount !== this.deps.segmenter.segmentCount) {
+      throw new PreconditionError(
+        `the stored layout has ${vm.map.segmentCount} segments but the config says ${this.deps.segmenter.segmentCount}`,
+        { hint: "set `segments` in the config to the stored value; changing it needs a new layout" },
+      );
+    }
+    this.table = new RoutingTable(vm);
+    return this.table;
+  }
+
+  private routing(): RoutingTable {
+    if (!this.table) throw new PreconditionError("the location map has not been loaded (call refresh first)");
+    return this.table;
+  }
+
+  /** get_shard_location(data_key): the node id hosting the key's log shard. */
+  getShardLocation(dataKey: string): string {
+    return this.routing().nodeOfSegment(this.deps.segmenter.segmentOf(dataKey));
+  }
+
+  /** The full location of a key: segment, shard, epoch, node and its address. */
+  locate(dataKey: string): ShardLocation {
+    const table = this.routing();
+    const segment = this.deps.segmenter.segmentOf(dataKey);
+    const shard: ShardInfo = table.shardOf(segment);
+    const node = table.node(shard.node);
+    return {
+      key: dataKey,
+      segment,
+      shard: shard.id,
+      node: shard.node,
+      epoch: shard.epoch,
+      address: node?.address,
+      zone: node?.zone,
+      mapVersion: table.version,
+    };
+  }
+
+  /** update_access_pattern(data_key, access_type): records one access (optionally from an origin zone). */
+  updateAccessPattern(dataKey: string, accessType: AccessType | string, zone?: string, count = 1): number {
+    const type = parseAccessType(accessType);
+    const zoneIdx = this.deps.windows.zoneIndexOf(zone);
+    const segment = this.deps.segmenter.segmentOf(dataKey);
+    this.deps.windows.record(segment, type === "write", zoneIdx, this.deps.clock.now(), count);
+    return segment;
+  }
+
+  /**
+   * trigger_resharding(): re-evaluates the layout from the windows and returns
+   * the diff; with apply, commits it by compare-and-set against the version
+   * it was computed from (a lost race is a PreconditionError, never an overwrite).
+   */
+  async triggerResharding(opts: { apply?: boolean } = {}): Promise<ReshardResult> {
+    const table = await this.refresh(true);
+    const now = this.deps.clock.now();
+    const loads = this.deps.windows.loads(this.deps.rateWindowSeconds, now);
+    const diff = planLayout(table.map, loads, this.deps.assigner, now);
+    const result: ReshardResult = { diff, baseVersion: table.version };
+    if (!opts.apply || diff.ops.length === 0) return result;
+    const next = applyLayoutDiff(table.map, diff, now);
+    validateMap(next);
+    const cas = await this.deps.store.compareAndSet(table.version, next);
+    if (!cas.ok) {
+      throw new PreconditionError(
+        `the layout changed while resharding (version ${table.version} → ${cas.currentVersion}); nothing was written`,
+        { hint: "run `shardctl reshard` again to plan against the new layout" },
+      );
+    }
+    result.appliedVersion = cas.version;
+    await this.refresh();
+    return result;
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * The ports the engine is given: it never reaches Consul, files or agents by
+ * itself. Implementations live at the edges (src/store, src/consul, src/cluster).
+ */
+import type { LocationMap, VersionedMap } from "./location-map.js";
+
+export interface Clock {
+  /** Milliseconds since the Unix epoch (virtual in the simulator and in tests). */
+  now(): number;
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
+
+export type CasResult = { ok: true; version: number } | { ok: false; currentVersion: number };
+
+export interface LoadOptions {
+  /** Read through the store's leader (Consul `?consistent`): required before any decision that moves data. */
+  consistent?: boolean;
+}
+
+/**
+ * Where the location map lives. Implementations: the embedded file store and
+ * Consul KV. Every write is a compare-and-set against the version read; a lost
+ * race is reported, never overwritten.
+ */
+export interface LocationStore {
+  readonly kind: "embedded" | "consul";
+  /** The current map, or null when the store holds none yet. */
+  load(opts?: LoadOptions): Promise<VersionedMap | null>;
+  /** Writes `next` only if the stored version is still `expectedVersion` (0: nothing stored yet). */
+  compareAndSet(expectedVersion: number, next: LocationMap): Promise<CasResult>;
+  /**
+   * Calls onChange with each new map (the first call with the current one),
+   * until the signal aborts.
+   */
+  watch(onChange: (map: VersionedMap) => void, signal: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,63 @@
+/**
+ * Access windows kept in a file under the data directory, for the CLI on the
+ * embedded default (a short-lived process has no memory between runs). Agents
+ * keep their own windows in memory and serve them over their API.
+ */
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Config } from "../config.js";
+import { AccessWindows } from "../engine/access-windows.js";
+import { UsageError, UserError } from "../errors.js";
+import { acquireFileLock, writeAtomic } from "./embedded.js";
+
+export const WINDOWS_FILE = "access-windows.bin";
+
+export function windowsPath(dataDir: string): string {
+  return join(dataDir, WINDOWS_FILE);
+}
+
+export function newWindows(config: Config): AccessWindows {
+  return new AccessWindows({
+    segmentCount: config.segments,
+    zones: config.zones,
+    levels: config.windows.levels,
+  });
+}
+
+/** The stored windows, or empty ones shaped by the config. A corrupt file is refused. */
+export function loadWindows(config: Config): AccessWindows {
+  const file = windowsPath(config.dataDir);
+  if (!existsSync(file)) return newWindows(config);
+  let w: AccessWindows;
+  try {
+    w = AccessWindows.deserialize(readFileSync(file));
+  } catch (err) {
+    throw new UserError(`${(err as Error).message} (${file}); nothing was changed`, {
+      hint: `remove ${file} to start the access history afresh`,
+    });
+  }
+  if (w.segmentCount !== config.segments || w.zones.join(",") !== config.zones.join(",")) {
+    throw new UsageError(
+      `${file} was recorded for ${w.segmentCount} segments and zones ${w.zones.join(",")}, but the config says ${config.segments} and ${config.zones.join(",")}`,
+      { hint: `set segments/zones back, or remove ${file}` },
+    );
+  }
+  return w;
+}
+
+/** Loads, lets `update` change the windows, and writes them back atomically under a lock. */
+export async function updateWindows<T>(config: Config, update: (w: AccessWindows) => T): Promise<T> {
+  mkdirSync(config.dataDir, { recursive: true });
+  const release = await acquireFileLock(
+    join(config.dataDir, "access-windows.lock"),
+    "the access windows file",
+  );
+  try {
+    const w = loadWindows(config);
+    const result = update(w);
+    writeAtomic(windowsPath(config.dataDir), w.serialize());
+    return result;
+  } finally {
+    release();
+  }
+}

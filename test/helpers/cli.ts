@@ -1,0 +1,51 @@
+/** Runs shardctl in-process (runCli with collected output) or as a real process. */
+import { spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { Writable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import { runCli } from "../../src/cli.js";
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "../..");
+
+class Collect extends Writable {
+  text = "";
+  override _write(chunk: Buffer, _enc: string, cb: () => void) {
+    this.text += chunk.toString();
+    cb();
+  }
+}
+
+export interface CliResult {
+  code: number;
+  out: string;
+  err: string;
+}
+
+export async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  const out = new Collect();
+  const err = new Collect();
+  const code = await runCli(args, { out, err }, { ...env });
+  return { code, out: out.text, err: err.text };
+}
+
+/** The command that starts shardctl as a process: the build if present, else the TypeScript source through tsx. */
+export function shardctlCommand(): { command: string; args: string[] } {
+  const built = join(repoRoot, "dist/bin/shardctl.js");
+  if (existsSync(built)) return { command: process.execPath, args: [built] };
+  return { command: process.execPath, args: ["--import", "tsx", join(repoRoot, "bin/shardctl.ts")] };
+}
+
+export function runProcess(
+  args: (string | Buffer)[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer } = {},
+): SpawnSyncReturns<string> {
+  const { command, args: pre } = shardctlCommand();
+  return spawnSync(command, [...pre, ...(args as string[])], {
+    cwd: opts.cwd ?? repoRoot,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...opts.env },
+    input: opts.input,
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+}

@@ -1,0 +1,133 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Command } from "commander";
+import { buildProgram } from "../../../src/cli.js";
+import { cli } from "../../helpers/cli.js";
+
+let dir: string;
+let env: NodeJS.ProcessEnv;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "shardctl-cli-"));
+  env = { SHARDCTL_DATA_DIR: join(dir, "data"), SHARDCTL_CONFIG: join(dir, "shardctl.yaml") };
+  writeFileSync(join(dir, "shardctl.yaml"), "segments: 1024\nreshard:\n  rateWindowSeconds: 60\n");
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const mapFile = () => join(dir, "data/location-map.json");
+
+describe("shardctl (foundation commands)", () => {
+  it("prints help for every command and exits 0", async () => {
+    const top = await cli(["--help"], env);
+    expect(top.code).toBe(0);
+    const paths: string[][] = [];
+    const walk = (cmd: Command, path: string[]) => {
+      for (const sub of cmd.commands) {
+        paths.push([...path, sub.name()]);
+        walk(sub, [...path, sub.name()]);
+      }
+    };
+    walk(buildProgram(), []);
+    expect(paths.map((p) => p[0])).toEqual(
+      expect.arrayContaining(["init", "locate", "record", "reshard", "shards"]),
+    );
+    for (const path of paths) {
+      const r = await cli([...path, "--help"], env);
+      expect(r.code, path.join(" ")).toBe(0);
+      expect(r.out, path.join(" ")).toMatch(/Usage: shardctl/);
+      expect(r.out, path.join(" ")).toMatch(/Examples?:/);
+    }
+  });
+
+  it("prints the version", async () => {
+    const r = await cli(["--version"], env);
+    expect(r.code).toBe(0);
+    expect(r.out.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it("exits 2 on an unknown command or flag", async () => {
+    expect((await cli(["frobnicate"], env)).code).toBe(2);
+    expect((await cli(["reshard", "--aply"], env)).code).toBe(2);
+  });
+
+  it("runs init → record → reshard → locate end to end, with --json", async () => {
+    expect((await cli(["init", "--json"], env)).code).toBe(0);
+    expect((await cli(["init"], env)).code).toBe(3); // already there
+    const rec = await cli(
+      ["record", "hot", "--count", "60000", "--zone", "b", "--op", "write", "--json"],
+      env,
+    );
+    expect(JSON.parse(rec.out)).toEqual({ events: 60000, segments: 1 });
+    const dry = await cli(["reshard", "--json"], env);
+    expect(dry.code).toBe(0);
+    const plan = JSON.parse(dry.out);
+    expect(plan.applied).toBe(false);
+    expect(plan.diff.ops[0]).toMatchObject({ kind: "split", reason: "hot-segment" });
+    const applied = JSON.parse((await cli(["reshard", "--apply", "--json"], env)).out);
+    expect(applied.appliedVersion).toBe(2);
+    const loc = JSON.parse((await cli(["locate", "hot", "--json"], env)).out);
+    const shards = JSON.parse((await cli(["shards", "--json"], env)).out);
+    const own = shards.map.shards.find((s: { id: string }) => s.id === loc.shard);
+    expect(own.ranges).toEqual([[loc.segment, loc.segment + 1]]);
+  });
+
+  it("refuses a corrupt or truncated store file, changing nothing", async () => {
+    await cli(["init"], env);
+    const text = readFileSync(mapFile(), "utf8");
+    for (const bad of [text.slice(0, 100), text.replace('"epoch":1', '"epoch":7')]) {
+      writeFileSync(mapFile(), bad);
+      for (const args of [["locate", "k"], ["reshard", "--apply"], ["shards"]]) {
+        const r = await cli(args, env);
+        expect(r.code, args.join(" ")).toBe(1);
+        expect(r.err).toMatch(/location map .* is corrupt/);
+        expect(r.err).not.toMatch(/at .*\.ts:\d+/); // no stack trace
+      }
+      expect(readFileSync(mapFile(), "utf8")).toBe(bad);
+    }
+  });
+
+  it("refuses hostile keys, access types, zones and counts, recording nothing", async () => {
+    await cli(["init"], env);
+    const cases: [string[], RegExp][] = [
+      [["record", ""], /empty/],
+      [["record", "x".repeat(1 << 20)], /longer than 1024/],
+      [["record", "a\ud800b"], /UTF-8/],
+      [["record", "k", "--op", "scan"], /unknown access type/],
+      [["record", "k", "--zone", "mars"], /unknown origin zone/],
+      [["record", "k", "--count", "-3"], /positive integer/],
+      [["locate", ""], /empty/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await cli(args, env);
+      expect(r.code, args[1]?.slice(0, 10)).toBe(2);
+      expect(r.err).toMatch(message);
+    }
+    expect(existsSync(join(dir, "data/access-windows.bin"))).toBe(false);
+  });
+
+  it("validates a whole trace before recording any of it", async () => {
+    const trace = join(dir, "trace.csv");
+    writeFileSync(trace, "timestamp,key,op,zone\n1000,a,read,a\n2000,b,write,b\nnot-a-time,c,read,a\n");
+    const r = await cli(["record", "--trace", trace], env);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/line 4: bad timestamp/);
+    expect(existsSync(join(dir, "data/access-windows.bin"))).toBe(false);
+    writeFileSync(trace, "timestamp,key,op,zone\n1000,a,read,a\n2000,b,write,b\n2500,c,read,\n");
+    expect((await cli(["record", "--trace", trace], env)).code).toBe(0);
+  });
+
+  it("refuses a config with wrong types (exit 2) before touching the store", async () => {
+    writeFileSync(join(dir, "shardctl.yaml"), "segments: lots\n");
+    const r = await cli(["init"], env);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/invalid configuration.*\n.*segments/);
+    expect(existsSync(mapFile())).toBe(false);
+  });
+
+  it("says what to do when no layout exists (exit 3)", async () => {
+    const r = await cli(["locate", "k"], env);
+    expect(r.code).toBe(3);
+    expect(r.err).toMatch(/shardctl init/);
+  });
+});

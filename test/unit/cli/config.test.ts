@@ -1,0 +1,67 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { loadConfig } from "../../../src/config.js";
+
+let dir: string;
+beforeEach(() => (dir = mkdtempSync(join(tmpdir(), "shardctl-config-"))));
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const load = (env: NodeJS.ProcessEnv = {}, file?: string) =>
+  loadConfig({ cwd: dir, home: join(dir, "home"), env, file });
+
+describe("config", () => {
+  it("has defaults without any file", () => {
+    const { config, source } = load();
+    expect(source).toBeUndefined();
+    expect(config).toMatchObject({ store: "embedded", segments: 4096, zones: ["a", "b", "c"] });
+  });
+
+  it("reads ./shardctl.yaml, then ~/.config/shardctl/config.yaml", () => {
+    mkdirSync(join(dir, "home/.config/shardctl"), { recursive: true });
+    writeFileSync(join(dir, "home/.config/shardctl/config.yaml"), "segments: 128\n");
+    expect(load().config.segments).toBe(128);
+    writeFileSync(join(dir, "shardctl.yaml"), "segments: 256\nreshard:\n  splitRate: 99\n");
+    const { config, source } = load();
+    expect(source).toBe(join(dir, "shardctl.yaml"));
+    expect(config.segments).toBe(256);
+    expect(config.reshard).toMatchObject({ splitRate: 99, mergeRate: 5 });
+  });
+
+  it("lets the environment override the file", () => {
+    writeFileSync(join(dir, "shardctl.yaml"), "segments: 256\nstore: embedded\n");
+    const { config } = load({
+      SHARDCTL_SEGMENTS: "512",
+      SHARDCTL_STORE: "consul",
+      SHARDCTL_ZONES: "x,y",
+      CONSUL_HTTP_ADDR: "127.0.0.1:9500",
+      CONSUL_HTTP_TOKEN: "t0k",
+      SHARDCTL_CONSUL_PREFIX: "p/",
+    });
+    expect(config).toMatchObject({ segments: 512, store: "consul", zones: ["x", "y"] });
+    expect(config.consul).toEqual({ addr: "127.0.0.1:9500", token: "t0k", prefix: "p/" });
+  });
+
+  it.each([
+    ["a wrong type", "segments: many\n", /segments/],
+    ["an unknown field", "segmnets: 12\n", /segmnets|Unrecognized/i],
+    ["a bad store", "store: etcd-ish\n", /store/],
+    ["a negative threshold", "reshard:\n  splitRate: -1\n", /splitRate/],
+    ["mergeRate above splitRate", "reshard:\n  splitRate: 5\n  mergeRate: 9\n", /mergeRate/],
+    ["duplicate zones", "zones: [a, a]\n", /distinct/],
+    ["a list at the top", "- 1\n- 2\n", /mapping/],
+    ["broken YAML", "segments: [1, 2\n", /not valid YAML/],
+  ])("refuses %s with a clear error", (_name, text, message) => {
+    writeFileSync(join(dir, "shardctl.yaml"), text);
+    expect(() => load()).toThrow(message);
+  });
+
+  it("refuses a wrong type from the environment", () => {
+    expect(() => load({ SHARDCTL_SEGMENTS: "lots" })).toThrow(/segments/);
+  });
+
+  it("refuses an explicit file that does not exist", () => {
+    expect(() => load({}, "nope.yaml")).toThrow(/does not exist/);
+  });
+});

@@ -1,0 +1,92 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { initialLayout } from "../../../src/engine/location-map.js";
+import { EmbeddedStore } from "../../../src/store/embedded.js";
+
+const nodes = [{ id: "n1", address: "127.0.0.1:1", zone: "a" }];
+let dir: string;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "shardctl-store-"));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("EmbeddedStore", () => {
+  it("starts empty, then compare-and-sets from version 0", async () => {
+    const store = new EmbeddedStore(dir);
+    expect(await store.load()).toBeNull();
+    const map = initialLayout(16, nodes, { now: 0 });
+    expect(await store.compareAndSet(0, map)).toEqual({ ok: true, version: 1 });
+    expect((await store.load())!.version).toBe(1);
+    expect((await store.load())!.map).toEqual(map);
+  });
+
+  it("refuses a write against a stale version and leaves the file as it was", async () => {
+    const store = new EmbeddedStore(dir);
+    const map = initialLayout(16, nodes, { now: 0 });
+    await store.compareAndSet(0, map);
+    const before = readFileSync(store.file, "utf8");
+    expect(await store.compareAndSet(0, { ...map, term: 3 })).toEqual({ ok: false, currentVersion: 1 });
+    expect(readFileSync(store.file, "utf8")).toBe(before);
+  });
+
+  it("lets exactly one of many concurrent writers win a version", async () => {
+    const map = initialLayout(16, nodes, { now: 0 });
+    await new EmbeddedStore(dir).compareAndSet(0, map);
+    const results = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => new EmbeddedStore(dir).compareAndSet(1, { ...map, term: i + 1 })),
+    );
+    expect(results.filter((r) => r.ok)).toHaveLength(1);
+  });
+
+  it("refuses an invalid map and writes nothing", async () => {
+    const store = new EmbeddedStore(dir);
+    const map = initialLayout(16, nodes, { now: 0 });
+    map.shards[0].ranges = [[0, 1]];
+    await expect(store.compareAndSet(0, map)).rejects.toThrow(/gap/);
+    expect(existsSync(store.file)).toBe(false);
+  });
+
+  it.each([
+    ["truncated", (t: string) => t.slice(0, t.length / 2), /not JSON/],
+    ["altered", (t: string) => t.replace('"node":"n1"', '"node":"n2"'), /checksum/],
+    ["foreign", () => JSON.stringify({ hello: "world" }), /not a shardctl location map/],
+    ["empty", () => "", /not JSON/],
+  ])("refuses a %s file with a clear error", async (_name, mangle, message) => {
+    const store = new EmbeddedStore(dir);
+    await store.compareAndSet(0, initialLayout(16, nodes, { now: 0 }));
+    writeFileSync(store.file, mangle(readFileSync(store.file, "utf8")));
+    const mangled = readFileSync(store.file, "utf8");
+    await expect(store.load()).rejects.toThrow(message);
+    await expect(store.compareAndSet(1, initialLayout(16, nodes, { now: 0 }))).rejects.toThrow(message);
+    expect(readFileSync(store.file, "utf8")).toBe(mangled);
+  });
+
+  it("takes over a lock whose writer died, and waits for a live one", async () => {
+    const store = new EmbeddedStore(dir);
+    writeFileSync(join(dir, "location-map.lock"), "999999999");
+    expect((await store.compareAndSet(0, initialLayout(16, nodes, { now: 0 }))).ok).toBe(true);
+    writeFileSync(join(dir, "location-map.lock"), String(process.pid));
+    const t0 = Date.now();
+    const pending = store.compareAndSet(1, initialLayout(16, nodes, { now: 1 }));
+    setTimeout(() => rmSync(join(dir, "location-map.lock")), 200);
+    expect((await pending).ok).toBe(true);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(150);
+  });
+
+  it("watch reports the current map and each new version", async () => {
+    const store = new EmbeddedStore(dir);
+    await store.compareAndSet(0, initialLayout(16, nodes, { now: 0 }));
+    const seen: number[] = [];
+    const ac = new AbortController();
+    const done = store.watch((m) => seen.push(m.version), ac.signal);
+    await new Promise((r) => setTimeout(r, 50));
+    await store.compareAndSet(1, initialLayout(16, nodes, { now: 1 }));
+    await new Promise((r) => setTimeout(r, 400));
+    ac.abort();
+    await done;
+    expect(seen).toEqual([1, 2]);
+  });
+});
