@@ -13,7 +13,6 @@
 
 const OFFSET_HI = 0xcbf29ce4;
 const OFFSET_LO = 0x84222325;
-const TWO_32 = 4294967296;
 
 /**
  * The hash of `key`, as [hi, lo] unsigned 32-bit halves, written into `out`.
@@ -22,19 +21,22 @@ const TWO_32 = 4294967296;
  * undecodable bytes become), so that validation needs no second pass.
  */
 export function fnv1a64(key: string, out: Uint32Array = new Uint32Array(2)): Uint32Array {
-  let hi = OFFSET_HI;
-  let lo = OFFSET_LO;
+  let hi = OFFSET_HI | 0;
+  let lo = OFFSET_LO | 0;
   let bytes = 0;
   let invalid = 0;
   for (let i = 0; i < key.length; i++) {
     let c = key.charCodeAt(i);
     if (c < 0x80) {
       bytes++;
-      // one byte
       lo ^= c;
-      const t = (lo >>> 0) * 0x1b3;
-      hi = (Math.imul(hi, 0x1b3) + (lo << 8) + Math.floor(t / TWO_32)) >>> 0;
-      lo = t >>> 0;
+      // lo · 0x1b3: the low 32 bits by imul, the carry from 16-bit halves (integer-only arithmetic)
+      hi =
+        (Math.imul(hi, 0x1b3) +
+          (lo << 8) +
+          ((((lo >>> 16) * 0x1b3 + (((lo & 0xffff) * 0x1b3) >>> 16)) >>> 16) | 0)) |
+        0;
+      lo = Math.imul(lo, 0x1b3);
       continue;
     }
     if (c >= 0xd800 && c <= 0xdfff) {
@@ -44,7 +46,7 @@ export function fnv1a64(key: string, out: Uint32Array = new Uint32Array(2)): Uin
         i++;
       } else invalid = 1;
     } else if (c === 0xfffd) invalid = 1;
-    // multi-byte UTF-8 sequence (lone surrogates are rejected by validateKey before hashing)
+    // a multi-byte UTF-8 sequence (a lone surrogate is hashed as itself and flagged invalid)
     let n: number;
     let bytes0: number;
     if (c < 0x800) {
@@ -61,9 +63,13 @@ export function fnv1a64(key: string, out: Uint32Array = new Uint32Array(2)): Uin
     for (let k = 0; k < n; k++) {
       const b = k === 0 ? bytes0 : 0x80 | ((c >> (6 * (n - 1 - k))) & 0x3f);
       lo ^= b;
-      const t = (lo >>> 0) * 0x1b3;
-      hi = (Math.imul(hi, 0x1b3) + (lo << 8) + Math.floor(t / TWO_32)) >>> 0;
-      lo = t >>> 0;
+      // lo · 0x1b3: the low 32 bits by imul, the carry from 16-bit halves (integer-only arithmetic)
+      hi =
+        (Math.imul(hi, 0x1b3) +
+          (lo << 8) +
+          ((((lo >>> 16) * 0x1b3 + (((lo & 0xffff) * 0x1b3) >>> 16)) >>> 16) | 0)) |
+        0;
+      lo = Math.imul(lo, 0x1b3);
     }
   }
   out[0] = hi >>> 0;
@@ -123,13 +129,16 @@ export function keyHash64Hex(key: string): string {
 
 /** FNV-1a 64 over raw bytes (used for checksums of plain data, never for keys). */
 export function fnv1a64Bytes(bytes: Uint8Array): string {
-  let hi = OFFSET_HI;
-  let lo = OFFSET_LO;
+  let hi = OFFSET_HI | 0;
+  let lo = OFFSET_LO | 0;
   for (let i = 0; i < bytes.length; i++) {
     lo ^= bytes[i];
-    const t = (lo >>> 0) * 0x1b3;
-    hi = (Math.imul(hi, 0x1b3) + (lo << 8) + Math.floor(t / TWO_32)) >>> 0;
-    lo = t >>> 0;
+    hi =
+      (Math.imul(hi, 0x1b3) +
+        (lo << 8) +
+        ((((lo >>> 16) * 0x1b3 + (((lo & 0xffff) * 0x1b3) >>> 16)) >>> 16) | 0)) |
+      0;
+    lo = Math.imul(lo, 0x1b3);
   }
   return (hi >>> 0).toString(16).padStart(8, "0") + (lo >>> 0).toString(16).padStart(8, "0");
 }
