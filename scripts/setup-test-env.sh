@@ -21,4 +21,4 @@ fi
 
 consul_bin=$(bash scripts/consul.sh)
 echo "setup: consul at $consul_bin" >&2
-"$consul_bin" version | head -1 >&2
+"$consul_bin" version | sed -n 1p >&2
