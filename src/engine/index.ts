@@ -5,3 +5,4 @@ export * from "./location-map.js";
 export * from "./assigner.js";
 export * from "./ports.js";
 export * from "./lsmm.js";
+export * from "./migration.js";
