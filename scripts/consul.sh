@@ -29,11 +29,31 @@ done
 log() { printf 'consul.sh: %s\n' "$*" >&2; }
 command -v go >/dev/null || { log "go not found (expected at /usr/local/go/bin)"; exit 1; }
 
+# One build at a time: parallel test workers or CI jobs that all find no
+# binary wait for the first build instead of starting their own.
+mkdir -p "$cache"
+exec 9>"$cache/.consul-build.lock"
+if command -v flock >/dev/null; then
+  flock 9
+  for v in $versions; do # built by whoever held the lock before us?
+    bin="$cache/consul-$v/consul"
+    if [ -x "$bin" ] && "$bin" version >/dev/null 2>&1; then
+      echo "$bin"
+      exit 0
+    fi
+  done
+fi
+
 for v in $versions; do
   bin="$cache/consul-$v/consul"
+  mkdir -p "$(dirname "$bin")"
   log "downloading github.com/hashicorp/consul@$v"
-  dir=$(go mod download -json "github.com/hashicorp/consul@$v" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  if [ -z "$dir" ] || [ ! -d "$dir" ]; then log "module $v not available"; continue; fi
+  info=$(go mod download -json "github.com/hashicorp/consul@$v" 2>&1 || true)
+  dir=$(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  if [ -z "$dir" ] || [ ! -d "$dir" ]; then
+    log "module $v not available: $(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"Error": "\(.*\)",*$/\1/p' | head -1)"
+    continue
+  fi
   work="$cache/src-consul-$v"
   rm -rf "$work"; mkdir -p "$work"
   cp -r "$dir/." "$work/"; chmod -R u+w "$work"

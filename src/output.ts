@@ -30,6 +30,7 @@ export function printTable(io: IO, head: string[], rows: (string | number)[][]):
 export function formatNumber(n: number): string {
   if (!Number.isFinite(n)) return String(n);
   if (Number.isInteger(n)) return String(n);
+  if (Math.abs(n) < 1e-9) return "0";
   const abs = Math.abs(n);
   if (abs >= 100) return n.toFixed(1);
   if (abs >= 1) return n.toFixed(2);

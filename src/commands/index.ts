@@ -5,6 +5,9 @@ import { registerLocate } from "./locate.js";
 import { registerRecord } from "./record.js";
 import { registerReshard } from "./reshard.js";
 import { registerShards } from "./shards.js";
+import { registerStatus } from "./status.js";
+import { registerNodes } from "./nodes.js";
+import { registerAutopilot } from "./autopilot.js";
 
 export const commands: RegisterCommand[] = [
   registerInit,
@@ -12,4 +15,7 @@ export const commands: RegisterCommand[] = [
   registerRecord,
   registerReshard,
   registerShards,
+  registerStatus,
+  registerNodes,
+  registerAutopilot,
 ];

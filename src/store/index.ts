@@ -17,6 +17,7 @@ export function registerStoreOpener(kind: Config["store"], opener: StoreOpener):
 }
 
 export async function openStore(config: Config): Promise<LocationStore> {
+  if (config.store === "consul" && !openers.consul) await import("../consul/register.js");
   const open = openers[config.store];
   if (!open) throw new UserError(`the ${config.store} store is not available in this build`);
   return open(config);

@@ -1,0 +1,192 @@
+/**
+ * The autopilot: the engine as a long-running service. With Consul, several
+ * instances may run; one leads (LeaderElection) and runs the cycle, the
+ * others wait. Every map write the leader makes carries its term, so a
+ * deposed leader's late write is refused by the store.
+ *
+ * The cycle for now: collect access windows → reshard (apply). Later issues
+ * add predict → plan → migrate here.
+ */
+import { hostname } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Config } from "../config.js";
+import type { AccessWindows } from "../engine/access-windows.js";
+import type { LocationMap } from "../engine/location-map.js";
+import { Lsmm } from "../engine/lsmm.js";
+import { systemClock, type CasResult, type LocationStore } from "../engine/ports.js";
+import { Segmenter } from "../engine/segmenter.js";
+import { PreconditionError, UserError, errorMessage } from "../errors.js";
+import { AbortedError } from "./http.js";
+import { LeaderElection, type Leadership } from "./leader.js";
+import { StaleTermError, type ConsulStore } from "./store.js";
+
+/** Where the access windows come from: the data directory's file today, agents' APIs later. */
+export type WindowSource = () => Promise<AccessWindows>;
+
+export interface AutopilotOptions {
+  intervalS: number;
+  once: boolean;
+  /** This instance's name in the lock and the logs (default host:pid). */
+  id?: string;
+}
+
+export interface AutopilotDeps {
+  config: Config;
+  store: LocationStore;
+  windows: WindowSource;
+  log: (msg: string) => void;
+  signal: AbortSignal;
+  /** Election timing (tests shorten nothing: Consul's minimum TTL is 10 s). */
+  ttlS?: number;
+  lockDelayS?: number;
+}
+
+export interface CycleReport {
+  term: number;
+  baseVersion: number;
+  appliedVersion?: number;
+  ops: number;
+}
+
+/** Stamps the leader's term on every map it writes (the store fences on it). */
+export class TermStampedStore implements LocationStore {
+  readonly kind;
+  constructor(
+    private readonly inner: LocationStore,
+    private readonly term: number,
+  ) {
+    this.kind = inner.kind;
+  }
+  load: LocationStore["load"] = (opts) => this.inner.load(opts);
+  compareAndSet(expectedVersion: number, next: LocationMap): Promise<CasResult> {
+    return this.inner.compareAndSet(expectedVersion, { ...next, term: this.term });
+  }
+  watch: LocationStore["watch"] = (fn, signal) => this.inner.watch(fn, signal);
+  close = async () => undefined;
+}
+
+/** One cycle as the leader of `term`: windows → reshard (apply). */
+export async function runCycle(deps: AutopilotDeps, term: number): Promise<CycleReport> {
+  const { config } = deps;
+  const windows = await deps.windows();
+  const lsmm = new Lsmm({
+    store: new TermStampedStore(deps.store, term),
+    windows,
+    segmenter: new Segmenter(config.segments, config.limits.maxKeyBytes),
+    clock: systemClock,
+    assigner: {
+      splitRate: config.reshard.splitRate,
+      mergeRate: config.reshard.mergeRate,
+      shardLoadCap: config.reshard.shardLoadCap,
+      hysteresis: config.reshard.hysteresis,
+      minDwellMs: config.reshard.minDwellSeconds * 1000,
+    },
+    rateWindowSeconds: config.reshard.rateWindowSeconds,
+  });
+  const result = await lsmm.triggerResharding({ apply: true });
+  return {
+    term,
+    baseVersion: result.baseVersion,
+    appliedVersion: result.appliedVersion,
+    ops: result.diff.ops.length,
+  };
+}
+
+export async function runAutopilot(opts: AutopilotOptions, deps: AutopilotDeps): Promise<void> {
+  const id = opts.id ?? `${hostname()}:${process.pid}`;
+  const { log, signal } = deps;
+  if (deps.store.kind !== "consul") {
+    log(
+      `autopilot ${id}: embedded store, no leader election: run only one autopilot against this data directory`,
+    );
+    await leadLoop(opts, deps, { term: 0, lost: signal });
+    return;
+  }
+  const store = deps.store as ConsulStore;
+  const election = new LeaderElection({
+    http: store.http,
+    store,
+    holder: id,
+    log,
+    ttlS: deps.ttlS,
+    lockDelayS: deps.lockDelayS,
+  });
+  try {
+    await campaignLoop(opts, deps, election, id);
+  } finally {
+    await election.close();
+  }
+}
+
+async function campaignLoop(
+  opts: AutopilotOptions,
+  deps: AutopilotDeps,
+  election: LeaderElection,
+  id: string,
+): Promise<void> {
+  const { log, signal } = deps;
+  while (!signal.aborted) {
+    let leadership: Leadership | null;
+    try {
+      if (opts.once) {
+        leadership = await election.tryLead(signal);
+        if (!leadership) {
+          throw new PreconditionError("another autopilot leads; --once did nothing", {
+            hint: "`shardctl status` shows the leader; run without --once to stand by",
+          });
+        }
+      } else {
+        log(`autopilot ${id}: campaigning for leadership`);
+        leadership = await election.campaign(signal);
+      }
+    } catch (err) {
+      if (err instanceof AbortedError || signal.aborted) return;
+      if (err instanceof PreconditionError) throw err;
+      if (opts.once) throw err;
+      log(`autopilot ${id}: ${errorMessage(err)}; retrying in 2 s`);
+      await sleep(2000, undefined, { signal }).catch(() => undefined);
+      continue;
+    }
+    log(`autopilot ${id}: leading with term ${leadership.term}`);
+    try {
+      await leadLoop(opts, deps, leadership);
+    } finally {
+      await leadership.resign();
+    }
+    if (opts.once) return;
+    if (!signal.aborted) log(`autopilot ${id}: lost leadership (term ${leadership.term}); standing by`);
+  }
+}
+
+async function leadLoop(
+  opts: AutopilotOptions,
+  deps: AutopilotDeps,
+  leadership: { term: number; lost: AbortSignal },
+): Promise<void> {
+  const { log } = deps;
+  while (!leadership.lost.aborted && !deps.signal.aborted) {
+    try {
+      const r = await runCycle(deps, leadership.term);
+      if (r.appliedVersion !== undefined) {
+        log(
+          `autopilot: term ${r.term}: applied ${r.ops} layout change(s), version ${r.baseVersion} → ${r.appliedVersion}`,
+        );
+      } else {
+        log(`autopilot: term ${r.term}: no layout change (version ${r.baseVersion})`);
+      }
+      if (deps.store.kind === "consul") await (deps.store as ConsulStore).sweepOrphanChunks().catch(() => 0);
+    } catch (err) {
+      if (err instanceof StaleTermError) {
+        log(`autopilot: ${err.message}`);
+        return;
+      }
+      if (opts.once) throw err;
+      if (err instanceof UserError)
+        log(`autopilot: cycle failed: ${err.message}${err.hint ? ` (${err.hint})` : ""}`);
+      else log(`autopilot: cycle failed (a bug): ${(err as Error)?.stack ?? String(err)}`);
+    }
+    if (opts.once) return;
+    const both = AbortSignal.any([leadership.lost, deps.signal]);
+    await sleep(opts.intervalS * 1000, undefined, { signal: both }).catch(() => undefined);
+  }
+}

@@ -1,0 +1,341 @@
+/**
+ * ConsulStore: the LocationStore over Consul KV.
+ *
+ * - The version is the meta key's ModifyIndex.
+ * - A write is one transaction that check-and-sets the meta key against the
+ *   version read, writes the new immutable chunks and deletes the chunks no
+ *   longer referenced. When that would exceed 64 operations or Consul's
+ *   512 KiB request limit, the new chunks are written first (under names no
+ *   one else uses, so they are invisible garbage until referenced), then one
+ *   transaction CASes the meta to point at them, then the old chunks are
+ *   collected. A lost race writes nothing and returns {ok:false}.
+ * - Fencing: a write carrying a leadership term (> 0) must carry the current
+ *   term (the `<prefix>term` key); the transaction re-checks that key's
+ *   ModifyIndex, so a term taken over between the check and the commit also
+ *   fails. A deposed leader's late write is refused (StaleTermError).
+ * - Reads validate everything (chunk checksums, the map checksum, validateMap):
+ *   a corrupt or foreign value under the prefix is a clear UserError.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { PreconditionError, UserError } from "../errors.js";
+import { validateMap, type LocationMap, type VersionedMap } from "../engine/location-map.js";
+import type { CasResult, LoadOptions, LocationStore } from "../engine/ports.js";
+import { blockingLoop } from "./blocking.js";
+import {
+  CorruptMapError,
+  decodeMap,
+  encodeMap,
+  parseMeta,
+  renderMeta,
+  type ChunkRef,
+  type MetaDoc,
+} from "./codec.js";
+import {
+  CONSUL_MAX_TXN_BYTES,
+  CONSUL_MAX_TXN_OPS,
+  txnOpBytes,
+  type ConsulHttp,
+  type KvRead,
+  type TxnOp,
+} from "./http.js";
+import { consulKeys, type ConsulKeys } from "./keys.js";
+
+/** Orphan chunks (from a writer that died between its chunk writes and its commit) older than this are collected. */
+export const ORPHAN_CHUNK_AGE_MS = 10 * 60 * 1000;
+const TXN_BUDGET_BYTES = CONSUL_MAX_TXN_BYTES - 32 * 1024;
+
+export class StaleTermError extends PreconditionError {
+  constructor(
+    readonly writerTerm: number,
+    readonly currentTerm: number,
+  ) {
+    super(
+      writerTerm < currentTerm
+        ? `refused a map write from leadership term ${writerTerm}: term ${currentTerm} has taken over (this writer was deposed); nothing was written`
+        : `refused a map write from leadership term ${writerTerm}: the current term is ${currentTerm}; nothing was written`,
+      { hint: "only the current autopilot leader may write with a term; `shardctl status` shows who leads" },
+    );
+    this.name = "StaleTermError";
+  }
+}
+
+export interface ConsulStoreOptions {
+  http: ConsulHttp;
+  prefix: string;
+  /** Watch errors (Consul unreachable, a corrupt map) are reported here; the watch carries on. */
+  onWatchError?: (err: unknown) => void;
+  /** Blocking query wait, seconds (default 60). */
+  watchWaitS?: number;
+  now?: () => number;
+}
+
+export interface TermRecord {
+  term: number;
+  holder: string;
+  since: number;
+}
+
+export class ConsulStore implements LocationStore {
+  readonly kind = "consul" as const;
+  readonly keys: ConsulKeys;
+  readonly http: ConsulHttp;
+  private readonly now: () => number;
+  /** Counts writes so that old chunk names stay unique within one process. */
+  private writeSeq = 0;
+  /**
+   * The meta this client last read or wrote, by version. A CAS against that
+   * version reuses it instead of reading the meta again: the transaction's
+   * check-and-set on the ModifyIndex still refuses the write if it is stale.
+   */
+  private lastMeta?: { version: number; meta: MetaDoc };
+  /** Same for the term record (the transaction re-checks its ModifyIndex). */
+  private lastTerm?: { term: number; modifyIndex: number };
+
+  constructor(private readonly opts: ConsulStoreOptions) {
+    this.http = opts.http;
+    this.keys = consulKeys(opts.prefix);
+    this.now = opts.now ?? Date.now;
+  }
+
+  async load(opts: LoadOptions = {}): Promise<VersionedMap | null> {
+    // A chunk can vanish between a concurrent writer's commit and our read of
+    // the old meta only if we read meta and chunks apart; the recursive GET is
+    // one snapshot, so a missing chunk is retried once, then reported.
+    for (let attempt = 0; ; attempt++) {
+      const tree = await this.http.kvTree(this.keys.mapDir, { consistent: opts.consistent });
+      const metaEntry = tree.entries.find((e) => e.Key === this.keys.meta);
+      if (!metaEntry) {
+        const foreign = tree.entries.filter((e) => !e.Key.startsWith(this.keys.chunksDir));
+        if (foreign.length) throw this.corrupt(`${foreign[0].Key} is not a key shardctl writes`);
+        // A recursive GET hides keys the token may not read (404, no header);
+        // a GET of the key itself answers 403 then: "no map" must not be a
+        // disguised "not allowed".
+        const direct = await this.http.kvGet(this.keys.meta, { consistent: opts.consistent });
+        if (direct.entry) {
+          if (attempt < 3) continue; // created in between: read again
+          throw this.corrupt(`${this.keys.meta} is readable alone but not in its folder`);
+        }
+        return null;
+      }
+      try {
+        const meta = parseMeta(metaEntry.value);
+        const chunks = new Map(tree.entries.map((e) => [e.Key, e.value] as const));
+        const map = decodeMap(meta, chunks);
+        this.lastMeta = { version: metaEntry.ModifyIndex, meta };
+        return { map, version: metaEntry.ModifyIndex };
+      } catch (err) {
+        if (err instanceof CorruptMapError) {
+          if (err.missingChunk && attempt === 0) continue;
+          throw this.corrupt(err.why);
+        }
+        throw err;
+      }
+    }
+  }
+
+  async compareAndSet(expectedVersion: number, next: LocationMap): Promise<CasResult> {
+    validateMap(next);
+    if (!Number.isInteger(expectedVersion) || expectedVersion < 0) {
+      throw new Error(`bug: expected version must be a non-negative integer, got ${expectedVersion}`);
+    }
+    const encoded = encodeMap(next);
+    const cachedMeta =
+      this.lastMeta?.version === expectedVersion && expectedVersion > 0 ? this.lastMeta.meta : undefined;
+    const cachedTerm = next.term > 0 && this.lastTerm?.term === next.term ? this.lastTerm : undefined;
+    const [metaRead, termRead] = await Promise.all([
+      cachedMeta ? Promise.resolve(null) : this.http.kvGet(this.keys.meta, { consistent: true }),
+      next.term > 0 && !cachedTerm
+        ? this.http.kvGet(this.keys.term, { consistent: true })
+        : Promise.resolve(null),
+    ]);
+    // Fencing by leadership term, checked first: a deposed leader hears that
+    // it was deposed, not that it lost a race.
+    const termGuard: TxnOp[] = [];
+    if (next.term > 0) {
+      let stored = cachedTerm;
+      if (!stored) {
+        const rec = termRead?.entry ? this.parseTerm(termRead.entry.value) : null;
+        stored = { term: rec?.term ?? 0, modifyIndex: termRead?.entry?.ModifyIndex ?? 0 };
+      }
+      if (next.term !== stored.term) throw new StaleTermError(next.term, stored.term);
+      this.lastTerm = stored;
+      termGuard.push({ verb: "check-index", key: this.keys.term, index: stored.modifyIndex });
+    }
+    if (metaRead) {
+      const currentVersion = metaRead.entry?.ModifyIndex ?? 0;
+      if (currentVersion !== expectedVersion) return { ok: false, currentVersion };
+    }
+    const current = cachedMeta ?? (metaRead?.entry ? this.parseCurrentMeta(metaRead) : null);
+    if (current && next.term > 0 && current.term > next.term)
+      throw new StaleTermError(next.term, current.term);
+
+    // Chunks: reuse stored ones with the same content, write the rest under fresh names.
+    const oldBySum = new Map<string, ChunkRef>();
+    for (const c of current?.chunks ?? []) oldBySum.set(c.sum, c);
+    const writeId = `${this.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}${(this.writeSeq++).toString(36)}`;
+    const refs: ChunkRef[] = [];
+    const fresh: { key: string; value: string }[] = [];
+    encoded.chunks.forEach((chunk, i) => {
+      const reused = oldBySum.get(chunk.sum);
+      if (reused && reused.n === chunk.n) {
+        refs.push(reused);
+        return;
+      }
+      const key = `${this.keys.chunksDir}${writeId}-${i}`;
+      fresh.push({ key, value: chunk.value });
+      refs.push({ key, sum: chunk.sum, n: chunk.n });
+    });
+    const metaText = renderMeta(encoded.meta, refs);
+    const referenced = new Set(refs.map((r) => r.key));
+    const dead = (current?.chunks ?? []).map((c) => c.key).filter((k) => !referenced.has(k));
+
+    const metaOp: TxnOp = { verb: "cas", key: this.keys.meta, value: metaText, index: expectedVersion };
+    const freshOps: TxnOp[] = fresh.map((f) => ({ verb: "set", key: f.key, value: f.value }));
+    const deleteOps: TxnOp[] = dead.map((key) => ({ verb: "delete", key }));
+    const single = [...termGuard, metaOp, ...freshOps, ...deleteOps];
+    const fitsOne =
+      single.length <= CONSUL_MAX_TXN_OPS &&
+      single.reduce((n, op) => n + txnOpBytes(op), 0) <= TXN_BUDGET_BYTES;
+
+    let ops: TxnOp[];
+    let laterDeletes: string[] = [];
+    if (fitsOne) {
+      ops = single;
+    } else {
+      // Too big for one transaction: write the new chunks first (nobody reads
+      // them until the meta points at them), then commit the pointer.
+      await runLimited(fresh, 4, (f) => this.http.kvPut(f.key, f.value).then(() => undefined));
+      const room = CONSUL_MAX_TXN_OPS - termGuard.length - 1;
+      ops = [...termGuard, metaOp, ...deleteOps.slice(0, room)];
+      laterDeletes = dead.slice(room);
+    }
+
+    let result;
+    try {
+      result = await this.http.txn(ops);
+    } catch (err) {
+      // Outcome unknown (e.g. the connection dropped): the pre-written chunks
+      // may now be referenced, so they are left for the orphan sweep.
+      this.lastMeta = undefined;
+      this.lastTerm = undefined;
+      throw err;
+    }
+    if (!result.ok) {
+      if (!fitsOne) await this.deleteKeys(fresh.map((f) => f.key)).catch(() => undefined);
+      this.lastMeta = undefined;
+      const termFailed = termGuard.length > 0 && result.errors.some((e) => e.opIndex === 0);
+      if (termFailed) {
+        this.lastTerm = undefined;
+        const latest = await this.readTerm();
+        throw new StaleTermError(next.term, latest?.term ?? 0);
+      }
+      const now = await this.http.kvGet(this.keys.meta, { consistent: true });
+      return { ok: false, currentVersion: now.entry?.ModifyIndex ?? 0 };
+    }
+    const written = result.results.find((r) => r.Key === this.keys.meta);
+    if (!written) throw new Error("bug: Consul's transaction result does not include the meta key");
+    if (laterDeletes.length) await this.deleteKeys(laterDeletes).catch(() => undefined);
+    this.lastMeta = { version: written.ModifyIndex, meta: JSON.parse(metaText) as MetaDoc };
+    return { ok: true, version: written.ModifyIndex };
+  }
+
+  async watch(onChange: (map: VersionedMap) => void, signal: AbortSignal): Promise<void> {
+    let lastVersion = -1;
+    await blockingLoop({
+      signal,
+      now: Date.now,
+      sleep: (ms, s) => sleep(ms, undefined, { signal: s }),
+      fetch: (index, s) =>
+        this.http.kvGet(this.keys.meta, { index, waitS: this.opts.watchWaitS ?? 60, signal: s }),
+      onResult: async (read: KvRead) => {
+        const version = read.entry?.ModifyIndex ?? 0;
+        if (!read.entry || version === lastVersion) return;
+        const vm = await this.load();
+        if (vm && vm.version !== lastVersion) {
+          lastVersion = vm.version;
+          onChange(vm);
+        }
+      },
+      onError: (err) => this.opts.onWatchError?.(err),
+    });
+  }
+
+  async close(): Promise<void> {
+    this.http.close();
+  }
+
+  /** The leadership term record, or null before any leader took one. */
+  async readTerm(): Promise<(TermRecord & { modifyIndex: number }) | null> {
+    const r = await this.http.kvGet(this.keys.term, { consistent: true });
+    if (!r.entry) return null;
+    return { ...this.parseTerm(r.entry.value), modifyIndex: r.entry.ModifyIndex };
+  }
+
+  /**
+   * Deletes chunks no meta refers to whose writer started more than
+   * ORPHAN_CHUNK_AGE_MS ago (left by a writer that died before its commit).
+   * Returns how many were deleted.
+   */
+  async sweepOrphanChunks(): Promise<number> {
+    const tree = await this.http.kvTree(this.keys.mapDir, { consistent: true });
+    const metaEntry = tree.entries.find((e) => e.Key === this.keys.meta);
+    const referenced = new Set<string>();
+    if (metaEntry)
+      for (const c of this.parseCurrentMeta({ entry: metaEntry, index: 0 }).chunks) referenced.add(c.key);
+    const cutoff = this.now() - ORPHAN_CHUNK_AGE_MS;
+    const orphans = tree.entries
+      .map((e) => e.Key)
+      .filter((k) => k.startsWith(this.keys.chunksDir) && !referenced.has(k))
+      .filter((k) => {
+        const ms = parseInt(k.slice(this.keys.chunksDir.length).split("-")[0], 36);
+        return Number.isFinite(ms) && ms < cutoff;
+      });
+    await this.deleteKeys(orphans);
+    return orphans.length;
+  }
+
+  private async deleteKeys(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += CONSUL_MAX_TXN_OPS) {
+      const batch = keys.slice(i, i + CONSUL_MAX_TXN_OPS).map((key) => ({ verb: "delete", key }) as TxnOp);
+      await this.http.txn(batch);
+    }
+  }
+
+  private parseCurrentMeta(read: KvRead): MetaDoc {
+    try {
+      return parseMeta(read.entry!.value);
+    } catch (err) {
+      if (err instanceof CorruptMapError) throw this.corrupt(err.why);
+      throw err;
+    }
+  }
+
+  parseTerm(text: string): TermRecord {
+    let doc: TermRecord;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      throw this.corrupt(`${this.keys.term} is not JSON`);
+    }
+    if (!doc || !Number.isInteger(doc.term) || doc.term < 0)
+      throw this.corrupt(`${this.keys.term} holds no term`);
+    return { term: doc.term, holder: String(doc.holder ?? ""), since: Number(doc.since ?? 0) };
+  }
+
+  private corrupt(why: string): UserError {
+    return new UserError(
+      `the location map under ${this.keys.prefix} in Consul at ${this.http.addr} is corrupt or not shardctl's (${why}); nothing was written`,
+      {
+        hint: `inspect it with \`consul kv get -recurse ${this.keys.mapDir}\`; restore it from a backup, or use another prefix (SHARDCTL_CONSUL_PREFIX)`,
+      },
+    );
+  }
+}
+
+async function runLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let i = 0;
+  const worker = async () => {
+    while (i < items.length) await fn(items[i++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

@@ -1,0 +1,396 @@
+/**
+ * ConsulStore against a real `consul agent -dev`: CAS races between two
+ * processes, chunking past 512 KiB, corrupt and foreign values, a Consul that
+ * is down or frozen, and the CLI's status/nodes against it.
+ */
+import { execFile } from "node:child_process";
+import { createServer, type Server } from "node:http";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { PassThrough } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../../../src/cli.js";
+import { canonicalMap } from "../../../src/consul/codec.js";
+import { ConsulHttp } from "../../../src/consul/http.js";
+import { deregisterAgentService, registerAgentService } from "../../../src/consul/services.js";
+import { ConsulStore } from "../../../src/consul/store.js";
+import { UserError } from "../../../src/errors.js";
+import { largeMap, smallMap } from "../../contract/maps.js";
+import {
+  freePort,
+  rawKeys,
+  rawPut,
+  startConsulDev,
+  uniquePrefix,
+  type DevConsul,
+} from "../../helpers/consul.js";
+
+const run = promisify(execFile);
+let consul: DevConsul;
+
+beforeAll(async () => {
+  consul = await startConsulDev();
+});
+afterAll(async () => {
+  await consul?.stop();
+});
+
+function open(prefix: string, opts: { addr?: string; timeoutMs?: number } = {}): ConsulStore {
+  return new ConsulStore({
+    http: new ConsulHttp({ addr: opts.addr ?? consul.addr, prefix, timeoutMs: opts.timeoutMs }),
+    prefix,
+  });
+}
+
+async function rawGet(key: string): Promise<{ value: string; index: number } | null> {
+  const res = await fetch(`http://${consul.addr}/v1/kv/${key}`);
+  if (res.status === 404) return null;
+  const [e] = (await res.json()) as { Value: string; ModifyIndex: number }[];
+  return { value: Buffer.from(e.Value ?? "", "base64").toString(), index: e.ModifyIndex };
+}
+
+function fakeIO() {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  let o = "";
+  let e = "";
+  out.on("data", (b) => (o += b));
+  err.on("data", (b) => (e += b));
+  return { io: { out, err }, out: () => o, err: () => e };
+}
+
+describe("CAS races between two writer processes", () => {
+  it("every increment lands exactly once: no lost update, no overwrite", async () => {
+    const prefix = uniquePrefix("race");
+    const store = open(prefix);
+    const base = smallMap();
+    const first = await store.compareAndSet(0, base);
+    expect(first.ok).toBe(true);
+    const N = 60;
+    const startAt = String(Date.now() + 4000);
+    const writer = () =>
+      run(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          join(import.meta.dirname, "cas-writer.ts"),
+          consul.addr,
+          prefix,
+          String(N),
+          startAt,
+        ],
+        {
+          timeout: 60_000,
+        },
+      );
+    const [a, b] = await Promise.all([writer(), writer()]);
+    const ra = JSON.parse(a.stdout.trim().split("\n").pop()!);
+    const rb = JSON.parse(b.stdout.trim().split("\n").pop()!);
+    expect(ra.wins + rb.wins).toBe(2 * N);
+    const vm = await store.load({ consistent: true });
+    expect(vm!.map.nextShardSeq).toBe(base.nextShardSeq + 2 * N);
+    // The two processes really raced (each lost at least once) — otherwise this proves little.
+    expect(ra.lost + rb.lost).toBeGreaterThan(0);
+    await store.close();
+  }, 90_000);
+});
+
+describe("a map over Consul's 512 KiB value limit", () => {
+  it("is chunked: no key over the limit, a write over 64 operations commits, old chunks are collected", async () => {
+    const prefix = uniquePrefix("big");
+    const store = open(prefix);
+    const big = largeMap();
+    expect(JSON.stringify(canonicalMap(big)).length).toBeGreaterThan(512 * 1024);
+    const r = await store.compareAndSet(0, big);
+    if (!r.ok) throw new Error("write failed");
+    const keys = await rawKeys(consul.addr, prefix);
+    const chunkKeys = keys.filter((k) => k.includes("/chunks/"));
+    expect(chunkKeys.length).toBeGreaterThan(64); // more than one transaction could hold
+    for (const k of keys) {
+      const v = await rawGet(k);
+      expect(Buffer.byteLength(v!.value)).toBeLessThan(512 * 1024);
+    }
+    // A change to 30 shards rewrites a few chunks, in one transaction; dead chunks go.
+    const changed = structuredClone(big);
+    for (let i = 0; i < 30; i++) changed.shards[i * 150].epoch += 1;
+    const r2 = await store.compareAndSet(r.version, changed);
+    if (!r2.ok) throw new Error("second write failed");
+    const after = (await rawKeys(consul.addr, prefix)).filter((k) => k.includes("/chunks/"));
+    const meta = JSON.parse((await rawGet(`${prefix}map/meta`))!.value) as { chunks: { key: string }[] };
+    expect(new Set(after)).toEqual(new Set(meta.chunks.map((c) => c.key)));
+    const rewritten = after.filter((k) => !chunkKeys.includes(k));
+    expect(rewritten.length).toBeGreaterThan(0);
+    expect(rewritten.length).toBeLessThanOrEqual(30);
+    expect((await store.load({ consistent: true }))!.map).toEqual(changed);
+    await store.close();
+  });
+});
+
+describe("orphan chunks", () => {
+  it("the sweep deletes unreferenced chunks older than 10 minutes and nothing else", async () => {
+    const prefix = uniquePrefix("sweep");
+    const store = open(prefix);
+    const w = await store.compareAndSet(0, smallMap());
+    if (!w.ok) throw new Error("write failed");
+    const live = (await rawKeys(consul.addr, prefix)).filter((k) => k.includes("/chunks/"));
+    // A writer that died between writing its chunks and committing, 11 minutes ago and just now:
+    const old = `${prefix}map/chunks/${(Date.now() - 11 * 60_000).toString(36)}-dead00-0`;
+    const recent = `${prefix}map/chunks/${Date.now().toString(36)}-busy00-0`;
+    await rawPut(consul.addr, old, "{}");
+    await rawPut(consul.addr, recent, "{}");
+    expect(await store.sweepOrphanChunks()).toBe(1);
+    const after = (await rawKeys(consul.addr, prefix)).filter((k) => k.includes("/chunks/"));
+    expect(after.sort()).toEqual([...live, recent].sort());
+    expect((await store.load({ consistent: true }))!.map).toEqual(smallMap());
+    await store.close();
+  });
+});
+
+describe("corrupt and foreign values under the prefix", () => {
+  it("a foreign meta value: load and CAS fail with a clear error, and nothing is written", async () => {
+    const prefix = uniquePrefix("foreign");
+    await rawPut(consul.addr, `${prefix}map/meta`, '{"hello":"not ours"}');
+    const before = await rawGet(`${prefix}map/meta`);
+    const store = open(prefix);
+    await expect(store.load()).rejects.toThrow(/corrupt or not shardctl's/);
+    await expect(store.compareAndSet(before!.index, smallMap())).rejects.toThrow(/corrupt or not shardctl's/);
+    await expect(store.compareAndSet(0, smallMap())).resolves.toEqual({
+      ok: false,
+      currentVersion: before!.index,
+    });
+    expect(await rawGet(`${prefix}map/meta`)).toEqual(before);
+    expect(await rawKeys(consul.addr, prefix)).toEqual([`${prefix}map/meta`]);
+    await store.close();
+  });
+
+  it("binary garbage as the meta, and a stray key without a meta, are refused", async () => {
+    const p1 = uniquePrefix("garbage");
+    await rawPut(consul.addr, `${p1}map/meta`, "\u0000\u00ff\u0001garbage");
+    await expect(open(p1).load()).rejects.toThrow(/not JSON/);
+    const p2 = uniquePrefix("stray");
+    await rawPut(consul.addr, `${p2}map/something`, "x");
+    await expect(open(p2).load()).rejects.toThrow(/not a key shardctl writes/);
+  });
+
+  it("a tampered chunk fails its checksum; a deleted chunk is reported missing", async () => {
+    const prefix = uniquePrefix("tamper");
+    const store = open(prefix);
+    const r = await store.compareAndSet(0, smallMap());
+    if (!r.ok) throw new Error("write failed");
+    const chunk = (await rawKeys(consul.addr, prefix)).find((k) => k.includes("/chunks/"))!;
+    const v = (await rawGet(chunk))!.value;
+    await rawPut(consul.addr, chunk, v.replace('"n1"', '"n2"'));
+    const err = await store.load().catch((e) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect(err.message).toMatch(/fails its checksum/);
+    await fetch(`http://${consul.addr}/v1/kv/${chunk}`, { method: "DELETE" });
+    await expect(store.load()).rejects.toThrow(/is missing/);
+    await store.close();
+  });
+});
+
+describe("a Consul that is down or frozen", () => {
+  it("down: a clear error naming the address, within a bounded time", async () => {
+    const port = await freePort();
+    const store = open("shardctl/", { addr: `127.0.0.1:${port}` });
+    const t0 = Date.now();
+    const err = await store.load().catch((e) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect(err.message).toBe(
+      `cannot reach Consul at 127.0.0.1:${port} (connection refused); is CONSUL_HTTP_ADDR right?`,
+    );
+    expect(Date.now() - t0).toBeLessThan(2000);
+    await store.close();
+  });
+
+  it("frozen (SIGSTOP): reads and writes fail after the timeout, the write's outcome is reported unknown, never half-applied", async () => {
+    const prefix = uniquePrefix("frozen");
+    const store = open(prefix, { timeoutMs: 1500 });
+    const first = await store.compareAndSet(0, smallMap(0));
+    if (!first.ok) throw new Error("write failed");
+    consul.pause();
+    try {
+      const t0 = Date.now();
+      await expect(store.load()).rejects.toThrow(/cannot reach Consul at .* \(no answer within 1\.5 s\)/);
+      // The transaction was sent before Consul froze: it may commit when Consul resumes.
+      await expect(store.compareAndSet(first.version, smallMap(1))).rejects.toThrow(
+        /no answer within 1\.5 s\); is CONSUL_HTTP_ADDR right\? The write was sent: whether it committed is unknown/,
+      );
+      expect(Date.now() - t0).toBeLessThan(5000);
+    } finally {
+      consul.resume();
+    }
+    const vm = await store.load({ consistent: true });
+    // After SIGCONT the map is the old one or the new one, whole and valid (load validates it).
+    if (vm!.version === first.version) expect(vm!.map).toEqual(smallMap(0));
+    else expect(vm!.map).toEqual(smallMap(1));
+    await store.close();
+  });
+
+  it("a watch survives a frozen Consul: it reports the error, backs off, and delivers the next change", async () => {
+    const prefix = uniquePrefix("watch-frozen");
+    const writer = open(prefix);
+    const first = await writer.compareAndSet(0, smallMap(0));
+    if (!first.ok) throw new Error("write failed");
+    const errors: string[] = [];
+    const seen: number[] = [];
+    const watcher = new ConsulStore({
+      http: new ConsulHttp({ addr: consul.addr, prefix, timeoutMs: 800 }),
+      prefix,
+      watchWaitS: 1,
+      onWatchError: (e) => errors.push((e as Error).message),
+    });
+    const ac = new AbortController();
+    const done = watcher.watch((vm) => seen.push(vm.version), ac.signal);
+    await until(async () => seen.length === 1, 5000);
+    consul.pause();
+    try {
+      await until(async () => errors.length > 0, 10_000);
+    } finally {
+      consul.resume();
+    }
+    expect(errors[0]).toMatch(/cannot reach Consul at .*no answer within/);
+    const second = await writer.compareAndSet(first.version, smallMap(1));
+    if (!second.ok) throw new Error("second write failed");
+    await until(async () => seen.includes(second.version), 15_000);
+    expect(seen).toEqual([first.version, second.version]);
+    ac.abort();
+    await done;
+    await watcher.close();
+    await writer.close();
+  }, 40_000);
+
+  it("the CLI says what to do and exits 1", async () => {
+    const port = await freePort();
+    const io = fakeIO();
+    const dir = mkdtempSync(join(tmpdir(), "shardctl-cli-"));
+    const code = await runCli(["--store", "consul", "status"], io.io, {
+      CONSUL_HTTP_ADDR: `127.0.0.1:${port}`,
+      SHARDCTL_DATA_DIR: dir,
+      HOME: dir,
+    });
+    rmSync(dir, { recursive: true, force: true });
+    expect(code).toBe(1);
+    expect(io.err()).toContain(
+      `error: cannot reach Consul at 127.0.0.1:${port} (connection refused); is CONSUL_HTTP_ADDR right?`,
+    );
+    expect(io.err()).toContain("hint:");
+  });
+});
+
+describe("status and nodes against Consul", () => {
+  let health: Server;
+  let healthPort: number;
+  let healthy = true;
+  beforeAll(async () => {
+    healthPort = await freePort();
+    health = createServer((req, res) => {
+      res.statusCode = req.url === "/health" && healthy ? 200 : 503;
+      res.end(healthy ? "ok" : "down");
+    });
+    await new Promise<void>((r) => health.listen(healthPort, "127.0.0.1", r));
+  });
+  afterAll(async () => {
+    await new Promise((r) => health.close(r));
+  });
+
+  it("status shows the map version and shard count; nodes shows registered agents with their health", async () => {
+    const prefix = uniquePrefix("cli");
+    const store = open(prefix);
+    const map = smallMap();
+    map.nodes[0].address = `127.0.0.1:${healthPort}`;
+    const w = await store.compareAndSet(0, map);
+    if (!w.ok) throw new Error("write failed");
+    const http = new ConsulHttp({ addr: consul.addr, prefix });
+    await registerAgentService(http, map.nodes[0], { interval: "1s", timeout: "1s" });
+    await registerAgentService(
+      http,
+      { id: "extra-1", address: "127.0.0.1:1", zone: "c" },
+      { interval: "1s", timeout: "1s" },
+    );
+    const env = {
+      CONSUL_HTTP_ADDR: consul.addr,
+      SHARDCTL_CONSUL_PREFIX: prefix,
+      SHARDCTL_STORE: "consul",
+      HOME: tmpdir(),
+    };
+    const st = fakeIO();
+    expect(await runCli(["status", "--json"], st.io, env)).toBe(0);
+    const report = JSON.parse(st.out());
+    expect(report).toMatchObject({
+      store: "consul",
+      leader: null,
+      term: 0,
+      map: { version: w.version, shards: 6 },
+    });
+    expect(report.migrations).toEqual([]);
+    // Migration journal entries (written by the migration coordinator) show up, unreadable ones as such.
+    await rawPut(
+      consul.addr,
+      `${prefix}migrations/m-1`,
+      JSON.stringify({ state: "copying", shard: "shard-2", from: "n1", to: "n2" }),
+    );
+    await rawPut(consul.addr, `${prefix}migrations/m-2`, "{garbage");
+    const st2 = fakeIO();
+    expect(await runCli(["status", "--json"], st2.io, env)).toBe(0);
+    expect(JSON.parse(st2.out()).migrations).toEqual([
+      { id: "m-1", state: "copying", shard: "shard-2", from: "n1", to: "n2" },
+      { id: "m-2", state: "unreadable" },
+    ]);
+    const st3 = fakeIO();
+    expect(await runCli(["status"], st3.io, env)).toBe(0);
+    expect(st3.out()).toMatch(/m-1.*copying.*shard-2.*n1.*n2/);
+
+    const nodesJson = async () => {
+      const io = fakeIO();
+      expect(await runCli(["nodes", "--json"], io.io, env)).toBe(0);
+      return JSON.parse(io.out()) as { id: string; health: string; inMap: boolean; zone: string }[];
+    };
+    await until(async () => (await nodesJson()).find((n) => n.id === "n1")?.health === "passing", 10_000);
+    const rows = await nodesJson();
+    expect(rows.find((n) => n.id === "n1")).toMatchObject({ health: "passing", inMap: true, zone: "a" });
+    expect(rows.find((n) => n.id === "n2")).toMatchObject({ health: "unregistered", inMap: true });
+    // An agent registered but not in the map, whose health port is closed:
+    await until(
+      async () => (await nodesJson()).find((n) => n.id === "extra-1")?.health === "critical",
+      10_000,
+    );
+    expect(rows.find((n) => n.id === "extra-1")).toMatchObject({ inMap: false, zone: "c" });
+    // The agent's /health starts failing → critical.
+    healthy = false;
+    await until(async () => (await nodesJson()).find((n) => n.id === "n1")?.health === "critical", 10_000);
+    const table = fakeIO();
+    expect(await runCli(["nodes"], table.io, env)).toBe(0);
+    expect(table.out()).toMatch(/n1.*critical/);
+    await deregisterAgentService(http, "n1");
+    await deregisterAgentService(http, "extra-1");
+    expect((await nodesJson()).find((n) => n.id === "n1")).toMatchObject({ health: "unregistered" });
+    http.close();
+    await store.close();
+  }, 40_000);
+
+  it("registering an agent with a hostile address or id is refused before any call", async () => {
+    const http = new ConsulHttp({ addr: consul.addr, prefix: "x/" });
+    await expect(registerAgentService(http, { id: "ok", address: "no-port", zone: "a" })).rejects.toThrow(
+      /not host:port/,
+    );
+    await expect(registerAgentService(http, { id: "ok", address: "h:99999", zone: "a" })).rejects.toThrow(
+      /not host:port/,
+    );
+    await expect(registerAgentService(http, { id: "../etc", address: "h:1", zone: "a" })).rejects.toThrow(
+      /not valid/,
+    );
+    http.close();
+  });
+});
+
+async function until(cond: () => Promise<boolean>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
