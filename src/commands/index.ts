@@ -5,6 +5,9 @@ import { registerLocate } from "./locate.js";
 import { registerRecord } from "./record.js";
 import { registerReshard } from "./reshard.js";
 import { registerShards } from "./shards.js";
+import { registerUp } from "./up.js";
+import { registerKv } from "./kv.js";
+import { registerAgent } from "./agent.js";
 import { registerStatus } from "./status.js";
 import { registerNodes } from "./nodes.js";
 import { registerAutopilot } from "./autopilot.js";
@@ -15,6 +18,9 @@ export const commands: RegisterCommand[] = [
   registerRecord,
   registerReshard,
   registerShards,
+  registerUp,
+  registerKv,
+  registerAgent,
   registerStatus,
   registerNodes,
   registerAutopilot,

@@ -1,0 +1,254 @@
+/**
+ * The node agent: hosts log shards under <dataDir>/shards/<id>/, serves the
+ * HTTP API (server.ts), counts every access in the engine's access windows,
+ * and shuts down cleanly on SIGTERM (stop accepting, finish the fsyncs in
+ * flight, exit 0).
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { join } from "node:path";
+import { AccessWindows, type WindowLevel } from "../engine/access-windows.js";
+import { SHARD_ID_PATTERN } from "../engine/location-map.js";
+import { Segmenter } from "../engine/segmenter.js";
+import { writeAtomic } from "../store/embedded.js";
+import { ApiError } from "./http-util.js";
+import { AgentMetrics } from "./metrics.js";
+import { startBinaryServer, type BinaryListener } from "./binary.js";
+import { handleRequest } from "./server.js";
+import { Shard, type ShardOptions } from "./shard.js";
+
+export interface AgentOptions {
+  dataDir: string;
+  host: string;
+  port: number;
+  zone: string;
+  nodeId: string;
+  token: string;
+  segments: number;
+  zones: readonly string[];
+  levels: readonly WindowLevel[];
+  maxKeyBytes: number;
+  maxValueBytes: number;
+  /** Where the binary protocol listens (binary.ts); none when absent. */
+  binaryHost?: string;
+  binaryPort?: number;
+  /** Log files are sealed at this size (default 64 MiB). */
+  maxFileBytes?: number;
+  /** A snapshot is written after this many log bytes (default 256 MiB). */
+  snapshotBytes?: number;
+  log?: (msg: string) => void;
+}
+
+export class Agent {
+  readonly shards = new Map<string, Shard>();
+  readonly windows: AccessWindows;
+  readonly segmenter: Segmenter;
+  readonly metrics: AgentMetrics;
+  readonly shardOptions: ShardOptions;
+  readonly log: (msg: string) => void;
+  server?: Server;
+  binary?: BinaryListener;
+  stopping = false;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(readonly opts: AgentOptions) {
+    this.log = opts.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`));
+    this.segmenter = new Segmenter(opts.segments, opts.maxKeyBytes);
+    this.windows = this.loadWindows();
+    this.metrics = new AgentMetrics({
+      shards: () => this.shards.size,
+      keys: () => {
+        let n = 0;
+        for (const s of this.shards.values()) n += s.state.size;
+        return n;
+      },
+      logBytes: () => {
+        let n = 0;
+        for (const s of this.shards.values()) n += s.logBytes;
+        return n;
+      },
+    });
+    this.shardOptions = {
+      maxFileBytes: opts.maxFileBytes ?? 64 * 1024 * 1024,
+      snapshotBytes: opts.snapshotBytes ?? 256 * 1024 * 1024,
+      warn: this.log,
+      onFlush: (entries, bytes, ms) => this.metrics.recordFlush(entries, bytes, ms),
+    };
+  }
+
+  get shardsDir(): string {
+    return join(this.opts.dataDir, "shards");
+  }
+
+  private get windowsFile(): string {
+    return join(this.opts.dataDir, "access-windows.bin");
+  }
+
+  private loadWindows(): AccessWindows {
+    const fresh = () =>
+      new AccessWindows({
+        segmentCount: this.opts.segments,
+        zones: this.opts.zones,
+        levels: this.opts.levels,
+      });
+    if (!existsSync(this.windowsFile)) return fresh();
+    try {
+      const w = AccessWindows.deserialize(readFileSync(this.windowsFile));
+      if (
+        w.segmentCount === this.opts.segments &&
+        w.zones.join(",") === this.opts.zones.join(",") &&
+        JSON.stringify(w.levels) === JSON.stringify(this.opts.levels)
+      ) {
+        return w;
+      }
+      this.log(
+        `access windows in ${this.windowsFile} were kept with other segments, zones or levels; starting fresh`,
+      );
+    } catch (err) {
+      this.log(`access windows in ${this.windowsFile} not loaded: ${(err as Error).message}; starting fresh`);
+    }
+    return fresh();
+  }
+
+  /** Recovers every shard under <dataDir>/shards. */
+  async recover(): Promise<void> {
+    mkdirSync(this.shardsDir, { recursive: true, mode: 0o700 });
+    for (const name of readdirSync(this.shardsDir).sort()) {
+      if (!SHARD_ID_PATTERN.test(name)) {
+        this.log(`recovery: ignoring ${join(this.shardsDir, name)}: not a shard id`);
+        continue;
+      }
+      const t0 = Date.now();
+      try {
+        const shard = await Shard.open(join(this.shardsDir, name), name, this.shardOptions);
+        this.shards.set(name, shard);
+        this.log(
+          `recovery: shard ${name}: ${shard.failed ? "FAILED" : "ok"}, lsn ${shard.lsn}, ${shard.state.size} keys, epoch ${shard.meta.epoch} (${shard.meta.state}), ${Date.now() - t0} ms`,
+        );
+      } catch (err) {
+        this.log(`recovery: shard ${name} not loaded: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  async listen(): Promise<AddressInfo> {
+    const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 120_000 }, (req, res) => {
+      void handleRequest(this, req, res);
+    });
+    server.on("connection", (s) => {
+      s.setNoDelay(true);
+      this.sockets.add(s);
+      s.on("close", () => this.sockets.delete(s));
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.opts.port, this.opts.host, () => resolve());
+    });
+    if (this.opts.binaryPort !== undefined) {
+      this.binary = await startBinaryServer(
+        this,
+        this.opts.binaryHost ?? this.opts.host,
+        this.opts.binaryPort,
+      );
+    }
+    return server.address() as AddressInfo;
+  }
+
+  /** Stops accepting, lets writes in flight reach their fsync, saves the windows, closes the logs. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const closed = new Promise<void>((resolve) =>
+      this.server ? this.server.close(() => resolve()) : resolve(),
+    );
+    this.server?.closeIdleConnections();
+    this.binary?.server.close();
+    for (const s of this.shards.values()) await s.drain();
+    try {
+      writeAtomic(this.windowsFile, this.windows.serialize());
+    } catch (err) {
+      this.log(`could not save access windows: ${(err as Error).message}`);
+    }
+    for (const s of this.shards.values()) await s.close();
+    // responses of the drained writes are written by now; connections still open are idle keep-alives
+    setTimeout(() => {
+      this.server?.closeAllConnections();
+      this.binary?.destroyConnections();
+    }, 200).unref();
+    await closed;
+  }
+
+  /** Creates a shard owned at `epoch` (the caller checked the id). */
+  async createShard(
+    id: string,
+    epoch: number,
+    ranges: [number, number][] | undefined,
+    migrationTimestamp: number,
+  ): Promise<Shard> {
+    const dir = join(this.shardsDir, id);
+    if (existsSync(dir)) {
+      // a directory this agent did not load: never overwrite data it may hold
+      const data = readdirSync(dir).filter((f) => /^(log-\d+\.seg|snapshot-\d+\.snap|meta\.json)$/.test(f));
+      if (data.length > 0) {
+        throw new ApiError(
+          409,
+          "shard-dir-exists",
+          `${dir} holds data (${data.slice(0, 3).join(", ")}) that this agent could not load (see its log); it was left untouched`,
+        );
+      }
+      rmSync(dir, { recursive: true, force: true }); // an empty leftover of a half-created shard
+    }
+    const shard = await Shard.create(
+      dir,
+      id,
+      { epoch, state: "owned", ranges, migrationTimestamp },
+      this.shardOptions,
+    );
+    this.shards.set(id, shard);
+    return shard;
+  }
+
+  async dropShard(id: string): Promise<void> {
+    const shard = this.shards.get(id);
+    if (!shard) return;
+    this.shards.delete(id);
+    await shard.drain();
+    await shard.close();
+    rmSync(shard.dir, { recursive: true, force: true });
+  }
+}
+
+/** Starts an agent: recovers, listens, and stops cleanly on SIGTERM/SIGINT when `handleSignals`. */
+export async function startAgent(
+  opts: AgentOptions,
+  handleSignals = false,
+): Promise<{ agent: Agent; address: AddressInfo }> {
+  const agent = new Agent(opts);
+  await agent.recover();
+  const address = await agent.listen();
+  agent.log(
+    `agent ${opts.nodeId} (zone ${opts.zone}) listening on ${address.address}:${address.port}` +
+      (agent.binary ? ` (binary protocol on port ${agent.binary.port})` : "") +
+      `, ${agent.shards.size} shards`,
+  );
+  if (handleSignals) {
+    const onSignal = (sig: string) => {
+      agent.log(`${sig}: stopping (finishing writes in flight)`);
+      agent.stop().then(
+        () => {
+          agent.log("stopped");
+          process.exit(0);
+        },
+        (err) => {
+          agent.log(`stop failed: ${(err as Error).message}`);
+          process.exit(1);
+        },
+      );
+    };
+    process.once("SIGTERM", () => onSignal("SIGTERM"));
+    process.once("SIGINT", () => onSignal("SIGINT"));
+  }
+  return { agent, address };
+}

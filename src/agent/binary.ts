@@ -1,0 +1,305 @@
+/**
+ * The agent's binary protocol (optional second listener, `--listen-binary`):
+ * the same get/put/delete, checks and answers as the HTTP API, in compact
+ * frames over a TCP connection, for clients that want the least CPU per
+ * request. Requests may be pipelined; answers carry the request's id and may
+ * come back out of order (a get does not wait for a put's fsync).
+ *
+ * Little-endian. A connection opens with a hello:
+ *   client: "SCB1", u16 tokenLength, token (UTF-8)
+ *   server: "SCB1", u8 0 (accepted)  — or u8 1 and the connection is closed
+ * Then request frames:
+ *   u32 length (of what follows), u32 id, u8 op (1 get, 2 put, 3 delete),
+ *   u8 shardIdLength, u16 keyLength, u8 zoneLength, u8 0, f64 epoch,
+ *   shard id, key, zone (UTF-8), value (the rest; puts only)
+ * and answer frames:
+ *   u32 length, u32 id, u8 status (0 ok, 1 not found, 2 error), u8 0, u16 httpStatus,
+ *   f64 lsn, f64 epoch, then the value (get), u8 existed (delete),
+ *   or JSON {error, message, …} exactly as the HTTP API's (status 2).
+ * A frame longer than the value limit + 64 KiB, or a malformed one, closes the
+ * connection after an error answer (id 0).
+ */
+import { timingSafeEqual } from "node:crypto";
+import { createServer, type Server, type Socket } from "node:net";
+import type { Agent } from "./agent.js";
+import { checkKey, checkShardAccess, zoneIndex } from "./data-plane.js";
+import { ApiError, badRequest } from "./http-util.js";
+
+export const MAGIC = Buffer.from("SCB1");
+export const OP_GET = 1;
+export const OP_PUT = 2;
+export const OP_DELETE = 3;
+export const STATUS_OK = 0;
+export const STATUS_NOT_FOUND = 1;
+export const STATUS_ERROR = 2;
+const REQ_FIXED = 18;
+const RES_FIXED = 28;
+
+export interface BinaryListener {
+  server: Server;
+  port: number;
+  /** Closes every connection (after the writes in flight were answered). */
+  destroyConnections(): void;
+}
+
+export function startBinaryServer(agent: Agent, host: string, port: number): Promise<BinaryListener> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.setNoDelay(true);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    new BinaryConnection(agent, socket);
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () =>
+      resolve({
+        server,
+        port: (server.address() as { port: number }).port,
+        destroyConnections: () => {
+          for (const s of sockets) s.destroy();
+        },
+      }),
+    );
+  });
+}
+
+class BinaryConnection {
+  private buf: Buffer = Buffer.alloc(0);
+  private authed = false;
+  private closed = false;
+  private readonly maxFrame: number;
+
+  constructor(
+    private readonly agent: Agent,
+    private readonly socket: Socket,
+  ) {
+    this.maxFrame = agent.opts.maxValueBytes + 64 * 1024;
+    socket.on("data", (c: Buffer) => this.onData(c));
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    while (!this.closed) {
+      if (!this.authed) {
+        if (this.buf.length < 6) return;
+        const tlen = this.buf.readUInt16LE(4);
+        if (!this.buf.subarray(0, 4).equals(MAGIC) || tlen > 4096) return this.refuseHello();
+        if (this.buf.length < 6 + tlen) return;
+        const got = this.buf.subarray(6, 6 + tlen);
+        const expected = Buffer.from(this.agent.opts.token);
+        this.buf = this.buf.subarray(6 + tlen);
+        if (got.length !== expected.length || !timingSafeEqual(got, expected)) return this.refuseHello();
+        this.authed = true;
+        this.socket.write(Buffer.concat([MAGIC, Buffer.from([0])]));
+        continue;
+      }
+      if (this.buf.length < 4) return;
+      const len = this.buf.readUInt32LE(0);
+      if (len < REQ_FIXED || len > this.maxFrame) {
+        const e =
+          len > this.maxFrame
+            ? new ApiError(
+                413,
+                "too-large",
+                `a frame of ${len} bytes is over the limit of ${this.maxFrame} bytes`,
+              )
+            : badRequest(`a frame of ${len} bytes is too short`);
+        return this.fail(e);
+      }
+      if (this.buf.length < 4 + len) return;
+      const frame = this.buf.subarray(4, 4 + len);
+      this.buf = this.buf.subarray(4 + len);
+      this.handle(frame);
+    }
+  }
+
+  private refuseHello(): void {
+    this.closed = true;
+    this.agent.metrics.countRequest("binary-auth", 401);
+    this.socket.end(Buffer.concat([MAGIC, Buffer.from([1])]));
+  }
+
+  /** A malformed stream: answer with id 0 and close (the framing cannot be trusted any more). */
+  private fail(err: ApiError): void {
+    this.closed = true;
+    this.socket.end(answer(0, STATUS_ERROR, err.status, 0, 0, errorBody(err)));
+  }
+
+  private handle(frame: Buffer): void {
+    const id = frame.readUInt32LE(0);
+    const op = frame[4];
+    const sl = frame[5];
+    const kl = frame.readUInt16LE(6);
+    const zl = frame[8];
+    const epoch = frame.readDoubleLE(10);
+    const opName = op === OP_GET ? "get" : op === OP_PUT ? "put" : op === OP_DELETE ? "delete" : "unknown";
+    let shardId: string, key: string, zone: string;
+    if (REQ_FIXED + sl + kl + zl > frame.length)
+      return this.fail(badRequest("the frame's lengths do not add up"));
+    {
+      // lenient decoding is safe here: bad UTF-8 becomes U+FFFD, which no shard id or zone
+      // matches and which validateKey refuses in a key
+      let p = REQ_FIXED;
+      shardId = frame.toString("utf8", p, (p += sl));
+      key = frame.toString("utf8", p, (p += kl));
+      zone = frame.toString("utf8", p, (p += zl));
+    }
+    const value = frame.subarray(REQ_FIXED + sl + kl + zl);
+    try {
+      if (this.agent.stopping) throw new ApiError(503, "shutting-down", "the agent is shutting down");
+      if (opName === "unknown") throw badRequest(`unknown op ${op}`);
+      const write = op !== OP_GET;
+      const { shard } = checkShardAccess(this.agent, shardId, epoch, write);
+      const segment = checkKey(this.agent, shard, key);
+      const zi = zoneIndex(this.agent, zone);
+      if (op === OP_PUT && value.length > this.agent.opts.maxValueBytes) {
+        throw new ApiError(
+          413,
+          "too-large",
+          `the value is ${value.length} bytes; the limit is ${this.agent.opts.maxValueBytes} bytes`,
+        );
+      }
+      if (op !== OP_PUT && value.length > 0) throw badRequest(`a ${opName} carries no value`);
+      shard.raiseEpoch(epoch);
+      if (!write) {
+        const v = shard.get(key);
+        this.agent.windows.record(segment, false, zi, Date.now());
+        this.send(
+          opName,
+          v
+            ? answer(id, STATUS_OK, 200, v.lsn, shard.meta.epoch, v.value)
+            : answer(id, STATUS_NOT_FOUND, 404, 0, shard.meta.epoch),
+        );
+        return;
+      }
+      // copy the value out of the connection's buffer: the state keeps it
+      const w =
+        op === OP_PUT
+          ? { op: "put" as const, key, value: Buffer.from(value) }
+          : { op: "delete" as const, key };
+      shard.write([w]).then(
+        ([r]) => {
+          this.agent.windows.record(segment, true, zi, Date.now());
+          this.send(
+            opName,
+            answer(
+              id,
+              STATUS_OK,
+              200,
+              r.lsn,
+              shard.meta.epoch,
+              op === OP_DELETE ? Buffer.from([r.existed ? 1 : 0]) : undefined,
+            ),
+          );
+        },
+        (err: unknown) =>
+          this.reply(id, opName, new ApiError(500, "internal", `write failed: ${(err as Error).message}`)),
+      );
+    } catch (err) {
+      this.reply(
+        id,
+        opName,
+        err instanceof ApiError ? err : new ApiError(500, "internal", (err as Error).message),
+      );
+    }
+  }
+
+  private reply(id: number, op: string, err: ApiError): void {
+    const epoch = typeof err.extra.epoch === "number" ? err.extra.epoch : 0;
+    this.send(op, answer(id, STATUS_ERROR, err.status, 0, epoch, errorBody(err)));
+  }
+
+  private send(op: string, frame: Buffer): void {
+    this.agent.metrics.countRequest(
+      op === "get" ? "binary-get" : op === "put" ? "binary-put" : `binary-${op}`,
+      frame.readUInt16LE(10),
+    );
+    if (!this.socket.destroyed) this.socket.write(frame);
+  }
+}
+
+function errorBody(err: ApiError): Buffer {
+  return Buffer.from(JSON.stringify({ error: err.code, message: err.message, ...err.extra }));
+}
+
+export function answer(
+  id: number,
+  status: number,
+  httpStatus: number,
+  lsn: number,
+  epoch: number,
+  payload?: Buffer,
+): Buffer {
+  const plen = payload?.length ?? 0;
+  const out = Buffer.allocUnsafe(4 + RES_FIXED + plen);
+  out.writeUInt32LE(RES_FIXED + plen, 0);
+  out.writeUInt32LE(id, 4);
+  out[8] = status;
+  out[9] = 0;
+  out.writeUInt16LE(httpStatus, 10);
+  out.writeDoubleLE(lsn, 12);
+  out.writeDoubleLE(epoch, 20);
+  if (payload) payload.copy(out, 4 + RES_FIXED);
+  return out;
+}
+
+/** Encodes a request frame (for clients, the benchmark and tests). */
+export function encodeRequest(
+  id: number,
+  op: number,
+  shardId: string,
+  key: string,
+  epoch: number,
+  zone = "",
+  value?: Buffer,
+): Buffer {
+  const s = Buffer.from(shardId);
+  const k = Buffer.from(key);
+  const z = Buffer.from(zone);
+  const vlen = value?.length ?? 0;
+  const len = REQ_FIXED + s.length + k.length + z.length + vlen;
+  const out = Buffer.allocUnsafe(4 + len);
+  out.writeUInt32LE(len, 0);
+  out.writeUInt32LE(id, 4);
+  out[8] = op;
+  out[9] = s.length;
+  out.writeUInt16LE(k.length, 10);
+  out[12] = z.length;
+  out[13] = 0;
+  out.writeDoubleLE(epoch, 14);
+  let p = 22;
+  p += s.copy(out, p);
+  p += k.copy(out, p);
+  p += z.copy(out, p);
+  if (value) value.copy(out, p);
+  return out;
+}
+
+export interface DecodedAnswer {
+  id: number;
+  status: number;
+  httpStatus: number;
+  lsn: number;
+  epoch: number;
+  payload: Buffer;
+}
+
+/** Decodes one answer frame at the start of `buf`, or returns undefined when it is not complete yet. */
+export function decodeAnswer(buf: Buffer): { answer: DecodedAnswer; length: number } | undefined {
+  if (buf.length < 4) return undefined;
+  const len = buf.readUInt32LE(0);
+  if (buf.length < 4 + len) return undefined;
+  return {
+    length: 4 + len,
+    answer: {
+      id: buf.readUInt32LE(4),
+      status: buf[8],
+      httpStatus: buf.readUInt16LE(10),
+      lsn: buf.readDoubleLE(12),
+      epoch: buf.readDoubleLE(20),
+      payload: buf.subarray(4 + RES_FIXED, 4 + len),
+    },
+  };
+}

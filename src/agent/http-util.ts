@@ -1,0 +1,105 @@
+/** Request/response helpers for the agent's HTTP API. */
+import type { IncomingMessage, ServerResponse } from "node:http";
+
+/** An error answered as `{error: code, message, ...extra}` with an HTTP status. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    ...headers,
+  });
+  res.end(text);
+}
+
+export function sendError(res: ServerResponse, err: ApiError): void {
+  sendJson(res, err.status, { error: err.code, message: err.message, ...err.extra }, err.headers);
+}
+
+/**
+ * Reads a request body of at most `limit` bytes. A declared or actual length
+ * above it is a 413 before anything is done with the request.
+ */
+export function readBody(req: IncomingMessage, limit: number, what: string): Promise<Buffer> {
+  const declared = req.headers["content-length"];
+  if (declared !== undefined && Number(declared) > limit) {
+    return Promise.reject(tooLarge(what, `${Number(declared)} bytes`, limit));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    req.on("data", (c: Buffer) => {
+      if (done) return;
+      size += c.length;
+      if (size > limit) {
+        done = true;
+        reject(tooLarge(what, `more than ${limit} bytes`, limit));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => {
+      if (done) return;
+      done = true;
+      resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
+    });
+    req.on("error", (e) => {
+      if (done) return;
+      done = true;
+      reject(e);
+    });
+  });
+}
+
+function tooLarge(what: string, size: string, limit: number): ApiError {
+  return new ApiError(413, "too-large", `the ${what} is ${size}; the limit is ${limit} bytes`, {
+    limit,
+  });
+}
+
+export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const body = await readBody(req, limit, "request body");
+  try {
+    return JSON.parse(body.toString("utf8"));
+  } catch (err) {
+    throw new ApiError(400, "bad-json", `the request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+export function badRequest(message: string, extra: Record<string, unknown> = {}): ApiError {
+  return new ApiError(400, "bad-request", message, extra);
+}
+
+/** Parses a non-negative integer field or throws a 400 naming it. */
+export function intField(value: unknown, name: string, min = 0): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
+    throw badRequest(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Strict base64 (Buffer.from is lenient and would silently skip bad characters). */
+export function decodeBase64(s: unknown, name: string): Buffer {
+  if (typeof s !== "string" || !BASE64.test(s)) throw badRequest(`${name} must be a base64 string`);
+  return Buffer.from(s, "base64");
+}

@@ -1,0 +1,132 @@
+/**
+ * The on-disk log entry. Little-endian, one entry:
+ *
+ *   0  u32  bodyLength      bytes after this 8-byte header
+ *   4  u32  crc32           of the body (zlib's CRC-32)
+ *   8  u64  lsn             1, 2, 3, … per shard, with no gaps
+ *  16  f64  timestamp       ms since the Unix epoch, when the agent accepted it
+ *  24  f64  migrationTs     the shard's migration timestamp when written
+ *  32  u8   op              1 put, 2 delete
+ *  33  u8   shardIdLength
+ *  34  u16  keyLength
+ *  36  u32  valueLength
+ *  40  shard id, key (UTF-8), value (raw bytes)
+ *
+ * The body length is fixed by the three lengths, so a length field that was
+ * altered is caught even before the checksum.
+ */
+import { crc32 } from "node:zlib";
+
+export const ENTRY_HEADER_BYTES = 8;
+export const ENTRY_FIXED_BODY_BYTES = 32;
+export const OP_PUT = 1;
+export const OP_DELETE = 2;
+/** A body longer than this is not an entry (the largest value limit is 256 MiB). */
+export const MAX_BODY_BYTES = 300 * 1024 * 1024;
+
+export type LogOp = "put" | "delete";
+
+export interface LogEntry {
+  lsn: number;
+  timestamp: number;
+  migrationTimestamp: number;
+  op: LogOp;
+  shardId: string;
+  key: string;
+  /** Empty for a delete. */
+  value: Buffer;
+}
+
+export function encodedLength(shardIdBytes: number, keyBytes: number, valueBytes: number): number {
+  return ENTRY_HEADER_BYTES + ENTRY_FIXED_BODY_BYTES + shardIdBytes + keyBytes + valueBytes;
+}
+
+/** Encodes one entry into a fresh buffer. */
+export function encodeEntry(e: LogEntry): Buffer {
+  const shard = Buffer.from(e.shardId, "utf8");
+  const key = Buffer.from(e.key, "utf8");
+  const value = e.op === "put" ? e.value : Buffer.alloc(0);
+  if (shard.length > 255) throw new Error("shard id longer than 255 bytes");
+  if (key.length > 65535) throw new Error("key longer than 65535 bytes");
+  const total = encodedLength(shard.length, key.length, value.length);
+  const buf = Buffer.allocUnsafe(total);
+  const bodyLen = total - ENTRY_HEADER_BYTES;
+  buf.writeUInt32LE(bodyLen, 0);
+  // the LSN as two 32-bit halves (cheaper than a BigInt; LSNs stay below 2^53)
+  buf.writeUInt32LE(e.lsn % 4294967296, 8);
+  buf.writeUInt32LE(Math.floor(e.lsn / 4294967296), 12);
+  buf.writeDoubleLE(e.timestamp, 16);
+  buf.writeDoubleLE(e.migrationTimestamp, 24);
+  buf.writeUInt8(e.op === "put" ? OP_PUT : OP_DELETE, 32);
+  buf.writeUInt8(shard.length, 33);
+  buf.writeUInt16LE(key.length, 34);
+  buf.writeUInt32LE(value.length, 36);
+  let off = 40;
+  off += shard.copy(buf, off);
+  off += key.copy(buf, off);
+  value.copy(buf, off);
+  buf.writeUInt32LE(crc32(buf.subarray(ENTRY_HEADER_BYTES)) >>> 0, 4);
+  return buf;
+}
+
+export type DecodeResult =
+  | { kind: "entry"; entry: LogEntry; length: number }
+  /** Fewer bytes remain than the entry needs: a torn write at the end. */
+  | { kind: "short" }
+  /** The bytes are not a valid entry (bad lengths, op, checksum or UTF-8). */
+  | { kind: "invalid"; why: string };
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Decodes the entry starting at `offset`; never throws. */
+export function decodeEntry(buf: Buffer, offset: number): DecodeResult {
+  const avail = buf.length - offset;
+  if (avail < ENTRY_HEADER_BYTES + ENTRY_FIXED_BODY_BYTES) {
+    return { kind: "short" };
+  }
+  const bodyLen = buf.readUInt32LE(offset);
+  if (bodyLen < ENTRY_FIXED_BODY_BYTES || bodyLen > MAX_BODY_BYTES) {
+    return { kind: "invalid", why: `body length ${bodyLen} out of range` };
+  }
+  const op = buf.readUInt8(offset + 32);
+  if (op !== OP_PUT && op !== OP_DELETE) return { kind: "invalid", why: `unknown op ${op}` };
+  const shardLen = buf.readUInt8(offset + 33);
+  const keyLen = buf.readUInt16LE(offset + 34);
+  const valueLen = buf.readUInt32LE(offset + 36);
+  if (ENTRY_FIXED_BODY_BYTES + shardLen + keyLen + valueLen !== bodyLen) {
+    return { kind: "invalid", why: "lengths do not add up" };
+  }
+  if (avail < ENTRY_HEADER_BYTES + bodyLen) return { kind: "short" };
+  const body = buf.subarray(offset + ENTRY_HEADER_BYTES, offset + ENTRY_HEADER_BYTES + bodyLen);
+  if (crc32(body) >>> 0 !== buf.readUInt32LE(offset + 4))
+    return { kind: "invalid", why: "checksum mismatch" };
+  const lsnBig = buf.readBigUInt64LE(offset + 8);
+  if (lsnBig < 1n || lsnBig > BigInt(Number.MAX_SAFE_INTEGER))
+    return { kind: "invalid", why: "lsn out of range" };
+  let p = offset + 40;
+  let shardId: string;
+  let key: string;
+  try {
+    shardId = utf8.decode(buf.subarray(p, p + shardLen));
+    p += shardLen;
+    key = utf8.decode(buf.subarray(p, p + keyLen));
+    p += keyLen;
+  } catch {
+    return { kind: "invalid", why: "shard id or key is not UTF-8" };
+  }
+  // A copy, so that the state does not pin the whole file buffer it was read from.
+  const value = op === OP_PUT ? Buffer.from(buf.subarray(p, p + valueLen)) : Buffer.alloc(0);
+  return {
+    kind: "entry",
+    length: ENTRY_HEADER_BYTES + bodyLen,
+    entry: {
+      lsn: Number(lsnBig),
+      timestamp: buf.readDoubleLE(offset + 16),
+      migrationTimestamp: buf.readDoubleLE(offset + 24),
+      op: op === OP_PUT ? "put" : "delete",
+      shardId,
+      key,
+      value,
+    },
+  };
+}

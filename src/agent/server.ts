@@ -1,0 +1,490 @@
+/**
+ * The agent's HTTP/1.1 API (see docs/AGENT.md for every endpoint). Data
+ * requests name the shard and carry the epoch the client believes in
+ * (`x-shard-epoch`) and its origin zone (`x-origin-zone`). Values travel as
+ * raw bodies (single key) or base64 in JSON (batch).
+ *
+ * Every check runs before anything changes: a refused request leaves the
+ * log, the state, the epoch and the access windows as they were.
+ */
+import { timingSafeEqual } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { NODE_ID_PATTERN, type SegmentRange } from "../engine/location-map.js";
+import type { Agent } from "./agent.js";
+import {
+  ApiError,
+  badRequest,
+  decodeBase64,
+  intField,
+  readBody,
+  readJson,
+  sendError,
+  sendJson,
+} from "./http-util.js";
+import { nodeResources } from "./resources.js";
+import type { WriteOp } from "./shard.js";
+import {
+  checkKey,
+  checkShardAccess,
+  describeShard,
+  requireShard,
+  requireShardId,
+  zoneIndex,
+} from "./data-plane.js";
+
+const JSON_LIMIT_EXTRA = 1024 * 1024;
+const MAX_BATCH_OPS = 10_000;
+
+const expectedAuth = new WeakMap<Agent, Buffer>();
+
+/** Constant-time comparison of the Authorization header with "Bearer <token>". */
+function authorized(agent: Agent, req: IncomingMessage): boolean {
+  let expected = expectedAuth.get(agent);
+  if (!expected) {
+    expected = Buffer.from(`Bearer ${agent.opts.token}`);
+    expectedAuth.set(agent, expected);
+  }
+  const h = req.headers.authorization;
+  if (typeof h !== "string" || Buffer.byteLength(h) !== expected.length) return false;
+  return timingSafeEqual(Buffer.from(h), expected);
+}
+
+function splitPath(url: string): { parts: string[]; query: URLSearchParams } {
+  const q = url.indexOf("?");
+  const path = q < 0 ? url : url.slice(0, q);
+  const query = new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
+  const raw = path.split("/").filter((p) => p !== "");
+  const parts = raw.map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      throw badRequest("the request path is not valid percent-encoded UTF-8");
+    }
+  });
+  return { parts, query };
+}
+
+export async function handleRequest(agent: Agent, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  let op = "unknown";
+  try {
+    if (agent.stopping) {
+      throw new ApiError(
+        503,
+        "shutting-down",
+        "the agent is shutting down",
+        {},
+        { connection: "close", "retry-after": "1" },
+      );
+    }
+    const { parts, query } = splitPath(req.url ?? "/");
+    const method = req.method ?? "GET";
+    if (parts.length === 1 && parts[0] === "health" && method === "GET") {
+      op = "health";
+      let failed = 0;
+      for (const s of agent.shards.values()) if (s.failed) failed++;
+      return sendJson(res, 200, {
+        status: "ok",
+        nodeId: agent.opts.nodeId,
+        zone: agent.opts.zone,
+        shards: agent.shards.size,
+        failedShards: failed,
+        binaryPort: agent.binary?.port,
+      });
+    }
+    if (!authorized(agent, req)) {
+      op = "auth";
+      throw new ApiError(
+        401,
+        "unauthorized",
+        "missing or wrong bearer token",
+        {},
+        { "www-authenticate": 'Bearer realm="shardctl-agent"' },
+      );
+    }
+    if (parts.length === 1 && parts[0] === "metrics" && method === "GET") {
+      op = "metrics";
+      const text = await agent.metrics.registry.metrics();
+      res.writeHead(200, { "content-type": agent.metrics.registry.contentType });
+      res.end(text);
+      return;
+    }
+    if (parts[0] !== "v1") throw new ApiError(404, "no-route", `no such endpoint: ${method} ${req.url}`);
+    const [, a, b, c, d] = parts;
+    // /v1/shards/:id/keys/:key
+    if (a === "shards" && c === "keys" && parts.length === 5) {
+      op = method === "GET" ? "get" : method === "PUT" ? "put" : method === "DELETE" ? "delete" : "unknown";
+      if (op === "unknown")
+        throw new ApiError(405, "method-not-allowed", `${method} is not allowed on a key`);
+      return await keyRequest(agent, req, res, method, b, d);
+    }
+    if (a === "shards" && c === "batch" && parts.length === 4 && method === "POST") {
+      op = "batch";
+      return await batchRequest(agent, req, res, b);
+    }
+    if (a === "shards" && parts.length === 2 && method === "GET") {
+      op = "inventory";
+      return sendJson(res, 200, {
+        nodeId: agent.opts.nodeId,
+        shards: [...agent.shards.values()].map(describeShard),
+      });
+    }
+    if (a === "shards" && parts.length === 3 && method === "GET") {
+      op = "inventory";
+      return sendJson(res, 200, describeShard(requireShard(agent, b)));
+    }
+    if (a === "admin" && b === "shards") {
+      op = "admin";
+      return await adminRequest(agent, req, res, method, c, d, parts.length);
+    }
+    if (a === "access") {
+      op = "access";
+      return accessRequest(agent, res, method, parts, query);
+    }
+    if (a === "node" && parts.length === 2 && method === "GET") {
+      op = "node";
+      return sendJson(res, 200, {
+        nodeId: agent.opts.nodeId,
+        zone: agent.opts.zone,
+        address: `${agent.opts.host}:${agent.opts.port}`,
+        shards: agent.shards.size,
+        segments: agent.opts.segments,
+        ...(await nodeResources(agent.opts.dataDir)),
+      });
+    }
+    throw new ApiError(404, "no-route", `no such endpoint: ${method} ${req.url}`);
+  } catch (err) {
+    const apiErr =
+      err instanceof ApiError
+        ? err
+        : new ApiError(500, "internal", `internal error: ${(err as Error)?.message ?? String(err)}`);
+    if (apiErr.status === 500 && !(err instanceof ApiError))
+      agent.log(`internal error on ${req.method} ${req.url}: ${(err as Error)?.stack}`);
+    if (!res.headersSent) {
+      // an unread or oversize body: close the connection rather than read it
+      if (apiErr.status === 413 || !req.complete) {
+        res.setHeader("connection", "close");
+        req.resume(); // discard the rest, so that the client reads this answer rather than a reset
+      }
+      sendError(res, apiErr);
+    } else {
+      res.destroy();
+    }
+  } finally {
+    agent.metrics.countRequest(op, res.statusCode);
+  }
+}
+
+function epochHeader(req: IncomingMessage): number {
+  const raw = req.headers["x-shard-epoch"];
+  return typeof raw === "string" && /^\d{1,15}$/.test(raw) ? Number(raw) : NaN;
+}
+
+function originZone(agent: Agent, req: IncomingMessage): number {
+  const z = req.headers["x-origin-zone"];
+  if (Array.isArray(z)) throw badRequest("x-origin-zone must be given once");
+  return zoneIndex(agent, z);
+}
+
+async function keyRequest(
+  agent: Agent,
+  req: IncomingMessage,
+  res: ServerResponse,
+  method: string,
+  shardId: string | undefined,
+  key: string,
+): Promise<void> {
+  const write = method !== "GET";
+  const { shard, epoch } = checkShardAccess(agent, shardId, epochHeader(req), write);
+  const segment = checkKey(agent, shard, key);
+  const zone = originZone(agent, req);
+  if (method === "GET") {
+    shard.raiseEpoch(epoch);
+    const v = shard.get(key);
+    agent.windows.record(segment, false, zone, Date.now());
+    if (!v)
+      throw new ApiError(404, "key-not-found", `key not found in shard ${shard.id}`, {
+        epoch: shard.meta.epoch,
+      });
+    res.writeHead(200, {
+      "content-type": "application/octet-stream",
+      "content-length": v.value.length,
+      "x-lsn": String(v.lsn),
+      "x-timestamp": String(v.timestamp),
+      "x-shard-epoch": String(shard.meta.epoch),
+    });
+    res.end(v.value);
+    return;
+  }
+  const value = method === "PUT" ? await readBody(req, agent.opts.maxValueBytes, "value") : undefined;
+  if (method === "DELETE") await readBody(req, 0, "body of a delete");
+  // re-check after the body arrived: a fence, a newer epoch or a stop may have come in meanwhile
+  if (agent.stopping)
+    throw new ApiError(503, "shutting-down", "the agent is shutting down", {}, { "retry-after": "1" });
+  checkShardAccess(agent, shardId, epochHeader(req), true);
+  shard.raiseEpoch(epoch);
+  const op: WriteOp = method === "PUT" ? { op: "put", key, value } : { op: "delete", key };
+  const [r] = await shard.write([op]);
+  agent.windows.record(segment, true, zone, Date.now());
+  const epochNow = shard.meta.epoch;
+  // the hot path: a hand-built body instead of JSON.stringify of an object
+  const text =
+    r.existed === undefined
+      ? `{"lsn":${r.lsn},"epoch":${epochNow}}`
+      : `{"lsn":${r.lsn},"existed":${r.existed},"epoch":${epochNow}}`;
+  res.writeHead(200, {
+    "content-type": "application/json",
+    "content-length": text.length,
+    "x-shard-epoch": String(epochNow),
+  });
+  res.end(text);
+}
+
+interface BatchOp {
+  op: "put" | "delete" | "get";
+  key: string;
+  value?: string;
+}
+
+async function batchRequest(
+  agent: Agent,
+  req: IncomingMessage,
+  res: ServerResponse,
+  shardId: string | undefined,
+): Promise<void> {
+  checkShardAccess(agent, shardId, epochHeader(req), false);
+  const body = (await readJson(req, agent.opts.maxValueBytes * 2 + JSON_LIMIT_EXTRA)) as { ops?: unknown };
+  if (!body || typeof body !== "object" || !Array.isArray(body.ops))
+    throw badRequest('the body must be {"ops": [...]}');
+  if (body.ops.length === 0 || body.ops.length > MAX_BATCH_OPS)
+    throw badRequest(`a batch holds 1 to ${MAX_BATCH_OPS} ops`);
+  const ops = body.ops as BatchOp[];
+  const hasWrite = ops.some((o) => o && (o.op === "put" || o.op === "delete"));
+  const { shard, epoch } = checkShardAccess(agent, shardId, epochHeader(req), hasWrite);
+  const zone = originZone(agent, req);
+  const writes: WriteOp[] = [];
+  const segments: number[] = [];
+  ops.forEach((o, i) => {
+    if (!o || typeof o !== "object" || !["put", "delete", "get"].includes(o.op)) {
+      throw badRequest(`ops[${i}].op must be put, delete or get`);
+    }
+    segments.push(checkKey(agent, shard, o.key));
+    if (o.op === "put") {
+      const value = decodeBase64(o.value, `ops[${i}].value`);
+      if (value.length > agent.opts.maxValueBytes) {
+        throw new ApiError(
+          413,
+          "too-large",
+          `ops[${i}].value is ${value.length} bytes; the limit is ${agent.opts.maxValueBytes} bytes`,
+          {
+            limit: agent.opts.maxValueBytes,
+          },
+        );
+      }
+      writes.push({ op: "put", key: o.key, value });
+    } else if (o.op === "delete") {
+      writes.push({ op: "delete", key: o.key });
+    }
+  });
+  if (agent.stopping) {
+    throw new ApiError(503, "shutting-down", "the agent is shutting down", {}, { "retry-after": "1" });
+  }
+  shard.raiseEpoch(epoch);
+  const results = writes.length ? await shard.write(writes) : [];
+  const now = Date.now();
+  let w = 0;
+  const out = ops.map((o, i) => {
+    agent.windows.record(segments[i], o.op !== "get", zone, now);
+    if (o.op === "get") {
+      const v = shard.get(o.key);
+      return v ? { found: true, value: v.value.toString("base64"), lsn: v.lsn } : { found: false };
+    }
+    return results[w++];
+  });
+  sendJson(res, 200, { epoch: shard.meta.epoch, results: out });
+}
+
+async function adminRequest(
+  agent: Agent,
+  req: IncomingMessage,
+  res: ServerResponse,
+  method: string,
+  shardId: string | undefined,
+  action: string | undefined,
+  nparts: number,
+): Promise<void> {
+  const id = requireShardId(shardId);
+  const body = (await readJson(req, JSON_LIMIT_EXTRA)) as Record<string, unknown>;
+  if (!body || typeof body !== "object" || Array.isArray(body))
+    throw badRequest("the body must be a JSON object");
+  const epoch = intField(body.epoch, "epoch", 1);
+  const existing = agent.shards.get(id);
+  // PUT /v1/admin/shards/:id  {epoch, ranges?, migrationTimestamp?, segmentCount?}: create, or take ownership at a newer epoch
+  if (nparts === 4 && method === "PUT") {
+    if (body.segmentCount !== undefined && body.segmentCount !== agent.opts.segments) {
+      throw badRequest(
+        `the location map has ${JSON.stringify(body.segmentCount)} segments but this agent was started with ${agent.opts.segments}; keys would be counted in the wrong segments`,
+        { segments: agent.opts.segments },
+      );
+    }
+    const ranges = body.ranges === undefined ? undefined : parseRanges(body.ranges, agent.opts.segments);
+    const mts =
+      body.migrationTimestamp === undefined
+        ? undefined
+        : intField(body.migrationTimestamp, "migrationTimestamp", 0);
+    if (!existing) {
+      const shard = await agent.createShard(id, epoch, ranges, mts ?? 0);
+      return sendJson(res, 201, describeShard(shard));
+    }
+    if (existing.failed)
+      throw new ApiError(500, "shard-failed", `shard ${id} is refused: ${existing.failed}`);
+    const m = existing.meta;
+    if (epoch < m.epoch || (epoch === m.epoch && m.state !== "owned")) {
+      throw new ApiError(
+        409,
+        "stale-epoch",
+        `cannot assign shard ${id} at epoch ${epoch}: it is at epoch ${m.epoch} (${m.state})`,
+        {
+          epoch: m.epoch,
+        },
+      );
+    }
+    existing.assign(epoch, ranges, mts);
+    return sendJson(res, 200, describeShard(existing));
+  }
+  const shard = existing;
+  if (!shard)
+    throw new ApiError(404, "unknown-shard", `this agent (${agent.opts.nodeId}) holds no shard ${id}`);
+  if (shard.failed && !(nparts === 4 && method === "DELETE")) {
+    throw new ApiError(500, "shard-failed", `shard ${id} is refused: ${shard.failed}`);
+  }
+  if (epoch < shard.meta.epoch) {
+    throw new ApiError(
+      409,
+      "stale-epoch",
+      `epoch ${epoch} is stale: shard ${id} is at epoch ${shard.meta.epoch}`,
+      { epoch: shard.meta.epoch },
+    );
+  }
+  if (nparts === 4 && method === "DELETE") {
+    if (shard.meta.state === "owned" && !shard.failed) {
+      throw new ApiError(
+        409,
+        "still-owned",
+        `shard ${id} is owned here; release or fence it before dropping it`,
+      );
+    }
+    await agent.dropShard(id);
+    return sendJson(res, 200, { dropped: id });
+  }
+  if (nparts !== 5 || method !== "POST")
+    throw new ApiError(404, "no-route", `no such endpoint: ${method} ${req.url}`);
+  switch (action) {
+    case "fence": {
+      if (shard.meta.state === "not-owned")
+        throw new ApiError(409, "not-owner", `shard ${id} is not owned here`);
+      shard.fence(epoch);
+      // writes accepted before the fence reach their fsync; the fenced LSN is the last durable one
+      await shard.drain();
+      return sendJson(res, 200, describeShard(shard));
+    }
+    case "unfence": {
+      if (shard.meta.state === "not-owned")
+        throw new ApiError(409, "not-owner", `shard ${id} is not owned here`);
+      shard.unfence(epoch);
+      return sendJson(res, 200, describeShard(shard));
+    }
+    case "release": {
+      const r = body.redirect as Record<string, unknown> | undefined;
+      if (!r || typeof r !== "object") throw badRequest("redirect {node, address, epoch} is required");
+      if (typeof r.node !== "string" || !NODE_ID_PATTERN.test(r.node))
+        throw badRequest("redirect.node must be a node id");
+      if (typeof r.address !== "string" || !/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/.test(r.address)) {
+        throw badRequest("redirect.address must be host:port");
+      }
+      const redirect = { node: r.node, address: r.address, epoch: intField(r.epoch, "redirect.epoch", 1) };
+      shard.release(epoch, redirect);
+      await shard.drain();
+      return sendJson(res, 200, describeShard(shard));
+    }
+    case "snapshot": {
+      const lsn = await shard.snapshot();
+      return sendJson(res, 200, { ...describeShard(shard), snapshotLsn: lsn ?? shard.snapshotLsn });
+    }
+    default:
+      throw new ApiError(404, "no-route", `no such admin action: ${action}`);
+  }
+}
+
+function parseRanges(v: unknown, segmentCount: number): SegmentRange[] {
+  if (!Array.isArray(v) || v.length === 0)
+    throw badRequest("ranges must be a non-empty array of [start, end]");
+  let prev = -1;
+  return v.map((r, i) => {
+    if (!Array.isArray(r) || r.length !== 2 || !Number.isInteger(r[0]) || !Number.isInteger(r[1])) {
+      throw badRequest(`ranges[${i}] must be [start, end]`);
+    }
+    const [a, b] = r as [number, number];
+    if (a < 0 || b > segmentCount || a >= b || a < prev)
+      throw badRequest(`ranges[${i}] = [${a}, ${b}) is out of 0..${segmentCount}, empty or unsorted`);
+    prev = b;
+    return [a, b];
+  });
+}
+
+function accessRequest(
+  agent: Agent,
+  res: ServerResponse,
+  method: string,
+  parts: string[],
+  query: URLSearchParams,
+): void {
+  if (method !== "GET") throw new ApiError(405, "method-not-allowed", "the access endpoints are read-only");
+  const now = Date.now();
+  const w = agent.windows;
+  if (parts.length === 2) {
+    // GET /v1/access?window=S: per-segment rates of every segment with windows
+    const windowS = query.has("window") ? Number(query.get("window")) : 600;
+    if (!Number.isFinite(windowS) || windowS <= 0)
+      throw badRequest("window must be a positive number of seconds");
+    const segments = [];
+    for (const s of w.activeSegments()) segments.push({ segment: s, ...w.rate(s, windowS, now) });
+    return sendJson(res, 200, {
+      nowMs: now,
+      windowSeconds: windowS,
+      segmentCount: w.segmentCount,
+      zones: w.zones,
+      levels: w.levels,
+      segments,
+    });
+  }
+  const segment = Number(parts[2]);
+  if (!Number.isInteger(segment) || segment < 0 || segment >= w.segmentCount) {
+    throw badRequest(`segment must be an integer in 0..${w.segmentCount - 1}`);
+  }
+  if (parts.length === 4 && parts[3] === "series") {
+    const level = query.has("level") ? Number(query.get("level")) : 0;
+    if (!Number.isInteger(level) || level < 0 || level >= w.levels.length)
+      throw badRequest(`level must be 0..${w.levels.length - 1}`);
+    const which = query.get("which") ?? "total";
+    let series: Float64Array;
+    try {
+      series = w.series(segment, level, now, which);
+    } catch (err) {
+      throw badRequest((err as Error).message);
+    }
+    return sendJson(res, 200, {
+      nowMs: now,
+      segment,
+      level,
+      which,
+      resolutionSeconds: w.levels[level].resolutionSeconds,
+      series: Array.from(series),
+    });
+  }
+  if (parts.length === 4 && parts[3] === "export") {
+    const data = w.exportSegment(segment);
+    if (!data) throw new ApiError(404, "no-windows", `segment ${segment} has no access windows here`);
+    return sendJson(res, 200, data);
+  }
+  throw new ApiError(404, "no-route", "no such access endpoint");
+}

@@ -1,0 +1,72 @@
+/**
+ * A shard's metadata file (`meta.json`): the highest epoch this agent has
+ * seen for the shard and what it may do with it. Written atomically (tmp,
+ * fsync, rename, fsync dir) and checksummed, so a crash leaves the old or the
+ * new state and an altered file is refused.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fnv1a64Bytes } from "../engine/hash.js";
+import type { SegmentRange } from "../engine/location-map.js";
+import { writeAtomic } from "../store/embedded.js";
+
+/**
+ * owned: serves reads and writes at `epoch`.
+ * fenced: serves reads, refuses writes (a migration is cutting over).
+ * not-owned: serves nothing; answers with `redirect`, the owner it was told of.
+ */
+export type OwnerState = "owned" | "fenced" | "not-owned";
+
+export interface RedirectHint {
+  node: string;
+  address: string;
+  epoch: number;
+}
+
+export interface ShardMeta {
+  shardId: string;
+  epoch: number;
+  state: OwnerState;
+  redirect?: RedirectHint;
+  /** Segments the shard holds; keys outside them are refused. Absent: not checked. */
+  ranges?: SegmentRange[];
+  migrationTimestamp: number;
+}
+
+const FILE = "meta.json";
+
+export function metaPath(dir: string): string {
+  return join(dir, FILE);
+}
+
+export function writeMeta(dir: string, meta: ShardMeta): void {
+  const body = JSON.stringify(meta);
+  writeAtomic(
+    metaPath(dir),
+    JSON.stringify({ format: "shardctl-shard-meta", checksum: fnv1a64Bytes(Buffer.from(body)), meta: body }),
+  );
+}
+
+/** Reads meta.json; throws an Error saying why when it is missing, altered or malformed. */
+export function readMeta(dir: string): ShardMeta {
+  const file = metaPath(dir);
+  if (!existsSync(file)) throw new Error(`${file} is missing`);
+  let outer: { format?: string; checksum?: string; meta?: string };
+  try {
+    outer = JSON.parse(readFileSync(file, "utf8"));
+  } catch {
+    throw new Error(`${file} is not JSON (truncated or overwritten)`);
+  }
+  if (outer.format !== "shardctl-shard-meta" || typeof outer.meta !== "string")
+    throw new Error(`${file} is not a shard metadata file`);
+  if (outer.checksum !== fnv1a64Bytes(Buffer.from(outer.meta))) throw new Error(`${file}: checksum mismatch`);
+  const meta = JSON.parse(outer.meta) as ShardMeta;
+  if (
+    !Number.isInteger(meta.epoch) ||
+    meta.epoch < 0 ||
+    !["owned", "fenced", "not-owned"].includes(meta.state)
+  ) {
+    throw new Error(`${file}: bad epoch or state`);
+  }
+  return meta;
+}

@@ -1,0 +1,133 @@
+/** `shardctl agent`: runs the node agent in the foreground (the local cluster and deploy start it). */
+import { readFileSync } from "node:fs";
+import type { Command } from "commander";
+import { startAgent } from "../agent/agent.js";
+import { NODE_ID_PATTERN } from "../engine/location-map.js";
+import { UsageError } from "../errors.js";
+import type { CommandContext, RegisterCommand } from "./context.js";
+
+export interface AgentCommandOptions {
+  /** Defaults to the global --data-dir (config dataDir). */
+  dataDir?: string;
+  listen: string;
+  zone: string;
+  nodeId: string;
+  tokenFile?: string;
+  listenBinary?: string;
+  segments?: string;
+  maxFileBytes?: string;
+  snapshotBytes?: string;
+}
+
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^(.+):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535)
+    throw new UsageError(`--listen must be HOST:PORT, got ${JSON.stringify(s)}`, {
+      hint: "e.g. --listen 127.0.0.1:7401",
+    });
+  return { host: m[1].replace(/^\[(.*)\]$/, "$1"), port };
+}
+
+function positiveInt(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1)
+    throw new UsageError(`${flag} must be a positive integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+export function readToken(tokenFile: string | undefined, configured: string | undefined): string {
+  if (tokenFile) {
+    let t: string;
+    try {
+      t = readFileSync(tokenFile, "utf8").trim();
+    } catch (err) {
+      throw new UsageError(`cannot read the token file ${tokenFile}: ${(err as Error).message}`);
+    }
+    if (!t) throw new UsageError(`the token file ${tokenFile} is empty`);
+    return t;
+  }
+  if (configured) return configured;
+  throw new UsageError("the agent needs a bearer token", {
+    hint: "pass --token-file F, set SHARDCTL_TOKEN, or set agent.token in the config",
+  });
+}
+
+export async function runAgent(opts: AgentCommandOptions, ctx: CommandContext): Promise<void> {
+  const config = ctx.config();
+  const { host, port } = parseListen(opts.listen);
+  if (!NODE_ID_PATTERN.test(opts.nodeId))
+    throw new UsageError(`bad --node-id ${JSON.stringify(opts.nodeId)}`, {
+      hint: `ids match ${NODE_ID_PATTERN.source}`,
+    });
+  if (!config.zones.includes(opts.zone)) {
+    throw new UsageError(
+      `--zone ${opts.zone} is not one of the configured zones (${config.zones.join(", ")})`,
+      {
+        hint: "set zones in the config or SHARDCTL_ZONES",
+      },
+    );
+  }
+  const token = readToken(opts.tokenFile, config.agent.token);
+  const binary = opts.listenBinary ? parseListen(opts.listenBinary) : undefined;
+  await startAgent(
+    {
+      dataDir: opts.dataDir ?? config.dataDir,
+      host,
+      port,
+      zone: opts.zone,
+      nodeId: opts.nodeId,
+      token,
+      binaryHost: binary?.host,
+      binaryPort: binary?.port,
+      segments: positiveInt(opts.segments, "--segments") ?? config.segments,
+      zones: config.zones,
+      levels: config.windows.levels,
+      maxKeyBytes: config.limits.maxKeyBytes,
+      maxValueBytes: config.limits.maxValueBytes,
+      maxFileBytes: positiveInt(opts.maxFileBytes, "--max-file-bytes"),
+      snapshotBytes: positiveInt(opts.snapshotBytes, "--snapshot-bytes"),
+    },
+    true,
+  );
+  // runs until SIGTERM/SIGINT (the handler exits the process)
+  await new Promise(() => {});
+}
+
+export const registerAgent: RegisterCommand = (program: Command, ctx: CommandContext) => {
+  program
+    .command("agent")
+    .description(
+      "run the node agent: hosts log shards, serves reads and writes, measures access (foreground)",
+    )
+    .requiredOption("--listen <host:port>", "address of the HTTP API")
+    .requiredOption("--zone <zone>", "the zone this node is in (one of the configured zones)")
+    .requiredOption("--node-id <id>", "this node's id in the location map")
+    .option("--token-file <file>", "file holding the bearer token (else SHARDCTL_TOKEN or agent.token)")
+    .option(
+      "--listen-binary <host:port>",
+      "also serve get/put/delete over the binary protocol here (docs/AGENT.md)",
+    )
+    .option("--segments <n>", "segment count (must match the location map; default: the config's segments)")
+    .option("--max-file-bytes <n>", "seal a log file at this size (default 67108864)")
+    .option("--snapshot-bytes <n>", "snapshot a shard after this many log bytes (default 268435456)")
+    .addHelpText("after", AGENT_HELP)
+    .action(async (opts: AgentCommandOptions) => runAgent(opts, ctx));
+};
+
+const AGENT_HELP = `
+The shards' logs, snapshots and metadata live under the global --data-dir
+(DATA-DIR/shards/<id>/). The agent recovers every shard under DATA-DIR/shards before it listens: a torn
+tail is truncated at the last valid entry (logged on stderr); a shard with a
+corrupt entry in the middle of its log is refused, never served. SIGTERM stops
+it cleanly (writes in flight reach their fsync, then exit 0).
+
+Examples:
+  # an agent on port 7401 in zone a, token from a file
+  shardctl agent --data-dir /var/lib/shardctl --listen 0.0.0.0:7401 --zone a --node-id node-1 --token-file /etc/shardctl/token
+
+  # usually started for you:
+  shardctl up --local --nodes 3 --zones a,b,c
+
+See docs/AGENT.md for the log format and the HTTP API.`;

@@ -1,0 +1,179 @@
+/** `shardctl put|get|delete KEY`: one key through the routing client. */
+import { readFileSync, writeFileSync } from "node:fs";
+import type { Readable } from "node:stream";
+import type { Command } from "commander";
+import { ShardClient } from "../client/shard-client.js";
+import { resolveClientToken } from "../cluster/local.js";
+import type { Config } from "../config.js";
+import { decodeKeyBytes } from "../engine/segmenter.js";
+import { UsageError, UserError } from "../errors.js";
+import { printJson, type IO } from "../output.js";
+import { openStore } from "../store/index.js";
+import type { CommandContext, RegisterCommand } from "./context.js";
+
+export interface KvDeps {
+  io: IO;
+  config: Config;
+  stdin?: Readable;
+}
+
+async function withClient<T>(
+  deps: KvDeps,
+  zone: string | undefined,
+  fn: (c: ShardClient) => Promise<T>,
+): Promise<T> {
+  const config = deps.config;
+  if (zone !== undefined && !config.zones.includes(zone)) {
+    throw new UsageError(`--zone ${zone} is not one of the configured zones (${config.zones.join(", ")})`);
+  }
+  const token = resolveClientToken(config);
+  const store = await openStore(config);
+  const client = new ShardClient({
+    store,
+    token,
+    originZone: zone,
+    maxKeyBytes: config.limits.maxKeyBytes,
+    maxValueBytes: config.limits.maxValueBytes,
+  });
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+    await store.close();
+  }
+}
+
+async function readAll(stream: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of stream) {
+    const b = typeof c === "string" ? Buffer.from(c) : (c as Buffer);
+    n += b.length;
+    if (n > limit)
+      throw new UsageError(`the value on standard input is more than ${limit} bytes (limits.maxValueBytes)`);
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks);
+}
+
+export async function runPut(
+  key: string,
+  value: string | undefined,
+  opts: { file?: string; zone?: string; json?: boolean },
+  deps: KvDeps,
+) {
+  if (value !== undefined && opts.file)
+    throw new UsageError("give the value either as an argument or with --file, not both");
+  let body: Buffer;
+  if (opts.file) {
+    try {
+      body = readFileSync(opts.file);
+    } catch (err) {
+      throw new UsageError(`cannot read ${opts.file}: ${(err as Error).message}`);
+    }
+  } else if (value !== undefined) {
+    body = Buffer.from(value, "utf8");
+  } else {
+    body = await readAll(deps.stdin ?? process.stdin, deps.config.limits.maxValueBytes);
+  }
+  if (body.length > deps.config.limits.maxValueBytes) {
+    throw new UsageError(
+      `the value is ${body.length} bytes; the limit is ${deps.config.limits.maxValueBytes} (limits.maxValueBytes)`,
+    );
+  }
+  const r = await withClient(deps, opts.zone, (c) => c.put(key, body));
+  if (opts.json) printJson(deps.io, { key, lsn: r.lsn, bytes: body.length });
+  else deps.io.err.write(`stored ${key} (${body.length} bytes, lsn ${r.lsn})\n`);
+}
+
+export async function runGet(
+  key: string,
+  opts: { json?: boolean; out?: string; zone?: string },
+  deps: KvDeps,
+) {
+  const r = await withClient(deps, opts.zone, (c) => c.get(key));
+  if (!r) throw new UserError(`key not found: ${key}`);
+  if (opts.out) {
+    writeFileSync(opts.out, r.value);
+    deps.io.err.write(`wrote ${r.value.length} bytes to ${opts.out}\n`);
+    return;
+  }
+  if (opts.json) {
+    let text: string | undefined;
+    try {
+      text = decodeKeyBytes(r.value);
+    } catch {
+      text = undefined;
+    }
+    printJson(
+      deps.io,
+      text !== undefined
+        ? { key, value: text, encoding: "utf8", lsn: r.lsn, timestamp: r.timestamp }
+        : { key, value: r.value.toString("base64"), encoding: "base64", lsn: r.lsn, timestamp: r.timestamp },
+    );
+    return;
+  }
+  deps.io.out.write(r.value);
+}
+
+export async function runDelete(key: string, opts: { zone?: string; json?: boolean }, deps: KvDeps) {
+  const r = await withClient(deps, opts.zone, (c) => c.delete(key));
+  if (opts.json) printJson(deps.io, { key, existed: r.existed, lsn: r.lsn });
+  else deps.io.err.write(r.existed ? `deleted ${key}\n` : `${key} did not exist (nothing to delete)\n`);
+}
+
+export const registerKv: RegisterCommand = (program: Command, ctx: CommandContext) => {
+  const deps = (): KvDeps => ({ io: ctx.io, config: ctx.config() });
+  program
+    .command("put")
+    .description("store a value under a key (routed to the key's shard owner)")
+    .argument("<key>", "the key (UTF-8)")
+    .argument("[value]", "the value; else --file, else standard input")
+    .option("--file <file>", "read the value from a file (binary safe)")
+    .option("--zone <zone>", "origin zone to report for this access")
+    .option("--json", "print {key, lsn, bytes}")
+    .addHelpText("after", PUT_HELP)
+    .action((key: string, value: string | undefined, opts) => runPut(key, value, opts, deps()));
+  program
+    .command("get")
+    .description("print the value of a key (raw bytes on stdout); exit 1 when it does not exist")
+    .argument("<key>", "the key (UTF-8)")
+    .option("--json", "print {key, value, encoding, lsn, timestamp} (base64 when not UTF-8)")
+    .option("--out <file>", "write the value to a file instead of stdout")
+    .option("--zone <zone>", "origin zone to report for this access")
+    .addHelpText("after", GET_HELP)
+    .action((key: string, opts) => runGet(key, opts, deps()));
+  program
+    .command("delete")
+    .description("delete a key")
+    .argument("<key>", "the key (UTF-8)")
+    .option("--zone <zone>", "origin zone to report for this access")
+    .option("--json", "print {key, existed, lsn}")
+    .addHelpText("after", DELETE_HELP)
+    .action((key: string, opts) => runDelete(key, opts, deps()));
+};
+
+const PUT_HELP = `
+The write is acknowledged only after the owner agent's fsync.
+
+Examples:
+  shardctl put user:42 '{"name":"Ada"}'
+  shardctl put avatar:42 --file avatar.png
+  tar c dir | shardctl put backup:1
+  shardctl put --zone b session:9 token123     # count the access for zone b
+
+Exit codes: 0 stored, 1 the cluster refused or is unreachable, 2 bad key or value.`;
+
+const GET_HELP = `
+Examples:
+  shardctl get user:42
+  shardctl get avatar:42 --out avatar.png
+  shardctl get user:42 --json
+
+Exit codes: 0 found, 1 not found (said on stderr) or the cluster failed, 2 bad key.`;
+
+const DELETE_HELP = `
+Examples:
+  shardctl delete user:42
+
+Exit codes: 0 done (whether or not the key existed), 1 the cluster failed, 2 bad key.`;

@@ -1,0 +1,92 @@
+/** `shardctl up --local` / `shardctl down`: a local cluster of agent processes. */
+import type { Command } from "commander";
+import { localDown, localUp } from "../cluster/local.js";
+import { UsageError } from "../errors.js";
+import { printJson, printTable } from "../output.js";
+import { openStore } from "../store/index.js";
+import type { CommandContext, RegisterCommand } from "./context.js";
+
+interface UpOptions {
+  local?: boolean;
+  nodes: string;
+  zones?: string;
+  basePort: string;
+  json?: boolean;
+}
+
+export async function runUp(opts: UpOptions, ctx: CommandContext): Promise<void> {
+  if (!opts.local) {
+    throw new UsageError("only local clusters are started by `up` for now", {
+      hint: "run `shardctl up --local`",
+    });
+  }
+  const config = ctx.config();
+  const nodes = Number(opts.nodes);
+  const basePort = Number(opts.basePort);
+  const zones = (opts.zones ?? config.zones.join(","))
+    .split(",")
+    .map((z) => z.trim())
+    .filter(Boolean);
+  if (!Number.isInteger(nodes)) throw new UsageError(`--nodes must be an integer, got ${opts.nodes}`);
+  if (!Number.isInteger(basePort))
+    throw new UsageError(`--base-port must be an integer, got ${opts.basePort}`);
+  const store = await openStore(config);
+  try {
+    const r = await localUp(config, { nodes, zones, basePort }, store, (m) => ctx.io.err.write(m + "\n"));
+    for (const w of r.warnings) ctx.io.err.write(`warning: ${w}\n`);
+    if (r.alreadyUp) ctx.io.err.write("the local cluster is already up\n");
+    else
+      ctx.io.err.write(
+        `local cluster up: ${r.nodes.length} agents, ${r.shardsAssigned} shards; token in ${r.tokenFile}\n`,
+      );
+    if (opts.json) printJson(ctx.io, r);
+    else
+      printTable(
+        ctx.io,
+        ["node", "zone", "address", "pid"],
+        r.nodes.map((n) => [n.id, n.zone, n.address, n.pid ?? "-"]),
+      );
+  } finally {
+    await store.close();
+  }
+}
+
+export async function runDown(opts: { timeout: string; json?: boolean }, ctx: CommandContext): Promise<void> {
+  const timeoutMs = Number(opts.timeout) * 1000;
+  if (!Number.isFinite(timeoutMs) || timeoutMs < 0)
+    throw new UsageError("--timeout must be a number of seconds");
+  const r = await localDown(ctx.config(), timeoutMs, (m) => ctx.io.err.write(m + "\n"));
+  if (r.stopped.length + r.killed.length === 0) ctx.io.err.write("no local cluster is running\n");
+  if (opts.json) printJson(ctx.io, r);
+}
+
+export const registerUp: RegisterCommand = (program: Command, ctx: CommandContext) => {
+  program
+    .command("up")
+    .description("start a local cluster: N agent processes, the initial layout in the store")
+    .option("--local", "run the agents as local processes (required for now)")
+    .option("--nodes <n>", "number of agents", "3")
+    .option("--zones <list>", "zones dealt to the agents round-robin (default: the configured zones)")
+    .option("--base-port <port>", "the first agent listens here, the next on port+1, …", "7401")
+    .option("--json", "print the nodes as JSON")
+    .addHelpText(
+      "after",
+      `
+Agents run detached; pid files and logs are in <dataDir>/local/<node>/. The
+bearer token is generated once into <dataDir>/local/token (mode 0600) and used
+by put/get/delete. Running \`up\` again starts only agents that are not running.
+
+Examples:
+  shardctl up --local --nodes 3 --zones a,b,c
+  shardctl put hello world && shardctl get hello
+  shardctl down`,
+    )
+    .action((opts: UpOptions) => runUp(opts, ctx));
+  program
+    .command("down")
+    .description("stop the local cluster's agents (SIGTERM, then SIGKILL after --timeout)")
+    .option("--timeout <seconds>", "wait this long for a clean stop", "10")
+    .option("--json", "print what was stopped as JSON")
+    .addHelpText("after", "\nExamples:\n  shardctl down\n  shardctl down --timeout 30")
+    .action((opts: { timeout: string; json?: boolean }) => runDown(opts, ctx));
+};

@@ -1,0 +1,289 @@
+/**
+ * The agent's API against real processes: hostile input (each a clear error,
+ * no state changed), epochs and fencing, and the routing client following
+ * redirects, fenced retries and stale epochs.
+ */
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ShardClient } from "../../../src/client/shard-client.js";
+import { initialLayout } from "../../../src/engine/location-map.js";
+import { EmbeddedStore } from "../../../src/store/embedded.js";
+import { admin, get, http, put, startAgent, stopAgent, tempDir, TOKEN, type AgentProc } from "./harness.js";
+
+let root: string;
+let a: AgentProc;
+let b: AgentProc;
+const SEGMENTS = 64;
+
+beforeAll(async () => {
+  root = tempDir("api");
+  const configFile = join(root, "shardctl.yaml");
+  writeFileSync(configFile, "limits:\n  maxKeyBytes: 64\n  maxValueBytes: 4096\nzones: [a, b, c]\n");
+  [a, b] = await Promise.all([
+    startAgent({
+      dataDir: join(root, "a", "data"),
+      nodeId: "node-a",
+      zone: "a",
+      segments: SEGMENTS,
+      configFile,
+    }),
+    startAgent({
+      dataDir: join(root, "b", "data"),
+      nodeId: "node-b",
+      zone: "b",
+      segments: SEGMENTS,
+      configFile,
+    }),
+  ]);
+  expect((await admin(a.port, "PUT", "shard-1", { epoch: 1, ranges: [[0, SEGMENTS]] })).status).toBe(201);
+  expect((await put(a.port, "shard-1", "k", "original")).status).toBe(200);
+});
+
+afterAll(async () => {
+  await Promise.all([stopAgent(a), stopAgent(b)]);
+  rmSync(root, { recursive: true, force: true });
+});
+
+async function unchanged(): Promise<void> {
+  const r = await get(a.port, "shard-1", "k");
+  expect(r.status).toBe(200);
+  expect(r.body.toString()).toBe("original");
+  const inv = (await http(a.port, "GET", "/v1/shards/shard-1")).json();
+  expect(inv.lsn).toBe(1);
+}
+
+describe("hostile input", () => {
+  it("refuses a wrong or missing token with 401 and does nothing", async () => {
+    const wrong = await http(a.port, "PUT", "/v1/shards/shard-1/keys/k", {
+      body: "evil",
+      token: "nope",
+      headers: { "x-shard-epoch": "1" },
+    });
+    expect(wrong.status).toBe(401);
+    expect(wrong.json().error).toBe("unauthorized");
+    const missing = await http(a.port, "PUT", "/v1/shards/shard-1/keys/k", {
+      body: "evil",
+      token: null,
+      headers: { "x-shard-epoch": "1" },
+    });
+    expect(missing.status).toBe(401);
+    expect(
+      (await http(a.port, "PUT", "/v1/admin/shards/shard-9", { body: '{"epoch":1}', token: "x" })).status,
+    ).toBe(401);
+    expect((await http(a.port, "GET", "/v1/shards", { token: "x" })).status).toBe(401);
+    await unchanged();
+    // /health needs no token
+    expect((await http(a.port, "GET", "/health", { token: null })).status).toBe(200);
+  });
+
+  it("refuses an oversize key or value with 413 and a clear message", async () => {
+    const bigKey = await put(a.port, "shard-1", "k".repeat(65), "v");
+    expect(bigKey.status).toBe(413);
+    expect(bigKey.json().message).toMatch(/the key is 65 bytes; the limit is 64/);
+    const bigValue = await put(a.port, "shard-1", "k", Buffer.alloc(5000, 1));
+    expect(bigValue.status).toBe(413);
+    expect(bigValue.json().message).toMatch(/the value is 5000 bytes; the limit is 4096 bytes/);
+    const batch = await http(a.port, "POST", "/v1/shards/shard-1/batch", {
+      headers: { "x-shard-epoch": "1" },
+      body: JSON.stringify({ ops: [{ op: "put", key: "k", value: Buffer.alloc(5000).toString("base64") }] }),
+    });
+    expect(batch.status).toBe(413);
+    await unchanged();
+  });
+
+  it("refuses malformed JSON, bad base64 and bad ops with 400", async () => {
+    const bad = await http(a.port, "POST", "/v1/shards/shard-1/batch", {
+      headers: { "x-shard-epoch": "1" },
+      body: '{"ops": [',
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.json().error).toBe("bad-json");
+    const b64 = await http(a.port, "POST", "/v1/shards/shard-1/batch", {
+      headers: { "x-shard-epoch": "1" },
+      body: JSON.stringify({ ops: [{ op: "put", key: "k2", value: "not base64!" }] }),
+    });
+    expect(b64.status).toBe(400);
+    // one bad op refuses the whole batch: the good put before it is not applied
+    const mixed = await http(a.port, "POST", "/v1/shards/shard-1/batch", {
+      headers: { "x-shard-epoch": "1" },
+      body: JSON.stringify({
+        ops: [
+          { op: "put", key: "k", value: "ZXZpbA==" },
+          { op: "explode", key: "k" },
+        ],
+      }),
+    });
+    expect(mixed.status).toBe(400);
+    const adminBad = await http(a.port, "POST", "/v1/admin/shards/shard-1/fence", { body: "{nope" });
+    expect(adminBad.status).toBe(400);
+    const noEpoch = await http(a.port, "PUT", "/v1/shards/shard-1/keys/k", { body: "evil" });
+    expect(noEpoch.status).toBe(400);
+    expect(noEpoch.json().message).toMatch(/x-shard-epoch/);
+    const badZone = await put(a.port, "shard-1", "k", "evil", 1, { "x-origin-zone": "mars" });
+    expect(badZone.status).toBe(400);
+    const badUtf8 = await http(a.port, "PUT", "/v1/shards/shard-1/keys/%FF%FE", {
+      body: "evil",
+      headers: { "x-shard-epoch": "1" },
+    });
+    expect(badUtf8.status).toBe(400);
+    await unchanged();
+  });
+
+  it("refuses a shard assignment from a map with another segment count", async () => {
+    const r = await admin(a.port, "PUT", "shard-8", { epoch: 1, segmentCount: 4096 });
+    expect(r.status).toBe(400);
+    expect(r.json().message).toMatch(/4096 segments but this agent was started with 64/);
+    expect((await http(a.port, "GET", "/v1/shards/shard-8")).status).toBe(404);
+  });
+
+  it("refuses a stale epoch with 409 and the current epoch", async () => {
+    expect((await admin(a.port, "PUT", "shard-2", { epoch: 3 })).status).toBe(201);
+    expect((await put(a.port, "shard-2", "x", "at-3", 3)).status).toBe(200);
+    const stale = await put(a.port, "shard-2", "x", "at-2", 2);
+    expect(stale.status).toBe(409);
+    expect(stale.json()).toMatchObject({ error: "stale-epoch", epoch: 3 });
+    expect((await get(a.port, "shard-2", "x", 3)).body.toString()).toBe("at-3");
+    // a higher epoch is recorded durably before it is served; the old one is refused from then on
+    expect((await put(a.port, "shard-2", "x", "at-4", 4)).status).toBe(200);
+    expect((await put(a.port, "shard-2", "x", "at-3-again", 3)).status).toBe(409);
+    expect((await http(a.port, "GET", "/v1/shards/shard-2")).json().epoch).toBe(4);
+  });
+
+  it("answers an unknown shard with 404 and path traversal in a shard id with 400, touching nothing", async () => {
+    const unknown = await put(a.port, "shard-77", "k", "v");
+    expect(unknown.status).toBe(404);
+    expect(unknown.json().error).toBe("unknown-shard");
+    for (const id of ["..%2F..%2Fetc", "..", "%2E%2E", "shard-1%2F..%2F..%2Fx", "Shard-1", "a%00b"]) {
+      const r = await http(a.port, "PUT", `/v1/shards/${id}/keys/k`, {
+        body: "v",
+        headers: { "x-shard-epoch": "1" },
+      });
+      expect(r.status, id).toBe(400);
+      const c = await http(a.port, "PUT", `/v1/admin/shards/${id}`, { body: JSON.stringify({ epoch: 1 }) });
+      expect(c.status, id).toBe(400);
+    }
+    const raw = await http(a.port, "PUT", "/v1/shards/../../x/keys/k", {
+      body: "v",
+      headers: { "x-shard-epoch": "1" },
+    });
+    expect(raw.status).toBe(404);
+    expect(readdirSync(join(a.dataDir, "shards")).sort()).toEqual(["shard-1", "shard-2"]);
+    expect(existsSync(join(a.dataDir, "x"))).toBe(false);
+    await unchanged();
+  });
+});
+
+describe("epochs and fencing", () => {
+  it("fences writes with 503 + Retry-After, still serves reads, and unfences", async () => {
+    expect((await admin(a.port, "PUT", "shard-3", { epoch: 1 })).status).toBe(201);
+    expect((await put(a.port, "shard-3", "f", "before")).status).toBe(200);
+    const fenced = await admin(a.port, "POST", "shard-3/fence", { epoch: 1 });
+    expect(fenced.status).toBe(200);
+    expect(fenced.json()).toMatchObject({ state: "fenced", lsn: 1 });
+    const w = await put(a.port, "shard-3", "f", "during");
+    expect(w.status).toBe(503);
+    expect(w.headers["retry-after"]).toBe("1");
+    expect((await get(a.port, "shard-3", "f")).body.toString()).toBe("before");
+    expect((await admin(a.port, "POST", "shard-3/unfence", { epoch: 1 })).status).toBe(200);
+    expect((await put(a.port, "shard-3", "f", "after")).status).toBe(200);
+  });
+
+  it("refuses admin calls at an older epoch", async () => {
+    const r = await admin(a.port, "POST", "shard-2/fence", { epoch: 1 });
+    expect(r.status).toBe(409);
+    expect((await http(a.port, "GET", "/v1/shards/shard-2")).json().state).toBe("owned");
+  });
+});
+
+describe("the routing client", () => {
+  it("routes by the map, follows a redirect hint, retries a fenced write and refreshes a stale epoch", async () => {
+    const store = new EmbeddedStore(join(root, "store"));
+    // one shard over every segment, owned by node-a at epoch 1
+    const map = initialLayout(SEGMENTS, [{ id: "node-a", address: a.address, zone: "a" }], {
+      now: Date.now(),
+      shardsPerNode: 1,
+    });
+    map.nodes.push({ id: "node-b", address: b.address, zone: "b" });
+    expect((await store.compareAndSet(0, map)).ok).toBe(true);
+    const client = new ShardClient({
+      store,
+      token: TOKEN,
+      originZone: "b",
+      maxKeyBytes: 64,
+      baseBackoffMs: 20,
+      deadlineMs: 8000,
+    });
+    try {
+      await client.put("c1", "one");
+      expect((await client.get("c1"))!.value.toString()).toBe("one");
+      expect(await client.get("missing")).toBeNull();
+      expect(await client.delete("c1")).toMatchObject({ existed: true });
+      expect(await client.get("c1")).toBeNull();
+
+      // fenced: the put waits and succeeds once the shard is unfenced
+      await admin(a.port, "POST", "shard-1/fence", { epoch: 1 });
+      const pending = client.put("c2", "after-fence");
+      setTimeout(() => void admin(a.port, "POST", "shard-1/unfence", { epoch: 1 }), 400);
+      await pending;
+      expect(client.stats.retries).toBeGreaterThan(0);
+      expect((await get(a.port, "shard-1", "c2")).body.toString()).toBe("after-fence");
+
+      // moved: node-b owns shard-1 at epoch 2, node-a redirects; the client's map still says node-a at 1
+      expect((await admin(b.port, "PUT", "shard-1", { epoch: 2, ranges: [[0, SEGMENTS]] })).status).toBe(201);
+      expect(
+        (
+          await admin(a.port, "POST", "shard-1/release", {
+            epoch: 1,
+            redirect: { node: "node-b", address: b.address, epoch: 2 },
+          })
+        ).status,
+      ).toBe(200);
+      await client.put("c3", "on-b");
+      expect(client.stats.redirects).toBeGreaterThan(0);
+      expect((await get(b.port, "shard-1", "c3", 2)).body.toString()).toBe("on-b");
+      expect((await get(a.port, "shard-1", "c3", 2)).status).toBe(421);
+
+      // stale: node-b moved on to epoch 3; the map is updated and the client refreshes on 409
+      await admin(b.port, "PUT", "shard-1", { epoch: 3 });
+      const cur = (await store.load())!;
+      const next = structuredClone(cur.map);
+      next.shards[0] = { ...next.shards[0], node: "node-b", epoch: 3 };
+      expect((await store.compareAndSet(cur.version, next)).ok).toBe(true);
+      const refreshes = client.stats.refreshes;
+      await client.put("c4", "epoch-3");
+      expect(client.stats.refreshes).toBeGreaterThan(refreshes);
+      expect((await get(b.port, "shard-1", "c4", 3)).body.toString()).toBe("epoch-3");
+
+      // the origin zone was counted in the access windows
+      const access = (await http(b.port, "GET", "/v1/access?window=60")).json() as {
+        segments: { byZone: number[] }[];
+      };
+      expect(access.segments.some((s) => s.byZone[1] > 0)).toBe(true);
+
+      // bad input is refused before any request
+      await expect(client.put("", "x")).rejects.toThrow(/empty/);
+      await expect(client.put("k".repeat(65), "x")).rejects.toThrow(/64 bytes/);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("exposes node resources and access series to the engine", async () => {
+    const node = (await http(a.port, "GET", "/v1/node")).json() as Record<string, Record<string, number>>;
+    expect(node.cpu.cores).toBeGreaterThan(0);
+    expect(node.memory.totalBytes).toBeGreaterThan(0);
+    expect(node.disk.availableBytes).toBeGreaterThan(0);
+    expect(node.shards).toBeGreaterThan(0);
+    const access = (await http(a.port, "GET", "/v1/access")).json() as { segments: { segment: number }[] };
+    expect(access.segments.length).toBeGreaterThan(0);
+    const seg = access.segments[0].segment;
+    const series = (await http(a.port, "GET", `/v1/access/${seg}/series?level=0&which=writes`)).json() as {
+      series: number[];
+    };
+    expect(series.series).toHaveLength(10);
+    const exported = (await http(a.port, "GET", `/v1/access/${seg}/export`)).json();
+    expect(exported.segment).toBe(seg);
+    expect((await http(a.port, "GET", `/v1/access/99999/series`)).status).toBe(400);
+  });
+});

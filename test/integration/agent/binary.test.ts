@@ -1,0 +1,169 @@
+/** The binary protocol against a real agent: the same answers and checks as HTTP, and hostile frames. */
+import { connect, type Socket } from "node:net";
+import { join } from "node:path";
+import { rmSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  decodeAnswer,
+  encodeRequest,
+  MAGIC,
+  OP_DELETE,
+  OP_GET,
+  OP_PUT,
+  STATUS_ERROR,
+  STATUS_NOT_FOUND,
+  STATUS_OK,
+  type DecodedAnswer,
+} from "../../../src/agent/binary.js";
+import {
+  admin,
+  freePort,
+  get,
+  http,
+  startAgent,
+  stopAgent,
+  tempDir,
+  TOKEN,
+  type AgentProc,
+} from "./harness.js";
+
+let root: string;
+let agent: AgentProc;
+let binPort: number;
+
+beforeAll(async () => {
+  root = tempDir("binary");
+  binPort = await freePort();
+  agent = await startAgent({
+    dataDir: join(root, "data"),
+    extra: ["--listen-binary", `127.0.0.1:${binPort}`],
+  });
+  expect((await admin(agent.port, "PUT", "shard-1", { epoch: 2 })).status).toBe(201);
+});
+
+afterAll(async () => {
+  await stopAgent(agent);
+  rmSync(root, { recursive: true, force: true });
+});
+
+/** A test client: collects answers by id; `closed` resolves when the agent closes the connection. */
+class Client {
+  answers = new Map<number, DecodedAnswer>();
+  private buf: Buffer = Buffer.alloc(0);
+  private waiters: (() => void)[] = [];
+  helloStatus?: number;
+  closed: Promise<void>;
+  constructor(readonly socket: Socket) {
+    this.closed = new Promise((r) => socket.on("close", () => r()));
+    socket.on("error", () => {});
+    socket.on("data", (c: Buffer) => {
+      this.buf = Buffer.concat([this.buf, c]);
+      if (this.helloStatus === undefined) {
+        if (this.buf.length < 5) return;
+        this.helloStatus = this.buf[4];
+        this.buf = this.buf.subarray(5);
+      }
+      for (let d = decodeAnswer(this.buf); d; d = decodeAnswer(this.buf)) {
+        this.answers.set(d.answer.id, d.answer);
+        this.buf = this.buf.subarray(d.length);
+      }
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+  static async open(token = TOKEN): Promise<Client> {
+    const s = await new Promise<Socket>((resolve, reject) => {
+      const sock = connect(binPort, "127.0.0.1", () => resolve(sock));
+      sock.once("error", reject);
+    });
+    const c = new Client(s);
+    const t = Buffer.from(token);
+    const hello = Buffer.alloc(6);
+    MAGIC.copy(hello);
+    hello.writeUInt16LE(t.length, 4);
+    s.write(Buffer.concat([hello, t]));
+    return c;
+  }
+  async answer(id: number): Promise<DecodedAnswer> {
+    const deadline = Date.now() + 10_000;
+    while (!this.answers.has(id)) {
+      if (Date.now() > deadline) throw new Error(`no answer ${id}`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 100);
+      });
+    }
+    return this.answers.get(id)!;
+  }
+  async call(id: number, op: number, key: string, epoch = 2, value?: Buffer, shard = "shard-1", zone = "a") {
+    this.socket.write(encodeRequest(id, op, shard, key, epoch, zone, value));
+    return this.answer(id);
+  }
+}
+
+const errorOf = (a: DecodedAnswer) => JSON.parse(a.payload.toString()) as { error: string; message: string };
+
+describe("binary protocol", () => {
+  it("puts, gets and deletes with the same semantics as HTTP, pipelined", async () => {
+    const c = await Client.open();
+    const puts = Array.from({ length: 20 }, (_, i) =>
+      c.call(i + 1, OP_PUT, `k${i}`, 2, Buffer.from(`v${i}`)),
+    );
+    const answers = await Promise.all(puts);
+    expect(answers.every((a) => a.status === STATUS_OK && a.httpStatus === 200)).toBe(true);
+    expect(answers.map((a) => a.lsn).sort((x, y) => x - y)).toEqual(
+      Array.from({ length: 20 }, (_, i) => i + 1),
+    );
+    const g = await c.call(100, OP_GET, "k7");
+    expect(g.status).toBe(STATUS_OK);
+    expect(g.payload.toString()).toBe("v7");
+    // what the binary protocol wrote, HTTP reads
+    expect((await get(agent.port, "shard-1", "k7", 2)).body.toString()).toBe("v7");
+    const d = await c.call(101, OP_DELETE, "k7");
+    expect(d.payload[0]).toBe(1);
+    expect((await c.call(102, OP_GET, "k7")).status).toBe(STATUS_NOT_FOUND);
+    c.socket.destroy();
+  });
+
+  it("refuses a wrong token at hello and closes", async () => {
+    const c = await Client.open("wrong-token-of-same-len");
+    await c.closed;
+    expect(c.helloStatus).toBe(1);
+  });
+
+  it("answers stale epoch, unknown shard, bad shard id, oversize key/value with the HTTP codes, changing nothing", async () => {
+    const c = await Client.open();
+    expect((await c.call(1, OP_PUT, "x", 2, Buffer.from("good"))).status).toBe(STATUS_OK);
+    const stale = await c.call(2, OP_PUT, "x", 1, Buffer.from("evil"));
+    expect(stale.status).toBe(STATUS_ERROR);
+    expect(stale.httpStatus).toBe(409);
+    expect(stale.epoch).toBe(2);
+    expect((await c.call(3, OP_PUT, "x", 2, Buffer.from("evil"), "shard-404")).httpStatus).toBe(404);
+    const traversal = await c.call(4, OP_PUT, "x", 2, Buffer.from("evil"), "../../etc");
+    expect(traversal.httpStatus).toBe(400);
+    expect(errorOf(traversal).message).toMatch(/bad shard id/);
+    expect((await c.call(5, OP_PUT, "k".repeat(2000), 2, Buffer.from("v"))).httpStatus).toBe(413);
+    expect((await c.call(6, OP_PUT, "x", 2, Buffer.from("v"), "shard-1", "mars")).httpStatus).toBe(400);
+    expect((await c.call(7, 9, "x", 2)).httpStatus).toBe(400);
+    expect((await c.call(8, OP_GET, "x", 0)).httpStatus).toBe(400);
+    expect((await c.call(9, OP_GET, "x")).payload.toString()).toBe("good");
+    expect((await http(agent.port, "GET", "/v1/shards/shard-1")).json().epoch).toBe(2);
+    c.socket.destroy();
+  });
+
+  it("closes the connection on an oversize or malformed frame", async () => {
+    const big = await Client.open();
+    const header = Buffer.alloc(4);
+    header.writeUInt32LE(1 << 30, 0); // a 1 GiB frame announced
+    big.socket.write(header);
+    await big.closed;
+    const a = big.answers.get(0)!;
+    expect(a.httpStatus).toBe(413);
+    const bad = await Client.open();
+    const frame = encodeRequest(1, OP_PUT, "shard-1", "x", 2, "", Buffer.from("v"));
+    frame[9] = 200; // shard id length beyond the frame
+    bad.socket.write(frame);
+    await bad.closed;
+    expect(bad.answers.get(0)!.httpStatus).toBe(400);
+    expect((await get(agent.port, "shard-1", "x", 2)).body.toString()).toBe("good");
+  });
+});

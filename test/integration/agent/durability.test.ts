@@ -1,0 +1,214 @@
+/**
+ * Durability against real agent processes: concurrent writers, kill -9 during
+ * writes, a torn tail, a flipped byte in the middle of a log.
+ */
+import {
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+} from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  admin,
+  get,
+  http,
+  keepAlive,
+  put,
+  startAgent,
+  stopAgent,
+  tempDir,
+  type AgentProc,
+} from "./harness.js";
+
+const live: AgentProc[] = [];
+let root: string;
+
+beforeAll(() => {
+  root = tempDir("durability");
+});
+
+afterAll(async () => {
+  keepAlive.destroy();
+  for (const p of live) await stopAgent(p, "SIGKILL");
+  rmSync(root, { recursive: true, force: true });
+});
+
+async function agentWithShard(name: string, port?: number): Promise<AgentProc> {
+  const p = await startAgent({ dataDir: join(root, name, "data"), port });
+  live.push(p);
+  const r = await admin(p.port, "PUT", "shard-1", { epoch: 1 });
+  expect([200, 201]).toContain(r.status);
+  return p;
+}
+
+function logFiles(p: AgentProc): string[] {
+  const dir = join(p.dataDir, "shards", "shard-1");
+  return readdirSync(dir)
+    .filter((f) => f.startsWith("log-"))
+    .sort()
+    .map((f) => join(dir, f));
+}
+
+describe("agent durability", () => {
+  it("serves concurrent writers with unique values; every acknowledged write reads back", async () => {
+    const p = await agentWithShard("concurrent");
+    const writers = 16;
+    const each = 20;
+    await Promise.all(
+      Array.from({ length: writers }, async (_, w) => {
+        for (let i = 0; i < each; i++) {
+          const r = await put(p.port, "shard-1", `w${w}:k${i}`, `value-${w}-${i}`, 1, {}, keepAlive);
+          expect(r.status).toBe(200);
+        }
+      }),
+    );
+    for (let w = 0; w < writers; w++) {
+      for (let i = 0; i < each; i++) {
+        const r = await get(p.port, "shard-1", `w${w}:k${i}`);
+        expect(r.status).toBe(200);
+        expect(r.body.toString()).toBe(`value-${w}-${i}`);
+      }
+    }
+    const inv = (await http(p.port, "GET", "/v1/shards/shard-1")).json();
+    expect(inv.lsn).toBe(writers * each);
+    expect(inv.keys).toBe(writers * each);
+    // group commit: fewer fsyncs than writes
+    const metrics = (await http(p.port, "GET", "/metrics")).body.toString();
+    const count = Number(/shardctl_agent_group_commit_entries_count (\d+)/.exec(metrics)![1]);
+    expect(count).toBeLessThan(writers * each);
+  });
+
+  it("keeps every acknowledged write, in order per key, through kill -9 during writes", async () => {
+    const p = await agentWithShard("kill9");
+    const acked: Map<string, number>[] = [];
+    let stop = false;
+    const writers = 8;
+    const loops = Array.from({ length: writers }, async (_, w) => {
+      const mine = new Map<string, number>();
+      acked.push(mine);
+      for (let i = 0; !stop; i++) {
+        try {
+          // a unique key per write, plus one key overwritten with an increasing counter
+          const a = await put(p.port, "shard-1", `w${w}:seq${i}`, String(i));
+          if (a.status !== 200) break;
+          mine.set(`w${w}:seq${i}`, i);
+          const b = await put(p.port, "shard-1", `w${w}:last`, String(i));
+          if (b.status !== 200) break;
+          mine.set(`w${w}:last`, i);
+        } catch {
+          break; // the agent died under us: this write was never acknowledged
+        }
+      }
+    });
+    await new Promise((r) => setTimeout(r, 1500));
+    p.child.kill("SIGKILL");
+    stop = true;
+    await Promise.all(loops);
+    await p.exited;
+    const total = acked.reduce((n, m) => n + m.size, 0);
+    expect(total).toBeGreaterThan(20);
+
+    const again = await startAgent({ dataDir: p.dataDir, port: p.port });
+    live.push(again);
+    for (let w = 0; w < writers; w++) {
+      let prevLsn = 0;
+      const seqs = [...acked[w].entries()].filter(([k]) => k.includes(":seq")).sort((a, b) => a[1] - b[1]);
+      for (const [key, i] of seqs) {
+        const r = await get(again.port, "shard-1", key);
+        expect(r.status, `${key} was acknowledged`).toBe(200);
+        expect(r.body.toString()).toBe(String(i));
+        const lsn = Number(r.headers["x-lsn"]);
+        expect(lsn).toBeGreaterThan(prevLsn); // in the order they were acknowledged
+        prevLsn = lsn;
+      }
+      const last = acked[w].get(`w${w}:last`);
+      if (last !== undefined) {
+        const r = await get(again.port, "shard-1", `w${w}:last`);
+        // the acknowledged value, or a later one whose fsync completed just before the kill
+        expect(Number(r.body.toString())).toBeGreaterThanOrEqual(last);
+      }
+    }
+  });
+
+  it("truncates a torn tail at the last valid entry, says so, and serves on", async () => {
+    const p = await agentWithShard("torn");
+    for (let i = 0; i < 10; i++) expect((await put(p.port, "shard-1", `k${i}`, `v${i}`)).status).toBe(200);
+    expect(await stopAgent(p)).toBe(0);
+    const [file] = logFiles(p);
+    const size = statSync(file).size;
+    truncateSync(file, size - 7); // cut the last entry mid-way
+
+    const again = await startAgent({ dataDir: p.dataDir, port: p.port });
+    live.push(again);
+    expect(again.stderr()).toMatch(/torn tail at offset \d+ .*bytes dropped/);
+    for (let i = 0; i < 9; i++)
+      expect((await get(again.port, "shard-1", `k${i}`)).body.toString()).toBe(`v${i}`);
+    expect((await get(again.port, "shard-1", "k9")).status).toBe(404);
+    const inv = (await http(again.port, "GET", "/v1/shards/shard-1")).json();
+    expect(inv.lsn).toBe(9);
+    // the log continues after the cut
+    expect((await put(again.port, "shard-1", "k10", "v10")).json().lsn).toBe(10);
+  });
+
+  it("detects a flipped byte in the middle of a log file and refuses the shard without touching it", async () => {
+    const p = await agentWithShard("flip");
+    for (let i = 0; i < 20; i++)
+      expect((await put(p.port, "shard-1", `k${i}`, `value-${i}`)).status).toBe(200);
+    expect(await stopAgent(p)).toBe(0);
+    const [file] = logFiles(p);
+    const before = readFileSync(file);
+    const fd = openSync(file, "r+");
+    const at = Math.floor(before.length / 2);
+    writeSync(fd, Buffer.from([before[at] ^ 0x40]), 0, 1, at);
+    closeSync(fd);
+
+    const again = await startAgent({ dataDir: p.dataDir, port: p.port });
+    live.push(again);
+    expect(again.stderr()).toMatch(/shard shard-1 REFUSED: .*corrupt entry at offset \d+/);
+    const inv = (await http(again.port, "GET", "/v1/shards/shard-1")).json();
+    expect(inv.state).toBe("failed");
+    const r = await get(again.port, "shard-1", "k0");
+    expect(r.status).toBe(500);
+    expect(r.json().error).toBe("shard-failed");
+    expect((await put(again.port, "shard-1", "k0", "x")).status).toBe(500);
+    // nothing was truncated or rewritten
+    expect(statSync(file).size).toBe(before.length);
+    expect(existsSync(file)).toBe(true);
+  });
+
+  it("leaves a shard with an altered meta.json unloaded and refuses to re-create over its data", async () => {
+    const p = await agentWithShard("meta");
+    expect((await put(p.port, "shard-1", "k", "v")).status).toBe(200);
+    expect(await stopAgent(p)).toBe(0);
+    const meta = join(p.dataDir, "shards", "shard-1", "meta.json");
+    writeFileSync(meta, readFileSync(meta, "utf8").replace('\\"epoch\\":1', '\\"epoch\\":9'));
+    const [file] = logFiles(p);
+    const size = statSync(file).size;
+
+    const again = await startAgent({ dataDir: p.dataDir, port: p.port });
+    live.push(again);
+    expect(again.stderr()).toMatch(/shard shard-1 not loaded: .*checksum mismatch/);
+    expect((await get(again.port, "shard-1", "k")).status).toBe(404);
+    const create = await admin(again.port, "PUT", "shard-1", { epoch: 1 });
+    expect(create.status).toBe(409);
+    expect(create.json().error).toBe("shard-dir-exists");
+    expect(statSync(file).size).toBe(size);
+  });
+
+  it("stops cleanly on SIGTERM with exit code 0", async () => {
+    const p = await agentWithShard("sigterm");
+    const writes = Array.from({ length: 30 }, (_, i) => put(p.port, "shard-1", `k${i}`, "v"));
+    const results = await Promise.all(writes);
+    expect(results.every((r) => r.status === 200)).toBe(true);
+    expect(await stopAgent(p)).toBe(0);
+    expect(p.stderr()).toMatch(/SIGTERM: stopping/);
+  });
+});

@@ -1,0 +1,184 @@
+/** Starts real agent processes for the integration tests (node + tsx + bin/shardctl.ts). */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { Agent as HttpAgent, request } from "node:http";
+
+/** Keep-alive connections for tests that send many requests to one agent. */
+export const keepAlive = new HttpAgent({ keepAlive: true, maxSockets: 32 });
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "../../..");
+export const TOKEN = "test-token-0123456789";
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `shardctl-${prefix}-`));
+}
+
+/** The command line that runs shardctl from the source tree. */
+export function cliArgs(): string[] {
+  return [
+    "--import",
+    pathToFileURL(join(root, "node_modules/tsx/dist/loader.mjs")).href,
+    join(root, "bin/shardctl.ts"),
+  ];
+}
+
+export interface AgentProc {
+  child: ChildProcess;
+  port: number;
+  address: string;
+  dataDir: string;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+export interface StartOptions {
+  dataDir: string;
+  port?: number;
+  nodeId?: string;
+  zone?: string;
+  segments?: number;
+  configFile?: string;
+  extra?: string[];
+}
+
+export async function startAgent(o: StartOptions): Promise<AgentProc> {
+  const port = o.port ?? (await freePort());
+  mkdirSync(join(o.dataDir, ".."), { recursive: true });
+  const tokenFile = join(o.dataDir, "..", `token-${port}`);
+  writeFileSync(tokenFile, TOKEN, { mode: 0o600 });
+  const env: NodeJS.ProcessEnv = { ...process.env, SHARDCTL_ZONES: "a,b,c" };
+  delete env.SHARDCTL_TOKEN;
+  if (o.configFile) env.SHARDCTL_CONFIG = o.configFile;
+  const child = spawn(
+    process.execPath,
+    [
+      ...cliArgs(),
+      "--data-dir",
+      o.dataDir,
+      "agent",
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--zone",
+      o.zone ?? "a",
+      "--node-id",
+      o.nodeId ?? "node-1",
+      "--token-file",
+      tokenFile,
+      "--segments",
+      String(o.segments ?? 64),
+      ...(o.extra ?? []),
+    ],
+    { stdio: ["ignore", "ignore", "pipe"], env, cwd: tmpdir() },
+  );
+  let err = "";
+  child.stderr!.on("data", (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const proc: AgentProc = {
+    child,
+    port,
+    address: `127.0.0.1:${port}`,
+    dataDir: o.dataDir,
+    stderr: () => err,
+    exited,
+  };
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`agent exited with ${child.exitCode}: ${err}`);
+    if ((await http(port, "GET", "/health").catch(() => undefined))?.status === 200) return proc;
+    if (Date.now() > deadline) throw new Error(`agent did not become healthy: ${err}`);
+    await sleep(50);
+  }
+}
+
+export async function stopAgent(p: AgentProc, signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill(signal);
+  return p.exited;
+}
+
+export interface HttpResult {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+  json: () => Record<string, unknown>;
+}
+
+export function http(
+  port: number,
+  method: string,
+  path: string,
+  opts: {
+    body?: Buffer | string;
+    headers?: Record<string, string>;
+    token?: string | null;
+    pool?: HttpAgent;
+  } = {},
+): Promise<HttpResult> {
+  const headers: Record<string, string | number> = { ...opts.headers };
+  if (opts.token !== null) headers.authorization = `Bearer ${opts.token ?? TOKEN}`;
+  if (opts.body !== undefined) headers["content-length"] = Buffer.byteLength(opts.body);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: "127.0.0.1", port, method, path, headers, agent: opts.pool ?? false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          const body = Buffer.concat(chunks);
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body,
+            json: () => JSON.parse(body.toString()),
+          });
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(opts.body);
+  });
+}
+
+export function put(
+  port: number,
+  shard: string,
+  key: string,
+  value: string | Buffer,
+  epoch = 1,
+  extra: Record<string, string> = {},
+  pool?: HttpAgent,
+) {
+  return http(port, "PUT", `/v1/shards/${shard}/keys/${encodeURIComponent(key)}`, {
+    body: value,
+    headers: { "x-shard-epoch": String(epoch), ...extra },
+    pool,
+  });
+}
+
+export function get(port: number, shard: string, key: string, epoch = 1, extra: Record<string, string> = {}) {
+  return http(port, "GET", `/v1/shards/${shard}/keys/${encodeURIComponent(key)}`, {
+    headers: { "x-shard-epoch": String(epoch), ...extra },
+  });
+}
+
+export function admin(port: number, method: string, path: string, body: unknown) {
+  return http(port, method, `/v1/admin/shards/${path}`, {
+    body: JSON.stringify(body),
+    headers: { "content-type": "application/json" },
+  });
+}

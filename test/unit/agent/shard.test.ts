@@ -1,0 +1,125 @@
+/** A shard on a temporary directory: recovery, snapshots and compaction (no server). */
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Shard, type ShardOptions } from "../../../src/agent/shard.js";
+import { decodeSnapshot } from "../../../src/agent/snapshot.js";
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function opts(over: Partial<ShardOptions> = {}): ShardOptions & { warnings: string[] } {
+  const warnings: string[] = [];
+  return { maxFileBytes: 4096, snapshotBytes: 1 << 30, warn: (m) => warnings.push(m), warnings, ...over };
+}
+
+async function newShard(o = opts()) {
+  const dir = mkdtempSync(join(tmpdir(), "shardctl-shard-"));
+  dirs.push(dir);
+  const shard = await Shard.create(
+    join(dir, "s"),
+    "shard-1",
+    { epoch: 1, state: "owned", migrationTimestamp: 5 },
+    o,
+  );
+  return { dir: join(dir, "s"), shard };
+}
+
+describe("Shard", () => {
+  it("rebuilds the latest value per key from the log, across sealed files", async () => {
+    const o = opts();
+    const { dir, shard } = await newShard(o);
+    for (let i = 0; i < 200; i++)
+      await shard.write([{ op: "put", key: `k${i % 20}`, value: Buffer.from(`v${i}`) }]);
+    await shard.write([{ op: "delete", key: "k3" }]);
+    expect(shard.logFiles).toBeGreaterThan(1); // 4 KiB files
+    await shard.close();
+    const again = await Shard.open(dir, "shard-1", o);
+    expect(again.failed).toBeUndefined();
+    expect(again.lsn).toBe(201);
+    expect(again.state.size).toBe(19);
+    expect(again.get("k5")!.value.toString()).toBe("v185");
+    expect(again.get("k3")).toBeUndefined();
+    await again.close();
+  });
+
+  it("snapshots, deletes the log files the snapshot covers, and recovers from snapshot + newer log", async () => {
+    const o = opts({ snapshotBytes: 8192 });
+    const { dir, shard } = await newShard(o);
+    for (let i = 0; i < 400; i++)
+      await shard.write([{ op: "put", key: `k${i % 10}`, value: Buffer.alloc(40, i % 256) }]);
+    // let the background snapshot finish
+    for (let i = 0; i < 50 && shard.snapshotLsn === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    const snap = await shard.snapshot();
+    expect(snap).toBeGreaterThan(0);
+    await shard.write([{ op: "put", key: "after", value: Buffer.from("x") }]);
+    const files = readdirSync(dir);
+    expect(files.filter((f) => f.startsWith("snapshot-"))).toHaveLength(1);
+    expect(shard.logBytes).toBeLessThan(400 * 80); // old files were deleted
+    await shard.close();
+    const again = await Shard.open(dir, "shard-1", o);
+    expect(again.failed).toBeUndefined();
+    expect(again.snapshotLsn).toBe(snap);
+    expect(again.lsn).toBe(401);
+    expect(again.state.size).toBe(11);
+    expect(again.get("k9")!.value).toEqual(Buffer.alloc(40, 399 % 256));
+    await again.close();
+  });
+
+  it("refuses the shard when the snapshot it needs is corrupt and the log below it is gone", async () => {
+    const o = opts({ snapshotBytes: 1 << 30 });
+    const { dir, shard } = await newShard(o);
+    for (let i = 0; i < 100; i++) await shard.write([{ op: "put", key: `k${i}`, value: Buffer.alloc(40) }]);
+    await shard.snapshot();
+    await shard.write([{ op: "put", key: "z", value: Buffer.from("z") }]);
+    await shard.close();
+    const snap = readdirSync(dir).find((f) => f.startsWith("snapshot-"))!;
+    writeFileSync(join(dir, snap), "garbage");
+    const again = await Shard.open(dir, "shard-1", o);
+    expect(again.failed).toMatch(/entries are missing|missing/);
+    expect(o.warnings.join("\n")).toMatch(/snapshot .* is corrupt/);
+    await again.close();
+  });
+
+  it("writes a snapshot that verifies and rejects a flipped byte", async () => {
+    const { dir, shard } = await newShard();
+    await shard.write([
+      { op: "put", key: "a", value: Buffer.from("1") },
+      { op: "put", key: "b", value: Buffer.from("2") },
+    ]);
+    await shard.snapshot();
+    await shard.close();
+    const { readFileSync } = await import("node:fs");
+    const buf = readFileSync(
+      join(
+        dir,
+        readdirSync(dir).find((f) => f.startsWith("snapshot-"))!,
+      ),
+    );
+    const seen: string[] = [];
+    expect(decodeSnapshot(buf, (k) => seen.push(k)).lsn).toBe(2);
+    expect(seen.sort()).toEqual(["a", "b"]);
+    const bad = Buffer.from(buf);
+    bad[bad.length - 10] ^= 1;
+    expect(() => decodeSnapshot(bad, () => {})).toThrow(/checksum/);
+  });
+
+  it("records epochs and owner states durably", async () => {
+    const { dir, shard } = await newShard();
+    shard.raiseEpoch(4);
+    shard.fence(4);
+    shard.release(4, { node: "n2", address: "127.0.0.1:1", epoch: 5 });
+    await shard.close();
+    const again = await Shard.open(dir, "shard-1", opts());
+    expect(again.meta).toMatchObject({
+      epoch: 5,
+      state: "not-owned",
+      redirect: { node: "n2", epoch: 5 },
+      migrationTimestamp: 5,
+    });
+    await again.close();
+  });
+});
