@@ -226,6 +226,12 @@ export async function localUp(
         await sleep(100);
       }
     }
+    // with Consul as the store, the agents are also services in its catalog, with a health check
+    if (store.kind === "consul") {
+      const { registerLocalAgentServices } = await import("../consul/local-services.js");
+      await registerLocalAgentServices(config, nodes);
+      log(`registered ${nodes.length} agent service(s) in Consul`);
+    }
     // the layout: written once; an existing map is left as it is
     let layoutWritten = false;
     let vm = await store.load({ consistent: true });
@@ -292,6 +298,11 @@ export async function localDown(
   const result: LocalDownResult = { stopped: [], killed: [], notRunning: [] };
   if (!existsSync(clusterFile)) return result;
   const nodes = (JSON.parse(readFileSync(clusterFile, "utf8")) as { nodes: NodeInfo[] }).nodes;
+  if (config.store === "consul") {
+    const { deregisterLocalAgentServices } = await import("../consul/local-services.js");
+    const failed = await deregisterLocalAgentServices(config, nodes);
+    for (const f of failed) log(`could not deregister ${f.node} from Consul: ${f.error}`);
+  }
   const pids = new Map<string, number>();
   for (const n of nodes) {
     const pid = runningPid(dataDir, n.id);

@@ -25,7 +25,11 @@ interface AccessList {
   segments: { segment: number }[];
 }
 
-/** Collects the windows of every segment from the node that owns it in the map. */
+/**
+ * Collects the windows of every segment from the node that owns it in the map.
+ * With nodes unreachable the collection is incomplete: callers must not
+ * commit decisions on it (see layoutChangeBlocker).
+ */
 export async function collectWindows(
   config: Config,
   vm: VersionedMap | null,
@@ -33,7 +37,18 @@ export async function collectWindows(
 ): Promise<CollectedWindows> {
   const nodes = vm?.map.nodes.filter((n) => n.address) ?? [];
   if (!vm || nodes.length === 0) return { windows: loadWindows(config), source: "file", unreachable: [] };
-  const rpc = new AgentRpc({ token: resolveClientToken(config), timeoutMs });
+  let token: string;
+  try {
+    token = resolveClientToken(config);
+  } catch (err) {
+    const error = errorMessage(err);
+    return {
+      windows: newWindows(config),
+      source: "agents",
+      unreachable: nodes.map((n) => ({ node: n.id, error })),
+    };
+  }
+  const rpc = new AgentRpc({ token, timeoutMs });
   const table = new RoutingTable(vm);
   const windows = newWindows(config);
   const unreachable: CollectedWindows["unreachable"] = [];

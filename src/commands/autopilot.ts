@@ -6,7 +6,7 @@
 import type { Command } from "commander";
 import { UsageError } from "../errors.js";
 import { openStore } from "../store/index.js";
-import { loadWindows } from "../store/windows-file.js";
+import { collectWindows } from "../cluster/windows-source.js";
 import { withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
 
@@ -40,7 +40,8 @@ leader's session ends: about 1 s after a graceful stop (SIGINT/SIGTERM), about 4
 crash (kill -9) or a freeze/partition (10-20 s if the token may not register the check).
 With the embedded store there is no election: run a single instance.
 
-Each cycle reads the access windows (<data-dir>/access-windows.bin) and re-shards the
+Each cycle collects the access windows from the agents (or, with no agents in the map,
+<data-dir>/access-windows.bin) and re-shards the
 layout (like \`shardctl reshard --apply\`). Progress goes to stderr.
 
 Examples:
@@ -68,7 +69,15 @@ Examples:
               {
                 config,
                 store,
-                windows: async () => loadWindows(config),
+                windows: async () => {
+                  const collected = await collectWindows(config, await store.load({ consistent: true }));
+                  for (const u of collected.unreachable) {
+                    ctx.io.err.write(
+                      `${new Date().toISOString()} node ${u.node} did not answer: ${u.error}\n`,
+                    );
+                  }
+                  return collected;
+                },
                 log: (msg) => ctx.io.err.write(`${new Date().toISOString()} ${msg}\n`),
                 signal: ac.signal,
               },

@@ -10,6 +10,8 @@ import { registerKv } from "./kv.js";
 import { registerAgent } from "./agent.js";
 import { registerStatus } from "./status.js";
 import { registerNodes } from "./nodes.js";
+import { registerDeploy } from "./deploy.js";
+import { registerNodeControl } from "./agent-remote.js";
 import { registerAutopilot } from "./autopilot.js";
 
 export const commands: RegisterCommand[] = [
@@ -23,5 +25,7 @@ export const commands: RegisterCommand[] = [
   registerAgent,
   registerStatus,
   registerNodes,
+  registerDeploy,
+  registerNodeControl,
   registerAutopilot,
 ];

@@ -8,7 +8,9 @@ import type { ReshardResult } from "../engine/lsmm.js";
 import type { SegmentRange } from "../engine/location-map.js";
 import { printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
-import { loadWindows } from "../store/windows-file.js";
+import { collectWindows } from "../cluster/windows-source.js";
+import { layoutChangeBlocker } from "../cluster/layout-guard.js";
+import { PreconditionError } from "../errors.js";
 import { lsmmFor, withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
 
@@ -80,13 +82,23 @@ Examples:
     )
     .action(async (o: { apply: boolean; json: boolean }) => {
       const config = ctx.config();
-      const windows = loadWindows(config);
       await withStore(
         () => openStore(config),
         async (store) => {
-          const lsmm = lsmmFor(config, store, windows);
-          const result = await lsmm.triggerResharding({ apply: o.apply });
+          const collected = await collectWindows(config, await store.load({ consistent: true }));
+          for (const u of collected.unreachable)
+            ctx.io.err.write(`warning: node ${u.node} did not answer: ${u.error}\n`);
+          const lsmm = lsmmFor(config, store, collected.windows);
+          const result = await lsmm.triggerResharding({
+            apply: o.apply,
+            canApply: (diff, map) => layoutChangeBlocker(diff, map, collected.unreachable),
+          });
           printReshard(ctx.io, result, o.json, result.appliedVersion !== undefined);
+          if (result.notApplied) {
+            throw new PreconditionError(`not applied: ${result.notApplied}; nothing was changed`, {
+              hint: "the plan above is what resharding would do; on a cluster without agents it can be applied",
+            });
+          }
         },
       );
     });

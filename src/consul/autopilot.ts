@@ -11,6 +11,7 @@ import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Config } from "../config.js";
 import type { AccessWindows } from "../engine/access-windows.js";
+import { layoutChangeBlocker } from "../cluster/layout-guard.js";
 import type { LocationMap } from "../engine/location-map.js";
 import { Lsmm } from "../engine/lsmm.js";
 import { systemClock, type CasResult, type LocationStore } from "../engine/ports.js";
@@ -20,8 +21,8 @@ import { AbortedError } from "./http.js";
 import { LeaderElection, type Leadership } from "./leader.js";
 import { StaleTermError, type ConsulStore } from "./store.js";
 
-/** Where the access windows come from: the data directory's file today, agents' APIs later. */
-export type WindowSource = () => Promise<AccessWindows>;
+/** Where the access windows come from (the agents, or the data directory's file), and which nodes did not answer. */
+export type WindowSource = () => Promise<{ windows: AccessWindows; unreachable: { node: string }[] }>;
 
 export interface AutopilotOptions {
   intervalS: number;
@@ -46,6 +47,8 @@ export interface CycleReport {
   baseVersion: number;
   appliedVersion?: number;
   ops: number;
+  /** Why planned changes were not applied. */
+  notApplied?: string;
 }
 
 /** Stamps the leader's term on every map it writes (the store fences on it). */
@@ -68,7 +71,7 @@ export class TermStampedStore implements LocationStore {
 /** One cycle as the leader of `term`: windows → reshard (apply). */
 export async function runCycle(deps: AutopilotDeps, term: number): Promise<CycleReport> {
   const { config } = deps;
-  const windows = await deps.windows();
+  const { windows, unreachable } = await deps.windows();
   const lsmm = new Lsmm({
     store: new TermStampedStore(deps.store, term),
     windows,
@@ -83,12 +86,16 @@ export async function runCycle(deps: AutopilotDeps, term: number): Promise<Cycle
     },
     rateWindowSeconds: config.reshard.rateWindowSeconds,
   });
-  const result = await lsmm.triggerResharding({ apply: true });
+  const result = await lsmm.triggerResharding({
+    apply: true,
+    canApply: (diff, map) => layoutChangeBlocker(diff, map, unreachable),
+  });
   return {
     term,
     baseVersion: result.baseVersion,
     appliedVersion: result.appliedVersion,
     ops: result.diff.ops.length,
+    notApplied: result.notApplied,
   };
 }
 
@@ -171,6 +178,8 @@ async function leadLoop(
         log(
           `autopilot: term ${r.term}: applied ${r.ops} layout change(s), version ${r.baseVersion} → ${r.appliedVersion}`,
         );
+      } else if (r.notApplied) {
+        log(`autopilot: term ${r.term}: planned ${r.ops} layout change(s), not applied: ${r.notApplied}`);
       } else {
         log(`autopilot: term ${r.term}: no layout change (version ${r.baseVersion})`);
       }

@@ -7,7 +7,7 @@
 import { PreconditionError } from "../errors.js";
 import { AccessWindows, parseAccessType, type AccessType } from "./access-windows.js";
 import { applyLayoutDiff, planLayout, type AssignerOptions, type LayoutDiff } from "./assigner.js";
-import { RoutingTable, validateMap, type ShardInfo } from "./location-map.js";
+import { RoutingTable, validateMap, type LocationMap, type ShardInfo } from "./location-map.js";
 import type { Clock, LocationStore } from "./ports.js";
 import { Segmenter } from "./segmenter.js";
 
@@ -38,6 +38,8 @@ export interface ReshardResult {
   baseVersion: number;
   /** The version written, when applied. */
   appliedVersion?: number;
+  /** Why an --apply did not write (the caller's canApply said no). */
+  notApplied?: string;
 }
 
 export class Lsmm {
@@ -105,13 +107,21 @@ export class Lsmm {
    * the diff; with apply, commits it by compare-and-set against the version
    * it was computed from (a lost race is a PreconditionError, never an overwrite).
    */
-  async triggerResharding(opts: { apply?: boolean } = {}): Promise<ReshardResult> {
+  async triggerResharding(
+    opts: {
+      apply?: boolean;
+      /** Asked before writing: a reason not to apply (e.g. data that cannot move yet), or undefined. */
+      canApply?: (diff: LayoutDiff, map: LocationMap) => string | undefined;
+    } = {},
+  ): Promise<ReshardResult> {
     const table = await this.refresh(true);
     const now = this.deps.clock.now();
     const loads = this.deps.windows.loads(this.deps.rateWindowSeconds, now);
     const diff = planLayout(table.map, loads, this.deps.assigner, now);
     const result: ReshardResult = { diff, baseVersion: table.version };
     if (!opts.apply || diff.ops.length === 0) return result;
+    const refusal = opts.canApply?.(diff, table.map);
+    if (refusal) return { ...result, notApplied: refusal };
     const next = applyLayoutDiff(table.map, diff, now);
     validateMap(next);
     const cas = await this.deps.store.compareAndSet(table.version, next);

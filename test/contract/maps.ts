@@ -19,6 +19,13 @@ export function smallMap(seq = 0): LocationMap {
   return map;
 }
 
+/** smallMap whose nodes have no agent address: a layout the engine may change without moving data. */
+export function agentlessMap(seq = 0): LocationMap {
+  const map = smallMap(seq);
+  map.nodes = map.nodes.map((n) => ({ ...n, address: "" }));
+  return map;
+}
+
 /** 100,000 segments in 5,000 shards, each shard holding several scattered ranges. */
 export function largeMap(): LocationMap {
   const segmentCount = 100_000;

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runCli } from "../../../src/cli.js";
 import { TermStampedStore } from "../../../src/consul/autopilot.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { smallMap } from "../../contract/maps.js";
+import { agentlessMap, smallMap } from "../../contract/maps.js";
 
 let dir: string;
 let env: NodeJS.ProcessEnv;
@@ -90,7 +90,7 @@ describe("status and nodes on the embedded store", () => {
   });
 
   it("autopilot --once on the embedded store runs one cycle (no election) and exits 0", async () => {
-    await new EmbeddedStore(dir).compareAndSet(0, smallMap());
+    await new EmbeddedStore(dir).compareAndSet(0, agentlessMap());
     const r = await cli(["autopilot", "--once"]);
     expect(r.code).toBe(0);
     expect(r.err).toMatch(/no leader election/);

@@ -1,0 +1,113 @@
+/**
+ * The single-file agent bundle that deploy ships: all of shardctl (the CLI
+ * entry, so `node agent.mjs agent ...` runs the agent) and its dependencies
+ * in one ESM file, plus its SHA-256, which deploy verifies on the remote side
+ * and uses to tell "up to date" from "upgrade".
+ *
+ * It is built with esbuild (a dependency of shardctl); a prebuilt bundle can
+ * be passed instead with `deploy --bundle FILE`.
+ */
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { UsageError, UserError } from "../errors.js";
+
+export interface Bundle {
+  path: string;
+  sha256: string;
+  bytes: number;
+}
+
+export function sha256File(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+/** A bundle file given on the command line. */
+export function loadBundle(path: string): Bundle {
+  const abs = resolve(path);
+  if (!existsSync(abs) || !statSync(abs).isFile()) {
+    throw new UsageError(`the bundle ${abs} does not exist`, {
+      hint: "omit --bundle to build one from this checkout",
+    });
+  }
+  return { path: abs, sha256: sha256File(abs), bytes: statSync(abs).size };
+}
+
+/** The CLI entry of this checkout: the TypeScript source, or the build when running from dist. */
+export function defaultEntry(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const candidate of [join(here, "../../bin/shardctl.ts"), join(here, "../../bin/shardctl.js")]) {
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new UserError("cannot find bin/shardctl.ts or dist/bin/shardctl.js to bundle", {
+    hint: "pass a prebuilt bundle with --bundle FILE",
+  });
+}
+
+/**
+ * Bundled CommonJS dependencies call `require` for Node built-ins and read
+ * `__dirname`, which an ESM file does not have; these define them from the
+ * bundle's own URL.
+ */
+const CJS_SHIM = [
+  'import { createRequire as __shardctlCreateRequire } from "node:module";',
+  'import { fileURLToPath as __shardctlFileURLToPath } from "node:url";',
+  'import { dirname as __shardctlDirname } from "node:path";',
+  "const require = __shardctlCreateRequire(import.meta.url);",
+  "const __filename = __shardctlFileURLToPath(import.meta.url);",
+  "const __dirname = __shardctlDirname(__filename);",
+].join(" ");
+
+/**
+ * Optional pieces that cannot go into one JavaScript file: native addons
+ * (ssh2's `cpu-features` and `sshcrypto.node`, both loaded in a try/catch
+ * with a pure-JS fallback) and Ink's `react-devtools-core` (loaded only with
+ * DEV=true). They resolve to a stub that throws when loaded, so their callers
+ * take the fallback. Nothing is left external.
+ */
+const OPTIONAL_MODULES = /(^cpu-features$|^react-devtools-core$|\.node$)/;
+
+const stubOptional = {
+  name: "stub-optional-modules",
+  setup(build: import("esbuild").PluginBuild) {
+    build.onResolve({ filter: OPTIONAL_MODULES }, (args) => ({
+      path: args.path,
+      namespace: "shardctl-stub",
+    }));
+    build.onLoad({ filter: /.*/, namespace: "shardctl-stub" }, (args) => ({
+      contents: `throw new Error(${JSON.stringify(`${args.path} is not part of the shardctl agent bundle`)});`,
+      loader: "js",
+    }));
+  },
+};
+
+export async function buildBundle(outFile: string, entry: string = defaultEntry()): Promise<Bundle> {
+  let esbuild: typeof import("esbuild");
+  try {
+    esbuild = await import("esbuild");
+  } catch {
+    throw new UserError("building the agent bundle needs the esbuild package, which is not installed here", {
+      hint: "pass a prebuilt bundle with --bundle FILE (built from a checkout with `npm ci`)",
+    });
+  }
+  mkdirSync(dirname(outFile), { recursive: true });
+  const result = await esbuild.build({
+    entryPoints: [entry],
+    outfile: outFile,
+    bundle: true,
+    platform: "node",
+    target: "node20",
+    format: "esm",
+    external: [],
+    plugins: [stubOptional],
+    banner: { js: CJS_SHIM },
+    legalComments: "none",
+    logLevel: "silent",
+    write: true,
+  });
+  if (result.errors.length) {
+    throw new UserError(`esbuild could not bundle ${entry}: ${result.errors.map((e) => e.text).join("; ")}`);
+  }
+  return { path: outFile, sha256: sha256File(outFile), bytes: statSync(outFile).size };
+}

@@ -1,0 +1,1363 @@
+/**
+ * Deploying node agents over SSH (docs/DEPLOY.md tells the whole story).
+ *
+ * Each node goes through a list of tasks with `execute` and `rollback`:
+ * connect → probe the platform → stage (upload the bundle, verify its
+ * SHA-256 on the node, write the config and scripts) → [stop the old agent]
+ * → swap the staged files into place → install the service → start → wait
+ * for /health. A failure rolls back that node's tasks in reverse: a fresh
+ * node is left with no agent running and none of our files but its data
+ * directory; an upgraded node gets its previous version back, running.
+ * Nodes run in parallel (bounded); the part of an upgrade from "stop" to
+ * "healthy" holds a lock, so a changed bundle rolls through the cluster one
+ * node at a time. Then the healthy nodes are registered in the location map
+ * (compare-and-set) — and, with Consul, as services.
+ *
+ * Every remote command is an argv; values reach the remote shell only
+ * through `shellQuote` (ssh.ts) or as positional parameters ("$1") of a
+ * constant script. The token goes over stdin into a 0600 file: it is never
+ * in a command line, a log line or a report.
+ */
+import { createHash } from "node:crypto";
+import { AgentRpc } from "./agent-rpc.js";
+import type { Bundle } from "./bundle.js";
+import type { InventoryNode } from "./inventory.js";
+import { HostKeyError, preferredHostKeyAlgorithms, verifyHostKey } from "./known-hosts.js";
+import { shellQuote, SshExecutor, type ExecResult, type Executor } from "./ssh.js";
+import { initialLayout, type LocationMap, type NodeInfo } from "../engine/location-map.js";
+import type { LocationStore } from "../engine/ports.js";
+import { PreconditionError, UserError } from "../errors.js";
+
+// ---------------------------------------------------------------- tasks
+
+export interface Task<C> {
+  /** What the progress display shows while it runs. */
+  readonly name: string;
+  execute(ctx: C): Promise<void>;
+  rollback?(ctx: C): Promise<void>;
+}
+
+export class TaskError extends Error {
+  constructor(
+    readonly step: string,
+    readonly original: unknown,
+    readonly rollbackErrors: string[],
+  ) {
+    super(original instanceof Error ? original.message : String(original), { cause: original });
+    this.name = "TaskError";
+  }
+}
+
+/**
+ * Runs tasks in order. When one fails, the ones that ran — the failing one
+ * included, as it may have done part of its work — roll back in reverse, and
+ * the failure is rethrown as a TaskError naming the step. A rollback that
+ * fails is recorded beside the original error, never instead of it.
+ */
+export async function runTasks<C>(
+  tasks: readonly Task<C>[],
+  ctx: C,
+  onStep: (name: string) => void = () => {},
+): Promise<void> {
+  const ran: Task<C>[] = [];
+  for (const task of tasks) {
+    onStep(task.name);
+    ran.push(task);
+    try {
+      await task.execute(ctx);
+    } catch (err) {
+      const rollbackErrors: string[] = err instanceof TaskError ? [...err.rollbackErrors] : [];
+      for (const done of ran.reverse()) {
+        if (!done.rollback) continue;
+        onStep(`roll back: ${done.name}`);
+        try {
+          await done.rollback(ctx);
+        } catch (rbErr) {
+          rollbackErrors.push(`${done.name}: ${rbErr instanceof Error ? rbErr.message : String(rbErr)}`);
+        }
+      }
+      if (err instanceof TaskError) throw new TaskError(err.step, err.original, rollbackErrors);
+      throw new TaskError(task.name, err, rollbackErrors);
+    }
+  }
+}
+
+/** A task that runs `inner` as one unit while holding `lock` (the rolling part of an upgrade). */
+export function lockedGroup<C>(
+  name: string,
+  lock: Mutex,
+  inner: readonly Task<C>[],
+  onStep: (name: string) => void,
+): Task<C> {
+  return { name, execute: (ctx) => lock.run(() => runTasks(inner, ctx, onStep)) };
+}
+
+/** fn over items with at most `limit` in flight; results in input order, never rejects. */
+export async function mapBounded<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, index: number) => Promise<R>,
+): Promise<PromiseSettledResult<R>[]> {
+  const results: PromiseSettledResult<R>[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      try {
+        results[i] = { status: "fulfilled", value: await fn(items[i], i) };
+      } catch (reason) {
+        results[i] = { status: "rejected", reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  return results;
+}
+
+/** One at a time, in arrival order. */
+export class Mutex {
+  private tail: Promise<void> = Promise.resolve();
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    const prev = this.tail;
+    let release!: () => void;
+    this.tail = new Promise<void>((r) => (release = r));
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+}
+
+// ---------------------------------------------------------------- the remote side
+
+/** The files deploy owns in a node's dataDir (the agent's shards live in data/, which is never swapped). */
+export const AGENT_FILES = [
+  "agent.mjs",
+  "agent.sh",
+  "supervise.sh",
+  "ctl.sh",
+  "agent.json",
+  "token",
+  "installed",
+] as const;
+
+export function unitName(nodeId: string): string {
+  return `shardctl-agent-${nodeId}.service`;
+}
+
+export function unitPath(nodeId: string): string {
+  return `/etc/systemd/system/${unitName(nodeId)}`;
+}
+
+export interface AgentSettings {
+  nodeId: string;
+  zone: string;
+  listen: string;
+  advertise: string;
+  zones: readonly string[];
+  segments: number;
+  dataDir: string;
+  /** Absolute path of node on the host (systemd does not search the login PATH). */
+  nodePath: string;
+  mode: "systemd" | "process";
+}
+
+/** The launcher: runs the agent in the foreground (systemd's ExecStart, or under supervise.sh). */
+export function agentScript(s: AgentSettings): string {
+  const dir = s.dataDir;
+  const argv = [
+    s.nodePath,
+    `${dir}/agent.mjs`,
+    "--data-dir",
+    `${dir}/data`,
+    "agent",
+    "--listen",
+    s.listen,
+    "--zone",
+    s.zone,
+    "--node-id",
+    s.nodeId,
+    "--token-file",
+    `${dir}/token`,
+    "--segments",
+    String(s.segments),
+  ];
+  return [
+    "#!/bin/sh",
+    `# shardctl agent of node ${s.nodeId}: written by \`shardctl deploy\`, replaced on every deploy`,
+    `cd ${shellQuote(dir)} || exit 1`,
+    `SHARDCTL_ZONES=${shellQuote(s.zones.join(","))}`,
+    `SHARDCTL_SEGMENTS=${shellQuote(String(s.segments))}`,
+    "export SHARDCTL_ZONES SHARDCTL_SEGMENTS",
+    "unset SHARDCTL_TOKEN SHARDCTL_CONFIG",
+    `exec ${argv.map(shellQuote).join(" ")}`,
+    "",
+  ].join("\n");
+}
+
+/**
+ * Where there is no systemd: keeps the agent running. It restarts the agent
+ * after a crash (giving up after 5 crashes within 10 s of their start), and
+ * on SIGTERM forwards it to the agent and waits for its clean exit.
+ */
+export function superviseScript(s: AgentSettings): string {
+  const dir = shellQuote(s.dataDir);
+  return `#!/bin/sh
+# keeps the shardctl agent of node ${s.nodeId} running: written by \`shardctl deploy\`
+DIR=${dir}
+child=
+stopping() {
+  if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; fi
+  rm -f "$DIR/agent.pid"
+  exit 0
+}
+trap stopping TERM INT
+quick=0
+while :; do
+  started=$(date +%s)
+  sh "$DIR/agent.sh" &
+  child=$!
+  wait "$child"
+  rc=$?
+  child=
+  if [ "$rc" -eq 0 ]; then rm -f "$DIR/agent.pid"; exit 0; fi
+  if [ $(( $(date +%s) - started )) -lt 10 ]; then quick=$((quick + 1)); else quick=0; fi
+  if [ "$quick" -ge 5 ]; then
+    echo "supervise: the agent exited with $rc 5 times within 10 s of starting; giving up"
+    rm -f "$DIR/agent.pid"
+    exit 1
+  fi
+  echo "supervise: the agent exited with $rc; restarting in 2 s"
+  sleep 2
+done
+`;
+}
+
+/** start | stop [SECONDS] | status | logs [LINES], for both systemd and the supervised process. */
+export function ctlScript(s: AgentSettings): string {
+  return `#!/bin/sh
+# controls the shardctl agent of node ${s.nodeId}: written by \`shardctl deploy\`
+DIR=${shellQuote(s.dataDir)}
+MODE=${shellQuote(s.mode)}
+UNIT=${shellQuote(unitName(s.nodeId))}
+PIDFILE="$DIR/agent.pid"
+running_pid() {
+  [ -f "$PIDFILE" ] || return 1
+  p=$(cat "$PIDFILE" 2>/dev/null)
+  case "$p" in ''|*[!0-9]*) return 1 ;; esac
+  kill -0 "$p" 2>/dev/null || return 1
+  # a recycled pid is not our supervisor
+  if [ -r "/proc/$p/cmdline" ]; then
+    tr '\\000' '\\n' < "/proc/$p/cmdline" | grep -qxF "$DIR/supervise.sh" || return 1
+  fi
+  echo "$p"
+}
+case "$1" in
+  start)
+    if [ "$MODE" = systemd ]; then systemctl start "$UNIT"; exit $?; fi
+    if p=$(running_pid); then echo "already running (pid $p)"; exit 0; fi
+    cd "$DIR" || exit 1
+    setsid nohup sh "$DIR/supervise.sh" >> "$DIR/agent.log" 2>&1 < /dev/null &
+    echo $! > "$PIDFILE"
+    echo "started (pid $!)"
+    ;;
+  stop)
+    if [ "$MODE" = systemd ]; then systemctl stop "$UNIT"; exit $?; fi
+    if ! p=$(running_pid); then rm -f "$PIDFILE"; echo "not running"; exit 0; fi
+    kill -TERM "$p"
+    limit=$(( \${2:-30} * 10 ))
+    i=0
+    while kill -0 "$p" 2>/dev/null && [ "$i" -lt "$limit" ]; do sleep 0.1; i=$((i + 1)); done
+    if kill -0 "$p" 2>/dev/null; then
+      kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p"
+      echo "killed (did not stop within \${2:-30} s)"
+    else
+      echo "stopped"
+    fi
+    rm -f "$PIDFILE"
+    ;;
+  status)
+    if [ "$MODE" = systemd ]; then
+      if systemctl is-active --quiet "$UNIT"; then echo running; exit 0; fi
+      echo stopped; exit 3
+    fi
+    if p=$(running_pid); then echo "running (pid $p)"; exit 0; fi
+    echo stopped; exit 3
+    ;;
+  logs)
+    if [ "$MODE" = systemd ]; then exec journalctl -u "$UNIT" -n "\${2:-100}" --no-pager; fi
+    exec tail -n "\${2:-100}" "$DIR/agent.log"
+    ;;
+  *)
+    echo "usage: ctl.sh start | stop [SECONDS] | status | logs [LINES]" >&2
+    exit 2
+    ;;
+esac
+`;
+}
+
+/** A value in a systemd unit: double-quoted, with systemd's specifiers (%) and variables ($) escaped. */
+export function systemdQuote(value: string): string {
+  if (hasControlChar(value)) throw new Error("a systemd unit value cannot contain control characters");
+  return `"${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/%/g, "%%").replace(/\$/g, "$$$$")}"`;
+}
+
+export function unitFile(s: AgentSettings): string {
+  return `# written by \`shardctl deploy\` for node ${s.nodeId}
+[Unit]
+Description=shardctl agent (node ${s.nodeId})
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=/bin/sh ${systemdQuote(`${s.dataDir}/agent.sh`)}
+Restart=on-failure
+RestartSec=2
+KillSignal=SIGTERM
+TimeoutStopSec=30
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+
+/** What the probe found on a node. Pure parsing of the probe's key=value lines. */
+export interface PlatformFacts {
+  nodePath?: string;
+  nodeVersion?: string;
+  /** Free bytes on the filesystem that holds dataDir (or its nearest existing parent). */
+  freeBytes?: number;
+  systemd: boolean;
+  uid?: number;
+  hasSha256sum: boolean;
+  /** The `installed` marker: install fingerprint and bundle checksum. */
+  installedFingerprint?: string;
+  installedBundle?: string;
+  /** sha256 of the agent.mjs in place. */
+  bundleOnDisk?: string;
+  running: boolean;
+}
+
+/** Prints facts about the node; its only input is "$1" (the dataDir). */
+export const PROBE_SCRIPT = `dir=$1
+node=$(command -v node 2>/dev/null) || node=
+echo "node=$node"
+if [ -n "$node" ]; then echo "nodeVersion=$("$node" --version 2>/dev/null)"; fi
+d=$dir
+while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+echo "df=$(df -Pk "$d" 2>/dev/null | tail -n 1)"
+if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi
+echo "uid=$(id -u)"
+if command -v sha256sum >/dev/null 2>&1; then echo sha256sum=1; else echo sha256sum=0; fi
+if [ -f "$dir/installed" ]; then echo "installed=$(head -n 1 "$dir/installed")"; fi
+if [ -f "$dir/agent.mjs" ] && command -v sha256sum >/dev/null 2>&1; then echo "bundle=$(sha256sum "$dir/agent.mjs" | cut -d' ' -f1)"; fi
+if [ -f "$dir/ctl.sh" ] && sh "$dir/ctl.sh" status >/dev/null 2>&1; then echo running=1; else echo running=0; fi
+`;
+
+export function parseProbe(stdout: string): PlatformFacts {
+  const kv = new Map<string, string>();
+  for (const line of stdout.split("\n")) {
+    const i = line.indexOf("=");
+    if (i > 0) kv.set(line.slice(0, i), line.slice(i + 1).trim());
+  }
+  const df = (kv.get("df") ?? "").split(/\s+/);
+  const availKiB = Number(df[3]);
+  const [fingerprint, bundle] = (kv.get("installed") ?? "").split(/\s+/);
+  const uid = Number(kv.get("uid"));
+  return {
+    nodePath: kv.get("node") || undefined,
+    nodeVersion: kv.get("nodeVersion") || undefined,
+    freeBytes: df.length >= 4 && Number.isFinite(availKiB) ? availKiB * 1024 : undefined,
+    systemd: kv.get("systemd") === "1",
+    uid: Number.isInteger(uid) ? uid : undefined,
+    hasSha256sum: kv.get("sha256sum") === "1",
+    installedFingerprint: fingerprint || undefined,
+    installedBundle: bundle || undefined,
+    bundleOnDisk: kv.get("bundle") || undefined,
+    running: kv.get("running") === "1",
+  };
+}
+
+export function nodeMajor(version: string | undefined): number | undefined {
+  const m = /^v?(\d+)\./.exec(version ?? "");
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Moves the staged files into place, keeping what they replace in .prev (marking files that did not exist). */
+const SWAP_SCRIPT = `set -e
+dir=$1
+shift
+rm -rf "$dir/.prev"
+mkdir -m 700 "$dir/.prev"
+for f in "$@"; do
+  if [ -e "$dir/$f" ]; then mv -f "$dir/$f" "$dir/.prev/$f"; else : > "$dir/.prev/$f.absent"; fi
+  mv -f "$dir/.staging/$f" "$dir/$f"
+done
+`;
+
+/** Undoes SWAP_SCRIPT for the files it got to. */
+const UNSWAP_SCRIPT = `dir=$1
+shift
+for f in "$@"; do
+  if [ -e "$dir/.prev/$f" ]; then mv -f "$dir/.prev/$f" "$dir/$f"
+  elif [ -e "$dir/.prev/$f.absent" ]; then rm -f "$dir/$f"
+  fi
+done
+rm -rf "$dir/.prev"
+`;
+
+/** Writes stdin to "$1" with mode "$2", atomically (a temp file, then rename). */
+const WRITE_FILE_SCRIPT = `umask 077
+cat > "$1.tmp-$$" && chmod "$2" "$1.tmp-$$" && mv -f "$1.tmp-$$" "$1"
+`;
+
+/**
+ * Writes several files in one round trip: stdin is JSON {dir, files: [{name,
+ * content, mode}]}; each is written to a temp file with its mode, then renamed.
+ * (Node is on every node by then: the probe checked it.)
+ */
+const WRITE_FILES_JS = `const fs = require("node:fs");
+let input = "";
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (c) => (input += c));
+process.stdin.on("end", () => {
+  const { dir, files } = JSON.parse(input);
+  for (const f of files) {
+    if (f.name.includes("/") || f.name.startsWith(".")) throw new Error("bad file name " + f.name);
+    const tmp = dir + "/." + f.name + ".tmp-" + process.pid;
+    fs.writeFileSync(tmp, f.content, { mode: f.mode });
+    fs.chmodSync(tmp, f.mode);
+    fs.renameSync(tmp, dir + "/" + f.name);
+  }
+});`;
+
+/** Asks the agent's /health from the node itself; prints what it saw; exits 0 when it is this node's agent. */
+const HEALTH_JS = `const [url, id] = process.argv.slice(1);
+fetch(url, { signal: AbortSignal.timeout(2000) }).then(async (r) => {
+  const b = await r.json().catch(() => ({}));
+  process.stdout.write(JSON.stringify({ status: r.status, nodeId: b.nodeId }));
+  process.exit(r.status === 200 && b.nodeId === id ? 0 : 1);
+}, (e) => { process.stdout.write(String((e && e.cause && e.cause.code) || e)); process.exit(1); });`;
+
+function lastLines(text: string, n = 6): string {
+  return text.trim().split("\n").slice(-n).join("\n");
+}
+
+function remoteFailure(what: string, r: ExecResult): Error {
+  const detail = lastLines(r.stderr || r.stdout);
+  return new Error(`${what} failed (exit ${r.code})${detail ? `: ${detail}` : ""}`);
+}
+
+async function run(
+  exec: Executor,
+  what: string,
+  argv: string[],
+  opts?: { stdin?: string | Buffer; timeoutMs?: number },
+): Promise<ExecResult> {
+  const r = await exec.exec(argv, opts);
+  if (r.code !== 0) throw remoteFailure(what, r);
+  return r;
+}
+
+export async function writeRemoteFile(
+  exec: Executor,
+  path: string,
+  content: string | Buffer,
+  mode: number,
+): Promise<void> {
+  await run(exec, `writing ${path}`, ["sh", "-c", WRITE_FILE_SCRIPT, "sh", path, mode.toString(8)], {
+    stdin: content,
+  });
+}
+
+/** The URL the node uses to ask its own agent: the listen address, with a wildcard replaced by loopback. */
+export function localHealthUrl(listen: string): string {
+  const i = listen.lastIndexOf(":");
+  let host = listen.slice(0, i).replace(/^\[(.*)\]$/, "$1");
+  const port = listen.slice(i + 1);
+  if (host === "0.0.0.0" || host === "") host = "127.0.0.1";
+  if (host === "::") host = "::1";
+  return `http://${host.includes(":") ? `[${host}]` : host}:${port}/health`;
+}
+
+// ---------------------------------------------------------------- one node
+
+export interface HostKeyOptions {
+  knownHostsFile: string;
+  acceptNew: boolean;
+  /** The SSH agent's socket, for nodes without keyFile (default: SSH_AUTH_SOCK of this process). */
+  agentSocket?: string;
+}
+
+export type ConnectNode = (
+  node: InventoryNode,
+  hostKeys: HostKeyOptions,
+  onAccepted: (line: string) => void,
+) => Promise<Executor>;
+
+/** The real connection: ssh2 with the host key checked against the pin or known_hosts. */
+export const connectNode: ConnectNode = (node, hostKeys, onAccepted) =>
+  SshExecutor.connect({
+    host: node.host,
+    port: node.port,
+    user: node.user,
+    keyFile: node.keyFile,
+    agentSocket: hostKeys.agentSocket,
+    hostKeyAlgorithms: node.hostKey
+      ? undefined
+      : preferredHostKeyAlgorithms(hostKeys.knownHostsFile, node.host, node.port),
+    verifyHostKey: async (blob) => {
+      verifyHostKey(node.host, node.port, blob, {
+        knownHostsFile: hostKeys.knownHostsFile,
+        pinned: node.hostKey,
+        acceptNew: hostKeys.acceptNew,
+        onAccepted,
+      });
+      return true;
+    },
+  });
+
+export type Outcome = "installed" | "upgraded" | "started" | "up-to-date" | "failed";
+
+export interface NodeReport {
+  id: string;
+  host: string;
+  address: string;
+  zone: string;
+  outcome: Outcome;
+  mode?: "systemd" | "process";
+  /** The step that failed. */
+  step?: string;
+  error?: string;
+  hint?: string;
+  /** Host key fingerprint, when the host key was the problem. */
+  hostKeyFingerprint?: string;
+  rollbackErrors?: string[];
+  bundleSha256?: string;
+  durationMs: number;
+  /** For an upgrade of a running agent: from the stop to the new agent's first healthy answer. */
+  downtimeMs?: number;
+}
+
+export interface ProgressEvent {
+  step: string;
+  /** 0..100 during the upload. */
+  percent?: number;
+  /** Set once, when the node is finished. */
+  final?: Outcome;
+  detail?: string;
+}
+
+export interface DeployOptions {
+  nodes: InventoryNode[];
+  bundle: Bundle;
+  /** The agents' bearer token. Never logged, never in a command line. */
+  token: string;
+  zones: readonly string[];
+  concurrency: number;
+  hostKeys: HostKeyOptions;
+  /** Wait this long for /health after a start (default 30 s). */
+  healthTimeoutMs?: number;
+  /** Give an agent this long to stop cleanly before it is killed (default 30 s). */
+  stopTimeoutSeconds?: number;
+  /** Free space needed on the dataDir's filesystem (default: twice the bundle plus 1 MiB). */
+  minFreeBytes?: number;
+  /** Oldest Node.js major version accepted on the nodes. */
+  minNodeMajor?: number;
+  /** Segment count when the store has no map yet (else the map's). */
+  segments: number;
+}
+
+export interface DeployDeps {
+  store: LocationStore;
+  connect?: ConnectNode;
+  progress?: (nodeId: string, event: ProgressEvent) => void;
+  /** Warnings and notes for stderr. */
+  log?: (msg: string) => void;
+  now?: () => number;
+}
+
+interface NodeContext {
+  node: InventoryNode;
+  opts: DeployOptions & { connectFn: ConnectNode };
+  segments: number;
+  exec?: Executor;
+  facts?: PlatformFacts;
+  settings?: AgentSettings;
+  fingerprint?: string;
+  /** Files to write besides the bundle, by name. */
+  files?: Map<string, { content: string; mode: number }>;
+  createdDir: boolean;
+  wasRunning: boolean;
+  stoppedAt?: number;
+  healthyAt?: number;
+  unitBackedUp: boolean;
+  progress: (e: ProgressEvent) => void;
+}
+
+/** A digest of everything that makes an install what it is, so a re-run can tell "up to date". */
+export function installFingerprint(
+  bundleSha: string,
+  files: Map<string, { content: string; mode: number }>,
+  token: string,
+): string {
+  const tokenDigest = createHash("sha256").update(token).digest("hex");
+  const h = createHash("sha256").update(`${bundleSha}\0${tokenDigest}`);
+  for (const [name, f] of [...files].sort(([a], [b]) => a.localeCompare(b))) {
+    if (name === "installed" || name === "token") continue; // the token enters as its digest, above
+    h.update(`\0${name}\0${f.mode}\0${f.content}`);
+  }
+  return h.digest("hex");
+}
+
+const connectTask: Task<NodeContext> = {
+  name: "connect",
+  async execute(ctx) {
+    ctx.exec = await ctx.opts.connectFn(ctx.node, ctx.opts.hostKeys, () =>
+      ctx.progress({ step: "connect", detail: "host key accepted and added to known_hosts" }),
+    );
+  },
+};
+
+const probeTask: Task<NodeContext> = {
+  name: "check platform",
+  async execute(ctx) {
+    const r = await run(ctx.exec!, "the platform probe", ["sh", "-c", PROBE_SCRIPT, "sh", ctx.node.dataDir], {
+      timeoutMs: 30_000,
+    });
+    const f = parseProbe(r.stdout);
+    ctx.facts = f;
+    const min = ctx.opts.minNodeMajor ?? 20;
+    if (!f.nodePath)
+      throw new UserError(
+        `Node.js is not installed on ${ctx.node.host} (no \`node\` on the PATH of ${ctx.node.user})`,
+        { hint: `install Node.js ${min} or later there` },
+      );
+    const major = nodeMajor(f.nodeVersion);
+    if (major === undefined || major < min) {
+      throw new UserError(
+        `Node.js on ${ctx.node.host} is ${f.nodeVersion ?? "of unknown version"}; the agent needs ${min} or later`,
+        {
+          hint: `upgrade Node.js at ${f.nodePath}`,
+        },
+      );
+    }
+    if (!f.hasSha256sum)
+      throw new UserError(`sha256sum is not installed on ${ctx.node.host}`, {
+        hint: "install coreutils there",
+      });
+    ctx.wasRunning = f.running;
+    const settings: AgentSettings = {
+      nodeId: ctx.node.id,
+      zone: ctx.node.zone,
+      listen: ctx.node.listen,
+      advertise: ctx.node.advertise,
+      zones: ctx.opts.zones,
+      segments: ctx.segments,
+      dataDir: ctx.node.dataDir,
+      nodePath: f.nodePath,
+      mode: f.systemd && f.uid === 0 ? "systemd" : "process",
+    };
+    ctx.settings = settings;
+    const config = {
+      nodeId: settings.nodeId,
+      zone: settings.zone,
+      listen: settings.listen,
+      advertise: settings.advertise,
+      zones: settings.zones,
+      segments: settings.segments,
+      mode: settings.mode,
+      bundleSha256: ctx.opts.bundle.sha256,
+    };
+    const files = new Map<string, { content: string; mode: number }>([
+      ["agent.sh", { content: agentScript(settings), mode: 0o700 }],
+      ["supervise.sh", { content: superviseScript(settings), mode: 0o700 }],
+      ["ctl.sh", { content: ctlScript(settings), mode: 0o700 }],
+      ["agent.json", { content: JSON.stringify(config, null, 2) + "\n", mode: 0o600 }],
+      ["token", { content: ctx.opts.token + "\n", mode: 0o600 }],
+    ]);
+    ctx.fingerprint = installFingerprint(ctx.opts.bundle.sha256, files, ctx.opts.token);
+    files.set("installed", { content: `${ctx.fingerprint} ${ctx.opts.bundle.sha256}\n`, mode: 0o600 });
+    ctx.files = files;
+  },
+};
+
+/**
+ * The connection for a rollback: the one in use, or — when it was lost (a cut
+ * link is a reason to roll back) — one new connection, so that the node is
+ * cleaned up all the same.
+ */
+async function liveExec(ctx: NodeContext): Promise<Executor> {
+  if (ctx.exec?.isOpen()) return ctx.exec;
+  await ctx.exec?.close().catch(() => undefined);
+  ctx.progress({ step: "reconnect for the rollback" });
+  ctx.exec = await ctx.opts.connectFn(ctx.node, ctx.opts.hostKeys, () => {});
+  return ctx.exec;
+}
+
+/** Only an install needs room: an up-to-date node with a full disk is left alone. */
+const diskSpaceTask: Task<NodeContext> = {
+  name: "check disk space",
+  async execute(ctx) {
+    const f = ctx.facts!;
+    const need = ctx.opts.minFreeBytes ?? ctx.opts.bundle.bytes * 2 + (1 << 20);
+    if (f.freeBytes === undefined)
+      throw new UserError(
+        `cannot read the free disk space of ${ctx.node.dataDir} on ${ctx.node.host} (df -Pk)`,
+      );
+    if (f.freeBytes < need) {
+      throw new UserError(
+        `not enough disk space on ${ctx.node.host} for ${ctx.node.dataDir}: ${kib(f.freeBytes)} free, the bundle needs ${kib(need)}`,
+        { hint: "free space there or choose another dataDir in the inventory" },
+      );
+    }
+  },
+};
+
+function kib(bytes: number): string {
+  return `${Math.floor(bytes / 1024)} KiB`;
+}
+
+const prepareTask: Task<NodeContext> = {
+  name: "prepare directory",
+  async execute(ctx) {
+    const r = await run(ctx.exec!, `creating ${ctx.node.dataDir}`, [
+      "sh",
+      "-c",
+      'if [ -d "$1" ]; then echo existed; fi; mkdir -p "$1/data" && chmod 700 "$1" && rm -rf "$1/.staging" && mkdir -m 700 "$1/.staging"',
+      "sh",
+      ctx.node.dataDir,
+    ]);
+    ctx.createdDir = !r.stdout.includes("existed");
+  },
+  async rollback(ctx) {
+    const exec = await liveExec(ctx);
+    await run(exec, "removing the staging directory", ["rm", "-rf", `${ctx.node.dataDir}/.staging`]);
+    // a directory this deploy created is removed if nothing else is in it
+    if (ctx.createdDir)
+      await exec.exec(["sh", "-c", 'rmdir "$1/data" "$1" 2>/dev/null; true', "sh", ctx.node.dataDir]);
+  },
+};
+
+const uploadTask: Task<NodeContext> = {
+  name: "upload bundle",
+  async execute(ctx) {
+    const target = `${ctx.node.dataDir}/.staging/agent.mjs`;
+    let last = -1;
+    try {
+      await ctx.exec!.upload(ctx.opts.bundle.path, target, {
+        mode: 0o600,
+        onProgress: (sent, total) => {
+          const pct = total ? Math.floor((sent / total) * 100) : 0;
+          if (pct !== last) {
+            last = pct;
+            ctx.progress({ step: "upload bundle", percent: pct });
+          }
+        },
+      });
+    } catch (err) {
+      // the usual reason an upload fails half way on a live connection: the disk filled up
+      const probe = await ctx
+        .exec!.exec(["df", "-Pk", `${ctx.node.dataDir}/.staging`])
+        .catch(() => undefined);
+      const free =
+        probe && probe.code === 0
+          ? parseProbe(`df=${probe.stdout.trim().split("\n").pop()}`).freeBytes
+          : undefined;
+      const disk =
+        free !== undefined && free < ctx.opts.bundle.bytes ? ` (the disk is full: ${kib(free)} free)` : "";
+      throw new Error(`${(err as Error).message}${disk}`, { cause: err });
+    }
+  },
+};
+
+const verifyTask: Task<NodeContext> = {
+  name: "verify checksum",
+  async execute(ctx) {
+    const r = await run(ctx.exec!, "sha256sum", ["sha256sum", `${ctx.node.dataDir}/.staging/agent.mjs`]);
+    const got = r.stdout.trim().split(/\s+/)[0];
+    if (got !== ctx.opts.bundle.sha256) {
+      throw new Error(
+        `the uploaded bundle's sha256 on ${ctx.node.host} is ${got}, not ${ctx.opts.bundle.sha256}: the upload was corrupted`,
+      );
+    }
+  },
+};
+
+const writeConfigTask: Task<NodeContext> = {
+  name: "write config",
+  async execute(ctx) {
+    const files = [...ctx.files!].map(([name, f]) => ({ name, content: f.content, mode: f.mode }));
+    const input = JSON.stringify({ dir: `${ctx.node.dataDir}/.staging`, files });
+    await run(ctx.exec!, "writing the config", [ctx.facts!.nodePath!, "-e", WRITE_FILES_JS], {
+      stdin: input,
+    });
+  },
+};
+
+const stopOldTask: Task<NodeContext> = {
+  name: "stop (drain)",
+  async execute(ctx) {
+    if (!ctx.wasRunning) return;
+    ctx.stoppedAt = Date.now();
+    await run(
+      ctx.exec!,
+      "stopping the running agent",
+      ["sh", `${ctx.node.dataDir}/ctl.sh`, "stop", String(ctx.opts.stopTimeoutSeconds ?? 30)],
+      {
+        timeoutMs: ((ctx.opts.stopTimeoutSeconds ?? 30) + 15) * 1000,
+      },
+    );
+  },
+  async rollback(ctx) {
+    if (!ctx.wasRunning) return;
+    const exec = await liveExec(ctx);
+    // the previous files are back in place by now (swap rolled back first)
+    await run(exec, "restarting the previous agent", ["sh", `${ctx.node.dataDir}/ctl.sh`, "start"]);
+    await waitHealthy(ctx, ctx.opts.healthTimeoutMs ?? 30_000);
+  },
+};
+
+const swapTask: Task<NodeContext> = {
+  name: "swap into place",
+  async execute(ctx) {
+    await run(ctx.exec!, "moving the new files into place", [
+      "sh",
+      "-c",
+      SWAP_SCRIPT,
+      "sh",
+      ctx.node.dataDir,
+      ...AGENT_FILES,
+    ]);
+  },
+  async rollback(ctx) {
+    const exec = await liveExec(ctx);
+    await run(exec, "restoring the previous files", [
+      "sh",
+      "-c",
+      UNSWAP_SCRIPT,
+      "sh",
+      ctx.node.dataDir,
+      ...AGENT_FILES,
+    ]);
+  },
+};
+
+const serviceTask: Task<NodeContext> = {
+  name: "install service",
+  async execute(ctx) {
+    if (ctx.settings!.mode !== "systemd") return;
+    const unit = unitPath(ctx.node.id);
+    const r = await ctx.exec!.exec([
+      "sh",
+      "-c",
+      'if [ -f "$1" ]; then cp -p "$1" "$2/.prev/unit"; echo backed-up; fi',
+      "sh",
+      unit,
+      ctx.node.dataDir,
+    ]);
+    ctx.unitBackedUp = r.stdout.includes("backed-up");
+    await writeRemoteFile(ctx.exec!, unit, unitFile(ctx.settings!), 0o644);
+    await run(ctx.exec!, "systemctl daemon-reload", ["systemctl", "daemon-reload"]);
+    await run(ctx.exec!, "systemctl enable", ["systemctl", "enable", unitName(ctx.node.id)]);
+  },
+  async rollback(ctx) {
+    if (ctx.settings?.mode !== "systemd") return;
+    const exec = await liveExec(ctx);
+    const unit = unitPath(ctx.node.id);
+    if (ctx.unitBackedUp)
+      await run(exec, "restoring the unit", ["cp", "-p", `${ctx.node.dataDir}/.prev/unit`, unit]);
+    else {
+      await exec.exec(["systemctl", "disable", unitName(ctx.node.id)]);
+      await run(exec, "removing the unit", ["rm", "-f", unit]);
+    }
+    await exec.exec(["systemctl", "daemon-reload"]);
+  },
+};
+
+const startTask: Task<NodeContext> = {
+  name: "start",
+  async execute(ctx) {
+    await run(ctx.exec!, "starting the agent", ["sh", `${ctx.node.dataDir}/ctl.sh`, "start"]);
+  },
+  async rollback(ctx) {
+    const exec = await liveExec(ctx);
+    await run(exec, "stopping the new agent", ["sh", `${ctx.node.dataDir}/ctl.sh`, "stop", "10"], {
+      timeoutMs: 30_000,
+    });
+  },
+};
+
+const healthTask: Task<NodeContext> = {
+  name: "wait for health",
+  async execute(ctx) {
+    await waitHealthy(ctx, ctx.opts.healthTimeoutMs ?? 30_000);
+    ctx.healthyAt = Date.now();
+    ctx.progress({ step: "healthy" });
+  },
+};
+
+/** One health attempt: the agent's /health from the node, or "stopped" when ctl.sh says it is not running. */
+const HEALTH_SCRIPT = `"$1" -e "$2" "$3" "$4" && exit 0
+if ! sh "$5/ctl.sh" status >/dev/null 2>&1; then echo " stopped"; fi
+exit 1
+`;
+
+async function waitHealthy(ctx: NodeContext, timeoutMs: number): Promise<void> {
+  const exec = ctx.exec!;
+  const url = localHealthUrl(ctx.node.listen);
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const r = await exec.exec(
+      ["sh", "-c", HEALTH_SCRIPT, "sh", ctx.facts!.nodePath!, HEALTH_JS, url, ctx.node.id, ctx.node.dataDir],
+      {
+        timeoutMs: 15_000,
+      },
+    );
+    if (r.code === 0) return;
+    const stopped = r.stdout.endsWith(" stopped\n");
+    const seen = r.stdout.replace(/ stopped\n$/, "").trim();
+    if (stopped || Date.now() > deadline) {
+      const logs = await exec.exec(["sh", `${ctx.node.dataDir}/ctl.sh`, "logs", "8"]);
+      throw new UserError(
+        `the agent on ${ctx.node.host} ${stopped ? "exited" : `did not answer ${url} within ${Math.round(timeoutMs / 1000)} s`} (last answer: ${seen || "none"})` +
+          (logs.stdout.trim() ? `; its log ends with:\n${lastLines(logs.stdout, 8)}` : ""),
+        { hint: `\`shardctl node logs ${ctx.node.id}\` shows more` },
+      );
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** Removes what a successful install no longer needs (best effort). */
+async function commitInstall(ctx: NodeContext): Promise<void> {
+  await ctx
+    .exec!.exec(["rm", "-rf", `${ctx.node.dataDir}/.prev`, `${ctx.node.dataDir}/.staging`])
+    .catch(() => undefined);
+}
+
+async function deployNode(
+  node: InventoryNode,
+  opts: DeployOptions & { connectFn: ConnectNode },
+  segments: number,
+  rolling: Mutex,
+  emit: (e: ProgressEvent) => void,
+): Promise<NodeReport> {
+  const started = Date.now();
+  const ctx: NodeContext = {
+    node,
+    opts,
+    segments,
+    createdDir: false,
+    wasRunning: false,
+    unitBackedUp: false,
+    progress: emit,
+  };
+  const onStep = (step: string) => emit({ step });
+  const base = {
+    id: node.id,
+    host: node.host,
+    address: node.advertise,
+    zone: node.zone,
+    bundleSha256: opts.bundle.sha256,
+  };
+  try {
+    await runTasks([connectTask, probeTask], ctx, onStep);
+    const f = ctx.facts!;
+    const current =
+      f.installedFingerprint === ctx.fingerprint &&
+      f.installedBundle === opts.bundle.sha256 &&
+      f.bundleOnDisk === opts.bundle.sha256;
+    let outcome: Outcome;
+    if (current && f.running) {
+      await runTasks([healthTask], ctx, onStep);
+      outcome = "up-to-date";
+    } else if (current) {
+      await runTasks([startTask, healthTask], ctx, onStep);
+      outcome = "started";
+    } else {
+      const staging = [diskSpaceTask, prepareTask, uploadTask, verifyTask, writeConfigTask];
+      const cutover = [stopOldTask, swapTask, serviceTask, startTask, healthTask];
+      // a running agent is replaced one node at a time: stop, swap, start, healthy — then the next
+      const tasks = f.running
+        ? [...staging, lockedGroup("wait for the rolling slot", rolling, cutover, onStep)]
+        : [...staging, ...cutover];
+      await runTasks(tasks, ctx, onStep);
+      await commitInstall(ctx);
+      outcome = f.installedBundle ? "upgraded" : "installed";
+    }
+    emit({ step: outcome, final: outcome });
+    const downtimeMs = ctx.stoppedAt && ctx.healthyAt ? ctx.healthyAt - ctx.stoppedAt : undefined;
+    return {
+      ...base,
+      outcome,
+      mode: ctx.settings?.mode,
+      durationMs: Date.now() - started,
+      ...(downtimeMs ? { downtimeMs } : {}),
+    };
+  } catch (err) {
+    const te = err instanceof TaskError ? err : new TaskError("deploy", err, []);
+    const original = te.original;
+    emit({ step: te.step, final: "failed", detail: te.message.split("\n")[0] });
+    return {
+      ...base,
+      outcome: "failed",
+      mode: ctx.settings?.mode,
+      step: te.step,
+      error: te.message,
+      hint: original instanceof HostKeyError || original instanceof UserError ? original.hint : undefined,
+      hostKeyFingerprint: original instanceof HostKeyError ? original.fingerprint : undefined,
+      rollbackErrors: te.rollbackErrors.length ? te.rollbackErrors : undefined,
+      durationMs: Date.now() - started,
+    };
+  } finally {
+    await ctx.exec?.close().catch(() => undefined);
+  }
+}
+
+// ---------------------------------------------------------------- the cluster
+
+export interface DeployResult {
+  bundle: { sha256: string; bytes: number };
+  nodes: NodeReport[];
+  /** Nodes added to (or updated in) the location map. */
+  registered: string[];
+  layoutWritten: boolean;
+  /** Shards created on agents that did not hold them yet. */
+  shardsAssigned: number;
+  warnings: string[];
+}
+
+export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<DeployResult> {
+  const log = deps.log ?? (() => {});
+  const progress = deps.progress ?? (() => {});
+  // the agents must cut the key space as the map does
+  const before = await deps.store.load({ consistent: true });
+  const segments = before?.map.segmentCount ?? opts.segments;
+  const rolling = new Mutex();
+  const withConnect = { ...opts, connectFn: deps.connect ?? connectNode };
+  const settled = await mapBounded(opts.nodes, Math.max(1, opts.concurrency), (node) =>
+    deployNode(node, withConnect, segments, rolling, (e) => progress(node.id, e)),
+  );
+  const reports = settled.map((s, i): NodeReport => {
+    if (s.status === "fulfilled") return s.value;
+    const n = opts.nodes[i];
+    return {
+      id: n.id,
+      host: n.host,
+      address: n.advertise,
+      zone: n.zone,
+      outcome: "failed",
+      error: String((s.reason as Error)?.message ?? s.reason),
+      durationMs: 0,
+    };
+  });
+  const healthy = reports.filter((r) => r.outcome !== "failed");
+  const warnings: string[] = [];
+  let registered: string[] = [];
+  let layoutWritten = false;
+  let shardsAssigned = 0;
+  if (healthy.length) {
+    const nodes = healthy.map((r) => ({ id: r.id, address: r.address, zone: r.zone }));
+    const reg = await registerInMap(deps.store, nodes, segments, deps.now ?? Date.now);
+    registered = reg.changed;
+    layoutWritten = reg.layoutWritten;
+    if (reg.layoutWritten)
+      log(`wrote the initial layout: ${reg.map.shards.length} shards over ${nodes.length} node(s)`);
+    if (deps.store.kind === "consul") {
+      for (const n of nodes) {
+        try {
+          await registerConsulService(deps.store, n);
+        } catch (err) {
+          warnings.push(`${n.id}: not registered as a Consul service: ${(err as Error).message}`);
+        }
+      }
+    }
+    const assigned = await assignShards(reg.map, new Set(nodes.map((n) => n.id)), opts.token, warnings);
+    shardsAssigned = assigned;
+  }
+  for (const w of warnings) log(`warning: ${w}`);
+  return {
+    bundle: { sha256: opts.bundle.sha256, bytes: opts.bundle.bytes },
+    nodes: reports,
+    registered,
+    layoutWritten,
+    shardsAssigned,
+    warnings,
+  };
+}
+
+/**
+ * Adds the nodes to the map's node list (or updates their address and zone),
+ * by compare-and-set against the version read, retrying a lost race. Without
+ * a map yet, writes the initial layout over these nodes.
+ */
+export async function registerInMap(
+  store: LocationStore,
+  nodes: NodeInfo[],
+  segments: number,
+  now: () => number,
+): Promise<{ map: LocationMap; changed: string[]; layoutWritten: boolean }> {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const vm = await store.load({ consistent: true });
+    if (!vm) {
+      const map = initialLayout(segments, nodes, { now: now() });
+      const cas = await store.compareAndSet(0, map);
+      if (cas.ok) return { map, changed: nodes.map((n) => n.id), layoutWritten: true };
+      continue;
+    }
+    const next: LocationMap = structuredClone(vm.map);
+    const changed: string[] = [];
+    for (const n of nodes) {
+      const existing = next.nodes.find((x) => x.id === n.id);
+      if (!existing) {
+        next.nodes.push({ ...n });
+        changed.push(n.id);
+      } else if (existing.address !== n.address || existing.zone !== n.zone) {
+        existing.address = n.address;
+        existing.zone = n.zone;
+        changed.push(n.id);
+      }
+    }
+    if (changed.length === 0) return { map: vm.map, changed, layoutWritten: false };
+    next.updatedAt = now();
+    const cas = await store.compareAndSet(vm.version, next);
+    if (cas.ok) return { map: next, changed, layoutWritten: false };
+  }
+  throw new UserError("the location map kept changing while the nodes were being registered", {
+    hint: "run deploy again (it is idempotent)",
+  });
+}
+
+/** Removes a node from the map's node list (it must own no shard). */
+export async function deregisterFromMap(
+  store: LocationStore,
+  nodeId: string,
+  now: () => number,
+): Promise<boolean> {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const vm = await store.load({ consistent: true });
+    if (!vm || !vm.map.nodes.some((n) => n.id === nodeId)) return false;
+    if (vm.map.shards.some((s) => s.node === nodeId)) throw ownsShardsError(nodeId, vm.map);
+    const next: LocationMap = {
+      ...structuredClone(vm.map),
+      nodes: vm.map.nodes.filter((n) => n.id !== nodeId),
+      updatedAt: now(),
+    };
+    const cas = await store.compareAndSet(vm.version, next);
+    if (cas.ok) return true;
+  }
+  throw new UserError("the location map kept changing while the node was being removed", {
+    hint: "run undeploy again",
+  });
+}
+
+async function registerConsulService(store: LocationStore, node: NodeInfo): Promise<void> {
+  const services = await import("../consul/services.js");
+  const http = (store as unknown as { http?: import("../consul/http.js").ConsulHttp }).http;
+  if (!http) return;
+  await services.registerAgentService(http, node);
+}
+
+async function deregisterConsulService(store: LocationStore, nodeId: string): Promise<void> {
+  const services = await import("../consul/services.js");
+  const http = (store as unknown as { http?: import("../consul/http.js").ConsulHttp }).http;
+  if (!http) return;
+  await services.deregisterAgentService(http, nodeId);
+}
+
+/** Creates, on each deployed agent, the shards the map gives it that it does not hold yet. */
+async function assignShards(
+  map: LocationMap,
+  deployed: Set<string>,
+  token: string,
+  warnings: string[],
+): Promise<number> {
+  const rpc = new AgentRpc({ token, timeoutMs: 5000 });
+  let n = 0;
+  try {
+    for (const node of map.nodes) {
+      if (!deployed.has(node.id)) continue;
+      const mine = map.shards.filter((s) => s.node === node.id);
+      if (mine.length === 0) continue;
+      let held: Set<string>;
+      try {
+        const inv = await rpc.inventory(node.address);
+        if (inv.status !== 200) throw new Error(`status ${inv.status}`);
+        held = new Set(inv.body.shards.map((s) => s.id));
+      } catch (err) {
+        warnings.push(
+          `${node.id}: cannot reach its agent at ${node.address} from here to hand it its shards (${(err as Error).message})`,
+        );
+        continue;
+      }
+      for (const s of mine) {
+        if (held.has(s.id)) continue;
+        const r = await rpc.assignShard(node.address, s.id, {
+          epoch: s.epoch,
+          ranges: s.ranges,
+          migrationTimestamp: s.migrationTimestamp,
+        });
+        if (r.status === 200 || r.status === 201) n++;
+        else warnings.push(`${node.id} refused shard ${s.id} at epoch ${s.epoch}: ${JSON.stringify(r.body)}`);
+      }
+    }
+  } finally {
+    rpc.close();
+  }
+  return n;
+}
+
+function ownsShardsError(nodeId: string, map: LocationMap): PreconditionError {
+  const owned = map.shards.filter((s) => s.node === nodeId).map((s) => s.id);
+  const list = owned.slice(0, 5).join(", ") + (owned.length > 5 ? `, … (${owned.length - 5} more)` : "");
+  return new PreconditionError(
+    `node ${nodeId} still owns ${owned.length} shard(s) in the location map: ${list}`,
+    {
+      hint: `move them off it first — plan the moves with \`shardctl plan --all\` and run them with \`shardctl migrate\` — then run \`shardctl undeploy ${nodeId}\` again`,
+    },
+  );
+}
+
+// ---------------------------------------------------------------- undeploy and node control
+
+export interface UndeployOptions {
+  node: InventoryNode;
+  hostKeys: HostKeyOptions;
+  /** Also delete the data directory (the agent's shards). */
+  purge: boolean;
+}
+
+export interface UndeployResult {
+  node: string;
+  stopped: string;
+  removed: string[];
+  deregistered: boolean;
+}
+
+export async function runUndeploy(
+  opts: UndeployOptions,
+  deps: { store: LocationStore; connect?: ConnectNode; log?: (m: string) => void; now?: () => number },
+): Promise<UndeployResult> {
+  const { node } = opts;
+  const vm = await deps.store.load({ consistent: true });
+  if (vm && vm.map.shards.some((s) => s.node === node.id)) throw ownsShardsError(node.id, vm.map);
+  const log = deps.log ?? (() => {});
+  const exec = await connectOrExplain(node, opts.hostKeys, deps.connect ?? connectNode, log);
+  const removed: string[] = [];
+  let stopped = "not running";
+  try {
+    const dir = node.dataDir;
+    const ctl = await exec.exec(["test", "-f", `${dir}/ctl.sh`]);
+    if (ctl.code === 0) {
+      stopped = (
+        await run(exec, "stopping the agent", ["sh", `${dir}/ctl.sh`, "stop", "30"], { timeoutMs: 60_000 })
+      ).stdout.trim();
+    }
+    log(`${node.id}: ${stopped}`);
+    const unit = unitPath(node.id);
+    if ((await exec.exec(["test", "-f", unit])).code === 0) {
+      await exec.exec(["systemctl", "disable", "--now", unitName(node.id)]);
+      await run(exec, "removing the unit", ["rm", "-f", unit]);
+      await exec.exec(["systemctl", "daemon-reload"]);
+      removed.push(unit);
+    }
+    const paths = [
+      ...AGENT_FILES,
+      "agent.pid",
+      ".staging",
+      ".prev",
+      ...(opts.purge ? ["data", "agent.log"] : []),
+    ].map((f) => `${dir}/${f}`);
+    await run(exec, "removing the agent's files", ["rm", "-rf", "--", ...paths]);
+    removed.push(...paths);
+    if (opts.purge) await exec.exec(["rmdir", "--", dir]);
+  } finally {
+    await exec.close();
+  }
+  const now = deps.now ?? Date.now;
+  const deregistered = await deregisterFromMap(deps.store, node.id, now);
+  if (deps.store.kind === "consul") {
+    try {
+      await deregisterConsulService(deps.store, node.id);
+    } catch (err) {
+      log(`warning: ${node.id}: not deregistered from Consul: ${(err as Error).message}`);
+    }
+  }
+  return { node: node.id, stopped, removed, deregistered };
+}
+
+/** Connects, turning a refused host key into a UserError with its hint. */
+export async function connectOrExplain(
+  node: InventoryNode,
+  hostKeys: HostKeyOptions,
+  connect: ConnectNode,
+  log: (m: string) => void,
+): Promise<Executor> {
+  try {
+    return await connect(node, hostKeys, () =>
+      log(`${node.id}: host key accepted and added to ${hostKeys.knownHostsFile}`),
+    );
+  } catch (err) {
+    if (err instanceof HostKeyError)
+      throw new UserError(`${node.id}: ${err.message}`, { hint: err.hint, cause: err });
+    throw new UserError(`${node.id}: ${(err as Error).message}`, {
+      hint: "check host, port, user and keyFile in the inventory",
+    });
+  }
+}
+
+export type NodeAction = "start" | "stop" | "restart" | "logs" | "status";
+
+export async function runNodeControl(
+  action: NodeAction,
+  node: InventoryNode,
+  opts: { hostKeys: HostKeyOptions; lines?: number; healthTimeoutMs?: number },
+  deps: { connect?: ConnectNode; log?: (m: string) => void },
+): Promise<{ node: string; action: NodeAction; output: string }> {
+  const log = deps.log ?? (() => {});
+  const exec = await connectOrExplain(node, opts.hostKeys, deps.connect ?? connectNode, log);
+  try {
+    const ctl = `${node.dataDir}/ctl.sh`;
+    if ((await exec.exec(["test", "-f", ctl])).code !== 0) {
+      throw new UserError(`no agent is deployed on ${node.id} (${ctl} does not exist on ${node.host})`, {
+        hint: `run \`shardctl deploy --nodes ${node.id}\``,
+      });
+    }
+    const outputs: string[] = [];
+    if (action === "stop" || action === "restart")
+      outputs.push((await run(exec, "stop", ["sh", ctl, "stop", "30"], { timeoutMs: 60_000 })).stdout.trim());
+    if (action === "start" || action === "restart") {
+      outputs.push((await run(exec, "start", ["sh", ctl, "start"])).stdout.trim());
+      const probe = parseProbe(
+        (await run(exec, "the platform probe", ["sh", "-c", PROBE_SCRIPT, "sh", node.dataDir])).stdout,
+      );
+      const ctx = { node, exec, facts: probe } as unknown as NodeContext;
+      await waitHealthy(ctx, opts.healthTimeoutMs ?? 30_000);
+      outputs.push("healthy");
+    }
+    if (action === "logs") {
+      const lines = opts.lines ?? 100;
+      outputs.push((await run(exec, "reading the log", ["sh", ctl, "logs", String(lines)])).stdout);
+    }
+    if (action === "status") {
+      const r = await exec.exec(["sh", ctl, "status"]);
+      outputs.push(r.stdout.trim());
+    }
+    return { node: node.id, action, output: outputs.join("\n") };
+  } finally {
+    await exec.close();
+  }
+}
+
+/** Any C0 control character (newline, tab, NUL, ...) or DEL. */
+function hasControlChar(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}

@@ -1,0 +1,283 @@
+/**
+ * The inventory: which machines run agents, how to reach them over SSH, and
+ * where each agent keeps its files. A YAML file with an optional `defaults:`
+ * mapping and a `nodes:` list; validated with zod, and every problem is
+ * reported naming the node and the field (`node n2 (nodes[1]).keyFile: ...`).
+ * See docs/DEPLOY.md for the format.
+ */
+import { readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { isAbsolute, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { NODE_ID_PATTERN } from "../engine/location-map.js";
+import { UsageError } from "../errors.js";
+
+export const DEFAULT_AGENT_PORT = 7400;
+export const DEFAULT_DATA_DIR = "/var/lib/shardctl";
+
+/** Host names and addresses: no spaces, no shell or option characters, not starting with `-`. */
+const HOST = /^(?!-)[A-Za-z0-9._:-]{1,253}$/;
+const USER = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/;
+const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
+const ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$/;
+
+const port = z.number().int().min(1).max(65535);
+/** Absolute, printable, no control characters (quoted everywhere, but a newline in a path is never wanted). */
+const remotePath = z
+  .string()
+  .min(2)
+  .max(1024)
+  .refine((p) => p.startsWith("/"), "must be an absolute path")
+  .refine((p) => !hasControlChar(p), "must not contain control characters (newline, tab, ...)")
+  .refine((p) => !p.split("/").includes(".."), "must not contain `..`")
+  .transform((p) => (p.length > 1 ? p.replace(/\/+$/, "") : p));
+
+const capacitySchema = z.union([
+  z
+    .number()
+    .int()
+    .min(1)
+    .max(1_000_000)
+    .transform((shards) => ({ shards })),
+  z
+    .object({
+      /** Shard slots. */
+      shards: z.number().int().min(1).max(1_000_000).default(64),
+      cpus: z.number().positive().max(4096).optional(),
+      memoryMiB: z.number().int().positive().optional(),
+      diskGiB: z.number().positive().optional(),
+    })
+    .strict(),
+]);
+
+const nodeFields = {
+  host: z.string().regex(HOST, "must be a host name or an IP address (letters, digits, . : - _)"),
+  port,
+  user: z.string().regex(USER, "must be a user name (letters, digits, _ . -)"),
+  keyFile: z.string().min(1).max(4096),
+  dataDir: remotePath,
+  agentPort: port,
+  capacity: capacitySchema,
+};
+
+const defaultsSchema = z
+  .object({
+    port: nodeFields.port,
+    user: nodeFields.user,
+    keyFile: nodeFields.keyFile,
+    dataDir: nodeFields.dataDir,
+    agentPort: nodeFields.agentPort,
+    capacity: nodeFields.capacity,
+    zone: z.string().min(1),
+  })
+  .partial()
+  .strict();
+
+const nodeSchema = z
+  .object({
+    id: z.string().regex(NODE_ID_PATTERN, `must match ${NODE_ID_PATTERN.source}`),
+    host: nodeFields.host,
+    port: nodeFields.port.optional(),
+    user: nodeFields.user.optional(),
+    keyFile: nodeFields.keyFile.optional(),
+    zone: z.string().min(1).optional(),
+    capacity: nodeFields.capacity.optional(),
+    dataDir: nodeFields.dataDir.optional(),
+    hostKey: z
+      .string()
+      .regex(
+        FINGERPRINT,
+        "must be a fingerprint as `ssh-keygen -l` prints it: SHA256: and 43 base64 characters",
+      )
+      .optional(),
+    agentPort: nodeFields.agentPort.optional(),
+    /** Where the agent listens on the node (default 0.0.0.0:agentPort). */
+    listen: z.string().regex(ADDRESS, "must be HOST:PORT").optional(),
+    /** The address clients and the store use for the agent (default host:agentPort). */
+    advertise: z.string().regex(ADDRESS, "must be HOST:PORT").optional(),
+  })
+  .strict();
+
+const inventorySchema = z
+  .object({
+    defaults: defaultsSchema.optional(),
+    nodes: z.array(z.unknown()).min(1, "must list at least one node"),
+  })
+  .strict();
+
+export interface Capacity {
+  shards: number;
+  cpus?: number;
+  memoryMiB?: number;
+  diskGiB?: number;
+}
+
+export interface InventoryNode {
+  id: string;
+  host: string;
+  port: number;
+  user: string;
+  /** Absolute path of the private key; undefined: the SSH agent (SSH_AUTH_SOCK). */
+  keyFile?: string;
+  zone: string;
+  capacity: Capacity;
+  dataDir: string;
+  hostKey?: string;
+  agentPort: number;
+  listen: string;
+  advertise: string;
+}
+
+export interface Inventory {
+  source: string;
+  nodes: InventoryNode[];
+}
+
+function expandHome(p: string, home: string, baseDir: string): string {
+  if (p === "~") return home;
+  if (p.startsWith("~/")) return resolve(home, p.slice(2));
+  return isAbsolute(p) ? p : resolve(baseDir, p);
+}
+
+function describeIssues(issues: z.core.$ZodIssue[], prefix: string): string[] {
+  return issues.map((i) => {
+    const field = i.path.length ? i.path.join(".") : "(the node)";
+    return `${prefix}${field}: ${i.message}`;
+  });
+}
+
+export interface ParseInventoryOptions {
+  /** Where relative keyFile paths are resolved from (the inventory's directory). */
+  baseDir?: string;
+  home?: string;
+  /** Zones the config allows; a node in another zone is refused. */
+  zones?: readonly string[];
+  /** Whether an SSH agent is available (SSH_AUTH_SOCK) for nodes without keyFile. */
+  haveAgent?: boolean;
+}
+
+export function parseInventory(text: string, source: string, opts: ParseInventoryOptions = {}): Inventory {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new UsageError(`inventory ${source} is not valid YAML: ${(err as Error).message}`);
+  }
+  const fail = (problems: string[]): never => {
+    throw new UsageError(`invalid inventory ${source}:\n${problems.map((p) => `  ${p}`).join("\n")}`, {
+      hint: "see docs/DEPLOY.md (Inventory) for every field",
+    });
+  };
+  const top = inventorySchema.safeParse(raw);
+  if (!top.success) fail(describeIssues(top.error.issues, ""));
+  const { defaults = {}, nodes: rawNodes } = top.data!;
+  const home = opts.home ?? homedir();
+  const baseDir = opts.baseDir ?? process.cwd();
+  const problems: string[] = [];
+  const nodes: InventoryNode[] = [];
+  rawNodes.forEach((rawNode, index) => {
+    const idGuess =
+      rawNode && typeof rawNode === "object" && typeof (rawNode as { id?: unknown }).id === "string"
+        ? (rawNode as { id: string }).id
+        : undefined;
+    const where = idGuess ? `node ${JSON.stringify(idGuess)} (nodes[${index}]).` : `nodes[${index}].`;
+    const parsed = nodeSchema.safeParse(rawNode);
+    if (!parsed.success) {
+      problems.push(...describeIssues(parsed.error.issues, where));
+      return;
+    }
+    const n = parsed.data;
+    const zone = n.zone ?? defaults.zone;
+    const user = n.user ?? defaults.user;
+    const keyFile = n.keyFile ?? defaults.keyFile;
+    if (!zone) problems.push(`${where}zone: required (in the node or in defaults)`);
+    else if (opts.zones && !opts.zones.includes(zone)) {
+      problems.push(
+        `${where}zone: ${JSON.stringify(zone)} is not one of the configured zones (${opts.zones.join(", ")})`,
+      );
+    }
+    if (!user) problems.push(`${where}user: required (in the node or in defaults)`);
+    if (!keyFile && opts.haveAgent === false) {
+      problems.push(`${where}keyFile: required when no SSH agent is running (SSH_AUTH_SOCK is not set)`);
+    }
+    const agentPort = n.agentPort ?? defaults.agentPort ?? DEFAULT_AGENT_PORT;
+    const hostForAddress = n.host.includes(":") ? `[${n.host}]` : n.host;
+    nodes.push({
+      id: n.id,
+      host: n.host,
+      port: n.port ?? defaults.port ?? 22,
+      user: user ?? "",
+      keyFile: keyFile ? expandHome(keyFile, home, baseDir) : undefined,
+      zone: zone ?? "",
+      capacity: (n.capacity ?? defaults.capacity ?? { shards: 64 }) as Capacity,
+      dataDir: n.dataDir ?? defaults.dataDir ?? DEFAULT_DATA_DIR,
+      hostKey: n.hostKey,
+      agentPort,
+      listen: n.listen ?? `0.0.0.0:${agentPort}`,
+      advertise: n.advertise ?? `${hostForAddress}:${agentPort}`,
+    });
+  });
+  const seen = new Map<string, number>();
+  const places = new Map<string, string>();
+  const adverts = new Map<string, string>();
+  nodes.forEach((n, i) => {
+    if (seen.has(n.id))
+      problems.push(`node ${JSON.stringify(n.id)} (nodes[${i}]).id: also used by nodes[${seen.get(n.id)}]`);
+    else seen.set(n.id, i);
+    const place = `${n.host}:${n.port}:${n.dataDir}`;
+    if (places.has(place)) {
+      problems.push(
+        `node ${JSON.stringify(n.id)} (nodes[${i}]).dataDir: ${n.dataDir} on ${n.host} is also used by node ${places.get(place)}`,
+      );
+    } else places.set(place, n.id);
+    if (adverts.has(n.advertise)) {
+      problems.push(
+        `node ${JSON.stringify(n.id)} (nodes[${i}]).advertise: ${n.advertise} is also the address of node ${adverts.get(n.advertise)}`,
+      );
+    } else adverts.set(n.advertise, n.id);
+  });
+  if (problems.length) fail(problems);
+  return { source, nodes };
+}
+
+export function loadInventory(file: string, opts: ParseInventoryOptions = {}): Inventory {
+  const path = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new UsageError(
+      `cannot read the inventory ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      {
+        hint: "pass the inventory with --inventory FILE (default: ./inventory.yaml)",
+      },
+    );
+  }
+  return parseInventory(text, path, { baseDir: resolve(path, ".."), ...opts });
+}
+
+/** The nodes named by --nodes a,b (all when undefined); an unknown name is a usage error. */
+export function selectNodes(inv: Inventory, names: string[] | undefined): InventoryNode[] {
+  if (!names || names.length === 0) return inv.nodes;
+  const byId = new Map(inv.nodes.map((n) => [n.id, n]));
+  const unknown = names.filter((n) => !byId.has(n));
+  if (unknown.length) {
+    throw new UsageError(
+      `--nodes names ${unknown.map((u) => JSON.stringify(u)).join(", ")}, not in the inventory ${inv.source}`,
+      {
+        hint: `the inventory has: ${inv.nodes.map((n) => n.id).join(", ")}`,
+      },
+    );
+  }
+  return [...new Set(names)].map((n) => byId.get(n)!);
+}
+
+/** Any C0 control character (newline, tab, NUL, ...) or DEL. */
+function hasControlChar(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}

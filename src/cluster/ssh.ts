@@ -1,0 +1,374 @@
+/**
+ * How deploy reaches a node: one `Executor` interface (run an argv, upload a
+ * file, close) with an SSH implementation (ssh2) and a local one side by side,
+ * as TiUP does — but unlike TiUP, every remote command line is built from an
+ * argv array with POSIX single-quote quoting (`shellJoin`), never by pasting
+ * strings, and the SSH host key is always verified (see known-hosts.ts).
+ *
+ * Nothing here logs: the caller decides what to show. A private key is read
+ * into memory and handed to ssh2; it never appears in an error message.
+ */
+import { spawn } from "node:child_process";
+import { chmod, copyFile, readFile } from "node:fs/promises";
+import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from "ssh2";
+
+export interface ExecOptions {
+  /** Bytes written to the command's standard input (then closed). Secrets go here, never into argv. */
+  stdin?: string | Buffer;
+  /** Kill the command (close the channel) after this long; default 60 s. */
+  timeoutMs?: number;
+}
+
+export interface ExecResult {
+  /** Exit status; -1 when the command was killed by a signal or timed out. */
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface UploadOptions {
+  /** File mode of the created file (default 0644). */
+  mode?: number;
+  onProgress?: (sentBytes: number, totalBytes: number) => void;
+}
+
+export interface Executor {
+  /** Where the commands run, for messages: `user@host:port` or `local`. */
+  readonly target: string;
+  /** Runs argv[0] with the rest as its arguments; every element is quoted, none is interpreted. */
+  exec(argv: readonly string[], opts?: ExecOptions): Promise<ExecResult>;
+  upload(localPath: string, remotePath: string, opts?: UploadOptions): Promise<void>;
+  /** False once the connection is gone (a rollback then needs a new one). */
+  isOpen(): boolean;
+  close(): Promise<void>;
+}
+
+/** The most output kept from one command (the rest is dropped, with a marker). */
+const MAX_OUTPUT = 1 << 20;
+
+/**
+ * Quotes one word for a POSIX shell: safe characters pass as they are, anything
+ * else is wrapped in single quotes, inside which only `'` itself needs care
+ * (closed, escaped, reopened). `$()`, backticks, newlines and globs stay literal.
+ */
+export function shellQuote(word: string): string {
+  if (word.includes("\0")) throw new Error("a shell word cannot contain a NUL byte");
+  if (word === "") return "''";
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** An argv as one command line for `sh` (what an SSH server hands to the user's login shell). */
+export function shellJoin(argv: readonly string[]): string {
+  if (argv.length === 0) throw new Error("an empty command");
+  return argv.map(shellQuote).join(" ");
+}
+
+function collect(limit: number) {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let dropped = false;
+  return {
+    push(b: Buffer) {
+      if (size >= limit) {
+        dropped = true;
+        return;
+      }
+      const part = b.subarray(0, limit - size);
+      if (part.length < b.length) dropped = true;
+      chunks.push(part);
+      size += part.length;
+    },
+    text() {
+      return Buffer.concat(chunks).toString("utf8") + (dropped ? "\n[output truncated]" : "");
+    },
+  };
+}
+
+/** Runs commands on this machine (no shell: argv goes to execve as it is). */
+export class LocalExecutor implements Executor {
+  readonly target = "local";
+
+  exec(argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+      const out = collect(MAX_OUTPUT);
+      const err = collect(MAX_OUTPUT);
+      const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
+      child.stdout.on("data", (b: Buffer) => out.push(b));
+      child.stderr.on("data", (b: Buffer) => err.push(b));
+      child.stdin.on("error", () => {}); // a command that does not read its input
+      child.on("error", (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      child.on("close", (code) => {
+        clearTimeout(timer);
+        resolve({ code: code ?? -1, stdout: out.text(), stderr: err.text() });
+      });
+      child.stdin.end(opts.stdin);
+    });
+  }
+
+  async upload(localPath: string, remotePath: string, opts: UploadOptions = {}): Promise<void> {
+    await copyFile(localPath, remotePath);
+    await chmod(remotePath, opts.mode ?? 0o644);
+  }
+
+  isOpen(): boolean {
+    return true;
+  }
+
+  async close(): Promise<void> {}
+}
+
+export interface SshConnectOptions {
+  host: string;
+  port: number;
+  user: string;
+  /** A private key file; without it the SSH agent (agentSocket / SSH_AUTH_SOCK) is used. */
+  keyFile?: string;
+  agentSocket?: string;
+  /**
+   * Decides on the server's host key (the raw key blob). Resolve true to go on;
+   * throw to refuse — the thrown error is what `connect` rejects with.
+   */
+  verifyHostKey: (keyBlob: Buffer) => Promise<true>;
+  /** Host key algorithms to offer, most preferred first (the ones known_hosts holds for this host). */
+  hostKeyAlgorithms?: string[];
+  readyTimeoutMs?: number;
+}
+
+/** An SSH connection to one node. */
+export class SshExecutor implements Executor {
+  private sftpSession?: Promise<SFTPWrapper>;
+  private closed = false;
+  /** Operations in flight, failed at once when the connection drops (ssh2 may never call them back). */
+  private readonly pending = new Set<(err: Error) => void>();
+
+  private constructor(
+    private readonly client: Client,
+    readonly target: string,
+  ) {
+    client.on("close", () => {
+      this.closed = true;
+      const lost = new Error(`the connection to ${this.target} was lost`);
+      for (const fail of [...this.pending]) fail(lost);
+      this.pending.clear();
+    });
+  }
+
+  /** Runs op, failing it if the connection drops first. */
+  private guard<T>(op: (resolve: (v: T) => void, reject: (e: Error) => void) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.closed) return reject(new Error(`the connection to ${this.target} is closed`));
+      let settled = false;
+      const fail = (e: Error) => {
+        if (settled) return;
+        settled = true;
+        this.pending.delete(fail);
+        reject(e);
+      };
+      this.pending.add(fail);
+      op((v) => {
+        if (settled) return;
+        settled = true;
+        this.pending.delete(fail);
+        resolve(v);
+      }, fail);
+    });
+  }
+
+  static async connect(opts: SshConnectOptions): Promise<SshExecutor> {
+    const target = `${opts.user}@${opts.host}:${opts.port}`;
+    const config: ConnectConfig = {
+      host: opts.host,
+      port: opts.port,
+      username: opts.user,
+      readyTimeout: opts.readyTimeoutMs ?? 15_000,
+      keepaliveInterval: 10_000,
+      keepaliveCountMax: 3,
+    };
+    if (opts.keyFile) {
+      try {
+        config.privateKey = await readFile(opts.keyFile);
+      } catch (err) {
+        throw new Error(
+          `cannot read the private key file ${opts.keyFile}: ${(err as NodeJS.ErrnoException).code ?? "error"}`,
+        );
+      }
+    } else {
+      const sock = opts.agentSocket ?? process.env.SSH_AUTH_SOCK;
+      if (!sock) throw new Error("no keyFile and no SSH agent (SSH_AUTH_SOCK is not set)");
+      config.agent = sock;
+    }
+    if (opts.hostKeyAlgorithms?.length) {
+      config.algorithms = { serverHostKey: opts.hostKeyAlgorithms as never };
+    }
+    const client = new Client();
+    let hostKeyError: unknown;
+    config.hostVerifier = (key: Buffer, verify: (ok: boolean) => void) => {
+      opts.verifyHostKey(key).then(
+        () => verify(true),
+        (err) => {
+          hostKeyError = err;
+          verify(false);
+        },
+      );
+    };
+    return new Promise<SshExecutor>((resolve, reject) => {
+      const onError = (err: Error & { level?: string; code?: string }) => {
+        client.removeListener("ready", onReady);
+        client.end();
+        if (hostKeyError) return reject(hostKeyError);
+        reject(translateConnectError(err, target, Boolean(opts.keyFile)));
+      };
+      const onReady = () => {
+        client.removeListener("error", onError);
+        client.on("error", () => {}); // later errors surface on the channel in use
+        resolve(new SshExecutor(client, target));
+      };
+      client.once("error", onError);
+      client.once("ready", onReady);
+      try {
+        client.connect(config);
+      } catch (err) {
+        // ssh2 throws synchronously on a key it cannot parse (encrypted, unknown format)
+        reject(new Error(`cannot use the private key ${opts.keyFile ?? "(agent)"}: ${errorText(err)}`));
+      }
+    });
+  }
+
+  exec(argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    const command = shellJoin(argv);
+    return this.guard<ExecResult>((resolve, reject) => {
+      this.client.exec(command, (err: Error | undefined, stream: ClientChannel) => {
+        if (err) return reject(new Error(`cannot run a command on ${this.target}: ${err.message}`));
+        const out = collect(MAX_OUTPUT);
+        const errOut = collect(MAX_OUTPUT);
+        let timedOut = false;
+        const timer = setTimeout(() => {
+          timedOut = true;
+          stream.close();
+        }, opts.timeoutMs ?? 60_000);
+        stream.on("data", (b: Buffer) => out.push(b));
+        stream.stderr.on("data", (b: Buffer) => errOut.push(b));
+        let code: number | null = null;
+        stream.on("exit", (c: number | null) => (code = c));
+        stream.on("close", () => {
+          clearTimeout(timer);
+          if (timedOut)
+            return reject(
+              new Error(
+                `\`${argv[0]}\` on ${this.target} did not finish within ${opts.timeoutMs ?? 60_000} ms`,
+              ),
+            );
+          if (this.closed && code === null)
+            return reject(
+              new Error(`the connection to ${this.target} was lost while running \`${argv[0]}\``),
+            );
+          resolve({ code: code ?? -1, stdout: out.text(), stderr: errOut.text() });
+        });
+        stream.end(opts.stdin);
+      });
+    });
+  }
+
+  private sftp(): Promise<SFTPWrapper> {
+    this.sftpSession ??= this.guard<SFTPWrapper>((resolve, reject) =>
+      this.client.sftp((err, sftp) =>
+        err ? reject(new Error(`no SFTP on ${this.target}: ${err.message}`)) : resolve(sftp),
+      ),
+    );
+    return this.sftpSession;
+  }
+
+  /** Fails an upload that makes no progress for this long (a silently dead link). */
+  static uploadStallMs = 30_000;
+
+  async upload(localPath: string, remotePath: string, opts: UploadOptions = {}): Promise<void> {
+    const sftp = await this.sftp();
+    await this.guard<void>((resolve, reject) => {
+      let stall: NodeJS.Timeout;
+      const arm = () => {
+        clearTimeout(stall);
+        stall = setTimeout(() => {
+          reject(
+            new Error(
+              `the upload to ${this.target} made no progress for ${SshExecutor.uploadStallMs / 1000} s`,
+            ),
+          );
+          this.client.end();
+        }, SshExecutor.uploadStallMs);
+      };
+      arm();
+      sftp.fastPut(
+        localPath,
+        remotePath,
+        {
+          mode: opts.mode ?? 0o644,
+          step: (sent: number, _chunk: number, total: number) => {
+            arm();
+            opts.onProgress?.(sent, total);
+          },
+        },
+        (err) => {
+          clearTimeout(stall);
+          if (!err) return resolve();
+          if (this.closed)
+            return reject(new Error(`the connection to ${this.target} was lost during the upload`));
+          reject(new Error(`upload to ${remotePath} failed: ${err.message}`));
+        },
+      );
+    });
+  }
+
+  isOpen(): boolean {
+    return !this.closed;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, 2000);
+      this.client.once("close", () => {
+        clearTimeout(t);
+        resolve();
+      });
+      this.client.end();
+    });
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function translateConnectError(
+  err: Error & { level?: string; code?: string },
+  target: string,
+  withKeyFile: boolean,
+): Error {
+  const code = err.code;
+  if (code === "ECONNREFUSED")
+    return new Error(`cannot connect to ${target}: connection refused (is sshd running there?)`);
+  if (code === "EHOSTUNREACH" || code === "ENETUNREACH")
+    return new Error(`cannot connect to ${target}: host unreachable`);
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN")
+    return new Error(`cannot connect to ${target}: unknown host name`);
+  if (code === "ECONNRESET") return new Error(`cannot connect to ${target}: the connection was reset`);
+  if (/no matching host key/i.test(err.message)) {
+    return new Error(
+      `${target} offers none of the host key types known_hosts holds for it: its host key may have changed; refusing to connect`,
+    );
+  }
+  if (err.level === "client-authentication") {
+    return new Error(
+      `${target} refused the ${withKeyFile ? "key in keyFile" : "keys of the SSH agent"} (authentication failed)`,
+    );
+  }
+  if (err.level === "client-timeout" || /Timed out/i.test(err.message)) {
+    return new Error(`cannot connect to ${target}: no SSH handshake within the timeout`);
+  }
+  return new Error(`cannot connect to ${target}: ${err.message}`);
+}

@@ -1,0 +1,316 @@
+/**
+ * `shardctl deploy` and `shardctl undeploy`: node agents over SSH, from an
+ * inventory file (src/cluster/deploy.ts does the work; docs/DEPLOY.md).
+ */
+import { join, resolve } from "node:path";
+import type { Writable } from "node:stream";
+import type { Command } from "commander";
+import { buildBundle, loadBundle, type Bundle } from "../cluster/bundle.js";
+import {
+  runDeploy,
+  runUndeploy,
+  type DeployResult,
+  type HostKeyOptions,
+  type NodeReport,
+  type ProgressEvent,
+} from "../cluster/deploy.js";
+import { loadInventory, selectNodes, type Inventory } from "../cluster/inventory.js";
+import { defaultKnownHostsFile } from "../cluster/known-hosts.js";
+import type { Config } from "../config.js";
+import { PreconditionError, UsageError, UserError } from "../errors.js";
+import { printJson, printTable, type IO } from "../output.js";
+import { openStore } from "../store/index.js";
+import { parsePositiveInt, withStore } from "./common.js";
+import type { CommandContext, RegisterCommand } from "./context.js";
+
+export const DEFAULT_INVENTORY = "inventory.yaml";
+
+export interface SshCommandOptions {
+  inventory?: string;
+  knownHosts?: string;
+  acceptNewHostKeys?: boolean;
+}
+
+/** The inventory (--inventory, SHARDCTL_INVENTORY, ./inventory.yaml), checked against the configured zones. */
+export function inventoryFor(opts: SshCommandOptions, config: Config, env: NodeJS.ProcessEnv): Inventory {
+  const file = opts.inventory ?? env.SHARDCTL_INVENTORY ?? DEFAULT_INVENTORY;
+  return loadInventory(file, { zones: config.zones, haveAgent: Boolean(env.SSH_AUTH_SOCK) });
+}
+
+export function hostKeysFor(opts: SshCommandOptions, env: NodeJS.ProcessEnv): HostKeyOptions {
+  return {
+    knownHostsFile: resolve(
+      opts.knownHosts ?? (env.HOME ? join(env.HOME, ".ssh/known_hosts") : defaultKnownHostsFile()),
+    ),
+    acceptNew: Boolean(opts.acceptNewHostKeys),
+    agentSocket: env.SSH_AUTH_SOCK,
+  };
+}
+
+function tokenFor(config: Config): string {
+  const token = config.agent.token;
+  if (!token) {
+    throw new PreconditionError("deploy needs the agents' bearer token, and none is configured", {
+      hint: "set SHARDCTL_TOKEN (e.g. `export SHARDCTL_TOKEN=$(openssl rand -hex 32)`) or agent.token in the config; clients use the same token",
+    });
+  }
+  if (/[\s]/.test(token)) throw new UsageError("the agent token must not contain whitespace");
+  return token;
+}
+
+/**
+ * Per-node progress on stderr: on a terminal, one line per node redrawn in
+ * place; otherwise one plain line per step (upload percentages are left out).
+ */
+export class DeployProgress {
+  private readonly state = new Map<string, string>();
+  private drawn = 0;
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly err: Writable,
+    ids: string[],
+    private readonly tty = Boolean((err as Writable & { isTTY?: boolean }).isTTY),
+  ) {
+    for (const id of ids) this.state.set(id, "waiting");
+    this.width = Math.max(4, ...ids.map((i) => i.length));
+  }
+
+  private readonly width: number;
+
+  private finished = false;
+
+  update(id: string, e: ProgressEvent): void {
+    const line = e.final
+      ? `${e.final === "failed" ? "FAILED" : e.final}${e.final === "failed" ? ` at ${e.step}` : ""}${e.detail ? `: ${e.detail}` : ""}`
+      : `${e.step}${e.percent !== undefined ? ` ${e.percent}%` : ""}${e.detail ? ` (${e.detail})` : ""}`;
+    this.state.set(id, line);
+    if (!this.tty || this.finished) {
+      if (e.percent === undefined || e.percent === 100) this.err.write(`${id.padEnd(this.width)}  ${line}\n`);
+      return;
+    }
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.render();
+    }, 80);
+  }
+
+  private render(): void {
+    let s = this.drawn ? `\x1b[${this.drawn}A` : "";
+    for (const [id, line] of this.state) s += `\x1b[2K${id.padEnd(this.width)}  ${line}\n`;
+    this.drawn = this.state.size;
+    this.err.write(s);
+  }
+
+  /** Draws the final state once; anything written to stderr afterwards stays below it. */
+  finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.tty) this.render();
+  }
+}
+
+export interface DeployCommandOptions extends SshCommandOptions {
+  nodes?: string;
+  concurrency: string;
+  bundle?: string;
+  healthTimeout: string;
+  json?: boolean;
+}
+
+export async function prepareBundle(file: string | undefined, config: Config, io: IO): Promise<Bundle> {
+  if (file) return loadBundle(file);
+  io.err.write("building the agent bundle (esbuild)...\n");
+  const b = await buildBundle(resolve(config.dataDir, "deploy", "agent.mjs"));
+  io.err.write(`bundle ${b.path}: ${(b.bytes / 1024).toFixed(0)} KiB, sha256 ${b.sha256.slice(0, 16)}…\n`);
+  return b;
+}
+
+export async function runDeployCommand(
+  opts: DeployCommandOptions,
+  ctx: CommandContext,
+): Promise<DeployResult> {
+  const config = ctx.config();
+  const inventory = inventoryFor(opts, config, ctx.env);
+  const names = opts.nodes
+    ?.split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const nodes = selectNodes(inventory, names);
+  const concurrency = parsePositiveInt(opts.concurrency, "--concurrency");
+  const healthTimeoutMs = parsePositiveInt(opts.healthTimeout, "--health-timeout") * 1000;
+  const token = tokenFor(config);
+  const bundle = await prepareBundle(opts.bundle, config, ctx.io);
+  const progress = new DeployProgress(
+    ctx.io.err,
+    nodes.map((n) => n.id),
+  );
+  const result = await withStore(
+    () => openStore(config),
+    (store) =>
+      runDeploy(
+        {
+          nodes,
+          bundle,
+          token,
+          zones: config.zones,
+          segments: config.segments,
+          concurrency,
+          healthTimeoutMs,
+          hostKeys: hostKeysFor(opts, ctx.env),
+        },
+        {
+          store,
+          progress: (id, e) => progress.update(id, e),
+          log: (m) => {
+            progress.finish(); // the nodes are done: notes go below the progress block
+            ctx.io.err.write(m + "\n");
+          },
+        },
+      ),
+  ).finally(() => progress.finish());
+  if (opts.json) printJson(ctx.io, result);
+  else {
+    printTable(
+      ctx.io,
+      ["node", "host", "zone", "outcome", "mode", "time", "down"],
+      result.nodes.map((r) => [
+        r.id,
+        r.host,
+        r.zone,
+        r.outcome,
+        r.mode ?? "-",
+        `${(r.durationMs / 1000).toFixed(1)} s`,
+        r.downtimeMs === undefined ? "-" : `${(r.downtimeMs / 1000).toFixed(1)} s`,
+      ]),
+    );
+  }
+  const failed = result.nodes.filter((r) => r.outcome === "failed");
+  for (const r of failed) reportFailure(ctx.io, r);
+  if (failed.length) {
+    throw new UserError(
+      `${failed.length} of ${result.nodes.length} node(s) failed: ${failed.map((r) => r.id).join(", ")}; the others completed`,
+      {
+        hint: "fix the problems above and run the same deploy again: nodes already up to date are left alone",
+      },
+    );
+  }
+  return result;
+}
+
+function reportFailure(io: IO, r: NodeReport): void {
+  io.err.write(`\n${r.id} (${r.host}) failed at "${r.step}": ${r.error}\n`);
+  if (r.hint) io.err.write(`  hint: ${r.hint}\n`);
+  if (r.rollbackErrors?.length)
+    io.err.write(`  rollback problems (check the node by hand): ${r.rollbackErrors.join("; ")}\n`);
+  else if (r.step === "connect" || r.step === "check platform" || r.step === "check disk space")
+    io.err.write("  nothing was changed there\n");
+  else
+    io.err.write(
+      "  its steps were rolled back: no new agent is running there (a running one was restored)\n",
+    );
+}
+
+export async function runUndeployCommand(
+  nodeId: string,
+  opts: SshCommandOptions & { purge?: boolean; json?: boolean },
+  ctx: CommandContext,
+): Promise<void> {
+  const config = ctx.config();
+  const inventory = inventoryFor(opts, config, ctx.env);
+  const [node] = selectNodes(inventory, [nodeId]);
+  const result = await withStore(
+    () => openStore(config),
+    (store) =>
+      runUndeploy(
+        { node, hostKeys: hostKeysFor(opts, ctx.env), purge: Boolean(opts.purge) },
+        { store, log: (m) => ctx.io.err.write(m + "\n") },
+      ),
+  );
+  if (opts.json) printJson(ctx.io, result);
+  else {
+    ctx.io.err.write(
+      `${result.node}: agent ${result.stopped}, its files removed${opts.purge ? " (data included)" : " (data/ and agent.log kept; --purge removes them)"}; ` +
+        `${result.deregistered ? "removed from the location map" : "it was not in the location map"}\n`,
+    );
+  }
+}
+
+export const registerDeploy: RegisterCommand = (program: Command, ctx: CommandContext) => {
+  program
+    .command("deploy")
+    .description("install or upgrade the node agents over SSH from an inventory file, and register them")
+    .option("-i, --inventory <file>", `the inventory (default: SHARDCTL_INVENTORY or ./${DEFAULT_INVENTORY})`)
+    .option("--nodes <ids>", "only these nodes (comma-separated ids from the inventory)")
+    .option(
+      "--concurrency <n>",
+      "nodes worked on at once (upgrades of running agents are always one at a time)",
+      "5",
+    )
+    .option(
+      "--accept-new-host-keys",
+      "trust the host key of a host not yet in known_hosts, and add it (a CHANGED key is still refused)",
+    )
+    .option("--known-hosts <file>", "the known_hosts file (default: ~/.ssh/known_hosts)")
+    .option("--bundle <file>", "ship this prebuilt agent bundle instead of building one from this checkout")
+    .option("--health-timeout <seconds>", "how long to wait for each agent's /health", "30")
+    .option("--json", "print the per-node result as JSON (progress stays on stderr)")
+    .addHelpText("after", DEPLOY_HELP)
+    .action(async (opts: DeployCommandOptions) => {
+      await runDeployCommand(opts, ctx);
+    });
+  program
+    .command("undeploy")
+    .description(
+      "stop and remove a node's agent and take the node out of the location map (refused while it owns shards)",
+    )
+    .argument("<node>", "node id from the inventory")
+    .option("-i, --inventory <file>", `the inventory (default: SHARDCTL_INVENTORY or ./${DEFAULT_INVENTORY})`)
+    .option("--known-hosts <file>", "the known_hosts file (default: ~/.ssh/known_hosts)")
+    .option("--accept-new-host-keys", "trust the host key of a host not yet in known_hosts")
+    .option("--purge", "also delete the node's data directory (its shard logs) and agent log")
+    .option("--json", "print the result as JSON")
+    .addHelpText("after", UNDEPLOY_HELP)
+    .action(async (nodeId: string, opts: SshCommandOptions & { purge?: boolean; json?: boolean }) => {
+      await runUndeployCommand(nodeId, opts, ctx);
+    });
+};
+
+const DEPLOY_HELP = `
+For each node (in parallel, --concurrency at a time): connect over SSH (the
+host key must match known_hosts or the inventory's hostKey), check Node.js >= 20
+and the free disk space, upload the agent bundle over SFTP and verify its
+sha256 on the node, write its config and token (mode 0600), start it as a
+systemd unit (where systemd runs and the user is root) or as a supervised
+background process with a pid file, wait for its /health, then register the
+healthy nodes in the location map (and as Consul services with --store consul).
+Without a map yet, the initial layout is written over the deployed nodes.
+
+Re-running is idempotent: a node whose bundle and config are unchanged and whose
+agent runs is "up-to-date". A changed bundle is a rolling upgrade: one node at a
+time is stopped (SIGTERM: it finishes the writes in flight), replaced, started and
+checked healthy before the next. A node that fails is rolled back (a fresh node
+keeps no agent; an upgraded node gets its previous version back) and reported;
+the other nodes complete. The exit code is 1 if any node failed.
+
+The bearer token comes from SHARDCTL_TOKEN or agent.token in the config.
+
+Examples:
+  $ export SHARDCTL_TOKEN=$(openssl rand -hex 32)
+  $ shardctl deploy --inventory cluster.yaml
+  $ shardctl deploy -i cluster.yaml --nodes n1,n2 --accept-new-host-keys
+  $ shardctl deploy -i cluster.yaml --json | jq -r '.nodes[] | select(.outcome=="failed") | .id'
+
+See docs/DEPLOY.md for the inventory format.`;
+
+const UNDEPLOY_HELP = `
+Refused (exit 3) while the location map still gives the node shards: move them
+away first (\`shardctl plan --all\`, then \`shardctl migrate\`). Otherwise stops the
+agent (SIGTERM, SIGKILL after 30 s), removes its files and its systemd unit,
+and removes the node from the map (and its Consul service).
+
+Examples:
+  $ shardctl undeploy n3 --inventory cluster.yaml
+  $ shardctl undeploy n3 -i cluster.yaml --purge     # the shard data too`;

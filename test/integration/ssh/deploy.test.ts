@@ -1,0 +1,250 @@
+/**
+ * The cluster lifecycle against real OpenSSH servers: refuse unknown host
+ * keys, deploy three nodes, write and read through the client (`shardctl
+ * put/get`), re-run (up to date), upgrade with a changed bundle (rolling),
+ * control a node, refuse to undeploy a node with shards, add and undeploy a
+ * fourth node. The agents' dataDir holds quotes, spaces, `$()` and backticks:
+ * every remote command must quote it.
+ */
+import { copyFileSync, appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { buildBundle, sha256File, type Bundle } from "../../../src/cluster/bundle.js";
+import type { DeployResult } from "../../../src/cluster/deploy.js";
+import { EmbeddedStore } from "../../../src/store/embedded.js";
+import { cli } from "../../helpers/cli.js";
+import { inventoryNode, startSshLab, type SshHost, type SshLab } from "../../helpers/sshd.js";
+
+const TOKEN = "tok-" + "9f3c1e77a0b2d4e6".repeat(2);
+
+let lab: SshLab;
+let hosts: SshHost[];
+let bundle: Bundle;
+let upgraded: Bundle;
+let inventory: string;
+let knownHosts: string;
+let controlDir: string;
+let pwned: string;
+const dataDirs = new Map<string, string>();
+const env: NodeJS.ProcessEnv = { SHARDCTL_TOKEN: TOKEN };
+
+const base = () => ["--data-dir", controlDir];
+const sshFlags = () => ["--inventory", inventory, "--known-hosts", knownHosts];
+const deploy = (...args: string[]) =>
+  cli([...base(), "deploy", ...sshFlags(), "--bundle", bundle.path, ...args], env);
+
+function pidOf(id: string): number | undefined {
+  const f = join(dataDirs.get(id)!, "agent.pid");
+  return existsSync(f) ? Number(readFileSync(f, "utf8").trim()) : undefined;
+}
+
+async function mapNodes(): Promise<{ id: string; shards: number; address: string }[]> {
+  const store = new EmbeddedStore(controlDir);
+  try {
+    const vm = await store.load();
+    return (vm?.map.nodes ?? []).map((n) => ({
+      id: n.id,
+      address: n.address,
+      shards: vm!.map.shards.filter((s) => s.node === n.id).length,
+    }));
+  } finally {
+    await store.close();
+  }
+}
+
+beforeAll(async () => {
+  lab = await startSshLab();
+  hosts = [];
+  for (const name of ["h1", "h2", "h3", "h4"]) hosts.push(await lab.addHost(name));
+  controlDir = join(lab.dir, "control");
+  knownHosts = join(lab.dir, "known_hosts");
+  pwned = join(lab.dir, "pwned");
+  bundle = await buildBundle(join(lab.dir, "bundle-1", "agent.mjs"));
+  // the "new release": same code, another checksum
+  const next = join(lab.dir, "bundle-2.mjs");
+  copyFileSync(bundle.path, next);
+  appendFileSync(next, "\n// release 2\n");
+  upgraded = { path: next, sha256: sha256File(next), bytes: statSync(next).size };
+  const zones = ["a", "b", "c", "a"];
+  const nodes = hosts.map((h, i) => {
+    const dataDir = `${h.home}/shard ctl's $(touch ${pwned}) \`touch ${pwned}\``;
+    dataDirs.set(`h${i + 1}`, dataDir);
+    const node = inventoryNode(lab, h, `h${i + 1}`, zones[i], { dataDir });
+    // h4 authenticates through the SSH agent
+    if (i === 3) delete node.keyFile;
+    return node;
+  });
+  inventory = join(lab.dir, "inventory.yaml");
+  writeFileSync(inventory, stringify({ nodes }));
+  env.SSH_AUTH_SOCK = await lab.startAgent();
+}, 120_000);
+
+afterAll(async () => {
+  await lab?.cleanup();
+}, 60_000);
+
+describe("deploy over SSH", () => {
+  it("refuses unknown host keys, prints each fingerprint as ssh-keygen -l does, and changes nothing", async () => {
+    const r = await deploy("--nodes", "h1,h2,h3", "--json");
+    expect(r.code).toBe(1);
+    const result = JSON.parse(r.out) as DeployResult;
+    for (const [i, n] of result.nodes.entries()) {
+      expect(n.outcome).toBe("failed");
+      expect(n.step).toBe("connect");
+      expect(n.hostKeyFingerprint).toBe(hosts[i].fingerprint);
+      expect(r.err).toContain(hosts[i].fingerprint);
+    }
+    expect(r.err).toContain("--accept-new-host-keys");
+    expect(existsSync(knownHosts)).toBe(false);
+    for (const id of ["h1", "h2", "h3"]) expect(existsSync(dataDirs.get(id)!)).toBe(false);
+  });
+
+  it("deploys three nodes end to end and registers them in the location map", async () => {
+    const r = await deploy("--nodes", "h1,h2,h3", "--accept-new-host-keys", "--json");
+    expect(r.err).not.toContain("FAILED");
+    expect(r.code).toBe(0);
+    const result = JSON.parse(r.out) as DeployResult;
+    expect(result.nodes.map((n) => [n.id, n.outcome])).toEqual([
+      ["h1", "installed"],
+      ["h2", "installed"],
+      ["h3", "installed"],
+    ]);
+    expect(result.layoutWritten).toBe(true);
+    expect(result.shardsAssigned).toBe(12);
+    // per-node progress on stderr (plain lines: not a terminal)
+    for (const id of ["h1", "h2", "h3"]) {
+      for (const step of [
+        "connect",
+        "check platform",
+        "upload bundle",
+        "verify checksum",
+        "wait for health",
+        "installed",
+      ]) {
+        expect(r.err).toMatch(new RegExp(`^${id} +${step}`, "m"));
+      }
+    }
+    expect(readFileSync(knownHosts, "utf8").trim().split("\n")).toHaveLength(3);
+    const nodes = await mapNodes();
+    expect(nodes.map((n) => n.id)).toEqual(["h1", "h2", "h3"]);
+    expect(nodes.every((n) => n.shards === 4)).toBe(true);
+    for (const id of ["h1", "h2", "h3"]) {
+      const dir = dataDirs.get(id)!;
+      expect(statSync(join(dir, "token")).mode & 0o777).toBe(0o600);
+      expect(statSync(join(dir, "agent.json")).mode & 0o777).toBe(0o600);
+      expect(readFileSync(join(dir, "token"), "utf8").trim()).toBe(TOKEN);
+      expect(sha256File(join(dir, "agent.mjs"))).toBe(bundle.sha256);
+      expect(pidOf(id)).toBeGreaterThan(0);
+    }
+    // the hostile dataDir was a path, never a command
+    expect(existsSync(pwned)).toBe(false);
+    // secrets stay out of the output
+    for (const text of [r.out, r.err]) {
+      expect(text).not.toContain(TOKEN);
+      expect(text).not.toContain(lab.clientKeyText.split("\n")[1]);
+    }
+  });
+
+  it("writes and reads through the client", async () => {
+    for (let i = 0; i < 12; i++) {
+      const put = await cli([...base(), "put", `key-${i}`, `value ${i} é`], env);
+      expect(put.code, put.err).toBe(0);
+    }
+    for (let i = 0; i < 12; i++) {
+      const get = await cli([...base(), "get", `key-${i}`], env);
+      expect(get.code, get.err).toBe(0);
+      expect(get.out).toBe(`value ${i} é`);
+    }
+  });
+
+  it("is idempotent: a re-run leaves running, unchanged nodes alone", async () => {
+    const pids = ["h1", "h2", "h3"].map(pidOf);
+    const r = await deploy("--nodes", "h1,h2,h3", "--json");
+    expect(r.code, r.err).toBe(0);
+    const result = JSON.parse(r.out) as DeployResult;
+    expect(result.nodes.map((n) => n.outcome)).toEqual(["up-to-date", "up-to-date", "up-to-date"]);
+    expect(r.err).not.toMatch(/upload bundle/);
+    expect(["h1", "h2", "h3"].map(pidOf)).toEqual(pids);
+  });
+
+  it("upgrades to a changed bundle one node at a time, keeping the data", async () => {
+    const pids = ["h1", "h2", "h3"].map(pidOf);
+    const r = await cli(
+      [...base(), "deploy", ...sshFlags(), "--bundle", upgraded.path, "--nodes", "h1,h2,h3", "--json"],
+      env,
+    );
+    expect(r.code, r.err).toBe(0);
+    const result = JSON.parse(r.out) as DeployResult;
+    expect(result.nodes.map((n) => n.outcome)).toEqual(["upgraded", "upgraded", "upgraded"]);
+    for (const n of result.nodes) expect(n.downtimeMs).toBeGreaterThan(0);
+    console.error(
+      `rolling upgrade: per-node downtime ${result.nodes.map((n) => `${n.id} ${n.downtimeMs} ms`).join(", ")}`,
+    );
+    // rolling: between one node's stop and its being healthy again, no other node stops
+    const lines = r.err.split("\n");
+    const stops = lines.flatMap((l, i) =>
+      /^h\d +stop \(drain\)$/.test(l) ? [[l.split(" ")[0], i] as const] : [],
+    );
+    expect(stops).toHaveLength(3);
+    for (const [id, at] of stops) {
+      const done = lines.findIndex((l, i) => i > at && new RegExp(`^${id} +healthy$`).test(l));
+      expect(done).toBeGreaterThan(at);
+      expect(lines.slice(at + 1, done).some((l) => /stop \(drain\)$/.test(l))).toBe(false);
+    }
+    const after = ["h1", "h2", "h3"].map(pidOf);
+    after.forEach((p, i) => expect(p).not.toBe(pids[i]));
+    for (const id of ["h1", "h2", "h3"])
+      expect(sha256File(join(dataDirs.get(id)!, "agent.mjs"))).toBe(upgraded.sha256);
+    for (let i = 0; i < 12; i++) {
+      const get = await cli([...base(), "get", `key-${i}`], env);
+      expect(get.code, get.err).toBe(0);
+      expect(get.out).toBe(`value ${i} é`);
+    }
+  });
+
+  it("controls a node: stop, status, start, logs", async () => {
+    const flags = sshFlags();
+    let r = await cli([...base(), "node", "stop", "h2", ...flags], env);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/h2: stopped/);
+    expect(pidOf("h2")).toBeUndefined();
+    r = await cli([...base(), "node", "status", "h2", ...flags, "--json"], env);
+    expect(JSON.parse(r.out).output).toBe("stopped");
+    r = await cli([...base(), "node", "start", "h2", ...flags], env);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/healthy/);
+    r = await cli([...base(), "node", "logs", "h2", ...flags, "--lines", "40"], env);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/agent h2 \(zone b\) listening/);
+    expect(r.out).not.toContain(TOKEN);
+    const get = await cli([...base(), "get", "key-3"], env);
+    expect(get.out).toBe("value 3 é");
+  });
+
+  it("refuses to undeploy a node that still owns shards, and says how to move them", async () => {
+    const r = await cli([...base(), "undeploy", "h1", ...sshFlags()], env);
+    expect(r.code).toBe(3);
+    expect(r.err).toMatch(/h1 still owns 4 shard/);
+    expect(r.err).toContain("shardctl plan --all");
+    expect(pidOf("h1")).toBeGreaterThan(0);
+  });
+
+  it("adds a fourth node (authenticated by the SSH agent) without shards, then undeploys it", async () => {
+    let r = await deploy("--nodes", "h4", "--accept-new-host-keys");
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/h4.*installed/);
+    expect((await mapNodes()).find((n) => n.id === "h4")).toMatchObject({ shards: 0 });
+    const dir = dataDirs.get("h4")!;
+    expect(lab.processesWith(`${dir}/supervise.sh`).length).toBeGreaterThan(0);
+    r = await cli([...base(), "undeploy", "h4", ...sshFlags()], env);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/removed from the location map/);
+    expect((await mapNodes()).map((n) => n.id)).toEqual(["h1", "h2", "h3"]);
+    expect(lab.processesWith(dir)).toEqual([]);
+    expect(existsSync(join(dir, "agent.mjs"))).toBe(false);
+    expect(existsSync(join(dir, "token"))).toBe(false);
+    expect(existsSync(join(dir, "data"))).toBe(true);
+    expect(existsSync(pwned)).toBe(false);
+  });
+});

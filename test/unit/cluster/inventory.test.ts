@@ -1,0 +1,188 @@
+import { describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { parseInventory, selectNodes } from "../../../src/cluster/inventory.js";
+import { UsageError } from "../../../src/errors.js";
+
+const FP = "SHA256:" + "A".repeat(43);
+const opts = { home: "/home/op", baseDir: "/etc/shardctl", zones: ["a", "b", "c"], haveAgent: false };
+
+function parse(doc: unknown, o = opts) {
+  return parseInventory(typeof doc === "string" ? doc : stringify(doc), "inv.yaml", o);
+}
+
+function problems(doc: unknown, o = opts): string {
+  try {
+    parse(doc, o);
+  } catch (err) {
+    expect(err).toBeInstanceOf(UsageError);
+    return (err as Error).message;
+  }
+  throw new Error("expected the inventory to be refused");
+}
+
+const good = {
+  defaults: { user: "shardctl", keyFile: "~/.ssh/id_ed25519", dataDir: "/var/lib/shardctl" },
+  nodes: [
+    { id: "n1", host: "10.0.0.1", zone: "a", capacity: { shards: 32, cpus: 4 } },
+    {
+      id: "n2",
+      host: "node2.example",
+      port: 2222,
+      zone: "b",
+      keyFile: "keys/n2",
+      hostKey: FP,
+      agentPort: 7500,
+      capacity: 16,
+    },
+    {
+      id: "n3",
+      host: "fd00::3",
+      zone: "c",
+      user: "ops",
+      advertise: "[fd00::3]:7400",
+      dataDir: "/srv/shardctl/",
+    },
+  ],
+};
+
+describe("parseInventory", () => {
+  it("reads nodes with defaults, ~ and relative key files, and derived addresses", () => {
+    const inv = parse(good);
+    expect(inv.nodes).toEqual([
+      {
+        id: "n1",
+        host: "10.0.0.1",
+        port: 22,
+        user: "shardctl",
+        keyFile: "/home/op/.ssh/id_ed25519",
+        zone: "a",
+        capacity: { shards: 32, cpus: 4 },
+        dataDir: "/var/lib/shardctl",
+        hostKey: undefined,
+        agentPort: 7400,
+        listen: "0.0.0.0:7400",
+        advertise: "10.0.0.1:7400",
+      },
+      {
+        id: "n2",
+        host: "node2.example",
+        port: 2222,
+        user: "shardctl",
+        keyFile: "/etc/shardctl/keys/n2",
+        zone: "b",
+        capacity: { shards: 16 },
+        dataDir: "/var/lib/shardctl",
+        hostKey: FP,
+        agentPort: 7500,
+        listen: "0.0.0.0:7500",
+        advertise: "node2.example:7500",
+      },
+      {
+        id: "n3",
+        host: "fd00::3",
+        port: 22,
+        user: "ops",
+        keyFile: "/home/op/.ssh/id_ed25519",
+        zone: "c",
+        capacity: { shards: 64 },
+        dataDir: "/srv/shardctl",
+        hostKey: undefined,
+        agentPort: 7400,
+        listen: "0.0.0.0:7400",
+        advertise: "[fd00::3]:7400",
+      },
+    ]);
+  });
+
+  it("names the node and the field of every problem", () => {
+    const msg = problems({
+      nodes: [
+        { id: "n1", host: "10.0.0.1", user: "u", keyFile: "k", zone: "a", port: 70000 },
+        { id: "n2", host: "10.0.0.2", user: "u", keyFile: "k", zone: "z" },
+        { id: "n3", host: "10.0.0.3", user: "u", zone: "a" },
+        { id: "n4", host: "10.0.0.4", user: "u", keyFile: "k", zone: "a", hostKey: "MD5:aa:bb" },
+        { id: "n5", host: "10.0.0.5", user: "u", keyFile: "k", zone: "a", dataDir: "relative/dir" },
+        { id: "n6", host: "10.0.0.6", user: "u", keyFile: "k", zone: "a", colour: "blue" },
+      ],
+    });
+    expect(msg).toContain('node "n1" (nodes[0]).port:');
+    expect(msg).toContain('node "n2" (nodes[1]).zone: "z" is not one of the configured zones (a, b, c)');
+    expect(msg).toContain('node "n3" (nodes[2]).keyFile: required when no SSH agent is running');
+    expect(msg).toContain('node "n4" (nodes[3]).hostKey: must be a fingerprint');
+    expect(msg).toContain('node "n5" (nodes[4]).dataDir: must be an absolute path');
+    expect(msg).toMatch(/node "n6" \(nodes\[5\]\)\.\(the node\): .*colour/);
+  });
+
+  it("uses the SSH agent when there is no keyFile and an agent runs", () => {
+    const inv = parse(
+      { nodes: [{ id: "n1", host: "h", user: "u", zone: "a" }] },
+      { ...opts, haveAgent: true },
+    );
+    expect(inv.nodes[0].keyFile).toBeUndefined();
+  });
+
+  it("refuses hostile hosts, users and paths", () => {
+    const base = { id: "n1", user: "u", keyFile: "k", zone: "a" };
+    expect(problems({ nodes: [{ ...base, host: "h; rm -rf /" }] })).toContain("(nodes[0]).host:");
+    expect(problems({ nodes: [{ ...base, host: "-oProxyCommand=touch /tmp/x" }] })).toContain(
+      "(nodes[0]).host:",
+    );
+    expect(problems({ nodes: [{ ...base, host: "h", user: "$(id)" }] })).toContain("(nodes[0]).user:");
+    expect(problems({ nodes: [{ ...base, host: "h", dataDir: "/srv/a\nb" }] })).toContain(
+      "control characters",
+    );
+    expect(problems({ nodes: [{ ...base, host: "h", dataDir: "/srv/../etc" }] })).toContain("`..`");
+    expect(problems({ nodes: [{ ...base, id: "../x", host: "h" }] })).toContain("nodes[0]).id:");
+  });
+
+  it("accepts quotes, spaces and $() in a dataDir: it is quoted wherever it is used", () => {
+    const inv = parse({
+      nodes: [{ id: "n1", host: "h", user: "u", keyFile: "k", zone: "a", dataDir: "/srv/it's $(x) `y`" }],
+    });
+    expect(inv.nodes[0].dataDir).toBe("/srv/it's $(x) `y`");
+  });
+
+  it("refuses duplicate ids, shared data directories and shared addresses", () => {
+    const n = { user: "u", keyFile: "k", zone: "a" };
+    expect(
+      problems({
+        nodes: [
+          { ...n, id: "x", host: "h1" },
+          { ...n, id: "x", host: "h2" },
+        ],
+      }),
+    ).toContain('node "x" (nodes[1]).id: also used by nodes[0]');
+    expect(
+      problems({
+        nodes: [
+          { ...n, id: "x", host: "h1" },
+          { ...n, id: "y", host: "h1", agentPort: 7401 },
+        ],
+      }),
+    ).toContain("is also used by node x");
+    expect(
+      problems({
+        nodes: [
+          { ...n, id: "x", host: "h1" },
+          { ...n, id: "y", host: "h2", advertise: "h1:7400" },
+        ],
+      }),
+    ).toContain("h1:7400 is also the address of node x");
+  });
+
+  it("refuses a file that is not an inventory", () => {
+    expect(problems("nodes: [")).toMatch(/not valid YAML/);
+    expect(problems({ nodes: [] })).toMatch(/nodes: must list at least one node/);
+    expect(problems({ hosts: [] })).toMatch(/invalid inventory/);
+    expect(problems("just a string")).toMatch(/invalid inventory/);
+  });
+});
+
+describe("selectNodes", () => {
+  it("picks the named nodes and refuses unknown names", () => {
+    const inv = parse(good);
+    expect(selectNodes(inv, undefined).map((n) => n.id)).toEqual(["n1", "n2", "n3"]);
+    expect(selectNodes(inv, ["n3", "n1", "n3"]).map((n) => n.id)).toEqual(["n3", "n1"]);
+    expect(() => selectNodes(inv, ["n1", "n9"])).toThrow(/"n9", not in the inventory/);
+  });
+});

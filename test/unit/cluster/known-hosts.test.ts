@@ -1,0 +1,216 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  entryMatchesHost,
+  fingerprintSha256,
+  HostKeyError,
+  hostKeyName,
+  keyTypeOf,
+  parseKnownHosts,
+  preferredHostKeyAlgorithms,
+  verifyHostKey,
+} from "../../../src/cluster/known-hosts.js";
+
+let dir: string;
+interface Key {
+  type: string;
+  b64: string;
+  blob: Buffer;
+  /** What `ssh-keygen -lf` prints as the fingerprint. */
+  fingerprint: string;
+}
+const keys: Record<string, Key> = {};
+
+function keygen(name: string, type: string): Key {
+  const file = join(dir, name);
+  execFileSync("ssh-keygen", [
+    "-q",
+    "-t",
+    type,
+    ...(type === "rsa" ? ["-b", "2048"] : []),
+    "-N",
+    "",
+    "-f",
+    file,
+  ]);
+  const [t, b64] = readFileSync(`${file}.pub`, "utf8").split(" ");
+  const fingerprint = execFileSync("ssh-keygen", ["-lf", `${file}.pub`], { encoding: "utf8" }).split(" ")[1];
+  return { type: t, b64, blob: Buffer.from(b64, "base64"), fingerprint };
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "shardctl-kh-"));
+  keys.ed = keygen("ed", "ed25519");
+  keys.ed2 = keygen("ed2", "ed25519");
+  keys.ecdsa = keygen("ecdsa", "ecdsa");
+  keys.rsa = keygen("rsa", "rsa");
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function file(name: string, text: string): string {
+  const f = join(dir, name);
+  writeFileSync(f, text);
+  return f;
+}
+
+const policy = (knownHostsFile: string, extra: Partial<Parameters<typeof verifyHostKey>[3]> = {}) => ({
+  knownHostsFile,
+  acceptNew: false,
+  ...extra,
+});
+
+describe("fingerprints", () => {
+  it("match ssh-keygen -l for ed25519, ecdsa and rsa keys", () => {
+    for (const k of Object.values(keys)) expect(fingerprintSha256(k.blob)).toBe(k.fingerprint);
+  });
+
+  it("read the key type from the blob", () => {
+    expect(keyTypeOf(keys.ed.blob)).toBe("ssh-ed25519");
+    expect(keyTypeOf(keys.rsa.blob)).toBe("ssh-rsa");
+    expect(() => keyTypeOf(Buffer.from([0, 0, 0, 200, 1]))).toThrow();
+    expect(() => keyTypeOf(Buffer.alloc(2))).toThrow();
+  });
+});
+
+describe("known_hosts parsing and matching", () => {
+  it("names a host as ssh does: bare on port 22, [host]:port otherwise", () => {
+    expect(hostKeyName("10.0.0.1", 22)).toBe("10.0.0.1");
+    expect(hostKeyName("10.0.0.1", 2222)).toBe("[10.0.0.1]:2222");
+  });
+
+  it("matches plain, bracketed, wildcard and negated patterns", () => {
+    expect(entryMatchesHost("a.example,10.0.0.1", "10.0.0.1", 22)).toBe(true);
+    expect(entryMatchesHost("[10.0.0.1]:2222", "10.0.0.1", 2222)).toBe(true);
+    expect(entryMatchesHost("10.0.0.1", "10.0.0.1", 2222)).toBe(false);
+    expect(entryMatchesHost("[10.0.0.1]:2222", "10.0.0.1", 22)).toBe(false);
+    expect(entryMatchesHost("*.example", "node1.EXAMPLE", 22)).toBe(true);
+    expect(entryMatchesHost("node?.example", "node12.example", 22)).toBe(false);
+    expect(entryMatchesHost("*.example,!bad.example", "bad.example", 22)).toBe(false);
+    // regex characters in a pattern are literal
+    expect(entryMatchesHost("10.0.0.1", "10a0b0c1", 22)).toBe(false);
+  });
+
+  it("matches hashed entries written by ssh-keygen -H, on port 22 and others", () => {
+    const f = file(
+      "hashed",
+      `10.9.8.7 ${keys.ed.type} ${keys.ed.b64}\n[10.9.8.7]:2200 ${keys.ecdsa.type} ${keys.ecdsa.b64}\n`,
+    );
+    execFileSync("ssh-keygen", ["-H", "-f", f], { stdio: "ignore" });
+    const entries = parseKnownHosts(readFileSync(f, "utf8"));
+    expect(entries).toHaveLength(2);
+    expect(entries.every((e) => e.hosts.startsWith("|1|"))).toBe(true);
+    expect(verifyHostKey("10.9.8.7", 22, keys.ed.blob, policy(f))).toBe("known");
+    expect(verifyHostKey("10.9.8.7", 2200, keys.ecdsa.blob, policy(f))).toBe("known");
+    expect(() => verifyHostKey("10.9.8.8", 22, keys.ed.blob, policy(f))).toThrow(/not known/);
+  });
+
+  it("skips comments, blank lines, garbage and keys whose blob disagrees with the type", () => {
+    const text = [
+      "# comment",
+      "",
+      "host-only-field",
+      `h1 ssh-rsa ${keys.ed.b64}`,
+      `h2 ${keys.ed.type} not*base64`,
+      `@unknown-marker h3 ${keys.ed.type} ${keys.ed.b64}`,
+      `h4 ${keys.ed.type} ${keys.ed.b64} a comment`,
+    ].join("\n");
+    const entries = parseKnownHosts(text);
+    expect(entries.map((e) => e.hosts)).toEqual(["h4"]);
+    expect(entries[0].line).toBe(7);
+  });
+});
+
+describe("verifyHostKey", () => {
+  it("accepts a known key", () => {
+    const f = file("known", `[h]:2222 ${keys.ed.type} ${keys.ed.b64}\n`);
+    expect(verifyHostKey("h", 2222, keys.ed.blob, policy(f))).toBe("known");
+  });
+
+  it("refuses an unknown host with its fingerprint and how to accept it, writing nothing", () => {
+    const f = file("empty", "");
+    let err: unknown;
+    try {
+      verifyHostKey("h", 2222, keys.ed.blob, policy(f));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(HostKeyError);
+    const e = err as HostKeyError;
+    expect(e.problem).toBe("unknown");
+    expect(e.fingerprint).toBe(keys.ed.fingerprint);
+    expect(e.message).toContain(keys.ed.fingerprint);
+    expect(e.hint).toContain("--accept-new-host-keys");
+    expect(readFileSync(f, "utf8")).toBe("");
+  });
+
+  it("appends an unknown key with --accept-new-host-keys, after which it is known", () => {
+    const f = file("accept", `other ${keys.rsa.type} ${keys.rsa.b64}`); // no trailing newline
+    const accepted: string[] = [];
+    expect(
+      verifyHostKey(
+        "h",
+        2222,
+        keys.ed.blob,
+        policy(f, { acceptNew: true, onAccepted: (l) => accepted.push(l) }),
+      ),
+    ).toBe("accepted");
+    expect(accepted).toEqual([`[h]:2222 ${keys.ed.type} ${keys.ed.b64}`]);
+    expect(readFileSync(f, "utf8").split("\n")).toEqual([
+      `other ${keys.rsa.type} ${keys.rsa.b64}`,
+      accepted[0],
+      "",
+    ]);
+    expect(verifyHostKey("h", 2222, keys.ed.blob, policy(f))).toBe("known");
+    expect(verifyHostKey("other", 22, keys.rsa.blob, policy(f))).toBe("known");
+  });
+
+  it("refuses a changed key always, even when accepting new keys, and leaves the file alone", () => {
+    const text = `[h]:2222 ${keys.ed.type} ${keys.ed.b64}\n`;
+    const f = file("changed", text);
+    for (const acceptNew of [false, true]) {
+      let err: HostKeyError | undefined;
+      try {
+        verifyHostKey("h", 2222, keys.ed2.blob, policy(f, { acceptNew }));
+      } catch (e) {
+        err = e as HostKeyError;
+      }
+      expect(err?.problem).toBe("changed");
+      expect(err?.message).toMatch(/HOST KEY CHANGED/);
+      expect(err?.fingerprint).toBe(keys.ed2.fingerprint);
+      expect(err?.hint).toContain("ssh-keygen -R");
+    }
+    expect(readFileSync(f, "utf8")).toBe(text);
+  });
+
+  it("treats a key of another type for a known host as changed", () => {
+    const f = file("othertype", `h ${keys.rsa.type} ${keys.rsa.b64}\n`);
+    expect(() => verifyHostKey("h", 22, keys.ed.blob, policy(f, { acceptNew: true }))).toThrow(
+      /HOST KEY CHANGED/,
+    );
+  });
+
+  it("refuses a @revoked key", () => {
+    const f = file(
+      "revoked",
+      `@revoked * ${keys.ed.type} ${keys.ed.b64}\nh ${keys.ed.type} ${keys.ed.b64}\n`,
+    );
+    expect(() => verifyHostKey("h", 22, keys.ed.blob, policy(f, { acceptNew: true }))).toThrow(/@revoked/);
+  });
+
+  it("lets a pinned fingerprint decide, without known_hosts", () => {
+    const f = join(dir, "does-not-exist");
+    expect(verifyHostKey("h", 22, keys.ed.blob, policy(f, { pinned: keys.ed.fingerprint }))).toBe("pinned");
+    expect(() =>
+      verifyHostKey("h", 22, keys.ed2.blob, policy(f, { pinned: keys.ed.fingerprint, acceptNew: true })),
+    ).toThrow(/not the fingerprint pinned in the inventory/);
+  });
+
+  it("offers the known key types first, and only those for a known host", () => {
+    const f = file("algos", `h ${keys.rsa.type} ${keys.rsa.b64}\n`);
+    expect(preferredHostKeyAlgorithms(f, "h", 22)).toEqual(["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]);
+    expect(preferredHostKeyAlgorithms(f, "unknown", 22)[0]).toBe("ssh-ed25519");
+  });
+});
