@@ -4,7 +4,9 @@
  *  (a) getShardLocation vs Map.get on the same 1,000,000 keys (a Map from key
  *      to node is what a client would otherwise keep),
  *  (b) updateAccessPattern vs a plain counter increment, keys spread over
- *      100,000 segments,
+ *      100,000 segments: uniformly (every event likely a cache miss: the worst
+ *      case) and Zipf-skewed (s = 1.1, the shape of real access, and the
+ *      reason hot segments get their own shards),
  *  (c) a full reshard of 100,000 segments (rates from the windows → plan →
  *      apply → validate): time and peak memory.
  */
@@ -101,23 +103,52 @@ const counterNs = timePerOp(
   BATCH,
   1000,
 );
-let z = 0;
-const eventNs = timePerOp(
-  () => {
-    for (let i = 0; i < BATCH; i++) {
-      lsmm.updateAccessPattern(keys[idx], (i & 3) === 0 ? "write" : "read", zones[z]);
-      idx = idx + 1 === KEYS ? 0 : idx + 1;
-      z = z === 2 ? 0 : z + 1;
-    }
-    t += 1; // the clock moves a millisecond per batch
-    return idx;
-  },
-  BATCH,
-  2000,
-);
+/** Measures updateAccessPattern over the keys in `order` (indices into keys). */
+function measureEvents(order: Uint32Array): number {
+  let z = 0;
+  let j = 0;
+  return timePerOp(
+    () => {
+      for (let i = 0; i < BATCH; i++) {
+        lsmm.updateAccessPattern(keys[order[j]], (i & 3) === 0 ? "write" : "read", zones[z]);
+        j = j + 1 === order.length ? 0 : j + 1;
+        z = z === 2 ? 0 : z + 1;
+      }
+      t += 1; // the clock moves a millisecond per batch
+      return j;
+    },
+    BATCH,
+    2000,
+  );
+}
+const uniform = Uint32Array.from({ length: KEYS }, (_, i) => i);
+// Zipf(1.1) over the keys by inverse CDF, with a fixed LCG so every run draws the same sequence
+const cdf = new Float64Array(KEYS);
+let acc = 0;
+for (let k = 0; k < KEYS; k++) cdf[k] = acc += 1 / Math.pow(k + 1, 1.1);
+let seed = 12345;
+const zipf = Uint32Array.from({ length: KEYS }, () => {
+  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+  const u = (seed / 4294967296) * acc;
+  let lo = 0;
+  let hi = KEYS - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (cdf[mid] < u) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+});
+// a working set that fits in cache: 10,000 keys in 10,000 segments' windows
+const hot = Uint32Array.from({ length: KEYS }, (_, i) => (i * 7919) % 10_000);
+const eventNs = measureEvents(uniform);
+const eventHotNs = measureEvents(hot);
+const eventZipfNs = measureEvents(zipf);
 const eventsPerS = 1e9 / eventNs;
+const eventsPerSZipf = 1e9 / eventZipfNs;
+const eventsPerSHot = 1e9 / eventHotNs;
 log(
-  `  counter ${round(counterNs, 2)} ns, updateAccessPattern ${round(eventNs, 1)} ns (${Math.round(eventsPerS)} events/s)`,
+  `  counter ${round(counterNs, 2)} ns; updateAccessPattern uniform ${round(eventNs, 1)} ns (${Math.round(eventsPerS)}/s), zipf ${round(eventZipfNs, 1)} ns (${Math.round(eventsPerSZipf)}/s), 10k-key working set ${round(eventHotNs, 1)} ns (${Math.round(eventsPerSHot)}/s)`,
 );
 
 // (c) a full reshard of 100k segments with a skewed load
@@ -163,6 +194,8 @@ emit({
   map_get_ns: round(mapNs, 1),
   lookup_time_ratio: round(lookupNs / mapNs, 2),
   events_per_s: Math.round(eventsPerS),
+  events_per_s_zipf: Math.round(eventsPerSZipf),
+  events_per_s_hot_set: Math.round(eventsPerSHot),
   counter_increment_ns: round(counterNs, 2),
   event_time_ratio: round(eventNs / counterNs, 1),
   reshard_100k_ms: round(reshardMs, 1),

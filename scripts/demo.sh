@@ -1,21 +1,47 @@
 #!/usr/bin/env bash
-# The main job on one machine, with the embedded store (no Consul needed):
-# a workload with a hot key, then shardctl reshards the key space by access
-# frequency. Run from the repository after `npm ci`.
+# The main job on one machine, with the embedded store (no Consul needed).
+# Run from the repository after `npm ci`:
+#
+#   1. resharding by access frequency on a layout without agents: a hot key
+#      gets a shard of its own, cold shards merge;
+#   2. a local cluster of three agents in zones a, b and c, a workload whose
+#      hot spot moves from zone a to zone b, and shardctl looking at it:
+#      what resharding would do, the forecast per zone, the placement plan,
+#      and the dashboard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export SHARDCTL_DATA_DIR="${SHARDCTL_DATA_DIR:-$(mktemp -d -t shardctl-demo-XXXXXX)}"
+root="${SHARDCTL_DEMO_DIR:-$(mktemp -d -t shardctl-demo-XXXXXX)}"
+bin=(node dist/bin/shardctl.js)
+[ -f dist/bin/shardctl.js ] || npm run build >&2
 sc() {
-  echo "\$ shardctl $*" >&2
-  node dist/bin/shardctl.js "$@"
+  printf '\n$ shardctl %s\n' "$*" >&2
+  "${bin[@]}" "$@"
 }
-echo "demo data directory: $SHARDCTL_DATA_DIR" >&2
+echo "demo data in $root" >&2
 
+echo "== 1. resharding by access frequency (embedded store, no agents)" >&2
+export SHARDCTL_DATA_DIR="$root/embedded"
 sc init
-echo "# a workload: 1,000 cold keys read now and then, and one hot key written from zone b" >&2
-for i in $(seq 1 40); do sc record "user:$i" --zone a >/dev/null; done
-sc record "cart:hot" --op write --zone b --count 90000
+for i in $(seq 1 20); do "${bin[@]}" record "user:$i" --zone a >/dev/null; done
+sc record cart:hot --op write --zone b --count 90000
 sc reshard
 sc reshard --apply
 sc locate cart:hot
+
+echo "== 2. a local cluster with a moving hot spot" >&2
+export SHARDCTL_DATA_DIR="$root/cluster"
+cleanup() { "${bin[@]}" down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+sc up --local --nodes 3 --zones a,b,c --base-port "${SHARDCTL_DEMO_PORT:-17400}"
+echo "# the workload: 30 cold keys from zone a, then cart:hot written from zone a, then from zone b" >&2
+for i in $(seq 1 30); do echo "v$i" | "${bin[@]}" put "user:$i" --zone a >/dev/null; done
+for i in $(seq 1 30); do "${bin[@]}" put cart:hot "a$i" --zone a >/dev/null; done
+for i in $(seq 1 60); do "${bin[@]}" put cart:hot "b$i" --zone b >/dev/null; done
+sc get cart:hot
 sc shards
+sc reshard || true
+sc predict --key cart:hot --horizon 5
+if "${bin[@]}" plan --help >/dev/null 2>&1; then sc plan --key cart:hot || true; fi
+if "${bin[@]}" dashboard --help >/dev/null 2>&1; then sc dashboard --once --width 120 --height 40 || true; fi
+sc down
+trap - EXIT

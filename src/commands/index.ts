@@ -13,6 +13,11 @@ import { registerNodes } from "./nodes.js";
 import { registerDeploy } from "./deploy.js";
 import { registerNodeControl } from "./agent-remote.js";
 import { registerAutopilot } from "./autopilot.js";
+import { registerForecast } from "./forecast.js";
+import { registerPredict } from "./predict.js";
+import { registerPlan } from "./plan.js";
+import { registerSimulate } from "./simulate.js";
+import { registerDashboard } from "./dashboard.js";
 
 export const commands: RegisterCommand[] = [
   registerInit,
@@ -28,4 +33,9 @@ export const commands: RegisterCommand[] = [
   registerDeploy,
   registerNodeControl,
   registerAutopilot,
+  registerForecast,
+  registerPredict,
+  registerPlan,
+  registerSimulate,
+  registerDashboard,
 ];

@@ -1,0 +1,457 @@
+/**
+ * `shardctl plan --key K` / `shardctl plan --all --out plan.json` /
+ * `shardctl plan --verify plan.json`: the PME's plan_migration, read-only.
+ *
+ * Inputs come through a PlacementSource: today the map from the configured
+ * store, access windows from the agents (or `<dataDir>/access-windows.bin`), and a latency
+ * matrix file (or the default); agents will replace the windows and the
+ * matrix with their measurements behind the same interface.
+ */
+import type { Command } from "commander";
+import { existsSync, readFileSync } from "node:fs";
+import type { Config } from "../config.js";
+import type { AccessWindows } from "../engine/access-windows.js";
+import { defaultZoneMatrix, LatencyModel, type ZoneMatrix } from "../engine/latency.js";
+import type { VersionedMap } from "../engine/location-map.js";
+import { parsePlanFile, planChecksum, serialisePlanFile } from "../engine/plan-file.js";
+import {
+  checkPlanFresh,
+  DEFAULT_PLANNER_OPTIONS,
+  MigrationPlanner,
+  type MigrationPlan,
+  type PlanInputs,
+  type SegmentDemand,
+} from "../engine/planner.js";
+import { systemClock, type Clock } from "../engine/ports.js";
+import { RoutingTable, expandRanges } from "../engine/location-map.js";
+import { PreconditionError, UsageError } from "../errors.js";
+import { INTERVAL_Z, ModelSelectionCache, predictAccessPattern } from "../forecast/index.js";
+import { formatBytes, formatNumber, printJson, printTable, type IO } from "../output.js";
+import { openStore } from "../store/index.js";
+import { windowsPath } from "../store/windows-file.js";
+import { collectWindows, type CollectedWindows } from "../cluster/windows-source.js";
+import { writeAtomic } from "../store/embedded.js";
+import { parsePositiveInt, segmenterFor } from "./common.js";
+import type { CommandContext, RegisterCommand } from "./context.js";
+import { chooseLevel } from "./predict.js";
+import { readZoneMatrix } from "./simulate.js";
+
+/** Bytes assumed per segment with recorded access until agents report shard sizes. */
+export const ASSUMED_SEGMENT_BYTES = 64 * 1024 * 1024;
+
+/** Where the planner's inputs come from; the agent transport replaces the file-based one later. */
+export interface PlacementSource {
+  /** The map, read consistently (it is the version the plan is computed against). */
+  loadMap(): Promise<VersionedMap>;
+  /** Access windows, or undefined when none were recorded. */
+  accessWindows(): AccessWindows | undefined;
+  /** The zone RTT matrix and a note saying where it came from. */
+  latencyMatrix(zones: readonly string[]): { matrix: ZoneMatrix; note: string };
+  segmentBytes(segment: number): number;
+  /** Notes about inputs that were assumed rather than measured. */
+  notes(): string[];
+  close(): Promise<void>;
+}
+
+/**
+ * The source of a CLI run: the configured store, the access windows from the
+ * agents that serve the map (or `<dataDir>/access-windows.bin` when no agents
+ * do), and `--latency FILE`.
+ */
+export async function fileSource(config: Config, latencyFile?: string): Promise<PlacementSource> {
+  const store = await openStore(config);
+  let collected: CollectedWindows | undefined;
+  return {
+    async loadMap() {
+      const vm = await store.load({ consistent: true });
+      if (!vm) {
+        throw new PreconditionError("the location store holds no layout yet", {
+          hint: "create one with `shardctl init` (or `shardctl up --local`)",
+        });
+      }
+      collected = await collectWindows(config, vm);
+      return vm;
+    },
+    accessWindows() {
+      if (!collected) return undefined;
+      if (collected.source === "file" && !existsSync(windowsPath(config.dataDir))) return undefined;
+      return collected.windows;
+    },
+    latencyMatrix(zones) {
+      if (latencyFile)
+        return { matrix: readZoneMatrix(latencyFile), note: `latency: matrix from ${latencyFile}` };
+      return {
+        matrix: defaultZoneMatrix(zones),
+        note: "latency: no --latency matrix given; assumed 1 ms within a zone and 50 ms between zones",
+      };
+    },
+    segmentBytes: () => ASSUMED_SEGMENT_BYTES,
+    notes: () => {
+      const access =
+        collected?.source === "agents"
+          ? `access: windows from the agents${collected.unreachable.length ? `; no answer from ${collected.unreachable.map((u) => u.node).join(", ")}` : ""}`
+          : existsSync(windowsPath(config.dataDir))
+            ? `access: windows from ${windowsPath(config.dataDir)}`
+            : `access: no agents and no ${windowsPath(config.dataDir)}; nothing recorded, so nothing to plan`;
+      return [`sizes: not measured yet; assumed ${formatBytes(ASSUMED_SEGMENT_BYTES)} per segment`, access];
+    },
+    close: () => store.close(),
+  };
+}
+
+export interface PlanOptions {
+  key?: string;
+  all: boolean;
+  /** Planning horizon in seconds. */
+  horizonSeconds?: number;
+}
+
+/**
+ * Demand per segment from the access windows: the forecast of the next
+ * horizon per zone (src/forecast's predictAccessPattern, with its 80%
+ * interval as the uncertainty), against the baseline of the equally long
+ * span before the latest one.
+ */
+export function demandFromWindows(
+  windows: AccessWindows,
+  segments: Iterable<number>,
+  zones: readonly string[],
+  horizonSeconds: number,
+  nowMs: number,
+): { demand: SegmentDemand[]; note: string } {
+  const level = chooseLevel(windows);
+  const { resolutionSeconds, slots } = windows.levels[level];
+  const h = Math.max(1, Math.min(Math.floor(slots / 3), Math.round(horizonSeconds / resolutionSeconds)));
+  for (const z of windows.zones) {
+    if (!zones.includes(z)) {
+      throw new UsageError(`access was recorded from zone ${z}, which the latency matrix does not list`, {
+        hint: `give a matrix whose zones include ${windows.zones.join(", ")}`,
+      });
+    }
+  }
+  const cache = new ModelSelectionCache();
+  const demand: SegmentDemand[] = [];
+  for (const segment of segments) {
+    const perZone: Record<string, Float64Array> = {};
+    let volume = 0;
+    for (const z of windows.zones) {
+      perZone[z] = windows.series(segment, level, nowMs, z);
+      for (const v of perZone[z]) volume += v;
+    }
+    if (volume === 0) continue;
+    const f = predictAccessPattern(perZone, {
+      intervalSeconds: resolutionSeconds,
+      horizon: h,
+      cache,
+      cacheKey: String(segment),
+    });
+    const predicted: number[] = [];
+    const recent: number[] = [];
+    const sd: number[] = [];
+    const next: number[] = [];
+    for (const z of zones) {
+      const fz = f.zones[z];
+      const s = perZone[z];
+      if (!fz || !s) {
+        predicted.push(0);
+        recent.push(0);
+        sd.push(0);
+        next.push(0);
+        continue;
+      }
+      let p = 0;
+      let v = 0;
+      for (let i = 0; i < h; i++) {
+        p += fz.mean[i];
+        const half = (fz.upper[i] - fz.lower[i]) / (2 * INTERVAL_Z);
+        v += Number.isFinite(half) ? half * half : 0;
+      }
+      let r = 0;
+      for (let i = Math.max(0, s.length - 2 * h); i < s.length - h; i++) r += s[i];
+      predicted.push(p);
+      recent.push(r);
+      sd.push(Math.sqrt(v));
+      next.push(fz.mean[0]);
+    }
+    const writes = windows.series(segment, level, nowMs, "writes");
+    const totals = windows.series(segment, level, nowMs, "total");
+    let w = 0;
+    let t = 0;
+    for (let i = Math.max(0, totals.length - h); i < totals.length; i++) {
+      w += writes[i];
+      t += totals[i];
+    }
+    demand.push({
+      segment,
+      predicted,
+      recent,
+      predictedSd: sd,
+      predictedNext: next,
+      writeFraction: t > 0 ? w / t : 0,
+    });
+  }
+  return {
+    demand,
+    note: `forecast: ${h} × ${resolutionSeconds} s ahead from the access windows, against the ${h} intervals before the latest ${h}`,
+  };
+}
+
+/** Builds the planner's inputs and runs planMigration or planAll. */
+export async function runPlan(
+  opts: PlanOptions,
+  deps: { config: Config; source: PlacementSource; clock?: Clock },
+): Promise<MigrationPlan> {
+  if (!!opts.key === opts.all) throw new UsageError("give exactly one of --key K or --all");
+  const clock = deps.clock ?? systemClock;
+  const vm = await deps.source.loadMap();
+  const now = clock.now();
+  const horizonSeconds = opts.horizonSeconds ?? DEFAULT_PLANNER_OPTIONS.horizonSeconds;
+  const zones = [...new Set([...deps.config.zones, ...vm.map.nodes.map((n) => n.zone)])];
+  const { matrix, note } = deps.source.latencyMatrix(zones);
+  const latency = LatencyModel.fromZoneMatrix(
+    matrix,
+    vm.map.nodes.map((n) => ({ id: n.id, zone: n.zone })),
+  );
+  const windows = deps.source.accessWindows();
+  const notes = [note, ...deps.source.notes()];
+  let segments: Iterable<number> = [];
+  if (windows) {
+    if (opts.key) {
+      const segment = segmenterFor(deps.config).segmentOf(opts.key);
+      const shard = new RoutingTable(vm).shardOf(segment);
+      segments = expandRanges(shard.ranges);
+    } else segments = windows.activeSegments();
+  }
+  const { demand, note: fnote } = windows
+    ? demandFromWindows(windows, segments, latency.zones, horizonSeconds, now)
+    : { demand: [], note: "forecast: none (no access recorded)" };
+  notes.push(fnote);
+  const inputs: PlanInputs = {
+    map: vm.map,
+    mapVersion: vm.version,
+    latency,
+    demand,
+    segmentBytes: (s) => deps.source.segmentBytes(s),
+    notes,
+  };
+  const planner = new MigrationPlanner({
+    inputs: { read: () => inputs },
+    clock: { now: () => now },
+    options: { horizonSeconds },
+  });
+  return opts.key ? planner.planMigration(opts.key, deps.config.limits.maxKeyBytes) : planner.planAll();
+}
+
+/** Reads a plan file and checks it against the current map version. */
+export async function runVerify(
+  file: string,
+  source: Pick<PlacementSource, "loadMap">,
+): Promise<{ plan: MigrationPlan; version: number }> {
+  if (!existsSync(file)) throw new UsageError(`the plan file ${file} does not exist`);
+  const plan = parsePlanFile(readFileSync(file, "utf8"), `the plan file ${file}`);
+  const vm = await source.loadMap();
+  checkPlanFresh(plan, vm.version);
+  return { plan, version: vm.version };
+}
+
+function zoneList(rec: Record<string, number>): string {
+  return Object.entries(rec)
+    .map(([z, v]) => `${z}=${formatNumber(v)}`)
+    .join(" ");
+}
+
+export function printPlan(io: IO, plan: MigrationPlan): void {
+  const zones = plan.inputs.latency.zones;
+  const rtt = (zone: string, node: string | undefined) => {
+    if (!node) return "-";
+    const zi = zones.indexOf(zone);
+    const ni = plan.inputs.latency.nodes.findIndex((n) => n.id === node);
+    return zi < 0 || ni < 0 ? "-" : plan.inputs.latency.rttMs[zi][ni];
+  };
+  if (plan.scope.kind === "key") {
+    const a = plan.assessments.find((x) => x.shard === (plan.scope as { shard: string }).shard);
+    io.out.write(
+      `key ${plan.scope.key} → segment ${plan.scope.segment}, shard ${plan.scope.shard}` +
+        (a ? ` on ${a.node}` : "") +
+        ` (map version ${plan.mapVersion}); horizon ${plan.inputs.horizonSeconds} s\n`,
+    );
+    if (a) {
+      printTable(
+        io,
+        ["zone", "predicted", "baseline", `RTT now (${a.node}) ms`, `RTT at ${a.target ?? "target"} ms`],
+        zones.map((z) => [
+          z,
+          a.predictedByZone[z] ?? 0,
+          a.recentByZone[z] ?? 0,
+          rtt(z, a.node),
+          rtt(z, a.target),
+        ]),
+      );
+      if (a.benefitMs !== undefined) {
+        const c = a.costs!;
+        printTable(
+          io,
+          [
+            "mean ms now",
+            "mean ms at target",
+            "benefit ms",
+            "copy",
+            "pause",
+            "load",
+            "recent move",
+            "risk",
+            "net ms",
+          ],
+          [
+            [
+              a.currentMeanMs,
+              a.targetMeanMs ?? 0,
+              a.benefitMs,
+              c.copyMs,
+              c.pauseMs,
+              c.loadMs,
+              c.recentMoveMs,
+              c.riskMs,
+              a.netMs ?? 0,
+            ],
+          ],
+        );
+      }
+    }
+  } else {
+    io.out.write(
+      `plan for the whole cluster (map version ${plan.mapVersion}); horizon ${plan.inputs.horizonSeconds} s\n`,
+    );
+    if (plan.assessments.length) {
+      printTable(
+        io,
+        ["shard", "node", "predicted", "mean ms now", "target", "mean ms there", "net ms", "decision"],
+        plan.assessments.map((a) => [
+          a.shard,
+          a.node,
+          zoneList(a.predictedByZone),
+          a.currentMeanMs,
+          a.target ?? "-",
+          a.targetMeanMs ?? "-",
+          a.netMs ?? "-",
+          a.decision,
+        ]),
+      );
+    }
+  }
+  for (const s of plan.steps) {
+    if (s.kind === "split")
+      io.out.write(
+        `step: split segment ${s.segment} out of ${s.shard} onto new shard ${s.newShard} (on ${s.node})\n`,
+      );
+    else
+      io.out.write(
+        `step: move ${s.shard} ${s.source} → ${s.target} (${formatBytes(s.bytes)}, copy ${formatNumber(s.copySeconds)} s, net ${formatNumber(s.netMs)} ms)\n`,
+      );
+  }
+  if (plan.scope.kind === "key") {
+    const a = plan.assessments[0];
+    if (a && plan.steps.length === 0) io.out.write(`nothing should move: ${a.reason}\n`);
+    else if (a) io.out.write(`why: ${a.reason}\n`);
+    else io.out.write(`${plan.summary}\n`);
+  } else io.out.write(`${plan.summary}\n`);
+}
+
+export const registerPlan: RegisterCommand = (program: Command, ctx: CommandContext) => {
+  const cmd = program
+    .command("plan")
+    .description("plan migrations by predicted access and latency (plan_migration); read-only")
+    .option("-k, --key <key>", "plan for the shard holding this key")
+    .option("--all", "plan for the whole cluster", false)
+    .option("-o, --out <file>", "with --all: write the plan file (checksummed JSON)")
+    .option(
+      "--horizon <seconds>",
+      `how far ahead to weigh predicted access (default ${DEFAULT_PLANNER_OPTIONS.horizonSeconds})`,
+    )
+    .option(
+      "-l, --latency <file>",
+      'RTT matrix: JSON {"zones": [...], "rtt_ms": [[...], ...]} (default: 1 ms within, 50 ms between zones)',
+    )
+    .option(
+      "--verify <file>",
+      "check a plan file: intact (checksum) and computed against the current map version",
+    )
+    .option("--json", "print the plan as JSON", false)
+    .addHelpText("after", PLAN_HELP)
+    .action(
+      async (o: {
+        key?: string;
+        all: boolean;
+        out?: string;
+        horizon?: string;
+        latency?: string;
+        verify?: string;
+        json: boolean;
+      }) => {
+        const config = ctx.config();
+        if (o.verify) {
+          if (o.key || o.all || o.out) throw new UsageError("--verify takes no other plan options");
+          const source = await fileSource(config, o.latency);
+          try {
+            const { plan, version } = await runVerify(o.verify, source);
+            if (o.json)
+              printJson(ctx.io, {
+                ok: true,
+                mapVersion: version,
+                checksum: planChecksum(plan),
+                steps: plan.steps.length,
+              });
+            else
+              ctx.io.out.write(
+                `${o.verify}: intact, computed against the current map version ${version}; ${plan.steps.length} step(s)\n`,
+              );
+          } finally {
+            await source.close();
+          }
+          return;
+        }
+        if (o.out && !o.all) throw new UsageError("--out writes a whole-cluster plan: use it with --all");
+        const horizonSeconds = o.horizon === undefined ? undefined : parsePositiveInt(o.horizon, "--horizon");
+        const source = await fileSource(config, o.latency);
+        let plan: MigrationPlan;
+        try {
+          plan = await runPlan({ key: o.key, all: o.all, horizonSeconds }, { config, source });
+        } finally {
+          await source.close();
+        }
+        for (const n of plan.inputs.notes) ctx.io.err.write(`note: ${n}\n`);
+        if (o.out) {
+          writeAtomic(o.out, serialisePlanFile(plan));
+          ctx.io.err.write(
+            `wrote ${o.out}: ${plan.steps.length} step(s), checksum ${planChecksum(JSON.parse(JSON.stringify(plan)))}\n`,
+          );
+        }
+        if (o.json) printJson(ctx.io, plan);
+        else printPlan(ctx.io, plan);
+      },
+    );
+  cmd.exitOverride();
+};
+
+const PLAN_HELP = `
+For each shard with recorded access, the planner forecasts the access per
+origin zone over the horizon and looks for a reason to move: access from a
+zone far from the shard's node is predicted to rise, or the node is short of
+resources. For such a shard it costs every other node: the latency saved
+(predicted accesses x RTT difference) against the copy time at the measured
+bandwidth, the write pause, the target's load, a recent move (cooldown: never
+back and forth) and the forecast's uncertainty. Moves are ranked by net
+benefit under a budget of concurrent migrations and bytes in flight. A plan
+records the map version it was computed against; applying it to a newer map
+is refused.
+
+Inputs today: the map from the store, access windows from
+the agents (or <dataDir>/access-windows.bin, \`shardctl record\`), the latency matrix from
+--latency (or 1 ms / 50 ms by default, as the output notes say), sizes
+assumed until agents report them.
+
+Examples:
+  $ shardctl plan --key user:42
+  $ shardctl plan --key user:42 --latency rtt.json --horizon 1800 --json
+  $ shardctl plan --all --out plan.json
+  $ shardctl plan --verify plan.json`;

@@ -1,0 +1,148 @@
+/**
+ * `shardctl predict --key K`: the spec's predict_access_pattern for the key's
+ * segment, per origin zone, with prediction intervals.
+ */
+import type { Command } from "commander";
+import type { Config } from "../config.js";
+import type { AccessWindows } from "../engine/access-windows.js";
+import { predictAccessPattern, type AccessPatternForecast } from "../forecast/index.js";
+import { UsageError } from "../errors.js";
+import { formatNumber, printJson, printTable, type IO } from "../output.js";
+import { collectWindows } from "../cluster/windows-source.js";
+import { openStore } from "../store/index.js";
+import { sparkline, tail } from "./chart.js";
+import { parsePositiveInt, segmenterFor, withStore } from "./common.js";
+import type { CommandContext } from "./context.js";
+
+export interface PredictOptions {
+  key: string;
+  horizon?: number;
+  zone?: string;
+  resolutionSeconds?: number;
+  json: boolean;
+}
+
+export interface Prediction extends AccessPatternForecast {
+  key: string;
+  segment: number;
+  /** Recent history the forecast was fitted on, per zone (accesses per interval). */
+  history: Record<string, number[]>;
+}
+
+/** The level to forecast from: the one with the requested resolution, else the finest minute-or-coarser level. */
+export function chooseLevel(windows: AccessWindows, resolutionSeconds?: number): number {
+  if (resolutionSeconds !== undefined) {
+    const i = windows.levels.findIndex((l) => l.resolutionSeconds === resolutionSeconds);
+    if (i < 0) {
+      throw new UsageError(`no access window level has a ${resolutionSeconds} s resolution`, {
+        hint: `levels: ${windows.levels.map((l) => `${l.resolutionSeconds}s×${l.slots}`).join(", ")}`,
+      });
+    }
+    return i;
+  }
+  const i = windows.levels.findIndex((l) => l.resolutionSeconds >= 60);
+  return i < 0 ? windows.levels.length - 1 : i;
+}
+
+export function runPredict(
+  opts: PredictOptions,
+  deps: { config: Config; windows: AccessWindows; now: number },
+): Prediction {
+  const segment = segmenterFor(deps.config).segmentOf(opts.key);
+  const zones = opts.zone ? [opts.zone] : [...deps.windows.zones];
+  for (const z of zones) deps.windows.zoneIndexOf(z); // unknown zone → clear error
+  const level = chooseLevel(deps.windows, opts.resolutionSeconds);
+  const { resolutionSeconds, slots } = deps.windows.levels[level];
+  const horizon = opts.horizon ?? Math.max(1, Math.min(slots, Math.round(3600 / resolutionSeconds)));
+  const perZone: Record<string, Float64Array> = {};
+  for (const z of zones) perZone[z] = deps.windows.series(segment, level, deps.now, z);
+  const forecast = predictAccessPattern(perZone, {
+    intervalSeconds: resolutionSeconds,
+    horizon,
+    cacheKey: String(segment),
+  });
+  const history: Record<string, number[]> = {};
+  for (const z of zones) history[z] = Array.from(perZone[z]);
+  return { key: opts.key, segment, history, ...forecast };
+}
+
+export function printPrediction(io: IO, p: Prediction): void {
+  const rows = Object.entries(p.zones).map(([zone, f]) => [
+    zone,
+    f.model,
+    f.mean[0],
+    `${formatNumber(f.lower[0])} – ${formatNumber(f.upper[0])}`,
+    f.mean.reduce((a, b) => a + b, 0),
+    `${formatNumber(f.lower.reduce((a, b) => a + b, 0))} – ${formatNumber(f.upper.reduce((a, b) => a + b, 0))}`,
+  ]);
+  const t = p.total;
+  rows.push([
+    "all",
+    t.model,
+    t.mean[0],
+    `${formatNumber(t.lower[0])} – ${formatNumber(t.upper[0])}`,
+    t.mean.reduce((a, b) => a + b, 0),
+    `${formatNumber(t.lower.reduce((a, b) => a + b, 0))} – ${formatNumber(t.upper.reduce((a, b) => a + b, 0))}`,
+  ]);
+  io.out.write(
+    `key ${p.key} → segment ${p.segment}; accesses per ${p.intervalSeconds} s, next ${p.horizon} interval(s), ${Math.round(p.intervalLevel * 100)}% intervals\n`,
+  );
+  printTable(io, ["zone", "model", "next", "interval", `next ${p.horizon}`, "interval"], rows);
+  // history | forecast, on one scale per zone
+  const width = 48;
+  for (const [zone, f] of Object.entries(p.zones)) {
+    const hist = tail(p.history[zone], width - Math.min(p.horizon, width / 2));
+    const fut = f.mean.slice(0, Math.min(p.horizon, width / 2));
+    const max = Math.max(1, ...hist, ...f.upper.slice(0, fut.length));
+    io.out.write(
+      `  ${zone.padEnd(6)} ${sparkline(hist, max)}│${sparkline(fut, max)}  (max ${formatNumber(max)})\n`,
+    );
+  }
+}
+
+export function registerPredict(program: Command, ctx: CommandContext): void {
+  program
+    .command("predict")
+    .description(
+      "forecast the access to a key's segment per origin zone, with intervals (predict_access_pattern)",
+    )
+    .requiredOption("-k, --key <key>", "the data key")
+    .option("--horizon <n>", "intervals to forecast (default: one hour's worth)")
+    .option("--zone <zone>", "only this origin zone")
+    .option("--resolution <seconds>", "forecast from the window level of this resolution (default: minutes)")
+    .option("--json", "print the forecast as JSON", false)
+    .addHelpText(
+      "after",
+      `
+The forecast uses the segment's access windows per zone (from the agents, or from the windows
+file \`shardctl record\` writes when no agents serve the map) and, per zone, the model that
+backtests best on that series (see \`shardctl forecast backtest\`). The chart shows the
+recent history, a bar, then the forecast, on one scale per zone.
+
+Examples:
+  $ shardctl predict --key user:42
+  $ shardctl predict --key user:42 --zone b --horizon 30 --json`,
+    )
+    .action(
+      async (o: { key: string; horizon?: string; zone?: string; resolution?: string; json: boolean }) => {
+        const config = ctx.config();
+        const opts: PredictOptions = {
+          key: o.key,
+          horizon: o.horizon === undefined ? undefined : parsePositiveInt(o.horizon, "--horizon"),
+          zone: o.zone,
+          resolutionSeconds:
+            o.resolution === undefined ? undefined : parsePositiveInt(o.resolution, "--resolution"),
+          json: o.json,
+        };
+        const collected = await withStore(
+          () => openStore(config),
+          async (store) => collectWindows(config, await store.load()),
+        );
+        for (const u of collected.unreachable)
+          ctx.io.err.write(`warning: node ${u.node} did not answer: ${u.error}\n`);
+        const p = runPredict(opts, { config, windows: collected.windows, now: Date.now() });
+        if (o.json) printJson(ctx.io, p);
+        else printPrediction(ctx.io, p);
+      },
+    );
+}

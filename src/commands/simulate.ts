@@ -1,0 +1,363 @@
+/**
+ * `shardctl simulate --trace FILE --latency MATRIX`: replays a workload trace
+ * in-process through the engine and compares four placement policies
+ * (static, reactive, predictive, oracle). `shardctl simulate build-trace`
+ * turns real load series (or a request log) into such a trace.
+ *
+ * The command reads the files; src/sim does the work on the parsed data.
+ */
+import type { Command } from "commander";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { basename, join } from "node:path";
+import { performance } from "node:perf_hooks";
+import {
+  LatencyModel,
+  nodePerZone,
+  nodesOverZones,
+  parseZoneMatrix,
+  type ZoneMatrix,
+} from "../engine/latency.js";
+import { UsageError } from "../errors.js";
+import { detectSeason, parseSeriesCsv } from "../forecast/index.js";
+import { formatBytes, printJson, printTable, type IO } from "../output.js";
+import {
+  buildTraceFromRequests,
+  buildTraceFromSeries,
+  type RequestRow,
+  type SeriesSource,
+} from "../sim/build-trace.js";
+import { engineForecaster } from "../sim/forecaster.js";
+import { POLICIES, simulate, type PolicyName, type SimOptions, type SimResult } from "../sim/simulate.js";
+import { parseTraceTimestamp, parseTrace, splitCsvLine } from "../sim/trace.js";
+import { writeAtomic } from "../store/embedded.js";
+import { parsePositiveInt } from "./common.js";
+import type { CommandContext, RegisterCommand } from "./context.js";
+
+export interface SimulateOptions {
+  trace: string;
+  latency: string;
+  nodes?: number;
+  json: boolean;
+  sim: Partial<SimOptions>;
+}
+
+export interface SimulateReport extends SimResult {
+  elapsed_s: number;
+  events_per_s: number;
+}
+
+function readText(file: string, what: string): string {
+  if (!existsSync(file)) throw new UsageError(`${what} ${file} does not exist`);
+  try {
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    throw new UsageError(`cannot read ${what} ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** Reads and validates a latency matrix file. */
+export function readZoneMatrix(file: string): ZoneMatrix {
+  const text = readText(file, "the latency matrix");
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`the latency matrix ${file} is not valid JSON: ${(err as Error).message}`, {
+      hint: 'expected {"zones": ["a","b"], "rtt_ms": [[1,50],[50,1]]}',
+    });
+  }
+  return parseZoneMatrix(value, `the latency matrix ${file}`);
+}
+
+/** Reads everything first, then replays: a bad input is refused before any output. */
+export function runSimulate(opts: SimulateOptions): SimulateReport {
+  const matrix = readZoneMatrix(opts.latency);
+  const nodes =
+    opts.nodes === undefined ? nodePerZone(matrix.zones) : nodesOverZones(matrix.zones, opts.nodes);
+  const latency = LatencyModel.fromZoneMatrix(matrix, nodes);
+  const trace = parseTrace(readText(opts.trace, "the trace"), matrix.zones, {
+    source: `the trace ${opts.trace}`,
+  });
+  const { forecast } = engineForecaster();
+  const start = performance.now();
+  const result = simulate(trace, latency, forecast, opts.sim);
+  const elapsed = (performance.now() - start) / 1000;
+  return {
+    ...result,
+    elapsed_s: round(elapsed, 3),
+    events_per_s: Math.round(trace.length / Math.max(elapsed, 1e-9)),
+  };
+}
+
+function round(n: number, d = 3): number {
+  const f = 10 ** d;
+  return Math.round(n * f) / f;
+}
+
+export function printSimulation(io: IO, r: SimulateReport): void {
+  const oracle = r.policies.oracle?.mean_ms;
+  const rows = POLICIES.filter((p) => r.policies[p]).map((p) => {
+    const x = r.policies[p]!;
+    return [
+      p,
+      round(x.mean_ms, 2),
+      round(x.p99_ms, 2),
+      x.migrations,
+      formatBytes(x.bytes_moved),
+      oracle ? `${round((x.mean_ms / oracle - 1) * 100, 1)}%` : "-",
+    ];
+  });
+  printTable(io, ["policy", "mean ms", "p99 ms", "migrations", "bytes moved", "mean vs oracle"], rows);
+}
+
+/** Parses the simulator flags shared by the command and the bench. */
+function simOptionsFrom(o: SimulateFlags): Partial<SimOptions> {
+  const sim: Partial<SimOptions> = {};
+  if (o.interval !== undefined) sim.intervalSeconds = parsePositiveInt(o.interval, "--interval");
+  if (o.horizon !== undefined) sim.horizonIntervals = parsePositiveInt(o.horizon, "--horizon");
+  if (o.segments !== undefined) sim.segmentCount = parsePositiveInt(o.segments, "--segments");
+  if (o.keyBytes !== undefined) sim.keyBytes = parsePositiveInt(o.keyBytes, "--key-bytes");
+  if (o.lead !== undefined) sim.leadSeconds = parsePositiveInt(o.lead, "--lead");
+  if (o.policies !== undefined) {
+    const list = o.policies.split(",").map((s) => s.trim());
+    for (const p of list) {
+      if (!POLICIES.includes(p as PolicyName))
+        throw new UsageError(`unknown policy ${JSON.stringify(p)}; choose from ${POLICIES.join(", ")}`);
+    }
+    sim.policies = list as PolicyName[];
+  }
+  return sim;
+}
+
+interface SimulateFlags {
+  trace?: string;
+  latency?: string;
+  nodes?: string;
+  json?: boolean;
+  interval?: string;
+  horizon?: string;
+  segments?: string;
+  keyBytes?: string;
+  lead?: string;
+  policies?: string;
+}
+
+// ---- build-trace ----------------------------------------------------------
+
+export interface BuildTraceOptions {
+  series?: string;
+  requests?: string;
+  out: string;
+  keys?: number;
+  zones: string[];
+  events: number;
+  seed: number;
+  days?: number;
+}
+
+/** Reads every series CSV in a directory; season and interval from index.json when it lists the file. */
+export function readSeriesDir(dir: string): SeriesSource[] {
+  if (!existsSync(dir) || !statSync(dir).isDirectory())
+    throw new UsageError(`--series ${dir} is not a directory`);
+  const meta = new Map<string, { interval_seconds?: number; season?: number }>();
+  const indexFile = join(dir, "index.json");
+  if (existsSync(indexFile)) {
+    let list: unknown;
+    try {
+      list = JSON.parse(readFileSync(indexFile, "utf8"));
+    } catch {
+      throw new UsageError(`${indexFile} is not valid JSON`);
+    }
+    if (Array.isArray(list)) {
+      for (const e of list as { file?: unknown; interval_seconds?: number; season?: number }[]) {
+        if (e && typeof e.file === "string") meta.set(e.file, e);
+      }
+    }
+  }
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith(".csv"))
+    .sort();
+  if (files.length === 0) throw new UsageError(`no .csv series in ${dir}`);
+  return files.map((f) => {
+    let parsed;
+    try {
+      parsed = parseSeriesCsv(readFileSync(join(dir, f), "utf8"));
+    } catch (err) {
+      throw new UsageError(`series ${f}: ${(err as Error).message}`);
+    }
+    const m = meta.get(f);
+    const intervalSeconds = m?.interval_seconds ?? parsed.intervalSeconds;
+    return {
+      name: basename(f, ".csv"),
+      values: parsed.values,
+      startMs: parsed.startMs,
+      intervalSeconds,
+      season: m?.season ?? detectSeason(parsed.values, intervalSeconds),
+    };
+  });
+}
+
+/** Reads a request log `timestamp,key[,…]` (header optional), sorted or not. */
+export function readRequests(file: string): RequestRow[] {
+  const text = readText(file, "the request log");
+  const rows: RequestRow[] = [];
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    if (line.trim() === "") continue;
+    const f = splitCsvLine(line);
+    if (!f || f.length < 2) throw new UsageError(`${file}, line ${i + 1}: expected timestamp,key[,...]`);
+    if (i === 0 && f[0].trim().toLowerCase() === "timestamp") continue;
+    const t = parseTraceTimestamp(f[0].trim());
+    if (t === undefined)
+      throw new UsageError(`${file}, line ${i + 1}: bad timestamp ${JSON.stringify(f[0])}`);
+    if (f[1] === "") throw new UsageError(`${file}, line ${i + 1}: empty key`);
+    rows.push({ t, key: f[1] });
+  }
+  rows.sort((a, b) => a.t - b.t);
+  return rows;
+}
+
+export function runBuildTrace(opts: BuildTraceOptions): { events: number; text: string } {
+  if (!!opts.series === !!opts.requests)
+    throw new UsageError("give exactly one of --series DIR or --requests FILE");
+  const text = opts.series
+    ? buildTraceFromSeries(readSeriesDir(opts.series), {
+        keys: opts.keys ?? 48,
+        zones: opts.zones,
+        events: opts.events,
+        seed: opts.seed,
+        days: opts.days,
+      })
+    : buildTraceFromRequests(readRequests(opts.requests!), {
+        zones: opts.zones,
+        seed: opts.seed,
+        keys: opts.keys,
+      });
+  return { events: text.split("\n").length - 2, text };
+}
+
+function parseSeed(v: string): number {
+  if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(Number(v)))
+    throw new UsageError(`--seed must be an integer, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+export const registerSimulate: RegisterCommand = (program: Command, ctx: CommandContext) => {
+  const cmd = program
+    .command("simulate")
+    .description(
+      "replay a workload trace and compare placement policies: static, reactive, predictive, oracle",
+    )
+    .option(
+      "-t, --trace <file>",
+      "the trace: CSV timestamp,key,op,zone (ISO-8601 or epoch ms; read|write), sorted by time",
+    )
+    .option(
+      "-l, --latency <file>",
+      'RTT matrix: JSON {"zones": [...], "rtt_ms": [[...], ...]} (square, ms, ≥ 0)',
+    )
+    .option("--nodes <n>", "nodes, dealt round-robin over the matrix's zones (default: one per zone)")
+    .option("--interval <seconds>", "decision interval (default 300)")
+    .option("--horizon <intervals>", "planning horizon in decision intervals (default 6)")
+    .option("--segments <n>", "segments the key space is cut into (default 1024)")
+    .option("--key-bytes <n>", "bytes of data per key, moved with its shard (default 8 MiB)")
+    .option("--lead <seconds>", "decisions are made this long before the cutover boundary (default 30)")
+    .option("--policies <list>", `comma-separated subset of ${POLICIES.join(",")}`)
+    .option("--json", "print the comparison as JSON", false)
+    .addHelpText("after", SIMULATE_HELP)
+    .action((o: SimulateFlags) => {
+      if (!o.trace || !o.latency) {
+        throw new UsageError("simulate needs --trace FILE and --latency MATRIX", {
+          hint: "build a trace with `shardctl simulate build-trace --series DIR --out trace.csv`",
+        });
+      }
+      const nodes = o.nodes === undefined ? undefined : parsePositiveInt(o.nodes, "--nodes");
+      const sim = simOptionsFrom(o);
+      const r = runSimulate({ trace: o.trace, latency: o.latency, nodes, json: !!o.json, sim });
+      ctx.io.err.write(
+        `replayed ${r.events} events (${r.keys} keys, ${r.active_segments} segments, ${r.intervals} intervals of ${r.interval_seconds} s, ${r.nodes} nodes) in ${r.elapsed_s} s: ${r.events_per_s} events/s\n`,
+      );
+      if (o.json) printJson(ctx.io, r);
+      else printSimulation(ctx.io, r);
+    });
+  cmd.exitOverride();
+
+  const build = cmd
+    .command("build-trace")
+    .description("build a follow-the-sun trace from real load series (or from a real request log)")
+    .option(
+      "--series <dir>",
+      "directory of timestamp,value CSV series (index.json gives season and interval)",
+    )
+    .option("--requests <file>", "a request log timestamp,key[,...] instead: real keys and times")
+    .requiredOption("-o, --out <file>", "where to write the trace CSV")
+    .option(
+      "--keys <n>",
+      "keys (series: dealt over the series, default 48; requests: keep the N most requested)",
+    )
+    .option("--zones <list>", "origin zones, comma-separated", "a,b,c")
+    .option("--events <n>", "expected accesses in the trace (series only)", "100000")
+    .option("--days <n>", "days of each series used, from its end (series only)", "7")
+    .option("--seed <n>", "random seed", "1")
+    .addHelpText("after", BUILD_HELP)
+    .action(
+      (o: {
+        series?: string;
+        requests?: string;
+        out: string;
+        keys?: string;
+        zones: string;
+        events: string;
+        days: string;
+        seed: string;
+      }) => {
+        const r = runBuildTrace({
+          series: o.series,
+          requests: o.requests,
+          out: o.out,
+          keys: o.keys === undefined ? undefined : parsePositiveInt(o.keys, "--keys"),
+          zones: o.zones.split(",").map((z) => z.trim()),
+          events: parsePositiveInt(o.events, "--events"),
+          days: parsePositiveInt(o.days, "--days"),
+          seed: parseSeed(o.seed),
+        });
+        writeAtomic(o.out, r.text);
+        ctx.io.err.write(`wrote ${r.events} events to ${o.out}\n`);
+      },
+    );
+  build.exitOverride();
+};
+
+const SIMULATE_HELP = `
+Every policy places each shard on one node per decision interval and pays the
+same migration cost: the copy (bytes / bandwidth) must finish before the
+cutover boundary, and writes in the fenced tail wait for the cutover.
+
+  static      the initial layout, never moved
+  reactive    the planner on what was observed (moves after a change)
+  predictive  the planner on the forecast of src/forecast (moves ahead of it),
+              with the reactive check for shards the forecast leaves alone
+  oracle      knows the trace: per segment, the exact optimum over node
+              schedules with the same costs; a true lower bound on the mean
+
+Examples:
+  $ shardctl simulate build-trace --series ../shared/data/series --out trace.csv --events 300000
+  $ echo '{"zones":["a","b","c"],"rtt_ms":[[1,50,80],[50,1,60],[80,60,1]]}' > rtt.json
+  $ shardctl simulate --trace trace.csv --latency rtt.json
+  $ shardctl simulate --trace trace.csv --latency rtt.json --nodes 6 --json`;
+
+const BUILD_HELP = `
+From series: keys are dealt over the series; each series drives its keys'
+access rates, and each key's dominant origin zone follows the phase of its
+series' season (follow the sun): zone floor(phase x zones) gets 70% of the
+accesses, the others share the rest. 20% of accesses are writes. The same
+seed gives the same trace.
+
+From a request log (--requests): the log's real keys and times; the dominant
+zone follows the time of day.
+
+Examples:
+  $ shardctl simulate build-trace --series ../shared/data/series --out trace.csv
+  $ shardctl simulate build-trace --series ../shared/data/series --out t.csv --keys 20 --events 300000 --seed 7
+  $ shardctl simulate build-trace --requests ../shared/data/traces/nasa_http_kennedy_19950801.csv --out nasa.csv`;

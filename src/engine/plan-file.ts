@@ -1,0 +1,93 @@
+/**
+ * Plan files: a plan as JSON with a checksum, so that a tampered or
+ * truncated file is refused when read rather than applied. The checksum is
+ * FNV-1a 64 (hash.ts fnv1a64Bytes) over the canonical JSON of the plan
+ * (object keys sorted, no whitespace), so re-indenting the file does not
+ * break it but changing any value does. Pure: the caller reads and writes
+ * the bytes.
+ */
+import { UsageError } from "../errors.js";
+import { fnv1a64Bytes } from "./hash.js";
+import { PLAN_FORMAT, type MigrationPlan } from "./planner.js";
+
+export const PLAN_FILE_FORMAT = "shardctl-plan-file/1";
+
+export interface PlanFile {
+  format: typeof PLAN_FILE_FORMAT;
+  checksum: string;
+  plan: MigrationPlan;
+}
+
+/** JSON with object keys sorted at every level; non-finite numbers are refused (they have no JSON form). */
+export function canonicalJson(value: unknown): string {
+  if (value === null) return "null";
+  switch (typeof value) {
+    case "number":
+      if (!Number.isFinite(value)) throw new UsageError(`cannot serialise the non-finite number ${value}`);
+      return JSON.stringify(value);
+    case "string":
+    case "boolean":
+      return JSON.stringify(value);
+    case "object": {
+      if (Array.isArray(value))
+        return `[${value.map((v) => canonicalJson(v === undefined ? null : v)).join(",")}]`;
+      const obj = value as Record<string, unknown>;
+      const keys = Object.keys(obj)
+        .filter((k) => obj[k] !== undefined)
+        .sort();
+      return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(",")}}`;
+    }
+    default:
+      throw new UsageError(`cannot serialise a value of type ${typeof value}`);
+  }
+}
+
+export function planChecksum(plan: MigrationPlan): string {
+  return fnv1a64Bytes(new TextEncoder().encode(canonicalJson(plan)));
+}
+
+/** The file's text: pretty JSON of { format, checksum, plan }. */
+export function serialisePlanFile(plan: MigrationPlan): string {
+  // Round-trip through the canonical form so the stored plan is exactly what was summed.
+  const canonical = JSON.parse(canonicalJson(plan)) as MigrationPlan;
+  const file: PlanFile = { format: PLAN_FILE_FORMAT, checksum: planChecksum(canonical), plan: canonical };
+  return JSON.stringify(file, null, 2) + "\n";
+}
+
+/** Parses and verifies a plan file's text; anything but an intact plan file is a UsageError. */
+export function parsePlanFile(text: string, source = "the plan file"): MigrationPlan {
+  const refuse = (why: string): never => {
+    throw new UsageError(`${source} is refused: ${why}; nothing was applied`, {
+      hint: "re-create it with `shardctl plan --all --out FILE`; never edit a plan by hand",
+    });
+  };
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return refuse("it is not complete JSON (truncated or corrupt)");
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value)) return refuse("it is not a plan file");
+  const file = value as Partial<PlanFile>;
+  if (file.format !== PLAN_FILE_FORMAT) return refuse(`unknown format ${JSON.stringify(file.format)}`);
+  if (typeof file.checksum !== "string" || !/^[0-9a-f]{16}$/.test(file.checksum))
+    return refuse("the checksum is missing");
+  if (!file.plan || typeof file.plan !== "object") return refuse("it holds no plan");
+  let sum: string;
+  try {
+    sum = planChecksum(file.plan);
+  } catch {
+    return refuse("the plan holds values that cannot be checksummed");
+  }
+  if (sum !== file.checksum) return refuse("the checksum does not match (the plan was altered or damaged)");
+  const plan = file.plan;
+  if (plan.format !== PLAN_FORMAT) return refuse(`unknown plan format ${JSON.stringify(plan.format)}`);
+  if (!Number.isInteger(plan.mapVersion) || plan.mapVersion < 0) return refuse("the plan has no map version");
+  if (!Array.isArray(plan.steps) || !Array.isArray(plan.assessments)) return refuse("the plan has no steps");
+  for (const s of plan.steps) {
+    if (!s || (s.kind !== "move" && s.kind !== "split") || typeof s.shard !== "string") {
+      return refuse("a step is malformed");
+    }
+  }
+  return plan;
+}

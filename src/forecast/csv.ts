@@ -1,0 +1,193 @@
+/**
+ * Reading a `timestamp,value` CSV (the text, not the file: this module is
+ * pure) onto a regular grid. Real exports are messy, so the parser repairs
+ * what it safely can — sorts, averages duplicates, interpolates gaps — and
+ * reports every repair in `notes`; what it cannot repair is a UsageError
+ * naming the line.
+ */
+import { UsageError } from "../errors.js";
+import { median } from "./stats.js";
+
+export interface ParsedSeries {
+  values: Float64Array;
+  /** Median spacing of the timestamps, in seconds. */
+  intervalSeconds: number;
+  /** Epoch milliseconds of values[0]. */
+  startMs: number;
+  /** Rows read (before any repair). */
+  rows: number;
+  filled: number;
+  duplicates: number;
+  unsorted: boolean;
+  allZero: boolean;
+  notes: string[];
+}
+
+export interface ParseOptions {
+  /** Fewest points accepted after regularisation (default 8). */
+  minPoints?: number;
+  /** Refuse grids larger than this many slots (default 5,000,000): protects against a stray timestamp. */
+  maxPoints?: number;
+}
+
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$/i;
+const NUMBER = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i;
+
+/** Epoch seconds or milliseconds (values above 1e11 can only be ms: that many seconds is year 5138). */
+export function parseTimestamp(raw: string): number | undefined {
+  const s = raw.trim().replace(/^"(.*)"$/, "$1");
+  if (NUMBER.test(s)) {
+    const v = Number(s);
+    if (!Number.isFinite(v)) return undefined;
+    return Math.abs(v) > 1e11 ? v : v * 1000;
+  }
+  const match = ISO_DATE.exec(s);
+  if (!match) return undefined;
+  // a timestamp without a zone is read as UTC, so results do not depend on the machine's TZ
+  let iso = s.replace(" ", "T");
+  if (!match[1]) iso += iso.length === 10 ? "T00:00:00Z" : "Z";
+  const ms = Date.parse(iso);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+function looksBinary(text: string): boolean {
+  const sample = text.slice(0, 4096);
+  let control = 0;
+  for (let i = 0; i < sample.length; i++) {
+    const c = sample.charCodeAt(i);
+    if (c === 0) return true;
+    if ((c < 32 && c !== 9 && c !== 10 && c !== 13) || c === 0xfffd) control++;
+  }
+  return control > sample.length * 0.05;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+export function parseSeriesCsv(text: string, opts: ParseOptions = {}): ParsedSeries {
+  const minPoints = opts.minPoints ?? 8;
+  const maxPoints = opts.maxPoints ?? 5_000_000;
+  const hint = "expected a CSV with a header and rows of `timestamp,value` (ISO-8601 or epoch seconds/ms)";
+  if (text.trim().length === 0) throw new UsageError("the input is empty", { hint });
+  if (looksBinary(text)) throw new UsageError("the input is not a text CSV (binary content)", { hint });
+
+  const lines = text.replace(/^\uFEFF/, "").split(/\r\n|\n|\r/);
+  const points: { t: number; v: number }[] = [];
+  let headerSeen = false;
+  const notes: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    const lineNo = i + 1;
+    if (line === "" || line.startsWith("#")) continue;
+    const fields = line.split(",");
+    const t = parseTimestamp(fields[0] ?? "");
+    if (!headerSeen && points.length === 0) {
+      headerSeen = true;
+      if (t === undefined) continue; // the header row
+      notes.push("no header row: the first line was read as data");
+    }
+    if (fields.length < 2) {
+      throw new UsageError(
+        `line ${lineNo}: expected two columns "timestamp,value", found "${line.slice(0, 60)}"`,
+        { hint },
+      );
+    }
+    if (t === undefined) {
+      throw new UsageError(`line ${lineNo}: cannot read the timestamp "${fields[0].slice(0, 40)}"`, { hint });
+    }
+    const raw = fields[1].trim().replace(/^"(.*)"$/, "$1");
+    const v = NUMBER.test(raw) ? Number(raw) : NaN;
+    if (!Number.isFinite(v)) {
+      throw new UsageError(`line ${lineNo}: the value "${raw.slice(0, 40)}" is not a number`, { hint });
+    }
+    points.push({ t, v });
+  }
+  if (points.length < minPoints) {
+    throw new UsageError(
+      `too few points: ${points.length} row${points.length === 1 ? "" : "s"} of data, at least ${minPoints} are needed`,
+      { hint },
+    );
+  }
+
+  const rows = points.length;
+  let unsorted = false;
+  for (let i = 1; i < points.length; i++) if (points[i].t < points[i - 1].t) unsorted = true;
+  if (unsorted) {
+    points.sort((a, b) => a.t - b.t);
+    notes.push("timestamps were not in order: sorted");
+  }
+
+  // average rows that share a timestamp
+  const merged: { t: number; v: number }[] = [];
+  let duplicates = 0;
+  for (let i = 0; i < points.length;) {
+    let j = i;
+    let sum = 0;
+    while (j < points.length && points[j].t === points[i].t) sum += points[j++].v;
+    if (j - i > 1) duplicates += j - i - 1;
+    merged.push({ t: points[i].t, v: sum / (j - i) });
+    i = j;
+  }
+  if (duplicates) notes.push(`${plural(duplicates, "duplicate timestamp")} averaged`);
+  if (merged.length < minPoints) {
+    throw new UsageError(`too few distinct timestamps: ${merged.length}, at least ${minPoints} are needed`, {
+      hint,
+    });
+  }
+
+  const diffs = new Float64Array(merged.length - 1);
+  for (let i = 1; i < merged.length; i++) diffs[i - 1] = merged[i].t - merged[i - 1].t;
+  const intervalMs = median(diffs);
+  const t0 = merged[0].t;
+  const slots = Math.round((merged[merged.length - 1].t - t0) / intervalMs) + 1;
+  if (slots > maxPoints || slots > 100 * merged.length) {
+    throw new UsageError(
+      `timestamps too irregular: the median spacing is ${intervalMs / 1000}s but they span ${slots} such intervals`,
+      { hint: "check for a stray timestamp (wrong year, or seconds mixed with milliseconds)" },
+    );
+  }
+
+  // place each point on the nearest grid slot; several in one slot are averaged
+  const sum = new Float64Array(slots);
+  const count = new Uint32Array(slots);
+  for (const p of merged) {
+    const k = Math.round((p.t - t0) / intervalMs);
+    sum[k] += p.v;
+    count[k]++;
+  }
+  let offGrid = 0;
+  for (let k = 0; k < slots; k++) if (count[k] > 1) offGrid += count[k] - 1;
+  if (offGrid) notes.push(`${plural(offGrid, "point")} off the regular grid merged into the nearest slot`);
+
+  const values = new Float64Array(slots);
+  let filled = 0;
+  let prev = -1;
+  for (let k = 0; k < slots; k++) {
+    if (count[k] === 0) continue;
+    values[k] = sum[k] / count[k];
+    if (prev >= 0 && k - prev > 1) {
+      // linear interpolation across the gap
+      for (let g = prev + 1; g < k; g++) {
+        values[g] = values[prev] + ((values[k] - values[prev]) * (g - prev)) / (k - prev);
+        filled++;
+      }
+    }
+    prev = k;
+  }
+  if (filled) notes.push(`${plural(filled, "missing point")} filled by linear interpolation`);
+  let allZero = true;
+  for (let k = 0; k < slots; k++) if (values[k] !== 0) allZero = false;
+  if (allZero) notes.push("every value is zero: all models forecast zero");
+  return {
+    values,
+    intervalSeconds: intervalMs / 1000,
+    startMs: t0,
+    rows,
+    filled,
+    duplicates,
+    unsorted,
+    allZero,
+    notes,
+  };
+}

@@ -1,0 +1,792 @@
+/**
+ * The trace simulator: an in-process replay of a workload trace with a
+ * virtual clock, through the same engine code the CLI uses (computePlan, the
+ * assigner's planLayout/applyLayoutDiff, and a forecaster from src/forecast),
+ * comparing four placement policies on the same accesses.
+ *
+ * Time is cut into decision intervals of Δ seconds, I_j = [b_j, b_{j+1}).
+ * Every policy places each shard on one node per interval: a move decided
+ * during I_{k-1} (at d_k = b_k − lead, seeing only the complete intervals up
+ * to I_{k-2}) copies the shard in the background, fences it for the write
+ * pause and cuts over exactly at a boundary — b_k if copy + pause fits in the
+ * lead, else the first boundary it fits before. Writes arriving in the fenced
+ * tail [b − pause, b) wait until b and are then served by the target.
+ * An access costs the RTT from its zone to the node holding its shard (plus
+ * any pause wait).
+ *
+ * Policies:
+ *  - static: the initial layout, never changed;
+ *  - reactive: the planner fed with what was observed (demand = the last H
+ *    complete intervals, compared with the H before): it moves after a change;
+ *  - predictive: the planner fed with the forecaster's prediction of the H
+ *    intervals after the cutover, compared with the last H observed;
+ *  - oracle: knows the whole trace; per segment, an exact dynamic programme
+ *    over (interval, node) minimising the total latency of the actual accesses
+ *    with the same pause cost on every move. Any policy above places every
+ *    segment on one node per interval and pays the same pause cost, so its
+ *    schedule is one path of that programme: the oracle's total (hence mean)
+ *    latency is a true lower bound for all of them. It ignores shard grouping,
+ *    budgets, cooldowns and capacity, which only makes the bound lower.
+ */
+import { UsageError } from "../errors.js";
+import { applyLayoutDiff, planLayout, type AssignerOptions, type LayoutDiff } from "../engine/assigner.js";
+import type { LatencyModel, NodeResources } from "../engine/latency.js";
+import { initialLayout, RoutingTable, type LocationMap } from "../engine/location-map.js";
+import {
+  computePlan,
+  DEFAULT_PLANNER_OPTIONS,
+  type MigrationPlan,
+  type PlannerOptions,
+  type SegmentDemand,
+} from "../engine/planner.js";
+import { Segmenter } from "../engine/segmenter.js";
+import type { BatchForecast, SeriesForecast, SeriesToForecast } from "./forecaster.js";
+import { INTERVAL_Z } from "../forecast/index.js";
+import type { Trace } from "./trace.js";
+
+export const POLICIES = ["static", "reactive", "predictive", "oracle"] as const;
+export type PolicyName = (typeof POLICIES)[number];
+
+export interface SimOptions {
+  /** Decision interval Δ (seconds). */
+  intervalSeconds: number;
+  /** Planning horizon H, in intervals. */
+  horizonIntervals: number;
+  /** Seconds before a boundary at which decisions are made (the copy must fit in it). */
+  leadSeconds: number;
+  /** Intervals of history given to the forecaster. */
+  historyIntervals: number;
+  /** Re-forecast every this many intervals (forecasts reach far enough to cover the gap). */
+  forecastEvery: number;
+  /** Trailing mean over this many intervals applied to the series before forecasting (1: none). */
+  smoothIntervals: number;
+  segmentCount: number;
+  shardsPerNode: number;
+  /** Bytes each key's data takes (moved with its shard). */
+  keyBytes: number;
+  bandwidthBytesPerSecond: number;
+  writePauseMs: number;
+  cooldownIntervals: number;
+  maxConcurrentMigrations: number;
+  maxBytesInFlight: number;
+  minGainFraction: number;
+  /** Standard deviations of the benefit charged as risk (see cost.ts). */
+  riskAversion: number;
+  riseRatio: number;
+  minRiseAccesses: number;
+  /** Run the assigner (split/merge by access rate) in the reactive and predictive policies. */
+  reshard: boolean;
+  /** Let the planner split a segment onto its own shard to move it alone. */
+  splitSegments: boolean;
+  policies: readonly PolicyName[];
+  /** Called with every plan a planner-driven policy makes (for tests and debugging). */
+  onPlan?: (policy: PolicyName, boundary: number, plan: MigrationPlan) => void;
+}
+
+export const DEFAULT_SIM_OPTIONS: SimOptions = {
+  intervalSeconds: 300,
+  horizonIntervals: 6,
+  leadSeconds: 30,
+  historyIntervals: 864,
+  forecastEvery: 6,
+  smoothIntervals: 1,
+  segmentCount: 1024,
+  shardsPerNode: 4,
+  keyBytes: 8 * 1024 * 1024,
+  bandwidthBytesPerSecond: 100 * 1024 * 1024,
+  writePauseMs: 50,
+  cooldownIntervals: 6,
+  maxConcurrentMigrations: 16,
+  maxBytesInFlight: 16 * 1024 * 1024 * 1024,
+  minGainFraction: 0.1,
+  riskAversion: 1,
+  riseRatio: 1.2,
+  minRiseAccesses: 5,
+  reshard: true,
+  splitSegments: true,
+  policies: POLICIES,
+};
+
+export interface PolicyResult {
+  mean_ms: number;
+  p99_ms: number;
+  migrations: number;
+  bytes_moved: number;
+  /** Segments split onto their own shard by the planner (split-then-move steps). */
+  splits: number;
+  /** Layout operations by the assigner (resharding). */
+  reshard_ops: number;
+}
+
+export interface SimResult {
+  policies: Partial<Record<PolicyName, PolicyResult>>;
+  events: number;
+  keys: number;
+  active_segments: number;
+  intervals: number;
+  interval_seconds: number;
+  nodes: number;
+  /** Wall-clock time of the replay, filled in by the caller if it measures it. */
+  notes: string[];
+}
+
+export function validateSimOptions(o: SimOptions): void {
+  const bad = (m: string) => {
+    throw new UsageError(`simulator options: ${m}`);
+  };
+  if (!(o.intervalSeconds > 0)) bad("the interval must be > 0 seconds");
+  if (!Number.isInteger(o.horizonIntervals) || o.horizonIntervals < 1)
+    bad("the horizon must be an integer ≥ 1 interval");
+  if (!(o.leadSeconds >= 0) || o.leadSeconds >= o.intervalSeconds)
+    bad("the lead must be ≥ 0 and shorter than the interval");
+  if (!Number.isInteger(o.historyIntervals) || o.historyIntervals < 2)
+    bad("the history must be ≥ 2 intervals");
+  if (!Number.isInteger(o.forecastEvery) || o.forecastEvery < 1) bad("forecastEvery must be an integer ≥ 1");
+  if (!Number.isInteger(o.smoothIntervals) || o.smoothIntervals < 1)
+    bad("smoothIntervals must be an integer ≥ 1");
+  if (!(o.keyBytes >= 0)) bad("key bytes must be ≥ 0");
+  if (!(o.bandwidthBytesPerSecond > 0)) bad("the bandwidth must be > 0");
+  if (!(o.writePauseMs >= 0) || o.writePauseMs >= o.intervalSeconds * 1000)
+    bad("the write pause must be ≥ 0 and shorter than the interval");
+  if (!Number.isInteger(o.cooldownIntervals) || o.cooldownIntervals < 0)
+    bad("the cooldown must be an integer ≥ 0");
+  for (const p of o.policies) if (!POLICIES.includes(p)) bad(`unknown policy ${p}`);
+}
+
+/** Nearest-rank percentile of unsorted values (sorts a copy). */
+export function percentileOf(values: Float64Array, p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = values.slice().sort();
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx];
+}
+
+/** What every policy shares: the trace cut into intervals, counts per (segment, zone, interval). */
+class Workload {
+  readonly Z: number;
+  readonly N: number;
+  readonly t0: number;
+  readonly dt: number;
+  readonly nI: number;
+  readonly segOfEvent: Int32Array;
+  /** Active (accessed) segments, ascending, and their index. */
+  readonly active: number[];
+  readonly activeIdx: Int32Array;
+  /** counts[(a·Z + z)·nI + j] */
+  readonly counts: Float64Array;
+  /** writes[a·nI + j] */
+  readonly writes: Float64Array;
+  /** First event index of each interval (length nI + 1). */
+  readonly eventStart: Int32Array;
+  readonly segBytes: Float64Array;
+  readonly rtt: Float64Array;
+
+  constructor(
+    readonly trace: Trace,
+    readonly latency: LatencyModel,
+    readonly opts: SimOptions,
+  ) {
+    this.Z = latency.zones.length;
+    this.N = latency.nodes.length;
+    this.rtt = latency.rtt;
+    this.dt = opts.intervalSeconds * 1000;
+    this.t0 = Math.floor(trace.t[0] / this.dt) * this.dt;
+    this.nI = Math.floor((trace.t[trace.length - 1] - this.t0) / this.dt) + 1;
+    if (this.nI > 5_000_000)
+      throw new UsageError("the trace spans too many intervals; use a longer --interval");
+    const segmenter = new Segmenter(opts.segmentCount);
+    const segOfKey = trace.keys.map((k) => segmenter.segmentOf(k));
+    this.segBytes = new Float64Array(opts.segmentCount);
+    for (const s of segOfKey) this.segBytes[s] += opts.keyBytes;
+    this.segOfEvent = new Int32Array(trace.length);
+    const seen = new Uint8Array(opts.segmentCount);
+    for (let e = 0; e < trace.length; e++) {
+      const s = segOfKey[trace.key[e]];
+      this.segOfEvent[e] = s;
+      seen[s] = 1;
+    }
+    this.active = [];
+    this.activeIdx = new Int32Array(opts.segmentCount).fill(-1);
+    for (let s = 0; s < opts.segmentCount; s++) {
+      if (seen[s]) {
+        this.activeIdx[s] = this.active.length;
+        this.active.push(s);
+      }
+    }
+    const A = this.active.length;
+    this.counts = new Float64Array(A * this.Z * this.nI);
+    this.writes = new Float64Array(A * this.nI);
+    this.eventStart = new Int32Array(this.nI + 1);
+    let j = 0;
+    for (let e = 0; e < trace.length; e++) {
+      const ij = Math.floor((trace.t[e] - this.t0) / this.dt);
+      while (j < ij) this.eventStart[++j] = e;
+      const a = this.activeIdx[this.segOfEvent[e]];
+      this.counts[(a * this.Z + trace.zone[e]) * this.nI + ij] += 1;
+      if (trace.write[e]) this.writes[a * this.nI + ij] += 1;
+    }
+    while (j < this.nI) this.eventStart[++j] = trace.length;
+  }
+
+  boundary(j: number): number {
+    return this.t0 + j * this.dt;
+  }
+
+  /** Σ counts of active segment a, zone z, over intervals [from, to). */
+  sum(a: number, z: number, from: number, to: number): number {
+    const base = (a * this.Z + z) * this.nI;
+    let s = 0;
+    for (let j = Math.max(0, from); j < to; j++) s += this.counts[base + j];
+    return s;
+  }
+
+  writeSum(a: number, from: number, to: number): number {
+    let s = 0;
+    for (let j = Math.max(0, from); j < to; j++) s += this.writes[a * this.nI + j];
+    return s;
+  }
+}
+
+/** Latency accounting shared by every policy: one replay of an interval under a placement. */
+class Replay {
+  readonly lat: Float64Array;
+  total = 0;
+  migrations = 0;
+  bytes = 0;
+  splits = 0;
+  reshardOps = 0;
+
+  constructor(private readonly w: Workload) {
+    this.lat = new Float64Array(w.trace.length);
+  }
+
+  /**
+   * Replays interval j with segments on `cur` (node index per segment); a
+   * segment whose `next` differs cuts over at b_{j+1}, so its writes in the
+   * fenced tail wait until then and are served by the new node.
+   */
+  interval(j: number, cur: Int32Array, next: Int32Array): void {
+    const w = this.w;
+    const tr = w.trace;
+    const N = w.N;
+    const rtt = w.rtt;
+    const end = w.boundary(j + 1);
+    const pauseStart = end - w.opts.writePauseMs;
+    for (let e = w.eventStart[j]; e < w.eventStart[j + 1]; e++) {
+      const s = w.segOfEvent[e];
+      const z = tr.zone[e];
+      const n = cur[s];
+      let l: number;
+      const m = next[s];
+      if (m !== n && tr.write[e] && tr.t[e] >= pauseStart) l = end - tr.t[e] + rtt[z * N + m];
+      else l = rtt[z * N + n];
+      this.lat[e] = l;
+      this.total += l;
+    }
+  }
+
+  result(): PolicyResult {
+    const n = this.lat.length;
+    return {
+      mean_ms: n ? this.total / n : 0,
+      p99_ms: percentileOf(this.lat, 99),
+      migrations: this.migrations,
+      bytes_moved: this.bytes,
+      splits: this.splits,
+      reshard_ops: this.reshardOps,
+    };
+  }
+}
+
+interface PendingMove {
+  shard: string;
+  target: string;
+  boundary: number;
+  bytes: number;
+}
+
+/** The state of a planner-driven policy (reactive or predictive). */
+class PlannedPolicy {
+  map: LocationMap;
+  version = 1;
+  readonly nodeOfSeg: Int32Array;
+  pending: PendingMove[] = [];
+  readonly replay: Replay;
+  private readonly nodeIndex: Map<string, number>;
+
+  constructor(
+    private readonly w: Workload,
+    initial: LocationMap,
+    private readonly kind: "reactive" | "predictive",
+    private readonly forecast: BatchForecast | undefined,
+  ) {
+    this.map = initial;
+    this.nodeIndex = new Map(w.latency.nodes.map((n, i) => [n.id, i]));
+    this.nodeOfSeg = new Int32Array(w.opts.segmentCount);
+    this.replay = new Replay(w);
+    this.refreshNodes();
+  }
+
+  private refreshNodes(): void {
+    for (const sh of this.map.shards) {
+      const ni = this.nodeIndex.get(sh.node)!;
+      for (const [a, b] of sh.ranges) this.nodeOfSeg.fill(ni, a, b);
+    }
+  }
+
+  private plannerOptions(): PlannerOptions {
+    const o = this.w.opts;
+    return {
+      ...DEFAULT_PLANNER_OPTIONS,
+      horizonSeconds: o.horizonIntervals * o.intervalSeconds,
+      bandwidthBytesPerSecond: o.bandwidthBytesPerSecond,
+      writePauseMs: o.writePauseMs,
+      cooldownMs: o.cooldownIntervals * o.intervalSeconds * 1000,
+      maxConcurrentMigrations: o.maxConcurrentMigrations,
+      maxBytesInFlight: o.maxBytesInFlight,
+      minGainFraction: o.minGainFraction,
+      riskAversion: o.riskAversion,
+      splitSegments: o.splitSegments,
+      riseRatio: o.riseRatio,
+      minRiseAccesses: o.minRiseAccesses,
+    };
+  }
+
+  /**
+   * The decision at d_k = b_k − lead: uses complete intervals < k − 1 only.
+   * Reactive plans on what was observed. Predictive plans on the forecast,
+   * then gives the shards the forecast left alone (and did not postpone) the
+   * reactive check, so a forecast that misses a change costs no more than
+   * reacting to it.
+   */
+  decide(k: number): void {
+    const w = this.w;
+    const H = w.opts.horizonIntervals;
+    const done = k - 1; // intervals [0, done) are complete
+    if (done < H + 1) return;
+    const now = w.boundary(k) - w.opts.leadSeconds * 1000;
+    if (w.opts.reshard && this.pending.length === 0) this.reshard(done, now);
+
+    const demandSegs: number[] = [];
+    for (let a = 0; a < w.active.length; a++) {
+      let vol = 0;
+      for (let z = 0; z < w.Z; z++) vol += w.sum(a, z, done - 2 * H, done);
+      if (vol > 0) demandSegs.push(a);
+    }
+    if (demandSegs.length === 0) return;
+    const observed = (a: number) => this.observedDemand(a, done);
+    if (this.kind === "reactive") {
+      this.planAndApply(demandSegs.map(observed), k, now);
+      return;
+    }
+    const pred = this.predicted(done, demandSegs);
+    const forecastDemand = demandSegs.map((a) => {
+      const d = observed(a);
+      d.predicted = Array.from({ length: w.Z }, (_, z) => pred.sum.get(a * w.Z + z) ?? 0);
+      d.predictedSd = Array.from({ length: w.Z }, (_, z) => pred.sd.get(a * w.Z + z) ?? 0);
+      d.predictedNext = Array.from({ length: w.Z }, (_, z) => pred.next.get(a * w.Z + z) ?? 0);
+      return d;
+    });
+    const plan = this.planAndApply(forecastDemand, k, now);
+    const settled = new Set(
+      plan ? plan.assessments.filter((x) => x.postponed || x.decision !== "stay").map((x) => x.shard) : [],
+    );
+    const table = new RoutingTable({ map: this.map, version: this.version });
+    const fallback = demandSegs.filter((a) => !settled.has(table.shardOf(w.active[a]).id)).map(observed);
+    if (fallback.length) this.planAndApply(fallback, k, now);
+  }
+
+  /** What was observed, standing in for what comes next: the last H complete intervals vs the H before, Poisson noise. */
+  private observedDemand(a: number, done: number): SegmentDemand {
+    const w = this.w;
+    const H = w.opts.horizonIntervals;
+    const predicted = new Array<number>(w.Z);
+    const recent = new Array<number>(w.Z);
+    const sd = new Array<number>(w.Z);
+    let tot = 0;
+    for (let z = 0; z < w.Z; z++) {
+      predicted[z] = w.sum(a, z, done - H, done);
+      recent[z] = w.sum(a, z, done - 2 * H, done - H);
+      sd[z] = Math.sqrt(predicted[z]);
+      tot += predicted[z];
+    }
+    const writeFraction = tot > 0 ? w.writeSum(a, done - H, done) / tot : 0;
+    return { segment: w.active[a], predicted, recent, writeFraction, predictedSd: sd };
+  }
+
+  /** One planning pass over the shards without a pending move; splits apply at once, moves wait for their boundary. */
+  private planAndApply(demandAll: SegmentDemand[], k: number, now: number): MigrationPlan | undefined {
+    const w = this.w;
+    const busy = new Set(this.pending.map((p) => p.shard));
+    const table = new RoutingTable({ map: this.map, version: this.version });
+    const demand = busy.size ? demandAll.filter((d) => !busy.has(table.shardOf(d.segment).id)) : demandAll;
+    if (demand.length === 0) return undefined;
+    const resources: Record<string, NodeResources> = {};
+    const shardsOn = new Map<string, number>();
+    for (const sh of this.map.shards) shardsOn.set(sh.node, (shardsOn.get(sh.node) ?? 0) + 1);
+    for (const n of w.latency.nodes) {
+      resources[n.id] = {
+        capacity: {
+          cpu: 1,
+          memoryBytes: 1,
+          diskBytes: Number.MAX_SAFE_INTEGER,
+          shardSlots: w.opts.segmentCount,
+        },
+        load: { cpu: 0, memoryBytes: 0, diskBytes: 0, shards: shardsOn.get(n.id) ?? 0 },
+      };
+    }
+    const inFlight = {
+      migrations: this.pending.length,
+      bytes: this.pending.reduce((acc, p) => acc + p.bytes, 0),
+    };
+    const plan = computePlan(
+      {
+        map: this.map,
+        mapVersion: this.version,
+        latency: w.latency,
+        demand,
+        segmentBytes: (s) => w.segBytes[s],
+        resources,
+        inFlight,
+      },
+      this.plannerOptions(),
+      now,
+    );
+    w.opts.onPlan?.(this.kind, k, plan);
+    for (const step of plan.steps) {
+      if (step.kind === "split") {
+        const parent = this.map.shards.find((s) => s.id === step.shard)!;
+        this.map = applyLayoutDiff(this.map, step.diff, now);
+        this.map.shards = this.map.shards.map((s) =>
+          s.id === step.newShard ? { ...s, migrationTimestamp: parent.migrationTimestamp } : s,
+        );
+        this.version++;
+        this.replay.splits++;
+      } else {
+        const lateness = (step.copySeconds * 1000 + w.opts.writePauseMs - w.opts.leadSeconds * 1000) / w.dt;
+        const boundary = k + Math.max(0, Math.ceil(lateness));
+        this.pending.push({ shard: step.shard, target: step.target, boundary, bytes: step.bytes });
+      }
+    }
+    return plan;
+  }
+
+  /** The last forecast: made with data up to `done`; per (a·Z + z). */
+  private lastForecast?: { done: number; byKey: Map<number, SeriesForecast> };
+
+  /**
+   * Predicted accesses per (segment, zone) over the intervals [done + 1, done + 1 + H) — the ones a
+   * cutover at b_{done+1} affects (interval `done` is in progress) — with their standard deviation
+   * (from the forecast's 80% interval; the steps' errors taken as fully correlated, as they are for
+   * models that carry one level forward) and the first interval alone.
+   * Re-forecasts every forecastEvery intervals, reaching far enough ahead to cover the gap.
+   */
+  private predicted(
+    done: number,
+    demandSegs: number[],
+  ): { sum: Map<number, number>; sd: Map<number, number>; next: Map<number, number> } {
+    const w = this.w;
+    const H = w.opts.horizonIntervals;
+    const R = w.opts.forecastEvery;
+    const B = w.opts.smoothIntervals;
+    // a trailing mean over B intervals ending at interval i is centred on i − shift
+    const shift = Math.floor((B - 1) / 2);
+    let f = this.lastForecast;
+    const missing = f ? demandSegs.some((a) => !f!.byKey.has(a * w.Z)) : true;
+    if (!f || done - f.done >= R || missing) {
+      const from = Math.max(0, done - w.opts.historyIntervals);
+      const series: SeriesToForecast[] = [];
+      for (const a of demandSegs) {
+        for (let z = 0; z < w.Z; z++) {
+          const base = (a * w.Z + z) * w.nI;
+          const raw = w.counts.subarray(base + from, base + done);
+          series.push({ id: `${w.active[a]}/${z}`, values: B > 1 ? trailingMean(raw, B) : raw });
+        }
+      }
+      const forecasts = series.length
+        ? this.forecast!(series, { intervalSeconds: w.opts.intervalSeconds, horizon: H + R + shift })
+        : [];
+      const byKey = new Map<number, SeriesForecast>();
+      demandSegs.forEach((a, i) => {
+        for (let z = 0; z < w.Z; z++) byKey.set(a * w.Z + z, forecasts[i * w.Z + z]);
+      });
+      f = this.lastForecast = { done, byKey };
+    }
+    // Step 0 of the forecast is interval f.done; interval i is step i − f.done.
+    const sum = new Map<number, number>();
+    const sd = new Map<number, number>();
+    const next = new Map<number, number>();
+    for (const a of demandSegs) {
+      for (let z = 0; z < w.Z; z++) {
+        const fc = f.byKey.get(a * w.Z + z);
+        let s = 0;
+        let v = 0;
+        if (fc) {
+          for (let i = done + 1; i < done + 1 + H; i++) {
+            const step = i - f.done + shift;
+            const m = fc.mean[step];
+            const x = Number.isFinite(m) && m > 0 ? m : 0;
+            s += x;
+            if (i === done + 1) next.set(a * w.Z + z, x);
+            if (fc.lower && fc.upper) {
+              const half = (fc.upper[step] - fc.lower[step]) / (2 * INTERVAL_Z);
+              // steps share the model's level, so their errors add up (correlated), not in quadrature
+              if (Number.isFinite(half) && half > 0) v += half;
+            }
+          }
+        }
+        sum.set(a * w.Z + z, s);
+        sd.set(a * w.Z + z, v);
+      }
+    }
+    return { sum, sd, next };
+  }
+
+  private reshard(done: number, now: number): void {
+    const w = this.w;
+    const H = w.opts.horizonIntervals;
+    const loads = new Float64Array(w.opts.segmentCount);
+    // a longer window than the planner's, so that noise does not split and merge shards back and forth
+    const win = Math.min(done, 4 * H);
+    const span = win * w.opts.intervalSeconds;
+    let total = 0;
+    for (let a = 0; a < w.active.length; a++) {
+      let s = 0;
+      for (let z = 0; z < w.Z; z++) s += w.sum(a, z, done - win, done);
+      loads[w.active[a]] = s / span;
+      total += s / span;
+    }
+    if (!(total > 0)) return;
+    // Thresholds relative to a fair shard's share of the current load, so they fit any trace's scale.
+    const fair = total / (w.N * w.opts.shardsPerNode);
+    const opts: AssignerOptions = {
+      splitRate: fair / 2,
+      mergeRate: fair / 20,
+      shardLoadCap: fair * 2,
+      hysteresis: 0.2,
+      minDwellMs: w.opts.cooldownIntervals * w.dt,
+    };
+    const diff = planLayout(this.map, loads, opts, now);
+    if (diff.ops.length === 0) return;
+    this.map = applyWithInheritedTimestamps(this.map, diff, now);
+    this.version++;
+    this.replay.reshardOps += diff.ops.length;
+  }
+
+  /** Applies the cutovers due at boundary k; returns the placement after b_k into `next`. */
+  nextPlacement(k: number, next: Int32Array): void {
+    next.set(this.nodeOfSeg);
+    for (const p of this.pending) {
+      if (p.boundary !== k) continue;
+      const sh = this.map.shards.find((s) => s.id === p.shard);
+      if (!sh) continue;
+      const ni = this.nodeIndex.get(p.target)!;
+      for (const [a, b] of sh.ranges) next.fill(ni, a, b);
+    }
+  }
+
+  commit(k: number): void {
+    const due = this.pending.filter((p) => p.boundary === k);
+    if (due.length === 0) return;
+    this.pending = this.pending.filter((p) => p.boundary !== k);
+    const at = this.w.boundary(k);
+    const byId = new Map(due.map((p) => [p.shard, p]));
+    this.map = {
+      ...this.map,
+      shards: this.map.shards.map((s) => {
+        const p = byId.get(s.id);
+        if (!p) return s;
+        this.replay.migrations++;
+        this.replay.bytes += p.bytes;
+        return { ...s, node: p.target, epoch: s.epoch + 1, migrationTimestamp: at, changedAt: at };
+      }),
+      updatedAt: at,
+    };
+    this.version++;
+    this.refreshNodes();
+  }
+}
+
+/**
+ * applyLayoutDiff, with the cooldown carried over: a piece split off a shard
+ * keeps the shard's migrationTimestamp and a merge keeps the latest of its
+ * members', so resharding can never reset a cooldown.
+ */
+export function applyWithInheritedTimestamps(map: LocationMap, diff: LayoutDiff, nowMs: number): LocationMap {
+  const stamp = new Map(map.shards.map((s) => [s.id, s.migrationTimestamp]));
+  const inherited = new Map<string, number>();
+  for (const op of diff.ops) {
+    if (op.kind === "split") {
+      const ts = stamp.get(op.shard) ?? inherited.get(op.shard) ?? 0;
+      for (const p of op.pieces) inherited.set(p.id, Math.max(ts, inherited.get(p.id) ?? 0));
+    } else {
+      let ts = 0;
+      for (const id of op.shards) ts = Math.max(ts, stamp.get(id) ?? 0, inherited.get(id) ?? 0);
+      inherited.set(op.shards[0], ts);
+    }
+  }
+  const next = applyLayoutDiff(map, diff, nowMs);
+  next.shards = next.shards.map((s) =>
+    inherited.has(s.id)
+      ? { ...s, migrationTimestamp: Math.max(s.migrationTimestamp, inherited.get(s.id)!) }
+      : s,
+  );
+  return next;
+}
+
+/** The oracle: per active segment, the exact optimum over node schedules (see the module comment). */
+function runOracle(w: Workload, initialNodeOfSeg: Int32Array): Replay {
+  const { N, Z, nI, rtt, trace } = w;
+  const replay = new Replay(w);
+  const A = w.active.length;
+  // Writes in each fenced tail, per (segment, boundary): [zone, wait ms] pairs.
+  const pauseWrites = new Map<number, number[]>();
+  const pauseMs = w.opts.writePauseMs;
+  if (pauseMs > 0) {
+    for (let j = 0; j < nI; j++) {
+      const end = w.boundary(j + 1);
+      for (let e = w.eventStart[j + 1] - 1; e >= w.eventStart[j] && trace.t[e] >= end - pauseMs; e--) {
+        if (!trace.write[e]) continue;
+        const key = w.activeIdx[w.segOfEvent[e]] * (nI + 1) + (j + 1);
+        let list = pauseWrites.get(key);
+        if (!list) pauseWrites.set(key, (list = []));
+        list.push(trace.zone[e], end - trace.t[e]);
+      }
+    }
+  }
+  // schedule[a·nI + j] = node of active segment a in interval j
+  const schedule = new Int32Array(A * nI);
+  const dp = new Float64Array(N);
+  const nextDp = new Float64Array(N);
+  const from = new Int32Array(nI * N);
+  const cost = new Float64Array(N);
+  for (let a = 0; a < A; a++) {
+    const init = initialNodeOfSeg[w.active[a]];
+    const intervalCost = (j: number) => {
+      cost.fill(0);
+      for (let z = 0; z < Z; z++) {
+        const c = w.counts[(a * Z + z) * nI + j];
+        if (c === 0) continue;
+        for (let n = 0; n < N; n++) cost[n] += c * rtt[z * N + n];
+      }
+    };
+    intervalCost(0);
+    for (let n = 0; n < N; n++) dp[n] = n === init ? cost[n] : Infinity;
+    for (let j = 1; j < nI; j++) {
+      intervalCost(j);
+      const pw = pauseWrites.get(a * (nI + 1) + j);
+      for (let m = 0; m < N; m++) {
+        // staying is considered first, so ties keep the segment where it is
+        let best = dp[m];
+        let arg = m;
+        for (let n = 0; n < N; n++) {
+          if (n === m || dp[n] === Infinity) continue;
+          let trans = 0;
+          if (pw)
+            for (let i = 0; i < pw.length; i += 2)
+              trans += pw[i + 1] + rtt[pw[i] * N + m] - rtt[pw[i] * N + n];
+          const v = dp[n] + trans;
+          if (v < best) {
+            best = v;
+            arg = n;
+          }
+        }
+        nextDp[m] = best + cost[m];
+        from[j * N + m] = arg;
+      }
+      dp.set(nextDp);
+    }
+    let bestN = 0;
+    for (let n = 1; n < N; n++) if (dp[n] < dp[bestN]) bestN = n;
+    for (let j = nI - 1; j >= 0; j--) {
+      schedule[a * nI + j] = bestN;
+      if (j > 0) bestN = from[j * N + bestN];
+    }
+  }
+  // Replay the schedule through the same accounting as every other policy.
+  const cur = Int32Array.from(initialNodeOfSeg);
+  const next = new Int32Array(cur.length);
+  for (let j = 0; j < nI; j++) {
+    next.set(cur);
+    if (j + 1 < nI) {
+      for (let a = 0; a < A; a++) {
+        const s = w.active[a];
+        const m = schedule[a * nI + j + 1];
+        if (m !== cur[s]) {
+          next[s] = m;
+          replay.migrations++;
+          replay.bytes += w.segBytes[s];
+        }
+      }
+    }
+    replay.interval(j, cur, next);
+    cur.set(next);
+  }
+  return replay;
+}
+
+/** Runs the chosen policies over the trace. `forecast` is required for the predictive policy. */
+export function simulate(
+  trace: Trace,
+  latency: LatencyModel,
+  forecast: BatchForecast | undefined,
+  options: Partial<SimOptions> = {},
+): SimResult {
+  const opts: SimOptions = { ...DEFAULT_SIM_OPTIONS, ...options };
+  validateSimOptions(opts);
+  if (trace.zones.join(",") !== latency.zones.join(",")) {
+    throw new UsageError("the trace was parsed against other zones than the latency model's");
+  }
+  if (opts.policies.includes("predictive") && !forecast)
+    throw new UsageError("the predictive policy needs a forecaster");
+  const w = new Workload(trace, latency, opts);
+  const nodes = latency.nodes.map((n) => ({ id: n.id, address: "sim", zone: n.zone }));
+  const initial = initialLayout(opts.segmentCount, nodes, { shardsPerNode: opts.shardsPerNode, now: w.t0 });
+  const nodeIndex = new Map(latency.nodes.map((n, i) => [n.id, i]));
+  const initialNodeOfSeg = new Int32Array(opts.segmentCount);
+  for (const sh of initial.shards)
+    initialNodeOfSeg.fill(nodeIndex.get(sh.node)!, sh.ranges[0][0], sh.ranges[0][1]);
+
+  const result: SimResult = {
+    policies: {},
+    events: trace.length,
+    keys: trace.keys.length,
+    active_segments: w.active.length,
+    intervals: w.nI,
+    interval_seconds: opts.intervalSeconds,
+    nodes: latency.nodes.length,
+    notes: [],
+  };
+  for (const name of opts.policies) {
+    if (name === "static") {
+      const r = new Replay(w);
+      for (let j = 0; j < w.nI; j++) r.interval(j, initialNodeOfSeg, initialNodeOfSeg);
+      result.policies.static = r.result();
+    } else if (name === "oracle") {
+      result.policies.oracle = runOracle(w, initialNodeOfSeg).result();
+    } else {
+      const p = new PlannedPolicy(w, structuredClone(initial), name, forecast);
+      const next = new Int32Array(opts.segmentCount);
+      for (let j = 0; j < w.nI; j++) {
+        p.decide(j + 1);
+        p.nextPlacement(j + 1, next);
+        p.replay.interval(j, p.nodeOfSeg, next);
+        p.commit(j + 1);
+      }
+      result.policies[name] = p.replay.result();
+    }
+  }
+  return result;
+}
+
+/** Trailing mean over `width` points (the first points average what there is). */
+export function trailingMean(values: ArrayLike<number>, width: number): Float64Array {
+  const out = new Float64Array(values.length);
+  let acc = 0;
+  for (let i = 0; i < values.length; i++) {
+    acc += values[i];
+    if (i >= width) acc -= values[i - width];
+    out[i] = acc / Math.min(width, i + 1);
+  }
+  return out;
+}

@@ -1,0 +1,50 @@
+/** Migrations in flight (phase, bytes copied, lag, elapsed) and recent (result, write pause). Stateless. */
+import { BOLD, fg256 } from "../ansi.js";
+import { fit, formatBytesShort, formatDuration } from "../format.js";
+import type { MigrationsView } from "../source.js";
+import { paint } from "../text.js";
+import { Lines } from "./Lines.js";
+
+export interface MigrationsPanelProps {
+  migrations: MigrationsView;
+  now: number;
+  width: number;
+  height: number;
+  colour: boolean;
+}
+
+export function migrationsLines(p: MigrationsPanelProps): string[] {
+  const m = p.migrations;
+  const lines = [
+    paint(
+      fit(`Migrations: ${m.inFlight.length} in flight, ${m.recent.length} recent`, p.width),
+      BOLD,
+      p.colour,
+    ),
+  ];
+  if (!m.available) {
+    lines.push(fit(m.note ?? "no migration journal to read", p.width));
+    return lines;
+  }
+  if (m.inFlight.length === 0 && m.recent.length === 0) lines.push("none in flight, none recent");
+  for (const f of m.inFlight) {
+    const copied = f.bytesTotal
+      ? `${formatBytesShort(f.bytesCopied)}/${formatBytesShort(f.bytesTotal)}`
+      : formatBytesShort(f.bytesCopied);
+    lines.push(
+      `▸ ${f.shard} ${f.source}→${f.target} ${paint(f.phase, fg256(214), p.colour)} ${copied} lag ${f.lagEntries} · ${formatDuration(p.now - f.startedAt)}`,
+    );
+  }
+  for (const r of m.recent) {
+    const result = paint(r.result, fg256(r.result === "committed" ? 46 : 196), p.colour);
+    const pause = r.writePauseMs === undefined ? "" : ` pause ${formatDuration(r.writePauseMs)}`;
+    lines.push(
+      `  ${r.shard} ${r.source}→${r.target} ${result}${pause} · ${formatDuration(p.now - r.finishedAt)} ago${r.reason ? ` (${r.reason})` : ""}`,
+    );
+  }
+  return lines;
+}
+
+export function MigrationsPanel(p: MigrationsPanelProps) {
+  return <Lines lines={migrationsLines(p)} width={p.width} height={p.height} />;
+}

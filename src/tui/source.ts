@@ -1,0 +1,157 @@
+/**
+ * The one interface through which the dashboard reads the cluster. The UI
+ * never talks to a store, an agent or a file itself: it asks a
+ * DashboardSource, so that the same components render a live cluster, the
+ * embedded fallback, a recorded fixture in tests and a synthetic 100,000
+ * segment cluster in the benchmark.
+ *
+ * Everything here is plain, immutable data. A source must never throw from
+ * snapshot() because one node is down: it marks that node unreachable and
+ * carries on (the UI says so). It may throw a UserError when nothing at all
+ * can be read (no layout in the store).
+ */
+import type { ShardInfo } from "../engine/location-map.js";
+
+/** Where the access history came from. */
+export type HeatOrigin = "agents" | "embedded-windows" | "fixture";
+
+/**
+ * Access rates per segment over time: column k holds, for every segment, the
+ * mean accesses/s over [endMs - (columns - k) * intervalSeconds, ... + intervalSeconds).
+ * Columns are oldest first. Arrays are dense (length segmentCount); a segment
+ * that saw nothing is 0.
+ */
+export interface HeatHistory {
+  segmentCount: number;
+  intervalSeconds: number;
+  /** End of the newest column (ms since the Unix epoch). */
+  endMs: number;
+  reads: Float32Array[];
+  writes: Float32Array[];
+  origin: HeatOrigin;
+}
+
+export type NodeHealth = "ok" | "degraded" | "unreachable" | "no-agent";
+
+export interface NodeView {
+  id: string;
+  zone: string;
+  address: string;
+  health: NodeHealth;
+  /** Why the node is not ok (the transport error, the agent's own report). */
+  problem?: string;
+  /** Shards the map places on the node. */
+  shards: number;
+  /** Accesses/s to the node's segments over the newest column. */
+  accessRate: number;
+  /** 1-minute load average / cores, 0..∞ (undefined when unknown). */
+  cpuLoad?: number;
+  memoryUsedBytes?: number;
+  memoryTotalBytes?: number;
+  diskUsedBytes?: number;
+  diskTotalBytes?: number;
+  /** Round-trip time to each zone (ms), in the snapshot's zone order. */
+  rttMs: (number | undefined)[];
+  /** "measured" when the agent reported it, "model" when taken from the zone matrix. */
+  rttSource: "measured" | "model";
+}
+
+export type MigrationPhase =
+  "planned" | "copying" | "prepared" | "fenced" | "committing" | "committed" | "aborted";
+
+export interface MigrationInFlight {
+  id: string;
+  shard: string;
+  source: string;
+  target: string;
+  phase: MigrationPhase;
+  bytesCopied: number;
+  bytesTotal?: number;
+  /** Entries the target is behind the source. */
+  lagEntries: number;
+  startedAt: number;
+}
+
+export interface MigrationDone {
+  id: string;
+  shard: string;
+  source: string;
+  target: string;
+  result: "committed" | "aborted" | "failed";
+  writePauseMs?: number;
+  finishedAt: number;
+  reason?: string;
+}
+
+export interface MigrationsView {
+  /** False when this source has no migration journal to read; `note` says why. */
+  available: boolean;
+  note?: string;
+  inFlight: MigrationInFlight[];
+  recent: MigrationDone[];
+}
+
+export interface DashboardSnapshot {
+  takenAt: number;
+  /** The location map's store version, and which store it came from. */
+  mapVersion: number;
+  storeKind: string;
+  zones: string[];
+  shards: ShardInfo[];
+  nodes: NodeView[];
+  heat: HeatHistory;
+  migrations: MigrationsView;
+  /** Problems the UI must show (an unreachable node, a corrupt windows file, ...). */
+  warnings: string[];
+}
+
+export type FocusTarget = { kind: "segment"; segment: number } | { kind: "shard"; shard: string };
+
+export interface ZoneSeriesForecast {
+  zone: string;
+  model: string;
+  /** Observed accesses per interval, oldest first. */
+  recent: number[];
+  mean: number[];
+  lower: number[];
+  upper: number[];
+}
+
+export interface ForecastView {
+  target: FocusTarget;
+  intervalSeconds: number;
+  horizon: number;
+  /** Central coverage of lower..upper (e.g. 0.8). */
+  intervalLevel: number;
+  zones: ZoneSeriesForecast[];
+  /** Set when the forecast could not be made (no history, node down). */
+  note?: string;
+}
+
+export interface PlanView {
+  shard: string;
+  mapVersion: number;
+  /** One line per thing the plan says about the shard (decision, reason, target, benefit, cost). */
+  lines: string[];
+  /** The target node the plan would move the shard to, if it would. */
+  target?: string;
+}
+
+export interface MigrateResult {
+  ok: boolean;
+  message: string;
+}
+
+export interface DashboardSource {
+  /** A consistent picture of the cluster now. Never fails because one node is down. */
+  snapshot(): Promise<DashboardSnapshot>;
+  /** Recent access and the prediction with its interval, per origin zone. */
+  forecast(target: FocusTarget): Promise<ForecastView>;
+  /** What the planner would do with one shard. */
+  plan(shard: string): Promise<PlanView>;
+  /** Starts moving a shard to a node (after the operator confirmed). */
+  migrate(shard: string, target: string): Promise<MigrateResult>;
+  /** The segment of a key; throws a UsageError for a malformed key. */
+  segmentOf(key: string): number;
+  close(): Promise<void>;
+}

@@ -1,0 +1,191 @@
+/**
+ * LiveSource against the real embedded store and windows file, and against
+ * agents that do not answer (a closed port): the snapshot must degrade, not fail.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { loadConfig } from "../../../src/config.js";
+import { Segmenter } from "../../../src/engine/segmenter.js";
+import { PreconditionError, UsageError } from "../../../src/errors.js";
+import { EmbeddedStore } from "../../../src/store/embedded.js";
+import { hottestRow, segmentGrid } from "../../../src/tui/heat.js";
+import { LiveSource } from "../../../src/tui/live-source.js";
+import { cli } from "../../helpers/cli.js";
+
+let dir: string;
+let env: NodeJS.ProcessEnv;
+const HOT = "user:hot";
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "shardctl-tui-"));
+  env = {
+    SHARDCTL_DATA_DIR: join(dir, "data"),
+    SHARDCTL_CONFIG: join(dir, "shardctl.yaml"),
+    SHARDCTL_TOKEN: "t0ken",
+  };
+  writeFileSync(join(dir, "shardctl.yaml"), "segments: 1024\n");
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+function source(): { live: LiveSource; store: EmbeddedStore } {
+  const { config } = loadConfig({ file: env.SHARDCTL_CONFIG, env });
+  const store = new EmbeddedStore(config.dataDir);
+  return { live: new LiveSource({ config, store, refreshSeconds: 1, agentTimeoutMs: 500 }), store };
+}
+
+async function recordWorkload(): Promise<void> {
+  expect((await cli(["record", HOT, "--op", "write", "--zone", "b", "--count", "3000"], env)).code).toBe(0);
+  expect((await cli(["record", HOT, "--zone", "a", "--count", "600"], env)).code).toBe(0);
+  for (const k of ["cold:1", "cold:2", "cold:3"])
+    expect((await cli(["record", k, "--zone", "c", "--count", "5"], env)).code).toBe(0);
+}
+
+describe("LiveSource, embedded fallback (no agents)", () => {
+  it("reads the access windows file and puts the hot segment in the hottest row", async () => {
+    // Given a layout without agents and a recorded workload with one hot key
+    expect((await cli(["init"], env)).code).toBe(0);
+    await recordWorkload();
+    const { live } = source();
+    // When the dashboard takes a snapshot
+    const snap = await live.snapshot();
+    // Then the heat comes from the windows, per minute, and the hot segment stands out
+    expect(snap.heat.origin).toBe("embedded-windows");
+    expect(snap.heat.intervalSeconds).toBe(60);
+    expect(snap.heat.reads).toHaveLength(60);
+    expect(snap.nodes.map((n) => n.health)).toEqual(["no-agent", "no-agent", "no-agent"]);
+    const hot = new Segmenter(1024).segmentOf(HOT);
+    const grid = segmentGrid(snap.heat, { rows: 30, columns: 60 });
+    expect(grid.rows[hottestRow(grid)].hottestSegment).toBe(hot);
+    const last = snap.heat.writes.length - 1;
+    expect(snap.heat.writes[last][hot]).toBeCloseTo(3000 / 60, 5);
+    expect(snap.heat.reads[last][hot]).toBeCloseTo(600 / 60, 5);
+    expect(live.segmentOf(HOT)).toBe(hot);
+    // the forecast per zone of the hot segment, and a plan for its shard
+    const f = await live.forecast({ kind: "segment", segment: hot });
+    expect(f.note).toBeUndefined();
+    expect(f.zones.map((z) => z.zone)).toEqual(["a", "b", "c"]);
+    expect(f.zones[1].recent[f.zones[1].recent.length - 1]).toBe(3000);
+    expect(f.zones[1].mean.length).toBeGreaterThan(0);
+    const shard = snap.shards.find((s) => s.ranges.some(([a, b]) => hot >= a && hot < b))!;
+    const plan = await live.plan(shard.id);
+    expect(plan.shard).toBe(shard.id);
+    expect(plan.lines.join("\n")).toMatch(/decision: /);
+    const m = await live.migrate(shard.id, "node-2");
+    expect(m.ok).toBe(false);
+    expect(m.message).toMatch(/nothing was changed/);
+    await live.close();
+  });
+
+  it("refuses hostile input: malformed keys, unknown shards and segments", async () => {
+    expect((await cli(["init"], env)).code).toBe(0);
+    const { live } = source();
+    await live.snapshot();
+    expect(() => live.segmentOf("")).toThrow(UsageError);
+    expect(() => live.segmentOf("x".repeat(5000))).toThrow(UsageError);
+    await expect(live.plan("shard-999")).rejects.toThrow(UsageError);
+    await expect(live.forecast({ kind: "segment", segment: 1e9 })).rejects.toThrow(UsageError);
+    await expect(live.forecast({ kind: "segment", segment: -1 })).rejects.toThrow(UsageError);
+    const f = await live.forecast({ kind: "segment", segment: 3 });
+    expect(f.note).toMatch(/no access/);
+    await live.close();
+  });
+
+  it("says so when the windows file is corrupt, and still draws the map", async () => {
+    expect((await cli(["init"], env)).code).toBe(0);
+    writeFileSync(join(dir, "data/access-windows.bin"), "SCAW1 garbage that is not a windows file");
+    const { live } = source();
+    const snap = await live.snapshot();
+    expect(snap.warnings.join("\n")).toMatch(/access windows file is corrupt/);
+    expect(snap.shards.length).toBeGreaterThan(0);
+    await live.close();
+  });
+
+  it("fails with a precondition error and a hint when there is no layout", async () => {
+    const { live } = source();
+    await expect(live.snapshot()).rejects.toThrow(PreconditionError);
+    await live.close();
+  });
+});
+
+describe("LiveSource, agents that do not answer", () => {
+  it("marks every unreachable node, warns, and falls back to the windows file", async () => {
+    const ports = [await closedPort(), await closedPort(), await closedPort()];
+    const nodes = ports.map((p, i) => `n${i + 1}=127.0.0.1:${p}@${"abc"[i]}`).join(",");
+    expect((await cli(["init", "--nodes", nodes], env)).code).toBe(0);
+    await recordWorkload();
+    const { live } = source();
+    const snap = await live.snapshot();
+    expect(snap.nodes.map((n) => n.health)).toEqual(["unreachable", "unreachable", "unreachable"]);
+    expect(snap.nodes[0].problem).toMatch(/ECONNREFUSED/);
+    expect(snap.warnings.join("\n")).toMatch(/node n1 \(127\.0\.0\.1:\d+\) is UNREACHABLE/);
+    expect(snap.warnings.join("\n")).toMatch(
+      /no agent answered \(3 configured\); showing the embedded access windows/,
+    );
+    expect(snap.heat.origin).toBe("embedded-windows");
+    await live.close();
+  });
+});
+
+describe("shardctl dashboard (command)", () => {
+  it("prints one frame with --once and exits 0", async () => {
+    expect((await cli(["init"], env)).code).toBe(0);
+    await recordWorkload();
+    const r = await cli(["dashboard", "--once", "--width", "140", "--height", "40", "--color", "never"], env);
+    expect(r.code).toBe(0);
+    const lines = r.out.trimEnd().split("\n");
+    expect(lines[0]).toMatch(
+      /^shardctl dashboard · segments view · 1024 segments · 12 shards · 3 nodes · map v1 \(embedded\)/,
+    );
+    expect(lines.length).toBeLessThanOrEqual(40);
+    expect(r.out).toMatch(/▶.*◀/);
+    const top = await cli(
+      ["top", "--once", "--view", "shards", "--width", "100", "--height", "30", "--color", "always"],
+      env,
+    );
+    expect(top.code).toBe(0);
+    expect(top.out).toContain("shards view");
+    expect(top.out).toContain("\x1b[38;5;");
+  });
+
+  it("rejects bad options with exit 2 and changes nothing", async () => {
+    expect((await cli(["init"], env)).code).toBe(0);
+    for (const args of [
+      ["--once", "--width", "abc"],
+      ["--once", "--width", "10"],
+      ["--once", "--height", "1e9"],
+      ["--refresh", "0"],
+      ["--refresh", "-1"],
+      ["--once", "--view", "nodes"],
+      ["--once", "--color", "rainbow"],
+      ["--width", "100"],
+    ]) {
+      const r = await cli(["dashboard", ...args], env);
+      expect(r.code, args.join(" ")).toBe(2);
+    }
+  });
+
+  it("refuses to start interactively without a terminal and says to use --once", async () => {
+    expect((await cli(["init"], env)).code).toBe(0);
+    const r = await cli(["dashboard"], env);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/needs a terminal/);
+    expect(r.err).toMatch(/hint: use `shardctl dashboard --once`/);
+  });
+
+  it("exits 3 with a hint when the store holds no layout", async () => {
+    const r = await cli(["dashboard", "--once"], env);
+    expect(r.code).toBe(3);
+    expect(r.err).toMatch(/hint: run `shardctl init`/);
+  });
+});

@@ -1,0 +1,132 @@
+import { describe, expect, it } from "vitest";
+import { UsageError } from "../../../src/errors.js";
+import { parseSeriesCsv, parseTimestamp } from "../../../src/forecast/csv.js";
+
+/** A CSV of `count` rows every `step` seconds from 2024-01-01T00:00:00Z. */
+function csv(values: (number | string)[], step = 300, header = "timestamp,value"): string {
+  const t0 = Date.UTC(2024, 0, 1);
+  return [header, ...values.map((v, i) => `${new Date(t0 + i * step * 1000).toISOString()},${v}`)].join("\n");
+}
+
+const ten = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+
+describe("parseTimestamp", () => {
+  it("reads ISO-8601 with and without a zone (no zone = UTC)", () => {
+    expect(parseTimestamp("2024-01-01T00:05:00Z")).toBe(Date.UTC(2024, 0, 1, 0, 5));
+    expect(parseTimestamp("2024-01-01 00:05:00")).toBe(Date.UTC(2024, 0, 1, 0, 5));
+    expect(parseTimestamp("2024-01-01T01:05:00+01:00")).toBe(Date.UTC(2024, 0, 1, 0, 5));
+    expect(parseTimestamp("2024-01-02")).toBe(Date.UTC(2024, 0, 2));
+  });
+
+  it("reads epoch seconds and milliseconds", () => {
+    expect(parseTimestamp("1704067200")).toBe(1704067200000);
+    expect(parseTimestamp("1704067200000")).toBe(1704067200000);
+  });
+
+  it("rejects anything else", () => {
+    expect(parseTimestamp("yesterday")).toBeUndefined();
+    expect(parseTimestamp("2024-13-45T99:00:00Z")).toBeUndefined();
+    expect(parseTimestamp("")).toBeUndefined();
+  });
+});
+
+describe("parseSeriesCsv", () => {
+  it("reads a clean file and infers the interval", () => {
+    const p = parseSeriesCsv(csv(ten));
+    expect(Array.from(p.values)).toEqual(ten);
+    expect(p.intervalSeconds).toBe(300);
+    expect(p.notes).toEqual([]);
+  });
+
+  it("reads epoch-second timestamps and CRLF line endings", () => {
+    const text = "ts,v\r\n" + ten.map((v, i) => `${1704067200 + 60 * i},${v}`).join("\r\n") + "\r\n";
+    const p = parseSeriesCsv(text);
+    expect(p.intervalSeconds).toBe(60);
+    expect(p.values.length).toBe(10);
+  });
+
+  it("fills gaps by linear interpolation and says how many", () => {
+    // Given rows at slots 0..9 with slots 3 and 4 missing
+    const lines = csv(ten).split("\n");
+    const text = [lines[0], ...lines.slice(1).filter((_, i) => i !== 3 && i !== 4)].join("\n");
+    // When parsed
+    const p = parseSeriesCsv(text, { minPoints: 5 });
+    // Then the two slots are back, on the line between their neighbours, and reported
+    expect(p.filled).toBe(2);
+    expect(Array.from(p.values)).toEqual(ten);
+    expect(p.notes.join(" ")).toMatch(/2 missing points filled by linear interpolation/);
+  });
+
+  it("averages duplicate timestamps and reports them", () => {
+    const lines = csv(ten).split("\n");
+    const dup = lines[3].replace(/,\d+$/, ",100");
+    const p = parseSeriesCsv([...lines, dup].join("\n"));
+    expect(p.duplicates).toBe(1);
+    expect(p.values[2]).toBeCloseTo((3 + 100) / 2);
+    expect(p.notes.join(" ")).toMatch(/1 duplicate timestamp averaged/);
+  });
+
+  it("sorts unsorted rows and says so", () => {
+    const lines = csv(ten).split("\n");
+    const shuffled = [lines[0], ...lines.slice(1).reverse()].join("\n");
+    const p = parseSeriesCsv(shuffled);
+    expect(p.unsorted).toBe(true);
+    expect(Array.from(p.values)).toEqual(ten);
+    expect(p.notes.join(" ")).toMatch(/sorted/);
+  });
+
+  it("names the line of a non-numeric value", () => {
+    const values: (number | string)[] = [...ten];
+    values[4] = "abc";
+    expect(() => parseSeriesCsv(csv(values))).toThrow(UsageError);
+    expect(() => parseSeriesCsv(csv(values))).toThrow(/line 6: the value "abc" is not a number/);
+  });
+
+  it("rejects NaN and Infinity spelled out", () => {
+    expect(() => parseSeriesCsv(csv([...ten.slice(0, 9), "NaN"]))).toThrow(/line 11/);
+    expect(() => parseSeriesCsv(csv([...ten.slice(0, 9), "Infinity"]))).toThrow(/line 11/);
+  });
+
+  it("names the line of a bad timestamp", () => {
+    const text = csv(ten).replace(/\n[^\n]*\n/, "\nnot-a-time,1\n");
+    expect(() => parseSeriesCsv(text)).toThrow(/line 2: cannot read the timestamp "not-a-time"/);
+  });
+
+  it("rejects a row with one column", () => {
+    expect(() => parseSeriesCsv(csv(ten) + "\n2024-02-01T00:00:00Z")).toThrow(/expected two columns/);
+  });
+
+  it("rejects too few points", () => {
+    expect(() => parseSeriesCsv(csv([1, 2, 3]))).toThrow(/too few points: 3 rows of data, at least 8/);
+    expect(() => parseSeriesCsv("timestamp,value\n")).toThrow(/too few points: 0/);
+  });
+
+  it("rejects an empty file", () => {
+    expect(() => parseSeriesCsv("")).toThrow(/the input is empty/);
+    expect(() => parseSeriesCsv("  \n\n")).toThrow(UsageError);
+  });
+
+  it("rejects binary garbage", () => {
+    const garbage = String.fromCharCode(...Array.from({ length: 512 }, (_, i) => (i * 37) % 256));
+    expect(() => parseSeriesCsv(garbage)).toThrow(UsageError);
+    expect(() => parseSeriesCsv("\u0000\u0001\u0002PK\u0003\u0004")).toThrow(/binary/);
+  });
+
+  it("accepts all zeros and says so", () => {
+    const p = parseSeriesCsv(csv(new Array(10).fill(0)));
+    expect(p.allZero).toBe(true);
+    expect(p.notes.join(" ")).toMatch(/every value is zero/);
+  });
+
+  it("refuses a grid blown up by one stray timestamp", () => {
+    const text = csv(ten) + "\n2090-01-01T00:00:00Z,5";
+    expect(() => parseSeriesCsv(text)).toThrow(/timestamps too irregular/);
+  });
+
+  it("reads a file without a header as data, and says so", () => {
+    const text = csv(ten).split("\n").slice(1).join("\n");
+    const p = parseSeriesCsv(text);
+    expect(p.values.length).toBe(10);
+    expect(p.notes.join(" ")).toMatch(/no header/);
+  });
+});

@@ -1,0 +1,218 @@
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cli } from "../../helpers/cli.js";
+
+let dir: string;
+const f = (name: string) => join(dir, name);
+const MATRIX = {
+  zones: ["a", "b", "c"],
+  rtt_ms: [
+    [1, 50, 80],
+    [50, 1, 60],
+    [80, 60, 1],
+  ],
+};
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "shardctl-sim-"));
+  writeFileSync(f("rtt.json"), JSON.stringify(MATRIX));
+  const lines = ["timestamp,key,op,zone"];
+  const start = Date.UTC(2024, 0, 1);
+  for (let j = 0; j < 40; j++) {
+    for (let i = 0; i < 10; i++)
+      lines.push(
+        `${new Date(start + j * 60_000 + i * 5000).toISOString()},k${i % 2},${i % 4 ? "read" : "write"},${j < 20 ? "a" : "c"}`,
+      );
+  }
+  writeFileSync(f("trace.csv"), lines.join("\n") + "\n");
+  // a small series directory for build-trace
+  const s = ["timestamp,value"];
+  for (let i = 0; i < 288 * 2; i++) s.push(`${new Date(start + i * 300_000).toISOString()},${10 + (i % 7)}`);
+  mkdirSync(f("series"));
+  writeFileSync(f("series/load.csv"), s.join("\n") + "\n");
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const sim = (...args: string[]) =>
+  cli([
+    "simulate",
+    "--trace",
+    f("trace.csv"),
+    "--latency",
+    f("rtt.json"),
+    "--interval",
+    "60",
+    "--lead",
+    "5",
+    ...args,
+  ]);
+
+describe("shardctl simulate", () => {
+  it("prints the four policies as JSON", async () => {
+    const r = await sim("--json", "--segments", "64");
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.out);
+    expect(Object.keys(out.policies)).toEqual(["static", "reactive", "predictive", "oracle"]);
+    for (const p of Object.values(out.policies) as Record<string, number>[]) {
+      for (const k of ["mean_ms", "p99_ms", "migrations", "bytes_moved"]) expect(typeof p[k]).toBe("number");
+    }
+    expect(out.policies.oracle.mean_ms).toBeLessThanOrEqual(out.policies.static.mean_ms);
+    expect(r.err).toMatch(/events\/s/);
+  });
+
+  it("prints a table by default", async () => {
+    const r = await sim("--policies", "static,oracle");
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/policy.*mean ms.*p99 ms.*migrations/);
+    expect(r.out).toMatch(/oracle/);
+  });
+
+  const hostile: [string, () => void, RegExp][] = [
+    [
+      "a matrix that is not square",
+      () =>
+        writeFileSync(
+          f("bad.json"),
+          JSON.stringify({
+            zones: ["a", "b", "c"],
+            rtt_ms: [
+              [1, 2],
+              [2, 1],
+            ],
+          }),
+        ),
+      /rows for 3 zones|not square/,
+    ],
+    [
+      "a negative RTT",
+      () =>
+        writeFileSync(
+          f("bad.json"),
+          JSON.stringify({
+            zones: ["a", "b", "c"],
+            rtt_ms: [
+              [1, -2, 3],
+              [2, 1, 3],
+              [3, 3, 1],
+            ],
+          }),
+        ),
+      /negative/,
+    ],
+    ["a matrix that is not JSON", () => writeFileSync(f("bad.json"), "{zones"), /not valid JSON/],
+  ];
+  for (const [what, setup, re] of hostile) {
+    it(`refuses ${what} (exit 2, no output)`, async () => {
+      setup();
+      const r = await cli(["simulate", "--trace", f("trace.csv"), "--latency", f("bad.json")]);
+      expect(r.code).toBe(2);
+      expect(r.out).toBe("");
+      expect(r.err).toMatch(re);
+    });
+  }
+
+  it("refuses a trace with an unknown zone or unsorted lines, naming the line, with no output", async () => {
+    const text = readFileSync(f("trace.csv"), "utf8").split("\n");
+    writeFileSync(f("zone.csv"), [...text.slice(0, 5), "2024-01-01T00:00:59Z,k1,read,moon"].join("\n"));
+    let r = await cli(["simulate", "--trace", f("zone.csv"), "--latency", f("rtt.json")]);
+    expect(r.code).toBe(2);
+    expect(r.out).toBe("");
+    expect(r.err).toMatch(/line 6: unknown zone "moon"/);
+    writeFileSync(f("unsorted.csv"), [text[0], text[3], text[2]].join("\n"));
+    r = await cli(["simulate", "--trace", f("unsorted.csv"), "--latency", f("rtt.json"), "--json"]);
+    expect(r.code).toBe(2);
+    expect(r.out).toBe("");
+    expect(r.err).toMatch(/line 3: .*not sorted/);
+    writeFileSync(f("malformed.csv"), [text[0], "2024-01-01T00:00:00Z,k1,read"].join("\n"));
+    r = await cli(["simulate", "--trace", f("malformed.csv"), "--latency", f("rtt.json")]);
+    expect(r.err).toMatch(/line 2: expected 4 fields/);
+  });
+
+  it("needs --trace and --latency", async () => {
+    const r = await cli(["simulate"]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/needs --trace FILE and --latency MATRIX/);
+  });
+
+  it("build-trace writes the same trace for the same seed", async () => {
+    const args = [
+      "simulate",
+      "build-trace",
+      "--series",
+      f("series"),
+      "--keys",
+      "3",
+      "--events",
+      "2000",
+      "--days",
+      "2",
+    ];
+    expect((await cli([...args, "--out", f("t1.csv"), "--seed", "4"])).code).toBe(0);
+    expect((await cli([...args, "--out", f("t2.csv"), "--seed", "4"])).code).toBe(0);
+    expect(readFileSync(f("t1.csv"), "utf8")).toBe(readFileSync(f("t2.csv"), "utf8"));
+    expect(readFileSync(f("t1.csv"), "utf8").split("\n")[0]).toBe("timestamp,key,op,zone");
+    const r = await cli([
+      "simulate",
+      "build-trace",
+      "--series",
+      f("series"),
+      "--out",
+      f("t3.csv"),
+      "--seed",
+      "x",
+    ]);
+    expect(r.code).toBe(2);
+    const both = await cli(["simulate", "build-trace", "--out", f("t3.csv")]);
+    expect(both.err).toMatch(/exactly one of --series/);
+  });
+});
+
+describe("shardctl plan", () => {
+  const env = () => ({ SHARDCTL_DATA_DIR: f("data"), SHARDCTL_SEGMENTS: "64" });
+
+  it("plans for a key with the default latency, says so, and writes/verifies plan files", async () => {
+    expect((await cli(["init"], env())).code).toBe(0);
+    expect((await cli(["record", "user:42", "--count", "400", "--zone", "c"], env())).code).toBe(0);
+    const key = await cli(["plan", "--key", "user:42"], env());
+    expect(key.code).toBe(0);
+    expect(key.err).toMatch(/assumed 1 ms within a zone and 50 ms between zones/);
+    expect(key.out).toMatch(/key user:42 → segment \d+, shard shard-\d+/);
+    expect(key.out).toMatch(/RTT now/);
+    const json = await cli(["plan", "--key", "user:42", "--json", "--latency", f("rtt.json")], env());
+    expect(JSON.parse(json.out)).toMatchObject({
+      format: "shardctl-migration-plan/1",
+      scope: { kind: "key", key: "user:42" },
+    });
+
+    const all = await cli(["plan", "--all", "--out", f("plan.json")], env());
+    expect(all.code).toBe(0);
+    const ok = await cli(["plan", "--verify", f("plan.json")], env());
+    expect(ok.code).toBe(0);
+    expect(ok.out).toMatch(/intact/);
+
+    const text = readFileSync(f("plan.json"), "utf8");
+    writeFileSync(f("tampered.json"), text.replace(/"horizonSeconds": \d+/, '"horizonSeconds": 1'));
+    const tampered = await cli(["plan", "--verify", f("tampered.json")], env());
+    expect(tampered.code).toBe(2);
+    expect(tampered.err).toMatch(/checksum does not match/);
+    writeFileSync(f("truncated.json"), text.slice(0, text.length / 2));
+    const truncated = await cli(["plan", "--verify", f("truncated.json")], env());
+    expect(truncated.code).toBe(2);
+    expect(truncated.err).toMatch(/not complete JSON/);
+
+    // the map moves on: the plan is stale
+    expect((await cli(["init", "--force"], env())).code).toBe(0);
+    const stale = await cli(["plan", "--verify", f("plan.json")], env());
+    expect(stale.code).toBe(3);
+    expect(stale.err).toMatch(/re-plan/);
+  });
+
+  it("refuses contradictory options", async () => {
+    expect((await cli(["plan"], env())).code).toBe(2);
+    expect((await cli(["plan", "--key", "k", "--all"], env())).code).toBe(2);
+    expect((await cli(["plan", "--key", "k", "--out", f("x.json")], env())).code).toBe(2);
+    expect((await cli(["plan", "--key", "k", "--horizon", "-5"], env())).code).toBe(2);
+  });
+});

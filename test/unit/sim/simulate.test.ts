@@ -1,0 +1,163 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { defaultZoneMatrix, LatencyModel, nodesOverZones } from "../../../src/engine/latency.js";
+import { UsageError } from "../../../src/errors.js";
+import { engineForecaster, type BatchForecast } from "../../../src/sim/forecaster.js";
+import { percentileOf, simulate, trailingMean, type SimOptions } from "../../../src/sim/simulate.js";
+import { parseTrace, type Trace } from "../../../src/sim/trace.js";
+
+const Z = ["a", "b", "c"];
+const latency = LatencyModel.fromZoneMatrix(defaultZoneMatrix(Z));
+const START = Date.UTC(2024, 0, 1);
+const STEP = 60_000; // one-minute decision intervals keep the traces small
+
+/**
+ * A follow-the-sun trace: `keys` keys, `perInterval` accesses each per minute;
+ * the dominant zone (90%) rotates every `period / 3` minutes, key k shifted by k minutes.
+ */
+function rotatingTrace(opts: {
+  keys: number;
+  intervals: number;
+  period: number;
+  perInterval: number;
+}): Trace {
+  const lines: string[] = [];
+  for (let j = 0; j < opts.intervals; j++) {
+    for (let k = 0; k < opts.keys; k++) {
+      const dominant = Math.floor((((j + k * 3) % opts.period) / opts.period) * 3);
+      for (let i = 0; i < opts.perInterval; i++) {
+        const t = START + j * STEP + Math.floor(((i + 0.5) / opts.perInterval) * STEP);
+        const zone = i % 10 === 9 ? (dominant + 1) % 3 : dominant;
+        lines.push(`${t},key-${k},${i % 5 === 0 ? "write" : "read"},${Z[zone]}`);
+      }
+    }
+  }
+  lines.sort((x, y) => Number(x.split(",")[0]) - Number(y.split(",")[0]));
+  return parseTrace(lines.join("\n"), Z);
+}
+
+/** A stub forecaster that knows the season: the value one period ago (the test is about the simulator). */
+const seasonal =
+  (period: number): BatchForecast =>
+  (series, o) =>
+    series.map((s) => {
+      const n = s.values.length;
+      const mean = Array.from({ length: o.horizon }, (_, h) =>
+        n - period + h >= 0 ? s.values[n - period + h] : (s.values[n - 1] ?? 0),
+      );
+      return { mean };
+    });
+
+const small: Partial<SimOptions> = {
+  intervalSeconds: 60,
+  leadSeconds: 5,
+  horizonIntervals: 3,
+  cooldownIntervals: 3,
+  historyIntervals: 120,
+  segmentCount: 64,
+  keyBytes: 1024 * 1024,
+};
+
+describe("simulate", () => {
+  const trace = rotatingTrace({ keys: 2, intervals: 180, period: 30, perInterval: 20 });
+
+  it("predictive beats reactive on a rotating workload it can forecast, and the oracle bounds everyone", () => {
+    const r = simulate(trace, latency, seasonal(30), small);
+    const { static: st, reactive, predictive, oracle } = r.policies;
+    expect(st!.migrations).toBe(0);
+    expect(st!.bytes_moved).toBe(0);
+    expect(predictive!.mean_ms).toBeLessThan(reactive!.mean_ms);
+    expect(reactive!.mean_ms).toBeLessThan(st!.mean_ms);
+    for (const p of [st!, reactive!, predictive!])
+      expect(oracle!.mean_ms).toBeLessThanOrEqual(p.mean_ms + 1e-9);
+    expect(predictive!.migrations).toBeGreaterThan(0);
+    expect(predictive!.bytes_moved).toBe(predictive!.migrations * 1024 * 1024);
+    expect(r.events).toBe(trace.length);
+    expect(r.intervals).toBe(180);
+  });
+
+  it("runs the predictive policy with the real forecaster from src/forecast", () => {
+    const { forecast, stats } = engineForecaster();
+    const r = simulate(trace, latency, forecast, { ...small, policies: ["predictive"] });
+    expect(stats.calls).toBeGreaterThan(0);
+    expect(Object.keys(stats.models).length).toBeGreaterThan(0);
+    expect(r.policies.predictive!.mean_ms).toBeGreaterThan(0);
+    expect(r.policies.static).toBeUndefined();
+  });
+
+  it("charges the write pause: writes in the fenced tail wait for the cutover", () => {
+    // one key whose zone flips from a to b at minute 10; writes arrive 10 ms before every boundary
+    const lines: string[] = [];
+    for (let j = 0; j < 20; j++) {
+      const zone = j < 10 ? "a" : "b";
+      for (let i = 0; i < 30; i++) lines.push(`${START + j * STEP + i * 1000},k,read,${zone}`);
+      lines.push(`${START + (j + 1) * STEP - 10},k,write,${zone}`);
+    }
+    const t = parseTrace(lines.join("\n"), Z);
+    const paused = simulate(t, latency, undefined, { ...small, writePauseMs: 50, policies: ["oracle"] })
+      .policies.oracle!;
+    const free = simulate(t, latency, undefined, { ...small, writePauseMs: 0, policies: ["oracle"] }).policies
+      .oracle!;
+    expect(paused.migrations).toBeGreaterThanOrEqual(1);
+    expect(free.migrations).toBe(paused.migrations);
+    // each write fenced at a cutover waited 10 ms and was then served by the new node (50 ms from zone a)
+    const extra = (paused.mean_ms - free.mean_ms) * t.length;
+    expect(extra).toBeCloseTo(paused.migrations * (10 + 50 - 1), 6);
+  });
+
+  it("more nodes per zone still work, and every policy is reported", () => {
+    const lat6 = LatencyModel.fromZoneMatrix(defaultZoneMatrix(Z), nodesOverZones(Z, 6));
+    const r = simulate(trace, lat6, seasonal(30), small);
+    expect(Object.keys(r.policies)).toEqual(["static", "reactive", "predictive", "oracle"]);
+    expect(r.nodes).toBe(6);
+  });
+
+  it("refuses bad options and a predictive run without a forecaster", () => {
+    expect(() => simulate(trace, latency, undefined, small)).toThrow(/needs a forecaster/);
+    expect(() => simulate(trace, latency, seasonal(30), { ...small, leadSeconds: 60 })).toThrow(UsageError);
+    expect(() => simulate(trace, latency, seasonal(30), { ...small, horizonIntervals: 0 })).toThrow(
+      UsageError,
+    );
+  });
+
+  it("the oracle is a lower bound on the mean of every policy (random small traces)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            dt: fc.integer({ min: 0, max: 40_000 }),
+            key: fc.integer({ min: 0, max: 3 }),
+            write: fc.boolean(),
+            zone: fc.integer({ min: 0, max: 2 }),
+          }),
+          { minLength: 1, maxLength: 150 },
+        ),
+        (events) => {
+          let t = START;
+          const text = events
+            .map((e) => `${(t += e.dt)},k${e.key},${e.write ? "write" : "read"},${Z[e.zone]}`)
+            .join("\n");
+          const tr = parseTrace(text, Z);
+          const r = simulate(tr, latency, seasonal(10), {
+            ...small,
+            horizonIntervals: 1,
+            cooldownIntervals: 0,
+            minRiseAccesses: 0,
+          });
+          const o = r.policies.oracle!.mean_ms;
+          for (const p of ["static", "reactive", "predictive"] as const)
+            expect(o).toBeLessThanOrEqual(r.policies[p]!.mean_ms + 1e-9);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+});
+
+describe("helpers", () => {
+  it("percentile and trailing mean", () => {
+    expect(percentileOf(Float64Array.from([5, 1, 3, 2, 4]), 99)).toBe(5);
+    expect(percentileOf(Float64Array.from([5, 1, 3, 2, 4]), 50)).toBe(3);
+    expect(Array.from(trailingMean([3, 3, 6, 0], 2))).toEqual([3, 3, 4.5, 3]);
+  });
+});

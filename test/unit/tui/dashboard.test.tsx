@@ -1,0 +1,193 @@
+import { render } from "ink-testing-library";
+import { afterEach, describe, expect, it } from "vitest";
+import { Dashboard } from "../../../src/tui/Dashboard.js";
+import { FixtureSource, makeSnapshot, plain } from "./fixtures.js";
+
+const KEY = {
+  down: "\u001B[B",
+  up: "\u001B[A",
+  right: "\u001B[C",
+  enter: "\r",
+  escape: "\u001B",
+  backspace: "\u007F",
+};
+
+let app: ReturnType<typeof render> | undefined;
+afterEach(() => {
+  app?.unmount();
+  app = undefined;
+});
+
+async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}; last frame:\n${plain(app?.lastFrame())}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Given a dashboard over a fixture with a hot segment 42 (shard-1) */
+async function start(
+  source = new FixtureSource(
+    makeSnapshot({
+      segments: 256,
+      shards: 8,
+      rates: { 42: [300, 50], 200: [5, 0] },
+      unreachable: ["node-3"],
+    }),
+  ),
+) {
+  app = render(
+    <Dashboard source={source} refreshMs={60_000} colour={false} hotRate={50} width={100} height={36} />,
+  );
+  await until("the first snapshot", () => plain(app!.lastFrame()).includes("segments view"));
+  return { source, app: app!, frame: () => plain(app!.lastFrame()) };
+}
+
+const selectedLine = (frame: string) => frame.split("\n").find((l) => l.startsWith("▶")) ?? "";
+const press = async (keys: string) => {
+  app!.stdin.write(keys);
+  await new Promise((r) => setTimeout(r, 30));
+};
+
+describe("Dashboard key bindings", () => {
+  it("opens on the hottest row and forecasts its hottest segment", async () => {
+    const { source, frame } = await start();
+    expect(selectedLine(frame())).toMatch(/^▶\d+-\d+ .* 350\/s ◀/);
+    await until("the forecast", () => frame().includes("zone a · ets"));
+    expect(source.calls).toContain("forecast 42");
+    expect(frame()).toContain("Forecast · segment 42 (shard-2");
+  });
+
+  it("moves with j/k and the arrows, pages with l/h, and never leaves the grid", async () => {
+    const { frame } = await start();
+    const first = selectedLine(frame());
+    await press("j");
+    await until("the selection to move down", () => selectedLine(frame()) !== first);
+    const second = selectedLine(frame());
+    await press(KEY.up);
+    await until("the selection to come back", () => selectedLine(frame()) === first);
+    await press("k");
+    await until("another move up", () => selectedLine(frame()) !== first);
+    for (let i = 0; i < 5; i++) await press("h");
+    await until("the top row", () => selectedLine(frame()).startsWith("▶0-"));
+    await press(KEY.down);
+    await until("a move down", () => !selectedLine(frame()).startsWith("▶0-"));
+    for (let i = 0; i < 5; i++) await press("l");
+    await until("the last row", () => /^▶\d+-255 /.test(selectedLine(frame())));
+    expect(second).not.toBe(first);
+  });
+
+  it("drills into a shard with enter and comes back with esc", async () => {
+    const { frame } = await start();
+    await press(KEY.enter);
+    await until(
+      "the shard view",
+      () => frame().includes("shard shard-2 ·") && frame().includes("shard-2 on node-2 (zone b) · epoch 1"),
+    );
+    // one row per segment of the shard, the hot segment the hottest
+    expect(selectedLine(frame())).toMatch(/^▶42(-43)? .*350\/s ◀$/);
+    await press(KEY.escape);
+    await until("the overview", () => frame().includes("segments view"));
+  });
+
+  it("toggles segments and shards with t; a shard row is the sum of its segments", async () => {
+    const { frame, source } = await start();
+    await press("t");
+    await until("the shards view", () => frame().includes("shards view"));
+    expect(selectedLine(frame())).toMatch(/^▶shard-2 .* 350\/s ◀/);
+    await until("the shard's forecast", () => source.calls.includes("forecast shard-2"));
+    await press("t");
+    await until("the segments view", () => frame().includes("segments view"));
+  });
+
+  it("shows the plan with p and goes back with p", async () => {
+    const { frame, source } = await start();
+    await press("p");
+    await until("the plan", () => frame().includes("Plan · shard-2 (map v7)"));
+    expect(frame()).toContain("decision: move → node-3");
+    expect(source.calls).toContain("plan shard-2");
+    await press("p");
+    await until("the forecast panel", () => frame().includes("Forecast ·"));
+  });
+
+  it("migrates with m only after y; n cancels", async () => {
+    const { frame, source } = await start();
+    await press("m");
+    await until("the confirmation", () =>
+      frame().includes("Migrate shard-2 from node-2 to node-3? (the planner's target) [y/n]"),
+    );
+    // keys other than y/n do nothing while asking
+    await press("q");
+    await press("j");
+    expect(frame()).toContain("[y/n]");
+    await press("n");
+    await until("the cancellation", () => frame().includes("not migrating shard-2"));
+    expect(source.calls.some((c) => c.startsWith("migrate"))).toBe(false);
+    await press("m");
+    await until("the confirmation again", () => frame().includes("[y/n]"));
+    await press("y");
+    await until("the migration to start", () => frame().includes("migration of shard-2 to node-3 started"));
+    expect(source.calls).toContain("migrate shard-2 node-3");
+  });
+
+  it("finds a key with / and jumps to its segment", async () => {
+    const { frame, source } = await start();
+    await press("j");
+    await press("/");
+    await until("the prompt", () => frame().includes("/ find key: █"));
+    await press("hox");
+    await press(KEY.backspace);
+    await press("t");
+    await until("the typed key", () => frame().includes("/ find key: hot█"));
+    await press(KEY.enter);
+    await until("the jump", () => frame().includes('key "hot" → segment 42 in shard-2 on node-2'));
+    expect(frame()).toContain("Forecast · segment 42 (shard-2");
+    expect(selectedLine(frame())).toMatch(/◀$/);
+    await until("its forecast", () => source.calls.filter((c) => c === "forecast 42").length >= 1);
+  });
+
+  it("reports a malformed key, ignores control characters, and esc cancels the search", async () => {
+    const { frame } = await start();
+    await press("/");
+    await press("\u0007\u0001");
+    await press(KEY.enter);
+    await until("the error", () => frame().includes('cannot find "": a key must be 1 to 1024 bytes'));
+    await press("/");
+    await press("abc");
+    await press(KEY.escape);
+    await until("the prompt to close", () => !frame().includes("/ find key: "));
+    await press("q");
+  });
+
+  it("says clearly that a node is unreachable and keeps drawing the rest", async () => {
+    const { frame } = await start();
+    expect(frame()).toContain("3 nodes (1 UNREACHABLE)");
+    expect(frame()).toMatch(/node-3 +c +UNREACHABLE/);
+    expect(frame()).toContain("⚠ node node-3 is UNREACHABLE: connect ECONNREFUSED");
+  });
+
+  it("quits with q: nothing reacts afterwards", async () => {
+    const { frame, source } = await start();
+    await press("q");
+    const after = frame();
+    await press("t");
+    await new Promise((r) => setTimeout(r, 100));
+    expect(frame()).toBe(after);
+    expect(source.snapshots).toBe(1);
+  });
+
+  it("says what went wrong when the cluster cannot be read at all", async () => {
+    const source = new FixtureSource(makeSnapshot());
+    source.snapshot = async () => {
+      throw new Error("the embedded store holds no layout yet");
+    };
+    app = render(
+      <Dashboard source={source} refreshMs={60_000} colour={false} hotRate={50} width={100} height={30} />,
+    );
+    await until("the error", () =>
+      plain(app!.lastFrame()).includes("cannot read the cluster: the embedded store holds no layout yet"),
+    );
+  });
+});
