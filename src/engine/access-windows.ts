@@ -11,7 +11,13 @@
  *
  * Ring buffers are advanced lazily: each (segment, level) remembers the
  * absolute slot number of its newest slot and clears skipped slots when a
- * newer event arrives. Events older than a level's span are ignored by it.
+ * newer event arrives. An event is written to the finest level only; a finest
+ * slot is added to the coarser levels when its ring position is reused, and
+ * readers of a coarser level add the finest slots not yet rolled up. So an
+ * event touches two cache lines of its segment whatever the number of levels.
+ * Coarser resolutions must be multiples of the finest. Events older than the
+ * finest span go straight to the coarser levels; older than a level's span,
+ * they are ignored by it.
  */
 import { UsageError } from "../errors.js";
 import { fnv1a64Bytes } from "./hash.js";
@@ -79,6 +85,7 @@ export class AccessWindows {
   private readonly levelSlots: Int32Array;
   private readonly resolutionMs: Float64Array;
   private readonly zoneIndex = new Map<string, number>();
+  private readonly scratch: Uint32Array;
   private readonly chunks: (Chunk | undefined)[];
 
   constructor(opts: AccessWindowsOptions) {
@@ -91,12 +98,16 @@ export class AccessWindows {
       if (levels[i].resolutionSeconds <= levels[i - 1].resolutionSeconds) {
         throw new UsageError("window levels must go from the finest resolution to the coarsest");
       }
+      if (levels[i].resolutionSeconds % levels[0].resolutionSeconds !== 0) {
+        throw new UsageError("every window level's resolution must be a multiple of the finest one");
+      }
     }
     this.segmentCount = opts.segmentCount;
     this.zones = [...opts.zones];
     this.zones.forEach((z, i) => this.zoneIndex.set(z, i));
     this.levels = levels.map((l) => ({ ...l }));
     this.cellsPerSlot = this.zones.length + 2;
+    this.scratch = new Uint32Array(this.cellsPerSlot);
     this.levelOffset = new Int32Array(levels.length);
     this.levelSlots = Int32Array.from(levels, (l) => l.slots);
     this.resolutionMs = new Float64Array(levels.length);
@@ -149,7 +160,10 @@ export class AccessWindows {
 
   /**
    * Counts `count` accesses of one type to a segment at time nowMs, from zone
-   * index zoneIdx (-1: unattributed). The hot path: no allocation.
+   * index zoneIdx (-1: unattributed). The hot path: no allocation, and only
+   * the finest level is written — its slots are rolled up into the coarser
+   * levels when they are evicted, and readers add the slots not yet rolled
+   * up — so an event touches two cache lines of the segment, not one per level.
    */
   record(segment: number, isWrite: boolean, zoneIdx: number, nowMs: number, count = 1): void {
     if (segment < 0 || segment >= this.segmentCount || !(segment === (segment | 0))) {
@@ -157,38 +171,113 @@ export class AccessWindows {
     }
     const chunk = this.chunkFor(segment);
     const local = segment & (CHUNK - 1);
-    const nLevels = this.levels.length;
     const cps = this.cellsPerSlot;
     const zoneCell = zoneIdx < 0 ? CELL_UNATTRIBUTED : zoneIdx + 2;
     const segBase = local * this.slotsPerSegment;
-    const cells = chunk.cells;
-    const stamps = chunk.stamps;
-    for (let l = 0; l < nLevels; l++) {
-      const slots = this.levelSlots[l];
-      const abs = Math.floor(nowMs / this.resolutionMs[l]);
-      const si = local * nLevels + l;
-      const newest = stamps[si];
-      if (abs > newest) {
-        this.advance(chunk, segBase, l, newest, abs);
-        stamps[si] = abs;
-      } else if (newest - abs >= slots) {
-        continue; // older than this level's span
+    const si0 = local * this.levels.length;
+    const slots0 = this.levelSlots[0];
+    const abs0 = Math.floor(nowMs / this.resolutionMs[0]);
+    const newest0 = chunk.stamps[si0];
+    if (abs0 > newest0) {
+      this.advanceFinest(chunk, local, segBase, newest0, abs0);
+      chunk.stamps[si0] = abs0;
+    } else if (newest0 - abs0 >= slots0) {
+      // older than the finest level's span: straight into the coarser levels (rare)
+      const v = this.scratch.fill(0);
+      v[zoneCell] = count;
+      if (isWrite) v[CELL_WRITES] = count;
+      for (let l = 1; l < this.levels.length; l++) {
+        this.addVector(chunk, local, segBase, l, Math.floor(nowMs / this.resolutionMs[l]), v, 0);
       }
-      const cell = (segBase + this.levelOffset[l] + mod(abs, slots)) * cps;
-      cells[cell + zoneCell] += count;
-      if (isWrite) cells[cell + CELL_WRITES] += count;
+      return;
+    }
+    const cell = (segBase + mod(abs0, slots0)) * cps;
+    chunk.cells[cell + zoneCell] += count;
+    if (isWrite) chunk.cells[cell + CELL_WRITES] += count;
+  }
+
+  /**
+   * Moves the finest ring on to `abs0`: every slot whose position is reused
+   * is first added to the coarser levels, oldest first, then cleared.
+   */
+  private advanceFinest(chunk: Chunk, local: number, segBase: number, newest0: number, abs0: number): void {
+    const slots0 = this.levelSlots[0];
+    const cps = this.cellsPerSlot;
+    const cells = chunk.cells;
+    if (newest0 === EMPTY) {
+      cells.fill(0, segBase * cps, (segBase + slots0) * cps);
+      return;
+    }
+    const last = Math.min(newest0, abs0 - slots0);
+    for (let a = newest0 - slots0 + 1; a <= last; a++) {
+      const base = (segBase + mod(a, slots0)) * cps;
+      let any = 0;
+      for (let c = 0; c < cps; c++) any |= cells[base + c];
+      if (any !== 0) {
+        const t = a * this.resolutionMs[0];
+        for (let l = 1; l < this.levels.length; l++) {
+          this.addVector(chunk, local, segBase, l, Math.floor(t / this.resolutionMs[l]), cells, base);
+        }
+        for (let c = 0; c < cps; c++) cells[base + c] = 0;
+      }
     }
   }
 
-  /** Clears the slots between the newest one and `abs` (exclusive of older ones still in the span). */
-  private advance(chunk: Chunk, segBase: number, level: number, newest: number, abs: number): void {
-    const slots = this.levels[level].slots;
+  /** Adds a slot's cells (src[srcBase..]) to coarse level l at absolute slot absL, advancing that ring. */
+  private addVector(
+    chunk: Chunk,
+    local: number,
+    segBase: number,
+    l: number,
+    absL: number,
+    src: Uint32Array,
+    srcBase: number,
+  ): void {
+    const si = local * this.levels.length + l;
+    const slots = this.levelSlots[l];
+    const newest = chunk.stamps[si];
+    if (absL > newest) {
+      this.clearCoarse(chunk, segBase, l, newest, absL);
+      chunk.stamps[si] = absL;
+    } else if (newest - absL >= slots) {
+      return; // older than this level's span
+    }
+    const cps = this.cellsPerSlot;
+    const dst = (segBase + this.levelOffset[l] + mod(absL, slots)) * cps;
+    for (let c = 0; c < cps; c++) chunk.cells[dst + c] += src[srcBase + c];
+  }
+
+  /** Clears the coarse slots between the newest one and `abs`. */
+  private clearCoarse(chunk: Chunk, segBase: number, level: number, newest: number, abs: number): void {
+    const slots = this.levelSlots[level];
     const cps = this.cellsPerSlot;
     const toClear = newest === EMPTY ? slots : Math.min(slots, abs - newest);
     const cells = chunk.cells;
     for (let k = 0; k < toClear; k++) {
       const base = (segBase + this.levelOffset[level] + mod(abs - k, slots)) * cps;
       for (let c = 0; c < cps; c++) cells[base + c] = 0;
+    }
+  }
+
+  /**
+   * Calls fn(absL, base) for every finest-level slot not yet rolled up, with
+   * its absolute slot number at `level` and its cell offset.
+   */
+  private forEachPending(
+    chunk: Chunk,
+    local: number,
+    level: number,
+    fn: (absL: number, base: number) => void,
+  ): void {
+    const newest0 = chunk.stamps[local * this.levels.length];
+    if (newest0 === EMPTY) return;
+    const slots0 = this.levelSlots[0];
+    const segBase = local * this.slotsPerSegment;
+    for (let a = newest0 - slots0 + 1; a <= newest0; a++) {
+      fn(
+        Math.floor((a * this.resolutionMs[0]) / this.resolutionMs[level]),
+        (segBase + mod(a, slots0)) * this.cellsPerSlot,
+      );
     }
   }
 
@@ -210,16 +299,26 @@ export class AccessWindows {
     if (!chunk) return false;
     const local = segment & (CHUNK - 1);
     const newest = chunk.stamps[local * this.levels.length + level];
-    if (newest === EMPTY) return false;
-    const slots = this.levels[level].slots;
+    const newest0 = chunk.stamps[local * this.levels.length];
+    if (newest === EMPTY && newest0 === EMPTY) return false;
+    const slots = this.levelSlots[level];
     const cur = Math.floor(nowMs / this.resolutionMs[level]);
     const cps = this.cellsPerSlot;
+    const cells = chunk.cells;
     const segBase = local * this.slotsPerSegment;
-    for (let k = 0; k < Math.min(n, slots); k++) {
-      const abs = cur - k;
-      if (abs > newest || newest - abs >= slots) continue; // not written yet, or overwritten
-      const base = (segBase + this.levelOffset[level] + mod(abs, slots)) * cps;
-      for (let c = 0; c < cps; c++) acc[c] += chunk.cells[base + c];
+    const span = Math.min(n, slots);
+    if (newest !== EMPTY) {
+      for (let k = 0; k < span; k++) {
+        const abs = cur - k;
+        if (abs > newest || newest - abs >= slots) continue; // not written yet, or overwritten
+        const base = (segBase + this.levelOffset[level] + mod(abs, slots)) * cps;
+        for (let c = 0; c < cps; c++) acc[c] += cells[base + c];
+      }
+    }
+    if (level > 0) {
+      this.forEachPending(chunk, local, level, (absL, base) => {
+        if (absL > cur - span && absL <= cur) for (let c = 0; c < cps; c++) acc[c] += cells[base + c];
+      });
     }
     return true;
   }
@@ -276,20 +375,28 @@ export class AccessWindows {
     if (!chunk) return out;
     const local = segment & (CHUNK - 1);
     const newest = chunk.stamps[local * this.levels.length + level];
-    if (newest === EMPTY) return out;
     const cur = Math.floor(nowMs / this.resolutionMs[level]);
-    const cps = this.cellsPerSlot;
+    const cells = chunk.cells;
+    const valueAt = (base: number): number => {
+      if (which === "writes") return cells[base + CELL_WRITES];
+      if (zone >= 0) return cells[base + zone + 2];
+      let total = cells[base + CELL_UNATTRIBUTED];
+      for (let z = 0; z < this.zones.length; z++) total += cells[base + z + 2];
+      return which === "reads" ? total - cells[base + CELL_WRITES] : total;
+    };
     const segBase = local * this.slotsPerSegment;
-    for (let k = 0; k < slots; k++) {
-      const abs = cur - (slots - 1 - k);
-      if (abs > newest || newest - abs >= slots) continue;
-      const base = (segBase + this.levelOffset[level] + mod(abs, slots)) * cps;
-      let total = chunk.cells[base + CELL_UNATTRIBUTED];
-      for (let z = 0; z < this.zones.length; z++) total += chunk.cells[base + z + 2];
-      if (which === "total") out[k] = total;
-      else if (which === "writes") out[k] = chunk.cells[base + CELL_WRITES];
-      else if (which === "reads") out[k] = total - chunk.cells[base + CELL_WRITES];
-      else out[k] = chunk.cells[base + zone + 2];
+    if (newest !== EMPTY) {
+      for (let k = 0; k < slots; k++) {
+        const abs = cur - (slots - 1 - k);
+        if (abs > newest || newest - abs >= slots) continue;
+        out[k] += valueAt((segBase + this.levelOffset[level] + mod(abs, slots)) * this.cellsPerSlot);
+      }
+    }
+    if (level > 0) {
+      this.forEachPending(chunk, local, level, (absL, base) => {
+        const k = slots - 1 - (cur - absL);
+        if (k >= 0 && k < slots) out[k] += valueAt(base);
+      });
     }
     return out;
   }

@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { AccessWindows, parseAccessType } from "../../../src/engine/access-windows.js";
 
@@ -142,5 +143,61 @@ describe("AccessWindows", () => {
           ],
         }),
     ).toThrow(/finest/);
+  });
+});
+
+describe("AccessWindows roll-up (property)", () => {
+  const levels = [
+    { resolutionSeconds: 1, slots: 5 },
+    { resolutionSeconds: 10, slots: 6 },
+    { resolutionSeconds: 60, slots: 4 },
+  ];
+  it("every level's series equals a count of the raw events in its window", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            dt: fc.integer({ min: 0, max: 20_000 }),
+            late: fc.integer({ min: 0, max: 90_000 }),
+            write: fc.boolean(),
+            zone: fc.integer({ min: -1, max: 2 }),
+            count: fc.integer({ min: 1, max: 5 }),
+          }),
+          { maxLength: 120 },
+        ),
+        fc.integer({ min: 0, max: 400_000 }),
+        (steps, after) => {
+          const w = new AccessWindows({ segmentCount: 4, zones, levels });
+          const events: { t: number; write: boolean; zone: number; count: number }[] = [];
+          let clock = T0;
+          for (const s of steps) {
+            clock += s.dt;
+            // now and then an event arrives late (up to 90 s behind the clock)
+            const t = s.late % 3 === 0 ? clock - s.late : clock;
+            w.record(2, s.write, s.zone, t, s.count);
+            events.push({ t, write: s.write, zone: s.zone, count: s.count });
+          }
+          const now = clock + after;
+          levels.forEach((lv, l) => {
+            const res = lv.resolutionSeconds * 1000;
+            const cur = Math.floor(now / res);
+            for (const which of ["total", "writes", "reads", "a", "c"]) {
+              const expected = new Array(lv.slots).fill(0);
+              for (const e of events) {
+                const k = lv.slots - 1 - (cur - Math.floor(e.t / res));
+                if (k < 0 || k >= lv.slots) continue;
+                if (which === "writes" && !e.write) continue;
+                if (which === "reads" && e.write) continue;
+                if (which === "a" && e.zone !== 0) continue;
+                if (which === "c" && e.zone !== 2) continue;
+                expected[k] += e.count;
+              }
+              expect(Array.from(w.series(2, l, now, which)), `level ${l} ${which}`).toEqual(expected);
+            }
+          });
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });
