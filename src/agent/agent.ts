@@ -186,6 +186,7 @@ export class Agent {
     epoch: number,
     ranges: [number, number][] | undefined,
     migrationTimestamp: number,
+    state: "owned" | "receiving" = "owned",
   ): Promise<Shard> {
     const dir = join(this.shardsDir, id);
     if (existsSync(dir)) {
@@ -203,7 +204,7 @@ export class Agent {
     const shard = await Shard.create(
       dir,
       id,
-      { epoch, state: "owned", ranges, migrationTimestamp },
+      { epoch, state, ranges, migrationTimestamp },
       this.shardOptions,
     );
     this.shards.set(id, shard);

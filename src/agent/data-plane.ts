@@ -69,6 +69,15 @@ export function checkShardAccess(
       redirect: meta.redirect ?? null,
     });
   }
+  if (meta.state === "receiving" || meta.state === "prepared") {
+    throw new ApiError(
+      503,
+      "not-serving",
+      `shard ${shard.id} is a migration target here (${meta.state}); it serves nothing until the migration commits`,
+      { epoch: meta.epoch },
+      { "retry-after": String(FENCED_RETRY_AFTER_S) },
+    );
+  }
   if (epoch < meta.epoch) {
     throw new ApiError(
       409,

@@ -9,7 +9,7 @@
  */
 import { timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { NODE_ID_PATTERN, type SegmentRange } from "../engine/location-map.js";
+import { NODE_ID_PATTERN } from "../engine/location-map.js";
 import type { Agent } from "./agent.js";
 import {
   ApiError,
@@ -22,6 +22,13 @@ import {
   sendJson,
 } from "./http-util.js";
 import { nodeResources } from "./resources.js";
+import {
+  checkRanges as parseRanges,
+  checksumRequest,
+  logRequest,
+  REPLICATION_ACTIONS,
+  replicationAdmin,
+} from "./replication.js";
 import type { WriteOp } from "./shard.js";
 import {
   checkKey,
@@ -120,6 +127,20 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
     if (a === "shards" && c === "batch" && parts.length === 4 && method === "POST") {
       op = "batch";
       return await batchRequest(agent, req, res, b);
+    }
+    if (a === "shards" && parts.length === 4 && method === "GET" && (c === "log" || c === "checksum")) {
+      op = "replication";
+      return await (c === "log" ? logRequest : checksumRequest)(agent, res, b, query);
+    }
+    if (
+      a === "admin" &&
+      b === "shards" &&
+      parts.length === 5 &&
+      method === "POST" &&
+      REPLICATION_ACTIONS.has(d)
+    ) {
+      op = "replication";
+      return await replicationAdmin(agent, req, res, c, d);
     }
     if (a === "shards" && parts.length === 2 && method === "GET") {
       op = "inventory";
@@ -378,6 +399,16 @@ async function adminRequest(
   }
   if (nparts !== 5 || method !== "POST")
     throw new ApiError(404, "no-route", `no such endpoint: ${method} ${req.url}`);
+  if (
+    (shard.meta.state === "receiving" || shard.meta.state === "prepared") &&
+    (action === "fence" || action === "unfence" || action === "release")
+  ) {
+    throw new ApiError(
+      409,
+      "not-owner",
+      `shard ${id} is a migration target here (${shard.meta.state}); activate or drop it instead`,
+    );
+  }
   switch (action) {
     case "fence": {
       if (shard.meta.state === "not-owned")
@@ -413,22 +444,6 @@ async function adminRequest(
     default:
       throw new ApiError(404, "no-route", `no such admin action: ${action}`);
   }
-}
-
-function parseRanges(v: unknown, segmentCount: number): SegmentRange[] {
-  if (!Array.isArray(v) || v.length === 0)
-    throw badRequest("ranges must be a non-empty array of [start, end]");
-  let prev = -1;
-  return v.map((r, i) => {
-    if (!Array.isArray(r) || r.length !== 2 || !Number.isInteger(r[0]) || !Number.isInteger(r[1])) {
-      throw badRequest(`ranges[${i}] must be [start, end]`);
-    }
-    const [a, b] = r as [number, number];
-    if (a < 0 || b > segmentCount || a >= b || a < prev)
-      throw badRequest(`ranges[${i}] = [${a}, ${b}) is out of 0..${segmentCount}, empty or unsorted`);
-    prev = b;
-    return [a, b];
-  });
 }
 
 function accessRequest(

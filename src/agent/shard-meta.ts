@@ -14,8 +14,13 @@ import { writeAtomic } from "../store/embedded.js";
  * owned: serves reads and writes at `epoch`.
  * fenced: serves reads, refuses writes (a migration is cutting over).
  * not-owned: serves nothing; answers with `redirect`, the owner it was told of.
+ * receiving: a migration target copying the log at the source's epoch; serves nothing.
+ * prepared: a migration target that holds the source's log up to the fenced LSN,
+ *   verified by checksum, and voted to commit; serves nothing until activated.
  */
-export type OwnerState = "owned" | "fenced" | "not-owned";
+export type OwnerState = "owned" | "fenced" | "not-owned" | "receiving" | "prepared";
+
+export const OWNER_STATES: readonly OwnerState[] = ["owned", "fenced", "not-owned", "receiving", "prepared"];
 
 export interface RedirectHint {
   node: string;
@@ -61,11 +66,7 @@ export function readMeta(dir: string): ShardMeta {
     throw new Error(`${file} is not a shard metadata file`);
   if (outer.checksum !== fnv1a64Bytes(Buffer.from(outer.meta))) throw new Error(`${file}: checksum mismatch`);
   const meta = JSON.parse(outer.meta) as ShardMeta;
-  if (
-    !Number.isInteger(meta.epoch) ||
-    meta.epoch < 0 ||
-    !["owned", "fenced", "not-owned"].includes(meta.state)
-  ) {
+  if (!Number.isInteger(meta.epoch) || meta.epoch < 0 || !OWNER_STATES.includes(meta.state)) {
     throw new Error(`${file}: bad epoch or state`);
   }
   return meta;

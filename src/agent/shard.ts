@@ -11,7 +11,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { encodeEntry, type LogOp } from "./log-format.js";
 import { readMeta, writeMeta, type RedirectHint, type ShardMeta } from "./shard-meta.js";
-import { LogCorrupt, ShardLog, type LogBatch } from "./shard-log.js";
+import { LogCorrupt, ShardLog, type LogBatch, type LogFile } from "./shard-log.js";
 import {
   parseSnapshotFileName,
   readSnapshot,
@@ -37,6 +37,16 @@ export interface WriteResult {
 interface ShardBatch extends LogBatch {
   ops: WriteOp[];
   results: WriteResult[];
+  /** Replicated entries keep the timestamps the source gave them. */
+  timestamps?: number[];
+}
+
+/** A replicated entry: its encoded bytes (as in the source's log) and what they decode to. */
+export interface ReplicatedEntry {
+  bytes: Buffer;
+  lsn: number;
+  timestamp: number;
+  op: WriteOp;
 }
 
 export interface ShardOptions {
@@ -145,6 +155,11 @@ export class Shard {
     return this.log?.totalBytes ?? 0;
   }
 
+  /** The log files, oldest first (a copy of the list; a snapshot may delete the oldest). */
+  get logFileList(): LogFile[] {
+    return this.log ? this.log.files.map((f) => ({ ...f })) : [];
+  }
+
   get logFiles(): number {
     return this.log?.files.length ?? 0;
   }
@@ -188,6 +203,42 @@ export class Shard {
     return batch.results;
   }
 
+  /**
+   * Appends entries copied from another agent's log, byte for byte, keeping
+   * their LSNs: the first must follow this log's last LSN and the rest must
+   * run without a gap (the caller decoded and checked them).
+   */
+  async appendReplicated(entries: ReplicatedEntry[]): Promise<number> {
+    const log = this.log;
+    if (!log || this.failed) throw new Error(`shard ${this.id} is not available: ${this.failed ?? "closed"}`);
+    if (entries.length === 0) return log.assignedLsn;
+    entries.forEach((e, i) => {
+      if (e.lsn !== log.assignedLsn + 1 + i)
+        throw new RangeError(`entry ${i} has LSN ${e.lsn}, expected ${log.assignedLsn + 1 + i}`);
+    });
+    const first = log.reserve(entries.length);
+    let bytes = 0;
+    for (const e of entries) bytes += e.bytes.length;
+    const batch: ShardBatch = {
+      buffers: entries.map((e) => e.bytes),
+      bytes,
+      firstLsn: first,
+      ops: entries.map((e) => e.op),
+      results: [],
+      timestamps: entries.map((e) => e.timestamp),
+    };
+    try {
+      await log.append(batch);
+    } catch (err) {
+      if (!this.failed) {
+        this.failed = `log write failed: ${(err as Error).message}`;
+        this.opts.warn(`shard ${this.id}: ${this.failed}`);
+      }
+      throw err;
+    }
+    return first + entries.length - 1;
+  }
+
   private applyDurable(b: ShardBatch): void {
     b.ops.forEach((o, i) => {
       const lsn = b.firstLsn + i;
@@ -195,7 +246,7 @@ export class Shard {
       if (prev) this.valueBytes -= prev.value.length;
       if (o.op === "put") {
         const value = o.value ?? Buffer.alloc(0);
-        this.state.set(o.key, { value, lsn, timestamp: Date.now() });
+        this.state.set(o.key, { value, lsn, timestamp: b.timestamps?.[i] ?? Date.now() });
         this.valueBytes += value.length;
         b.results.push({ lsn });
       } else {
@@ -204,7 +255,10 @@ export class Shard {
       }
     });
     this.bytesSinceSnapshot += b.bytes;
-    if (this.bytesSinceSnapshot >= this.opts.snapshotBytes && !this.snapshotting) void this.snapshot();
+    // a migration target keeps its whole copied log until it is activated (the prepare checksum reads it)
+    const copying = this.meta.state === "receiving" || this.meta.state === "prepared";
+    if (this.bytesSinceSnapshot >= this.opts.snapshotBytes && !this.snapshotting && !copying)
+      void this.snapshot();
   }
 
   /** Writes a snapshot of the state as of the last durable LSN, then deletes the log files it covers. */

@@ -206,6 +206,9 @@ export class SshExecutor implements Executor {
       config.algorithms = { serverHostKey: opts.hostKeyAlgorithms as never };
     }
     const client = new Client();
+    // Errors after the first (e.g. a reset arriving after an auth failure, or mid-session) must not
+    // crash the process: the connect promise or the channel in use reports them.
+    client.on("error", () => {});
     let hostKeyError: unknown;
     config.hostVerifier = (key: Buffer, verify: (ok: boolean) => void) => {
       opts.verifyHostKey(key).then(
@@ -225,7 +228,6 @@ export class SshExecutor implements Executor {
       };
       const onReady = () => {
         client.removeListener("error", onError);
-        client.on("error", () => {}); // later errors surface on the channel in use
         resolve(new SshExecutor(client, target));
       };
       client.once("error", onError);

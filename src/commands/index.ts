@@ -16,6 +16,7 @@ import { registerAutopilot } from "./autopilot.js";
 import { registerForecast } from "./forecast.js";
 import { registerPredict } from "./predict.js";
 import { registerPlan } from "./plan.js";
+import { registerMigrate } from "./migrate.js";
 import { registerSimulate } from "./simulate.js";
 import { registerDashboard } from "./dashboard.js";
 
@@ -36,6 +37,7 @@ export const commands: RegisterCommand[] = [
   registerForecast,
   registerPredict,
   registerPlan,
+  registerMigrate,
   registerSimulate,
   registerDashboard,
 ];

@@ -1,0 +1,251 @@
+/**
+ * `shardctl migrate --shard ID --to NODE [--apply]`, `shardctl migrate
+ * [--apply] plan.json` and `shardctl migrations`: live migration of log
+ * shards with a two-phase cutover (src/cluster/migrate.ts), and its history.
+ * Without --apply nothing changes: the moves are printed.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { AgentRpc } from "../cluster/agent-rpc.js";
+import { resolveClientToken } from "../cluster/local.js";
+import { executeMigration, listMigrations, type MigrationRecord } from "../cluster/migrate.js";
+import type { Config } from "../config.js";
+import { parsePlanFile } from "../engine/plan-file.js";
+import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
+import { systemClock } from "../engine/ports.js";
+import { PreconditionError, UsageError } from "../errors.js";
+import { formatBytes, printJson, printTable, type IO } from "../output.js";
+import { openStore } from "../store/index.js";
+import { parsePositiveInt } from "./common.js";
+import type { CommandContext, RegisterCommand } from "./context.js";
+
+export function migrationsDir(config: Config): string {
+  return join(config.dataDir, "migrations");
+}
+
+export interface MigrateCliOptions {
+  shard?: string;
+  to?: string;
+  plan?: string;
+  apply: boolean;
+  lagThreshold?: number;
+}
+
+interface Move {
+  shard: string;
+  source: string;
+  target: string;
+}
+
+export interface MigrateResult {
+  applied: boolean;
+  mapVersion: number;
+  moves: Move[];
+  migrations: MigrationRecord[];
+}
+
+export async function runMigrate(
+  opts: MigrateCliOptions,
+  deps: { config: Config; io: IO },
+): Promise<MigrateResult> {
+  const { config, io } = deps;
+  if (opts.plan && (opts.shard || opts.to))
+    throw new UsageError("give either a plan file or --shard and --to, not both");
+  if (!opts.plan && !(opts.shard && opts.to))
+    throw new UsageError("say what to move: --shard ID --to NODE, or a plan file", {
+      hint: "`shardctl migrate --shard shard-3 --to node-2 --apply`, or `shardctl migrate --apply plan.json`",
+    });
+  let plan: MigrationPlan | undefined;
+  if (opts.plan) {
+    let text: string;
+    try {
+      text = readFileSync(opts.plan, "utf8");
+    } catch (err) {
+      throw new UsageError(`cannot read ${opts.plan}: ${(err as Error).message}`);
+    }
+    plan = parsePlanFile(text, opts.plan);
+    const splits = plan.steps.filter((s) => s.kind !== "move").length;
+    if (splits > 0)
+      throw new UsageError(
+        `${opts.plan} holds ${splits} split step(s); migrate carries out moves only (splits are not implemented yet); nothing was applied`,
+        { hint: "apply the splits with `shardctl reshard`, then re-plan" },
+      );
+  }
+  const store = await openStore(config);
+  const rpc = new AgentRpc({ token: resolveClientToken(config) });
+  try {
+    const vm = await store.load({ consistent: true });
+    if (!vm)
+      throw new PreconditionError("the location store holds no map yet", {
+        hint: "start a local cluster with `shardctl up --local`",
+      });
+    if (plan) checkPlanFresh(plan, vm.version);
+    const moves: Move[] = plan
+      ? plan.steps.flatMap((s) =>
+          s.kind === "move" ? [{ shard: s.shard, source: s.source, target: s.target }] : [],
+        )
+      : [
+          {
+            shard: opts.shard!,
+            source: vm.map.shards.find((s) => s.id === opts.shard)?.node ?? "?",
+            target: opts.to!,
+          },
+        ];
+    // refuse up front what cannot be done (before anything changes)
+    for (const m of moves) {
+      const s = vm.map.shards.find((x) => x.id === m.shard);
+      if (!s)
+        throw new UsageError(`shard ${m.shard} is not in the location map`, {
+          hint: "`shardctl shards` lists them",
+        });
+      if (!vm.map.nodes.some((n) => n.id === m.target))
+        throw new PreconditionError(
+          `node ${m.target} is not in the location map (it left, or the name is wrong)`,
+          {
+            hint: `known nodes: ${vm.map.nodes.map((n) => n.id).join(", ")}; re-plan`,
+          },
+        );
+      if (s.node === m.target) throw new UsageError(`shard ${m.shard} is already on ${m.target}`);
+    }
+    if (!opts.apply) {
+      for (const m of moves) io.err.write(`would move ${m.shard}: ${m.source} → ${m.target}\n`);
+      io.err.write("dry run: nothing changed; add --apply to migrate\n");
+      return { applied: false, mapVersion: vm.version, moves, migrations: [] };
+    }
+    const done: MigrationRecord[] = [];
+    for (const [i, m] of moves.entries()) {
+      let lastLine = 0;
+      const r = await executeMigration(
+        {
+          shard: m.shard,
+          target: m.target,
+          // only the first step is checked against the plan's version; each move changes the map
+          planVersion: i === 0 && plan ? plan.mapVersion : undefined,
+          lagThreshold: opts.lagThreshold,
+          onProgress: (p) => {
+            const now = Date.now();
+            if (now - lastLine < 500) return;
+            lastLine = now;
+            io.err.write(`  ${m.shard} ${p.phase}: ${formatBytes(p.bytes)} copied, lag ${p.lag} entries\n`);
+          },
+        },
+        {
+          store,
+          rpc,
+          clock: systemClock,
+          log: (s) => io.err.write(`${s}\n`),
+          journalDir: migrationsDir(config),
+        },
+      );
+      done.push(r);
+    }
+    return { applied: true, mapVersion: vm.version, moves, migrations: done };
+  } finally {
+    rpc.close();
+    await store.close();
+  }
+}
+
+function ms(n: number | undefined): string {
+  return n === undefined ? "-" : `${Math.round(n)} ms`;
+}
+
+export function printMigrations(io: IO, records: MigrationRecord[]): void {
+  printTable(
+    io,
+    ["ID", "SHARD", "FROM", "TO", "PHASE", "COPIED", "PAUSE", "TOOK", "ERROR"],
+    records.map((r) => [
+      r.id,
+      r.shard,
+      `${r.source}@${r.fromEpoch}`,
+      r.target,
+      r.rollForwardPending ? `${r.phase} (roll-forward pending)` : r.phase,
+      formatBytes(r.bytesCopied),
+      ms(r.writePauseMs),
+      ms(r.endedAt === undefined ? undefined : r.endedAt - r.startedAt),
+      r.error ?? r.rollForwardPending ?? "",
+    ]),
+  );
+}
+
+const MIGRATE_HELP = `
+A move, per shard: journal → the target receives the shard's log while the
+source keeps serving → the source is fenced (writes get 503, clients retry)
+→ the target catches up, checks the LSN and a checksum of the copy and
+votes → COMMIT: one compare-and-set of the location map puts the shard on
+the target at epoch + 1 → the target serves, the source redirects to it.
+Any failure before the commit unfences the source and drops the copy: the
+shard stays where it was with all its data.
+
+Journal: <dataDir>/migrations/<id>.json (see \`shardctl migrations\`).
+
+Examples:
+  $ shardctl migrate --shard shard-3 --to node-2            # dry run
+  $ shardctl migrate --shard shard-3 --to node-2 --apply
+  $ shardctl plan --all --out plan.json
+  $ shardctl migrate plan.json                              # dry run of a plan
+  $ shardctl migrate --apply plan.json --json
+
+Exit codes: 0 done, 1 aborted (the shard is still served by its source),
+2 bad usage, 3 the plan is stale (the map moved on: re-plan) or names a node
+that left.
+`;
+
+export const registerMigrate: RegisterCommand = (program: Command, ctx: CommandContext) => {
+  program
+    .command("migrate")
+    .description("move shards with their data to other nodes (live, two-phase cutover)")
+    .argument("[plan]", "a plan file from `shardctl plan --all --out FILE`")
+    .option("--shard <id>", "the shard to move")
+    .option("--to <node>", "the node to move it to")
+    .option("--apply [plan]", "carry the moves out (without it: dry run)")
+    .option("--lag-threshold <entries>", "fence the source once the copy is this close (default 1000)")
+    .option("--json", "print the result as JSON", false)
+    .addHelpText("after", MIGRATE_HELP)
+    .action(
+      async (
+        planArg: string | undefined,
+        o: { shard?: string; to?: string; apply?: string | boolean; lagThreshold?: string; json: boolean },
+      ) => {
+        const applyPlan = typeof o.apply === "string" ? o.apply : undefined;
+        if (planArg && applyPlan) throw new UsageError("give the plan file once");
+        const r = await runMigrate(
+          {
+            shard: o.shard,
+            to: o.to,
+            plan: planArg ?? applyPlan,
+            apply: o.apply !== undefined && o.apply !== false,
+            lagThreshold:
+              o.lagThreshold === undefined ? undefined : parsePositiveInt(o.lagThreshold, "--lag-threshold"),
+          },
+          { config: ctx.config(), io: ctx.io },
+        );
+        if (o.json) printJson(ctx.io, r);
+        else if (r.applied) printMigrations(ctx.io, r.migrations);
+        else for (const m of r.moves) ctx.io.out.write(`${m.shard}\t${m.source} -> ${m.target}\n`);
+      },
+    );
+  program
+    .command("migrations")
+    .description("the history of migrations: phases, bytes copied, write pause, errors")
+    .option("--json", "print the journal records as JSON", false)
+    .addHelpText(
+      "after",
+      `
+Reads <dataDir>/migrations/*.json, oldest first.
+
+Examples:
+  $ shardctl migrations
+  $ shardctl migrations --json | jq '.[] | select(.phase == "aborted")'
+`,
+    )
+    .action((o: { json: boolean }) => {
+      const { records, unreadable } = listMigrations(migrationsDir(ctx.config()));
+      for (const u of unreadable)
+        ctx.io.err.write(`warning: ${u} is not a readable journal record; skipped\n`);
+      if (o.json) printJson(ctx.io, records);
+      else if (records.length === 0) ctx.io.err.write("no migrations recorded\n");
+      else printMigrations(ctx.io, records);
+    });
+};
