@@ -5,9 +5,10 @@
 #   1. resharding by access frequency on a layout without agents: a hot key
 #      gets a shard of its own, cold shards merge;
 #   2. a local cluster of three agents in zones a, b and c, a workload whose
-#      hot spot moves from zone a to zone b, and shardctl looking at it:
-#      what resharding would do, the forecast per zone, the placement plan,
-#      and the dashboard.
+#      hot spot moves from zone a to zone b, and shardctl acting on it: what
+#      resharding would do, the forecast per zone, the placement plan, and a
+#      live migration of the hot key's shard to the node in zone b (its data
+#      copied while it keeps serving, then a two-phase cutover).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="${SHARDCTL_DEMO_DIR:-$(mktemp -d -t shardctl-demo-XXXXXX)}"
@@ -34,14 +35,20 @@ cleanup() { "${bin[@]}" down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 sc up --local --nodes 3 --zones a,b,c --base-port "${SHARDCTL_DEMO_PORT:-17400}"
 echo "# the workload: 30 cold keys from zone a, then cart:hot written from zone a, then from zone b" >&2
-for i in $(seq 1 30); do echo "v$i" | "${bin[@]}" put "user:$i" --zone a >/dev/null; done
-for i in $(seq 1 30); do "${bin[@]}" put cart:hot "a$i" --zone a >/dev/null; done
-for i in $(seq 1 60); do "${bin[@]}" put cart:hot "b$i" --zone b >/dev/null; done
+for i in $(seq 1 30); do echo "v$i" | "${bin[@]}" put "user:$i" --zone a >/dev/null 2>&1; done
+for i in $(seq 1 30); do "${bin[@]}" put cart:hot "a$i" --zone a >/dev/null 2>&1; done
+for i in $(seq 1 60); do "${bin[@]}" put cart:hot "b$i" --zone b >/dev/null 2>&1; done
 sc get cart:hot
 sc shards
 sc reshard || true
 sc predict --key cart:hot --horizon 5
-if "${bin[@]}" plan --help >/dev/null 2>&1; then sc plan --key cart:hot || true; fi
-if "${bin[@]}" dashboard --help >/dev/null 2>&1; then sc dashboard --once --width 120 --height 40 || true; fi
+sc plan --key cart:hot
+shard=$("${bin[@]}" locate cart:hot --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).shard))')
+sc migrate --shard "$shard" --to node-2
+sc migrate --shard "$shard" --to node-2 --apply
+sc locate cart:hot
+sc get cart:hot
+sc migrations
+sc dashboard --once --width 120 --height 40
 sc down
 trap - EXIT

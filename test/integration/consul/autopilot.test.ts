@@ -121,7 +121,7 @@ describe("autopilot failover", () => {
     b.child.kill("SIGTERM");
     await until(async () => (await readLeader(store))?.holder === "ap-c", 20_000, "C takes over");
     const gracefulS = (Date.now() - termAt) / 1000;
-    expect((await store.readTerm())!.term).toBe(termB + 1);
+    await until(async () => (await store.readTerm())!.term === termB + 1, 10_000, "C bumps the term");
     await until(async () => b.child.exitCode !== null, 10_000, "B exits");
     expect(b.child.exitCode).toBe(0);
     console.log(
