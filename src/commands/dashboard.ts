@@ -113,6 +113,10 @@ export async function runDashboard(opts: DashboardOptions, deps: DashboardDeps):
       hint: "use `shardctl dashboard --once` in scripts and pipes",
     });
   }
+  // Ink renders only its last frame when CI or CONTINUOUS_INTEGRATION is set (it reads them
+  // once, on import). This is a real terminal (checked above), so it must draw live frames
+  // even in a shell where CI happens to be set.
+  for (const name of ["CI", "CONTINUOUS_INTEGRATION"]) if (name in process.env) process.env[name] = "false";
   // The alternate screen: quitting gives the operator's scrollback back untouched.
   const [{ render }, { createElement }, { Dashboard }] = await Promise.all([
     import("ink"),

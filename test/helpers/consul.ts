@@ -5,7 +5,7 @@
  * yields one the tests FAIL (they never skip).
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -63,7 +63,8 @@ export interface ConsulProcess {
   dataDir: string;
   logs: () => string;
   /** SIGSTOP / SIGCONT: a Consul that accepts connections but never answers. */
-  pause(): void;
+  /** SIGSTOP, resolved once the kernel reports the process stopped (a signal is not instant). */
+  pause(): Promise<void>;
   resume(): void;
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
@@ -102,7 +103,15 @@ function launch(args: string[], p: Ports, dataDir: string): ConsulProcess {
     child,
     dataDir,
     logs: () => log,
-    pause: () => child.kill("SIGSTOP"),
+    async pause() {
+      child.kill("SIGSTOP");
+      const deadline = Date.now() + 5000;
+      // /proc/<pid>/stat's third field is the state: T once every thread has stopped
+      while (readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]?.[0] !== "T") {
+        if (Date.now() > deadline) throw new Error(`consul (pid ${child.pid}) did not stop within 5 s`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
     resume: () => child.kill("SIGCONT"),
     async kill(signal: NodeJS.Signals = "SIGTERM") {
       if (child.exitCode !== null || child.signalCode !== null) return;

@@ -211,7 +211,7 @@ describe("a Consul that is down or frozen", () => {
     const store = open(prefix, { timeoutMs: 1500 });
     const first = await store.compareAndSet(0, smallMap(0));
     if (!first.ok) throw new Error("write failed");
-    consul.pause();
+    await consul.pause();
     try {
       const t0 = Date.now();
       await expect(store.load()).rejects.toThrow(/cannot reach Consul at .* \(no answer within 1\.5 s\)/);
@@ -246,7 +246,7 @@ describe("a Consul that is down or frozen", () => {
     const ac = new AbortController();
     const done = watcher.watch((vm) => seen.push(vm.version), ac.signal);
     await until(async () => seen.length === 1, 5000);
-    consul.pause();
+    await consul.pause();
     try {
       await until(async () => errors.length > 0, 10_000);
     } finally {

@@ -11,7 +11,7 @@ let env: NodeJS.ProcessEnv;
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "shardctl-cli-"));
   env = { SHARDCTL_DATA_DIR: join(dir, "data"), SHARDCTL_CONFIG: join(dir, "shardctl.yaml") };
-  writeFileSync(join(dir, "shardctl.yaml"), "segments: 1024\nreshard:\n  rateWindowSeconds: 60\n");
+  writeFileSync(join(dir, "shardctl.yaml"), "segments: 1024\nreshard:\n  rateWindowSeconds: 600\n");
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
