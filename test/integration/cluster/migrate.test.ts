@@ -6,9 +6,7 @@
  */
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCli } from "../../../src/cli.js";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { AgentRpc } from "../../../src/cluster/agent-rpc.js";
 import { executeMigration, listMigrations } from "../../../src/cluster/migrate.js";
@@ -17,19 +15,7 @@ import { systemClock } from "../../../src/engine/ports.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { encodeEntry } from "../../../src/agent/log-format.js";
 import { freePort, http, tempDir } from "../agent/harness.js";
-
-function fakeIO() {
-  const out: Buffer[] = [];
-  const err: string[] = [];
-  return {
-    io: {
-      out: new Writable({ write: (c, _e, cb) => (out.push(Buffer.from(c)), cb()) }),
-      err: new Writable({ write: (c, _e, cb) => (err.push(String(c)), cb()) }),
-    },
-    out: () => Buffer.concat(out).toString(),
-    err: () => err.join(""),
-  };
-}
+import { cli as runShardctl } from "../../helpers/cli.js";
 
 let dir: string;
 let token: string;
@@ -38,11 +24,7 @@ delete env.SHARDCTL_TOKEN;
 delete env.SHARDCTL_DATA_DIR;
 delete env.SHARDCTL_STORE;
 
-async function cli(...args: string[]) {
-  const f = fakeIO();
-  const code = await runCli(["--data-dir", dir, ...args], f.io, env);
-  return { code, out: f.out(), err: f.err() };
-}
+const cli = (...args: string[]) => runShardctl(["--data-dir", dir, ...args], env);
 
 function readMap(): { version: number; map: LocationMap } {
   return JSON.parse(readFileSync(join(dir, "location-map.json"), "utf8"));
