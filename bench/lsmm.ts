@@ -6,11 +6,14 @@
  *  (b) updateAccessPattern vs a plain counter increment, keys spread over
  *      100,000 segments: uniformly (every event likely a cache miss: the worst
  *      case) and Zipf-skewed (s = 1.1, the shape of real access, and the
- *      reason hot segments get their own shards),
+ *      reason hot segments get their own shards); the same events through the
+ *      batch path (Segmenter.segmentsOf, then AccessWindows.recordBatch, 256
+ *      events at a time: hashing and validation included); and where an
+ *      event's time goes (the key → segment hash alone, the record alone),
  *  (c) a full reshard of 100,000 segments (rates from the windows → plan →
  *      apply → validate): time and peak memory.
  */
-import { AccessWindows } from "../src/engine/access-windows.js";
+import { AccessWindows, OP_READ, OP_WRITE, parseAccessType } from "../src/engine/access-windows.js";
 import { applyLayoutDiff, planLayout } from "../src/engine/assigner.js";
 import { initialLayout, validateMap, type VersionedMap } from "../src/engine/location-map.js";
 import { Lsmm } from "../src/engine/lsmm.js";
@@ -41,12 +44,17 @@ const store: LocationStore = {
   },
   watch: async () => {},
   close: async () => {},
+  // the benchmark migrates nothing: an empty journal
+  putMigration: async () => ({ ok: false, rev: 0 }),
+  getMigration: async () => null,
+  listMigrations: async () => ({ records: [], unreadable: [] }),
 };
 const windows = new AccessWindows({ segmentCount: SEGMENTS, zones });
+const segmenter = new Segmenter(SEGMENTS);
 const lsmm = new Lsmm({
   store,
   windows,
-  segmenter: new Segmenter(SEGMENTS),
+  segmenter,
   clock,
   assigner: { splitRate: 50, mergeRate: 5, shardLoadCap: 200, hysteresis: 0.2, minDwellMs: 0 },
   rateWindowSeconds: 600,
@@ -151,6 +159,72 @@ log(
   `  counter ${round(counterNs, 2)} ns; updateAccessPattern uniform ${round(eventNs, 1)} ns (${Math.round(eventsPerS)}/s), zipf ${round(eventZipfNs, 1)} ns (${Math.round(eventsPerSZipf)}/s), 10k-key working set ${round(eventHotNs, 1)} ns (${Math.round(eventsPerSHot)}/s)`,
 );
 
+// the batch path: the same keys, ops, zones and clock as measureEvents, each op and zone parsed
+// per event as there, BATCH_EVENTS events per segmentsOf + recordBatch
+const BATCH_EVENTS = 256;
+const batchKeys: string[] = new Array<string>(BATCH_EVENTS).fill("");
+const batchSegments = new Uint32Array(BATCH_EVENTS);
+const batchOps = new Uint8Array(BATCH_EVENTS);
+const batchZones = new Int8Array(BATCH_EVENTS);
+function measureBatches(order: Uint32Array): number {
+  let z = 0;
+  let j = 0;
+  return timePerOp(
+    () => {
+      for (let i0 = 0; i0 < BATCH; i0 += BATCH_EVENTS) {
+        const n = Math.min(BATCH_EVENTS, BATCH - i0);
+        for (let k = 0; k < n; k++) {
+          batchKeys[k] = keys[order[j]];
+          batchOps[k] =
+            parseAccessType(((i0 + k) & 3) === 0 ? "write" : "read") === "write" ? OP_WRITE : OP_READ;
+          batchZones[k] = windows.zoneIndexOf(zones[z]);
+          j = j + 1 === order.length ? 0 : j + 1;
+          z = z === 2 ? 0 : z + 1;
+        }
+        segmenter.segmentsOf(batchKeys, batchSegments, 0, n);
+        windows.recordBatch(batchSegments, batchOps, batchZones, n, clock.now());
+      }
+      t += 1;
+      return j;
+    },
+    BATCH,
+    2000,
+  );
+}
+const batchNs = measureBatches(uniform);
+const batchZipfNs = measureBatches(zipf);
+// where an event's time goes: the key → segment hash alone, and the record alone (segments precomputed)
+let jj = 0;
+const segmentOfNs = timePerOp(
+  () => {
+    let n = 0;
+    for (let i = 0; i < BATCH; i++) {
+      n += segmenter.segmentOf(keys[jj]);
+      jj = jj + 1 === KEYS ? 0 : jj + 1;
+    }
+    return n;
+  },
+  BATCH,
+  1500,
+);
+const uniformSegments = Uint32Array.from(keys, (k) => segmenter.segmentOf(k));
+jj = 0;
+const recordNs = timePerOp(
+  () => {
+    for (let i = 0; i < BATCH; i++) {
+      windows.record(uniformSegments[jj], (i & 3) === 0, i % 3, t);
+      jj = jj + 1 === KEYS ? 0 : jj + 1;
+    }
+    t += 1;
+    return jj;
+  },
+  BATCH,
+  1500,
+);
+log(
+  `  batch path (${BATCH_EVENTS} events per batch): uniform ${round(batchNs, 1)} ns (${Math.round(1e9 / batchNs)}/s), zipf ${round(batchZipfNs, 1)} ns (${Math.round(1e9 / batchZipfNs)}/s); uniform keys: segmentOf alone ${round(segmentOfNs, 1)} ns, record alone ${round(recordNs, 1)} ns`,
+);
+
 // (c) a full reshard of 100k segments with a skewed load
 log("reshard of 100,000 segments…");
 for (let s = 0; s < SEGMENTS; s++) {
@@ -196,6 +270,10 @@ emit({
   events_per_s: Math.round(eventsPerS),
   events_per_s_zipf: Math.round(eventsPerSZipf),
   events_per_s_hot_set: Math.round(eventsPerSHot),
+  events_per_s_batch: Math.round(1e9 / batchNs),
+  events_per_s_batch_zipf: Math.round(1e9 / batchZipfNs),
+  segment_of_ns: round(segmentOfNs, 1),
+  record_ns: round(recordNs, 1),
   counter_increment_ns: round(counterNs, 2),
   event_time_ratio: round(eventNs / counterNs, 1),
   reshard_100k_ms: round(reshardMs, 1),

@@ -10,12 +10,17 @@
  *   server: "SCB1", u8 0 (accepted)  — or u8 1 and the connection is closed
  * Then request frames:
  *   u32 length (of what follows), u32 id, u8 op (1 get, 2 put, 3 delete),
- *   u8 shardIdLength, u16 keyLength, u8 zoneLength, u8 0, f64 epoch,
- *   shard id, key, zone (UTF-8), value (the rest; puts only)
+ *   u8 shardIdLength, u16 keyLength, u8 zoneLength, u8 flags, f64 epoch,
+ *   shard id, key, zone (UTF-8), [write id: 16 bytes, when flags bit 0],
+ *   value (the rest; puts only)
  * and answer frames:
- *   u32 length, u32 id, u8 status (0 ok, 1 not found, 2 error), u8 0, u16 httpStatus,
+ *   u32 length, u32 id, u8 status (0 ok, 1 not found, 2 error), u8 flags, u16 httpStatus,
  *   f64 lsn, f64 epoch, then the value (get), u8 existed (delete),
  *   or JSON {error, message, …} exactly as the HTTP API's (status 2).
+ * Request flags: bit 0 (FLAG_WRITE_ID) a write id follows the zone (puts and
+ * deletes; as HTTP's x-write-id); other bits are refused. Answer flags: bit 0
+ * (FLAG_DUPLICATE) the write id was known: the answer is the original write's
+ * and nothing was appended. Clients that send flags 0 see the frames as before.
  * A frame longer than the value limit + 64 KiB, or a malformed one, closes the
  * connection after an error answer (id 0).
  */
@@ -24,6 +29,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import type { Agent } from "./agent.js";
 import { checkKey, checkShardAccess, zoneIndex } from "./data-plane.js";
 import { ApiError, badRequest } from "./http-util.js";
+import { WRITE_ID_BYTES } from "./log-format.js";
 
 export const MAGIC = Buffer.from("SCB1");
 export const OP_GET = 1;
@@ -32,6 +38,8 @@ export const OP_DELETE = 3;
 export const STATUS_OK = 0;
 export const STATUS_NOT_FOUND = 1;
 export const STATUS_ERROR = 2;
+export const FLAG_WRITE_ID = 1;
+export const FLAG_DUPLICATE = 1;
 const REQ_FIXED = 18;
 const RES_FIXED = 28;
 
@@ -133,10 +141,12 @@ class BinaryConnection {
     const sl = frame[5];
     const kl = frame.readUInt16LE(6);
     const zl = frame[8];
+    const flags = frame[9];
     const epoch = frame.readDoubleLE(10);
     const opName = op === OP_GET ? "get" : op === OP_PUT ? "put" : op === OP_DELETE ? "delete" : "unknown";
     let shardId: string, key: string, zone: string;
-    if (REQ_FIXED + sl + kl + zl > frame.length)
+    const idl = flags & FLAG_WRITE_ID ? WRITE_ID_BYTES : 0;
+    if (REQ_FIXED + sl + kl + zl + idl > frame.length)
       return this.fail(badRequest("the frame's lengths do not add up"));
     {
       // lenient decoding is safe here: bad UTF-8 becomes U+FFFD, which no shard id or zone
@@ -146,10 +156,15 @@ class BinaryConnection {
       key = frame.toString("utf8", p, (p += kl));
       zone = frame.toString("utf8", p, (p += zl));
     }
-    const value = frame.subarray(REQ_FIXED + sl + kl + zl);
+    const idAt = REQ_FIXED + sl + kl + zl;
+    // a copy: the id outlives the connection's buffer (the shard's in-flight table keeps it)
+    const writeId = idl ? Buffer.from(frame.subarray(idAt, idAt + idl)) : undefined;
+    const value = frame.subarray(idAt + idl);
     try {
       if (this.agent.stopping) throw new ApiError(503, "shutting-down", "the agent is shutting down");
       if (opName === "unknown") throw badRequest(`unknown op ${op}`);
+      if (flags & ~FLAG_WRITE_ID) throw badRequest(`unknown flags ${flags}`);
+      if (writeId && op === OP_GET) throw badRequest("a get carries no write id");
       const write = op !== OP_GET;
       const { shard } = checkShardAccess(this.agent, shardId, epoch, write);
       const segment = checkKey(this.agent, shard, key);
@@ -177,8 +192,8 @@ class BinaryConnection {
       // copy the value out of the connection's buffer: the state keeps it
       const w =
         op === OP_PUT
-          ? { op: "put" as const, key, value: Buffer.from(value) }
-          : { op: "delete" as const, key };
+          ? { op: "put" as const, key, value: Buffer.from(value), writeId }
+          : { op: "delete" as const, key, writeId };
       shard.write([w]).then(
         ([r]) => {
           this.agent.windows.record(segment, true, zi, Date.now());
@@ -191,6 +206,7 @@ class BinaryConnection {
               r.lsn,
               shard.meta.epoch,
               op === OP_DELETE ? Buffer.from([r.existed ? 1 : 0]) : undefined,
+              r.duplicate ? FLAG_DUPLICATE : 0,
             ),
           );
         },
@@ -231,13 +247,14 @@ export function answer(
   lsn: number,
   epoch: number,
   payload?: Buffer,
+  flags = 0,
 ): Buffer {
   const plen = payload?.length ?? 0;
   const out = Buffer.allocUnsafe(4 + RES_FIXED + plen);
   out.writeUInt32LE(RES_FIXED + plen, 0);
   out.writeUInt32LE(id, 4);
   out[8] = status;
-  out[9] = 0;
+  out[9] = flags;
   out.writeUInt16LE(httpStatus, 10);
   out.writeDoubleLE(lsn, 12);
   out.writeDoubleLE(epoch, 20);
@@ -245,7 +262,7 @@ export function answer(
   return out;
 }
 
-/** Encodes a request frame (for clients, the benchmark and tests). */
+/** Encodes a request frame (for clients, the benchmark and tests); `writeId` is 16 bytes. */
 export function encodeRequest(
   id: number,
   op: number,
@@ -254,12 +271,15 @@ export function encodeRequest(
   epoch: number,
   zone = "",
   value?: Buffer,
+  writeId?: Buffer,
 ): Buffer {
   const s = Buffer.from(shardId);
   const k = Buffer.from(key);
   const z = Buffer.from(zone);
+  if (writeId && writeId.length !== WRITE_ID_BYTES)
+    throw new RangeError(`a write id is ${WRITE_ID_BYTES} bytes, not ${writeId.length}`);
   const vlen = value?.length ?? 0;
-  const len = REQ_FIXED + s.length + k.length + z.length + vlen;
+  const len = REQ_FIXED + s.length + k.length + z.length + (writeId ? WRITE_ID_BYTES : 0) + vlen;
   const out = Buffer.allocUnsafe(4 + len);
   out.writeUInt32LE(len, 0);
   out.writeUInt32LE(id, 4);
@@ -267,12 +287,13 @@ export function encodeRequest(
   out[9] = s.length;
   out.writeUInt16LE(k.length, 10);
   out[12] = z.length;
-  out[13] = 0;
+  out[13] = writeId ? FLAG_WRITE_ID : 0;
   out.writeDoubleLE(epoch, 14);
   let p = 22;
   p += s.copy(out, p);
   p += k.copy(out, p);
   p += z.copy(out, p);
+  if (writeId) p += writeId.copy(out, p);
   if (value) value.copy(out, p);
   return out;
 }
@@ -283,6 +304,8 @@ export interface DecodedAnswer {
   httpStatus: number;
   lsn: number;
   epoch: number;
+  /** The write id was known: the original write's answer, nothing appended (FLAG_DUPLICATE). */
+  duplicate: boolean;
   payload: Buffer;
 }
 
@@ -299,6 +322,7 @@ export function decodeAnswer(buf: Buffer): { answer: DecodedAnswer; length: numb
       httpStatus: buf.readUInt16LE(10),
       lsn: buf.readDoubleLE(12),
       epoch: buf.readDoubleLE(20),
+      duplicate: (buf[9] & FLAG_DUPLICATE) !== 0,
       payload: buf.subarray(4 + RES_FIXED, 4 + len),
     },
   };

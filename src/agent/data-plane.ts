@@ -8,6 +8,7 @@ import { utf8Length, validateKey } from "../engine/segmenter.js";
 import type { Agent } from "./agent.js";
 import { ApiError, badRequest } from "./http-util.js";
 import type { Shard } from "./shard.js";
+import { parseWriteIdHex } from "./write-ids.js";
 
 /** Seconds a client should wait before retrying a write to a fenced shard. */
 export const FENCED_RETRY_AFTER_S = 1;
@@ -42,7 +43,20 @@ export function describeShard(s: Shard) {
     valueBytes: s.valueBytes,
     logBytes: s.logBytes,
     logFiles: s.logFiles,
+    writeIds: s.writeIds.size,
   };
+}
+
+/**
+ * A write id as a client sends it (`x-write-id`, a batch op's `writeId`): 32
+ * hex digits, given once. Absent → undefined; anything else → 400 before
+ * anything is written.
+ */
+export function parseWriteId(raw: unknown, name: string): Buffer | undefined {
+  if (raw === undefined) return undefined;
+  const id = typeof raw === "string" ? parseWriteIdHex(raw) : undefined;
+  if (!id) throw badRequest(`${name} must be a write id: 32 hex digits (16 bytes), given once`);
+  return id;
 }
 
 /**

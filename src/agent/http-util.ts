@@ -103,3 +103,11 @@ export function decodeBase64(s: unknown, name: string): Buffer {
   if (typeof s !== "string" || !BASE64.test(s)) throw badRequest(`${name} must be a base64 string`);
   return Buffer.from(s, "base64");
 }
+
+/** A migration id from a request body: absent, or a short safe token. */
+export function optionalMigrationId(v: unknown): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "string" || !/^[A-Za-z0-9_.-]{1,128}$/.test(v))
+    throw badRequest("migration must be a migration id (letters, digits, _ . -; at most 128)");
+  return v;
+}

@@ -6,21 +6,34 @@
  *   8  u64  lsn             1, 2, 3, … per shard, with no gaps
  *  16  f64  timestamp       ms since the Unix epoch, when the agent accepted it
  *  24  f64  migrationTs     the shard's migration timestamp when written
- *  32  u8   op              1 put, 2 delete
+ *  32  u8   op              1 put, 2 delete, 3 put with a write id, 4 delete with a write id
  *  33  u8   shardIdLength
  *  34  u16  keyLength
  *  36  u32  valueLength
- *  40  shard id, key (UTF-8), value (raw bytes)
+ *  40  ops 3 and 4 only: the write id (16 bytes)
+ *   …  shard id, key (UTF-8), value (raw bytes)
  *
- * The body length is fixed by the three lengths, so a length field that was
- * altered is caught even before the checksum.
+ * The body length is fixed by the op and the three lengths (32 + 16 for an id
+ * + the lengths), so a length field or an op byte that was altered is caught
+ * even before the checksum; a write id of any other length cannot be written.
+ *
+ * The write id is the client's name for one logical write, the same on every
+ * retry of it (write-ids.ts): an entry that carries it lets the agent answer a
+ * retried write without appending it twice, after a restart and on a migration
+ * target too (a replicated entry is these bytes, unchanged). Ops 1 and 2 are
+ * the entries written before write ids existed, and writes sent without one;
+ * they still decode.
  */
 import { crc32 } from "node:zlib";
 
 export const ENTRY_HEADER_BYTES = 8;
+/** The body bytes before the shard id of an entry without a write id (the smallest body). */
 export const ENTRY_FIXED_BODY_BYTES = 32;
 export const OP_PUT = 1;
 export const OP_DELETE = 2;
+export const OP_PUT_WITH_ID = 3;
+export const OP_DELETE_WITH_ID = 4;
+export const WRITE_ID_BYTES = 16;
 /** A body longer than this is not an entry (the largest value limit is 256 MiB). */
 export const MAX_BODY_BYTES = 300 * 1024 * 1024;
 
@@ -35,10 +48,36 @@ export interface LogEntry {
   key: string;
   /** Empty for a delete. */
   value: Buffer;
+  /** The client's write id (WRITE_ID_BYTES), when the write carried one. */
+  writeId?: Buffer;
 }
 
-export function encodedLength(shardIdBytes: number, keyBytes: number, valueBytes: number): number {
-  return ENTRY_HEADER_BYTES + ENTRY_FIXED_BODY_BYTES + shardIdBytes + keyBytes + valueBytes;
+/** Whether `op` is an op byte this format knows. */
+export function knownOp(op: number): boolean {
+  return op >= OP_PUT && op <= OP_DELETE_WITH_ID;
+}
+
+/** The fixed body bytes (before the shard id) of an entry with this op byte. */
+export function fixedBodyBytes(op: number): number {
+  return op === OP_PUT_WITH_ID || op === OP_DELETE_WITH_ID
+    ? ENTRY_FIXED_BODY_BYTES + WRITE_ID_BYTES
+    : ENTRY_FIXED_BODY_BYTES;
+}
+
+export function encodedLength(
+  shardIdBytes: number,
+  keyBytes: number,
+  valueBytes: number,
+  withWriteId = false,
+): number {
+  return (
+    ENTRY_HEADER_BYTES +
+    ENTRY_FIXED_BODY_BYTES +
+    (withWriteId ? WRITE_ID_BYTES : 0) +
+    shardIdBytes +
+    keyBytes +
+    valueBytes
+  );
 }
 
 /** Encodes one entry into a fresh buffer. */
@@ -48,7 +87,10 @@ export function encodeEntry(e: LogEntry): Buffer {
   const value = e.op === "put" ? e.value : Buffer.alloc(0);
   if (shard.length > 255) throw new Error("shard id longer than 255 bytes");
   if (key.length > 65535) throw new Error("key longer than 65535 bytes");
-  const total = encodedLength(shard.length, key.length, value.length);
+  const id = e.writeId;
+  if (id !== undefined && id.length !== WRITE_ID_BYTES)
+    throw new Error(`a write id is ${WRITE_ID_BYTES} bytes, not ${id.length}`);
+  const total = encodedLength(shard.length, key.length, value.length, id !== undefined);
   const buf = Buffer.allocUnsafe(total);
   const bodyLen = total - ENTRY_HEADER_BYTES;
   buf.writeUInt32LE(bodyLen, 0);
@@ -57,11 +99,13 @@ export function encodeEntry(e: LogEntry): Buffer {
   buf.writeUInt32LE(Math.floor(e.lsn / 4294967296), 12);
   buf.writeDoubleLE(e.timestamp, 16);
   buf.writeDoubleLE(e.migrationTimestamp, 24);
-  buf.writeUInt8(e.op === "put" ? OP_PUT : OP_DELETE, 32);
+  const op = e.op === "put" ? (id ? OP_PUT_WITH_ID : OP_PUT) : id ? OP_DELETE_WITH_ID : OP_DELETE;
+  buf.writeUInt8(op, 32);
   buf.writeUInt8(shard.length, 33);
   buf.writeUInt16LE(key.length, 34);
   buf.writeUInt32LE(value.length, 36);
   let off = 40;
+  if (id) off += id.copy(buf, off);
   off += shard.copy(buf, off);
   off += key.copy(buf, off);
   value.copy(buf, off);
@@ -89,13 +133,15 @@ export function decodeEntry(buf: Buffer, offset: number): DecodeResult {
     return { kind: "invalid", why: `body length ${bodyLen} out of range` };
   }
   const op = buf.readUInt8(offset + 32);
-  if (op !== OP_PUT && op !== OP_DELETE) return { kind: "invalid", why: `unknown op ${op}` };
+  if (!knownOp(op)) return { kind: "invalid", why: `unknown op ${op}` };
+  const fixed = fixedBodyBytes(op);
   const shardLen = buf.readUInt8(offset + 33);
   const keyLen = buf.readUInt16LE(offset + 34);
   const valueLen = buf.readUInt32LE(offset + 36);
-  if (ENTRY_FIXED_BODY_BYTES + shardLen + keyLen + valueLen !== bodyLen) {
+  if (fixed + shardLen + keyLen + valueLen !== bodyLen) {
     return { kind: "invalid", why: "lengths do not add up" };
   }
+  const isPut = op === OP_PUT || op === OP_PUT_WITH_ID;
   if (avail < ENTRY_HEADER_BYTES + bodyLen) return { kind: "short" };
   const body = buf.subarray(offset + ENTRY_HEADER_BYTES, offset + ENTRY_HEADER_BYTES + bodyLen);
   if (crc32(body) >>> 0 !== buf.readUInt32LE(offset + 4))
@@ -104,6 +150,12 @@ export function decodeEntry(buf: Buffer, offset: number): DecodeResult {
   if (lsnBig < 1n || lsnBig > BigInt(Number.MAX_SAFE_INTEGER))
     return { kind: "invalid", why: "lsn out of range" };
   let p = offset + 40;
+  let writeId: Buffer | undefined;
+  if (fixed !== ENTRY_FIXED_BODY_BYTES) {
+    // a copy: the id table outlives the buffer the entry was read from
+    writeId = Buffer.from(buf.subarray(p, p + WRITE_ID_BYTES));
+    p += WRITE_ID_BYTES;
+  }
   let shardId: string;
   let key: string;
   try {
@@ -115,18 +167,16 @@ export function decodeEntry(buf: Buffer, offset: number): DecodeResult {
     return { kind: "invalid", why: "shard id or key is not UTF-8" };
   }
   // A copy, so that the state does not pin the whole file buffer it was read from.
-  const value = op === OP_PUT ? Buffer.from(buf.subarray(p, p + valueLen)) : Buffer.alloc(0);
-  return {
-    kind: "entry",
-    length: ENTRY_HEADER_BYTES + bodyLen,
-    entry: {
-      lsn: Number(lsnBig),
-      timestamp: buf.readDoubleLE(offset + 16),
-      migrationTimestamp: buf.readDoubleLE(offset + 24),
-      op: op === OP_PUT ? "put" : "delete",
-      shardId,
-      key,
-      value,
-    },
+  const value = isPut ? Buffer.from(buf.subarray(p, p + valueLen)) : Buffer.alloc(0);
+  const entry: LogEntry = {
+    lsn: Number(lsnBig),
+    timestamp: buf.readDoubleLE(offset + 16),
+    migrationTimestamp: buf.readDoubleLE(offset + 24),
+    op: isPut ? "put" : "delete",
+    shardId,
+    key,
+    value,
   };
+  if (writeId) entry.writeId = writeId;
+  return { kind: "entry", length: ENTRY_HEADER_BYTES + bodyLen, entry };
 }

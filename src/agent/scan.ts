@@ -16,9 +16,9 @@ import {
   decodeEntry,
   ENTRY_FIXED_BODY_BYTES,
   ENTRY_HEADER_BYTES,
+  fixedBodyBytes,
+  knownOp,
   MAX_BODY_BYTES,
-  OP_DELETE,
-  OP_PUT,
   type LogEntry,
 } from "./log-format.js";
 
@@ -89,11 +89,8 @@ export function findValidEntry(buf: Buffer, from: number, afterLsn: number): num
     )
       continue;
     const op = buf[p + 32];
-    if (op !== OP_PUT && op !== OP_DELETE) continue;
-    if (
-      ENTRY_FIXED_BODY_BYTES + buf[p + 33] + buf.readUInt16LE(p + 34) + buf.readUInt32LE(p + 36) !==
-      bodyLen
-    )
+    if (!knownOp(op)) continue;
+    if (fixedBodyBytes(op) + buf[p + 33] + buf.readUInt16LE(p + 34) + buf.readUInt32LE(p + 36) !== bodyLen)
       continue;
     const r = decodeEntry(buf, p);
     if (r.kind === "entry" && r.entry.lsn > afterLsn) return p;

@@ -10,17 +10,20 @@
 import { timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { NODE_ID_PATTERN } from "../engine/location-map.js";
+import { exportChecksumRequest, exportRequest, IMPORT_ACTIONS, importAdmin } from "./import.js";
 import type { Agent } from "./agent.js";
 import {
   ApiError,
   badRequest,
   decodeBase64,
   intField,
+  optionalMigrationId,
   readBody,
   readJson,
   sendError,
   sendJson,
 } from "./http-util.js";
+import { lastProbe, probeRequest } from "./probe.js";
 import { nodeResources } from "./resources.js";
 import {
   checkRanges as parseRanges,
@@ -30,10 +33,12 @@ import {
   replicationAdmin,
 } from "./replication.js";
 import type { WriteOp } from "./shard.js";
+import { installSnapshotRequest, snapshotRequest } from "./snapshot-transfer.js";
 import {
   checkKey,
   checkShardAccess,
   describeShard,
+  parseWriteId,
   requireShard,
   requireShardId,
   zoneIndex,
@@ -133,6 +138,27 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
       return await (c === "log" ? logRequest : checksumRequest)(agent, res, b, query);
     }
     if (
+      a === "shards" &&
+      parts.length === 4 &&
+      method === "GET" &&
+      (c === "export" || c === "export-checksum")
+    ) {
+      op = "replication";
+      return await (c === "export" ? exportRequest : exportChecksumRequest)(agent, res, b, query);
+    }
+    if (a === "admin" && b === "shards" && parts.length === 5 && method === "POST" && IMPORT_ACTIONS.has(d)) {
+      op = "replication";
+      return await importAdmin(agent, req, res, c, d);
+    }
+    if (a === "shards" && parts.length === 4 && method === "GET" && c === "snapshot") {
+      op = "replication";
+      return await snapshotRequest(agent, res, b);
+    }
+    if (a === "admin" && b === "shards" && parts.length === 5 && method === "PUT" && d === "snapshot") {
+      op = "replication";
+      return await installSnapshotRequest(agent, req, res, c);
+    }
+    if (
       a === "admin" &&
       b === "shards" &&
       parts.length === 5 &&
@@ -153,6 +179,10 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
       op = "inventory";
       return sendJson(res, 200, describeShard(requireShard(agent, b)));
     }
+    if (a === "admin" && b === "probe" && parts.length === 3) {
+      op = "probe";
+      return await probeRequest(agent, req, res, method);
+    }
     if (a === "admin" && b === "shards") {
       op = "admin";
       return await adminRequest(agent, req, res, method, c, d, parts.length);
@@ -170,6 +200,7 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
         shards: agent.shards.size,
         segments: agent.opts.segments,
         ...(await nodeResources(agent.opts.dataDir)),
+        rtt: lastProbe(agent) ?? null,
       });
     }
     throw new ApiError(404, "no-route", `no such endpoint: ${method} ${req.url}`);
@@ -236,6 +267,8 @@ async function keyRequest(
     res.end(v.value);
     return;
   }
+  // the same id on every retry of this write: a retry of a write already applied is not applied again
+  const writeId = parseWriteId(req.headers["x-write-id"], "x-write-id");
   const value = method === "PUT" ? await readBody(req, agent.opts.maxValueBytes, "value") : undefined;
   if (method === "DELETE") await readBody(req, 0, "body of a delete");
   // re-check after the body arrived: a fence, a newer epoch or a stop may have come in meanwhile
@@ -243,7 +276,7 @@ async function keyRequest(
     throw new ApiError(503, "shutting-down", "the agent is shutting down", {}, { "retry-after": "1" });
   checkShardAccess(agent, shardId, epochHeader(req), true);
   shard.raiseEpoch(epoch);
-  const op: WriteOp = method === "PUT" ? { op: "put", key, value } : { op: "delete", key };
+  const op: WriteOp = method === "PUT" ? { op: "put", key, value, writeId } : { op: "delete", key, writeId };
   const [r] = await shard.write([op]);
   agent.windows.record(segment, true, zone, Date.now());
   const epochNow = shard.meta.epoch;
@@ -252,11 +285,14 @@ async function keyRequest(
     r.existed === undefined
       ? `{"lsn":${r.lsn},"epoch":${epochNow}}`
       : `{"lsn":${r.lsn},"existed":${r.existed},"epoch":${epochNow}}`;
-  res.writeHead(200, {
+  const headers: Record<string, string | number> = {
     "content-type": "application/json",
     "content-length": text.length,
     "x-shard-epoch": String(epochNow),
-  });
+  };
+  // a retry of a write already applied: the answer is the original's (its LSN); nothing was appended
+  if (r.duplicate) headers["x-write-duplicate"] = "true";
+  res.writeHead(200, headers);
   res.end(text);
 }
 
@@ -264,6 +300,8 @@ interface BatchOp {
   op: "put" | "delete" | "get";
   key: string;
   value?: string;
+  /** 32 hex digits, as x-write-id (puts and deletes). */
+  writeId?: string;
 }
 
 async function batchRequest(
@@ -289,6 +327,8 @@ async function batchRequest(
       throw badRequest(`ops[${i}].op must be put, delete or get`);
     }
     segments.push(checkKey(agent, shard, o.key));
+    const writeId = parseWriteId(o.writeId, `ops[${i}].writeId`);
+    if (writeId && o.op === "get") throw badRequest(`ops[${i}] is a get; a write id names a put or a delete`);
     if (o.op === "put") {
       const value = decodeBase64(o.value, `ops[${i}].value`);
       if (value.length > agent.opts.maxValueBytes) {
@@ -301,9 +341,9 @@ async function batchRequest(
           },
         );
       }
-      writes.push({ op: "put", key: o.key, value });
+      writes.push({ op: "put", key: o.key, value, writeId });
     } else if (o.op === "delete") {
-      writes.push({ op: "delete", key: o.key });
+      writes.push({ op: "delete", key: o.key, writeId });
     }
   });
   if (agent.stopping) {
@@ -386,7 +426,19 @@ async function adminRequest(
       { epoch: shard.meta.epoch },
     );
   }
+  const migration = optionalMigrationId(body.migration);
+  const otherMigration = () => {
+    if (migration && shard.meta.migration && shard.meta.migration !== migration) {
+      throw new ApiError(
+        409,
+        "another-migration",
+        `shard ${id} is held by migration ${shard.meta.migration}, not ${migration}; nothing was changed`,
+        { migration: shard.meta.migration },
+      );
+    }
+  };
   if (nparts === 4 && method === "DELETE") {
+    otherMigration();
     if (shard.meta.state === "owned" && !shard.failed) {
       throw new ApiError(
         409,
@@ -413,7 +465,8 @@ async function adminRequest(
     case "fence": {
       if (shard.meta.state === "not-owned")
         throw new ApiError(409, "not-owner", `shard ${id} is not owned here`);
-      shard.fence(epoch);
+      if (shard.meta.state === "fenced") otherMigration();
+      shard.fence(epoch, migration);
       // writes accepted before the fence reach their fsync; the fenced LSN is the last durable one
       await shard.drain();
       return sendJson(res, 200, describeShard(shard));
@@ -421,6 +474,7 @@ async function adminRequest(
     case "unfence": {
       if (shard.meta.state === "not-owned")
         throw new ApiError(409, "not-owner", `shard ${id} is not owned here`);
+      otherMigration();
       shard.unfence(epoch);
       return sendJson(res, 200, describeShard(shard));
     }

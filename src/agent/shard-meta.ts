@@ -36,6 +36,27 @@ export interface ShardMeta {
   /** Segments the shard holds; keys outside them are refused. Absent: not checked. */
   ranges?: SegmentRange[];
   migrationTimestamp: number;
+  /**
+   * The migration that fenced this shard (source) or is copying it (target).
+   * Undo requests naming another migration are refused, so a coordinator that
+   * wakes up late cannot unfence or drop what a newer migration holds.
+   */
+  migration?: string;
+  /** Segments being imported from other shards (a split or merge in progress), by source shard. */
+  imports?: Record<string, ImportState>;
+}
+
+/** An import of segments from another shard (src/agent/import.ts). */
+export interface ImportState {
+  migration: string;
+  ranges: SegmentRange[];
+  /** The source LSN up to which the source's log was scanned and imported. */
+  through: number;
+  /** Running content checksum and count of the imported entries. */
+  crc: number;
+  entries: number;
+  /** Verified against the source's checksum; waits for the commit. */
+  prepared?: boolean;
 }
 
 const FILE = "meta.json";

@@ -5,16 +5,34 @@
  *
  * The state is updated only after an entry's fsync, in LSN order, so a read
  * never sees a write that could still be lost.
+ *
+ * Writes are idempotent by write id (write-ids.ts): a write whose id is in the
+ * shard's table of recent ids is answered with the outcome it had and is not
+ * appended again; one whose id is still on its way to the disk waits for that
+ * write and gets its outcome (or its failure). The table is updated with the
+ * state, after the fsync, and rebuilt with it on recovery and on a migration
+ * target; snapshots carry it, so compaction does not forget it.
  */
 import { mkdirSync, readdirSync, rmSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { fsyncDir } from "./fs-util.js";
 import { encodeEntry, type LogOp } from "./log-format.js";
+import { DEFAULT_WRITE_ID_CAPACITY, WriteIdTable, type RememberedWrite } from "./write-ids.js";
 import { readMeta, writeMeta, type RedirectHint, type ShardMeta } from "./shard-meta.js";
-import { LogCorrupt, ShardLog, type LogBatch, type LogFile } from "./shard-log.js";
+import {
+  LogCorrupt,
+  parseLogFileName,
+  ShardLog,
+  type LogBatch,
+  type LogFile,
+  type ShardLogOptions,
+} from "./shard-log.js";
 import {
   parseSnapshotFileName,
   readSnapshot,
+  readSnapshotWriteIds,
+  snapshotFileName,
   SnapshotCorrupt,
   writeSnapshot,
   type StateValue,
@@ -26,12 +44,16 @@ export interface WriteOp {
   key: string;
   /** For a put. */
   value?: Buffer;
+  /** The client's id of this logical write (16 bytes), the same on every retry. */
+  writeId?: Buffer;
 }
 
 export interface WriteResult {
   lsn: number;
   /** For a delete: whether the key existed. */
   existed?: boolean;
+  /** The write id was known: this is the outcome of the write that carried it first; nothing was appended. */
+  duplicate?: true;
 }
 
 interface ShardBatch extends LogBatch {
@@ -55,10 +77,26 @@ export interface ShardOptions {
   snapshotBytes: number;
   warn: (msg: string) => void;
   onFlush?: (entries: number, bytes: number, fsyncMs: number) => void;
+  /** Write ids remembered (default DEFAULT_WRITE_ID_CAPACITY, 2^20). */
+  writeIdCapacity?: number;
 }
 
+/** The answer a retry of a remembered write gets. */
+function duplicateOf(w: RememberedWrite): WriteResult {
+  return w.op === "put"
+    ? { lsn: w.lsn, duplicate: true }
+    : { lsn: w.lsn, existed: w.existed, duplicate: true };
+}
+
+/** What a write() does with one op: append it, or answer it from an earlier write with the same id. */
+type Plan =
+  | { kind: "append"; at: number; duplicate: boolean }
+  | { kind: "known"; result: WriteResult }
+  | { kind: "in-flight"; result: Promise<WriteResult> };
+
 export class Shard {
-  readonly state = new Map<string, StateValue>();
+  /** Replaced as a whole only when a migration target installs a snapshot. */
+  state = new Map<string, StateValue>();
   meta: ShardMeta;
   /** Why the shard is refused (corrupt log), if it is. */
   failed?: string;
@@ -68,6 +106,15 @@ export class Shard {
   /** LSN of the last snapshot, 0 if none. */
   snapshotLsn = 0;
   valueBytes = 0;
+  /** Recent write ids → LSN, as of the last durable LSN. */
+  writeIds: WriteIdTable;
+  /** Write ids whose write is appended but not durable yet (hex → its result). */
+  private readonly writesInFlight = new Map<string, Promise<WriteResult>>();
+  /**
+   * No snapshot (hence no compaction) before this time (ms): a migration is
+   * reading the log and the snapshot it started from (holdCompaction).
+   */
+  private compactionHeldUntil = 0;
 
   private constructor(
     readonly id: string,
@@ -76,6 +123,7 @@ export class Shard {
     private readonly opts: ShardOptions,
   ) {
     this.meta = meta;
+    this.writeIds = new WriteIdTable(opts.writeIdCapacity ?? DEFAULT_WRITE_ID_CAPACITY);
   }
 
   /** Creates a new, empty shard owned at `epoch`. */
@@ -115,8 +163,13 @@ export class Shard {
       .sort((a, b) => b.lsn - a.lsn);
     for (const s of snaps) {
       this.state.clear();
+      this.writeIds.clear();
       try {
-        await readSnapshot(join(this.dir, s.n), (k, v) => this.state.set(k, v));
+        await readSnapshot(
+          join(this.dir, s.n),
+          (k, v) => this.state.set(k, v),
+          (records) => this.addWriteIdRecords(records),
+        );
         this.snapshotLsn = s.lsn;
         break;
       } catch (err) {
@@ -125,26 +178,36 @@ export class Shard {
           `recovery: shard ${this.id}: snapshot ${s.n} is corrupt (${err.message}); trying an older one`,
         );
         this.state.clear();
+        this.writeIds.clear();
       }
     }
     this.log = ShardLog.recover(
       this.dir,
       this.snapshotLsn,
       (e) => {
-        if (e.op === "put") this.state.set(e.key, { value: e.value, lsn: e.lsn, timestamp: e.timestamp });
-        else this.state.delete(e.key);
+        if (e.op === "put") {
+          this.state.set(e.key, { value: e.value, lsn: e.lsn, timestamp: e.timestamp });
+          if (e.writeId) this.writeIds.add(e.writeId, e.lsn, "put");
+        } else {
+          const existed = this.state.delete(e.key);
+          if (e.writeId) this.writeIds.add(e.writeId, e.lsn, "delete", existed);
+        }
       },
-      {
-        maxFileBytes: this.opts.maxFileBytes,
-        warn: this.opts.warn,
-        onFlush: this.opts.onFlush,
-        applyDurable: (b) => this.applyDurable(b as ShardBatch),
-      },
+      this.logOptions(),
     );
     this.bytesSinceSnapshot = this.log.totalBytes;
     let bytes = 0;
     for (const v of this.state.values()) bytes += v.value.length;
     this.valueBytes = bytes;
+  }
+
+  private logOptions(): ShardLogOptions {
+    return {
+      maxFileBytes: this.opts.maxFileBytes,
+      warn: this.opts.warn,
+      onFlush: this.opts.onFlush,
+      applyDurable: (b) => this.applyDurable(b as ShardBatch),
+    };
   }
 
   get lsn(): number {
@@ -168,8 +231,70 @@ export class Shard {
     return this.state.get(key);
   }
 
-  /** Appends the ops as one batch (one group commit) and resolves once durable and applied. */
+  /**
+   * Appends the ops as one batch (one group commit) and resolves once durable
+   * and applied. An op whose write id is known, or on its way to the disk, or
+   * earlier in `ops`, is not appended: it gets that write's outcome, marked
+   * `duplicate`.
+   */
   async write(ops: WriteOp[]): Promise<WriteResult[]> {
+    if (!this.log || this.failed)
+      throw new Error(`shard ${this.id} is not available: ${this.failed ?? "closed"}`);
+    if (!ops.some((o) => o.writeId !== undefined)) return this.append(ops);
+    // (synchronous up to append(): no other write can slip in between the lookups and the registration)
+    const plan: Plan[] = [];
+    const fresh: WriteOp[] = [];
+    const seenHere = new Map<string, number>();
+    for (const o of ops) {
+      if (!o.writeId) {
+        plan.push({ kind: "append", at: fresh.push(o) - 1, duplicate: false });
+        continue;
+      }
+      const hex = o.writeId.toString("hex");
+      const here = seenHere.get(hex);
+      const known = here === undefined ? this.writeIds.get(o.writeId) : undefined;
+      const inFlight = here === undefined && !known ? this.writesInFlight.get(hex) : undefined;
+      if (here !== undefined) plan.push({ kind: "append", at: here, duplicate: true });
+      else if (known) plan.push({ kind: "known", result: duplicateOf(known) });
+      else if (inFlight) {
+        const result = inFlight.then((r): WriteResult => ({ ...r, duplicate: true }));
+        result.catch(() => {}); // awaited below, unless this write's own append fails first
+        plan.push({ kind: "in-flight", result });
+      } else {
+        const at = fresh.push(o) - 1;
+        seenHere.set(hex, at);
+        plan.push({ kind: "append", at, duplicate: false });
+      }
+    }
+    const appended = fresh.length > 0 ? this.append(fresh) : Promise.resolve([]);
+    if (seenHere.size > 0) {
+      for (const [hex, at] of seenHere) {
+        const one = appended.then((rs) => rs[at]);
+        one.catch(() => {}); // a waiting retry sees the failure; nobody else must
+        this.writesInFlight.set(hex, one);
+      }
+      const done = () => {
+        // by now the ids are in the table (applyDurable ran before the batch resolved) or the write failed
+        for (const hex of seenHere.keys()) this.writesInFlight.delete(hex);
+      };
+      appended.then(done, done);
+    }
+    const results = await appended;
+    const out: WriteResult[] = [];
+    for (const p of plan) {
+      if (p.kind === "append") out.push(p.duplicate ? { ...results[p.at], duplicate: true } : results[p.at]);
+      else if (p.kind === "known") out.push(p.result);
+      else out.push(await p.result);
+    }
+    return out;
+  }
+
+  /** The write id table's answer for `id`, if it is known (for tests and diagnostics). */
+  rememberedWrite(id: Buffer): RememberedWrite | undefined {
+    return this.writeIds.get(id);
+  }
+
+  private async append(ops: WriteOp[]): Promise<WriteResult[]> {
     const log = this.log;
     if (!log || this.failed) throw new Error(`shard ${this.id} is not available: ${this.failed ?? "closed"}`);
     const first = log.reserve(ops.length);
@@ -185,6 +310,7 @@ export class Shard {
         shardId: this.id,
         key: o.key,
         value: o.value ?? Buffer.alloc(0),
+        writeId: o.writeId,
       });
       buffers.push(b);
       bytes += b.length;
@@ -248,9 +374,11 @@ export class Shard {
         const value = o.value ?? Buffer.alloc(0);
         this.state.set(o.key, { value, lsn, timestamp: b.timestamps?.[i] ?? Date.now() });
         this.valueBytes += value.length;
+        if (o.writeId) this.writeIds.add(o.writeId, lsn, "put");
         b.results.push({ lsn });
       } else {
         this.state.delete(o.key);
+        if (o.writeId) this.writeIds.add(o.writeId, lsn, "delete", prev !== undefined);
         b.results.push({ lsn, existed: prev !== undefined });
       }
     });
@@ -261,18 +389,73 @@ export class Shard {
       void this.snapshot();
   }
 
+  /**
+   * Defers snapshots (and so the deletion of log files and older snapshots)
+   * for `ms` from now: a migration copying this shard needs the snapshot it
+   * started from and every log entry after it until the cutover. Each
+   * replication read renews the hold; a coordinator that died lets it lapse.
+   */
+  holdCompaction(ms: number): void {
+    this.compactionHeldUntil = Math.max(this.compactionHeldUntil, Date.now() + ms);
+  }
+
+  get compactionHeld(): boolean {
+    return Date.now() < this.compactionHeldUntil;
+  }
+
+  /**
+   * Replaces a migration target's copy with a snapshot received from the
+   * source: `tmpFile` (in this directory, verified by the caller) holds the
+   * state as of `lsn`, `state` is what it decodes to. The copied log is
+   * deleted, the snapshot renamed into place, and the log restarts empty at
+   * lsn + 1. Only a "receiving" copy may be replaced: it serves nothing.
+   */
+  async installSnapshot(tmpFile: string, lsn: number, state: Map<string, StateValue>): Promise<void> {
+    if (this.meta.state !== "receiving")
+      throw new Error(`shard ${this.id} is ${this.meta.state}, not receiving`);
+    if (this.failed || !this.log)
+      throw new Error(`shard ${this.id} is not available: ${this.failed ?? "closed"}`);
+    await this.log.close();
+    this.log = undefined;
+    try {
+      // the old copy goes first: a crash then leaves no log below the new snapshot to contradict it
+      for (const name of readdirSync(this.dir)) {
+        if (parseLogFileName(name) !== undefined || parseSnapshotFileName(name) !== undefined)
+          await rm(join(this.dir, name), { force: true });
+      }
+      await rename(tmpFile, join(this.dir, snapshotFileName(lsn)));
+      await fsyncDir(this.dir);
+      // the ids the source knew as of the snapshot: its log entries before it are not copied
+      this.writeIds.clear();
+      await readSnapshotWriteIds(join(this.dir, snapshotFileName(lsn)), (r) => this.addWriteIdRecords(r));
+      this.state = state;
+      this.snapshotLsn = lsn;
+      let bytes = 0;
+      for (const v of state.values()) bytes += v.value.length;
+      this.valueBytes = bytes;
+      this.log = ShardLog.recover(this.dir, lsn, () => {}, this.logOptions());
+      this.bytesSinceSnapshot = 0;
+    } catch (err) {
+      this.failed = `installing a snapshot failed: ${(err as Error).message}`;
+      this.state = new Map();
+      this.opts.warn(`shard ${this.id}: ${this.failed}`);
+      throw err;
+    }
+  }
+
   /** Writes a snapshot of the state as of the last durable LSN, then deletes the log files it covers. */
   async snapshot(): Promise<number | undefined> {
     const log = this.log;
-    if (!log || this.failed || this.snapshotting) return undefined;
+    if (!log || this.failed || this.snapshotting || this.compactionHeld) return undefined;
     this.snapshotting = true;
     this.bytesSinceSnapshot = 0;
     try {
       const lsn = log.durableLsn;
       // a copy of the references, taken synchronously: the state at exactly `lsn` (values are never mutated)
       const entries = Array.from(this.state);
+      const writeIds = this.writeIds.freeze(); // the ids as of `lsn` too
       log.requestRotation();
-      await writeSnapshot(this.dir, this.id, lsn, entries);
+      await writeSnapshot(this.dir, this.id, lsn, entries, writeIds);
       for (const name of readdirSync(this.dir)) {
         const s = parseSnapshotFileName(name);
         if (s !== undefined && s < lsn) await rm(join(this.dir, name), { force: true });
@@ -285,6 +468,15 @@ export class Shard {
       return undefined;
     } finally {
       this.snapshotting = false;
+    }
+  }
+
+  private addWriteIdRecords(records: Buffer): void {
+    try {
+      this.writeIds.addEncoded(records);
+    } catch (err) {
+      // the snapshot's checksum held, so this is a bug or a foreign writer, not a torn file
+      throw new SnapshotCorrupt(`write id records: ${(err as Error).message}`);
     }
   }
 
@@ -301,16 +493,21 @@ export class Shard {
     if (epoch > this.meta.epoch) this.setMeta({ epoch });
   }
 
-  fence(epoch: number): void {
-    this.setMeta({ epoch: Math.max(epoch, this.meta.epoch), state: "fenced" });
+  fence(epoch: number, migration?: string): void {
+    this.setMeta({ epoch: Math.max(epoch, this.meta.epoch), state: "fenced", migration });
   }
 
   unfence(epoch: number): void {
-    this.setMeta({ epoch: Math.max(epoch, this.meta.epoch), state: "owned" });
+    this.setMeta({ epoch: Math.max(epoch, this.meta.epoch), state: "owned", migration: undefined });
   }
 
   release(epoch: number, redirect: RedirectHint): void {
-    this.setMeta({ epoch: Math.max(epoch, this.meta.epoch, redirect.epoch), state: "not-owned", redirect });
+    this.setMeta({
+      epoch: Math.max(epoch, this.meta.epoch, redirect.epoch),
+      state: "not-owned",
+      redirect,
+      migration: undefined,
+    });
   }
 
   assign(epoch: number, ranges: SegmentRange[] | undefined, migrationTimestamp: number | undefined): void {

@@ -6,16 +6,27 @@
  * the log written since the last snapshot.
  *
  * File `snapshot-<lsn, 20 digits>.snap`, little-endian:
- *   "SCSNAP01", u32 headerLength, header JSON {shardId, lsn, count, createdAt},
+ *   "SCSNAP01", u32 headerLength, header JSON {shardId, lsn, count, createdAt, writeIds?},
+ *   `writeIds` (absent: 0) records of [16-byte write id][u64 lsn][u8 outcome], oldest first:
+ *     the shard's recent write ids as of `lsn` (write-ids.ts), so that a retried write stays
+ *     recognised after recovery and on a migration target, though its log entry is compacted;
  *   `count` records of [u32 keyLength][key][u32 valueLength][value][u64 lsn][f64 timestamp],
  *   u32 CRC-32 of everything before it.
+ * The id records come before the state so that readSnapshotWriteIds reads them without the rest.
  * Written to a temporary file, fsynced, renamed, directory fsynced: a crash
  * leaves the previous snapshot in place.
+ *
+ * Snapshots are read as a stream (SnapshotDecoder, 1 MiB at a time): a
+ * snapshot as large as the shard's live data is never held in one buffer,
+ * whether it is recovered from disk or received from a migration source
+ * (snapshot-transfer.ts). The file's own trailer is its checksum: the
+ * "snapshot checksum" of a file is "<trailer CRC-32, hex>-<file bytes>".
  */
-import { open, readFile, rename, rm } from "node:fs/promises";
+import { open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { fsyncDir } from "./fs-util.js";
+import { WRITE_ID_RECORD_BYTES, type FrozenWriteIds } from "./write-ids.js";
 
 const MAGIC = Buffer.from("SCSNAP01");
 const CHUNK_BYTES = 1 << 20;
@@ -31,7 +42,14 @@ export interface SnapshotHeader {
   lsn: number;
   count: number;
   createdAt: number;
+  /** Write id records before the state records (absent: none). */
+  writeIds?: number;
 }
+
+/** More write id records than this is corruption (the table's capacity is at most 2^28). */
+const MAX_WRITE_IDS = 1 << 28;
+/** Write id records are handed on in pieces of whole records, about a chunk each. */
+const ID_CHUNK_BYTES = Math.floor(CHUNK_BYTES / WRITE_ID_RECORD_BYTES) * WRITE_ID_RECORD_BYTES;
 
 export function snapshotFileName(lsn: number): string {
   return `snapshot-${String(lsn).padStart(20, "0")}.snap`;
@@ -42,13 +60,19 @@ export function parseSnapshotFileName(name: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** Writes a snapshot of `entries` (a copy taken at `lsn`); yields to the event loop between chunks. */
+/**
+ * Writes a snapshot of `entries` (a copy taken at `lsn`) and of the write ids
+ * `writeIds` (WriteIdTable.freeze at the same moment); yields to the event
+ * loop between chunks.
+ */
 export async function writeSnapshot(
   dir: string,
   shardId: string,
   lsn: number,
   entries: [string, StateValue][],
+  writeIds?: FrozenWriteIds,
 ): Promise<string> {
+  const idCount = writeIds?.count ?? 0;
   const file = join(dir, snapshotFileName(lsn));
   const tmp = `${file}.tmp`;
   const fh = await open(tmp, "w", 0o600);
@@ -60,13 +84,17 @@ export async function writeSnapshot(
       await fh.write(b, 0, b.length, pos);
       pos += b.length;
     };
-    const header = Buffer.from(
-      JSON.stringify({ shardId, lsn, count: entries.length, createdAt: Date.now() } satisfies SnapshotHeader),
-    );
+    const h: SnapshotHeader = { shardId, lsn, count: entries.length, createdAt: Date.now() };
+    // without ids the file is exactly the format before write ids existed
+    if (idCount > 0) h.writeIds = idCount;
+    const header = Buffer.from(JSON.stringify(h));
     const head = Buffer.alloc(12);
     MAGIC.copy(head, 0);
     head.writeUInt32LE(header.length, 8);
     await write(Buffer.concat([head, header]));
+    const perChunk = ID_CHUNK_BYTES / WRITE_ID_RECORD_BYTES;
+    for (let i = 0; writeIds && i < idCount; i += perChunk)
+      await write(writeIds.encode(i, Math.min(perChunk, idCount - i)));
     let parts: Buffer[] = [];
     let bytes = 0;
     for (const [key, v] of entries) {
@@ -104,16 +132,219 @@ export async function writeSnapshot(
 
 export class SnapshotCorrupt extends Error {}
 
-/** Reads and verifies a snapshot; a truncated or altered file throws SnapshotCorrupt. */
+/**
+ * Reads and verifies a snapshot, streaming; a truncated or altered file throws
+ * SnapshotCorrupt. onEntry sees records before the trailing checksum is
+ * checked: on a throw the caller discards what it was given.
+ */
 export async function readSnapshot(
   file: string,
   onEntry: (key: string, v: StateValue) => void,
+  onWriteIds?: (records: Buffer) => void,
 ): Promise<SnapshotHeader> {
-  const buf = await readFile(file);
-  return decodeSnapshot(buf, onEntry);
+  const fh = await open(file, "r");
+  try {
+    const decoder = new SnapshotDecoder(onEntry, onWriteIds);
+    let pos = 0;
+    for (;;) {
+      const buf = Buffer.allocUnsafe(CHUNK_BYTES);
+      const { bytesRead } = await fh.read(buf, 0, CHUNK_BYTES, pos);
+      if (bytesRead === 0) break;
+      pos += bytesRead;
+      decoder.push(buf.subarray(0, bytesRead));
+    }
+    return decoder.end();
+  } finally {
+    await fh.close();
+  }
 }
 
-export function decodeSnapshot(buf: Buffer, onEntry: (key: string, v: StateValue) => void): SnapshotHeader {
+/** "<trailer CRC-32 hex>-<bytes>" of a snapshot file, read from its last 4 bytes (no full read). */
+export async function snapshotFileChecksum(file: string): Promise<string> {
+  const fh = await open(file, "r");
+  try {
+    const { size } = await fh.stat();
+    if (size < 16) throw new SnapshotCorrupt(`${file} is too short to be a snapshot`);
+    const t = Buffer.alloc(4);
+    await fh.read(t, 0, 4, size - 4);
+    return snapshotChecksum(t.readUInt32LE(0), size);
+  } finally {
+    await fh.close();
+  }
+}
+
+export function snapshotChecksum(crc: number, bytes: number): string {
+  return `${(crc >>> 0).toString(16).padStart(8, "0")}-${bytes}`;
+}
+
+/** Keys are at most 64 KiB and values at most MAX_VALUE_BYTES: larger lengths are corruption, not data. */
+const MAX_KEY_BYTES = 65_535;
+const MAX_VALUE_BYTES = 300 * 1024 * 1024;
+
+/**
+ * Decodes a snapshot pushed in chunks of any size. push() calls onEntry for
+ * each complete record; end() checks that the stream held exactly the
+ * records the header announced plus the trailer, and that the trailer is
+ * the CRC-32 of everything before it. Memory: the bytes of one record at most
+ * beyond the chunk being decoded.
+ */
+export class SnapshotDecoder {
+  private readonly chunks: Buffer[] = [];
+  private avail = 0;
+  /** CRC-32 of every byte pushed except the last 4 (the trailer, once the stream ends). */
+  private crc = 0;
+  private tail: Buffer = Buffer.alloc(0);
+  private total = 0;
+  private header?: SnapshotHeader;
+  private left = -1;
+  /** Bytes of write id records still to come. */
+  private idBytesLeft = 0;
+
+  /** `onWriteIds` gets the write id records (whole records, copied), in order, before any entry. */
+  constructor(
+    private readonly onEntry: (key: string, v: StateValue) => void,
+    private readonly onWriteIds?: (records: Buffer) => void,
+  ) {}
+
+  /** Bytes pushed so far. */
+  get bytes(): number {
+    return this.total;
+  }
+
+  /** The CRC-32 of the bytes before the trailer (valid after end()). */
+  get bodyCrc(): number {
+    return this.crc >>> 0;
+  }
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.total += chunk.length;
+    this.feedCrc(chunk);
+    this.chunks.push(chunk);
+    this.avail += chunk.length;
+    this.decode();
+  }
+
+  end(): SnapshotHeader {
+    const bad = (why: string) => new SnapshotCorrupt(why);
+    if (this.total < 16 || this.tail.length !== 4) throw bad("bad magic or too short");
+    if (this.crc >>> 0 !== this.tail.readUInt32LE(0)) throw bad("checksum mismatch");
+    if (!this.header || this.left !== 0) throw bad("record cut short");
+    if (this.avail !== 4) throw bad("trailing bytes");
+    return this.header;
+  }
+
+  private feedCrc(chunk: Buffer): void {
+    const total = this.tail.length + chunk.length;
+    if (total <= 4) {
+      this.tail = Buffer.concat([this.tail, chunk]);
+      return;
+    }
+    const crcLen = total - 4;
+    const fromTail = Math.min(this.tail.length, crcLen);
+    if (fromTail) this.crc = crc32(this.tail.subarray(0, fromTail), this.crc);
+    const fromChunk = crcLen - fromTail;
+    if (fromChunk) this.crc = crc32(chunk.subarray(0, fromChunk), this.crc);
+    this.tail = Buffer.concat([this.tail.subarray(fromTail), chunk.subarray(fromChunk)]);
+  }
+
+  /** The first n buffered bytes, without consuming them (n ≤ avail). */
+  private peek(n: number): Buffer {
+    const first = this.chunks[0];
+    if (first.length >= n) return first.subarray(0, n);
+    const parts: Buffer[] = [];
+    let got = 0;
+    for (const c of this.chunks) {
+      parts.push(c);
+      got += c.length;
+      if (got >= n) break;
+    }
+    const joined = Buffer.concat(parts, got);
+    // keep the joined buffer so that the next peek does not join again
+    this.chunks.splice(0, parts.length, joined);
+    return joined.subarray(0, n);
+  }
+
+  private consume(n: number): void {
+    this.avail -= n;
+    while (n > 0) {
+      const c = this.chunks[0];
+      if (c.length <= n) {
+        this.chunks.shift();
+        n -= c.length;
+      } else {
+        this.chunks[0] = c.subarray(n);
+        n = 0;
+      }
+    }
+  }
+
+  private decode(): void {
+    const bad = (why: string) => new SnapshotCorrupt(why);
+    if (!this.header) {
+      if (this.avail < 12) return;
+      const head = this.peek(12);
+      if (!head.subarray(0, 8).equals(MAGIC)) throw bad("bad magic or too short");
+      const hlen = head.readUInt32LE(8);
+      if (hlen > 1 << 20) throw bad("header length out of range");
+      if (this.avail < 12 + hlen) return;
+      let header: SnapshotHeader;
+      try {
+        header = JSON.parse(this.peek(12 + hlen).toString("utf8", 12));
+      } catch {
+        throw bad("header is not JSON");
+      }
+      if (
+        !header ||
+        !Number.isSafeInteger(header.count) ||
+        header.count < 0 ||
+        !Number.isSafeInteger(header.lsn)
+      )
+        throw bad("header fields out of range");
+      const ids = header.writeIds ?? 0;
+      if (!Number.isSafeInteger(ids) || ids < 0 || ids > MAX_WRITE_IDS)
+        throw bad("header fields out of range");
+      this.consume(12 + hlen);
+      this.header = header;
+      this.left = header.count;
+      this.idBytesLeft = ids * WRITE_ID_RECORD_BYTES;
+    }
+    while (this.idBytesLeft > 0) {
+      // whole records only, up to a chunk at a time
+      const n = Math.min(this.idBytesLeft, this.avail - (this.avail % WRITE_ID_RECORD_BYTES), ID_CHUNK_BYTES);
+      if (n === 0) return;
+      const records = Buffer.from(this.peek(n));
+      this.consume(n);
+      this.idBytesLeft -= n;
+      this.onWriteIds?.(records);
+    }
+    while (this.left > 0) {
+      if (this.avail < 4) return;
+      const klen = this.peek(4).readUInt32LE(0);
+      if (klen > MAX_KEY_BYTES) throw bad("key length out of range");
+      if (this.avail < 8 + klen) return;
+      const vlen = this.peek(8 + klen).readUInt32LE(4 + klen);
+      if (vlen > MAX_VALUE_BYTES) throw bad("value length out of range");
+      const len = 8 + klen + vlen + 16;
+      if (this.avail < len) return;
+      const rec = this.peek(len);
+      const key = rec.toString("utf8", 4, 4 + klen);
+      // a copy, so that the state does not pin the chunk it arrived in
+      const value = Buffer.from(rec.subarray(8 + klen, 8 + klen + vlen));
+      const lsn = Number(rec.readBigUInt64LE(8 + klen + vlen));
+      const timestamp = rec.readDoubleLE(8 + klen + vlen + 8);
+      this.consume(len);
+      this.left--;
+      this.onEntry(key, { value, lsn, timestamp });
+    }
+  }
+}
+
+export function decodeSnapshot(
+  buf: Buffer,
+  onEntry: (key: string, v: StateValue) => void,
+  onWriteIds?: (records: Buffer) => void,
+): SnapshotHeader {
   const bad = (why: string) => new SnapshotCorrupt(why);
   if (buf.length < 16 || !buf.subarray(0, 8).equals(MAGIC)) throw bad("bad magic or too short");
   const body = buf.subarray(0, buf.length - 4);
@@ -127,6 +358,11 @@ export function decodeSnapshot(buf: Buffer, onEntry: (key: string, v: StateValue
     throw bad("header is not JSON");
   }
   let off = 12 + hlen;
+  const ids = header?.writeIds ?? 0;
+  if (!Number.isSafeInteger(ids) || ids < 0 || ids > MAX_WRITE_IDS) throw bad("header fields out of range");
+  if (off + ids * WRITE_ID_RECORD_BYTES > body.length) throw bad("record cut short");
+  if (ids > 0) onWriteIds?.(Buffer.from(body.subarray(off, off + ids * WRITE_ID_RECORD_BYTES)));
+  off += ids * WRITE_ID_RECORD_BYTES;
   for (let i = 0; i < header.count; i++) {
     if (off + 4 > body.length) throw bad("record cut short");
     const klen = body.readUInt32LE(off);
@@ -146,4 +382,47 @@ export function decodeSnapshot(buf: Buffer, onEntry: (key: string, v: StateValue
   }
   if (off !== body.length) throw bad("trailing bytes");
   return header;
+}
+
+/**
+ * Reads only the write id records of a snapshot file (they come right after
+ * its header), for a caller that already verified the whole file — a
+ * migration target that installs a snapshot it received.
+ */
+export async function readSnapshotWriteIds(
+  file: string,
+  onWriteIds: (records: Buffer) => void,
+): Promise<number> {
+  const fh = await open(file, "r");
+  try {
+    const head = Buffer.alloc(12);
+    await fh.read(head, 0, 12, 0);
+    if (!head.subarray(0, 8).equals(MAGIC)) throw new SnapshotCorrupt("bad magic or too short");
+    const hlen = head.readUInt32LE(8);
+    if (hlen > 1 << 20) throw new SnapshotCorrupt("header length out of range");
+    const hb = Buffer.alloc(hlen);
+    await fh.read(hb, 0, hlen, 12);
+    let header: SnapshotHeader;
+    try {
+      header = JSON.parse(hb.toString("utf8")) as SnapshotHeader;
+    } catch {
+      throw new SnapshotCorrupt("header is not JSON");
+    }
+    const ids = header?.writeIds ?? 0;
+    if (!Number.isSafeInteger(ids) || ids < 0 || ids > MAX_WRITE_IDS)
+      throw new SnapshotCorrupt("header fields out of range");
+    let pos = 12 + hlen;
+    for (let left = ids * WRITE_ID_RECORD_BYTES; left > 0;) {
+      const n = Math.min(left, ID_CHUNK_BYTES);
+      const buf = Buffer.allocUnsafe(n);
+      const { bytesRead } = await fh.read(buf, 0, n, pos);
+      if (bytesRead !== n) throw new SnapshotCorrupt("record cut short");
+      onWriteIds(buf);
+      pos += n;
+      left -= n;
+    }
+    return ids;
+  } finally {
+    await fh.close();
+  }
 }

@@ -11,10 +11,17 @@
  * - 503 fenced (a migration cutting over) or an unreachable agent →
  *   exponential backoff with jitter, map refresh, retry until the deadline.
  *
- * A retried put may be applied twice (the first answer was lost); a put is
- * idempotent for its own key, so this is harmless unless another writer
- * wrote the key in between.
+ * Every put and delete is one logical write with a write id (newWriteId: 8
+ * random bytes naming this client, then an 8-byte counter), sent as
+ * `x-write-id` on every attempt at it. So a retry after an answer that was
+ * lost — an agent killed after the fsync, a cut connection, a fence, a
+ * redirect to the shard's new owner — is recognised by the agent that holds
+ * the write (or the copy it migrated to) and answered with the original
+ * outcome instead of being applied twice (`duplicate` says so). The agent
+ * remembers the last 2^20 ids per shard (src/agent/write-ids.ts); a retry
+ * comes within this client's deadline.
  */
+import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { RoutingTable } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
@@ -37,6 +44,25 @@ export interface ShardClientOptions {
   maxSockets?: number;
 }
 
+export interface WriteOptions {
+  /**
+   * The id of this logical write (16 bytes), for an application that retries
+   * a write itself (another client, a restarted process) and wants it applied
+   * once; a fresh one when absent.
+   */
+  writeId?: Buffer;
+}
+
+export interface PutResult {
+  lsn: number;
+  /** The write was already applied (an earlier attempt's answer was lost); `lsn` is the original's. */
+  duplicate?: boolean;
+}
+
+export interface DeleteResult extends PutResult {
+  existed: boolean;
+}
+
 export interface GetResult {
   value: Buffer;
   lsn: number;
@@ -55,8 +81,11 @@ export class ShardClient {
   private table?: RoutingTable;
   private segmenter?: Segmenter;
   private readonly rpc: AgentRpc;
-  /** Counters for tests and diagnostics. */
-  readonly stats = { requests: 0, retries: 0, redirects: 0, refreshes: 0 };
+  /** Counters for tests and diagnostics (`duplicates`: writes an agent had already applied). */
+  readonly stats = { requests: 0, retries: 0, redirects: 0, refreshes: 0, duplicates: 0 };
+  /** The first 8 bytes of this client's write ids (random: no two clients share them in practice). */
+  private readonly clientId = randomBytes(8);
+  private writeSeq = 0;
 
   constructor(private readonly opts: ShardClientOptions) {
     this.rpc = new AgentRpc({ token: opts.token, maxSockets: opts.maxSockets });
@@ -72,19 +101,45 @@ export class ShardClient {
     };
   }
 
-  async put(key: string, value: Buffer | string): Promise<{ lsn: number }> {
+  async put(key: string, value: Buffer | string, opts: WriteOptions = {}): Promise<PutResult> {
     const body = typeof value === "string" ? Buffer.from(value) : value;
     const max = this.opts.maxValueBytes;
     if (max !== undefined && body.length > max) {
       throw new UsageError(`the value is ${body.length} bytes; the limit is ${max} (limits.maxValueBytes)`);
     }
-    const res = await this.send(key, "PUT", body);
-    return JSON.parse(res!.body.toString("utf8")) as { lsn: number };
+    const res = await this.send(key, "PUT", body, this.writeIdFor(opts));
+    const r = JSON.parse(res!.body.toString("utf8")) as { lsn: number };
+    return this.writeResult(res!, { lsn: r.lsn });
   }
 
-  async delete(key: string): Promise<{ lsn: number; existed: boolean }> {
-    const res = await this.send(key, "DELETE");
-    return JSON.parse(res!.body.toString("utf8")) as { lsn: number; existed: boolean };
+  async delete(key: string, opts: WriteOptions = {}): Promise<DeleteResult> {
+    const res = await this.send(key, "DELETE", undefined, this.writeIdFor(opts));
+    const r = JSON.parse(res!.body.toString("utf8")) as { lsn: number; existed: boolean };
+    return this.writeResult(res!, { lsn: r.lsn, existed: r.existed });
+  }
+
+  /** A fresh write id: this client's 8 random bytes, then a counter (big-endian). */
+  newWriteId(): Buffer {
+    const id = Buffer.allocUnsafe(16);
+    this.clientId.copy(id, 0);
+    this.writeSeq++;
+    id.writeUInt32BE(Math.floor(this.writeSeq / 4294967296), 8);
+    id.writeUInt32BE(this.writeSeq % 4294967296, 12);
+    return id;
+  }
+
+  private writeIdFor(opts: WriteOptions): string {
+    const id = opts.writeId ?? this.newWriteId();
+    if (id.length !== 16) throw new UsageError(`a write id is 16 bytes, not ${id.length}`);
+    return id.toString("hex");
+  }
+
+  private writeResult<T extends PutResult>(res: AgentResponse, r: T): T {
+    if (res.headers["x-write-duplicate"] === "true") {
+      this.stats.duplicates++;
+      r.duplicate = true;
+    }
+    return r;
   }
 
   /** Reloads the map from the store. */
@@ -119,6 +174,7 @@ export class ShardClient {
     key: string,
     method: "GET" | "PUT" | "DELETE",
     body?: Buffer,
+    writeId?: string,
   ): Promise<AgentResponse | null> {
     validateKey(key, this.opts.maxKeyBytes ?? 1024);
     const deadline = Date.now() + (this.opts.deadlineMs ?? 10_000);
@@ -132,6 +188,8 @@ export class ShardClient {
       const headers: Record<string, string> = { "x-shard-epoch": String(target.epoch) };
       if (this.opts.originZone) headers["x-origin-zone"] = this.opts.originZone;
       if (body) headers["content-type"] = "application/octet-stream";
+      // the same id on every attempt: the agent applies the write once, whichever attempt arrives
+      if (writeId) headers["x-write-id"] = writeId;
       let res: AgentResponse | undefined;
       this.stats.requests++;
       try {

@@ -4,7 +4,8 @@
  * inventory endpoints. The routing client, the local cluster and the
  * migration code use it; it interprets nothing but transport failures.
  */
-import { Agent as HttpAgent, request, type IncomingHttpHeaders } from "node:http";
+import { Agent as HttpAgent, request, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
+import type { Readable } from "node:stream";
 import type { SegmentRange } from "../engine/location-map.js";
 
 export interface AgentResponse {
@@ -59,6 +60,37 @@ export class AgentRpc {
       );
       req.on("error", reject);
       req.end(opts.body);
+    });
+  }
+
+  /**
+   * A request whose answer is not buffered: resolves once the status and
+   * headers arrived, with the body as a stream (the caller must consume or
+   * destroy it). `body` may be a stream too (give its content-length in
+   * `headers`); it is piped with backpressure. Rejects only on transport errors.
+   */
+  stream(
+    address: string,
+    method: string,
+    path: string,
+    opts: { headers?: Record<string, string>; body?: Readable } = {},
+  ): Promise<{ status: number; headers: IncomingHttpHeaders; body: IncomingMessage }> {
+    const { host, port } = splitAddress(address);
+    const headers: Record<string, string | number> = { ...opts.headers, authorization: this.auth };
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { host, port, method, path, headers, agent: this.pool, timeout: this.timeoutMs },
+        (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }),
+      );
+      req.on("timeout", () =>
+        req.destroy(new Error(`no answer from ${address} within ${this.timeoutMs} ms`)),
+      );
+      req.on("error", reject);
+      if (opts.body) {
+        // a body that breaks off aborts the request: the receiver sees a short upload, never a complete one
+        opts.body.on("error", (err) => req.destroy(err));
+        opts.body.pipe(req);
+      } else req.end();
     });
   }
 

@@ -14,13 +14,16 @@
  * the target's copy dropped, the journal marked aborted. After it, the
  * coordinator only rolls forward.
  *
- * The journal is, for now, a JSON file `<dataDir>/migrations/<id>.json`
- * written atomically (writeAtomic), not a record in the location store:
- * the commit point is therefore the map CAS alone, and the journal's
- * "committed" is written right after it (recoveryAction decides from the map).
+ * The journal is a record in the location store (Consul KV under
+ * `<prefix>migrations/`, or the embedded map file), written by JournalWriter
+ * with a compare-and-set on its revision and refreshed by a heartbeat. The
+ * commit point writes the map and the record ("committed") in one store
+ * transaction. A coordinator that finds its record changed by someone else
+ * (recovery took an orphaned migration over) stops without touching the
+ * agents. The agents are given the migration id with fence/receive/unfence/
+ * drop, so a late coordinator cannot undo a newer migration's fence.
+ * Recovery of orphaned records is in recover.ts.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { PreconditionError, UserError } from "../errors.js";
 import type { NodeInfo, ShardInfo } from "../engine/location-map.js";
 import {
@@ -28,26 +31,18 @@ import {
   commitMap,
   newJournal,
   type MigrationJournal,
+  type MigrationOwner,
   type MigrationPhase,
+  type MigrationRecord,
 } from "../engine/migration.js";
 import { checkPlanFresh } from "../engine/planner.js";
 import type { Clock, LocationStore } from "../engine/ports.js";
-import { writeAtomic } from "../store/embedded.js";
+import { failpoint } from "../failpoint.js";
 import type { AgentRpc } from "./agent-rpc.js";
+import { ShardCopier, type CopyProgress } from "./migrate-copy.js";
+import { JournalWriter, TakenOverError, thisOwner } from "./journal.js";
 
-/** The journal plus what the history shows (`shardctl migrations`). */
-export interface MigrationRecord extends MigrationJournal {
-  /** ms the shard refused writes: fence → target activated. */
-  writePauseMs?: number;
-  entriesCopied: number;
-  /** Pre-copy rounds before the fence. */
-  rounds: number;
-  endedAt?: number;
-  /** ms spent in each phase (derived from phaseAt). */
-  phaseMs?: Partial<Record<MigrationPhase, number>>;
-  /** Set when a step after the commit point failed: recovery must roll forward. */
-  rollForwardPending?: string;
-}
+export type { MigrationRecord } from "../engine/migration.js";
 
 export interface MigrateDeps {
   store: LocationStore;
@@ -55,8 +50,8 @@ export interface MigrateDeps {
   clock: Clock;
   /** Progress lines (stderr in the CLI). */
   log: (msg: string) => void;
-  /** Where the journal files live: <dir>/<id>.json. */
-  journalDir: string;
+  /** Who drives the migration (default: this process, term 0). */
+  owner?: MigrationOwner;
 }
 
 export interface MigrateOptions {
@@ -64,45 +59,28 @@ export interface MigrateOptions {
   target: string;
   /** The map version a plan was made for; refused (exit 3) if the map moved on. */
   planVersion?: number;
-  /** Pre-copy ends when the source is fewer than this many entries ahead (default 1000). */
+  /**
+   * Pre-copy ends when the source is fewer than this many entries ahead
+   * (default: adaptive, what the copy moves in PAUSE_BUDGET_MS, see migrate-copy.ts).
+   */
   lagThreshold?: number;
-  /** At most this many pre-copy rounds before fencing anyway (default 50). */
+  /** Rounds without progress, once the copy reached the source's end, before fencing anyway (default 50). */
   maxRounds?: number;
   /** Entries per log request (default 5000). */
   batchEntries?: number;
-  /** Progress callback (bytes, lag, phase). */
-  onProgress?: (p: { phase: MigrationPhase; bytes: number; lag: number }) => void;
+  /** Progress callback (phase, bytes copied of an estimated total, lag), at most every 100 ms while bytes flow. */
+  onProgress?: (p: CopyProgress) => void;
 }
 
-export function journalPath(dir: string, id: string): string {
-  return join(dir, `${id}.json`);
+/** Every journaled migration, oldest first; records that do not parse are named, not hidden. */
+export async function listMigrations(
+  store: LocationStore,
+): Promise<{ records: MigrationRecord[]; unreadable: string[] }> {
+  const { records, unreadable } = await store.listMigrations();
+  return { records: records.map((r) => r.record), unreadable };
 }
 
-function saveJournal(dir: string, j: MigrationRecord): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  writeAtomic(journalPath(dir, j.id), JSON.stringify(j, null, 2) + "\n");
-}
-
-/** Every journaled migration, oldest first; unreadable files are reported, not hidden. */
-export function listMigrations(dir: string): { records: MigrationRecord[]; unreadable: string[] } {
-  const records: MigrationRecord[] = [];
-  const unreadable: string[] = [];
-  if (!existsSync(dir)) return { records, unreadable };
-  for (const name of readdirSync(dir).sort()) {
-    if (!name.endsWith(".json")) continue;
-    try {
-      const r = JSON.parse(readFileSync(join(dir, name), "utf8")) as MigrationRecord;
-      if (typeof r.id !== "string" || typeof r.phase !== "string") throw new Error("not a journal");
-      records.push(r);
-    } catch {
-      unreadable.push(name);
-    }
-  }
-  records.sort((a, b) => a.startedAt - b.startedAt);
-  return { records, unreadable };
-}
-
-function phaseDurations(j: MigrationJournal): Partial<Record<MigrationPhase, number>> {
+export function phaseDurations(j: MigrationJournal): Partial<Record<MigrationPhase, number>> {
   const entries = Object.entries(j.phaseAt).sort((a, b) => (a[1] ?? 0) - (b[1] ?? 0)) as [
     MigrationPhase,
     number,
@@ -114,7 +92,7 @@ function phaseDurations(j: MigrationJournal): Partial<Record<MigrationPhase, num
 
 class StepError extends Error {}
 
-function failText(what: string, status: number, body: unknown): string {
+export function failText(what: string, status: number, body: unknown): string {
   const b = body as { error?: string; message?: string } | undefined;
   return `${what} answered ${status} ${b?.error ?? ""}: ${b?.message ?? JSON.stringify(body)}`;
 }
@@ -147,122 +125,140 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   }
   if (!source) throw new UserError(`the map names node ${shard.node} for ${shard.id} but does not list it`);
   const e = shard.epoch;
-  const id = `${new Date(clock.now()).toISOString().replace(/[-:.]/g, "").slice(0, 15)}-${shard.id}-${Math.random().toString(36).slice(2, 8)}`;
+  const id = migrationId(clock.now(), shard.id);
+  const owner = deps.owner ?? thisOwner();
   let j: MigrationRecord = {
-    ...newJournal({ id, shard, target: target.id, planVersion: vm.version, term: 0, now: clock.now() }),
+    ...newJournal({
+      id,
+      shard,
+      target: target.id,
+      planVersion: vm.version,
+      term: owner.term,
+      now: clock.now(),
+    }),
     entriesCopied: 0,
     rounds: 0,
+    owner,
   };
-  const save = () => saveJournal(deps.journalDir, j);
-  const to = (phase: MigrationPhase, patch: Partial<MigrationRecord> = {}) => {
+  const journal = new JournalWriter(
+    store,
+    () => j,
+    () => clock.now(),
+  );
+  const save = () => journal.save();
+  const to = async (phase: MigrationPhase, patch: Partial<MigrationRecord> = {}) => {
     j = { ...j, ...advance(j, phase, clock.now(), patch), ...patch } as MigrationRecord;
-    save();
+    await save();
   };
-  save();
+  await save();
+  journal.startHeartbeat();
+  failpoint("migrate.journaled");
   log(`migration ${id}: ${shard.id} ${source.id} → ${target.id} at epoch ${e}`);
   const enc = encodeURIComponent(shard.id);
   let fenced = false;
   let targetCreated = false;
-  let next = 1;
-  let lastSourceLsn = 0;
-
-  /** Copies one chunk; returns the lag (source last LSN − copied). */
-  const copyChunk = async (): Promise<number> => {
-    const r = await rpc.request(
-      source.address,
-      "GET",
-      `/v1/shards/${enc}/log?from=${next}&max=${opts.batchEntries ?? 5000}`,
-    );
-    if (r.status !== 200)
-      throw new StepError(failText(`source ${source.id} (log)`, r.status, tryJson(r.body)));
-    lastSourceLsn = Number(r.headers["x-last-lsn"]);
-    const n = Number(r.headers["x-entries"]);
-    if (n > 0) {
-      const a = await rpc.request(target.address, "POST", `/v1/admin/shards/${enc}/append`, {
-        headers: { "content-type": "application/octet-stream", "x-shard-epoch": String(e) },
-        body: r.body,
-      });
-      if (a.status !== 200)
-        throw new StepError(failText(`target ${target.id} (append)`, a.status, tryJson(a.body)));
-      next += n;
-      j.bytesCopied += r.body.length;
-      j.entriesCopied += n;
-    }
-    const lag = lastSourceLsn - (next - 1);
-    opts.onProgress?.({ phase: j.phase, bytes: j.bytesCopied, lag });
-    return lag;
-  };
+  // the copy (snapshot when the source's log is compacted, then the log): migrate-copy.ts
+  const copier = new ShardCopier({
+    rpc,
+    source,
+    target,
+    shardId: shard.id,
+    epoch: e,
+    batchEntries: opts.batchEntries,
+    phase: () => j.phase,
+    onCopied: (bytes, entries) => {
+      j.bytesCopied += bytes;
+      j.entriesCopied += entries;
+    },
+    onProgress: opts.onProgress,
+    log: (msg) => log(`migration ${id}: ${msg}`),
+    fail: (msg) => new StepError(msg),
+  });
 
   const abort = async (why: string): Promise<never> => {
+    journal.stopHeartbeat();
+    if (journal.takenOver) {
+      // recovery owns the migration now: it rolls back (or forward) itself
+      log(`migration ${id}: taken over by another coordinator; stopping: ${why}`);
+      throw new TakenOverError(id, journal.revision);
+    }
     log(`migration ${id}: ABORT: ${why}`);
-    const problems: string[] = [];
-    if (fenced) {
-      const u = await rpc.shardAction(source.address, shard.id, "unfence", { epoch: e }).catch((err) => ({
-        status: 0,
-        body: { message: (err as Error).message },
-      }));
-      if (u.status !== 200) problems.push(failText(`unfence on ${source.id}`, u.status, u.body));
-    }
-    if (targetCreated) {
-      const d = await rpc
-        .json(target.address, "DELETE", `/v1/admin/shards/${enc}`, { epoch: e })
-        .catch((err) => ({ status: 0, body: { message: (err as Error).message } }));
-      if (d.status !== 200 && d.status !== 404)
-        problems.push(failText(`drop on ${target.id}`, d.status, d.body));
-    }
+    const problems = await rollBack(rpc, j, { source, target, fenced, targetCreated });
     const now = clock.now();
+    if (problems.length) {
+      // not clean: the record stays open so that recovery finishes the roll-back
+      j = { ...j, error: why, rollBackPending: problems.join("; ") };
+      await save().catch(() => undefined);
+      throw new UserError(
+        `migration of ${shard.id} to ${target.id} aborted (${why}), but the roll-back did not finish: ${j.rollBackPending}`,
+        {
+          hint: `no acknowledged write is lost; when the agents answer again, \`shardctl migrations --recover\` (or the next \`migrate --apply\`, or the autopilot) unfences ${shard.id} on ${source.id} and drops the copy`,
+        },
+      );
+    }
     j = {
       ...advance(j, "aborted", now),
       entriesCopied: j.entriesCopied,
       rounds: j.rounds,
-      error: why + (problems.length ? `; cleanup failed: ${problems.join("; ")}` : ""),
+      error: why,
       endedAt: now,
     };
     j.phaseMs = phaseDurations(j);
-    save();
+    try {
+      await save();
+    } catch (err) {
+      if (err instanceof TakenOverError) throw err;
+      throw new UserError(
+        `migration of ${shard.id} to ${target.id} aborted (${j.error}), and the journal could not record it: ${(err as Error).message}`,
+        { hint: "the next `shardctl migrate` or the autopilot finishes the record (recovery)" },
+      );
+    }
     throw new UserError(`migration of ${shard.id} to ${target.id} aborted: ${j.error}`, {
-      hint: problems.length
-        ? "the cleanup did not finish: check the agents, then unfence the source / drop the target copy by hand"
-        : `${shard.id} is still served by ${source.id} at epoch ${e} with all its data; fix the cause and re-run`,
+      hint: `${shard.id} is still served by ${source.id} at epoch ${e} with all its data; fix the cause and re-run`,
     });
   };
 
   try {
+    // set before asking: a request whose answer is lost may still have been carried out
+    targetCreated = true;
     const rcv = await rpc.json(target.address, "POST", `/v1/admin/shards/${enc}/receive`, {
       epoch: e,
+      migration: id,
       ranges: shard.ranges,
       migrationTimestamp: shard.migrationTimestamp,
     });
     if (rcv.status !== 201 && rcv.status !== 200)
       throw new StepError(failText(`target ${target.id} (receive)`, rcv.status, rcv.body));
-    targetCreated = true;
-    to("copying");
-    const threshold = opts.lagThreshold ?? 1000;
-    for (;;) {
-      j.rounds++;
-      const lag = await copyChunk();
-      if (lag < threshold || j.rounds >= (opts.maxRounds ?? 50)) break;
-    }
+    await to("copying");
+    failpoint("migrate.copying");
+    await copier.estimate();
+    await copier.preCopy({ lagThreshold: opts.lagThreshold, maxRounds: opts.maxRounds });
+    j.rounds = copier.rounds;
     log(
       `migration ${id}: pre-copied ${j.entriesCopied} entries (${j.bytesCopied} bytes) in ${j.rounds} rounds`,
     );
-    const f = await rpc.shardAction(source.address, shard.id, "fence", { epoch: e });
+    fenced = true; // as above: a lost answer may hide a fence that happened
+    const f = await rpc.shardAction(source.address, shard.id, "fence", { epoch: e, migration: id });
     if (f.status !== 200) throw new StepError(failText(`source ${source.id} (fence)`, f.status, f.body));
-    fenced = true;
     const fencedLsn = (f.body as { lsn: number }).lsn;
-    to("fenced", { fencedLsn });
+    // recorded without waiting (inside the write pause): recovery does not need it, since a
+    // roll-back unfences whatever the record says, and the commit waits for it anyway
+    const fencedSaved = to("fenced", { fencedLsn });
+    fencedSaved.catch(() => undefined);
+    failpoint("migrate.fenced");
     log(`migration ${id}: source fenced at LSN ${fencedLsn}; catching up`);
-    while (next - 1 < fencedLsn) {
-      await copyChunk();
-      if (lastSourceLsn !== fencedLsn)
-        throw new StepError(`the fenced source moved from LSN ${fencedLsn} to ${lastSourceLsn}`);
-    }
-    const c = await rpc.json<{ checksum: string }>(
+    // the fenced source's checksum cannot change: ask for it while the catch-up runs (one round trip less)
+    const checksumAnswer = rpc.json<{ checksum: string; lsn?: number }>(
       source.address,
       "GET",
-      `/v1/shards/${enc}/checksum?upto=${fencedLsn}`,
+      `/v1/shards/${enc}/checksum?upto=${fencedLsn}&base=${copier.base}`,
     );
+    checksumAnswer.catch(() => undefined); // awaited below unless the catch-up fails first
+    await copier.catchUp(fencedLsn);
+    const c = await checksumAnswer;
     if (c.status !== 200) throw new StepError(failText(`source ${source.id} (checksum)`, c.status, c.body));
+    if (c.body.lsn !== undefined && c.body.lsn !== fencedLsn)
+      throw new StepError(`the fenced source moved from LSN ${fencedLsn} to ${c.body.lsn}`);
     const p = await rpc.json<{ vote?: string }>(target.address, "POST", `/v1/admin/shards/${enc}/prepare`, {
       epoch: e,
       lastLsn: fencedLsn,
@@ -270,81 +266,66 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     });
     if (p.status !== 200 || p.body.vote !== "commit")
       throw new StepError(failText(`target ${target.id} (prepare)`, p.status, p.body));
-    to("prepared", { checksum: c.body.checksum });
+    await fencedSaved;
+    // the prepare vote is the target's (persisted there); the journal's next write is the commit itself
+    j = { ...j, ...advance(j, "prepared", clock.now()), checksum: c.body.checksum } as MigrationRecord;
+    failpoint("migrate.prepared");
     log(`migration ${id}: target prepared (checksum ${c.body.checksum}); committing`);
-    // the commit point: one CAS of the map, read consistently
+    // the commit point: the map and the journal record in one store transaction, read consistently
     const cur = await store.load({ consistent: true });
     if (!cur) throw new StepError("the location map disappeared");
+    const committing = advance(j, "committed", clock.now()) as MigrationRecord;
     let nextMap;
     try {
-      nextMap = commitMap(cur.map, j, clock.now());
+      nextMap = commitMap(cur.map, committing, clock.now(), cur.map.term);
     } catch (err) {
       throw new StepError((err as Error).message);
     }
     let cas;
     try {
-      cas = await store.compareAndSet(cur.version, nextMap);
+      cas = await journal.commit(cur.version, nextMap, committing);
     } catch (err) {
-      // outcome unknown: decide from the map (failure matrix row "commit txn sent, outcome unknown")
-      const after = await store.load({ consistent: true }).catch(() => null);
-      const s = after?.map.shards.find((x) => x.id === shard.id);
-      if (!(s && s.node === target.id && s.epoch === e + 1))
+      if (err instanceof TakenOverError) throw err;
+      // outcome unknown (failure matrix row "commit txn sent, outcome unknown"): the
+      // transaction wrote both or neither, so the record says which
+      const after = await journal.resync().catch(() => undefined);
+      if (after === undefined) {
+        journal.stopHeartbeat();
+        throw new UserError(
+          `migration ${id}: the commit of ${shard.id} was sent but its outcome is unknown (${(err as Error).message}), and the store cannot be read`,
+          {
+            hint: `${shard.id} stays fenced on ${source.id} (no writes are lost); when the store is back, \`shardctl migrations --recover\` (or the autopilot) finishes it`,
+          },
+        );
+      }
+      if (after?.phase !== "committed")
         throw new StepError(`the commit was refused: ${(err as Error).message}`);
-      cas = { ok: true as const, version: after!.version };
+      cas = { ok: true as const, version: -1 };
     }
     if (!cas.ok)
       throw new StepError(
         `the location map changed during the migration (version ${cur.version} → ${cas.currentVersion}); the commit was refused`,
       );
+    j = committing;
   } catch (err) {
     if (err instanceof StepError) return abort(err.message);
     return abort(`unexpected: ${(err as Error).message}`);
   }
 
   // after the commit point: roll forward only
-  const committedAt = clock.now();
-  to("committed");
+  failpoint("migrate.committed");
+  const committedAt = j.phaseAt.committed ?? clock.now();
   log(`migration ${id}: committed: ${shard.id} is on ${target.id} at epoch ${e + 1}`);
-  const problems: string[] = [];
-  const retry = async (what: string, fn: () => Promise<{ status: number; body: unknown }>) => {
-    let last = "";
-    for (let i = 0; i < 5; i++) {
-      try {
-        const r = await fn();
-        if (r.status === 200) return true;
-        last = failText(what, r.status, r.body);
-      } catch (err) {
-        last = `${what}: ${(err as Error).message}`;
-      }
-      await new Promise((res) => setTimeout(res, 50 * 2 ** i));
-    }
-    problems.push(last);
-    return false;
-  };
-  const nextMts = (await store.load({ consistent: true }))?.map.shards.find(
-    (s) => s.id === shard.id,
-  )?.migrationTimestamp;
-  const activated = await retry(`activate on ${target.id}`, () =>
-    rpc.json(target.address, "POST", `/v1/admin/shards/${enc}/activate`, {
-      epoch: e,
-      migrationTimestamp: nextMts ?? committedAt,
-    }),
-  );
-  const activatedAt = clock.now();
-  await retry(`release on ${source.id}`, () =>
-    rpc.shardAction(source.address, shard.id, "release", {
-      epoch: e + 1,
-      redirect: { node: target.id, address: target.address, epoch: e + 1 },
-    }),
-  );
+  const fwd = await rollForward(rpc, j, { source, target }, committedAt);
+  journal.stopHeartbeat();
   const fenceAt = j.phaseAt.fenced ?? committedAt;
-  if (problems.length) {
-    j = { ...j, rollForwardPending: problems.join("; ") };
-    save();
+  if (fwd.problems.length) {
+    j = { ...j, rollForwardPending: fwd.problems.join("; ") };
+    await save().catch(() => undefined);
     throw new UserError(
       `migration ${id} of ${shard.id} committed (the map has it on ${target.id} at epoch ${e + 1}) but: ${j.rollForwardPending}`,
       {
-        hint: "no data is lost; bring the agents back and re-run the cutover steps (recovery rolls forward)",
+        hint: "no data is lost; bring the agents back, then `shardctl migrations --recover` (or the autopilot) rolls it forward",
       },
     );
   }
@@ -353,19 +334,150 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     ...advance(j, "done", now),
     entriesCopied: j.entriesCopied,
     rounds: j.rounds,
-    writePauseMs: activated ? activatedAt - fenceAt : undefined,
+    writePauseMs: fwd.activatedAt !== undefined ? fwd.activatedAt - fenceAt : undefined,
     endedAt: now,
   };
   j.phaseMs = phaseDurations(j);
-  save();
+  try {
+    await save();
+  } catch (err) {
+    // the move is complete on the agents and in the map; only the record's last word is missing
+    log(`migration ${id}: done, but the journal could not record it: ${(err as Error).message}`);
+  }
   log(`migration ${id}: done; write pause ${j.writePauseMs} ms, ${j.bytesCopied} bytes copied`);
   return j;
 }
 
-function tryJson(b: Buffer): unknown {
-  try {
-    return JSON.parse(b.toString("utf8"));
-  } catch {
-    return { message: b.toString("utf8").slice(0, 200) };
+/** A migration id: sortable by start time, with the shard, unique enough to never collide. */
+export function migrationId(now: number, shardId: string): string {
+  const stamp = new Date(now).toISOString().replace(/[-:.]/g, "").slice(0, 15);
+  const safe = shardId.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 64);
+  return `${stamp}-${safe}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+type Answer = { status: number; body: unknown };
+
+async function attempt(what: string, fn: () => Promise<Answer>, tries: number): Promise<string | undefined> {
+  let last = "";
+  for (let i = 0; i < tries; i++) {
+    try {
+      const r = await fn();
+      if (r.status === 200) return undefined;
+      last = failText(what, r.status, r.body);
+      if (r.status >= 400 && r.status < 500 && r.status !== 408 && r.status !== 429) break; // refused: retrying will not help
+    } catch (err) {
+      last = `${what}: ${(err as Error).message}`;
+    }
+    if (i + 1 < tries) await new Promise((res) => setTimeout(res, 50 * 2 ** i));
   }
+  return last;
+}
+
+/**
+ * An agent's refusal that means the shard is no longer this migration's to
+ * undo (a newer migration fenced or received it, or it moved on at a higher
+ * epoch): nothing to roll back there.
+ */
+function notOurs(r: Answer): Answer {
+  const code = (r.body as { error?: string } | undefined)?.error;
+  if (
+    r.status === 409 &&
+    ["another-migration", "not-owner", "stale-epoch", "still-owned"].includes(code ?? "")
+  )
+    return { status: 200, body: r.body };
+  return r;
+}
+
+/**
+ * Undoes a migration that did not commit: the source unfenced at its epoch,
+ * the target's copy dropped. Both carry the migration id, so an agent whose
+ * shard a newer migration has fenced or received refuses. Returns the
+ * problems (empty when both sides are clean).
+ */
+export async function rollBack(
+  rpc: AgentRpc,
+  j: MigrationRecord,
+  sides: { source?: NodeInfo; target?: NodeInfo; fenced: boolean; targetCreated: boolean },
+): Promise<string[]> {
+  const problems: string[] = [];
+  const enc = encodeURIComponent(j.shard);
+  const { source, target } = sides;
+  if (sides.fenced && source) {
+    const p = await attempt(
+      `unfence on ${source.id}`,
+      async () =>
+        notOurs(
+          await rpc.shardAction(source.address, j.shard, "unfence", { epoch: j.fromEpoch, migration: j.id }),
+        ),
+      3,
+    );
+    if (p) problems.push(p);
+  }
+  if (sides.targetCreated && target) {
+    const p = await attempt(
+      `drop on ${target.id}`,
+      async () => {
+        const r = await rpc.json(target.address, "DELETE", `/v1/admin/shards/${enc}`, {
+          epoch: j.fromEpoch,
+          migration: j.id,
+        });
+        return r.status === 404 ? { status: 200, body: r.body } : notOurs(r); // nothing there: nothing to drop
+      },
+      3,
+    );
+    if (p) problems.push(p);
+  }
+  return problems;
+}
+
+/**
+ * Finishes a committed migration on the agents: the target activated at
+ * epoch + 1, the source released with a redirect. Idempotent (both agents
+ * answer a retried step with success).
+ */
+export async function rollForward(
+  rpc: AgentRpc,
+  j: MigrationRecord,
+  sides: { source?: NodeInfo; target?: NodeInfo },
+  migrationTimestamp: number,
+): Promise<{ problems: string[]; activatedAt?: number }> {
+  const problems: string[] = [];
+  const enc = encodeURIComponent(j.shard);
+  const e = j.fromEpoch;
+  const { source, target } = sides;
+  let activatedAt: number | undefined;
+  if (!target) {
+    problems.push(`target node ${j.target} is no longer in the map`);
+    return { problems };
+  }
+  // both at once: the target serves at e + 1 and the source redirects to it; neither is
+  // writable at the other's epoch, so the order does not matter and the pause is one round trip
+  const activate = attempt(
+    `activate on ${target.id}`,
+    () =>
+      rpc.json(target.address, "POST", `/v1/admin/shards/${enc}/activate`, {
+        epoch: e,
+        migrationTimestamp,
+      }),
+    5,
+  ).then((p) => {
+    if (p) problems.push(p);
+    else activatedAt = Date.now();
+  });
+  const release = source
+    ? attempt(
+        `release on ${source.id}`,
+        () =>
+          rpc.shardAction(source.address, j.shard, "release", {
+            epoch: e + 1,
+            redirect: { node: target.id, address: target.address, epoch: e + 1 },
+          }),
+        5,
+      ).then((p) => {
+        if (p) problems.push(p);
+      })
+    : Promise.resolve();
+  await Promise.all([activate, release]);
+  failpoint("migrate.activated");
+  return { problems, activatedAt };
 }

@@ -4,9 +4,16 @@
  * seconds when it dies. Logs to stderr.
  */
 import type { Command } from "commander";
-import { UsageError } from "../errors.js";
+import { errorMessage, UsageError } from "../errors.js";
 import { openStore } from "../store/index.js";
 import { collectWindows } from "../cluster/windows-source.js";
+import { AgentRpc } from "../cluster/agent-rpc.js";
+import { runMigrationCycle } from "../cluster/autopilot-migrate.js";
+import { executeLayoutDiff } from "../cluster/reshape.js";
+import { thisOwner } from "../cluster/journal.js";
+import { resolveClientToken } from "../cluster/local.js";
+import { systemClock } from "../engine/ports.js";
+import { fileSource } from "./plan.js";
 import { withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
 
@@ -29,6 +36,7 @@ export function registerAutopilot(program: Command, ctx: CommandContext): void {
     .option("--interval <seconds>", "seconds between cycles", "30")
     .option("--once", "run one cycle if no other autopilot leads, then exit", false)
     .option("--id <name>", "this instance's name in the leader lock (default host:pid)")
+    .option("--no-migrate", "only reshard: do not predict, plan and migrate")
     .addHelpText(
       "after",
       `
@@ -40,15 +48,22 @@ leader's session ends: about 1 s after a graceful stop (SIGINT/SIGTERM), about 4
 crash (kill -9) or a freeze/partition (10-20 s if the token may not register the check).
 With the embedded store there is no election: run a single instance.
 
-Each cycle collects the access windows from the agents (or, with no agents in the map,
-<data-dir>/access-windows.bin) and re-shards the
-layout (like \`shardctl reshard --apply\`). Progress goes to stderr.
+Each cycle, on the leader only:
+  1. collects the access windows from the agents (or, with no agents in the map,
+     <data-dir>/access-windows.bin);
+  2. re-shards the layout (like \`shardctl reshard --apply\`);
+  3. finishes migrations whose coordinator died (like \`shardctl migrations --recover\`);
+  4. forecasts and plans (like \`shardctl plan --all\`): the planner admits moves under its
+     budget of concurrent migrations and bytes in flight;
+  5. migrates the admitted moves, one after the other (like \`shardctl migrate --apply\`).
+     Every commit carries the leader's term: a deposed leader's migration rolls back.
+Steps 3-5 need agents serving the map; --no-migrate leaves them out. Progress goes to stderr.
 
 Examples:
   $ shardctl --store consul autopilot --interval 10          # on two or three hosts
   $ shardctl autopilot --once                                 # one cycle, then exit`,
     )
-    .action(async (o: { interval: string; once: boolean; id?: string }) => {
+    .action(async (o: { interval: string; once: boolean; id?: string; migrate: boolean }) => {
       const intervalS = parseInterval(o.interval);
       if (o.id !== undefined && !/^[A-Za-z0-9_.:@-]{1,128}$/.test(o.id)) {
         throw new UsageError(`--id ${JSON.stringify(o.id)} may hold letters, digits and _ . : @ - only`);
@@ -57,6 +72,8 @@ Examples:
       // Loaded on use: the Consul client stays out of every other command's start-up.
       const { runAutopilot } = await import("../consul/autopilot.js");
       const ac = new AbortController();
+      const log = (msg: string) => ctx.io.err.write(`${new Date().toISOString()} ${msg}\n`);
+
       const stop = () => ac.abort();
       process.once("SIGINT", stop);
       process.once("SIGTERM", stop);
@@ -78,8 +95,48 @@ Examples:
                   }
                   return collected;
                 },
-                log: (msg) => ctx.io.err.write(`${new Date().toISOString()} ${msg}\n`),
+                log,
                 signal: ac.signal,
+                executeLayout: async (diff, _map, stamped) => {
+                  const rpc = new AgentRpc({ token: resolveClientToken(config) });
+                  try {
+                    return await executeLayoutDiff(diff, {
+                      store: stamped,
+                      rpc,
+                      clock: systemClock,
+                      log,
+                      owner: thisOwner(0),
+                    });
+                  } finally {
+                    rpc.close();
+                  }
+                },
+                migrate: o.migrate
+                  ? async (term, stamped, signal) => {
+                      let token: string;
+                      try {
+                        token = resolveClientToken(config);
+                      } catch (err) {
+                        const why = `migrations off: ${errorMessage(err)}`;
+                        return { recovered: [], planned: 0, moved: [], failed: [], skipped: [why] };
+                      }
+                      const rpc = new AgentRpc({ token });
+                      try {
+                        return await runMigrationCycle({
+                          config,
+                          store: stamped,
+                          rpc,
+                          clock: systemClock,
+                          log,
+                          owner: thisOwner(term),
+                          source: () => fileSource(config),
+                          signal,
+                        });
+                      } finally {
+                        rpc.close();
+                      }
+                    }
+                  : undefined,
               },
             ),
         );

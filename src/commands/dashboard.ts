@@ -9,7 +9,7 @@ import type { Config } from "../config.js";
 import { UsageError } from "../errors.js";
 import type { IO } from "../output.js";
 import { openStore } from "../store/index.js";
-import type { DashboardSource } from "../tui/source.js";
+import type { DashboardSource, OnMigrate } from "../tui/source.js";
 import type { CommandContext } from "./context.js";
 
 export interface DashboardOptions {
@@ -25,6 +25,9 @@ export interface DashboardOptions {
 export interface DashboardDeps {
   io: IO;
   source: DashboardSource;
+  /** Runs a confirmed `m` (dashboard-migrate.ts); without it `m` says `migrateUnavailable`. */
+  onMigrate?: OnMigrate;
+  migrateUnavailable?: string;
   env: NodeJS.ProcessEnv;
   stdin?: NodeJS.ReadStream;
   stdout?: NodeJS.WriteStream;
@@ -132,6 +135,8 @@ export async function runDashboard(opts: DashboardOptions, deps: DashboardDeps):
         colour: wantColour(opts.colour, true, deps.env),
         hotRate: opts.hotRate,
         initialView: opts.view,
+        onMigrate: deps.onMigrate,
+        migrateUnavailable: deps.migrateUnavailable,
       }),
       { stdout, stdin, exitOnCtrlC: true, patchConsole: true, maxFps: 20 },
     );
@@ -162,14 +167,21 @@ export function registerDashboard(program: Command, ctx: CommandContext): void {
     .addHelpText(
       "after",
       `
-Reads the location map from the store and the access windows from the node
-agents; with no agent running, the embedded windows (<dataDir>/access-windows.bin).
-An agent that does not answer is shown UNREACHABLE; the rest keeps working.
+Reads the location map and the migration journal from the store and the
+access windows from the node agents; with no agent running, the embedded
+windows (<dataDir>/access-windows.bin). An agent that does not answer is
+shown UNREACHABLE; the rest keeps working. The nodes panel shows the round
+trips the agents measure (\`shardctl rtt\`), else the model's, labelled.
+
+m runs the planner for the selected shard and, after y, moves it to the
+planner's target with the same coordinator as \`shardctl migrate --apply\`;
+progress and the result show on the status line, the move in the
+migrations panel. When the planner proposes no move, m says why.
 
 Keys:
   ↑ ↓ / j k     move the selection        ← → / h l   page
   enter         drill into the shard       esc         back
-  p             the plan for the shard     m           migrate it (asks y/n)
+  p             the plan for the shard     m           move it to the plan's target (asks y/n)
   /             find a key's segment       t           segments ↔ shards
   q             quit
 
@@ -196,9 +208,24 @@ Examples:
         const opts = parseDashboardOptions(o, config);
         const store = await openStore(config);
         const { LiveSource } = await import("../tui/live-source.js");
-        const source = new LiveSource({ config, store, refreshSeconds: opts.refreshSeconds });
+        const source = new LiveSource({
+          config,
+          store,
+          refreshSeconds: opts.refreshSeconds,
+          // one frame shows what the agents last measured; the live dashboard keeps it fresh
+          probeEverySeconds: opts.once ? 0 : undefined,
+        });
+        const migrator = opts.once
+          ? {}
+          : (await import("./dashboard-migrate.js")).dashboardMigrator(config, store);
         try {
-          await runDashboard(opts, { io: ctx.io, source, env: ctx.env });
+          await runDashboard(opts, {
+            io: ctx.io,
+            source,
+            env: ctx.env,
+            onMigrate: migrator.onMigrate,
+            migrateUnavailable: migrator.unavailable,
+          });
         } finally {
           await source.close();
           await store.close();

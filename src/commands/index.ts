@@ -19,6 +19,7 @@ import { registerPlan } from "./plan.js";
 import { registerMigrate } from "./migrate.js";
 import { registerSimulate } from "./simulate.js";
 import { registerDashboard } from "./dashboard.js";
+import { registerRtt } from "./rtt.js";
 
 export const commands: RegisterCommand[] = [
   registerInit,
@@ -40,4 +41,5 @@ export const commands: RegisterCommand[] = [
   registerMigrate,
   registerSimulate,
   registerDashboard,
+  registerRtt,
 ];

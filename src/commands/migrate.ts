@@ -5,24 +5,22 @@
  * Without --apply nothing changes: the moves are printed.
  */
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { Command } from "commander";
 import { AgentRpc } from "../cluster/agent-rpc.js";
 import { resolveClientToken } from "../cluster/local.js";
 import { executeMigration, listMigrations, type MigrationRecord } from "../cluster/migrate.js";
+import { recoverMigrations, type RecoveryReport } from "../cluster/recover.js";
+import { executeLayoutChange, movesOfPlan, type Move } from "../cluster/reshape.js";
 import type { Config } from "../config.js";
 import { parsePlanFile } from "../engine/plan-file.js";
 import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
 import { systemClock } from "../engine/ports.js";
-import { PreconditionError, UsageError } from "../errors.js";
+import { PreconditionError, UsageError, UserError } from "../errors.js";
 import { formatBytes, printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
 import { parsePositiveInt } from "./common.js";
+import { MigrationProgress } from "./migrate-progress.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
-
-export function migrationsDir(config: Config): string {
-  return join(config.dataDir, "migrations");
-}
 
 export interface MigrateCliOptions {
   shard?: string;
@@ -32,17 +30,13 @@ export interface MigrateCliOptions {
   lagThreshold?: number;
 }
 
-interface Move {
-  shard: string;
-  source: string;
-  target: string;
-}
-
 export interface MigrateResult {
   applied: boolean;
   mapVersion: number;
   moves: Move[];
   migrations: MigrationRecord[];
+  /** Orphaned migrations this run finished first (recovery). */
+  recovered: RecoveryReport[];
 }
 
 export async function runMigrate(
@@ -65,12 +59,6 @@ export async function runMigrate(
       throw new UsageError(`cannot read ${opts.plan}: ${(err as Error).message}`);
     }
     plan = parsePlanFile(text, opts.plan);
-    const splits = plan.steps.filter((s) => s.kind !== "move").length;
-    if (splits > 0)
-      throw new UsageError(
-        `${opts.plan} holds ${splits} split step(s); migrate carries out moves only (splits are not implemented yet); nothing was applied`,
-        { hint: "apply the splits with `shardctl reshard`, then re-plan" },
-      );
   }
   const store = await openStore(config);
   const rpc = new AgentRpc({ token: resolveClientToken(config) });
@@ -82,9 +70,7 @@ export async function runMigrate(
       });
     if (plan) checkPlanFresh(plan, vm.version);
     const moves: Move[] = plan
-      ? plan.steps.flatMap((s) =>
-          s.kind === "move" ? [{ shard: s.shard, source: s.source, target: s.target }] : [],
-        )
+      ? movesOfPlan(plan)
       : [
           {
             shard: opts.shard!,
@@ -106,41 +92,70 @@ export async function runMigrate(
             hint: `known nodes: ${vm.map.nodes.map((n) => n.id).join(", ")}; re-plan`,
           },
         );
-      if (s.node === m.target) throw new UsageError(`shard ${m.shard} is already on ${m.target}`);
+      if (s.node === m.target && !m.split) throw new UsageError(`shard ${m.shard} is already on ${m.target}`);
     }
     if (!opts.apply) {
-      for (const m of moves) io.err.write(`would move ${m.shard}: ${m.source} → ${m.target}\n`);
+      for (const m of moves)
+        io.err.write(
+          m.split
+            ? `would split segment(s) of ${m.shard} into ${m.split.piece} on ${m.target} (${m.source} → ${m.target})\n`
+            : `would move ${m.shard}: ${m.source} → ${m.target}\n`,
+        );
       io.err.write("dry run: nothing changed; add --apply to migrate\n");
-      return { applied: false, mapVersion: vm.version, moves, migrations: [] };
+      return { applied: false, mapVersion: vm.version, moves, migrations: [], recovered: [] };
     }
+    // a coordinator that starts finishes what a dead one left (rolls forward or back)
+    const recovered = (
+      await recoverMigrations({ store, rpc, clock: systemClock, log: (s) => io.err.write(`${s}\n`) })
+    ).filter((r) => r.outcome !== "in-progress");
+    const busy = new Set(
+      (await store.listMigrations()).records
+        .filter((r) => r.record.phase !== "done" && r.record.phase !== "aborted")
+        .map((r) => r.record.shard),
+    );
+    for (const m of moves)
+      if (busy.has(m.shard))
+        throw new PreconditionError(
+          `shard ${m.shard} is being migrated by another coordinator; nothing was applied`,
+          {
+            hint: "`shardctl migrations` shows it; wait for it to end",
+          },
+        );
     const done: MigrationRecord[] = [];
     for (const [i, m] of moves.entries()) {
-      let lastLine = 0;
-      const r = await executeMigration(
-        {
-          shard: m.shard,
-          target: m.target,
-          // only the first step is checked against the plan's version; each move changes the map
-          planVersion: i === 0 && plan ? plan.mapVersion : undefined,
-          lagThreshold: opts.lagThreshold,
-          onProgress: (p) => {
-            const now = Date.now();
-            if (now - lastLine < 500) return;
-            lastLine = now;
-            io.err.write(`  ${m.shard} ${p.phase}: ${formatBytes(p.bytes)} copied, lag ${p.lag} entries\n`);
-          },
-        },
-        {
-          store,
-          rpc,
-          clock: systemClock,
-          log: (s) => io.err.write(`${s}\n`),
-          journalDir: migrationsDir(config),
-        },
-      );
+      const progress = new MigrationProgress(io.err, m.shard);
+      // "split then move": the new piece is built on the move's target in one step
+      const r = await (
+        m.split
+          ? executeLayoutChange(
+              {
+                op: m.split.op,
+                pieceNodes: { [m.split.piece]: m.target },
+                planVersion: i === 0 && plan ? plan.mapVersion : undefined,
+                lagThreshold: opts.lagThreshold,
+              },
+              { store, rpc, clock: systemClock, log: (s) => progress.log(s) },
+            )
+          : executeMigration(
+              {
+                shard: m.shard,
+                target: m.target,
+                // only the first step is checked against the plan's version; each move changes the map
+                planVersion: i === 0 && plan ? plan.mapVersion : undefined,
+                lagThreshold: opts.lagThreshold,
+                onProgress: (p) => progress.update(p),
+              },
+              {
+                store,
+                rpc,
+                clock: systemClock,
+                log: (s) => progress.log(s),
+              },
+            )
+      ).finally(() => progress.stop());
       done.push(r);
     }
-    return { applied: true, mapVersion: vm.version, moves, migrations: done };
+    return { applied: true, mapVersion: vm.version, moves, migrations: done, recovered };
   } finally {
     rpc.close();
     await store.close();
@@ -178,7 +193,11 @@ the target at epoch + 1 → the target serves, the source redirects to it.
 Any failure before the commit unfences the source and drops the copy: the
 shard stays where it was with all its data.
 
-Journal: <dataDir>/migrations/<id>.json (see \`shardctl migrations\`).
+Journal: a record per migration in the location store (Consul KV under
+<prefix>migrations/, or the embedded map file), written at every phase and
+refreshed every 2 s while the migration runs; the commit writes the map and
+the record in one transaction. Before it starts, \`migrate --apply\` finishes
+migrations whose coordinator died (see \`shardctl migrations --recover\`).
 
 Examples:
   $ shardctl migrate --shard shard-3 --to node-2            # dry run
@@ -200,7 +219,10 @@ export const registerMigrate: RegisterCommand = (program: Command, ctx: CommandC
     .option("--shard <id>", "the shard to move")
     .option("--to <node>", "the node to move it to")
     .option("--apply [plan]", "carry the moves out (without it: dry run)")
-    .option("--lag-threshold <entries>", "fence the source once the copy is this close (default 1000)")
+    .option(
+      "--lag-threshold <entries>",
+      "fence the source once the copy is this close (default: what the copy moves in 10 ms at its measured rate)",
+    )
     .option("--json", "print the result as JSON", false)
     .addHelpText("after", MIGRATE_HELP)
     .action(
@@ -230,22 +252,63 @@ export const registerMigrate: RegisterCommand = (program: Command, ctx: CommandC
     .command("migrations")
     .description("the history of migrations: phases, bytes copied, write pause, errors")
     .option("--json", "print the journal records as JSON", false)
+    .option(
+      "--recover",
+      "finish migrations whose coordinator is gone (roll forward if committed, else back), then list",
+      false,
+    )
     .addHelpText(
       "after",
       `
-Reads <dataDir>/migrations/*.json, oldest first.
+Reads the migration journal from the location store, oldest first. A
+migration in flight whose coordinator died (its process is gone, or it has
+not refreshed its record for 15 s) is finished by --recover, by the next
+\`migrate --apply\` or by the autopilot leader: rolled forward when the map
+shows the commit happened, rolled back (source unfenced, copy dropped)
+otherwise.
 
 Examples:
   $ shardctl migrations
+  $ shardctl migrations --recover
   $ shardctl migrations --json | jq '.[] | select(.phase == "aborted")'
+
+Exit codes: 0 listed (and, with --recover, everything orphaned finished),
+1 a recovery step failed (it is retried next time).
 `,
     )
-    .action((o: { json: boolean }) => {
-      const { records, unreadable } = listMigrations(migrationsDir(ctx.config()));
-      for (const u of unreadable)
-        ctx.io.err.write(`warning: ${u} is not a readable journal record; skipped\n`);
-      if (o.json) printJson(ctx.io, records);
-      else if (records.length === 0) ctx.io.err.write("no migrations recorded\n");
-      else printMigrations(ctx.io, records);
+    .action(async (o: { json: boolean; recover: boolean }) => {
+      const config = ctx.config();
+      const store = await openStore(config);
+      try {
+        let failed: RecoveryReport[] = [];
+        if (o.recover) {
+          const rpc = new AgentRpc({ token: resolveClientToken(config) });
+          try {
+            const reports = await recoverMigrations({
+              store,
+              rpc,
+              clock: systemClock,
+              log: (s) => ctx.io.err.write(`${s}\n`),
+            });
+            failed = reports.filter((r) => r.outcome === "failed");
+            if (!reports.some((r) => r.outcome !== "in-progress"))
+              ctx.io.err.write("recovery: nothing orphaned\n");
+          } finally {
+            rpc.close();
+          }
+        }
+        const { records, unreadable } = await listMigrations(store);
+        for (const u of unreadable)
+          ctx.io.err.write(`warning: journal record ${u} is not readable; skipped\n`);
+        if (o.json) printJson(ctx.io, records);
+        else if (records.length === 0) ctx.io.err.write("no migrations recorded\n");
+        else printMigrations(ctx.io, records);
+        if (failed.length)
+          throw new UserError(`${failed.length} migration(s) could not be recovered yet`, {
+            hint: "bring the agents named above back, then run `shardctl migrations --recover` again",
+          });
+      } finally {
+        await store.close();
+      }
     });
 };

@@ -2,16 +2,16 @@
  * `shardctl plan --key K` / `shardctl plan --all --out plan.json` /
  * `shardctl plan --verify plan.json`: the PME's plan_migration, read-only.
  *
- * Inputs come through a PlacementSource: today the map from the configured
- * store, access windows from the agents (or `<dataDir>/access-windows.bin`), and a latency
- * matrix file (or the default); agents will replace the windows and the
- * matrix with their measurements behind the same interface.
+ * Inputs come through a PlacementSource: the map from the configured
+ * store, access windows from the agents (or `<dataDir>/access-windows.bin`),
+ * and the latency: a matrix file (`--latency`), else the round trips the
+ * agents measure (src/cluster/rtt.ts) over the default matrix.
  */
 import type { Command } from "commander";
 import { existsSync, readFileSync } from "node:fs";
 import type { Config } from "../config.js";
 import type { AccessWindows } from "../engine/access-windows.js";
-import { defaultZoneMatrix, LatencyModel, type ZoneMatrix } from "../engine/latency.js";
+import { defaultZoneMatrix, LatencyModel, type MeasuredLatency, type ZoneMatrix } from "../engine/latency.js";
 import type { VersionedMap } from "../engine/location-map.js";
 import { parsePlanFile, planChecksum, serialisePlanFile } from "../engine/plan-file.js";
 import {
@@ -24,12 +24,13 @@ import {
 } from "../engine/planner.js";
 import { systemClock, type Clock } from "../engine/ports.js";
 import { RoutingTable, expandRanges } from "../engine/location-map.js";
-import { PreconditionError, UsageError } from "../errors.js";
+import { errorMessage, PreconditionError, UsageError } from "../errors.js";
 import { INTERVAL_Z, ModelSelectionCache, predictAccessPattern } from "../forecast/index.js";
 import { formatBytes, formatNumber, printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
 import { windowsPath } from "../store/windows-file.js";
 import { collectWindows, type CollectedWindows } from "../cluster/windows-source.js";
+import { latencyNote, measureClusterRtts, type MeasuredRtts } from "../cluster/rtt.js";
 import { writeAtomic } from "../store/embedded.js";
 import { parsePositiveInt, segmenterFor } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
@@ -45,8 +46,10 @@ export interface PlacementSource {
   loadMap(): Promise<VersionedMap>;
   /** Access windows, or undefined when none were recorded. */
   accessWindows(): AccessWindows | undefined;
-  /** The zone RTT matrix and a note saying where it came from. */
+  /** The zone RTT matrix and a note saying where it came from (and whether measurements override it). */
   latencyMatrix(zones: readonly string[]): { matrix: ZoneMatrix; note: string };
+  /** Round trips the agents measured, laid over the matrix; undefined when none (or a matrix file rules). */
+  measuredLatency?(): MeasuredLatency | undefined;
   segmentBytes(segment: number): number;
   /** Notes about inputs that were assumed rather than measured. */
   notes(): string[];
@@ -56,11 +59,17 @@ export interface PlacementSource {
 /**
  * The source of a CLI run: the configured store, the access windows from the
  * agents that serve the map (or `<dataDir>/access-windows.bin` when no agents
- * do), and `--latency FILE`.
+ * do), and `--latency FILE`, else the round trips the agents measure now.
  */
-export async function fileSource(config: Config, latencyFile?: string): Promise<PlacementSource> {
+export async function fileSource(
+  config: Config,
+  latencyFile?: string,
+  opts: { measureRtts?: boolean } = {},
+): Promise<PlacementSource> {
   const store = await openStore(config);
   let collected: CollectedWindows | undefined;
+  let measured: MeasuredRtts | undefined;
+  let measureProblem: string | undefined;
   return {
     async loadMap() {
       const vm = await store.load({ consistent: true });
@@ -70,6 +79,14 @@ export async function fileSource(config: Config, latencyFile?: string): Promise<
         });
       }
       collected = await collectWindows(config, vm);
+      const agents = vm.map.nodes.filter((n) => n.address !== "").length;
+      if (!latencyFile && opts.measureRtts !== false && agents >= 2) {
+        try {
+          measured = await measureClusterRtts(config, vm.map);
+        } catch (err) {
+          measureProblem = errorMessage(err);
+        }
+      }
       return vm;
     },
     accessWindows() {
@@ -82,9 +99,16 @@ export async function fileSource(config: Config, latencyFile?: string): Promise<
         return { matrix: readZoneMatrix(latencyFile), note: `latency: matrix from ${latencyFile}` };
       return {
         matrix: defaultZoneMatrix(zones),
-        note: "latency: no --latency matrix given; assumed 1 ms within a zone and 50 ms between zones",
+        note: measured?.measuredCells
+          ? latencyNote(measured, "assumed: 1 ms within a zone, 50 ms between zones")
+          : latencyNote(
+              measured,
+              "no --latency matrix given and no round trips measured by the agents; assumed 1 ms within a zone and 50 ms between zones",
+              measureProblem,
+            ),
       };
     },
+    measuredLatency: () => (latencyFile || !measured?.measuredCells ? undefined : measured),
     segmentBytes: () => ASSUMED_SEGMENT_BYTES,
     notes: () => {
       const access =
@@ -208,10 +232,12 @@ export async function runPlan(
   const horizonSeconds = opts.horizonSeconds ?? DEFAULT_PLANNER_OPTIONS.horizonSeconds;
   const zones = [...new Set([...deps.config.zones, ...vm.map.nodes.map((n) => n.zone)])];
   const { matrix, note } = deps.source.latencyMatrix(zones);
-  const latency = LatencyModel.fromZoneMatrix(
+  const base = LatencyModel.fromZoneMatrix(
     matrix,
     vm.map.nodes.map((n) => ({ id: n.id, zone: n.zone })),
   );
+  const measured = deps.source.measuredLatency?.();
+  const latency = measured ? LatencyModel.fromMeasurements(base, measured) : base;
   const windows = deps.source.accessWindows();
   const notes = [note, ...deps.source.notes()];
   let segments: Iterable<number> = [];
@@ -370,7 +396,7 @@ export const registerPlan: RegisterCommand = (program: Command, ctx: CommandCont
     )
     .option(
       "-l, --latency <file>",
-      'RTT matrix: JSON {"zones": [...], "rtt_ms": [[...], ...]} (default: 1 ms within, 50 ms between zones)',
+      'RTT matrix: JSON {"zones": [...], "rtt_ms": [[...], ...]} (default: what the agents measure, else 1 ms within, 50 ms between zones)',
     )
     .option(
       "--verify <file>",
@@ -391,7 +417,7 @@ export const registerPlan: RegisterCommand = (program: Command, ctx: CommandCont
         const config = ctx.config();
         if (o.verify) {
           if (o.key || o.all || o.out) throw new UsageError("--verify takes no other plan options");
-          const source = await fileSource(config, o.latency);
+          const source = await fileSource(config, o.latency, { measureRtts: false });
           try {
             const { plan, version } = await runVerify(o.verify, source);
             if (o.json)
@@ -446,9 +472,10 @@ records the map version it was computed against; applying it to a newer map
 is refused.
 
 Inputs today: the map from the store, access windows from
-the agents (or <dataDir>/access-windows.bin, \`shardctl record\`), the latency matrix from
---latency (or 1 ms / 50 ms by default, as the output notes say), sizes
-assumed until agents report them.
+the agents (or <dataDir>/access-windows.bin, \`shardctl record\`), the latency:
+the matrix from --latency if given, else the round trips the agents measure
+at plan time (\`shardctl rtt\` shows them) over 1 ms / 50 ms for what no
+agent measured, as the output notes say; sizes assumed until agents report them.
 
 Examples:
   $ shardctl plan --key user:42

@@ -9,7 +9,11 @@ import type { SegmentRange } from "../engine/location-map.js";
 import { printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
 import { collectWindows } from "../cluster/windows-source.js";
-import { layoutChangeBlocker } from "../cluster/layout-guard.js";
+import { layoutChangeBlocker, servedByAgents } from "../cluster/layout-guard.js";
+import { AgentRpc } from "../cluster/agent-rpc.js";
+import { resolveClientToken } from "../cluster/local.js";
+import { executeLayoutDiff } from "../cluster/reshape.js";
+import { systemClock } from "../engine/ports.js";
 import { PreconditionError } from "../errors.js";
 import { lsmmFor, withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
@@ -85,14 +89,31 @@ Examples:
       await withStore(
         () => openStore(config),
         async (store) => {
-          const collected = await collectWindows(config, await store.load({ consistent: true }));
+          const current = await store.load({ consistent: true });
+          const collected = await collectWindows(config, current);
           for (const u of collected.unreachable)
             ctx.io.err.write(`warning: node ${u.node} did not answer: ${u.error}\n`);
           const lsmm = lsmmFor(config, store, collected.windows);
-          const result = await lsmm.triggerResharding({
-            apply: o.apply,
-            canApply: (diff, map) => layoutChangeBlocker(diff, map, collected.unreachable),
-          });
+          let rpc: AgentRpc | undefined;
+          const result = await lsmm
+            .triggerResharding({
+              apply: o.apply,
+              canApply: (diff, map) => layoutChangeBlocker(diff, map, collected.unreachable),
+              // agents hold the data: each split or merge is a migration between their shards
+              execute:
+                current && servedByAgents(current.map)
+                  ? async (diff) => {
+                      rpc = new AgentRpc({ token: resolveClientToken(config) });
+                      return executeLayoutDiff(diff, {
+                        store,
+                        rpc,
+                        clock: systemClock,
+                        log: (s) => ctx.io.err.write(`${s}\n`),
+                      });
+                    }
+                  : undefined,
+            })
+            .finally(() => rpc?.close());
           printReshard(ctx.io, result, o.json, result.appliedVersion !== undefined);
           if (result.notApplied) {
             throw new PreconditionError(`not applied: ${result.notApplied}; nothing was changed`, {

@@ -4,17 +4,20 @@
  * others wait. Every map write the leader makes carries its term, so a
  * deposed leader's late write is refused by the store.
  *
- * The cycle for now: collect access windows → reshard (apply). Later issues
- * add predict → plan → migrate here.
+ * The cycle: collect access windows → reshard (apply) → when a migration
+ * stage is given (src/cluster/autopilot-migrate.ts): recover orphaned
+ * migrations → predict → plan → migrate the admitted moves. Only the leader
+ * runs it, and every map write (commits included) carries its term.
  */
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Config } from "../config.js";
 import type { AccessWindows } from "../engine/access-windows.js";
-import { layoutChangeBlocker } from "../cluster/layout-guard.js";
+import { layoutChangeBlocker, servedByAgents } from "../cluster/layout-guard.js";
+import type { LayoutDiff } from "../engine/assigner.js";
 import type { LocationMap } from "../engine/location-map.js";
 import { Lsmm } from "../engine/lsmm.js";
-import { systemClock, type CasResult, type LocationStore } from "../engine/ports.js";
+import { systemClock, type CasResult, type LocationStore, type MigrationWrite } from "../engine/ports.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { PreconditionError, UserError, errorMessage } from "../errors.js";
 import { AbortedError } from "./http.js";
@@ -37,6 +40,21 @@ export interface AutopilotDeps {
   windows: WindowSource;
   log: (msg: string) => void;
   signal: AbortSignal;
+  /**
+   * The predict → plan → migrate stage, run after the reshard with the
+   * leader's term-stamped store; absent: the autopilot only reshards.
+   */
+  migrate?: (term: number, store: LocationStore, signal: AbortSignal) => Promise<MigrationStageReport>;
+  /**
+   * Carries a layout diff out split by split and merge by merge when agents
+   * hold the data (src/cluster/reshape.ts), with the leader's term-stamped
+   * store; absent, or on a map no agent serves, the diff is one map write.
+   */
+  executeLayout?: (
+    diff: LayoutDiff,
+    map: LocationMap,
+    store: LocationStore,
+  ) => Promise<{ appliedVersion?: number; notApplied?: string }>;
   /** Election timing (tests shorten nothing: Consul's minimum TTL is 10 s). */
   ttlS?: number;
   lockDelayS?: number;
@@ -49,6 +67,16 @@ export interface CycleReport {
   ops: number;
   /** Why planned changes were not applied. */
   notApplied?: string;
+  migrations?: MigrationStageReport;
+}
+
+/** What the migration stage did in one cycle (the fields the log needs). */
+export interface MigrationStageReport {
+  recovered: { id: string; outcome: string }[];
+  planned: number;
+  moved: { id: string; shard: string; target: string; writePauseMs?: number }[];
+  failed: { shard: string; target: string; error: string }[];
+  skipped: string[];
 }
 
 /** Stamps the leader's term on every map it writes (the store fences on it). */
@@ -61,19 +89,33 @@ export class TermStampedStore implements LocationStore {
     this.kind = inner.kind;
   }
   load: LocationStore["load"] = (opts) => this.inner.load(opts);
-  compareAndSet(expectedVersion: number, next: LocationMap): Promise<CasResult> {
-    return this.inner.compareAndSet(expectedVersion, { ...next, term: this.term });
+  compareAndSet(
+    expectedVersion: number,
+    next: LocationMap,
+    opts?: { migration?: MigrationWrite },
+  ): Promise<CasResult> {
+    return this.inner.compareAndSet(expectedVersion, { ...next, term: this.term }, opts);
   }
+  putMigration: LocationStore["putMigration"] = (w) => this.inner.putMigration(w);
+  getMigration: LocationStore["getMigration"] = (id) => this.inner.getMigration(id);
+  listMigrations: LocationStore["listMigrations"] = () => this.inner.listMigrations();
   watch: LocationStore["watch"] = (fn, signal) => this.inner.watch(fn, signal);
   close = async () => undefined;
 }
 
 /** One cycle as the leader of `term`: windows → reshard (apply). */
-export async function runCycle(deps: AutopilotDeps, term: number): Promise<CycleReport> {
+export async function runCycle(
+  deps: AutopilotDeps,
+  term: number,
+  leadership: AbortSignal = deps.signal,
+): Promise<CycleReport> {
   const { config } = deps;
   const { windows, unreachable } = await deps.windows();
+  const stamped = new TermStampedStore(deps.store, term);
+  const current = await deps.store.load({ consistent: true });
+  const served = !!current && servedByAgents(current.map);
   const lsmm = new Lsmm({
-    store: new TermStampedStore(deps.store, term),
+    store: stamped,
     windows,
     segmenter: new Segmenter(config.segments, config.limits.maxKeyBytes),
     clock: systemClock,
@@ -89,13 +131,20 @@ export async function runCycle(deps: AutopilotDeps, term: number): Promise<Cycle
   const result = await lsmm.triggerResharding({
     apply: true,
     canApply: (diff, map) => layoutChangeBlocker(diff, map, unreachable),
+    // agents hold the data: each split or merge is a migration between their shards
+    execute:
+      deps.executeLayout && served ? (diff, map) => deps.executeLayout!(diff, map, stamped) : undefined,
   });
+  const migrations = deps.migrate
+    ? await deps.migrate(term, stamped, AbortSignal.any([leadership, deps.signal]))
+    : undefined;
   return {
     term,
     baseVersion: result.baseVersion,
     appliedVersion: result.appliedVersion,
     ops: result.diff.ops.length,
     notApplied: result.notApplied,
+    migrations,
   };
 }
 
@@ -173,7 +222,7 @@ async function leadLoop(
   const { log } = deps;
   while (!leadership.lost.aborted && !deps.signal.aborted) {
     try {
-      const r = await runCycle(deps, leadership.term);
+      const r = await runCycle(deps, leadership.term, leadership.lost);
       if (r.appliedVersion !== undefined) {
         log(
           `autopilot: term ${r.term}: applied ${r.ops} layout change(s), version ${r.baseVersion} → ${r.appliedVersion}`,
@@ -182,6 +231,17 @@ async function leadLoop(
         log(`autopilot: term ${r.term}: planned ${r.ops} layout change(s), not applied: ${r.notApplied}`);
       } else {
         log(`autopilot: term ${r.term}: no layout change (version ${r.baseVersion})`);
+      }
+      const m = r.migrations;
+      if (m) {
+        const parts = [
+          `${m.planned} move(s) planned`,
+          `${m.moved.length} done${m.moved.length ? ` (${m.moved.map((x) => `${x.shard}→${x.target} pause ${x.writePauseMs ?? "?"} ms`).join(", ")})` : ""}`,
+        ];
+        if (m.failed.length) parts.push(`${m.failed.length} failed`);
+        if (m.recovered.length) parts.push(`${m.recovered.length} recovered`);
+        if (m.skipped.length) parts.push(`skipped: ${m.skipped.join("; ")}`);
+        log(`autopilot: term ${r.term}: migrations: ${parts.join(", ")}`);
       }
       if (deps.store.kind === "consul") await (deps.store as ConsulStore).sweepOrphanChunks().catch(() => 0);
     } catch (err) {

@@ -19,7 +19,15 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { PreconditionError, UserError } from "../errors.js";
 import { validateMap, type LocationMap, type VersionedMap } from "../engine/location-map.js";
-import type { CasResult, LoadOptions, LocationStore } from "../engine/ports.js";
+import type {
+  CasResult,
+  LoadOptions,
+  LocationStore,
+  MigrationPutResult,
+  MigrationWrite,
+  StoredMigration,
+} from "../engine/ports.js";
+import { checkRecord, looksLikeRecord } from "../engine/migration.js";
 import { blockingLoop } from "./blocking.js";
 import {
   CorruptMapError,
@@ -133,7 +141,12 @@ export class ConsulStore implements LocationStore {
     }
   }
 
-  async compareAndSet(expectedVersion: number, next: LocationMap): Promise<CasResult> {
+  async compareAndSet(
+    expectedVersion: number,
+    next: LocationMap,
+    opts: { migration?: MigrationWrite } = {},
+  ): Promise<CasResult> {
+    if (opts.migration) checkRecord(opts.migration.record);
     validateMap(next);
     if (!Number.isInteger(expectedVersion) || expectedVersion < 0) {
       throw new Error(`bug: expected version must be a non-negative integer, got ${expectedVersion}`);
@@ -190,9 +203,11 @@ export class ConsulStore implements LocationStore {
     const dead = (current?.chunks ?? []).map((c) => c.key).filter((k) => !referenced.has(k));
 
     const metaOp: TxnOp = { verb: "cas", key: this.keys.meta, value: metaText, index: expectedVersion };
+    // The commit point of a migration: its journal record goes in the same transaction as the meta.
+    const journalOps: TxnOp[] = opts.migration ? [this.migrationOp(opts.migration)] : [];
     const freshOps: TxnOp[] = fresh.map((f) => ({ verb: "set", key: f.key, value: f.value }));
     const deleteOps: TxnOp[] = dead.map((key) => ({ verb: "delete", key }));
-    const single = [...termGuard, metaOp, ...freshOps, ...deleteOps];
+    const single = [...termGuard, metaOp, ...journalOps, ...freshOps, ...deleteOps];
     const fitsOne =
       single.length <= CONSUL_MAX_TXN_OPS &&
       single.reduce((n, op) => n + txnOpBytes(op), 0) <= TXN_BUDGET_BYTES;
@@ -205,8 +220,8 @@ export class ConsulStore implements LocationStore {
       // Too big for one transaction: write the new chunks first (nobody reads
       // them until the meta points at them), then commit the pointer.
       await runLimited(fresh, 4, (f) => this.http.kvPut(f.key, f.value).then(() => undefined));
-      const room = CONSUL_MAX_TXN_OPS - termGuard.length - 1;
-      ops = [...termGuard, metaOp, ...deleteOps.slice(0, room)];
+      const room = CONSUL_MAX_TXN_OPS - termGuard.length - 1 - journalOps.length;
+      ops = [...termGuard, metaOp, ...journalOps, ...deleteOps.slice(0, room)];
       laterDeletes = dead.slice(room);
     }
 
@@ -236,7 +251,80 @@ export class ConsulStore implements LocationStore {
     if (!written) throw new Error("bug: Consul's transaction result does not include the meta key");
     if (laterDeletes.length) await this.deleteKeys(laterDeletes).catch(() => undefined);
     this.lastMeta = { version: written.ModifyIndex, meta: JSON.parse(metaText) as MetaDoc };
+    if (opts.migration) {
+      const key = this.migrationKey(opts.migration.record.id);
+      const rec = result.results.find((r) => r.Key === key);
+      if (!rec) throw new Error("bug: Consul's transaction result does not include the journal record");
+      return { ok: true, version: written.ModifyIndex, migrationRev: rec.ModifyIndex };
+    }
     return { ok: true, version: written.ModifyIndex };
+  }
+
+  private migrationKey(id: string): string {
+    return `${this.keys.migrationsDir}${id}`;
+  }
+
+  private migrationOp(w: MigrationWrite): TxnOp {
+    return {
+      verb: "cas",
+      key: this.migrationKey(w.record.id),
+      value: JSON.stringify(w.record),
+      index: w.expectRev,
+    };
+  }
+
+  async putMigration(write: MigrationWrite): Promise<MigrationPutResult> {
+    checkRecord(write.record);
+    const key = this.migrationKey(write.record.id);
+    const r = await this.http.txn([this.migrationOp(write)]);
+    if (r.ok) {
+      const e = r.results.find((x) => x.Key === key);
+      if (!e) throw new Error("bug: Consul's transaction result does not include the journal record");
+      return { ok: true, rev: e.ModifyIndex };
+    }
+    const now = await this.http.kvGet(key, { consistent: true });
+    return { ok: false, rev: now.entry?.ModifyIndex ?? 0 };
+  }
+
+  async getMigration(id: string): Promise<StoredMigration | null> {
+    const r = await this.http.kvGet(this.migrationKey(id), { consistent: true });
+    if (!r.entry) return null;
+    let record: unknown;
+    try {
+      record = JSON.parse(r.entry.value);
+    } catch {
+      throw this.corruptJournal(id);
+    }
+    if (!looksLikeRecord(record)) throw this.corruptJournal(id);
+    return { record, rev: r.entry.ModifyIndex };
+  }
+
+  async listMigrations(): Promise<{ records: StoredMigration[]; unreadable: string[] }> {
+    const tree = await this.http.kvTree(this.keys.migrationsDir, { consistent: true });
+    const records: StoredMigration[] = [];
+    const unreadable: string[] = [];
+    for (const e of tree.entries) {
+      if (e.Key === this.keys.migrationsDir) continue;
+      const id = e.Key.slice(this.keys.migrationsDir.length);
+      try {
+        const record: unknown = JSON.parse(e.value);
+        if (looksLikeRecord(record) && record.id === id) records.push({ record, rev: e.ModifyIndex });
+        else unreadable.push(id);
+      } catch {
+        unreadable.push(id);
+      }
+    }
+    records.sort((a, b) => a.record.startedAt - b.record.startedAt);
+    return { records, unreadable };
+  }
+
+  private corruptJournal(id: string): UserError {
+    return new UserError(
+      `the migration journal record ${this.migrationKey(id)} in Consul at ${this.http.addr} is not shardctl's`,
+      {
+        hint: `inspect it with \`consul kv get ${this.migrationKey(id)}\`; delete it if it is not a migration`,
+      },
+    );
   }
 
   async watch(onChange: (map: VersionedMap) => void, signal: AbortSignal): Promise<void> {

@@ -6,18 +6,38 @@
  *
  * Each slot holds `zones + 2` Uint32 cells: [writes, unattributed accesses,
  * accesses from zone 0, zone 1, ...]. Reads are derived (all accesses minus
- * writes). Bytes per segment = slots·(zones+2)·4 + levels·8; with the default
- * 118 slots, 3 zones and 3 levels: 2,384 bytes, so 100,000 segments take 238 MB.
+ * writes). Counts saturate at 2^32 - 1 instead of wrapping (a wrapped count
+ * would make the hottest segment look cold).
  *
- * Ring buffers are advanced lazily: each (segment, level) remembers the
- * absolute slot number of its newest slot and clears skipped slots when a
- * newer event arrives. An event is written to the finest level only; a finest
- * slot is added to the coarser levels when its ring position is reused, and
- * readers of a coarser level add the finest slots not yet rolled up. So an
- * event touches two cache lines of its segment whatever the number of levels.
- * Coarser resolutions must be multiples of the finest. Events older than the
- * finest span go straight to the coarser levels; older than a level's span,
- * they are ignored by it.
+ * Memory layout, chosen so that an event touches one small record:
+ *  - hot (per segment: 2 + cells words): the newest finest slot's absolute
+ *    number and its cells, the "current slot" accumulator. An event in the
+ *    current slot touches this record only, and the hot records of 100,000
+ *    segments take 2.8 MB, so they stay in the CPU caches and TLB where the
+ *    whole store (230 MB) cannot.
+ *  - cold (per segment): the coarse levels' newest slot numbers, the finest
+ *    level's slots0 - 1 older slots (ring indexed mod slots0 - 1), and the
+ *    coarse rings (indexed mod slots). Touched when a segment's finest slot
+ *    moves on (at most once per segment per finest resolution), by late
+ *    events, and by readers.
+ * Slot numbers are integers up to 2^53 in magnitude, kept as two Uint32 words
+ * (low, high as signed); a ring never written holds -2^63, never a real slot.
+ * Bytes per segment = slots·(zones+2)·4 + levels·8, as before the split; with
+ * the default 118 slots, 3 zones and 3 levels: 2,384 bytes, so 100,000
+ * segments take 227 MiB.
+ *
+ * Rings are advanced lazily: a newer event moves the current slot into the
+ * finest ring, and a finest slot is added to the coarser levels when its
+ * ring position is reused; readers of a coarser level add the finest slots
+ * not yet rolled up. Coarser resolutions must be multiples of the finest.
+ * Events older than the finest span go straight to the coarser levels; older
+ * than a level's span, they are ignored by it.
+ *
+ * The serialized form (SCAW1) and SegmentWindows are the layout of the
+ * previous version, one Float64 stamp per level (-1: never written) and one
+ * ring of `slots` positions per level indexed mod slots, and are converted on
+ * the way in and out: files and exports written by either version are read
+ * by both.
  */
 import { UsageError } from "../errors.js";
 import { fnv1a64Bytes } from "./hash.js";
@@ -50,24 +70,49 @@ export interface SegmentRate {
   byZone: number[];
 }
 
+/** recordBatch's op codes. */
+export const OP_READ = 0;
+export const OP_WRITE = 1;
+
 const CHUNK_BITS = 10;
 const CHUNK = 1 << CHUNK_BITS;
-const EMPTY = -1;
+const CHUNK_MASK = CHUNK - 1;
+const TWO_32 = 4294967296;
+/** The slot number of a ring never written, in memory: high word 0x80000000, i.e. -2^63. */
+const EMPTY = -9223372036854775808;
+/** How SCAW1 files and SegmentWindows mark a ring never written (so a real slot -1 reads back as empty). */
+const FILE_EMPTY = -1;
+const MAX_STAMP = 2 ** 53;
+const MAX_CELL = 0xffffffff;
 const CELL_WRITES = 0;
 const CELL_UNATTRIBUTED = 1;
 const MAGIC = "SCAW1";
-
-interface Chunk {
-  /** [segment][level] → absolute slot number of the newest slot, or EMPTY. */
-  stamps: Float64Array;
-  /** [segment][slot across levels][cell] */
-  cells: Uint32Array;
-}
 
 /** Non-negative modulo: slot numbers may be negative on virtual clocks near zero. */
 function mod(a: number, n: number): number {
   const r = a % n;
   return r < 0 ? r + n : r;
+}
+
+function readStamp(a: Uint32Array, i: number): number {
+  return (a[i + 1] | 0) * TWO_32 + a[i];
+}
+
+function writeStamp(a: Uint32Array, i: number, stamp: number): void {
+  const hi = Math.floor(stamp / TWO_32);
+  a[i] = stamp - hi * TWO_32;
+  a[i + 1] = hi; // stored mod 2^32, read back signed
+}
+
+/** A stamp from a file or an export: an integer slot number, or FILE_EMPTY; anything else is refused. */
+function stampFromFile(s: number, corrupt: (why: string) => Error): number {
+  if (s === FILE_EMPTY) return EMPTY;
+  if (!Number.isInteger(s) || Math.abs(s) >= MAX_STAMP) throw corrupt(`slot number ${s} is not an integer`);
+  return s;
+}
+
+function stampToFile(s: number): number {
+  return s === EMPTY ? FILE_EMPTY : s;
 }
 
 export function parseAccessType(value: unknown): AccessType {
@@ -80,20 +125,51 @@ export class AccessWindows {
   readonly zones: readonly string[];
   readonly levels: readonly WindowLevel[];
   readonly cellsPerSlot: number;
+  /** Slots across all levels (the current finest slot included). */
   readonly slotsPerSegment: number;
-  private readonly levelOffset: Int32Array;
+  private readonly levelCount: number;
   private readonly levelSlots: Int32Array;
   private readonly resolutionMs: Float64Array;
+  /** Level l's resolution ÷ the finest one (an integer). */
+  private readonly ratio: Float64Array;
+  private readonly slots0: number;
+  /** Positions in the finest ring of older slots: slots0 - 1. */
+  private readonly ring0Slots: number;
+  private readonly res0Ms: number;
+  /** Words per hot record: [stamp lo, stamp hi, cells...]. */
+  private readonly hotStride: number;
+  /** Words per cold record: [stamps of levels 1.., finest ring, coarse rings]. */
+  private readonly coldStride: number;
+  private readonly ring0Base: number;
+  /** Word offset of level l's ring in a cold record (l ≥ 1). */
+  private readonly coldLevelBase: Int32Array;
+  /** Cell offset of level l's ring in the file layout. */
+  private readonly fileLevelOffset: Int32Array;
   private readonly zoneIndex = new Map<string, number>();
   private readonly scratch: Uint32Array;
-  private readonly chunks: (Chunk | undefined)[];
+  private readonly hot: (Uint32Array | undefined)[];
+  private readonly cold: (Uint32Array | undefined)[];
+  /** Where recordBatch's prefetch pass leaves its loads, so that they are not optimised away. */
+  private touched = 0;
 
   constructor(opts: AccessWindowsOptions) {
     const levels = opts.levels ?? DEFAULT_LEVELS;
     if (!Number.isInteger(opts.segmentCount) || opts.segmentCount < 1) {
       throw new UsageError(`segment count must be a positive integer, got ${opts.segmentCount}`);
     }
-    if (levels.length === 0) throw new UsageError("access windows need at least one level");
+    if (!Array.isArray(levels) || levels.length === 0) {
+      throw new UsageError("access windows need at least one level");
+    }
+    for (const l of levels) {
+      if (
+        !Number.isInteger(l?.resolutionSeconds) ||
+        l.resolutionSeconds < 1 ||
+        !Number.isInteger(l.slots) ||
+        l.slots < 1
+      ) {
+        throw new UsageError("every window level needs whole positive resolutionSeconds and slots");
+      }
+    }
     for (let i = 1; i < levels.length; i++) {
       if (levels[i].resolutionSeconds <= levels[i - 1].resolutionSeconds) {
         throw new UsageError("window levels must go from the finest resolution to the coarsest");
@@ -102,183 +178,285 @@ export class AccessWindows {
         throw new UsageError("every window level's resolution must be a multiple of the finest one");
       }
     }
+    if (!Array.isArray(opts.zones) || opts.zones.some((z) => typeof z !== "string")) {
+      throw new UsageError("zones must be a list of names");
+    }
     this.segmentCount = opts.segmentCount;
     this.zones = [...opts.zones];
     this.zones.forEach((z, i) => this.zoneIndex.set(z, i));
-    this.levels = levels.map((l) => ({ ...l }));
-    this.cellsPerSlot = this.zones.length + 2;
-    this.scratch = new Uint32Array(this.cellsPerSlot);
-    this.levelOffset = new Int32Array(levels.length);
+    this.levels = levels.map((l) => ({ resolutionSeconds: l.resolutionSeconds, slots: l.slots }));
+    const nl = levels.length;
+    const cps = this.zones.length + 2;
+    this.levelCount = nl;
+    this.cellsPerSlot = cps;
+    this.scratch = new Uint32Array(cps);
     this.levelSlots = Int32Array.from(levels, (l) => l.slots);
-    this.resolutionMs = new Float64Array(levels.length);
-    let offset = 0;
-    levels.forEach((l, i) => {
-      this.levelOffset[i] = offset;
-      this.resolutionMs[i] = l.resolutionSeconds * 1000;
-      offset += l.slots;
-    });
-    this.slotsPerSegment = offset;
-    this.chunks = new Array(Math.ceil(opts.segmentCount / CHUNK));
+    this.resolutionMs = Float64Array.from(levels, (l) => l.resolutionSeconds * 1000);
+    this.ratio = Float64Array.from(levels, (l) => l.resolutionSeconds / levels[0].resolutionSeconds);
+    this.slots0 = levels[0].slots;
+    this.ring0Slots = this.slots0 - 1;
+    this.res0Ms = this.resolutionMs[0];
+    this.hotStride = 2 + cps;
+    this.ring0Base = 2 * (nl - 1);
+    this.coldLevelBase = new Int32Array(nl);
+    this.fileLevelOffset = new Int32Array(nl);
+    let cold = this.ring0Base + this.ring0Slots * cps;
+    let file = this.slots0 * cps;
+    for (let l = 1; l < nl; l++) {
+      this.coldLevelBase[l] = cold;
+      this.fileLevelOffset[l] = file;
+      cold += levels[l].slots * cps;
+      file += levels[l].slots * cps;
+    }
+    this.coldStride = cold;
+    this.slotsPerSegment = file / cps;
+    const chunks = Math.ceil(opts.segmentCount / CHUNK);
+    this.hot = new Array<Uint32Array | undefined>(chunks).fill(undefined);
+    this.cold = new Array<Uint32Array | undefined>(chunks).fill(undefined);
   }
 
   /** Bytes one segment's windows take once allocated. */
   get bytesPerSegment(): number {
-    return this.slotsPerSegment * this.cellsPerSlot * 4 + this.levels.length * 8;
+    return (this.hotStride + this.coldStride) * 4;
   }
 
   /** Bytes currently allocated. */
   get allocatedBytes(): number {
     let n = 0;
-    for (const c of this.chunks) if (c) n += c.cells.byteLength + c.stamps.byteLength;
+    for (let ci = 0; ci < this.hot.length; ci++) {
+      n += (this.hot[ci]?.byteLength ?? 0) + (this.cold[ci]?.byteLength ?? 0);
+    }
     return n;
   }
 
   /** The index of a zone, -1 when the origin is not given; an unknown zone is an error. */
   zoneIndexOf(zone: string | undefined): number {
     if (zone === undefined || zone === "") return -1;
-    const i = this.zoneIndex.get(zone);
-    if (i === undefined) {
-      throw new UsageError(`unknown origin zone ${JSON.stringify(zone)}`, {
-        hint: `configured zones: ${this.zones.join(", ")}`,
-      });
+    // a scan beats a Map lookup for the few zones a deployment has
+    const zones = this.zones;
+    if (zones.length <= 8) {
+      for (let i = 0; i < zones.length; i++) if (zones[i] === zone) return i;
+    } else {
+      const i = this.zoneIndex.get(zone);
+      if (i !== undefined) return i;
     }
-    return i;
+    throw new UsageError(`unknown origin zone ${JSON.stringify(zone)}`, {
+      hint: `configured zones: ${this.zones.join(", ")}`,
+    });
   }
 
-  private chunkFor(segment: number): Chunk {
-    const ci = segment >>> CHUNK_BITS;
-    let chunk = this.chunks[ci];
-    if (!chunk) {
-      chunk = {
-        stamps: new Float64Array(CHUNK * this.levels.length).fill(EMPTY),
-        cells: new Uint32Array(CHUNK * this.slotsPerSegment * this.cellsPerSlot),
-      };
-      this.chunks[ci] = chunk;
+  private allocate(ci: number): Uint32Array {
+    const hot = new Uint32Array(CHUNK * this.hotStride);
+    const cold = new Uint32Array(CHUNK * this.coldStride);
+    for (let s = 0; s < CHUNK; s++) {
+      writeStamp(hot, s * this.hotStride, EMPTY);
+      for (let l = 1; l < this.levelCount; l++) writeStamp(cold, s * this.coldStride + 2 * (l - 1), EMPTY);
     }
-    return chunk;
+    this.hot[ci] = hot;
+    this.cold[ci] = cold;
+    return hot;
+  }
+
+  private outside(segment: number): UsageError {
+    return new UsageError(`segment ${segment} is outside 0..${this.segmentCount - 1}`);
   }
 
   /**
    * Counts `count` accesses of one type to a segment at time nowMs, from zone
-   * index zoneIdx (-1: unattributed). The hot path: no allocation, and only
-   * the finest level is written — its slots are rolled up into the coarser
-   * levels when they are evicted, and readers add the slots not yet rolled
-   * up — so an event touches two cache lines of the segment, not one per level.
+   * index zoneIdx (negative: unattributed). The hot path: no allocation, and
+   * when the event falls in the segment's current finest slot (nearly always)
+   * it adds to that segment's hot record only.
    */
   record(segment: number, isWrite: boolean, zoneIdx: number, nowMs: number, count = 1): void {
-    if (segment < 0 || segment >= this.segmentCount || !(segment === (segment | 0))) {
-      throw new UsageError(`segment ${segment} is outside 0..${this.segmentCount - 1}`);
+    if (!(segment >= 0 && segment < this.segmentCount && segment === (segment | 0))) {
+      throw this.outside(segment);
     }
-    const chunk = this.chunkFor(segment);
-    const local = segment & (CHUNK - 1);
     const cps = this.cellsPerSlot;
     const zoneCell = zoneIdx < 0 ? CELL_UNATTRIBUTED : zoneIdx + 2;
-    const segBase = local * this.slotsPerSegment;
-    const si0 = local * this.levels.length;
-    const slots0 = this.levelSlots[0];
-    const abs0 = Math.floor(nowMs / this.resolutionMs[0]);
-    const newest0 = chunk.stamps[si0];
-    if (abs0 > newest0) {
-      this.advanceFinest(chunk, local, segBase, newest0, abs0);
-      chunk.stamps[si0] = abs0;
-    } else if (newest0 - abs0 >= slots0) {
+    if (!(zoneCell < cps && zoneCell === (zoneCell | 0))) {
+      throw new UsageError(`zone index ${zoneIdx} is outside -1..${this.zones.length - 1}`);
+    }
+    if (count !== 1 && !(count >= 0 && count <= MAX_CELL && count === Math.floor(count))) {
+      throw new UsageError(`an access count must be a whole number from 0 to ${MAX_CELL}, got ${count}`);
+    }
+    const abs0 = Math.floor(nowMs / this.res0Ms);
+    const hot = this.hot[segment >>> CHUNK_BITS];
+    if (hot !== undefined) {
+      const h = (segment & CHUNK_MASK) * this.hotStride;
+      if ((hot[h + 1] | 0) * TWO_32 + hot[h] === abs0) {
+        let c = h + 2 + zoneCell;
+        let v = hot[c] + count;
+        hot[c] = v > MAX_CELL ? MAX_CELL : v;
+        if (isWrite) {
+          c = h + 2;
+          v = hot[c] + count;
+          hot[c] = v > MAX_CELL ? MAX_CELL : v;
+        }
+        return;
+      }
+    }
+    this.recordSlow(segment, isWrite, zoneCell, abs0, count);
+  }
+
+  /**
+   * Records n events at nowMs, one access each: event i is to segments[i], a
+   * write when ops[i] is OP_WRITE (any non-zero value), from zone index
+   * zones[i] (-1: unattributed). The whole batch is validated before any of
+   * it is recorded. A first pass touches every event's hot record, so that the
+   * batch's cache misses overlap instead of following one another.
+   */
+  recordBatch(
+    segments: Uint32Array,
+    ops: Uint8Array,
+    zones: Int8Array | Int16Array | Int32Array,
+    n: number,
+    nowMs: number,
+  ): void {
+    if (!Number.isInteger(n) || n < 0 || n > segments.length || n > ops.length || n > zones.length) {
+      throw new UsageError(`a batch of ${n} events does not fit its arrays`);
+    }
+    if (!(Math.abs(nowMs) < MAX_STAMP))
+      throw new UsageError(`the access time ${nowMs} is not a usable number`);
+    const segmentCount = this.segmentCount;
+    const nz = this.zones.length;
+    for (let i = 0; i < n; i++) {
+      if (segments[i] >= segmentCount) throw this.outside(segments[i]);
+      const z = zones[i];
+      if (z < -1 || z >= nz) throw new UsageError(`zone index ${z} is outside -1..${nz - 1}`);
+    }
+    const stride = this.hotStride;
+    const hotChunks = this.hot;
+    let touched = 0;
+    for (let i = 0; i < n; i++) {
+      const s = segments[i];
+      const hot = hotChunks[s >>> CHUNK_BITS] ?? this.allocate(s >>> CHUNK_BITS);
+      touched += hot[(s & CHUNK_MASK) * stride];
+    }
+    this.touched = touched;
+    const abs0 = Math.floor(nowMs / this.res0Ms);
+    for (let i = 0; i < n; i++) {
+      const s = segments[i];
+      const hot = hotChunks[s >>> CHUNK_BITS]!;
+      const h = (s & CHUNK_MASK) * stride;
+      const zoneCell = zones[i] + 2; // -1 (unattributed) → CELL_UNATTRIBUTED
+      const isWrite = ops[i] !== OP_READ;
+      if ((hot[h + 1] | 0) * TWO_32 + hot[h] === abs0) {
+        const c = h + 2 + zoneCell;
+        if (hot[c] < MAX_CELL) hot[c]++;
+        if (isWrite && hot[h + 2] < MAX_CELL) hot[h + 2]++;
+      } else {
+        this.recordSlow(s, isWrite, zoneCell, abs0, 1);
+      }
+    }
+  }
+
+  /** An event outside the segment's current finest slot: a new slot, a late event, or a first one. */
+  private recordSlow(segment: number, isWrite: boolean, zoneCell: number, abs0: number, count: number): void {
+    if (!(Math.abs(abs0) < MAX_STAMP))
+      throw new UsageError("the access time is not a usable number of milliseconds");
+    const ci = segment >>> CHUNK_BITS;
+    const hot = this.hot[ci] ?? this.allocate(ci);
+    const cold = this.cold[ci]!;
+    const local = segment & CHUNK_MASK;
+    const h = local * this.hotStride;
+    const cb = local * this.coldStride;
+    const newest = readStamp(hot, h);
+    if (abs0 >= newest) {
+      if (abs0 > newest) {
+        if (newest === EMPTY) this.clearFinest(hot, h, cold, cb);
+        else this.advanceFinest(hot, h, cold, cb, newest, abs0);
+        writeStamp(hot, h, abs0);
+      }
+      addCell(hot, h + 2 + zoneCell, count);
+      if (isWrite) addCell(hot, h + 2, count);
+    } else if (newest - abs0 < this.slots0) {
+      // late, but still within the finest ring (so ring0Slots ≥ 1)
+      const base = cb + this.ring0Base + mod(abs0, this.ring0Slots) * this.cellsPerSlot;
+      addCell(cold, base + zoneCell, count);
+      if (isWrite) addCell(cold, base + CELL_WRITES, count);
+    } else {
       // older than the finest level's span: straight into the coarser levels (rare)
       const v = this.scratch.fill(0);
       v[zoneCell] = count;
       if (isWrite) v[CELL_WRITES] = count;
-      for (let l = 1; l < this.levels.length; l++) {
-        this.addVector(chunk, local, segBase, l, Math.floor(nowMs / this.resolutionMs[l]), v, 0);
+      for (let l = 1; l < this.levelCount; l++) {
+        this.addToCoarse(cold, cb, l, Math.floor(abs0 / this.ratio[l]), v, 0);
       }
-      return;
     }
-    const cell = (segBase + mod(abs0, slots0)) * cps;
-    chunk.cells[cell + zoneCell] += count;
-    if (isWrite) chunk.cells[cell + CELL_WRITES] += count;
+  }
+
+  /** Zeroes a segment's finest slots (a ring never written should hold zeros already; imports may not). */
+  private clearFinest(hot: Uint32Array, h: number, cold: Uint32Array, cb: number): void {
+    hot.fill(0, h + 2, h + this.hotStride);
+    const base = cb + this.ring0Base;
+    cold.fill(0, base, base + this.ring0Slots * this.cellsPerSlot);
   }
 
   /**
-   * Moves the finest ring on to `abs0`: every slot whose position is reused
-   * is first added to the coarser levels, oldest first, then cleared.
+   * Moves a segment's finest level on from slot `newest` to slot `abs0`: every
+   * finest slot that leaves the span is first added to the coarser levels,
+   * oldest first, then cleared; the current slot moves into the ring when it
+   * stays within the span.
    */
-  private advanceFinest(chunk: Chunk, local: number, segBase: number, newest0: number, abs0: number): void {
-    const slots0 = this.levelSlots[0];
+  private advanceFinest(
+    hot: Uint32Array,
+    h: number,
+    cold: Uint32Array,
+    cb: number,
+    newest: number,
+    abs0: number,
+  ): void {
+    const r0 = this.ring0Slots;
     const cps = this.cellsPerSlot;
-    const cells = chunk.cells;
-    if (newest0 === EMPTY) {
-      cells.fill(0, segBase * cps, (segBase + slots0) * cps);
-      return;
-    }
-    const last = Math.min(newest0, abs0 - slots0);
-    for (let a = newest0 - slots0 + 1; a <= last; a++) {
-      const base = (segBase + mod(a, slots0)) * cps;
+    const last = Math.min(newest, abs0 - r0 - 1);
+    for (let a = newest - r0; a <= last; a++) {
+      const src = a === newest ? hot : cold;
+      const base = a === newest ? h + 2 : cb + this.ring0Base + mod(a, r0) * cps;
       let any = 0;
-      for (let c = 0; c < cps; c++) any |= cells[base + c];
+      for (let c = 0; c < cps; c++) any |= src[base + c];
       if (any !== 0) {
-        const t = a * this.resolutionMs[0];
-        for (let l = 1; l < this.levels.length; l++) {
-          this.addVector(chunk, local, segBase, l, Math.floor(t / this.resolutionMs[l]), cells, base);
+        for (let l = 1; l < this.levelCount; l++) {
+          this.addToCoarse(cold, cb, l, Math.floor(a / this.ratio[l]), src, base);
         }
-        for (let c = 0; c < cps; c++) cells[base + c] = 0;
+        src.fill(0, base, base + cps);
+      }
+    }
+    if (newest > last) {
+      // newest ≥ abs0 - r0, so r0 ≥ 1; its ring position held slot newest - r0, just cleared
+      const dst = cb + this.ring0Base + mod(newest, r0) * cps;
+      for (let c = 0; c < cps; c++) {
+        cold[dst + c] = hot[h + 2 + c];
+        hot[h + 2 + c] = 0;
       }
     }
   }
 
   /** Adds a slot's cells (src[srcBase..]) to coarse level l at absolute slot absL, advancing that ring. */
-  private addVector(
-    chunk: Chunk,
-    local: number,
-    segBase: number,
+  private addToCoarse(
+    cold: Uint32Array,
+    cb: number,
     l: number,
     absL: number,
     src: Uint32Array,
     srcBase: number,
   ): void {
-    const si = local * this.levels.length + l;
+    const si = cb + 2 * (l - 1);
     const slots = this.levelSlots[l];
-    const newest = chunk.stamps[si];
+    const newest = readStamp(cold, si);
+    const cps = this.cellsPerSlot;
+    const ring = cb + this.coldLevelBase[l];
     if (absL > newest) {
-      this.clearCoarse(chunk, segBase, l, newest, absL);
-      chunk.stamps[si] = absL;
+      const toClear = newest === EMPTY ? slots : Math.min(slots, absL - newest);
+      for (let k = 0; k < toClear; k++) {
+        const base = ring + mod(absL - k, slots) * cps;
+        cold.fill(0, base, base + cps);
+      }
+      writeStamp(cold, si, absL);
     } else if (newest - absL >= slots) {
       return; // older than this level's span
     }
-    const cps = this.cellsPerSlot;
-    const dst = (segBase + this.levelOffset[l] + mod(absL, slots)) * cps;
-    for (let c = 0; c < cps; c++) chunk.cells[dst + c] += src[srcBase + c];
-  }
-
-  /** Clears the coarse slots between the newest one and `abs`. */
-  private clearCoarse(chunk: Chunk, segBase: number, level: number, newest: number, abs: number): void {
-    const slots = this.levelSlots[level];
-    const cps = this.cellsPerSlot;
-    const toClear = newest === EMPTY ? slots : Math.min(slots, abs - newest);
-    const cells = chunk.cells;
-    for (let k = 0; k < toClear; k++) {
-      const base = (segBase + this.levelOffset[level] + mod(abs - k, slots)) * cps;
-      for (let c = 0; c < cps; c++) cells[base + c] = 0;
-    }
-  }
-
-  /**
-   * Calls fn(absL, base) for every finest-level slot not yet rolled up, with
-   * its absolute slot number at `level` and its cell offset.
-   */
-  private forEachPending(
-    chunk: Chunk,
-    local: number,
-    level: number,
-    fn: (absL: number, base: number) => void,
-  ): void {
-    const newest0 = chunk.stamps[local * this.levels.length];
-    if (newest0 === EMPTY) return;
-    const slots0 = this.levelSlots[0];
-    const segBase = local * this.slotsPerSegment;
-    for (let a = newest0 - slots0 + 1; a <= newest0; a++) {
-      fn(
-        Math.floor((a * this.resolutionMs[0]) / this.resolutionMs[level]),
-        (segBase + mod(a, slots0)) * this.cellsPerSlot,
-      );
-    }
+    const dst = ring + mod(absL, slots) * cps;
+    for (let c = 0; c < cps; c++) addCell(cold, dst + c, src[srcBase + c]);
   }
 
   /** The finest level whose span covers windowSeconds (the coarsest if none does). */
@@ -291,73 +469,119 @@ export class AccessWindows {
   }
 
   /**
-   * Sums the cells of the last `n` slots of a level ending at nowMs into `acc`
-   * (length cellsPerSlot). Returns false when the segment has no windows.
+   * Which slots a sliding window [nowMs - windowSeconds, nowMs] covers, and
+   * how: the slots from..to of `level`, the oldest weighted by the fraction of
+   * its elapsed time inside the window (accesses are taken as spread evenly
+   * over a slot), divided by durationMs. When the level no longer holds the
+   * window's oldest slot, the rate is over the slots it holds, divided by the
+   * time they cover (the same as assuming the missing part saw the same rate).
    */
-  private sumSlots(segment: number, level: number, n: number, nowMs: number, acc: Float64Array): boolean {
-    const chunk = this.chunks[segment >>> CHUNK_BITS];
-    if (!chunk) return false;
-    const local = segment & (CHUNK - 1);
-    const newest = chunk.stamps[local * this.levels.length + level];
-    const newest0 = chunk.stamps[local * this.levels.length];
-    if (newest === EMPTY && newest0 === EMPTY) return false;
-    const slots = this.levelSlots[level];
-    const cur = Math.floor(nowMs / this.resolutionMs[level]);
+  private window(windowSeconds: number, nowMs: number): WindowSpan {
+    if (!(windowSeconds > 0) || !Number.isFinite(windowSeconds)) {
+      throw new UsageError(`a rate window must be a positive number of seconds, got ${windowSeconds}`);
+    }
+    if (!Number.isFinite(nowMs)) throw new UsageError(`the time ${nowMs} is not a finite number`);
+    const level = this.levelFor(windowSeconds);
+    const res = this.resolutionMs[level];
+    const cur = Math.floor(nowMs / res);
+    const oldest = cur - this.levelSlots[level] + 1;
+    const start = nowMs - windowSeconds * 1000;
+    const first = Math.floor(start / res);
+    if (first >= oldest) {
+      const end = Math.min((first + 1) * res, nowMs);
+      const weight = (end - start) / (end - first * res);
+      return { level, from: first, to: cur, fromWeight: weight, durationMs: windowSeconds * 1000 };
+    }
+    return { level, from: oldest, to: cur, fromWeight: 1, durationMs: Math.max(nowMs - oldest * res, res) };
+  }
+
+  /**
+   * Adds the cells of `level`'s slots from..to of a segment into acc (length
+   * cellsPerSlot), slot `from` times fromWeight. Returns false when the
+   * segment has no windows.
+   */
+  private sumSlots(
+    segment: number,
+    level: number,
+    from: number,
+    to: number,
+    fromWeight: number,
+    acc: Float64Array,
+  ): boolean {
+    const ci = segment >>> CHUNK_BITS;
+    const hot = this.hot[ci];
+    if (hot === undefined) return false;
+    const cold = this.cold[ci]!;
+    const local = segment & CHUNK_MASK;
+    const h = local * this.hotStride;
+    const cb = local * this.coldStride;
     const cps = this.cellsPerSlot;
-    const cells = chunk.cells;
-    const segBase = local * this.slotsPerSegment;
-    const span = Math.min(n, slots);
-    if (newest !== EMPTY) {
-      for (let k = 0; k < span; k++) {
-        const abs = cur - k;
-        if (abs > newest || newest - abs >= slots) continue; // not written yet, or overwritten
-        const base = (segBase + this.levelOffset[level] + mod(abs, slots)) * cps;
-        for (let c = 0; c < cps; c++) acc[c] += cells[base + c];
+    const newest0 = readStamp(hot, h);
+    let any = newest0 !== EMPTY;
+    if (level > 0) {
+      const newest = readStamp(cold, cb + 2 * (level - 1));
+      if (newest !== EMPTY) {
+        any = true;
+        const slots = this.levelSlots[level];
+        const ring = cb + this.coldLevelBase[level];
+        const hiA = Math.min(to, newest);
+        for (let a = Math.max(from, newest - slots + 1); a <= hiA; a++) {
+          const base = ring + mod(a, slots) * cps;
+          const w = a === from ? fromWeight : 1;
+          for (let c = 0; c < cps; c++) acc[c] += cold[base + c] * w;
+        }
       }
     }
-    if (level > 0) {
-      this.forEachPending(chunk, local, level, (absL, base) => {
-        if (absL > cur - span && absL <= cur) for (let c = 0; c < cps; c++) acc[c] += cells[base + c];
-      });
+    if (newest0 === EMPTY) return any;
+    // the finest slots: at level 0 the slots themselves, above it the ones not rolled up yet
+    const r0 = this.ring0Slots;
+    const ratio = this.ratio[level];
+    for (let a = newest0 - r0; a <= newest0; a++) {
+      const absL = level === 0 ? a : Math.floor(a / ratio);
+      if (absL < from || absL > to) continue;
+      const w = absL === from ? fromWeight : 1;
+      if (a === newest0) for (let c = 0; c < cps; c++) acc[c] += hot[h + 2 + c] * w;
+      else {
+        const base = cb + this.ring0Base + mod(a, r0) * cps;
+        for (let c = 0; c < cps; c++) acc[c] += cold[base + c] * w;
+      }
     }
     return true;
   }
 
-  /** Accesses per second to a segment over the last windowSeconds. */
+  /** Accesses per second to a segment over the sliding window of the last windowSeconds. */
   rate(segment: number, windowSeconds: number, nowMs: number): SegmentRate {
-    const level = this.levelFor(windowSeconds);
-    const res = this.levels[level].resolutionSeconds;
-    const n = Math.max(1, Math.ceil(windowSeconds / res));
+    const span = this.window(windowSeconds, nowMs);
     const acc = new Float64Array(this.cellsPerSlot);
-    this.sumSlots(segment, level, n, nowMs, acc);
-    const span = Math.min(n, this.levels[level].slots) * res;
+    if (segment >= 0 && segment < this.segmentCount && segment === (segment | 0)) {
+      this.sumSlots(segment, span.level, span.from, span.to, span.fromWeight, acc);
+    }
+    const perS = 1000 / span.durationMs;
     let total = acc[CELL_UNATTRIBUTED];
     const byZone: number[] = [];
     for (let z = 0; z < this.zones.length; z++) {
       total += acc[z + 2];
-      byZone.push(acc[z + 2] / span);
+      byZone.push(acc[z + 2] * perS);
     }
     const writes = acc[CELL_WRITES];
-    return { reads: (total - writes) / span, writes: writes / span, total: total / span, byZone };
+    return { reads: (total - writes) * perS, writes: writes * perS, total: total * perS, byZone };
   }
 
   /** Total accesses/s of every segment over the last windowSeconds, as one array (for the assigner). */
   loads(windowSeconds: number, nowMs: number): Float64Array {
     const out = new Float64Array(this.segmentCount);
-    const level = this.levelFor(windowSeconds);
-    const res = this.levels[level].resolutionSeconds;
-    const n = Math.max(1, Math.ceil(windowSeconds / res));
-    const span = Math.min(n, this.levels[level].slots) * res;
+    const span = this.window(windowSeconds, nowMs);
+    const perS = 1000 / span.durationMs;
     const acc = new Float64Array(this.cellsPerSlot);
-    for (let ci = 0; ci < this.chunks.length; ci++) {
-      if (!this.chunks[ci]) continue;
+    for (let ci = 0; ci < this.hot.length; ci++) {
+      if (!this.hot[ci]) continue;
       const end = Math.min(this.segmentCount, (ci + 1) * CHUNK);
       for (let s = ci * CHUNK; s < end; s++) {
         acc.fill(0);
-        if (!this.sumSlots(s, level, n, nowMs, acc)) continue;
+        if (!this.sumSlots(s, span.level, span.from, span.to, span.fromWeight, acc)) continue;
         let total = 0;
         for (let c = 1; c < this.cellsPerSlot; c++) total += acc[c];
-        out[s] = total / span;
+        out[s] = total * perS;
       }
     }
     return out;
@@ -368,95 +592,211 @@ export class AccessWindows {
    * holding nowMs. `which`: "total", "reads", "writes", or a zone name.
    */
   series(segment: number, level: number, nowMs: number, which: string = "total"): Float64Array {
-    const slots = this.levels[level].slots;
+    if (!Number.isInteger(level) || level < 0 || level >= this.levelCount) {
+      throw new UsageError(`level ${level} is outside 0..${this.levelCount - 1}`);
+    }
+    const slots = this.levelSlots[level];
     const out = new Float64Array(slots);
     const zone = which === "total" || which === "reads" || which === "writes" ? -1 : this.zoneIndexOf(which);
-    const chunk = this.chunks[segment >>> CHUNK_BITS];
-    if (!chunk) return out;
-    const local = segment & (CHUNK - 1);
-    const newest = chunk.stamps[local * this.levels.length + level];
+    const ci = segment >>> CHUNK_BITS;
+    const hot = this.hot[ci];
+    if (!(segment >= 0 && segment < this.segmentCount) || hot === undefined) return out;
+    const cold = this.cold[ci]!;
+    const local = segment & CHUNK_MASK;
+    const h = local * this.hotStride;
+    const cb = local * this.coldStride;
+    const cps = this.cellsPerSlot;
+    const nz = this.zones.length;
     const cur = Math.floor(nowMs / this.resolutionMs[level]);
-    const cells = chunk.cells;
-    const valueAt = (base: number): number => {
+    const valueAt = (cells: Uint32Array, base: number): number => {
       if (which === "writes") return cells[base + CELL_WRITES];
       if (zone >= 0) return cells[base + zone + 2];
       let total = cells[base + CELL_UNATTRIBUTED];
-      for (let z = 0; z < this.zones.length; z++) total += cells[base + z + 2];
+      for (let z = 0; z < nz; z++) total += cells[base + z + 2];
       return which === "reads" ? total - cells[base + CELL_WRITES] : total;
     };
-    const segBase = local * this.slotsPerSegment;
-    if (newest !== EMPTY) {
-      for (let k = 0; k < slots; k++) {
-        const abs = cur - (slots - 1 - k);
-        if (abs > newest || newest - abs >= slots) continue;
-        out[k] += valueAt((segBase + this.levelOffset[level] + mod(abs, slots)) * this.cellsPerSlot);
+    if (level > 0) {
+      const newest = readStamp(cold, cb + 2 * (level - 1));
+      if (newest !== EMPTY) {
+        const ring = cb + this.coldLevelBase[level];
+        for (let k = 0; k < slots; k++) {
+          const abs = cur - (slots - 1 - k);
+          if (abs > newest || newest - abs >= slots) continue;
+          out[k] += valueAt(cold, ring + mod(abs, slots) * cps);
+        }
       }
     }
-    if (level > 0) {
-      this.forEachPending(chunk, local, level, (absL, base) => {
+    const newest0 = readStamp(hot, h);
+    if (newest0 !== EMPTY) {
+      const r0 = this.ring0Slots;
+      for (let a = newest0 - r0; a <= newest0; a++) {
+        const absL = level === 0 ? a : Math.floor(a / this.ratio[level]);
         const k = slots - 1 - (cur - absL);
-        if (k >= 0 && k < slots) out[k] += valueAt(base);
-      });
+        if (k < 0 || k >= slots) continue;
+        out[k] += a === newest0 ? valueAt(hot, h + 2) : valueAt(cold, cb + this.ring0Base + mod(a, r0) * cps);
+      }
     }
     return out;
   }
 
+  private hasWindows(hot: Uint32Array, cold: Uint32Array, local: number): boolean {
+    if (readStamp(hot, local * this.hotStride) !== EMPTY) return true;
+    const cb = local * this.coldStride;
+    for (let l = 1; l < this.levelCount; l++) if (readStamp(cold, cb + 2 * (l - 1)) !== EMPTY) return true;
+    return false;
+  }
+
   /** Segments that have any windows allocated and written. */
   *activeSegments(): Generator<number> {
-    for (let ci = 0; ci < this.chunks.length; ci++) {
-      const chunk = this.chunks[ci];
-      if (!chunk) continue;
+    for (let ci = 0; ci < this.hot.length; ci++) {
+      const hot = this.hot[ci];
+      if (!hot) continue;
+      const cold = this.cold[ci]!;
       const end = Math.min(this.segmentCount, (ci + 1) * CHUNK);
-      for (let s = ci * CHUNK; s < end; s++) {
-        const local = s & (CHUNK - 1);
-        if (chunk.stamps[local * this.levels.length] !== EMPTY) yield s;
+      for (let s = ci * CHUNK; s < end; s++) if (this.hasWindows(hot, cold, s & CHUNK_MASK)) yield s;
+    }
+  }
+
+  /**
+   * Writes one segment's windows in the file layout (stamps: one per level,
+   * FILE_EMPTY when never written; cells: the rings of all levels, each of
+   * `slots` positions indexed mod slots) at stamps[so..] and cells[co..].
+   */
+  private toFileLayout(
+    ci: number,
+    local: number,
+    stamps: Float64Array,
+    so: number,
+    cells: Uint32Array,
+    co: number,
+  ): void {
+    const hot = this.hot[ci]!;
+    const cold = this.cold[ci]!;
+    const h = local * this.hotStride;
+    const cb = local * this.coldStride;
+    const cps = this.cellsPerSlot;
+    const newest0 = readStamp(hot, h);
+    stamps[so] = stampToFile(newest0);
+    if (newest0 !== EMPTY) {
+      const r0 = this.ring0Slots;
+      for (let a = newest0 - r0; a <= newest0; a++) {
+        const dst = co + mod(a, this.slots0) * cps;
+        if (a === newest0) cells.set(hot.subarray(h + 2, h + 2 + cps), dst);
         else {
-          for (let l = 1; l < this.levels.length; l++) {
-            if (chunk.stamps[local * this.levels.length + l] !== EMPTY) {
-              yield s;
-              break;
-            }
-          }
+          const base = cb + this.ring0Base + mod(a, r0) * cps;
+          cells.set(cold.subarray(base, base + cps), dst);
         }
       }
+    }
+    for (let l = 1; l < this.levelCount; l++) {
+      stamps[so + l] = stampToFile(readStamp(cold, cb + 2 * (l - 1)));
+      const base = cb + this.coldLevelBase[l];
+      cells.set(cold.subarray(base, base + this.levelSlots[l] * cps), co + this.fileLevelOffset[l]);
+    }
+  }
+
+  /**
+   * Replaces one segment's windows with ones in the file layout (see
+   * toFileLayout). A slot number that is not an integer is refused before
+   * anything is changed.
+   */
+  private fromFileLayout(
+    segment: number,
+    stamps: ArrayLike<number>,
+    so: number,
+    cells: ArrayLike<number>,
+    co: number,
+    corrupt: (why: string) => Error,
+  ): void {
+    const nl = this.levelCount;
+    const parsed: number[] = [];
+    for (let l = 0; l < nl; l++) parsed.push(stampFromFile(stamps[so + l], corrupt));
+    const ci = segment >>> CHUNK_BITS;
+    const hot = this.hot[ci] ?? this.allocate(ci);
+    const cold = this.cold[ci]!;
+    const local = segment & CHUNK_MASK;
+    const h = local * this.hotStride;
+    const cb = local * this.coldStride;
+    const cps = this.cellsPerSlot;
+    this.clearFinest(hot, h, cold, cb);
+    const newest0 = parsed[0];
+    writeStamp(hot, h, newest0);
+    if (newest0 !== EMPTY) {
+      const r0 = this.ring0Slots;
+      for (let a = newest0 - r0; a <= newest0; a++) {
+        const src = co + mod(a, this.slots0) * cps;
+        const dst = a === newest0 ? h + 2 : cb + this.ring0Base + mod(a, r0) * cps;
+        const into = a === newest0 ? hot : cold;
+        for (let c = 0; c < cps; c++) into[dst + c] = cells[src + c];
+      }
+    }
+    for (let l = 1; l < nl; l++) {
+      writeStamp(cold, cb + 2 * (l - 1), parsed[l]);
+      const src = co + this.fileLevelOffset[l];
+      const dst = cb + this.coldLevelBase[l];
+      for (let k = 0; k < this.levelSlots[l] * cps; k++) cold[dst + k] = cells[src + k];
     }
   }
 
   /** One segment's raw windows, for moving history with a shard. */
   exportSegment(segment: number): SegmentWindows | undefined {
-    const chunk = this.chunks[segment >>> CHUNK_BITS];
-    if (!chunk) return undefined;
-    const local = segment & (CHUNK - 1);
-    const nl = this.levels.length;
-    const stamps = Array.from(chunk.stamps.subarray(local * nl, local * nl + nl));
-    if (stamps.every((s) => s === EMPTY)) return undefined;
-    const size = this.slotsPerSegment * this.cellsPerSlot;
-    const cells = Array.from(chunk.cells.subarray(local * size, local * size + size));
-    return { segment, zones: [...this.zones], levels: this.levels.map((l) => ({ ...l })), stamps, cells };
+    if (!(segment >= 0 && segment < this.segmentCount && segment === (segment | 0))) return undefined;
+    const ci = segment >>> CHUNK_BITS;
+    const hot = this.hot[ci];
+    if (!hot || !this.hasWindows(hot, this.cold[ci]!, segment & CHUNK_MASK)) return undefined;
+    const stamps = new Float64Array(this.levelCount);
+    const cells = new Uint32Array(this.slotsPerSegment * this.cellsPerSlot);
+    this.toFileLayout(ci, segment & CHUNK_MASK, stamps, 0, cells, 0);
+    return {
+      segment,
+      zones: [...this.zones],
+      levels: this.levels.map((l) => ({ ...l })),
+      stamps: Array.from(stamps),
+      cells: Array.from(cells),
+    };
   }
 
   /** Replaces one segment's windows with exported ones (same zones and levels required). */
   importSegment(data: SegmentWindows): void {
     if (
+      !Array.isArray(data?.zones) ||
+      !Array.isArray(data.levels) ||
       data.zones.join(",") !== this.zones.join(",") ||
       JSON.stringify(data.levels) !== JSON.stringify(this.levels)
     ) {
       throw new UsageError("access windows were recorded with other zones or levels and cannot be merged");
     }
     const size = this.slotsPerSegment * this.cellsPerSlot;
-    if (data.cells.length !== size || data.stamps.length !== this.levels.length) {
+    if (
+      !Array.isArray(data.cells) ||
+      !Array.isArray(data.stamps) ||
+      data.cells.length !== size ||
+      data.stamps.length !== this.levels.length
+    ) {
       throw new UsageError("access windows for a segment have the wrong size");
     }
-    const chunk = this.chunkFor(data.segment);
-    const local = data.segment & (CHUNK - 1);
-    chunk.stamps.set(data.stamps, local * this.levels.length);
-    chunk.cells.set(data.cells, local * size);
+    if (!(data.segment >= 0 && data.segment < this.segmentCount && Number.isInteger(data.segment))) {
+      throw this.outside(data.segment);
+    }
+    for (const c of data.cells) {
+      if (!Number.isInteger(c) || c < 0 || c > MAX_CELL) {
+        throw new UsageError(`access windows for a segment hold a count that is not a whole number: ${c}`);
+      }
+    }
+    this.fromFileLayout(
+      data.segment,
+      data.stamps,
+      0,
+      data.cells,
+      0,
+      (why) => new UsageError(`access windows for a segment are malformed: ${why}`),
+    );
   }
 
-  /** The whole store as bytes: magic, header, chunks, checksum. */
+  /** The whole store as bytes: magic, header, chunks, checksum (format SCAW1). */
   serialize(): Uint8Array {
     const present: number[] = [];
-    this.chunks.forEach((c, i) => c && present.push(i));
+    this.hot.forEach((c, i) => c && present.push(i));
     const header = new TextEncoder().encode(
       JSON.stringify({
         segmentCount: this.segmentCount,
@@ -465,20 +805,25 @@ export class AccessWindows {
         chunks: present,
       }),
     );
-    const stampBytes = CHUNK * this.levels.length * 8;
-    const cellBytes = CHUNK * this.slotsPerSegment * this.cellsPerSlot * 4;
-    const bodyLen = 5 + 4 + header.length + present.length * (stampBytes + cellBytes);
+    const nl = this.levelCount;
+    const perSegment = this.slotsPerSegment * this.cellsPerSlot;
+    const stamps = new Float64Array(CHUNK * nl);
+    const cells = new Uint32Array(CHUNK * perSegment);
+    const bodyLen = 5 + 4 + header.length + present.length * (stamps.byteLength + cells.byteLength);
     const out = new Uint8Array(bodyLen + 16);
     out.set(new TextEncoder().encode(MAGIC), 0);
     new DataView(out.buffer).setUint32(5, header.length, true);
     out.set(header, 9);
     let off = 9 + header.length;
-    for (const i of present) {
-      const c = this.chunks[i]!;
-      out.set(new Uint8Array(c.stamps.buffer, c.stamps.byteOffset, c.stamps.byteLength), off);
-      off += stampBytes;
-      out.set(new Uint8Array(c.cells.buffer, c.cells.byteOffset, c.cells.byteLength), off);
-      off += cellBytes;
+    for (const ci of present) {
+      cells.fill(0);
+      for (let local = 0; local < CHUNK; local++) {
+        this.toFileLayout(ci, local, stamps, local * nl, cells, local * perSegment);
+      }
+      out.set(new Uint8Array(stamps.buffer), off);
+      off += stamps.byteLength;
+      out.set(new Uint8Array(cells.buffer), off);
+      off += cells.byteLength;
     }
     out.set(new TextEncoder().encode(fnv1a64Bytes(out.subarray(0, bodyLen))), bodyLen);
     return out;
@@ -502,25 +847,55 @@ export class AccessWindows {
     } catch {
       throw corrupt("header is not JSON");
     }
-    const w = new AccessWindows({
-      segmentCount: header.segmentCount,
-      zones: header.zones,
-      levels: header.levels,
-    });
-    const stampBytes = CHUNK * w.levels.length * 8;
-    const cellBytes = CHUNK * w.slotsPerSegment * w.cellsPerSlot * 4;
+    if (typeof header !== "object" || header === null || !Array.isArray(header.chunks)) {
+      throw corrupt("header has no chunk list");
+    }
+    let w: AccessWindows;
+    try {
+      w = new AccessWindows({
+        segmentCount: header.segmentCount,
+        zones: header.zones,
+        levels: header.levels,
+      });
+    } catch (err) {
+      throw corrupt(`header: ${(err as Error).message}`);
+    }
+    const nl = w.levelCount;
+    const perSegment = w.slotsPerSegment * w.cellsPerSlot;
+    const stampBytes = CHUNK * nl * 8;
+    const cellBytes = CHUNK * perSegment * 4;
     let off = 9 + hlen;
     if (off + header.chunks.length * (stampBytes + cellBytes) !== bodyLen) throw corrupt("length mismatch");
-    for (const i of header.chunks) {
-      if (!Number.isInteger(i) || i < 0 || i >= w.chunks.length) throw corrupt("chunk index out of range");
+    for (const ci of header.chunks) {
+      if (!Number.isInteger(ci) || ci < 0 || ci >= w.hot.length) throw corrupt("chunk index out of range");
+      // copies: the typed arrays need aligned offsets, the file gives none
       const stamps = new Float64Array(Uint8Array.prototype.slice.call(bytes, off, off + stampBytes).buffer);
       off += stampBytes;
       const cells = new Uint32Array(Uint8Array.prototype.slice.call(bytes, off, off + cellBytes).buffer);
       off += cellBytes;
-      w.chunks[i] = { stamps, cells };
+      const end = Math.min(w.segmentCount, (ci + 1) * CHUNK);
+      w.allocate(ci);
+      for (let s = ci * CHUNK; s < end; s++) {
+        const local = s & CHUNK_MASK;
+        w.fromFileLayout(s, stamps, local * nl, cells, local * perSegment, corrupt);
+      }
     }
     return w;
   }
+}
+
+interface WindowSpan {
+  level: number;
+  from: number;
+  to: number;
+  fromWeight: number;
+  durationMs: number;
+}
+
+/** a[i] += n, saturating at MAX_CELL. */
+function addCell(a: Uint32Array, i: number, n: number): void {
+  const v = a[i] + n;
+  a[i] = v > MAX_CELL ? MAX_CELL : v;
 }
 
 /** One segment's windows as plain data (moves with its shard). */

@@ -13,69 +13,67 @@
 
 const OFFSET_HI = 0xcbf29ce4;
 const OFFSET_LO = 0x84222325;
+const TWO_POW_MINUS_32 = 2 ** -32;
 
 /**
  * The hash of `key`, as [hi, lo] unsigned 32-bit halves, written into `out`.
  * When `out` has 4 slots, out[2] receives the key's UTF-8 length and out[3] is
  * 1 if the key has no faithful UTF-8 form (a lone surrogate, or U+FFFD — what
  * undecodable bytes become), so that validation needs no second pass.
+ *
+ * One FNV step is lo ^= byte, then (hi:lo) · 0x1b3 + ((hi:lo) << 40): the low
+ * half by imul, the high half gets imul(hi, 0x1b3), lo << 8 and the carry out
+ * of lo · 0x1b3, which is below 2^41 and so exact as a double; scaling it by
+ * 2^-32 and truncating is that carry. This is the hot loop of every access
+ * event: reading the characters (charCodeAt) costs more than the arithmetic.
  */
 export function fnv1a64(key: string, out: Uint32Array = new Uint32Array(2)): Uint32Array {
   let hi = OFFSET_HI | 0;
   let lo = OFFSET_LO | 0;
-  let bytes = 0;
+  /** UTF-8 bytes beyond one per UTF-16 unit */
+  let extra = 0;
   let invalid = 0;
-  for (let i = 0; i < key.length; i++) {
+  const n = key.length;
+  for (let i = 0; i < n; i++) {
     let c = key.charCodeAt(i);
     if (c < 0x80) {
-      bytes++;
       lo ^= c;
-      // lo · 0x1b3: the low 32 bits by imul, the carry from 16-bit halves (integer-only arithmetic)
-      hi =
-        (Math.imul(hi, 0x1b3) +
-          (lo << 8) +
-          ((((lo >>> 16) * 0x1b3 + (((lo & 0xffff) * 0x1b3) >>> 16)) >>> 16) | 0)) |
-        0;
+      hi = (Math.imul(hi, 0x1b3) + (lo << 8) + (((lo >>> 0) * 0x1b3 * TWO_POW_MINUS_32) | 0)) | 0;
       lo = Math.imul(lo, 0x1b3);
       continue;
     }
     if (c >= 0xd800 && c <= 0xdfff) {
-      const d = i + 1 < key.length ? key.charCodeAt(i + 1) : 0;
+      const d = i + 1 < n ? key.charCodeAt(i + 1) : 0;
       if (c <= 0xdbff && d >= 0xdc00 && d <= 0xdfff) {
         c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
         i++;
       } else invalid = 1;
     } else if (c === 0xfffd) invalid = 1;
     // a multi-byte UTF-8 sequence (a lone surrogate is hashed as itself and flagged invalid)
-    let n: number;
-    let bytes0: number;
+    let len: number;
+    let byte0: number;
     if (c < 0x800) {
-      n = 2;
-      bytes0 = 0xc0 | (c >> 6);
+      len = 2;
+      byte0 = 0xc0 | (c >> 6);
     } else if (c < 0x10000) {
-      n = 3;
-      bytes0 = 0xe0 | (c >> 12);
+      len = 3;
+      byte0 = 0xe0 | (c >> 12);
     } else {
-      n = 4;
-      bytes0 = 0xf0 | (c >> 18);
+      len = 4;
+      byte0 = 0xf0 | (c >> 18);
     }
-    bytes += n;
-    for (let k = 0; k < n; k++) {
-      const b = k === 0 ? bytes0 : 0x80 | ((c >> (6 * (n - 1 - k))) & 0x3f);
-      lo ^= b;
-      // lo · 0x1b3: the low 32 bits by imul, the carry from 16-bit halves (integer-only arithmetic)
-      hi =
-        (Math.imul(hi, 0x1b3) +
-          (lo << 8) +
-          ((((lo >>> 16) * 0x1b3 + (((lo & 0xffff) * 0x1b3) >>> 16)) >>> 16) | 0)) |
-        0;
+    // a pair of UTF-16 units gives 4 bytes: 2 more than its units; a single unit len - 1 more
+    extra += c >= 0x10000 ? 2 : len - 1;
+    for (let k = 0; k < len; k++) {
+      lo ^= k === 0 ? byte0 : 0x80 | ((c >> (6 * (len - 1 - k))) & 0x3f);
+      hi = (Math.imul(hi, 0x1b3) + (lo << 8) + (((lo >>> 0) * 0x1b3 * TWO_POW_MINUS_32) | 0)) | 0;
       lo = Math.imul(lo, 0x1b3);
     }
   }
   out[0] = hi >>> 0;
   out[1] = lo >>> 0;
   if (out.length >= 4) {
-    out[2] = bytes;
+    out[2] = n + extra;
     out[3] = invalid;
   }
   return out;

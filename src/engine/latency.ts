@@ -2,10 +2,11 @@
  * The latency model: round-trip times from every origin zone to every node,
  * and each node's resources and current load. Pure data and lookups.
  *
- * Until agents measure RTTs, the model is built from a zone × zone matrix
+ * The base model is built from a zone × zone matrix
  * (`{"zones": [...], "rtt_ms": [[...], ...]}`): a node in zone y is reached
- * from zone x in rtt_ms[x][y]. Agent measurements can later replace the
- * per-node rows without changing the planner, which only ever asks `rttMs`.
+ * from zone x in rtt_ms[x][y]. The agents' measurements (src/cluster/rtt.ts)
+ * then replace the (zone, node) cells they cover (`fromMeasurements`); the
+ * planner only ever asks `rttMs`, so it does not know which is which.
  */
 import { UsageError } from "../errors.js";
 
@@ -47,6 +48,17 @@ export interface LatencySnapshot {
   nodes: NodeSite[];
   /** rttMs[zone][node] in the order of zones and nodes. */
   rttMs: number[][];
+}
+
+/**
+ * Measured round trips, zones × nodes: rttMs[zone][node] in ms, or null
+ * where nothing was measured (that cell keeps the base model's value).
+ */
+export interface MeasuredLatency {
+  zones: string[];
+  /** Node ids, in the order of each row. */
+  nodes: string[];
+  rttMs: (number | null)[][];
 }
 
 const ZONE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -165,6 +177,27 @@ export class LatencyModel {
     const rtt = new Float64Array(s.zones.length * s.nodes.length);
     s.rttMs.forEach((row, i) => row.forEach((x, j) => (rtt[i * s.nodes.length + j] = x)));
     return new LatencyModel(s.zones, s.nodes, rtt);
+  }
+
+  /**
+   * `base` with every (zone, node) cell that `measured` has a finite,
+   * non-negative value for replaced by it; zones and nodes the base does not
+   * know are ignored, unmeasured cells keep the base's value.
+   */
+  static fromMeasurements(base: LatencyModel, measured: MeasuredLatency): LatencyModel {
+    const rtt = Float64Array.from(base.rtt);
+    measured.zones.forEach((zone, i) => {
+      const zi = base.zoneIdx.get(zone);
+      const row = measured.rttMs[i];
+      if (zi === undefined || !Array.isArray(row)) return;
+      measured.nodes.forEach((node, j) => {
+        const ni = base.nodeIdx.get(node);
+        const x = row[j];
+        if (ni === undefined || typeof x !== "number" || !Number.isFinite(x) || x < 0) return;
+        rtt[zi * base.nodes.length + ni] = x;
+      });
+    });
+    return new LatencyModel(base.zones, base.nodes, rtt);
   }
 
   zoneIndex(zone: string): number {

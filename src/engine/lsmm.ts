@@ -112,6 +112,17 @@ export class Lsmm {
       apply?: boolean;
       /** Asked before writing: a reason not to apply (e.g. data that cannot move yet), or undefined. */
       canApply?: (diff: LayoutDiff, map: LocationMap) => string | undefined;
+      /**
+       * Carries the diff out instead of one map write, when data must move
+       * between the agents' shards (a split or merge per migration). Returns
+       * the map version after the last change it committed, and why it stopped
+       * short, if it did.
+       */
+      execute?: (
+        diff: LayoutDiff,
+        map: LocationMap,
+        version: number,
+      ) => Promise<{ appliedVersion?: number; notApplied?: string }>;
     } = {},
   ): Promise<ReshardResult> {
     const table = await this.refresh(true);
@@ -122,6 +133,11 @@ export class Lsmm {
     if (!opts.apply || diff.ops.length === 0) return result;
     const refusal = opts.canApply?.(diff, table.map);
     if (refusal) return { ...result, notApplied: refusal };
+    if (opts.execute) {
+      const done = await opts.execute(diff, table.map, table.version);
+      await this.refresh();
+      return { ...result, ...done };
+    }
     const next = applyLayoutDiff(table.map, diff, now);
     validateMap(next);
     const cas = await this.deps.store.compareAndSet(table.version, next);

@@ -13,6 +13,7 @@
  * copy); after it, every failure rolls forward.
  */
 import { PreconditionError, UsageError } from "../errors.js";
+import { applyLayoutDiff, type LayoutOp } from "./assigner.js";
 import type { LocationMap, ShardInfo } from "./location-map.js";
 
 export const MIGRATION_PHASES = [
@@ -60,6 +61,113 @@ export interface MigrationJournal {
   error?: string;
 }
 
+/** Who is driving a migration: recovery leaves a record alone while its owner is alive. */
+export interface MigrationOwner {
+  host: string;
+  pid: number;
+  /** Leadership term of an autopilot owner (0 for a CLI). */
+  term: number;
+}
+
+/** The journal plus what the history shows (`shardctl migrations`). */
+export interface MigrationRecord extends MigrationJournal {
+  /** ms the shard refused writes: fence → target activated. */
+  writePauseMs?: number;
+  entriesCopied: number;
+  /** Bytes the source held when the copy began (an estimate for progress). */
+  bytesTotal?: number;
+  /** Entries the target was behind the source at the last progress report. */
+  lagEntries?: number;
+  /** Pre-copy rounds before the fence. */
+  rounds: number;
+  endedAt?: number;
+  /** ms spent in each phase (derived from phaseAt). */
+  phaseMs?: Partial<Record<MigrationPhase, number>>;
+  /** Set when a step after the commit point failed: recovery must roll forward. */
+  rollForwardPending?: string;
+  /** Set when an abort could not undo everything on the agents: recovery must roll back. */
+  rollBackPending?: string;
+  owner?: MigrationOwner;
+  /** The owner refreshes this while it works; a record not refreshed for OWNER_LEASE_MS is orphaned. */
+  heartbeatAt?: number;
+  /** Set by the recovery that finished this record (roll-forward or roll-back). */
+  recoveredBy?: string;
+  /** A split or merge (segments moving between shards) rather than a whole-shard move. */
+  layout?: LayoutChange;
+}
+
+/**
+ * A split or merge carried out by the migration machinery: the layout op,
+ * the node each shard it creates is placed on (a split may place its new
+ * piece on another node: "split then move" in one step), and the epoch of
+ * every shard involved when it began (the commit refuses if any moved).
+ */
+export interface LayoutChange {
+  op: LayoutOp;
+  pieceNodes: Record<string, string>;
+  epochs: Record<string, number>;
+  /** Node of every existing shard involved, when it began. */
+  nodes: Record<string, string>;
+}
+
+/** The map after a layout change's commit point; refuses if any involved shard moved on. */
+export function commitLayout(
+  map: LocationMap,
+  change: LayoutChange,
+  now: number,
+  term = map.term,
+): LocationMap {
+  for (const [id, epoch] of Object.entries(change.epochs)) {
+    const s = map.shards.find((x) => x.id === id);
+    if (!s || s.epoch !== epoch || s.node !== change.nodes[id])
+      throw new PreconditionError(
+        `shard ${id} is no longer at ${change.nodes[id]} epoch ${epoch}: the map moved on during the ${change.op.kind}`,
+      );
+  }
+  for (const [id, node] of Object.entries(change.pieceNodes)) {
+    if (map.shards.some((x) => x.id === id)) throw new PreconditionError(`shard ${id} exists already`);
+    if (!map.nodes.some((n) => n.id === node))
+      throw new PreconditionError(`node ${node} is no longer in the map`);
+  }
+  const next = applyLayoutDiff(
+    map,
+    { ops: [change.op], shardsBefore: 0, shardsAfter: 0, dedicatedAfter: 0, heldByDwell: [] },
+    now,
+  );
+  return {
+    ...next,
+    term,
+    shards: next.shards.map((s) => (change.pieceNodes[s.id] ? { ...s, node: change.pieceNodes[s.id] } : s)),
+  };
+}
+
+/** Whether the map shows a layout change's commit (its new shards exist, its merged-away ones are gone). */
+export function layoutCommitted(map: LocationMap, change: LayoutChange): boolean {
+  const has = (id: string) => map.shards.some((s) => s.id === id);
+  const op = change.op;
+  if (op.kind === "split") return op.pieces.slice(1).every((p) => has(p.id));
+  const kept = map.shards.find((s) => s.id === op.shards[0]);
+  return (
+    op.shards.slice(1).every((id) => !has(id)) && (kept?.epoch ?? 0) > (change.epochs[op.shards[0]] ?? 0)
+  );
+}
+
+/** A running coordinator refreshes its record at least this often (ms). */
+export const HEARTBEAT_MS = 2_000;
+/** A record whose heartbeat is older than this belongs to a coordinator that is gone. */
+export const OWNER_LEASE_MS = 15_000;
+
+/**
+ * Whether a coordinator may take over a non-terminal record: its owner is
+ * known dead (`ownerAlive` false) or silent for longer than the lease.
+ */
+export function isOrphaned(r: MigrationRecord, now: number, ownerAlive: boolean | undefined): boolean {
+  if (isTerminal(r.phase)) return false;
+  if (ownerAlive === false) return true;
+  const beat = r.heartbeatAt ?? r.phaseAt[r.phase] ?? r.startedAt;
+  return now - beat > OWNER_LEASE_MS;
+}
+
 export function newJournal(args: {
   id: string;
   shard: ShardInfo;
@@ -67,8 +175,10 @@ export function newJournal(args: {
   planVersion: number;
   term: number;
   now: number;
+  /** A split's new piece may stay on the split shard's node. */
+  allowSameNode?: boolean;
 }): MigrationJournal {
-  if (args.shard.node === args.target) {
+  if (args.shard.node === args.target && !args.allowSameNode) {
     throw new UsageError(`shard ${args.shard.id} is already on ${args.target}`);
   }
   return {
@@ -146,8 +256,24 @@ export type RecoveryAction =
  * truth for whether the commit point was passed: a commit transaction whose
  * outcome was unknown is decided by where the shard is now.
  */
-export function recoveryAction(j: MigrationJournal, map: LocationMap): RecoveryAction {
+export function recoveryAction(
+  j: MigrationJournal & { layout?: LayoutChange },
+  map: LocationMap,
+): RecoveryAction {
   if (isTerminal(j.phase)) return { kind: "nothing", why: `the migration already ended (${j.phase})` };
+  if (j.layout) {
+    if (layoutCommitted(map, j.layout))
+      return {
+        kind: "roll-forward",
+        why: `the map shows the ${j.layout.op.kind} of ${j.shard}: the commit happened`,
+      };
+    if (j.phase === "committed")
+      return { kind: "nothing", why: "the journal is committed and the map has moved on since" };
+    return {
+      kind: "roll-back",
+      why: `the map does not show the ${j.layout.op.kind} of ${j.shard}: not committed`,
+    };
+  }
   const shard = map.shards.find((s) => s.id === j.shard);
   if (shard && shard.node === j.target && shard.epoch === j.fromEpoch + 1) {
     return {
@@ -170,4 +296,28 @@ export function recoveryAction(j: MigrationJournal, map: LocationMap): RecoveryA
     kind: "roll-back",
     why: `the shard changed under the migration; abandoning it (source keeps its epoch)`,
   };
+}
+
+/** A record a store may hold: the fields every reader relies on. */
+export function looksLikeRecord(r: unknown): r is MigrationRecord {
+  const x = r as Partial<MigrationRecord> | null;
+  return (
+    !!x &&
+    typeof x.id === "string" &&
+    typeof x.shard === "string" &&
+    typeof x.source === "string" &&
+    typeof x.target === "string" &&
+    typeof x.phase === "string" &&
+    typeof x.startedAt === "number" &&
+    typeof x.fromEpoch === "number" &&
+    !!x.phaseAt &&
+    typeof x.phaseAt === "object"
+  );
+}
+
+/** Refuses to store a record readers could not use (a bug in the caller). */
+export function checkRecord(r: MigrationRecord): void {
+  if (!looksLikeRecord(r) || !/^[A-Za-z0-9_.-]{1,128}$/.test(r.id)) {
+    throw new Error(`bug: not a storable migration record: ${JSON.stringify(r).slice(0, 200)}`);
+  }
 }

@@ -3,6 +3,7 @@
  * itself. Implementations live at the edges (src/store, src/consul, src/cluster).
  */
 import type { LocationMap, VersionedMap } from "./location-map.js";
+import type { MigrationRecord } from "./migration.js";
 
 export interface Clock {
   /** Milliseconds since the Unix epoch (virtual in the simulator and in tests). */
@@ -11,7 +12,27 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => Date.now() };
 
-export type CasResult = { ok: true; version: number } | { ok: false; currentVersion: number };
+export type CasResult =
+  | {
+      ok: true;
+      version: number;
+      /** the journal record's new revision, when one was written */ migrationRev?: number;
+    }
+  | { ok: false; currentVersion: number };
+
+/** A journal record with its store revision (Consul ModifyIndex; a counter in the embedded store). */
+export interface StoredMigration {
+  record: MigrationRecord;
+  rev: number;
+}
+
+/** A journal write: only if the stored record still has `expectRev` (0: it must not exist yet). */
+export interface MigrationWrite {
+  record: MigrationRecord;
+  expectRev: number;
+}
+
+export type MigrationPutResult = { ok: true; rev: number } | { ok: false; rev: number };
 
 export interface LoadOptions {
   /** Read through the store's leader (Consul `?consistent`): required before any decision that moves data. */
@@ -28,7 +49,19 @@ export interface LocationStore {
   /** The current map, or null when the store holds none yet. */
   load(opts?: LoadOptions): Promise<VersionedMap | null>;
   /** Writes `next` only if the stored version is still `expectedVersion` (0: nothing stored yet). */
-  compareAndSet(expectedVersion: number, next: LocationMap): Promise<CasResult>;
+  compareAndSet(
+    expectedVersion: number,
+    next: LocationMap,
+    opts?: { migration?: MigrationWrite },
+  ): Promise<CasResult>;
+  /**
+   * The migration journal (issue 8). A compareAndSet given `migration` writes
+   * the map and the record in one atomic step (the commit point), or neither.
+   */
+  putMigration(write: MigrationWrite): Promise<MigrationPutResult>;
+  getMigration(id: string): Promise<StoredMigration | null>;
+  /** Every journal record, oldest first; records that do not parse are named in `unreadable`. */
+  listMigrations(): Promise<{ records: StoredMigration[]; unreadable: string[] }>;
   /**
    * Calls onChange with each new map (the first call with the current one),
    * until the signal aborts.

@@ -27,20 +27,39 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { PreconditionError, UserError, UsageError } from "../errors.js";
 import { fnv1a64Bytes } from "../engine/hash.js";
 import { validateMap, type LocationMap, type VersionedMap } from "../engine/location-map.js";
-import type { CasResult, LocationStore } from "../engine/ports.js";
+import { checkRecord, looksLikeRecord } from "../engine/migration.js";
+import type {
+  CasResult,
+  LocationStore,
+  MigrationPutResult,
+  MigrationWrite,
+  StoredMigration,
+} from "../engine/ports.js";
 
 const FILE = "location-map.json";
 const LOCK = "location-map.lock";
+/** The journal keeps every migration in flight and this many ended ones (the oldest ended are dropped). */
+export const EMBEDDED_JOURNAL_HISTORY = 200;
 
 interface StoredFile {
   format: "shardctl-location-map";
   version: number;
   checksum: string;
   map: LocationMap;
+  /**
+   * The migration journal, in the same file as the map so that the commit
+   * point (map + record) is one atomic rename. Its own checksum: journal
+   * writes do not change the map version.
+   */
+  journal?: { checksum: string; records: StoredMigration[] };
 }
 
 export function checksumOf(version: number, map: LocationMap): string {
   return fnv1a64Bytes(new TextEncoder().encode(JSON.stringify({ version, map })));
+}
+
+function journalChecksum(records: StoredMigration[]): string {
+  return fnv1a64Bytes(new TextEncoder().encode(JSON.stringify(records)));
 }
 
 export class EmbeddedStore implements LocationStore {
@@ -54,10 +73,11 @@ export class EmbeddedStore implements LocationStore {
   }
 
   async load(): Promise<VersionedMap | null> {
-    return this.readFile();
+    const f = this.readFile();
+    return f && { version: f.version, map: f.map };
   }
 
-  private readFile(): VersionedMap | null {
+  private readFile(): StoredFile | null {
     if (!existsSync(this.file)) return null;
     let text: string;
     try {
@@ -84,10 +104,46 @@ export class EmbeddedStore implements LocationStore {
     } catch (err) {
       throw corrupt((err as Error).message);
     }
-    return { version: parsed.version, map: parsed.map };
+    if (parsed.journal !== undefined) {
+      const j = parsed.journal;
+      if (!j || !Array.isArray(j.records)) throw corrupt("the migration journal is not a list");
+      if (j.checksum !== journalChecksum(j.records)) throw corrupt("migration journal checksum mismatch");
+    }
+    return parsed;
   }
 
-  async compareAndSet(expectedVersion: number, next: LocationMap): Promise<CasResult> {
+  private writeFile(version: number, map: LocationMap, records: StoredMigration[]): void {
+    const body: StoredFile = {
+      format: "shardctl-location-map",
+      version,
+      checksum: checksumOf(version, map),
+      map,
+    };
+    if (records.length) body.journal = { checksum: journalChecksum(records), records };
+    writeAtomic(this.file, JSON.stringify(body));
+  }
+
+  /** The journal with `write` applied, or the revision that refused it. */
+  private static applyWrite(
+    records: StoredMigration[],
+    write: MigrationWrite,
+  ): { ok: true; records: StoredMigration[]; rev: number } | { ok: false; rev: number } {
+    checkRecord(write.record);
+    const i = records.findIndex((r) => r.record.id === write.record.id);
+    const currentRev = i < 0 ? 0 : records[i].rev;
+    if (currentRev !== write.expectRev) return { ok: false, rev: currentRev };
+    const rev = currentRev + 1;
+    const next = records.slice();
+    if (i < 0) next.push({ record: write.record, rev });
+    else next[i] = { record: write.record, rev };
+    return { ok: true, records: trimHistory(next), rev };
+  }
+
+  async compareAndSet(
+    expectedVersion: number,
+    next: LocationMap,
+    opts: { migration?: MigrationWrite } = {},
+  ): Promise<CasResult> {
     validateMap(next);
     mkdirSync(this.dataDir, { recursive: true });
     const release = await acquireFileLock(this.lockFile, "the location map");
@@ -95,18 +151,55 @@ export class EmbeddedStore implements LocationStore {
       const current = this.readFile();
       const currentVersion = current?.version ?? 0;
       if (currentVersion !== expectedVersion) return { ok: false, currentVersion };
+      let records = current?.journal?.records ?? [];
+      let migrationRev: number | undefined;
+      if (opts.migration) {
+        const w = EmbeddedStore.applyWrite(records, opts.migration);
+        // the journal record moved on (another coordinator took the migration over): nothing is written
+        if (!w.ok) return { ok: false, currentVersion };
+        records = w.records;
+        migrationRev = w.rev;
+      }
       const version = currentVersion + 1;
-      const body: StoredFile = {
-        format: "shardctl-location-map",
-        version,
-        checksum: checksumOf(version, next),
-        map: next,
-      };
-      writeAtomic(this.file, JSON.stringify(body));
-      return { ok: true, version };
+      this.writeFile(version, next, records);
+      return migrationRev === undefined ? { ok: true, version } : { ok: true, version, migrationRev };
     } finally {
       release();
     }
+  }
+
+  async putMigration(write: MigrationWrite): Promise<MigrationPutResult> {
+    mkdirSync(this.dataDir, { recursive: true });
+    const release = await acquireFileLock(this.lockFile, "the location map");
+    try {
+      const current = this.readFile();
+      if (!current) {
+        throw new PreconditionError(`there is no location map in ${this.dataDir} to journal a migration in`, {
+          hint: "create one with `shardctl init` or `shardctl up --local`",
+        });
+      }
+      const w = EmbeddedStore.applyWrite(current.journal?.records ?? [], write);
+      if (!w.ok) return w;
+      this.writeFile(current.version, current.map, w.records);
+      return { ok: true, rev: w.rev };
+    } finally {
+      release();
+    }
+  }
+
+  async getMigration(id: string): Promise<StoredMigration | null> {
+    return this.readFile()?.journal?.records.find((r) => r.record.id === id) ?? null;
+  }
+
+  async listMigrations(): Promise<{ records: StoredMigration[]; unreadable: string[] }> {
+    const records: StoredMigration[] = [];
+    const unreadable: string[] = [];
+    for (const r of this.readFile()?.journal?.records ?? []) {
+      if (looksLikeRecord(r.record)) records.push(r);
+      else unreadable.push(String((r.record as { id?: unknown } | undefined)?.id ?? "(no id)"));
+    }
+    records.sort((a, b) => a.record.startedAt - b.record.startedAt);
+    return { records, unreadable };
   }
 
   async watch(onChange: (map: VersionedMap) => void, signal: AbortSignal): Promise<void> {
@@ -115,7 +208,7 @@ export class EmbeddedStore implements LocationStore {
       const cur = this.readFile();
       if (cur && cur.version !== last) {
         last = cur.version;
-        onChange(cur);
+        onChange({ version: cur.version, map: cur.map });
       }
       try {
         await sleep(200, undefined, { signal });
@@ -126,6 +219,19 @@ export class EmbeddedStore implements LocationStore {
   }
 
   async close(): Promise<void> {}
+}
+
+/** Keeps every record in flight and the newest EMBEDDED_JOURNAL_HISTORY ended ones. */
+function trimHistory(records: StoredMigration[]): StoredMigration[] {
+  const ended = records.filter((r) => r.record.phase === "done" || r.record.phase === "aborted");
+  if (ended.length <= EMBEDDED_JOURNAL_HISTORY) return records;
+  const drop = new Set(
+    ended
+      .sort((a, b) => a.record.startedAt - b.record.startedAt)
+      .slice(0, ended.length - EMBEDDED_JOURNAL_HISTORY)
+      .map((r) => r.record.id),
+  );
+  return records.filter((r) => !drop.has(r.record.id));
 }
 
 /**

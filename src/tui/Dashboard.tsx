@@ -3,13 +3,26 @@
  * forecast, plan, prompts), the effects (the refresh loop, forecasting,
  * planning, migrating) and the key bindings. Everything it draws is the
  * stateless <Frame>.
+ *
+ * `m` moves the selected shard to the target the planner proposes, after a
+ * y/n confirmation, through the `onMigrate` callback the command gives it
+ * (it runs the same coordinator as `shardctl migrate`); progress and the
+ * result go to the status line. One migration at a time.
  */
 import { useApp, useInput, useStdout } from "ink";
 import { useEffect, useMemo, useRef, useState } from "react";
 import { errorMessage } from "../errors.js";
 import { Frame } from "./components/Frame.js";
 import { rowOfSegment } from "./heat.js";
-import type { DashboardSnapshot, DashboardSource, ForecastView, PlanView } from "./source.js";
+import type {
+  DashboardSnapshot,
+  DashboardSource,
+  ForecastView,
+  MigrateProgress,
+  OnMigrate,
+  PlanView,
+} from "./source.js";
+import { formatBytesShort } from "./format.js";
 import { focusKey, frameModel, initialNav, shardOfSegment, type NavState } from "./view-model.js";
 
 export interface DashboardProps {
@@ -24,6 +37,18 @@ export interface DashboardProps {
   height?: number;
   /** Re-forecast the focused target at most this often while it stays focused. */
   forecastEveryMs?: number;
+  /** Runs a confirmed migration; without it `m` says why it cannot migrate here. */
+  onMigrate?: OnMigrate;
+  /** Why there is no onMigrate, for `m` to say (e.g. no agent token). */
+  migrateUnavailable?: string;
+}
+
+/** Progress lines on the status line at most this often. */
+const PROGRESS_EVERY_MS = 250;
+
+function progressText(shard: string, target: string, p: MigrateProgress): string {
+  const total = p.bytesTotal ? `/${formatBytesShort(p.bytesTotal)}` : "";
+  return `migrating ${shard} → ${target}: ${p.phase}, ${formatBytesShort(p.bytes)}${total} copied, lag ${p.lag} entries`;
 }
 
 const MAX_FIND_LENGTH = 4096;
@@ -69,6 +94,9 @@ export function Dashboard(props: DashboardProps) {
   const [planLoading, setPlanLoading] = useState(false);
   const [planError, setPlanError] = useState<string>();
   const mounted = useRef(true);
+  /** The migration running now, if any (one at a time), and whether q was pressed once during it. */
+  const migrating = useRef<{ shard: string; target: string }>(undefined);
+  const quitArmed = useRef(false);
   useEffect(
     () => () => {
       mounted.current = false;
@@ -214,30 +242,90 @@ export function Dashboard(props: DashboardProps) {
       say("nothing selected to migrate", true);
       return;
     }
+    if (migrating.current) {
+      say(
+        `a migration is running (${migrating.current.shard} → ${migrating.current.target}); one at a time`,
+        true,
+      );
+      return;
+    }
+    if (!props.onMigrate) {
+      say(
+        `cannot migrate from here: ${props.migrateUnavailable ?? "this dashboard was started without a migration coordinator"}; nothing was changed`,
+        true,
+      );
+      return;
+    }
     say(`asking the planner where ${shard.id} should go…`);
     source
       .plan(shard.id)
       .then((p) => {
         if (!mounted.current) return;
-        let target = p.target;
-        let why = "the planner's target";
-        if (!target) {
-          const other =
-            snapshot.nodes.find((n) => n.id !== shard.node && n.health === "ok") ??
-            snapshot.nodes.find((n) => n.id !== shard.node);
-          target = other?.id;
-          why = "the planner proposes no move; first other node";
+        if (!p.target) {
+          const reason = p.lines.find((l) => l.startsWith("reason: "))?.slice("reason: ".length);
+          say(
+            `the planner proposes no move for ${shard.id}${reason ? ` (${reason})` : ""}: nothing to migrate; to move it anyway: shardctl migrate --shard ${shard.id} --to NODE --apply`,
+            true,
+          );
+          return;
         }
-        if (!target) {
-          say(`no other node to move ${shard.id} to`, true);
+        if (p.target === shard.node) {
+          say(`${shard.id} is already on ${p.target}`, true);
           return;
         }
         update({
-          input: { kind: "confirm", shard: shard.id, source: shard.node, target, why },
+          input: {
+            kind: "confirm",
+            shard: shard.id,
+            source: shard.node,
+            target: p.target,
+            why: `the planner's target, map v${p.mapVersion}`,
+            planVersion: p.mapVersion,
+          },
           message: undefined,
         });
       })
       .catch((err) => mounted.current && say(`planning failed: ${errorMessage(err)}`, true));
+  };
+
+  const runMigration = (shard: string, target: string, planVersion?: number) => {
+    const onMigrate = props.onMigrate;
+    if (!onMigrate) return;
+    migrating.current = { shard, target };
+    let lastProgress = 0;
+    say(`migrating ${shard} → ${target}…`);
+    const report = {
+      progress: (p: MigrateProgress) => {
+        const now = Date.now();
+        if (!mounted.current || now - lastProgress < PROGRESS_EVERY_MS) return;
+        lastProgress = now;
+        say(progressText(shard, target, p));
+      },
+      log: (line: string) => {
+        if (mounted.current) say(`${shard} → ${target}: ${line}`);
+      },
+    };
+    let call: Promise<{ ok: boolean; message: string }>;
+    try {
+      call = onMigrate(
+        shard,
+        target,
+        report,
+        planVersion === undefined ? undefined : { mapVersion: planVersion },
+      );
+    } catch (err) {
+      call = Promise.reject(err);
+    }
+    call
+      .then((r) => mounted.current && say(r.message, !r.ok))
+      .catch(
+        (err) =>
+          mounted.current && say(`migration of ${shard} to ${target} failed: ${errorMessage(err)}`, true),
+      )
+      .finally(() => {
+        migrating.current = undefined;
+        quitArmed.current = false;
+      });
   };
 
   useInput((input, key) => {
@@ -255,21 +343,22 @@ export function Dashboard(props: DashboardProps) {
     }
     if (mode.kind === "confirm") {
       if (input === "y" || input === "Y") {
-        update({
-          input: { kind: "none" },
-          message: { text: `migrating ${mode.shard} to ${mode.target}…`, error: false },
-        });
-        source
-          .migrate(mode.shard, mode.target)
-          .then((r) => mounted.current && say(r.message, !r.ok))
-          .catch((err) => mounted.current && say(`migration failed: ${errorMessage(err)}`, true));
+        update({ input: { kind: "none" } });
+        runMigration(mode.shard, mode.target, mode.planVersion);
       } else if (input === "n" || input === "N" || key.escape) {
         update({ input: { kind: "none" }, message: { text: `not migrating ${mode.shard}`, error: false } });
       }
       return;
     }
     const page = Math.max(1, (model?.grid.rows.length ?? 1) - 1);
-    if (input === "q") exit();
+    if (input === "q" && migrating.current && !quitArmed.current) {
+      // quitting mid-migration leaves it to recovery: say so once
+      quitArmed.current = true;
+      say(
+        `${migrating.current.shard} is still migrating; q again quits anyway (its journal record lets recovery finish or roll it back)`,
+        true,
+      );
+    } else if (input === "q") exit();
     else if (key.downArrow || input === "j") moveBy(1);
     else if (key.upArrow || input === "k") moveBy(-1);
     else if (key.rightArrow || input === "l" || key.pageDown) moveBy(page);

@@ -17,13 +17,32 @@
  *
  * A node that does not answer is marked unreachable with the transport
  * error, and its segments show no access; the snapshot never fails for it.
+ *
+ * Round trips: `/v1/node` carries each agent's last probe results (`rtt`,
+ * src/agent/probe.ts); they are aggregated per (zone, node) like the
+ * planner's (src/cluster/rtt.ts) and shown instead of the zone matrix where
+ * measured. When the newest measurement is older than `probeEverySeconds`,
+ * the source asks the agents to measure again, in the background (the next
+ * snapshots show the result). `--once` does not probe: it shows what the
+ * agents last measured.
+ *
+ * Migrations: the journal in the location store (`listMigrations`), read at
+ * every snapshot: records in a non-terminal phase are in flight, ended ones
+ * are the recent history.
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { AgentRpc } from "../cluster/agent-rpc.js";
 import { resolveClientToken } from "../cluster/local.js";
+import {
+  aggregateRtts,
+  latencyNote,
+  measureRtts,
+  parsePeerResults,
+  type OriginReport,
+} from "../cluster/rtt.js";
 import type { Config } from "../config.js";
 import { AccessWindows } from "../engine/access-windows.js";
-import { defaultZoneMatrix, LatencyModel } from "../engine/latency.js";
+import { defaultZoneMatrix, LatencyModel, type MeasuredLatency } from "../engine/latency.js";
 import type { LocationMap, ShardInfo, VersionedMap } from "../engine/location-map.js";
 import {
   computePlan,
@@ -31,6 +50,7 @@ import {
   demandFromSeries,
   type SegmentDemand,
 } from "../engine/planner.js";
+import { isTerminal } from "../engine/migration.js";
 import type { LocationStore } from "../engine/ports.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { errorMessage, PreconditionError, UsageError } from "../errors.js";
@@ -42,7 +62,8 @@ import type {
   FocusTarget,
   ForecastView,
   HeatHistory,
-  MigrateResult,
+  MigrationDone,
+  MigrationInFlight,
   MigrationsView,
   NodeView,
   PlanView,
@@ -58,6 +79,11 @@ export interface LiveSourceOptions {
   historyColumns?: number;
   /** Per-request timeout for agents; an agent slower than this is unreachable. */
   agentTimeoutMs?: number;
+  /**
+   * Ask the agents to measure their round trips again when the newest
+   * measurement is older than this (default 60 s); 0: never (`--once`).
+   */
+  probeEverySeconds?: number;
   now?: () => number;
 }
 
@@ -69,6 +95,8 @@ interface AgentReading {
     cpu?: { cores?: number; loadAvg1?: number };
     memory?: { totalBytes?: number; freeBytes?: number };
     disk?: { totalBytes?: number; availableBytes?: number };
+    /** The agent's last round-trip probes (src/agent/probe.ts), null before the first. */
+    rtt?: { measuredAt?: unknown; peers?: unknown } | null;
   };
   segments?: { segment: number; reads: number; writes: number }[];
 }
@@ -81,12 +109,12 @@ const ASSUMED_SEGMENT_BYTES = 1024 * 1024;
 /** The first live column: the current and the previous minute slot. */
 const FIRST_WINDOW_SECONDS = 120;
 
-const MIGRATIONS_UNAVAILABLE: MigrationsView = {
-  available: false,
-  note: "no migration journal in this build yet: migrations are not shown",
-  inFlight: [],
-  recent: [],
-};
+/** Ended migrations shown, newest first. */
+const MAX_RECENT_MIGRATIONS = 20;
+const DEFAULT_PROBE_EVERY_SECONDS = 60;
+/** The agents' probe budget (10 s) plus slack. */
+const PROBE_CALL_TIMEOUT_MS = 13_000;
+const ASSUMED_LATENCY = "assumed: 1 ms within a zone, 50 ms between zones";
 
 function num(v: unknown): number | undefined {
   return typeof v === "number" && Number.isFinite(v) ? v : undefined;
@@ -101,6 +129,13 @@ export class LiveSource implements DashboardSource {
   private readonly historyColumns: number;
   private readonly refreshSeconds: number;
   private readonly now: () => number;
+  private readonly probeEveryMs: number;
+  private probeRpc?: AgentRpc;
+  /** The background probe in flight, if any, and when the last one started. */
+  private probing?: Promise<void>;
+  private lastProbeStart = -Infinity;
+  /** The agents' round trips as of the last snapshot (for plan()). */
+  private measured?: MeasuredLatency & { measuredCells: number; totalCells: number; measuredAt?: number };
   private reads: Float32Array[] = [];
   private writes: Float32Array[] = [];
   private lastMap?: VersionedMap;
@@ -115,6 +150,7 @@ export class LiveSource implements DashboardSource {
     this.historyColumns = opts.historyColumns ?? HISTORY_COLUMNS;
     this.refreshSeconds = Math.max(0.1, opts.refreshSeconds);
     this.now = opts.now ?? Date.now;
+    this.probeEveryMs = Math.max(0, opts.probeEverySeconds ?? DEFAULT_PROBE_EVERY_SECONDS) * 1000;
     try {
       const token = resolveClientToken(opts.config);
       this.rpc = new AgentRpc({ token, timeoutMs: opts.agentTimeoutMs ?? 2000, maxSockets: 8 });
@@ -294,7 +330,10 @@ export class LiveSource implements DashboardSource {
         warnings.push(`no agents and no ${windowsPath(this.config.dataDir)}: no access to show yet`);
     }
 
+    this.measured = this.measuredRtts(map, readings);
+    this.maybeProbe(map, readings, now);
     const nodes = this.nodeViews(map, readings, heat, warnings);
+    const migrations = await this.migrationsView(warnings);
     return {
       takenAt: now,
       mapVersion: version,
@@ -303,9 +342,98 @@ export class LiveSource implements DashboardSource {
       shards: map.shards,
       nodes,
       heat,
-      migrations: MIGRATIONS_UNAVAILABLE,
+      migrations,
       warnings,
     };
+  }
+
+  /** The journal: in flight (non-terminal phases, oldest first) and the recent ended ones (newest first). */
+  private async migrationsView(warnings: string[]): Promise<MigrationsView> {
+    let got: Awaited<ReturnType<LocationStore["listMigrations"]>>;
+    try {
+      got = await this.store.listMigrations();
+    } catch (err) {
+      return {
+        available: false,
+        note: `cannot read the migration journal: ${errorMessage(err)}`,
+        inFlight: [],
+        recent: [],
+      };
+    }
+    if (got.unreadable.length)
+      warnings.push(
+        `${got.unreadable.length} migration journal record(s) could not be read: ${got.unreadable.slice(0, 3).join(", ")}`,
+      );
+    const inFlight: MigrationInFlight[] = [];
+    const recent: MigrationDone[] = [];
+    for (const { record: r } of got.records) {
+      const base = { id: r.id, shard: r.shard, source: r.source, target: r.target };
+      if (isTerminal(r.phase)) {
+        recent.push({
+          ...base,
+          result: r.phase === "done" ? "committed" : "aborted",
+          writePauseMs: num(r.writePauseMs),
+          finishedAt: num(r.endedAt) ?? num(r.phaseAt?.[r.phase]) ?? r.startedAt,
+          reason: typeof r.error === "string" && r.error !== "" ? r.error : undefined,
+        });
+      } else {
+        inFlight.push({
+          ...base,
+          phase: r.phase,
+          bytesCopied: num(r.bytesCopied) ?? 0,
+          bytesTotal: num(r.bytesTotal),
+          lagEntries: num(r.lagEntries),
+          startedAt: r.startedAt,
+          problem: r.rollForwardPending ? `roll-forward pending: ${r.rollForwardPending}` : undefined,
+        });
+      }
+    }
+    inFlight.sort((a, b) => a.startedAt - b.startedAt);
+    recent.sort((a, b) => b.finishedAt - a.finishedAt);
+    return { available: true, inFlight, recent: recent.slice(0, MAX_RECENT_MIGRATIONS) };
+  }
+
+  /** The agents' last probes, aggregated per (zone, node) as the planner does. */
+  private measuredRtts(map: LocationMap, readings: Map<string, AgentReading>): LiveSource["measured"] {
+    const reports: OriginReport[] = [];
+    const known = new Set(map.nodes.map((n) => n.id));
+    let measuredAt: number | undefined;
+    for (const [node, r] of readings) {
+      const rtt = r.ok ? r.node?.rtt : undefined;
+      if (!rtt || typeof rtt !== "object") continue;
+      reports.push({ node, peers: parsePeerResults(node, rtt.peers, known) });
+      const at = num(rtt.measuredAt);
+      if (at !== undefined) measuredAt = Math.max(measuredAt ?? at, at);
+    }
+    const agg = aggregateRtts(map, this.config.zones, reports);
+    return { ...agg, totalCells: agg.zones.length * agg.nodes.length, measuredAt };
+  }
+
+  /** Starts a background probe when the measurements are missing or stale (one at a time). */
+  private maybeProbe(map: LocationMap, readings: Map<string, AgentReading>, now: number): void {
+    if (this.probeEveryMs === 0 || this.probing || !this.rpc) return;
+    const answering = map.nodes.filter((n) => readings.get(n.id)?.ok);
+    if (answering.length < 2) return;
+    const newest = this.measured?.measuredAt ?? -Infinity;
+    if (now - newest < this.probeEveryMs || now - this.lastProbeStart < this.probeEveryMs) return;
+    this.lastProbeStart = now;
+    try {
+      this.probeRpc ??= new AgentRpc({
+        token: resolveClientToken(this.config),
+        timeoutMs: PROBE_CALL_TIMEOUT_MS,
+        maxSockets: 4,
+      });
+    } catch {
+      return; // the token went away since the start: the model stays
+    }
+    // only the agents that answer are asked, and only about each other
+    const probeMap: LocationMap = { ...map, nodes: answering };
+    this.probing = measureRtts(probeMap, this.probeRpc, { zones: this.config.zones })
+      .then(() => undefined)
+      .catch(() => undefined) // a failed probe leaves the model in place; the next refresh tries again later
+      .finally(() => {
+        this.probing = undefined;
+      });
   }
 
   private nodeViews(
@@ -316,6 +444,7 @@ export class LiveSource implements DashboardSource {
   ): NodeView[] {
     const zones = this.config.zones;
     const matrix = defaultZoneMatrix(zones);
+    const measured = this.measured;
     const latest = { r: heat.reads[heat.reads.length - 1], w: heat.writes[heat.writes.length - 1] };
     return map.nodes.map((n) => {
       const shards = map.shards.filter((s) => s.node === n.id);
@@ -324,7 +453,14 @@ export class LiveSource implements DashboardSource {
         for (const sh of shards)
           for (const [a, b] of sh.ranges) for (let s = a; s < b; s++) rate += latest.r[s] + latest.w[s];
       const zi = zones.indexOf(n.zone);
-      const rttMs = zones.map((_, i) => (zi < 0 ? undefined : matrix.rttMs[i][zi]));
+      const col = measured ? measured.nodes.indexOf(n.id) : -1;
+      const cell = (i: number): number | null => {
+        const mz = measured && col >= 0 ? measured.zones.indexOf(zones[i]) : -1;
+        return mz >= 0 ? measured!.rttMs[mz][col] : null;
+      };
+      const rttMeasured = zones.map((_, i) => cell(i) !== null);
+      const rttMs = zones.map((_, i) => cell(i) ?? (zi < 0 ? undefined : matrix.rttMs[i][zi]));
+      const anyMeasured = rttMeasured.some(Boolean);
       const base: NodeView = {
         id: n.id,
         zone: n.zone,
@@ -333,7 +469,9 @@ export class LiveSource implements DashboardSource {
         shards: shards.length,
         accessRate: rate,
         rttMs,
-        rttSource: "model",
+        rttSource: anyMeasured ? "measured" : "model",
+        rttMeasured,
+        rttMeasuredAt: anyMeasured ? measured?.measuredAt : undefined,
       };
       if (n.address === "") return base;
       const r = readings.get(n.id);
@@ -484,10 +622,12 @@ export class LiveSource implements DashboardSource {
     const { map } = vm;
     const { segments, shard } = this.focusSegments({ kind: "shard", shard: shardId }, map);
     const zones = [...this.config.zones];
-    const latency = LatencyModel.fromZoneMatrix(
+    const base = LatencyModel.fromZoneMatrix(
       defaultZoneMatrix(zones),
       map.nodes.map((n) => ({ id: n.id, zone: n.zone })),
     );
+    const measured = this.measured?.measuredCells ? this.measured : undefined;
+    const latency = measured ? LatencyModel.fromMeasurements(base, measured) : base;
     const demand: SegmentDemand[] = [];
     for (const s of segments) {
       const owner = map.shards.find((sh) => sh.ranges.some(([a, b]) => s >= a && s < b));
@@ -510,7 +650,9 @@ export class LiveSource implements DashboardSource {
         demand,
         segmentBytes: () => ASSUMED_SEGMENT_BYTES,
         notes: [
-          "latency: default zone matrix (1 ms in zone, 50 ms across)",
+          measured
+            ? `latency: measured by the agents (${measured.measuredCells} of ${measured.totalCells} zone→node round trips; the rest ${ASSUMED_LATENCY})`
+            : latencyNote(undefined, `not measured by the agents yet; ${ASSUMED_LATENCY}`),
           "segment size unknown: 1 MiB assumed per segment",
         ],
       },
@@ -550,14 +692,8 @@ export class LiveSource implements DashboardSource {
     return { shard: shardId, mapVersion: vm.version, lines, target };
   }
 
-  async migrate(shard: string, target: string): Promise<MigrateResult> {
-    return {
-      ok: false,
-      message: `cannot migrate ${shard} to ${target}: no migration coordinator in this build yet (shardctl migrate has not landed); nothing was changed`,
-    };
-  }
-
   async close(): Promise<void> {
     this.rpc?.close();
+    this.probeRpc?.close();
   }
 }

@@ -2,6 +2,7 @@
 import { renderToString } from "ink";
 import { errorMessage } from "../errors.js";
 import { Frame } from "./components/Frame.js";
+import { ONCE_HELP_TEXT } from "./components/StatusBar.js";
 import type { DashboardSnapshot, DashboardSource, ForecastView } from "./source.js";
 import { frameModel, initialNav, type NavState } from "./view-model.js";
 
@@ -39,6 +40,7 @@ export function renderFrame(
       colour={opts.colour}
       hotRate={opts.hotRate}
       refreshSeconds={opts.refreshSeconds}
+      help={ONCE_HELP_TEXT}
     />,
     { columns: opts.width },
   );

@@ -11,6 +11,9 @@
  * can be read (no layout in the store).
  */
 import type { ShardInfo } from "../engine/location-map.js";
+import type { MigrationPhase } from "../engine/migration.js";
+
+export type { MigrationPhase };
 
 /** Where the access history came from. */
 export type HeatOrigin = "agents" | "embedded-windows" | "fixture";
@@ -50,14 +53,18 @@ export interface NodeView {
   memoryTotalBytes?: number;
   diskUsedBytes?: number;
   diskTotalBytes?: number;
-  /** Round-trip time to each zone (ms), in the snapshot's zone order. */
+  /**
+   * Round-trip time between each zone and the node (ms), in the snapshot's
+   * zone order: what the planner uses for a client of that zone.
+   */
   rttMs: (number | undefined)[];
-  /** "measured" when the agent reported it, "model" when taken from the zone matrix. */
+  /** "measured" when the agents measured at least one of rttMs, "model" when all come from the zone matrix. */
   rttSource: "measured" | "model";
+  /** Per zone: true where rttMs is a measurement (the agents' probes), false where it is the model's. */
+  rttMeasured?: boolean[];
+  /** When the newest of those measurements was taken (ms since the epoch). */
+  rttMeasuredAt?: number;
 }
-
-export type MigrationPhase =
-  "planned" | "copying" | "prepared" | "fenced" | "committing" | "committed" | "aborted";
 
 export interface MigrationInFlight {
   id: string;
@@ -67,9 +74,11 @@ export interface MigrationInFlight {
   phase: MigrationPhase;
   bytesCopied: number;
   bytesTotal?: number;
-  /** Entries the target is behind the source. */
-  lagEntries: number;
+  /** Entries the target is behind the source, at the coordinator's last report. */
+  lagEntries?: number;
   startedAt: number;
+  /** Something recovery must act on (a roll-forward pending after the commit point). */
+  problem?: string;
 }
 
 export interface MigrationDone {
@@ -80,6 +89,7 @@ export interface MigrationDone {
   result: "committed" | "aborted" | "failed";
   writePauseMs?: number;
   finishedAt: number;
+  /** Why it was aborted or failed (the journal's error). */
   reason?: string;
 }
 
@@ -142,6 +152,29 @@ export interface MigrateResult {
   message: string;
 }
 
+/** What a running migration reports while it copies (shown on the status line). */
+export interface MigrateProgress {
+  phase: MigrationPhase | string;
+  bytes: number;
+  /** An estimate of the bytes to copy in all. */
+  bytesTotal?: number;
+  lag: number;
+}
+
+/**
+ * Runs one migration after the operator confirmed it, reporting progress and
+ * log lines; resolves with what to say when it ended. The dashboard command
+ * supplies it (src/commands/dashboard-migrate.ts); without one, `m` explains
+ * that it cannot migrate here.
+ */
+export type OnMigrate = (
+  shard: string,
+  target: string,
+  report: { progress: (p: MigrateProgress) => void; log: (line: string) => void },
+  /** The plan behind the move: the coordinator refuses it if the map has moved on since (re-plan). */
+  plan?: { mapVersion: number },
+) => Promise<MigrateResult>;
+
 export interface DashboardSource {
   /** A consistent picture of the cluster now. Never fails because one node is down. */
   snapshot(): Promise<DashboardSnapshot>;
@@ -149,8 +182,11 @@ export interface DashboardSource {
   forecast(target: FocusTarget): Promise<ForecastView>;
   /** What the planner would do with one shard. */
   plan(shard: string): Promise<PlanView>;
-  /** Starts moving a shard to a node (after the operator confirmed). */
-  migrate(shard: string, target: string): Promise<MigrateResult>;
+  /**
+   * @deprecated The dashboard migrates through its `onMigrate` prop and never
+   * calls this; it stays optional only so that existing sources still compile.
+   */
+  migrate?(shard: string, target: string): Promise<MigrateResult>;
   /** The segment of a key; throws a UsageError for a malformed key. */
   segmentOf(key: string): number;
   close(): Promise<void>;

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { VersionedMap } from "../../src/engine/location-map.js";
+import type { MigrationRecord } from "../../src/engine/migration.js";
 import type { LocationStore } from "../../src/engine/ports.js";
 import { largeMap, smallMap } from "./maps.js";
 
@@ -153,7 +154,98 @@ export function locationStoreContract(name: string, factory: StoreFactory): void
         expect(r2.ok).toBe(true);
         expect((await store.load({ consistent: true }))!.map).toEqual(changed);
       }));
+
+    it("journal records are created once, updated only at their revision, and listed oldest first", () =>
+      withStore(async ({ store, second }) => {
+        const map = await store.compareAndSet(0, smallMap());
+        if (!map.ok) throw new Error("setup write failed");
+        const a = journalRecord("m-b", 2000);
+        const b = journalRecord("m-a", 1000);
+        const ca = await store.putMigration({ record: a, expectRev: 0 });
+        const cb = await store.putMigration({ record: b, expectRev: 0 });
+        expect(ca.ok && cb.ok).toBe(true);
+        if (!ca.ok) return;
+        // a second create of the same id, and an update at a made-up revision, are refused
+        expect(await store.putMigration({ record: a, expectRev: 0 })).toEqual({ ok: false, rev: ca.rev });
+        expect((await store.putMigration({ record: a, expectRev: ca.rev + 999 })).ok).toBe(false);
+        // another client updates at the right revision; the first client's stale write then loses
+        const other = second();
+        const moved = await other.putMigration({ record: { ...a, phase: "copying" }, expectRev: ca.rev });
+        expect(moved.ok).toBe(true);
+        const stale = await store.putMigration({ record: { ...a, phase: "aborted" }, expectRev: ca.rev });
+        expect(stale.ok).toBe(false);
+        const got = await store.getMigration("m-b");
+        expect(got?.record.phase).toBe("copying");
+        expect(got?.rev).toBe(moved.ok ? moved.rev : -1);
+        const list = await store.listMigrations();
+        expect(list.records.map((r) => r.record.id)).toEqual(["m-a", "m-b"]);
+        expect(list.unreadable).toEqual([]);
+        expect(await store.getMigration("nope")).toBeNull();
+        // journal writes do not change the map version
+        expect((await store.load({ consistent: true }))!.version).toBe(map.version);
+        await other.close();
+      }));
+
+    it("a CAS with a journal record writes the map and the record together, or neither", () =>
+      withStore(async ({ store }) => {
+        const first = await store.compareAndSet(0, smallMap(0));
+        if (!first.ok) throw new Error("setup write failed");
+        const rec = journalRecord("m-commit", 1000);
+        const put = await store.putMigration({ record: rec, expectRev: 0 });
+        if (!put.ok) throw new Error("setup journal write failed");
+        // a stale journal revision: nothing is written, neither map nor record
+        const refused = await store.compareAndSet(first.version, smallMap(1), {
+          migration: { record: { ...rec, phase: "committed" }, expectRev: put.rev + 999 },
+        });
+        expect(refused.ok).toBe(false);
+        expect((await store.load({ consistent: true }))!.map).toEqual(smallMap(0));
+        expect((await store.getMigration("m-commit"))?.record.phase).toBe("journaled");
+        // a stale map version: neither either
+        const stale = await store.compareAndSet(first.version + 999, smallMap(1), {
+          migration: { record: { ...rec, phase: "committed" }, expectRev: put.rev },
+        });
+        expect(stale.ok).toBe(false);
+        expect((await store.getMigration("m-commit"))?.record.phase).toBe("journaled");
+        // both current: both written, and the record's new revision is returned
+        const ok = await store.compareAndSet(first.version, smallMap(1), {
+          migration: { record: { ...rec, phase: "committed" }, expectRev: put.rev },
+        });
+        expect(ok.ok).toBe(true);
+        if (!ok.ok) return;
+        expect((await store.load({ consistent: true }))!.map).toEqual(smallMap(1));
+        const after = await store.getMigration("m-commit");
+        expect(after?.record.phase).toBe("committed");
+        expect(after?.rev).toBe(ok.migrationRev);
+      }));
+
+    it("refuses to store a record readers could not use", () =>
+      withStore(async ({ store }) => {
+        await store.compareAndSet(0, smallMap());
+        const bad = { ...journalRecord("bad id/../x", 1) };
+        await expect(store.putMigration({ record: bad, expectRev: 0 })).rejects.toThrow(/not a storable/);
+        const noShard = { ...journalRecord("ok-id", 1), shard: 7 } as unknown as MigrationRecord;
+        await expect(store.putMigration({ record: noShard, expectRev: 0 })).rejects.toThrow(/not a storable/);
+        expect((await store.listMigrations()).records).toEqual([]);
+      }));
   });
+}
+
+function journalRecord(id: string, startedAt: number): MigrationRecord {
+  return {
+    id,
+    shard: "shard-1",
+    source: "node-1",
+    target: "node-2",
+    fromEpoch: 1,
+    planVersion: 1,
+    phase: "journaled",
+    term: 0,
+    startedAt,
+    phaseAt: { journaled: startedAt },
+    bytesCopied: 0,
+    entriesCopied: 0,
+    rounds: 0,
+  };
 }
 
 async function until(cond: () => boolean, ms: number): Promise<void> {

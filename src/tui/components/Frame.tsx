@@ -34,6 +34,8 @@ export interface FrameProps {
   colour: boolean;
   hotRate: number;
   refreshSeconds?: number;
+  /** The help line's text (default: the key bindings). */
+  help?: string;
 }
 
 export function Frame(p: FrameProps) {
@@ -56,7 +58,7 @@ export function Frame(p: FrameProps) {
         <TitleBar snapshot={undefined} view={p.view} width={p.width} colour={p.colour} />
         <Lines lines={lines} width={p.width} height={p.height - 3} />
         <StatusLine input={p.input} message={p.message} warnings={[]} width={p.width} colour={p.colour} />
-        <HelpLine width={p.width} />
+        <HelpLine width={p.width} text={p.help} />
       </Box>
     );
   }
@@ -119,6 +121,7 @@ export function Frame(p: FrameProps) {
           width={L.leftWidth}
           height={L.bottomHeight}
           colour={p.colour}
+          now={snapshot.takenAt}
         />
         <Lines lines={[]} width={1} height={L.bottomHeight} />
         <MigrationsPanel
@@ -136,7 +139,7 @@ export function Frame(p: FrameProps) {
         width={L.width}
         colour={p.colour}
       />
-      <HelpLine width={L.width} />
+      <HelpLine width={L.width} text={p.help} />
     </Box>
   );
 }

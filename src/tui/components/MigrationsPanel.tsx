@@ -31,8 +31,10 @@ export function migrationsLines(p: MigrationsPanelProps): string[] {
     const copied = f.bytesTotal
       ? `${formatBytesShort(f.bytesCopied)}/${formatBytesShort(f.bytesTotal)}`
       : formatBytesShort(f.bytesCopied);
+    const lag = f.lagEntries === undefined ? "" : ` lag ${f.lagEntries}`;
+    const problem = f.problem ? ` ${paint(`(${f.problem})`, fg256(196), p.colour)}` : "";
     lines.push(
-      `▸ ${f.shard} ${f.source}→${f.target} ${paint(f.phase, fg256(214), p.colour)} ${copied} lag ${f.lagEntries} · ${formatDuration(p.now - f.startedAt)}`,
+      `▸ ${f.shard} ${f.source}→${f.target} ${paint(f.phase, fg256(214), p.colour)} ${copied}${lag} · ${formatDuration(p.now - f.startedAt)}${problem}`,
     );
   }
   for (const r of m.recent) {

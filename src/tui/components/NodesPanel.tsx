@@ -1,6 +1,6 @@
 /** Nodes: zone, health, shards, load, resources and RTT to each zone. Stateless. */
 import { BOLD, fg256 } from "../ansi.js";
-import { fit, formatBytesShort, formatPercent, formatRate } from "../format.js";
+import { fit, formatBytesShort, formatDuration, formatPercent, formatRate } from "../format.js";
 import type { NodeView } from "../source.js";
 import { paint } from "../text.js";
 import { Lines } from "./Lines.js";
@@ -11,6 +11,8 @@ export interface NodesPanelProps {
   width: number;
   height: number;
   colour: boolean;
+  /** The snapshot's time: how old the RTT measurements are. */
+  now?: number;
 }
 
 const HEALTH_LABEL: Record<NodeView["health"], string> = {
@@ -24,9 +26,24 @@ function ratio(used: number | undefined, total: number | undefined): number | un
   return used !== undefined && total ? used / total : undefined;
 }
 
+/** ms with one decimal below 10 (loopback round trips are fractions of a millisecond). */
+function formatRtt(ms: number): string {
+  return ms < 10 ? ms.toFixed(1).replace(/\.0$/, "") : String(Math.round(ms));
+}
+
+/** Where the RTT columns come from: the agents' probes, the zone matrix, or both (model cells marked *). */
+function rttLabel(p: NodesPanelProps): { label: string; markModel: boolean } {
+  const measured = p.nodes.filter((n) => n.rttSource === "measured");
+  if (measured.length === 0) return { label: " (rtt ms: model)", markModel: false };
+  const at = Math.max(...measured.map((n) => n.rttMeasuredAt ?? -Infinity));
+  const age = p.now !== undefined && Number.isFinite(at) ? ` ${formatDuration(p.now - at)} ago` : "";
+  const mixed = p.nodes.some((n) => n.rttMeasured === undefined || n.rttMeasured.some((m) => !m));
+  return { label: ` (rtt ms: measured${age}${mixed ? "; * model" : ""})`, markModel: mixed };
+}
+
 export function nodesLines(p: NodesPanelProps): string[] {
   const rttHead = p.zones.map((z) => fit(`→${z}`, 6, "right")).join("");
-  const model = p.nodes.some((n) => n.rttSource === "model") ? " (rtt ms: model)" : " (rtt ms)";
+  const { label: model, markModel } = rttLabel(p);
   const lines = [
     paint(fit(`Nodes${model}`, p.width), BOLD, p.colour),
     fit(
@@ -50,7 +67,12 @@ export function nodesLines(p: NodesPanelProps): string[] {
     const disk =
       down || n.diskTotalBytes === undefined ? "-" : formatPercent(ratio(n.diskUsedBytes, n.diskTotalBytes));
     const rtt = p.zones
-      .map((_, i) => fit(n.rttMs[i] === undefined ? "-" : String(Math.round(n.rttMs[i]!)), 6, "right"))
+      .map((_, i) => {
+        const x = n.rttMs[i];
+        if (x === undefined) return fit("-", 6, "right");
+        const star = markModel && !n.rttMeasured?.[i] ? "*" : "";
+        return fit(n.rttMeasured?.[i] ? formatRtt(x) : `${Math.round(x)}${star}`, 6, "right");
+      })
       .join("");
     const rest = `${fit(String(n.shards), 6, "right")} ${fit(down ? "-" : formatRate(n.accessRate), 7, "right")} ${fit(down ? "-" : formatPercent(n.cpuLoad), 5, "right")} ${fit(mem, 11, "right")} ${fit(disk, 11, "right")}${rtt}`;
     lines.push(`${fit(n.id, 10)} ${fit(n.zone, 5)} ${healthCol} ${rest}`);

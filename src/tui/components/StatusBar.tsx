@@ -38,7 +38,15 @@ export function TitleBar(p: TitleBarProps) {
 export type InputState =
   | { kind: "none" }
   | { kind: "find"; text: string }
-  | { kind: "confirm"; shard: string; source: string; target: string; why: string };
+  | {
+      kind: "confirm";
+      shard: string;
+      source: string;
+      target: string;
+      why: string;
+      /** The map version the proposing plan was made against: the move is refused if the map moved on. */
+      planVersion?: number;
+    };
 
 export interface StatusLineProps {
   input: InputState;
@@ -75,6 +83,10 @@ export function StatusLine(p: StatusLineProps) {
 export const HELP_TEXT =
   "↑↓/jk move · ←→/hl page · enter drill into shard · esc back · p plan · m migrate · / find key · t segments/shards · q quit";
 
-export function HelpLine({ width }: { width: number }) {
-  return <Lines lines={[fit(HELP_TEXT, width)]} width={width} height={1} />;
+/** `--once` reads no keys: the help line says where they work instead of listing them. */
+export const ONCE_HELP_TEXT =
+  "--once: one frame, no keys · the keys (p plan, m migrate, / find, enter, t) work in the interactive `shardctl dashboard`";
+
+export function HelpLine({ width, text = HELP_TEXT }: { width: number; text?: string }) {
+  return <Lines lines={[fit(text, width)]} width={width} height={1} />;
 }

@@ -1,10 +1,10 @@
 /**
  * A local cluster with Consul as the store: the agents appear in Consul's
  * catalog with passing health checks, the autopilot collects the access
- * windows from the agents (not from a file) and plans the split — which it
- * does not commit while agents serve the map, since moving segment data
- * between shards on agents is not supported yet — and `down` removes the
- * services again.
+ * windows from the agents (not from a file) and carries the split out as a
+ * migration between the agents' shards (the hot segment's data moves to its
+ * new shard, the map commit carries the leader's term), the data is still
+ * served, and `down` removes the services again.
  */
 import { rmSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -74,14 +74,21 @@ describe("a local cluster on Consul", () => {
     );
     const pilot = await cli(["autopilot", "--once"], { ...env, SHARDCTL_CONFIG: config });
     expect(pilot.code, pilot.err).toBe(0);
-    expect(pilot.err).toMatch(/planned 1 layout change\(s\), not applied: .*agents serve/);
+    expect(pilot.err).toMatch(/applied 1 layout change\(s\)/);
+    expect(pilot.err).toMatch(/migration \S+-split-\S+: done/);
     const after = JSON.parse((await cli(["shards", "--json"], env)).out);
-    expect(after.version).toBe(before.version);
-    // the same plan from the CLI: shown, refused with exit 3, nothing written
+    expect(after.version).toBeGreaterThan(before.version);
+    expect(after.map.shards.length).toBe(before.map.shards.length + 1);
+    // the split is in the journal, done, stamped with the leader's term in the map
+    const hist = JSON.parse((await cli(["migrations", "--json"], env)).out) as {
+      phase: string;
+      layout?: unknown;
+    }[];
+    expect(hist.filter((h) => h.layout && h.phase === "done").length).toBeGreaterThanOrEqual(1);
+    // the CLI plans against the new layout: nothing left to split
     const reshard = await cli(["reshard", "--apply", "--json"], { ...env, SHARDCTL_CONFIG: config });
-    expect(reshard.code).toBe(3);
-    expect(JSON.parse(reshard.out).diff.ops[0]).toMatchObject({ kind: "split", reason: "hot-segment" });
-    expect(JSON.parse((await cli(["shards", "--json"], env)).out).version).toBe(before.version);
+    expect(reshard.code, reshard.err).toBe(0);
+    expect(JSON.parse(reshard.out).diff.ops).toEqual([]);
     // and the data is still served
     const got = await cli(["get", "hot"], env);
     expect(got.code).toBe(0);

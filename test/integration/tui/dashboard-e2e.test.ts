@@ -4,8 +4,11 @@
  * client, and `shardctl dashboard` running in a real terminal (tmux, 160×50,
  * private socket). Checks that the hot segment is the hottest cell, that
  * enter drills into its shard, that q quits with exit 0 and the terminal
- * back in cooked mode (icanon, echo), and that a killed agent is reported
- * UNREACHABLE without breaking the dashboard.
+ * back in cooked mode (icanon, echo), that the nodes panel switches to the
+ * round trips the agents measure, that the dashboard's migration callback
+ * moves a shard with the real coordinator and the migrations panel shows
+ * it, and that a killed agent is reported UNREACHABLE without breaking the
+ * dashboard.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -15,11 +18,14 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../../../src/cli.js";
+import { dashboardMigrator } from "../../../src/commands/dashboard-migrate.js";
+import { loadConfig } from "../../../src/config.js";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { RoutingTable } from "../../../src/engine/location-map.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { RAMP_256, stripAnsi } from "../../../src/tui/ansi.js";
+import { LiveSource } from "../../../src/tui/live-source.js";
 import { repoRoot } from "../../helpers/cli.js";
 
 const SOCKET = `shardctl-e2e-${process.pid}-${Date.now()}`;
@@ -184,6 +190,8 @@ describe("shardctl dashboard in a terminal", () => {
       new RegExp(`Forecast · segment ${hotSegment} \\(${hotShard.id} on ${hotShard.node}\\)`),
     );
     expect(stripAnsi(pane)).toMatch(/node-2 +b +ok/);
+    // the dashboard asked the agents to measure their round trips; the nodes panel shows them
+    await waitForPane("measured round trips", (p) => /Nodes \(rtt ms: measured [^)]*; \* model\)/.test(p));
 
     // When enter is pressed, the dashboard drills into the hot segment's shard
     tmux("send-keys", "-t", SESSION, "Enter");
@@ -211,6 +219,51 @@ describe("shardctl dashboard in a terminal", () => {
     expect(stty).toMatch(/(^|\s)echo(\s|$)/);
     expect(stty).not.toMatch(/-icanon|(^|\s)-echo(\s|$)/);
   }, 240_000);
+
+  it("m's callback moves a shard with the real coordinator, and the migrations panel shows it", async () => {
+    // Given the dashboard's migration callback, built as the command builds it
+    const { config } = loadConfig({ env: { ...env, SHARDCTL_DATA_DIR: dataDir } });
+    const store = new EmbeddedStore(dataDir);
+    const migrator = dashboardMigrator(config, store);
+    expect(migrator.unavailable).toBeUndefined();
+    const before = (await store.load())!;
+    const shard = before.map.shards.find((s) => s.node === "node-1")!;
+    // When the operator confirms a move of a node-1 shard to node-2, planned against the current map
+    const progress: string[] = [];
+    const log: string[] = [];
+    const r = await migrator.onMigrate!(
+      shard.id,
+      "node-2",
+      { progress: (p) => progress.push(p.phase), log: (l) => log.push(l) },
+      { mapVersion: before.version },
+    );
+    // Then the shard moved at epoch + 1, and the result says so
+    expect(r.ok, `${r.message}\n${log.join("\n")}`).toBe(true);
+    expect(r.message).toMatch(new RegExp(`^${shard.id} moved to node-2: write pause \\d+ ms`));
+    const after = (await store.load())!.map.shards.find((s) => s.id === shard.id)!;
+    expect(after.node).toBe("node-2");
+    expect(after.epoch).toBe(shard.epoch + 1);
+    expect(log.length).toBeGreaterThan(0);
+    // and the live source reads it from the journal as a recent, committed move with its write pause
+    const live = new LiveSource({ config, store, refreshSeconds: 1, probeEverySeconds: 0 });
+    try {
+      const snap = await live.snapshot();
+      const rec = snap.migrations.recent.find((m) => m.shard === shard.id)!;
+      expect(rec).toMatchObject({ source: "node-1", target: "node-2", result: "committed" });
+      expect(rec.writePauseMs).toBeGreaterThanOrEqual(0);
+      expect(snap.migrations.inFlight).toEqual([]);
+    } finally {
+      await live.close();
+    }
+    // a move proposed by a plan of the old map is refused (re-plan), and one to where the shard is already
+    const quiet = { progress: () => {}, log: () => {} };
+    const other = before.map.shards.find((s) => s.node === "node-1" && s.id !== shard.id)!;
+    await expect(
+      migrator.onMigrate!(other.id, "node-3", quiet, { mapVersion: before.version }),
+    ).rejects.toThrow(/computed against location map version \d+, but the map is now at version/);
+    await expect(migrator.onMigrate!(shard.id, "node-2", quiet)).rejects.toThrow(/already/);
+    expect((await store.load())!.map.shards.find((s) => s.id === other.id)!.node).toBe("node-1");
+  }, 180_000);
 
   it("reports a killed agent as UNREACHABLE and keeps showing the others", async () => {
     // Given node-3's agent is killed
@@ -250,6 +303,10 @@ describe("shardctl dashboard in a terminal", () => {
     expect(r.stdout).toMatch(/node-1 +a +ok/);
     expect(r.stdout).toMatch(/⚠ node node-3 \(127\.0\.0\.1:\d+\) is UNREACHABLE/);
     expect(r.stdout).toContain("data: agents");
+    // the round trips the agents measured earlier are still shown, and the move of the test before
+    expect(r.stdout).toMatch(/Nodes \(rtt ms: measured/);
+    expect(r.stdout).toMatch(/Migrations: 0 in flight, 1 recent/);
+    expect(r.stdout).toMatch(/node-1→node-2 committed pause \d+ms/);
     writeFileSync(join(dir, "once.txt"), r.stdout);
   }, 180_000);
 });

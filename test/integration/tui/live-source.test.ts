@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
+import type { MigrationPhase, MigrationRecord } from "../../../src/engine/migration.js";
 import { PreconditionError, UsageError } from "../../../src/errors.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { hottestRow, segmentGrid } from "../../../src/tui/heat.js";
@@ -81,10 +82,78 @@ describe("LiveSource, embedded fallback (no agents)", () => {
     const plan = await live.plan(shard.id);
     expect(plan.shard).toBe(shard.id);
     expect(plan.lines.join("\n")).toMatch(/decision: /);
-    const m = await live.migrate(shard.id, "node-2");
-    expect(m.ok).toBe(false);
-    expect(m.message).toMatch(/nothing was changed/);
+    expect(plan.lines.join("\n")).toMatch(/latency: not measured by the agents yet; assumed/);
     await live.close();
+  });
+
+  it("shows the migration journal from the store: in flight, and the recent ones newest first", async () => {
+    // Given a layout and three journal records: one copying, one done, one aborted
+    expect((await cli(["init"], env)).code).toBe(0);
+    const { live, store } = source();
+    const now = Date.now();
+    const record = (
+      id: string,
+      phase: MigrationPhase,
+      startedAt: number,
+      extra: Partial<MigrationRecord>,
+    ) => ({
+      id,
+      shard: "shard-1",
+      source: "node-1",
+      target: "node-2",
+      fromEpoch: 1,
+      planVersion: 1,
+      phase,
+      term: 0,
+      startedAt,
+      phaseAt: { journaled: startedAt, [phase]: startedAt + 10 },
+      bytesCopied: 4096,
+      entriesCopied: 10,
+      rounds: 1,
+      ...extra,
+    });
+    const put = async (r: MigrationRecord) =>
+      expect((await store.putMigration({ record: r, expectRev: 0 })).ok).toBe(true);
+    await put(record("m-copy", "copying", now - 30_000, { bytesTotal: 8192, lagEntries: 7 }));
+    await put(record("m-done", "done", now - 60_000, { writePauseMs: 12, endedAt: now - 50_000 }));
+    await put(record("m-abort", "aborted", now - 40_000, { error: "target refused", endedAt: now - 35_000 }));
+    // When the dashboard takes a snapshot
+    const snap = await live.snapshot();
+    // Then
+    expect(snap.migrations.available).toBe(true);
+    expect(snap.migrations.inFlight).toEqual([
+      {
+        id: "m-copy",
+        shard: "shard-1",
+        source: "node-1",
+        target: "node-2",
+        phase: "copying",
+        bytesCopied: 4096,
+        bytesTotal: 8192,
+        lagEntries: 7,
+        startedAt: now - 30_000,
+        problem: undefined,
+      },
+    ]);
+    expect(
+      snap.migrations.recent.map((r) => [r.id, r.result, r.writePauseMs, r.reason, r.finishedAt]),
+    ).toEqual([
+      ["m-abort", "aborted", undefined, "target refused", now - 35_000],
+      ["m-done", "committed", 12, undefined, now - 50_000],
+    ]);
+    await live.close();
+    // and one frame shows them
+    const once = await cli(
+      ["dashboard", "--once", "--width", "160", "--height", "40", "--color", "never"],
+      env,
+    );
+    expect(once.code, once.err).toBe(0);
+    expect(once.out).toContain("Migrations: 1 in flight, 2 recent");
+    expect(once.out).toMatch(/▸ shard-1 node-1→node-2 copying 4\.0K\/8\.0K lag 7 · \d+s/);
+    expect(once.out).toMatch(/shard-1 node-1→node-2 aborted · \d+s ago \(target refused\)/);
+    expect(once.out).toMatch(/shard-1 node-1→node-2 committed pause 12ms · \d+s ago/);
+    expect(once.out).not.toContain("no migration journal");
+    expect(once.out).toContain("--once: one frame, no keys");
   });
 
   it("refuses hostile input: malformed keys, unknown shards and segments", async () => {

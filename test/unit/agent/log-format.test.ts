@@ -1,6 +1,17 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decodeEntry, encodeEntry, type LogEntry } from "../../../src/agent/log-format.js";
+import { crc32 } from "node:zlib";
+import {
+  decodeEntry,
+  encodeEntry,
+  OP_DELETE,
+  OP_DELETE_WITH_ID,
+  OP_PUT,
+  OP_PUT_WITH_ID,
+  WRITE_ID_BYTES,
+  type LogEntry,
+} from "../../../src/agent/log-format.js";
+import { scanLog } from "../../../src/agent/scan.js";
 
 const entry = (over: Partial<LogEntry> = {}): LogEntry => ({
   lsn: 7,
@@ -77,5 +88,108 @@ describe("log entry format", () => {
     const len = Buffer.from(buf);
     len.writeUInt16LE(3, 34);
     expect(decodeEntry(len, 0)).toMatchObject({ kind: "invalid", why: "lengths do not add up" });
+  });
+});
+
+describe("log entries with a write id (ops 3 and 4)", () => {
+  const id = Buffer.from("00112233445566778899aabbccddeeff", "hex");
+
+  it("round-trips a put and a delete with a write id, and encodes them with the new ops", () => {
+    for (const op of ["put", "delete"] as const) {
+      const e = entry({ op, writeId: id, value: op === "put" ? Buffer.from("v") : Buffer.alloc(0) });
+      const buf = encodeEntry(e);
+      expect(buf[32]).toBe(op === "put" ? OP_PUT_WITH_ID : OP_DELETE_WITH_ID);
+      expect(buf.length).toBe(encodeEntry({ ...e, writeId: undefined }).length + WRITE_ID_BYTES);
+      const r = decodeEntry(buf, 0);
+      expect(r.kind).toBe("entry");
+      if (r.kind === "entry") {
+        expect(r.entry).toEqual(e);
+        expect(r.length).toBe(buf.length);
+      }
+    }
+  });
+
+  it("still decodes entries without an id (ops 1 and 2, the format before write ids) byte for byte", () => {
+    // an entry as the agent wrote it before write ids existed: built by hand, not by encodeEntry
+    const shard = Buffer.from("shard-3");
+    const key = Buffer.from("user:42");
+    const value = Buffer.from("hello");
+    const old = Buffer.alloc(40 + shard.length + key.length + value.length);
+    old.writeUInt32LE(old.length - 8, 0);
+    old.writeUInt32LE(7, 8);
+    old.writeDoubleLE(1_700_000_000_123.5, 16);
+    old.writeDoubleLE(42, 24);
+    old[32] = OP_PUT;
+    old[33] = shard.length;
+    old.writeUInt16LE(key.length, 34);
+    old.writeUInt32LE(value.length, 36);
+    Buffer.concat([shard, key, value]).copy(old, 40);
+    old.writeUInt32LE(crc32(old.subarray(8)) >>> 0, 4);
+    const r = decodeEntry(old, 0);
+    expect(r).toMatchObject({ kind: "entry", entry: entry() });
+    expect(r.kind === "entry" && "writeId" in r.entry).toBe(false);
+    // and encodeEntry without an id still writes exactly these bytes
+    expect(encodeEntry(entry())).toEqual(old);
+    const del = encodeEntry(entry({ op: "delete" }));
+    expect(del[32]).toBe(OP_DELETE);
+    expect(decodeEntry(del, 0)).toMatchObject({ kind: "entry", entry: { op: "delete" } });
+  });
+
+  it("refuses an id entry whose id is not 16 bytes, even with a checksum that matches", () => {
+    const good = encodeEntry(entry({ writeId: id }));
+    for (const idBytes of [0, 8, 15, 17, 32]) {
+      // rebuild the entry with an id of the wrong length and a correct CRC: only the lengths can catch it
+      const body = Buffer.concat([
+        good.subarray(8, 40),
+        Buffer.alloc(idBytes, 0xab),
+        good.subarray(40 + WRITE_ID_BYTES),
+      ]);
+      const bad = Buffer.alloc(8 + body.length);
+      bad.writeUInt32LE(body.length, 0);
+      bad.writeUInt32LE(crc32(body) >>> 0, 4);
+      body.copy(bad, 8);
+      expect(decodeEntry(bad, 0), `id of ${idBytes} bytes`).toMatchObject({
+        kind: "invalid",
+        why: "lengths do not add up",
+      });
+    }
+    expect(() => encodeEntry(entry({ writeId: Buffer.alloc(15) }))).toThrow(/16 bytes/);
+  });
+
+  it("reports any single flipped bit of an id entry as invalid, and an op byte turned 1↔3 or 2↔4 too", () => {
+    const buf = encodeEntry(entry({ writeId: id }));
+    for (let i = 0; i < buf.length; i++) {
+      for (const bit of [0x01, 0x02, 0x80]) {
+        const bad = Buffer.from(buf);
+        bad[i] ^= bit;
+        expect(decodeEntry(bad, 0).kind, `byte ${i} bit ${bit}`).not.toBe("entry");
+      }
+    }
+    const old = Buffer.from(encodeEntry(entry()));
+    old[32] = OP_PUT_WITH_ID;
+    expect(decodeEntry(old, 0)).toMatchObject({ kind: "invalid", why: "lengths do not add up" });
+    const op5 = Buffer.from(buf);
+    op5[32] = 5;
+    expect(decodeEntry(op5, 0)).toMatchObject({ kind: "invalid", why: "unknown op 5" });
+  });
+
+  it("is found by recovery's scan in a mix of old and new entries, and a torn id entry is a torn tail", () => {
+    const a = encodeEntry(entry({ lsn: 1 }));
+    const b = encodeEntry(entry({ lsn: 2, writeId: id }));
+    const c = encodeEntry(entry({ lsn: 3, op: "delete", writeId: Buffer.alloc(16, 7) }));
+    const seen: (string | undefined)[] = [];
+    const r = scanLog(Buffer.concat([a, b, c]), 0, (e) => seen.push(e.writeId?.toString("hex")));
+    expect(r).toMatchObject({ lastLsn: 3, entries: 3 });
+    expect(r.problem).toBeUndefined();
+    expect(seen).toEqual([undefined, id.toString("hex"), "07".repeat(16)]);
+    // a flipped byte in b, followed by the valid c: corruption in the middle, found by findValidEntry
+    const mid = Buffer.concat([a, b, c]);
+    mid[a.length + 45] ^= 0xff;
+    expect(scanLog(mid, 0, () => {}).problem).toMatchObject({
+      kind: "corrupt",
+      validEntryAt: a.length + b.length,
+    });
+    const torn = scanLog(Buffer.concat([a, b.subarray(0, 50)]), 0, () => {});
+    expect(torn.problem).toMatchObject({ kind: "torn-tail", offset: a.length });
   });
 });

@@ -1,6 +1,13 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { AccessWindows, parseAccessType } from "../../../src/engine/access-windows.js";
+import {
+  AccessWindows,
+  OP_READ,
+  OP_WRITE,
+  parseAccessType,
+  type SegmentWindows,
+} from "../../../src/engine/access-windows.js";
+import { fnv1a64Bytes } from "../../../src/engine/hash.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const zones = ["a", "b", "c"];
@@ -43,15 +50,17 @@ describe("AccessWindows", () => {
     expect(r.byZone[0]).toBeCloseTo(2, 5);
     expect(r.byZone[1]).toBeCloseTo(1, 5);
     expect(r.byZone[2]).toBe(0);
-    // the 10 s level sees the last 10 seconds only
-    expect(w.rate(3, 10, now).total).toBeCloseTo(3, 5);
+    // the 10 s level sees the last 10 seconds only; a 10 s window is its whole span, so it no
+    // longer holds the window's oldest slot: the rate is over the 9 whole slots and 999 ms it holds
+    expect(w.rate(3, 10, now).total).toBeCloseTo(30 / 9.999, 9);
     expect(w.rate(4, 60, now).total).toBe(0);
   });
 
   it("forgets what falls out of a level's span", () => {
     const w = windows(4);
     w.record(1, false, -1, T0, 100);
-    expect(w.rate(1, 10, T0 + 5_000).total).toBeCloseTo(10, 5);
+    // at T0 + 5 s the 1 s level holds slots T0 - 4 s … T0 + 5 s, 9 s of time (the newest has just begun)
+    expect(w.rate(1, 10, T0 + 5_000).total).toBeCloseTo(100 / 9, 9);
     expect(w.rate(1, 10, T0 + 20_000).total).toBe(0);
     // still within the minute level
     expect(w.rate(1, 60, T0 + 20_000).total).toBeCloseTo(100 / 60, 5);
@@ -63,9 +72,15 @@ describe("AccessWindows", () => {
     const w = windows(256);
     w.record(12, false, -1, 10_000_000, 10_000); // hour level slot 2 of 48: clearing must not wrap into the minute level
     expect(w.rate(12, 60, 10_000_000).total).toBeCloseTo(10_000 / 60, 6);
-    expect(w.rate(12, 3600, 10_000_000).total).toBeCloseTo(10_000 / 3600, 6);
+    // 3600 s is the minute level's span: it holds minutes 107…166, from 6,420 s to now (3,580 s)
+    expect(w.rate(12, 3600, 10_000_000).total).toBeCloseTo(10_000 / 3580, 9);
     w.record(13, true, 0, 0, 4);
-    expect(w.rate(13, 10, 0).writes).toBeCloseTo(0.4, 6);
+    // slots -9 … 0 of the 1 s level: 9 s of time at t = 0
+    expect(w.rate(13, 10, 0).writes).toBeCloseTo(4 / 9, 9);
+    // slot numbers below zero, -1 (once the mark of an unwritten ring) included
+    w.record(14, false, 1, -1_500, 3);
+    w.record(14, false, 1, -500, 5);
+    expect(Array.from(w.series(14, 0, -500)).slice(-2)).toEqual([3, 5]);
   });
 
   it("clears slots when the ring wraps", () => {
@@ -80,8 +95,10 @@ describe("AccessWindows", () => {
     w.record(0, false, 0, T0 + 5_000, 1);
     w.record(0, false, 0, T0 + 1_000, 1); // late but inside 10 s
     w.record(0, false, 0, T0 - 60_000, 1); // too old for the 1 s level, counted by the others
-    expect(w.rate(0, 10, T0 + 5_000).total * 10).toBeCloseTo(2, 5);
-    expect(w.rate(0, 3600, T0 + 5_000).total * 3600).toBeCloseTo(3, 5);
+    expect(Array.from(w.series(0, 0, T0 + 5_000))).toEqual([0, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
+    // the 10 s window (the level's span) is over the 9 s the level holds; the hour over 59 min 5 s
+    expect(w.rate(0, 10, T0 + 5_000).total * 9).toBeCloseTo(2, 9);
+    expect(w.rate(0, 3600, T0 + 5_000).total * 3545).toBeCloseTo(3, 9);
   });
 
   it("returns series per zone, reads and writes, oldest first", () => {
@@ -199,5 +216,326 @@ describe("AccessWindows roll-up (property)", () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+describe("AccessWindows sliding rates", () => {
+  it("keeps the previous slot in a one-slot window that has just crossed a boundary", () => {
+    // Given a steady 10 accesses/s, one every 100 ms, for 12 s
+    const w = windows(1);
+    for (let ms = 0; ms <= 12_000; ms += 100) w.record(0, false, 0, T0 + ms);
+    // When the rate over the last second is read 50 ms into a new slot
+    const r = w.rate(0, 1, T0 + 12_050);
+    // Then 95% of the previous slot (10) and the new slot so far (1) are in it, not the new slot alone
+    expect(r.total).toBeCloseTo(0.95 * 10 + 1, 9);
+    expect(r.byZone[0]).toBeCloseTo(10.5, 9);
+  });
+
+  it("weights the oldest slot by the fraction of it inside the window", () => {
+    const w = windows(1);
+    w.record(0, true, -1, T0 + 9_000, 100); // slot 9 only
+    // window [9.25 s, 10.25 s]: three quarters of slot 9
+    expect(w.rate(0, 1, T0 + 10_250).writes).toBeCloseTo(75, 9);
+    // window [8.5 s, 10.5 s]: all of slot 9, over 2 s
+    expect(w.rate(0, 2, T0 + 10_500).total).toBeCloseTo(50, 9);
+    // a window inside the current slot: its part of the slot's accesses so far (0.5 s of the 0.7 s
+    // elapsed), over the window
+    expect(w.rate(0, 0.5, T0 + 9_700).total).toBeCloseTo((100 * (0.5 / 0.7)) / 0.5, 9);
+    // the minute level: a 2-minute window 30 s into minute 2 takes half of minute 0
+    const m = windows(1);
+    m.record(0, false, 2, T0 + 10_000, 600); // minute 0
+    m.record(0, false, 2, T0 + 70_000, 60); // minute 1
+    expect(m.rate(0, 120, T0 + 150_000).byZone[2]).toBeCloseTo((300 + 60) / 120, 9);
+  });
+
+  it("computes the same loads for every segment as rate does for one", () => {
+    const w = windows(3000);
+    for (let i = 0; i < 5000; i++)
+      w.record((i * 7919) % 3000, i % 3 === 0, (i % 4) - 1, T0 + i * 37, 1 + (i % 5));
+    for (const [win, now] of [
+      [1, T0 + 185_010],
+      [10, T0 + 185_010],
+      [600, T0 + 185_010],
+      [7200, T0 + 4_000_000],
+    ]) {
+      const loads = w.loads(win, now);
+      for (const s of [0, 1, 17, 2999]) expect(loads[s]).toBeCloseTo(w.rate(s, win, now).total, 9);
+    }
+  });
+
+  it("refuses a window that is not a positive number of seconds", () => {
+    const w = windows(2);
+    expect(() => w.rate(0, 0, T0)).toThrow(/positive/);
+    expect(() => w.loads(Number.NaN, T0)).toThrow(/positive/);
+    expect(() => w.rate(0, 10, Number.NaN)).toThrow(/finite/);
+  });
+
+  it("matches a model of the raw events (property)", () => {
+    const levels = [
+      { resolutionSeconds: 1, slots: 5 },
+      { resolutionSeconds: 10, slots: 6 },
+      { resolutionSeconds: 60, slots: 4 },
+    ];
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({ dt: fc.integer({ min: 0, max: 9_000 }), late: fc.integer({ min: 0, max: 70_000 }) }),
+          { maxLength: 80 },
+        ),
+        fc.integer({ min: 1, max: 300 }),
+        fc.integer({ min: 0, max: 120_000 }),
+        (steps, windowS, after) => {
+          const w = new AccessWindows({ segmentCount: 1, zones, levels });
+          const times: number[] = [];
+          let clock = T0 + 123;
+          for (const s of steps) {
+            clock += s.dt;
+            const t = s.late % 4 === 0 ? clock - s.late : clock;
+            w.record(0, false, 0, t);
+            times.push(t);
+          }
+          const now = clock + after;
+          // the model: the finest level covering the window; the oldest slot weighted by the part of
+          // its elapsed time inside the window; or, if the level no longer holds it, the time it holds
+          const lv = levels.findIndex((l) => l.resolutionSeconds * l.slots >= windowS);
+          const { resolutionSeconds, slots } = levels[lv < 0 ? levels.length - 1 : lv];
+          const res = resolutionSeconds * 1000;
+          const cur = Math.floor(now / res);
+          const start = now - windowS * 1000;
+          let first = Math.floor(start / res);
+          let weight = 1;
+          let duration = windowS * 1000;
+          if (first < cur - slots + 1) {
+            first = cur - slots + 1;
+            duration = Math.max(now - first * res, res);
+          } else {
+            const end = Math.min((first + 1) * res, now);
+            weight = (end - start) / (end - first * res);
+          }
+          let expected = 0;
+          for (const t of times) {
+            const s = Math.floor(t / res);
+            if (s >= first && s <= cur) expected += s === first ? weight : 1;
+          }
+          expect(w.rate(0, windowS, now).total).toBeCloseTo((expected * 1000) / duration, 9);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe("AccessWindows.recordBatch", () => {
+  it("records the same as one record call per event", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            segment: fc.integer({ min: 0, max: 2999 }),
+            write: fc.boolean(),
+            zone: fc.integer({ min: -1, max: 2 }),
+          }),
+          { maxLength: 60 },
+        ),
+        fc.array(fc.integer({ min: 0, max: 4_000 }), { minLength: 1, maxLength: 4 }),
+        (events, gaps) => {
+          const a = windows(3000);
+          const b = windows(3000);
+          let t = T0;
+          for (const gap of gaps) {
+            t += gap;
+            const n = events.length;
+            const segments = Uint32Array.from(events, (e) => e.segment);
+            const ops = Uint8Array.from(events, (e) => (e.write ? OP_WRITE : OP_READ));
+            const zs = Int8Array.from(events, (e) => e.zone);
+            a.recordBatch(segments, ops, zs, n, t);
+            for (const e of events) b.record(e.segment, e.write, e.zone, t);
+          }
+          for (const s of new Set(events.map((e) => e.segment))) {
+            expect(a.exportSegment(s)).toEqual(b.exportSegment(s));
+          }
+          expect([...a.activeSegments()]).toEqual([...b.activeSegments()]);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it("records only the first n events, and refuses a bad batch before recording any of it", () => {
+    const w = windows(10);
+    const segments = Uint32Array.from([1, 2, 3, 4]);
+    const ops = Uint8Array.from([OP_WRITE, OP_READ, OP_READ, OP_READ]);
+    w.recordBatch(segments, ops, Int8Array.from([0, 1, -1, 2]), 3, T0);
+    expect([...w.activeSegments()]).toEqual([1, 2, 3]);
+    expect(w.rate(1, 1, T0 + 1_000).writes).toBe(1);
+    expect(() => w.recordBatch(Uint32Array.from([5, 10]), ops, Int8Array.from([0, 0]), 2, T0)).toThrow(
+      /outside/,
+    );
+    expect(() => w.recordBatch(Uint32Array.from([5, 6]), ops, Int8Array.from([0, 3]), 2, T0)).toThrow(
+      /zone index 3/,
+    );
+    expect(() => w.recordBatch(Uint32Array.from([5, 6]), ops, Int8Array.from([0, -2]), 2, T0)).toThrow(
+      /zone index -2/,
+    );
+    expect(() => w.recordBatch(segments, ops, Int8Array.from([0, 0]), 3, T0)).toThrow(/does not fit/);
+    expect(() => w.recordBatch(segments, ops, Int8Array.from([0, 0, 0]), 3, Number.NaN)).toThrow(/time/);
+    expect([...w.activeSegments()]).toEqual([1, 2, 3]);
+  });
+});
+
+describe("AccessWindows counts and hostile input", () => {
+  it("saturates counts at 2^32 - 1 instead of wrapping, in the current slot and when rolled up", () => {
+    const w = windows(1);
+    const max = 2 ** 32 - 1;
+    w.record(0, true, 0, T0, max);
+    w.record(0, true, 0, T0, 5);
+    expect(w.series(0, 0, T0, "writes")[9]).toBe(max);
+    w.record(0, true, 0, T0 + 1_000, max); // the next second: the first one moves into the ring
+    w.record(0, false, 1, T0 + 30_000, 1); // both roll up into the same minute
+    expect(w.series(0, 1, T0 + 30_000, "a")[59]).toBe(max);
+    expect(w.series(0, 1, T0 + 30_000, "writes")[59]).toBe(max);
+    expect(w.series(0, 1, T0 + 30_000, "b")[59]).toBe(1);
+  });
+
+  it("refuses bad zone indexes, counts and times without recording anything", () => {
+    const w = windows(4);
+    expect(() => w.record(1, false, 3, T0)).toThrow(/zone index 3/);
+    expect(() => w.record(1, false, 0.5, T0)).toThrow(/zone index/);
+    expect(() => w.record(1, false, Number.NaN, T0)).toThrow(/zone index/);
+    expect(() => w.record(1, false, 0, T0, -1)).toThrow(/whole number/);
+    expect(() => w.record(1, false, 0, T0, 1.5)).toThrow(/whole number/);
+    expect(() => w.record(1, false, 0, T0, 2 ** 32)).toThrow(/whole number/);
+    expect(() => w.record(1, false, 0, Number.NaN)).toThrow(/time/);
+    expect(() => w.record(1, false, 0, Number.POSITIVE_INFINITY)).toThrow(/time/);
+    expect(() => w.record(1.5, false, 0, T0)).toThrow(/outside/);
+    expect(() => w.series(1, 3, T0)).toThrow(/level 3/);
+    expect([...w.activeSegments()]).toEqual([]);
+  });
+
+  it("refuses malformed exported windows and changes nothing", () => {
+    const a = windows(10);
+    a.record(3, true, 0, T0, 11);
+    const good = a.exportSegment(3)!;
+    const b = windows(10);
+    b.record(3, false, 1, T0, 2);
+    const before = b.exportSegment(3);
+    const bad = [
+      { ...good, stamps: [Number.NaN, ...good.stamps.slice(1)] },
+      { ...good, stamps: [good.stamps[0] + 0.5, ...good.stamps.slice(1)] },
+      { ...good, stamps: [2 ** 60, ...good.stamps.slice(1)] },
+      { ...good, cells: good.cells.map((c, i) => (i === 7 ? -1 : c)) },
+      { ...good, cells: good.cells.map((c, i) => (i === 7 ? 2 ** 32 : c)) },
+      { ...good, cells: good.cells.slice(1) },
+      { ...good, segment: 10 },
+      { ...good, segment: 2.5 },
+    ];
+    for (const data of bad) expect(() => b.importSegment(data)).toThrow();
+    expect(() => b.importSegment(null as never)).toThrow(/other zones/);
+    expect(b.exportSegment(3)).toEqual(before);
+  });
+
+  it("refuses a file whose slot numbers are not integers even when its checksum is right", () => {
+    const w = windows(5);
+    w.record(2, false, 0, T0, 1);
+    const bytes = w.serialize();
+    const hlen = new DataView(bytes.buffer, bytes.byteOffset).getUint32(5, true);
+    const body = bytes.slice(0, bytes.length - 16);
+    // segment 2's finest stamp: the third Float64 of the chunk's stamps (3 levels per segment)
+    new DataView(body.buffer).setFloat64(9 + hlen + 2 * 3 * 8, 0.5, true);
+    const resealed = new Uint8Array(bytes.length);
+    resealed.set(body);
+    resealed.set(new TextEncoder().encode(fnv1a64Bytes(body)), body.length);
+    expect(() => AccessWindows.deserialize(resealed)).toThrow(/corrupt.*not an integer/);
+  });
+});
+
+describe("AccessWindows persisted format (SCAW1) compatibility", () => {
+  const smallLevels = [
+    { resolutionSeconds: 1, slots: 4 },
+    { resolutionSeconds: 5, slots: 3 },
+    { resolutionSeconds: 30, slots: 2 },
+  ];
+  /** A fixed stream of 3,000 events over 1,500 segments (two chunks), late ones included. */
+  function feed(w: AccessWindows): number {
+    let seed = 7;
+    const next = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0);
+    let t = T0;
+    for (let i = 0; i < 3000; i++) {
+      t += next() % 90;
+      const late = next() % 7 === 0 ? next() % 40_000 : 0;
+      w.record(next() % 1500, next() % 4 === 0, (next() % 3) - 1, t - late, 1 + (next() % 5));
+    }
+    return t;
+  }
+
+  it("writes the bytes the previous layout wrote for the same events", () => {
+    // pinned with the previous implementation (one Float64 stamp per level, finest ring of 4 positions)
+    const w = new AccessWindows({ segmentCount: 1500, zones: ["a", "b"], levels: smallLevels });
+    feed(w);
+    const bytes = w.serialize();
+    expect(bytes.length).toBe(344_257);
+    expect(fnv1a64Bytes(bytes)).toBe("5d95b3593b5b3d7d");
+  });
+
+  it("reads such a file back to the same windows and the same bytes", () => {
+    const w = new AccessWindows({ segmentCount: 1500, zones: ["a", "b"], levels: smallLevels });
+    const end = feed(w);
+    const bytes = w.serialize();
+    const back = AccessWindows.deserialize(bytes);
+    // (a byte comparison: a deep equality over 344 KB takes seconds)
+    expect(Buffer.compare(back.serialize(), bytes)).toBe(0);
+    for (let s = 0; s < 1500; s += 37) {
+      for (let l = 0; l < 3; l++) expect(back.series(s, l, end)).toEqual(w.series(s, l, end));
+      expect(back.exportSegment(s)).toEqual(w.exportSegment(s));
+    }
+  });
+
+  it("exports the previous layout: a ring of `slots` positions per level, indexed by slot mod slots", () => {
+    const w = new AccessWindows({ segmentCount: 4, zones: ["a"], levels: smallLevels });
+    // finest slots 100..103 (T0 is a multiple of 4 s and of 30 s), then slot 105: 100 and 101 roll up
+    const t0 = T0 + 100_000;
+    [1, 2, 3, 4].forEach((n, i) => w.record(1, false, 0, t0 + i * 1000, n));
+    w.record(1, true, -1, t0 + 5_000, 7);
+    const e = w.exportSegment(1)!;
+    const abs0 = Math.floor(t0 / 1000) + 5;
+    const five = Math.floor((abs0 - 5) / 5);
+    expect(e.stamps).toEqual([abs0, five, Math.floor((abs0 - 5) / 30)]);
+    const cell = (pos: number, c: number) => e.cells[pos * 3 + c];
+    // finest ring: slot a at position a mod 4, cells [writes, unattributed, a]
+    expect(cell(abs0 % 4, 0)).toBe(7);
+    expect(cell(abs0 % 4, 1)).toBe(7);
+    expect(cell((abs0 - 3) % 4, 2)).toBe(3);
+    expect(cell((abs0 - 2) % 4, 2)).toBe(4);
+    expect(cell((abs0 - 1) % 4, 2)).toBe(0); // never written
+    // 5 s level (positions 4..6): the first two slots (1 + 2 accesses) rolled up into one 5 s slot
+    expect(cell(4 + (five % 3), 2)).toBe(3);
+    expect(e.cells.slice(4 * 3, 7 * 3).reduce((x, y) => x + y, 0)).toBe(3);
+  });
+
+  it("imports windows exported in the previous layout", () => {
+    const e: SegmentWindows = {
+      segment: 2,
+      zones: ["a"],
+      levels: smallLevels,
+      // finest newest slot 1001; 5 s level newest 199; 30 s level never written
+      stamps: [1001, 199, -1],
+      cells: [
+        // finest positions 0..3 = slots 1000, 1001, 998, 999; cells [writes, unattributed, a]
+        0, 0, 4, 1, 0, 6, 0, 0, 0, 0, 2, 0,
+        // 5 s positions 0..2 = slots 198, 199, 197
+        0, 0, 0, 0, 0, 50, 0, 0, 0,
+        // 30 s
+        0, 0, 0, 0, 0, 0,
+      ],
+    };
+    const w = new AccessWindows({ segmentCount: 4, zones: ["a"], levels: smallLevels });
+    w.importSegment(e);
+    const now = 1001 * 1000 + 999;
+    expect(Array.from(w.series(2, 0, now))).toEqual([0, 2, 4, 6]);
+    expect(Array.from(w.series(2, 0, now, "writes"))).toEqual([0, 0, 0, 1]);
+    // the 5 s level: 50 stored in slot 199, plus the finest slots not rolled up yet (998, 999 → 199;
+    // 1000, 1001 → 200)
+    expect(Array.from(w.series(2, 1, now))).toEqual([0, 52, 10]);
+    expect(w.exportSegment(2)).toEqual(e);
   });
 });

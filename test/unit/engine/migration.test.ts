@@ -3,11 +3,18 @@ import { describe, expect, it } from "vitest";
 import { initialLayout, validateMap } from "../../../src/engine/location-map.js";
 import {
   MIGRATION_PHASES,
+  OWNER_LEASE_MS,
   advance,
   canAdvance,
+  checkRecord,
+  commitLayout,
   commitMap,
+  isOrphaned,
+  layoutCommitted,
+  looksLikeRecord,
   newJournal,
   recoveryAction,
+  type LayoutChange,
   type MigrationPhase,
 } from "../../../src/engine/migration.js";
 
@@ -101,5 +108,115 @@ describe("migration state machine", () => {
         },
       ),
     );
+  });
+});
+
+describe("layout changes (splits and merges) in the migration machinery", () => {
+  const splitChange = (m: ReturnType<typeof map>): LayoutChange => {
+    const sh = m.shards[0];
+    return {
+      op: {
+        kind: "split",
+        shard: sh.id,
+        node: sh.node,
+        reason: "hot-segment",
+        pieces: [
+          { id: sh.id, ranges: [[1, sh.ranges[0][1]]], load: 0 },
+          { id: "shard-99", ranges: [[0, 1]], load: 0 },
+        ],
+      },
+      pieceNodes: { "shard-99": "n2" },
+      epochs: { [sh.id]: sh.epoch },
+      nodes: { [sh.id]: sh.node },
+    };
+  };
+
+  it("commits a split with the new piece on its node, every involved shard at a new epoch", () => {
+    const m = map();
+    const next = commitLayout(m, splitChange(m), 50, 3);
+    validateMap(next);
+    expect(next.term).toBe(3);
+    expect(next.shards.find((s) => s.id === "shard-99")).toMatchObject({
+      node: "n2",
+      epoch: 1,
+      ranges: [[0, 1]],
+    });
+    expect(next.shards.find((s) => s.id === m.shards[0].id)).toMatchObject({
+      epoch: m.shards[0].epoch + 1,
+      ranges: [[1, m.shards[0].ranges[0][1]]],
+    });
+    expect(layoutCommitted(next, splitChange(m))).toBe(true);
+    expect(layoutCommitted(m, splitChange(m))).toBe(false);
+  });
+
+  it("refuses the commit when an involved shard moved on or the piece's node left", () => {
+    const m = map();
+    const moved = { ...m, shards: m.shards.map((s, i) => (i === 0 ? { ...s, epoch: s.epoch + 1 } : s)) };
+    expect(() => commitLayout(moved, splitChange(m), 50)).toThrow(/moved on/);
+    const gone = {
+      ...m,
+      nodes: m.nodes.filter((n) => n.id !== "n2"),
+      shards: m.shards.filter((s) => s.node !== "n2"),
+    };
+    expect(() => commitLayout(gone, splitChange(m), 50)).toThrow();
+    const exists = commitLayout(m, splitChange(m), 50);
+    expect(() =>
+      commitLayout(exists, { ...splitChange(m), epochs: { [m.shards[0].id]: m.shards[0].epoch + 1 } }, 60),
+    ).toThrow(/exists already/);
+  });
+
+  it("commits a merge: the kept shard takes the ranges at an epoch above all merged ones", () => {
+    const m = map();
+    const [a, b] = [m.shards[0], m.shards[1]];
+    const change: LayoutChange = {
+      op: {
+        kind: "merge",
+        shards: [a.id, b.id],
+        node: a.node,
+        ranges: [[a.ranges[0][0], b.ranges[0][1]]],
+        load: 0,
+      },
+      pieceNodes: {},
+      epochs: { [a.id]: a.epoch, [b.id]: b.epoch },
+      nodes: { [a.id]: a.node, [b.id]: b.node },
+    };
+    const next = commitLayout(m, change, 70);
+    expect(next.shards.some((s) => s.id === b.id)).toBe(false);
+    expect(next.shards.find((s) => s.id === a.id)!.epoch).toBe(Math.max(a.epoch, b.epoch) + 1);
+    expect(layoutCommitted(next, change)).toBe(true);
+    expect(layoutCommitted(m, change)).toBe(false);
+  });
+
+  it("recovery of a layout change: forward iff the map shows it, else back", () => {
+    const m = map();
+    const change = splitChange(m);
+    const base = {
+      ...newJournal({ id: "l1", shard: m.shards[0], target: "n2", planVersion: 1, term: 0, now: 1 }),
+      layout: change,
+    };
+    const prepared = { ...base, phase: "prepared" as const };
+    expect(recoveryAction(prepared, m).kind).toBe("roll-back");
+    expect(recoveryAction(prepared, commitLayout(m, change, 5)).kind).toBe("roll-forward");
+    expect(recoveryAction({ ...base, phase: "done" as const }, m).kind).toBe("nothing");
+  });
+
+  it("a record is orphaned when its owner is known dead or silent past the lease, never when ended", () => {
+    const m = map();
+    const r = {
+      ...newJournal({ id: "o1", shard: m.shards[0], target: "n2", planVersion: 1, term: 0, now: 1000 }),
+      entriesCopied: 0,
+      rounds: 0,
+      heartbeatAt: 1000,
+    };
+    expect(isOrphaned(r, 2000, true)).toBe(false);
+    expect(isOrphaned(r, 2000, undefined)).toBe(false);
+    expect(isOrphaned(r, 2000, false)).toBe(true);
+    expect(isOrphaned(r, 1000 + OWNER_LEASE_MS + 1, undefined)).toBe(true);
+    expect(isOrphaned({ ...r, phase: "aborted" }, 1000 + OWNER_LEASE_MS + 1, false)).toBe(false);
+  });
+
+  it("refuses to store a record readers could not use", () => {
+    expect(() => checkRecord({ id: "../x" } as never)).toThrow(/not a storable/);
+    expect(looksLikeRecord({ id: "a" })).toBe(false);
   });
 });

@@ -1,7 +1,7 @@
 import { render } from "ink-testing-library";
 import { afterEach, describe, expect, it } from "vitest";
-import { Dashboard } from "../../../src/tui/Dashboard.js";
-import { FixtureSource, makeSnapshot, plain } from "./fixtures.js";
+import { Dashboard, type DashboardProps } from "../../../src/tui/Dashboard.js";
+import { FixtureSource, makeSnapshot, plain, RecordingMigrator } from "./fixtures.js";
 
 const KEY = {
   down: "\u001B[B",
@@ -37,9 +37,18 @@ async function start(
       unreachable: ["node-3"],
     }),
   ),
+  extra: Partial<DashboardProps> = {},
 ) {
   app = render(
-    <Dashboard source={source} refreshMs={60_000} colour={false} hotRate={50} width={100} height={36} />,
+    <Dashboard
+      source={source}
+      refreshMs={60_000}
+      colour={false}
+      hotRate={50}
+      width={100}
+      height={36}
+      {...extra}
+    />,
   );
   await until("the first snapshot", () => plain(app!.lastFrame()).includes("segments view"));
   return { source, app: app!, frame: () => plain(app!.lastFrame()) };
@@ -112,24 +121,98 @@ describe("Dashboard key bindings", () => {
     await until("the forecast panel", () => frame().includes("Forecast ·"));
   });
 
-  it("migrates with m only after y; n cancels", async () => {
-    const { frame, source } = await start();
+  it("m asks to move the shard to the plan's target; n cancels and nothing is called", async () => {
+    const migrator = new RecordingMigrator();
+    const { frame, source } = await start(undefined, { onMigrate: migrator.onMigrate });
+    // When m is pressed on the hot row (shard-2, on node-2)
     await press("m");
+    // Then the planner is asked and its target proposed
     await until("the confirmation", () =>
-      frame().includes("Migrate shard-2 from node-2 to node-3? (the planner's target) [y/n]"),
+      frame().includes("Migrate shard-2 from node-2 to node-3? (the planner's target, map v7) [y/n]"),
     );
+    expect(source.calls).toContain("plan shard-2");
     // keys other than y/n do nothing while asking
     await press("q");
     await press("j");
     expect(frame()).toContain("[y/n]");
     await press("n");
     await until("the cancellation", () => frame().includes("not migrating shard-2"));
-    expect(source.calls.some((c) => c.startsWith("migrate"))).toBe(false);
+    expect(migrator.calls).toEqual([]);
+  });
+
+  it("y runs the migration through the callback with shard and target, showing progress and the result", async () => {
+    const migrator = new RecordingMigrator();
+    const { frame } = await start(undefined, { onMigrate: migrator.onMigrate });
     await press("m");
-    await until("the confirmation again", () => frame().includes("[y/n]"));
+    await until("the confirmation", () => frame().includes("[y/n]"));
     await press("y");
-    await until("the migration to start", () => frame().includes("migration of shard-2 to node-3 started"));
-    expect(source.calls).toContain("migrate shard-2 node-3");
+    await until("the migration to start", () => frame().includes("migrating shard-2 → node-3…"));
+    // the plan's map version goes along: the coordinator refuses the move if the map moved on since
+    expect(migrator.calls).toEqual(["shard-2 node-3 v7"]);
+    // progress goes to the status line
+    migrator.progress("copying", 3 * 1024 * 1024, 120, 8 * 1024 * 1024);
+    await until("the progress", () =>
+      frame().includes("migrating shard-2 → node-3: copying, 3.0M/8.0M copied, lag 120 entries"),
+    );
+    // one migration at a time
+    await press("m");
+    await until("the refusal", () =>
+      frame().includes("a migration is running (shard-2 → node-3); one at a time"),
+    );
+    expect(migrator.calls).toHaveLength(1);
+    // q asks once while it runs
+    await press("q");
+    await until("the warning", () => frame().includes("shard-2 is still migrating; q again quits anyway"));
+    // the result
+    migrator.finish({ ok: true, message: "shard-2 moved to node-3: write pause 12 ms, took 840 ms" });
+    await until("the result", () => frame().includes("shard-2 moved to node-3: write pause 12 ms"));
+    // and another one may start
+    await press("m");
+    await until("a new confirmation", () => frame().includes("[y/n]"));
+  });
+
+  it("shows the callback's error and the failed result on the status line", async () => {
+    const migrator = new RecordingMigrator();
+    const { frame } = await start(undefined, { onMigrate: migrator.onMigrate });
+    await press("m");
+    await until("the confirmation", () => frame().includes("[y/n]"));
+    await press("Y");
+    await until("the start", () => migrator.calls.length === 1);
+    migrator.fail("migration m1 of shard-2 to node-3 aborted: target node-3 (prepare) answered 409");
+    await until("the error", () =>
+      frame().includes(
+        "migration of shard-2 to node-3 failed: migration m1 of shard-2 to node-3 aborted: target node-3",
+      ),
+    );
+    // a result that says it did not work is shown as such
+    await press("m");
+    await until("the confirmation", () => frame().includes("[y/n]"));
+    await press("y");
+    await until("the second start", () => migrator.calls.length === 2);
+    migrator.finish({ ok: false, message: "shard-2 → node-3 ended committed: roll-forward pending" });
+    await until("the failed result", () => frame().includes("ended committed: roll-forward pending"));
+  });
+
+  it("m explains why it cannot migrate: no target from the planner, no coordinator", async () => {
+    // Given a planner that proposes no move
+    const migrator = new RecordingMigrator();
+    const src = new FixtureSource(makeSnapshot({ segments: 256, shards: 8, rates: { 42: [300, 50] } }));
+    src.planTarget = undefined;
+    const { frame } = await start(src, { onMigrate: migrator.onMigrate });
+    await press("m");
+    await until("the explanation", () =>
+      frame().includes("the planner proposes no move for shard-2 (zone c rising): nothing to migrate"),
+    );
+    expect(frame()).not.toContain("[y/n]");
+    expect(migrator.calls).toEqual([]);
+    app!.unmount();
+    // Given a dashboard without a coordinator (no agent token)
+    const second = await start(undefined, { migrateUnavailable: "no agent token is configured" });
+    await press("m");
+    await until("the explanation", () =>
+      second.frame().includes("cannot migrate from here: no agent token is configured; nothing was changed"),
+    );
+    expect(second.source.calls.some((c) => c.startsWith("plan"))).toBe(false);
   });
 
   it("finds a key with / and jumps to its segment", async () => {

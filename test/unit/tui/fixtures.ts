@@ -8,6 +8,7 @@ import type {
   ForecastView,
   MigrateResult,
   NodeView,
+  OnMigrate,
   PlanView,
 } from "../../../src/tui/source.js";
 
@@ -146,6 +147,30 @@ export function makeForecast(target: FocusTarget): ForecastView {
   };
 }
 
+/**
+ * A migration callback that records its calls and ends when the test says so
+ * (`finish`/`fail`), reporting progress in between.
+ */
+export class RecordingMigrator {
+  calls: string[] = [];
+  private pending?: { resolve: (r: MigrateResult) => void; reject: (e: Error) => void };
+  private report?: Parameters<OnMigrate>[2];
+  readonly onMigrate: OnMigrate = (shard, target, report, plan) => {
+    this.calls.push(`${shard} ${target} v${plan?.mapVersion}`);
+    this.report = report;
+    return new Promise((resolve, reject) => (this.pending = { resolve, reject }));
+  };
+  progress(phase: string, bytes: number, lag: number, bytesTotal?: number): void {
+    this.report?.progress({ phase, bytes, lag, bytesTotal });
+  }
+  finish(r: MigrateResult): void {
+    this.pending?.resolve(r);
+  }
+  fail(message: string): void {
+    this.pending?.reject(new Error(message));
+  }
+}
+
 /** A DashboardSource over fixed snapshots that records what the UI asked. */
 export class FixtureSource implements DashboardSource {
   calls: string[] = [];
@@ -170,10 +195,6 @@ export class FixtureSource implements DashboardSource {
       lines: [`decision: move → ${this.planTarget}`, "reason: zone c rising"],
       target: this.planTarget,
     };
-  }
-  async migrate(shard: string, target: string): Promise<MigrateResult> {
-    this.calls.push(`migrate ${shard} ${target}`);
-    return { ok: true, message: `migration of ${shard} to ${target} started` };
   }
   segmentOf(key: string): number {
     if (key === "" || key.length > 1024) throw new Error("a key must be 1 to 1024 bytes");

@@ -109,6 +109,50 @@ describe("NodesPanel", () => {
     );
   });
 
+  it("shows measured round trips as measured, with their age, and marks the model's cells with *", () => {
+    const snap = makeSnapshot();
+    const at = snap.takenAt - 12_000;
+    const nodes = snap.nodes.map((n, i) =>
+      i === 0
+        ? {
+            ...n,
+            rttMs: [1, 0.42, 57.6],
+            rttMeasured: [false, true, true],
+            rttSource: "measured" as const,
+            rttMeasuredAt: at,
+          }
+        : n,
+    );
+    const { lastFrame } = render(
+      <NodesPanel
+        nodes={nodes}
+        zones={snap.zones}
+        width={100}
+        height={5}
+        colour={false}
+        now={snap.takenAt}
+      />,
+    );
+    const lines = plain(lastFrame()).split("\n");
+    expect(lines[0].trimEnd()).toBe("Nodes (rtt ms: measured 12s ago; * model)");
+    expect(lines[2]).toMatch(/node-1 .* 1\* +0\.4 +58$/);
+    expect(lines[3]).toMatch(/node-2 .* 50\* +1\* +50\*$/);
+  });
+
+  it("says measured without stars when every cell was measured", () => {
+    const snap = makeSnapshot();
+    const nodes = snap.nodes.map((n) => ({
+      ...n,
+      rttMeasured: [true, true, true],
+      rttSource: "measured" as const,
+    }));
+    const { lastFrame } = render(
+      <NodesPanel nodes={nodes} zones={snap.zones} width={100} height={5} colour={false} />,
+    );
+    expect(plain(lastFrame()).split("\n")[0].trimEnd()).toBe("Nodes (rtt ms: measured)");
+    expect(plain(lastFrame())).not.toContain("*");
+  });
+
   it("says how many nodes do not fit", () => {
     const snap = makeSnapshot();
     const { lastFrame } = render(
@@ -138,6 +182,65 @@ describe("MigrationsPanel", () => {
       "Migrations: 1 in flight, 1 recent",
       "▸ shard-2 node-2→node-3 copying 3.0M/8.0M lag 120 · 30s",
       "  shard-1 node-1→node-2 committed pause 42ms · 10m00s ago",
+      "",
+    ]);
+  });
+
+  it("shows journal records: unknown lag, a pending roll-forward, an aborted move with its reason", () => {
+    const now = Date.UTC(2026, 0, 1, 12);
+    const { lastFrame } = render(
+      <MigrationsPanel
+        migrations={{
+          available: true,
+          inFlight: [
+            {
+              id: "m3",
+              shard: "shard-4",
+              source: "node-1",
+              target: "node-2",
+              phase: "journaled",
+              bytesCopied: 0,
+              startedAt: now - 2_000,
+            },
+            {
+              id: "m2",
+              shard: "shard-3",
+              source: "node-3",
+              target: "node-1",
+              phase: "committed",
+              bytesCopied: 2048,
+              lagEntries: 0,
+              startedAt: now - 65_000,
+              problem: "roll-forward pending: node-1 did not answer",
+            },
+          ],
+          recent: [
+            {
+              id: "m1",
+              shard: "shard-2",
+              source: "node-2",
+              target: "node-3",
+              result: "aborted",
+              finishedAt: now - 5_000,
+              reason: "target node-3 (prepare) answered 409",
+            },
+          ],
+        }}
+        now={now}
+        width={100}
+        height={5}
+        colour={false}
+      />,
+    );
+    expect(
+      plain(lastFrame())
+        .split("\n")
+        .map((l) => l.trimEnd()),
+    ).toEqual([
+      "Migrations: 2 in flight, 1 recent",
+      "▸ shard-4 node-1→node-2 journaled 0B · 2s",
+      "▸ shard-3 node-3→node-1 committed 2.0K lag 0 · 1m05s (roll-forward pending: node-1 did not answer)",
+      "  shard-2 node-2→node-3 aborted · 5s ago (target node-3 (prepare) answered 409)",
       "",
     ]);
   });

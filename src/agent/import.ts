@@ -1,0 +1,372 @@
+/**
+ * Moving segments between shards (issue 8: splits and merges carried out by
+ * the migration machinery; the coordinator is src/cluster/reshape.ts).
+ *
+ * Source side (the shard that gives segments away):
+ *   GET /v1/shards/:id/export?from=LSN&max=N&ranges=a-b,c-d
+ *       the log entries from `from` on whose key falls in the ranges, raw
+ *       (original shard id and LSN); headers x-last-lsn (the source's durable
+ *       LSN), x-scanned-through (the last LSN looked at), x-entries.
+ *   GET /v1/shards/:id/export-checksum?upto=LSN&ranges=...
+ *       {checksum}: the content checksum of those entries 1..LSN.
+ * Target side (the shard that takes them; a new shard created with
+ * `receive`, or a live shard for a merge):
+ *   POST /v1/admin/shards/:id/import-begin  {source, migration, ranges}
+ *   POST /v1/admin/shards/:id/import        raw entries from `export`;
+ *       headers x-source-shard, x-migration, x-from, x-scanned-through.
+ *       Each entry is written to this shard as a new entry (its own LSN, the
+ *       original write id), in source order; keys outside the import's
+ *       ranges, foreign shards and gaps are refused with nothing written.
+ *   POST /v1/admin/shards/:id/import-prepare {source, migration, through, checksum}
+ *   POST /v1/admin/shards/:id/import-commit  {migration, epoch, ranges}
+ *       after the map commit: serve the new ranges at the new epoch.
+ *   POST /v1/admin/shards/:id/import-abort   {migration}
+ *       writes deletes for every imported key (they were never served: the
+ *       ranges did not include them), then forgets the import.
+ *   POST /v1/admin/shards/:id/reshape        {migration, epoch, ranges}
+ *       the source of a split after the commit: unfenced with fewer ranges.
+ *
+ * The content checksum is a running CRC-32 over, per entry, the op byte, the
+ * key length (u16) and key, the value length (u32) and value: both sides
+ * compute it, the source from its log, the target as it imports (kept in the
+ * shard's metadata with the import's progress, so an import survives a
+ * restart and resumes where it stopped).
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { crc32 } from "node:zlib";
+import type { SegmentRange } from "../engine/location-map.js";
+import type { Agent } from "./agent.js";
+import { describeShard, requireShard } from "./data-plane.js";
+import {
+  ApiError,
+  badRequest,
+  intField,
+  optionalMigrationId,
+  readBody,
+  readJson,
+  sendJson,
+} from "./http-util.js";
+import { decodeEntry, type LogEntry } from "./log-format.js";
+import { checkRanges, MAX_CHUNK_BYTES, scanEntries } from "./replication.js";
+import type { WriteOp } from "./shard.js";
+import type { ImportState } from "./shard-meta.js";
+
+const MAX_EXPORT_ENTRIES = 100_000;
+
+/** Adds one entry's content to a running checksum. */
+export function contentCrc(crc: number, e: Pick<LogEntry, "op" | "key" | "value">): number {
+  const key = Buffer.from(e.key, "utf8");
+  const head = Buffer.allocUnsafe(7);
+  head.writeUInt8(e.op === "put" ? 1 : 2, 0);
+  head.writeUInt16LE(key.length, 1);
+  head.writeUInt32LE(e.op === "put" ? e.value.length : 0, 3);
+  let c = crc32(head, crc);
+  c = crc32(key, c);
+  if (e.op === "put" && e.value.length) c = crc32(e.value, c);
+  return c;
+}
+
+export function formatContentChecksum(crc: number, entries: number): string {
+  return `${(crc >>> 0).toString(16).padStart(8, "0")}-${entries}`;
+}
+
+function parseRangesParam(v: string | null, segments: number): SegmentRange[] {
+  if (!v) throw badRequest("ranges=a-b,c-d (half-open segment ranges) is required");
+  const parts = v.split(",").map((p) => {
+    const m = /^(\d{1,9})-(\d{1,9})$/.exec(p);
+    if (!m) throw badRequest(`ranges: ${JSON.stringify(p)} is not a-b`);
+    return [Number(m[1]), Number(m[2])];
+  });
+  return checkRanges(parts, segments);
+}
+
+function inRanges(ranges: SegmentRange[], segment: number): boolean {
+  for (const [a, b] of ranges) if (segment >= a && segment < b) return true;
+  return false;
+}
+
+function exportable(agent: Agent, id: string | undefined) {
+  const shard = requireShard(agent, id);
+  if (shard.meta.state !== "owned" && shard.meta.state !== "fenced")
+    throw new ApiError(409, "not-owner", `shard ${shard.id} is ${shard.meta.state} here; nothing to export`);
+  return shard;
+}
+
+/** GET /v1/shards/:id/export */
+export async function exportRequest(
+  agent: Agent,
+  res: ServerResponse,
+  id: string | undefined,
+  query: URLSearchParams,
+): Promise<void> {
+  const shard = exportable(agent, id);
+  const from = intField(Number(query.get("from") ?? "1"), "from", 1);
+  const max = Math.min(intField(Number(query.get("max") ?? "5000"), "max", 1), MAX_EXPORT_ENTRIES);
+  const ranges = parseRangesParam(query.get("ranges"), agent.opts.segments);
+  const last = shard.lsn;
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  let n = 0;
+  const through = await scanEntries(shard, from, last, (_lsn, raw) => {
+    const d = decodeEntry(raw, 0);
+    if (d.kind !== "entry")
+      throw new ApiError(500, "log-corrupt", `shard ${shard.id}: a bad entry in the log`);
+    if (inRanges(ranges, agent.segmenter.segmentOf(d.entry.key))) {
+      chunks.push(Buffer.from(raw));
+      bytes += raw.length;
+      n++;
+    }
+    return n < max && bytes < MAX_CHUNK_BYTES;
+  });
+  res.writeHead(200, {
+    "content-type": "application/octet-stream",
+    "x-last-lsn": String(last),
+    "x-scanned-through": String(Math.max(through, from - 1)),
+    "x-entries": String(n),
+  });
+  res.end(Buffer.concat(chunks, bytes));
+}
+
+/** GET /v1/shards/:id/export-checksum */
+export async function exportChecksumRequest(
+  agent: Agent,
+  res: ServerResponse,
+  id: string | undefined,
+  query: URLSearchParams,
+): Promise<void> {
+  const shard = exportable(agent, id);
+  const upto = intField(Number(query.get("upto")), "upto", 0);
+  if (upto > shard.lsn) throw badRequest(`upto ${upto} is past the durable LSN ${shard.lsn}`);
+  const ranges = parseRangesParam(query.get("ranges"), agent.opts.segments);
+  let crc = 0;
+  let n = 0;
+  await scanEntries(shard, 1, upto, (_lsn, raw) => {
+    const d = decodeEntry(raw, 0);
+    if (d.kind !== "entry")
+      throw new ApiError(500, "log-corrupt", `shard ${shard.id}: a bad entry in the log`);
+    if (inRanges(ranges, agent.segmenter.segmentOf(d.entry.key))) {
+      crc = contentCrc(crc, d.entry);
+      n++;
+    }
+  });
+  sendJson(res, 200, { checksum: formatContentChecksum(crc, n), upto });
+}
+
+function header(req: IncomingMessage, name: string): string {
+  const v = req.headers[name];
+  if (typeof v !== "string" || !v) throw badRequest(`header ${name} is required`);
+  return v;
+}
+
+function headerInt(req: IncomingMessage, name: string, min: number): number {
+  const v = header(req, name);
+  if (!/^\d{1,15}$/.test(v)) throw badRequest(`header ${name} must be an integer`);
+  return intField(Number(v), name, min);
+}
+
+function importOf(shardImports: Record<string, ImportState> | undefined, source: string, migration?: string) {
+  const st = shardImports?.[source];
+  if (!st) throw new ApiError(409, "no-import", `no import from ${source} was begun here`);
+  if (migration && st.migration !== migration)
+    throw new ApiError(
+      409,
+      "another-migration",
+      `the import from ${source} belongs to migration ${st.migration}`,
+      {
+        migration: st.migration,
+      },
+    );
+  return st;
+}
+
+export const IMPORT_ACTIONS = new Set([
+  "import-begin",
+  "import",
+  "import-prepare",
+  "import-commit",
+  "import-abort",
+  "reshape",
+]);
+
+/** POST /v1/admin/shards/:id/<action> for the import actions. */
+export async function importAdmin(
+  agent: Agent,
+  req: IncomingMessage,
+  res: ServerResponse,
+  id: string | undefined,
+  action: string,
+): Promise<void> {
+  const shard = requireShard(agent, id);
+  if (shard.failed) throw new ApiError(500, "shard-failed", `shard ${shard.id} is refused: ${shard.failed}`);
+  if (action === "import") {
+    const source = header(req, "x-source-shard");
+    const migration = optionalMigrationId(header(req, "x-migration"));
+    const from = headerInt(req, "x-from", 1);
+    const through = headerInt(req, "x-scanned-through", 0);
+    const st = importOf(shard.meta.imports, source, migration);
+    if (st.prepared)
+      throw new ApiError(409, "prepared", `the import from ${source} is prepared: nothing more`);
+    if (from !== st.through + 1)
+      throw new ApiError(
+        409,
+        "import-gap",
+        `the import from ${source} continues at LSN ${st.through + 1}, not ${from}`,
+        {
+          through: st.through,
+        },
+      );
+    if (through < from - 1) throw badRequest("x-scanned-through is before x-from");
+    const body = await readBody(req, MAX_CHUNK_BYTES + agent.opts.maxValueBytes + 1024 * 1024, "entries");
+    const ops: WriteOp[] = [];
+    let crc = st.crc;
+    let off = 0;
+    let prevLsn = from - 1;
+    while (off < body.length) {
+      const d = decodeEntry(body, off);
+      if (d.kind !== "entry")
+        throw badRequest(
+          `entry ${ops.length} is ${d.kind === "short" ? "cut short" : `invalid (${d.why})`}; nothing was imported`,
+        );
+      const e = d.entry;
+      if (e.shardId !== source)
+        throw badRequest(`an entry belongs to shard ${e.shardId}, not ${source}; nothing was imported`);
+      if (e.lsn <= prevLsn || e.lsn > through)
+        throw badRequest(
+          `entry LSN ${e.lsn} is out of order or past x-scanned-through; nothing was imported`,
+        );
+      if (!inRanges(st.ranges, agent.segmenter.segmentOf(e.key)))
+        throw badRequest(`key ${JSON.stringify(e.key)} is outside the imported ranges; nothing was imported`);
+      prevLsn = e.lsn;
+      crc = contentCrc(crc, e);
+      ops.push(
+        e.op === "put"
+          ? { op: "put", key: e.key, value: e.value, writeId: e.writeId }
+          : { op: "delete", key: e.key, writeId: e.writeId },
+      );
+      off += d.length;
+    }
+    // re-check after the body arrived: an abort or a second import may have come in meanwhile
+    const now = importOf(shard.meta.imports, source, migration);
+    if (now.through !== st.through || now.prepared)
+      throw new ApiError(409, "import-gap", `the import from ${source} moved on meanwhile`, {
+        through: now.through,
+      });
+    if (ops.length) await shard.write(ops);
+    const next: ImportState = { ...now, through, crc, entries: now.entries + ops.length };
+    shard.setMeta({ imports: { ...shard.meta.imports, [source]: next } });
+    return sendJson(res, 200, { through, imported: ops.length, lsn: shard.lsn });
+  }
+  const body = (await readJson(req, 1024 * 1024)) as Record<string, unknown>;
+  if (!body || typeof body !== "object" || Array.isArray(body))
+    throw badRequest("the body must be a JSON object");
+  const migration = optionalMigrationId(body.migration);
+  if (!migration) throw badRequest("migration (the migration id) is required");
+  switch (action) {
+    case "import-begin": {
+      const source = typeof body.source === "string" ? body.source : "";
+      if (!/^[A-Za-z0-9_.-]{1,128}$/.test(source)) throw badRequest("source must be a shard id");
+      const ranges = checkRanges(body.ranges, agent.opts.segments);
+      const own = shard.meta.ranges ?? [];
+      if (ranges.some(([a, b]) => own.some(([c, d]) => a < d && c < b)))
+        throw badRequest(`the imported ranges overlap shard ${shard.id}'s own`);
+      const cur = shard.meta.imports?.[source];
+      if (cur && cur.migration === migration)
+        return sendJson(res, 200, { ...describeShard(shard), import: cur });
+      if (cur)
+        throw new ApiError(
+          409,
+          "another-migration",
+          `an import from ${source} by migration ${cur.migration} is open here`,
+          {
+            migration: cur.migration,
+          },
+        );
+      const st: ImportState = { migration, ranges, through: 0, crc: 0, entries: 0 };
+      shard.setMeta({ imports: { ...shard.meta.imports, [source]: st } });
+      return sendJson(res, 201, { ...describeShard(shard), import: st });
+    }
+    case "import-prepare": {
+      const source = typeof body.source === "string" ? body.source : "";
+      const st = importOf(shard.meta.imports, source, migration);
+      const through = intField(body.through, "through", 0);
+      await shard.drain();
+      const mine = formatContentChecksum(st.crc, st.entries);
+      if (st.through !== through || mine !== body.checksum) {
+        throw new ApiError(
+          409,
+          "checksum-mismatch",
+          `the import from ${source} holds LSNs up to ${st.through} with checksum ${mine}; the source reported ${through} and ${String(body.checksum)}; voting abort`,
+          { vote: "abort", through: st.through, checksum: mine },
+        );
+      }
+      if (!st.prepared)
+        shard.setMeta({ imports: { ...shard.meta.imports, [source]: { ...st, prepared: true } } });
+      return sendJson(res, 200, { vote: "commit", checksum: mine });
+    }
+    case "import-commit": {
+      const epoch = intField(body.epoch, "epoch", 1);
+      const ranges = checkRanges(body.ranges, agent.opts.segments);
+      const mine = Object.entries(shard.meta.imports ?? {}).filter(([, s]) => s.migration === migration);
+      if (mine.length === 0) {
+        // a retried commit: already serving the new ranges at the new epoch
+        if (shard.meta.epoch === epoch && shard.meta.state === "owned")
+          return sendJson(res, 200, describeShard(shard));
+        throw new ApiError(409, "no-import", `no import by migration ${migration} is open here`);
+      }
+      if (mine.some(([, s]) => !s.prepared))
+        throw new ApiError(409, "not-prepared", "the import is not prepared");
+      if (epoch < shard.meta.epoch)
+        throw new ApiError(409, "stale-epoch", `epoch ${epoch} is stale`, { epoch: shard.meta.epoch });
+      const rest = Object.fromEntries(
+        Object.entries(shard.meta.imports ?? {}).filter(([, s]) => s.migration !== migration),
+      );
+      shard.setMeta({ epoch, ranges, state: "owned", imports: rest, migration: undefined });
+      return sendJson(res, 200, describeShard(shard));
+    }
+    case "import-abort": {
+      const mine = Object.entries(shard.meta.imports ?? {}).filter(([, s]) => s.migration === migration);
+      if (mine.length === 0) return sendJson(res, 200, { ...describeShard(shard), purged: 0 });
+      // the imported keys were never served here (outside the ranges): deleting them leaves no trace
+      const ranges = mine.flatMap(([, s]) => s.ranges);
+      const own = shard.meta.ranges ?? [];
+      const doomed: WriteOp[] = [];
+      for (const key of shard.state.keys()) {
+        const seg = agent.segmenter.segmentOf(key);
+        if (inRanges(ranges, seg) && !inRanges(own, seg)) doomed.push({ op: "delete", key });
+      }
+      for (let i = 0; i < doomed.length; i += 5000) await shard.write(doomed.slice(i, i + 5000));
+      const rest = Object.fromEntries(
+        Object.entries(shard.meta.imports ?? {}).filter(([, s]) => s.migration !== migration),
+      );
+      shard.setMeta({ imports: rest });
+      return sendJson(res, 200, { ...describeShard(shard), purged: doomed.length });
+    }
+    case "reshape": {
+      const epoch = intField(body.epoch, "epoch", 1);
+      const ranges = checkRanges(body.ranges, agent.opts.segments);
+      if (shard.meta.state === "owned" && shard.meta.epoch === epoch)
+        return sendJson(res, 200, describeShard(shard));
+      if (shard.meta.state !== "fenced")
+        throw new ApiError(
+          409,
+          "not-fenced",
+          `shard ${shard.id} is ${shard.meta.state}; only a fenced shard is reshaped`,
+        );
+      if (shard.meta.migration && shard.meta.migration !== migration)
+        throw new ApiError(
+          409,
+          "another-migration",
+          `shard ${shard.id} is held by migration ${shard.meta.migration}`,
+          {
+            migration: shard.meta.migration,
+          },
+        );
+      if (epoch <= shard.meta.epoch)
+        throw new ApiError(409, "stale-epoch", `epoch ${epoch} is stale`, { epoch: shard.meta.epoch });
+      shard.setMeta({ epoch, ranges, state: "owned", migration: undefined });
+      return sendJson(res, 200, describeShard(shard));
+    }
+    default:
+      throw new ApiError(404, "no-route", `no such admin action: ${action}`);
+  }
+}

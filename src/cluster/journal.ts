@@ -1,0 +1,142 @@
+/**
+ * The migration journal as one coordinator writes it: every change to its
+ * record is a compare-and-set on the record's revision in the location store,
+ * and a heartbeat keeps the record fresh while the coordinator works.
+ *
+ * A write that finds another revision means someone else (a recovering
+ * coordinator) took the migration over: from then on this coordinator must
+ * not touch the agents or the journal again (`TakenOverError`). Writes are
+ * serialised, so the heartbeat never races the commit point's transaction.
+ */
+import { hostname } from "node:os";
+import { UserError } from "../errors.js";
+import { HEARTBEAT_MS, type MigrationOwner, type MigrationRecord } from "../engine/migration.js";
+import type { CasResult, LocationStore } from "../engine/ports.js";
+import type { LocationMap } from "../engine/location-map.js";
+
+export class TakenOverError extends UserError {
+  constructor(id: string, rev: number) {
+    super(
+      `migration ${id} was taken over by another coordinator (journal revision ${rev}); this one stopped without touching the agents`,
+      { hint: "`shardctl migrations` shows how it ended" },
+    );
+    this.name = "TakenOverError";
+  }
+}
+
+export function thisOwner(term = 0): MigrationOwner {
+  return { host: hostname(), pid: process.pid, term };
+}
+
+/**
+ * Whether the owner of a record is alive, when that can be known from here:
+ * a process on this host is checked with signal 0; elsewhere, undefined (the
+ * heartbeat lease decides).
+ */
+export function ownerAlive(owner: MigrationOwner | undefined): boolean | undefined {
+  if (!owner || owner.host !== hostname()) return undefined;
+  if (owner.pid === process.pid) return true;
+  try {
+    process.kill(owner.pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+export class JournalWriter {
+  private rev: number;
+  private chain: Promise<unknown> = Promise.resolve();
+  private timer?: ReturnType<typeof setInterval>;
+  private lostTo?: number;
+
+  /**
+   * `current` gives the record as the coordinator holds it now: every save
+   * and heartbeat writes that (so a heartbeat also reports progress).
+   */
+  constructor(
+    private readonly store: LocationStore,
+    private readonly current: () => MigrationRecord,
+    private readonly now: () => number,
+    rev = 0,
+  ) {
+    this.rev = rev;
+  }
+
+  private get id(): string {
+    return this.current().id;
+  }
+
+  get revision(): number {
+    return this.rev;
+  }
+
+  /** True once another coordinator's write was seen. */
+  get takenOver(): boolean {
+    return this.lostTo !== undefined;
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private lost(rev: number): never {
+    this.lostTo = rev;
+    this.stopHeartbeat();
+    throw new TakenOverError(this.id, rev);
+  }
+
+  /** Writes the record as it is now (with a fresh heartbeat). */
+  save(): Promise<void> {
+    return this.exclusive(async () => {
+      if (this.lostTo !== undefined) this.lost(this.lostTo);
+      const record = { ...this.current(), heartbeatAt: this.now() };
+      const r = await this.store.putMigration({ record, expectRev: this.rev });
+      if (!r.ok) this.lost(r.rev);
+      this.rev = r.rev;
+    });
+  }
+
+  /** The commit point: the map and this record in one store transaction. */
+  commit(expectedVersion: number, next: LocationMap, record: MigrationRecord): Promise<CasResult> {
+    return this.exclusive(async () => {
+      if (this.lostTo !== undefined) this.lost(this.lostTo);
+      const rec = { ...record, heartbeatAt: this.now() };
+      const r = await this.store.compareAndSet(expectedVersion, next, {
+        migration: { record: rec, expectRev: this.rev },
+      });
+      if (r.ok) {
+        this.rev = r.migrationRev ?? this.rev;
+        return r;
+      }
+      // lost: the map moved, or the record did (taken over)
+      const mine = await this.store.getMigration(this.id);
+      if (mine && mine.rev !== this.rev) this.lost(mine.rev);
+      return r;
+    });
+  }
+
+  /** After a commit whose outcome was unknown: re-reads the record's revision. */
+  async resync(): Promise<MigrationRecord | null> {
+    return this.exclusive(async () => {
+      const cur = await this.store.getMigration(this.id);
+      if (cur) this.rev = cur.rev;
+      return cur?.record ?? null;
+    });
+  }
+
+  startHeartbeat(): void {
+    this.timer = setInterval(() => {
+      // a failed heartbeat (the store briefly away) is retried by the next one; a takeover stops them
+      this.save().catch(() => undefined);
+    }, HEARTBEAT_MS);
+    this.timer.unref();
+  }
+
+  stopHeartbeat(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}

@@ -1,0 +1,557 @@
+/**
+ * Splits and merges on a cluster whose agents hold the data (issue 8): the
+ * layout ops of the resharding engine carried out by the migration
+ * machinery, moving segments between shards.
+ *
+ * A layout change is a set of imports: segments of a source shard copied
+ * into a target shard (src/agent/import.ts).
+ *   - split of A into A + P…: each new piece P is a new shard, created
+ *     `receiving` on its node (A's node, or the node a plan moves it to:
+ *     "split then move" in one step), importing P's segments from A;
+ *   - merge of K, O…: the kept shard K imports all of each O (K keeps serving
+ *     its own keys meanwhile; imported keys stay invisible until the commit).
+ * Then, as for a move: journal → pre-copy while the sources serve → fence
+ * the sources → catch up → content checksums compared → COMMIT POINT: the map
+ * (applyLayoutDiff, every involved shard at epoch + 1, pieces on their
+ * nodes) and the journal record in one store transaction → the targets serve
+ * their new ranges, a split's source is unfenced with fewer ranges, a
+ * merge's sources redirect to K. Before the commit, every failure rolls back
+ * (new pieces dropped, imports into K purged, sources unfenced).
+ */
+import { UserError } from "../errors.js";
+import type { LayoutDiff, LayoutOp } from "../engine/assigner.js";
+import type { LocationMap, NodeInfo, SegmentRange, ShardInfo } from "../engine/location-map.js";
+import {
+  advance,
+  commitLayout,
+  newJournal,
+  type LayoutChange,
+  type MigrationPhase,
+  type MigrationRecord,
+} from "../engine/migration.js";
+import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
+import { PreconditionError } from "../errors.js";
+import { failpoint } from "../failpoint.js";
+import type { AgentRpc } from "./agent-rpc.js";
+import { JournalWriter, TakenOverError, thisOwner } from "./journal.js";
+import { failText, migrationId, phaseDurations, type MigrateDeps } from "./migrate.js";
+
+export interface LayoutOptions {
+  op: LayoutOp;
+  /** Where a split's new pieces go (default: the split shard's node). */
+  pieceNodes?: Record<string, string>;
+  planVersion?: number;
+  lagThreshold?: number;
+  maxRounds?: number;
+  batchEntries?: number;
+}
+
+interface Import {
+  source: ShardInfo;
+  sourceNode: NodeInfo;
+  target: string;
+  targetNode: NodeInfo;
+  ranges: SegmentRange[];
+  /** A new shard created for the import (dropped on abort), else a live shard (purged on abort). */
+  fresh: boolean;
+  next: number;
+  fencedLsn?: number;
+}
+
+class StepError extends Error {}
+
+export function rangesParam(ranges: SegmentRange[]): string {
+  return ranges.map(([a, b]) => `${a}-${b}`).join(",");
+}
+
+/** The imports a layout change consists of, against the map it starts from. */
+export function planImports(
+  map: LocationMap,
+  op: LayoutOp,
+  pieceNodes: Record<string, string> = {},
+): { imports: Omit<Import, "next">[]; change: LayoutChange; main: ShardInfo } {
+  const shard = (id: string) => {
+    const s = map.shards.find((x) => x.id === id);
+    if (!s)
+      throw new PreconditionError(`shard ${id} is not in the location map (the layout moved on): re-plan`);
+    return s;
+  };
+  const node = (id: string) => {
+    const n = map.nodes.find((x) => x.id === id);
+    if (!n) throw new PreconditionError(`node ${id} is not in the location map (it left): re-plan`);
+    if (!n.address) throw new PreconditionError(`node ${id} has no agent address: nothing to move data with`);
+    return n;
+  };
+  const imports: Omit<Import, "next">[] = [];
+  const epochs: Record<string, number> = {};
+  const nodes: Record<string, string> = {};
+  const placed: Record<string, string> = {};
+  let main: ShardInfo;
+  if (op.kind === "split") {
+    main = shard(op.shard);
+    epochs[main.id] = main.epoch;
+    nodes[main.id] = main.node;
+    for (const p of op.pieces.slice(1)) {
+      const target = pieceNodes[p.id] ?? main.node;
+      placed[p.id] = target;
+      imports.push({
+        source: main,
+        sourceNode: node(main.node),
+        target: p.id,
+        targetNode: node(target),
+        ranges: p.ranges,
+        fresh: true,
+      });
+    }
+  } else {
+    main = shard(op.shards[0]);
+    epochs[main.id] = main.epoch;
+    nodes[main.id] = main.node;
+    for (const id of op.shards.slice(1)) {
+      const o = shard(id);
+      epochs[o.id] = o.epoch;
+      nodes[o.id] = o.node;
+      imports.push({
+        source: o,
+        sourceNode: node(o.node),
+        target: main.id,
+        targetNode: node(main.node),
+        ranges: o.ranges,
+        fresh: false,
+      });
+    }
+  }
+  return { imports, change: { op, pieceNodes: placed, epochs, nodes }, main };
+}
+
+/** Executes one split or merge; resolves with the finished record, throws (after rolling back) on failure. */
+export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps): Promise<MigrationRecord> {
+  const { store, rpc, clock, log } = deps;
+  const vm = await store.load({ consistent: true });
+  if (!vm) throw new PreconditionError("the location store holds no map yet");
+  if (opts.planVersion !== undefined) checkPlanFresh({ mapVersion: opts.planVersion }, vm.version);
+  const { imports: planned, change, main } = planImports(vm.map, opts.op, opts.pieceNodes);
+  const imports: Import[] = planned.map((i) => ({ ...i, next: 1 }));
+  const id = migrationId(clock.now(), `${opts.op.kind}-${main.id}`);
+  const owner = deps.owner ?? thisOwner();
+  const targetNode = imports[0]?.targetNode.id ?? main.node;
+  let j: MigrationRecord = {
+    ...newJournal({
+      id,
+      shard: main,
+      target: targetNode,
+      planVersion: vm.version,
+      term: owner.term,
+      now: clock.now(),
+      allowSameNode: true,
+    }),
+    entriesCopied: 0,
+    rounds: 0,
+    owner,
+    layout: change,
+  };
+  const journal = new JournalWriter(
+    store,
+    () => j,
+    () => clock.now(),
+  );
+  const to = async (phase: MigrationPhase, patch: Partial<MigrationRecord> = {}) => {
+    j = { ...j, ...advance(j, phase, clock.now(), patch), ...patch } as MigrationRecord;
+    await journal.save();
+  };
+  await journal.save();
+  journal.startHeartbeat();
+  const what = describeChange(opts.op, change);
+  log(`migration ${id}: ${what}`);
+  const fencedSources = new Set<string>();
+
+  const copy = async (im: Import): Promise<number> => {
+    const r = await rpc.request(
+      im.sourceNode.address,
+      "GET",
+      `/v1/shards/${encodeURIComponent(im.source.id)}/export?from=${im.next}&max=${opts.batchEntries ?? 5000}&ranges=${rangesParam(im.ranges)}`,
+    );
+    if (r.status !== 200)
+      throw new StepError(failText(`source ${im.sourceNode.id} (export)`, r.status, tryJson(r.body)));
+    const last = Number(r.headers["x-last-lsn"]);
+    const through = Number(r.headers["x-scanned-through"]);
+    if (through >= im.next) {
+      const a = await rpc.request(
+        im.targetNode.address,
+        "POST",
+        `/v1/admin/shards/${encodeURIComponent(im.target)}/import`,
+        {
+          headers: {
+            "content-type": "application/octet-stream",
+            "x-source-shard": im.source.id,
+            "x-migration": id,
+            "x-from": String(im.next),
+            "x-scanned-through": String(through),
+          },
+          body: r.body,
+        },
+      );
+      if (a.status !== 200)
+        throw new StepError(failText(`target ${im.targetNode.id} (import)`, a.status, tryJson(a.body)));
+      im.next = through + 1;
+      j.bytesCopied += r.body.length;
+      j.entriesCopied += Number(r.headers["x-entries"]);
+    }
+    return last - (im.next - 1);
+  };
+
+  const abort = async (why: string): Promise<never> => {
+    journal.stopHeartbeat();
+    if (journal.takenOver) throw new TakenOverError(id, journal.revision);
+    log(`migration ${id}: ABORT: ${why}`);
+    const problems = await rollBackLayout(rpc, j, vm.map);
+    if (problems.length) {
+      j = { ...j, error: why, rollBackPending: problems.join("; ") };
+      await journal.save().catch(() => undefined);
+      throw new UserError(
+        `${what} aborted (${why}), but the roll-back did not finish: ${j.rollBackPending}`,
+        {
+          hint: "no acknowledged write is lost; `shardctl migrations --recover` finishes the roll-back when the agents answer",
+        },
+      );
+    }
+    const now = clock.now();
+    j = {
+      ...advance(j, "aborted", now),
+      entriesCopied: j.entriesCopied,
+      rounds: j.rounds,
+      error: why,
+      endedAt: now,
+    };
+    j.phaseMs = phaseDurations(j);
+    await journal.save().catch(() => undefined);
+    throw new UserError(`${what} aborted: ${why}`, {
+      hint: "the shards are served as before with all their data; fix the cause and re-run",
+    });
+  };
+
+  let committedMap: LocationMap;
+  try {
+    for (const im of imports) {
+      const enc = encodeURIComponent(im.target);
+      if (im.fresh) {
+        const r = await rpc.json(im.targetNode.address, "POST", `/v1/admin/shards/${enc}/receive`, {
+          epoch: 1,
+          migration: id,
+        });
+        if (r.status !== 201 && r.status !== 200)
+          throw new StepError(
+            failText(`target ${im.targetNode.id} (receive ${im.target})`, r.status, r.body),
+          );
+      }
+      const b = await rpc.json(im.targetNode.address, "POST", `/v1/admin/shards/${enc}/import-begin`, {
+        epoch: 1,
+        source: im.source.id,
+        migration: id,
+        ranges: im.ranges,
+      });
+      if (b.status !== 201 && b.status !== 200)
+        throw new StepError(failText(`target ${im.targetNode.id} (import-begin)`, b.status, b.body));
+    }
+    await to("copying");
+    failpoint("migrate.copying");
+    const threshold = opts.lagThreshold ?? 1000;
+    for (;;) {
+      j.rounds++;
+      let lag = 0;
+      for (const im of imports) lag = Math.max(lag, await copy(im));
+      if (lag < threshold || j.rounds >= (opts.maxRounds ?? 50)) break;
+    }
+    for (const im of imports) {
+      if (fencedSources.has(im.source.id)) continue;
+      fencedSources.add(im.source.id);
+      const f = await rpc.shardAction(im.sourceNode.address, im.source.id, "fence", {
+        epoch: im.source.epoch,
+        migration: id,
+      });
+      if (f.status !== 200)
+        throw new StepError(failText(`source ${im.sourceNode.id} (fence ${im.source.id})`, f.status, f.body));
+      const lsn = (f.body as { lsn: number }).lsn;
+      for (const other of imports) if (other.source.id === im.source.id) other.fencedLsn = lsn;
+    }
+    await to("fenced", { fencedLsn: imports[0]?.fencedLsn });
+    failpoint("migrate.fenced");
+    for (const im of imports) {
+      while (im.next - 1 < im.fencedLsn!) {
+        const lag = await copy(im);
+        if (lag > 0 && im.next - 1 >= im.fencedLsn!)
+          throw new StepError(`the fenced source ${im.source.id} moved on`);
+      }
+      const c = await rpc.json<{ checksum: string }>(
+        im.sourceNode.address,
+        "GET",
+        `/v1/shards/${encodeURIComponent(im.source.id)}/export-checksum?upto=${im.fencedLsn}&ranges=${rangesParam(im.ranges)}`,
+      );
+      if (c.status !== 200)
+        throw new StepError(failText(`source ${im.sourceNode.id} (checksum)`, c.status, c.body));
+      const p = await rpc.json<{ vote?: string }>(
+        im.targetNode.address,
+        "POST",
+        `/v1/admin/shards/${encodeURIComponent(im.target)}/import-prepare`,
+        {
+          epoch: 1,
+          source: im.source.id,
+          migration: id,
+          through: im.fencedLsn,
+          checksum: c.body.checksum,
+        },
+      );
+      if (p.status !== 200 || p.body.vote !== "commit")
+        throw new StepError(failText(`target ${im.targetNode.id} (import-prepare)`, p.status, p.body));
+    }
+    await to("prepared");
+    failpoint("migrate.prepared");
+    const cur = await store.load({ consistent: true });
+    if (!cur) throw new StepError("the location map disappeared");
+    const committing = advance(j, "committed", clock.now()) as MigrationRecord;
+    try {
+      committedMap = commitLayout(cur.map, change, clock.now(), cur.map.term);
+    } catch (err) {
+      throw new StepError((err as Error).message);
+    }
+    let cas;
+    try {
+      cas = await journal.commit(cur.version, committedMap, committing);
+    } catch (err) {
+      if (err instanceof TakenOverError) throw err;
+      const after = await journal.resync().catch(() => undefined);
+      if (after === undefined) {
+        journal.stopHeartbeat();
+        throw new UserError(
+          `migration ${id}: the commit was sent but its outcome is unknown (${(err as Error).message})`,
+          {
+            hint: "the sources stay fenced (no writes are lost); `shardctl migrations --recover` finishes it when the store answers",
+          },
+        );
+      }
+      if (after?.phase !== "committed")
+        throw new StepError(`the commit was refused: ${(err as Error).message}`);
+      cas = { ok: true as const, version: -1 };
+    }
+    if (!cas.ok)
+      throw new StepError(`the location map changed during the ${opts.op.kind}; the commit was refused`);
+    j = committing;
+  } catch (err) {
+    if (err instanceof TakenOverError) throw err;
+    if (err instanceof StepError) return abort(err.message);
+    return abort(`unexpected: ${(err as Error).message}`);
+  }
+  failpoint("migrate.committed");
+  log(`migration ${id}: committed: ${what}`);
+  const fenceAt = j.phaseAt.fenced ?? clock.now();
+  const fwd = await rollForwardLayout(rpc, j, committedMap);
+  journal.stopHeartbeat();
+  if (fwd.problems.length) {
+    j = { ...j, rollForwardPending: fwd.problems.join("; ") };
+    await journal.save().catch(() => undefined);
+    throw new UserError(`${what} committed, but: ${j.rollForwardPending}`, {
+      hint: "no data is lost; `shardctl migrations --recover` rolls it forward when the agents answer",
+    });
+  }
+  const now = clock.now();
+  j = {
+    ...advance(j, "done", now),
+    entriesCopied: j.entriesCopied,
+    rounds: j.rounds,
+    writePauseMs: fwd.servingAt - fenceAt,
+    endedAt: now,
+  };
+  j.phaseMs = phaseDurations(j);
+  await journal
+    .save()
+    .catch((err) =>
+      log(`migration ${id}: done, but the journal could not record it: ${(err as Error).message}`),
+    );
+  log(`migration ${id}: done; write pause ${j.writePauseMs} ms, ${j.entriesCopied} entries copied`);
+  return j;
+}
+
+export function describeChange(op: LayoutOp, change: LayoutChange): string {
+  if (op.kind === "split") {
+    const pieces = op.pieces
+      .slice(1)
+      .map((p) => `${p.id}${change.pieceNodes[p.id] !== op.node ? ` on ${change.pieceNodes[p.id]}` : ""}`);
+    return `split of ${op.shard} (${change.nodes[op.shard]}) into ${op.shard} + ${pieces.join(" + ")}`;
+  }
+  return `merge of ${op.shards.join(" + ")} into ${op.shards[0]} (${change.nodes[op.shards[0]]})`;
+}
+
+function nodeOf(map: LocationMap, id: string | undefined): NodeInfo | undefined {
+  return id === undefined ? undefined : map.nodes.find((n) => n.id === id);
+}
+
+/** The agents' side of the commit: targets serve their new ranges, sources are reshaped or redirect. Idempotent. */
+export async function rollForwardLayout(
+  rpc: AgentRpc,
+  j: MigrationRecord,
+  map: LocationMap,
+): Promise<{ problems: string[]; servingAt: number }> {
+  const change = j.layout!;
+  const problems: string[] = [];
+  const op = change.op;
+  const shardIn = (id: string) => map.shards.find((s) => s.id === id);
+  const targets = op.kind === "split" ? op.pieces.slice(1).map((p) => p.id) : [op.shards[0]];
+  for (const t of targets) {
+    const s = shardIn(t);
+    const n = nodeOf(map, s?.node);
+    if (!s || !n) {
+      problems.push(`${t} is not in the map any more`);
+      continue;
+    }
+    const r = await rpc
+      .json(n.address, "POST", `/v1/admin/shards/${encodeURIComponent(t)}/import-commit`, {
+        epoch: s.epoch,
+        migration: j.id,
+        ranges: s.ranges,
+      })
+      .catch((err) => ({ status: 0, body: { message: (err as Error).message } }));
+    if (r.status !== 200) problems.push(failText(`import-commit of ${t} on ${n.id}`, r.status, r.body));
+  }
+  const servingAt = Date.now();
+  if (op.kind === "split") {
+    const s = shardIn(op.shard);
+    const n = nodeOf(map, change.nodes[op.shard]);
+    if (s && n) {
+      const r = await rpc
+        .json(n.address, "POST", `/v1/admin/shards/${encodeURIComponent(op.shard)}/reshape`, {
+          epoch: s.epoch,
+          migration: j.id,
+          ranges: s.ranges,
+        })
+        .catch((err) => ({ status: 0, body: { message: (err as Error).message } }));
+      if (r.status !== 200) problems.push(failText(`reshape of ${op.shard} on ${n.id}`, r.status, r.body));
+    }
+  } else {
+    const kept = shardIn(op.shards[0]);
+    const keptNode = nodeOf(map, kept?.node);
+    for (const id of op.shards.slice(1)) {
+      const n = nodeOf(map, change.nodes[id]);
+      if (!n || !kept || !keptNode) continue;
+      const r = await rpc
+        .shardAction(n.address, id, "release", {
+          epoch: kept.epoch,
+          redirect: { node: keptNode.id, address: keptNode.address, epoch: kept.epoch },
+        })
+        .catch((err) => ({ status: 0, body: { message: (err as Error).message } }));
+      if (r.status !== 200) problems.push(failText(`release of ${id} on ${n.id}`, r.status, r.body));
+    }
+  }
+  return { problems, servingAt };
+}
+
+/** Undoes a layout change that did not commit. Each step is refused by agents a newer migration holds. */
+export async function rollBackLayout(rpc: AgentRpc, j: MigrationRecord, map: LocationMap): Promise<string[]> {
+  const change = j.layout!;
+  const op = change.op;
+  const problems: string[] = [];
+  const ok = (r: { status: number; body: unknown }) => {
+    const code = (r.body as { error?: string } | undefined)?.error ?? "";
+    return (
+      r.status === 200 ||
+      r.status === 404 ||
+      (r.status === 409 &&
+        ["another-migration", "not-owner", "stale-epoch", "still-owned", "no-import"].includes(code))
+    );
+  };
+  const call = async (what: string, fn: () => Promise<{ status: number; body: unknown }>) => {
+    const r = await fn().catch((err) => ({ status: 0, body: { message: (err as Error).message } }));
+    if (!ok(r)) problems.push(failText(what, r.status, r.body));
+  };
+  if (op.kind === "split") {
+    for (const p of op.pieces.slice(1)) {
+      const n = nodeOf(map, change.pieceNodes[p.id]);
+      if (n)
+        await call(`drop of ${p.id} on ${n.id}`, () =>
+          rpc.json(n.address, "DELETE", `/v1/admin/shards/${encodeURIComponent(p.id)}`, {
+            epoch: 1,
+            migration: j.id,
+          }),
+        );
+    }
+  } else {
+    const n = nodeOf(map, change.nodes[op.shards[0]]);
+    if (n)
+      await call(`import-abort on ${op.shards[0]}`, () =>
+        rpc.json(n.address, "POST", `/v1/admin/shards/${encodeURIComponent(op.shards[0])}/import-abort`, {
+          epoch: 1,
+          migration: j.id,
+        }),
+      );
+  }
+  const sources = op.kind === "split" ? [op.shard] : op.shards.slice(1);
+  for (const s of sources) {
+    const n = nodeOf(map, change.nodes[s]);
+    if (n)
+      await call(`unfence of ${s} on ${n.id}`, () =>
+        rpc.shardAction(n.address, s, "unfence", { epoch: change.epochs[s], migration: j.id }),
+      );
+  }
+  return problems;
+}
+
+function tryJson(b: Buffer): unknown {
+  try {
+    return JSON.parse(b.toString("utf8"));
+  } catch {
+    return { message: b.toString("utf8").slice(0, 200) };
+  }
+}
+
+/**
+ * Carries a layout diff out op by op (Lsmm.triggerResharding's `execute`):
+ * each split or merge is one migration. Stops at the first failure, which is
+ * reported; the changes before it stay committed.
+ */
+export async function executeLayoutDiff(
+  diff: LayoutDiff,
+  deps: MigrateDeps,
+): Promise<{ appliedVersion?: number; notApplied?: string; records: MigrationRecord[] }> {
+  const records: MigrationRecord[] = [];
+  for (const [i, op] of diff.ops.entries()) {
+    try {
+      records.push(await executeLayoutChange({ op }, deps));
+    } catch (err) {
+      const v = (await deps.store.load({ consistent: true }))?.version;
+      return {
+        appliedVersion: records.length ? v : undefined,
+        notApplied: `${i} of ${diff.ops.length} change(s) done; then: ${(err as Error).message}`,
+        records,
+      };
+    }
+  }
+  return { appliedVersion: (await deps.store.load({ consistent: true }))?.version, records };
+}
+
+export interface Move {
+  shard: string;
+  source: string;
+  target: string;
+  /** A split whose new piece goes to `target` (a plan's "split then move"). */
+  split?: { op: LayoutOp; piece: string };
+}
+
+/** A plan's steps as moves: a split and the move of its new piece become one step. */
+export function movesOfPlan(plan: MigrationPlan): Move[] {
+  const out: Move[] = [];
+  const consumed = new Set<number>();
+  plan.steps.forEach((s, i) => {
+    if (consumed.has(i)) return;
+    if (s.kind === "move") {
+      out.push({ shard: s.shard, source: s.source, target: s.target });
+      return;
+    }
+    const op = s.diff.ops[0];
+    if (!op || op.kind !== "split")
+      throw new PreconditionError(`plan step ${i + 1} is a split without its layout change`);
+    const k = plan.steps.findIndex((m, j) => j > i && m.kind === "move" && m.shard === s.newShard);
+    const target = k >= 0 ? (plan.steps[k] as { target: string }).target : s.node;
+    if (k >= 0) consumed.add(k);
+    out.push({ shard: s.shard, source: s.node, target, split: { op, piece: s.newShard } });
+  });
+  return out;
+}

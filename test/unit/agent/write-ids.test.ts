@@ -1,0 +1,368 @@
+/**
+ * Idempotent writes below the server: the write id table, its records in
+ * snapshots, and a shard that appends a write id once — sequential and
+ * concurrent retries, inside one batch, after recovery from the log and from
+ * a snapshot, and on a copy made from replicated entries.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import fc from "fast-check";
+import { afterEach, describe, expect, it } from "vitest";
+import { decodeEntry } from "../../../src/agent/log-format.js";
+import { listLogFiles } from "../../../src/agent/shard-log.js";
+import { Shard, type ReplicatedEntry, type ShardOptions } from "../../../src/agent/shard.js";
+import {
+  decodeSnapshot,
+  readSnapshot,
+  readSnapshotWriteIds,
+  SnapshotCorrupt,
+  SnapshotDecoder,
+  writeSnapshot,
+} from "../../../src/agent/snapshot.js";
+import { parseWriteIdHex, WRITE_ID_RECORD_BYTES, WriteIdTable } from "../../../src/agent/write-ids.js";
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function tmp(): string {
+  const d = mkdtempSync(join(tmpdir(), "shardctl-writeids-"));
+  dirs.push(d);
+  return d;
+}
+
+/** Ids that share a client prefix and differ in a counter, like the routing client's. */
+function idOf(n: number, client = 0xc11e): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32BE(client, 0);
+  b.writeUInt32BE(n, 12);
+  return b;
+}
+
+function opts(over: Partial<ShardOptions> = {}): ShardOptions {
+  return { maxFileBytes: 4096, snapshotBytes: 1 << 30, warn: () => {}, ...over };
+}
+
+async function newShard(o = opts(), state: "owned" | "receiving" = "owned") {
+  const dir = join(tmp(), "s");
+  const shard = await Shard.create(dir, "shard-1", { epoch: 1, state, migrationTimestamp: 0 }, o);
+  return { dir, shard };
+}
+
+/** Every entry in the shard's log files, decoded. */
+function logEntries(dir: string) {
+  const out = [];
+  for (const f of listLogFiles(dir)) {
+    const buf = readFileSync(f.path);
+    for (let off = 0; off < buf.length;) {
+      const d = decodeEntry(buf, off);
+      if (d.kind !== "entry") throw new Error(`bad entry at ${off}`);
+      out.push({ ...d.entry, bytes: buf.subarray(off, off + d.length) });
+      off += d.length;
+    }
+  }
+  return out;
+}
+
+describe("WriteIdTable", () => {
+  it("remembers the LSN and outcome of each id, and keeps the first LSN of an id added twice", () => {
+    const t = new WriteIdTable(100);
+    t.add(idOf(1), 10, "put");
+    t.add(idOf(2), 11, "delete", true);
+    t.add(idOf(3), 12, "delete", false);
+    t.add(idOf(1), 99, "put");
+    expect(t.get(idOf(1))).toEqual({ lsn: 10, op: "put" });
+    expect(t.get(idOf(2))).toEqual({ lsn: 11, op: "delete", existed: true });
+    expect(t.get(idOf(3))).toEqual({ lsn: 12, op: "delete", existed: false });
+    expect(t.get(idOf(4))).toBeUndefined();
+    expect(t.get(Buffer.alloc(15))).toBeUndefined();
+    expect(t.size).toBe(3);
+    expect(() => t.add(Buffer.alloc(8), 1, "put")).toThrow(/16 bytes/);
+  });
+
+  it("forgets the oldest ids once full, and grows its arrays only as ids arrive", () => {
+    const t = new WriteIdTable(5000);
+    const small = t.bytes;
+    expect(small).toBeLessThan(40 * 1024);
+    for (let i = 1; i <= 12_000; i++) t.add(idOf(i), i, "put");
+    expect(t.size).toBe(5000);
+    expect(t.bytes).toBeGreaterThan(small);
+    const wrong: number[] = [];
+    for (let i = 1; i <= 12_000; i++) if ((t.get(idOf(i))?.lsn ?? 0) !== (i > 7000 ? i : 0)) wrong.push(i);
+    expect(wrong).toEqual([]);
+  });
+
+  it("answers like a map of the last `capacity` distinct ids, whatever the sequence (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 40 }),
+        fc.array(fc.integer({ min: 0, max: 80 }), { maxLength: 400 }),
+        (capacity, seq) => {
+          const t = new WriteIdTable(capacity);
+          const model = new Map<number, number>(); // id → lsn, in insertion order
+          seq.forEach((n, lsn) => {
+            if (model.has(n)) return t.add(idOf(n), lsn + 1, "put");
+            if (model.size === capacity) model.delete(model.keys().next().value!);
+            model.set(n, lsn + 1);
+            t.add(idOf(n), lsn + 1, "put");
+          });
+          expect(t.size).toBe(model.size);
+          for (let n = 0; n <= 80; n++) expect(t.get(idOf(n))?.lsn).toBe(model.get(n));
+        },
+      ),
+    );
+  });
+
+  it("encodes its ids oldest first and reads them back; malformed records are refused", () => {
+    const t = new WriteIdTable(3);
+    for (let i = 1; i <= 5; i++) t.add(idOf(i), 2 ** 40 + i, i % 2 ? "put" : "delete", i === 4);
+    const frozen = t.freeze();
+    t.add(idOf(6), 6, "put"); // later adds do not change a frozen copy (a snapshot being written)
+    const rec = frozen.encode(0, frozen.count);
+    expect(rec.length).toBe(3 * WRITE_ID_RECORD_BYTES);
+    expect(Buffer.concat([frozen.encode(0, 1), frozen.encode(1, 2)]).equals(rec)).toBe(true);
+    expect(t.encode().subarray(0, 16)).toEqual(idOf(4));
+    expect(rec.subarray(0, 16)).toEqual(idOf(3));
+    const u = new WriteIdTable(10);
+    u.addEncoded(rec);
+    expect(u.get(idOf(4))).toEqual({ lsn: 2 ** 40 + 4, op: "delete", existed: true });
+    expect(u.get(idOf(5))).toEqual({ lsn: 2 ** 40 + 5, op: "put" });
+    expect(u.has(idOf(2))).toBe(false);
+    expect(() => u.addEncoded(rec.subarray(0, 30))).toThrow(/25 bytes each/);
+    const badOutcome = Buffer.from(rec);
+    badOutcome[24] = 9;
+    expect(() => new WriteIdTable(10).addEncoded(badOutcome)).toThrow(/malformed/);
+    const zeroLsn = Buffer.from(rec);
+    zeroLsn.fill(0, 16, 24);
+    expect(() => new WriteIdTable(10).addEncoded(zeroLsn)).toThrow(/malformed/);
+  });
+
+  it("parses only 32 hex digits as a write id", () => {
+    expect(parseWriteIdHex("00112233445566778899AABBCCDDEEFF")).toEqual(
+      Buffer.from("00112233445566778899aabbccddeeff", "hex"),
+    );
+    for (const bad of [
+      "",
+      "0011",
+      "g".repeat(32),
+      "0".repeat(31),
+      "0".repeat(33),
+      ` ${"0".repeat(31)}`,
+      "0".repeat(16) + ", " + "0".repeat(14),
+    ])
+      expect(parseWriteIdHex(bad), JSON.stringify(bad)).toBeUndefined();
+  });
+});
+
+describe("write ids in snapshots", () => {
+  it("stores the ids before the state; every reader gets them; a snapshot without ids is the old format", async () => {
+    const dir = tmp();
+    const t = new WriteIdTable(100_000);
+    for (let i = 1; i <= 50_000; i++) t.add(idOf(i), i, "put"); // 1.25 MB of records: more than one chunk
+    const entries: [string, { value: Buffer; lsn: number; timestamp: number }][] = [
+      ["a", { value: Buffer.from("1"), lsn: 49_999, timestamp: 1 }],
+      ["b", { value: Buffer.from("2"), lsn: 50_000, timestamp: 2 }],
+    ];
+    const file = await writeSnapshot(dir, "shard-1", 50_000, entries, t.freeze());
+    const buf = readFileSync(file);
+    const fromFile = new WriteIdTable(100_000);
+    const keys: string[] = [];
+    const header = await readSnapshot(
+      file,
+      (k) => keys.push(k),
+      (r) => fromFile.addEncoded(r),
+    );
+    expect(header).toMatchObject({ lsn: 50_000, count: 2, writeIds: 50_000 });
+    expect(keys).toEqual(["a", "b"]);
+    expect(fromFile.size).toBe(50_000);
+    expect(fromFile.get(idOf(777))?.lsn).toBe(777);
+    // streamed in odd chunks (a migration target's upload)
+    const streamed = new WriteIdTable(100_000);
+    const d = new SnapshotDecoder(
+      () => {},
+      (r) => streamed.addEncoded(r),
+    );
+    for (let off = 0; off < buf.length; off += 9973) d.push(buf.subarray(off, off + 9973));
+    expect(d.end().count).toBe(2);
+    expect(streamed.encode().equals(fromFile.encode())).toBe(true); // (not toEqual: 1.25 MB element by element)
+    // the ids alone, without reading the state
+    const only = new WriteIdTable(100_000);
+    expect(await readSnapshotWriteIds(file, (r) => only.addEncoded(r))).toBe(50_000);
+    expect(only.encode().equals(fromFile.encode())).toBe(true);
+    const whole = new WriteIdTable(100_000);
+    decodeSnapshot(
+      buf,
+      () => {},
+      (r) => whole.addEncoded(r),
+    );
+    expect(whole.size).toBe(50_000);
+    // without ids: no writeIds field, the same bytes as before write ids existed
+    const plain = readFileSync(
+      await writeSnapshot(tmp(), "shard-1", 50_000, entries, new WriteIdTable(5).freeze()),
+    );
+    expect(JSON.parse(plain.subarray(12, 12 + plain.readUInt32LE(8)).toString())).not.toHaveProperty(
+      "writeIds",
+    );
+    const seen: string[] = [];
+    expect(
+      decodeSnapshot(
+        plain,
+        (k) => seen.push(k),
+        () => {
+          throw new Error("no ids expected");
+        },
+      ).count,
+    ).toBe(2);
+    expect(seen).toEqual(["a", "b"]);
+  });
+
+  it("refuses a snapshot whose id count is out of range or whose id records are cut short", async () => {
+    const dir = tmp();
+    const t = new WriteIdTable(10);
+    t.add(idOf(1), 1, "put");
+    const buf = readFileSync(await writeSnapshot(dir, "shard-1", 1, [], t.freeze()));
+    const hlen = buf.readUInt32LE(8);
+    const header = JSON.parse(buf.subarray(12, 12 + hlen).toString());
+    for (const writeIds of [-1, 1.5, 2 ** 40, "7"]) {
+      const h = Buffer.from(JSON.stringify({ ...header, writeIds }));
+      const head = Buffer.alloc(12);
+      buf.copy(head, 0, 0, 8);
+      head.writeUInt32LE(h.length, 8);
+      const body = Buffer.concat([head, h, buf.subarray(12 + hlen, buf.length - 4)]);
+      const { crc32 } = await import("node:zlib");
+      const trailer = Buffer.alloc(4);
+      trailer.writeUInt32LE(crc32(body) >>> 0, 0);
+      const forged = Buffer.concat([body, trailer]);
+      expect(() => decodeSnapshot(forged, () => {}), JSON.stringify(writeIds)).toThrow(SnapshotCorrupt);
+      const d = new SnapshotDecoder(() => {});
+      expect(() => {
+        d.push(forged);
+        d.end();
+      }, JSON.stringify(writeIds)).toThrow(SnapshotCorrupt);
+    }
+  });
+});
+
+describe("Shard: a write id is appended once", () => {
+  const put = (key: string, v: string, writeId?: Buffer) => ({
+    op: "put" as const,
+    key,
+    value: Buffer.from(v),
+    writeId,
+  });
+
+  it("answers a sequential retry with the original LSN, appends nothing, and keeps a delete's outcome", async () => {
+    const { dir, shard } = await newShard();
+    const [first] = await shard.write([put("k", "v1", idOf(1))]);
+    expect(first).toEqual({ lsn: 1 });
+    await shard.write([put("k", "v2")]);
+    const [again] = await shard.write([put("k", "v1", idOf(1))]);
+    expect(again).toEqual({ lsn: 1, duplicate: true });
+    expect(shard.get("k")!.value.toString()).toBe("v2"); // the retry did not bring v1 back
+    const [del] = await shard.write([{ op: "delete", key: "k", writeId: idOf(2) }]);
+    expect(del).toEqual({ lsn: 3, existed: true });
+    const [delAgain] = await shard.write([{ op: "delete", key: "k", writeId: idOf(2) }]);
+    expect(delAgain).toEqual({ lsn: 3, existed: true, duplicate: true });
+    expect(shard.lsn).toBe(3);
+    await shard.close();
+    expect(logEntries(dir).map((e) => [e.lsn, e.writeId?.toString("hex")])).toEqual([
+      [1, idOf(1).toString("hex")],
+      [2, undefined],
+      [3, idOf(2).toString("hex")],
+    ]);
+  });
+
+  it("lets a concurrent retry wait for the first write's fsync and answers it with that write's outcome", async () => {
+    const { shard } = await newShard();
+    // all submitted in one turn: the first is in flight (not durable) when the others arrive
+    const answers = await Promise.all([
+      shard.write([put("k", "a", idOf(7))]),
+      shard.write([put("k", "a", idOf(7))]),
+      shard.write([put("other", "x")]),
+      shard.write([put("k", "a", idOf(7))]),
+    ]);
+    expect(answers.map(([r]) => r)).toEqual([
+      { lsn: 1 },
+      { lsn: 1, duplicate: true },
+      { lsn: 2 },
+      { lsn: 1, duplicate: true },
+    ]);
+    expect(shard.lsn).toBe(2);
+    // an id repeated inside one batch is appended once too
+    const batch = await shard.write([
+      put("x", "1", idOf(8)),
+      put("y", "2"),
+      put("x", "1", idOf(8)),
+      put("z", "3", idOf(7)),
+    ]);
+    expect(batch).toEqual([{ lsn: 3 }, { lsn: 4 }, { lsn: 3, duplicate: true }, { lsn: 1, duplicate: true }]);
+    expect(shard.lsn).toBe(4);
+    await shard.close();
+  });
+
+  it("recognises acknowledged ids after recovery from the log, and from a snapshot once the log is compacted", async () => {
+    const o = opts();
+    const { dir, shard } = await newShard(o);
+    for (let i = 1; i <= 300; i++) await shard.write([put(`k${i % 10}`, `v${i}`, idOf(i))]);
+    await shard.write([{ op: "delete", key: "k3", writeId: idOf(1000) }]);
+    await shard.close();
+    const fromLog = await Shard.open(dir, "shard-1", o);
+    expect(fromLog.snapshotLsn).toBe(0);
+    expect(await fromLog.write([put("k5", "v5", idOf(5))])).toEqual([{ lsn: 5, duplicate: true }]);
+    expect(await fromLog.write([{ op: "delete", key: "k3", writeId: idOf(1000) }])).toEqual([
+      { lsn: 301, existed: true, duplicate: true },
+    ]);
+    const snap = await fromLog.snapshot();
+    expect(snap).toBe(301);
+    await fromLog.write([put("after", "x", idOf(2000))]);
+    await fromLog.close();
+    // the snapshot deleted the log files it covers: ids 1…300 now live only in the snapshot
+    expect(logEntries(dir).every((e) => e.lsn > 1)).toBe(true);
+    const fromSnap = await Shard.open(dir, "shard-1", o);
+    expect(fromSnap.snapshotLsn).toBe(301);
+    expect(fromSnap.writeIds.size).toBe(302);
+    expect(await fromSnap.write([put("k1", "v1", idOf(1))])).toEqual([{ lsn: 1, duplicate: true }]);
+    expect(await fromSnap.write([put("after", "x", idOf(2000))])).toEqual([{ lsn: 302, duplicate: true }]);
+    expect(fromSnap.lsn).toBe(302);
+    await fromSnap.close();
+  });
+
+  it("gives a copy made from replicated entries the source's ids, byte for byte", async () => {
+    const src = await newShard();
+    await src.shard.write([
+      put("a", "1", idOf(1)),
+      put("b", "2"),
+      { op: "delete", key: "a", writeId: idOf(2) },
+    ]);
+    await src.shard.close();
+    const copied: ReplicatedEntry[] = logEntries(src.dir).map((e) => ({
+      bytes: e.bytes,
+      lsn: e.lsn,
+      timestamp: e.timestamp,
+      op: { op: e.op, key: e.key, value: e.value, writeId: e.writeId },
+    }));
+    const dst = await newShard(opts(), "receiving");
+    expect(await dst.shard.appendReplicated(copied)).toBe(3);
+    expect(dst.shard.rememberedWrite(idOf(1))).toEqual({ lsn: 1, op: "put" });
+    expect(dst.shard.rememberedWrite(idOf(2))).toEqual({ lsn: 3, op: "delete", existed: true });
+    dst.shard.setMeta({ state: "owned" });
+    expect(await dst.shard.write([put("a", "1", idOf(1))])).toEqual([{ lsn: 1, duplicate: true }]);
+    expect(dst.shard.lsn).toBe(3);
+    await dst.shard.close();
+    expect(readdirSync(dst.dir).some((f) => f.startsWith("log-"))).toBe(true);
+    expect(Buffer.concat(logEntries(dst.dir).map((e) => e.bytes))).toEqual(
+      Buffer.concat(copied.map((e) => e.bytes)),
+    );
+  });
+
+  it("keeps only the configured number of ids (a retry older than that is appended again)", async () => {
+    const { shard } = await newShard(opts({ writeIdCapacity: 4 }));
+    for (let i = 1; i <= 6; i++) await shard.write([put("k", `v${i}`, idOf(i))]);
+    expect(shard.writeIds.size).toBe(4);
+    expect(await shard.write([put("k", "v6", idOf(6))])).toEqual([{ lsn: 6, duplicate: true }]);
+    expect(await shard.write([put("k", "v1", idOf(1))])).toEqual([{ lsn: 7 }]);
+    await shard.close();
+  });
+});
