@@ -8,8 +8,11 @@
  *      case) and Zipf-skewed (s = 1.1, the shape of real access, and the
  *      reason hot segments get their own shards); the same events through the
  *      batch path (Segmenter.segmentsOf, then AccessWindows.recordBatch, 256
- *      events at a time: hashing and validation included); and where an
- *      event's time goes (the key → segment hash alone, the record alone),
+ *      events at a time: hashing and validation included); both paths again
+ *      with the same keys as sequential strings (as a request decoder makes
+ *      them; the key set is built by concatenation, i.e. rope strings); and
+ *      where an event's time goes (the key → segment hash alone, the record
+ *      alone),
  *  (c) a full reshard of 100,000 segments (rates from the windows → plan →
  *      apply → validate): time and peak memory.
  */
@@ -111,14 +114,14 @@ const counterNs = timePerOp(
   BATCH,
   1000,
 );
-/** Measures updateAccessPattern over the keys in `order` (indices into keys). */
-function measureEvents(order: Uint32Array): number {
+/** Measures updateAccessPattern over the keys in `order` (indices into keySet). */
+function measureEvents(order: Uint32Array, keySet: readonly string[] = keys): number {
   let z = 0;
   let j = 0;
   return timePerOp(
     () => {
       for (let i = 0; i < BATCH; i++) {
-        lsmm.updateAccessPattern(keys[order[j]], (i & 3) === 0 ? "write" : "read", zones[z]);
+        lsmm.updateAccessPattern(keySet[order[j]], (i & 3) === 0 ? "write" : "read", zones[z]);
         j = j + 1 === order.length ? 0 : j + 1;
         z = z === 2 ? 0 : z + 1;
       }
@@ -166,7 +169,7 @@ const batchKeys: string[] = new Array<string>(BATCH_EVENTS).fill("");
 const batchSegments = new Uint32Array(BATCH_EVENTS);
 const batchOps = new Uint8Array(BATCH_EVENTS);
 const batchZones = new Int8Array(BATCH_EVENTS);
-function measureBatches(order: Uint32Array): number {
+function measureBatches(order: Uint32Array, keySet: readonly string[] = keys): number {
   let z = 0;
   let j = 0;
   return timePerOp(
@@ -174,7 +177,7 @@ function measureBatches(order: Uint32Array): number {
       for (let i0 = 0; i0 < BATCH; i0 += BATCH_EVENTS) {
         const n = Math.min(BATCH_EVENTS, BATCH - i0);
         for (let k = 0; k < n; k++) {
-          batchKeys[k] = keys[order[j]];
+          batchKeys[k] = keySet[order[j]];
           batchOps[k] =
             parseAccessType(((i0 + k) & 3) === 0 ? "write" : "read") === "write" ? OP_WRITE : OP_READ;
           batchZones[k] = windows.zoneIndexOf(zones[z]);
@@ -193,6 +196,12 @@ function measureBatches(order: Uint32Array): number {
 }
 const batchNs = measureBatches(uniform);
 const batchZipfNs = measureBatches(zipf);
+// The keys above are built by concatenation, which V8 keeps as rope (cons) strings: reading their
+// characters costs more than reading a sequential string's. Keys decoded from a request (JSON.parse,
+// a Buffer) are sequential; the same keys in that form:
+const flatKeys: string[] = JSON.parse(JSON.stringify(keys));
+const eventFlatNs = measureEvents(uniform, flatKeys);
+const batchFlatNs = measureBatches(uniform, flatKeys);
 // where an event's time goes: the key → segment hash alone, and the record alone (segments precomputed)
 let jj = 0;
 const segmentOfNs = timePerOp(
@@ -223,6 +232,9 @@ const recordNs = timePerOp(
 );
 log(
   `  batch path (${BATCH_EVENTS} events per batch): uniform ${round(batchNs, 1)} ns (${Math.round(1e9 / batchNs)}/s), zipf ${round(batchZipfNs, 1)} ns (${Math.round(1e9 / batchZipfNs)}/s); uniform keys: segmentOf alone ${round(segmentOfNs, 1)} ns, record alone ${round(recordNs, 1)} ns`,
+);
+log(
+  `  sequential (non-rope) key strings, uniform: updateAccessPattern ${round(eventFlatNs, 1)} ns (${Math.round(1e9 / eventFlatNs)}/s), batch path ${round(batchFlatNs, 1)} ns (${Math.round(1e9 / batchFlatNs)}/s)`,
 );
 
 // (c) a full reshard of 100k segments with a skewed load
@@ -272,6 +284,8 @@ emit({
   events_per_s_hot_set: Math.round(eventsPerSHot),
   events_per_s_batch: Math.round(1e9 / batchNs),
   events_per_s_batch_zipf: Math.round(1e9 / batchZipfNs),
+  events_per_s_flat_keys: Math.round(1e9 / eventFlatNs),
+  events_per_s_batch_flat_keys: Math.round(1e9 / batchFlatNs),
   segment_of_ns: round(segmentOfNs, 1),
   record_ns: round(recordNs, 1),
   counter_increment_ns: round(counterNs, 2),

@@ -9,7 +9,8 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { join } from "node:path";
 import { AccessWindows, type WindowLevel } from "../engine/access-windows.js";
-import { SHARD_ID_PATTERN } from "../engine/location-map.js";
+import { SHARD_ID_PATTERN, type LocationMap } from "../engine/location-map.js";
+import { resolveInDoubt } from "./in-doubt.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { writeAtomic } from "../store/embedded.js";
 import { ApiError } from "./http-util.js";
@@ -225,9 +226,15 @@ export class Agent {
 export async function startAgent(
   opts: AgentOptions,
   handleSignals = false,
+  /** Reads the location map, for shards a restart left in the middle of a migration (in-doubt.ts). */
+  loadMap?: () => Promise<LocationMap | null>,
 ): Promise<{ agent: Agent; address: AddressInfo }> {
   const agent = new Agent(opts);
   await agent.recover();
+  if (loadMap) {
+    for (const r of await resolveInDoubt(agent, loadMap))
+      agent.log(`recovery: shard ${r.shard} (${r.was}, in a migration): ${r.action}: ${r.why}`);
+  }
   const address = await agent.listen();
   agent.log(
     `agent ${opts.nodeId} (zone ${opts.zone}) listening on ${address.address}:${address.port}` +

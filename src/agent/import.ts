@@ -48,7 +48,7 @@ import {
 } from "./http-util.js";
 import { decodeEntry, type LogEntry } from "./log-format.js";
 import { checkRanges, MAX_CHUNK_BYTES, scanEntries } from "./replication.js";
-import type { WriteOp } from "./shard.js";
+import type { Shard, WriteOp } from "./shard.js";
 import type { ImportState } from "./shard-meta.js";
 
 const MAX_EXPORT_ENTRIES = 100_000;
@@ -364,9 +364,24 @@ export async function importAdmin(
       if (epoch <= shard.meta.epoch)
         throw new ApiError(409, "stale-epoch", `epoch ${epoch} is stale`, { epoch: shard.meta.epoch });
       shard.setMeta({ epoch, ranges, state: "owned", migration: undefined });
-      return sendJson(res, 200, describeShard(shard));
+      sendJson(res, 200, describeShard(shard));
+      // the keys that moved away are never served here again: delete them (after answering,
+      // so the write pause does not include it), so no stale copy outlives the split
+      void purgeOutside(agent, shard, ranges).catch((err) =>
+        agent.log(`shard ${shard.id}: purging the keys that moved away failed: ${(err as Error).message}`),
+      );
+      return;
     }
     default:
       throw new ApiError(404, "no-route", `no such admin action: ${action}`);
   }
+}
+
+/** Writes deletes for every key of the shard whose segment is outside `ranges`; returns how many. */
+async function purgeOutside(agent: Agent, shard: Shard, ranges: SegmentRange[]): Promise<number> {
+  const doomed: WriteOp[] = [];
+  for (const key of shard.state.keys())
+    if (!inRanges(ranges, agent.segmenter.segmentOf(key))) doomed.push({ op: "delete", key });
+  for (let i = 0; i < doomed.length; i += 5000) await shard.write(doomed.slice(i, i + 5000));
+  return doomed.length;
 }

@@ -10,6 +10,7 @@
 import { timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { NODE_ID_PATTERN } from "../engine/location-map.js";
+import type { SegmentWindows } from "../engine/access-windows.js";
 import { exportChecksumRequest, exportRequest, IMPORT_ACTIONS, importAdmin } from "./import.js";
 import type { Agent } from "./agent.js";
 import {
@@ -190,6 +191,22 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
     if (a === "access") {
       op = "access";
       return accessRequest(agent, res, method, parts, query);
+    }
+    if (a === "admin" && b === "access" && parts.length === 4 && method === "PUT") {
+      // PUT /v1/admin/access/:segment: a segment's windows from a migration's source
+      op = "admin";
+      const segment = Number(c);
+      if (!/^\d{1,9}$/.test(c ?? "") || segment >= agent.opts.segments)
+        throw badRequest(`segment must be 0..${agent.opts.segments - 1}`);
+      const body = (await readJson(req, 8 * 1024 * 1024)) as SegmentWindows;
+      if (!body || typeof body !== "object" || body.segment !== segment)
+        throw badRequest("the body must be the windows of this segment (GET /v1/access/:segment/export)");
+      try {
+        agent.windows.importSegment(body);
+      } catch (err) {
+        throw badRequest((err as Error).message);
+      }
+      return sendJson(res, 200, { segment });
     }
     if (a === "node" && parts.length === 2 && method === "GET") {
       op = "node";

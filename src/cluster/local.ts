@@ -193,6 +193,8 @@ export async function localUp(
           tokenFile,
           "--segments",
           String(config.segments),
+          // a restarted agent asks the map about shards it left mid-migration
+          ...(store.kind === "embedded" ? ["--map-dir", dataDir] : []),
         ],
         {
           detached: true,

@@ -38,6 +38,7 @@ import {
 import { checkPlanFresh } from "../engine/planner.js";
 import type { Clock, LocationStore } from "../engine/ports.js";
 import { failpoint } from "../failpoint.js";
+import { transferWindows } from "./windows-transfer.js";
 import type { AgentRpc } from "./agent-rpc.js";
 import { ShardCopier, type CopyProgress } from "./migrate-copy.js";
 import { JournalWriter, TakenOverError, thisOwner } from "./journal.js";
@@ -125,6 +126,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   }
   if (!source) throw new UserError(`the map names node ${shard.node} for ${shard.id} but does not list it`);
   const e = shard.epoch;
+  await checkRoom(rpc, shard.id, source, target);
   const id = migrationId(clock.now(), shard.id);
   const owner = deps.owner ?? thisOwner();
   let j: MigrationRecord = {
@@ -232,6 +234,11 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     await to("copying");
     failpoint("migrate.copying");
     await copier.estimate();
+    await copier.preCopy({ lagThreshold: opts.lagThreshold, maxRounds: opts.maxRounds });
+    // the access history goes with the data, then the log copy catches up once more
+    const w = await transferWindows(rpc, source, target, shard.ranges);
+    if (w.problems.length) log(`migration ${id}: access windows not all copied: ${w.problems.join("; ")}`);
+    j.windowsCopied = w.segments;
     await copier.preCopy({ lagThreshold: opts.lagThreshold, maxRounds: opts.maxRounds });
     j.rounds = copier.rounds;
     log(
@@ -346,6 +353,47 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   }
   log(`migration ${id}: done; write pause ${j.writePauseMs} ms, ${j.bytesCopied} bytes copied`);
   return j;
+}
+
+/** Headroom a target keeps beyond the copy (its own logs, snapshots, the file system's reserve). */
+export const ROOM_MARGIN_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Refuses (exit 3) before anything starts a move whose copy would not fit on
+ * the target: the source's log and snapshot bytes, plus a margin, against the
+ * target's available disk. Agents that do not report either are not refused.
+ */
+export async function checkRoom(
+  rpc: AgentRpc,
+  shardId: string,
+  source: NodeInfo,
+  target: NodeInfo,
+): Promise<void> {
+  const [s, t] = await Promise.all([
+    rpc
+      .json<{ logBytes?: number; valueBytes?: number }>(
+        source.address,
+        "GET",
+        `/v1/shards/${encodeURIComponent(shardId)}`,
+      )
+      .catch(() => undefined),
+    rpc
+      .json<{ disk?: { availableBytes?: number } }>(target.address, "GET", "/v1/node")
+      .catch(() => undefined),
+  ]);
+  const need = s?.status === 200 ? (s.body.logBytes ?? 0) : undefined;
+  const have = t?.status === 200 ? t.body.disk?.availableBytes : undefined;
+  if (need === undefined || have === undefined) return;
+  if (need + ROOM_MARGIN_BYTES > have) {
+    throw new PreconditionError(
+      `node ${target.id} has ${formatMiB(have)} free, and ${shardId} needs ${formatMiB(need)} plus ${formatMiB(ROOM_MARGIN_BYTES)} of headroom; nothing was started`,
+      { hint: `free space on ${target.id}, or pick another target (\`shardctl nodes\` shows disk free)` },
+    );
+  }
+}
+
+function formatMiB(n: number): string {
+  return `${(n / 1048576).toFixed(1)} MiB`;
 }
 
 /** A migration id: sortable by start time, with the shard, unique enough to never collide. */

@@ -32,6 +32,7 @@ import {
 import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
 import { PreconditionError } from "../errors.js";
 import { failpoint } from "../failpoint.js";
+import { transferWindows } from "./windows-transfer.js";
 import type { AgentRpc } from "./agent-rpc.js";
 import { JournalWriter, TakenOverError, thisOwner } from "./journal.js";
 import { failText, migrationId, phaseDurations, type MigrateDeps } from "./migrate.js";
@@ -261,6 +262,13 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       let lag = 0;
       for (const im of imports) lag = Math.max(lag, await copy(im));
       if (lag < threshold || j.rounds >= (opts.maxRounds ?? 50)) break;
+    }
+    // the access history of the moving segments goes with them, then the copy catches up once more
+    for (const im of imports) {
+      const w = await transferWindows(rpc, im.sourceNode, im.targetNode, im.ranges);
+      if (w.problems.length) log(`migration ${id}: access windows not all copied: ${w.problems.join("; ")}`);
+      j.windowsCopied = (j.windowsCopied ?? 0) + w.segments;
+      await copy(im);
     }
     for (const im of imports) {
       if (fencedSources.has(im.source.id)) continue;

@@ -2,7 +2,10 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { startAgent } from "../agent/agent.js";
-import { NODE_ID_PATTERN } from "../engine/location-map.js";
+import { NODE_ID_PATTERN, type LocationMap } from "../engine/location-map.js";
+import type { Config } from "../config.js";
+import { EmbeddedStore } from "../store/embedded.js";
+import { openStore } from "../store/index.js";
 import { UsageError } from "../errors.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 
@@ -17,6 +20,7 @@ export interface AgentCommandOptions {
   segments?: string;
   maxFileBytes?: string;
   snapshotBytes?: string;
+  mapDir?: string;
 }
 
 export function parseListen(s: string): { host: string; port: number } {
@@ -52,6 +56,30 @@ export function readToken(tokenFile: string | undefined, configured: string | un
   throw new UsageError("the agent needs a bearer token", {
     hint: "pass --token-file F, set SHARDCTL_TOKEN, or set agent.token in the config",
   });
+}
+
+/**
+ * Where the agent reads the location map at start (for shards in doubt):
+ * --map-dir (an embedded store), else Consul when the store is configured
+ * as Consul, else nowhere (in-doubt shards wait for a coordinator).
+ */
+function mapLoader(
+  opts: AgentCommandOptions,
+  config: Config,
+): (() => Promise<LocationMap | null>) | undefined {
+  if (opts.mapDir) {
+    const dir = opts.mapDir;
+    return async () => (await new EmbeddedStore(dir).load())?.map ?? null;
+  }
+  if (config.store !== "consul") return undefined;
+  return async () => {
+    const store = await openStore(config);
+    try {
+      return (await store.load({ consistent: true }))?.map ?? null;
+    } finally {
+      await store.close();
+    }
+  };
 }
 
 export async function runAgent(opts: AgentCommandOptions, ctx: CommandContext): Promise<void> {
@@ -90,6 +118,7 @@ export async function runAgent(opts: AgentCommandOptions, ctx: CommandContext): 
       snapshotBytes: positiveInt(opts.snapshotBytes, "--snapshot-bytes"),
     },
     true,
+    mapLoader(opts, config),
   );
   // runs until SIGTERM/SIGINT (the handler exits the process)
   await new Promise(() => {});
@@ -112,6 +141,10 @@ export const registerAgent: RegisterCommand = (program: Command, ctx: CommandCon
     .option("--segments <n>", "segment count (must match the location map; default: the config's segments)")
     .option("--max-file-bytes <n>", "seal a log file at this size (default 67108864)")
     .option("--snapshot-bytes <n>", "snapshot a shard after this many log bytes (default 268435456)")
+    .option(
+      "--map-dir <dir>",
+      "the embedded location map's data directory, read at start for shards a restart left mid-migration (default: the Consul store when configured)",
+    )
     .addHelpText("after", AGENT_HELP)
     .action(async (opts: AgentCommandOptions) => runAgent(opts, ctx));
 };

@@ -14,7 +14,7 @@
  *    number and its cells, the "current slot" accumulator. An event in the
  *    current slot touches this record only, and the hot records of 100,000
  *    segments take 2.8 MB, so they stay in the CPU caches and TLB where the
- *    whole store (230 MB) cannot.
+ *    whole store (227 MiB) cannot.
  *  - cold (per segment): the coarse levels' newest slot numbers, the finest
  *    level's slots0 - 1 older slots (ring indexed mod slots0 - 1), and the
  *    coarse rings (indexed mod slots). Touched when a segment's finest slot
@@ -26,6 +26,11 @@
  * the default 118 slots, 3 zones and 3 levels: 2,384 bytes, so 100,000
  * segments take 227 MiB.
  *
+ * record() queues events and applies them 64 at a time, first touching every
+ * queued event's hot record so that the CPU overlaps their cache misses
+ * (recordBatch does the same for a caller's batch). Every reader applies the
+ * queue first, so it is never observable.
+ *
  * Rings are advanced lazily: a newer event moves the current slot into the
  * finest ring, and a finest slot is added to the coarser levels when its
  * ring position is reused; readers of a coarser level add the finest slots
@@ -33,11 +38,20 @@
  * Events older than the finest span go straight to the coarser levels; older
  * than a level's span, they are ignored by it.
  *
+ * A rate over W seconds is over the sliding window [now - W, now] of the
+ * finest level whose span covers W: its slots in the window, the newest one
+ * partial (accesses so far), the oldest weighted by the fraction of it inside
+ * the window (accesses taken as even over a slot). When the level no longer
+ * holds that oldest slot (W equal to its span), the rate is over the time
+ * the slots it holds cover.
+ *
  * The serialized form (SCAW1) and SegmentWindows are the layout of the
  * previous version, one Float64 stamp per level (-1: never written) and one
  * ring of `slots` positions per level indexed mod slots, and are converted on
  * the way in and out: files and exports written by either version are read
- * by both.
+ * by both. (So a ring whose newest slot is -1, i.e. the second before the
+ * epoch on a virtual clock, is read back as never written; in memory it is
+ * not.)
  */
 import { UsageError } from "../errors.js";
 import { fnv1a64Bytes } from "./hash.js";
@@ -77,6 +91,8 @@ export const OP_WRITE = 1;
 const CHUNK_BITS = 10;
 const CHUNK = 1 << CHUNK_BITS;
 const CHUNK_MASK = CHUNK - 1;
+/** Events record() queues before applying them together (see flush). */
+const PENDING = 64;
 const TWO_32 = 4294967296;
 /** The slot number of a ring never written, in memory: high word 0x80000000, i.e. -2^63. */
 const EMPTY = -9223372036854775808;
@@ -149,8 +165,18 @@ export class AccessWindows {
   private readonly scratch: Uint32Array;
   private readonly hot: (Uint32Array | undefined)[];
   private readonly cold: (Uint32Array | undefined)[];
-  /** Where recordBatch's prefetch pass leaves its loads, so that they are not optimised away. */
+  /** Where the touch passes leave their loads, so that they are not optimised away. */
   private touched = 0;
+  /**
+   * Events recorded but not yet applied, oldest first: segment, (cell << 1) |
+   * write, count, finest slot number. Applied PENDING at a time, and before
+   * anything reads the windows, so that their cache misses overlap.
+   */
+  private readonly pendingSegment = new Uint32Array(PENDING);
+  private readonly pendingCell = new Int32Array(PENDING);
+  private readonly pendingCount = new Uint32Array(PENDING);
+  private readonly pendingSlot = new Float64Array(PENDING);
+  private pendingN = 0;
 
   constructor(opts: AccessWindowsOptions) {
     const levels = opts.levels ?? DEFAULT_LEVELS;
@@ -222,6 +248,7 @@ export class AccessWindows {
 
   /** Bytes currently allocated. */
   get allocatedBytes(): number {
+    this.flush();
     let n = 0;
     for (let ci = 0; ci < this.hot.length; ci++) {
       n += (this.hot[ci]?.byteLength ?? 0) + (this.cold[ci]?.byteLength ?? 0);
@@ -263,9 +290,11 @@ export class AccessWindows {
 
   /**
    * Counts `count` accesses of one type to a segment at time nowMs, from zone
-   * index zoneIdx (negative: unattributed). The hot path: no allocation, and
-   * when the event falls in the segment's current finest slot (nearly always)
-   * it adds to that segment's hot record only.
+   * index zoneIdx (negative: unattributed). The hot path: the event is checked
+   * here (a bad one throws and changes nothing), queued, and applied with the
+   * next PENDING - 1 events or before the next read, whichever comes first;
+   * an event in its segment's current finest slot (nearly all) then adds to
+   * that segment's hot record only.
    */
   record(segment: number, isWrite: boolean, zoneIdx: number, nowMs: number, count = 1): void {
     if (!(segment >= 0 && segment < this.segmentCount && segment === (segment | 0))) {
@@ -280,30 +309,63 @@ export class AccessWindows {
       throw new UsageError(`an access count must be a whole number from 0 to ${MAX_CELL}, got ${count}`);
     }
     const abs0 = Math.floor(nowMs / this.res0Ms);
-    const hot = this.hot[segment >>> CHUNK_BITS];
-    if (hot !== undefined) {
-      const h = (segment & CHUNK_MASK) * this.hotStride;
+    if (!(Math.abs(abs0) < MAX_STAMP)) {
+      throw new UsageError(`the access time ${nowMs} is not a usable number of milliseconds`);
+    }
+    const i = this.pendingN;
+    this.pendingSegment[i] = segment;
+    this.pendingCell[i] = (zoneCell << 1) | (isWrite ? 1 : 0);
+    this.pendingCount[i] = count;
+    this.pendingSlot[i] = abs0;
+    this.pendingN = i + 1;
+    if (i + 1 === PENDING) this.flush();
+  }
+
+  /**
+   * Applies the queued events, oldest first. A first pass touches every
+   * event's hot record: those loads are independent, so the CPU overlaps their
+   * cache misses, where applying events one by one would wait for each.
+   * Every reader calls this first, so the queue is never observable.
+   */
+  private flush(): void {
+    const n = this.pendingN;
+    if (n === 0) return;
+    this.pendingN = 0;
+    const segments = this.pendingSegment;
+    const stride = this.hotStride;
+    const hotChunks = this.hot;
+    let touched = 0;
+    for (let i = 0; i < n; i++) {
+      const s = segments[i];
+      const hot = hotChunks[s >>> CHUNK_BITS] ?? this.allocate(s >>> CHUNK_BITS);
+      touched += hot[(s & CHUNK_MASK) * stride];
+    }
+    this.touched = touched;
+    for (let i = 0; i < n; i++) {
+      const s = segments[i];
+      const hot = hotChunks[s >>> CHUNK_BITS]!;
+      const h = (s & CHUNK_MASK) * stride;
+      const packed = this.pendingCell[i];
+      const zoneCell = packed >> 1;
+      const count = this.pendingCount[i];
+      const abs0 = this.pendingSlot[i];
       if ((hot[h + 1] | 0) * TWO_32 + hot[h] === abs0) {
-        let c = h + 2 + zoneCell;
-        let v = hot[c] + count;
-        hot[c] = v > MAX_CELL ? MAX_CELL : v;
-        if (isWrite) {
-          c = h + 2;
-          v = hot[c] + count;
-          hot[c] = v > MAX_CELL ? MAX_CELL : v;
-        }
-        return;
+        addCell(hot, h + 2 + zoneCell, count);
+        if ((packed & 1) !== 0) addCell(hot, h + 2, count);
+      } else {
+        this.recordSlow(s, (packed & 1) !== 0, zoneCell, abs0, count);
       }
     }
-    this.recordSlow(segment, isWrite, zoneCell, abs0, count);
   }
 
   /**
    * Records n events at nowMs, one access each: event i is to segments[i], a
    * write when ops[i] is OP_WRITE (any non-zero value), from zone index
    * zones[i] (-1: unattributed). The whole batch is validated before any of
-   * it is recorded. A first pass touches every event's hot record, so that the
-   * batch's cache misses overlap instead of following one another.
+   * it is recorded. A first pass touches every event's hot record: those
+   * loads are independent, so the CPU overlaps their cache misses (measured:
+   * 8–18% faster on uniformly spread segments; sorting the batch by segment
+   * instead measured slower).
    */
   recordBatch(
     segments: Uint32Array,
@@ -324,8 +386,10 @@ export class AccessWindows {
       const z = zones[i];
       if (z < -1 || z >= nz) throw new UsageError(`zone index ${z} is outside -1..${nz - 1}`);
     }
+    this.flush(); // events recorded before the batch are applied before it
     const stride = this.hotStride;
     const hotChunks = this.hot;
+    // touch every event's hot record first: independent loads whose misses overlap
     let touched = 0;
     for (let i = 0; i < n; i++) {
       const s = segments[i];
@@ -551,6 +615,7 @@ export class AccessWindows {
 
   /** Accesses per second to a segment over the sliding window of the last windowSeconds. */
   rate(segment: number, windowSeconds: number, nowMs: number): SegmentRate {
+    this.flush();
     const span = this.window(windowSeconds, nowMs);
     const acc = new Float64Array(this.cellsPerSlot);
     if (segment >= 0 && segment < this.segmentCount && segment === (segment | 0)) {
@@ -569,6 +634,7 @@ export class AccessWindows {
 
   /** Total accesses/s of every segment over the last windowSeconds, as one array (for the assigner). */
   loads(windowSeconds: number, nowMs: number): Float64Array {
+    this.flush();
     const out = new Float64Array(this.segmentCount);
     const span = this.window(windowSeconds, nowMs);
     const perS = 1000 / span.durationMs;
@@ -592,6 +658,7 @@ export class AccessWindows {
    * holding nowMs. `which`: "total", "reads", "writes", or a zone name.
    */
   series(segment: number, level: number, nowMs: number, which: string = "total"): Float64Array {
+    this.flush();
     if (!Number.isInteger(level) || level < 0 || level >= this.levelCount) {
       throw new UsageError(`level ${level} is outside 0..${this.levelCount - 1}`);
     }
@@ -648,6 +715,7 @@ export class AccessWindows {
 
   /** Segments that have any windows allocated and written. */
   *activeSegments(): Generator<number> {
+    this.flush();
     for (let ci = 0; ci < this.hot.length; ci++) {
       const hot = this.hot[ci];
       if (!hot) continue;
@@ -740,6 +808,7 @@ export class AccessWindows {
 
   /** One segment's raw windows, for moving history with a shard. */
   exportSegment(segment: number): SegmentWindows | undefined {
+    this.flush();
     if (!(segment >= 0 && segment < this.segmentCount && segment === (segment | 0))) return undefined;
     const ci = segment >>> CHUNK_BITS;
     const hot = this.hot[ci];
@@ -758,6 +827,7 @@ export class AccessWindows {
 
   /** Replaces one segment's windows with exported ones (same zones and levels required). */
   importSegment(data: SegmentWindows): void {
+    this.flush();
     if (
       !Array.isArray(data?.zones) ||
       !Array.isArray(data.levels) ||
@@ -795,6 +865,7 @@ export class AccessWindows {
 
   /** The whole store as bytes: magic, header, chunks, checksum (format SCAW1). */
   serialize(): Uint8Array {
+    this.flush();
     const present: number[] = [];
     this.hot.forEach((c, i) => c && present.push(i));
     const header = new TextEncoder().encode(

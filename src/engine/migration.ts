@@ -80,6 +80,8 @@ export interface MigrationRecord extends MigrationJournal {
   lagEntries?: number;
   /** Pre-copy rounds before the fence. */
   rounds: number;
+  /** Segments whose access windows were copied to the target. */
+  windowsCopied?: number;
   endedAt?: number;
   /** ms spent in each phase (derived from phaseAt). */
   phaseMs?: Partial<Record<MigrationPhase, number>>;

@@ -12,21 +12,25 @@ export interface DelayProxy {
   address: string;
   port: number;
   delayMs: number;
+  /** Changes the delay of the chunks forwarded from now on. */
+  setDelay: (ms: number) => void;
+  /** Cuts every open connection and refuses new ones (closed at once) for `ms`. */
+  cut: (ms: number) => void;
   /** Connections accepted so far. */
   connections: () => number;
   close: () => Promise<void>;
 }
 
 /** Forwards `from` to `to`, each chunk `delayMs` later; ends and errors are passed on after the data. */
-function pipeDelayed(from: Socket, to: Socket, delayMs: number): void {
+function pipeDelayed(from: Socket, to: Socket, delay: () => number): void {
   from.on("data", (chunk: Buffer) => {
     setTimeout(() => {
       if (!to.destroyed) to.write(chunk);
-    }, delayMs);
+    }, delay());
   });
-  from.on("end", () => setTimeout(() => to.end(), delayMs));
+  from.on("end", () => setTimeout(() => to.end(), delay()));
   from.on("error", () => to.destroy());
-  from.on("close", () => setTimeout(() => to.destroy(), delayMs + 5));
+  from.on("close", () => setTimeout(() => to.destroy(), delay() + 5));
 }
 
 export async function startDelayProxy(targetPort: number, delayMs: number): Promise<DelayProxy> {
@@ -35,16 +39,22 @@ export async function startDelayProxy(targetPort: number, delayMs: number): Prom
   if (!Number.isFinite(delayMs) || delayMs < 0 || delayMs > 10_000) throw new Error(`bad delay ${delayMs}`);
   const sockets = new Set<Socket>();
   let accepted = 0;
+  let delay = delayMs;
+  let cutUntil = 0;
   const server: Server = createServer((client) => {
     accepted++;
+    if (Date.now() < cutUntil) {
+      client.destroy();
+      return;
+    }
     const upstream = connect({ host: "127.0.0.1", port: targetPort });
     for (const s of [client, upstream]) {
       s.setNoDelay(true);
       sockets.add(s);
       s.on("close", () => sockets.delete(s));
     }
-    pipeDelayed(client, upstream, delayMs);
-    pipeDelayed(upstream, client, delayMs);
+    pipeDelayed(client, upstream, () => delay);
+    pipeDelayed(upstream, client, () => delay);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -55,6 +65,13 @@ export async function startDelayProxy(targetPort: number, delayMs: number): Prom
     address: `127.0.0.1:${port}`,
     port,
     delayMs,
+    setDelay: (ms) => {
+      delay = ms;
+    },
+    cut: (ms) => {
+      cutUntil = Date.now() + ms;
+      for (const s of sockets) s.destroy();
+    },
     connections: () => accepted,
     close: () =>
       new Promise<void>((resolve) => {

@@ -7,6 +7,9 @@
  * source agent or the target agent, or SIGSTOPs the source for a while, then
  * lets things go on (agents restarted by `shardctl up --local`, the
  * coordinator continued or replaced by `shardctl migrations --recover`).
+ * Every agent is reached through a user-space proxy (the map holds the
+ * proxies' addresses): the test also cuts all connections to the source for
+ * two seconds there, or delays every connection by 25 ms each way.
  *
  * After every run: the map and the journal agree, and exactly one agent holds
  * the shard writable, the one the map names, at the map's epoch. At the end:
@@ -25,6 +28,7 @@ import { isTerminal, type MigrationRecord } from "../../../src/engine/migration.
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { freePort, http, tempDir } from "../agent/harness.js";
+import { startDelayProxy, type DelayProxy } from "../../helpers/delay-proxy.js";
 import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 
 const SEGMENTS = 64;
@@ -52,17 +56,19 @@ async function journal(): Promise<MigrationRecord[]> {
   return (await new EmbeddedStore(dir).listMigrations()).records.map((r) => r.record);
 }
 
-function nodeAddress(node: string): string {
-  return readMap().map.nodes.find((n) => n.id === node)!.address;
-}
-
 function agentPid(node: string): number {
   return Number(readFileSync(join(dir, "local", node, "agent.pid"), "utf8").trim());
 }
 
+/** The agent's own port (the map names its proxy; the test inspects the agents directly). */
+const agentPorts = new Map<string, number>();
+
 async function agentShard(node: string, shard: string): Promise<{ state: string; epoch: number } | null> {
-  const port = Number(nodeAddress(node).split(":")[1]);
-  const r = await http(port, "GET", `/v1/shards/${shard}`, { token });
+  const port = agentPorts.get(node)!;
+  // a pooled connection may have died with a killed agent: one retry on a fresh one
+  const r = await http(port, "GET", `/v1/shards/${shard}`, { token }).catch(() =>
+    http(port, "GET", `/v1/shards/${shard}`, { token }),
+  );
   return r.status === 200 ? (r.json() as { state: string; epoch: number }) : null;
 }
 
@@ -178,20 +184,35 @@ async function checkInvariants(shard: string, label: string): Promise<void> {
   expect(owners, `${label}: writable owners`).toEqual([`${sh.node}@${sh.epoch}`]);
 }
 
+const proxies = new Map<string, DelayProxy>();
+
 beforeAll(async () => {
   dir = tempDir("chaos");
   const base = String(await freePort());
   const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", base, "--json");
   expect(up.code, up.err).toBe(0);
   token = readFileSync(join(dir, "local", "token"), "utf8").trim();
+  // every agent behind a proxy: the map (clients, coordinators, redirects) names the proxies
+  const store = new EmbeddedStore(dir);
+  const vm = (await store.load())!;
+  for (const n of vm.map.nodes) {
+    agentPorts.set(n.id, Number(n.address.split(":")[1]));
+    proxies.set(n.id, await startDelayProxy(agentPorts.get(n.id)!, 0));
+  }
+  const cas = await store.compareAndSet(vm.version, {
+    ...vm.map,
+    nodes: vm.map.nodes.map((n) => ({ ...n, address: proxies.get(n.id)!.address })),
+  });
+  expect(cas.ok).toBe(true);
 });
 
 afterAll(async () => {
+  for (const p of proxies.values()) await p.close();
   await cli("down", "--timeout", "5");
   rmSync(dir, { recursive: true, force: true });
 });
 
-type Fault = "kill-coordinator" | "kill-source" | "kill-target" | "pause-source";
+type Fault = "kill-coordinator" | "kill-source" | "kill-target" | "pause-source" | "cut-source" | "delay-all";
 const PHASES = ["journaled", "copying", "fenced", "prepared", "committed", "activated"] as const;
 
 describe("migration under faults", () => {
@@ -202,7 +223,14 @@ describe("migration under faults", () => {
       const keys = keysOfShard(readMap().map, shard, 3, 8);
       const w = startWriters(keys);
       while (w.count() < 100) await sleep(10);
-      const faults: Fault[] = ["kill-coordinator", "kill-source", "kill-target", "pause-source"];
+      const faults: Fault[] = [
+        "kill-coordinator",
+        "kill-source",
+        "kill-target",
+        "pause-source",
+        "cut-source",
+        "delay-all",
+      ];
       const outcomes: Record<string, number> = {};
       let runs = 0;
       for (const phase of PHASES) {
@@ -222,6 +250,17 @@ describe("migration under faults", () => {
             await c.exited;
             const rec = await cli("migrations", "--recover");
             expect(rec.code, `${label}: recover\n${rec.err}`).toBe(0);
+          } else if (fault === "cut-source") {
+            // every connection to the source is cut, and new ones refused, for two seconds
+            proxies.get(source)!.cut(2000);
+            c.child.kill("SIGCONT");
+            await c.exited;
+            await sleep(2100);
+          } else if (fault === "delay-all") {
+            for (const p of proxies.values()) p.setDelay(25);
+            c.child.kill("SIGCONT");
+            await c.exited;
+            for (const p of proxies.values()) p.setDelay(0);
           } else if (fault === "pause-source") {
             const pid = agentPid(source);
             process.kill(pid, "SIGSTOP");
@@ -263,7 +302,7 @@ describe("migration under faults", () => {
       // the history: every entry of the shard's log on its owner
       const { map } = readMap();
       const owner = map.shards.find((s) => s.id === shard)!.node;
-      const port = Number(nodeAddress(owner).split(":")[1]);
+      const port = agentPorts.get(owner)!;
       const seen = new Map<string, number>();
       const order = new Map<string, string[]>();
       for (let from = 1; ;) {

@@ -4,7 +4,8 @@
  * checksum, refused commit, target refuses), the replication endpoints'
  * hostile input, a node that is not in the map and a stale plan file.
  */
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
@@ -14,8 +15,8 @@ import type { LocationMap } from "../../../src/engine/location-map.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { encodeEntry } from "../../../src/agent/log-format.js";
-import { freePort, http, tempDir } from "../agent/harness.js";
-import { cli as runShardctl } from "../../helpers/cli.js";
+import { cliArgs, freePort, http, tempDir } from "../agent/harness.js";
+import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 
 let dir: string;
 let token: string;
@@ -125,6 +126,24 @@ describe("migrate", () => {
     );
     expect(rec.phase).toBe("done");
     expect(rec.bytesCopied).toBeGreaterThan(0);
+    // the access history moved with the data: the target has the windows of the written segments
+    expect(rec.windowsCopied).toBeGreaterThan(0);
+    const s0 = readMap().map.shards.find((s) => s.id === mv.shard)!.ranges[0][0];
+    const onTarget = await api(portOf(mv.target), "GET", `/v1/access/${s0}/export`);
+    const onSource = await api(portOf(mv.source), "GET", `/v1/access/${s0}/export`);
+    expect(onTarget.status).toBe(onSource.status);
+    // hostile window imports are refused
+    const put = (seg: string, body: unknown) =>
+      api(portOf(mv.target), "PUT", `/v1/admin/access/${seg}`, {
+        body: JSON.stringify(body),
+        headers: { "content-type": "application/json" },
+      });
+    expect((await put("99999", { segment: 99999 })).status).toBe(400);
+    expect((await put("x", {})).status).toBe(400);
+    expect((await put(String(s0), { segment: s0 + 1 })).status).toBe(400);
+    expect(
+      (await put(String(s0), { segment: s0, zones: ["q"], levels: [], cells: [], stamps: [] })).status,
+    ).toBe(400);
     expect(rec.writePauseMs).toBeGreaterThanOrEqual(0);
     expect(rec.writePauseMs).toBeLessThan(5000);
     // the map: the target at epoch + 1, stamped
@@ -329,6 +348,122 @@ describe("migrate", () => {
     expect((await api(tp, "DELETE", `/v1/admin/shards/${mv.shard}`, j({ epoch: mv.epoch }))).status).toBe(
       200,
     );
+  });
+
+  it("an agent restarted mid-cutover asks the map: a committed target serves, an undecided source stays fenced", async () => {
+    for (const [fp, victim] of [
+      ["migrate.committed", "target"],
+      ["migrate.fenced", "source"],
+    ] as const) {
+      const mv = pickMove(fp === "migrate.committed" ? 6 : 7);
+      const { command, args } = shardctlCommand();
+      const child = spawn(
+        command,
+        [...args, "--data-dir", dir, "migrate", "--shard", mv.shard, "--to", mv.target, "--apply"],
+        {
+          env: { ...env, SHARDCTL_FAILPOINT: fp },
+          stdio: ["ignore", "ignore", "pipe"],
+        },
+      );
+      let err = "";
+      child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+      for (let i = 0; i < 1200 && !err.includes(`failpoint ${fp}: stopping`); i++) {
+        if (child.exitCode !== null) throw new Error(`ended before ${fp}:\n${err}`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      // the coordinator and one agent die mid-cutover; the agent comes back
+      const node = victim === "target" ? mv.target : mv.source;
+      process.kill(Number(readFileSync(join(dir, "local", node, "agent.pid"), "utf8")), "SIGKILL");
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+      await new Promise((r) => setTimeout(r, 100));
+      const up = await cli("up", "--local");
+      expect(up.code, up.err).toBe(0);
+      const log = readFileSync(join(dir, "local", node, "agent.log"), "utf8");
+      const state = (await api(portOf(node), "GET", `/v1/shards/${mv.shard}`)).json() as {
+        state: string;
+        epoch: number;
+      };
+      if (victim === "target") {
+        expect(log).toMatch(new RegExp(`shard ${mv.shard} \\(prepared, in a migration\\): serving`));
+        expect(state).toMatchObject({ state: "owned", epoch: mv.epoch + 1 });
+      } else {
+        expect(log).toMatch(new RegExp(`shard ${mv.shard} \\(fenced, in a migration\\): unchanged`));
+        expect(state).toMatchObject({ state: "fenced", epoch: mv.epoch });
+      }
+      // recovery finishes it either way; the shard is served with its data
+      const rec = await cli("migrations", "--recover");
+      expect(rec.code, rec.err).toBe(0);
+      expect(rec.err).toMatch(victim === "target" ? /rolled-forward/ : /rolled-back/);
+      const c = client();
+      await c.put(`after-${fp}`, "ok");
+      expect((await c.get(`after-${fp}`))?.value.toString()).toBe("ok");
+      c.close();
+    }
+  });
+
+  it("refuses a target without room for the copy (exit 3) before anything starts", async () => {
+    // a fourth agent whose data directory is a 40 MiB tmpfs: less than the copy's headroom
+    const small = join(dir, "small-node");
+    mkdirSync(small, { recursive: true });
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=40m", "tmpfs", small]);
+    const port = await freePort();
+    const child = spawn(
+      process.execPath,
+      [
+        ...cliArgs(),
+        "--data-dir",
+        join(small, "data"),
+        "agent",
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--zone",
+        "c",
+        "--node-id",
+        "node-4",
+        "--token-file",
+        join(dir, "local", "token"),
+        "--segments",
+        "64",
+      ],
+      { stdio: "ignore", env },
+    );
+    try {
+      for (
+        let i = 0;
+        i < 200 && (await http(port, "GET", "/health").catch(() => undefined))?.status !== 200;
+        i++
+      )
+        await new Promise((r) => setTimeout(r, 50));
+      const store = new EmbeddedStore(dir);
+      const vm = (await store.load())!;
+      const added = await store.compareAndSet(vm.version, {
+        ...vm.map,
+        nodes: [...vm.map.nodes, { id: "node-4", address: `127.0.0.1:${port}`, zone: "c" }],
+      });
+      expect(added.ok).toBe(true);
+      const before = readMap();
+      const journalBefore = (await listMigrations(store)).records.length;
+      const mv = pickMove(5);
+      const r = await cli("migrate", "--shard", mv.shard, "--to", "node-4", "--apply");
+      expect(r.code, r.err).toBe(3);
+      expect(r.err).toMatch(/node-4 has .* MiB free.*nothing was started/);
+      expect(readMap()).toEqual(before);
+      expect((await listMigrations(store)).records.length).toBe(journalBefore);
+      expect((await api(portOf(mv.source), "GET", `/v1/shards/${mv.shard}`)).json()).toMatchObject({
+        state: "owned",
+      });
+      // leave the map as it was for the other tests
+      const cur = (await store.load())!;
+      await store.compareAndSet(cur.version, {
+        ...cur.map,
+        nodes: cur.map.nodes.filter((n) => n.id !== "node-4"),
+      });
+    } finally {
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+      execFileSync("umount", [small]);
+    }
   });
 
   it("refuses a node that is not in the map and a stale plan file (exit 3), changing nothing", async () => {

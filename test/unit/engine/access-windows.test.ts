@@ -539,3 +539,58 @@ describe("AccessWindows persisted format (SCAW1) compatibility", () => {
     expect(w.exportSegment(2)).toEqual(e);
   });
 });
+
+describe("AccessWindows record queue", () => {
+  it("reads the same whether or not reads come between the records (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            segment: fc.integer({ min: 0, max: 2100 }),
+            dt: fc.integer({ min: 0, max: 3_000 }),
+            late: fc.integer({ min: 0, max: 30_000 }),
+            write: fc.boolean(),
+            zone: fc.integer({ min: -1, max: 2 }),
+            count: fc.integer({ min: 0, max: 3 }),
+            read: fc.integer({ min: 0, max: 9 }),
+          }),
+          { maxLength: 200 },
+        ),
+        (steps) => {
+          const a = windows(2101);
+          const b = windows(2101);
+          let t = T0;
+          for (const s of steps) {
+            t += s.dt;
+            const at = s.late % 5 === 0 ? t - s.late : t;
+            a.record(s.segment, s.write, s.zone, at, s.count);
+            b.record(s.segment, s.write, s.zone, at, s.count);
+            // b is read now and then, which applies its queue early
+            if (s.read === 0) b.rate(s.segment, 10, t);
+            if (s.read === 1) b.series(s.segment, 1, t);
+            if (s.read === 2) expect(b.allocatedBytes).toBeGreaterThan(0);
+          }
+          for (const s of new Set(steps.map((x) => x.segment))) {
+            expect(a.exportSegment(s)).toEqual(b.exportSegment(s));
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it("applies queued events before a batch, an import and a serialization", () => {
+    const w = windows(10);
+    w.record(1, true, 0, T0 + 5_000);
+    w.recordBatch(Uint32Array.from([1]), Uint8Array.from([OP_READ]), Int8Array.from([0]), 1, T0);
+    // the queued event (5 s) came first, so the batch's (0 s) is a late one in the ring
+    expect(Array.from(w.series(1, 0, T0 + 5_000))).toEqual([0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+    const other = windows(10);
+    other.record(2, false, 1, T0, 3);
+    w.record(2, false, 0, T0, 7);
+    w.importSegment(other.exportSegment(2)!); // replaces what segment 2 had, the queued event too
+    expect(w.rate(2, 10, T0 + 9_000).byZone).toEqual([0, 3 / 9, 0]);
+    w.record(3, false, 2, T0, 4);
+    expect(AccessWindows.deserialize(w.serialize()).series(3, 0, T0, "c")[9]).toBe(4);
+  });
+});
