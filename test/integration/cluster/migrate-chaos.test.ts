@@ -222,6 +222,8 @@ describe("migration under faults", () => {
       const shard = readMap().map.shards[0].id;
       const keys = keysOfShard(readMap().map, shard, 3, 8);
       const w = startWriters(keys);
+      // all along: never two agents holding the shard writable at one epoch
+      const sampler = startOwnerSampler(shard);
       while (w.count() < 100) await sleep(10);
       const faults: Fault[] = [
         "kill-coordinator",
@@ -294,8 +296,10 @@ describe("migration under faults", () => {
         }
       }
       await w.stop();
+      const samples = await sampler.stop();
+      expect(sampler.violations(), "two writable owners at one epoch").toEqual([]);
       process.stderr.write(
-        `chaos: ${runs} runs, ${w.count()} acknowledged writes, ${w.errors()} failed attempts, outcomes ${JSON.stringify(outcomes)}\n${history.join("\n")}\n`,
+        `chaos: ${runs} runs, ${w.count()} acknowledged writes, ${w.errors()} failed attempts, outcomes ${JSON.stringify(outcomes)}, ${samples} owner samples\n${history.join("\n")}\n`,
       );
       expect(outcomes.done ?? 0).toBeGreaterThan(0);
 
@@ -348,3 +352,30 @@ describe("migration under faults", () => {
 });
 
 const history: string[] = [];
+
+/** Polls every agent's state of the shard; a sample where two say "owned" at the same epoch is a violation. */
+function startOwnerSampler(shard: string) {
+  let stop = false;
+  let samples = 0;
+  const bad: string[] = [];
+  const done = (async () => {
+    while (!stop) {
+      const states = await Promise.all(
+        [...agentPorts.keys()].map(async (n) => ({ n, s: await agentShard(n, shard).catch(() => null) })),
+      );
+      const owned = states.filter((x) => x.s?.state === "owned");
+      const epochs = new Set(owned.map((x) => x.s!.epoch));
+      if (epochs.size < owned.length) bad.push(owned.map((x) => `${x.n}@${x.s!.epoch}`).join(" "));
+      samples++;
+      await sleep(20);
+    }
+  })();
+  return {
+    violations: () => bad,
+    stop: async () => {
+      stop = true;
+      await done;
+      return samples;
+    },
+  };
+}
