@@ -46,7 +46,9 @@ import {
   readJson,
   sendJson,
 } from "./http-util.js";
-import { decodeEntry, type LogEntry } from "./log-format.js";
+import { join } from "node:path";
+import { decodeEntry, encodeEntry, type LogEntry } from "./log-format.js";
+import { readSnapshot, snapshotFileName } from "./snapshot.js";
 import { checkRanges, MAX_CHUNK_BYTES, scanEntries } from "./replication.js";
 import type { Shard, WriteOp } from "./shard.js";
 import type { ImportState } from "./shard-meta.js";
@@ -103,6 +105,22 @@ export async function exportRequest(
   const from = intField(Number(query.get("from") ?? "1"), "from", 1);
   const max = Math.min(intField(Number(query.get("max") ?? "5000"), "max", 1), MAX_EXPORT_ENTRIES);
   const ranges = parseRangesParam(query.get("ranges"), agent.opts.segments);
+  shard.holdCompaction(COMPACTION_HOLD_MS);
+  if (from === 1 && logCompacted(shard)) {
+    // the log no longer starts at 1: the state as of the snapshot first, a page at a time
+    const skip = intField(Number(query.get("snapSkip") ?? "0"), "snapSkip", 0);
+    const page = await snapshotPage(agent, shard, ranges, skip, max);
+    res.writeHead(200, {
+      "content-type": "application/octet-stream",
+      "x-last-lsn": String(shard.lsn),
+      "x-snapshot-lsn": String(page.lsn),
+      "x-snapshot-next": String(skip + page.entries),
+      "x-scanned-through": String(page.done ? page.lsn : 0),
+      "x-entries": String(page.entries),
+    });
+    res.end(Buffer.concat(page.chunks));
+    return;
+  }
   const last = shard.lsn;
   const chunks: Buffer[] = [];
   let bytes = 0;
@@ -140,7 +158,16 @@ export async function exportChecksumRequest(
   const ranges = parseRangesParam(query.get("ranges"), agent.opts.segments);
   let crc = 0;
   let n = 0;
-  await scanEntries(shard, 1, upto, (_lsn, raw) => {
+  let from = 1;
+  if (logCompacted(shard)) {
+    // the same stream the export sent: the snapshot's records in the ranges, then the log after it
+    const snap = await readSnapshotInRanges(agent, shard, ranges, (e) => {
+      crc = contentCrc(crc, e);
+      n++;
+    });
+    from = snap + 1;
+  }
+  await scanEntries(shard, from, upto, (_lsn, raw) => {
     const d = decodeEntry(raw, 0);
     if (d.kind !== "entry")
       throw new ApiError(500, "log-corrupt", `shard ${shard.id}: a bad entry in the log`);
@@ -206,7 +233,24 @@ export async function importAdmin(
     const st = importOf(shard.meta.imports, source, migration);
     if (st.prepared)
       throw new ApiError(409, "prepared", `the import from ${source} is prepared: nothing more`);
-    if (from !== st.through + 1)
+    // a page of a compacted source's snapshot (x-snapshot-lsn), or log entries after it
+    const snapLsn =
+      req.headers["x-snapshot-lsn"] === undefined ? undefined : headerInt(req, "x-snapshot-lsn", 1);
+    const snapSkip = snapLsn === undefined ? undefined : headerInt(req, "x-snapshot-skip", 0);
+    if (snapLsn !== undefined && (st.through !== 0 || snapSkip !== (st.snapSkip ?? 0)))
+      throw new ApiError(
+        409,
+        "import-gap",
+        `the import from ${source} continues at snapshot record ${st.snapSkip ?? 0}`,
+        { through: st.through, snapSkip: st.snapSkip ?? 0 },
+      );
+    if (snapLsn !== undefined && st.snapLsn !== undefined && st.snapLsn !== snapLsn)
+      throw new ApiError(
+        409,
+        "snapshot-changed",
+        `the source's snapshot changed (${st.snapLsn} → ${snapLsn})`,
+      );
+    if (snapLsn === undefined && from !== st.through + 1)
       throw new ApiError(
         409,
         "import-gap",
@@ -230,7 +274,7 @@ export async function importAdmin(
       const e = d.entry;
       if (e.shardId !== source)
         throw badRequest(`an entry belongs to shard ${e.shardId}, not ${source}; nothing was imported`);
-      if (e.lsn <= prevLsn || e.lsn > through)
+      if (snapLsn !== undefined ? e.lsn !== snapLsn : e.lsn <= prevLsn || e.lsn > through)
         throw badRequest(
           `entry LSN ${e.lsn} is out of order or past x-scanned-through; nothing was imported`,
         );
@@ -247,12 +291,22 @@ export async function importAdmin(
     }
     // re-check after the body arrived: an abort or a second import may have come in meanwhile
     const now = importOf(shard.meta.imports, source, migration);
-    if (now.through !== st.through || now.prepared)
+    if (now.through !== st.through || now.prepared || now.snapSkip !== st.snapSkip)
       throw new ApiError(409, "import-gap", `the import from ${source} moved on meanwhile`, {
         through: now.through,
       });
     if (ops.length) await shard.write(ops);
-    const next: ImportState = { ...now, through, crc, entries: now.entries + ops.length };
+    const next: ImportState =
+      snapLsn !== undefined
+        ? {
+            ...now,
+            through,
+            crc,
+            entries: now.entries + ops.length,
+            snapLsn,
+            snapSkip: snapSkip! + ops.length,
+          }
+        : { ...now, through, crc, entries: now.entries + ops.length };
     shard.setMeta({ imports: { ...shard.meta.imports, [source]: next } });
     return sendJson(res, 200, { through, imported: ops.length, lsn: shard.lsn });
   }
@@ -384,4 +438,78 @@ async function purgeOutside(agent: Agent, shard: Shard, ranges: SegmentRange[]):
     if (!inRanges(ranges, agent.segmenter.segmentOf(key))) doomed.push({ op: "delete", key });
   for (let i = 0; i < doomed.length; i += 5000) await shard.write(doomed.slice(i, i + 5000));
   return doomed.length;
+}
+
+/** How long an export keeps the source from compacting (the snapshot and the log after it stay). */
+const COMPACTION_HOLD_MS = 60_000;
+
+/** Whether the shard's log no longer starts at LSN 1 (entries before it live only in a snapshot). */
+function logCompacted(shard: Shard): boolean {
+  const files = shard.logFileList;
+  return shard.snapshotLsn > 0 && (files.length === 0 || files[0].firstLsn > 1);
+}
+
+/**
+ * Calls onEntry with the newest snapshot's records whose key is in the
+ * ranges, as put entries at the snapshot's LSN, in the snapshot's order;
+ * returns the snapshot's LSN.
+ */
+async function readSnapshotInRanges(
+  agent: Agent,
+  shard: Shard,
+  ranges: SegmentRange[],
+  onEntry: (e: LogEntry) => void,
+): Promise<number> {
+  const lsn = shard.snapshotLsn;
+  try {
+    await readSnapshot(join(shard.dir, snapshotFileName(lsn)), (key, v) => {
+      if (inRanges(ranges, agent.segmenter.segmentOf(key)))
+        onEntry({
+          lsn,
+          timestamp: v.timestamp,
+          migrationTimestamp: shard.meta.migrationTimestamp,
+          op: "put",
+          shardId: shard.id,
+          key,
+          value: v.value,
+        });
+    });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      throw new ApiError(
+        409,
+        "snapshot-changed",
+        `shard ${shard.id}: a newer snapshot replaced ${lsn}; start again`,
+      );
+    throw err;
+  }
+  return lsn;
+}
+
+/** One page of the snapshot's records in the ranges: those after the first `skip`, at most `max` or about a chunk. */
+async function snapshotPage(
+  agent: Agent,
+  shard: Shard,
+  ranges: SegmentRange[],
+  skip: number,
+  max: number,
+): Promise<{ lsn: number; chunks: Buffer[]; entries: number; done: boolean }> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  let seen = 0;
+  let full = false;
+  let more = false;
+  const lsn = await readSnapshotInRanges(agent, shard, ranges, (e) => {
+    seen++;
+    if (seen <= skip) return;
+    if (full) {
+      more = true;
+      return;
+    }
+    const b = encodeEntry(e);
+    chunks.push(b);
+    bytes += b.length;
+    if (chunks.length >= max || bytes >= MAX_CHUNK_BYTES) full = true;
+  });
+  return { lsn, chunks, entries: chunks.length, done: !more };
 }

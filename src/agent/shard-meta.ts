@@ -57,6 +57,9 @@ export interface ImportState {
   entries: number;
   /** Verified against the source's checksum; waits for the commit. */
   prepared?: boolean;
+  /** A compacted source sends its snapshot's records first: its LSN, and how many were imported. */
+  snapLsn?: number;
+  snapSkip?: number;
 }
 
 const FILE = "meta.json";

@@ -56,6 +56,8 @@ interface Import {
   /** A new shard created for the import (dropped on abort), else a live shard (purged on abort). */
   fresh: boolean;
   next: number;
+  /** Snapshot records already imported from a compacted source. */
+  snapSkip: number;
   fencedLsn?: number;
 }
 
@@ -70,7 +72,7 @@ export function planImports(
   map: LocationMap,
   op: LayoutOp,
   pieceNodes: Record<string, string> = {},
-): { imports: Omit<Import, "next">[]; change: LayoutChange; main: ShardInfo } {
+): { imports: Omit<Import, "next" | "snapSkip">[]; change: LayoutChange; main: ShardInfo } {
   const shard = (id: string) => {
     const s = map.shards.find((x) => x.id === id);
     if (!s)
@@ -83,7 +85,7 @@ export function planImports(
     if (!n.address) throw new PreconditionError(`node ${id} has no agent address: nothing to move data with`);
     return n;
   };
-  const imports: Omit<Import, "next">[] = [];
+  const imports: Omit<Import, "next" | "snapSkip">[] = [];
   const epochs: Record<string, number> = {};
   const nodes: Record<string, string> = {};
   const placed: Record<string, string> = {};
@@ -132,7 +134,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
   if (!vm) throw new PreconditionError("the location store holds no map yet");
   if (opts.planVersion !== undefined) checkPlanFresh({ mapVersion: opts.planVersion }, vm.version);
   const { imports: planned, change, main } = planImports(vm.map, opts.op, opts.pieceNodes);
-  const imports: Import[] = planned.map((i) => ({ ...i, next: 1 }));
+  const imports: Import[] = planned.map((i) => ({ ...i, next: 1, snapSkip: 0 }));
   const id = migrationId(clock.now(), `${opts.op.kind}-${main.id}`);
   const owner = deps.owner ?? thisOwner();
   const targetNode = imports[0]?.targetNode.id ?? main.node;
@@ -170,12 +172,40 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     const r = await rpc.request(
       im.sourceNode.address,
       "GET",
-      `/v1/shards/${encodeURIComponent(im.source.id)}/export?from=${im.next}&max=${opts.batchEntries ?? 5000}&ranges=${rangesParam(im.ranges)}`,
+      `/v1/shards/${encodeURIComponent(im.source.id)}/export?from=${im.next}&max=${opts.batchEntries ?? 5000}&ranges=${rangesParam(im.ranges)}&snapSkip=${im.snapSkip}`,
     );
     if (r.status !== 200)
       throw new StepError(failText(`source ${im.sourceNode.id} (export)`, r.status, tryJson(r.body)));
     const last = Number(r.headers["x-last-lsn"]);
     const through = Number(r.headers["x-scanned-through"]);
+    const snapLsn = r.headers["x-snapshot-lsn"];
+    if (typeof snapLsn === "string") {
+      // a compacted source: a page of its snapshot's records first
+      const a = await rpc.request(
+        im.targetNode.address,
+        "POST",
+        `/v1/admin/shards/${encodeURIComponent(im.target)}/import`,
+        {
+          headers: {
+            "content-type": "application/octet-stream",
+            "x-source-shard": im.source.id,
+            "x-migration": id,
+            "x-from": "1",
+            "x-scanned-through": String(through),
+            "x-snapshot-lsn": snapLsn,
+            "x-snapshot-skip": String(im.snapSkip),
+          },
+          body: r.body,
+        },
+      );
+      if (a.status !== 200)
+        throw new StepError(failText(`target ${im.targetNode.id} (import)`, a.status, tryJson(a.body)));
+      im.snapSkip = Number(r.headers["x-snapshot-next"]);
+      if (through > 0) im.next = through + 1;
+      j.bytesCopied += r.body.length;
+      j.entriesCopied += Number(r.headers["x-entries"]);
+      return last - (im.next - 1) + (through > 0 ? 0 : 1);
+    }
     if (through >= im.next) {
       const a = await rpc.request(
         im.targetNode.address,
@@ -257,11 +287,18 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     await to("copying");
     failpoint("migrate.copying");
     const threshold = opts.lagThreshold ?? 1000;
+    // copy until the lag is small; stop anyway after maxRounds rounds without progress
+    let best = Infinity;
+    let still = 0;
     for (;;) {
       j.rounds++;
       let lag = 0;
       for (const im of imports) lag = Math.max(lag, await copy(im));
-      if (lag < threshold || j.rounds >= (opts.maxRounds ?? 50)) break;
+      if (lag < threshold) break;
+      if (lag < best) {
+        best = lag;
+        still = 0;
+      } else if (++still >= (opts.maxRounds ?? 50)) break;
     }
     // the access history of the moving segments goes with them, then the copy catches up once more
     for (const im of imports) {

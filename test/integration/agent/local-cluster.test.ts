@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../../../src/cli.js";
-import { freePort, tempDir } from "./harness.js";
+import { freePortRange, tempDir } from "./harness.js";
 
 function fakeIO() {
   const out: Buffer[] = [];
@@ -42,7 +42,7 @@ afterAll(async () => {
 
 describe("local cluster", () => {
   it("starts 3 agents, writes the layout, serves put/get/delete, is idempotent, and stops cleanly", async () => {
-    const base = String(await freePort());
+    const base = String(await freePortRange(3));
     const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", base, "--json");
     expect(up.code, up.err).toBe(0);
     const result = JSON.parse(up.out) as {

@@ -27,7 +27,7 @@ import type { LocationMap } from "../../../src/engine/location-map.js";
 import { isTerminal, type MigrationRecord } from "../../../src/engine/migration.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { freePort, http, tempDir } from "../agent/harness.js";
+import { freePortRange, http, tempDir } from "../agent/harness.js";
 import { startDelayProxy, type DelayProxy } from "../../helpers/delay-proxy.js";
 import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 
@@ -188,7 +188,7 @@ const proxies = new Map<string, DelayProxy>();
 
 beforeAll(async () => {
   dir = tempDir("chaos");
-  const base = String(await freePort());
+  const base = String(await freePortRange(3));
   const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", base, "--json");
   expect(up.code, up.err).toBe(0);
   token = readFileSync(join(dir, "local", "token"), "utf8").trim();

@@ -17,6 +17,7 @@ import { writeSnapshot } from "../../../src/agent/snapshot.js";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { AgentRpc } from "../../../src/cluster/agent-rpc.js";
 import { executeMigration } from "../../../src/cluster/migrate.js";
+import { executeLayoutChange } from "../../../src/cluster/reshape.js";
 import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
@@ -342,4 +343,45 @@ describe("migrating a compacted shard", () => {
     expect((await c.get(key))?.value.toString()).toBe("ok");
     c.close();
   }, 60_000);
+
+  it("splits a compacted shard onto another node: the piece gets the snapshot's records, then the log after it", async () => {
+    const c = client();
+    const filled = await fill(c, "shard-4", "split", 150, 1000);
+    expect((await http(src.port, "GET", "/v1/shards/shard-4/log?from=1")).json().error).toBe("compacted");
+    const w = startWriter(c, "shard-4", "split-live");
+    while (w.acked.size < 20) await new Promise((r) => setTimeout(r, 10));
+    const rpc = new AgentRpc({ token: TOKEN });
+    const logs: string[] = [];
+    const rec = await executeLayoutChange(
+      {
+        op: {
+          kind: "split",
+          shard: "shard-4",
+          node: "node-1",
+          reason: "hot-segment",
+          pieces: [
+            { id: "shard-4", ranges: [[48, 56]], load: 0 },
+            { id: "shard-5", ranges: [[56, 64]], load: 0 },
+          ],
+        },
+        pieceNodes: { "shard-5": "node-2" },
+      },
+      { store: new EmbeddedStore(dir), rpc, clock: systemClock, log: (m) => logs.push(m) },
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    await w.stop();
+    rpc.close();
+    expect(rec.phase, logs.join("\n")).toBe("done");
+    expect(await inventory(dst, "shard-5")).toMatchObject({ state: "owned", epoch: 1, ranges: [[56, 64]] });
+    expect(await inventory(src, "shard-4")).toMatchObject({ state: "owned", epoch: 2, ranges: [[48, 56]] });
+    await expectAllReadable(filled);
+    await expectAllReadable(w.acked);
+    // keys of the moved half are refused by the old owner at its new epoch
+    const moved = [...filled.keys()].find((k) => segmenter.segmentOf(k) >= 56)!;
+    const r = await http(src.port, "GET", `/v1/shards/shard-4/keys/${encodeURIComponent(moved)}`, {
+      headers: { "x-shard-epoch": "2" },
+    });
+    expect(r.status).toBe(409);
+    c.close();
+  });
 });

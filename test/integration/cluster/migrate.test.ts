@@ -15,7 +15,7 @@ import type { LocationMap } from "../../../src/engine/location-map.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { encodeEntry } from "../../../src/agent/log-format.js";
-import { cliArgs, freePort, http, tempDir } from "../agent/harness.js";
+import { cliArgs, freePort, freePortRange, http, tempDir } from "../agent/harness.js";
 import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 
 let dir: string;
@@ -86,7 +86,7 @@ function startWriter(c: ShardClient, prefix: string, pad = 50) {
 
 beforeAll(async () => {
   dir = tempDir("migrate");
-  const base = String(await freePort());
+  const base = String(await freePortRange(3));
   const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", base, "--json");
   expect(up.code, up.err).toBe(0);
   token = readFileSync(join(dir, "local", "token"), "utf8").trim();

@@ -18,7 +18,7 @@ import type { LocationMap, SegmentRange } from "../../../src/engine/location-map
 import { systemClock } from "../../../src/engine/ports.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { freePort, http, tempDir } from "../agent/harness.js";
+import { freePortRange, http, tempDir } from "../agent/harness.js";
 import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 
 const SEGMENTS = 64;
@@ -95,7 +95,7 @@ function splitOp(shardIndex: number): { op: LayoutOp; piece: string; segment: nu
 
 beforeAll(async () => {
   dir = tempDir("reshape");
-  const base = String(await freePort());
+  const base = String(await freePortRange(3));
   const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", base, "--json");
   expect(up.code, up.err).toBe(0);
   token = readFileSync(join(dir, "local", "token"), "utf8").trim();
@@ -385,6 +385,19 @@ describe("splits and merges on agents", () => {
       });
       expect(cut.status).toBe(400);
     }
+    // a snapshot page out of turn
+    const snapGap = await api(node, "POST", `/v1/admin/shards/${sh.id}/import`, {
+      body: Buffer.alloc(0),
+      headers: {
+        "x-source-shard": other.id,
+        "x-migration": "m-hostile",
+        "x-from": "1",
+        "x-scanned-through": "0",
+        "x-snapshot-lsn": "5",
+        "x-snapshot-skip": "3",
+      },
+    });
+    expect(snapGap.status).toBe(409);
     const keysBefore = ((await api(node, "GET", `/v1/shards/${sh.id}`)).json() as { keys: number }).keys;
     // a reshape of a shard that is not fenced
     const reshape = await api(

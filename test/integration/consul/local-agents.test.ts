@@ -11,7 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cli } from "../../helpers/cli.js";
 import { startConsulDev, type DevConsul } from "../../helpers/consul.js";
-import { freePort, tempDir } from "../agent/harness.js";
+import { freePortRange, tempDir } from "../agent/harness.js";
 
 let consul: DevConsul;
 let dir: string;
@@ -41,7 +41,7 @@ afterAll(async () => {
 describe("a local cluster on Consul", () => {
   it("registers the agents as healthy services, feeds the autopilot from them, and deregisters on down", async () => {
     const up = await cli(
-      ["up", "--local", "--nodes", "2", "--zones", "a,b", "--base-port", String(await freePort())],
+      ["up", "--local", "--nodes", "2", "--zones", "a,b", "--base-port", String(await freePortRange(2))],
       env,
     );
     expect(up.code, up.err).toBe(0);

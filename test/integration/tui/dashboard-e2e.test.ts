@@ -12,7 +12,6 @@
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -27,6 +26,7 @@ import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { RAMP_256, stripAnsi } from "../../../src/tui/ansi.js";
 import { LiveSource } from "../../../src/tui/live-source.js";
 import { repoRoot } from "../../helpers/cli.js";
+import { freePortRange } from "../agent/harness.js";
 
 const SOCKET = `shardctl-e2e-${process.pid}-${Date.now()}`;
 const SESSION = "dash";
@@ -60,14 +60,6 @@ async function cli(...args: string[]) {
   const err = collect();
   const code = await runCli(["--data-dir", dataDir, ...args], { out: out.stream, err: err.stream }, env);
   return { code, out: out.text(), err: err.text() };
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
 }
 
 function tmux(...args: string[]): string {
@@ -133,7 +125,7 @@ function rampLevel(line: string): number {
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "shardctl-dash-e2e-"));
   dataDir = join(dir, "data");
-  const base = await freePort();
+  const base = await freePortRange(3);
   const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", String(base));
   expect(up.code, up.err).toBe(0);
   workload = runWorkload();
