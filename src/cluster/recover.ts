@@ -109,7 +109,10 @@ async function recoverOne(deps: RecoverDeps, record: MigrationRecord, rev: numbe
       }
     }
     const now = clock.now();
-    if (mine.phase !== "committed") mine = advance(mine, "committed", now) as MigrationRecord;
+    // the map shows the commit, whatever phase the record last reached (the commit writes
+    // both, but a record from an older coordinator may lag): it is committed
+    if (mine.phase !== "committed")
+      mine = { ...mine, phase: "committed", phaseAt: { ...mine.phaseAt, committed: now } };
     const done = {
       ...(advance(mine, "done", now) as MigrationRecord),
       endedAt: now,

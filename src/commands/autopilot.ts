@@ -14,6 +14,7 @@ import { thisOwner } from "../cluster/journal.js";
 import { resolveClientToken } from "../cluster/local.js";
 import { systemClock } from "../engine/ports.js";
 import { fileSource } from "./plan.js";
+import { readZoneMatrix } from "./simulate.js";
 import { withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
 
@@ -37,6 +38,10 @@ export function registerAutopilot(program: Command, ctx: CommandContext): void {
     .option("--once", "run one cycle if no other autopilot leads, then exit", false)
     .option("--id <name>", "this instance's name in the leader lock (default host:pid)")
     .option("--no-migrate", "only reshard: do not predict, plan and migrate")
+    .option(
+      "--latency <file>",
+      'zone round trips for planning, JSON {"zones": [...], "rtt_ms": [[...]]} (default: measured by the agents)',
+    )
     .addHelpText(
       "after",
       `
@@ -61,88 +66,92 @@ Steps 3-5 need agents serving the map; --no-migrate leaves them out. Progress go
 
 Examples:
   $ shardctl --store consul autopilot --interval 10          # on two or three hosts
-  $ shardctl autopilot --once                                 # one cycle, then exit`,
+  $ shardctl autopilot --once                                 # one cycle, then exit
+  $ shardctl autopilot --once --latency zones.json            # plan with these zone round trips`,
     )
-    .action(async (o: { interval: string; once: boolean; id?: string; migrate: boolean }) => {
-      const intervalS = parseInterval(o.interval);
-      if (o.id !== undefined && !/^[A-Za-z0-9_.:@-]{1,128}$/.test(o.id)) {
-        throw new UsageError(`--id ${JSON.stringify(o.id)} may hold letters, digits and _ . : @ - only`);
-      }
-      const config = ctx.config();
-      // Loaded on use: the Consul client stays out of every other command's start-up.
-      const { runAutopilot } = await import("../consul/autopilot.js");
-      const ac = new AbortController();
-      const log = (msg: string) => ctx.io.err.write(`${new Date().toISOString()} ${msg}\n`);
+    .action(
+      async (o: { interval: string; once: boolean; id?: string; migrate: boolean; latency?: string }) => {
+        const intervalS = parseInterval(o.interval);
+        if (o.id !== undefined && !/^[A-Za-z0-9_.:@-]{1,128}$/.test(o.id)) {
+          throw new UsageError(`--id ${JSON.stringify(o.id)} may hold letters, digits and _ . : @ - only`);
+        }
+        const config = ctx.config();
+        if (o.latency) readZoneMatrix(o.latency); // a bad file is a usage error now, not in every cycle
+        // Loaded on use: the Consul client stays out of every other command's start-up.
+        const { runAutopilot } = await import("../consul/autopilot.js");
+        const ac = new AbortController();
+        const log = (msg: string) => ctx.io.err.write(`${new Date().toISOString()} ${msg}\n`);
 
-      const stop = () => ac.abort();
-      process.once("SIGINT", stop);
-      process.once("SIGTERM", stop);
-      try {
-        await withStore(
-          () => openStore(config),
-          (store) =>
-            runAutopilot(
-              { intervalS, once: o.once, id: o.id },
-              {
-                config,
-                store,
-                windows: async () => {
-                  const collected = await collectWindows(config, await store.load({ consistent: true }));
-                  for (const u of collected.unreachable) {
-                    ctx.io.err.write(
-                      `${new Date().toISOString()} node ${u.node} did not answer: ${u.error}\n`,
-                    );
-                  }
-                  return collected;
-                },
-                log,
-                signal: ac.signal,
-                executeLayout: async (diff, _map, stamped) => {
-                  const rpc = new AgentRpc({ token: resolveClientToken(config) });
-                  try {
-                    return await executeLayoutDiff(diff, {
-                      store: stamped,
-                      rpc,
-                      clock: systemClock,
-                      log,
-                      owner: thisOwner(0),
-                    });
-                  } finally {
-                    rpc.close();
-                  }
-                },
-                migrate: o.migrate
-                  ? async (term, stamped, signal) => {
-                      let token: string;
-                      try {
-                        token = resolveClientToken(config);
-                      } catch (err) {
-                        const why = `migrations off: ${errorMessage(err)}`;
-                        return { recovered: [], planned: 0, moved: [], failed: [], skipped: [why] };
-                      }
-                      const rpc = new AgentRpc({ token });
-                      try {
-                        return await runMigrationCycle({
-                          config,
-                          store: stamped,
-                          rpc,
-                          clock: systemClock,
-                          log,
-                          owner: thisOwner(term),
-                          source: () => fileSource(config),
-                          signal,
-                        });
-                      } finally {
-                        rpc.close();
-                      }
+        const stop = () => ac.abort();
+        process.once("SIGINT", stop);
+        process.once("SIGTERM", stop);
+        try {
+          await withStore(
+            () => openStore(config),
+            (store) =>
+              runAutopilot(
+                { intervalS, once: o.once, id: o.id },
+                {
+                  config,
+                  store,
+                  windows: async () => {
+                    const collected = await collectWindows(config, await store.load({ consistent: true }));
+                    for (const u of collected.unreachable) {
+                      ctx.io.err.write(
+                        `${new Date().toISOString()} node ${u.node} did not answer: ${u.error}\n`,
+                      );
                     }
-                  : undefined,
-              },
-            ),
-        );
-      } finally {
-        process.off("SIGINT", stop);
-        process.off("SIGTERM", stop);
-      }
-    });
+                    return collected;
+                  },
+                  log,
+                  signal: ac.signal,
+                  executeLayout: async (diff, _map, stamped) => {
+                    const rpc = new AgentRpc({ token: resolveClientToken(config) });
+                    try {
+                      return await executeLayoutDiff(diff, {
+                        store: stamped,
+                        rpc,
+                        clock: systemClock,
+                        log,
+                        owner: thisOwner(0),
+                      });
+                    } finally {
+                      rpc.close();
+                    }
+                  },
+                  migrate: o.migrate
+                    ? async (term, stamped, signal) => {
+                        let token: string;
+                        try {
+                          token = resolveClientToken(config);
+                        } catch (err) {
+                          const why = `migrations off: ${errorMessage(err)}`;
+                          return { recovered: [], planned: 0, moved: [], failed: [], skipped: [why] };
+                        }
+                        const rpc = new AgentRpc({ token });
+                        try {
+                          return await runMigrationCycle({
+                            config,
+                            store: stamped,
+                            rpc,
+                            clock: systemClock,
+                            log,
+                            owner: thisOwner(term),
+                            source: () => fileSource(config, o.latency),
+                            signal,
+                          });
+                        } finally {
+                          rpc.close();
+                        }
+                      }
+                    : undefined,
+                },
+              ),
+          );
+        } finally {
+          process.off("SIGINT", stop);
+          process.off("SIGTERM", stop);
+        }
+      },
+    );
 }

@@ -35,6 +35,7 @@ delete env.SHARDCTL_STORE;
 delete env.SHARDCTL_FAILPOINT;
 const cli = (...args: string[]) => runShardctl(["--data-dir", dir, ...args], env);
 const seg = new Segmenter(SEGMENTS);
+const seg0 = (k: string) => seg.segmentOf(k);
 
 function readMap(): { version: number; map: LocationMap } {
   const f = JSON.parse(readFileSync(join(dir, "location-map.json"), "utf8"));
@@ -427,5 +428,53 @@ describe("splits and merges on agents", () => {
     expect(((await api(node, "GET", `/v1/shards/${sh.id}`)).json() as { keys: number }).keys).toBe(
       keysBefore,
     );
+  });
+
+  it("the autopilot splits a hot segment out and moves it to the zone its traffic comes from", async () => {
+    const { map } = readMap();
+    const nodeA = map.nodes.find((n) => n.zone === "a")!.id;
+    const nodeB = map.nodes.find((n) => n.zone === "b")!.id;
+    const onA = map.shards.find((s) => s.node === nodeA && s.ranges.reduce((n, [a, b]) => n + b - a, 0) > 1)!;
+    const hot = keyIn(onA.ranges, "autopilot-hot-", 1)[0];
+    const c = new ShardClient({ store: new EmbeddedStore(dir), token, originZone: "b", deadlineMs: 20_000 });
+    for (let i = 0; i < 60; i++) await c.put(hot, `v${i}`);
+    const { writeFileSync } = await import("node:fs");
+    const cfg = join(dir, "autopilot.yaml");
+    writeFileSync(
+      cfg,
+      "reshard:\n  splitRate: 0.05\n  mergeRate: 0\n  shardLoadCap: 100000\n  minDwellSeconds: 0\n",
+    );
+    const zones = join(dir, "zones.json");
+    writeFileSync(
+      zones,
+      JSON.stringify({
+        zones: ["a", "b", "c"],
+        rtt_ms: [
+          [1, 50, 50],
+          [50, 1, 50],
+          [50, 50, 1],
+        ],
+      }),
+    );
+    const r = await runShardctl(["--data-dir", dir, "autopilot", "--once", "--latency", zones], {
+      ...env,
+      SHARDCTL_CONFIG: cfg,
+    });
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/applied \d+ layout change/);
+    expect(r.err).toMatch(/migrations: \d+ move\(s\) planned, [1-9]\d* done/);
+    const seg = seg0(hot);
+    const after = readMap().map;
+    const owner = after.shards.find((s) => s.ranges.some(([a, b]) => seg >= a && seg < b))!;
+    expect(owner.ranges).toEqual([[seg, seg + 1]]);
+    expect(owner.node).toBe(nodeB);
+    expect((await c.get(hot))?.value.toString()).toBe("v59");
+    c.close();
+    // a bad latency file is a usage error before anything runs
+    const bad = await runShardctl(
+      ["--data-dir", dir, "autopilot", "--once", "--latency", join(dir, "nope.json")],
+      env,
+    );
+    expect(bad.code).toBe(2);
   });
 });
