@@ -10,18 +10,16 @@
  * BENCH_RECOVERY_BYTES (1 GiB; smaller for quick runs — the JSON says which).
  */
 import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, mkdirSync, openSync, closeSync, writeSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { Agent as HttpAgent, request } from "node:http";
-import { connect, createServer, type Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { decodeAnswer, encodeRequest, MAGIC, OP_PUT } from "../src/agent/binary.js";
-import { encodeEntry } from "../src/agent/log-format.js";
-import { logFileName } from "../src/agent/shard-log.js";
-import { writeMeta } from "../src/agent/shard-meta.js";
+import { freePort, stopChild, writeShardLog } from "./_shards.js";
 import { emit, log, now, percentile, round } from "./_util.js";
 
 const C = Number(process.env.BENCH_CONCURRENCY ?? 50);
@@ -32,17 +30,6 @@ const SEGMENTS = 4096;
 const TOKEN = "bench-token";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const execFileAsync = promisify(execFile);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on("error", reject);
-  });
-}
 
 function startAgent(dataDir: string, port: number, extra: string[] = []): ChildProcess {
   mkdirSync(join(dataDir, ".."), { recursive: true });
@@ -417,13 +404,6 @@ async function waitHealthy(port: number, timeoutMs = 600_000): Promise<void> {
   }
 }
 
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  await exited;
-}
-
 async function logBatchSize(port: number, protocol: string): Promise<void> {
   const metrics = await call(port, "GET", "/metrics");
   const sum = /shardctl_agent_group_commit_entries_sum (\S+)/.exec(metrics.body);
@@ -515,7 +495,7 @@ async function benchAgent(
     for (const c of conns) c.close();
     return { ops: lat.length / elapsed, p50: percentile(sorted, 50), p99: percentile(sorted, 99), errors };
   } finally {
-    await stop(agent);
+    await stopChild(agent);
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -589,59 +569,6 @@ async function benchRedis(
   }
 }
 
-/** Writes a shard whose log holds `bytes` of entries (1 KiB values over 100k keys), in 64 MiB files. */
-function generateLog(shardDir: string, bytes: number): { entries: number; bytes: number } {
-  mkdirSync(shardDir, { recursive: true });
-  writeMeta(shardDir, {
-    shardId: "shard-1",
-    epoch: 1,
-    state: "owned",
-    ranges: [[0, SEGMENTS]],
-    migrationTimestamp: 0,
-  });
-  const value = Buffer.alloc(1024, "v");
-  const fileLimit = 64 * 1024 * 1024;
-  let lsn = 0;
-  let total = 0;
-  let fd = -1;
-  let fileBytes = fileLimit;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  const flush = () => {
-    if (pendingBytes) writeSync(fd, Buffer.concat(pending));
-    pending = [];
-    pendingBytes = 0;
-  };
-  while (total < bytes) {
-    const e = encodeEntry({
-      lsn: lsn + 1,
-      timestamp: Date.now(),
-      migrationTimestamp: 0,
-      op: "put",
-      shardId: "shard-1",
-      key: `key:${lsn % 100_000}`,
-      value,
-    });
-    if (fileBytes + e.length > fileLimit) {
-      if (fd >= 0) {
-        flush();
-        closeSync(fd);
-      }
-      fd = openSync(join(shardDir, logFileName(lsn + 1)), "w");
-      fileBytes = 0;
-    }
-    lsn++;
-    pending.push(e);
-    pendingBytes += e.length;
-    fileBytes += e.length;
-    total += e.length;
-    if (pendingBytes > 4 << 20) flush();
-  }
-  flush();
-  closeSync(fd);
-  return { entries: lsn, bytes: total };
-}
-
 async function timeToHealthy(dataDir: string): Promise<number> {
   const port = await freePort();
   const t0 = now();
@@ -650,7 +577,7 @@ async function timeToHealthy(dataDir: string): Promise<number> {
     await waitHealthy(port);
     return (now() - t0) / 1000;
   } finally {
-    await stop(agent);
+    await stopChild(agent);
   }
 }
 
@@ -664,7 +591,11 @@ async function benchRecovery(): Promise<{
   try {
     const emptySeconds = await timeToHealthy(join(dir, "empty"));
     log(`recovery: generating a ${round(RECOVERY_BYTES / 1024 ** 2, 0)} MiB log`);
-    const g = generateLog(join(dir, "data", "shards", "shard-1"), RECOVERY_BYTES);
+    const g = writeShardLog(join(dir, "data", "shards", "shard-1"), RECOVERY_BYTES, {
+      shardId: "shard-1",
+      segments: SEGMENTS,
+      valueBytes: 1024,
+    });
     const seconds = await timeToHealthy(join(dir, "data"));
     log(
       `recovery: ${g.entries} entries, ${round(g.bytes / 1024 ** 2, 0)} MiB: healthy after ${round(seconds, 2)} s (an empty agent: ${round(emptySeconds, 2)} s)`,

@@ -31,30 +31,17 @@
  * snapshot path instead of the log path).
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import {
-  closeSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { encodeEntry } from "../src/agent/log-format.js";
-import { logFileName } from "../src/agent/shard-log.js";
-import { writeMeta } from "../src/agent/shard-meta.js";
 import { ShardClient } from "../src/client/shard-client.js";
 import type { MigrationRecord } from "../src/engine/migration.js";
 import type { LocationMap } from "../src/engine/location-map.js";
 import { EmbeddedStore } from "../src/store/embedded.js";
+import { freePort, stopChild, writeShardLog } from "./_shards.js";
 import { emit, log, now, percentile, round } from "./_util.js";
 
 const SIZES_MB = (process.env.SIZES ?? "10,100,1000")
@@ -69,17 +56,6 @@ const TOKEN = "bench-migration-token";
 const SHARD = "shard-1";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MB = 1000 * 1000;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on("error", reject);
-  });
-}
 
 function tsxArgs(): string[] {
   return [
@@ -137,66 +113,17 @@ async function waitHealthy(child: ChildProcess, port: number): Promise<void> {
   }
 }
 
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  await exited;
-}
-
-/** Writes the source's shard: `bytes` of log in 64 MiB files, 1 KiB values over 100,000 keys. */
+/** Writes the source's shard: `bytes` of log in 64 MiB files, VALUE_BYTES values over 100,000 keys. */
 function generateShard(shardDir: string, bytes: number): { entries: number; bytes: number } {
-  mkdirSync(shardDir, { recursive: true });
-  writeMeta(shardDir, {
-    shardId: SHARD,
-    epoch: 1,
-    state: "owned",
-    ranges: [[0, SEGMENTS]],
-    migrationTimestamp: 0,
-  });
-  const value = Buffer.alloc(VALUE_BYTES, "v");
-  const fileLimit = 64 * 1024 * 1024;
-  let lsn = 0;
-  let total = 0;
-  let fd = -1;
-  let fileBytes = fileLimit;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  const flush = () => {
-    if (pendingBytes) writeSync(fd, Buffer.concat(pending));
-    pending = [];
-    pendingBytes = 0;
-  };
   const t = Date.now();
-  while (total < bytes) {
-    const e = encodeEntry({
-      lsn: lsn + 1,
-      timestamp: t,
-      migrationTimestamp: 0,
-      op: "put",
-      shardId: SHARD,
-      key: `key:${lsn % 100_000}`,
-      value,
-    });
-    if (fileBytes + e.length > fileLimit) {
-      if (fd >= 0) {
-        flush();
-        closeSync(fd);
-      }
-      fd = openSync(join(shardDir, logFileName(lsn + 1)), "w");
-      fileBytes = 0;
-    }
-    lsn++;
-    pending.push(e);
-    pendingBytes += e.length;
-    fileBytes += e.length;
-    total += e.length;
-    if (pendingBytes > 4 << 20) flush();
-  }
-  flush();
-  closeSync(fd);
+  const g = writeShardLog(shardDir, bytes, {
+    shardId: SHARD,
+    segments: SEGMENTS,
+    valueBytes: VALUE_BYTES,
+    timestamp: () => t,
+  });
   execFileSync("sync");
-  return { entries: lsn, bytes: total };
+  return g;
 }
 
 /** Seconds to `cp -r` the shard's directory and `sync` the copies; `cold` evicts the sources from the page cache first. */
@@ -399,7 +326,7 @@ async function benchSize(mb: number): Promise<SizeResult> {
     );
     return res;
   } finally {
-    await Promise.all(agents.map(stop));
+    await Promise.all(agents.map(stopChild));
     rmSync(dir, { recursive: true, force: true });
   }
 }

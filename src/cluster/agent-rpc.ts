@@ -163,3 +163,18 @@ export function splitAddress(address: string): { host: string; port: number } {
 export function keyPath(shardId: string, key: string): string {
   return `/v1/shards/${encodeURIComponent(shardId)}/keys/${encodeURIComponent(key)}`;
 }
+
+/** "<what> answered <status> <code>: <message>", for errors about an agent's answer. */
+export function failText(what: string, status: number, body: unknown): string {
+  const b = body as { error?: string; message?: string } | undefined;
+  return `${what} answered ${status} ${b?.error ?? ""}: ${b?.message ?? JSON.stringify(body)}`;
+}
+
+/** An answer's body as JSON, or its first 200 characters as the message when it is not JSON. */
+export function tryJson(b: Buffer): unknown {
+  try {
+    return JSON.parse(b.toString("utf8"));
+  } catch {
+    return { message: b.toString("utf8").slice(0, 200) };
+  }
+}

@@ -99,8 +99,8 @@ export class JournalWriter {
     });
   }
 
-  /** The commit point: the map and this record in one store transaction. */
-  commit(expectedVersion: number, next: LocationMap, record: MigrationRecord): Promise<CasResult> {
+  /** The map and this record in one store transaction (see commitPoint). */
+  private commit(expectedVersion: number, next: LocationMap, record: MigrationRecord): Promise<CasResult> {
     return this.exclusive(async () => {
       if (this.lostTo !== undefined) this.lost(this.lostTo);
       const rec = { ...record, heartbeatAt: this.now() };
@@ -118,8 +118,56 @@ export class JournalWriter {
     });
   }
 
+  /**
+   * The commit point of a move, split or merge: reads the map consistently,
+   * builds the next one from it (`build` throws when the map moved on), and
+   * writes it with `record` (phase committed) in one store transaction. An
+   * answer lost in transit is decided by re-reading the record: the
+   * transaction wrote both or neither. Returns the committed map, or why the
+   * commit did not happen (the caller rolls back). Throws TakenOverError, and
+   * a UserError when the outcome is unknown and the store cannot be read (the
+   * sources stay fenced; recovery finishes it: `unknownHint` says so).
+   */
+  async commitPoint(
+    build: (map: LocationMap) => LocationMap,
+    record: MigrationRecord,
+    unknownHint: string,
+  ): Promise<{ ok: true; map: LocationMap } | { ok: false; why: string }> {
+    const cur = await this.store.load({ consistent: true });
+    if (!cur) return { ok: false, why: "the location map disappeared" };
+    let next: LocationMap;
+    try {
+      next = build(cur.map);
+    } catch (err) {
+      return { ok: false, why: (err as Error).message };
+    }
+    let cas: CasResult;
+    try {
+      cas = await this.commit(cur.version, next, record);
+    } catch (err) {
+      if (err instanceof TakenOverError) throw err;
+      const after = await this.resync().catch(() => undefined);
+      if (after === undefined) {
+        this.stopHeartbeat();
+        throw new UserError(
+          `migration ${this.id}: the commit was sent but its outcome is unknown (${(err as Error).message}), and the store cannot be read`,
+          { hint: unknownHint },
+        );
+      }
+      if (after?.phase !== "committed")
+        return { ok: false, why: `the commit was refused: ${(err as Error).message}` };
+      return { ok: true, map: next };
+    }
+    if (!cas.ok)
+      return {
+        ok: false,
+        why: `the location map changed during the migration (version ${cur.version} → ${cas.currentVersion}); the commit was refused`,
+      };
+    return { ok: true, map: next };
+  }
+
   /** After a commit whose outcome was unknown: re-reads the record's revision. */
-  async resync(): Promise<MigrationRecord | null> {
+  private async resync(): Promise<MigrationRecord | null> {
     return this.exclusive(async () => {
       const cur = await this.store.getMigration(this.id);
       if (cur) this.rev = cur.rev;

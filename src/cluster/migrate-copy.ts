@@ -19,7 +19,7 @@
 import type { IncomingMessage } from "node:http";
 import type { NodeInfo } from "../engine/location-map.js";
 import type { MigrationPhase } from "../engine/migration.js";
-import type { AgentResponse, AgentRpc } from "./agent-rpc.js";
+import { failText, tryJson, type AgentResponse, type AgentRpc } from "./agent-rpc.js";
 
 /** What a progress display gets after each step of the copy. */
 export interface CopyProgress {
@@ -320,19 +320,6 @@ export class ShardCopier {
 
 function errorCode(body: Buffer): string | undefined {
   return (tryJson(body) as { error?: string } | undefined)?.error;
-}
-
-function failText(what: string, status: number, body: unknown): string {
-  const b = body as { error?: string; message?: string } | undefined;
-  return `${what} answered ${status} ${b?.error ?? ""}: ${b?.message ?? JSON.stringify(body)}`;
-}
-
-function tryJson(b: Buffer): unknown {
-  try {
-    return JSON.parse(b.toString("utf8"));
-  } catch {
-    return { message: b.toString("utf8").slice(0, 200) };
-  }
 }
 
 function readAll(s: IncomingMessage): Promise<Buffer> {

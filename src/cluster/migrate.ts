@@ -28,9 +28,9 @@ import { PreconditionError, UserError } from "../errors.js";
 import type { NodeInfo, ShardInfo } from "../engine/location-map.js";
 import {
   advance,
+  endRecord,
   commitMap,
   newJournal,
-  type MigrationJournal,
   type MigrationOwner,
   type MigrationPhase,
   type MigrationRecord,
@@ -39,7 +39,7 @@ import { checkPlanFresh } from "../engine/planner.js";
 import type { Clock, LocationStore } from "../engine/ports.js";
 import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
-import type { AgentRpc } from "./agent-rpc.js";
+import { failText, type AgentRpc } from "./agent-rpc.js";
 import { ShardCopier, type CopyProgress } from "./migrate-copy.js";
 import { JournalWriter, TakenOverError, thisOwner } from "./journal.js";
 
@@ -81,22 +81,8 @@ export async function listMigrations(
   return { records: records.map((r) => r.record), unreadable };
 }
 
-export function phaseDurations(j: MigrationJournal): Partial<Record<MigrationPhase, number>> {
-  const entries = Object.entries(j.phaseAt).sort((a, b) => (a[1] ?? 0) - (b[1] ?? 0)) as [
-    MigrationPhase,
-    number,
-  ][];
-  const out: Partial<Record<MigrationPhase, number>> = {};
-  for (let i = 0; i + 1 < entries.length; i++) out[entries[i][0]] = entries[i + 1][1] - entries[i][1];
-  return out;
-}
-
-class StepError extends Error {}
-
-export function failText(what: string, status: number, body: unknown): string {
-  const b = body as { error?: string; message?: string } | undefined;
-  return `${what} answered ${status} ${b?.error ?? ""}: ${b?.message ?? JSON.stringify(body)}`;
-}
+/** A step of a migration failed before the commit point: roll back (the message says why). */
+export class StepError extends Error {}
 
 /** Executes one move; resolves with the finished record, throws (after aborting) on failure. */
 export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps): Promise<MigrationRecord> {
@@ -149,7 +135,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   );
   const save = () => journal.save();
   const to = async (phase: MigrationPhase, patch: Partial<MigrationRecord> = {}) => {
-    j = { ...j, ...advance(j, phase, clock.now(), patch), ...patch } as MigrationRecord;
+    j = advance(j, phase, clock.now(), patch);
     await save();
   };
   await save();
@@ -198,14 +184,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
         },
       );
     }
-    j = {
-      ...advance(j, "aborted", now),
-      entriesCopied: j.entriesCopied,
-      rounds: j.rounds,
-      error: why,
-      endedAt: now,
-    };
-    j.phaseMs = phaseDurations(j);
+    j = endRecord(j, "aborted", now, { error: why });
     try {
       await save();
     } catch (err) {
@@ -275,44 +254,17 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
       throw new StepError(failText(`target ${target.id} (prepare)`, p.status, p.body));
     await fencedSaved;
     // the prepare vote is the target's (persisted there); the journal's next write is the commit itself
-    j = { ...j, ...advance(j, "prepared", clock.now()), checksum: c.body.checksum } as MigrationRecord;
+    j = advance(j, "prepared", clock.now(), { checksum: c.body.checksum });
     failpoint("migrate.prepared");
     log(`migration ${id}: target prepared (checksum ${c.body.checksum}); committing`);
     // the commit point: the map and the journal record in one store transaction, read consistently
-    const cur = await store.load({ consistent: true });
-    if (!cur) throw new StepError("the location map disappeared");
-    const committing = advance(j, "committed", clock.now()) as MigrationRecord;
-    let nextMap;
-    try {
-      nextMap = commitMap(cur.map, committing, clock.now(), cur.map.term);
-    } catch (err) {
-      throw new StepError((err as Error).message);
-    }
-    let cas;
-    try {
-      cas = await journal.commit(cur.version, nextMap, committing);
-    } catch (err) {
-      if (err instanceof TakenOverError) throw err;
-      // outcome unknown (failure matrix row "commit txn sent, outcome unknown"): the
-      // transaction wrote both or neither, so the record says which
-      const after = await journal.resync().catch(() => undefined);
-      if (after === undefined) {
-        journal.stopHeartbeat();
-        throw new UserError(
-          `migration ${id}: the commit of ${shard.id} was sent but its outcome is unknown (${(err as Error).message}), and the store cannot be read`,
-          {
-            hint: `${shard.id} stays fenced on ${source.id} (no writes are lost); when the store is back, \`shardctl migrations --recover\` (or the autopilot) finishes it`,
-          },
-        );
-      }
-      if (after?.phase !== "committed")
-        throw new StepError(`the commit was refused: ${(err as Error).message}`);
-      cas = { ok: true as const, version: -1 };
-    }
-    if (!cas.ok)
-      throw new StepError(
-        `the location map changed during the migration (version ${cur.version} → ${cas.currentVersion}); the commit was refused`,
-      );
+    const committing = advance(j, "committed", clock.now());
+    const commit = await journal.commitPoint(
+      (map) => commitMap(map, committing, clock.now(), map.term),
+      committing,
+      `${shard.id} stays fenced on ${source.id} (no writes are lost); when the store is back, \`shardctl migrations --recover\` (or the autopilot) finishes it`,
+    );
+    if (!commit.ok) throw new StepError(commit.why);
     j = committing;
   } catch (err) {
     if (err instanceof StepError) return abort(err.message);
@@ -337,14 +289,9 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     );
   }
   const now = clock.now();
-  j = {
-    ...advance(j, "done", now),
-    entriesCopied: j.entriesCopied,
-    rounds: j.rounds,
+  j = endRecord(j, "done", now, {
     writePauseMs: fwd.activatedAt !== undefined ? fwd.activatedAt - fenceAt : undefined,
-    endedAt: now,
-  };
-  j.phaseMs = phaseDurations(j);
+  });
   try {
     await save();
   } catch (err) {

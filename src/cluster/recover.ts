@@ -15,7 +15,7 @@
  *   target's copy; both refuse if a newer migration holds the shard).
  */
 import {
-  advance,
+  endRecord,
   isOrphaned,
   isTerminal,
   recoveryAction,
@@ -26,7 +26,7 @@ import {
 import type { Clock, LocationStore } from "../engine/ports.js";
 import type { AgentRpc } from "./agent-rpc.js";
 import { ownerAlive, thisOwner } from "./journal.js";
-import { phaseDurations, rollBack, rollForward } from "./migrate.js";
+import { rollBack, rollForward } from "./migrate.js";
 import { rollBackLayout, rollForwardLayout } from "./reshape.js";
 
 export interface RecoveryReport {
@@ -113,12 +113,7 @@ async function recoverOne(deps: RecoverDeps, record: MigrationRecord, rev: numbe
     // both, but a record from an older coordinator may lag): it is committed
     if (mine.phase !== "committed")
       mine = { ...mine, phase: "committed", phaseAt: { ...mine.phaseAt, committed: now } };
-    const done = {
-      ...(advance(mine, "done", now) as MigrationRecord),
-      endedAt: now,
-      rollForwardPending: undefined,
-    };
-    done.phaseMs = phaseDurations(done);
+    const done = endRecord(mine, "done", now, { rollForwardPending: undefined });
     if (!(await finish(done)))
       return { ...base, outcome: "lost-race", why: "the record changed while finishing" };
     return {
@@ -137,13 +132,10 @@ async function recoverOne(deps: RecoverDeps, record: MigrationRecord, rev: numbe
     return { ...base, outcome: "failed", why: `${action.why}; ${problems.join("; ")}` };
   }
   const now = clock.now();
-  const aborted = {
-    ...(advance(mine, "aborted", now) as MigrationRecord),
-    endedAt: now,
+  const aborted = endRecord(mine, "aborted", now, {
     rollBackPending: undefined,
     error: `${record.error ? `${record.error}; ` : ""}coordinator gone; recovery rolled back: ${action.why}`,
-  };
-  aborted.phaseMs = phaseDurations(aborted);
+  });
   if (!(await finish(aborted)))
     return { ...base, outcome: "lost-race", why: "the record changed while finishing" };
   return { ...base, outcome: "rolled-back", why: action.why };

@@ -23,6 +23,7 @@ import type { LayoutDiff, LayoutOp } from "../engine/assigner.js";
 import type { LocationMap, NodeInfo, SegmentRange, ShardInfo } from "../engine/location-map.js";
 import {
   advance,
+  endRecord,
   commitLayout,
   newJournal,
   type LayoutChange,
@@ -33,9 +34,9 @@ import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
 import { PreconditionError } from "../errors.js";
 import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
-import type { AgentRpc } from "./agent-rpc.js";
+import { failText, tryJson, type AgentRpc } from "./agent-rpc.js";
 import { JournalWriter, TakenOverError, thisOwner } from "./journal.js";
-import { failText, migrationId, phaseDurations, type MigrateDeps } from "./migrate.js";
+import { migrationId, StepError, type MigrateDeps } from "./migrate.js";
 
 export interface LayoutOptions {
   op: LayoutOp;
@@ -60,8 +61,6 @@ interface Import {
   snapSkip: number;
   fencedLsn?: number;
 }
-
-class StepError extends Error {}
 
 export function rangesParam(ranges: SegmentRange[]): string {
   return ranges.map(([a, b]) => `${a}-${b}`).join(",");
@@ -159,7 +158,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     () => clock.now(),
   );
   const to = async (phase: MigrationPhase, patch: Partial<MigrationRecord> = {}) => {
-    j = { ...j, ...advance(j, phase, clock.now(), patch), ...patch } as MigrationRecord;
+    j = advance(j, phase, clock.now(), patch);
     await journal.save();
   };
   await journal.save();
@@ -247,14 +246,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       );
     }
     const now = clock.now();
-    j = {
-      ...advance(j, "aborted", now),
-      entriesCopied: j.entriesCopied,
-      rounds: j.rounds,
-      error: why,
-      endedAt: now,
-    };
-    j.phaseMs = phaseDurations(j);
+    j = endRecord(j, "aborted", now, { error: why });
     await journal.save().catch(() => undefined);
     throw new UserError(`${what} aborted: ${why}`, {
       hint: "the shards are served as before with all their data; fix the cause and re-run",
@@ -351,35 +343,14 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     }
     await to("prepared");
     failpoint("migrate.prepared");
-    const cur = await store.load({ consistent: true });
-    if (!cur) throw new StepError("the location map disappeared");
-    const committing = advance(j, "committed", clock.now()) as MigrationRecord;
-    try {
-      committedMap = commitLayout(cur.map, change, clock.now(), cur.map.term);
-    } catch (err) {
-      throw new StepError((err as Error).message);
-    }
-    let cas;
-    try {
-      cas = await journal.commit(cur.version, committedMap, committing);
-    } catch (err) {
-      if (err instanceof TakenOverError) throw err;
-      const after = await journal.resync().catch(() => undefined);
-      if (after === undefined) {
-        journal.stopHeartbeat();
-        throw new UserError(
-          `migration ${id}: the commit was sent but its outcome is unknown (${(err as Error).message})`,
-          {
-            hint: "the sources stay fenced (no writes are lost); `shardctl migrations --recover` finishes it when the store answers",
-          },
-        );
-      }
-      if (after?.phase !== "committed")
-        throw new StepError(`the commit was refused: ${(err as Error).message}`);
-      cas = { ok: true as const, version: -1 };
-    }
-    if (!cas.ok)
-      throw new StepError(`the location map changed during the ${opts.op.kind}; the commit was refused`);
+    const committing = advance(j, "committed", clock.now());
+    const commit = await journal.commitPoint(
+      (map) => commitLayout(map, change, clock.now(), map.term),
+      committing,
+      "the sources stay fenced (no writes are lost); `shardctl migrations --recover` finishes it when the store answers",
+    );
+    if (!commit.ok) throw new StepError(commit.why);
+    committedMap = commit.map;
     j = committing;
   } catch (err) {
     if (err instanceof TakenOverError) throw err;
@@ -399,14 +370,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     });
   }
   const now = clock.now();
-  j = {
-    ...advance(j, "done", now),
-    entriesCopied: j.entriesCopied,
-    rounds: j.rounds,
-    writePauseMs: fwd.servingAt - fenceAt,
-    endedAt: now,
-  };
-  j.phaseMs = phaseDurations(j);
+  j = endRecord(j, "done", now, { writePauseMs: fwd.servingAt - fenceAt });
   await journal
     .save()
     .catch((err) =>
@@ -537,14 +501,6 @@ export async function rollBackLayout(rpc: AgentRpc, j: MigrationRecord, map: Loc
       );
   }
   return problems;
-}
-
-function tryJson(b: Buffer): unknown {
-  try {
-    return JSON.parse(b.toString("utf8"));
-  } catch {
-    return { message: b.toString("utf8").slice(0, 200) };
-  }
 }
 
 /**

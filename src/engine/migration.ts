@@ -203,16 +203,38 @@ export function canAdvance(from: MigrationPhase, to: MigrationPhase): boolean {
 }
 
 /** The journal in its next phase; an illegal transition is a bug in the caller and throws. */
-export function advance(
-  j: MigrationJournal,
+export function advance<T extends MigrationJournal>(
+  j: T,
   to: MigrationPhase,
   now: number,
-  patch: Partial<MigrationJournal> = {},
-): MigrationJournal {
+  patch: Partial<T> = {},
+): T {
   if (!canAdvance(j.phase, to)) {
     throw new PreconditionError(`migration ${j.id}: cannot go from ${j.phase} to ${to}`);
   }
   return { ...j, ...patch, phase: to, phaseAt: { ...j.phaseAt, [to]: now } };
+}
+
+/** ms spent in each phase, from the times the phases were entered. */
+export function phaseDurations(j: MigrationJournal): Partial<Record<MigrationPhase, number>> {
+  const entries = Object.entries(j.phaseAt).sort((a, b) => (a[1] ?? 0) - (b[1] ?? 0)) as [
+    MigrationPhase,
+    number,
+  ][];
+  const out: Partial<Record<MigrationPhase, number>> = {};
+  for (let i = 0; i + 1 < entries.length; i++) out[entries[i][0]] = entries[i + 1][1] - entries[i][1];
+  return out;
+}
+
+/** The record ended (done or aborted) at `now`, with the time each phase took. */
+export function endRecord(
+  j: MigrationRecord,
+  to: "done" | "aborted",
+  now: number,
+  patch: Partial<MigrationRecord> = {},
+): MigrationRecord {
+  const ended = { ...advance(j, to, now, patch), endedAt: now };
+  return { ...ended, phaseMs: phaseDurations(ended) };
 }
 
 export function isTerminal(phase: MigrationPhase): boolean {
