@@ -149,6 +149,8 @@ export function http(
     headers?: Record<string, string>;
     token?: string | null;
     pool?: HttpAgent;
+    /** Fails the request when no answer came within this time. */
+    timeoutMs?: number;
   } = {},
 ): Promise<HttpResult> {
   const headers: Record<string, string | number> = { ...opts.headers };
@@ -172,6 +174,10 @@ export function http(
       },
     );
     req.on("error", reject);
+    if (opts.timeoutMs !== undefined)
+      req.setTimeout(opts.timeoutMs, () =>
+        req.destroy(new Error(`${method} ${path}: no answer within ${opts.timeoutMs} ms`)),
+      );
     req.end(opts.body);
   });
 }

@@ -47,6 +47,16 @@ delete env.SHARDCTL_FAILPOINT;
 const cli = (...args: string[]) => runShardctl(["--data-dir", dir, ...args], env);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Awaits a step of a run, but never longer than `ms`: a hang fails the test with the state it hung in. */
+async function within<T>(p: Promise<T>, ms: number, what: string, state: () => Promise<string>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), ms)));
+  const r = await Promise.race([p, late]);
+  clearTimeout(timer);
+  if (r === "late") throw new Error(`${what} did not finish within ${ms / 1000} s\n${await state()}`);
+  return r as T;
+}
+
 function readMap(): { version: number; map: LocationMap } {
   const f = JSON.parse(readFileSync(join(dir, "location-map.json"), "utf8"));
   return { version: f.version, map: f.map };
@@ -65,11 +75,34 @@ const agentPorts = new Map<string, number>();
 
 async function agentShard(node: string, shard: string): Promise<{ state: string; epoch: number } | null> {
   const port = agentPorts.get(node)!;
-  // a pooled connection may have died with a killed agent: one retry on a fresh one
-  const r = await http(port, "GET", `/v1/shards/${shard}`, { token }).catch(() =>
-    http(port, "GET", `/v1/shards/${shard}`, { token }),
-  );
+  const ask = () => http(port, "GET", `/v1/shards/${shard}`, { token, timeoutMs: 10_000 });
+  // a connection may have died with a killed agent: one retry on a fresh one
+  const r = await ask().catch(ask);
   return r.status === 200 ? (r.json() as { state: string; epoch: number }) : null;
+}
+
+/** What the test knows when a step hangs: the journal's last records and each agent's view of the shard. */
+async function stateOf(shard: string, c?: { err: () => string; out: () => string }): Promise<string> {
+  const lines: string[] = [];
+  if (c) lines.push(`coordinator stderr:\n${c.err()}`, `coordinator stdout:\n${c.out()}`);
+  const records = (await journal().catch(() => [])).slice(-2);
+  lines.push(`journal: ${JSON.stringify(records)}`);
+  for (const node of agentPorts.keys()) {
+    const s = await agentShard(node, shard).catch((e: Error) => e.message);
+    lines.push(`${node}: ${JSON.stringify(s)}`);
+  }
+  return lines.join("\n");
+}
+
+/** A process's state letter from /proc/PID/stat (R, S, T for stopped, …), or "" when it is gone. */
+function processState(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // pid (comm) STATE …: comm may hold spaces and parentheses, so read after the last ")"
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  } catch {
+    return "";
+  }
 }
 
 /** A coordinator process, and a promise of its exit. */
@@ -99,6 +132,14 @@ function coordinator(shard: string, target: string, failpoint: string) {
         if (ended) return false;
         if (Date.now() > deadline) throw new Error(`no failpoint ${failpoint} within 60 s:\n${err}`);
         await sleep(10);
+      }
+      // the line is written just before the process stops itself: a SIGCONT sent in between would be
+      // lost and leave it stopped for good, so wait until the kernel reports it stopped (state T)
+      while (processState(child.pid!) !== "T") {
+        if (ended) return false;
+        if (Date.now() > deadline)
+          throw new Error(`the coordinator did not stop at ${failpoint} within 60 s`);
+        await sleep(5);
       }
       return true;
     },
@@ -244,53 +285,67 @@ describe("migration under faults", () => {
           const target = others[runs % others.length].id;
           const label = `${phase}/${fault} (${source} → ${target})`;
           const c = coordinator(shard, target, `migrate.${phase}`);
+          const state = () => stateOf(shard, c);
+          const step = <T>(p: Promise<T>, ms: number, what: string) =>
+            within(p, ms, `${label}: ${what}`, state);
           const reached = await c.stopped();
           expect(reached, `${label}: the coordinator ended before the failpoint:\n${c.err()}`).toBe(true);
           const before = w.count();
-          if (fault === "kill-coordinator") {
-            c.child.kill("SIGKILL");
-            await c.exited;
-            const rec = await cli("migrations", "--recover");
-            expect(rec.code, `${label}: recover\n${rec.err}`).toBe(0);
-          } else if (fault === "cut-source") {
-            // every connection to the source is cut, and new ones refused, for two seconds
-            proxies.get(source)!.cut(2000);
-            c.child.kill("SIGCONT");
-            await c.exited;
-            await sleep(2100);
-          } else if (fault === "delay-all") {
-            for (const p of proxies.values()) p.setDelay(25);
-            c.child.kill("SIGCONT");
-            await c.exited;
+          const began = Date.now();
+          try {
+            if (fault === "kill-coordinator") {
+              c.child.kill("SIGKILL");
+              await step(c.exited, 30_000, "the killed coordinator's exit");
+              const rec = await step(cli("migrations", "--recover"), 120_000, "migrations --recover");
+              expect(rec.code, `${label}: recover\n${rec.err}`).toBe(0);
+            } else if (fault === "cut-source") {
+              // every connection to the source is cut, and new ones refused, for two seconds
+              proxies.get(source)!.cut(2000);
+              c.child.kill("SIGCONT");
+              await step(c.exited, 120_000, "the coordinator");
+              await sleep(2100);
+            } else if (fault === "delay-all") {
+              for (const p of proxies.values()) p.setDelay(25);
+              c.child.kill("SIGCONT");
+              await step(c.exited, 120_000, "the coordinator");
+              for (const p of proxies.values()) p.setDelay(0);
+            } else if (fault === "pause-source") {
+              const pid = agentPid(source);
+              process.kill(pid, "SIGSTOP");
+              c.child.kill("SIGCONT");
+              await sleep(1500);
+              process.kill(pid, "SIGCONT");
+              await step(c.exited, 120_000, "the coordinator");
+            } else {
+              const victim = fault === "kill-source" ? source : target;
+              process.kill(agentPid(victim), "SIGKILL");
+              await sleep(50);
+              const up = await step(cli("up", "--local", "--json"), 120_000, "up --local");
+              expect(up.code, `${label}: restart\n${up.err}`).toBe(0);
+              c.child.kill("SIGCONT");
+              await step(c.exited, 120_000, "the coordinator");
+            }
+          } finally {
+            // never leave a stopped coordinator behind
+            if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL");
             for (const p of proxies.values()) p.setDelay(0);
-          } else if (fault === "pause-source") {
-            const pid = agentPid(source);
-            process.kill(pid, "SIGSTOP");
-            c.child.kill("SIGCONT");
-            await sleep(1500);
-            process.kill(pid, "SIGCONT");
-            await c.exited;
-          } else {
-            const victim = fault === "kill-source" ? source : target;
-            process.kill(agentPid(victim), "SIGKILL");
-            await sleep(50);
-            const up = await cli("up", "--local", "--json");
-            expect(up.code, `${label}: restart\n${up.err}`).toBe(0);
-            c.child.kill("SIGCONT");
-            await c.exited;
           }
           // a coordinator that could not finish leaves its record to recovery
-          const rec = await cli("migrations", "--recover");
+          const rec = await step(cli("migrations", "--recover"), 120_000, "migrations --recover");
           expect(rec.code, `${label}: recover\n${rec.err}`).toBe(0);
           const last = (await journal()).filter((r) => r.shard === shard).at(-1)!;
           outcomes[last.phase] = (outcomes[last.phase] ?? 0) + 1;
-          await checkInvariants(shard, label);
+          await step(checkInvariants(shard, label), 60_000, "the invariant check");
           // the writers make progress again after every fault
           const deadline = Date.now() + 30_000;
           while (w.count() < before + 20) {
-            if (Date.now() > deadline) throw new Error(`${label}: the writers made no progress`);
+            if (Date.now() > deadline)
+              throw new Error(`${label}: the writers made no progress\n${await state()}`);
             await sleep(20);
           }
+          process.stderr.write(
+            `chaos run ${runs + 1}/${PHASES.length * faults.length} ${label}: ${last.phase} in ${Date.now() - began} ms\n`,
+          );
           runs++;
           history.push(`${label}: ${last.phase}${last.error ? ` (${last.error.slice(0, 80)})` : ""}`);
         }
