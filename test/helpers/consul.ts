@@ -5,12 +5,13 @@
  * yields one the tests FAIL (they never skip).
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { processState } from "./proc.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 let cachedBin: string | undefined;
@@ -106,8 +107,7 @@ function launch(args: string[], p: Ports, dataDir: string): ConsulProcess {
     async pause() {
       child.kill("SIGSTOP");
       const deadline = Date.now() + 5000;
-      // /proc/<pid>/stat's third field is the state: T once every thread has stopped
-      while (readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]?.[0] !== "T") {
+      while (processState(child.pid!) !== "T") {
         if (Date.now() > deadline) throw new Error(`consul (pid ${child.pid}) did not stop within 5 s`);
         await new Promise((r) => setTimeout(r, 10));
       }

@@ -30,6 +30,7 @@ import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { freePortRange, http, tempDir } from "../agent/harness.js";
 import { startDelayProxy, type DelayProxy } from "../../helpers/delay-proxy.js";
 import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
+import { processState } from "../../helpers/proc.js";
 
 const SEGMENTS = 64;
 let dir: string;
@@ -92,17 +93,6 @@ async function stateOf(shard: string, c?: { err: () => string; out: () => string
     lines.push(`${node}: ${JSON.stringify(s)}`);
   }
   return lines.join("\n");
-}
-
-/** A process's state letter from /proc/PID/stat (R, S, T for stopped, …), or "" when it is gone. */
-function processState(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // pid (comm) STATE …: comm may hold spaces and parentheses, so read after the last ")"
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-  } catch {
-    return "";
-  }
 }
 
 /** A coordinator process, and a promise of its exit. */
