@@ -16,6 +16,7 @@ import { writeAtomic } from "../store/embedded.js";
 import { ApiError } from "./http-util.js";
 import { AgentMetrics } from "./metrics.js";
 import { startBinaryServer, type BinaryListener } from "./binary.js";
+import { writeAtomicAsync } from "./fs-util.js";
 import { handleRequest } from "./server.js";
 import { Shard, type ShardOptions } from "./shard.js";
 
@@ -38,6 +39,11 @@ export interface AgentOptions {
   maxFileBytes?: number;
   /** A snapshot is written after this many log bytes (default 256 MiB). */
   snapshotBytes?: number;
+  /**
+   * The access windows are saved every this many ms (default 60 s; 0: only on
+   * a clean stop), so a crash loses at most this much access history.
+   */
+  windowsSaveMs?: number;
   log?: (msg: string) => void;
 }
 
@@ -52,6 +58,8 @@ export class Agent {
   binary?: BinaryListener;
   stopping = false;
   private readonly sockets = new Set<Socket>();
+  private windowsTimer?: NodeJS.Timeout;
+  private windowsSaving?: Promise<void>;
 
   constructor(readonly opts: AgentOptions) {
     this.log = opts.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`));
@@ -112,6 +120,29 @@ export class Agent {
     return fresh();
   }
 
+  /** Saves the access windows every `windowsSaveMs` from now on (startAgent calls it once it listens). */
+  startWindowCheckpoints(): void {
+    const every = this.opts.windowsSaveMs ?? 60_000;
+    if (every <= 0 || this.windowsTimer) return;
+    this.windowsTimer = setInterval(() => void this.saveWindows(), every);
+    this.windowsTimer.unref();
+  }
+
+  /**
+   * Writes the access windows to <dataDir>/access-windows.bin atomically (one
+   * save at a time; a save asked for during another joins it). The copy is
+   * taken at once, the file written off the event loop; a failure is logged
+   * and the next save tries again.
+   */
+  saveWindows(): Promise<void> {
+    if (this.windowsSaving) return this.windowsSaving;
+    const bytes = this.windows.serialize();
+    this.windowsSaving = writeAtomicAsync(this.windowsFile, bytes)
+      .catch((err: Error) => this.log(`could not save access windows: ${err.message}`))
+      .finally(() => (this.windowsSaving = undefined));
+    return this.windowsSaving;
+  }
+
   /** Recovers every shard under <dataDir>/shards. */
   async recover(): Promise<void> {
     mkdirSync(this.shardsDir, { recursive: true, mode: 0o700 });
@@ -167,6 +198,8 @@ export class Agent {
     this.server?.closeIdleConnections();
     this.binary?.server.close();
     for (const s of this.shards.values()) await s.drain();
+    clearInterval(this.windowsTimer);
+    await this.windowsSaving;
     try {
       writeAtomic(this.windowsFile, this.windows.serialize());
     } catch (err) {
@@ -236,6 +269,7 @@ export async function startAgent(
       agent.log(`recovery: shard ${r.shard} (${r.was}, in a migration): ${r.action}: ${r.why}`);
   }
   const address = await agent.listen();
+  agent.startWindowCheckpoints();
   agent.log(
     `agent ${opts.nodeId} (zone ${opts.zone}) listening on ${address.address}:${address.port}` +
       (agent.binary ? ` (binary protocol on port ${agent.binary.port})` : "") +

@@ -20,6 +20,7 @@ export interface AgentCommandOptions {
   segments?: string;
   maxFileBytes?: string;
   snapshotBytes?: string;
+  windowsSaveSeconds?: string;
   mapDir?: string;
 }
 
@@ -38,6 +39,20 @@ function positiveInt(v: string | undefined, flag: string): number | undefined {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1)
     throw new UsageError(`${flag} must be a positive integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** --windows-save-seconds: 0 (only on a clean stop) to 86,400; default 60. */
+function saveSeconds(v: string | undefined): number {
+  if (v === undefined) return 60;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isInteger(n) || n < 0 || n > 86_400)
+    throw new UsageError(
+      `--windows-save-seconds must be a whole number from 0 to 86400, got ${JSON.stringify(v)}`,
+      {
+        hint: "0 saves the access windows only when the agent stops cleanly",
+      },
+    );
   return n;
 }
 
@@ -116,6 +131,7 @@ export async function runAgent(opts: AgentCommandOptions, ctx: CommandContext): 
       maxValueBytes: config.limits.maxValueBytes,
       maxFileBytes: positiveInt(opts.maxFileBytes, "--max-file-bytes"),
       snapshotBytes: positiveInt(opts.snapshotBytes, "--snapshot-bytes"),
+      windowsSaveMs: saveSeconds(opts.windowsSaveSeconds) * 1000,
     },
     true,
     mapLoader(opts, config),
@@ -142,6 +158,10 @@ export const registerAgent: RegisterCommand = (program: Command, ctx: CommandCon
     .option("--max-file-bytes <n>", "seal a log file at this size (default 67108864)")
     .option("--snapshot-bytes <n>", "snapshot a shard after this many log bytes (default 268435456)")
     .option(
+      "--windows-save-seconds <n>",
+      "save the access windows to DATA-DIR/access-windows.bin this often, so a crash loses at most this much access history (0: only on a clean stop; default 60)",
+    )
+    .option(
       "--map-dir <dir>",
       "the embedded location map's data directory, read at start for shards a restart left mid-migration (default: the Consul store when configured)",
     )
@@ -154,7 +174,9 @@ The shards' logs, snapshots and metadata live under the global --data-dir
 (DATA-DIR/shards/<id>/). The agent recovers every shard under DATA-DIR/shards before it listens: a torn
 tail is truncated at the last valid entry (logged on stderr); a shard with a
 corrupt entry in the middle of its log is refused, never served. SIGTERM stops
-it cleanly (writes in flight reach their fsync, then exit 0).
+it cleanly (writes in flight reach their fsync, then exit 0). The access
+windows are saved every --windows-save-seconds and on a clean stop, and read
+back at start.
 
 Examples:
   # an agent on port 7401 in zone a, token from a file

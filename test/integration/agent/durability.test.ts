@@ -14,10 +14,12 @@ import {
   writeSync,
   closeSync,
 } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   admin,
+  cliArgs,
   get,
   http,
   keepAlive,
@@ -201,6 +203,67 @@ describe("agent durability", () => {
     expect(create.status).toBe(409);
     expect(create.json().error).toBe("shard-dir-exists");
     expect(statSync(file).size).toBe(size);
+  });
+
+  it("saves the access windows while it runs, so kill -9 keeps the access history up to the last save", async () => {
+    const p = await startAgent({
+      dataDir: join(root, "windows", "data"),
+      extra: ["--windows-save-seconds", "1"],
+    });
+    live.push(p);
+    expect([200, 201]).toContain((await admin(p.port, "PUT", "shard-1", { epoch: 1 })).status);
+    for (let i = 0; i < 40; i++) expect((await put(p.port, "shard-1", `w${i}`, "v")).status).toBe(200);
+    const wroteAt = Date.now();
+    const file = join(p.dataDir, "access-windows.bin");
+    const before = (await http(p.port, "GET", "/v1/access?window=3600")).json() as {
+      segments: { segment: number }[];
+    };
+    expect(before.segments.length).toBeGreaterThan(0);
+    // a save that began after the last write
+    const deadline = Date.now() + 20_000;
+    while (!existsSync(file) || statSync(file).mtimeMs < wroteAt + 5) {
+      if (Date.now() > deadline) throw new Error("the access windows were not saved within 20 s");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    p.child.kill("SIGKILL");
+    await p.exited;
+    const again = await startAgent({ dataDir: p.dataDir, port: p.port });
+    live.push(again);
+    const after = (await http(again.port, "GET", "/v1/access?window=3600")).json() as {
+      segments: { segment: number }[];
+    };
+    expect(after.segments.map((s) => s.segment)).toEqual(before.segments.map((s) => s.segment));
+    expect(again.stderr()).not.toMatch(/access windows .* not loaded/);
+    await stopAgent(again);
+
+    // a bad interval is refused before the agent starts; nothing is written
+    for (const bad of ["-1", "abc", "1.5", "", "86401"]) {
+      const dataDir = join(root, `windows-bad-${bad}`, "data");
+      const r = spawnSync(
+        process.execPath,
+        [
+          ...cliArgs(),
+          "--data-dir",
+          dataDir,
+          "agent",
+          "--listen",
+          "127.0.0.1:1",
+          "--zone",
+          "a",
+          "--node-id",
+          "node-1",
+          "--windows-save-seconds",
+          bad,
+        ],
+        {
+          encoding: "utf8",
+          env: { ...process.env, SHARDCTL_ZONES: "a,b,c", SHARDCTL_TOKEN: "t".repeat(20) },
+        },
+      );
+      expect(r.status, `${bad}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(/--windows-save-seconds must be a whole number from 0 to 86400/);
+      expect(existsSync(dataDir)).toBe(false);
+    }
   });
 
   it("stops cleanly on SIGTERM with exit code 0", async () => {
