@@ -408,9 +408,13 @@ async function logBatchSize(port: number, protocol: string): Promise<void> {
   const metrics = await call(port, "GET", "/metrics");
   const sum = /shardctl_agent_group_commit_entries_sum (\S+)/.exec(metrics.body);
   const count = /shardctl_agent_group_commit_entries_count (\S+)/.exec(metrics.body);
+  const syncSum = /shardctl_agent_log_flush_seconds_sum (\S+)/.exec(metrics.body);
   if (sum && count)
     log(
-      `agent (${protocol}): mean group commit ${round(Number(sum[1]) / Number(count[1]), 1)} entries per fsync`,
+      `agent (${protocol}): mean group commit ${round(Number(sum[1]) / Number(count[1]), 1)} entries per fsync` +
+        (syncSum
+          ? `, mean write + fsync ${round((Number(syncSum[1]) * 1000) / Number(count[1]), 3)} ms`
+          : ""),
     );
 }
 
