@@ -1,5 +1,5 @@
 /** Small durable-file helpers for the agent. */
-import { open, rename, rm } from "node:fs/promises";
+import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 
 /** fsyncs a directory so that a created, renamed or deleted entry in it is durable. */
@@ -13,15 +13,21 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 /**
- * Writes `content` to `file` atomically without blocking the event loop: a
- * temporary file beside it, fsync, rename, fsync of the directory. A reader
- * (or a crash) sees the old file or the new one, never a part.
+ * Writes `file` atomically without blocking the event loop: `fill` writes a
+ * temporary file beside it (`<file><tmpSuffix>`), which is then fsynced,
+ * closed, renamed over `file`, and the directory fsynced. A reader (or a
+ * crash) sees the old file or the new one, never a part; on a failure the
+ * temporary file is removed and the error thrown.
  */
-export async function writeAtomicAsync(file: string, content: Uint8Array): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
+export async function writeFileAtomic(
+  file: string,
+  fill: (fh: FileHandle) => Promise<void>,
+  tmpSuffix = `.tmp-${process.pid}`,
+): Promise<void> {
+  const tmp = `${file}${tmpSuffix}`;
   const fh = await open(tmp, "w", 0o600);
   try {
-    await fh.writeFile(content);
+    await fill(fh);
     await fh.sync();
   } catch (err) {
     await fh.close();
@@ -31,4 +37,9 @@ export async function writeAtomicAsync(file: string, content: Uint8Array): Promi
   await fh.close();
   await rename(tmp, file);
   await fsyncDir(dirname(file));
+}
+
+/** writeFileAtomic of one buffer. */
+export function writeAtomicAsync(file: string, content: Uint8Array): Promise<void> {
+  return writeFileAtomic(file, (fh) => fh.writeFile(content).then(() => undefined));
 }

@@ -22,10 +22,10 @@
  * (snapshot-transfer.ts). The file's own trailer is its checksum: the
  * "snapshot checksum" of a file is "<trailer CRC-32, hex>-<file bytes>".
  */
-import { open, rename, rm } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
-import { fsyncDir } from "./fs-util.js";
+import { writeFileAtomic } from "./fs-util.js";
 import { WRITE_ID_RECORD_BYTES, type FrozenWriteIds } from "./write-ids.js";
 
 const MAGIC = Buffer.from("SCSNAP01");
@@ -74,59 +74,53 @@ export async function writeSnapshot(
 ): Promise<string> {
   const idCount = writeIds?.count ?? 0;
   const file = join(dir, snapshotFileName(lsn));
-  const tmp = `${file}.tmp`;
-  const fh = await open(tmp, "w", 0o600);
-  try {
-    let crc = 0;
-    let pos = 0;
-    const write = async (b: Buffer) => {
-      crc = crc32(b, crc);
-      await fh.write(b, 0, b.length, pos);
-      pos += b.length;
-    };
-    const h: SnapshotHeader = { shardId, lsn, count: entries.length, createdAt: Date.now() };
-    // without ids the file is exactly the format before write ids existed
-    if (idCount > 0) h.writeIds = idCount;
-    const header = Buffer.from(JSON.stringify(h));
-    const head = Buffer.alloc(12);
-    MAGIC.copy(head, 0);
-    head.writeUInt32LE(header.length, 8);
-    await write(Buffer.concat([head, header]));
-    const perChunk = ID_CHUNK_BYTES / WRITE_ID_RECORD_BYTES;
-    for (let i = 0; writeIds && i < idCount; i += perChunk)
-      await write(writeIds.encode(i, Math.min(perChunk, idCount - i)));
-    let parts: Buffer[] = [];
-    let bytes = 0;
-    for (const [key, v] of entries) {
-      const k = Buffer.from(key, "utf8");
-      const rec = Buffer.allocUnsafe(4 + k.length + 4);
-      rec.writeUInt32LE(k.length, 0);
-      k.copy(rec, 4);
-      rec.writeUInt32LE(v.value.length, 4 + k.length);
-      const tail = Buffer.allocUnsafe(16);
-      tail.writeBigUInt64LE(BigInt(v.lsn), 0);
-      tail.writeDoubleLE(v.timestamp, 8);
-      parts.push(rec, v.value, tail);
-      bytes += rec.length + v.value.length + 16;
-      if (bytes >= CHUNK_BYTES) {
-        await write(Buffer.concat(parts));
-        parts = [];
-        bytes = 0;
+  await writeFileAtomic(
+    file,
+    async (fh) => {
+      let crc = 0;
+      let pos = 0;
+      const write = async (b: Buffer) => {
+        crc = crc32(b, crc);
+        await fh.write(b, 0, b.length, pos);
+        pos += b.length;
+      };
+      const h: SnapshotHeader = { shardId, lsn, count: entries.length, createdAt: Date.now() };
+      // without ids the file is exactly the format before write ids existed
+      if (idCount > 0) h.writeIds = idCount;
+      const header = Buffer.from(JSON.stringify(h));
+      const head = Buffer.alloc(12);
+      MAGIC.copy(head, 0);
+      head.writeUInt32LE(header.length, 8);
+      await write(Buffer.concat([head, header]));
+      const perChunk = ID_CHUNK_BYTES / WRITE_ID_RECORD_BYTES;
+      for (let i = 0; writeIds && i < idCount; i += perChunk)
+        await write(writeIds.encode(i, Math.min(perChunk, idCount - i)));
+      let parts: Buffer[] = [];
+      let bytes = 0;
+      for (const [key, v] of entries) {
+        const k = Buffer.from(key, "utf8");
+        const rec = Buffer.allocUnsafe(4 + k.length + 4);
+        rec.writeUInt32LE(k.length, 0);
+        k.copy(rec, 4);
+        rec.writeUInt32LE(v.value.length, 4 + k.length);
+        const tail = Buffer.allocUnsafe(16);
+        tail.writeBigUInt64LE(BigInt(v.lsn), 0);
+        tail.writeDoubleLE(v.timestamp, 8);
+        parts.push(rec, v.value, tail);
+        bytes += rec.length + v.value.length + 16;
+        if (bytes >= CHUNK_BYTES) {
+          await write(Buffer.concat(parts));
+          parts = [];
+          bytes = 0;
+        }
       }
-    }
-    if (parts.length) await write(Buffer.concat(parts));
-    const trailer = Buffer.alloc(4);
-    trailer.writeUInt32LE(crc >>> 0, 0);
-    await fh.write(trailer, 0, 4, pos);
-    await fh.sync();
-  } catch (err) {
-    await fh.close();
-    await rm(tmp, { force: true });
-    throw err;
-  }
-  await fh.close();
-  await rename(tmp, file);
-  await fsyncDir(dir);
+      if (parts.length) await write(Buffer.concat(parts));
+      const trailer = Buffer.alloc(4);
+      trailer.writeUInt32LE(crc >>> 0, 0);
+      await fh.write(trailer, 0, 4, pos);
+    },
+    ".tmp",
+  );
   return file;
 }
 
