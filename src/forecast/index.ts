@@ -19,3 +19,12 @@ export { parseSeriesCsv, parseTimestamp } from "./csv.js";
 export type { ParsedSeries, ParseOptions } from "./csv.js";
 export { MODELS, FULL_CANDIDATES, CHEAP_CANDIDATES, modelByName } from "./models/registry.js";
 export type { ModelName } from "./models/registry.js";
+export {
+  zoneShares,
+  recentShares,
+  shareSurprise,
+  chooseShareSeason,
+  chiSquareQuantile,
+  normalQuantile,
+} from "./zone-shares.js";
+export type { ZoneShareOptions, ZoneShares, ShareSurprise, ShareSeasonChoice } from "./zone-shares.js";

@@ -18,8 +18,11 @@
  *  - static: the initial layout, never changed;
  *  - reactive: the planner fed with what was observed (demand = the last H
  *    complete intervals, compared with the H before): it moves after a change;
- *  - predictive: the planner fed with the forecaster's prediction of the H
- *    intervals after the cutover, compared with the last H observed;
+ *  - predictive: the planner fed with the prediction of the H intervals
+ *    after the cutover: the forecaster's prediction of each segment's total,
+ *    split over the zones by their share profile over the season
+ *    (src/forecast/zone-shares.ts); shares whose recent counts depart from the
+ *    profile get the reactive check as well;
  *  - oracle: knows the whole trace; per segment, an exact dynamic programme
  *    over (interval, node) minimising the total latency of the actual accesses
  *    with the same pause cost on every move. Any policy above places every
@@ -41,7 +44,7 @@ import {
 } from "../engine/planner.js";
 import { Segmenter } from "../engine/segmenter.js";
 import type { BatchForecast, SeriesForecast, SeriesToForecast } from "./forecaster.js";
-import { INTERVAL_Z } from "../forecast/index.js";
+import { chooseShareSeason, shareSurprise, zoneShares, type ZoneShareOptions } from "../forecast/index.js";
 import type { Trace } from "./trace.js";
 
 export const POLICIES = ["static", "reactive", "predictive", "oracle"] as const;
@@ -355,9 +358,10 @@ class PlannedPolicy {
   /**
    * The decision at d_k = b_k − lead: uses complete intervals < k − 1 only.
    * Reactive plans on what was observed. Predictive plans on the forecast,
-   * then gives the shards the forecast left alone (and did not postpone) the
-   * reactive check, so a forecast that misses a change costs no more than
-   * reacting to it.
+   * then gives the reactive check to the segments the forecast left alone (not
+   * moved, not postponed) whose recent zone counts the share profile did not
+   * expect (shareSurprise, χ² at 1%), so a forecast that misses a change costs
+   * no more than reacting to it, and one that did not miss is not second-guessed.
    */
   decide(k: number): void {
     const w = this.w;
@@ -392,7 +396,9 @@ class PlannedPolicy {
       plan ? plan.assessments.filter((x) => x.postponed || x.decision !== "stay").map((x) => x.shard) : [],
     );
     const table = new RoutingTable({ map: this.map, version: this.version });
-    const fallback = demandSegs.filter((a) => !settled.has(table.shardOf(w.active[a]).id)).map(observed);
+    const fallback = demandSegs
+      .filter((a) => !settled.has(table.shardOf(w.active[a]).id) && this.surprised(a, done))
+      .map(observed);
     if (fallback.length) this.planAndApply(fallback, k, now);
   }
 
@@ -471,15 +477,53 @@ class PlannedPolicy {
     return plan;
   }
 
-  /** The last forecast: made with data up to `done`; per (a·Z + z). */
+  /** The last forecast of each segment's total: made with data up to `done`; by active index. */
   private lastForecast?: { done: number; byKey: Map<number, SeriesForecast> };
+
+  /** Each zone's counts of active segment a, over the whole trace (callers bound what they read). */
+  private zoneCounts(a: number): Float64Array[] {
+    const w = this.w;
+    return Array.from({ length: w.Z }, (_, z) =>
+      w.counts.subarray((a * w.Z + z) * w.nI, (a * w.Z + z + 1) * w.nI),
+    );
+  }
+
+  /** The season of the zones' shares (chooseShareSeason on the busiest segments) and when it was chosen. */
+  private shareSeason?: { done: number; season: number };
+
+  private shareOptions(done: number): ZoneShareOptions {
+    const w = this.w;
+    const H = w.opts.horizonIntervals;
+    // revisited as the history grows (by a tenth, at least every forecast refresh), as model choices are
+    const due = this.shareSeason && done - this.shareSeason.done >= Math.max(w.opts.forecastEvery, done / 10);
+    if (!this.shareSeason || due) {
+      // scored on the busiest segments (at most 256), each over the history the forecaster sees
+      const from = Math.max(0, done - w.opts.historyIntervals);
+      const volume = (a: number) => {
+        let v = 0;
+        for (let z = 0; z < w.Z; z++) v += w.sum(a, z, from, done);
+        return v;
+      };
+      const busiest = w.active
+        .map((_, a) => ({ a, v: volume(a) }))
+        .filter((x) => x.v > 0)
+        .sort((x, y) => y.v - x.v)
+        .slice(0, 256);
+      const series = busiest.map(({ a }) => this.zoneCounts(a).map((c) => c.subarray(from, done)));
+      const { season } = chooseShareSeason(series, w.opts.intervalSeconds, { priorSpan: H });
+      this.shareSeason = { done, season };
+    }
+    return { season: this.shareSeason.season, priorSpan: H, historyEnd: done };
+  }
 
   /**
    * Predicted accesses per (segment, zone) over the intervals [done + 1, done + 1 + H) — the ones a
-   * cutover at b_{done+1} affects (interval `done` is in progress) — with their standard deviation
-   * (from the forecast's 80% interval; the steps' errors taken as fully correlated, as they are for
-   * models that carry one level forward) and the first interval alone.
-   * Re-forecasts every forecastEvery intervals, reaching far enough ahead to cover the gap.
+   * cutover at b_{done+1} affects (interval `done` is in progress) — with their standard deviation,
+   * and the first interval alone. Top-down: the forecaster predicts each segment's total, and the
+   * zones' share profile over the day (src/forecast/zone-shares.ts) splits it. The deviation charged
+   * as risk is the shares' standard error only: an uncertain volume scales the benefit of a move but
+   * cannot turn it negative, a wrong share can. Re-forecasts the totals every forecastEvery
+   * intervals, reaching far enough ahead to cover the gap.
    */
   private predicted(
     done: number,
@@ -492,54 +536,55 @@ class PlannedPolicy {
     // a trailing mean over B intervals ending at interval i is centred on i − shift
     const shift = Math.floor((B - 1) / 2);
     let f = this.lastForecast;
-    const missing = f ? demandSegs.some((a) => !f!.byKey.has(a * w.Z)) : true;
+    const missing = f ? demandSegs.some((a) => !f!.byKey.has(a)) : true;
     if (!f || done - f.done >= R || missing) {
       const from = Math.max(0, done - w.opts.historyIntervals);
-      const series: SeriesToForecast[] = [];
-      for (const a of demandSegs) {
+      const series: SeriesToForecast[] = demandSegs.map((a) => {
+        const total = new Float64Array(done - from);
         for (let z = 0; z < w.Z; z++) {
           const base = (a * w.Z + z) * w.nI;
-          const raw = w.counts.subarray(base + from, base + done);
-          series.push({ id: `${w.active[a]}/${z}`, values: B > 1 ? trailingMean(raw, B) : raw });
+          for (let j = from; j < done; j++) total[j - from] += w.counts[base + j];
         }
-      }
+        return { id: String(w.active[a]), values: B > 1 ? trailingMean(total, B) : total };
+      });
       const forecasts = series.length
         ? this.forecast!(series, { intervalSeconds: w.opts.intervalSeconds, horizon: H + R + shift })
         : [];
       const byKey = new Map<number, SeriesForecast>();
-      demandSegs.forEach((a, i) => {
-        for (let z = 0; z < w.Z; z++) byKey.set(a * w.Z + z, forecasts[i * w.Z + z]);
-      });
+      demandSegs.forEach((a, i) => byKey.set(a, forecasts[i]));
       f = this.lastForecast = { done, byKey };
     }
-    // Step 0 of the forecast is interval f.done; interval i is step i − f.done.
     const sum = new Map<number, number>();
     const sd = new Map<number, number>();
     const next = new Map<number, number>();
+    const shareOpts = this.shareOptions(done);
     for (const a of demandSegs) {
+      const fc = f.byKey.get(a);
+      const { share, support } = zoneShares(this.zoneCounts(a), done + 1, H, shareOpts);
       for (let z = 0; z < w.Z; z++) {
-        const fc = f.byKey.get(a * w.Z + z);
         let s = 0;
         let v = 0;
-        if (fc) {
-          for (let i = done + 1; i < done + 1 + H; i++) {
-            const step = i - f.done + shift;
-            const m = fc.mean[step];
-            const x = Number.isFinite(m) && m > 0 ? m : 0;
-            s += x;
-            if (i === done + 1) next.set(a * w.Z + z, x);
-            if (fc.lower && fc.upper) {
-              const half = (fc.upper[step] - fc.lower[step]) / (2 * INTERVAL_Z);
-              // steps share the model's level, so their errors add up (correlated), not in quadrature
-              if (Number.isFinite(half) && half > 0) v += half;
-            }
-          }
+        for (let i = done + 1; i < done + 1 + H; i++) {
+          // Step 0 of the forecast is interval f.done; interval i is step i − f.done.
+          const m = fc ? fc.mean[i - f.done + shift] : 0;
+          const total = Number.isFinite(m) && m > 0 ? m : 0;
+          const sh = share[z][i - done - 1];
+          s += total * sh;
+          // the steps share one profile, so their errors add up (correlated), not in quadrature
+          v += total * Math.sqrt((sh * (1 - sh)) / support[i - done - 1]);
+          if (i === done + 1) next.set(a * w.Z + z, total * sh);
         }
         sum.set(a * w.Z + z, s);
         sd.set(a * w.Z + z, v);
       }
     }
     return { sum, sd, next };
+  }
+
+  /** Did segment a's zone counts over the last H intervals depart from what the share profile expected? */
+  private surprised(a: number, done: number): boolean {
+    const H = this.w.opts.horizonIntervals;
+    return shareSurprise(this.zoneCounts(a), done - H, done, this.shareOptions(done)).surprised;
   }
 
   private reshard(done: number, now: number): void {

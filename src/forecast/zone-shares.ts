@@ -1,0 +1,288 @@
+/**
+ * Zone shares: where a segment's accesses come from, as a profile over the
+ * season, separate from how many accesses come.
+ *
+ * Forecasting each origin zone's counts on its own (as `predictAccessPattern`
+ * does) works for dense series, but a segment with a few accesses per
+ * interval splits them over its zones, and each zone's series is then mostly
+ * noise: seasonal naive repeats yesterday's noise, and the forecast's interval
+ * is as wide as the counts. Who accesses a segment usually follows the clock
+ * (users wake up zone by zone) far more steadily than how much they access
+ * it. So this is the top-down approach of hierarchical forecasting with
+ * proportions that vary over the season (Hyndman & Athanasopoulos, FPP 3,
+ * §11.2): forecast the total with any model, split it by the shares.
+ *
+ * The share of zone z at step i is estimated by pooling every earlier season
+ * at the same phase, ± `halfWindow` intervals around it:
+ *
+ *     share_z(i) = (Σ_{d ≥ 1} Σ_{|o| ≤ w} c_z(i − d·m + o) + k · prior_z) / (n + k)
+ *
+ * with n the pooled total and `prior` (by default the shares of the last
+ * `priorSpan` intervals, add-one smoothed) weighted as k = `priorWeight`
+ * accesses, so a phase that was rarely seen leans on the recent shares, and
+ * a series shorter than one season gets the recent shares alone. `support`
+ * (n + k) measures how much the estimate rests on; the standard error of a
+ * share is √(s(1 − s)/support).
+ *
+ * `shareSurprise` checks whether the counts of a recent span departed from
+ * what the profile expected for them (Pearson's χ² over the zones): a change
+ * of pattern the profile has not seen yet, which callers answer by reacting
+ * to what they observe.
+ *
+ * Pure: no I/O.
+ */
+import { UsageError } from "../errors.js";
+import { calendarPeriods, detectSeason } from "./season.js";
+
+export interface ZoneShareOptions {
+  /** Season of the shares in intervals (e.g. 288 for a day of 5-minute intervals); < 2: none. */
+  season: number;
+  /** Intervals pooled on either side of each phase (default 2). */
+  halfWindow?: number;
+  /** Weight of the prior, in accesses (default 5). */
+  priorWeight?: number;
+  /** Intervals whose shares form the default prior (default 6). */
+  priorSpan?: number;
+  /** Only data before this index is used (default: all of it). */
+  historyEnd?: number;
+  /** The prior shares (sum 1), instead of the recent ones. */
+  prior?: ArrayLike<number>;
+}
+
+export interface ZoneShares {
+  /** share[z][step]: zone z's share at index start + step. Each step's shares sum to 1. */
+  share: Float64Array[];
+  /** Pooled accesses (plus the prior's weight) behind each step's shares. */
+  support: Float64Array;
+}
+
+/** A count as the profile reads it: NaN, negative and infinite values count as none. */
+const pos = (x: number): number => (x > 0 && x < Infinity ? x : 0);
+
+function checkZones(counts: readonly ArrayLike<number>[]): number {
+  if (counts.length === 0) throw new UsageError("zone shares need at least one zone's series");
+  const n = counts[0].length;
+  for (const c of counts) {
+    if (c.length !== n) throw new UsageError("every zone's series must have the same length");
+  }
+  return n;
+}
+
+/** Add-one smoothed shares of the counts in [from, to). */
+export function recentShares(counts: readonly ArrayLike<number>[], from: number, to: number): Float64Array {
+  const Z = counts.length;
+  const out = new Float64Array(Z);
+  let total = 0;
+  for (let z = 0; z < Z; z++) {
+    let s = 1;
+    for (let j = Math.max(0, from); j < to; j++) s += pos(counts[z][j]);
+    out[z] = s;
+    total += s;
+  }
+  for (let z = 0; z < Z; z++) out[z] /= total;
+  return out;
+}
+
+/**
+ * The zones' shares at indices start .. start + steps − 1 (start may lie in
+ * the past, for backtests; only data before `historyEnd` is pooled).
+ */
+export function zoneShares(
+  counts: readonly ArrayLike<number>[],
+  start: number,
+  steps: number,
+  opts: ZoneShareOptions,
+): ZoneShares {
+  const n = checkZones(counts);
+  const Z = counts.length;
+  const end = Math.min(n, opts.historyEnd ?? n);
+  const hw = opts.halfWindow ?? 2;
+  const k = opts.priorWeight ?? 5;
+  const span = opts.priorSpan ?? 6;
+  if (!Number.isInteger(steps) || steps < 0)
+    throw new UsageError("zone shares: steps must be an integer ≥ 0");
+  if (!Number.isInteger(hw) || hw < 0) throw new UsageError("zone shares: halfWindow must be an integer ≥ 0");
+  if (!(k > 0)) throw new UsageError("zone shares: priorWeight must be > 0");
+  const prior = opts.prior ? Float64Array.from(opts.prior) : recentShares(counts, end - span, end);
+  if (prior.length !== Z) throw new UsageError("zone shares: the prior needs one share per zone");
+  const m = Math.round(opts.season);
+  const share = Array.from({ length: Z }, () => new Float64Array(steps));
+  const support = new Float64Array(steps);
+  const pooled = new Float64Array(Z);
+  for (let step = 0; step < steps; step++) {
+    const i = start + step;
+    pooled.fill(0);
+    let total = 0;
+    if (m >= 2) {
+      for (let back = i - m; back + hw >= 0; back -= m) {
+        const lo = Math.max(0, back - hw);
+        const hi = Math.min(end, back + hw + 1);
+        for (let j = lo; j < hi; j++) {
+          for (let z = 0; z < Z; z++) {
+            const x = pos(counts[z][j]);
+            pooled[z] += x;
+            total += x;
+          }
+        }
+      }
+    }
+    for (let z = 0; z < Z; z++) share[z][step] = (pooled[z] + k * prior[z]) / (total + k);
+    support[step] = total + k;
+  }
+  return { share, support };
+}
+
+export interface ShareSeasonChoice {
+  /** The chosen season in intervals, 0 when none predicts the shares better than the recent ones. */
+  season: number;
+  /** Mean log loss per access of each candidate (0 = no season) on the data it was scored on. */
+  scores: { season: number; logLoss: number; baseline: number }[];
+}
+
+/**
+ * Which season do the zones' shares follow? Candidates: the calendar periods
+ * of the interval (a day, a week) and the season `detectSeason` finds in each
+ * zone's counts summed over the series; each needs one earlier season before
+ * the span it is scored on. A candidate is scored by the mean multinomial log
+ * loss per access of its one-step share forecasts over the last
+ * min(season, n − season) intervals (each from the data before it), summed
+ * over the series (e.g. segments; the shares of different segments may peak
+ * at different times, so they are forecast one by one), against the recent
+ * shares alone on the same span. The candidate that improves on them most
+ * wins; 0 when none does.
+ */
+export function chooseShareSeason(
+  series: readonly (readonly ArrayLike<number>[])[],
+  intervalSeconds: number,
+  opts: Omit<ZoneShareOptions, "season" | "historyEnd"> = {},
+): ShareSeasonChoice {
+  if (series.length === 0) return { season: 0, scores: [] };
+  const n = checkZones(series[0]);
+  const Z = series[0].length;
+  const summed = Array.from({ length: Z }, () => new Float64Array(n));
+  for (const counts of series) {
+    if (checkZones(counts) !== n || counts.length !== Z)
+      throw new UsageError("every series must have the same zones and length");
+    for (let z = 0; z < Z; z++) for (let i = 0; i < n; i++) summed[z][i] += pos(counts[z][i]);
+  }
+  const candidates = new Set<number>(calendarPeriods(intervalSeconds));
+  for (const c of summed) {
+    const m = detectSeason(c, intervalSeconds);
+    if (m >= 2) candidates.add(m);
+  }
+  const scores: ShareSeasonChoice["scores"] = [];
+  let best = 0;
+  let bestGain = 0;
+  for (const m of [...candidates].sort((a, b) => a - b)) {
+    const span = Math.min(m, n - m);
+    if (span < 1) continue;
+    let loss = 0;
+    let base = 0;
+    let seen = 0;
+    for (const counts of series) {
+      for (let i = n - span; i < n; i++) {
+        let t = 0;
+        for (let z = 0; z < Z; z++) t += pos(counts[z][i]);
+        if (t === 0) continue;
+        const withSeason = zoneShares(counts, i, 1, { ...opts, season: m, historyEnd: i }).share;
+        const without = zoneShares(counts, i, 1, { ...opts, season: 0, historyEnd: i }).share;
+        for (let z = 0; z < Z; z++) {
+          const x = pos(counts[z][i]);
+          if (x === 0) continue;
+          loss -= x * Math.log(withSeason[z][0]);
+          base -= x * Math.log(without[z][0]);
+          seen += x;
+        }
+      }
+    }
+    if (seen === 0) continue;
+    scores.push({ season: m, logLoss: loss / seen, baseline: base / seen });
+    const gain = (base - loss) / seen;
+    if (gain > bestGain) {
+      best = m;
+      bestGain = gain;
+    }
+  }
+  return { season: best, scores };
+}
+
+export interface ShareSurprise {
+  /** Pearson's χ² of the observed counts against the profile's expectation. */
+  chi2: number;
+  /** The χ² quantile at the chosen level, with (zones − 1) degrees of freedom. */
+  critical: number;
+  surprised: boolean;
+  observed: number;
+}
+
+/**
+ * Did the counts in [from, to) depart from what the share profile (built from
+ * the data before each interval) expected for them? χ² at `level` (default 0.99).
+ */
+export function shareSurprise(
+  counts: readonly ArrayLike<number>[],
+  from: number,
+  to: number,
+  opts: ZoneShareOptions & { level?: number },
+): ShareSurprise {
+  checkZones(counts);
+  const Z = counts.length;
+  const observed = new Float64Array(Z);
+  const expected = new Float64Array(Z);
+  let seen = 0;
+  for (let i = Math.max(0, from); i < to; i++) {
+    let t = 0;
+    for (let z = 0; z < Z; z++) t += pos(counts[z][i]);
+    if (t === 0) continue;
+    const { share } = zoneShares(counts, i, 1, { ...opts, historyEnd: Math.min(i, opts.historyEnd ?? i) });
+    for (let z = 0; z < Z; z++) {
+      observed[z] += pos(counts[z][i]);
+      expected[z] += t * share[z][0];
+    }
+    seen += t;
+  }
+  let chi2 = 0;
+  for (let z = 0; z < Z; z++) if (expected[z] > 0) chi2 += (observed[z] - expected[z]) ** 2 / expected[z];
+  const critical = chiSquareQuantile(Z - 1, opts.level ?? 0.99);
+  return { chi2, critical, surprised: Z > 1 && seen > 0 && chi2 > critical, observed: seen };
+}
+
+/** Wilson–Hilferty approximation of the χ² quantile (k ≥ 1 degrees of freedom). */
+export function chiSquareQuantile(k: number, p: number): number {
+  if (k < 1) return Infinity;
+  const z = normalQuantile(p);
+  const a = 2 / (9 * k);
+  return k * (1 - a + z * Math.sqrt(a)) ** 3;
+}
+
+/** Acklam's rational approximation of the standard normal quantile (|error| < 1.2e-9). */
+export function normalQuantile(p: number): number {
+  if (!(p > 0 && p < 1)) throw new UsageError("a quantile needs 0 < p < 1");
+  const a = [
+    -39.69683028665376, 220.9460984245205, -275.9285104469687, 138.357751867269, -30.66479806614716,
+    2.506628277459239,
+  ];
+  const b = [
+    -54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572,
+  ];
+  const c = [
+    -0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734, 4.374664141464968,
+    2.938163982698783,
+  ];
+  const d = [0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416];
+  const lo = 0.02425;
+  if (p < lo) {
+    const q = Math.sqrt(-2 * Math.log(p));
+    return (
+      (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+      ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    );
+  }
+  if (p > 1 - lo) return -normalQuantile(1 - p);
+  const q = p - 0.5;
+  const r = q * q;
+  return (
+    ((((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q) /
+    (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+  );
+}
