@@ -25,7 +25,12 @@ import {
 import { systemClock, type Clock } from "../engine/ports.js";
 import { RoutingTable, expandRanges } from "../engine/location-map.js";
 import { errorMessage, PreconditionError, UsageError } from "../errors.js";
-import { INTERVAL_Z, ModelSelectionCache, predictAccessPattern } from "../forecast/index.js";
+import {
+  chooseShareSeason,
+  INTERVAL_Z,
+  ModelSelectionCache,
+  predictAccessPattern,
+} from "../forecast/index.js";
 import { formatBytes, formatNumber, printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
 import { windowsPath } from "../store/windows-file.js";
@@ -132,9 +137,11 @@ export interface PlanOptions {
 
 /**
  * Demand per segment from the access windows: the forecast of the next
- * horizon per zone (src/forecast's predictAccessPattern, with its 80%
- * interval as the uncertainty), against the baseline of the equally long
- * span before the latest one.
+ * horizon per zone — top-down (src/forecast's predictAccessPattern with
+ * `shares`: the segment's total forecast, split by the zones' share profile
+ * over the season that chooseShareSeason picks on the busiest segments), with
+ * the shares' standard error as the uncertainty — against the baseline of the
+ * equally long span before the latest one.
  */
 export function demandFromWindows(
   windows: AccessWindows,
@@ -153,8 +160,7 @@ export function demandFromWindows(
       });
     }
   }
-  const cache = new ModelSelectionCache();
-  const demand: SegmentDemand[] = [];
+  const accessed: { segment: number; perZone: Record<string, Float64Array>; volume: number }[] = [];
   for (const segment of segments) {
     const perZone: Record<string, Float64Array> = {};
     let volume = 0;
@@ -162,12 +168,23 @@ export function demandFromWindows(
       perZone[z] = windows.series(segment, level, nowMs, z);
       for (const v of perZone[z]) volume += v;
     }
-    if (volume === 0) continue;
+    if (volume > 0) accessed.push({ segment, perZone, volume });
+  }
+  const busiest = [...accessed].sort((a, b) => b.volume - a.volume).slice(0, SHARE_SEASON_SEGMENTS);
+  const { season } = chooseShareSeason(
+    busiest.map((x) => windows.zones.map((z) => x.perZone[z])),
+    resolutionSeconds,
+    { horizon: h, priorSpan: h },
+  );
+  const cache = new ModelSelectionCache();
+  const demand: SegmentDemand[] = [];
+  for (const { segment, perZone } of accessed) {
     const f = predictAccessPattern(perZone, {
       intervalSeconds: resolutionSeconds,
       horizon: h,
       cache,
       cacheKey: String(segment),
+      shares: { season, priorSpan: h },
     });
     const predicted: number[] = [];
     const recent: number[] = [];
@@ -187,14 +204,15 @@ export function demandFromWindows(
       let v = 0;
       for (let i = 0; i < h; i++) {
         p += fz.mean[i];
+        // the steps share one share profile, so their errors add up (correlated), not in quadrature
         const half = (fz.upper[i] - fz.lower[i]) / (2 * INTERVAL_Z);
-        v += Number.isFinite(half) ? half * half : 0;
+        v += Number.isFinite(half) ? half : 0;
       }
       let r = 0;
       for (let i = Math.max(0, s.length - 2 * h); i < s.length - h; i++) r += s[i];
       predicted.push(p);
       recent.push(r);
-      sd.push(Math.sqrt(v));
+      sd.push(v);
       next.push(fz.mean[0]);
     }
     const writes = windows.series(segment, level, nowMs, "writes");
@@ -214,11 +232,18 @@ export function demandFromWindows(
       writeFraction: t > 0 ? w / t : 0,
     });
   }
+  const shares =
+    season >= 2
+      ? `the zones' shares over a ${season}-interval season`
+      : `the zones' shares over the last ${h} interval(s)`;
   return {
     demand,
-    note: `forecast: ${h} × ${resolutionSeconds} s ahead from the access windows, against the ${h} intervals before the latest ${h}`,
+    note: `forecast: ${h} × ${resolutionSeconds} s ahead from the access windows (each segment's total, split by ${shares}), against the ${h} intervals before the latest ${h}`,
   };
 }
+
+/** Segments the share season is chosen on (the busiest), to bound its cost on large clusters. */
+const SHARE_SEASON_SEGMENTS = 256;
 
 /** Builds the planner's inputs and runs planMigration or planAll. */
 export async function runPlan(

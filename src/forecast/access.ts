@@ -1,13 +1,21 @@
 /**
  * predictAccessPattern — the specification's predict_access_pattern: given a
  * segment's access counts per origin zone, the expected accesses per zone for
- * the next horizon, from the model that backtests best on each zone's series.
+ * the next horizon. Two methods:
+ *  - per zone (default): the model that backtests best on each zone's series;
+ *  - `shares`: top-down — the model that backtests best on the segment's
+ *    total, split over the zones by their share profile over the season
+ *    (zone-shares.ts). Better when each zone's series is sparse; the zones'
+ *    intervals are then the shares' standard error around that split (the
+ *    total's own interval is reported on `total`).
  * Pure: the caller reads the access windows and passes the numbers in.
  */
+import { UsageError } from "../errors.js";
 import type { ModelSelectionCache } from "./cache.js";
 import { forecasterFor, selectModel, type ModelChoice } from "./select.js";
 import { detectSeason } from "./season.js";
 import { INTERVAL_LEVEL, INTERVAL_Z } from "./types.js";
+import { zoneShares } from "./zone-shares.js";
 
 export interface ZoneForecast {
   /** The model (or "ensemble") that produced the forecast; "sum_of_zones" for the total. */
@@ -36,6 +44,75 @@ export interface AccessPatternOptions {
   cache?: ModelSelectionCache;
   /** Prefix of the cache keys (e.g. the segment id), so that zones of different segments do not collide. */
   cacheKey?: string;
+  /**
+   * Forecast the total and split it by the zones' share profile with this season (in points; 0: the
+   * recent shares only; see chooseShareSeason), instead of forecasting each zone on its own.
+   */
+  shares?: { season: number; priorSpan?: number };
+}
+
+// access counts cannot be negative; clamp rather than report impossible traffic
+const clamp = (x: number): number => (Number.isFinite(x) ? Math.max(0, x) : 0);
+
+function fitChosen(
+  values: Float64Array,
+  key: string,
+  options: AccessPatternOptions,
+  horizon: number,
+): { model: string; mean: Float64Array; lower: Float64Array; upper: Float64Array } {
+  const season = options.season ?? detectSeason(values, options.intervalSeconds);
+  const input = { values, intervalSeconds: options.intervalSeconds, season, horizon };
+  let choice: ModelChoice | undefined = options.cache?.get(key, values.length);
+  if (!choice) {
+    choice = selectModel(input, { horizon }).choice;
+    options.cache?.set(key, values.length, choice);
+  }
+  return { model: choice.name, ...forecasterFor(choice).fit(input).forecast(horizon) };
+}
+
+function topDown(
+  perZoneSeries: Record<string, Float64Array>,
+  options: AccessPatternOptions & { shares: { season: number; priorSpan?: number } },
+  horizon: number,
+): AccessPatternForecast {
+  const names = Object.keys(perZoneSeries).sort();
+  const n = names.length ? perZoneSeries[names[0]].length : 0;
+  for (const z of names) {
+    if (perZoneSeries[z].length !== n) throw new UsageError("every zone's series must have the same length");
+  }
+  const totalSeries = new Float64Array(n);
+  for (const z of names) {
+    const s = perZoneSeries[z];
+    for (let i = 0; i < n; i++) totalSeries[i] += clamp(s[i]);
+  }
+  const t = fitChosen(totalSeries, `${options.cacheKey ?? ""}/total`, options, horizon);
+  const counts = names.map((z) => perZoneSeries[z]);
+  const { share, support } = zoneShares(counts, n, horizon, {
+    season: options.shares.season,
+    priorSpan: options.shares.priorSpan,
+  });
+  const zones: Record<string, ZoneForecast> = {};
+  names.forEach((z, zi) => {
+    const mean: number[] = [];
+    const lower: number[] = [];
+    const upper: number[] = [];
+    for (let i = 0; i < horizon; i++) {
+      const m = clamp(t.mean[i]) * share[zi][i];
+      const half =
+        INTERVAL_Z * clamp(t.mean[i]) * Math.sqrt((share[zi][i] * (1 - share[zi][i])) / support[i]);
+      mean.push(m);
+      lower.push(Math.max(0, m - half));
+      upper.push(m + half);
+    }
+    zones[z] = { model: `${t.model}×shares`, mean, lower, upper };
+  });
+  const total: ZoneForecast = {
+    model: t.model,
+    mean: Array.from(t.mean, clamp),
+    lower: Array.from(t.lower, clamp),
+    upper: Array.from(t.upper, clamp),
+  };
+  return { zones, total, horizon, intervalSeconds: options.intervalSeconds, intervalLevel: INTERVAL_LEVEL };
 }
 
 export function predictAccessPattern(
@@ -43,24 +120,14 @@ export function predictAccessPattern(
   options: AccessPatternOptions,
 ): AccessPatternForecast {
   const horizon = Math.max(1, Math.floor(options.horizon));
+  if (options.shares) return topDown(perZoneSeries, { ...options, shares: options.shares }, horizon);
   const zones: Record<string, ZoneForecast> = {};
   const totalMean = new Float64Array(horizon);
   const totalVar = new Float64Array(horizon);
   for (const zone of Object.keys(perZoneSeries).sort()) {
-    const values = perZoneSeries[zone];
-    const season = options.season ?? detectSeason(values, options.intervalSeconds);
-    const input = { values, intervalSeconds: options.intervalSeconds, season, horizon };
-    const key = `${options.cacheKey ?? ""}/${zone}`;
-    let choice: ModelChoice | undefined = options.cache?.get(key, values.length);
-    if (!choice) {
-      choice = selectModel(input, { horizon }).choice;
-      options.cache?.set(key, values.length, choice);
-    }
-    const f = forecasterFor(choice).fit(input).forecast(horizon);
-    // access counts cannot be negative; clamp rather than report impossible traffic
-    const clamp = (x: number): number => (Number.isFinite(x) ? Math.max(0, x) : 0);
+    const f = fitChosen(perZoneSeries[zone], `${options.cacheKey ?? ""}/${zone}`, options, horizon);
     zones[zone] = {
-      model: choice.name,
+      model: f.model,
       mean: Array.from(f.mean, clamp),
       lower: Array.from(f.lower, clamp),
       upper: Array.from(f.upper, clamp),

@@ -21,8 +21,8 @@
  * `priorSpan` intervals, add-one smoothed) weighted as k = `priorWeight`
  * accesses, so a phase that was rarely seen leans on the recent shares, and
  * a series shorter than one season gets the recent shares alone. `support`
- * (n + k) measures how much the estimate rests on; the standard error of a
- * share is √(s(1 − s)/support).
+ * (n + k, or the recent accesses where nothing was pooled) measures how much
+ * the estimate rests on; the standard error of a share is √(s(1 − s)/support).
  *
  * `shareSurprise` checks whether the counts of a recent span departed from
  * what the profile expected for them (Pearson's χ² over the zones): a change
@@ -52,7 +52,10 @@ export interface ZoneShareOptions {
 export interface ZoneShares {
   /** share[z][step]: zone z's share at index start + step. Each step's shares sum to 1. */
   share: Float64Array[];
-  /** Pooled accesses (plus the prior's weight) behind each step's shares. */
+  /**
+   * Accesses behind each step's shares: the pooled ones plus the prior's weight, or, where nothing
+   * was pooled (less than a season of history), the recent accesses the prior was taken from.
+   */
   support: Float64Array;
 }
 
@@ -105,6 +108,12 @@ export function zoneShares(
   if (!(k > 0)) throw new UsageError("zone shares: priorWeight must be > 0");
   const prior = opts.prior ? Float64Array.from(opts.prior) : recentShares(counts, end - span, end);
   if (prior.length !== Z) throw new UsageError("zone shares: the prior needs one share per zone");
+  // the accesses behind the prior: when nothing is pooled, the shares rest on them alone
+  let priorCount = k;
+  if (!opts.prior) {
+    priorCount = Z;
+    for (const c of counts) for (let j = Math.max(0, end - span); j < end; j++) priorCount += pos(c[j]);
+  }
   const m = Math.round(opts.season);
   const share = Array.from({ length: Z }, () => new Float64Array(steps));
   const support = new Float64Array(steps);
@@ -127,7 +136,7 @@ export function zoneShares(
       }
     }
     for (let z = 0; z < Z; z++) share[z][step] = (pooled[z] + k * prior[z]) / (total + k);
-    support[step] = total + k;
+    support[step] = total > 0 ? total + k : priorCount;
   }
   return { share, support };
 }
@@ -135,27 +144,63 @@ export function zoneShares(
 export interface ShareSeasonChoice {
   /** The chosen season in intervals, 0 when none predicts the shares better than the recent ones. */
   season: number;
-  /** Mean log loss per access of each candidate (0 = no season) on the data it was scored on. */
+  /** Mean log loss per access of each candidate, and of the recent shares alone, on the same span. */
   scores: { season: number; logLoss: number; baseline: number }[];
 }
 
 /**
- * Which season do the zones' shares follow? Candidates: the calendar periods
- * of the interval (a day, a week) and the season `detectSeason` finds in each
- * zone's counts summed over the series; each needs one earlier season before
- * the span it is scored on. A candidate is scored by the mean multinomial log
- * loss per access of its one-step share forecasts over the last
- * min(season, n − season) intervals (each from the data before it), summed
- * over the series (e.g. segments; the shares of different segments may peak
- * at different times, so they are forecast one by one), against the recent
- * shares alone on the same span. The candidate that improves on them most
- * wins; 0 when none does.
+ * Log loss of share forecasts made at each origin i in [from, n) for the `horizon` intervals from i
+ * (cut at n), from the data before i, summed over the series; `seen` counts the accesses scored.
+ */
+function shareLogLoss(
+  series: readonly (readonly ArrayLike<number>[])[],
+  from: number,
+  n: number,
+  horizon: number,
+  opts: Omit<ZoneShareOptions, "historyEnd">,
+): { loss: number; seen: number } {
+  let loss = 0;
+  let seen = 0;
+  for (const counts of series) {
+    for (let i = from; i < n; i++) {
+      const steps = Math.min(horizon, n - i);
+      let t = 0;
+      for (let z = 0; z < counts.length; z++) for (let j = i; j < i + steps; j++) t += pos(counts[z][j]);
+      if (t === 0) continue;
+      const { share } = zoneShares(counts, i, steps, { ...opts, historyEnd: i });
+      for (let z = 0; z < counts.length; z++) {
+        for (let j = 0; j < steps; j++) {
+          const x = pos(counts[z][i + j]);
+          if (x > 0) loss -= x * Math.log(share[z][j]);
+        }
+      }
+      seen += t;
+    }
+  }
+  return { loss, seen };
+}
+
+/**
+ * Which season do the zones' shares follow? Candidates are the calendar
+ * periods of the interval (a day, a week) and the season `detectSeason` finds
+ * in each zone's counts summed over the series; each needs one earlier season
+ * before the span it is scored on: the last min(L, n − season) intervals, L
+ * the longest candidate that fits in the history. There, a candidate's share forecasts over the caller's horizon
+ * (each from the data before its origin) are scored by their mean
+ * multinomial log loss per access, summed over the series (e.g. segments:
+ * their shares may peak at different times, so they are forecast one by one;
+ * pass the busiest ones on a large cluster), against the recent shares alone.
+ * The candidate that improves on them most wins; 0 when none does.
  */
 export function chooseShareSeason(
   series: readonly (readonly ArrayLike<number>[])[],
   intervalSeconds: number,
-  opts: Omit<ZoneShareOptions, "season" | "historyEnd"> = {},
+  opts: Omit<ZoneShareOptions, "season" | "historyEnd"> & {
+    /** The forecasts are scored over this many intervals ahead, the caller's horizon (default 1). */
+    horizon?: number;
+  } = {},
 ): ShareSeasonChoice {
+  const horizon = Math.max(1, Math.floor(opts.horizon ?? 1));
   if (series.length === 0) return { season: 0, scores: [] };
   const n = checkZones(series[0]);
   const Z = series[0].length;
@@ -170,37 +215,25 @@ export function chooseShareSeason(
     const m = detectSeason(c, intervalSeconds);
     if (m >= 2) candidates.add(m);
   }
+  const fitting = [...candidates].filter((m) => m < n).sort((a, b) => a - b);
+  // every candidate is scored over as long a span as the longest fitting one, so a short season is
+  // not chosen on a handful of intervals
+  const longest = fitting.length ? fitting[fitting.length - 1] : 0;
   const scores: ShareSeasonChoice["scores"] = [];
   let best = 0;
   let bestGain = 0;
-  for (const m of [...candidates].sort((a, b) => a - b)) {
-    const span = Math.min(m, n - m);
+  for (const m of fitting) {
+    const span = Math.min(longest, n - m);
     if (span < 1) continue;
-    let loss = 0;
-    let base = 0;
-    let seen = 0;
-    for (const counts of series) {
-      for (let i = n - span; i < n; i++) {
-        let t = 0;
-        for (let z = 0; z < Z; z++) t += pos(counts[z][i]);
-        if (t === 0) continue;
-        const withSeason = zoneShares(counts, i, 1, { ...opts, season: m, historyEnd: i }).share;
-        const without = zoneShares(counts, i, 1, { ...opts, season: 0, historyEnd: i }).share;
-        for (let z = 0; z < Z; z++) {
-          const x = pos(counts[z][i]);
-          if (x === 0) continue;
-          loss -= x * Math.log(withSeason[z][0]);
-          base -= x * Math.log(without[z][0]);
-          seen += x;
-        }
-      }
-    }
-    if (seen === 0) continue;
-    scores.push({ season: m, logLoss: loss / seen, baseline: base / seen });
-    const gain = (base - loss) / seen;
-    if (gain > bestGain) {
+    const withSeason = shareLogLoss(series, n - span, n, horizon, { ...opts, season: m });
+    const without = shareLogLoss(series, n - span, n, horizon, { ...opts, season: 0 });
+    if (withSeason.seen === 0) continue;
+    const logLoss = withSeason.loss / withSeason.seen;
+    const baseline = without.loss / without.seen;
+    scores.push({ season: m, logLoss, baseline });
+    if (baseline - logLoss > bestGain) {
       best = m;
-      bestGain = gain;
+      bestGain = baseline - logLoss;
     }
   }
   return { season: best, scores };

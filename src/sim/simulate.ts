@@ -510,7 +510,7 @@ class PlannedPolicy {
         .sort((x, y) => y.v - x.v)
         .slice(0, 256);
       const series = busiest.map(({ a }) => this.zoneCounts(a).map((c) => c.subarray(from, done)));
-      const { season } = chooseShareSeason(series, w.opts.intervalSeconds, { priorSpan: H });
+      const { season } = chooseShareSeason(series, w.opts.intervalSeconds, { horizon: H, priorSpan: H });
       this.shareSeason = { done, season };
     }
     return { season: this.shareSeason.season, priorSpan: H, historyEnd: done };

@@ -85,3 +85,41 @@ describe("predictAccessPattern", () => {
     expect(again).toEqual(first);
   });
 });
+
+describe("predictAccessPattern with zone shares (top-down)", () => {
+  // 40 accesses an hour in all; the dominant zone (80%) is "a" from 0 to 12 h and "b" from 12 to 24 h
+  const days = 4;
+  const perZone = { a: new Float64Array(24 * days), b: new Float64Array(24 * days) };
+  for (let i = 0; i < 24 * days; i++) {
+    const aDominant = i % 24 < 12;
+    perZone.a[i] = aDominant ? 32 : 8;
+    perZone.b[i] = aDominant ? 8 : 32;
+  }
+
+  it("splits the total's forecast by the share profile, and sees the change coming", () => {
+    // history ends at 10 h: two hours before "b" takes over
+    const cut = { a: perZone.a.subarray(0, 24 * 3 + 10), b: perZone.b.subarray(0, 24 * 3 + 10) };
+    const p = predictAccessPattern(cut, { intervalSeconds: HOURLY, horizon: 6, shares: { season: 24 } });
+    p.total.mean.forEach((m, i) => {
+      expect(m).toBeCloseTo(p.zones.a.mean[i] + p.zones.b.mean[i], 6);
+      expect(m).toBeCloseTo(40, 0);
+    });
+    expect(p.zones.a.mean[0]).toBeGreaterThan(p.zones.b.mean[0]);
+    expect(p.zones.b.mean[4]).toBeGreaterThan(2 * p.zones.a.mean[4]);
+    expect(p.zones.a.model).toMatch(/×shares$/);
+    // per zone, the same data gives a forecast too; both are finite and never negative
+    for (const z of Object.values(p.zones)) {
+      expect(z.lower.every((v, i) => v >= 0 && v <= z.mean[i] + 1e-9)).toBe(true);
+      expect(z.upper.every((v) => Number.isFinite(v))).toBe(true);
+    }
+  });
+
+  it("refuses zones of different lengths", () => {
+    expect(() =>
+      predictAccessPattern(
+        { a: new Float64Array(50), b: new Float64Array(49) },
+        { intervalSeconds: HOURLY, horizon: 6, shares: { season: 24 } },
+      ),
+    ).toThrow(/same length/);
+  });
+});

@@ -79,8 +79,12 @@ describe("zoneShares", () => {
     const counts = [Float64Array.of(0, 0, 9, 9), Float64Array.of(3, 3, 0, 0)];
     const recent = recentShares(counts, 0, 4);
     expect(recent[0]).toBeCloseTo(19 / 26, 12); // add-one smoothed: (18 + 1) / (24 + 2)
-    const { share } = zoneShares(counts, 4, 3, { season: 288, priorSpan: 4 });
-    for (let step = 0; step < 3; step++) expect(share[0][step]).toBeCloseTo(recent[0], 12);
+    const { share, support } = zoneShares(counts, 4, 3, { season: 288, priorSpan: 4 });
+    for (let step = 0; step < 3; step++) {
+      expect(share[0][step]).toBeCloseTo(recent[0], 12);
+      // nothing pooled: the shares rest on the 24 recent accesses (+ one per zone), not on the prior's weight
+      expect(support[step]).toBe(26);
+    }
   });
 
   it("gives valid shares for any counts (property)", () => {
