@@ -195,7 +195,8 @@ class BinaryConnection {
           ? { op: "put" as const, key, value: Buffer.from(value), writeId }
           : { op: "delete" as const, key, writeId };
       shard.write([w]).then(
-        ([r]) => {
+        (rs) => {
+          const r = rs[0];
           this.agent.windows.record(segment, true, zi, Date.now());
           this.send(
             opName,

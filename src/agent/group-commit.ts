@@ -15,7 +15,9 @@
  * so the log must not accept more writes.
  */
 export class GroupCommit<T> {
-  private queue: { item: T; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private queue: T[] = [];
+  /** The outcome of the next flush, shared by every item waiting for it (one promise per flush, not per item). */
+  private next?: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void };
   private flushing = false;
   private failed: unknown = undefined;
   private idleWaiters: (() => void)[] = [];
@@ -30,14 +32,22 @@ export class GroupCommit<T> {
 
   submit(item: T): Promise<void> {
     if (this.failed !== undefined) return Promise.reject(this.failed);
-    return new Promise<void>((resolve, reject) => {
-      this.queue.push({ item, resolve, reject });
-      if (!this.flushing) {
-        this.flushing = true;
-        // start after the event loop's poll phase: every request read in this turn shares the flush
-        setImmediate(() => void this.run());
-      }
-    });
+    this.queue.push(item);
+    if (!this.next) {
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.next = { promise, resolve, reject };
+    }
+    if (!this.flushing) {
+      this.flushing = true;
+      // start after the event loop's poll phase: every request read in this turn shares the flush
+      setImmediate(() => void this.run());
+    }
+    return this.next.promise;
   }
 
   /** Items waiting or in flight. */
@@ -54,17 +64,19 @@ export class GroupCommit<T> {
   private async run(): Promise<void> {
     while (this.queue.length > 0) {
       const batch = this.queue;
+      const outcome = this.next!;
       this.queue = [];
+      this.next = undefined;
       this.onBatch?.(batch.length);
       try {
         if (this.failed !== undefined) throw this.failed;
-        await this.flush(batch.map((b) => b.item));
+        await this.flush(batch);
         this.flushes++;
         this.items += batch.length;
-        for (const b of batch) b.resolve();
+        outcome.resolve();
       } catch (err) {
         this.failed = err;
-        for (const b of batch) b.reject(err);
+        outcome.reject(err);
       }
     }
     this.flushing = false;

@@ -80,17 +80,22 @@ export function encodedLength(
   );
 }
 
-/** Encodes one entry into a fresh buffer. */
-export function encodeEntry(e: LogEntry): Buffer {
-  const shard = Buffer.from(e.shardId, "utf8");
-  const key = Buffer.from(e.key, "utf8");
-  const value = e.op === "put" ? e.value : Buffer.alloc(0);
+const NO_VALUE = Buffer.alloc(0);
+
+/**
+ * Encodes one entry into a fresh buffer. `shardIdBytes`, when given, is the
+ * shard id already encoded (a shard appends many entries with the same id).
+ */
+export function encodeEntry(e: LogEntry, shardIdBytes?: Buffer): Buffer {
+  const shard = shardIdBytes ?? Buffer.from(e.shardId, "utf8");
+  const keyLength = Buffer.byteLength(e.key, "utf8");
+  const value = e.op === "put" ? e.value : NO_VALUE;
   if (shard.length > 255) throw new Error("shard id longer than 255 bytes");
-  if (key.length > 65535) throw new Error("key longer than 65535 bytes");
+  if (keyLength > 65535) throw new Error("key longer than 65535 bytes");
   const id = e.writeId;
   if (id !== undefined && id.length !== WRITE_ID_BYTES)
     throw new Error(`a write id is ${WRITE_ID_BYTES} bytes, not ${id.length}`);
-  const total = encodedLength(shard.length, key.length, value.length, id !== undefined);
+  const total = encodedLength(shard.length, keyLength, value.length, id !== undefined);
   const buf = Buffer.allocUnsafe(total);
   const bodyLen = total - ENTRY_HEADER_BYTES;
   buf.writeUInt32LE(bodyLen, 0);
@@ -102,12 +107,12 @@ export function encodeEntry(e: LogEntry): Buffer {
   const op = e.op === "put" ? (id ? OP_PUT_WITH_ID : OP_PUT) : id ? OP_DELETE_WITH_ID : OP_DELETE;
   buf.writeUInt8(op, 32);
   buf.writeUInt8(shard.length, 33);
-  buf.writeUInt16LE(key.length, 34);
+  buf.writeUInt16LE(keyLength, 34);
   buf.writeUInt32LE(value.length, 36);
   let off = 40;
   if (id) off += id.copy(buf, off);
   off += shard.copy(buf, off);
-  off += key.copy(buf, off);
+  off += buf.write(e.key, off, keyLength, "utf8");
   value.copy(buf, off);
   buf.writeUInt32LE(crc32(buf.subarray(ENTRY_HEADER_BYTES)) >>> 0, 4);
   return buf;

@@ -10,11 +10,16 @@ export class AgentMetrics {
 
   constructor(gauges: { shards: () => number; keys: () => number; logBytes: () => number }) {
     collectDefaultMetrics({ register: this.registry, prefix: "shardctl_agent_" });
+    const counts = () => this.requestCountsSnapshot();
     this.requests = new Counter({
       name: "shardctl_agent_requests_total",
       help: "API requests by operation and HTTP status",
       labelNames: ["op", "status"],
       registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const c of counts()) this.inc({ op: c.op, status: c.status }, c.count);
+      },
     });
     this.batchEntries = new Histogram({
       name: "shardctl_agent_group_commit_entries",
@@ -59,17 +64,22 @@ export class AgentMetrics {
     });
   }
 
-  private readonly requestCounters = new Map<string, { inc(): void }>();
+  /** Requests per operation and status, counted in plain numbers and handed to prom-client at scrape time. */
+  private readonly requestCounts = new Map<string, Map<number | string, number>>();
 
-  /** Counts one request (label children cached: this is on every request's path). */
+  /** Counts one request. On every request's path: no string building, no prom-client call. */
   countRequest(op: string, status: number | string): void {
-    const k = `${op} ${status}`;
-    let c = this.requestCounters.get(k);
-    if (!c) {
-      c = this.requests.labels(op, String(status));
-      this.requestCounters.set(k, c);
-    }
-    c.inc();
+    let byStatus = this.requestCounts.get(op);
+    if (!byStatus) this.requestCounts.set(op, (byStatus = new Map()));
+    byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
+  }
+
+  /** The request counts so far, per operation and status (what /metrics reports). */
+  requestCountsSnapshot(): { op: string; status: string; count: number }[] {
+    const out: { op: string; status: string; count: number }[] = [];
+    for (const [op, byStatus] of this.requestCounts)
+      for (const [status, count] of byStatus) out.push({ op, status: String(status), count });
+    return out;
   }
 
   recordFlush(entries: number, bytes: number, ms: number): void {

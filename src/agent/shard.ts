@@ -88,6 +88,9 @@ function duplicateOf(w: RememberedWrite): WriteResult {
     : { lsn: w.lsn, existed: w.existed, duplicate: true };
 }
 
+/** The value of a delete (and of a put without one). */
+const NO_VALUE = Buffer.alloc(0);
+
 /** What a write() does with one op: append it, or answer it from an earlier write with the same id. */
 type Plan =
   | { kind: "append"; at: number; duplicate: boolean }
@@ -116,6 +119,9 @@ export class Shard {
    */
   private compactionHeldUntil = 0;
 
+  /** The shard id in UTF-8, as every log entry carries it. */
+  private readonly idBytes: Buffer;
+
   private constructor(
     readonly id: string,
     readonly dir: string,
@@ -123,6 +129,7 @@ export class Shard {
     private readonly opts: ShardOptions,
   ) {
     this.meta = meta;
+    this.idBytes = Buffer.from(id, "utf8");
     this.writeIds = new WriteIdTable(opts.writeIdCapacity ?? DEFAULT_WRITE_ID_CAPACITY);
   }
 
@@ -237,10 +244,15 @@ export class Shard {
    * earlier in `ops`, is not appended: it gets that write's outcome, marked
    * `duplicate`.
    */
-  async write(ops: WriteOp[]): Promise<WriteResult[]> {
+  write(ops: WriteOp[]): Promise<WriteResult[]> {
     if (!this.log || this.failed)
-      throw new Error(`shard ${this.id} is not available: ${this.failed ?? "closed"}`);
-    if (!ops.some((o) => o.writeId !== undefined)) return this.append(ops);
+      return Promise.reject(new Error(`shard ${this.id} is not available: ${this.failed ?? "closed"}`));
+    // the common case, on every write's path, without an async wrapper: no write ids
+    for (const o of ops) if (o.writeId !== undefined) return this.writeWithIds(ops);
+    return this.append(ops);
+  }
+
+  private async writeWithIds(ops: WriteOp[]): Promise<WriteResult[]> {
     // (synchronous up to append(): no other write can slip in between the lookups and the registration)
     const plan: Plan[] = [];
     const fresh: WriteOp[] = [];
@@ -294,39 +306,45 @@ export class Shard {
     return this.writeIds.get(id);
   }
 
-  private async append(ops: WriteOp[]): Promise<WriteResult[]> {
+  private append(ops: WriteOp[]): Promise<WriteResult[]> {
     const log = this.log;
-    if (!log || this.failed) throw new Error(`shard ${this.id} is not available: ${this.failed ?? "closed"}`);
+    if (!log || this.failed)
+      return Promise.reject(new Error(`shard ${this.id} is not available: ${this.failed ?? "closed"}`));
     const first = log.reserve(ops.length);
     const now = Date.now();
+    const migrationTimestamp = this.meta.migrationTimestamp;
     const buffers: Buffer[] = [];
     let bytes = 0;
-    ops.forEach((o, i) => {
-      const b = encodeEntry({
-        lsn: first + i,
-        timestamp: now,
-        migrationTimestamp: this.meta.migrationTimestamp,
-        op: o.op,
-        shardId: this.id,
-        key: o.key,
-        value: o.value ?? Buffer.alloc(0),
-        writeId: o.writeId,
-      });
+    for (let i = 0; i < ops.length; i++) {
+      const o = ops[i];
+      const b = encodeEntry(
+        {
+          lsn: first + i,
+          timestamp: now,
+          migrationTimestamp,
+          op: o.op,
+          shardId: this.id,
+          key: o.key,
+          value: o.value ?? NO_VALUE,
+          writeId: o.writeId,
+        },
+        this.idBytes,
+      );
       buffers.push(b);
       bytes += b.length;
-    });
-    const batch: ShardBatch = { buffers, bytes, firstLsn: first, ops, results: [] };
-    try {
-      await log.append(batch);
-    } catch (err) {
-      // a failed write or fsync: the file's content is unknown; stop serving the shard
-      if (!this.failed) {
-        this.failed = `log write failed: ${(err as Error).message}`;
-        this.opts.warn(`shard ${this.id}: ${this.failed}`);
-      }
-      throw err;
     }
-    return batch.results;
+    const batch: ShardBatch = { buffers, bytes, firstLsn: first, ops, results: [] };
+    return log.append(batch).then(
+      () => batch.results,
+      (err: unknown) => {
+        // a failed write or fsync: the file's content is unknown; stop serving the shard
+        if (!this.failed) {
+          this.failed = `log write failed: ${(err as Error).message}`;
+          this.opts.warn(`shard ${this.id}: ${this.failed}`);
+        }
+        throw err;
+      },
+    );
   }
 
   /**
@@ -366,12 +384,13 @@ export class Shard {
   }
 
   private applyDurable(b: ShardBatch): void {
-    b.ops.forEach((o, i) => {
+    for (let i = 0; i < b.ops.length; i++) {
+      const o = b.ops[i];
       const lsn = b.firstLsn + i;
       const prev = this.state.get(o.key);
       if (prev) this.valueBytes -= prev.value.length;
       if (o.op === "put") {
-        const value = o.value ?? Buffer.alloc(0);
+        const value = o.value ?? NO_VALUE;
         this.state.set(o.key, { value, lsn, timestamp: b.timestamps?.[i] ?? Date.now() });
         this.valueBytes += value.length;
         if (o.writeId) this.writeIds.add(o.writeId, lsn, "put");
@@ -381,7 +400,7 @@ export class Shard {
         if (o.writeId) this.writeIds.add(o.writeId, lsn, "delete", prev !== undefined);
         b.results.push({ lsn, existed: prev !== undefined });
       }
-    });
+    }
     this.bytesSinceSnapshot += b.bytes;
     // a migration target keeps its whole copied log until it is activated (the prepare checksum reads it)
     const copying = this.meta.state === "receiving" || this.meta.state === "prepared";

@@ -86,6 +86,15 @@ describe("agent durability", () => {
     const metrics = (await http(p.port, "GET", "/metrics")).body.toString();
     const count = Number(/shardctl_agent_group_commit_entries_count (\d+)/.exec(metrics)![1]);
     expect(count).toBeLessThan(writers * each);
+    // every put and get above is counted once, by operation and status (counted off prom-client, reported at scrape)
+    const counted = (op: string, status: number) =>
+      Number(
+        new RegExp(`shardctl_agent_requests_total\\{op="${op}",status="${status}"\\} (\\d+)`).exec(
+          metrics,
+        )?.[1],
+      );
+    expect(counted("put", 200)).toBe(writers * each);
+    expect(counted("get", 200)).toBe(writers * each);
   });
 
   it("keeps every acknowledged write, in order per key, through kill -9 during writes", async () => {
