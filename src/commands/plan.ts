@@ -486,12 +486,15 @@ export const registerPlan: RegisterCommand = (program: Command, ctx: CommandCont
 
 const PLAN_HELP = `
 For each shard with recorded access, the planner forecasts the access per
-origin zone over the horizon and looks for a reason to move: access from a
-zone far from the shard's node is predicted to rise, or the node is short of
-resources. For such a shard it costs every other node: the latency saved
-(predicted accesses x RTT difference) against the copy time at the measured
-bandwidth, the write pause, the target's load, a recent move (cooldown: never
-back and forth) and the forecast's uncertainty. Moves are ranked by net
+origin zone over the horizon: each segment's total access, split over the
+zones by where its accesses came from at the same time of earlier seasons
+(days, when the windows hold them; else the recent shares). It then looks for
+a reason to move: access from a zone far from the shard's node is predicted
+to rise, or the node is short of resources. For such a shard it costs every
+other node: the latency saved (predicted accesses x RTT difference) against
+the copy time at the measured bandwidth, the write pause, the target's load,
+a recent move (cooldown: never back and forth) and the uncertainty of the
+zones' shares. Moves are ranked by net
 benefit under a budget of concurrent migrations and bytes in flight. A plan
 records the map version it was computed against; applying it to a newer map
 is refused.
