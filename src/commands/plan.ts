@@ -494,10 +494,9 @@ to rise, or the node is short of resources. For such a shard it costs every
 other node: the latency saved (predicted accesses x RTT difference) against
 the copy time at the measured bandwidth, the write pause, the target's load,
 a recent move (cooldown: never back and forth) and the uncertainty of the
-zones' shares. Moves are ranked by net
-benefit under a budget of concurrent migrations and bytes in flight. A plan
-records the map version it was computed against; applying it to a newer map
-is refused.
+zones' shares. Moves are ranked by net benefit under a budget of concurrent
+migrations and bytes in flight. A plan records the map version it was
+computed against; applying it to a newer map is refused.
 
 Inputs today: the map from the store, access windows from
 the agents (or <dataDir>/access-windows.bin, \`shardctl record\`), the latency:

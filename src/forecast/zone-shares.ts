@@ -106,6 +106,11 @@ export function zoneShares(
     throw new UsageError("zone shares: steps must be an integer ≥ 0");
   if (!Number.isInteger(hw) || hw < 0) throw new UsageError("zone shares: halfWindow must be an integer ≥ 0");
   if (!(k > 0)) throw new UsageError("zone shares: priorWeight must be > 0");
+  if (!Number.isInteger(span) || span < 1)
+    throw new UsageError("zone shares: priorSpan must be an integer ≥ 1");
+  if (!Number.isInteger(start) || start < 0)
+    throw new UsageError("zone shares: start must be an integer ≥ 0");
+  if (!(end >= 0)) throw new UsageError("zone shares: historyEnd must be ≥ 0");
   const prior = opts.prior ? Float64Array.from(opts.prior) : recentShares(counts, end - span, end);
   if (prior.length !== Z) throw new UsageError("zone shares: the prior needs one share per zone");
   // the accesses behind the prior: when nothing is pooled, the shares rest on them alone
@@ -185,12 +190,13 @@ function shareLogLoss(
  * periods of the interval (a day, a week) and the season `detectSeason` finds
  * in each zone's counts summed over the series; each needs one earlier season
  * before the span it is scored on: the last min(L, n − season) intervals, L
- * the longest candidate that fits in the history. There, a candidate's share forecasts over the caller's horizon
- * (each from the data before its origin) are scored by their mean
- * multinomial log loss per access, summed over the series (e.g. segments:
- * their shares may peak at different times, so they are forecast one by one;
- * pass the busiest ones on a large cluster), against the recent shares alone.
- * The candidate that improves on them most wins; 0 when none does.
+ * the longest candidate that fits in the history. There, a candidate's share
+ * forecasts over the caller's horizon (each from the data before its origin)
+ * are scored by their mean multinomial log loss per access, summed over the
+ * series (e.g. segments: their shares may peak at different times, so they
+ * are forecast one by one; pass the busiest ones on a large cluster), against
+ * the recent shares alone. The candidate that improves on them most wins; 0
+ * when none does.
  */
 export function chooseShareSeason(
   series: readonly (readonly ArrayLike<number>[])[],

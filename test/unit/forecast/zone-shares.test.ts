@@ -124,6 +124,10 @@ describe("zoneShares", () => {
     expect(() => zoneShares(ok, 0, 1, { season: 2, priorWeight: 0 })).toThrow(UsageError);
     expect(() => zoneShares(ok, 0, 1, { season: 2, priorWeight: Number.NaN })).toThrow(UsageError);
     expect(() => zoneShares(ok, 0, 1, { season: 2, prior: [1] })).toThrow(/one share per zone/);
+    expect(() => zoneShares(ok, 0, 1, { season: 2, priorSpan: 0 })).toThrow(/priorSpan/);
+    expect(() => zoneShares(ok, Number.NaN, 1, { season: 2 })).toThrow(/start/);
+    expect(() => zoneShares(ok, -1, 1, { season: 2 })).toThrow(/start/);
+    expect(() => zoneShares(ok, 0, 1, { season: 2, historyEnd: Number.NaN })).toThrow(/historyEnd/);
     // NaN and negative counts are ignored, not propagated
     const dirty = [Float64Array.of(Number.NaN, -5, 3), Float64Array.of(1, 1, 1)];
     const { share } = zoneShares(dirty, 3, 2, { season: 0 });
