@@ -21,6 +21,7 @@
  * origin zone assigned by the same follow-the-sun rule on the time of day.
  */
 import { UsageError } from "../errors.js";
+import { seededRandom } from "../forecast/stats.js";
 import { csvField } from "./trace.js";
 
 export interface SeriesSource {
@@ -66,16 +67,9 @@ export interface RequestBuildOptions {
 export const DEFAULT_TRACE_START = Date.UTC(2024, 0, 1);
 const DAY_MS = 86_400_000;
 
-/** mulberry32: a small, fast, seedable PRNG (uniform in [0, 1)). */
+/** mulberry32 (the forecasting library's seeded PRNG), uniform in [0, 1); seed 0 stands for 0x9e3779b9. */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0 || 0x9e3779b9;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return seededRandom(seed >>> 0 || 0x9e3779b9);
 }
 
 function checkCommon(
