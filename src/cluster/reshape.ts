@@ -177,9 +177,8 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       throw new StepError(failText(`source ${im.sourceNode.id} (export)`, r.status, tryJson(r.body)));
     const last = Number(r.headers["x-last-lsn"]);
     const through = Number(r.headers["x-scanned-through"]);
-    const snapLsn = r.headers["x-snapshot-lsn"];
-    if (typeof snapLsn === "string") {
-      // a compacted source: a page of its snapshot's records first
+    // hands the exported page to the target's import, with the headers that say what it holds
+    const importPage = async (headers: Record<string, string>): Promise<void> => {
       const a = await rpc.request(
         im.targetNode.address,
         "POST",
@@ -189,16 +188,19 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
             "content-type": "application/octet-stream",
             "x-source-shard": im.source.id,
             "x-migration": id,
-            "x-from": "1",
             "x-scanned-through": String(through),
-            "x-snapshot-lsn": snapLsn,
-            "x-snapshot-skip": String(im.snapSkip),
+            ...headers,
           },
           body: r.body,
         },
       );
       if (a.status !== 200)
         throw new StepError(failText(`target ${im.targetNode.id} (import)`, a.status, tryJson(a.body)));
+    };
+    const snapLsn = r.headers["x-snapshot-lsn"];
+    if (typeof snapLsn === "string") {
+      // a compacted source: a page of its snapshot's records first
+      await importPage({ "x-from": "1", "x-snapshot-lsn": snapLsn, "x-snapshot-skip": String(im.snapSkip) });
       im.snapSkip = Number(r.headers["x-snapshot-next"]);
       if (through > 0) im.next = through + 1;
       j.bytesCopied += r.body.length;
@@ -206,23 +208,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       return last - (im.next - 1) + (through > 0 ? 0 : 1);
     }
     if (through >= im.next) {
-      const a = await rpc.request(
-        im.targetNode.address,
-        "POST",
-        `/v1/admin/shards/${encodeURIComponent(im.target)}/import`,
-        {
-          headers: {
-            "content-type": "application/octet-stream",
-            "x-source-shard": im.source.id,
-            "x-migration": id,
-            "x-from": String(im.next),
-            "x-scanned-through": String(through),
-          },
-          body: r.body,
-        },
-      );
-      if (a.status !== 200)
-        throw new StepError(failText(`target ${im.targetNode.id} (import)`, a.status, tryJson(a.body)));
+      await importPage({ "x-from": String(im.next) });
       im.next = through + 1;
       j.bytesCopied += r.body.length;
       j.entriesCopied += Number(r.headers["x-entries"]);
