@@ -263,6 +263,21 @@ export function computePlan(
 
   // 1. Demand per shard.
   const aggs = new Map<string, ShardDemandAgg>();
+  const emptyAgg = (shard: ShardInfo): ShardDemandAgg => {
+    const segments = expandRanges(shard.ranges);
+    let bytes = 0;
+    for (const s of segments) bytes += inputs.segmentBytes(s);
+    const zeros = () => new Float64Array(nz);
+    return {
+      shard,
+      predicted: zeros(),
+      recent: zeros(),
+      writes: 0,
+      segs: [],
+      bytes,
+      segments: segments.length,
+    };
+  };
   for (const d of inputs.demand) {
     if (!Number.isInteger(d.segment) || d.segment < 0 || d.segment >= map.segmentCount) {
       throw new UsageError(`demand names segment ${d.segment}, outside 0..${map.segmentCount - 1}`);
@@ -275,20 +290,7 @@ export function computePlan(
     const shard = table.shardOf(d.segment);
     if (onlyShard && shard.id !== onlyShard) continue;
     let a = aggs.get(shard.id);
-    if (!a) {
-      let bytes = 0;
-      for (const s of expandRanges(shard.ranges)) bytes += inputs.segmentBytes(s);
-      a = {
-        shard,
-        predicted: new Float64Array(nz),
-        recent: new Float64Array(nz),
-        writes: 0,
-        segs: [],
-        bytes,
-        segments: expandRanges(shard.ranges).length,
-      };
-      aggs.set(shard.id, a);
-    }
+    if (!a) aggs.set(shard.id, (a = emptyAgg(shard)));
     let total = 0;
     for (let z = 0; z < nz; z++) {
       const p = Math.max(0, Number(d.predicted[z]) || 0);
@@ -311,20 +313,7 @@ export function computePlan(
     }
     a.segs.push(d);
   }
-  if (onlyShard && !aggs.has(onlyShard)) {
-    const shard = table.shardById(onlyShard)!;
-    let bytes = 0;
-    for (const s of expandRanges(shard.ranges)) bytes += inputs.segmentBytes(s);
-    aggs.set(onlyShard, {
-      shard,
-      predicted: new Float64Array(nz),
-      recent: new Float64Array(nz),
-      writes: 0,
-      segs: [],
-      bytes,
-      segments: expandRanges(shard.ranges).length,
-    });
-  }
+  if (onlyShard && !aggs.has(onlyShard)) aggs.set(onlyShard, emptyAgg(table.shardById(onlyShard)!));
 
   // 2-3. Assess each shard.
   const assessments: ShardAssessment[] = [];
