@@ -107,7 +107,7 @@ describe("predictAccessPattern with zone shares (top-down)", () => {
     expect(p.zones.a.mean[0]).toBeGreaterThan(p.zones.b.mean[0]);
     expect(p.zones.b.mean[4]).toBeGreaterThan(2 * p.zones.a.mean[4]);
     expect(p.zones.a.model).toMatch(/×shares$/);
-    // per zone, the same data gives a forecast too; both are finite and never negative
+    // every zone's interval is finite, never negative, and holds its mean
     for (const z of Object.values(p.zones)) {
       expect(z.lower.every((v, i) => v >= 0 && v <= z.mean[i] + 1e-9)).toBe(true);
       expect(z.upper.every((v) => Number.isFinite(v))).toBe(true);
