@@ -71,19 +71,28 @@ function checkZones(counts: readonly ArrayLike<number>[]): number {
   return n;
 }
 
-/** Add-one smoothed shares of the counts in [from, to). */
-export function recentShares(counts: readonly ArrayLike<number>[], from: number, to: number): Float64Array {
-  const Z = counts.length;
-  const out = new Float64Array(Z);
+/** Each zone's accesses in [from, to) plus one (add-one smoothing), and their sum. */
+function recentCounts(
+  counts: readonly ArrayLike<number>[],
+  from: number,
+  to: number,
+): { perZone: Float64Array; total: number } {
+  const perZone = new Float64Array(counts.length);
   let total = 0;
-  for (let z = 0; z < Z; z++) {
+  for (let z = 0; z < counts.length; z++) {
     let s = 1;
     for (let j = Math.max(0, from); j < to; j++) s += pos(counts[z][j]);
-    out[z] = s;
+    perZone[z] = s;
     total += s;
   }
-  for (let z = 0; z < Z; z++) out[z] /= total;
-  return out;
+  return { perZone, total };
+}
+
+/** Add-one smoothed shares of the counts in [from, to). */
+export function recentShares(counts: readonly ArrayLike<number>[], from: number, to: number): Float64Array {
+  const { perZone, total } = recentCounts(counts, from, to);
+  for (let z = 0; z < perZone.length; z++) perZone[z] /= total;
+  return perZone;
 }
 
 /**
@@ -111,14 +120,16 @@ export function zoneShares(
   if (!Number.isInteger(start) || start < 0)
     throw new UsageError("zone shares: start must be an integer ≥ 0");
   if (!(end >= 0)) throw new UsageError("zone shares: historyEnd must be ≥ 0");
-  const prior = opts.prior ? Float64Array.from(opts.prior) : recentShares(counts, end - span, end);
-  if (prior.length !== Z) throw new UsageError("zone shares: the prior needs one share per zone");
-  // the accesses behind the prior: when nothing is pooled, the shares rest on them alone
+  // the prior, and the accesses behind it: when nothing is pooled, the shares rest on them alone
+  let prior: Float64Array;
   let priorCount = k;
-  if (!opts.prior) {
-    priorCount = Z;
-    for (const c of counts) for (let j = Math.max(0, end - span); j < end; j++) priorCount += pos(c[j]);
+  if (opts.prior) prior = Float64Array.from(opts.prior);
+  else {
+    const recent = recentCounts(counts, end - span, end);
+    prior = recent.perZone.map((c) => c / recent.total);
+    priorCount = recent.total;
   }
+  if (prior.length !== Z) throw new UsageError("zone shares: the prior needs one share per zone");
   const m = Math.round(opts.season);
   const share = Array.from({ length: Z }, () => new Float64Array(steps));
   const support = new Float64Array(steps);
