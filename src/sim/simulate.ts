@@ -6,8 +6,10 @@
  *
  * Time is cut into decision intervals of Δ seconds, I_j = [b_j, b_{j+1}).
  * Every policy places each shard on one node per interval: a move decided
- * during I_{k-1} (at d_k = b_k − lead, seeing only the complete intervals up
- * to I_{k-2}) copies the shard in the background, fences it for the write
+ * during I_{k-1} (at d_k = b_k − lead, seeing every access before d_k: the
+ * complete intervals up to I_{k-2} and the first Δ − lead seconds of I_{k-1},
+ * counted as a whole interval at that rate, as an agent's per-second windows
+ * would show them) copies the shard in the background, fences it for the write
  * pause and cuts over exactly at a boundary — b_k if copy + pause fits in the
  * lead, else the first boundary it fits before. Writes arriving in the fenced
  * tail [b − pause, b) wait until b and are then served by the target.
@@ -17,7 +19,7 @@
  * Policies:
  *  - static: the initial layout, never changed;
  *  - reactive: the planner fed with what was observed (demand = the last H
- *    complete intervals, compared with the H before): it moves after a change;
+ *    intervals seen, compared with the H before): it moves after a change;
  *  - predictive: the planner fed with the prediction of the H intervals
  *    after the cutover: the forecaster's prediction of each segment's total,
  *    split over the zones by their share profile over the season
@@ -84,6 +86,8 @@ export interface SimOptions {
   policies: readonly PolicyName[];
   /** Called with every plan a planner-driven policy makes (for tests and debugging). */
   onPlan?: (policy: PolicyName, boundary: number, plan: MigrationPlan) => void;
+  /** Called with each policy's latency per access, in trace order (for tests and analysis). */
+  onLatencies?: (policy: PolicyName, lat: Float64Array) => void;
 }
 
 export const DEFAULT_SIM_OPTIONS: SimOptions = {
@@ -179,6 +183,8 @@ class Workload {
   readonly counts: Float64Array;
   /** writes[a·nI + j] */
   readonly writes: Float64Array;
+  /** partial[(a·Z + z)·nI + j]: the accesses of interval j before its decision time b_{j+1} − lead. */
+  readonly partial: Float64Array;
   /** First event index of each interval (length nI + 1). */
   readonly eventStart: Int32Array;
   readonly segBytes: Float64Array;
@@ -219,6 +225,8 @@ class Workload {
     const A = this.active.length;
     this.counts = new Float64Array(A * this.Z * this.nI);
     this.writes = new Float64Array(A * this.nI);
+    this.partial = new Float64Array(A * this.Z * this.nI);
+    const leadMs = opts.leadSeconds * 1000;
     this.eventStart = new Int32Array(this.nI + 1);
     let j = 0;
     for (let e = 0; e < trace.length; e++) {
@@ -226,6 +234,8 @@ class Workload {
       while (j < ij) this.eventStart[++j] = e;
       const a = this.activeIdx[this.segOfEvent[e]];
       this.counts[(a * this.Z + trace.zone[e]) * this.nI + ij] += 1;
+      if (trace.t[e] < this.boundary(ij + 1) - leadMs)
+        this.partial[(a * this.Z + trace.zone[e]) * this.nI + ij] += 1;
       if (trace.write[e]) this.writes[a * this.nI + ij] += 1;
     }
     while (j < this.nI) this.eventStart[++j] = trace.length;
@@ -315,6 +325,12 @@ class PlannedPolicy {
   readonly nodeOfSeg: Int32Array;
   pending: PendingMove[] = [];
   readonly replay: Replay;
+  /**
+   * The counts as a decision sees them, laid out as Workload.counts: at decision k, intervals before
+   * k − 1 complete, interval k − 1 up to the decision time (scaled to a whole interval), nothing after.
+   */
+  private readonly seen: Float64Array;
+  private seenUpTo = 0;
   private readonly nodeIndex: Map<string, number>;
 
   constructor(
@@ -327,7 +343,30 @@ class PlannedPolicy {
     this.nodeIndex = new Map(w.latency.nodes.map((n, i) => [n.id, i]));
     this.nodeOfSeg = new Int32Array(w.opts.segmentCount);
     this.replay = new Replay(w);
+    this.seen = new Float64Array(w.counts.length);
     this.refreshNodes();
+  }
+
+  /** Brings `seen` to decision k: interval k − 2 complete, interval k − 1 as far as the decision time. */
+  private see(k: number): void {
+    const w = this.w;
+    const scale = w.dt / (w.dt - w.opts.leadSeconds * 1000);
+    for (let j = Math.max(0, this.seenUpTo - 1); j < k; j++) {
+      const full = j < k - 1;
+      for (let r = 0; r < w.active.length * w.Z; r++) {
+        const i = r * w.nI + j;
+        this.seen[i] = full ? w.counts[i] : w.partial[i] * scale;
+      }
+    }
+    this.seenUpTo = k;
+  }
+
+  /** Σ seen counts of active segment a, zone z, over intervals [from, to). */
+  private sum(a: number, z: number, from: number, to: number): number {
+    const base = (a * this.w.Z + z) * this.w.nI;
+    let s = 0;
+    for (let j = Math.max(0, from); j < to; j++) s += this.seen[base + j];
+    return s;
   }
 
   private refreshNodes(): void {
@@ -356,7 +395,7 @@ class PlannedPolicy {
   }
 
   /**
-   * The decision at d_k = b_k − lead: uses complete intervals < k − 1 only.
+   * The decision at d_k = b_k − lead: sees intervals < k − 1 complete and interval k − 1 up to d_k.
    * Reactive plans on what was observed. Predictive plans on the forecast,
    * then gives the reactive check to the segments the forecast left alone (not
    * moved, not postponed) whose recent zone counts the share profile did not
@@ -366,15 +405,17 @@ class PlannedPolicy {
   decide(k: number): void {
     const w = this.w;
     const H = w.opts.horizonIntervals;
-    const done = k - 1; // intervals [0, done) are complete
+    // intervals [0, done) are seen: all but the last complete, the last up to the decision time
+    const done = Math.min(k, w.nI);
     if (done < H + 1) return;
+    this.see(done);
     const now = w.boundary(k) - w.opts.leadSeconds * 1000;
     if (w.opts.reshard && this.pending.length === 0) this.reshard(done, now);
 
     const demandSegs: number[] = [];
     for (let a = 0; a < w.active.length; a++) {
       let vol = 0;
-      for (let z = 0; z < w.Z; z++) vol += w.sum(a, z, done - 2 * H, done);
+      for (let z = 0; z < w.Z; z++) vol += this.sum(a, z, done - 2 * H, done);
       if (vol > 0) demandSegs.push(a);
     }
     if (demandSegs.length === 0) return;
@@ -402,7 +443,7 @@ class PlannedPolicy {
     if (fallback.length) this.planAndApply(fallback, k, now);
   }
 
-  /** What was observed, standing in for what comes next: the last H complete intervals vs the H before, Poisson noise. */
+  /** What was observed, standing in for what comes next: the last H intervals seen vs the H before, Poisson noise. */
   private observedDemand(a: number, done: number): SegmentDemand {
     const w = this.w;
     const H = w.opts.horizonIntervals;
@@ -411,12 +452,13 @@ class PlannedPolicy {
     const sd = new Array<number>(w.Z);
     let tot = 0;
     for (let z = 0; z < w.Z; z++) {
-      predicted[z] = w.sum(a, z, done - H, done);
-      recent[z] = w.sum(a, z, done - 2 * H, done - H);
+      predicted[z] = this.sum(a, z, done - H, done);
+      recent[z] = this.sum(a, z, done - 2 * H, done - H);
       sd[z] = Math.sqrt(predicted[z]);
-      tot += predicted[z];
+      // the write fraction over the last H complete intervals
+      tot += w.sum(a, z, done - 1 - H, done - 1);
     }
-    const writeFraction = tot > 0 ? w.writeSum(a, done - H, done) / tot : 0;
+    const writeFraction = tot > 0 ? w.writeSum(a, done - 1 - H, done - 1) / tot : 0;
     return { segment: w.active[a], predicted, recent, writeFraction, predictedSd: sd };
   }
 
@@ -484,7 +526,7 @@ class PlannedPolicy {
   private zoneCounts(a: number): Float64Array[] {
     const w = this.w;
     return Array.from({ length: w.Z }, (_, z) =>
-      w.counts.subarray((a * w.Z + z) * w.nI, (a * w.Z + z + 1) * w.nI),
+      this.seen.subarray((a * w.Z + z) * w.nI, (a * w.Z + z + 1) * w.nI),
     );
   }
 
@@ -501,7 +543,7 @@ class PlannedPolicy {
       const from = Math.max(0, done - w.opts.historyIntervals);
       const volume = (a: number) => {
         let v = 0;
-        for (let z = 0; z < w.Z; z++) v += w.sum(a, z, from, done);
+        for (let z = 0; z < w.Z; z++) v += this.sum(a, z, from, done);
         return v;
       };
       const busiest = w.active
@@ -517,8 +559,8 @@ class PlannedPolicy {
   }
 
   /**
-   * Predicted accesses per (segment, zone) over the intervals [done + 1, done + 1 + H) — the ones a
-   * cutover at b_{done+1} affects (interval `done` is in progress) — with their standard deviation,
+   * Predicted accesses per (segment, zone) over the intervals [done, done + H) — the ones a cutover
+   * at b_done affects (interval done − 1 is in progress, seen up to now) — with their standard deviation,
    * and the first interval alone. Top-down: the forecaster predicts each segment's total, and the
    * zones' share profile over the day (src/forecast/zone-shares.ts) splits it. The deviation charged
    * as risk is the shares' standard error only: an uncertain volume scales the benefit of a move but
@@ -543,7 +585,7 @@ class PlannedPolicy {
         const total = new Float64Array(done - from);
         for (let z = 0; z < w.Z; z++) {
           const base = (a * w.Z + z) * w.nI;
-          for (let j = from; j < done; j++) total[j - from] += w.counts[base + j];
+          for (let j = from; j < done; j++) total[j - from] += this.seen[base + j];
         }
         return { id: String(w.active[a]), values: B > 1 ? trailingMean(total, B) : total };
       });
@@ -560,19 +602,19 @@ class PlannedPolicy {
     const shareOpts = this.shareOptions(done);
     for (const a of demandSegs) {
       const fc = f.byKey.get(a);
-      const { share, support } = zoneShares(this.zoneCounts(a), done + 1, H, shareOpts);
+      const { share, support } = zoneShares(this.zoneCounts(a), done, H, shareOpts);
       for (let z = 0; z < w.Z; z++) {
         let s = 0;
         let v = 0;
-        for (let i = done + 1; i < done + 1 + H; i++) {
+        for (let i = done; i < done + H; i++) {
           // Step 0 of the forecast is interval f.done; interval i is step i − f.done.
           const m = fc ? fc.mean[i - f.done + shift] : 0;
           const total = Number.isFinite(m) && m > 0 ? m : 0;
-          const sh = share[z][i - done - 1];
+          const sh = share[z][i - done];
           s += total * sh;
           // the steps share one profile, so their errors add up (correlated), not in quadrature
-          v += total * Math.sqrt((sh * (1 - sh)) / support[i - done - 1]);
-          if (i === done + 1) next.set(a * w.Z + z, total * sh);
+          v += total * Math.sqrt((sh * (1 - sh)) / support[i - done]);
+          if (i === done) next.set(a * w.Z + z, total * sh);
         }
         sum.set(a * w.Z + z, s);
         sd.set(a * w.Z + z, v);
@@ -597,7 +639,7 @@ class PlannedPolicy {
     let total = 0;
     for (let a = 0; a < w.active.length; a++) {
       let s = 0;
-      for (let z = 0; z < w.Z; z++) s += w.sum(a, z, done - win, done);
+      for (let z = 0; z < w.Z; z++) s += this.sum(a, z, done - win, done);
       loads[w.active[a]] = s / span;
       total += s / span;
     }
@@ -808,7 +850,9 @@ export function simulate(
       for (let j = 0; j < w.nI; j++) r.interval(j, initialNodeOfSeg, initialNodeOfSeg);
       result.policies.static = r.result();
     } else if (name === "oracle") {
-      result.policies.oracle = runOracle(w, initialNodeOfSeg).result();
+      const r = runOracle(w, initialNodeOfSeg);
+      opts.onLatencies?.("oracle", r.lat);
+      result.policies.oracle = r.result();
     } else {
       const p = new PlannedPolicy(w, structuredClone(initial), name, forecast);
       const next = new Int32Array(opts.segmentCount);
@@ -818,6 +862,7 @@ export function simulate(
         p.replay.interval(j, p.nodeOfSeg, next);
         p.commit(j + 1);
       }
+      opts.onLatencies?.(name, p.replay.lat);
       result.policies[name] = p.replay.result();
     }
   }

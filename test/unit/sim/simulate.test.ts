@@ -105,6 +105,34 @@ describe("simulate", () => {
     expect(extra).toBeCloseTo(paused.migrations * (10 + 50 - 1), 6);
   });
 
+  it("a decision sees the interval in progress up to the decision time, and nothing after it", () => {
+    // one key read once a second from zone a, then from zone c; the switch comes either at the start
+    // of interval 12 (55 s of it are before the decision at b_13 − 5 s) or 5 s before its end (after it)
+    const run = (switchAt: number) => {
+      const lines: string[] = [];
+      for (let s = 0; s < 20 * 60; s++) lines.push(`${START + s * 1000},k,read,${s < switchAt ? "a" : "c"}`);
+      const t = parseTrace(lines.join("\n"), Z);
+      let lat: Float64Array = new Float64Array(0);
+      simulate(t, latency, undefined, {
+        ...small,
+        horizonIntervals: 1,
+        cooldownIntervals: 0,
+        policies: ["reactive"],
+        onLatencies: (_, l) => (lat = l),
+      });
+      // the latency of each interval's accesses (all served alike within an interval)
+      return Array.from({ length: 20 }, (_, j) => lat[j * 60]);
+    };
+    const early = run(12 * 60);
+    expect(early[11]).toBe(1); // on a's node by then
+    expect(early[12]).toBe(50); // the switch is seen during interval 12…
+    expect(early[13]).toBe(1); // …and the key is on c's node from b_13
+    const late = run(13 * 60 - 5);
+    expect(late[12]).toBe(1);
+    expect(late[13]).toBe(50); // the last 5 s of interval 12 came after the decision at b_13 − 5 s
+    expect(late[14]).toBe(1);
+  });
+
   it("more nodes per zone still work, and every policy is reported", () => {
     const lat6 = LatencyModel.fromZoneMatrix(defaultZoneMatrix(Z), nodesOverZones(Z, 6));
     const r = simulate(trace, lat6, seasonal(30), small);
