@@ -23,8 +23,8 @@
  *  - predictive: the planner fed with the prediction of the H intervals
  *    after the cutover: the forecaster's prediction of each segment's total,
  *    split over the zones by their share profile over the season
- *    (src/forecast/zone-shares.ts); shares whose recent counts depart from the
- *    profile get the reactive check as well;
+ *    (src/forecast/zone-shares.ts); segments whose recent counts depart from
+ *    the profile, or exceed the forecast total, get the reactive check as well;
  *  - oracle: knows the whole trace; per segment, an exact dynamic programme
  *    over (interval, node) minimising the total latency of the actual accesses
  *    with the same pause cost on every move. Any policy above places every
@@ -46,10 +46,18 @@ import {
 } from "../engine/planner.js";
 import { Segmenter } from "../engine/segmenter.js";
 import type { BatchForecast, SeriesForecast, SeriesToForecast } from "./forecaster.js";
-import { chooseShareSeason, shareSurprise, zoneShares, type ZoneShareOptions } from "../forecast/index.js";
+import {
+  chooseShareSeason,
+  normalQuantile,
+  shareSurprise,
+  zoneShares,
+  type ZoneShareOptions,
+} from "../forecast/index.js";
 import type { Trace } from "./trace.js";
 
 export const POLICIES = ["static", "reactive", "predictive", "oracle"] as const;
+/** The standard normal's 99.9% quantile: a count above mean + z·√mean is a 0.1% Poisson surprise. */
+const POISSON_UPPER_Z = normalQuantile(0.999);
 export type PolicyName = (typeof POLICIES)[number];
 
 export interface SimOptions {
@@ -398,9 +406,10 @@ class PlannedPolicy {
    * The decision at d_k = b_k − lead: sees intervals < k − 1 complete and interval k − 1 up to d_k.
    * Reactive plans on what was observed. Predictive plans on the forecast,
    * then gives the reactive check to the segments the forecast left alone (not
-   * moved, not postponed) whose recent zone counts the share profile did not
-   * expect (shareSurprise, χ² at 1%), so a forecast that misses a change costs
-   * no more than reacting to it, and one that did not miss is not second-guessed.
+   * moved, not postponed) whose recent accesses the prediction did not expect
+   * (`surprised`: other zones than the share profile's, or more than the
+   * forecast total), so a forecast that misses a change costs no more than
+   * reacting to it, and one that did not miss is not second-guessed.
    */
   decide(k: number): void {
     const w = this.w;
@@ -623,10 +632,27 @@ class PlannedPolicy {
     return { sum, sd, next };
   }
 
-  /** Did segment a's zone counts over the last H intervals depart from what the share profile expected? */
+  /**
+   * Did segment a's recent accesses depart from what the prediction expected? Either its zone counts
+   * over the last H intervals surprised the share profile (shareSurprise, χ² at 1%), or the last
+   * interval seen brought more accesses than the total's forecast allowed for: beyond the Poisson
+   * upper 0.1% bound of the forecast and at least minRiseAccesses more (a burst the forecast missed,
+   * from where the profile expected it).
+   */
   private surprised(a: number, done: number): boolean {
-    const H = this.w.opts.horizonIntervals;
-    return shareSurprise(this.zoneCounts(a), done - H, done, this.shareOptions(done)).surprised;
+    const w = this.w;
+    const H = w.opts.horizonIntervals;
+    if (shareSurprise(this.zoneCounts(a), done - H, done, this.shareOptions(done)).surprised) return true;
+    const f = this.lastForecast;
+    const fc = f?.byKey.get(a);
+    if (!f || !fc) return false;
+    // the forecast of interval done − 1 if it was made before it, else of the next interval
+    const step = Math.max(0, done - 1 - f.done) + Math.floor((w.opts.smoothIntervals - 1) / 2);
+    const m = fc.mean[step];
+    const expected = Number.isFinite(m) && m > 0 ? m : 0;
+    let seen = 0;
+    for (let z = 0; z < w.Z; z++) seen += this.sum(a, z, done - 1, done);
+    return seen > expected + POISSON_UPPER_Z * Math.sqrt(expected) + w.opts.minRiseAccesses;
   }
 
   private reshard(done: number, now: number): void {

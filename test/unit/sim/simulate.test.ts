@@ -133,6 +133,35 @@ describe("simulate", () => {
     expect(late[14]).toBe(1);
   });
 
+  it("a burst the forecast missed gets the reactive check, even with the zone mix the profile expects", () => {
+    // 10 accesses a minute (80% from zone c, 10% each from a and b) for 40 minutes, then 100 a
+    // minute in the same mix, and a forecaster that always says 10: the shares are as expected,
+    // only the volume surprises
+    const steady: BatchForecast = (series, o) =>
+      series.map(() => ({ mean: new Array<number>(o.horizon).fill(10) }));
+    const lines: string[] = [];
+    const zoneOf = (i: number) => (i % 10 === 0 ? "a" : i % 10 === 1 ? "b" : "c");
+    for (let j = 0; j < 50; j++) {
+      const n = j < 40 ? 10 : 100;
+      for (let i = 0; i < n; i++) lines.push(`${START + j * STEP + (i * STEP) / n},k,read,${zoneOf(i)}`);
+    }
+    const t = parseTrace(lines.join("\n"), Z);
+    let lat: Float64Array = new Float64Array(0);
+    const r = simulate(t, latency, steady, {
+      ...small,
+      minRiseAccesses: 25, // the trickle's start (10 → 30 accesses per horizon) is no rise
+      policies: ["predictive"],
+      onLatencies: (_, l) => (lat = l),
+    });
+    const c = (e: number) => (t.zone[e] === 2 ? lat[e] : undefined);
+    expect(c(2)).toBe(50); // the key's shard starts away from zone c
+    expect(c(399)).toBe(50); // a steady load from the expected zones moves nothing
+    expect(r.policies.predictive!.migrations).toBe(1);
+    // the burst starts in interval 40 (events 400…); seen during it, the move lands at b_41
+    expect(c(400 + 99)).toBe(50);
+    expect(c(400 + 100 + 2)).toBe(1);
+  });
+
   it("more nodes per zone still work, and every policy is reported", () => {
     const lat6 = LatencyModel.fromZoneMatrix(defaultZoneMatrix(Z), nodesOverZones(Z, 6));
     const r = simulate(trace, lat6, seasonal(30), small);
