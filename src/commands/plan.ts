@@ -137,11 +137,8 @@ export interface PlanOptions {
 
 /**
  * Demand per segment from the access windows: the forecast of the next
- * horizon per zone — top-down (src/forecast's predictAccessPattern with
- * `shares`: the segment's total forecast, split by the zones' share profile
- * over the season that chooseShareSeason picks on the busiest segments), with
- * the shares' standard error as the uncertainty — against the baseline of the
- * equally long span before the latest one.
+ * horizon per zone (demandFromZoneSeries) from each segment's series at the
+ * finest level whose span covers three horizons.
  */
 export function demandFromWindows(
   windows: AccessWindows,
@@ -151,8 +148,6 @@ export function demandFromWindows(
   nowMs: number,
 ): { demand: SegmentDemand[]; note: string } {
   const level = chooseLevel(windows);
-  const { resolutionSeconds, slots } = windows.levels[level];
-  const h = Math.max(1, Math.min(Math.floor(slots / 3), Math.round(horizonSeconds / resolutionSeconds)));
   for (const z of windows.zones) {
     if (!zones.includes(z)) {
       throw new UsageError(`access was recorded from zone ${z}, which the latency matrix does not list`, {
@@ -160,25 +155,69 @@ export function demandFromWindows(
       });
     }
   }
-  const accessed: { segment: number; perZone: Record<string, Float64Array>; volume: number }[] = [];
+  const series: SegmentZoneSeries[] = [];
   for (const segment of segments) {
     const perZone: Record<string, Float64Array> = {};
-    let volume = 0;
-    for (const z of windows.zones) {
-      perZone[z] = windows.series(segment, level, nowMs, z);
-      for (const v of perZone[z]) volume += v;
-    }
-    if (volume > 0) accessed.push({ segment, perZone, volume });
+    for (const z of windows.zones) perZone[z] = windows.series(segment, level, nowMs, z);
+    series.push({
+      segment,
+      perZone,
+      writes: windows.series(segment, level, nowMs, "writes"),
+      totals: windows.series(segment, level, nowMs, "total"),
+    });
   }
+  const { resolutionSeconds, slots } = windows.levels[level];
+  return demandFromZoneSeries(series, zones, resolutionSeconds, horizonSeconds, slots);
+}
+
+/** One segment's access counts per interval (oldest first), as the windows or an agent give them. */
+export interface SegmentZoneSeries {
+  segment: number;
+  /** Accesses per origin zone. */
+  perZone: Record<string, Float64Array>;
+  /** Writes and all accesses (for the write fraction); without them it is taken as 0. */
+  writes?: Float64Array;
+  totals?: Float64Array;
+}
+
+/**
+ * Demand per segment from its per-zone series: the forecast of the next
+ * horizon per zone — top-down (src/forecast's predictAccessPattern with
+ * `shares`: the segment's total forecast, split by the zones' share profile
+ * over the season that chooseShareSeason picks on the busiest segments), with
+ * the shares' standard error as the uncertainty — against the baseline of the
+ * equally long span before the latest one. `shardctl plan` and the
+ * dashboard's plan preview both build their demand here. The horizon is
+ * `horizonSeconds` in intervals, at most a third of `maxPoints` (default: the
+ * series' length), at least one.
+ */
+export function demandFromZoneSeries(
+  series: readonly SegmentZoneSeries[],
+  zones: readonly string[],
+  resolutionSeconds: number,
+  horizonSeconds: number,
+  maxPoints?: number,
+): { demand: SegmentDemand[]; note: string } {
+  const points =
+    maxPoints ?? Math.max(0, ...series.flatMap((s) => Object.values(s.perZone).map((v) => v.length)));
+  const h = Math.max(1, Math.min(Math.floor(points / 3), Math.round(horizonSeconds / resolutionSeconds)));
+  const accessed: { s: SegmentZoneSeries; volume: number }[] = [];
+  for (const s of series) {
+    let volume = 0;
+    for (const v of Object.values(s.perZone)) for (const x of v) volume += x;
+    if (volume > 0) accessed.push({ s, volume });
+  }
+  const seriesZones = [...new Set(series.flatMap((s) => Object.keys(s.perZone)))];
   const busiest = [...accessed].sort((a, b) => b.volume - a.volume).slice(0, SHARE_SEASON_SEGMENTS);
   const { season } = chooseShareSeason(
-    busiest.map((x) => windows.zones.map((z) => x.perZone[z])),
+    busiest.map(({ s }) => seriesZones.map((z) => s.perZone[z] ?? new Float64Array(0))),
     resolutionSeconds,
     { horizon: h, priorSpan: h },
   );
   const cache = new ModelSelectionCache();
   const demand: SegmentDemand[] = [];
-  for (const { segment, perZone } of accessed) {
+  for (const { s } of accessed) {
+    const { segment, perZone } = s;
     const f = predictAccessPattern(perZone, {
       intervalSeconds: resolutionSeconds,
       horizon: h,
@@ -192,8 +231,8 @@ export function demandFromWindows(
     const next: number[] = [];
     for (const z of zones) {
       const fz = f.zones[z];
-      const s = perZone[z];
-      if (!fz || !s) {
+      const zs = perZone[z];
+      if (!fz || !zs) {
         predicted.push(0);
         recent.push(0);
         sd.push(0);
@@ -209,19 +248,19 @@ export function demandFromWindows(
         v += Number.isFinite(half) ? half : 0;
       }
       let r = 0;
-      for (let i = Math.max(0, s.length - 2 * h); i < s.length - h; i++) r += s[i];
+      for (let i = Math.max(0, zs.length - 2 * h); i < zs.length - h; i++) r += zs[i];
       predicted.push(p);
       recent.push(r);
       sd.push(v);
       next.push(fz.mean[0]);
     }
-    const writes = windows.series(segment, level, nowMs, "writes");
-    const totals = windows.series(segment, level, nowMs, "total");
     let w = 0;
     let t = 0;
-    for (let i = Math.max(0, totals.length - h); i < totals.length; i++) {
-      w += writes[i];
-      t += totals[i];
+    if (s.writes && s.totals) {
+      for (let i = Math.max(0, s.totals.length - h); i < s.totals.length; i++) {
+        w += s.writes[i] ?? 0;
+        t += s.totals[i];
+      }
     }
     demand.push({
       segment,

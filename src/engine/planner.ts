@@ -674,38 +674,3 @@ export class MigrationPlanner {
     return computePlan(this.deps.inputs.read(), this.options, this.deps.clock.now(), { kind: "all" });
   }
 }
-
-/** A forecaster as the planner's callers use it (src/forecast's predictAccessPattern has this shape). */
-export type ForecastFn = (
-  perZoneSeries: Record<string, Float64Array>,
-  opts: { intervalSeconds: number; horizon: number; season?: number },
-) => { zones: Record<string, { mean: ArrayLike<number> }> };
-
-/**
- * One segment's demand from its per-zone count series (oldest first, one
- * point per interval): predicted = Σ forecast means over `horizon` steps,
- * recent = Σ of the last `horizon` observed points.
- */
-export function demandFromSeries(
-  segment: number,
-  zones: readonly string[],
-  perZoneSeries: Record<string, Float64Array>,
-  forecast: ForecastFn,
-  opts: { intervalSeconds: number; horizon: number; season?: number; writeFraction?: number },
-): SegmentDemand {
-  const f = forecast(perZoneSeries, {
-    intervalSeconds: opts.intervalSeconds,
-    horizon: opts.horizon,
-    season: opts.season,
-  });
-  const predicted = new Array<number>(zones.length).fill(0);
-  const recent = new Array<number>(zones.length).fill(0);
-  zones.forEach((z, i) => {
-    const mean = f.zones[z]?.mean;
-    if (mean)
-      for (let k = 0; k < Math.min(opts.horizon, mean.length); k++) predicted[i] += Math.max(0, mean[k] || 0);
-    const s = perZoneSeries[z];
-    if (s) for (let k = Math.max(0, s.length - opts.horizon); k < s.length; k++) recent[i] += s[k];
-  });
-  return { segment, predicted, recent, writeFraction: opts.writeFraction ?? 0 };
-}

@@ -44,17 +44,13 @@ import type { Config } from "../config.js";
 import { AccessWindows } from "../engine/access-windows.js";
 import { defaultZoneMatrix, LatencyModel, type MeasuredLatency } from "../engine/latency.js";
 import type { LocationMap, ShardInfo, VersionedMap } from "../engine/location-map.js";
-import {
-  computePlan,
-  DEFAULT_PLANNER_OPTIONS,
-  demandFromSeries,
-  type SegmentDemand,
-} from "../engine/planner.js";
+import { computePlan, DEFAULT_PLANNER_OPTIONS } from "../engine/planner.js";
 import { isTerminal } from "../engine/migration.js";
 import type { LocationStore } from "../engine/ports.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { errorMessage, PreconditionError, UsageError } from "../errors.js";
 import { predictAccessPattern } from "../forecast/index.js";
+import { demandFromZoneSeries, type SegmentZoneSeries } from "../commands/plan.js";
 import { windowsPath } from "../store/windows-file.js";
 import type {
   DashboardSnapshot,
@@ -528,12 +524,19 @@ export class LiveSource implements DashboardSource {
     segment: number,
     shard: ShardInfo | undefined,
     map: LocationMap,
-  ): Promise<{ series: Record<string, Float64Array>; intervalSeconds: number }> {
+    withTotals = false,
+  ): Promise<{
+    series: Record<string, Float64Array>;
+    intervalSeconds: number;
+    writes?: Float64Array;
+    totals?: Float64Array;
+  }> {
     const owner = shard ? map.nodes.find((n) => n.id === shard.node) : undefined;
     if (owner && owner.address !== "" && this.rpc) {
       const series: Record<string, Float64Array> = {};
       let intervalSeconds = 60;
-      for (const zone of this.config.zones) {
+      const which = withTotals ? [...this.config.zones, "writes", "total"] : this.config.zones;
+      for (const zone of which) {
         const r = await this.rpc.json<{ series?: unknown; resolutionSeconds?: unknown; message?: string }>(
           owner.address,
           "GET",
@@ -547,14 +550,26 @@ export class LiveSource implements DashboardSource {
         series[zone] = Float64Array.from(r.body.series as unknown[], (x) => Math.max(0, num(x) ?? 0));
         intervalSeconds = num(r.body.resolutionSeconds) ?? intervalSeconds;
       }
-      return { series, intervalSeconds };
+      const { writes, total, ...zones } = series;
+      return withTotals
+        ? { series: zones, intervalSeconds, writes, totals: total }
+        : { series, intervalSeconds };
     }
     const w = this.embedded?.windows ?? this.embeddedWindows([]);
     if (!w) return { series: {}, intervalSeconds: 60 };
     const level = Math.min(1, w.levels.length - 1);
+    const now = this.now();
     const series: Record<string, Float64Array> = {};
-    for (const zone of w.zones) series[zone] = w.series(segment, level, this.now(), zone);
-    return { series, intervalSeconds: w.levels[level].resolutionSeconds };
+    for (const zone of w.zones) series[zone] = w.series(segment, level, now, zone);
+    const intervalSeconds = w.levels[level].resolutionSeconds;
+    return withTotals
+      ? {
+          series,
+          intervalSeconds,
+          writes: w.series(segment, level, now, "writes"),
+          totals: w.series(segment, level, now, "total"),
+        }
+      : { series, intervalSeconds };
   }
 
   /** Sums the per-zone series of several segments. */
@@ -628,19 +643,22 @@ export class LiveSource implements DashboardSource {
     );
     const measured = this.measured?.measuredCells ? this.measured : undefined;
     const latency = measured ? LatencyModel.fromMeasurements(base, measured) : base;
-    const demand: SegmentDemand[] = [];
+    const series: SegmentZoneSeries[] = [];
+    let intervalSeconds = 60;
     for (const s of segments) {
       const owner = map.shards.find((sh) => sh.ranges.some(([a, b]) => s >= a && s < b));
-      const { series, intervalSeconds } = await this.zoneSeries(s, owner, map);
-      if (Object.keys(series).length === 0) continue;
-      for (const z of zones) series[z] ??= new Float64Array(1);
-      demand.push(
-        demandFromSeries(s, zones, series, predictAccessPattern, {
-          intervalSeconds,
-          horizon: FORECAST_HORIZON,
-        }),
-      );
+      const got = await this.zoneSeries(s, owner, map, true);
+      if (Object.keys(got.series).length === 0) continue;
+      intervalSeconds = got.intervalSeconds;
+      series.push({ segment: s, perZone: got.series, writes: got.writes, totals: got.totals });
     }
+    // the same demand as `shardctl plan`: each segment's total forecast, split by the zones' share profile
+    const { demand } = demandFromZoneSeries(
+      series,
+      zones,
+      intervalSeconds,
+      FORECAST_HORIZON * intervalSeconds,
+    );
     const seg = segments[0] ?? shard!.ranges[0][0];
     const plan = computePlan(
       {
@@ -656,7 +674,7 @@ export class LiveSource implements DashboardSource {
           "segment size unknown: 1 MiB assumed per segment",
         ],
       },
-      { ...DEFAULT_PLANNER_OPTIONS, horizonSeconds: FORECAST_HORIZON * 60 },
+      { ...DEFAULT_PLANNER_OPTIONS, horizonSeconds: FORECAST_HORIZON * intervalSeconds },
       this.now(),
       { kind: "key", key: `segment:${seg}`, segment: seg, shard: shardId },
     );

@@ -8,7 +8,6 @@ import {
   applyPlanSteps,
   checkPlanFresh,
   computePlan,
-  demandFromSeries,
   MigrationPlanner,
   type MigrationPlan,
 } from "../../../src/engine/planner.js";
@@ -235,23 +234,6 @@ describe("MigrationPlanner (planMigration / planAll through ports)", () => {
     const all = planner.planAll();
     expect(all.assessments.length).toBe(2);
     expect(() => planner.planMigration("")).toThrow(UsageError);
-  });
-});
-
-describe("demandFromSeries", () => {
-  it("sums the forecast over the horizon and the last observed points", () => {
-    const d = demandFromSeries(
-      3,
-      ["a", "b"],
-      { a: Float64Array.from([1, 2, 3, 4]), b: Float64Array.from([0, 0, 5, 5]) },
-      (series, o) => ({
-        zones: Object.fromEntries(
-          Object.keys(series).map((z) => [z, { mean: new Array(o.horizon).fill(z === "a" ? 1 : 10) }]),
-        ),
-      }),
-      { intervalSeconds: 60, horizon: 2 },
-    );
-    expect(d).toEqual({ segment: 3, predicted: [2, 20], recent: [7, 10], writeFraction: 0 });
   });
 });
 

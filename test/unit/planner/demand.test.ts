@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import { demandFromZoneSeries } from "../../../src/commands/plan.js";
+
+/** A day of 5-minute intervals. */
+const DAY = 288;
+
+/**
+ * Accesses per zone over `days` days and `extra` intervals: 20 an interval, 90% from zone a in the
+ * first half of each day and from zone b in the second, the rest from c.
+ */
+function rotating(days: number, extra: number): Record<string, Float64Array> {
+  const n = days * DAY + extra;
+  const a = new Float64Array(n);
+  const b = new Float64Array(n);
+  const c = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const firstHalf = i % DAY < DAY / 2;
+    (firstHalf ? a : b)[i] = 18;
+    c[i] = 2;
+  }
+  return { a, b, c };
+}
+
+describe("demandFromZoneSeries (shardctl plan and the dashboard's plan preview)", () => {
+  it("splits the forecast total by the daily share profile: the zone that comes next, not the last one seen", () => {
+    // the series end 3 intervals before the daily switch from a to b; the horizon (6) reaches past it
+    const perZone = rotating(3, DAY / 2 - 3);
+    const { demand, note } = demandFromZoneSeries([{ segment: 7, perZone }], ["a", "b", "c"], 300, 1800);
+    expect(demand).toHaveLength(1);
+    const [d] = demand;
+    expect(d.segment).toBe(7);
+    // recent (the 6 intervals before the latest 6) is a's alone; the next 6: half a's, half b's
+    expect(d.recent).toEqual([108, 0, 12]);
+    expect(d.predicted[1]).toBeGreaterThan(0.3 * (d.predicted[0] + d.predicted[1]));
+    expect(d.predicted[0]).toBeGreaterThan(0.3 * (d.predicted[0] + d.predicted[1]));
+    // the first interval after now is still a's
+    expect(d.predictedNext![0]).toBeGreaterThan(5 * d.predictedNext![1]);
+    const total = Array.from(d.predicted).reduce((x, y) => x + y, 0);
+    expect(total).toBeGreaterThan(6 * 20 * 0.8);
+    expect(total).toBeLessThan(6 * 20 * 1.2);
+    expect(Array.from(d.predictedSd!).every((x) => x >= 0 && Number.isFinite(x))).toBe(true);
+    expect(note).toMatch(/288-interval season/);
+  });
+
+  it("takes the write fraction from the writes and totals over the latest horizon, and skips silent segments", () => {
+    const ones = Float64Array.from({ length: 40 }, () => 4);
+    const writes = Float64Array.from({ length: 40 }, (_, i) => (i >= 36 ? 1 : 0));
+    const { demand } = demandFromZoneSeries(
+      [
+        { segment: 1, perZone: { a: ones }, writes, totals: ones },
+        { segment: 2, perZone: { a: new Float64Array(40) } },
+        { segment: 3, perZone: { a: ones } },
+      ],
+      ["a", "b"],
+      60,
+      240,
+    );
+    expect(demand.map((d) => d.segment)).toEqual([1, 3]);
+    expect(demand[0].writeFraction).toBeCloseTo(4 / 16, 10);
+    expect(demand[1].writeFraction).toBe(0);
+    // zone b has no series: no demand from it
+    expect(demand[0].predicted[1]).toBe(0);
+    expect(demand[0].recent).toEqual([16, 0]);
+  });
+
+  it("hostile series: NaN, negative and infinite counts give finite demand; nothing at all gives none", () => {
+    const bad = Float64Array.from({ length: 30 }, (_, i) => (i % 3 === 0 ? NaN : i % 3 === 1 ? -5 : 3));
+    bad[29] = Infinity;
+    const { demand } = demandFromZoneSeries(
+      [{ segment: 0, perZone: { a: bad, b: bad } }],
+      ["a", "b"],
+      60,
+      300,
+    );
+    for (const d of demand) {
+      for (const x of [d.predicted, d.recent, d.predictedSd!, d.predictedNext!].flatMap((v) => Array.from(v)))
+        expect(Number.isFinite(x)).toBe(true);
+    }
+    expect(demandFromZoneSeries([], ["a"], 60, 300).demand).toEqual([]);
+  });
+});
