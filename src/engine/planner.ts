@@ -415,7 +415,7 @@ export function computePlan(
         const first =
           latency.totalLatency(next, latency.nodeIndex(a.shard.node)) -
           latency.totalLatency(next, latency.nodeIndex(chosen.target));
-        if (first < 0) {
+        if (first <= 0) {
           fillEstimate(as, chosen);
           as.postponed = true;
           as.reason = `moving to ${chosen.target} pays off over the horizon (net ${fmtMs(chosen.netMs)}), but not yet in the first interval: postponed to the next round`;

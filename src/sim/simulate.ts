@@ -56,9 +56,10 @@ import {
 import type { Trace } from "./trace.js";
 
 export const POLICIES = ["static", "reactive", "predictive", "oracle"] as const;
+export type PolicyName = (typeof POLICIES)[number];
+
 /** The standard normal's 99.9% quantile: a count above mean + z·√mean is a 0.1% Poisson surprise. */
 const POISSON_UPPER_Z = normalQuantile(0.999);
-export type PolicyName = (typeof POLICIES)[number];
 
 export interface SimOptions {
   /** Decision interval Δ (seconds). */

@@ -195,6 +195,19 @@ describe("computePlan", () => {
     expect(plan.assessments[0]).toMatchObject({ postponed: true, target: "nb" });
   });
 
+  it("postpones a move of a segment with nothing predicted for the first interval, and makes it once there is", () => {
+    const b = new PlanBuilder().segment(1, [10, 200, 0], [10, 20, 0]);
+    const quiet = b.inputs();
+    quiet.demand = quiet.demand.map((d) => ({ ...d, predictedNext: [0, 0, 0] }));
+    const later = computePlan(quiet, options({ splitSegments: false }), NOW);
+    expect(later.steps).toEqual([]);
+    expect(later.assessments[0]).toMatchObject({ postponed: true, target: "nb" });
+    const busy = b.inputs();
+    busy.demand = busy.demand.map((d) => ({ ...d, predictedNext: [0, 1, 0] }));
+    const now = computePlan(busy, options({ splitSegments: false }), NOW);
+    expect(now.steps).toMatchObject([{ kind: "move", target: "nb" }]);
+  });
+
   it("refuses demand that does not fit the map or the zones", () => {
     const b = new PlanBuilder().segment(99, [1, 2, 3]);
     expect(() => computePlan(b.inputs(), options(), NOW)).toThrow(UsageError);
