@@ -58,6 +58,8 @@ import { fnv1a64Bytes } from "./hash.js";
 
 export type AccessType = "read" | "write";
 export const ACCESS_TYPES: readonly AccessType[] = ["read", "write"];
+/** What `series(…, which)` reads besides a zone: no zone may be named so. */
+export const RESERVED_ZONE_NAMES = ["total", "reads", "writes"] as const;
 
 export interface WindowLevel {
   resolutionSeconds: number;
@@ -206,6 +208,12 @@ export class AccessWindows {
     }
     if (!Array.isArray(opts.zones) || opts.zones.some((z) => typeof z !== "string")) {
       throw new UsageError("zones must be a list of names");
+    }
+    const reserved = opts.zones.find((z) => (RESERVED_ZONE_NAMES as readonly string[]).includes(z));
+    if (reserved !== undefined) {
+      throw new UsageError(
+        `"${reserved}" cannot name a zone: ${RESERVED_ZONE_NAMES.join(", ")} name the windows' other series`,
+      );
     }
     this.segmentCount = opts.segmentCount;
     this.zones = [...opts.zones];

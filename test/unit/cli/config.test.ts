@@ -50,6 +50,7 @@ describe("config", () => {
     ["a negative threshold", "reshard:\n  splitRate: -1\n", /splitRate/],
     ["mergeRate above splitRate", "reshard:\n  splitRate: 5\n  mergeRate: 9\n", /mergeRate/],
     ["duplicate zones", "zones: [a, a]\n", /distinct/],
+    ["a zone named like a windows series", "zones: [a, total]\n", /"total" cannot name a zone/],
     ["a list at the top", "- 1\n- 2\n", /mapping/],
     ["broken YAML", "segments: [1, 2\n", /not valid YAML/],
   ])("refuses %s with a clear error", (_name, text, message) => {

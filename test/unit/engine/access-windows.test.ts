@@ -146,6 +146,9 @@ describe("AccessWindows", () => {
     expect(() => w.zoneIndexOf("mars")).toThrow(/unknown origin zone/);
     expect(w.zoneIndexOf(undefined)).toBe(-1);
     expect(() => parseAccessType("scan")).toThrow(/unknown access type/);
+    // a zone named like one of series()'s other series could never be read back
+    for (const name of ["total", "reads", "writes"])
+      expect(() => new AccessWindows({ segmentCount: 4, zones: ["a", name] })).toThrow(/cannot name a zone/);
     expect(() => w.record(10, false, 0, T0)).toThrow(/outside/);
     expect(() => w.record(-1, false, 0, T0)).toThrow(/outside/);
     expect(() => new AccessWindows({ segmentCount: 0, zones })).toThrow();
