@@ -19,7 +19,7 @@
  * competition's (14 days, 13 weeks, 18 months, 8 quarters, 6 years).
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -127,7 +127,7 @@ function heldOutSeries(): Prepared[] {
     log(`Rscript could not export the datasets: ${r.stderr.trim()}`);
     process.exit(1);
   }
-  return HELD_OUT.map(([name, season, interval]) => {
+  const series = HELD_OUT.map(([name, season, interval]) => {
     const text = readFileSync(join(dir, `${name}.txt`), "utf8")
       .trim()
       .split("\n");
@@ -136,6 +136,8 @@ function heldOutSeries(): Prepared[] {
     const entry = { file: name, interval_seconds: interval, season, points: values.length };
     return { entry, values, horizon: horizonFor(interval) };
   });
+  rmSync(dir, { recursive: true, force: true });
+  return series;
 }
 
 const prepared: Prepared[] = (flag("--heldout") ? heldOutSeries() : sharedSeries())

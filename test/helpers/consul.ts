@@ -77,13 +77,38 @@ interface Ports {
   serfWan: number;
 }
 
-async function ports(): Promise<Ports> {
-  return {
-    http: await freePort(),
-    server: await freePort(),
-    serfLan: await freePort(),
-    serfWan: await freePort(),
-  };
+/**
+ * `n` distinct free ports: every listener stays open until all are taken, so the kernel cannot
+ * hand the same port out twice (one Consul once got the same port for Serf WAN and RPC).
+ */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers: ReturnType<typeof createServer>[] = [];
+  try {
+    const taken: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const srv = createServer();
+      srv.unref();
+      servers.push(srv);
+      taken.push(
+        await new Promise<number>((res, rej) => {
+          srv.on("error", rej);
+          srv.listen(0, "127.0.0.1", () => res((srv.address() as { port: number }).port));
+        }),
+      );
+    }
+    return taken;
+  } finally {
+    await Promise.all(servers.map((srv) => new Promise<void>((res) => srv.close(() => res()))));
+  }
+}
+
+/** Ports for `count` Consul processes, all distinct. */
+async function ports(count = 1): Promise<Ports[]> {
+  const all = await freePorts(4 * count);
+  return Array.from({ length: count }, (_, i) => {
+    const [http, server, serfLan, serfWan] = all.slice(4 * i, 4 * i + 4);
+    return { http, server, serfLan, serfWan };
+  });
 }
 
 function launch(args: string[], p: Ports, dataDir: string): ConsulProcess {
@@ -184,7 +209,7 @@ export interface DevConsul extends ConsulProcess {
 
 /** One `consul agent -dev` on free loopback ports; with acl: ACLs on, default policy deny. */
 export async function startConsulDev(opts: { acl?: boolean } = {}): Promise<DevConsul> {
-  const p = await ports();
+  const [p] = await ports();
   const dataDir = mkdtempSync(join(tmpdir(), "shardctl-consul-"));
   const args = [...commonArgs(p, dataDir), "-dev", "-node=dev"];
   if (opts.acl) {
@@ -222,8 +247,7 @@ export interface ConsulCluster {
 
 /** Three servers on loopback, -bootstrap-expect 3, raft_multiplier 1 (production timing). */
 export async function startConsulCluster(size = 3): Promise<ConsulCluster> {
-  const all: Ports[] = [];
-  for (let i = 0; i < size; i++) all.push(await ports());
+  const all = await ports(size);
   const servers: ConsulProcess[] = [];
   for (let i = 0; i < size; i++) {
     const p = all[i];
