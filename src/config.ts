@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { UsageError } from "./errors.js";
-import { RESERVED_ZONE_NAMES } from "./engine/access-windows.js";
+import { checkZoneNames } from "./engine/access-windows.js";
 
 const levelSchema = z.object({
   resolutionSeconds: z.number().int().positive(),
@@ -170,12 +170,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
   if (new Set(config.zones).size !== config.zones.length) {
     throw new UsageError(`invalid configuration: zones must be distinct (got ${config.zones.join(",")})`);
   }
-  const reserved = config.zones.find((z) => (RESERVED_ZONE_NAMES as readonly string[]).includes(z));
-  if (reserved !== undefined) {
-    throw new UsageError(
-      `invalid configuration: "${reserved}" cannot name a zone; ${RESERVED_ZONE_NAMES.join(", ")} name the access windows' other series`,
-    );
-  }
+  checkZoneNames(config.zones, "invalid configuration: ");
   if (config.reshard.mergeRate >= config.reshard.splitRate) {
     throw new UsageError("invalid configuration: reshard.mergeRate must be below reshard.splitRate");
   }

@@ -80,7 +80,8 @@ export function encodedLength(
   );
 }
 
-const NO_VALUE = Buffer.alloc(0);
+/** The value of a delete (and of a put without one): shared, never written to. */
+export const NO_VALUE = Buffer.alloc(0);
 
 /**
  * Encodes one entry into a fresh buffer. `shardIdBytes`, when given, is the

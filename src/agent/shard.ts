@@ -17,7 +17,7 @@ import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fsyncDir } from "./fs-util.js";
-import { encodeEntry, type LogOp } from "./log-format.js";
+import { encodeEntry, NO_VALUE, type LogOp } from "./log-format.js";
 import { DEFAULT_WRITE_ID_CAPACITY, WriteIdTable, type RememberedWrite } from "./write-ids.js";
 import { readMeta, writeMeta, type RedirectHint, type ShardMeta } from "./shard-meta.js";
 import {
@@ -87,9 +87,6 @@ function duplicateOf(w: RememberedWrite): WriteResult {
     ? { lsn: w.lsn, duplicate: true }
     : { lsn: w.lsn, existed: w.existed, duplicate: true };
 }
-
-/** The value of a delete (and of a put without one). */
-const NO_VALUE = Buffer.alloc(0);
 
 /** What a write() does with one op: append it, or answer it from an earlier write with the same id. */
 type Plan =

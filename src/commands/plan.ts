@@ -158,7 +158,12 @@ export function demandFromWindows(
   const series: SegmentZoneSeries[] = [];
   for (const segment of segments) {
     const perZone: Record<string, Float64Array> = {};
-    for (const z of windows.zones) perZone[z] = windows.series(segment, level, nowMs, z);
+    let volume = 0;
+    for (const z of windows.zones) {
+      perZone[z] = windows.series(segment, level, nowMs, z);
+      for (const x of perZone[z]) volume += x;
+    }
+    if (volume === 0) continue; // nothing to forecast: its writes and totals are not read
     series.push({
       segment,
       perZone,

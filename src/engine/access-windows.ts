@@ -59,7 +59,17 @@ import { fnv1a64Bytes } from "./hash.js";
 export type AccessType = "read" | "write";
 export const ACCESS_TYPES: readonly AccessType[] = ["read", "write"];
 /** What `series(…, which)` reads besides a zone: no zone may be named so. */
-export const RESERVED_ZONE_NAMES = ["total", "reads", "writes"] as const;
+export const RESERVED_ZONE_NAMES: readonly string[] = ["total", "reads", "writes"];
+
+/** Throws when a zone takes one of RESERVED_ZONE_NAMES (`context` prefixes the message). */
+export function checkZoneNames(zones: readonly string[], context = ""): void {
+  const reserved = zones.find((z) => RESERVED_ZONE_NAMES.includes(z));
+  if (reserved !== undefined) {
+    throw new UsageError(
+      `${context}"${reserved}" cannot name a zone: ${RESERVED_ZONE_NAMES.join(", ")} name the access windows' other series`,
+    );
+  }
+}
 
 export interface WindowLevel {
   resolutionSeconds: number;
@@ -209,12 +219,7 @@ export class AccessWindows {
     if (!Array.isArray(opts.zones) || opts.zones.some((z) => typeof z !== "string")) {
       throw new UsageError("zones must be a list of names");
     }
-    const reserved = opts.zones.find((z) => (RESERVED_ZONE_NAMES as readonly string[]).includes(z));
-    if (reserved !== undefined) {
-      throw new UsageError(
-        `"${reserved}" cannot name a zone: ${RESERVED_ZONE_NAMES.join(", ")} name the windows' other series`,
-      );
-    }
+    checkZoneNames(opts.zones);
     this.segmentCount = opts.segmentCount;
     this.zones = [...opts.zones];
     this.zones.forEach((z, i) => this.zoneIndex.set(z, i));

@@ -239,11 +239,15 @@ export function chooseShareSeason(
   const scores: ShareSeasonChoice["scores"] = [];
   let best = 0;
   let bestGain = 0;
+  // the recent shares alone depend on the span only: scored once per span, not once per candidate
+  const baselines = new Map<number, { loss: number; seen: number }>();
   for (const m of fitting) {
     const span = Math.min(longest, n - m);
     if (span < 1) continue;
     const withSeason = shareLogLoss(series, n - span, n, horizon, { ...opts, season: m });
-    const without = shareLogLoss(series, n - span, n, horizon, { ...opts, season: 0 });
+    let without = baselines.get(span);
+    if (!without)
+      baselines.set(span, (without = shareLogLoss(series, n - span, n, horizon, { ...opts, season: 0 })));
     if (withSeason.seen === 0) continue;
     const logLoss = withSeason.loss / withSeason.seen;
     const baseline = without.loss / without.seen;

@@ -3,9 +3,9 @@
  * wrapped as a batch function. By default every series gets forecastMany's
  * budget tier (seasonal naive or fixed damped Holt-Winters, picked by a
  * backtest per call): a replay forecasts every segment's total every few
- * intervals (the zones' shares come from zone-shares.ts), and full selection for the hottest series (maxHot > 0) was
- * both slower (minutes instead of seconds per trace) and no better on the
- * traces we tried (docs/PLACEMENT.md). The simulator takes any BatchForecast,
+ * intervals (the zones' shares come from zone-shares.ts), and full selection
+ * for the hottest series (maxHot > 0) was both slower (minutes instead of
+ * seconds per trace) and no better on the traces we tried (docs/PLACEMENT.md). The simulator takes any BatchForecast,
  * so tests can pass a deterministic stub.
  */
 import { forecastMany, ModelSelectionCache } from "../forecast/index.js";

@@ -78,10 +78,7 @@ export class PlannedPolicy {
 
   /** Σ seen counts of active segment a, zone z, over intervals [from, to). */
   private sum(a: number, z: number, from: number, to: number): number {
-    const base = (a * this.w.Z + z) * this.w.nI;
-    let s = 0;
-    for (let j = Math.max(0, from); j < to; j++) s += this.seen[base + j];
-    return s;
+    return this.w.sum(a, z, from, to, this.seen);
   }
 
   private refreshNodes(): void {

@@ -94,11 +94,11 @@ export class Workload {
     return this.t0 + j * this.dt;
   }
 
-  /** Σ counts of active segment a, zone z, over intervals [from, to). */
-  sum(a: number, z: number, from: number, to: number): number {
+  /** Σ counts of active segment a, zone z, over intervals [from, to) (of `counts`, laid out as this.counts). */
+  sum(a: number, z: number, from: number, to: number, counts: Float64Array = this.counts): number {
     const base = (a * this.Z + z) * this.nI;
     let s = 0;
-    for (let j = Math.max(0, from); j < to; j++) s += this.counts[base + j];
+    for (let j = Math.max(0, from); j < to; j++) s += counts[base + j];
     return s;
   }
 
