@@ -6,19 +6,37 @@ export function now(): number {
 }
 
 /** Runs fn for at least minMs (after one warm-up call) and returns ns per iteration. */
+/**
+ * Nanoseconds per operation of fn (which performs opsPerCall operations),
+ * after a warm-up that lets the JIT settle: the median over slices of at
+ * least SLICE_MS, timed for minMs in all. On a shared machine another
+ * process takes the CPU now and then; the median of short slices is what the
+ * code costs when it runs, where one long mean would also count the time it
+ * waited.
+ */
 export function timePerOp(fn: () => number, opsPerCall: number, minMs = 500): number {
-  let sink = fn();
-  let calls = 0;
+  let sink = 0;
+  const warm = now();
+  while (now() - warm < Math.min(250, minMs / 4)) sink += fn();
+  const slices: number[] = [];
   const start = now();
-  let elapsed = 0;
-  while (elapsed < minMs) {
-    sink += fn();
-    calls++;
-    elapsed = now() - start;
+  while (now() - start < minMs || slices.length < 5) {
+    const t0 = now();
+    let calls = 0;
+    let elapsed = 0;
+    while (elapsed < SLICE_MS) {
+      sink += fn();
+      calls++;
+      elapsed = now() - t0;
+    }
+    slices.push((elapsed * 1e6) / (calls * opsPerCall));
   }
   if (sink === Number.MIN_VALUE) console.error("unreachable", sink);
-  return (elapsed * 1e6) / (calls * opsPerCall);
+  slices.sort((a, b) => a - b);
+  return slices[slices.length >> 1];
 }
+
+const SLICE_MS = 25;
 
 export function percentile(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return NaN;

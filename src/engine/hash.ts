@@ -89,8 +89,15 @@ function hex64(hi: number, lo: number): string {
   return (hi >>> 0).toString(16).padStart(8, "0") + (lo >>> 0).toString(16).padStart(8, "0");
 }
 
-/** (ah:al) · (bh:bl) mod 2^64, written into out as [hi, lo]. */
-function mul64(ah: number, al: number, bh: number, bl: number, out: Uint32Array): void {
+/**
+ * The low half of the last product mulHi computed: its second result, passed
+ * without allocating (the engine is single-threaded and mulHi's callers read
+ * it at once).
+ */
+let productLo = 0;
+
+/** (ah:al) · (bh:bl) mod 2^64: returns the high half (as int32 bits), the low half in productLo. */
+function mulHi(ah: number, al: number, bh: number, bl: number): number {
   const a0 = al & 0xffff;
   const a1 = al >>> 16;
   const b0 = bl & 0xffff;
@@ -100,24 +107,60 @@ function mul64(ah: number, al: number, bh: number, bl: number, out: Uint32Array)
   const p10 = a1 * b0;
   const p11 = a1 * b1;
   const mid = (p00 >>> 16) + (p01 & 0xffff) + (p10 & 0xffff);
-  out[1] = ((mid << 16) | (p00 & 0xffff)) >>> 0;
-  out[0] = (p11 + (p01 >>> 16) + (p10 >>> 16) + (mid >>> 16) + Math.imul(ah, bl) + Math.imul(al, bh)) >>> 0;
+  productLo = (mid << 16) | (p00 & 0xffff);
+  return (p11 + (p01 >>> 16) + (p10 >>> 16) + (mid >>> 16) + Math.imul(ah, bl) + Math.imul(al, bh)) | 0;
 }
 
-/** MurmurHash3's fmix64 on [hi, lo], in place. */
-function fmix64(h: Uint32Array): Uint32Array {
-  // k ^= k >> 33
-  h[1] = (h[1] ^ (h[0] >>> 1)) >>> 0;
-  mul64(h[0], h[1], 0xff51afd7, 0xed558ccd, h);
-  h[1] = (h[1] ^ (h[0] >>> 1)) >>> 0;
-  mul64(h[0], h[1], 0xc4ceb9fe, 0x1a85ec53, h);
-  h[1] = (h[1] ^ (h[0] >>> 1)) >>> 0;
-  return h;
+/**
+ * MurmurHash3's fmix64 on (hi:lo): k ^= k >> 33; k *= c1; k ^= k >> 33;
+ * k *= c2; k ^= k >> 33. Returns the high half; the low half is in productLo.
+ */
+function fmix64(hi: number, lo: number): number {
+  lo ^= hi >>> 1;
+  hi = mulHi(hi, lo, 0xff51afd7, 0xed558ccd);
+  lo = productLo ^ (hi >>> 1);
+  hi = mulHi(hi, lo, 0xc4ceb9fe, 0x1a85ec53);
+  productLo ^= hi >>> 1;
+  return hi;
 }
 
-/** The key hash (FNV-1a 64, then fmix64) as [hi, lo] in `out`. */
+/** The key hash (FNV-1a 64, then fmix64) as [hi, lo] in `out` (and, with 4 slots, fnv1a64's length and validity). */
 export function keyHash64(key: string, out: Uint32Array = new Uint32Array(2)): Uint32Array {
-  return fmix64(fnv1a64(key, out));
+  fnv1a64(key, out);
+  out[0] = fmix64(out[0], out[1]) >>> 0;
+  out[1] = productLo >>> 0;
+  return out;
+}
+
+/**
+ * floor(hash · segmentCount / 2^64) for the hash (hi:lo), computed from the
+ * halves without losing precision (segmentCount ≤ 2^20: every partial sum stays below 2^53).
+ */
+export function segmentOfHash(hi: number, lo: number, segmentCount: number): number {
+  return Math.floor(
+    ((hi >>> 0) * segmentCount + Math.floor((lo >>> 0) * segmentCount * TWO_POW_MINUS_32)) * TWO_POW_MINUS_32,
+  );
+}
+
+/**
+ * The segment of a key made only of ASCII characters (each one UTF-8 byte),
+ * or -1 at the first character that is not: keyHash64 and segmentOfHash in
+ * one pass, with no typed-array round trips. This is the hot path of every
+ * access event; the general path handles everything else.
+ */
+export function asciiKeySegment(key: string, segmentCount: number): number {
+  let hi = OFFSET_HI | 0;
+  let lo = OFFSET_LO | 0;
+  const n = key.length;
+  for (let i = 0; i < n; i++) {
+    const c = key.charCodeAt(i);
+    if (c >= 0x80) return -1;
+    lo ^= c;
+    hi = (Math.imul(hi, 0x1b3) + (lo << 8) + (((lo >>> 0) * 0x1b3 * TWO_POW_MINUS_32) | 0)) | 0;
+    lo = Math.imul(lo, 0x1b3);
+  }
+  hi = fmix64(hi, lo);
+  return segmentOfHash(hi, productLo, segmentCount);
 }
 
 export function keyHash64Hex(key: string): string {

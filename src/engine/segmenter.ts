@@ -3,11 +3,9 @@
  * ranges. Segment s holds the hashes in [s·2^64/n, (s+1)·2^64/n).
  */
 import { UsageError } from "../errors.js";
-import { keyHash64 } from "./hash.js";
+import { asciiKeySegment, keyHash64, segmentOfHash } from "./hash.js";
 
 export const MAX_SEGMENTS = 1 << 20;
-/** Scaling by 2^-32 is exact, like dividing by 2^32, and cheaper. */
-const TWO_POW_MINUS_32 = 2 ** -32;
 
 export class Segmenter {
   readonly segmentCount: number;
@@ -32,11 +30,12 @@ export class Segmenter {
     if (typeof key !== "string" || key.length === 0 || key.length > this.maxKeyBytes) {
       validateKey(key, this.maxKeyBytes); // throws the precise error
     }
+    // an ASCII key is well-formed and its UTF-8 length is its length, checked above
+    const ascii = asciiKeySegment(key, this.segmentCount);
+    if (ascii >= 0) return ascii;
     const h = keyHash64(key, this.scratch);
     if (h[3] !== 0 || h[2] > this.maxKeyBytes) validateKey(key, this.maxKeyBytes);
-    // floor(hash64 · n / 2^64) computed from the halves without losing precision (n ≤ 2^20).
-    const n = this.segmentCount;
-    return Math.floor((h[0] * n + Math.floor(h[1] * n * TWO_POW_MINUS_32)) * TWO_POW_MINUS_32);
+    return segmentOfHash(h[0], h[1], this.segmentCount);
   }
 
   /**

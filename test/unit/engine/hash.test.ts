@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { fnv1a64Bytes, fnv1a64Hex, keyHash64Hex } from "../../../src/engine/hash.js";
 import { Segmenter, validateKey, decodeKeyBytes, utf8Length } from "../../../src/engine/segmenter.js";
@@ -63,6 +64,25 @@ describe("Segmenter", () => {
         expect(seg.segmentOf(key)).toBe(Number((h * BigInt(n)) >> 64n));
       }
     }
+  });
+
+  it("takes the ASCII fast path and the general path to the same segment: floor(keyHash64 · n / 2^64)", () => {
+    // ASCII keys take asciiKeySegment; a key with any other character falls back to keyHash64
+    const key = fc.oneof(
+      fc.string({
+        unit: fc.integer({ min: 0, max: 0x7f }).map((c) => String.fromCharCode(c)),
+        minLength: 1,
+        maxLength: 80,
+      }),
+      fc.string({ unit: "grapheme", minLength: 1, maxLength: 40 }).filter((k) => !k.includes("\ufffd")),
+    );
+    fc.assert(
+      fc.property(key, fc.integer({ min: 1, max: 1 << 20 }), (k, n) => {
+        const h = BigInt("0x" + keyHash64Hex(k));
+        expect(new Segmenter(n, 4096).segmentOf(k)).toBe(Number((h * BigInt(n)) >> 64n));
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it("spreads keys evenly", () => {
