@@ -1,22 +1,13 @@
 /** What the agent and migration benchmarks share: free ports, stopping agents, writing a shard's log directly. */
 import type { ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { encodeEntry } from "../src/agent/log-format.js";
 import { logFileName } from "../src/agent/shard-log.js";
 import { writeMeta } from "../src/agent/shard-meta.js";
+import { freePort } from "../test/helpers/ports.js";
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on("error", reject);
-  });
-}
+export { freePort };
 
 /** SIGTERM, then waits for the exit (nothing when it already ended). */
 export async function stopChild(child: ChildProcess): Promise<void> {

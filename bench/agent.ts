@@ -38,6 +38,8 @@ function startAgent(dataDir: string, port: number, extra: string[] = []): ChildP
   return spawn(
     process.execPath,
     [
+      // e.g. BENCH_AGENT_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the agent
+      ...(process.env.BENCH_AGENT_NODE_ARGS ?? "").split(" ").filter(Boolean),
       "--import",
       pathToFileURL(join(root, "node_modules/tsx/dist/loader.mjs")).href,
       join(root, "bin/shardctl.ts"),

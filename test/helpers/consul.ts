@@ -6,10 +6,10 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { freePort, freePorts } from "./ports.js";
 import { fileURLToPath } from "node:url";
 import { processState } from "./proc.js";
 
@@ -41,17 +41,7 @@ export function consulBinary(): string {
   return (cachedBin = bin);
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", rej);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => res(port));
-    });
-  });
-}
+export { freePort };
 
 export const MANAGEMENT_TOKEN = "5ad0c0de-0000-4000-8000-00000000c0de";
 
@@ -75,31 +65,6 @@ interface Ports {
   server: number;
   serfLan: number;
   serfWan: number;
-}
-
-/**
- * `n` distinct free ports: every listener stays open until all are taken, so the kernel cannot
- * hand the same port out twice (one Consul once got the same port for Serf WAN and RPC).
- */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers: ReturnType<typeof createServer>[] = [];
-  try {
-    const taken: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const srv = createServer();
-      srv.unref();
-      servers.push(srv);
-      taken.push(
-        await new Promise<number>((res, rej) => {
-          srv.on("error", rej);
-          srv.listen(0, "127.0.0.1", () => res((srv.address() as { port: number }).port));
-        }),
-      );
-    }
-    return taken;
-  } finally {
-    await Promise.all(servers.map((srv) => new Promise<void>((res) => srv.close(() => res()))));
-  }
 }
 
 /** Ports for `count` Consul processes, all distinct. */

@@ -24,6 +24,7 @@ import { createConnection, createServer, type AddressInfo, type Server, type Soc
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { freePort } from "./ports.js";
 
 export interface SshHost {
   name: string;
@@ -76,17 +77,6 @@ const SSHD = "/usr/sbin/sshd";
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitListening(address: string, port: number, timeoutMs = 10_000): Promise<void> {

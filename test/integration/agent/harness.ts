@@ -10,20 +10,12 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { freePort } from "../../helpers/ports.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../../..");
 export const TOKEN = "test-token-0123456789";
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on("error", reject);
-  });
-}
+export { freePort };
 
 /**
  * A base port whose next `n` ports are all free now, for `up --local --base-port`.

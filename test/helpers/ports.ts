@@ -1,0 +1,40 @@
+/**
+ * Free loopback ports for the servers tests and benchmarks start. The kernel
+ * picks each (bind to port 0); the listener stays open until every port of the
+ * call is taken, and a port this process has handed out once is never handed
+ * out again, so two servers of one test can never be given the same port (one
+ * Consul once got the same port for Serf WAN and RPC, from two calls that each
+ * closed their listener before the next).
+ */
+import { createServer, type Server } from "node:net";
+
+const handedOut = new Set<number>();
+
+/** `n` distinct free ports, none handed out before by this process. */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    const taken: number[] = [];
+    for (let attempt = 0; taken.length < n; attempt++) {
+      if (attempt > 100 * n) throw new Error(`no ${n} free ports found on 127.0.0.1`);
+      const srv = createServer();
+      srv.unref();
+      servers.push(srv);
+      const port = await new Promise<number>((res, rej) => {
+        srv.once("error", rej);
+        srv.listen(0, "127.0.0.1", () => res((srv.address() as { port: number }).port));
+      });
+      if (handedOut.has(port)) continue; // kept open meanwhile, so the kernel picks another
+      handedOut.add(port);
+      taken.push(port);
+    }
+    return taken;
+  } finally {
+    await Promise.all(servers.map((srv) => new Promise<void>((res) => srv.close(() => res()))));
+  }
+}
+
+/** One free port, never handed out before by this process. */
+export async function freePort(): Promise<number> {
+  return (await freePorts(1))[0];
+}
