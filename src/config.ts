@@ -192,9 +192,26 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
   if (env.SHARDCTL_ZONES) out.zones = env.SHARDCTL_ZONES.split(",").map((z) => z.trim());
   if (env.CONSUL_HTTP_ADDR) sub("consul").addr = env.CONSUL_HTTP_ADDR;
   if (env.CONSUL_HTTP_TOKEN) sub("consul").token = env.CONSUL_HTTP_TOKEN;
+  else if (env.CONSUL_HTTP_TOKEN_FILE) sub("consul").token = readConsulTokenFile(env.CONSUL_HTTP_TOKEN_FILE);
   if (env.SHARDCTL_CONSUL_PREFIX) sub("consul").prefix = env.SHARDCTL_CONSUL_PREFIX;
   if (env.SHARDCTL_TOKEN) sub("agent").token = env.SHARDCTL_TOKEN;
   return out;
+}
+
+/** Consul's own CONSUL_HTTP_TOKEN_FILE: the token is the file's content, surrounding whitespace dropped. */
+function readConsulTokenFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new UsageError(`CONSUL_HTTP_TOKEN_FILE ${file} cannot be read: ${(err as Error).message}`, {
+      hint: "point it at a readable file holding the Consul ACL token, or set CONSUL_HTTP_TOKEN",
+    });
+  }
+  const token = text.trim();
+  if (!token || /\s/.test(token))
+    throw new UsageError(`CONSUL_HTTP_TOKEN_FILE ${file} does not hold a token (one word expected)`);
+  return token;
 }
 
 function numberOrString(v: string): number | string {

@@ -141,6 +141,7 @@ export const AGENT_FILES = [
   "ctl.sh",
   "agent.json",
   "token",
+  "consul-token",
   "installed",
 ] as const;
 
@@ -163,6 +164,8 @@ export interface AgentSettings {
   /** Absolute path of node on the host (systemd does not search the login PATH). */
   nodePath: string;
   mode: "systemd" | "process";
+  /** The Consul store, when the agent reads the map from it (tokenFile: a consul-token file is installed). */
+  consul?: { addr: string; prefix: string; tokenFile: boolean };
 }
 
 /** The launcher: runs the agent in the foreground (systemd's ExecStart, or under supervise.sh). */
@@ -192,7 +195,20 @@ export function agentScript(s: AgentSettings): string {
     `SHARDCTL_ZONES=${shellQuote(s.zones.join(","))}`,
     `SHARDCTL_SEGMENTS=${shellQuote(String(s.segments))}`,
     "export SHARDCTL_ZONES SHARDCTL_SEGMENTS",
-    "unset SHARDCTL_TOKEN SHARDCTL_CONFIG",
+    // nothing from the login's environment: the store is what this script says
+    "unset SHARDCTL_TOKEN SHARDCTL_CONFIG SHARDCTL_STORE CONSUL_HTTP_ADDR CONSUL_HTTP_TOKEN CONSUL_HTTP_TOKEN_FILE SHARDCTL_CONSUL_PREFIX",
+    ...(s.consul
+      ? [
+          // the map, for shards a crash left in the middle of a migration (read only then)
+          "SHARDCTL_STORE=consul",
+          `CONSUL_HTTP_ADDR=${shellQuote(s.consul.addr)}`,
+          `SHARDCTL_CONSUL_PREFIX=${shellQuote(s.consul.prefix)}`,
+          "export SHARDCTL_STORE CONSUL_HTTP_ADDR SHARDCTL_CONSUL_PREFIX",
+          ...(s.consul.tokenFile
+            ? [`CONSUL_HTTP_TOKEN_FILE=${shellQuote(`${dir}/consul-token`)}`, "export CONSUL_HTTP_TOKEN_FILE"]
+            : []),
+        ]
+      : []),
     `exec ${argv.map(shellQuote).join(" ")}`,
     "",
   ].join("\n");
@@ -569,6 +585,12 @@ export interface DeployOptions {
   minNodeMajor?: number;
   /** Segment count when the store has no map yet (else the map's). */
   segments: number;
+  /**
+   * With the Consul store: where the agents read the location map at start,
+   * for shards a crash left in the middle of a migration (a node's consulAddr
+   * replaces addr). The token, if any, goes to the node in a 0600 file.
+   */
+  consul?: { addr: string; prefix: string; token?: string };
 }
 
 export interface DeployDeps {
@@ -608,6 +630,10 @@ export function installFingerprint(
   const h = createHash("sha256").update(`${bundleSha}\0${tokenDigest}`);
   for (const [name, f] of [...files].sort(([a], [b]) => a.localeCompare(b))) {
     if (name === "installed" || name === "token") continue; // the token enters as its digest, above
+    if (name === "consul-token") {
+      h.update(`\0${name}\0${createHash("sha256").update(f.content).digest("hex")}`);
+      continue;
+    }
     h.update(`\0${name}\0${f.mode}\0${f.content}`);
   }
   return h.digest("hex");
@@ -660,6 +686,15 @@ const probeTask: Task<NodeContext> = {
       dataDir: ctx.node.dataDir,
       nodePath: f.nodePath,
       mode: f.systemd && f.uid === 0 ? "systemd" : "process",
+      ...(ctx.opts.consul
+        ? {
+            consul: {
+              addr: ctx.node.consulAddr ?? ctx.opts.consul.addr,
+              prefix: ctx.opts.consul.prefix,
+              tokenFile: ctx.opts.consul.token !== undefined,
+            },
+          }
+        : {}),
     };
     ctx.settings = settings;
     const config = {
@@ -679,6 +714,9 @@ const probeTask: Task<NodeContext> = {
       ["agent.json", { content: JSON.stringify(config, null, 2) + "\n", mode: 0o600 }],
       ["token", { content: ctx.opts.token + "\n", mode: 0o600 }],
     ]);
+    // always written (empty without a token), so that a token from an earlier deploy never stays behind
+    const consulToken = ctx.opts.consul?.token;
+    files.set("consul-token", { content: consulToken !== undefined ? consulToken + "\n" : "", mode: 0o600 });
     ctx.fingerprint = installFingerprint(ctx.opts.bundle.sha256, files, ctx.opts.token);
     files.set("installed", { content: `${ctx.fingerprint} ${ctx.opts.bundle.sha256}\n`, mode: 0o600 });
     ctx.files = files;

@@ -21,6 +21,8 @@ const HOST = /^(?!-)[A-Za-z0-9._:-]{1,253}$/;
 const USER = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/;
 const FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
 const ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$/;
+/** Consul's HTTP address as CONSUL_HTTP_ADDR gives it: host[:port], optionally with http:// or https://. */
+const CONSUL_ADDRESS = /^(?:https?:\/\/)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?$/;
 
 const port = z.number().int().min(1).max(65535);
 /** Absolute, printable, no control characters (quoted everywhere, but a newline in a path is never wanted). */
@@ -59,6 +61,8 @@ const nodeFields = {
   dataDir: remotePath,
   agentPort: port,
   capacity: capacitySchema,
+  /** Where the node's agent reaches Consul, with the Consul store (default: the deployer's consul.addr). */
+  consulAddr: z.string().regex(CONSUL_ADDRESS, "must be host:port or http(s)://host:port"),
 };
 
 const defaultsSchema = z
@@ -69,6 +73,7 @@ const defaultsSchema = z
     dataDir: nodeFields.dataDir,
     agentPort: nodeFields.agentPort,
     capacity: nodeFields.capacity,
+    consulAddr: nodeFields.consulAddr,
     zone: z.string().min(1),
   })
   .partial()
@@ -92,6 +97,7 @@ const nodeSchema = z
       )
       .optional(),
     agentPort: nodeFields.agentPort.optional(),
+    consulAddr: nodeFields.consulAddr.optional(),
     /** Where the agent listens on the node (default 0.0.0.0:agentPort). */
     listen: z.string().regex(ADDRESS, "must be HOST:PORT").optional(),
     /** The address clients and the store use for the agent (default host:agentPort). */
@@ -127,6 +133,8 @@ export interface InventoryNode {
   agentPort: number;
   listen: string;
   advertise: string;
+  /** Where the agent reaches Consul, when the inventory says (else the deployer's consul.addr). */
+  consulAddr?: string;
 }
 
 export interface Inventory {
@@ -216,6 +224,7 @@ export function parseInventory(text: string, source: string, opts: ParseInventor
       agentPort,
       listen: n.listen ?? `0.0.0.0:${agentPort}`,
       advertise: n.advertise ?? `${hostForAddress}:${agentPort}`,
+      ...((n.consulAddr ?? defaults.consulAddr) ? { consulAddr: n.consulAddr ?? defaults.consulAddr } : {}),
     });
   });
   const seen = new Map<string, number>();

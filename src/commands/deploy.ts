@@ -157,6 +157,15 @@ export async function runDeployCommand(
           token,
           zones: config.zones,
           segments: config.segments,
+          ...(config.store === "consul"
+            ? {
+                consul: {
+                  addr: config.consul.addr,
+                  prefix: config.consul.prefix,
+                  token: config.consul.token,
+                },
+              }
+            : {}),
           concurrency,
           healthTimeoutMs,
           hostKeys: hostKeysFor(opts, ctx.env),

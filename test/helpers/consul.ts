@@ -114,11 +114,12 @@ function launch(args: string[], p: Ports, dataDir: string): ConsulProcess {
   };
 }
 
-function commonArgs(p: Ports, dataDir: string): string[] {
+function commonArgs(p: Ports, dataDir: string, clientAddrs: string[] = []): string[] {
   return [
     "agent",
     "-bind=127.0.0.1",
-    "-client=127.0.0.1",
+    // the HTTP API on loopback, and on the test's own other addresses (e.g. namespaces' veth peers)
+    `-client=${["127.0.0.1", ...clientAddrs.filter((a) => a !== "127.0.0.1")].join(" ")}`,
     `-http-port=${p.http}`,
     "-dns-port=-1",
     "-grpc-port=-1",
@@ -173,10 +174,16 @@ export interface DevConsul extends ConsulProcess {
 }
 
 /** One `consul agent -dev` on free loopback ports; with acl: ACLs on, default policy deny. */
-export async function startConsulDev(opts: { acl?: boolean } = {}): Promise<DevConsul> {
+export async function startConsulDev(
+  opts: {
+    acl?: boolean;
+    /** More addresses of this machine for the HTTP API (it always listens on 127.0.0.1). */
+    clientAddrs?: string[];
+  } = {},
+): Promise<DevConsul> {
   const [p] = await ports();
   const dataDir = mkdtempSync(join(tmpdir(), "shardctl-consul-"));
-  const args = [...commonArgs(p, dataDir), "-dev", "-node=dev"];
+  const args = [...commonArgs(p, dataDir, opts.clientAddrs), "-dev", "-node=dev"];
   if (opts.acl) {
     const file = join(dataDir, "acl.hcl");
     writeFileSync(

@@ -44,6 +44,8 @@ export interface SshHost {
   knownHostsLine: string;
   /** A port for this host's agent (7400 in its own namespace, else a free one). */
   agentPort: number;
+  /** Where this host reaches the test machine (its veth peer in a namespace, else 127.0.0.1). */
+  gateway: string;
   netns?: string;
   sshd?: ChildProcess;
 }
@@ -186,6 +188,7 @@ export async function startSshLab(opts: { useNetns?: boolean } = {}): Promise<Ss
       const fingerprint = sh("ssh-keygen", ["-lf", `${hostKeyFile}.pub`]).split(" ")[1];
       writeFileSync(join(etc, "authorized_keys"), readFileSync(hostOpts.authorizedKey ?? `${clientKey}.pub`));
       let address = "127.0.0.1";
+      let gateway = "127.0.0.1";
       let port: number;
       let netns: string | undefined;
       if (useNetns) {
@@ -201,6 +204,7 @@ export async function startSshLab(opts: { useNetns?: boolean } = {}): Promise<Ss
         sh("ip", ["netns", "exec", netns, "ip", "link", "set", "eth0", "up"]);
         sh("ip", ["netns", "exec", netns, "ip", "link", "set", "lo", "up"]);
         address = `${net}.${base + 2}`;
+        gateway = `${net}.${base + 1}`;
         port = 22;
       } else {
         port = await freePort();
@@ -235,6 +239,7 @@ export async function startSshLab(opts: { useNetns?: boolean } = {}): Promise<Ss
         user,
         home,
         agentPort: netns ? 7400 : await freePort(),
+        gateway,
         hostKeyFile,
         fingerprint,
         knownHostsLine: `[${address}]:${port} ${readFileSync(`${hostKeyFile}.pub`, "utf8").split(" ").slice(0, 2).join(" ")}`,

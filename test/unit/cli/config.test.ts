@@ -43,6 +43,22 @@ describe("config", () => {
     expect(config.consul).toEqual({ addr: "127.0.0.1:9500", token: "t0k", prefix: "p/" });
   });
 
+  it("reads the Consul token from CONSUL_HTTP_TOKEN_FILE; CONSUL_HTTP_TOKEN wins; a bad file is an error", () => {
+    const file = join(dir, "consul-token");
+    writeFileSync(file, "  s3cret-token\n");
+    expect(load({ CONSUL_HTTP_TOKEN_FILE: file }).config.consul.token).toBe("s3cret-token");
+    expect(load({ CONSUL_HTTP_TOKEN_FILE: file, CONSUL_HTTP_TOKEN: "direct" }).config.consul.token).toBe(
+      "direct",
+    );
+    expect(() => load({ CONSUL_HTTP_TOKEN_FILE: join(dir, "missing") })).toThrow(
+      /CONSUL_HTTP_TOKEN_FILE .*missing cannot be read/,
+    );
+    writeFileSync(file, "\n");
+    expect(() => load({ CONSUL_HTTP_TOKEN_FILE: file })).toThrow(/does not hold a token/);
+    writeFileSync(file, "two words\n");
+    expect(() => load({ CONSUL_HTTP_TOKEN_FILE: file })).toThrow(/does not hold a token/);
+  });
+
   it.each([
     ["a wrong type", "segments: many\n", /segments/],
     ["an unknown field", "segmnets: 12\n", /segmnets|Unrecognized/i],

@@ -181,6 +181,56 @@ describe("the remote scripts", () => {
     expect(readFileSync(join(hostile, "agent.sh"), "utf8")).not.toMatch(/token [^-]/);
   });
 
+  it("give the agent the Consul store (address, prefix, token file) only when deployed with it, and nothing from the login", async () => {
+    writeFileSync(
+      join(hostile, "agent.mjs"),
+      "const e = process.env; console.log(JSON.stringify({ store: e.SHARDCTL_STORE ?? null, addr: e.CONSUL_HTTP_ADDR ?? null, prefix: e.SHARDCTL_CONSUL_PREFIX ?? null, token: e.CONSUL_HTTP_TOKEN ?? null, tokenFile: e.CONSUL_HTTP_TOKEN_FILE ?? null }));",
+    );
+    const env = {
+      SHARDCTL_STORE: "consul",
+      CONSUL_HTTP_ADDR: "10.9.9.9:8500",
+      CONSUL_HTTP_TOKEN: "from-the-login",
+      CONSUL_HTTP_TOKEN_FILE: "/tmp/elsewhere",
+      SHARDCTL_CONSUL_PREFIX: "login/",
+    };
+    const runWith = async (s: AgentSettings) => {
+      writeFileSync(join(hostile, "agent.sh"), agentScript(s));
+      const r = await local.exec(
+        ["env", ...Object.entries(env).map(([k, v]) => `${k}=${v}`), "sh", join(hostile, "agent.sh")],
+        {
+          stdin: "",
+        },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Record<string, string | null>;
+    };
+    // embedded: nothing of the login's Consul settings reaches the agent
+    expect(await runWith(settings())).toEqual({
+      store: null,
+      addr: null,
+      prefix: null,
+      token: null,
+      tokenFile: null,
+    });
+    // Consul: the deploy's settings, quoted; the token only as a file name, never in the script
+    const hostileAddr = "http://consul.example:8500";
+    const prefix = "it's $(x)/";
+    expect(await runWith(settings({ consul: { addr: hostileAddr, prefix, tokenFile: true } }))).toEqual({
+      store: "consul",
+      addr: hostileAddr,
+      prefix,
+      token: null,
+      tokenFile: `${hostile}/consul-token`,
+    });
+    expect(
+      await runWith(settings({ consul: { addr: "127.0.0.1:8500", prefix: "p/", tokenFile: false } })),
+    ).toMatchObject({
+      store: "consul",
+      tokenFile: null,
+    });
+    expect(() => readFileSync(join(dir, "pwned"))).toThrow();
+  });
+
   it("report a stopped agent through ctl.sh status, and nothing ran from the name", async () => {
     writeFileSync(join(hostile, "ctl.sh"), ctlScript(settings()));
     const r = await local.exec(["sh", join(hostile, "ctl.sh"), "status"]);
@@ -267,6 +317,15 @@ describe("parseProbe and friends", () => {
       installFingerprint("sha", new Map([["agent.json", { content: "{ }", mode: 0o600 }]]), "token-1"),
     ).not.toBe(a);
     expect(a).not.toContain("token-1");
+    // a new Consul token is a new install too
+    const withConsul = (t: string) =>
+      installFingerprint(
+        "sha",
+        new Map([...files, ["consul-token", { content: t, mode: 0o600 }]]),
+        "token-1",
+      );
+    expect(withConsul("c1\n")).toBe(withConsul("c1\n"));
+    expect(withConsul("c1\n")).not.toBe(withConsul("c2\n"));
   });
 });
 

@@ -135,6 +135,24 @@ describe("parseInventory", () => {
     expect(problems({ nodes: [{ ...base, id: "../x", host: "h" }] })).toContain("nodes[0]).id:");
   });
 
+  it("takes where a node reaches Consul from the node or the defaults, and refuses what is not an address", () => {
+    const base = { user: "u", keyFile: "k", zone: "a" };
+    const inv = parse({
+      defaults: { consulAddr: "10.0.0.254:8500" },
+      nodes: [
+        { ...base, id: "n1", host: "h1" },
+        { ...base, id: "n2", host: "h2", consulAddr: "https://consul.internal" },
+      ],
+    });
+    expect(inv.nodes.map((n) => n.consulAddr)).toEqual(["10.0.0.254:8500", "https://consul.internal"]);
+    expect(parse({ nodes: [{ ...base, id: "n1", host: "h1" }] }).nodes[0].consulAddr).toBeUndefined();
+    for (const bad of ["a b:8500", "$(id):8500", "ftp://x:1", "x:8500/path", ""]) {
+      expect(problems({ nodes: [{ ...base, id: "n1", host: "h1", consulAddr: bad }] })).toContain(
+        "(nodes[0]).consulAddr:",
+      );
+    }
+  });
+
   it("accepts quotes, spaces and $() in a dataDir: it is quoted wherever it is used", () => {
     const inv = parse({
       nodes: [{ id: "n1", host: "h", user: "u", keyFile: "k", zone: "a", dataDir: "/srv/it's $(x) `y`" }],
