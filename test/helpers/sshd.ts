@@ -399,3 +399,27 @@ export function inventoryNode(
     ...extra,
   };
 }
+
+/** The environment and flags of `shardctl --store consul deploy …` run from the lab's control directory. */
+export function consulDeployArgs(
+  lab: SshLab,
+  o: { token: string; consulAddr: string; prefix: string; inventory: string; bundle: string },
+): { env: NodeJS.ProcessEnv; flags: string[] } {
+  return {
+    env: {
+      SHARDCTL_TOKEN: o.token,
+      SHARDCTL_DATA_DIR: join(lab.dir, "control"),
+      CONSUL_HTTP_ADDR: o.consulAddr,
+      SHARDCTL_CONSUL_PREFIX: o.prefix,
+    },
+    flags: [
+      "--inventory",
+      o.inventory,
+      "--known-hosts",
+      join(lab.dir, "known_hosts"),
+      "--bundle",
+      o.bundle,
+      "--accept-new-host-keys",
+    ],
+  };
+}

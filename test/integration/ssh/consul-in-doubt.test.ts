@@ -15,7 +15,13 @@ import { ConsulHttp } from "../../../src/consul/http.js";
 import { ConsulStore } from "../../../src/consul/store.js";
 import { cli } from "../../helpers/cli.js";
 import { startConsulDev, uniquePrefix, type DevConsul } from "../../helpers/consul.js";
-import { inventoryNode, startSshLab, type SshHost, type SshLab } from "../../helpers/sshd.js";
+import {
+  consulDeployArgs,
+  inventoryNode,
+  startSshLab,
+  type SshHost,
+  type SshLab,
+} from "../../helpers/sshd.js";
 
 const TOKEN = "consul-in-doubt-token";
 let lab: SshLab;
@@ -57,21 +63,13 @@ beforeAll(async () => {
     }),
   );
   prefix = uniquePrefix("in-doubt");
-  env = {
-    SHARDCTL_TOKEN: TOKEN,
-    SHARDCTL_DATA_DIR: join(lab.dir, "control"),
-    CONSUL_HTTP_ADDR: consul.addr,
-    SHARDCTL_CONSUL_PREFIX: prefix,
-  };
-  flags = [
-    "--inventory",
+  ({ env, flags } = consulDeployArgs(lab, {
+    token: TOKEN,
+    consulAddr: consul.addr,
+    prefix,
     inventory,
-    "--known-hosts",
-    join(lab.dir, "known_hosts"),
-    "--bundle",
-    bundle.path,
-    "--accept-new-host-keys",
-  ];
+    bundle: bundle.path,
+  }));
 }, 120_000);
 
 afterAll(async () => {

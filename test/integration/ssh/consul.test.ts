@@ -10,7 +10,7 @@ import { stringify } from "yaml";
 import { buildBundle, type Bundle } from "../../../src/cluster/bundle.js";
 import { cli } from "../../helpers/cli.js";
 import { startConsulDev, uniquePrefix, type DevConsul } from "../../helpers/consul.js";
-import { inventoryNode, startSshLab, type SshLab } from "../../helpers/sshd.js";
+import { consulDeployArgs, inventoryNode, startSshLab, type SshLab } from "../../helpers/sshd.js";
 
 let lab: SshLab;
 let consul: DevConsul;
@@ -43,21 +43,13 @@ beforeAll(async () => {
     inventory,
     stringify({ nodes: [inventoryNode(lab, h1, "c1", "a"), inventoryNode(lab, h2, "c2", "b")] }),
   );
-  env = {
-    SHARDCTL_TOKEN: "consul-deploy-token",
-    SHARDCTL_DATA_DIR: join(lab.dir, "control"),
-    CONSUL_HTTP_ADDR: consul.addr,
-    SHARDCTL_CONSUL_PREFIX: uniquePrefix("deploy"),
-  };
-  flags = [
-    "--inventory",
+  ({ env, flags } = consulDeployArgs(lab, {
+    token: "consul-deploy-token",
+    consulAddr: consul.addr,
+    prefix: uniquePrefix("deploy"),
     inventory,
-    "--known-hosts",
-    join(lab.dir, "known_hosts"),
-    "--bundle",
-    bundle.path,
-    "--accept-new-host-keys",
-  ];
+    bundle: bundle.path,
+  }));
 }, 120_000);
 
 afterAll(async () => {
