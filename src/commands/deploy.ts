@@ -295,6 +295,9 @@ sha256 on the node, write its config and token (mode 0600), start it as a
 systemd unit (where systemd runs and the user is root) or as a supervised
 background process with a pid file, wait for its /health, then register the
 healthy nodes in the location map (and as Consul services with --store consul).
+With --store consul each agent also gets the store (the inventory's consulAddr,
+else consul.addr; the Consul token in a 0600 file), to read the outcome of a
+migration a crash interrupted.
 Without a map yet, the initial layout is written over the deployed nodes.
 
 Re-running is idempotent: a node whose bundle and config are unchanged and whose
