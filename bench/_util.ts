@@ -5,7 +5,6 @@ export function now(): number {
   return performance.now();
 }
 
-/** Runs fn for at least minMs (after one warm-up call) and returns ns per iteration. */
 /**
  * Nanoseconds per operation of fn (which performs opsPerCall operations),
  * after a warm-up that lets the JIT settle: the median over slices of at

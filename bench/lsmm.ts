@@ -234,7 +234,7 @@ const recordNs = timePerOp(
 /**
  * Both paths with the same keys as rope strings (built by concatenation, then hashed once by a Map,
  * as an application's keys might be), measured last: they make the hash's string reads polymorphic.
- * The key set is dropped afterwards, so that the reshard below runs on the same heap as before.
+ * The key set is garbage afterwards (the reshard below does not keep it alive).
  */
 function measureRopeKeys(): [events: number, batch: number] {
   const ropeKeys = Array.from({ length: KEYS }, (_, i) => keyText(i));
