@@ -101,7 +101,10 @@ describe("a deployed agent with shards in doubt", () => {
       migration: "m-in-doubt",
     });
     expect(fence.status).toBe(200);
-    const before = lab.processesWith("agent.mjs").filter((pid) => cmdline(pid).includes("--node-id\0d1"));
+    // d1's agent: this lab's directory, node id d1
+    const agentOfD1 = () =>
+      lab.processesWith(`${d1.home}/agent/agent.mjs`).filter((pid) => cmdline(pid).includes("--node-id\0d1"));
+    const before = agentOfD1();
     expect(before.length).toBe(1);
 
     // the commit lands in Consul: the shard is d2's at the next epoch
@@ -128,7 +131,7 @@ describe("a deployed agent with shards in doubt", () => {
     }
     expect(r?.status).toBe(421);
     expect(r!.json()).toMatchObject({ redirect: { node: "d2", epoch: moved } });
-    const after = lab.processesWith("agent.mjs").filter((pid) => cmdline(pid).includes("--node-id\0d1"));
+    const after = agentOfD1();
     expect(after.length).toBe(1);
     expect(after[0]).not.toBe(before[0]);
     const log = readFileSync(`${d1.home}/agent/agent.log`, "utf8");
