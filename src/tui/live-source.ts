@@ -65,6 +65,7 @@ import type {
   PlanView,
   ZoneSeriesForecast,
 } from "./source.js";
+import { layoutLabel } from "./source.js";
 import { HISTORY_COLUMNS } from "./view-model.js";
 
 export interface LiveSourceOptions {
@@ -363,7 +364,7 @@ export class LiveSource implements DashboardSource {
     const inFlight: MigrationInFlight[] = [];
     const recent: MigrationDone[] = [];
     for (const { record: r } of got.records) {
-      const base = { id: r.id, shard: r.shard, source: r.source, target: r.target };
+      const base = { id: r.id, shard: r.shard, source: r.source, target: r.target, label: layoutLabel(r) };
       if (isTerminal(r.phase)) {
         recent.push({
           ...base,

@@ -11,7 +11,8 @@
  * can be read (no layout in the store).
  */
 import type { ShardInfo } from "../engine/location-map.js";
-import type { MigrationPhase } from "../engine/migration.js";
+import type { LayoutOp } from "../engine/assigner.js";
+import type { MigrationPhase, MigrationRecord } from "../engine/migration.js";
 
 export type { MigrationPhase };
 
@@ -71,6 +72,8 @@ export interface MigrationInFlight {
   shard: string;
   source: string;
   target: string;
+  /** What a split or merge does ("split shard-3 → shard-3+shard-13 on node-1"); absent for a move. */
+  label?: string;
   phase: MigrationPhase;
   bytesCopied: number;
   bytesTotal?: number;
@@ -86,6 +89,8 @@ export interface MigrationDone {
   shard: string;
   source: string;
   target: string;
+  /** As MigrationInFlight.label. */
+  label?: string;
   result: "committed" | "aborted" | "failed";
   writePauseMs?: number;
   finishedAt: number;
@@ -190,4 +195,29 @@ export interface DashboardSource {
   /** The segment of a key; throws a UsageError for a malformed key. */
   segmentOf(key: string): number;
   close(): Promise<void>;
+}
+
+/**
+ * What a split or merge does, for the migrations pane ("split shard-3 →
+ * shard-3+shard-13 on node-1", "merge shard-6+shard-7 on node-2"); undefined
+ * for a whole-shard move, or when the record's layout is not readable.
+ */
+export function layoutLabel(r: MigrationRecord): string | undefined {
+  const op = r.layout?.op as Partial<LayoutOp> | undefined;
+  const on = r.source === r.target ? r.source : `${r.source}→${r.target}`;
+  const ids = (xs: unknown) =>
+    Array.isArray(xs) && xs.length > 0 && xs.every((x) => typeof x === "string")
+      ? (xs as string[])
+      : undefined;
+  if (op?.kind === "split") {
+    const pieces = ids(
+      Array.isArray(op.pieces) ? op.pieces.map((p) => (p as { id?: unknown })?.id) : undefined,
+    );
+    return pieces ? `split ${r.shard} → ${pieces.join("+")} on ${on}` : undefined;
+  }
+  if (op?.kind === "merge") {
+    const shards = ids(op.shards);
+    return shards ? `merge ${shards.join("+")} on ${on}` : undefined;
+  }
+  return undefined;
 }

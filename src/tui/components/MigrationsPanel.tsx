@@ -34,14 +34,14 @@ export function migrationsLines(p: MigrationsPanelProps): string[] {
     const lag = f.lagEntries === undefined ? "" : ` lag ${f.lagEntries}`;
     const problem = f.problem ? ` ${paint(`(${f.problem})`, fg256(196), p.colour)}` : "";
     lines.push(
-      `▸ ${f.shard} ${f.source}→${f.target} ${paint(f.phase, fg256(214), p.colour)} ${copied}${lag} · ${formatDuration(p.now - f.startedAt)}${problem}`,
+      `▸ ${f.label ?? `${f.shard} ${f.source}→${f.target}`} ${paint(f.phase, fg256(214), p.colour)} ${copied}${lag} · ${formatDuration(p.now - f.startedAt)}${problem}`,
     );
   }
   for (const r of m.recent) {
     const result = paint(r.result, fg256(r.result === "committed" ? 46 : 196), p.colour);
     const pause = r.writePauseMs === undefined ? "" : ` pause ${formatDuration(r.writePauseMs)}`;
     lines.push(
-      `  ${r.shard} ${r.source}→${r.target} ${result}${pause} · ${formatDuration(p.now - r.finishedAt)} ago${r.reason ? ` (${r.reason})` : ""}`,
+      `  ${r.label ?? `${r.shard} ${r.source}→${r.target}`} ${result}${pause} · ${formatDuration(p.now - r.finishedAt)} ago${r.reason ? ` (${r.reason})` : ""}`,
     );
   }
   return lines;

@@ -10,6 +10,8 @@ import { Frame } from "../../../src/tui/components/Frame.js";
 import { RAMP_256 } from "../../../src/tui/ansi.js";
 import { hottestRow, segmentGrid } from "../../../src/tui/heat.js";
 import { frameModel, initialNav } from "../../../src/tui/view-model.js";
+import { layoutLabel } from "../../../src/tui/source.js";
+import type { MigrationRecord } from "../../../src/engine/migration.js";
 import { blank, makeForecast, makeSnapshot, plain } from "./fixtures.js";
 
 describe("HeatmapPanel", () => {
@@ -245,6 +247,84 @@ describe("MigrationsPanel", () => {
     ]);
   });
 
+  it("names splits and merges by what they do, and a move by its shard and nodes", () => {
+    const now = Date.UTC(2026, 0, 1, 12);
+    const base = {
+      source: "node-1",
+      target: "node-1",
+      finishedAt: now - 3_000,
+      result: "committed" as const,
+    };
+    const split: MigrationRecord = {
+      ...record("m1", "shard-3"),
+      layout: {
+        op: {
+          kind: "split",
+          shard: "shard-3",
+          node: "node-1",
+          reason: "hot-segment",
+          pieces: [
+            { id: "shard-3", ranges: [[0, 10]], load: 1 },
+            { id: "shard-13", ranges: [[10, 11]], load: 9 },
+          ],
+        },
+        pieceNodes: { "shard-13": "node-1" },
+        epochs: { "shard-3": 1 },
+        nodes: { "shard-3": "node-1" },
+      },
+    };
+    const merge: MigrationRecord = {
+      ...record("m2", "shard-6"),
+      source: "node-2",
+      target: "node-2",
+      layout: {
+        op: { kind: "merge", shards: ["shard-6", "shard-7"], node: "node-2", ranges: [[0, 20]], load: 2 },
+        pieceNodes: {},
+        epochs: {},
+        nodes: {},
+      },
+    };
+    expect(layoutLabel(split)).toBe("split shard-3 → shard-3+shard-13 on node-1");
+    expect(layoutLabel(merge)).toBe("merge shard-6+shard-7 on node-2");
+    expect(layoutLabel({ ...split, target: "node-2" })).toBe(
+      "split shard-3 → shard-3+shard-13 on node-1→node-2",
+    );
+    expect(layoutLabel(record("m3", "shard-1"))).toBeUndefined();
+    // a journal record from the store is input: an unreadable layout is no label, not a crash
+    for (const op of [
+      { kind: "split", pieces: "x" },
+      { kind: "split", pieces: [{ id: 7 }] },
+      { kind: "merge", shards: [] },
+    ])
+      expect(layoutLabel({ ...split, layout: { ...split.layout!, op: op as never } })).toBeUndefined();
+    const { lastFrame } = render(
+      <MigrationsPanel
+        migrations={{
+          available: true,
+          inFlight: [],
+          recent: [
+            { ...base, id: "m1", shard: "shard-3", label: layoutLabel(split) },
+            { ...base, id: "m0", shard: "shard-1", target: "node-2" },
+          ],
+        }}
+        now={now}
+        width={100}
+        height={4}
+        colour={false}
+      />,
+    );
+    expect(
+      plain(lastFrame())
+        .split("\n")
+        .map((l) => l.trimEnd()),
+    ).toEqual([
+      "Migrations: 0 in flight, 2 recent",
+      "  split shard-3 → shard-3+shard-13 on node-1 committed · 3s ago",
+      "  shard-1 node-1→node-2 committed · 3s ago",
+      "",
+    ]);
+  });
+
   it("says when there is no journal to read", () => {
     const { lastFrame } = render(
       <MigrationsPanel
@@ -429,3 +509,14 @@ describe("Frame", () => {
     expect(plain(lastFrame())).toContain("terminal too small: 40×10, need 60×16");
   });
 });
+
+function record(id: string, shard: string): MigrationRecord {
+  return {
+    id,
+    shard,
+    source: "node-1",
+    target: "node-1",
+    phase: "done",
+    startedAt: 0,
+  } as MigrationRecord;
+}
