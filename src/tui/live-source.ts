@@ -52,20 +52,20 @@ import { errorMessage, PreconditionError, UsageError } from "../errors.js";
 import { predictAccessPattern } from "../forecast/index.js";
 import { demandFromZoneSeries, type SegmentZoneSeries } from "../commands/plan.js";
 import { windowsPath } from "../store/windows-file.js";
-import type {
-  DashboardSnapshot,
-  DashboardSource,
-  FocusTarget,
-  ForecastView,
-  HeatHistory,
-  MigrationDone,
-  MigrationInFlight,
-  MigrationsView,
-  NodeView,
-  PlanView,
-  ZoneSeriesForecast,
+import {
+  type DashboardSnapshot,
+  type DashboardSource,
+  type FocusTarget,
+  type ForecastView,
+  type HeatHistory,
+  type MigrationDone,
+  type MigrationInFlight,
+  type MigrationsView,
+  type NodeView,
+  type PlanView,
+  type ZoneSeriesForecast,
+  layoutLabel,
 } from "./source.js";
-import { layoutLabel } from "./source.js";
 import { HISTORY_COLUMNS } from "./view-model.js";
 
 export interface LiveSourceOptions {
