@@ -630,10 +630,6 @@ export function installFingerprint(
   const h = createHash("sha256").update(`${bundleSha}\0${tokenDigest}`);
   for (const [name, f] of [...files].sort(([a], [b]) => a.localeCompare(b))) {
     if (name === "installed" || name === "token") continue; // the token enters as its digest, above
-    if (name === "consul-token") {
-      h.update(`\0${name}\0${createHash("sha256").update(f.content).digest("hex")}`);
-      continue;
-    }
     h.update(`\0${name}\0${f.mode}\0${f.content}`);
   }
   return h.digest("hex");

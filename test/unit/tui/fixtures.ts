@@ -25,6 +25,13 @@ export function plain(frame: string | undefined): string {
   return stripAnsi(frame ?? "");
 }
 
+/** The frame's lines without colour and without trailing blanks. */
+export function plainLines(frame: string | undefined): string[] {
+  return plain(frame)
+    .split("\n")
+    .map((l) => l.trimEnd());
+}
+
 export interface SnapshotSpec {
   segments?: number;
   shards?: number;

@@ -12,7 +12,7 @@ import { hottestRow, segmentGrid } from "../../../src/tui/heat.js";
 import { frameModel, initialNav } from "../../../src/tui/view-model.js";
 import { layoutLabel } from "../../../src/tui/source.js";
 import type { MigrationRecord } from "../../../src/engine/migration.js";
-import { blank, makeForecast, makeSnapshot, plain } from "./fixtures.js";
+import { blank, makeForecast, makeSnapshot, plain, plainLines } from "./fixtures.js";
 
 describe("HeatmapPanel", () => {
   const snap = makeSnapshot({
@@ -176,11 +176,7 @@ describe("MigrationsPanel", () => {
         colour={false}
       />,
     );
-    expect(
-      plain(lastFrame())
-        .split("\n")
-        .map((l) => l.trimEnd()),
-    ).toEqual([
+    expect(plainLines(lastFrame())).toEqual([
       "Migrations: 1 in flight, 1 recent",
       "▸ shard-2 node-2→node-3 copying 3.0M/8.0M lag 120 · 30s",
       "  shard-1 node-1→node-2 committed pause 42ms · 10m00s ago",
@@ -234,11 +230,7 @@ describe("MigrationsPanel", () => {
         colour={false}
       />,
     );
-    expect(
-      plain(lastFrame())
-        .split("\n")
-        .map((l) => l.trimEnd()),
-    ).toEqual([
+    expect(plainLines(lastFrame())).toEqual([
       "Migrations: 2 in flight, 1 recent",
       "▸ shard-4 node-1→node-2 journaled 0B · 2s",
       "▸ shard-3 node-3→node-1 committed 2.0K lag 0 · 1m05s (roll-forward pending: node-1 did not answer)",
@@ -313,11 +305,7 @@ describe("MigrationsPanel", () => {
         colour={false}
       />,
     );
-    expect(
-      plain(lastFrame())
-        .split("\n")
-        .map((l) => l.trimEnd()),
-    ).toEqual([
+    expect(plainLines(lastFrame())).toEqual([
       "Migrations: 0 in flight, 2 recent",
       "  split shard-3 → shard-3+shard-13 on node-1 committed · 3s ago",
       "  shard-1 node-1→node-2 committed · 3s ago",
@@ -396,11 +384,7 @@ describe("PlanPanel, title, status and help", () => {
         colour={false}
       />,
     );
-    expect(
-      plain(lastFrame())
-        .split("\n")
-        .map((l) => l.trimEnd()),
-    ).toEqual([
+    expect(plainLines(lastFrame())).toEqual([
       "Plan · shard-3 (map v9) · p/esc back",
       "decision: move → node-2",
       "m: migrate shard-3 to node-2",
