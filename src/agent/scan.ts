@@ -7,7 +7,9 @@
  *
  * - a torn tail: no valid entry follows anywhere after it. A write that was
  *   never acknowledged (its fsync did not complete) was cut short; the file is
- *   truncated there.
+ *   truncated there. A tail of zeros only is marked `allZero`: the space the
+ *   log writes ahead of its end (shard-log.ts), or a write whose size landed
+ *   and whose data did not.
  * - corruption in the middle: some valid later entry exists after it. Bytes
  *   that were once durable have changed; truncating would silently drop valid
  *   entries, so the shard is refused instead.
@@ -23,7 +25,8 @@ import {
 } from "./log-format.js";
 
 export type ScanProblem =
-  | { kind: "torn-tail"; offset: number; droppedBytes: number; why: string }
+  /** allZero: every dropped byte is zero (space written ahead of the log, or a write that never landed). */
+  | { kind: "torn-tail"; offset: number; droppedBytes: number; why: string; allZero: boolean }
   | { kind: "corrupt"; offset: number; why: string; validEntryAt: number };
 
 export interface ScanResult {
@@ -70,10 +73,21 @@ export function scanLog(buf: Buffer, prevLsn: number, onEntry: (e: LogEntry) => 
       validEnd: off,
       lastLsn: last,
       entries,
-      problem: { kind: "torn-tail", offset: off, droppedBytes: buf.length - off, why },
+      problem: {
+        kind: "torn-tail",
+        offset: off,
+        droppedBytes: buf.length - off,
+        why,
+        allZero: isZero(buf, off),
+      },
     };
   }
   return { validEnd: off, lastLsn: last, entries };
+}
+
+function isZero(buf: Buffer, from: number): boolean {
+  for (let i = from; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
 }
 
 /** The offset of the first entry at or after `from` that decodes and has an LSN above `afterLsn`; -1 if none. */

@@ -172,8 +172,9 @@ export const registerAgent: RegisterCommand = (program: Command, ctx: CommandCon
 const AGENT_HELP = `
 The shards' logs, snapshots and metadata live under the global --data-dir
 (DATA-DIR/shards/<id>/). The agent recovers every shard under DATA-DIR/shards before it listens: a torn
-tail is truncated at the last valid entry (logged on stderr); a shard with a
-corrupt entry in the middle of its log is refused, never served. SIGTERM stops
+tail is truncated at the last valid entry and the zeros a busy log writes ahead
+of its end are trimmed (both logged on stderr); a shard with a corrupt entry in
+the middle of its log is refused, never served. SIGTERM stops
 it cleanly (writes in flight reach their fsync, then exit 0). The access
 windows are saved every --windows-save-seconds and on a clean stop, and read
 back at start.

@@ -49,11 +49,16 @@ describe("scanLog (recovery)", () => {
     }
   });
 
-  it("treats a zero-filled tail (a size extended before its data landed) as torn", () => {
+  it("treats a zero-filled tail (zeros written ahead, or a size extended before its data landed) as torn, all zero", () => {
     const { buf, ends } = log(3);
     const { r } = collect(Buffer.concat([buf, Buffer.alloc(4096)]));
-    expect(r.problem?.kind).toBe("torn-tail");
+    expect(r.problem).toMatchObject({ kind: "torn-tail", allZero: true, droppedBytes: 4096 });
     expect(r.validEnd).toBe(ends[2]);
+    // part of an entry before the zeros: a torn write, not only zeros
+    const cut = buf.subarray(0, ends[2] - 5);
+    const torn = collect(Buffer.concat([cut, Buffer.alloc(4096)])).r;
+    expect(torn.problem).toMatchObject({ kind: "torn-tail", allZero: false });
+    expect(torn.validEnd).toBe(ends[1]);
   });
 
   it("detects a flipped byte in the middle as corruption, pointing at the next valid entry", () => {
