@@ -59,6 +59,8 @@ const AHEAD_MAX = 512 * 1024;
 const AHEAD_SECONDS = 0.05;
 const AHEAD_ALIGN = 4096;
 const ZEROS = Buffer.alloc(AHEAD_MAX + AHEAD_ALIGN);
+/** A write refused for want of room, which the same write without the zeros may not be. */
+const NO_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
 const CREATE_FLAGS = APPEND_FLAGS | constants.O_CREAT | constants.O_EXCL;
 
 function truncateDurably(path: string, size: number): void {
@@ -101,6 +103,8 @@ export interface ShardLogOptions {
   onFlush?: (entries: number, bytes: number, fsyncMs: number) => void;
   /** Milliseconds, for the write volume that sets the space written ahead (tests); performance.now by default. */
   clock?: () => number;
+  /** fs.writev as a promise of the bytes written (tests stand in a failing disk); the real one by default. */
+  writev?: (fd: number, buffers: Buffer[], position: number) => Promise<number>;
 }
 
 export function logFileName(firstLsn: number): string {
@@ -323,29 +327,47 @@ export class ShardLog {
     let pos = active.size;
     const end = pos + bytes;
     // extending the file anyway: zeros after the entries, for the next group commits to land in
+    let zeros: Buffer | undefined;
     if (end > this.written && this.aheadBytes > 0) {
       const upTo = Math.min(
         Math.ceil((end + this.aheadBytes) / AHEAD_ALIGN) * AHEAD_ALIGN,
         this.opts.maxFileBytes,
       );
-      if (upTo > end) iov.push(ZEROS.subarray(0, upTo - end));
+      if (upTo > end) zeros = ZEROS.subarray(0, upTo - end);
     }
+    let zerosWritten = 0;
+    const writevFn = this.opts.writev ?? writevAsync;
     for (let i = 0; i < iov.length; i += 1024) {
       const part = iov.slice(i, i + 1024);
       let want = 0;
       for (const p of part) want += p.length;
-      let written = await writevAsync(this.fd, part, pos);
+      let written: number;
+      if (zeros && i + 1024 >= iov.length && part.length < 1024) {
+        // the zeros ride with the last write, and only as far as the disk takes them: a disk
+        // with room for the entries and not for the zeros still takes the entries
+        try {
+          written = await writevFn(this.fd, [...part, zeros], pos);
+          zerosWritten = Math.max(0, written - want);
+          written = Math.min(written, want);
+        } catch (err) {
+          // no room for the zeros (nothing written): once more without them; any other failure fails the log
+          if (!NO_ROOM.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
+          written = await writevFn(this.fd, part, pos);
+        }
+      } else {
+        written = await writevFn(this.fd, part, pos);
+      }
       while (written < want) {
         // short write: write the rest
         const rest = Buffer.concat(part).subarray(written);
-        written += await writevAsync(this.fd, [rest], pos + written);
+        written += await writevFn(this.fd, [rest], pos + written);
       }
       pos += want;
     }
     // (O_DSYNC: the writes above are durable when they return)
     if (newFile) await fsyncDir(this.dir);
     active.size = end;
-    if (pos > this.written) this.written = pos;
+    if (end + zerosWritten > this.written) this.written = end + zerosWritten;
     this.measureRate(bytes);
     this.opts.onFlush?.(entries, bytes, performance.now() - t0);
     for (const b of batches) {

@@ -1,5 +1,5 @@
 /** The shard log on a temporary directory: the space it writes ahead, and recovery with it. */
-import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writev } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -216,5 +216,83 @@ describe("ShardLog: space written ahead", () => {
     // refused: nothing trimmed, nothing said
     expect(readFileSync(first.path).equals(bytes)).toBe(true);
     expect(refused.warnings).toEqual([]);
+  });
+
+  describe("on a disk with room for the entries and not for the zeros", () => {
+    /** fs.writev on a disk that ends at `limit()`: a write past it is refused (ENOSPC) or cut short there. */
+    function fullDisk(limit: () => number, mode: "refuse" | "short") {
+      const calls: number[] = [];
+      const fn = (fd: number, buffers: Buffer[], position: number): Promise<number> => {
+        let want = 0;
+        for (const b of buffers) want += b.length;
+        calls.push(want);
+        const room = limit() - position;
+        if (want > room && (mode === "refuse" || room <= 0)) {
+          return Promise.reject(
+            Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" }),
+          );
+        }
+        let keep = Math.min(want, room);
+        const cut: Buffer[] = [];
+        for (const b of buffers) {
+          if (keep <= 0) break;
+          cut.push(b.subarray(0, Math.min(b.length, keep)));
+          keep -= b.length;
+        }
+        return new Promise((resolve, reject) =>
+          writev(fd, cut, position, (err, n) => (err ? reject(err) : resolve(n))),
+        );
+      };
+      return { fn, calls };
+    }
+
+    for (const mode of ["refuse", "short"] as const) {
+      it(`takes every entry when the zeros are ${mode === "refuse" ? "refused" : "cut short"}, and goes on`, async () => {
+        const dir = tempDir();
+        let limit = Infinity;
+        const disk = fullDisk(() => limit, mode);
+        const o = options({ writev: disk.fn });
+        const { log } = recover(dir, o.opts);
+        await appendPuts(log, 256, 4000);
+        o.clock.ms = 1000;
+        await appendPuts(log, 1, 100); // the rate is measured: the next extension carries zeros
+        limit = log.totalBytes + 20_000; // room for a few entries, not for 64 KiB of zeros
+        disk.calls.length = 0;
+        await appendPuts(log, 3, 4000);
+        expect(disk.calls[0]).toBeGreaterThan(64 * 1024); // the zeros were tried
+        expect(log.durableLsn).toBe(260);
+        expect(log.zerosAhead).toBe(mode === "refuse" ? 0 : limit - log.totalBytes);
+        const onDisk = statSync(listLogFiles(dir)[0].path).size;
+        expect(onDisk).toBe(mode === "refuse" ? log.totalBytes : limit);
+        // and the log goes on while there is room
+        await appendPuts(log, 1, 100);
+        expect(log.durableLsn).toBe(261);
+        await log.close();
+        const again = options();
+        expect(recover(dir, again.opts).entries).toHaveLength(261);
+      });
+    }
+
+    it("fails the log on any other error, as before", async () => {
+      const dir = tempDir();
+      let fail = false;
+      const o = options({
+        writev: (fd, buffers, position) =>
+          fail
+            ? Promise.reject(Object.assign(new Error("EIO: i/o error"), { code: "EIO" }))
+            : new Promise((resolve, reject) =>
+                writev(fd, buffers, position, (err, n) => (err ? reject(err) : resolve(n))),
+              ),
+      });
+      const { log } = recover(dir, o.opts);
+      await appendPuts(log, 256, 4000);
+      o.clock.ms = 1000;
+      await appendPuts(log, 1, 100);
+      fail = true;
+      await expect(appendPuts(log, 1, 100)).rejects.toThrow("EIO");
+      fail = false;
+      await expect(appendPuts(log, 1, 100)).rejects.toThrow("EIO"); // a failed log stays failed
+      expect(log.durableLsn).toBe(257);
+    });
   });
 });
