@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { Writable } from "node:stream";
@@ -10,6 +10,11 @@ import type { IO } from "../../../src/output.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const seriesDir = resolve(repoRoot, "../shared/data/series");
+// these tests read a real public series beside the repository: say so plainly when it is not there
+if (!existsSync(join(seriesDir, "azure_llm_conv_requests_10s.csv")))
+  throw new Error(
+    `${seriesDir}/azure_llm_conv_requests_10s.csv is missing: check out ../shared beside the repository`,
+  );
 
 function fakeIO(): IO & { stdout: () => string; stderr: () => string } {
   const out: string[] = [];
