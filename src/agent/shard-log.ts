@@ -61,6 +61,8 @@ const AHEAD_ALIGN = 4096;
 const ZEROS = Buffer.alloc(AHEAD_MAX + AHEAD_ALIGN);
 /** A write refused for want of room, which the same write without the zeros may not be. */
 const NO_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
+/** The most buffers one writev takes (Linux's IOV_MAX). */
+const IOV_MAX = 1024;
 const CREATE_FLAGS = APPEND_FLAGS | constants.O_CREAT | constants.O_EXCL;
 
 function truncateDurably(path: string, size: number): void {
@@ -73,7 +75,8 @@ function truncateDurably(path: string, size: number): void {
   }
 }
 
-function writevAsync(fd: number, buffers: Buffer[], position: number): Promise<number> {
+/** fs.writev as a promise of the bytes written. */
+export function writevAsync(fd: number, buffers: Buffer[], position: number): Promise<number> {
   return new Promise((resolve, reject) =>
     writev(fd, buffers, position, (err, n) => (err ? reject(err) : resolve(n))),
   );
@@ -323,8 +326,8 @@ export class ShardLog {
     // every O_DSYNC writev is a trip to the disk: entries that lie side by side in memory (a
     // replicated chunk) go as one piece, and more pieces than one writev takes (IOV_MAX) as one copy
     const pieces = coalesceBuffers(buffers);
-    const iov = pieces.length > 1024 ? [Buffer.concat(pieces, bytes)] : pieces;
-    let pos = active.size;
+    const iov = pieces.length > IOV_MAX ? [Buffer.concat(pieces, bytes)] : pieces;
+    const pos = active.size;
     const end = pos + bytes;
     // extending the file anyway: zeros after the entries, for the next group commits to land in
     let zeros: Buffer | undefined;
@@ -337,32 +340,26 @@ export class ShardLog {
     }
     let zerosWritten = 0;
     const writevFn = this.opts.writev ?? writevAsync;
-    for (let i = 0; i < iov.length; i += 1024) {
-      const part = iov.slice(i, i + 1024);
-      let want = 0;
-      for (const p of part) want += p.length;
-      let written: number;
-      if (zeros && i + 1024 >= iov.length && part.length < 1024) {
-        // the zeros ride with the last write, and only as far as the disk takes them: a disk
-        // with room for the entries and not for the zeros still takes the entries
-        try {
-          written = await writevFn(this.fd, [...part, zeros], pos);
-          zerosWritten = Math.max(0, written - want);
-          written = Math.min(written, want);
-        } catch (err) {
-          // no room for the zeros (nothing written): once more without them; any other failure fails the log
-          if (!NO_ROOM.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
-          written = await writevFn(this.fd, part, pos);
-        }
-      } else {
-        written = await writevFn(this.fd, part, pos);
+    let written: number;
+    if (zeros && iov.length < IOV_MAX) {
+      // the zeros ride with the entries, and only as far as the disk takes them: a disk with
+      // room for the entries and not for the zeros still takes the entries
+      try {
+        written = await writevFn(this.fd, [...iov, zeros], pos);
+        zerosWritten = Math.max(0, written - bytes);
+        written = Math.min(written, bytes);
+      } catch (err) {
+        // no room for the zeros (nothing written): once more without them; any other failure fails the log
+        if (!NO_ROOM.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
+        written = await writevFn(this.fd, iov, pos);
       }
-      while (written < want) {
-        // short write: write the rest
-        const rest = Buffer.concat(part).subarray(written);
-        written += await writevFn(this.fd, [rest], pos + written);
-      }
-      pos += want;
+    } else {
+      written = await writevFn(this.fd, iov, pos);
+    }
+    while (written < bytes) {
+      // short write: write the rest
+      const rest = Buffer.concat(iov).subarray(written);
+      written += await writevFn(this.fd, [rest], pos + written);
     }
     // (O_DSYNC: the writes above are durable when they return)
     if (newFile) await fsyncDir(this.dir);

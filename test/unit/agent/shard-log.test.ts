@@ -1,21 +1,17 @@
 /** The shard log on a temporary directory: the space it writes ahead, and recovery with it. */
-import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writev } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { tempDirs } from "../../helpers/temp-dirs.js";
 import { decodeEntry, encodeEntry, type LogEntry } from "../../../src/agent/log-format.js";
-import { LogCorrupt, ShardLog, listLogFiles, type ShardLogOptions } from "../../../src/agent/shard-log.js";
+import {
+  LogCorrupt,
+  ShardLog,
+  listLogFiles,
+  writevAsync,
+  type ShardLogOptions,
+} from "../../../src/agent/shard-log.js";
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), "shardctl-log-"));
-  dirs.push(d);
-  return d;
-}
+const tempDir = tempDirs("shardctl-log-");
 
 /** Options with a clock the test moves, and the warnings collected. */
 function options(over: Partial<ShardLogOptions> = {}) {
@@ -239,9 +235,7 @@ describe("ShardLog: space written ahead", () => {
           cut.push(b.subarray(0, Math.min(b.length, keep)));
           keep -= b.length;
         }
-        return new Promise((resolve, reject) =>
-          writev(fd, cut, position, (err, n) => (err ? reject(err) : resolve(n))),
-        );
+        return writevAsync(fd, cut, position);
       };
       return { fn, calls };
     }
@@ -280,9 +274,7 @@ describe("ShardLog: space written ahead", () => {
         writev: (fd, buffers, position) =>
           fail
             ? Promise.reject(Object.assign(new Error("EIO: i/o error"), { code: "EIO" }))
-            : new Promise((resolve, reject) =>
-                writev(fd, buffers, position, (err, n) => (err ? reject(err) : resolve(n))),
-              ),
+            : writevAsync(fd, buffers, position),
       });
       const { log } = recover(dir, o.opts);
       await appendPuts(log, 256, 4000);

@@ -1,15 +1,12 @@
 /** A shard on a temporary directory: recovery, snapshots and compaction (no server). */
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { tempDirs } from "../../helpers/temp-dirs.js";
 import { Shard, type ShardOptions } from "../../../src/agent/shard.js";
 import { decodeSnapshot } from "../../../src/agent/snapshot.js";
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = tempDirs("shardctl-shard-");
 
 function opts(over: Partial<ShardOptions> = {}): ShardOptions & { warnings: string[] } {
   const warnings: string[] = [];
@@ -17,8 +14,7 @@ function opts(over: Partial<ShardOptions> = {}): ShardOptions & { warnings: stri
 }
 
 async function newShard(o = opts()) {
-  const dir = mkdtempSync(join(tmpdir(), "shardctl-shard-"));
-  dirs.push(dir);
+  const dir = tempDir();
   const shard = await Shard.create(
     join(dir, "s"),
     "shard-1",

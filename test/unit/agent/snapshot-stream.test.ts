@@ -4,10 +4,10 @@
  * and trailing bytes; a shard installs a snapshot in place of its copy; the
  * log read by the copy checksum is read in blocks, not whole files.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { tempDirs } from "../../helpers/temp-dirs.js";
 import { copyChecksum, scanEntries } from "../../../src/agent/replication.js";
 import { Shard, type ShardOptions } from "../../../src/agent/shard.js";
 import {
@@ -18,16 +18,7 @@ import {
   type StateValue,
 } from "../../../src/agent/snapshot.js";
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function tmp(): string {
-  const d = mkdtempSync(join(tmpdir(), "shardctl-snapstream-"));
-  dirs.push(d);
-  return d;
-}
+const tmp = tempDirs("shardctl-snapstream-");
 
 function opts(): ShardOptions {
   return { maxFileBytes: 64 * 1024, snapshotBytes: 1 << 30, warn: () => {} };

@@ -4,11 +4,11 @@
  * concurrent retries, inside one batch, after recovery from the log and from
  * a snapshot, and on a copy made from replicated entries.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { tempDirs } from "../../helpers/temp-dirs.js";
 import { decodeEntry } from "../../../src/agent/log-format.js";
 import { listLogFiles } from "../../../src/agent/shard-log.js";
 import { Shard, type ReplicatedEntry, type ShardOptions } from "../../../src/agent/shard.js";
@@ -22,16 +22,7 @@ import {
 } from "../../../src/agent/snapshot.js";
 import { parseWriteIdHex, WRITE_ID_RECORD_BYTES, WriteIdTable } from "../../../src/agent/write-ids.js";
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function tmp(): string {
-  const d = mkdtempSync(join(tmpdir(), "shardctl-writeids-"));
-  dirs.push(d);
-  return d;
-}
+const tmp = tempDirs("shardctl-writeids-");
 
 /** Ids that share a client prefix and differ in a counter, like the routing client's. */
 function idOf(n: number, client = 0xc11e): Buffer {
