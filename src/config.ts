@@ -41,7 +41,8 @@ export const configSchema = z
           .number()
           .int()
           .min(1)
-          .max(64 * 1024)
+          // the log format stores a key's length in 16 bits
+          .max(65535)
           .default(1024),
         maxValueBytes: z
           .number()

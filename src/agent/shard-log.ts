@@ -40,7 +40,7 @@ import {
 } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { fsyncDir } from "./fs-util.js";
+import { fsyncDir, fsyncDirSync } from "./fs-util.js";
 import { GroupCommit } from "./group-commit.js";
 import type { LogEntry } from "./log-format.js";
 import { scanLog } from "./scan.js";
@@ -259,6 +259,8 @@ export class ShardLog {
       const path = join(dir, logFileName(last + 1));
       fd = openSync(path, CREATE_FLAGS, 0o600);
       fsyncSync(fd);
+      // the file's directory entry too: acknowledged writes go into it
+      fsyncDirSync(dir);
       files.push({ firstLsn: last + 1, path, size: 0 });
     } else {
       fd = openSync(files[files.length - 1].path, APPEND_FLAGS);
@@ -271,6 +273,19 @@ export class ShardLog {
     const first = this.assignedLsn + 1;
     this.assignedLsn += n;
     return first;
+  }
+
+  /**
+   * Gives back the last `n` LSNs reserve handed out, when the caller could not encode its entries
+   * (nothing may have been reserved since: the caller encodes synchronously right after reserve).
+   * Without this, a refused batch would leave a gap that recovery reads as a torn tail.
+   */
+  unreserve(first: number, n: number): void {
+    if (this.assignedLsn !== first + n - 1)
+      throw new Error(
+        `cannot give back LSNs ${first}..${first + n - 1}: ${this.assignedLsn} was reserved since`,
+      );
+    this.assignedLsn = first - 1;
   }
 
   /** Appends a batch; resolves after its fsync and after applyDurable ran for it. */
@@ -312,10 +327,13 @@ export class ShardLog {
       // the active file's content is already durable (every batch is fsynced before the next);
       // the zeros written ahead are trimmed before the file is sealed
       this.trimAhead();
-      closeSync(this.fd);
       const firstLsn = batches[0].firstLsn;
       const path = join(this.dir, logFileName(firstLsn));
-      this.fd = openSync(path, CREATE_FLAGS, 0o600);
+      // the new file is opened before the old one is closed: if the open fails, this.fd still
+      // names the old file, never a closed number that another file may be given next
+      const fd = openSync(path, CREATE_FLAGS, 0o600);
+      closeSync(this.fd);
+      this.fd = fd;
       active = { firstLsn, path, size: 0 };
       this.files.push(active);
       this.rotateNext = false;
@@ -387,6 +405,7 @@ export class ShardLog {
 
   async close(): Promise<void> {
     await this.idle();
+    if (this.fd < 0) return;
     try {
       this.trimAhead();
     } catch (err) {
@@ -396,6 +415,7 @@ export class ShardLog {
       );
     }
     closeSync(this.fd);
+    this.fd = -1;
   }
 
   /** Bytes of zeros written after the active file's entries (for tests). */

@@ -15,7 +15,7 @@
  */
 import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fsyncDir } from "./fs-util.js";
 import { encodeEntry, NO_VALUE, type LogOp } from "./log-format.js";
 import { DEFAULT_WRITE_ID_CAPACITY, WriteIdTable, type RememberedWrite } from "./write-ids.js";
@@ -138,6 +138,8 @@ export class Shard {
     opts: ShardOptions,
   ): Promise<Shard> {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // the shard's directory entry, so that a crash cannot forget a shard that acknowledged writes
+    await fsyncDir(dirname(dir));
     const full: ShardMeta = { shardId: id, ...meta };
     writeMeta(dir, full);
     return Shard.open(dir, id, opts);
@@ -312,23 +314,29 @@ export class Shard {
     const migrationTimestamp = this.meta.migrationTimestamp;
     const buffers: Buffer[] = [];
     let bytes = 0;
-    for (let i = 0; i < ops.length; i++) {
-      const o = ops[i];
-      const b = encodeEntry(
-        {
-          lsn: first + i,
-          timestamp: now,
-          migrationTimestamp,
-          op: o.op,
-          shardId: this.id,
-          key: o.key,
-          value: o.value ?? NO_VALUE,
-          writeId: o.writeId,
-        },
-        this.idBytes,
-      );
-      buffers.push(b);
-      bytes += b.length;
+    try {
+      for (let i = 0; i < ops.length; i++) {
+        const o = ops[i];
+        const b = encodeEntry(
+          {
+            lsn: first + i,
+            timestamp: now,
+            migrationTimestamp,
+            op: o.op,
+            shardId: this.id,
+            key: o.key,
+            value: o.value ?? NO_VALUE,
+            writeId: o.writeId,
+          },
+          this.idBytes,
+        );
+        buffers.push(b);
+        bytes += b.length;
+      }
+    } catch (err) {
+      // an entry the log format cannot hold: nothing written, and the LSNs given back
+      log.unreserve(first, ops.length);
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     const batch: ShardBatch = { buffers, bytes, firstLsn: first, ops, results: [] };
     return log.append(batch).then(

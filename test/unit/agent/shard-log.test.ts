@@ -1,5 +1,15 @@
 /** The shard log on a temporary directory: the space it writes ahead, and recovery with it. */
-import { readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDirs } from "../../helpers/temp-dirs.js";
 import { decodeEntry, encodeEntry, type LogEntry } from "../../../src/agent/log-format.js";
@@ -7,6 +17,7 @@ import {
   LogCorrupt,
   ShardLog,
   listLogFiles,
+  logFileName,
   writevAsync,
   type ShardLogOptions,
 } from "../../../src/agent/shard-log.js";
@@ -286,5 +297,30 @@ describe("ShardLog: space written ahead", () => {
       await expect(appendPuts(log, 1, 100)).rejects.toThrow("EIO"); // a failed log stays failed
       expect(log.durableLsn).toBe(257);
     });
+  });
+
+  it("keeps its file open when the next file cannot be created, so closing it never touches another file", async () => {
+    const dir = tempDir();
+    const o = options({ maxFileBytes: 8192 });
+    const { log } = recover(dir, o.opts);
+    await appendPuts(log, 3, 2000);
+    const before = readFileSync(log.files[0].path);
+    // the next file's name is taken: the rotation's exclusive create fails
+    writeFileSync(join(dir, logFileName(4)), "");
+    await expect(appendPuts(log, 1, 8000)).rejects.toThrow("EEXIST");
+    // a file opened now may be given any free descriptor, the log's old one included if it was closed
+    const other = join(tempDir(), "other");
+    writeFileSync(other, "");
+    const fd = openSync(other, "r+");
+    writeSync(fd, Buffer.alloc(100_000, 7));
+    await log.close();
+    expect(statSync(other).size).toBe(100_000);
+    closeSync(fd);
+    expect(readFileSync(log.files[0].path).equals(before)).toBe(true);
+    rmSync(join(dir, logFileName(4)));
+    const again = options({ maxFileBytes: 8192 });
+    const { log: reopened, entries } = recover(dir, again.opts);
+    expect(entries.map((e) => e.lsn)).toEqual([1, 2, 3]);
+    await reopened.close();
   });
 });

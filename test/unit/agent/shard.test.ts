@@ -25,6 +25,29 @@ async function newShard(o = opts()) {
 }
 
 describe("Shard", () => {
+  it("refuses a batch holding a key the log format cannot store, and leaves no gap in the LSNs", async () => {
+    const o = opts();
+    const { dir, shard } = await newShard(o);
+    await shard.write([{ op: "put", key: "a", value: Buffer.from("1") }]);
+    await expect(
+      shard.write([
+        { op: "put", key: "fine", value: Buffer.from("x") },
+        { op: "put", key: "k".repeat(65536), value: Buffer.from("2") },
+      ]),
+    ).rejects.toThrow("key longer than 65535 bytes");
+    expect(shard.failed).toBeUndefined();
+    const [b] = await shard.write([{ op: "put", key: "b", value: Buffer.from("3") }]);
+    expect(b.lsn).toBe(2);
+    expect(shard.get("fine")).toBeUndefined();
+    await shard.close();
+    const again = await Shard.open(dir, "shard-1", o);
+    expect(again.failed).toBeUndefined();
+    expect(o.warnings).toEqual([]);
+    expect(again.get("b")!.value.toString()).toBe("3");
+    expect(again.lsn).toBe(2);
+    await again.close();
+  });
+
   it("rebuilds the latest value per key from the log, across sealed files", async () => {
     const o = opts();
     const { dir, shard } = await newShard(o);

@@ -78,6 +78,13 @@ describe("config", () => {
     expect(() => load({ SHARDCTL_SEGMENTS: "lots" })).toThrow(/segments/);
   });
 
+  it("refuses a key limit the log format cannot hold (16-bit key lengths)", () => {
+    writeFileSync(join(dir, "shardctl.yaml"), "limits:\n  maxKeyBytes: 65535\n");
+    expect(load().config.limits.maxKeyBytes).toBe(65535);
+    writeFileSync(join(dir, "shardctl.yaml"), "limits:\n  maxKeyBytes: 65536\n");
+    expect(() => load()).toThrow(/maxKeyBytes/);
+  });
+
   it("refuses an explicit file that does not exist", () => {
     expect(() => load({}, "nope.yaml")).toThrow(/does not exist/);
   });
