@@ -61,7 +61,9 @@ export function scanLog(buf: Buffer, prevLsn: number, onEntry: (e: LogEntry) => 
     } else {
       why = r.kind === "short" ? "entry cut short" : r.why;
     }
-    const next = findValidEntry(buf, off + 1, last);
+    // an entry that decodes with a later LSN than the next is itself the valid entry after the
+    // problem: a gap (entries missing) is corruption, never a tail to cut
+    const next = r.kind === "entry" && r.entry.lsn > last ? off : findValidEntry(buf, off + 1, last);
     if (next >= 0)
       return {
         validEnd: off,

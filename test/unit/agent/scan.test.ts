@@ -87,6 +87,11 @@ describe("scanLog (recovery)", () => {
       kind: "corrupt",
       why: "lsn 5 does not follow 3",
     });
+    // the same when nothing follows the entry after the gap (it was once taken for a torn tail)
+    expect(collect(Buffer.concat([a, log(1, 5).buf])).r.problem).toMatchObject({
+      kind: "corrupt",
+      validEntryAt: a.length,
+    });
     const { buf } = log(2, 1);
     const dup = Buffer.concat([buf, buf]);
     expect(collect(dup).r.problem?.kind).toBe("torn-tail"); // a replayed 1, 2 is never above 2: no valid newer entry
