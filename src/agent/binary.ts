@@ -73,8 +73,16 @@ export function startBinaryServer(agent: Agent, host: string, port: number): Pro
   });
 }
 
+/** How long a new connection has to send its hello before it is dropped. */
+const HELLO_TIMEOUT_MS = 10_000;
+
 class BinaryConnection {
   private buf: Buffer = Buffer.alloc(0);
+  /** The chunks of a frame still arriving, kept apart until it is whole (one copy, not one per chunk). */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes the frame being collected in `pending` needs (0: none is). */
+  private want = 0;
   private authed = false;
   private closed = false;
   private readonly maxFrame: number;
@@ -85,10 +93,26 @@ class BinaryConnection {
   ) {
     this.maxFrame = agent.opts.maxValueBytes + 64 * 1024;
     socket.on("data", (c: Buffer) => this.onData(c));
+    // a connection that does not say hello in time is dropped (it holds a socket and nothing else)
+    socket.setTimeout(HELLO_TIMEOUT_MS, () => {
+      if (!this.authed) socket.destroy();
+    });
   }
 
   private onData(chunk: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    // after a refusal nothing the peer sends is read, let alone kept
+    if (this.closed) return;
+    if (this.want > 0) {
+      this.pending.push(chunk);
+      this.pendingBytes += chunk.length;
+      if (this.pendingBytes < this.want) return;
+      this.buf = Buffer.concat(this.pending, this.pendingBytes);
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.want = 0;
+    } else {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    }
     while (!this.closed) {
       if (!this.authed) {
         if (this.buf.length < 6) return;
@@ -100,6 +124,7 @@ class BinaryConnection {
         this.buf = this.buf.subarray(6 + tlen);
         if (got.length !== expected.length || !timingSafeEqual(got, expected)) return this.refuseHello();
         this.authed = true;
+        this.socket.setTimeout(0);
         this.socket.write(Buffer.concat([MAGIC, Buffer.from([0])]));
         continue;
       }
@@ -116,7 +141,13 @@ class BinaryConnection {
             : badRequest(`a frame of ${len} bytes is too short`);
         return this.fail(e);
       }
-      if (this.buf.length < 4 + len) return;
+      if (this.buf.length < 4 + len) {
+        this.want = 4 + len;
+        this.pending = [this.buf];
+        this.pendingBytes = this.buf.length;
+        this.buf = Buffer.alloc(0);
+        return;
+      }
       const frame = this.buf.subarray(4, 4 + len);
       this.buf = this.buf.subarray(4 + len);
       this.handle(frame);
@@ -126,13 +157,20 @@ class BinaryConnection {
   private refuseHello(): void {
     this.closed = true;
     this.agent.metrics.countRequest("binary-auth", 401);
-    this.socket.end(Buffer.concat([MAGIC, Buffer.from([1])]));
+    this.closeWith(Buffer.concat([MAGIC, Buffer.from([1])]));
   }
 
   /** A malformed stream: answer with id 0 and close (the framing cannot be trusted any more). */
   private fail(err: ApiError): void {
     this.closed = true;
-    this.socket.end(answer(0, STATUS_ERROR, err.status, 0, 0, errorBody(err)));
+    this.closeWith(answer(0, STATUS_ERROR, err.status, 0, 0, errorBody(err)));
+  }
+
+  /** Sends the last answer, then closes both ways: a peer that keeps sending is not read any more. */
+  private closeWith(last: Buffer): void {
+    this.buf = Buffer.alloc(0);
+    this.pending = [];
+    this.socket.end(last, () => this.socket.destroy());
   }
 
   private handle(frame: Buffer): void {

@@ -130,6 +130,42 @@ describe("binary protocol", () => {
     expect(c.helloStatus).toBe(1);
   });
 
+  it("after refusing a hello, reads nothing more and closes, even from a peer that keeps sending", async () => {
+    const s = connect({ port: binPort, host: "127.0.0.1", allowHalfOpen: true });
+    await new Promise<void>((r) => s.once("connect", () => r()));
+    let gone = false;
+    const done = new Promise<void>((r) => {
+      s.on("close", () => ((gone = true), r()));
+      s.on("error", () => {});
+    });
+    const hello = Buffer.alloc(6);
+    MAGIC.copy(hello);
+    hello.writeUInt16LE(3, 4);
+    s.write(Buffer.concat([hello, Buffer.from("bad")]));
+    const junk = Buffer.alloc(1 << 20, 0x5a);
+    let sent = 0;
+    // before, the agent only half-closed and kept every byte that followed in memory
+    while (!gone && sent < 256 << 20) {
+      if (!s.write(junk)) await new Promise((r) => setTimeout(r, 5));
+      sent += junk.length;
+    }
+    await done;
+    expect(gone).toBe(true);
+    expect(sent).toBeLessThan(256 << 20);
+    expect((await http(agent.port, "GET", "/health")).status).toBe(200);
+  });
+
+  it("takes a large value sent in many small pieces", async () => {
+    const c = await Client.open();
+    const value = Buffer.alloc(3 << 20);
+    for (let i = 0; i < value.length; i++) value[i] = (i * 31) & 0xff;
+    const frame = encodeRequest(1, OP_PUT, "shard-1", "big", 2, "a", value);
+    for (let o = 0; o < frame.length; o += 16 * 1024) c.socket.write(frame.subarray(o, o + 16 * 1024));
+    expect((await c.answer(1)).status).toBe(STATUS_OK);
+    expect((await c.call(2, OP_GET, "big")).payload.equals(value)).toBe(true);
+    c.socket.destroy();
+  });
+
   it("answers stale epoch, unknown shard, bad shard id, oversize key/value with the HTTP codes, changing nothing", async () => {
     const c = await Client.open();
     expect((await c.call(1, OP_PUT, "x", 2, Buffer.from("good"))).status).toBe(STATUS_OK);
