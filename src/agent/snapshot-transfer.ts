@@ -123,19 +123,20 @@ export async function installSnapshotRequest(
   const shard = targetShard(agent, id, epoch, ["receiving"]);
   if (installing.has(shard))
     throw new ApiError(409, "installing", `a snapshot is already being installed into shard ${id}`);
-  const fs = await statfs(shard.dir);
-  const free = fs.bavail * fs.bsize;
-  if (free < size + SPACE_MARGIN_BYTES) {
-    throw new ApiError(
-      507,
-      "no-space",
-      `this agent (${agent.opts.nodeId}) has ${free} bytes free; the snapshot of ${id} needs ${size} plus a ${SPACE_MARGIN_BYTES}-byte margin`,
-      { free, needed: size + SPACE_MARGIN_BYTES },
-    );
-  }
+  // marked before the first await: two uploads at once (an old and a new coordinator) cannot both pass
   installing.add(shard);
   const tmp = join(shard.dir, INCOMING_SNAPSHOT);
   try {
+    const fs = await statfs(shard.dir);
+    const free = fs.bavail * fs.bsize;
+    if (free < size + SPACE_MARGIN_BYTES) {
+      throw new ApiError(
+        507,
+        "no-space",
+        `this agent (${agent.opts.nodeId}) has ${free} bytes free; the snapshot of ${id} needs ${size} plus a ${SPACE_MARGIN_BYTES}-byte margin`,
+        { free, needed: size + SPACE_MARGIN_BYTES },
+      );
+    }
     const state = new Map<string, StateValue>();
     const decoder = new SnapshotDecoder((k, v) => state.set(k, v));
     const fh = await open(tmp, "w", 0o600);

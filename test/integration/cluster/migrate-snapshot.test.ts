@@ -305,9 +305,12 @@ describe("migrating a compacted shard", () => {
     for (let i = 0; i < 50 && readdirSync(shardDir).some((f) => f.includes("tmp")); i++)
       await new Promise((r) => setTimeout(r, 20));
     await nothingInstalled();
-    // Then the genuine upload installs
-    const ok = await put(snap.body);
-    expect(ok.status, ok.body.toString()).toBe(200);
+    // Then the genuine upload installs; sent twice at once (an old and a new coordinator), one
+    // installs and the other is refused, never both writing the same file
+    const both = await Promise.all([put(snap.body), put(snap.body)]);
+    expect(both.map((r) => r.status).sort()).toEqual([200, 409]);
+    expect(both.find((r) => r.status === 409)!.json().error).toBe("installing");
+    const ok = both.find((r) => r.status === 200)!;
     expect(ok.json()).toMatchObject({ state: "receiving", lsn: Number(lsn), snapshotLsn: Number(lsn) });
     expect((await admin(dst.port, "DELETE", "shard-2", { epoch: 1 })).status).toBe(200);
   }, 60_000);
