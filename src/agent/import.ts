@@ -388,7 +388,11 @@ export async function importAdmin(
         const seg = agent.segmenter.segmentOf(key);
         if (inRanges(ranges, seg) && !inRanges(own, seg)) doomed.push({ op: "delete", key });
       }
-      for (let i = 0; i < doomed.length; i += 5000) await shard.write(doomed.slice(i, i + 5000));
+      await shard.track(
+        (async () => {
+          for (let i = 0; i < doomed.length; i += 5000) await shard.write(doomed.slice(i, i + 5000));
+        })(),
+      );
       const rest = Object.fromEntries(
         Object.entries(shard.meta.imports ?? {}).filter(([, s]) => s.migration !== migration),
       );
@@ -421,9 +425,11 @@ export async function importAdmin(
       sendJson(res, 200, describeShard(shard));
       // the keys that moved away are never served here again: delete them (after answering,
       // so the write pause does not include it), so no stale copy outlives the split
-      void purgeOutside(agent, shard, ranges).catch((err) =>
-        agent.log(`shard ${shard.id}: purging the keys that moved away failed: ${(err as Error).message}`),
-      );
+      void shard
+        .track(purgeOutside(agent, shard, ranges))
+        .catch((err) =>
+          agent.log(`shard ${shard.id}: purging the keys that moved away failed: ${(err as Error).message}`),
+        );
       return;
     }
     default:

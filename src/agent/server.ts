@@ -484,7 +484,9 @@ async function adminRequest(
         throw new ApiError(409, "not-owner", `shard ${id} is not owned here`);
       if (shard.meta.state === "fenced") otherMigration();
       shard.fence(epoch, migration);
-      // writes accepted before the fence reach their fsync; the fenced LSN is the last durable one
+      // the agent's own writes (a purge) finish, and writes accepted before the fence reach their
+      // fsync: the fenced LSN is the last durable one, and nothing is written after it
+      await shard.settle();
       await shard.drain();
       return sendJson(res, 200, describeShard(shard));
     }

@@ -543,6 +543,24 @@ export class Shard {
     });
   }
 
+  /** Work that writes to the shard on its own (a purge after a reshape); a fence waits for it. */
+  private readonly background = new Set<Promise<unknown>>();
+
+  /** Registers `work` as background writes of this shard (see settle) and returns it. */
+  track<T>(work: Promise<T>): Promise<T> {
+    const done: Promise<unknown> = work.catch(() => undefined).finally(() => this.background.delete(done));
+    this.background.add(done);
+    return work;
+  }
+
+  /**
+   * Waits until no tracked background work is left. A fence calls it before drain, so that writes
+   * the agent makes by itself land before the fenced LSN (else the new owner would never get them).
+   */
+  async settle(): Promise<void> {
+    while (this.background.size > 0) await Promise.all(this.background);
+  }
+
   /** Waits for every write in flight to be durable. */
   async drain(): Promise<void> {
     await this.log?.idle();
