@@ -90,8 +90,9 @@ export function badRequest(message: string, extra: Record<string, unknown> = {})
 
 /** Parses a non-negative integer field or throws a 400 naming it. */
 export function intField(value: unknown, name: string, min = 0): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
-    throw badRequest(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(value)}`);
+  // safe integers only: an epoch of 1e300 would make every later epoch stale
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
+    throw badRequest(`${name} must be an integer from ${min} to 2^53 − 1, got ${JSON.stringify(value)}`);
   }
   return value;
 }

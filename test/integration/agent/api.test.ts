@@ -117,6 +117,10 @@ describe("hostile input", () => {
     expect(mixed.status).toBe(400);
     const adminBad = await http(a.port, "POST", "/v1/admin/shards/shard-1/fence", { body: "{nope" });
     expect(adminBad.status).toBe(400);
+    // an epoch past 2^53 (it would make every later epoch stale)
+    const hugeEpoch = await admin(a.port, "POST", "shard-1/fence", { epoch: 1e300, migration: "m" });
+    expect(hugeEpoch.status).toBe(400);
+    expect(hugeEpoch.json().message).toMatch(/2\^53/);
     const noEpoch = await http(a.port, "PUT", "/v1/shards/shard-1/keys/k", { body: "evil" });
     expect(noEpoch.status).toBe(400);
     expect(noEpoch.json().message).toMatch(/x-shard-epoch/);
