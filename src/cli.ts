@@ -81,13 +81,10 @@ export async function runCli(argv: string[], io: IO = processIO, env = process.e
 
 export function reportError(err: unknown, io: IO): number {
   if (err instanceof CommanderError) {
-    if (
-      err.code === "commander.helpDisplayed" ||
-      err.code === "commander.version" ||
-      err.code === "commander.help"
-    ) {
-      return ExitCode.Ok;
-    }
+    if (err.code === "commander.helpDisplayed" || err.code === "commander.version") return ExitCode.Ok;
+    // help asked for (`shardctl help`) is 0; help shown because a subcommand is missing
+    // (`shardctl`, `shardctl forecast`) or unknown (`shardctl help nope`) is a usage error
+    if (err.code === "commander.help") return err.exitCode === 0 ? ExitCode.Ok : ExitCode.Usage;
     // commander already printed the message
     return ExitCode.Usage;
   }

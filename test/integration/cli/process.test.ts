@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runProcess } from "../../helpers/cli.js";
+import { spawn } from "node:child_process";
+import { runProcess, shardctlCommand } from "../../helpers/cli.js";
 
 let dir: string;
 let env: NodeJS.ProcessEnv;
@@ -33,5 +34,23 @@ describe("shardctl as a process", () => {
     });
     expect(loc.status).toBe(2);
     expect(loc.stderr).toMatch(/not valid UTF-8/);
+  });
+
+  it("stops quietly when its reader closes the pipe early (| head)", async () => {
+    const big = { SHARDCTL_DATA_DIR: join(dir, "big"), SHARDCTL_SEGMENTS: "4096" };
+    expect(runProcess(["init", "--shards-per-node", "1024"], { cwd: dir, env: big }).stderr).toBe("");
+    const { command, args } = shardctlCommand();
+    // every shard of the map as JSON: far more than one pipe buffer
+    const child = spawn(command, [...args, "shards", "--json"], {
+      cwd: dir,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...big },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    child.stdout.once("data", () => child.stdout.destroy());
+    const code = await new Promise<number | null>((r) => child.on("close", (c) => r(c)));
+    expect(stderr).not.toMatch(/EPIPE|internal error/);
+    expect(code).toBe(0);
   });
 });

@@ -51,6 +51,16 @@ describe("shardctl (foundation commands)", () => {
     expect((await cli(["reshard", "--aply"], env)).code).toBe(2);
   });
 
+  it("exits 2 when a subcommand is missing or unknown (help on stderr), 0 when help is asked for", async () => {
+    for (const args of [[], ["forecast"], ["node"], ["help", "nope"]]) {
+      const r = await cli(args, env);
+      expect(r.code, args.join(" ")).toBe(2);
+      expect(r.err, args.join(" ")).toMatch(/Usage: shardctl/);
+    }
+    expect((await cli(["help"], env)).code).toBe(0);
+    expect((await cli(["help", "plan"], env)).code).toBe(0);
+  });
+
   it("runs init → record → reshard → locate end to end, with --json", async () => {
     expect((await cli(["init", "--json"], env)).code).toBe(0);
     expect((await cli(["init"], env)).code).toBe(3); // already there
