@@ -54,6 +54,13 @@ export function runPredict(
   const level = chooseLevel(deps.windows, opts.resolutionSeconds);
   const { resolutionSeconds, slots } = deps.windows.levels[level];
   const horizon = opts.horizon ?? Math.max(1, Math.min(slots, Math.round(3600 / resolutionSeconds)));
+  // a forecast reaches no further than the history it is fitted on
+  if (horizon > slots) {
+    throw new UsageError(
+      `--horizon ${horizon} is longer than the ${slots} intervals of ${resolutionSeconds} s this window level keeps`,
+      { hint: `pick --horizon ${slots} or less, or a coarser --resolution` },
+    );
+  }
   const perZone: Record<string, Float64Array> = {};
   for (const z of zones) perZone[z] = deps.windows.series(segment, level, deps.now, z);
   const forecast = predictAccessPattern(perZone, {
@@ -107,7 +114,10 @@ export function registerPredict(program: Command, ctx: CommandContext): void {
       "forecast the access to a key's segment per origin zone, with intervals (predict_access_pattern)",
     )
     .requiredOption("-k, --key <key>", "the data key")
-    .option("--horizon <n>", "intervals to forecast (default: one hour's worth)")
+    .option(
+      "--horizon <n>",
+      "intervals to forecast, at most the window level's slots (default: one hour's worth)",
+    )
     .option("--zone <zone>", "only this origin zone")
     .option("--resolution <seconds>", "forecast from the window level of this resolution (default: minutes)")
     .option("--json", "print the forecast as JSON", false)

@@ -52,6 +52,12 @@ describe("predict (predict_access_pattern on the windows)", () => {
     expect(() =>
       runPredict({ key: "k", resolutionSeconds: 7, json: true }, { config, windows: w, now }),
     ).toThrow(/7 s resolution/);
+    // further ahead than the level's history (60 one-minute slots), and absurdly far: refused
+    expect(runPredict({ key: "k", horizon: 60, json: true }, { config, windows: w, now }).horizon).toBe(60);
+    for (const horizon of [61, 99_999_999_999])
+      expect(() => runPredict({ key: "k", horizon, json: true }, { config, windows: w, now })).toThrow(
+        /longer than the 60 intervals/,
+      );
   });
 
   it("draws sparklines on a shared scale", () => {
