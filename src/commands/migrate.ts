@@ -12,6 +12,7 @@ import { executeMigration, listMigrations, type MigrationRecord } from "../clust
 import { recoverMigrations, type RecoveryReport } from "../cluster/recover.js";
 import { executeLayoutChange, movesOfPlan, type Move } from "../cluster/reshape.js";
 import type { Config } from "../config.js";
+import { isTerminal } from "../engine/migration.js";
 import { parsePlanFile } from "../engine/plan-file.js";
 import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
 import { systemClock } from "../engine/ports.js";
@@ -61,7 +62,8 @@ export async function runMigrate(
     plan = parsePlanFile(text, opts.plan);
   }
   const store = await openStore(config);
-  const rpc = new AgentRpc({ token: resolveClientToken(config) });
+  // made only for --apply: a dry run talks to no agent, so it needs no token
+  let rpc: AgentRpc | undefined;
   try {
     const vm = await store.load({ consistent: true });
     if (!vm)
@@ -104,6 +106,7 @@ export async function runMigrate(
       io.err.write("dry run: nothing changed; add --apply to migrate\n");
       return { applied: false, mapVersion: vm.version, moves, migrations: [], recovered: [] };
     }
+    rpc = new AgentRpc({ token: resolveClientToken(config) });
     // a coordinator that starts finishes what a dead one left (rolls forward or back)
     const recovered = (
       await recoverMigrations({ store, rpc, clock: systemClock, log: (s) => io.err.write(`${s}\n`) })
@@ -157,7 +160,7 @@ export async function runMigrate(
     }
     return { applied: true, mapVersion: vm.version, moves, migrations: done, recovered };
   } finally {
-    rpc.close();
+    rpc?.close();
     await store.close();
   }
 }
@@ -281,7 +284,10 @@ Exit codes: 0 listed (and, with --recover, everything orphaned finished),
       const store = await openStore(config);
       try {
         let failed: RecoveryReport[] = [];
-        if (o.recover) {
+        const open = (await store.listMigrations()).records.filter((r) => !isTerminal(r.record.phase));
+        if (o.recover && open.length === 0) ctx.io.err.write("recovery: nothing orphaned\n");
+        // agents are called (with the token) only when a migration is left to finish
+        else if (o.recover) {
           const rpc = new AgentRpc({ token: resolveClientToken(config) });
           try {
             const reports = await recoverMigrations({

@@ -51,6 +51,20 @@ describe("shardctl (foundation commands)", () => {
     expect((await cli(["reshard", "--aply"], env)).code).toBe(2);
   });
 
+  it("makes a migration dry run, and a recovery with nothing to recover, without an agent token", async () => {
+    expect((await cli(["init"], env)).code).toBe(0);
+    const dry = await cli(["migrate", "--shard", "shard-1", "--to", "node-2"], env);
+    expect(dry.err).toMatch(/dry run: nothing changed/);
+    expect(dry.code).toBe(0);
+    const recover = await cli(["migrations", "--recover"], env);
+    expect(recover.err).toMatch(/nothing orphaned/);
+    expect(recover.code).toBe(0);
+    // applying does need one
+    const apply = await cli(["migrate", "--shard", "shard-1", "--to", "node-2", "--apply"], env);
+    expect(apply.code).toBe(3);
+    expect(apply.err).toMatch(/no agent token/);
+  });
+
   it("exits 2 when a subcommand is missing or unknown (help on stderr), 0 when help is asked for", async () => {
     for (const args of [[], ["forecast"], ["node"], ["help", "nope"]]) {
       const r = await cli(args, env);
