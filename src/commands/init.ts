@@ -36,6 +36,14 @@ export function parseNodeSpecs(spec: string, zones: readonly string[]): NodeInfo
     const [, id, address = "", zone = zones[i % zones.length]] = m;
     if (!NODE_ID_PATTERN.test(id))
       throw new UsageError(`node id ${JSON.stringify(id)} must match ${NODE_ID_PATTERN}`);
+    // an address, when given, is one an agent could listen on (a node may be named without one)
+    const port = /:(\d{1,5})$/.exec(address);
+    const host = port ? address.slice(0, port.index) : "";
+    const portNumber = port ? Number(port[1]) : 0;
+    if (address !== "" && (host === "" || host === "[]" || portNumber < 1 || portNumber > 65535))
+      throw new UsageError(`node ${id}: address ${JSON.stringify(address)} is not HOST:PORT (port 1–65535)`, {
+        hint: "e.g. --nodes n1=10.0.0.1:7400@a,n2=10.0.0.2:7400@b",
+      });
     if (!zones.includes(zone)) {
       throw new UsageError(`node ${id}: zone ${JSON.stringify(zone)} is not configured`, {
         hint: `configured zones: ${zones.join(", ")}`,
