@@ -14,4 +14,14 @@ describe("man pages", () => {
     const onDisk = readdirSync(join(repoRoot, "man")).filter((f) => f.startsWith("shardctl-"));
     expect(onDisk.sort()).toEqual(pages.map((p) => p.file).sort());
   });
+
+  it("shardctl(1) names every command's page under SEE ALSO", () => {
+    const main = readFileSync(join(repoRoot, "man", "shardctl.1"), "utf8");
+    const seeAlso = main.slice(main.indexOf(".SH SEE ALSO"));
+    expect(seeAlso.startsWith(".SH SEE ALSO")).toBe(true);
+    for (const p of manPages()) {
+      const name = p.file.replace(/\.1$/, "").replace(/-/g, "\\-");
+      expect(seeAlso, p.file).toContain(`.BR ${name} (1)`);
+    }
+  });
 });
