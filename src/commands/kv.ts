@@ -1,13 +1,14 @@
 /** `shardctl put|get|delete KEY`: one key through the routing client. */
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import type { Command } from "commander";
-import { ShardClient } from "../client/shard-client.js";
+import { ShardClient, type GetResult } from "../client/shard-client.js";
 import { resolveClientToken } from "../cluster/local.js";
 import type { Config } from "../config.js";
 import { decodeKeyBytes } from "../engine/segmenter.js";
 import { UsageError, UserError } from "../errors.js";
 import { printJson, type IO } from "../output.js";
+import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
 import { openStore } from "../store/index.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 
@@ -91,11 +92,12 @@ export async function runGet(
   opts: { json?: boolean; out?: string; zone?: string },
   deps: KvDeps,
 ) {
+  // a bad --out path is refused before the cluster is asked (and the access counted)
+  if (opts.out) checkOutputPath(opts.out);
   const r = await withClient(deps, opts.zone, (c) => c.get(key));
   if (!r) throw new UserError(`key not found: ${key}`);
   if (opts.out) {
-    writeFileSync(opts.out, r.value);
-    deps.io.err.write(`wrote ${r.value.length} bytes to ${opts.out}\n`);
+    writeValueFile(key, r, opts.out, opts.json ?? false, deps.io);
     return;
   }
   if (opts.json) {
@@ -114,6 +116,17 @@ export async function runGet(
     return;
   }
   deps.io.out.write(r.value);
+}
+
+/**
+ * `get --out`: the value is written atomically, so a failure leaves neither a partial file
+ * nor a temporary one; with --json, what was written is described on stdout.
+ */
+export function writeValueFile(key: string, r: GetResult, out: string, json: boolean, io: IO): void {
+  // 0o666 less the umask, as the plain write this replaces made it: the value is the user's file
+  writeOutputFile(out, r.value, { mode: 0o666 });
+  if (json) printJson(io, { key, out, bytes: r.value.length, lsn: r.lsn, timestamp: r.timestamp });
+  else io.err.write(`wrote ${r.value.length} bytes to ${out}\n`);
 }
 
 export async function runDelete(key: string, opts: { zone?: string; json?: boolean }, deps: KvDeps) {
@@ -138,8 +151,14 @@ export const registerKv: RegisterCommand = (program: Command, ctx: CommandContex
     .command("get")
     .description("print the value of a key (raw bytes on stdout); exit 1 when it does not exist")
     .argument("<key>", "the key (UTF-8)")
-    .option("--json", "print {key, value, encoding, lsn, timestamp} (base64 when not UTF-8)")
-    .option("--out <file>", "write the value to a file instead of stdout")
+    .option(
+      "--json",
+      "print {key, value, encoding, lsn, timestamp} (base64 when not UTF-8); with --out, {key, out, bytes, lsn, timestamp}",
+    )
+    .option(
+      "--out <file>",
+      "write the value to a file instead of stdout (atomically; a bad path is refused before the cluster is asked)",
+    )
     .option("--zone <zone>", "origin zone to report for this access")
     .addHelpText("after", GET_HELP)
     .action((key: string, opts) => runGet(key, opts, deps()));

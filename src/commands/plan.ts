@@ -36,7 +36,7 @@ import { openStore } from "../store/index.js";
 import { windowsPath } from "../store/windows-file.js";
 import { collectWindows, type CollectedWindows } from "../cluster/windows-source.js";
 import { latencyNote, measureClusterRtts, type MeasuredRtts } from "../cluster/rtt.js";
-import { writeAtomic } from "../store/embedded.js";
+import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
 import { parsePositiveInt, segmenterFor } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 import { chooseLevel } from "./predict.js";
@@ -506,6 +506,8 @@ export const registerPlan: RegisterCommand = (program: Command, ctx: CommandCont
           return;
         }
         if (o.out && !o.all) throw new UsageError("--out writes a whole-cluster plan: use it with --all");
+        // a bad --out path is refused before planning, not after the plan is computed
+        if (o.out) checkOutputPath(o.out);
         const horizonSeconds = o.horizon === undefined ? undefined : parsePositiveInt(o.horizon, "--horizon");
         const source = await fileSource(config, o.latency);
         let plan: MigrationPlan;
@@ -516,7 +518,7 @@ export const registerPlan: RegisterCommand = (program: Command, ctx: CommandCont
         }
         for (const n of plan.inputs.notes) ctx.io.err.write(`note: ${n}\n`);
         if (o.out) {
-          writeAtomic(o.out, serialisePlanFile(plan));
+          writeOutputFile(o.out, serialisePlanFile(plan));
           ctx.io.err.write(
             `wrote ${o.out}: ${plan.steps.length} step(s), checksum ${planChecksum(JSON.parse(JSON.stringify(plan)))}\n`,
           );

@@ -29,7 +29,7 @@ import {
 import { engineForecaster } from "../sim/forecaster.js";
 import { POLICIES, simulate, type PolicyName, type SimOptions, type SimResult } from "../sim/simulate.js";
 import { parseTraceTimestamp, parseTrace, splitCsvLine } from "../sim/trace.js";
-import { writeAtomic } from "../store/embedded.js";
+import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
 import { parsePositiveInt } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 
@@ -312,6 +312,8 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
         days: string;
         seed: string;
       }) => {
+        // a bad --out path is refused before the series are read and the trace is built
+        checkOutputPath(o.out);
         const r = runBuildTrace({
           series: o.series,
           requests: o.requests,
@@ -322,7 +324,7 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
           days: parsePositiveInt(o.days, "--days"),
           seed: parseSeed(o.seed),
         });
-        writeAtomic(o.out, r.text);
+        writeOutputFile(o.out, r.text);
         ctx.io.err.write(`wrote ${r.events} events to ${o.out}\n`);
       },
     );

@@ -11,7 +11,9 @@
  *   and taken over.
  */
 import {
+  accessSync,
   closeSync,
+  constants,
   existsSync,
   fsyncSync,
   mkdirSync,
@@ -22,7 +24,7 @@ import {
   statSync,
   writeSync,
 } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { PreconditionError, UserError, UsageError } from "../errors.js";
 import { fnv1a64Bytes } from "../engine/hash.js";
@@ -145,7 +147,7 @@ export class EmbeddedStore implements LocationStore {
     opts: { migration?: MigrationWrite } = {},
   ): Promise<CasResult> {
     validateMap(next);
-    mkdirSync(this.dataDir, { recursive: true });
+    ensureDataDir(this.dataDir);
     const release = await acquireFileLock(this.lockFile, "the location map");
     try {
       const current = this.readFile();
@@ -169,7 +171,7 @@ export class EmbeddedStore implements LocationStore {
   }
 
   async putMigration(write: MigrationWrite): Promise<MigrationPutResult> {
-    mkdirSync(this.dataDir, { recursive: true });
+    ensureDataDir(this.dataDir);
     const release = await acquireFileLock(this.lockFile, "the location map");
     try {
       const current = this.readFile();
@@ -281,18 +283,34 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** Writes a file so that a crash leaves the old or the new content: tmp + fsync + rename + fsync(dir). */
-export function writeAtomic(file: string, content: string | Uint8Array): void {
-  const dir = join(file, "..");
+/**
+ * Writes a file so that a crash leaves the old or the new content: tmp + fsync + rename + fsync(dir).
+ * A failed write or rename removes the temporary file: the old file stays, and nothing else.
+ */
+export function writeAtomic(file: string, content: string | Uint8Array, mode = 0o600): void {
   const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", 0o600);
+  const fd = openSync(tmp, "w", mode);
   try {
-    writeSync(fd, typeof content === "string" ? Buffer.from(content) : content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    try {
+      writeAll(fd, typeof content === "string" ? Buffer.from(content) : content);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (err) {
+    removeQuietly(tmp);
+    throw err;
   }
-  renameSync(tmp, file);
+  fsyncDir(dirname(file));
+}
+
+/** writeSync may write less than asked (a full disk reports it on the next call): loop until done. */
+function writeAll(fd: number, bytes: Uint8Array): void {
+  for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off);
+}
+
+function fsyncDir(dir: string): void {
   const dfd = openSync(dir, "r");
   try {
     fsyncSync(dfd);
@@ -301,9 +319,135 @@ export function writeAtomic(file: string, content: string | Uint8Array): void {
   }
 }
 
-export function ensureDataDir(dir: string): void {
-  if (existsSync(dir) && !statSync(dir).isDirectory()) {
-    throw new UsageError(`data directory ${dir} exists and is not a directory`);
+/** Clean-up after a failure: its own error must not hide the one that made us clean up. */
+function removeQuietly(file: string): void {
+  try {
+    rmSync(file, { force: true });
+  } catch {
+    // the original error is the one to report
   }
-  mkdirSync(dir, { recursive: true });
+}
+
+const errnoOf = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
+
+/** errno codes that mean "this path cannot be written": the user's to fix, so a usage error. */
+const BAD_PATH_CODES = new Set([
+  "EISDIR",
+  "ENOENT",
+  "ENOTDIR",
+  "EACCES",
+  "EPERM",
+  "EROFS",
+  "ENAMETOOLONG",
+  "ELOOP",
+]);
+
+/**
+ * Checks that `file`, an output the user named with `flag`, can be written, so that a
+ * mistyped path is refused before any work is done (and before a result is lost).
+ */
+export function checkOutputPath(file: string, flag = "--out"): void {
+  const refuse = (why: string, hint: string) =>
+    new UsageError(`${flag} ${file}: ${why}; nothing was written`, { hint });
+  const fileHint = `give a file name, e.g. ${flag} ${join(file, "out")}`;
+  if (isDirectory(file)) throw refuse("is a directory", fileHint);
+  if (file.endsWith("/")) throw refuse("names a directory (it ends in /)", fileHint);
+  const dir = dirname(file);
+  let st;
+  try {
+    st = statSync(dir);
+  } catch (err) {
+    if (errnoOf(err) === "ENOENT")
+      throw refuse(
+        `the directory ${dir} does not exist`,
+        `create it first (mkdir -p ${dir}) or choose another path`,
+      );
+    if (errnoOf(err) === "ENOTDIR")
+      throw refuse(`a part of ${dir} is a file, not a directory`, "choose another path");
+    throw refuse(
+      `cannot reach the directory ${dir} (${errnoOf(err) ?? (err as Error).message})`,
+      "choose another path",
+    );
+  }
+  if (!st.isDirectory()) throw refuse(`${dir} is not a directory`, "choose another path");
+  try {
+    accessSync(dir, constants.W_OK | constants.X_OK);
+  } catch {
+    throw refuse(`the directory ${dir} is not writable`, "choose a directory you can write to");
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * writeAtomic for an output the user named with `flag` (`--out FILE`): a path that cannot be
+ * written becomes a usage error naming it, any other I/O failure a plain error; either way the
+ * temporary file is gone and an existing file is as it was.
+ */
+export function writeOutputFile(
+  file: string,
+  content: string | Uint8Array,
+  opts: { flag?: string; mode?: number } = {},
+): void {
+  const flag = opts.flag ?? "--out";
+  try {
+    writeAtomic(file, content, opts.mode);
+  } catch (err) {
+    const code = errnoOf(err);
+    if (code === undefined) throw err;
+    // the checks name the problem better than errno does (the path may have changed since they ran)
+    checkOutputPath(file, flag);
+    const message = `cannot write ${flag} ${file}: ${(err as Error).message}; nothing was written`;
+    if (BAD_PATH_CODES.has(code)) throw new UsageError(message, { hint: "choose another path", cause: err });
+    throw new UserError(message, { cause: err });
+  }
+}
+
+/** Creates the data directory (and its parents); a file in the way is a usage error, not a crash. */
+export function ensureDataDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw dataDirError(dir, err);
+  }
+}
+
+const DATA_DIR_HINT =
+  "give a directory with -d/--data-dir (or dataDir in the config, SHARDCTL_DATA_DIR), or move the file out of the way";
+
+function dataDirError(dir: string, err: unknown): unknown {
+  const code = errnoOf(err);
+  if (code === "EEXIST" || code === "ENOTDIR") {
+    const file = firstNonDirectory(dir);
+    const where = file && file !== dir ? ` (${file} is a file)` : "";
+    return new UsageError(`the data directory ${dir} is not a directory${where}; nothing was changed`, {
+      hint: DATA_DIR_HINT,
+      cause: err,
+    });
+  }
+  if (code === "EACCES" || code === "EPERM" || code === "EROFS") {
+    return new UsageError(`cannot create the data directory ${dir}: ${(err as Error).message}`, {
+      hint: "give a directory you can write to with -d/--data-dir",
+      cause: err,
+    });
+  }
+  return err;
+}
+
+/** The path itself or its nearest ancestor that exists but is not a directory, for the message. */
+function firstNonDirectory(path: string): string | undefined {
+  for (let p = path; ; p = dirname(p)) {
+    try {
+      if (!statSync(p).isDirectory()) return p;
+    } catch {
+      // missing, or below a file: look further up
+    }
+    if (dirname(p) === p) return undefined;
+  }
 }

@@ -3,12 +3,12 @@
  * embedded default (a short-lived process has no memory between runs). Agents
  * keep their own windows in memory and serve them over their API.
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Config } from "../config.js";
 import { AccessWindows } from "../engine/access-windows.js";
 import { UsageError, UserError } from "../errors.js";
-import { acquireFileLock, writeAtomic } from "./embedded.js";
+import { acquireFileLock, ensureDataDir, writeAtomic } from "./embedded.js";
 
 export const WINDOWS_FILE = "access-windows.bin";
 
@@ -47,7 +47,7 @@ export function loadWindows(config: Config): AccessWindows {
 
 /** Loads, lets `update` change the windows, and writes them back atomically under a lock. */
 export async function updateWindows<T>(config: Config, update: (w: AccessWindows) => T): Promise<T> {
-  mkdirSync(config.dataDir, { recursive: true });
+  ensureDataDir(config.dataDir);
   const release = await acquireFileLock(
     join(config.dataDir, "access-windows.lock"),
     "the access windows file",

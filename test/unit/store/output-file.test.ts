@@ -1,0 +1,198 @@
+/**
+ * writeAtomic / writeOutputFile / checkOutputPath / ensureDataDir: a path the user got wrong
+ * is a UsageError naming it, and a failed write leaves neither a temporary nor a partial file.
+ */
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it, vi } from "vitest";
+import { defaultConfig } from "../../../src/config.js";
+import { initialLayout } from "../../../src/engine/location-map.js";
+import { ExitCode, UsageError, UserError } from "../../../src/errors.js";
+import {
+  checkOutputPath,
+  EmbeddedStore,
+  ensureDataDir,
+  writeAtomic,
+  writeOutputFile,
+} from "../../../src/store/embedded.js";
+import { updateWindows } from "../../../src/store/windows-file.js";
+import { tempDirs } from "../../helpers/temp-dirs.js";
+
+// lets a test make the write itself fail (a full disk), which no path can provoke
+const failWrites = vi.hoisted(() => ({ on: false }));
+vi.mock("node:fs", async (importOriginal) => {
+  const fs = await importOriginal<typeof import("node:fs")>();
+  const writeSync = ((...args: Parameters<typeof fs.writeSync>) => {
+    if (failWrites.on)
+      throw Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+    return (fs.writeSync as (...a: unknown[]) => number)(...args);
+  }) as typeof fs.writeSync;
+  return { ...fs, default: { ...fs, writeSync }, writeSync };
+});
+
+const newDir = tempDirs("shardctl-outfile-");
+
+/** What a failure must leave: exactly the entries there were before. */
+function expectUnchanged(dir: string, before: string[]) {
+  expect(readdirSync(dir).sort()).toEqual(before.sort());
+}
+
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error("expected a throw");
+}
+
+describe("writeAtomic", () => {
+  it("writes the content, and replaces an existing file", () => {
+    const d = newDir();
+    writeAtomic(join(d, "f"), "one");
+    writeAtomic(join(d, "f"), new Uint8Array([116, 119, 111]));
+    expect(readFileSync(join(d, "f"), "utf8")).toBe("two");
+    expectUnchanged(d, ["f"]);
+  });
+
+  it("removes its temporary file when the rename fails (the target is a directory)", () => {
+    const d = newDir();
+    mkdirSync(join(d, "out"));
+    expect(() => writeAtomic(join(d, "out"), "x")).toThrow(/EISDIR|ENOTEMPTY|EEXIST/);
+    expectUnchanged(d, ["out"]);
+    expect(readdirSync(join(d, "out"))).toEqual([]);
+  });
+
+  it("removes its temporary file when the write fails, and keeps the old file", () => {
+    const d = newDir();
+    writeFileSync(join(d, "f"), "old");
+    failWrites.on = true;
+    try {
+      expect(() => writeAtomic(join(d, "f"), "new")).toThrow(/ENOSPC/);
+    } finally {
+      failWrites.on = false;
+    }
+    expectUnchanged(d, ["f"]);
+    expect(readFileSync(join(d, "f"), "utf8")).toBe("old");
+  });
+
+  it("creates nothing when the parent directory is missing", () => {
+    const d = newDir();
+    expect(() => writeAtomic(join(d, "nodir", "x.json"), "x")).toThrow(/ENOENT/);
+    expectUnchanged(d, []);
+  });
+});
+
+describe("checkOutputPath / writeOutputFile", () => {
+  const hostile: [string, (d: string) => string, RegExp][] = [
+    ["a directory", (d) => (mkdirSync(join(d, "somedir")), join(d, "somedir")), /is a directory/],
+    [
+      "a directory with a trailing /",
+      (d) => (mkdirSync(join(d, "somedir")), join(d, "somedir") + "/"),
+      /is a directory/,
+    ],
+    ["a new name ending in /", (d) => join(d, "newdir") + "/", /names a directory/],
+    [
+      "a path whose parent is missing",
+      (d) => join(d, "nodir", "x.json"),
+      /the directory .*nodir does not exist/,
+    ],
+    [
+      "a path under a file",
+      (d) => (writeFileSync(join(d, "afile"), "keep"), join(d, "afile", "x.json")),
+      /afile is not a directory/,
+    ],
+  ];
+  for (const [what, make, message] of hostile) {
+    it(`refuses ${what} with a UsageError naming it, writing nothing`, () => {
+      const d = newDir();
+      const out = make(d);
+      const before = readdirSync(d);
+      for (const attempt of [() => checkOutputPath(out), () => writeOutputFile(out, "content")]) {
+        const err = thrown(attempt);
+        expect(err).toBeInstanceOf(UsageError);
+        expect((err as UsageError).exitCode).toBe(ExitCode.Usage);
+        expect((err as Error).message).toContain(`--out ${out}`);
+        expect((err as Error).message).toMatch(message);
+      }
+      expectUnchanged(d, before);
+    });
+  }
+
+  it("refuses a directory where no file can be created, even for root (sysfs)", () => {
+    // permission bits do not stop root; sysfs refuses to create any regular file, for everyone
+    const err = thrown(() => writeOutputFile("/sys/shardctl-out-test.json", "x"));
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as Error).message).toMatch(/shardctl-out-test\.json/);
+    expect(readdirSync("/sys").filter((f) => f.startsWith("shardctl-out-test"))).toEqual([]);
+  });
+
+  it("turns a failed write into a plain error (exit 1), keeping the old file and no temporary", () => {
+    const d = newDir();
+    writeFileSync(join(d, "plan.json"), "old");
+    failWrites.on = true;
+    let err: unknown;
+    try {
+      err = thrown(() => writeOutputFile(join(d, "plan.json"), "new"));
+    } finally {
+      failWrites.on = false;
+    }
+    expect(err).toBeInstanceOf(UserError);
+    expect(err).not.toBeInstanceOf(UsageError);
+    expect((err as Error).message).toMatch(/cannot write --out .*plan\.json: ENOSPC/);
+    expectUnchanged(d, ["plan.json"]);
+    expect(readFileSync(join(d, "plan.json"), "utf8")).toBe("old");
+  });
+
+  it("names the flag it is given", () => {
+    const d = newDir();
+    expect(() => checkOutputPath(d, "-o")).toThrow(`-o ${d}: is a directory`);
+  });
+});
+
+describe("the data directory", () => {
+  const expectNotADirectory = (err: unknown, dir: string) => {
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as Error).message).toContain(`the data directory ${dir} is not a directory`);
+  };
+
+  it("ensureDataDir creates a missing directory and accepts an existing one", () => {
+    const d = newDir();
+    ensureDataDir(join(d, "a", "b"));
+    ensureDataDir(join(d, "a", "b"));
+    expect(readdirSync(join(d, "a"))).toEqual(["b"]);
+  });
+
+  it("ensureDataDir refuses a file, and a path under a file, naming the file", () => {
+    const d = newDir();
+    const file = join(d, "afile");
+    writeFileSync(file, "keep");
+    expectNotADirectory(
+      thrown(() => ensureDataDir(file)),
+      file,
+    );
+    const under = thrown(() => ensureDataDir(join(file, "x")));
+    expectNotADirectory(under, join(file, "x"));
+    expect((under as Error).message).toContain(`(${file} is a file)`);
+    expect(readFileSync(file, "utf8")).toBe("keep");
+  });
+
+  it("the embedded store and the windows file refuse a data directory that is a file", async () => {
+    const d = newDir();
+    const file = join(d, "afile");
+    writeFileSync(file, "keep");
+    const store = new EmbeddedStore(file);
+    const map = initialLayout(16, [{ id: "n1", address: "127.0.0.1:1", zone: "a" }], { now: 0 });
+    await expect(store.compareAndSet(0, map)).rejects.toThrow(/the data directory .* is not a directory/);
+    // the directory is checked before the record is looked at
+    await expect(store.putMigration({ record: {} as never, expectRev: 0 })).rejects.toBeInstanceOf(
+      UsageError,
+    );
+    for (const dir of [file, join(file, "x")]) {
+      const config = { ...defaultConfig(), dataDir: dir };
+      await expect(updateWindows(config, () => undefined)).rejects.toBeInstanceOf(UsageError);
+    }
+    expectUnchanged(d, ["afile"]);
+    expect(readFileSync(file, "utf8")).toBe("keep");
+  });
+});
