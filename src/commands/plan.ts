@@ -138,7 +138,8 @@ export interface PlanOptions {
 /**
  * Demand per segment from the access windows: the forecast of the next
  * horizon per zone (demandFromZoneSeries) from each segment's series at the
- * finest level whose span covers three horizons.
+ * level predict uses (a minute by default); the horizon is cut to a third of
+ * that level's span, and the result says so.
  */
 export function demandFromWindows(
   windows: AccessWindows,
@@ -146,7 +147,7 @@ export function demandFromWindows(
   zones: readonly string[],
   horizonSeconds: number,
   nowMs: number,
-): { demand: SegmentDemand[]; note: string } {
+): { demand: SegmentDemand[]; note: string; horizonSeconds: number } {
   const level = chooseLevel(windows);
   for (const z of windows.zones) {
     if (!zones.includes(z)) {
@@ -202,10 +203,11 @@ export function demandFromZoneSeries(
   resolutionSeconds: number,
   horizonSeconds: number,
   maxPoints?: number,
-): { demand: SegmentDemand[]; note: string } {
+): { demand: SegmentDemand[]; note: string; horizonSeconds: number } {
   const points =
     maxPoints ?? Math.max(0, ...series.flatMap((s) => Object.values(s.perZone).map((v) => v.length)));
-  const h = Math.max(1, Math.min(Math.floor(points / 3), Math.round(horizonSeconds / resolutionSeconds)));
+  const asked = Math.max(1, Math.round(horizonSeconds / resolutionSeconds));
+  const h = Math.max(1, Math.min(Math.floor(points / 3), asked));
   const accessed: { s: SegmentZoneSeries; volume: number }[] = [];
   for (const s of series) {
     let volume = 0;
@@ -280,9 +282,14 @@ export function demandFromZoneSeries(
     season >= 2
       ? `the zones' shares over a ${season}-interval season`
       : `the zones' shares over the last ${h} interval(s)`;
+  const cut =
+    h < asked
+      ? `; the horizon asked for, ${horizonSeconds} s, is cut to ${h * resolutionSeconds} s: a forecast reaches at most a third of the ${points} intervals the windows keep`
+      : "";
   return {
     demand,
-    note: `forecast: ${h} × ${resolutionSeconds} s ahead from the access windows (each segment's total, split by ${shares}), against the ${h} intervals before the latest ${h}`,
+    note: `forecast: ${h} × ${resolutionSeconds} s ahead from the access windows (each segment's total, split by ${shares}), against the ${h} intervals before the latest ${h}${cut}`,
+    horizonSeconds: h * resolutionSeconds,
   };
 }
 
@@ -317,10 +324,11 @@ export async function runPlan(
       segments = expandRanges(shard.ranges);
     } else segments = windows.activeSegments();
   }
-  const { demand, note: fnote } = windows
+  const forecast = windows
     ? demandFromWindows(windows, segments, latency.zones, horizonSeconds, now)
-    : { demand: [], note: "forecast: none (no access recorded)" };
-  notes.push(fnote);
+    : { demand: [], note: "forecast: none (no access recorded)", horizonSeconds };
+  const demand = forecast.demand;
+  notes.push(forecast.note);
   const inputs: PlanInputs = {
     map: vm.map,
     mapVersion: vm.version,
@@ -332,7 +340,8 @@ export async function runPlan(
   const planner = new MigrationPlanner({
     inputs: { read: () => inputs },
     clock: { now: () => now },
-    options: { horizonSeconds },
+    // the horizon the forecast reaches (the windows may hold less than the one asked for)
+    options: { horizonSeconds: forecast.horizonSeconds },
   });
   return opts.key ? planner.planMigration(opts.key, deps.config.limits.maxKeyBytes) : planner.planAll();
 }
@@ -461,7 +470,7 @@ export const registerPlan: RegisterCommand = (program: Command, ctx: CommandCont
     .option("-o, --out <file>", "with --all: write the plan file (checksummed JSON)")
     .option(
       "--horizon <seconds>",
-      `how far ahead to weigh predicted access (default ${DEFAULT_PLANNER_OPTIONS.horizonSeconds})`,
+      `how far ahead to weigh predicted access (default ${DEFAULT_PLANNER_OPTIONS.horizonSeconds}; at most a third of the access windows' span, a longer one is cut with a note)`,
     )
     .option(
       "-l, --latency <file>",

@@ -42,6 +42,17 @@ describe("demandFromZoneSeries (shardctl plan and the dashboard's plan preview)"
     expect(note).toMatch(/288-interval season/);
   });
 
+  it("cuts a horizon longer than a third of the series, and says so, returning the horizon it reached", () => {
+    const ones = Float64Array.from({ length: 60 }, () => 4);
+    const within = demandFromZoneSeries([{ segment: 1, perZone: { a: ones } }], ["a"], 60, 1200);
+    expect(within.horizonSeconds).toBe(1200);
+    expect(within.note).not.toMatch(/cut/);
+    const day = demandFromZoneSeries([{ segment: 1, perZone: { a: ones } }], ["a"], 60, 86_400);
+    expect(day.horizonSeconds).toBe(1200); // 20 of the 60 one-minute intervals
+    expect(day.note).toMatch(/the horizon asked for, 86400 s, is cut to 1200 s/);
+    expect(day.demand[0].predicted[0]).toBeCloseTo(within.demand[0].predicted[0], 6);
+  });
+
   it("takes the write fraction from the writes and totals over the latest horizon, and skips silent segments", () => {
     const ones = Float64Array.from({ length: 40 }, () => 4);
     const writes = Float64Array.from({ length: 40 }, (_, i) => (i >= 36 ? 1 : 0));
