@@ -12,19 +12,28 @@
  * `up` is idempotent (agents already running are left alone) and writes the
  * initial layout into the location store unless a map exists; `down` sends
  * SIGTERM, waits, and SIGKILLs after a timeout.
+ *
+ * `up` succeeds only when the cluster works: every port it is about to use
+ * must be free before an agent is started, every agent must answer as itself
+ * (its node id, behind this cluster's token) and stay alive, and at least one
+ * shard must be assigned. Otherwise it fails (exit 1) and stops again the
+ * agents it started, removing their pid files.
  */
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   chmodSync,
   closeSync,
   existsSync,
+  fstatSync,
   mkdirSync,
   openSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
+import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -33,7 +42,7 @@ import { initialLayout, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
 import { writeAtomic } from "../store/embedded.js";
-import { AgentRpc } from "./agent-rpc.js";
+import { AgentRpc, splitAddress } from "./agent-rpc.js";
 
 export interface LocalNode extends NodeInfo {
   pid?: number;
@@ -80,11 +89,97 @@ export function resolveClientToken(config: Config): string {
 function ensureToken(dataDir: string): string {
   const file = localTokenPath(dataDir);
   if (!existsSync(file)) {
-    mkdirSync(localDir(dataDir), { recursive: true, mode: 0o700 });
+    makeDir(localDir(dataDir));
     writeFileSync(file, randomBytes(32).toString("hex") + "\n", { mode: 0o600, flag: "wx" });
   }
   chmodSync(file, 0o600);
   return file;
+}
+
+/** mkdir -p (mode 0700), with a clean error when part of the path is a file or cannot be written. */
+function makeDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOTDIR" || code === "EEXIST") {
+      let blocker = dir;
+      for (let p = dir; p !== dirname(p); p = dirname(p)) {
+        if (existsSync(p) && !statSync(p).isDirectory()) blocker = p;
+      }
+      throw new UsageError(`cannot create directory ${dir}: ${blocker} exists and is not a directory`, {
+        hint: "pick another --data-dir, or move that file away",
+        cause: err,
+      });
+    }
+    if (code === "EACCES" || code === "EPERM" || code === "EROFS") {
+      throw new PreconditionError(`cannot create directory ${dir}: ${(err as Error).message}`, {
+        hint: "pick a --data-dir this user can write to",
+        cause: err,
+      });
+    }
+    throw err;
+  }
+}
+
+function readClusterNodes(clusterFile: string): NodeInfo[] {
+  let nodes: unknown;
+  try {
+    nodes = (JSON.parse(readFileSync(clusterFile, "utf8")) as { nodes?: unknown }).nodes;
+  } catch (err) {
+    throw new PreconditionError(`cannot read ${clusterFile}: ${(err as Error).message}`, {
+      hint: "stop its agents by their pid files, then remove the file and run `shardctl up --local` again",
+      cause: err,
+    });
+  }
+  if (!Array.isArray(nodes) || nodes.length === 0)
+    throw new PreconditionError(`${clusterFile} lists no nodes`, {
+      hint: "remove the file and run `shardctl up --local` again",
+    });
+  return nodes as NodeInfo[];
+}
+
+/** Whether this process can bind `address` now: undefined when it can, else the error code. */
+function bindProblem(address: string): Promise<string | undefined> {
+  const { host, port } = splitAddress(address);
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    srv.listen(port, host, () => srv.close(() => resolve(undefined)));
+  });
+}
+
+/** The node id a shardctl agent on `address` gives in its unauthenticated /health, if one answers within 1 s. */
+async function healthNodeId(address: string): Promise<string | undefined> {
+  const rpc = new AgentRpc({ token: "", timeoutMs: 1000 });
+  try {
+    const r = await rpc.request(address, "GET", "/health", { auth: false });
+    const body = JSON.parse(r.body.toString("utf8")) as { nodeId?: unknown };
+    return r.status === 200 && typeof body.nodeId === "string" ? body.nodeId : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    rpc.close();
+  }
+}
+
+/** The last lines of a log, from byte `from` on. */
+function logTail(file: string, lines = 8, from = 0): string {
+  try {
+    return readFileSync(file).subarray(from).toString("utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "";
+  }
+}
+
+function portOf(address: string): number {
+  return splitAddress(address).port;
+}
+
+/** The `up --local` flags that plan exactly these nodes again. */
+function upFlags(nodes: NodeInfo[]): string {
+  return `--nodes ${nodes.length} --zones ${nodes.map((n) => n.zone).join(",")} --base-port ${portOf(nodes[0].address)}`;
 }
 
 function pidFile(dataDir: string, node: string): string {
@@ -141,6 +236,16 @@ export function planNodes(opts: LocalUpOptions): NodeInfo[] {
   }));
 }
 
+/** A child this `up` started: its exit is watched, so an agent that dies at start is noticed. */
+interface Started {
+  node: NodeInfo;
+  child: ChildProcess;
+  /** Where this start's output begins in agent.log. */
+  logOffset: number;
+  exit?: { code: number | null; signal: NodeJS.Signals | null };
+  exited: Promise<void>;
+}
+
 export async function localUp(
   config: Config,
   opts: LocalUpOptions,
@@ -156,26 +261,38 @@ export async function localUp(
   }
   const dataDir = resolve(config.dataDir);
   const clusterFile = join(localDir(dataDir), "cluster.json");
-  let nodes: NodeInfo[];
-  if (existsSync(clusterFile)) {
-    // an existing local cluster keeps its nodes (the map refers to them)
-    nodes = (JSON.parse(readFileSync(clusterFile, "utf8")) as { nodes: NodeInfo[] }).nodes;
-  } else {
-    nodes = planNodes(opts);
-  }
+  // an existing local cluster keeps its nodes (the map refers to them)
+  const existing = existsSync(clusterFile);
+  const nodes: NodeInfo[] = existing ? readClusterNodes(clusterFile) : planNodes(opts);
   const tokenFile = ensureToken(dataDir);
   const token = readFileSync(tokenFile, "utf8").trim();
-  mkdirSync(localDir(dataDir), { recursive: true, mode: 0o700 });
-  writeAtomic(clusterFile, JSON.stringify({ nodes }, null, 2));
-  const started: string[] = [];
-  const warnings: string[] = [];
+  makeDir(localDir(dataDir));
   const rpc = new AgentRpc({ token, timeoutMs: 5000 });
+  const started: Started[] = [];
+  let layoutWritten = false;
+  let consulRegistered = false;
   try {
-    for (const n of nodes) {
-      if (runningPid(dataDir, n.id) !== undefined) continue;
+    // every port an agent is about to take must be free now: a port answered by another
+    // process would pass for a healthy agent, or make the new agent die at start
+    const toStart = nodes.filter((n) => runningPid(dataDir, n.id) === undefined);
+    for (const n of toStart) {
+      const problem = await bindProblem(n.address);
+      if (problem === undefined) continue;
+      if (problem === "EADDRINUSE") {
+        const other = await healthNodeId(n.address);
+        throw portInUse(n, other ? `a shardctl agent (${other}) of another cluster` : "another process");
+      }
+      throw new UserError(`cannot listen on ${n.address} for ${n.id}: ${problem}`, {
+        hint: existing ? `the ports are fixed in ${clusterFile}` : "pick another --base-port",
+      });
+    }
+    writeAtomic(clusterFile, JSON.stringify({ nodes }, null, 2));
+    for (const n of toStart) {
       const dir = join(localDir(dataDir), n.id);
-      mkdirSync(join(dir, "data"), { recursive: true, mode: 0o700 });
-      const logFd = openSync(join(dir, "agent.log"), "a", 0o600);
+      makeDir(join(dir, "data"));
+      const logFile = join(dir, "agent.log");
+      const logFd = openSync(logFile, "a", 0o600);
+      const logOffset = fstatSync(logFd).size;
       const child = spawn(
         process.execPath,
         [
@@ -207,35 +324,36 @@ export async function localUp(
         },
       );
       closeSync(logFd);
+      const s: Started = {
+        node: n,
+        child,
+        logOffset,
+        exited: new Promise<void>((res) =>
+          child.once("exit", (code, signal) => {
+            s.exit = { code, signal };
+            res();
+          }),
+        ),
+      };
+      child.once("error", () => {}); // a failed spawn has no pid: reported just below
       if (child.pid === undefined) throw new UserError(`could not start the agent for ${n.id}`);
+      started.push(s);
       writeFileSync(pidFile(dataDir, n.id), String(child.pid) + "\n", { mode: 0o600 });
       child.unref();
-      started.push(n.id);
-      log(`started ${n.id} (zone ${n.zone}) on ${n.address}, pid ${child.pid}`);
+      log(`starting ${n.id} (zone ${n.zone}) on ${n.address}, pid ${child.pid}`);
     }
     const deadline = Date.now() + (opts.waitSeconds ?? 20) * 1000;
-    for (const n of nodes) {
-      while (!(await rpc.health(n.address))) {
-        if (runningPid(dataDir, n.id) === undefined || Date.now() > deadline) {
-          const logFile = join(localDir(dataDir), n.id, "agent.log");
-          const tail = existsSync(logFile)
-            ? readFileSync(logFile, "utf8").split("\n").slice(-8).join("\n")
-            : "";
-          throw new UserError(`the agent ${n.id} on ${n.address} did not become healthy:\n${tail}`, {
-            hint: `see ${logFile}; a busy port needs another --base-port (after \`shardctl down\`)`,
-          });
-        }
-        await sleep(100);
-      }
-    }
+    for (const n of nodes) await awaitOwnAgent(n, deadline);
+    // an agent that lost its port to another process exits only after the others answered
+    for (const s of started) if (s.exit) throw agentExited(s);
     // with Consul as the store, the agents are also services in its catalog, with a health check
     if (store.kind === "consul") {
       const { registerLocalAgentServices } = await import("../consul/local-services.js");
+      consulRegistered = true;
       await registerLocalAgentServices(config, nodes);
       log(`registered ${nodes.length} agent service(s) in Consul`);
     }
     // the layout: written once; an existing map is left as it is
-    let layoutWritten = false;
     let vm = await store.load({ consistent: true });
     if (!vm) {
       const map = initialLayout(config.segments, nodes, { now: Date.now() });
@@ -246,41 +364,142 @@ export async function localUp(
       }
       vm = await store.load({ consistent: true });
     }
+    if (!vm) throw new UserError("the store holds no location map after writing the initial layout");
     let shardsAssigned = 0;
-    if (vm) {
-      const byId = new Map(nodes.map((n) => [n.id, n]));
-      for (const sh of vm.map.shards) {
-        const node = byId.get(sh.node);
-        const mapped = vm.map.nodes.find((x) => x.id === sh.node);
-        if (!node || !mapped || mapped.address !== node.address) continue; // not one of ours
-        const r = await rpc.assignShard(node.address, sh.id, {
-          epoch: sh.epoch,
-          ranges: sh.ranges,
-          migrationTimestamp: sh.migrationTimestamp,
-          segmentCount: vm.map.segmentCount,
-        });
-        if (r.status === 200 || r.status === 201) shardsAssigned++;
-        else warnings.push(`${node.id} refused ${sh.id} at epoch ${sh.epoch}: ${JSON.stringify(r.body)}`);
-      }
-      if (shardsAssigned === 0)
-        warnings.push("the location map names none of the local nodes; no shard was assigned");
+    const warnings: string[] = [];
+    const byId = new Map(nodes.map((n) => [n.id, n]));
+    let ours = 0;
+    for (const sh of vm.map.shards) {
+      const node = byId.get(sh.node);
+      const mapped = vm.map.nodes.find((x) => x.id === sh.node);
+      if (!node || !mapped || mapped.address !== node.address) continue; // not one of ours
+      ours++;
+      const r = await rpc.assignShard(node.address, sh.id, {
+        epoch: sh.epoch,
+        ranges: sh.ranges,
+        migrationTimestamp: sh.migrationTimestamp,
+        segmentCount: vm.map.segmentCount,
+      });
+      if (r.status === 200 || r.status === 201) shardsAssigned++;
+      else warnings.push(`${node.id} refused ${sh.id} at epoch ${sh.epoch}: ${JSON.stringify(r.body)}`);
     }
-    const running = nodes.map((n) => ({
-      ...n,
-      pid: runningPid(dataDir, n.id),
-      running: runningPid(dataDir, n.id) !== undefined,
-    }));
+    if (ours === 0) {
+      const named = vm.map.nodes.map((x) => `${x.id} at ${x.address || "no address"}`).join(", ");
+      const nodesFlag = nodes.map((n) => `${n.id}=${n.address}@${n.zone}`).join(",");
+      throw new UserError(
+        `no shard could be assigned: the location map in the ${store.kind} store names none of the local agents ` +
+          `(it has ${named || "no nodes"}; the agents are ${nodes.map((n) => `${n.id} at ${n.address}`).join(", ")})`,
+        {
+          hint:
+            "start the local cluster in a fresh --data-dir, or, if the store holds no data yet, give the layout " +
+            `these agents: shardctl init --force --nodes ${nodesFlag} && shardctl up --local ${upFlags(nodes)}`,
+        },
+      );
+    }
+    if (shardsAssigned === 0) {
+      throw new UserError(
+        `no shard could be assigned: the agents refused all ${ours}:\n  ${warnings.slice(0, 5).join("\n  ")}`,
+        { hint: `see the agents' logs in ${localDir(dataDir)}/<node>/agent.log` },
+      );
+    }
+    const running = nodes.map((n) => {
+      const pid = runningPid(dataDir, n.id);
+      return { ...n, pid, running: pid !== undefined };
+    });
     return {
       nodes: running,
-      started,
+      started: started.map((s) => s.node.id),
       alreadyUp: started.length === 0,
       layoutWritten,
       shardsAssigned,
       tokenFile,
       warnings,
     };
+  } catch (err) {
+    await undoStart();
+    throw err;
   } finally {
     rpc.close();
+  }
+
+  function portInUse(n: NodeInfo, holder: string): UserError {
+    const port = portOf(n.address);
+    return new UserError(`port ${port} (for ${n.id}) is in use by ${holder}`, {
+      hint: existing
+        ? `this cluster's ports are fixed in ${clusterFile}: stop what listens on ${port} ` +
+          "(another local cluster: run `shardctl down` in its data dir) and run `up` again, or use a fresh --data-dir"
+        : "pick another --base-port, or run `shardctl down` in the other cluster's data dir",
+    });
+  }
+
+  function agentExited(s: Started): UserError {
+    const logFile = join(localDir(dataDir), s.node.id, "agent.log");
+    const tail = logTail(logFile, 8, s.logOffset);
+    if (/EADDRINUSE/.test(tail)) return portInUse(s.node, "another process");
+    const how = s.exit?.signal ? `was killed by ${s.exit.signal}` : `exited with code ${s.exit?.code}`;
+    return new UserError(`the agent ${s.node.id} on ${s.node.address} ${how} at start:\n${tail}`, {
+      hint: `see ${logFile}`,
+    });
+  }
+
+  /** Waits until the agent on n's address answers as n behind this cluster's token, while it runs. */
+  async function awaitOwnAgent(n: NodeInfo, deadline: number): Promise<void> {
+    const mine = started.find((s) => s.node.id === n.id);
+    for (;;) {
+      if (mine?.exit) throw agentExited(mine);
+      if (!mine && runningPid(dataDir, n.id) === undefined)
+        throw new UserError(`the agent ${n.id} on ${n.address} stopped`, {
+          hint: "run `shardctl up --local` again to restart it",
+        });
+      let r: { status: number; body: { nodeId?: unknown; address?: unknown } | undefined } | undefined;
+      try {
+        r = await rpc.json(n.address, "GET", "/v1/node");
+      } catch {
+        r = undefined; // not listening yet
+      }
+      if (r?.status === 200 && r.body?.nodeId === n.id) return;
+      if (r?.status === 401) {
+        const other = await healthNodeId(n.address);
+        throw portInUse(
+          n,
+          `${other ? `a shardctl agent (${other})` : "an agent"} of another cluster (it refuses this cluster's token)`,
+        );
+      }
+      if (r?.status === 200) throw portInUse(n, `an agent that calls itself ${String(r.body?.nodeId)}`);
+      if (Date.now() > deadline) {
+        const logFile = join(localDir(dataDir), n.id, "agent.log");
+        const tail = logTail(logFile, 8, mine?.logOffset);
+        throw new UserError(`the agent ${n.id} on ${n.address} did not become healthy:\n${tail}`, {
+          hint: `see ${logFile}`,
+        });
+      }
+      await sleep(100);
+    }
+  }
+
+  /** On failure: stop the agents this call started, remove their pid files (and what else it created). */
+  async function undoStart(): Promise<void> {
+    for (const s of started) if (!s.exit) s.child.kill("SIGTERM");
+    const stopBy = Date.now() + 5000;
+    for (const s of started) {
+      if (!s.exit) await Promise.race([s.exited, sleep(Math.max(0, stopBy - Date.now()))]);
+      if (!s.exit) {
+        s.child.kill("SIGKILL");
+        await s.exited;
+      }
+      rmSync(pidFile(dataDir, s.node.id), { force: true });
+    }
+    if (started.length > 0)
+      log(`stopped the agent(s) this run started: ${started.map((s) => s.node.id).join(", ")}`);
+    if (consulRegistered && started.length > 0) {
+      const { deregisterLocalAgentServices } = await import("../consul/local-services.js");
+      await deregisterLocalAgentServices(
+        config,
+        started.map((s) => s.node),
+      ).catch(() => []);
+    }
+    // a first `up` that failed leaves no nodes behind, so that the next one may pick other ports
+    if (!existing && !layoutWritten) rmSync(clusterFile, { force: true });
   }
 }
 
@@ -299,7 +518,7 @@ export async function localDown(
   const clusterFile = join(localDir(dataDir), "cluster.json");
   const result: LocalDownResult = { stopped: [], killed: [], notRunning: [] };
   if (!existsSync(clusterFile)) return result;
-  const nodes = (JSON.parse(readFileSync(clusterFile, "utf8")) as { nodes: NodeInfo[] }).nodes;
+  const nodes = readClusterNodes(clusterFile);
   if (config.store === "consul") {
     const { deregisterLocalAgentServices } = await import("../consul/local-services.js");
     const failed = await deregisterLocalAgentServices(config, nodes);
