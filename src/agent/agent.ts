@@ -13,6 +13,7 @@ import { SHARD_ID_PATTERN, type LocationMap } from "../engine/location-map.js";
 import { resolveInDoubt } from "./in-doubt.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { writeAtomic } from "../store/embedded.js";
+import { UserError } from "../errors.js";
 import { ApiError } from "./http-util.js";
 import { AgentMetrics } from "./metrics.js";
 import { startBinaryServer, type BinaryListener } from "./binary.js";
@@ -268,7 +269,14 @@ export async function startAgent(
     for (const r of await resolveInDoubt(agent, loadMap))
       agent.log(`recovery: shard ${r.shard} (${r.was}, in a migration): ${r.action}: ${r.why}`);
   }
-  const address = await agent.listen();
+  let address: AddressInfo;
+  try {
+    address = await agent.listen();
+  } catch (err) {
+    // the shards were recovered and opened: close them before giving up
+    await agent.stop().catch(() => undefined);
+    throw listenError(err);
+  }
   agent.startWindowCheckpoints();
   agent.log(
     `agent ${opts.nodeId} (zone ${opts.zone}) listening on ${address.address}:${address.port}` +
@@ -293,4 +301,19 @@ export async function startAgent(
     process.once("SIGINT", () => onSignal("SIGINT"));
   }
   return { agent, address };
+}
+
+/** A port that cannot be had is the operator's to fix: a clean error, not an internal one. */
+function listenError(err: unknown): unknown {
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+  const why: Record<string, string> = {
+    EADDRINUSE: "the port is in use",
+    EACCES: "permission denied (ports below 1024 need privileges)",
+    EADDRNOTAVAIL: "no interface of this machine has that address",
+  };
+  if (!e.code || !(e.code in why)) return err;
+  return new UserError(`cannot listen on ${e.address ?? "?"}:${e.port ?? "?"}: ${why[e.code]}`, {
+    hint: "choose another --listen (or --listen-binary) address, or stop what listens there",
+    cause: err,
+  });
 }

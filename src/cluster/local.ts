@@ -435,7 +435,7 @@ export async function localUp(
   function agentExited(s: Started): UserError {
     const logFile = join(localDir(dataDir), s.node.id, "agent.log");
     const tail = logTail(logFile, 8, s.logOffset);
-    if (/EADDRINUSE/.test(tail)) return portInUse(s.node, "another process");
+    if (/EADDRINUSE|the port is in use/.test(tail)) return portInUse(s.node, "another process");
     const how = s.exit?.signal ? `was killed by ${s.exit.signal}` : `exited with code ${s.exit?.code}`;
     return new UserError(`the agent ${s.node.id} on ${s.node.address} ${how} at start:\n${tail}`, {
       hint: `see ${logFile}`,

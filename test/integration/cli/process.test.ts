@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -52,5 +53,31 @@ describe("shardctl as a process", () => {
     const code = await new Promise<number | null>((r) => child.on("close", (c) => r(c)));
     expect(stderr).not.toMatch(/EPIPE|internal error/);
     expect(code).toBe(0);
+  });
+
+  it("an agent whose port is taken says so and exits 1 (no internal error)", async () => {
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", () => r()));
+    const port = (blocker.address() as AddressInfo).port;
+    try {
+      writeFileSync(join(dir, "agent-token"), "t0k3n-for-the-test\n", { mode: 0o600 });
+      const r = runProcess(
+        [
+          "--data-dir",
+          join(dir, "agent-data"),
+          "agent",
+          "--listen",
+          `127.0.0.1:${port}`,
+          "--zone",
+          "a",
+        ].concat(["--node-id", "n1", "--token-file", join(dir, "agent-token")]),
+        { cwd: dir, env },
+      );
+      expect(r.stderr).toMatch(new RegExp(`cannot listen on 127.0.0.1:${port}: the port is in use`));
+      expect(r.stderr).not.toMatch(/internal error/);
+      expect(r.status).toBe(1);
+    } finally {
+      blocker.close();
+    }
   });
 });
