@@ -42,6 +42,14 @@ export function loadWindows(config: Config): AccessWindows {
       { hint: `set segments/zones back, or remove ${file}` },
     );
   }
+  const shape = (levels: readonly { resolutionSeconds: number; slots: number }[]) =>
+    levels.map((l) => `${l.resolutionSeconds}s×${l.slots}`).join(", ");
+  if (shape(w.levels) !== shape(config.windows.levels)) {
+    throw new UsageError(
+      `${file} was recorded with window levels ${shape(w.levels)}, but the config says ${shape(config.windows.levels)}`,
+      { hint: `set windows.levels back, or remove ${file} to record afresh with the new levels` },
+    );
+  }
   return w;
 }
 

@@ -141,6 +141,28 @@ describe("shardctl (foundation commands)", () => {
     expect((await cli(["record", "--trace", trace], env)).code).toBe(0);
   });
 
+  it("refuses access windows recorded with other window levels than the config's, changing nothing", async () => {
+    expect((await cli(["init"], env)).code).toBe(0);
+    expect((await cli(["record", "k", "--count", "5"], env)).code).toBe(0);
+    const file = join(dir, "data/access-windows.bin");
+    const before = readFileSync(file);
+    writeFileSync(
+      join(dir, "shardctl.yaml"),
+      "segments: 1024\nwindows:\n  levels:\n    - { resolutionSeconds: 1, slots: 10 }\n    - { resolutionSeconds: 60, slots: 120 }\n",
+    );
+    for (const args of [
+      ["record", "k"],
+      ["predict", "--key", "k"],
+    ]) {
+      const r = await cli(args, env);
+      expect(r.code, args[0]).toBe(2);
+      expect(r.err).toMatch(
+        /recorded with window levels 1s×10, 60s×60, 3600s×48, but the config says 1s×10, 60s×120/,
+      );
+    }
+    expect(readFileSync(file).equals(before)).toBe(true);
+  });
+
   it("refuses a config with wrong types (exit 2) before touching the store", async () => {
     writeFileSync(join(dir, "shardctl.yaml"), "segments: lots\n");
     const r = await cli(["init"], env);
