@@ -117,7 +117,12 @@ function simOptionsFrom(o: SimulateFlags): Partial<SimOptions> {
   if (o.horizon !== undefined) sim.horizonIntervals = parsePositiveInt(o.horizon, "--horizon");
   if (o.segments !== undefined) sim.segmentCount = parsePositiveInt(o.segments, "--segments");
   if (o.keyBytes !== undefined) sim.keyBytes = parsePositiveInt(o.keyBytes, "--key-bytes");
-  if (o.lead !== undefined) sim.leadSeconds = parsePositiveInt(o.lead, "--lead");
+  if (o.lead !== undefined) {
+    // 0 is allowed (decide at the boundary itself); the simulator checks it is below the interval
+    if (!/^\d{1,9}$/.test(o.lead.trim()))
+      throw new UsageError(`--lead must be a whole number of seconds ≥ 0, got ${JSON.stringify(o.lead)}`);
+    sim.leadSeconds = Number(o.lead.trim());
+  }
   if (o.policies !== undefined) {
     const list = o.policies.split(",").map((s) => s.trim());
     for (const p of list) {
@@ -187,6 +192,10 @@ export function readSeriesDir(dir: string): SeriesSource[] {
     }
     const m = meta.get(f);
     const intervalSeconds = m?.interval_seconds ?? parsed.intervalSeconds;
+    if (!(typeof intervalSeconds === "number" && Number.isFinite(intervalSeconds) && intervalSeconds >= 1))
+      throw new UsageError(
+        `series ${f}: an interval of ${JSON.stringify(intervalSeconds)} s (${m?.interval_seconds !== undefined ? `interval_seconds in ${indexFile}` : "from its timestamps"}) is not a number of seconds ≥ 1`,
+      );
     return {
       name: basename(f, ".csv"),
       values: parsed.values,
@@ -262,7 +271,10 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
     .option("--horizon <intervals>", "planning horizon in decision intervals (default 6)")
     .option("--segments <n>", "segments the key space is cut into (default 1024)")
     .option("--key-bytes <n>", "bytes of data per key, moved with its shard (default 8 MiB)")
-    .option("--lead <seconds>", "decisions are made this long before the cutover boundary (default 30)")
+    .option(
+      "--lead <seconds>",
+      "decisions are made this long before the cutover boundary, 0 or more and below the interval (default 30)",
+    )
     .option("--policies <list>", `comma-separated subset of ${POLICIES.join(",")}`)
     .option("--json", "print the comparison as JSON", false)
     .addHelpText("after", SIMULATE_HELP)

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -166,6 +166,31 @@ describe("shardctl simulate", () => {
     expect(r.code).toBe(2);
     const both = await cli(["simulate", "build-trace", "--out", f("t3.csv")]);
     expect(both.err).toMatch(/exactly one of --series/);
+  });
+
+  it("build-trace refuses a series interval below a second (every event would share a timestamp)", async () => {
+    mkdirSync(f("tiny"), { recursive: true });
+    writeFileSync(f("tiny/s.csv"), readFileSync(f("series/load.csv")));
+    writeFileSync(
+      f("tiny/index.json"),
+      JSON.stringify([{ file: "s.csv", interval_seconds: 1e-9, season: 2 }]),
+    );
+    const r = await cli(["simulate", "build-trace", "--series", f("tiny"), "--out", f("tiny.csv")]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(
+      /an interval of 1e-9 s \(interval_seconds in .*index.json\) is not a number of seconds ≥ 1/,
+    );
+    expect(existsSync(f("tiny.csv"))).toBe(false);
+  });
+
+  it("takes --lead 0 (decide at the boundary) and refuses a negative or fractional lead", async () => {
+    const ok = await sim("--policies", "static,reactive", "--lead", "0", "--json");
+    expect(ok.code, ok.err).toBe(0);
+    for (const lead of ["-1", "1.5", "x"]) {
+      const r = await sim("--policies", "static", "--lead", lead);
+      expect(r.code, lead).toBe(2);
+      expect(r.err).toMatch(/--lead must be a whole number of seconds ≥ 0/);
+    }
   });
 });
 
