@@ -1,10 +1,13 @@
 /**
- * writeAtomic / writeOutputFile / checkOutputPath / ensureDataDir: a path the user got wrong
- * is a UsageError naming it, and a failed write leaves neither a temporary nor a partial file.
+ * writeAtomic / writeOutputFile / checkOutputPath / ensureDataDir, and `get --out` on top of
+ * them: a path the user got wrong is a UsageError naming it, a failed write leaves neither a
+ * temporary nor a partial file, and get's --json describes what was written.
  */
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import { describe, expect, it, vi } from "vitest";
+import { writeValueFile } from "../../../src/commands/kv.js";
 import { defaultConfig } from "../../../src/config.js";
 import { initialLayout } from "../../../src/engine/location-map.js";
 import { ExitCode, UsageError, UserError } from "../../../src/errors.js";
@@ -194,5 +197,80 @@ describe("the data directory", () => {
     }
     expectUnchanged(d, ["afile"]);
     expect(readFileSync(file, "utf8")).toBe("keep");
+  });
+});
+
+/** get --out: the value and how a get answered it. */
+const value = { value: Buffer.from([0, 255, 1, 254]), lsn: 7, timestamp: 1_700_000_000_000 };
+
+function fakeIO() {
+  const sink = () => {
+    const w = new Writable({ write: (c, _e, cb) => ((w.text += String(c)), cb()) }) as Writable & {
+      text: string;
+    };
+    w.text = "";
+    return w;
+  };
+  return { out: sink(), err: sink() };
+}
+
+describe("get --out", () => {
+  it("writes the bytes and says so on stderr; stdout stays empty", () => {
+    const d = newDir();
+    const io = fakeIO();
+    writeValueFile("blob", value, join(d, "o.bin"), false, io);
+    expect(readFileSync(join(d, "o.bin"))).toEqual(value.value);
+    expect(io.out.text).toBe("");
+    expect(io.err.text).toBe(`wrote 4 bytes to ${join(d, "o.bin")}\n`);
+    expect(readdirSync(d)).toEqual(["o.bin"]);
+  });
+
+  it("with --json, prints what was written, in the fields of get --json", () => {
+    const d = newDir();
+    const io = fakeIO();
+    writeValueFile("blob", value, join(d, "o.bin"), true, io);
+    expect(JSON.parse(io.out.text)).toEqual({
+      key: "blob",
+      out: join(d, "o.bin"),
+      bytes: 4,
+      lsn: 7,
+      timestamp: 1_700_000_000_000,
+    });
+    expect(io.err.text).toBe("");
+  });
+
+  const hostile: [string, (d: string) => string][] = [
+    ["a directory", (d) => (mkdirSync(join(d, "somedir")), join(d, "somedir"))],
+    ["a path whose parent is missing", (d) => join(d, "nodir", "o.bin")],
+    ["a path under a file", (d) => (writeFileSync(join(d, "afile"), "keep"), join(d, "afile", "o.bin"))],
+  ];
+  for (const [what, make] of hostile) {
+    it(`refuses ${what} with a UsageError naming it, leaving nothing behind`, () => {
+      const d = newDir();
+      const out = make(d);
+      const before = readdirSync(d).sort();
+      const io = fakeIO();
+      const err = thrown(() => writeValueFile("blob", value, out, true, io));
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as Error).message).toContain(`--out ${out}`);
+      expect(io.out.text).toBe("");
+      expect(readdirSync(d).sort()).toEqual(before);
+    });
+  }
+
+  it("a write that fails half-way leaves the old file whole and no partial or temporary file", () => {
+    const d = newDir();
+    writeFileSync(join(d, "o.bin"), "old");
+    failWrites.on = true;
+    let err: unknown;
+    try {
+      err = thrown(() => writeValueFile("blob", value, join(d, "o.bin"), false, fakeIO()));
+    } finally {
+      failWrites.on = false;
+    }
+    expect(err).toBeInstanceOf(UserError);
+    expect((err as Error).message).toMatch(/cannot write --out .*o\.bin: ENOSPC/);
+    expect(readdirSync(d)).toEqual(["o.bin"]);
+    expect(readFileSync(join(d, "o.bin"), "utf8")).toBe("old");
   });
 });
