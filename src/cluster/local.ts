@@ -383,7 +383,14 @@ export async function localUp(
       if (r.status === 200 || r.status === 201) shardsAssigned++;
       else warnings.push(`${node.id} refused ${sh.id} at epoch ${sh.epoch}: ${JSON.stringify(r.body)}`);
     }
-    if (ours === 0) {
+    // local nodes the map reaches at another address (e.g. through a proxy in front of each
+    // agent): the agents keep the shards they hold, and nothing is assigned here
+    const elsewhere = vm.map.nodes.filter((m) => byId.has(m.id) && m.address !== "");
+    if (ours === 0 && elsewhere.length > 0) {
+      warnings.push(
+        `the location map reaches the local nodes at other addresses (${elsewhere.map((m) => `${m.id} at ${m.address}`).join(", ")}); no shard was assigned here`,
+      );
+    } else if (ours === 0) {
       const named = vm.map.nodes.map((x) => `${x.id} at ${x.address || "no address"}`).join(", ");
       const nodesFlag = nodes.map((n) => `${n.id}=${n.address}@${n.zone}`).join(",");
       throw new UserError(
@@ -396,7 +403,7 @@ export async function localUp(
         },
       );
     }
-    if (shardsAssigned === 0) {
+    if (ours > 0 && shardsAssigned === 0) {
       throw new UserError(
         `no shard could be assigned: the agents refused all ${ours}:\n  ${warnings.slice(0, 5).join("\n  ")}`,
         { hint: `see the agents' logs in ${localDir(dataDir)}/<node>/agent.log` },
