@@ -139,6 +139,9 @@ function readClusterNodes(clusterFile: string): NodeInfo[] {
   return nodes as NodeInfo[];
 }
 
+/** How many times (100 ms apart) a busy port is tried again before it is reported in use. */
+const PORT_RELEASE_TRIES = 30;
+
 /** Whether this process can bind `address` now: undefined when it can, else the error code. */
 function bindProblem(address: string): Promise<string | undefined> {
   const { host, port } = splitAddress(address);
@@ -276,7 +279,12 @@ export async function localUp(
     // process would pass for a healthy agent, or make the new agent die at start
     const toStart = nodes.filter((n) => runningPid(dataDir, n.id) === undefined);
     for (const n of toStart) {
-      const problem = await bindProblem(n.address);
+      let problem = await bindProblem(n.address);
+      // an agent killed a moment ago may hold its port until the kernel has reaped it: wait a little
+      for (let i = 0; problem === "EADDRINUSE" && i < PORT_RELEASE_TRIES; i++) {
+        await sleep(100);
+        problem = await bindProblem(n.address);
+      }
       if (problem === undefined) continue;
       if (problem === "EADDRINUSE") {
         const other = await healthNodeId(n.address);
