@@ -284,7 +284,9 @@ Exit codes: 0 listed (and, with --recover, everything orphaned finished),
       const store = await openStore(config);
       try {
         let failed: RecoveryReport[] = [];
-        const open = (await store.listMigrations()).records.filter((r) => !isTerminal(r.record.phase));
+        const open = o.recover
+          ? (await store.listMigrations()).records.filter((r) => !isTerminal(r.record.phase))
+          : [];
         if (o.recover && open.length === 0) ctx.io.err.write("recovery: nothing orphaned\n");
         // agents are called (with the token) only when a migration is left to finish
         else if (o.recover) {
