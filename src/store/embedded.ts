@@ -249,7 +249,13 @@ export async function acquireFileLock(lockFile: string, what: string, waitMs = 5
       closeSync(fd);
       return () => rmSync(lockFile, { force: true });
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EACCES" || code === "EPERM" || code === "EROFS")
+        throw new UsageError(
+          `cannot write in the data directory ${dirname(lockFile)} (${code}); nothing was changed`,
+          { hint: "give a data directory this user can write to with -d/--data-dir", cause: err },
+        );
+      if (code !== "EEXIST") throw err;
     }
     const holder = readLockHolder(lockFile);
     if (holder !== undefined && !processAlive(holder)) {

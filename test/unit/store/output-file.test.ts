@@ -198,6 +198,14 @@ describe("the data directory", () => {
     expectUnchanged(d, ["afile"]);
     expect(readFileSync(file, "utf8")).toBe("keep");
   });
+
+  it("the embedded store and the windows file refuse a data directory no file can be written in (sysfs, even for root)", async () => {
+    const store = new EmbeddedStore("/sys");
+    const map = initialLayout(16, [{ id: "n1", address: "127.0.0.1:1", zone: "a" }], { now: 0 });
+    await expect(store.compareAndSet(0, map)).rejects.toThrow(/cannot write in the data directory \/sys/);
+    const config = { ...defaultConfig(), dataDir: "/sys" };
+    await expect(updateWindows(config, () => undefined)).rejects.toBeInstanceOf(UsageError);
+  });
 });
 
 /** get --out: the value and how a get answered it. */
