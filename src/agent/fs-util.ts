@@ -1,5 +1,4 @@
 /** Small durable-file helpers for the agent. */
-import { closeSync, fsyncSync, openSync } from "node:fs";
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 
@@ -10,16 +9,6 @@ export async function fsyncDir(dir: string): Promise<void> {
     await fh.sync();
   } finally {
     await fh.close();
-  }
-}
-
-/** fsyncDir, synchronously (for code that runs before the agent serves anything). */
-export function fsyncDirSync(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 

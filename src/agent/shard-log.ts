@@ -40,7 +40,8 @@ import {
 } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { fsyncDir, fsyncDirSync } from "./fs-util.js";
+import { fsyncDirSync } from "../store/embedded.js";
+import { fsyncDir } from "./fs-util.js";
 import { GroupCommit } from "./group-commit.js";
 import type { LogEntry } from "./log-format.js";
 import { scanLog } from "./scan.js";

@@ -30,7 +30,6 @@ import {
   openSync,
   readFileSync,
   rmSync,
-  statSync,
   writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
@@ -41,7 +40,7 @@ import type { Config } from "../config.js";
 import { initialLayout, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
-import { writeAtomic } from "../store/embedded.js";
+import { firstNonDirectory, writeAtomic } from "../store/embedded.js";
 import { AgentRpc, splitAddress } from "./agent-rpc.js";
 
 export interface LocalNode extends NodeInfo {
@@ -103,10 +102,7 @@ function makeDir(dir: string): void {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOTDIR" || code === "EEXIST") {
-      let blocker = dir;
-      for (let p = dir; p !== dirname(p); p = dirname(p)) {
-        if (existsSync(p) && !statSync(p).isDirectory()) blocker = p;
-      }
+      const blocker = firstNonDirectory(dir) ?? dir;
       throw new UsageError(`cannot create directory ${dir}: ${blocker} exists and is not a directory`, {
         hint: "pick another --data-dir, or move that file away",
         cause: err,

@@ -308,7 +308,7 @@ export function writeAtomic(file: string, content: string | Uint8Array, mode = 0
     removeQuietly(tmp);
     throw err;
   }
-  fsyncDir(dirname(file));
+  fsyncDirSync(dirname(file));
 }
 
 /** writeSync may write less than asked (a full disk reports it on the next call): loop until done. */
@@ -316,7 +316,8 @@ function writeAll(fd: number, bytes: Uint8Array): void {
   for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off);
 }
 
-function fsyncDir(dir: string): void {
+/** fsyncs a directory, so that an entry created, renamed or removed in it is durable. */
+export function fsyncDirSync(dir: string): void {
   const dfd = openSync(dir, "r");
   try {
     fsyncSync(dfd);
@@ -447,7 +448,7 @@ function dataDirError(dir: string, err: unknown): unknown {
 }
 
 /** The path itself or its nearest ancestor that exists but is not a directory, for the message. */
-function firstNonDirectory(path: string): string | undefined {
+export function firstNonDirectory(path: string): string | undefined {
   for (let p = path; ; p = dirname(p)) {
     try {
       if (!statSync(p).isDirectory()) return p;
