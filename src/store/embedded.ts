@@ -258,10 +258,9 @@ export async function acquireFileLock(lockFile: string, what: string, waitMs = 5
       if (code !== "EEXIST") throw err;
     }
     const holder = readLockHolder(lockFile);
-    if (holder !== undefined && !processAlive(holder)) {
-      rmSync(lockFile, { force: true }); // stale: its writer died
-      continue;
-    }
+    // stale: its writer died. Taken over under a guard, so that two writers that both saw it stale
+    // cannot both take it (the second would remove the first's new lock)
+    if (holder !== undefined && !processAlive(holder) && takeOverStaleLock(lockFile, holder)) continue;
     if (Date.now() > deadline) {
       throw new PreconditionError(`${what} is locked by another writer (pid ${holder ?? "unknown"})`, {
         hint: `wait for it to finish; if no shardctl is running, remove ${lockFile}`,
@@ -269,6 +268,38 @@ export async function acquireFileLock(lockFile: string, what: string, waitMs = 5
     }
     await sleep(20);
   }
+}
+
+/** A takeover guard older than this was left by a process that died inside takeOverStaleLock. */
+const TAKEOVER_GUARD_STALE_MS = 5000;
+
+/**
+ * Removes `lockFile` if it still names `deadPid`, under an exclusive guard file: whoever saw the
+ * lock stale may act on an old view (another writer may have taken the lock over and created its
+ * own since), so the holder is read again under the guard and only the dead writer's lock is
+ * removed. Returns false when another process holds the guard (the caller waits and tries again).
+ */
+export function takeOverStaleLock(lockFile: string, deadPid: number): boolean {
+  const guard = `${lockFile}.takeover`;
+  let fd: number;
+  try {
+    fd = openSync(guard, "wx", 0o600);
+  } catch (err) {
+    if (errnoOf(err) !== "EEXIST") throw err;
+    try {
+      if (Date.now() - statSync(guard).mtimeMs > TAKEOVER_GUARD_STALE_MS) rmSync(guard, { force: true });
+    } catch {
+      // gone meanwhile: the other process finished
+    }
+    return false;
+  }
+  try {
+    closeSync(fd);
+    if (readLockHolder(lockFile) === deadPid) rmSync(lockFile, { force: true });
+  } finally {
+    rmSync(guard, { force: true });
+  }
+  return true;
 }
 
 function readLockHolder(file: string): number | undefined {

@@ -1,9 +1,10 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { initialLayout } from "../../../src/engine/location-map.js";
-import { EmbeddedStore } from "../../../src/store/embedded.js";
+import { acquireFileLock, EmbeddedStore, takeOverStaleLock } from "../../../src/store/embedded.js";
 
 const nodes = [{ id: "n1", address: "127.0.0.1:1", zone: "a" }];
 let dir: string;
@@ -88,5 +89,50 @@ describe("EmbeddedStore", () => {
     ac.abort();
     await done;
     expect(seen).toEqual([1, 2]);
+  });
+});
+
+/** The pid of a process that has exited. */
+function deadPid(): number {
+  return spawnSync(process.execPath, ["-e", ""]).pid!;
+}
+
+describe("the lock file", () => {
+  it("takes over a lock whose writer died", async () => {
+    const lock = join(dir, "x.lock");
+    writeFileSync(lock, String(deadPid()));
+    const release = await acquireFileLock(lock, "x", 1000);
+    expect(readFileSync(lock, "utf8")).toBe(String(process.pid));
+    release();
+    expect(existsSync(lock)).toBe(false);
+    expect(existsSync(`${lock}.takeover`)).toBe(false);
+  });
+
+  it("a takeover decided on an old view leaves the new holder's lock alone", () => {
+    // a writer saw the lock stale (dead pid), then another writer took it over and created its
+    // own before the first one acted: removing the lock now would let both hold it
+    const lock = join(dir, "x.lock");
+    const dead = deadPid();
+    writeFileSync(lock, String(process.pid));
+    expect(takeOverStaleLock(lock, dead)).toBe(true);
+    expect(readFileSync(lock, "utf8")).toBe(String(process.pid));
+    writeFileSync(lock, String(dead));
+    expect(takeOverStaleLock(lock, dead)).toBe(true);
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it("waits while another process takes a lock over, and clears a guard its taker left behind", async () => {
+    const lock = join(dir, "x.lock");
+    const dead = deadPid();
+    writeFileSync(lock, String(dead));
+    writeFileSync(`${lock}.takeover`, "");
+    expect(takeOverStaleLock(lock, dead)).toBe(false);
+    expect(readFileSync(lock, "utf8")).toBe(String(dead));
+    // a guard older than 5 s: its taker died inside the takeover
+    const old = new Date(Date.now() - 10_000);
+    utimesSync(`${lock}.takeover`, old, old);
+    const release = await acquireFileLock(lock, "x", 2000);
+    expect(readFileSync(lock, "utf8")).toBe(String(process.pid));
+    release();
   });
 });
