@@ -22,9 +22,10 @@
  *   POST /v1/admin/shards/:id/append   raw entries (x-shard-epoch: the source epoch),
  *       appended byte for byte with their LSNs; a gap, a foreign shard id or a
  *       bad entry checksum is refused and nothing is appended.
- *   POST /v1/admin/shards/:id/prepare  {epoch, lastLsn, checksum}: verifies the
- *       copy ends exactly at lastLsn and its checksum matches, persists
- *       "prepared" and votes commit; otherwise 409 and votes abort.
+ *   POST /v1/admin/shards/:id/prepare  {epoch, lastLsn, checksum, migration?}: verifies
+ *       the copy ends exactly at lastLsn and its checksum matches (and, given
+ *       `migration`, that the copy is that migration's), persists "prepared"
+ *       and votes commit; otherwise 409 and votes abort.
  *   POST /v1/admin/shards/:id/activate {epoch, migrationTimestamp?}: prepared at
  *       `epoch` → owned at epoch + 1.
  *   Abort is the existing DELETE /v1/admin/shards/:id.
@@ -498,6 +499,16 @@ export async function replicationAdmin(
           'checksum must be "<crc32 hex>-<bytes>" or "<crc32 hex>-<bytes>@<lsn>+<crc32 hex>-<bytes>"',
         );
       const shard = targetShard(agent, id, epoch, ["receiving", "prepared"]);
+      // a copy another migration received (it replaced this one's) is not this migration's to commit:
+      // that migration's roll-back may drop it
+      const migration = optionalMigrationId(body.migration);
+      if (migration && shard.meta.migration && shard.meta.migration !== migration)
+        throw new ApiError(
+          409,
+          "another-migration",
+          `the copy of shard ${id} belongs to migration ${shard.meta.migration}, not ${migration}; voting abort`,
+          { vote: "abort", migration: shard.meta.migration },
+        );
       await shard.drain();
       if (shard.lsn !== lastLsn) {
         throw new ApiError(

@@ -10,7 +10,7 @@
  */
 import { hostname } from "node:os";
 import { UserError } from "../errors.js";
-import { HEARTBEAT_MS, type MigrationOwner, type MigrationRecord } from "../engine/migration.js";
+import { HEARTBEAT_MS, isTerminal, type MigrationOwner, type MigrationRecord } from "../engine/migration.js";
 import type { CasResult, LocationStore } from "../engine/ports.js";
 import type { LocationMap } from "../engine/location-map.js";
 
@@ -44,6 +44,31 @@ export function ownerAlive(owner: MigrationOwner | undefined): boolean | undefin
   }
 }
 
+/**
+ * The records in flight (neither done nor aborted), other than `id`, of
+ * migrations that involve any of `shards`: a move of one, or a split or merge
+ * that names one. A coordinator asks this right after it journaled its own
+ * record: of two that start at once, at least the later one sees the other
+ * (both, if they journaled before either looked) and stops.
+ */
+export async function otherMigrationsOf(
+  store: LocationStore,
+  id: string,
+  shards: readonly string[],
+): Promise<MigrationRecord[]> {
+  const mine = new Set(shards);
+  const { records } = await store.listMigrations();
+  return records
+    .map((r) => r.record)
+    .filter((r) => {
+      if (r.id === id || isTerminal(r.phase)) return false;
+      const involved = r.layout
+        ? [...Object.keys(r.layout.epochs), ...Object.keys(r.layout.pieceNodes)]
+        : [r.shard];
+      return involved.some((s) => mine.has(s));
+    });
+}
+
 export class JournalWriter {
   private rev: number;
   private chain: Promise<unknown> = Promise.resolve();
@@ -63,7 +88,8 @@ export class JournalWriter {
     this.rev = rev;
   }
 
-  private get id(): string {
+  /** The id of the record this writer keeps. */
+  get id(): string {
     return this.current().id;
   }
 
@@ -146,7 +172,10 @@ export class JournalWriter {
       cas = await this.commit(cur.version, next, record);
     } catch (err) {
       if (err instanceof TakenOverError) throw err;
-      const after = await this.resync().catch(() => undefined);
+      const after = await this.resync().catch((e: unknown) => {
+        if (e instanceof TakenOverError) throw e;
+        return undefined;
+      });
       if (after === undefined) {
         this.stopHeartbeat();
         throw new UserError(
@@ -166,12 +195,35 @@ export class JournalWriter {
     return { ok: true, map: next };
   }
 
-  /** After a commit whose outcome was unknown: re-reads the record's revision. */
+  /**
+   * After a commit whose outcome was unknown: decides it for good. A
+   * transaction whose answer was lost may still be carried out after the
+   * record was read (Consul's servers apply a /v1/txn the client gave up on),
+   * so a record that does not show the commit is written once more at the
+   * revision read: the transaction, which checks the record's revision,
+   * cannot commit after that. A record another coordinator wrote meanwhile is
+   * a takeover; one that shows the commit is this commit.
+   */
   private async resync(): Promise<MigrationRecord | null> {
     return this.exclusive(async () => {
-      const cur = await this.store.getMigration(this.id);
-      if (cur) this.rev = cur.rev;
-      return cur?.record ?? null;
+      for (;;) {
+        const cur = await this.store.getMigration(this.id);
+        if (!cur) return null;
+        if (cur.record.phase === "committed") {
+          this.rev = cur.rev;
+          return cur.record;
+        }
+        if (cur.rev !== this.rev) this.lost(cur.rev);
+        const w = await this.store.putMigration({
+          record: { ...this.current(), heartbeatAt: this.now() },
+          expectRev: this.rev,
+        });
+        if (w.ok) {
+          this.rev = w.rev;
+          return cur.record;
+        }
+        // the record moved between the read and the write: the commit, or a takeover; read again
+      }
     });
   }
 

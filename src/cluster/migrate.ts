@@ -41,7 +41,7 @@ import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
 import { failText, type AgentRpc } from "./agent-rpc.js";
 import { ShardCopier, type CopyProgress } from "./migrate-copy.js";
-import { JournalWriter, TakenOverError, thisOwner } from "./journal.js";
+import { JournalWriter, otherMigrationsOf, TakenOverError, thisOwner } from "./journal.js";
 
 export type { MigrationRecord } from "../engine/migration.js";
 
@@ -139,6 +139,9 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     await save();
   };
   await save();
+  await refuseConcurrent(store, journal, [shard.id], (why) => {
+    j = endRecord(j, "aborted", clock.now(), { error: why });
+  });
   journal.startHeartbeat();
   failpoint("migrate.journaled");
   log(`migration ${id}: ${shard.id} ${source.id} → ${target.id} at epoch ${e}`);
@@ -249,6 +252,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
       epoch: e,
       lastLsn: fencedLsn,
       checksum: c.body.checksum,
+      migration: id,
     });
     if (p.status !== 200 || p.body.vote !== "commit")
       throw new StepError(failText(`target ${target.id} (prepare)`, p.status, p.body));
@@ -300,6 +304,40 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   }
   log(`migration ${id}: done; write pause ${j.writePauseMs} ms, ${j.bytesCopied} bytes copied`);
   return j;
+}
+
+/**
+ * Stops a coordinator that just journaled a migration of shards another
+ * migration in flight involves (two `migrate --apply` at once, or a plan run
+ * beside the autopilot): it touched no agent yet, so its record is closed as
+ * aborted and it throws (exit 3). Were both to go on, the second `receive`
+ * would replace the first one's copy on a shared target, and either one's
+ * roll-back could drop the copy the other commits.
+ */
+export async function refuseConcurrent(
+  store: LocationStore,
+  journal: JournalWriter,
+  shards: readonly string[],
+  /** Closes the coordinator's record (the journal then writes it). */
+  aborted: (why: string) => void,
+): Promise<void> {
+  let others: MigrationRecord[];
+  try {
+    others = await otherMigrationsOf(store, journal.id, shards);
+  } catch (err) {
+    const why = `the journal could not be read to rule out another migration: ${(err as Error).message}`;
+    aborted(why);
+    await journal.save().catch(() => undefined);
+    throw new UserError(`nothing was started: ${why}`, { hint: "retry when the store answers" });
+  }
+  if (others.length === 0) return;
+  const o = others[0];
+  const why = `${o.shard} is being migrated by another coordinator (migration ${o.id}, ${o.phase})`;
+  aborted(why);
+  await journal.save().catch(() => undefined);
+  throw new PreconditionError(`${why}; nothing was started`, {
+    hint: "`shardctl migrations` shows it; wait for it to end (or `shardctl migrations --recover` if its coordinator died)",
+  });
 }
 
 /** Headroom a target keeps beyond the copy (its own logs, snapshots, the file system's reserve). */

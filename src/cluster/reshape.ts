@@ -36,7 +36,7 @@ import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
 import { failText, tryJson, type AgentRpc } from "./agent-rpc.js";
 import { JournalWriter, TakenOverError, thisOwner } from "./journal.js";
-import { migrationId, StepError, type MigrateDeps } from "./migrate.js";
+import { migrationId, refuseConcurrent, StepError, type MigrateDeps } from "./migrate.js";
 
 export interface LayoutOptions {
   op: LayoutOp;
@@ -162,6 +162,14 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     await journal.save();
   };
   await journal.save();
+  await refuseConcurrent(
+    store,
+    journal,
+    [...Object.keys(change.epochs), ...Object.keys(change.pieceNodes)],
+    (why) => {
+      j = endRecord(j, "aborted", clock.now(), { error: why });
+    },
+  );
   journal.startHeartbeat();
   const what = describeChange(opts.op, change);
   log(`migration ${id}: ${what}`);

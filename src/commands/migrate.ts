@@ -81,6 +81,16 @@ export async function runMigrate(
           },
         ];
     // refuse up front what cannot be done (before anything changes)
+    const moved = new Set<string>();
+    for (const m of moves) {
+      if (m.split) continue;
+      // a plan moves a shard once: a second move would fail, or move it on, after the first was done
+      if (moved.has(m.shard))
+        throw new UsageError(`the plan moves ${m.shard} more than once; nothing was applied`, {
+          hint: "re-create it with `shardctl plan --all --out FILE`; never edit a plan by hand",
+        });
+      moved.add(m.shard);
+    }
     for (const m of moves) {
       const s = vm.map.shards.find((x) => x.id === m.shard);
       if (!s)
