@@ -54,6 +54,18 @@ export function serialisePlanFile(plan: MigrationPlan): string {
   return JSON.stringify(file, null, 2) + "\n";
 }
 
+/** A plan step as read from a file, before it is known to be whole. */
+interface LooseStep {
+  kind?: unknown;
+  shard?: unknown;
+  source?: unknown;
+  target?: unknown;
+  newShard?: unknown;
+  node?: unknown;
+  segment?: unknown;
+  diff?: { ops?: unknown } | null;
+}
+
 /** Parses and verifies a plan file's text; anything but an intact plan file is a UsageError. */
 export function parsePlanFile(text: string, source = "the plan file"): MigrationPlan {
   const refuse = (why: string): never => {
@@ -84,10 +96,20 @@ export function parsePlanFile(text: string, source = "the plan file"): Migration
   if (plan.format !== PLAN_FORMAT) return refuse(`unknown plan format ${JSON.stringify(plan.format)}`);
   if (!Number.isInteger(plan.mapVersion) || plan.mapVersion < 0) return refuse("the plan has no map version");
   if (!Array.isArray(plan.steps) || !Array.isArray(plan.assessments)) return refuse("the plan has no steps");
-  for (const s of plan.steps) {
-    if (!s || (s.kind !== "move" && s.kind !== "split") || typeof s.shard !== "string") {
-      return refuse("a step is malformed");
-    }
-  }
+  // the checksum catches damage, not a hand edit that recomputed it: every step must be whole
+  (plan.steps as unknown as (LooseStep | null)[]).forEach((s, i) => {
+    const at = `step ${i + 1}`;
+    if (!s || typeof s !== "object" || typeof s.shard !== "string") return refuse(`${at} is malformed`);
+    if (s.kind === "move") {
+      if (typeof s.source !== "string" || typeof s.target !== "string")
+        return refuse(`${at} moves ${s.shard} without a source and a target`);
+    } else if (s.kind === "split") {
+      if (typeof s.newShard !== "string" || typeof s.node !== "string" || !Number.isInteger(s.segment))
+        return refuse(`${at} splits ${s.shard} without its new shard, node or segment`);
+      const ops = s.diff && typeof s.diff === "object" ? s.diff.ops : undefined;
+      if (!Array.isArray(ops) || (ops[0] as { kind?: unknown } | undefined)?.kind !== "split")
+        return refuse(`${at} splits ${s.shard} without its layout change`);
+    } else return refuse(`${at} is neither a move nor a split`);
+  });
   return plan;
 }
