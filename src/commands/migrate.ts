@@ -220,8 +220,9 @@ Examples:
   $ shardctl migrate --apply plan.json --json
 
 Exit codes: 0 done, 1 aborted (the shard is still served by its source),
-2 bad usage, 3 the plan is stale (the map moved on: re-plan) or names a node
-that left.
+2 bad usage (also a plan file that is damaged or moves a shard twice), 3 the
+plan is stale (the map moved on: re-plan), names a node that left, or moves a
+shard another migration is moving (nothing was started for it).
 `;
 
 export const registerMigrate: RegisterCommand = (program: Command, ctx: CommandContext) => {
