@@ -82,14 +82,71 @@ export async function runTasks<C>(
   }
 }
 
-/** A task that runs `inner` as one unit while holding `lock` (the rolling part of an upgrade). */
-export function lockedGroup<C>(
-  name: string,
-  lock: Mutex,
-  inner: readonly Task<C>[],
-  onStep: (name: string) => void,
-): Task<C> {
-  return { name, execute: (ctx) => lock.run(() => runTasks(inner, ctx, onStep)) };
+/** The step reported for a node whose upgrade was not attempted because an earlier cut-over failed. */
+export const ROLLING_HALTED_STEP = "rolling upgrade halted";
+
+/**
+ * The cut-over of running agents, one node at a time. The first cut-over that
+ * fails (its node rolled back to its previous agent) halts the rollout: the
+ * nodes still waiting for the slot are not stopped at all — a release that
+ * does not come up on one node is not tried on the next, taking each down in
+ * turn (or, when a rollback fails too, several at once).
+ */
+export class RollingUpgrade {
+  private readonly lock = new Mutex();
+  /** The node whose cut-over failed first, and why. */
+  halted?: { nodeId: string; step: string; reason: string };
+  /** Nodes whose cut-over succeeded, in order, with the bundle each ran before. */
+  readonly upgraded: { nodeId: string; previousBundle?: string }[] = [];
+
+  /** For the node that halted the rollout: what was and was not changed, and how to go back. */
+  haltHint(): string {
+    const h = this.halted;
+    if (!h) return "";
+    const done = this.upgraded.map((u) => u.nodeId);
+    const previous = [...new Set(this.upgraded.map((u) => u.previousBundle).filter(Boolean))];
+    return (
+      `the rolling upgrade stopped at ${h.nodeId}: the nodes still waiting for their turn were not stopped` +
+      (done.length
+        ? `; ${done.join(", ")} already run the new bundle — to roll them back, deploy the previous bundle to them (\`shardctl deploy --bundle PREVIOUS.mjs --nodes ${done.join(",")}\`${previous.length ? `; its sha256 was ${previous.join(" or ")}` : ""})`
+        : "; no node was upgraded")
+    );
+  }
+
+  group<C>(
+    nodeId: string,
+    previousBundle: string | undefined,
+    inner: readonly Task<C>[],
+    onStep: (name: string) => void,
+  ): Task<C> {
+    return {
+      name: "wait for the rolling slot",
+      execute: (ctx) =>
+        this.lock.run(async () => {
+          if (this.halted) {
+            const h = this.halted;
+            throw new TaskError(
+              ROLLING_HALTED_STEP,
+              new UserError(
+                `not upgraded: the rolling upgrade stopped when the new agent of ${h.nodeId} failed at "${h.step}" (${h.reason.split("\n")[0]}); this node was not stopped and still runs the version it had`,
+                {
+                  hint: `fix what made ${h.nodeId} fail, then run the same deploy again: it upgrades the nodes that are not up to date yet, one at a time`,
+                },
+              ),
+              [],
+            );
+          }
+          try {
+            await runTasks(inner, ctx, onStep);
+            this.upgraded.push({ nodeId, previousBundle });
+          } catch (err) {
+            const te = err instanceof TaskError ? err : new TaskError("cut-over", err, []);
+            this.halted = { nodeId, step: te.step, reason: te.message };
+            throw err;
+          }
+        }),
+    };
+  }
 }
 
 /** fn over items with at most `limit` in flight; results in input order, never rejects. */
@@ -977,7 +1034,7 @@ async function deployNode(
   node: InventoryNode,
   opts: DeployOptions & { connectFn: ConnectNode },
   segments: number,
-  rolling: Mutex,
+  rolling: RollingUpgrade,
   emit: (e: ProgressEvent) => void,
 ): Promise<NodeReport> {
   const started = Date.now();
@@ -1017,7 +1074,7 @@ async function deployNode(
       const cutover = [stopOldTask, swapTask, serviceTask, startTask, healthTask];
       // a running agent is replaced one node at a time: stop, swap, start, healthy — then the next
       const tasks = f.running
-        ? [...staging, lockedGroup("wait for the rolling slot", rolling, cutover, onStep)]
+        ? [...staging, rolling.group(node.id, f.installedBundle, cutover, onStep)]
         : [...staging, ...cutover];
       await runTasks(tasks, ctx, onStep);
       await commitInstall(ctx);
@@ -1036,13 +1093,15 @@ async function deployNode(
     const te = err instanceof TaskError ? err : new TaskError("deploy", err, []);
     const original = te.original;
     emit({ step: te.step, final: "failed", detail: te.message.split("\n")[0] });
+    let hint = original instanceof HostKeyError || original instanceof UserError ? original.hint : undefined;
+    if (rolling.halted?.nodeId === node.id) hint = [hint, rolling.haltHint()].filter(Boolean).join("; ");
     return {
       ...base,
       outcome: "failed",
       mode: ctx.settings?.mode,
       step: te.step,
       error: te.message,
-      hint: original instanceof HostKeyError || original instanceof UserError ? original.hint : undefined,
+      hint,
       hostKeyFingerprint: original instanceof HostKeyError ? original.fingerprint : undefined,
       rollbackErrors: te.rollbackErrors.length ? te.rollbackErrors : undefined,
       durationMs: Date.now() - started,
@@ -1071,7 +1130,7 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
   // the agents must cut the key space as the map does
   const before = await deps.store.load({ consistent: true });
   const segments = before?.map.segmentCount ?? opts.segments;
-  const rolling = new Mutex();
+  const rolling = new RollingUpgrade();
   const withConnect = { ...opts, connectFn: deps.connect ?? connectNode };
   const settled = await mapBounded(opts.nodes, Math.max(1, opts.concurrency), (node) =>
     deployNode(node, withConnect, segments, rolling, (e) => progress(node.id, e)),
@@ -1090,11 +1149,21 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
     };
   });
   const healthy = reports.filter((r) => r.outcome !== "failed");
+  const failed = reports.filter((r) => r.outcome === "failed");
   const warnings: string[] = [];
   let registered: string[] = [];
   let layoutWritten = false;
   let shardsAssigned = 0;
-  if (healthy.length) {
+  // The first deploy defines the layout over the nodes it deploys: written over only the nodes that
+  // happened to come up, it would leave the failed ones without shards after the re-run that fixes them.
+  const holdLayout =
+    healthy.length > 0 && failed.length > 0 && !(await deps.store.load({ consistent: true }));
+  if (holdLayout) {
+    warnings.push(
+      `no initial layout written: ${failed.map((r) => r.id).join(", ")} failed, and the first deploy spreads the shards over all of its nodes; ` +
+        `the agents that came up (${healthy.map((r) => r.id).join(", ")}) keep running without shards — fix the failed nodes and run the same deploy again`,
+    );
+  } else if (healthy.length) {
     const nodes = healthy.map((r) => ({ id: r.id, address: r.address, zone: r.zone }));
     const reg = await registerInMap(deps.store, nodes, segments, deps.now ?? Date.now);
     registered = reg.changed;

@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
-import { isAbsolute, resolve } from "node:path";
+import { isAbsolute, posix, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { NODE_ID_PATTERN } from "../engine/location-map.js";
@@ -33,7 +33,24 @@ const remotePath = z
   .refine((p) => p.startsWith("/"), "must be an absolute path")
   .refine((p) => !hasControlChar(p), "must not contain control characters (newline, tab, ...)")
   .refine((p) => !p.split("/").includes(".."), "must not contain `..`")
-  .transform((p) => (p.length > 1 ? p.replace(/\/+$/, "") : p));
+  // one spelling per directory (`/srv//a/./b/` is `/srv/a/b`), so that two nodes sharing one are caught
+  .transform((p) => {
+    const n = posix.normalize(p);
+    return n.length > 1 ? n.replace(/\/+$/, "") : n;
+  });
+
+/** HOST:PORT with the port in 1..65535. */
+const address = z
+  .string()
+  .regex(ADDRESS, "must be HOST:PORT")
+  .refine((a) => {
+    const p = Number(a.slice(a.lastIndexOf(":") + 1));
+    return p >= 1 && p <= 65535;
+  }, "the port must be 1..65535");
+
+function portOf(addr: string): number {
+  return Number(addr.slice(addr.lastIndexOf(":") + 1));
+}
 
 const capacitySchema = z.union([
   z
@@ -99,9 +116,9 @@ const nodeSchema = z
     agentPort: nodeFields.agentPort.optional(),
     consulAddr: nodeFields.consulAddr.optional(),
     /** Where the agent listens on the node (default 0.0.0.0:agentPort). */
-    listen: z.string().regex(ADDRESS, "must be HOST:PORT").optional(),
-    /** The address clients and the store use for the agent (default host:agentPort). */
-    advertise: z.string().regex(ADDRESS, "must be HOST:PORT").optional(),
+    listen: address.optional(),
+    /** The address clients and the store use for the agent (default host and the listen port). */
+    advertise: address.optional(),
   })
   .strict();
 
@@ -211,6 +228,7 @@ export function parseInventory(text: string, source: string, opts: ParseInventor
     }
     const agentPort = n.agentPort ?? defaults.agentPort ?? DEFAULT_AGENT_PORT;
     const hostForAddress = n.host.includes(":") ? `[${n.host}]` : n.host;
+    const listen = n.listen ?? `0.0.0.0:${agentPort}`;
     nodes.push({
       id: n.id,
       host: n.host,
@@ -222,8 +240,9 @@ export function parseInventory(text: string, source: string, opts: ParseInventor
       dataDir: n.dataDir ?? defaults.dataDir ?? DEFAULT_DATA_DIR,
       hostKey: n.hostKey,
       agentPort,
-      listen: n.listen ?? `0.0.0.0:${agentPort}`,
-      advertise: n.advertise ?? `${hostForAddress}:${agentPort}`,
+      listen,
+      // the port the agent listens on: a `listen` with its own port must not advertise agentPort
+      advertise: n.advertise ?? `${hostForAddress}:${portOf(listen)}`,
       ...((n.consulAddr ?? defaults.consulAddr) ? { consulAddr: n.consulAddr ?? defaults.consulAddr } : {}),
     });
   });
@@ -234,17 +253,18 @@ export function parseInventory(text: string, source: string, opts: ParseInventor
     if (seen.has(n.id))
       problems.push(`node ${JSON.stringify(n.id)} (nodes[${i}]).id: also used by nodes[${seen.get(n.id)}]`);
     else seen.set(n.id, i);
-    const place = `${n.host}:${n.port}:${n.dataDir}`;
+    const place = `${n.host.toLowerCase()}:${n.port}:${n.dataDir}`;
     if (places.has(place)) {
       problems.push(
         `node ${JSON.stringify(n.id)} (nodes[${i}]).dataDir: ${n.dataDir} on ${n.host} is also used by node ${places.get(place)}`,
       );
     } else places.set(place, n.id);
-    if (adverts.has(n.advertise)) {
+    const advert = n.advertise.toLowerCase(); // host names are case-insensitive
+    if (adverts.has(advert)) {
       problems.push(
-        `node ${JSON.stringify(n.id)} (nodes[${i}]).advertise: ${n.advertise} is also the address of node ${adverts.get(n.advertise)}`,
+        `node ${JSON.stringify(n.id)} (nodes[${i}]).advertise: ${n.advertise} is also the address of node ${adverts.get(advert)}`,
       );
-    } else adverts.set(n.advertise, n.id);
+    } else adverts.set(advert, n.id);
   });
   if (problems.length) fail(problems);
   return { source, nodes };

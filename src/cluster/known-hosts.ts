@@ -56,9 +56,14 @@ export function keyTypeOf(keyBlob: Buffer): string {
   return keyBlob.subarray(4, 4 + len).toString("latin1");
 }
 
-/** The name known_hosts files use: `host` on port 22, `[host]:port` otherwise. */
+/**
+ * The name known_hosts files use: `host` on port 22, `[host]:port` otherwise —
+ * in lower case, as ssh writes (and hashes) it: a hashed entry for
+ * `node1.example` must match the inventory's `Node1.Example`.
+ */
 export function hostKeyName(host: string, port: number): string {
-  return port === 22 ? host : `[${host}]:${port}`;
+  const h = host.toLowerCase();
+  return port === 22 ? h : `[${h}]:${port}`;
 }
 
 export function parseKnownHosts(text: string): KnownHostEntry[] {

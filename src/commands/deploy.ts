@@ -7,6 +7,7 @@ import type { Writable } from "node:stream";
 import type { Command } from "commander";
 import { buildBundle, loadBundle, type Bundle } from "../cluster/bundle.js";
 import {
+  ROLLING_HALTED_STEP,
   runDeploy,
   runUndeploy,
   type DeployResult,
@@ -138,6 +139,11 @@ export async function runDeployCommand(
     ?.split(",")
     .map((s) => s.trim())
     .filter(Boolean);
+  // `--nodes "$LIST"` with an empty list must not mean every node of the inventory
+  if (names && names.length === 0)
+    throw new UsageError(`--nodes names no node (${JSON.stringify(opts.nodes)})`, {
+      hint: "give node ids from the inventory, comma-separated, or leave --nodes out to deploy every node",
+    });
   const nodes = selectNodes(inventory, names);
   const concurrency = parsePositiveInt(opts.concurrency, "--concurrency");
   const healthTimeoutMs = parsePositiveInt(opts.healthTimeout, "--health-timeout") * 1000;
@@ -216,6 +222,8 @@ function reportFailure(io: IO, r: NodeReport): void {
     io.err.write(`  rollback problems (check the node by hand): ${r.rollbackErrors.join("; ")}\n`);
   else if (r.step === "connect" || r.step === "check platform" || r.step === "check disk space")
     io.err.write("  nothing was changed there\n");
+  else if (r.step === ROLLING_HALTED_STEP)
+    io.err.write("  its agent was not stopped: it runs the version it had (the staged files were removed)\n");
   else
     io.err.write(
       "  its steps were rolled back: no new agent is running there (a running one was restored)\n",
@@ -305,7 +313,11 @@ agent runs is "up-to-date". A changed bundle is a rolling upgrade: one node at a
 time is stopped (SIGTERM: it finishes the writes in flight), replaced, started and
 checked healthy before the next. A node that fails is rolled back (a fresh node
 keeps no agent; an upgraded node gets its previous version back) and reported;
-the other nodes complete. The exit code is 1 if any node failed.
+the other nodes complete — except that the first failed upgrade of a running
+agent stops the rolling upgrade: the nodes still waiting are not stopped, and
+the report names the nodes already upgraded and how to roll them back. On a
+first deploy (no map yet) the initial layout is only written once every node
+of the run came up. The exit code is 1 if any node failed.
 
 The bearer token comes from SHARDCTL_TOKEN or agent.token in the config.
 

@@ -68,6 +68,20 @@ describe("shardctl deploy / undeploy / node", () => {
     expect((await cli(["node", "logs", "n9", "-i", inventory], env)).code).toBe(2);
   });
 
+  it("refuses an empty --nodes (exit 2) instead of deploying every node of the inventory", async () => {
+    const bundle = join(dir, "agent.mjs");
+    writeFileSync(bundle, "console.log('agent');\n");
+    for (const list of ["", ",", " , "]) {
+      const r = await cli(
+        ["deploy", "-i", inventory, "--known-hosts", join(dir, "kh"), "--bundle", bundle, "--nodes", list],
+        env,
+      );
+      expect(r.code, r.err).toBe(2);
+      expect(r.err).toMatch(/--nodes names no node/);
+      expect(r.err).not.toMatch(/n1|n2/);
+    }
+  });
+
   it("refuses to undeploy a node that owns shards (exit 3) before connecting anywhere", async () => {
     const init = await cli(["init", "--nodes", "n1=127.0.0.1:7400@a,n2=127.0.0.1:7401@b"], env);
     expect(init.code, init.err).toBe(0);

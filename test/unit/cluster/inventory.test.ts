@@ -188,6 +188,56 @@ describe("parseInventory", () => {
     ).toContain("h1:7400 is also the address of node x");
   });
 
+  it("refuses listen and advertise ports outside 1..65535", () => {
+    const base = { id: "n1", host: "h", user: "u", keyFile: "k", zone: "a" };
+    for (const bad of ["0.0.0.0:0", "0.0.0.0:99999", "0.0.0.0:65536"])
+      expect(problems({ nodes: [{ ...base, listen: bad }] })).toContain(
+        'node "n1" (nodes[0]).listen: the port must be 1..65535',
+      );
+    expect(problems({ nodes: [{ ...base, advertise: "h:70000" }] })).toContain(
+      'node "n1" (nodes[0]).advertise: the port must be 1..65535',
+    );
+    expect(parse({ nodes: [{ ...base, listen: "[::]:65535" }] }).nodes[0].listen).toBe("[::]:65535");
+  });
+
+  it("advertises the port the agent listens on when listen names one and advertise is not given", () => {
+    const base = { id: "n1", host: "10.0.0.1", user: "u", keyFile: "k", zone: "a" };
+    expect(parse({ nodes: [{ ...base, listen: "10.0.0.1:7500" }] }).nodes[0]).toMatchObject({
+      agentPort: 7400,
+      listen: "10.0.0.1:7500",
+      advertise: "10.0.0.1:7500",
+    });
+    expect(parse({ nodes: [{ ...base, agentPort: 7600 }] }).nodes[0].advertise).toBe("10.0.0.1:7600");
+  });
+
+  it("catches a shared data directory or address however it is spelled", () => {
+    const n = { user: "u", keyFile: "k", zone: "a" };
+    expect(
+      problems({
+        nodes: [
+          { ...n, id: "x", host: "h1", dataDir: "/srv/shardctl" },
+          { ...n, id: "y", host: "h1", dataDir: "/srv//./shardctl/", agentPort: 7401 },
+        ],
+      }),
+    ).toContain("/srv/shardctl on h1 is also used by node x");
+    expect(
+      problems({
+        nodes: [
+          { ...n, id: "x", host: "node1.example" },
+          { ...n, id: "y", host: "NODE1.example", agentPort: 7401 },
+        ],
+      }),
+    ).toContain("is also used by node x");
+    expect(
+      problems({
+        nodes: [
+          { ...n, id: "x", host: "h1", advertise: "agents.example:7400" },
+          { ...n, id: "y", host: "h2", advertise: "Agents.Example:7400" },
+        ],
+      }),
+    ).toContain("is also the address of node x");
+  });
+
   it("refuses a file that is not an inventory", () => {
     expect(problems("nodes: [")).toMatch(/not valid YAML/);
     expect(problems({ nodes: [] })).toMatch(/nodes: must list at least one node/);

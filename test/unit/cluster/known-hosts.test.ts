@@ -107,6 +107,21 @@ describe("known_hosts parsing and matching", () => {
     expect(() => verifyHostKey("10.9.8.8", 22, keys.ed.blob, policy(f))).toThrow(/not known/);
   });
 
+  it("matches host names without regard to case, hashed entries included (ssh hashes the lower-case name)", () => {
+    const f = file(
+      "hashed-case",
+      `node1.example ${keys.ed.type} ${keys.ed.b64}\n[node2.example]:2200 ${keys.ecdsa.type} ${keys.ecdsa.b64}\n`,
+    );
+    execFileSync("ssh-keygen", ["-H", "-f", f], { stdio: "ignore" });
+    expect(verifyHostKey("Node1.Example", 22, keys.ed.blob, policy(f))).toBe("known");
+    expect(verifyHostKey("NODE2.example", 2200, keys.ecdsa.blob, policy(f))).toBe("known");
+    expect(preferredHostKeyAlgorithms(f, "NODE2.example", 2200)).toEqual([keys.ecdsa.type]);
+    // a key accepted for a mixed-case name is written as ssh would write it
+    const g = file("accept-case", "");
+    verifyHostKey("Node3.Example", 2200, keys.ed.blob, { ...policy(g), acceptNew: true });
+    expect(readFileSync(g, "utf8")).toBe(`[node3.example]:2200 ${keys.ed.type} ${keys.ed.b64}\n`);
+  });
+
   it("skips comments, blank lines, garbage and keys whose blob disagrees with the type", () => {
     const text = [
       "# comment",

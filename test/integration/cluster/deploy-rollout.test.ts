@@ -1,0 +1,247 @@
+/**
+ * The whole per-node pipeline of deploy (probe, stage, swap, start, health,
+ * rollback, registration) run against this machine through LocalExecutor —
+ * the same remote scripts a node runs over SSH, with the real agent bundle
+ * (built from this checkout) as the release that works. What is checked here is the
+ * cluster-level behaviour: a rolling upgrade stops at the first node whose new
+ * agent does not come up, and a first deploy that fails on some nodes does not
+ * write the initial layout over the others.
+ */
+import { createHash } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildBundle, type Bundle } from "../../../src/cluster/bundle.js";
+import { runDeploy, type ConnectNode, type DeployOptions } from "../../../src/cluster/deploy.js";
+import type { InventoryNode } from "../../../src/cluster/inventory.js";
+import { LocalExecutor } from "../../../src/cluster/ssh.js";
+import { EmbeddedStore } from "../../../src/store/embedded.js";
+import { freePorts } from "../../helpers/ports.js";
+
+const TOKEN = "rollout-token-" + "0a1b2c3d".repeat(4);
+
+/** `code` run first in a bundle (after its #! line, which must stay the first). */
+function withPrologue(bundle: string, code: string): string {
+  const eol = bundle.startsWith("#!") ? bundle.indexOf("\n") + 1 : 0;
+  return bundle.slice(0, eol) + code + bundle.slice(eol);
+}
+
+/** A release that cannot start. */
+const BAD_AGENT = `console.error("release 2: cannot open the data directory"); process.exit(1);\n`;
+
+let dir: string;
+/** The real agent bundle's text: the release that works. */
+let agentText: string;
+
+function makeBundle(name: string, text: string): Bundle {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return { path, sha256: createHash("sha256").update(text).digest("hex"), bytes: Buffer.byteLength(text) };
+}
+
+async function makeNodes(prefix: string, n: number): Promise<InventoryNode[]> {
+  const ports = await freePorts(n);
+  return ports.map((p, i) => ({
+    id: `${prefix}${i + 1}`,
+    host: "127.0.0.1",
+    port: 22,
+    user: "local",
+    zone: ["a", "b", "c"][i % 3],
+    capacity: { shards: 64 },
+    dataDir: join(dir, `${prefix}${i + 1} it's $(touch pwned)`),
+    agentPort: p,
+    listen: `127.0.0.1:${p}`,
+    advertise: `127.0.0.1:${p}`,
+  }));
+}
+
+const local: ConnectNode = async () => new LocalExecutor();
+
+function options(nodes: InventoryNode[], bundle: Bundle, over: Partial<DeployOptions> = {}): DeployOptions {
+  return {
+    nodes,
+    bundle,
+    token: TOKEN,
+    zones: ["a", "b", "c"],
+    segments: 64,
+    concurrency: nodes.length,
+    hostKeys: { knownHostsFile: join(dir, "known_hosts"), acceptNew: false },
+    healthTimeoutMs: 20_000,
+    stopTimeoutSeconds: 5,
+    ...over,
+  };
+}
+
+function pidOf(node: InventoryNode): number | undefined {
+  const f = join(node.dataDir, "agent.pid");
+  return existsSync(f) ? Number(readFileSync(f, "utf8").trim()) : undefined;
+}
+
+function alive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function sha256Of(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+/** Processes whose command line mentions the test directory (the supervisors and agents). */
+function ours(): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(dir)) out.push(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "shardctl-rollout-"));
+  agentText = readFileSync((await buildBundle(join(dir, "bundle", "agent.mjs"))).path, "utf8");
+}, 120_000);
+
+afterAll(async () => {
+  for (const sig of ["SIGTERM", "SIGKILL"] as const) {
+    for (const pid of ours()) {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        // gone
+      }
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("a rolling upgrade", () => {
+  it("stops at the first node whose new agent does not come up: that node gets its old agent back, the others are not touched", async () => {
+    const v1 = makeBundle("agent-v1.mjs", agentText);
+    const v2 = makeBundle("agent-v2.mjs", BAD_AGENT);
+    const nodes = await makeNodes("r", 3);
+    const store = new EmbeddedStore(join(dir, "control-rolling"));
+    try {
+      const first = await runDeploy(options(nodes, v1), { store, connect: local });
+      expect(first.nodes.map((n) => n.outcome)).toEqual(["installed", "installed", "installed"]);
+      const pids = nodes.map(pidOf);
+      for (const p of pids) expect(alive(p)).toBe(true);
+
+      const order: string[] = [];
+      const upgrade = await runDeploy(options(nodes, v2), {
+        store,
+        connect: local,
+        progress: (id, e) => {
+          if (e.step === "stop (drain)") order.push(id);
+        },
+      });
+      // exactly one node was stopped and tried with the bad release
+      expect(order).toHaveLength(1);
+      const tried = upgrade.nodes.find((n) => n.id === order[0])!;
+      expect(tried).toMatchObject({ outcome: "failed", step: "wait for health" });
+      expect(tried.error).toMatch(/release 2: cannot open the data directory/);
+      expect(tried.rollbackErrors).toBeUndefined();
+      expect(tried.hint).toMatch(/rolling upgrade stopped/);
+      for (const n of upgrade.nodes.filter((r) => r.id !== tried.id)) {
+        expect(n).toMatchObject({ outcome: "failed", step: "rolling upgrade halted" });
+        expect(n.error).toContain(`${tried.id}`);
+        expect(n.error).toMatch(/still runs the version it had/);
+      }
+      for (const [i, node] of nodes.entries()) {
+        // every node runs the previous release, and the untouched ones were never restarted
+        expect(sha256Of(join(node.dataDir, "agent.mjs"))).toBe(v1.sha256);
+        expect(alive(pidOf(node))).toBe(true);
+        if (node.id !== tried.id) expect(pidOf(node)).toBe(pids[i]);
+        expect(existsSync(join(node.dataDir, ".staging"))).toBe(false);
+        expect(existsSync(join(node.dataDir, ".prev"))).toBe(false);
+      }
+      // the location map is as before
+      expect((await store.load())?.map.nodes.map((n) => n.id)).toEqual(["r1", "r2", "r3"]);
+    } finally {
+      await store.close();
+    }
+    expect(existsSync(join(dir, "pwned"))).toBe(false);
+  }, 180_000);
+
+  it("says which nodes already run the new release and how to roll them back", async () => {
+    const v1 = makeBundle("agent-s1.mjs", agentText);
+    // release 2 starts, except where the node's directory holds a marker
+    const v2 = makeBundle(
+      "agent-s2.mjs",
+      withPrologue(
+        agentText,
+        `import { existsSync as __refused } from "node:fs";\nif (__refused("refuse-release-2")) { console.error("release 2: refused here"); process.exit(1); }\n`,
+      ),
+    );
+    const nodes = await makeNodes("s", 3);
+    const store = new EmbeddedStore(join(dir, "control-partial"));
+    try {
+      const first = await runDeploy(options(nodes, v1, { concurrency: 1 }), { store, connect: local });
+      expect(first.nodes.map((n) => n.outcome)).toEqual(["installed", "installed", "installed"]);
+      const s3pid = pidOf(nodes[2]);
+      writeFileSync(join(nodes[1].dataDir, "refuse-release-2"), "");
+      // one at a time, in inventory order: s1 upgraded, s2 fails, s3 waits — and is left alone
+      const r = await runDeploy(options(nodes, v2, { concurrency: 1 }), { store, connect: local });
+      expect(r.nodes.map((n) => [n.id, n.outcome, n.step])).toEqual([
+        ["s1", "upgraded", undefined],
+        ["s2", "failed", "wait for health"],
+        ["s3", "failed", "rolling upgrade halted"],
+      ]);
+      expect(r.nodes[1].hint).toContain("the rolling upgrade stopped at s2");
+      expect(r.nodes[1].hint).toContain("s1 already run the new bundle");
+      expect(r.nodes[1].hint).toContain("--nodes s1");
+      expect(r.nodes[1].hint).toContain(v1.sha256);
+      expect(r.nodes[2].hint).toMatch(/fix what made s2 fail, then run the same deploy again/);
+      expect(sha256Of(join(nodes[0].dataDir, "agent.mjs"))).toBe(v2.sha256);
+      expect(sha256Of(join(nodes[1].dataDir, "agent.mjs"))).toBe(v1.sha256);
+      expect(sha256Of(join(nodes[2].dataDir, "agent.mjs"))).toBe(v1.sha256);
+      expect(pidOf(nodes[2])).toBe(s3pid);
+      for (const node of nodes) expect(alive(pidOf(node))).toBe(true);
+    } finally {
+      await store.close();
+    }
+  }, 180_000);
+});
+
+describe("a first deploy that fails on some nodes", () => {
+  it("does not write the initial layout over the others; the re-run that reaches every node does", async () => {
+    const v1 = makeBundle("agent-first.mjs", agentText);
+    const nodes = await makeNodes("f", 3);
+    const store = new EmbeddedStore(join(dir, "control-first"));
+    let f3Down = true;
+    const connect: ConnectNode = async (node) => {
+      if (node.id === "f3" && f3Down) throw new Error("cannot connect to local@f3:22: connection refused");
+      return new LocalExecutor();
+    };
+    const logs: string[] = [];
+    try {
+      const r = await runDeploy(options(nodes, v1), { store, connect, log: (m) => logs.push(m) });
+      expect(r.nodes.map((n) => n.outcome)).toEqual(["installed", "installed", "failed"]);
+      expect(r.layoutWritten).toBe(false);
+      expect(r.registered).toEqual([]);
+      expect(await store.load()).toBeNull();
+      expect(r.warnings.join("\n")).toMatch(/no initial layout written: f3 failed/);
+      expect(logs.join("\n")).toMatch(/run the same deploy again/);
+
+      f3Down = false;
+      const again = await runDeploy(options(nodes, v1), { store, connect });
+      expect(again.nodes.map((n) => n.outcome)).toEqual(["up-to-date", "up-to-date", "installed"]);
+      expect(again.layoutWritten).toBe(true);
+      const vm = await store.load();
+      for (const id of ["f1", "f2", "f3"])
+        expect(vm!.map.shards.filter((s) => s.node === id)).toHaveLength(4);
+    } finally {
+      await store.close();
+    }
+  }, 180_000);
+});
