@@ -5,7 +5,8 @@
  * the client's origin zone. It then reacts to what the agent says:
  *
  * - 421 not-owner with a redirect hint → retries at the hinted owner and
- *   epoch (at most a few hops), and refreshes its map;
+ *   epoch (at most a few hops, never round a cycle), and refreshes its map
+ *   (keeping the one in hand while the store cannot be read);
  * - 409 stale-epoch / wrong-shard, 404 unknown-shard → refreshes its map
  *   and retries (with backoff while the map has not caught up);
  * - 503 fenced (a migration cutting over) or an unreachable agent →
@@ -20,6 +21,12 @@
  * outcome instead of being applied twice (`duplicate` says so). The agent
  * remembers the last 2^20 ids per shard (src/agent/write-ids.ts); a retry
  * comes within this client's deadline.
+ *
+ * The deadline bounds the whole operation, including an attempt the agent
+ * never answers. A write given up on at the deadline is in doubt (its last
+ * attempt may still be applied, even after a later write): an application
+ * that retries it passes the same write id (`put(key, value, {writeId})`),
+ * so it is applied at most once.
  */
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -27,12 +34,12 @@ import { RoutingTable } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { Segmenter, validateKey } from "../engine/segmenter.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
-import { AgentRpc, keyPath, type AgentResponse } from "../cluster/agent-rpc.js";
+import { AgentRpc, keyPath, splitAddress, type AgentResponse } from "../cluster/agent-rpc.js";
 
 export interface ShardClientOptions {
   store: LocationStore;
   token: string;
-  /** Sent as x-origin-zone so the agent counts the access for this zone. */
+  /** Sent as x-origin-zone so the agent counts the access for this zone (a configured zone's name). */
   originZone?: string;
   maxKeyBytes?: number;
   maxValueBytes?: number;
@@ -76,9 +83,21 @@ interface Target {
 }
 
 const MAX_REDIRECT_HOPS = 3;
+/** The zone names a config may hold (src/config.ts), so the only ones an agent counts. */
+const ZONE_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+
+/** Transport errors that mean the request never left this machine: a write that met them is not in doubt. */
+const NOT_CONNECTED = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/** What the last failed attempt of an operation ran into: it picks the hint of the final error. */
+type Failure = "unreachable" | "fenced" | "not-owner" | "map-behind" | "other";
 
 export class ShardClient {
   private table?: RoutingTable;
+  /** An agent said the map moved on: reload it before the next lookup (the old one still routes). */
+  private stale = false;
+  /** Why the last reload of a stale map failed (the map in hand was kept); cleared by a reload. */
+  private storeError?: string;
   private segmenter?: Segmenter;
   private readonly rpc: AgentRpc;
   /** Counters for tests and diagnostics (`duplicates`: writes an agent had already applied). */
@@ -88,7 +107,23 @@ export class ShardClient {
   private writeSeq = 0;
 
   constructor(private readonly opts: ShardClientOptions) {
-    this.rpc = new AgentRpc({ token: opts.token, maxSockets: opts.maxSockets });
+    const zone = opts.originZone;
+    // checked here: a name that is not a header value would fail every attempt as if the agent were down
+    if (zone !== undefined && zone !== "" && !ZONE_NAME.test(zone)) {
+      throw new UsageError(`the origin zone ${JSON.stringify(zone)} is not a zone name`, {
+        hint: "zones are named by 1-32 of a-z, 0-9, _ and - (starting with a letter or digit), as in the config's zones",
+      });
+    }
+    if (opts.deadlineMs !== undefined && !(opts.deadlineMs > 0)) {
+      throw new UsageError(`deadlineMs must be a positive number of milliseconds, not ${opts.deadlineMs}`);
+    }
+    // an operation ends at its deadline (see attempt); the request it gave up on is closed a deadline later at most
+    const timeoutMs = Math.min(10_000, this.deadlineMs());
+    this.rpc = new AgentRpc({ token: opts.token, maxSockets: opts.maxSockets, timeoutMs });
+  }
+
+  private deadlineMs(): number {
+    return this.opts.deadlineMs ?? 10_000;
   }
 
   async get(key: string): Promise<GetResult | null> {
@@ -151,6 +186,8 @@ export class ShardClient {
         hint: "start a local cluster with `shardctl up --local`, or initialise the store",
       });
     }
+    this.stale = false;
+    this.storeError = undefined;
     if (!this.table || vm.version !== this.table.version || vm.map !== this.table.map) {
       this.table = new RoutingTable(vm);
       if (!this.segmenter || this.segmenter.segmentCount !== vm.map.segmentCount) {
@@ -160,12 +197,47 @@ export class ShardClient {
     return this.table;
   }
 
+  /**
+   * The map to route by: the first one is loaded (its errors are the caller's); a map marked stale
+   * is reloaded, and kept when the store cannot be read now (its old owners redirect).
+   */
+  private async currentTable(): Promise<RoutingTable> {
+    if (this.table && !this.stale) return this.table;
+    try {
+      return await this.refresh();
+    } catch (err) {
+      if (!this.table || err instanceof PreconditionError) throw err;
+      this.storeError = (err as Error).message;
+      return this.table;
+    }
+  }
+
   private async route(key: string): Promise<Target> {
-    const table = this.table ?? (await this.refresh());
+    const table = await this.currentTable();
     const shard = table.shardOf(this.segmenter!.segmentOf(key));
     const node = table.node(shard.node);
     if (!node)
       throw new UserError(`the location map names node ${shard.node} for ${shard.id} but does not list it`);
+    // a map without the owner's address cannot be served by waiting: say so at once
+    if (!node.address) {
+      throw new PreconditionError(
+        `the location map gives node ${node.id} (the owner of ${shard.id}) no address`,
+        {
+          hint:
+            "give the map its agents' addresses before storing data: `shardctl init --force --nodes " +
+            "ID=HOST:PORT@ZONE,…`, or start a local cluster with `shardctl up --local`",
+        },
+      );
+    }
+    try {
+      splitAddress(node.address);
+    } catch {
+      throw new UserError(
+        `the location map gives node ${node.id} (the owner of ${shard.id}) the address ` +
+          `${JSON.stringify(node.address)}, which is not HOST:PORT`,
+        { hint: "correct the node's address in the location map (`shardctl nodes` lists them)" },
+      );
+    }
     return { address: node.address, shardId: shard.id, epoch: shard.epoch };
   }
 
@@ -177,14 +249,19 @@ export class ShardClient {
     writeId?: string,
   ): Promise<AgentResponse | null> {
     validateKey(key, this.opts.maxKeyBytes ?? 1024);
-    const deadline = Date.now() + (this.opts.deadlineMs ?? 10_000);
-    let attempt = 0;
-    let hops = 0;
+    const deadline = Date.now() + this.deadlineMs();
+    const op: Operation = { method, shardId: "", attempts: 0, last: "", failure: "other", inDoubt: false };
     let override: Target | undefined;
-    let last = "";
+    /**
+     * The agents one chain of redirects went through since the map was asked: at most
+     * MAX_REDIRECT_HOPS redirects, and none back to an agent already asked (a cycle).
+     */
+    let chain: string[] = [];
     for (;;) {
       const target = override ?? (await this.route(key));
+      if (!override) chain = [target.address];
       override = undefined;
+      op.shardId = target.shardId;
       const headers: Record<string, string> = { "x-shard-epoch": String(target.epoch) };
       if (this.opts.originZone) headers["x-origin-zone"] = this.opts.originZone;
       if (body) headers["content-type"] = "application/octet-stream";
@@ -192,30 +269,57 @@ export class ShardClient {
       if (writeId) headers["x-write-id"] = writeId;
       let res: AgentResponse | undefined;
       this.stats.requests++;
+      op.attempts++;
       try {
-        res = await this.rpc.request(target.address, method, keyPath(target.shardId, key), { headers, body });
+        res = await this.attempt(
+          target.address,
+          method,
+          keyPath(target.shardId, key),
+          headers,
+          body,
+          deadline,
+        );
       } catch (err) {
-        last = `${target.address} unreachable: ${(err as Error).message}`;
+        const cut = err instanceof DeadlineError;
+        if (cut && op.settled) {
+          // cut off by this client's own deadline: the previous attempt's outcome still says what went wrong
+          op.cutOff = target.address;
+        } else {
+          op.last = `${target.address} unreachable: ${(err as Error).message}`;
+          op.failure = "unreachable";
+          op.settled = !cut;
+          op.cutOff = undefined;
+        }
+        // unless no connection was made, the request may have reached the agent before it failed
+        const connected = cut
+          ? (err as DeadlineError).connected
+          : !NOT_CONNECTED.has((err as NodeJS.ErrnoException).code ?? "");
+        if (writeId && connected) op.inDoubt = true;
       }
       if (res) {
         if (res.status === 200) return res;
+        op.settled = true;
+        op.cutOff = undefined;
         const info = parseError(res);
-        last = `${target.address} answered ${res.status} ${info.error}: ${info.message}`;
+        op.last = `${target.address} answered ${res.status} ${info.error}: ${info.message}`;
+        op.failure = failureOf(res.status, info.error);
         switch (res.status) {
           case 404:
             if (info.error === "key-not-found") return null;
             break; // unknown-shard: the map moved on; refresh below
           case 421:
-            if (info.redirect && hops < MAX_REDIRECT_HOPS) {
-              hops++;
-              this.stats.redirects++;
-              override = {
-                address: info.redirect.address,
-                shardId: target.shardId,
-                epoch: info.redirect.epoch,
-              };
-              this.table = undefined; // refresh on the next lookup
-              continue;
+            this.stale = true; // reload the map on the next lookup
+            if (info.redirect) {
+              const next = info.redirect.address;
+              const cycle = chain.includes(next);
+              chain.push(next);
+              if (cycle) {
+                op.cycle = chain.join(" → ");
+              } else if (chain.length - 1 <= MAX_REDIRECT_HOPS) {
+                this.stats.redirects++;
+                override = { address: next, shardId: target.shardId, epoch: info.redirect.epoch };
+                continue;
+              }
             }
             break;
           case 400:
@@ -239,28 +343,128 @@ export class ShardClient {
             }
         }
       }
-      if (Date.now() >= deadline) {
-        throw new UserError(`gave up on ${method} after ${attempt + 1} attempts: ${last}`, {
-          hint: "check that the agents are up (`shardctl up --local` starts a local cluster)",
-        });
-      }
+      // no retry that could end before the deadline: give up now rather than sleep into it
+      const delay = this.backoff(op.attempts - 1);
+      if (Date.now() + delay >= deadline) throw this.gaveUp(op);
       this.stats.retries++;
-      const cap = Math.min(this.opts.maxBackoffMs ?? 1000, (this.opts.baseBackoffMs ?? 20) * 2 ** attempt);
-      attempt++;
-      await sleep(Math.min(Math.max(0, deadline - Date.now()), cap * (0.5 + Math.random() / 2)));
-      try {
-        await this.refresh();
-      } catch (err) {
-        if (err instanceof PreconditionError) throw err;
-        last = `cannot reload the location map: ${(err as Error).message}`;
-      }
+      await sleep(delay);
+      this.stale = true;
     }
+  }
+
+  /** The delay before retry n (from 0): exponential with jitter (× 0.5–1), capped. */
+  private backoff(n: number): number {
+    const cap = Math.min(this.opts.maxBackoffMs ?? 1000, (this.opts.baseBackoffMs ?? 20) * 2 ** n);
+    return cap * (0.5 + Math.random() / 2);
+  }
+
+  /**
+   * One request, given up on at the deadline. An agent that read a write before that may still
+   * apply it; the write id keeps a retry of it from being applied again.
+   */
+  private attempt(
+    address: string,
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    body: Buffer | undefined,
+    deadline: number,
+  ): Promise<AgentResponse> {
+    // a request cut off before it had a connection is aborted, so it never reaches the agent: that
+    // write is not in doubt
+    let connected = false;
+    const abort = new AbortController();
+    const request = this.rpc.request(address, method, path, {
+      headers,
+      body,
+      onConnect: () => (connected = true),
+      signal: abort.signal,
+    });
+    request.catch(() => {}); // settles after the race was lost: not an unhandled rejection
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => {
+          if (!connected) abort.abort();
+          reject(
+            new DeadlineError(`no answer within the client's deadline (${this.deadlineMs()} ms)`, connected),
+          );
+        },
+        Math.max(0, deadline - Date.now()),
+      );
+    });
+    return Promise.race([request, late]).finally(() => clearTimeout(timer));
+  }
+
+  /** The error after the deadline: the last answer, and a hint that fits it. */
+  private gaveUp(op: Operation): UserError {
+    const attempts = `${op.attempts} attempt${op.attempts === 1 ? "" : "s"}`;
+    let message = `gave up on ${op.method} after ${attempts} (deadline ${this.deadlineMs()} ms): ${op.last}`;
+    if (op.cycle && op.failure === "not-owner") message += ` (the agents redirect in a cycle: ${op.cycle})`;
+    if (op.cutOff) {
+      message += `; the last attempt, to ${op.cutOff}, had no answer within the client's deadline`;
+    }
+    if (this.storeError) message += `; the location map could not be reloaded: ${this.storeError}`;
+    if (op.inDoubt) {
+      message +=
+        "; the write may have been applied (an attempt's answer was lost): read the key before writing it again, " +
+        "or retry it with the same write id (applied at most once)";
+    }
+    return new UserError(message, { hint: GIVE_UP_HINTS[op.failure](op.shardId) });
   }
 
   close(): void {
     this.rpc.close();
   }
 }
+
+/** An attempt given up on at the operation's deadline (once connected, the agent may still act on it). */
+class DeadlineError extends Error {
+  constructor(
+    message: string,
+    readonly connected: boolean,
+  ) {
+    super(message);
+  }
+}
+
+interface Operation {
+  method: string;
+  shardId: string;
+  attempts: number;
+  /** The last failure, for the error: "<address> answered <status> <code>: <message>" or unreachable. */
+  last: string;
+  failure: Failure;
+  /** The last cycle of redirects seen ("A → B → A"), never followed round. */
+  cycle?: string;
+  /** A write attempt failed after it may have reached the agent. */
+  inDoubt: boolean;
+  /** The last attempt ended by itself (an answer, or a transport error): `last` and `failure` say how. */
+  settled?: boolean;
+  /** The agent the attempt after that one was sent to, when the deadline cut it off. */
+  cutOff?: string;
+}
+
+function failureOf(status: number, error: string): Failure {
+  if (status === 503) return error === "fenced" ? "fenced" : "unreachable";
+  if (status === 421) return "not-owner";
+  if (status === 409 || (status === 404 && error === "unknown-shard")) return "map-behind";
+  return "other";
+}
+
+const RECOVER =
+  "`shardctl migrations` lists the moves; `shardctl migrations --recover` finishes one whose coordinator died";
+
+const GIVE_UP_HINTS: Record<Failure, (shardId: string) => string> = {
+  unreachable: () => "check that the agents are up (`shardctl up --local` starts a local cluster)",
+  fenced: (id) =>
+    `shard ${id} stayed fenced: a migration is cutting it over, or one stopped mid-way; ${RECOVER}`,
+  "not-owner": (id) =>
+    `the agents and the location map disagree on who owns shard ${id} (\`shardctl shards\` shows the map); ${RECOVER}`,
+  "map-behind": (id) =>
+    `the location map is behind the agents for shard ${id} (\`shardctl shards\` shows the map); ${RECOVER}`,
+  other: () => "see the agent's log for the refused request",
+};
 
 interface ErrorInfo {
   error: string;

@@ -37,7 +37,15 @@ export class AgentRpc {
     address: string,
     method: string,
     path: string,
-    opts: { headers?: Record<string, string>; body?: Buffer | string; auth?: boolean } = {},
+    opts: {
+      headers?: Record<string, string>;
+      body?: Buffer | string;
+      auth?: boolean;
+      /** Called once the request has a connected socket (a new one connected, or a kept-alive one). */
+      onConnect?: () => void;
+      /** Aborts the request (destroys it: not sent at all when it had no connection yet). */
+      signal?: AbortSignal;
+    } = {},
   ): Promise<AgentResponse> {
     const { host, port } = splitAddress(address);
     const headers: Record<string, string | number> = { ...opts.headers };
@@ -45,7 +53,7 @@ export class AgentRpc {
     if (opts.body !== undefined) headers["content-length"] = Buffer.byteLength(opts.body);
     return new Promise((resolve, reject) => {
       const req = request(
-        { host, port, method, path, headers, agent: this.pool, timeout: this.timeoutMs },
+        { host, port, method, path, headers, agent: this.pool, timeout: this.timeoutMs, signal: opts.signal },
         (res) => {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
@@ -59,6 +67,13 @@ export class AgentRpc {
         req.destroy(new Error(`no answer from ${address} within ${this.timeoutMs} ms`)),
       );
       req.on("error", reject);
+      if (opts.onConnect) {
+        const onConnect = opts.onConnect;
+        req.once("socket", (socket) => {
+          if (socket.connecting) socket.once("connect", onConnect);
+          else onConnect();
+        });
+      }
       req.end(opts.body);
     });
   }

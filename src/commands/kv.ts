@@ -5,7 +5,7 @@ import type { Command } from "commander";
 import { ShardClient, type GetResult } from "../client/shard-client.js";
 import { resolveClientToken } from "../cluster/local.js";
 import type { Config } from "../config.js";
-import { decodeKeyBytes } from "../engine/segmenter.js";
+import { validateKey } from "../engine/segmenter.js";
 import { UsageError, UserError } from "../errors.js";
 import { printJson, type IO } from "../output.js";
 import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
@@ -18,15 +18,19 @@ export interface KvDeps {
   stdin?: Readable;
 }
 
+function checkZone(config: Config, zone: string | undefined): void {
+  if (zone !== undefined && !config.zones.includes(zone)) {
+    throw new UsageError(`--zone ${zone} is not one of the configured zones (${config.zones.join(", ")})`);
+  }
+}
+
 async function withClient<T>(
   deps: KvDeps,
   zone: string | undefined,
   fn: (c: ShardClient) => Promise<T>,
 ): Promise<T> {
   const config = deps.config;
-  if (zone !== undefined && !config.zones.includes(zone)) {
-    throw new UsageError(`--zone ${zone} is not one of the configured zones (${config.zones.join(", ")})`);
-  }
+  checkZone(config, zone);
   const token = resolveClientToken(config);
   const store = await openStore(config);
   const client = new ShardClient({
@@ -65,6 +69,9 @@ export async function runPut(
 ) {
   if (value !== undefined && opts.file)
     throw new UsageError("give the value either as an argument or with --file, not both");
+  // a bad key or zone is refused before the value is read: standard input may be a terminal
+  checkZone(deps.config, opts.zone);
+  validateKey(key, deps.config.limits.maxKeyBytes);
   let body: Buffer;
   if (opts.file) {
     try {
@@ -73,6 +80,12 @@ export async function runPut(
       throw new UsageError(`cannot read ${opts.file}: ${(err as Error).message}`);
     }
   } else if (value !== undefined) {
+    // arguments are decoded leniently: bytes that are not UTF-8 arrive as U+FFFD, and would be stored so
+    if (value.includes("\ufffd")) {
+      throw new UsageError("the value argument is not valid UTF-8 (it holds undecodable bytes)", {
+        hint: "give a binary value with --file, or on standard input",
+      });
+    }
     body = Buffer.from(value, "utf8");
   } else {
     body = await readAll(deps.stdin ?? process.stdin, deps.config.limits.maxValueBytes);
@@ -101,12 +114,7 @@ export async function runGet(
     return;
   }
   if (opts.json) {
-    let text: string | undefined;
-    try {
-      text = decodeKeyBytes(r.value);
-    } catch {
-      text = undefined;
-    }
+    const text = utf8Text(r.value);
     printJson(
       deps.io,
       text !== undefined
@@ -116,6 +124,15 @@ export async function runGet(
     return;
   }
   deps.io.out.write(r.value);
+}
+
+/** The value as text when it is UTF-8, byte for byte (a leading byte-order mark is kept); else undefined. */
+function utf8Text(value: Buffer): string | undefined {
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(value);
+  } catch {
+    return undefined;
+  }
 }
 
 /**

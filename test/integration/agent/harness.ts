@@ -67,6 +67,8 @@ export interface StartOptions {
   nodeId?: string;
   zone?: string;
   segments?: number;
+  /** The configured zones (SHARDCTL_ZONES); default a,b,c. */
+  zones?: string;
   configFile?: string;
   extra?: string[];
 }
@@ -76,7 +78,7 @@ export async function startAgent(o: StartOptions): Promise<AgentProc> {
   mkdirSync(join(o.dataDir, ".."), { recursive: true });
   const tokenFile = join(o.dataDir, "..", `token-${port}`);
   writeFileSync(tokenFile, TOKEN, { mode: 0o600 });
-  const env: NodeJS.ProcessEnv = { ...process.env, SHARDCTL_ZONES: "a,b,c" };
+  const env: NodeJS.ProcessEnv = { ...process.env, SHARDCTL_ZONES: o.zones ?? "a,b,c" };
   delete env.SHARDCTL_TOKEN;
   if (o.configFile) env.SHARDCTL_CONFIG = o.configFile;
   const child = spawn(

@@ -1,0 +1,235 @@
+/**
+ * The routing client against real agent processes put in trouble on purpose: one paused with
+ * SIGSTOP (it accepts the connection and never answers), one stopped (its port refuses), a shard
+ * fenced and left so, two agents that each released the shard with a redirect to the other, a
+ * redirect followed by a location map that cannot be read any more, a map without addresses, and
+ * origin zones that cannot be sent. The map is always the real EmbeddedStore's.
+ */
+import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, describe, expect, it } from "vitest";
+import { ShardClient, type ShardClientOptions } from "../../../src/client/shard-client.js";
+import { PreconditionError, UsageError, UserError } from "../../../src/errors.js";
+import { admin, get, http, stopAgent, TOKEN, type AgentProc } from "../agent/harness.js";
+import {
+  createShard,
+  inventory,
+  oneShardMap,
+  pause,
+  realAgent,
+  requestCount,
+  resume,
+  SHARD,
+  storeWith,
+} from "./real.js";
+
+const closers: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+});
+
+function client(store: ShardClientOptions["store"], opts: Partial<ShardClientOptions> = {}): ShardClient {
+  const c = new ShardClient({ store, token: TOKEN, baseBackoffMs: 10, maxBackoffMs: 50, ...opts });
+  closers.push(() => c.close());
+  return c;
+}
+
+/** The rejection of `p`, and how long it took to come. */
+async function failure(p: Promise<unknown>): Promise<{ err: UserError; ms: number }> {
+  const t0 = Date.now();
+  try {
+    await p;
+  } catch (err) {
+    return { err: err as UserError, ms: Date.now() - t0 };
+  }
+  throw new Error("expected the operation to fail");
+}
+
+/** Releases the shard on `from` (at epoch 1) with a redirect to `to` at epoch 2. */
+async function redirect(from: AgentProc, to: AgentProc, toNode: string): Promise<void> {
+  const r = await admin(from.port, "POST", `${SHARD}/release`, {
+    epoch: 1,
+    redirect: { node: toNode, address: to.address, epoch: 2 },
+  });
+  expect(r.status, r.body.toString()).toBe(200);
+}
+
+describe("ShardClient: bounds and clear errors", () => {
+  it("gives up at its deadline when the agent accepts the connection and never answers", async () => {
+    const agent = await realAgent();
+    await createShard(agent);
+    const c = client(await storeWith(oneShardMap(agent.address)), { deadlineMs: 400 });
+    pause(agent); // SIGSTOP: the kernel still accepts the connection and takes the request
+    const writeId = randomBytes(16);
+    const { err, ms } = await failure(c.put("k", "v", { writeId }));
+    expect(err).toBeInstanceOf(UserError);
+    expect(err.message).toMatch(/no answer within the client's deadline \(400 ms\)/);
+    // the write is in doubt, and the error says how to retry it safely
+    expect(err.message).toMatch(/may have been applied.*same write id/);
+    expect(ms).toBeGreaterThanOrEqual(350);
+    expect(ms).toBeLessThan(2000); // not the 10 s of the transport's own timeout
+
+    // and it was in doubt: resumed, the agent applies the request it had taken in
+    resume(agent);
+    let lsn = 0;
+    for (let i = 0; i < 100 && lsn === 0; i++) {
+      lsn = (await inventory(agent)).lsn as number;
+      if (lsn === 0) await sleep(50);
+    }
+    expect(lsn).toBe(1);
+    expect((await get(agent.port, SHARD, "k")).body.toString()).toBe("v");
+    // the retry the error advises, with the same write id, is not applied a second time
+    expect(await c.put("k", "v", { writeId })).toEqual({ lsn: 1, duplicate: true });
+    expect((await inventory(agent)).lsn).toBe(1);
+  });
+
+  it("does not call a write in doubt when no connection could be made", async () => {
+    const gone = await realAgent();
+    await stopAgent(gone); // nothing listens on its port any more
+    const c = client(await storeWith(oneShardMap(gone.address)), { deadlineMs: 300 });
+    const { err } = await failure(c.put("k", "v"));
+    expect(err.message).toMatch(/unreachable: connect ECONNREFUSED/);
+    expect(err.message).not.toMatch(/may have been applied/);
+    expect(err.hint).toMatch(/check that the agents are up/);
+  });
+
+  it("fails at once when the map gives the owner no address, or one that is not HOST:PORT", async () => {
+    const noAddress = client(await storeWith(oneShardMap("")), { deadlineMs: 5000 });
+    const a = await failure(noAddress.put("k", "v"));
+    expect(a.err).toBeInstanceOf(PreconditionError);
+    expect(a.err.message).toMatch(/gives node node-1 \(the owner of shard-1\) no address/);
+    expect(a.err.hint).toMatch(/shardctl init --force --nodes/);
+    expect(a.ms).toBeLessThan(1000);
+
+    const bad = client(await storeWith(oneShardMap("localhost")), { deadlineMs: 5000 });
+    const b = await failure(bad.get("k"));
+    expect(b.err).toBeInstanceOf(UserError);
+    expect(b.err.message).toMatch(/the address "localhost", which is not HOST:PORT/);
+    expect(b.ms).toBeLessThan(1000);
+  });
+
+  it("retries a shard that stays fenced a bounded number of times, then names the fence and the way out", async () => {
+    const agent = await realAgent();
+    await createShard(agent);
+    const f = await admin(agent.port, "POST", `${SHARD}/fence`, { epoch: 1 });
+    expect(f.status, f.body.toString()).toBe(200);
+    const c = client(await storeWith(oneShardMap(agent.address)), { deadlineMs: 500 });
+    const { err, ms } = await failure(c.put("k", "v"));
+    expect(err.hint).toMatch(/shard shard-1 stayed fenced/);
+    expect(err.hint).toMatch(/shardctl migrations --recover/);
+    expect(err.message).toMatch(
+      /gave up on PUT after \d+ attempts \(deadline 500 ms\): .* answered 503 fenced/,
+    );
+    // every answered attempt was refused, so the write is not in doubt. A real agent takes a few ms
+    // to answer, so the deadline may cut off the last attempt: one that had a connection may reach
+    // the agent (the client says the write is in doubt), one that had none is aborted unsent
+    const cut = /the last attempt, to \S+, had no answer within the client's deadline/.test(err.message);
+    const inDoubt = /may have been applied/.test(err.message);
+    if (!cut) expect(inDoubt).toBe(false);
+    expect(ms).toBeLessThan(1500);
+    // the attempts, as the agent counted them: every one refused as fenced, and nothing written
+    const attempts = c.stats.requests;
+    expect(err.message).toContain(`after ${attempts} attempts`);
+    expect(attempts).toBeGreaterThan(1);
+    expect(attempts).toBeLessThan(40);
+    const reached = cut && !inDoubt ? attempts - 1 : attempts;
+    for (let i = 0; i < 40 && (await requestCount(agent, "put")) < reached; i++) await sleep(50);
+    await sleep(100); // an attempt aborted unsent must not arrive late
+    expect(await requestCount(agent, "put", 503)).toBe(reached);
+    expect(await requestCount(agent, "put")).toBe(reached);
+    expect((await inventory(agent)).lsn).toBe(0);
+  });
+
+  it("keeps the agent's last answer in its error when the deadline cuts off the attempt after it", async () => {
+    const agent = await realAgent();
+    await createShard(agent);
+    const f = await admin(agent.port, "POST", `${SHARD}/fence`, { epoch: 1 });
+    expect(f.status, f.body.toString()).toBe(200);
+    const c = client(await storeWith(oneShardMap(agent.address)), { deadlineMs: 1500 });
+    const put = failure(c.put("k", "v"));
+    // a few attempts refused as fenced, then the agent stops answering: the next attempt hangs
+    while ((await requestCount(agent, "put", 503)) < 2) await sleep(10);
+    pause(agent);
+    const { err, ms } = await put;
+    expect(err.message).toMatch(
+      /gave up on PUT after \d+ attempts \(deadline 1500 ms\): .* answered 503 fenced/,
+    );
+    expect(err.message).toContain(
+      `the last attempt, to ${agent.address}, had no answer within the client's deadline`,
+    );
+    // that attempt had a connection (the kernel of a paused process still accepts): in doubt
+    expect(err.message).toMatch(/may have been applied/);
+    expect(err.hint).toMatch(/shard shard-1 stayed fenced/);
+    expect(ms).toBeLessThan(3000);
+    resume(agent);
+    for (let i = 0; i < 40 && (await requestCount(agent, "put")) < c.stats.requests; i++) await sleep(50);
+    expect(await requestCount(agent, "put", 503)).toBe(c.stats.requests);
+    expect((await inventory(agent)).lsn).toBe(0);
+  });
+
+  it("does not go round two agents that redirect to each other, and says they do", async () => {
+    const [a, b] = await Promise.all([realAgent("node-1"), realAgent("node-2")]);
+    await Promise.all([createShard(a), createShard(b)]);
+    await redirect(a, b, "node-2");
+    await redirect(b, a, "node-1");
+    const c = client(await storeWith(oneShardMap(a.address)), { deadlineMs: 400 });
+    const { err, ms } = await failure(c.get("k"));
+    const cycle = `${a.address} → ${b.address} → ${a.address}`;
+    expect(err.message).toContain(`the agents redirect in a cycle: ${cycle}`);
+    expect(err.hint).toMatch(/disagree on who owns shard shard-1/);
+    expect(ms).toBeLessThan(1500);
+    // each chain from the map stops where it comes round: at most two requests per retry
+    const [toA, toB] = [await requestCount(a, "get", 421), await requestCount(b, "get", 421)];
+    expect(toA).toBeGreaterThan(0);
+    expect(toB).toBeGreaterThan(0);
+    expect(toA + toB).toBe((await requestCount(a, "get")) + (await requestCount(b, "get")));
+    expect(toA + toB).toBeLessThanOrEqual(2 * (c.stats.retries + 1));
+  });
+
+  it("keeps routing by the map in hand when the store cannot be read after a redirect", async () => {
+    const [a, b] = await Promise.all([realAgent("node-1"), realAgent("node-2")]);
+    await Promise.all([createShard(a, 1), createShard(b, 2)]);
+    await redirect(a, b, "node-2"); // a moved the shard to b, which owns it at epoch 2
+    const store = await storeWith(oneShardMap(a.address)); // the map still names a
+    const c = client(store, { deadlineMs: 2000 });
+    expect(await c.put("k1", "v1")).toEqual({ lsn: 1 });
+    // the store cannot be read now (as Consul restarting, say): the old owner still redirects
+    writeFileSync(store.file, "garbage, not a location map");
+    await expect(store.load()).rejects.toThrow(/is corrupt/);
+    const refreshes = c.stats.refreshes;
+    expect(await c.put("k2", "v2")).toEqual({ lsn: 2 });
+    expect(await c.put("k3", "v3")).toEqual({ lsn: 3 });
+    expect(c.stats.refreshes).toBeGreaterThan(refreshes); // it did try to reload
+    // every put went to a, then to b at epoch 2 (b refuses any other epoch with 409)
+    expect(await requestCount(a, "put", 421)).toBe(3);
+    expect(await requestCount(a, "put")).toBe(3);
+    expect(await requestCount(b, "put", 200)).toBe(3);
+    expect(await requestCount(b, "put")).toBe(3);
+    expect(await inventory(b)).toMatchObject({ epoch: 2, lsn: 3 });
+  });
+
+  it("refuses an origin zone that cannot be a zone name, and a deadline that is not positive, before it sends anything", async () => {
+    const store = await storeWith(oneShardMap("127.0.0.1:1"));
+    for (const zone of ["東京", "a\r\nx-evil: 1", "zone b", "A", "-a", "a".repeat(33)]) {
+      expect(() => client(store, { originZone: zone }), zone).toThrow(UsageError);
+    }
+    // a deadline of 0 would also turn the transport's timeout off
+    expect(() => client(store, { deadlineMs: 0 })).toThrow(/deadlineMs must be a positive number/);
+    // a real agent that knows the zone counts the write for it
+    const ok = await realAgent("node-1", { zones: "a,b,c,eu-west_1" });
+    await createShard(ok);
+    const c = client(await storeWith(oneShardMap(ok.address)), { originZone: "eu-west_1" });
+    await c.put("k", "v");
+    const access = await http(ok.port, "GET", "/v1/access?window=600");
+    expect(access.status).toBe(200);
+    const { zones, segments } = access.json() as {
+      zones: string[];
+      segments: { writes: number; byZone: number[] }[];
+    };
+    expect(segments).toHaveLength(1);
+    expect(segments[0].writes).toBeGreaterThan(0);
+    const counted = zones.filter((_z, i) => segments[0].byZone[i] > 0);
+    expect(counted).toEqual(["eu-west_1"]);
+  });
+});
