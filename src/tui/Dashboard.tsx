@@ -96,6 +96,8 @@ export function Dashboard(props: DashboardProps) {
   const mounted = useRef(true);
   /** The migration running now, if any (one at a time), and whether q was pressed once during it. */
   const migrating = useRef<{ shard: string; target: string }>(undefined);
+  /** The shard `m` is asking the planner about (one question at a time: each answer asks y/n). */
+  const asking = useRef<string>(undefined);
   const quitArmed = useRef(false);
   useEffect(
     () => () => {
@@ -256,9 +258,17 @@ export function Dashboard(props: DashboardProps) {
       );
       return;
     }
+    if (asking.current) {
+      say(`still asking the planner where ${asking.current} should go`, true);
+      return;
+    }
+    asking.current = shard.id;
     say(`asking the planner where ${shard.id} should go…`);
     source
       .plan(shard.id)
+      .finally(() => {
+        asking.current = undefined;
+      })
       .then((p) => {
         if (!mounted.current) return;
         if (!p.target) {
@@ -290,7 +300,7 @@ export function Dashboard(props: DashboardProps) {
 
   const runMigration = (shard: string, target: string, planVersion?: number) => {
     const onMigrate = props.onMigrate;
-    if (!onMigrate) return;
+    if (!onMigrate || migrating.current) return;
     migrating.current = { shard, target };
     let lastProgress = 0;
     say(`migrating ${shard} → ${target}…`);

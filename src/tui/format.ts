@@ -46,13 +46,82 @@ export function formatClock(ms: number): string {
   return [d.getHours(), d.getMinutes(), d.getSeconds()].map((x) => String(x).padStart(2, "0")).join(":");
 }
 
-/** Pads or cuts a plain string to exactly `width` columns (ASCII and box glyphs only). */
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/g;
+
+/**
+ * A name or message from outside (the location map, an agent's answer, the
+ * journal) as inert text: every control character (ESC, BEL, CSI, ...) becomes
+ * "?", so that it cannot move the cursor, retitle or clear the terminal.
+ */
+export function cleanText(text: string): string {
+  return text.replace(CONTROL_CHARS, "?");
+}
+
+// East Asian wide and fullwidth blocks (Unicode 15 EastAsianWidth W/F, the ranges terminals draw two columns wide)
+const WIDE_RANGES: readonly (readonly [number, number])[] = [
+  [0x1100, 0x115f],
+  [0x231a, 0x231b],
+  [0x2329, 0x232a],
+  [0x2e80, 0x303e],
+  [0x3041, 0x33ff],
+  [0x3400, 0x4dbf],
+  [0x4e00, 0x9fff],
+  [0xa000, 0xa4cf],
+  [0xa960, 0xa97f],
+  [0xac00, 0xd7a3],
+  [0xf900, 0xfaff],
+  [0xfe10, 0xfe19],
+  [0xfe30, 0xfe6f],
+  [0xff00, 0xff60],
+  [0xffe0, 0xffe6],
+  [0x1f300, 0x1f64f],
+  [0x1f900, 0x1f9ff],
+  [0x20000, 0x2fffd],
+  [0x30000, 0x3fffd],
+];
+const ZERO_WIDTH = /^[\p{Mn}\p{Me}\p{Cf}]$/u;
+const EMOJI = /^\p{Emoji_Presentation}$/u;
+
+/** Terminal columns of one character: 0 (combining, format), 2 (wide, emoji) or 1. */
+export function charWidth(ch: string): number {
+  const c = ch.codePointAt(0) ?? 0;
+  // Latin, and the box, block and shape glyphs the heatmap is made of (every frame measures thousands)
+  if (c < 0x300 || (c >= 0x2500 && c <= 0x25fc)) return 1;
+  if (ZERO_WIDTH.test(ch)) return 0;
+  for (const [a, b] of WIDE_RANGES) if (c >= a && c <= b) return 2;
+  return EMOJI.test(ch) ? 2 : 1;
+}
+
+/** Terminal columns of a plain string (no escapes). */
+export function textWidth(text: string): number {
+  let w = 0;
+  for (const ch of text) w += charWidth(ch);
+  return w;
+}
+
+/**
+ * Pads or cuts a plain string to exactly `width` terminal columns: wide
+ * characters count two, control characters become "?" (cleanText).
+ */
 export function fit(text: string, width: number, align: "left" | "right" = "left"): string {
   if (width <= 0) return "";
-  const chars = Array.from(text);
-  if (chars.length > width) return width === 1 ? "…" : chars.slice(0, width - 1).join("") + "…";
-  const pad = " ".repeat(width - chars.length);
-  return align === "left" ? text + pad : pad + text;
+  const clean = cleanText(text);
+  const w = textWidth(clean);
+  if (w > width) {
+    if (width === 1) return "…";
+    let out = "";
+    let used = 0;
+    for (const ch of clean) {
+      const cw = charWidth(ch);
+      if (used + cw > width - 1) break;
+      out += ch;
+      used += cw;
+    }
+    return out + "…" + " ".repeat(width - 1 - used);
+  }
+  const pad = " ".repeat(width - w);
+  return align === "left" ? clean + pad : pad + clean;
 }
 
 /** A span of seconds as a short axis label: "10s", "5m", "2h". */

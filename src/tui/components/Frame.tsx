@@ -6,6 +6,7 @@
 import { Box } from "ink";
 import type { FrameModel } from "../view-model.js";
 import type { DashboardSnapshot, ForecastView, PlanView } from "../source.js";
+import { formatClock } from "../format.js";
 import { MIN_HEIGHT, MIN_WIDTH } from "../layout.js";
 import { ForecastPanel } from "./ForecastPanel.js";
 import { HeatmapPanel } from "./HeatmapPanel.js";
@@ -29,7 +30,10 @@ export interface FrameProps {
   planError?: string;
   input: InputState;
   message?: { text: string; error: boolean };
-  /** A failure to read anything at all (no snapshot). */
+  /**
+   * The last refresh failed: without a snapshot the frame says only that;
+   * with one, the status line warns that the frame shows that older snapshot.
+   */
   fatal?: string;
   colour: boolean;
   hotRate: number;
@@ -135,7 +139,11 @@ export function Frame(p: FrameProps) {
       <StatusLine
         input={p.input}
         message={p.message}
-        warnings={snapshot.warnings}
+        warnings={
+          p.fatal
+            ? [`cannot refresh (showing ${formatClock(snapshot.takenAt)}): ${p.fatal}`, ...snapshot.warnings]
+            : snapshot.warnings
+        }
         width={L.width}
         colour={p.colour}
       />

@@ -1,7 +1,7 @@
 /** The heatmap: header, one line per band or shard, legend. Stateless. */
 import type { ShardInfo } from "../../engine/location-map.js";
 import { BOLD } from "../ansi.js";
-import { formatDuration } from "../format.js";
+import { cleanText, formatDuration } from "../format.js";
 import type { HeatGrid } from "../heat.js";
 import { renderHeatHeader, renderHeatRow, renderLegend } from "../heat-render.js";
 import { paint } from "../text.js";
@@ -32,7 +32,7 @@ export function heatmapLines(p: HeatmapPanelProps): string[] {
     const ranges = shard.ranges.map(([a, b]) => (b - a === 1 ? `${a}` : `${a}-${b - 1}`)).join(",");
     lines.push(
       paint(
-        `${shard.id} on ${shard.node}${zone ? ` (zone ${zone})` : ""} · epoch ${shard.epoch} · ${moved} · segments ${ranges} · esc back`,
+        `${shard.id} on ${shard.node}${zone ? ` (zone ${cleanText(zone)})` : ""} · epoch ${shard.epoch} · ${moved} · segments ${ranges} · esc back`,
         BOLD,
         p.colour,
       ),

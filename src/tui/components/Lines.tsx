@@ -8,9 +8,12 @@
  * cache by the whole frame each second. The placeholder is the same string
  * every time, and layout does not need the content: every line is exactly as
  * wide as the box.
+ *
+ * Every line goes through safeLine: only the dashboard's own colour escapes
+ * reach the terminal, never a control sequence from a name or a message.
  */
 import { Box, Text, Transform } from "ink";
-import { padAnsi } from "../text.js";
+import { padAnsi, safeLine } from "../text.js";
 
 export interface LinesProps {
   lines: readonly string[];
@@ -21,7 +24,7 @@ export interface LinesProps {
 export function Lines({ lines, width, height }: LinesProps) {
   const placeholder = " ".repeat(Math.max(1, width));
   const shown: string[] = [];
-  for (let i = 0; i < height; i++) shown.push(padAnsi(lines[i] ?? "", width));
+  for (let i = 0; i < height; i++) shown.push(padAnsi(safeLine(lines[i] ?? ""), width));
   return (
     <Box flexDirection="column" width={width} height={height} flexShrink={0}>
       {shown.map((line, i) => (

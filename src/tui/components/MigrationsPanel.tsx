@@ -1,6 +1,6 @@
 /** Migrations in flight (phase, bytes copied, lag, elapsed) and recent (result, write pause). Stateless. */
 import { BOLD, fg256 } from "../ansi.js";
-import { fit, formatBytesShort, formatDuration } from "../format.js";
+import { cleanText, fit, formatBytesShort, formatDuration } from "../format.js";
 import type { MigrationsView } from "../source.js";
 import { paint } from "../text.js";
 import { Lines } from "./Lines.js";
@@ -27,21 +27,24 @@ export function migrationsLines(p: MigrationsPanelProps): string[] {
     return lines;
   }
   if (m.inFlight.length === 0 && m.recent.length === 0) lines.push("none in flight, none recent");
+  // the journal's strings are written by coordinators (and an error may quote an agent): inert text only
+  const what = (r: { label?: string; shard: string; source: string; target: string }) =>
+    cleanText(r.label ?? `${r.shard} ${r.source}→${r.target}`);
   for (const f of m.inFlight) {
     const copied = f.bytesTotal
       ? `${formatBytesShort(f.bytesCopied)}/${formatBytesShort(f.bytesTotal)}`
       : formatBytesShort(f.bytesCopied);
     const lag = f.lagEntries === undefined ? "" : ` lag ${f.lagEntries}`;
-    const problem = f.problem ? ` ${paint(`(${f.problem})`, fg256(196), p.colour)}` : "";
+    const problem = f.problem ? ` ${paint(`(${cleanText(f.problem)})`, fg256(196), p.colour)}` : "";
     lines.push(
-      `▸ ${f.label ?? `${f.shard} ${f.source}→${f.target}`} ${paint(f.phase, fg256(214), p.colour)} ${copied}${lag} · ${formatDuration(p.now - f.startedAt)}${problem}`,
+      `▸ ${what(f)} ${paint(cleanText(f.phase), fg256(214), p.colour)} ${copied}${lag} · ${formatDuration(p.now - f.startedAt)}${problem}`,
     );
   }
   for (const r of m.recent) {
     const result = paint(r.result, fg256(r.result === "committed" ? 46 : 196), p.colour);
     const pause = r.writePauseMs === undefined ? "" : ` pause ${formatDuration(r.writePauseMs)}`;
     lines.push(
-      `  ${r.label ?? `${r.shard} ${r.source}→${r.target}`} ${result}${pause} · ${formatDuration(p.now - r.finishedAt)} ago${r.reason ? ` (${r.reason})` : ""}`,
+      `  ${what(r)} ${result}${pause} · ${formatDuration(p.now - r.finishedAt)} ago${r.reason ? ` (${cleanText(r.reason)})` : ""}`,
     );
   }
   return lines;

@@ -227,6 +227,25 @@ describe("shardctl dashboard (command)", () => {
     expect(top.out).toContain("\x1b[38;5;");
   });
 
+  it("draws zone names from the map as inert text, never as terminal escapes", async () => {
+    // Given a layout whose nodes' zones (free strings in the map) hold escape sequences and wide characters
+    expect((await cli(["init"], env)).code).toBe(0);
+    await recordWorkload();
+    const { store } = source();
+    const vm = (await store.load())!;
+    const zones = ["a\x1b]0;owned\x07\x1b[2J", "東京東京東京", "c\x9b8m"];
+    const map = { ...vm.map, nodes: vm.map.nodes.map((n, i) => ({ ...n, zone: zones[i] })) };
+    expect((await store.compareAndSet(vm.version, map)).ok).toBe(true);
+    // When one frame is printed
+    const r = await cli(["dashboard", "--once", "--width", "120", "--height", "30", "--color", "never"], env);
+    // Then no control character but the newlines reaches stdout, and the names show as text
+    expect(r.code, r.err).toBe(0);
+    // eslint-disable-next-line no-control-regex
+    expect(r.out.replace(/\n/g, "")).not.toMatch(/[\x00-\x1f\x7f-\x9f]/);
+    expect(r.out).toMatch(/a\?\]0/);
+    expect(r.out).toContain("東京");
+  });
+
   it("rejects bad options with exit 2 and changes nothing", async () => {
     expect((await cli(["init"], env)).code).toBe(0);
     for (const args of [

@@ -1,6 +1,7 @@
 import { render } from "ink-testing-library";
 import { afterEach, describe, expect, it } from "vitest";
 import { Dashboard, type DashboardProps } from "../../../src/tui/Dashboard.js";
+import type { PlanView } from "../../../src/tui/source.js";
 import { FixtureSource, makeSnapshot, plain, RecordingMigrator } from "./fixtures.js";
 
 const KEY = {
@@ -169,6 +170,42 @@ describe("Dashboard key bindings", () => {
     // and another one may start
     await press("m");
     await until("a new confirmation", () => frame().includes("[y/n]"));
+  });
+
+  it("m pressed twice while the planner thinks asks once and migrates once", async () => {
+    // Given a planner that answers only when the test lets it (a slow plan: agent round trips per segment)
+    class SlowPlanner extends FixtureSource {
+      waiting: (() => void)[] = [];
+      override async plan(shard: string): Promise<PlanView> {
+        await new Promise<void>((r) => this.waiting.push(r));
+        return super.plan(shard);
+      }
+    }
+    const source = new SlowPlanner(
+      makeSnapshot({ segments: 256, shards: 8, rates: { 42: [300, 50], 200: [5, 0] } }),
+    );
+    const migrator = new RecordingMigrator();
+    const { frame } = await start(source, { onMigrate: migrator.onMigrate });
+    // When m is pressed twice before the planner answers, the first answer is confirmed with y
+    await press("m");
+    await press("m");
+    await until("the planner to be asked", () => source.waiting.length > 0);
+    await until("the second m to be refused", () =>
+      frame().includes("still asking the planner where shard-2 should go"),
+    );
+    source.waiting.shift()!();
+    await until("the confirmation", () => frame().includes("[y/n]"));
+    await press("y");
+    await until("the migration to start", () => frame().includes("migrating shard-2 → node-3…"));
+    // and whatever else the planner was asked answers afterwards
+    while (source.waiting.length) source.waiting.shift()!();
+    await new Promise((r) => setTimeout(r, 100));
+    // Then there is no second question, and y again starts nothing
+    expect(frame()).not.toContain("[y/n]");
+    await press("y");
+    expect(migrator.calls).toEqual(["shard-2 node-3 v7"]);
+    migrator.finish({ ok: true, message: "shard-2 moved to node-3: write pause 12 ms, took 840 ms" });
+    await until("the result", () => frame().includes("shard-2 moved to node-3"));
   });
 
   it("shows the callback's error and the failed result on the status line", async () => {
