@@ -49,7 +49,8 @@ With the Consul store, every instance campaigns for the lock <prefix>leader thro
 session bound to its own 3 s liveness check (service "shardctl-autopilot"), lock-delay 1 s.
 The leader bumps the leadership term <prefix>term and stamps it on every map write; a
 deposed leader's late write is refused. Followers block on the lock and take over when the
-leader's session ends: about 1 s after a graceful stop (SIGINT/SIGTERM), about 4 s after a
+leader's session ends: about 1 s after a graceful stop (SIGINT/SIGTERM; the leader first
+finishes the migration step in flight, a second signal kills it), about 4 s after a
 crash (kill -9) or a freeze/partition (10-20 s if the token may not register the check).
 With the embedded store there is no election: run a single instance.
 

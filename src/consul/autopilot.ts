@@ -79,22 +79,43 @@ export interface MigrationStageReport {
   skipped: string[];
 }
 
-/** Stamps the leader's term on every map it writes (the store fences on it). */
+/**
+ * Stamps the leader's term on every map it writes (the store fences on it).
+ * The first refusal for a stale term aborts `deposed` (and is kept in
+ * `staleTerm`): callers that record a failed write and carry on (the
+ * migration stage does, move by move) stop there instead of starting more
+ * futile work on the agents.
+ */
 export class TermStampedStore implements LocationStore {
   readonly kind;
+  private readonly deposedAc = new AbortController();
+  /** The refusal that deposed this writer, if any. */
+  staleTerm?: StaleTermError;
   constructor(
     private readonly inner: LocationStore,
     private readonly term: number,
   ) {
     this.kind = inner.kind;
   }
+  /** Aborts once a write was refused for a stale term. */
+  get deposed(): AbortSignal {
+    return this.deposedAc.signal;
+  }
   load: LocationStore["load"] = (opts) => this.inner.load(opts);
-  compareAndSet(
+  async compareAndSet(
     expectedVersion: number,
     next: LocationMap,
     opts?: { migration?: MigrationWrite },
   ): Promise<CasResult> {
-    return this.inner.compareAndSet(expectedVersion, { ...next, term: this.term }, opts);
+    try {
+      return await this.inner.compareAndSet(expectedVersion, { ...next, term: this.term }, opts);
+    } catch (err) {
+      if (err instanceof StaleTermError && !this.staleTerm) {
+        this.staleTerm = err;
+        this.deposedAc.abort();
+      }
+      throw err;
+    }
   }
   putMigration: LocationStore["putMigration"] = (w) => this.inner.putMigration(w);
   getMigration: LocationStore["getMigration"] = (id) => this.inner.getMigration(id);
@@ -135,9 +156,13 @@ export async function runCycle(
     execute:
       deps.executeLayout && served ? (diff, map) => deps.executeLayout!(diff, map, stamped) : undefined,
   });
+  // A layout executor may record a refused commit instead of throwing it.
+  if (stamped.staleTerm) throw stamped.staleTerm;
   const migrations = deps.migrate
-    ? await deps.migrate(term, stamped, AbortSignal.any([leadership, deps.signal]))
+    ? await deps.migrate(term, stamped, AbortSignal.any([leadership, deps.signal, stamped.deposed]))
     : undefined;
+  // Deposed during the migration stage: step down rather than report a cycle.
+  if (stamped.staleTerm) throw stamped.staleTerm;
   return {
     term,
     baseVersion: result.baseVersion,

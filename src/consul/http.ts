@@ -43,6 +43,9 @@ export function parseConsulAddr(addr: string): ConsulEndpoint {
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") throw bad();
   if (url.pathname !== "/" && url.pathname !== "") throw bad();
+  // A query, a fragment or credentials would be dropped without a word (the
+  // token goes in CONSUL_HTTP_TOKEN), and port 0 reaches nothing.
+  if (/[?#@]/.test(raw) || url.username || url.password || url.port === "0") throw bad();
   const secure = url.protocol === "https:";
   const port = url.port ? Number(url.port) : secure ? 443 : 8500;
   return { addr: raw, host: url.hostname.replace(/^\[|\]$/g, ""), port, secure };
@@ -385,13 +388,19 @@ export class ConsulHttp {
     this.expectOk(res, "write", `service ${id}`);
   }
 
-  /** Marks a TTL check passing (the heartbeat of a process-bound check). */
-  async checkPass(checkId: string): Promise<void> {
+  /**
+   * Marks a TTL check passing (the heartbeat of a process-bound check); false
+   * when the agent no longer knows the check (it deregistered the service
+   * after it stayed critical, or the agent restarted without it).
+   */
+  async checkPass(checkId: string): Promise<boolean> {
     const res = await this.call("put", `/agent/check/pass/${encodeURIComponent(checkId)}`, {
       access: "write",
       what: `check ${checkId}`,
     });
+    if (res.status === 404) return false;
     this.expectOk(res, "write", `check ${checkId}`);
+    return true;
   }
 
   async healthService(name: string): Promise<HealthServiceEntry[]> {

@@ -82,8 +82,32 @@ export class LeaderElection {
     this.checkId = undefined;
   }
 
-  /** Registers the process-bound TTL check once; falls back to TTL-only sessions without permission. */
+  /**
+   * Registers the process-bound TTL check (once, and again when the agent
+   * dropped it); falls back to TTL-only sessions without permission.
+   */
   private async livenessChecks(): Promise<string[]> {
+    for (let attempt = 0; ; attempt++) {
+      await this.registerLivenessCheck();
+      if (!this.checkId) return [];
+      if (await this.http.checkPass(this.checkId)) return [this.checkId];
+      // Consul removes the service of an instance critical for a minute (this
+      // one was frozen or cut off that long), and an agent restarted without
+      // its state forgets it: register it again, or no session could be made.
+      if (attempt > 0) {
+        throw new UserError(
+          `the Consul agent at ${this.http.addr} does not keep the ${AUTOPILOT_SERVICE} check this instance registers`,
+          { hint: "check the agent's logs; the autopilot retries" },
+        );
+      }
+      this.log(
+        `autopilot: the Consul agent no longer knows this instance's liveness check (critical for a minute, or the agent restarted); registering it again`,
+      );
+      this.checkId = undefined;
+    }
+  }
+
+  private async registerLivenessCheck(): Promise<void> {
     if (this.checkId === undefined) {
       try {
         await this.http.serviceRegister({
@@ -103,8 +127,6 @@ export class LeaderElection {
         this.checkId = null;
       }
     }
-    if (this.checkId) await this.http.checkPass(this.checkId);
-    return this.checkId ? [this.checkId] : [];
   }
 
   /** Waits until this instance leads (or the signal aborts: AbortedError). */
@@ -152,9 +174,12 @@ export class LeaderElection {
           const term = await this.bumpTerm(session);
           if (term === null) continue; // lost the lock between acquire and bump
           this.watchLock(session, lost);
+          // From here on the outer signal (SIGINT/SIGTERM) no longer ends the
+          // leadership: the heartbeat and the renewals go on until resign(),
+          // so the leader's in-flight work (a migration's commit or roll-back)
+          // ends under its own term and no second leader overlaps it. The
+          // caller watches its signal itself and always resigns.
           signal.removeEventListener("abort", onOuterAbort);
-          const onAbortWhileLeading = () => lost.abort();
-          signal.addEventListener("abort", onAbortWhileLeading, { once: true });
           let resigned = false;
           return {
             term,
@@ -163,7 +188,6 @@ export class LeaderElection {
             resign: async () => {
               if (resigned) return;
               resigned = true;
-              signal.removeEventListener("abort", onAbortWhileLeading);
               lost.abort();
               await stopRenew();
               await this.http.kvPut(this.keys.leader, "", { release: session }).catch(() => undefined);

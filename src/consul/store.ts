@@ -361,19 +361,26 @@ export class ConsulStore implements LocationStore {
 
   /**
    * Deletes chunks no meta refers to whose writer started more than
-   * ORPHAN_CHUNK_AGE_MS ago (left by a writer that died before its commit).
-   * Returns how many were deleted.
+   * ORPHAN_CHUNK_AGE_MS ago (left by a writer that died before its commit)
+   * and that no commit can refer to any more. Returns how many were deleted.
+   *
+   * A writer's commit CASes the meta at the version it read, before it wrote
+   * its chunks; so a chunk created after the current meta may still be
+   * committed (its writer may be paused, or its clock behind ours, making its
+   * name look old) and is kept, while one created before the current meta
+   * belongs to a write whose CAS can only fail.
    */
   async sweepOrphanChunks(): Promise<number> {
     const tree = await this.http.kvTree(this.keys.mapDir, { consistent: true });
     const metaEntry = tree.entries.find((e) => e.Key === this.keys.meta);
+    if (!metaEntry) return 0; // a first write may be pending: nothing is provably dead
     const referenced = new Set<string>();
-    if (metaEntry)
-      for (const c of this.parseCurrentMeta({ entry: metaEntry, index: 0 }).chunks) referenced.add(c.key);
+    for (const c of this.parseCurrentMeta({ entry: metaEntry, index: 0 }).chunks) referenced.add(c.key);
     const cutoff = this.now() - ORPHAN_CHUNK_AGE_MS;
     const orphans = tree.entries
+      .filter((e) => e.Key.startsWith(this.keys.chunksDir) && !referenced.has(e.Key))
+      .filter((e) => e.CreateIndex < metaEntry.ModifyIndex)
       .map((e) => e.Key)
-      .filter((k) => k.startsWith(this.keys.chunksDir) && !referenced.has(k))
       .filter((k) => {
         const ms = parseInt(k.slice(this.keys.chunksDir.length).split("-")[0], 36);
         return Number.isFinite(ms) && ms < cutoff;

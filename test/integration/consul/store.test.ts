@@ -141,10 +141,18 @@ describe("orphan chunks", () => {
     const recent = `${prefix}map/chunks/${Date.now().toString(36)}-busy00-0`;
     await rawPut(consul.addr, old, "{}");
     await rawPut(consul.addr, recent, "{}");
+    // While the map has not moved since, their commits could still succeed: both are kept.
+    expect(await store.sweepOrphanChunks()).toBe(0);
+    // Once it has moved on (the same chunks: nothing else changes), the old one goes.
+    const w2 = await store.compareAndSet(w.version, { ...smallMap(), updatedAt: smallMap().updatedAt + 1 });
+    if (!w2.ok) throw new Error("second write failed");
     expect(await store.sweepOrphanChunks()).toBe(1);
     const after = (await rawKeys(consul.addr, prefix)).filter((k) => k.includes("/chunks/"));
     expect(after.sort()).toEqual([...live, recent].sort());
-    expect((await store.load({ consistent: true }))!.map).toEqual(smallMap());
+    expect((await store.load({ consistent: true }))!.map).toEqual({
+      ...smallMap(),
+      updatedAt: smallMap().updatedAt + 1,
+    });
     await store.close();
   });
 });

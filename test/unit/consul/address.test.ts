@@ -22,6 +22,10 @@ describe("CONSUL_HTTP_ADDR parsing", () => {
     "unix:///var/run/consul.sock",
     "a b:1",
     "http://:99999",
+    "127.0.0.1:8500?dc=eu",
+    "127.0.0.1:8500#x",
+    "user:secret@127.0.0.1:8500",
+    "http://127.0.0.1:0",
   ])("refuses %j with a hint", (addr) => {
     expect(() => parseConsulAddr(addr)).toThrow(/CONSUL_HTTP_ADDR|not supported/);
   });
