@@ -7,7 +7,7 @@
 import type { Command } from "commander";
 import { readFileSync } from "node:fs";
 import { parseAccessType, type AccessType } from "../engine/access-windows.js";
-import { UsageError } from "../errors.js";
+import { UsageError, UserError } from "../errors.js";
 import { printJson } from "../output.js";
 import { updateWindows } from "../store/windows-file.js";
 import { parsePositiveInt, segmenterFor } from "./common.js";
@@ -19,6 +19,8 @@ export interface TraceEvent {
   op: AccessType;
   zone?: string;
   count?: number;
+  /** Its line in the trace (1-based), for errors. */
+  line?: number;
 }
 
 /** Parses a trace; any bad line is an error naming it, and nothing is recorded. */
@@ -36,7 +38,8 @@ export function parseTrace(text: string, zones: readonly string[]): TraceEvent[]
     if (f.length < 3 || f.length > 4)
       throw new UsageError(`trace line ${i + 1}: expected 3 or 4 fields, got ${f.length}`);
     const ts = /^\d+$/.test(f[0]) ? Number(f[0]) : Date.parse(f[0]);
-    if (!Number.isFinite(ts))
+    // epoch ms within Date's range (±8.64e15), like any Date.parse result
+    if (!Number.isFinite(ts) || Math.abs(ts) > 8.64e15)
       throw new UsageError(`trace line ${i + 1}: bad timestamp ${JSON.stringify(f[0])}`);
     let op: AccessType;
     try {
@@ -52,7 +55,7 @@ export function parseTrace(text: string, zones: readonly string[]): TraceEvent[]
         hint: `configured zones: ${zones.join(", ")}`,
       });
     }
-    events.push({ ts, key: f[1], op, zone });
+    events.push({ ts, key: f[1], op, zone, line: i + 1 });
   }
   return events;
 }
@@ -82,12 +85,19 @@ Examples:
       async (
         key: string | undefined,
         o: { op: string; zone?: string; count: string; trace?: string; json: boolean },
+        cmd: Command,
       ) => {
         const config = ctx.config();
         const segmenter = segmenterFor(config);
         let events: TraceEvent[];
         if (o.trace) {
           if (key !== undefined) throw new UsageError("give either a key or --trace, not both");
+          // a trace says each event's op and zone itself: an option it would silently ignore is refused
+          const ignored = ["op", "zone", "count"].filter((n) => cmd.getOptionValueSource(n) === "cli");
+          if (ignored.length)
+            throw new UsageError(`--${ignored.join(", --")} cannot be given with --trace`, {
+              hint: "a trace line is timestamp,key,op[,zone]: put the access type and zone in the trace",
+            });
           let text: string;
           try {
             text = readFileSync(o.trace, "utf8");
@@ -104,13 +114,25 @@ Examples:
           events = [{ ts: Date.now(), key, op: parseAccessType(o.op), zone: o.zone, count }];
         }
         // Validate every key and zone before touching the file: bad input changes nothing.
-        const segments = events.map((e) => segmenter.segmentOf(e.key));
+        const segments = events.map((e) => {
+          try {
+            return segmenter.segmentOf(e.key);
+          } catch (err) {
+            if (e.line === undefined || !(err instanceof UserError)) throw err;
+            throw new UsageError(`trace line ${e.line}: ${err.message}`, { hint: err.hint });
+          }
+        });
         const recorded = await updateWindows(config, (w) => {
           const zoneIdx = events.map((e) => w.zoneIndexOf(e.zone));
           let n = 0;
           events.forEach((e, i) => {
             const count = e.count ?? 1;
-            w.record(segments[i], e.op === "write", zoneIdx[i], e.ts, count);
+            try {
+              w.record(segments[i], e.op === "write", zoneIdx[i], e.ts, count);
+            } catch (err) {
+              if (e.line === undefined || !(err instanceof UserError)) throw err;
+              throw new UsageError(`trace line ${e.line}: ${err.message}`, { hint: err.hint });
+            }
             n += count;
           });
           return n;

@@ -14,7 +14,7 @@ import { AgentRpc } from "../cluster/agent-rpc.js";
 import { resolveClientToken } from "../cluster/local.js";
 import { executeLayoutDiff } from "../cluster/reshape.js";
 import { systemClock } from "../engine/ports.js";
-import { PreconditionError } from "../errors.js";
+import { PreconditionError, UserError } from "../errors.js";
 import { lsmmFor, withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
 
@@ -61,7 +61,33 @@ export function printReshard(io: IO, result: ReshardResult, json: boolean, appli
     `${diff.ops.length} change(s): ${diff.shardsBefore} → ${diff.shardsAfter} shards, ${diff.dedicatedAfter} hot segment(s) on their own shard${held}\n`,
   );
   if (applied) io.out.write(`applied: layout version ${result.baseVersion} → ${result.appliedVersion}\n`);
-  else io.err.write("dry run: nothing was changed; run with --apply to commit this layout\n");
+  // an --apply that did not go through says why in its error, not that this was a dry run
+  else if (result.notApplied === undefined)
+    io.err.write("dry run: nothing was changed; run with --apply to commit this layout\n");
+}
+
+/**
+ * The error an --apply that did not go through ends with, or undefined. A
+ * refusal before anything was written, or a first change that was rolled back,
+ * is a precondition (exit 3, nothing changed); an execution that stopped after
+ * committing some of the changes is a failure (exit 1) and says what stays
+ * committed. `executed`: the agents carried the diff out (migrations ran).
+ */
+export function reshardOutcomeError(result: ReshardResult, executed = false): UserError | undefined {
+  if (!result.notApplied) return undefined;
+  if (result.appliedVersion !== undefined) {
+    return new UserError(
+      `applied only in part: ${result.notApplied}; the changes before it stay committed (layout version ${result.baseVersion} → ${result.appliedVersion})`,
+      {
+        hint: "see `shardctl migrations` for the one that stopped; run `shardctl reshard` again to plan the rest against the new layout",
+      },
+    );
+  }
+  return new PreconditionError(`not applied: ${result.notApplied}; nothing was changed`, {
+    hint: executed
+      ? "see `shardctl migrations`; run `shardctl reshard` again to plan against the current layout"
+      : "the plan above is what resharding would do; on a cluster without agents it can be applied",
+  });
 }
 
 export function registerReshard(program: Command, ctx: CommandContext): void {
@@ -95,6 +121,7 @@ Examples:
             ctx.io.err.write(`warning: node ${u.node} did not answer: ${u.error}\n`);
           const lsmm = lsmmFor(config, store, collected.windows);
           let rpc: AgentRpc | undefined;
+          let executed = false;
           const result = await lsmm
             .triggerResharding({
               apply: o.apply,
@@ -103,6 +130,7 @@ Examples:
               execute:
                 current && servedByAgents(current.map)
                   ? async (diff) => {
+                      executed = true;
                       rpc = new AgentRpc({ token: resolveClientToken(config) });
                       return executeLayoutDiff(diff, {
                         store,
@@ -115,11 +143,8 @@ Examples:
             })
             .finally(() => rpc?.close());
           printReshard(ctx.io, result, o.json, result.appliedVersion !== undefined);
-          if (result.notApplied) {
-            throw new PreconditionError(`not applied: ${result.notApplied}; nothing was changed`, {
-              hint: "the plan above is what resharding would do; on a cluster without agents it can be applied",
-            });
-          }
+          const failed = reshardOutcomeError(result, executed);
+          if (failed) throw failed;
         },
       );
     });

@@ -3,12 +3,12 @@
  * embedded default (a short-lived process has no memory between runs). Agents
  * keep their own windows in memory and serve them over their API.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Config } from "../config.js";
 import { AccessWindows } from "../engine/access-windows.js";
 import { UsageError, UserError } from "../errors.js";
-import { acquireFileLock, ensureDataDir, writeAtomic } from "./embedded.js";
+import { acquireFileLock, ensureDataDir, processAlive, writeAtomic } from "./embedded.js";
 
 export const WINDOWS_FILE = "access-windows.bin";
 
@@ -53,6 +53,33 @@ export function loadWindows(config: Config): AccessWindows {
   return w;
 }
 
+/**
+ * Temporary files of writes that never finished (a `record` interrupted by
+ * Ctrl-C or killed mid-write: `<file>.tmp-<pid>` of a process that is gone).
+ * Each is as large as the windows file (up to hundreds of MB), so they are
+ * removed rather than left to pile up. One whose writer still runs (an agent
+ * given this data directory) is left alone.
+ */
+function removeLeftoverTemporaries(dataDir: string): void {
+  const prefix = `${WINDOWS_FILE}.tmp-`;
+  let names: string[];
+  try {
+    names = readdirSync(dataDir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length));
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || processAlive(pid)) continue;
+    try {
+      rmSync(join(dataDir, name), { force: true });
+    } catch {
+      // not ours to remove (permissions): harmless, the write below uses its own name
+    }
+  }
+}
+
 /** Loads, lets `update` change the windows, and writes them back atomically under a lock. */
 export async function updateWindows<T>(config: Config, update: (w: AccessWindows) => T): Promise<T> {
   ensureDataDir(config.dataDir);
@@ -61,6 +88,7 @@ export async function updateWindows<T>(config: Config, update: (w: AccessWindows
     "the access windows file",
   );
   try {
+    removeLeftoverTemporaries(config.dataDir);
     const w = loadWindows(config);
     const result = update(w);
     writeAtomic(windowsPath(config.dataDir), w.serialize());
