@@ -15,7 +15,7 @@
  * After each: one agent holds the shard writable, the one the map names, at
  * the map's epoch, and every acknowledged write reads back.
  */
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
@@ -27,21 +27,16 @@ import type { CasResult, LocationStore } from "../../../src/engine/ports.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { freePortRange, http, tempDir } from "../agent/harness.js";
-import { cli as runShardctl } from "../../helpers/cli.js";
+import { http, tempDir } from "../agent/harness.js";
+import { clusterCli, clusterEnv, downLocalCluster, readMapFile, upLocalCluster } from "./local-fixture.js";
 
 let dir: string;
 let token: string;
-const env: NodeJS.ProcessEnv = { ...process.env, SHARDCTL_SEGMENTS: "64", SHARDCTL_ZONES: "a,b,c" };
-delete env.SHARDCTL_TOKEN;
-delete env.SHARDCTL_DATA_DIR;
-delete env.SHARDCTL_STORE;
-
-const cli = (...args: string[]) => runShardctl(["--data-dir", dir, ...args], env);
+const env = clusterEnv();
+const cli = clusterCli(() => dir, env);
 
 function readMap(): { version: number; map: LocationMap } {
-  const f = JSON.parse(readFileSync(join(dir, "location-map.json"), "utf8"));
-  return { version: f.version, map: f.map };
+  return readMapFile(dir);
 }
 
 function portOf(node: string): number {
@@ -114,16 +109,10 @@ async function expectOneOwnerWithAllWrites(shard: string, acked: Map<string, str
 
 beforeAll(async () => {
   dir = tempDir("migrate-races");
-  const base = String(await freePortRange(3));
-  const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", base, "--json");
-  expect(up.code, up.err).toBe(0);
-  token = readFileSync(join(dir, "local", "token"), "utf8").trim();
+  token = await upLocalCluster(cli, dir);
 });
 
-afterAll(async () => {
-  await cli("down", "--timeout", "5");
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => downLocalCluster(cli, dir));
 
 describe("migration races", () => {
   // "read": the transaction lands just after the coordinator's first read of its record once the

@@ -5,7 +5,7 @@
  * hostile input, a node that is not in the map and a stale plan file.
  */
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
@@ -15,21 +15,17 @@ import type { LocationMap } from "../../../src/engine/location-map.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { encodeEntry } from "../../../src/agent/log-format.js";
-import { cliArgs, freePort, freePortRange, http, tempDir } from "../agent/harness.js";
-import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
+import { cliArgs, freePort, http, tempDir } from "../agent/harness.js";
+import { clusterCli, clusterEnv, downLocalCluster, readMapFile, upLocalCluster } from "./local-fixture.js";
+import { shardctlCommand } from "../../helpers/cli.js";
 
 let dir: string;
 let token: string;
-const env: NodeJS.ProcessEnv = { ...process.env, SHARDCTL_SEGMENTS: "64", SHARDCTL_ZONES: "a,b,c" };
-delete env.SHARDCTL_TOKEN;
-delete env.SHARDCTL_DATA_DIR;
-delete env.SHARDCTL_STORE;
-
-const cli = (...args: string[]) => runShardctl(["--data-dir", dir, ...args], env);
+const env = clusterEnv();
+const cli = clusterCli(() => dir, env);
 
 function readMap(): { version: number; map: LocationMap } {
-  const f = JSON.parse(readFileSync(join(dir, "location-map.json"), "utf8"));
-  return { version: f.version, map: f.map };
+  return readMapFile(dir);
 }
 
 function addressOf(node: string): string {
@@ -86,16 +82,10 @@ function startWriter(c: ShardClient, prefix: string, pad = 50) {
 
 beforeAll(async () => {
   dir = tempDir("migrate");
-  const base = String(await freePortRange(3));
-  const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", base, "--json");
-  expect(up.code, up.err).toBe(0);
-  token = readFileSync(join(dir, "local", "token"), "utf8").trim();
+  token = await upLocalCluster(cli, dir);
 });
 
-afterAll(async () => {
-  await cli("down", "--timeout", "5");
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => downLocalCluster(cli, dir));
 
 describe("migrate", () => {
   it("moves a shard with its data while a writer keeps writing; every acknowledged write survives", async () => {

@@ -7,7 +7,6 @@
  * input.
  */
 import { spawn } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
@@ -18,28 +17,20 @@ import type { LocationMap, SegmentRange } from "../../../src/engine/location-map
 import { systemClock } from "../../../src/engine/ports.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { freePortRange, http, tempDir } from "../agent/harness.js";
+import { http, tempDir } from "../agent/harness.js";
+import { clusterCli, clusterEnv, downLocalCluster, readMapFile, upLocalCluster } from "./local-fixture.js";
 import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 
 const SEGMENTS = 64;
 let dir: string;
 let token: string;
-const env: NodeJS.ProcessEnv = {
-  ...process.env,
-  SHARDCTL_SEGMENTS: String(SEGMENTS),
-  SHARDCTL_ZONES: "a,b,c",
-};
-delete env.SHARDCTL_TOKEN;
-delete env.SHARDCTL_DATA_DIR;
-delete env.SHARDCTL_STORE;
-delete env.SHARDCTL_FAILPOINT;
-const cli = (...args: string[]) => runShardctl(["--data-dir", dir, ...args], env);
+const env = clusterEnv(SEGMENTS);
+const cli = clusterCli(() => dir, env);
 const seg = new Segmenter(SEGMENTS);
 const seg0 = (k: string) => seg.segmentOf(k);
 
 function readMap(): { version: number; map: LocationMap } {
-  const f = JSON.parse(readFileSync(join(dir, "location-map.json"), "utf8"));
-  return { version: f.version, map: f.map };
+  return readMapFile(dir);
 }
 const portOf = (node: string) =>
   Number(
@@ -96,16 +87,10 @@ function splitOp(shardIndex: number): { op: LayoutOp; piece: string; segment: nu
 
 beforeAll(async () => {
   dir = tempDir("reshape");
-  const base = String(await freePortRange(3));
-  const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", base, "--json");
-  expect(up.code, up.err).toBe(0);
-  token = readFileSync(join(dir, "local", "token"), "utf8").trim();
+  token = await upLocalCluster(cli, dir);
 });
 
-afterAll(async () => {
-  await cli("down", "--timeout", "5");
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => downLocalCluster(cli, dir));
 
 describe("splits and merges on agents", () => {
   it("splits a segment out onto another node while a writer writes; every acknowledged write is served after", async () => {

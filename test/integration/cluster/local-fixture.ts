@@ -1,0 +1,50 @@
+/**
+ * The local cluster the migration tests run against: three agents started by
+ * `shardctl up --local` in a data directory of their own, the embedded store's
+ * map read straight from its file, and `down` afterwards.
+ */
+import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { expect } from "vitest";
+import type { LocationMap } from "../../../src/engine/location-map.js";
+import { cli as runShardctl } from "../../helpers/cli.js";
+import { freePortRange } from "../agent/harness.js";
+
+/** The environment for the CLI: `segments` segments, zones a,b,c, nothing inherited that would redirect it. */
+export function clusterEnv(segments = 64): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    SHARDCTL_SEGMENTS: String(segments),
+    SHARDCTL_ZONES: "a,b,c",
+  };
+  delete env.SHARDCTL_TOKEN;
+  delete env.SHARDCTL_DATA_DIR;
+  delete env.SHARDCTL_STORE;
+  delete env.SHARDCTL_FAILPOINT;
+  return env;
+}
+
+/** The CLI on the data directory `dir()` names (read at each call: it is set in beforeAll). */
+export function clusterCli(dir: () => string, env: NodeJS.ProcessEnv) {
+  return (...args: string[]) => runShardctl(["--data-dir", dir(), ...args], env);
+}
+
+/** The map and its version, from the embedded store's file. */
+export function readMapFile(dir: string): { version: number; map: LocationMap } {
+  const f = JSON.parse(readFileSync(join(dir, "location-map.json"), "utf8"));
+  return { version: f.version, map: f.map };
+}
+
+/** Starts three local agents in zones a, b, c on free ports; returns the cluster's token. */
+export async function upLocalCluster(cli: ReturnType<typeof clusterCli>, dir: string): Promise<string> {
+  const base = String(await freePortRange(3));
+  const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", base, "--json");
+  expect(up.code, up.err).toBe(0);
+  return readFileSync(join(dir, "local", "token"), "utf8").trim();
+}
+
+/** Stops the agents and removes the data directory. */
+export async function downLocalCluster(cli: ReturnType<typeof clusterCli>, dir: string): Promise<void> {
+  await cli("down", "--timeout", "5");
+  rmSync(dir, { recursive: true, force: true });
+}
