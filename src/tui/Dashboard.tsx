@@ -197,11 +197,15 @@ export function Dashboard(props: DashboardProps) {
   const say = (text: string, error = false) => update({ message: { text, error } });
 
   const moveBy = (delta: number) => {
-    const { model } = live.current;
-    if (!model) return;
+    const { model, snapshot } = live.current;
+    if (!model || !snapshot) return;
     const current = model.grid.offset + model.selectedRow;
     const next = Math.max(0, Math.min(model.grid.totalRows - 1, current + delta));
-    update({ selected: next, pinnedSegment: undefined, message: undefined });
+    // in the shards view the rows are the map's shards in order, and the selection is the shard, not
+    // the row number: a split or merge renumbers the rows
+    const selectedShard =
+      model.grid.view === "shards" && !model.drilledShard ? snapshot.shards[next]?.id : undefined;
+    update({ selected: next, selectedShard, pinnedSegment: undefined, message: undefined });
   };
 
   const find = (key: string) => {
@@ -228,7 +232,7 @@ export function Dashboard(props: DashboardProps) {
     };
     if (nav.view === "shards" && !nav.drilled) {
       const idx = shard ? snapshot.shards.indexOf(shard) : 0;
-      setNav((n) => ({ ...n, ...base, selected: idx, message: msg }));
+      setNav((n) => ({ ...n, ...base, selected: idx, selectedShard: shard?.id, message: msg }));
       return;
     }
     const drilled = nav.drilled && shard?.id === nav.drilled ? nav.drilled : undefined;
@@ -377,17 +381,31 @@ export function Dashboard(props: DashboardProps) {
       const shard = model?.actionShard;
       if (!shard) say("nothing to drill into", true);
       else if (nav.drilled === shard.id) say(`already in ${shard.id}; esc goes back`);
-      else update({ drilled: shard.id, selected: -1, pinnedSegment: undefined, message: undefined });
+      else
+        update({
+          drilled: shard.id,
+          selected: -1,
+          selectedShard: undefined,
+          pinnedSegment: undefined,
+          message: undefined,
+        });
     } else if (key.escape || key.backspace || key.delete) {
       if (nav.right === "plan") update({ right: "forecast", message: undefined });
       else if (nav.drilled)
-        update({ drilled: undefined, selected: -1, pinnedSegment: undefined, message: undefined });
+        update({
+          drilled: undefined,
+          selected: -1,
+          selectedShard: undefined,
+          pinnedSegment: undefined,
+          message: undefined,
+        });
       else update({ message: undefined, pinnedSegment: undefined });
     } else if (input === "t") {
       update({
         view: nav.view === "segments" ? "shards" : "segments",
         drilled: undefined,
         selected: -1,
+        selectedShard: undefined,
         pinnedSegment: undefined,
         message: undefined,
       });

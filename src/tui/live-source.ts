@@ -117,6 +117,31 @@ function num(v: unknown): number | undefined {
   return typeof v === "number" && Number.isFinite(v) ? v : undefined;
 }
 
+/**
+ * An agent's answer to GET /v1/access/:segment/series: the counts (negative or
+ * non-numeric ones read as 0) and their interval. The interval divides every
+ * count into a rate, so an answer without a whole number of seconds ≥ 1 is
+ * refused, not turned into Infinity or NaN further on.
+ */
+export function seriesAnswer(
+  agent: string,
+  segment: number,
+  body: { series?: unknown; resolutionSeconds?: unknown } | undefined,
+): { series: Float64Array; intervalSeconds: number } {
+  if (!Array.isArray(body?.series))
+    throw new Error(`${agent} answered segment ${segment}'s series without a list of counts`);
+  const res = num(body.resolutionSeconds);
+  if (res === undefined || !Number.isInteger(res) || res < 1) {
+    throw new Error(
+      `${agent} answered segment ${segment}'s series with resolutionSeconds ${JSON.stringify(body.resolutionSeconds) ?? "missing"}, not a whole number of seconds ≥ 1`,
+    );
+  }
+  return {
+    series: Float64Array.from(body.series as unknown[], (x) => Math.max(0, num(x) ?? 0)),
+    intervalSeconds: res,
+  };
+}
+
 export class LiveSource implements DashboardSource {
   private readonly config: Config;
   private readonly store: LocationStore;
@@ -543,13 +568,14 @@ export class LiveSource implements DashboardSource {
           "GET",
           `/v1/access/${segment}/series?level=1&which=${encodeURIComponent(zone)}`,
         );
-        if (r.status !== 200 || !Array.isArray(r.body?.series)) {
+        if (r.status !== 200) {
           throw new Error(
             `${owner.id} answered ${r.status} for segment ${segment}'s series: ${r.body?.message ?? ""}`,
           );
         }
-        series[zone] = Float64Array.from(r.body.series as unknown[], (x) => Math.max(0, num(x) ?? 0));
-        intervalSeconds = num(r.body.resolutionSeconds) ?? intervalSeconds;
+        const answer = seriesAnswer(owner.id, segment, r.body);
+        series[zone] = answer.series;
+        intervalSeconds = answer.intervalSeconds;
       }
       const { writes, total, ...zones } = series;
       return withTotals

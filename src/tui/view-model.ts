@@ -19,6 +19,12 @@ export interface NavState {
   drilled?: string;
   /** Selected row: an index into all rows of the current grid (shard rows scroll). */
   selected: number;
+  /**
+   * In the shards view, the shard the operator selected: the selection stays
+   * on it when a split or merge renumbers the rows (`selected` is used when it
+   * is gone).
+   */
+  selectedShard?: string;
   /** A segment found with `/`: the focus until the selection moves. */
   pinnedSegment?: number;
   right: "forecast" | "plan";
@@ -74,6 +80,10 @@ export function frameModel(
   height: number,
 ): FrameModel {
   const drilledShard = nav.drilled ? snapshot.shards.find((s) => s.id === nav.drilled) : undefined;
+  if (nav.view === "shards" && !drilledShard && nav.selectedShard !== undefined) {
+    const idx = snapshot.shards.findIndex((s) => s.id === nav.selectedShard);
+    if (idx >= 0) nav = { ...nav, selected: idx };
+  }
   const layout = layoutFor(width, height, snapshot.nodes.length, drilledShard !== undefined);
   const grid = gridFor(snapshot, { ...nav, drilled: drilledShard?.id }, layout);
   const hottest =

@@ -112,6 +112,29 @@ describe("Dashboard key bindings", () => {
     await until("the segments view", () => frame().includes("segments view"));
   });
 
+  it("in the shards view the selection stays on its shard when a merge renumbers the rows", async () => {
+    // Given the shards view, refreshed often, with shard-3 selected (one row below the hottest, shard-2)
+    const source = new FixtureSource(makeSnapshot({ segments: 256, shards: 8, rates: { 42: [300, 50] } }));
+    const { frame } = await start(source, { refreshMs: 50 });
+    await press("t");
+    await until("the shards view", () => frame().includes("shards view"));
+    await press("j");
+    await until("shard-3 selected", () => /^▶shard-3 /.test(selectedLine(frame())));
+    // When shard-1 and shard-2 merge, so that shard-3 is now the second row and shard-4 the third
+    const merged = makeSnapshot({ segments: 256, shards: 8, rates: { 42: [300, 50] } });
+    const [a, b, ...rest] = merged.shards;
+    merged.shards = [{ ...a, ranges: [[a.ranges[0][0], b.ranges[0][1]]] }, ...rest];
+    merged.mapVersion = 8;
+    const before = source.snapshots;
+    source.snap = merged;
+    await until("a refresh with the merged map", () => source.snapshots > before + 1);
+    await until("the merged frame", () => frame().includes("map v8"));
+    // Then shard-3 is still the selected one, and m would act on it
+    expect(selectedLine(frame())).toMatch(/^▶shard-3 /);
+    await press("j");
+    await until("shard-4 selected", () => /^▶shard-4 /.test(selectedLine(frame())));
+  });
+
   it("shows the plan with p and goes back with p", async () => {
     const { frame, source } = await start();
     await press("p");
