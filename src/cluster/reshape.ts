@@ -505,11 +505,17 @@ export async function rollBackLayout(rpc: AgentRpc, j: MigrationRecord, map: Loc
 export async function executeLayoutDiff(
   diff: LayoutDiff,
   deps: MigrateDeps,
+  /**
+   * The map version the diff was computed against: the first change refuses
+   * to start on another one (a PreconditionError, nothing done). Later changes
+   * run on the versions the earlier ones wrote.
+   */
+  planVersion?: number,
 ): Promise<{ appliedVersion?: number; notApplied?: string; records: MigrationRecord[] }> {
   const records: MigrationRecord[] = [];
   for (const [i, op] of diff.ops.entries()) {
     try {
-      records.push(await executeLayoutChange({ op }, deps));
+      records.push(await executeLayoutChange({ op, planVersion: i === 0 ? planVersion : undefined }, deps));
     } catch (err) {
       const v = (await deps.store.load({ consistent: true }))?.version;
       return {

@@ -129,15 +129,19 @@ Examples:
               // agents hold the data: each split or merge is a migration between their shards
               execute:
                 current && servedByAgents(current.map)
-                  ? async (diff) => {
+                  ? async (diff, _map, version) => {
                       executed = true;
                       rpc = new AgentRpc({ token: resolveClientToken(config) });
-                      return executeLayoutDiff(diff, {
-                        store,
-                        rpc,
-                        clock: systemClock,
-                        log: (s) => ctx.io.err.write(`${s}\n`),
-                      });
+                      return executeLayoutDiff(
+                        diff,
+                        {
+                          store,
+                          rpc,
+                          clock: systemClock,
+                          log: (s) => ctx.io.err.write(`${s}\n`),
+                        },
+                        version,
+                      );
                     }
                   : undefined,
             })

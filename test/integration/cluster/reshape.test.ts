@@ -11,8 +11,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { AgentRpc } from "../../../src/cluster/agent-rpc.js";
-import { executeLayoutChange } from "../../../src/cluster/reshape.js";
-import type { LayoutOp } from "../../../src/engine/assigner.js";
+import { executeLayoutChange, executeLayoutDiff } from "../../../src/cluster/reshape.js";
+import type { LayoutDiff, LayoutOp } from "../../../src/engine/assigner.js";
 import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
@@ -289,6 +289,45 @@ describe("splits and merges on agents", () => {
       const c2 = client();
       expect((await c2.get(hot))?.value.toString()).toBe("v29");
       c2.close();
+    }
+  });
+
+  it("a reshard diff planned against an older map version is refused before anything starts", async () => {
+    // Given a split planned against the map as it is, and then a change to the map by someone else
+    const { version } = readMap();
+    const { op } = splitOp(0);
+    const store = new EmbeddedStore(dir);
+    const current = (await store.load())!;
+    const bumped = await store.compareAndSet(current.version, current.map);
+    expect(bumped.ok).toBe(true);
+    const before = await store.listMigrations();
+    const diff: LayoutDiff = {
+      ops: [op],
+      shardsBefore: current.map.shards.length,
+      shardsAfter: current.map.shards.length + 1,
+      dedicatedAfter: 1,
+      heldByDwell: [],
+    };
+    const rpc = new AgentRpc({ token });
+    try {
+      // When the diff is carried out with the version it was planned against
+      const result = await executeLayoutDiff(
+        diff,
+        { store, rpc, clock: systemClock, log: () => {} },
+        version,
+      );
+      // Then nothing was done: no change applied, no migration journaled, the map as it was
+      expect(result.appliedVersion).toBeUndefined();
+      expect(result.records).toEqual([]);
+      expect(result.notApplied).toMatch(
+        new RegExp(
+          `computed against location map version ${version}, but the map is now at version ${version + 1}`,
+        ),
+      );
+      expect(readMap().version).toBe(version + 1);
+      expect((await store.listMigrations()).records.length).toBe(before.records.length);
+    } finally {
+      rpc.close();
     }
   });
 
