@@ -4,9 +4,15 @@
  *
  * Source side (the shard that gives segments away):
  *   GET /v1/shards/:id/export?from=LSN&max=N&ranges=a-b,c-d
- *       the log entries from `from` on whose key falls in the ranges, raw
- *       (original shard id and LSN); headers x-last-lsn (the source's durable
- *       LSN), x-scanned-through (the last LSN looked at), x-entries.
+ *       the log entries from `from` on whose key falls in the ranges, and
+ *       every write id records entry (op 5: no key), raw (original shard id
+ *       and LSN); headers x-last-lsn (the source's durable LSN),
+ *       x-scanned-through (the last LSN looked at), x-entries. When the log
+ *       no longer starts at 1 (compacted), `from=1` pages through the
+ *       snapshot instead (&snapSkip=N; headers x-snapshot-lsn,
+ *       x-snapshot-next): first its write id records, as op 5 entries of at
+ *       most WRITE_IDS_PER_ENTRY records, then its records in the ranges, as
+ *       puts, all at the snapshot's LSN.
  *   GET /v1/shards/:id/export-checksum?upto=LSN&ranges=...
  *       {checksum}: the content checksum of those entries 1..LSN.
  * Target side (the shard that takes them; a new shard created with
@@ -15,8 +21,9 @@
  *   POST /v1/admin/shards/:id/import        raw entries from `export`;
  *       headers x-source-shard, x-migration, x-from, x-scanned-through.
  *       Each entry is written to this shard as a new entry (its own LSN, the
- *       original write id), in source order; keys outside the import's
- *       ranges, foreign shards and gaps are refused with nothing written.
+ *       original write id; write id records as write id records), in source
+ *       order; keys outside the import's ranges, foreign shards, malformed
+ *       entries and gaps are refused with nothing written.
  *   POST /v1/admin/shards/:id/import-prepare {source, migration, through, checksum}
  *   POST /v1/admin/shards/:id/import-commit  {migration, epoch, ranges}
  *       after the map commit: serve the new ranges at the new epoch.
@@ -30,7 +37,24 @@
  * key length (u16) and key, the value length (u32) and value: both sides
  * compute it, the source from its log, the target as it imports (kept in the
  * shard's metadata with the import's progress, so an import survives a
- * restart and resumes where it stopped).
+ * restart and resumes where it stopped). It covers the keys and values only:
+ * write id records entries are neither checksummed nor counted, on either side.
+ *
+ * Write ids (write-ids.ts) go with the data, so that a client's retry of a
+ * write the source applied is answered as a duplicate by the new owner, not
+ * applied again. A put or delete carries its id; a compacted source's
+ * snapshot holds the ids of the writes before it, which name an id, an LSN
+ * and an outcome but no key, so ALL of them are sent, whatever the ranges (a
+ * retry for a key outside the target's ranges is refused there before its id
+ * is looked at). The target writes them into its own log as op 5 entries
+ * (log-format.ts): durable like the imported entries, replayed after a
+ * restart, kept by its snapshots and moves, sent on by its own later
+ * exports, and bounded in memory by its table's capacity (the oldest ids go
+ * first). Such an id is remembered at the LSN of the entry that brought it.
+ * The target appends what it imports whether or not it knows the ids
+ * (Shard.appendImported): the import replays the source's history. So the
+ * ids an aborted import left behind change no later import, and answer only
+ * retries of writes that were applied (in the source); they are not purged.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { crc32 } from "node:zlib";
@@ -47,13 +71,15 @@ import {
   sendJson,
 } from "./http-util.js";
 import { join } from "node:path";
-import { decodeEntry, encodeEntry, type LogEntry } from "./log-format.js";
+import { decodeEntry, encodeEntry, WRITE_ID_RECORD_BYTES, type LogEntry } from "./log-format.js";
 import { readSnapshot, snapshotFileName } from "./snapshot.js";
 import { checkRanges, MAX_CHUNK_BYTES, scanEntries } from "./replication.js";
-import type { Shard, WriteOp } from "./shard.js";
+import { opOfEntry, type Shard, type ShardOp, type WriteOp } from "./shard.js";
 import type { ImportState } from "./shard-meta.js";
 
 const MAX_EXPORT_ENTRIES = 100_000;
+/** A snapshot's write id records are exported this many to an entry (100 KiB). */
+export const WRITE_IDS_PER_ENTRY = 4096;
 
 /** Adds one entry's content to a running checksum. */
 export function contentCrc(crc: number, e: Pick<LogEntry, "op" | "key" | "value">): number {
@@ -129,7 +155,7 @@ export async function exportRequest(
     const d = decodeEntry(raw, 0);
     if (d.kind !== "entry")
       throw new ApiError(500, "log-corrupt", `shard ${shard.id}: a bad entry in the log`);
-    if (inRanges(ranges, agent.segmenter.segmentOf(d.entry.key))) {
+    if (exported(agent, ranges, d.entry)) {
       chunks.push(Buffer.from(raw));
       bytes += raw.length;
       n++;
@@ -159,22 +185,20 @@ export async function exportChecksumRequest(
   let crc = 0;
   let n = 0;
   let from = 1;
+  const add = (e: LogEntry) => {
+    if (e.op === "write-ids") return; // not content: see the module comment
+    crc = contentCrc(crc, e);
+    n++;
+  };
   if (logCompacted(shard)) {
     // the same stream the export sent: the snapshot's records in the ranges, then the log after it
-    const snap = await readSnapshotInRanges(agent, shard, ranges, (e) => {
-      crc = contentCrc(crc, e);
-      n++;
-    });
-    from = snap + 1;
+    from = (await readSnapshotForExport(agent, shard, ranges, add)) + 1;
   }
   await scanEntries(shard, from, upto, (_lsn, raw) => {
     const d = decodeEntry(raw, 0);
     if (d.kind !== "entry")
       throw new ApiError(500, "log-corrupt", `shard ${shard.id}: a bad entry in the log`);
-    if (inRanges(ranges, agent.segmenter.segmentOf(d.entry.key))) {
-      crc = contentCrc(crc, d.entry);
-      n++;
-    }
+    if (exported(agent, ranges, d.entry)) add(d.entry);
   });
   sendJson(res, 200, { checksum: formatContentChecksum(crc, n), upto });
 }
@@ -261,8 +285,9 @@ export async function importAdmin(
       );
     if (through < from - 1) throw badRequest("x-scanned-through is before x-from");
     const body = await readBody(req, MAX_CHUNK_BYTES + agent.opts.maxValueBytes + 1024 * 1024, "entries");
-    const ops: WriteOp[] = [];
+    const ops: ShardOp[] = [];
     let crc = st.crc;
+    let content = 0;
     let off = 0;
     let prevLsn = from - 1;
     while (off < body.length) {
@@ -278,15 +303,16 @@ export async function importAdmin(
         throw badRequest(
           `entry LSN ${e.lsn} is out of order or past x-scanned-through; nothing was imported`,
         );
-      if (!inRanges(st.ranges, agent.segmenter.segmentOf(e.key)))
-        throw badRequest(`key ${JSON.stringify(e.key)} is outside the imported ranges; nothing was imported`);
+      if (e.op !== "write-ids") {
+        if (!inRanges(st.ranges, agent.segmenter.segmentOf(e.key)))
+          throw badRequest(
+            `key ${JSON.stringify(e.key)} is outside the imported ranges; nothing was imported`,
+          );
+        crc = contentCrc(crc, e);
+        content++;
+      }
       prevLsn = e.lsn;
-      crc = contentCrc(crc, e);
-      ops.push(
-        e.op === "put"
-          ? { op: "put", key: e.key, value: e.value, writeId: e.writeId }
-          : { op: "delete", key: e.key, writeId: e.writeId },
-      );
+      ops.push(opOfEntry(e));
       off += d.length;
     }
     // re-check after the body arrived: an abort or a second import may have come in meanwhile
@@ -295,20 +321,26 @@ export async function importAdmin(
       throw new ApiError(409, "import-gap", `the import from ${source} moved on meanwhile`, {
         through: now.through,
       });
-    if (ops.length) await shard.write(ops);
+    if (ops.length) await shard.appendImported(ops);
     const next: ImportState =
       snapLsn !== undefined
         ? {
             ...now,
             through,
             crc,
-            entries: now.entries + ops.length,
+            entries: now.entries + content,
             snapLsn,
+            // the snapshot is paged by entries sent, id records entries included
             snapSkip: snapSkip! + ops.length,
           }
-        : { ...now, through, crc, entries: now.entries + ops.length };
+        : { ...now, through, crc, entries: now.entries + content };
     shard.setMeta({ imports: { ...shard.meta.imports, [source]: next } });
-    return sendJson(res, 200, { through, imported: ops.length, lsn: shard.lsn });
+    return sendJson(res, 200, {
+      through,
+      imported: content,
+      writeIdRecords: ops.length - content,
+      lsn: shard.lsn,
+    });
   }
   const body = (await readJson(req, 1024 * 1024)) as Record<string, unknown>;
   if (!body || typeof body !== "object" || Array.isArray(body))
@@ -455,31 +487,48 @@ function logCompacted(shard: Shard): boolean {
   return shard.snapshotLsn > 0 && (files.length === 0 || files[0].firstLsn > 1);
 }
 
+/** Whether an export of `ranges` sends this log entry: its key is in them, or it is write id records. */
+function exported(agent: Agent, ranges: SegmentRange[], e: LogEntry): boolean {
+  return e.op === "write-ids" || inRanges(ranges, agent.segmenter.segmentOf(e.key));
+}
+
 /**
- * Calls onEntry with the newest snapshot's records whose key is in the
- * ranges, as put entries at the snapshot's LSN, in the snapshot's order;
- * returns the snapshot's LSN.
+ * Calls onEntry with what an export sends of the newest snapshot, in this
+ * order, all at the snapshot's LSN: all its write id records, as write id
+ * records entries of WRITE_IDS_PER_ENTRY records (the last may hold fewer),
+ * then its records whose key is in the ranges, as puts, in the snapshot's
+ * order. Returns the snapshot's LSN.
  */
-async function readSnapshotInRanges(
+async function readSnapshotForExport(
   agent: Agent,
   shard: Shard,
   ranges: SegmentRange[],
   onEntry: (e: LogEntry) => void,
 ): Promise<number> {
   const lsn = shard.snapshotLsn;
+  const entry = (op: "put" | "write-ids", key: string, value: Buffer, timestamp: number): LogEntry => ({
+    lsn,
+    timestamp,
+    migrationTimestamp: shard.meta.migrationTimestamp,
+    op,
+    shardId: shard.id,
+    key,
+    value,
+  });
+  const ids = new RecordBatcher(WRITE_IDS_PER_ENTRY * WRITE_ID_RECORD_BYTES, (records) =>
+    onEntry(entry("write-ids", "", records, Date.now())),
+  );
   try {
-    await readSnapshot(join(shard.dir, snapshotFileName(lsn)), (key, v) => {
-      if (inRanges(ranges, agent.segmenter.segmentOf(key)))
-        onEntry({
-          lsn,
-          timestamp: v.timestamp,
-          migrationTimestamp: shard.meta.migrationTimestamp,
-          op: "put",
-          shardId: shard.id,
-          key,
-          value: v.value,
-        });
-    });
+    await readSnapshot(
+      join(shard.dir, snapshotFileName(lsn)),
+      (key, v) => {
+        ids.flush(); // the id records come first in the file: the last of them is here
+        if (inRanges(ranges, agent.segmenter.segmentOf(key)))
+          onEntry(entry("put", key, v.value, v.timestamp));
+      },
+      (records) => ids.push(records),
+    );
+    ids.flush();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT")
       throw new ApiError(
@@ -492,7 +541,44 @@ async function readSnapshotInRanges(
   return lsn;
 }
 
-/** One page of the snapshot's records in the ranges: those after the first `skip`, at most `max` or about a chunk. */
+/**
+ * Cuts a stream of bytes (whole records, in pieces of any size) into pieces
+ * of exactly `size` bytes, the last one shorter: the same pieces however the
+ * stream arrived, so that a page of the export means the same thing each time.
+ */
+class RecordBatcher {
+  private pending: Buffer[] = [];
+  private bytes = 0;
+
+  constructor(
+    private readonly size: number,
+    private readonly emit: (piece: Buffer) => void,
+  ) {}
+
+  push(b: Buffer): void {
+    this.pending.push(b);
+    this.bytes += b.length;
+    if (this.bytes < this.size) return;
+    let all = Buffer.concat(this.pending, this.bytes);
+    for (; all.length >= this.size; all = all.subarray(this.size)) this.emit(all.subarray(0, this.size));
+    this.pending = all.length ? [all] : [];
+    this.bytes = all.length;
+  }
+
+  /** Emits what is left, if anything. */
+  flush(): void {
+    if (this.bytes === 0) return;
+    const rest = Buffer.concat(this.pending, this.bytes);
+    this.pending = [];
+    this.bytes = 0;
+    this.emit(rest);
+  }
+}
+
+/**
+ * One page of what an export sends of the snapshot (readSnapshotForExport):
+ * the entries after the first `skip`, at most `max` or about a chunk.
+ */
 async function snapshotPage(
   agent: Agent,
   shard: Shard,
@@ -505,7 +591,7 @@ async function snapshotPage(
   let seen = 0;
   let full = false;
   let more = false;
-  const lsn = await readSnapshotInRanges(agent, shard, ranges, (e) => {
+  const lsn = await readSnapshotForExport(agent, shard, ranges, (e) => {
     seen++;
     if (seen <= skip) return;
     if (full) {

@@ -6,7 +6,8 @@
  *   8  u64  lsn             1, 2, 3, … per shard, with no gaps
  *  16  f64  timestamp       ms since the Unix epoch, when the agent accepted it
  *  24  f64  migrationTs     the shard's migration timestamp when written
- *  32  u8   op              1 put, 2 delete, 3 put with a write id, 4 delete with a write id
+ *  32  u8   op              1 put, 2 delete, 3 put with a write id, 4 delete with a write id,
+ *                           5 write id records
  *  33  u8   shardIdLength
  *  34  u16  keyLength
  *  36  u32  valueLength
@@ -23,6 +24,14 @@
  * target too (a replicated entry is these bytes, unchanged). Ops 1 and 2 are
  * the entries written before write ids existed, and writes sent without one;
  * they still decode.
+ *
+ * Op 5 names no key and changes no value: its value is write id records
+ * (WRITE_ID_RECORD_BYTES each, as in a snapshot: [id][u64 lsn][u8 outcome]),
+ * the ids of writes another shard applied before its log was compacted,
+ * brought in by a split or merge (import.ts). Replaying it adds the ids to the
+ * shard's table, so they outlive a restart, a snapshot and a move like the
+ * ids of ops 3 and 4. Its key length is 0 and its value one or more whole,
+ * well-formed records; anything else is not an entry.
  */
 import { crc32 } from "node:zlib";
 
@@ -33,20 +42,28 @@ export const OP_PUT = 1;
 export const OP_DELETE = 2;
 export const OP_PUT_WITH_ID = 3;
 export const OP_DELETE_WITH_ID = 4;
+export const OP_WRITE_IDS = 5;
 export const WRITE_ID_BYTES = 16;
+/** One write id record (snapshots and op 5): the id, u64 LSN, u8 outcome (0 put, 1 delete of a missing key, 2 delete of a present key). */
+export const WRITE_ID_RECORD_BYTES = WRITE_ID_BYTES + 9;
+/** The highest outcome byte of a write id record. */
+export const MAX_WRITE_ID_OUTCOME = 2;
 /** A body longer than this is not an entry (the largest value limit is 256 MiB). */
 export const MAX_BODY_BYTES = 300 * 1024 * 1024;
 
 export type LogOp = "put" | "delete";
+/** What a log entry is: a client's put or delete, or write id records (op 5) carried in by an import. */
+export type EntryOp = LogOp | "write-ids";
 
 export interface LogEntry {
   lsn: number;
   timestamp: number;
   migrationTimestamp: number;
-  op: LogOp;
+  op: EntryOp;
   shardId: string;
+  /** Empty for write id records. */
   key: string;
-  /** Empty for a delete. */
+  /** Empty for a delete; the records for write id records. */
   value: Buffer;
   /** The client's write id (WRITE_ID_BYTES), when the write carried one. */
   writeId?: Buffer;
@@ -54,7 +71,19 @@ export interface LogEntry {
 
 /** Whether `op` is an op byte this format knows. */
 export function knownOp(op: number): boolean {
-  return op >= OP_PUT && op <= OP_DELETE_WITH_ID;
+  return op >= OP_PUT && op <= OP_WRITE_IDS;
+}
+
+/** Why `records` are not whole, well-formed write id records (at least one), or undefined when they are. */
+export function writeIdRecordsProblem(records: Buffer): string | undefined {
+  if (records.length === 0 || records.length % WRITE_ID_RECORD_BYTES !== 0)
+    return `write id records are ${WRITE_ID_RECORD_BYTES} bytes each, not ${records.length} in all`;
+  for (let off = 0; off < records.length; off += WRITE_ID_RECORD_BYTES) {
+    const lsn = records.readUInt32LE(off + 16) + records.readUInt32LE(off + 20) * 4294967296;
+    if (lsn < 1 || !Number.isSafeInteger(lsn) || records[off + 24] > MAX_WRITE_ID_OUTCOME)
+      return `write id record ${off / WRITE_ID_RECORD_BYTES} is malformed`;
+  }
+  return undefined;
 }
 
 /** The fixed body bytes (before the shard id) of an entry with this op byte. */
@@ -90,12 +119,17 @@ export const NO_VALUE = Buffer.alloc(0);
 export function encodeEntry(e: LogEntry, shardIdBytes?: Buffer): Buffer {
   const shard = shardIdBytes ?? Buffer.from(e.shardId, "utf8");
   const keyLength = Buffer.byteLength(e.key, "utf8");
-  const value = e.op === "put" ? e.value : NO_VALUE;
+  const value = e.op === "delete" ? NO_VALUE : e.value;
   if (shard.length > 255) throw new Error("shard id longer than 255 bytes");
   if (keyLength > 65535) throw new Error("key longer than 65535 bytes");
   const id = e.writeId;
   if (id !== undefined && id.length !== WRITE_ID_BYTES)
     throw new Error(`a write id is ${WRITE_ID_BYTES} bytes, not ${id.length}`);
+  if (e.op === "write-ids") {
+    if (keyLength !== 0 || id !== undefined) throw new Error("write id records name no key and no write id");
+    const problem = writeIdRecordsProblem(value);
+    if (problem) throw new Error(problem);
+  }
   const total = encodedLength(shard.length, keyLength, value.length, id !== undefined);
   const buf = Buffer.allocUnsafe(total);
   const bodyLen = total - ENTRY_HEADER_BYTES;
@@ -105,7 +139,16 @@ export function encodeEntry(e: LogEntry, shardIdBytes?: Buffer): Buffer {
   buf.writeUInt32LE(Math.floor(e.lsn / 4294967296), 12);
   buf.writeDoubleLE(e.timestamp, 16);
   buf.writeDoubleLE(e.migrationTimestamp, 24);
-  const op = e.op === "put" ? (id ? OP_PUT_WITH_ID : OP_PUT) : id ? OP_DELETE_WITH_ID : OP_DELETE;
+  const op =
+    e.op === "write-ids"
+      ? OP_WRITE_IDS
+      : e.op === "put"
+        ? id
+          ? OP_PUT_WITH_ID
+          : OP_PUT
+        : id
+          ? OP_DELETE_WITH_ID
+          : OP_DELETE;
   buf.writeUInt8(op, 32);
   buf.writeUInt8(shard.length, 33);
   buf.writeUInt16LE(keyLength, 34);
@@ -148,6 +191,8 @@ export function decodeEntry(buf: Buffer, offset: number): DecodeResult {
     return { kind: "invalid", why: "lengths do not add up" };
   }
   const isPut = op === OP_PUT || op === OP_PUT_WITH_ID;
+  const isIds = op === OP_WRITE_IDS;
+  if (isIds && keyLen !== 0) return { kind: "invalid", why: "write id records with a key" };
   if (avail < ENTRY_HEADER_BYTES + bodyLen) return { kind: "short" };
   const body = buf.subarray(offset + ENTRY_HEADER_BYTES, offset + ENTRY_HEADER_BYTES + bodyLen);
   if (crc32(body) >>> 0 !== buf.readUInt32LE(offset + 4))
@@ -173,12 +218,16 @@ export function decodeEntry(buf: Buffer, offset: number): DecodeResult {
     return { kind: "invalid", why: "shard id or key is not UTF-8" };
   }
   // A copy, so that the state does not pin the whole file buffer it was read from.
-  const value = isPut ? Buffer.from(buf.subarray(p, p + valueLen)) : Buffer.alloc(0);
+  const value = isPut || isIds ? Buffer.from(buf.subarray(p, p + valueLen)) : Buffer.alloc(0);
+  if (isIds) {
+    const problem = writeIdRecordsProblem(value);
+    if (problem) return { kind: "invalid", why: problem };
+  }
   const entry: LogEntry = {
     lsn: Number(lsnBig),
     timestamp: buf.readDoubleLE(offset + 16),
     migrationTimestamp: buf.readDoubleLE(offset + 24),
-    op: isPut ? "put" : "delete",
+    op: isIds ? "write-ids" : isPut ? "put" : "delete",
     shardId,
     key,
     value,

@@ -65,7 +65,7 @@ import {
   sendJson,
 } from "./http-util.js";
 import { decodeEntry, ENTRY_HEADER_BYTES, MAX_BODY_BYTES } from "./log-format.js";
-import type { ReplicatedEntry, Shard } from "./shard.js";
+import { opOfEntry, type ReplicatedEntry, type Shard } from "./shard.js";
 import { coalesceBuffers } from "./shard-log.js";
 import { snapshotFileChecksum, snapshotFileName } from "./snapshot.js";
 import type { SegmentRange } from "../engine/location-map.js";
@@ -424,11 +424,8 @@ export async function replicationAdmin(
         bytes: body.subarray(off, off + d.length),
         lsn: e.lsn,
         timestamp: e.timestamp,
-        // the write id too: the copy recognises a retry of a write acknowledged by the source
-        op:
-          e.op === "put"
-            ? { op: "put", key: e.key, value: e.value, writeId: e.writeId }
-            : { op: "delete", key: e.key, writeId: e.writeId },
+        // the write id (or id records) too: the copy recognises a retry of a write acknowledged by the source
+        op: opOfEntry(e),
       });
       off += d.length;
       expect++;

@@ -11,13 +11,17 @@
  * appended again; one whose id is still on its way to the disk waits for that
  * write and gets its outcome (or its failure). The table is updated with the
  * state, after the fsync, and rebuilt with it on recovery and on a migration
- * target; snapshots carry it, so compaction does not forget it.
+ * target; snapshots carry it, so compaction does not forget it. An import (a
+ * split or merge) appends the source's entries with their ids, and the ids of
+ * a compacted source's snapshot as write id records entries (op 5), without
+ * the duplicate check (appendImported): so every id this shard knows is in
+ * its snapshot or its log.
  */
 import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fsyncDir } from "./fs-util.js";
-import { encodeEntry, NO_VALUE, type LogOp } from "./log-format.js";
+import { encodeEntry, NO_VALUE, type LogEntry, type LogOp } from "./log-format.js";
 import { DEFAULT_WRITE_ID_CAPACITY, WriteIdTable, type RememberedWrite } from "./write-ids.js";
 import { readMeta, writeMeta, type RedirectHint, type ShardMeta } from "./shard-meta.js";
 import {
@@ -48,6 +52,27 @@ export interface WriteOp {
   writeId?: Buffer;
 }
 
+/**
+ * Write id records another shard had (its snapshot's, brought by an import):
+ * a log entry of their own (op 5) that adds them to this shard's table.
+ */
+export interface WriteIdsOp {
+  op: "write-ids";
+  /** Whole WRITE_ID_RECORD_BYTES records. */
+  records: Buffer;
+}
+
+/** What one log entry of this shard does. */
+export type ShardOp = WriteOp | WriteIdsOp;
+
+/** The op a decoded log entry replays as (with its write id, or its write id records). */
+export function opOfEntry(e: LogEntry): ShardOp {
+  if (e.op === "write-ids") return { op: "write-ids", records: e.value };
+  return e.op === "put"
+    ? { op: "put", key: e.key, value: e.value, writeId: e.writeId }
+    : { op: "delete", key: e.key, writeId: e.writeId };
+}
+
 export interface WriteResult {
   lsn: number;
   /** For a delete: whether the key existed. */
@@ -57,7 +82,7 @@ export interface WriteResult {
 }
 
 interface ShardBatch extends LogBatch {
-  ops: WriteOp[];
+  ops: ShardOp[];
   results: WriteResult[];
   /** Replicated entries keep the timestamps the source gave them. */
   timestamps?: number[];
@@ -68,7 +93,7 @@ export interface ReplicatedEntry {
   bytes: Buffer;
   lsn: number;
   timestamp: number;
-  op: WriteOp;
+  op: ShardOp;
 }
 
 export interface ShardOptions {
@@ -191,7 +216,10 @@ export class Shard {
       this.dir,
       this.snapshotLsn,
       (e) => {
-        if (e.op === "put") {
+        if (e.op === "write-ids") {
+          // (decodeEntry checked the records)
+          this.writeIds.addEncoded(e.value, e.lsn);
+        } else if (e.op === "put") {
           this.state.set(e.key, { value: e.value, lsn: e.lsn, timestamp: e.timestamp });
           if (e.writeId) this.writeIds.add(e.writeId, e.lsn, "put");
         } else {
@@ -300,12 +328,25 @@ export class Shard {
     return out;
   }
 
+  /**
+   * Appends entries imported from another shard (a split or merge) as one
+   * batch, each as a new entry of this shard, with its write id. Unlike
+   * write(), a write id this shard already knows does not stop an entry: the
+   * import replays the source's history, in which each entry was applied
+   * once, and must end with the source's content (a shard split and merged
+   * back knows the ids of the entries it gets back; skipping them would lose
+   * their values). The ids are remembered as the entries become durable.
+   */
+  appendImported(ops: ShardOp[]): Promise<WriteResult[]> {
+    return this.append(ops);
+  }
+
   /** The write id table's answer for `id`, if it is known (for tests and diagnostics). */
   rememberedWrite(id: Buffer): RememberedWrite | undefined {
     return this.writeIds.get(id);
   }
 
-  private append(ops: WriteOp[]): Promise<WriteResult[]> {
+  private append(ops: ShardOp[]): Promise<WriteResult[]> {
     const log = this.log;
     if (!log || this.failed)
       return Promise.reject(new Error(`shard ${this.id} is not available: ${this.failed ?? "closed"}`));
@@ -318,16 +359,26 @@ export class Shard {
       for (let i = 0; i < ops.length; i++) {
         const o = ops[i];
         const b = encodeEntry(
-          {
-            lsn: first + i,
-            timestamp: now,
-            migrationTimestamp,
-            op: o.op,
-            shardId: this.id,
-            key: o.key,
-            value: o.value ?? NO_VALUE,
-            writeId: o.writeId,
-          },
+          o.op === "write-ids"
+            ? {
+                lsn: first + i,
+                timestamp: now,
+                migrationTimestamp,
+                op: o.op,
+                shardId: this.id,
+                key: "",
+                value: o.records,
+              }
+            : {
+                lsn: first + i,
+                timestamp: now,
+                migrationTimestamp,
+                op: o.op,
+                shardId: this.id,
+                key: o.key,
+                value: o.value ?? NO_VALUE,
+                writeId: o.writeId,
+              },
           this.idBytes,
         );
         buffers.push(b);
@@ -392,6 +443,11 @@ export class Shard {
     for (let i = 0; i < b.ops.length; i++) {
       const o = b.ops[i];
       const lsn = b.firstLsn + i;
+      if (o.op === "write-ids") {
+        this.writeIds.addEncoded(o.records, lsn);
+        b.results.push({ lsn });
+        continue;
+      }
       const prev = this.state.get(o.key);
       if (prev) this.valueBytes -= prev.value.length;
       if (o.op === "put") {

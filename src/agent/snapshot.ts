@@ -9,7 +9,8 @@
  *   "SCSNAP01", u32 headerLength, header JSON {shardId, lsn, count, createdAt, writeIds?},
  *   `writeIds` (absent: 0) records of [16-byte write id][u64 lsn][u8 outcome], oldest first:
  *     the shard's recent write ids as of `lsn` (write-ids.ts), so that a retried write stays
- *     recognised after recovery and on a migration target, though its log entry is compacted;
+ *     recognised after recovery, on a migration target and on a split or merge target
+ *     (import.ts exports all of them), though its log entry is compacted;
  *   `count` records of [u32 keyLength][key][u32 valueLength][value][u64 lsn][f64 timestamp],
  *   u32 CRC-32 of everything before it.
  * The id records come before the state so that readSnapshotWriteIds reads them without the rest.

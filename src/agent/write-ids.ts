@@ -12,7 +12,10 @@
  * recovery (its snapshot's id records, then the log after the snapshot) and
  * what a migration target receives (the snapshot file, then the entries
  * appended, byte for byte), so an acknowledged write stays recognised across
- * restarts and moves.
+ * restarts and moves. A split or merge target gets the ids too (import.ts):
+ * each imported entry's, and a compacted source's snapshot id records, which
+ * it writes into its log as entries of their own (op 5, addEncoded with the
+ * entry's LSN), so they are replayed like any other.
  *
  * Memory: typed arrays, no object per id. Per id 16 bytes of id, 8 of LSN, 1
  * of outcome, and 8 of open-addressing index (load factor at most 1/2): 33
@@ -28,13 +31,11 @@
  * prefix and a counter; a collision of two clients' prefixes is not guarded
  * against).
  */
-import { WRITE_ID_BYTES, type LogOp } from "./log-format.js";
+import { WRITE_ID_BYTES, WRITE_ID_RECORD_BYTES, writeIdRecordsProblem, type LogOp } from "./log-format.js";
 
-export { WRITE_ID_BYTES };
+export { WRITE_ID_BYTES, WRITE_ID_RECORD_BYTES };
 /** The default number of ids remembered per shard. */
 export const DEFAULT_WRITE_ID_CAPACITY = 1 << 20;
-/** One id in a snapshot: the id, u64 LSN, u8 outcome (0 put, 1 delete of a missing key, 2 delete of a present key). */
-export const WRITE_ID_RECORD_BYTES = WRITE_ID_BYTES + 9;
 
 const OUTCOME_PUT = 0;
 const OUTCOME_DELETE_MISSING = 1;
@@ -152,17 +153,22 @@ export class WriteIdTable {
     return f.encode(0, f.count);
   }
 
-  /** Adds records made by encode(), in their order; a malformed record throws RangeError and adds nothing after it. */
-  addEncoded(records: Buffer): void {
-    if (records.length % WRITE_ID_RECORD_BYTES !== 0)
-      throw new RangeError(
-        `write id records are ${WRITE_ID_RECORD_BYTES} bytes each, not ${records.length} in all`,
-      );
+  /**
+   * Adds records made by encode(), in their order. `atLsn`, when given,
+   * replaces the records' LSNs: ids another shard applied, remembered at the
+   * LSN of the entry that brought them into this shard (op 5), so that a
+   * retry is answered with an LSN of this shard's log. Malformed records
+   * throw RangeError and add nothing.
+   */
+  addEncoded(records: Buffer, atLsn?: number): void {
+    if (records.length === 0) return;
+    const problem = writeIdRecordsProblem(records);
+    if (problem) throw new RangeError(problem);
+    if (atLsn !== undefined && (!Number.isSafeInteger(atLsn) || atLsn < 1))
+      throw new RangeError(`an LSN is a positive integer, not ${atLsn}`);
     for (let off = 0; off < records.length; off += WRITE_ID_RECORD_BYTES) {
-      const lsn = records.readUInt32LE(off + 16) + records.readUInt32LE(off + 20) * 4294967296;
+      const lsn = atLsn ?? records.readUInt32LE(off + 16) + records.readUInt32LE(off + 20) * 4294967296;
       const outcome = records[off + 24];
-      if (lsn < 1 || !Number.isSafeInteger(lsn) || outcome > OUTCOME_DELETE_EXISTED)
-        throw new RangeError(`write id record ${off / WRITE_ID_RECORD_BYTES} is malformed`);
       this.insert(
         records.readUInt32LE(off),
         records.readUInt32LE(off + 4),

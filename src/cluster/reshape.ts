@@ -17,6 +17,11 @@
  * their new ranges, a split's source is unfenced with fewer ranges, a
  * merge's sources redirect to K. Before the commit, every failure rolls back
  * (new pieces dropped, imports into K purged, sources unfenced).
+ *
+ * The write ids go with the data (the export pages carry them; see
+ * src/agent/import.ts): a client's retry of a write a source applied, sent
+ * after the commit (or refused while the source was fenced and sent again),
+ * is answered by the new owner as a duplicate with the original outcome.
  */
 import { UserError } from "../errors.js";
 import type { LayoutDiff, LayoutOp } from "../engine/assigner.js";

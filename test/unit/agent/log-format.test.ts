@@ -8,7 +8,9 @@ import {
   OP_DELETE_WITH_ID,
   OP_PUT,
   OP_PUT_WITH_ID,
+  OP_WRITE_IDS,
   WRITE_ID_BYTES,
+  WRITE_ID_RECORD_BYTES,
   type LogEntry,
 } from "../../../src/agent/log-format.js";
 import { scanLog } from "../../../src/agent/scan.js";
@@ -168,9 +170,9 @@ describe("log entries with a write id (ops 3 and 4)", () => {
     const old = Buffer.from(encodeEntry(entry()));
     old[32] = OP_PUT_WITH_ID;
     expect(decodeEntry(old, 0)).toMatchObject({ kind: "invalid", why: "lengths do not add up" });
-    const op5 = Buffer.from(buf);
-    op5[32] = 5;
-    expect(decodeEntry(op5, 0)).toMatchObject({ kind: "invalid", why: "unknown op 5" });
+    const op6 = Buffer.from(buf);
+    op6[32] = 6;
+    expect(decodeEntry(op6, 0)).toMatchObject({ kind: "invalid", why: "unknown op 6" });
   });
 
   it("is found by recovery's scan in a mix of old and new entries, and a torn id entry is a torn tail", () => {
@@ -191,5 +193,90 @@ describe("log entries with a write id (ops 3 and 4)", () => {
     });
     const torn = scanLog(Buffer.concat([a, b.subarray(0, 50)]), 0, () => {});
     expect(torn.problem).toMatchObject({ kind: "torn-tail", offset: a.length });
+  });
+});
+
+/** `n` well-formed write id records: ids 1…n, LSN 10 + i, outcomes 0, 1, 2 in turn. */
+function records(n: number): Buffer {
+  const out = Buffer.alloc(n * WRITE_ID_RECORD_BYTES);
+  for (let i = 0; i < n; i++) {
+    const off = i * WRITE_ID_RECORD_BYTES;
+    out.writeUInt32LE(i + 1, off);
+    out.writeUInt32LE(10 + i, off + 16);
+    out[off + 24] = i % 3;
+  }
+  return out;
+}
+
+/** `e` encoded, then its body changed by `edit` and its checksum made right again: only the format checks can tell. */
+function forged(e: LogEntry, edit: (body: Buffer) => Buffer): Buffer {
+  const body = edit(Buffer.from(encodeEntry(e).subarray(8)));
+  const out = Buffer.alloc(8 + body.length);
+  out.writeUInt32LE(body.length, 0);
+  out.writeUInt32LE(crc32(body) >>> 0, 4);
+  body.copy(out, 8);
+  return out;
+}
+
+describe("log entry format: write id records (op 5)", () => {
+  const ids = (n: number) => entry({ op: "write-ids", key: "", value: records(n) });
+
+  it("round-trips, with no key and the records as its value", () => {
+    for (const n of [1, 2, 4096]) {
+      const buf = encodeEntry(ids(n));
+      expect(buf[32]).toBe(OP_WRITE_IDS);
+      expect(buf.readUInt16LE(34)).toBe(0);
+      const r = decodeEntry(buf, 0);
+      expect(r).toMatchObject({ kind: "entry", length: buf.length, entry: ids(n) });
+    }
+  });
+
+  it("cannot be written with a key, a write id or records that are not whole and well-formed", () => {
+    expect(() => encodeEntry(ids(1))).not.toThrow();
+    expect(() => encodeEntry({ ...ids(1), key: "k" })).toThrow(/no key/);
+    expect(() => encodeEntry({ ...ids(1), writeId: Buffer.alloc(WRITE_ID_BYTES) })).toThrow(/no write id/);
+    expect(() => encodeEntry({ ...ids(1), value: Buffer.alloc(0) })).toThrow(/25 bytes each/);
+    expect(() => encodeEntry({ ...ids(1), value: records(2).subarray(0, 30) })).toThrow(/25 bytes each/);
+  });
+
+  it("decodes as invalid when its key, record length, LSN or outcome is wrong, even with a right checksum", () => {
+    const withLength = (n: number) => (b: Buffer) => {
+      const shardLen = b[25];
+      const v = Buffer.concat([b.subarray(0, 32 + shardLen), records(2).subarray(0, n)]);
+      v.writeUInt32LE(n, 28);
+      return v;
+    };
+    expect(decodeEntry(forged(ids(1), withLength(24)), 0)).toMatchObject({ kind: "invalid" });
+    expect(decodeEntry(forged(ids(1), withLength(0)), 0)).toMatchObject({ kind: "invalid" });
+    expect(decodeEntry(forged(ids(1), withLength(26)), 0)).toMatchObject({ kind: "invalid" });
+    const at = (rec: number, off: number, v: number) => (b: Buffer) => {
+      b[32 + b[25] + rec * WRITE_ID_RECORD_BYTES + off] = v;
+      return b;
+    };
+    expect(decodeEntry(forged(ids(3), at(1, 24, 3)), 0)).toMatchObject({
+      kind: "invalid",
+      why: "write id record 1 is malformed",
+    });
+    const zeroLsn = (b: Buffer) => {
+      b.fill(0, 32 + b[25] + 16, 32 + b[25] + 24);
+      return b;
+    };
+    expect(decodeEntry(forged(ids(1), zeroLsn), 0)).toMatchObject({ kind: "invalid" });
+    // a key where none may be: the lengths are made to add up, the op byte says 5
+    const put = encodeEntry(entry({ value: records(1) }));
+    const keyed = Buffer.from(put);
+    keyed[32] = OP_WRITE_IDS;
+    keyed.writeUInt32LE(crc32(keyed.subarray(8)) >>> 0, 4);
+    expect(decodeEntry(keyed, 0)).toMatchObject({ kind: "invalid", why: "write id records with a key" });
+  });
+
+  it("is replayed by recovery's scan among puts and deletes", () => {
+    const a = encodeEntry(entry({ lsn: 1 }));
+    const b = encodeEntry({ ...ids(2), lsn: 2 });
+    const c = encodeEntry(entry({ lsn: 3, op: "delete" }));
+    const seen: string[] = [];
+    const r = scanLog(Buffer.concat([a, b, c]), 0, (e) => seen.push(e.op));
+    expect(r).toMatchObject({ lastLsn: 3, entries: 3 });
+    expect(seen).toEqual(["put", "write-ids", "delete"]);
   });
 });

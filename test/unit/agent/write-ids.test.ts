@@ -11,11 +11,12 @@ import { describe, expect, it } from "vitest";
 import { tempDirs } from "../../helpers/temp-dirs.js";
 import { decodeEntry } from "../../../src/agent/log-format.js";
 import { listLogFiles } from "../../../src/agent/shard-log.js";
-import { Shard, type ReplicatedEntry, type ShardOptions } from "../../../src/agent/shard.js";
+import { opOfEntry, Shard, type ReplicatedEntry, type ShardOptions } from "../../../src/agent/shard.js";
 import {
   decodeSnapshot,
   readSnapshot,
   readSnapshotWriteIds,
+  snapshotFileName,
   SnapshotCorrupt,
   SnapshotDecoder,
   writeSnapshot,
@@ -128,6 +129,23 @@ describe("WriteIdTable", () => {
     const zeroLsn = Buffer.from(rec);
     zeroLsn.fill(0, 16, 24);
     expect(() => new WriteIdTable(10).addEncoded(zeroLsn)).toThrow(/malformed/);
+  });
+
+  it("remembers records another shard had at a given LSN of its own, and refuses malformed ones whole", () => {
+    const src = new WriteIdTable(10);
+    src.add(idOf(1), 5, "put");
+    src.add(idOf(2), 6, "delete", true);
+    const t = new WriteIdTable(10);
+    t.add(idOf(2), 3, "put"); // known already: keeps its first answer
+    t.addEncoded(src.encode(), 40);
+    expect(t.get(idOf(1))).toEqual({ lsn: 40, op: "put" });
+    expect(t.get(idOf(2))).toEqual({ lsn: 3, op: "put" });
+    const bad = Buffer.concat([new WriteIdTable(10).encode(), src.encode()]);
+    bad[WRITE_ID_RECORD_BYTES + 24] = 7;
+    const u = new WriteIdTable(10);
+    expect(() => u.addEncoded(bad, 1)).toThrow(/record 1 is malformed/);
+    expect(u.size).toBe(0);
+    expect(() => u.addEncoded(src.encode(), 0)).toThrow(/positive integer/);
   });
 
   it("parses only 32 hex digits as a write id", () => {
@@ -332,7 +350,7 @@ describe("Shard: a write id is appended once", () => {
       bytes: e.bytes,
       lsn: e.lsn,
       timestamp: e.timestamp,
-      op: { op: e.op, key: e.key, value: e.value, writeId: e.writeId },
+      op: opOfEntry(e),
     }));
     const dst = await newShard(opts(), "receiving");
     expect(await dst.shard.appendReplicated(copied)).toBe(3);
@@ -346,6 +364,40 @@ describe("Shard: a write id is appended once", () => {
     expect(Buffer.concat(logEntries(dst.dir).map((e) => e.bytes))).toEqual(
       Buffer.concat(copied.map((e) => e.bytes)),
     );
+  });
+
+  it("appends imported entries whose ids it knows (a split merged back), and remembers imported id records durably", async () => {
+    const o = opts();
+    const { dir, shard } = await newShard(o);
+    await shard.write([put("k", "mine", idOf(1))]);
+    // the same write comes back from a piece it was split into, after this shard purged the key
+    await shard.write([{ op: "delete", key: "k" }]);
+    const other = new WriteIdTable(10);
+    other.add(idOf(7), 99, "delete", true);
+    const r = await shard.appendImported([
+      put("k", "mine", idOf(1)),
+      { op: "write-ids", records: other.encode() },
+    ]);
+    expect(r).toEqual([{ lsn: 3 }, { lsn: 4 }]);
+    expect(shard.get("k")?.value.toString()).toBe("mine");
+    expect(shard.rememberedWrite(idOf(1))).toEqual({ lsn: 1, op: "put" });
+    expect(shard.rememberedWrite(idOf(7))).toEqual({ lsn: 4, op: "delete", existed: true });
+    await shard.close();
+    // after a restart (the log replayed), then after a snapshot compacted the log
+    const again = await Shard.open(dir, "shard-1", o);
+    expect(await again.write([{ op: "delete", key: "k", writeId: idOf(7) }])).toEqual([
+      { lsn: 4, existed: true, duplicate: true },
+    ]);
+    expect(await again.snapshot()).toBe(4);
+    await again.close();
+    // the snapshot holds them, at this shard's LSN: recovery, a move and a later export read them there
+    const inSnap = new WriteIdTable(10);
+    await readSnapshotWriteIds(join(dir, snapshotFileName(4)), (rec) => inSnap.addEncoded(rec));
+    expect(inSnap.get(idOf(7))).toEqual({ lsn: 4, op: "delete", existed: true });
+    const fromSnap = await Shard.open(dir, "shard-1", o);
+    expect(fromSnap.rememberedWrite(idOf(7))).toEqual({ lsn: 4, op: "delete", existed: true });
+    expect(fromSnap.get("k")?.value.toString()).toBe("mine");
+    await fromSnap.close();
   });
 
   it("keeps only the configured number of ids (a retry older than that is appended again)", async () => {
