@@ -5,12 +5,20 @@
  * the client's origin zone. It then reacts to what the agent says:
  *
  * - 421 not-owner with a redirect hint → retries at the hinted owner and
- *   epoch (at most a few hops, never round a cycle), and refreshes its map
- *   (keeping the one in hand while the store cannot be read);
+ *   epoch (at most a few hops), and refreshes its map (keeping the one in
+ *   hand while the store cannot be read, or is slow to answer);
+ * - agents that redirect in a cycle → one more try from the map read again
+ *   (it may have been behind), then a RedirectCycleError at once: waiting
+ *   does not end a cycle, someone has to make one agent own the shard;
  * - 409 stale-epoch / wrong-shard, 404 unknown-shard → refreshes its map
  *   and retries (with backoff while the map has not caught up);
- * - 503 fenced (a migration cutting over) or an unreachable agent →
- *   exponential backoff with jitter, map refresh, retry until the deadline.
+ * - 503 fenced or not-serving (a migration cutting over) or an unreachable
+ *   agent → exponential backoff with jitter, map refresh, retry until the
+ *   deadline.
+ *
+ * The map it routes by never goes back to an older version: reads of the
+ * store may answer out of order (two requests refreshing at once, a Consul
+ * read that was slow), and a newer map is what the agents follow.
  *
  * Every put and delete is one logical write with a write id (newWriteId: 8
  * random bytes naming this client, then an 8-byte counter), sent as
@@ -33,7 +41,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { RoutingTable } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { Segmenter, validateKey } from "../engine/segmenter.js";
-import { PreconditionError, UsageError, UserError } from "../errors.js";
+import { ExitCode, PreconditionError, UsageError, UserError } from "../errors.js";
 import { AgentRpc, keyPath, splitAddress, type AgentResponse } from "../cluster/agent-rpc.js";
 
 export interface ShardClientOptions {
@@ -70,6 +78,30 @@ export interface DeleteResult extends PutResult {
   existed: boolean;
 }
 
+/** One agent of a chain of redirects: the node id (from the map or the redirect hint) and its address. */
+export interface Hop {
+  node: string;
+  address: string;
+}
+
+/**
+ * The agents redirect a shard round a cycle, each naming another as its owner: no agent serves
+ * it, and retrying will not change that. Exit 3 (nothing was written), or 1 when a write's earlier
+ * attempt may have reached an agent before the cycle was found.
+ */
+export class RedirectCycleError extends UserError {
+  constructor(
+    message: string,
+    readonly shardId: string,
+    /** The chain that came round, its last hop an agent already asked. */
+    readonly hops: Hop[],
+    opts: { hint: string; inDoubt: boolean },
+  ) {
+    super(message, { hint: opts.hint, exitCode: opts.inDoubt ? ExitCode.Failed : ExitCode.Precondition });
+    this.name = "RedirectCycleError";
+  }
+}
+
 export interface GetResult {
   value: Buffer;
   lsn: number;
@@ -77,12 +109,25 @@ export interface GetResult {
 }
 
 interface Target {
+  node: string;
   address: string;
   shardId: string;
   epoch: number;
 }
 
+/** A map to route by: the table, and the segmenter for its segment count. */
+interface Routing {
+  table: RoutingTable;
+  segmenter: Segmenter;
+}
+
 const MAX_REDIRECT_HOPS = 3;
+/**
+ * How long a lookup waits for a reload of a stale map before it routes by the map in hand (at most
+ * half the time the operation has left): its old owners redirect, and a reload that comes later is
+ * still taken by the lookups after it.
+ */
+const RELOAD_WAIT_MS = 1000;
 /** The zone names a config may hold (src/config.ts), so the only ones an agent counts. */
 const ZONE_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 
@@ -90,15 +135,22 @@ const ZONE_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 const NOT_CONNECTED = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH"]);
 
 /** What the last failed attempt of an operation ran into: it picks the hint of the final error. */
-type Failure = "unreachable" | "fenced" | "not-owner" | "map-behind" | "other";
+type Failure = "unreachable" | "fenced" | "not-serving" | "not-owner" | "map-behind" | "other";
 
 export class ShardClient {
-  private table?: RoutingTable;
-  /** An agent said the map moved on: reload it before the next lookup (the old one still routes). */
-  private stale = false;
+  /** The newest map read so far: a read that answers later with an older version does not replace it. */
+  private routing?: Routing;
+  /**
+   * Counts the times an agent said the map moved on (and calls of refresh): a map read that started
+   * before the latest may be behind. The map in hand is stale while `loadedSeq` is below it.
+   */
+  private staleSeq = 0;
+  /** The `staleSeq` at the start of the latest read of the store that answered. */
+  private loadedSeq = 0;
+  /** The read of the store in flight, if any: lookups share it rather than start one each. */
+  private loading?: { seq: number; done: Promise<Routing> };
   /** Why the last reload of a stale map failed (the map in hand was kept); cleared by a reload. */
   private storeError?: string;
-  private segmenter?: Segmenter;
   private readonly rpc: AgentRpc;
   /** Counters for tests and diagnostics (`duplicates`: writes an agent had already applied). */
   readonly stats = { requests: 0, retries: 0, redirects: 0, refreshes: 0, duplicates: 0 };
@@ -127,8 +179,9 @@ export class ShardClient {
   }
 
   async get(key: string): Promise<GetResult | null> {
-    const res = await this.send(key, "GET");
-    if (res === null) return null;
+    const answer = await this.send(key, "GET");
+    if (answer === null) return null;
+    const { res } = answer;
     return {
       value: res.body,
       lsn: Number(res.headers["x-lsn"] ?? 0),
@@ -142,15 +195,13 @@ export class ShardClient {
     if (max !== undefined && body.length > max) {
       throw new UsageError(`the value is ${body.length} bytes; the limit is ${max} (limits.maxValueBytes)`);
     }
-    const res = await this.send(key, "PUT", body, this.writeIdFor(opts));
-    const r = JSON.parse(res!.body.toString("utf8")) as { lsn: number };
-    return this.writeResult(res!, { lsn: r.lsn });
+    const { res, target } = (await this.send(key, "PUT", body, this.writeIdFor(opts)))!;
+    return this.counted(writeAnswer("PUT", { key, ...target }, res));
   }
 
   async delete(key: string, opts: WriteOptions = {}): Promise<DeleteResult> {
-    const res = await this.send(key, "DELETE", undefined, this.writeIdFor(opts));
-    const r = JSON.parse(res!.body.toString("utf8")) as { lsn: number; existed: boolean };
-    return this.writeResult(res!, { lsn: r.lsn, existed: r.existed });
+    const { res, target } = (await this.send(key, "DELETE", undefined, this.writeIdFor(opts)))!;
+    return this.counted(writeAnswer("DELETE", { key, ...target }, res));
   }
 
   /** A fresh write id: this client's 8 random bytes, then a counter (big-endian). */
@@ -169,52 +220,96 @@ export class ShardClient {
     return id.toString("hex");
   }
 
-  private writeResult<T extends PutResult>(res: AgentResponse, r: T): T {
-    if (res.headers["x-write-duplicate"] === "true") {
-      this.stats.duplicates++;
-      r.duplicate = true;
-    }
+  private counted<T extends PutResult>(r: T): T {
+    if (r.duplicate) this.stats.duplicates++;
     return r;
   }
 
-  /** Reloads the map from the store. */
+  /**
+   * Reads the map from the store now (not joining a read that started before this call). Returns
+   * the newest map read so far: a read that answers with an older version than the one in hand
+   * (it was slow, or a store replica is behind) leaves it in hand. Versions only rise in a store,
+   * so a client that outlives a store re-created from nothing must be restarted.
+   */
   async refresh(): Promise<RoutingTable> {
+    this.staleSeq++;
+    return (await this.read(this.staleSeq)).table;
+  }
+
+  /** An agent said the map moved on: read it again before the next lookup (the old one still routes). */
+  private markStale(): void {
+    this.staleSeq++;
+  }
+
+  /** One read of the store, or the one in flight when it started at `minSeq` or later. */
+  private read(minSeq: number): Promise<Routing> {
+    if (this.loading && this.loading.seq >= minSeq) return this.loading.done;
+    const seq = this.staleSeq;
     this.stats.refreshes++;
-    const vm = await this.opts.store.load();
-    if (!vm) {
-      throw new PreconditionError("the location store holds no map yet", {
-        hint: "start a local cluster with `shardctl up --local`, or initialise the store",
-      });
-    }
-    this.stale = false;
-    this.storeError = undefined;
-    if (!this.table || vm.version !== this.table.version || vm.map !== this.table.map) {
-      this.table = new RoutingTable(vm);
-      if (!this.segmenter || this.segmenter.segmentCount !== vm.map.segmentCount) {
-        this.segmenter = new Segmenter(vm.map.segmentCount, this.opts.maxKeyBytes ?? 1024);
+    const done = this.opts.store.load().then((vm) => {
+      if (!vm) {
+        throw new PreconditionError("the location store holds no map yet", {
+          hint: "start a local cluster with `shardctl up --local`, or initialise the store",
+        });
       }
-    }
-    return this.table;
+      this.loadedSeq = Math.max(this.loadedSeq, seq);
+      this.storeError = undefined;
+      const held = this.routing;
+      if (!held || vm.version > held.table.version) {
+        const segmenter =
+          held && held.segmenter.segmentCount === vm.map.segmentCount
+            ? held.segmenter
+            : new Segmenter(vm.map.segmentCount, this.opts.maxKeyBytes ?? 1024);
+        this.routing = { table: new RoutingTable(vm), segmenter };
+      }
+      return this.routing!;
+    });
+    const entry = { seq, done };
+    this.loading = entry;
+    const clear = () => {
+      if (this.loading === entry) this.loading = undefined;
+    };
+    done.then(clear, clear);
+    return done;
   }
 
   /**
-   * The map to route by: the first one is loaded (its errors are the caller's); a map marked stale
-   * is reloaded, and kept when the store cannot be read now (its old owners redirect).
+   * The map to route by. The first one is waited for until the deadline (its errors are the
+   * caller's). A map marked stale is read again, but waited for only a while: the map in hand is
+   * kept when the store cannot be read now, or is slow (its old owners redirect).
    */
-  private async currentTable(): Promise<RoutingTable> {
-    if (this.table && !this.stale) return this.table;
-    try {
-      return await this.refresh();
-    } catch (err) {
-      if (!this.table || err instanceof PreconditionError) throw err;
-      this.storeError = (err as Error).message;
-      return this.table;
+  private async currentRouting(deadline: number): Promise<Routing> {
+    const held = this.routing;
+    if (held && this.loadedSeq >= this.staleSeq) return held;
+    // any read in flight will do: one that started before the map was marked stale leaves it stale,
+    // so the lookup after it reads again, and no more than one read is ever waited for
+    const reading = this.read(0);
+    if (!held) {
+      const first = await within(reading, deadline - Date.now());
+      if (first === TIMED_OUT) {
+        throw new UserError(
+          `the location store did not answer within the client's deadline (${this.deadlineMs()} ms): ` +
+            "no map to route by",
+          { hint: "check that the store answers: `shardctl status` reads the map the same way" },
+        );
+      }
+      return first;
     }
+    const waitMs = Math.max(0, Math.min(RELOAD_WAIT_MS, (deadline - Date.now()) / 2));
+    try {
+      const next = await within(reading, waitMs);
+      if (next !== TIMED_OUT) return next;
+      this.storeError = `the location store did not answer within ${Math.round(waitMs)} ms`;
+    } catch (err) {
+      if (err instanceof PreconditionError) throw err;
+      this.storeError = (err as Error).message;
+    }
+    return this.routing ?? held;
   }
 
-  private async route(key: string): Promise<Target> {
-    const table = await this.currentTable();
-    const shard = table.shardOf(this.segmenter!.segmentOf(key));
+  private async route(key: string, deadline: number): Promise<Target> {
+    const { table, segmenter } = await this.currentRouting(deadline);
+    const shard = table.shardOf(segmenter.segmentOf(key));
     const node = table.node(shard.node);
     if (!node)
       throw new UserError(`the location map names node ${shard.node} for ${shard.id} but does not list it`);
@@ -238,28 +333,40 @@ export class ShardClient {
         { hint: "correct the node's address in the location map (`shardctl nodes` lists them)" },
       );
     }
-    return { address: node.address, shardId: shard.id, epoch: shard.epoch };
+    return { node: node.id, address: node.address, shardId: shard.id, epoch: shard.epoch };
   }
 
-  /** Sends one key request, following the agent's answers; null for a 404 key-not-found. */
+  /**
+   * Sends one key request, following the agent's answers: the 200 answer and the agent that gave
+   * it; null for a 404 key-not-found.
+   */
   private async send(
     key: string,
     method: "GET" | "PUT" | "DELETE",
     body?: Buffer,
     writeId?: string,
-  ): Promise<AgentResponse | null> {
+  ): Promise<{ res: AgentResponse; target: Target } | null> {
     validateKey(key, this.opts.maxKeyBytes ?? 1024);
     const deadline = Date.now() + this.deadlineMs();
-    const op: Operation = { method, shardId: "", attempts: 0, last: "", failure: "other", inDoubt: false };
+    const op: Operation = {
+      method,
+      shardId: "",
+      address: "",
+      attempts: 0,
+      last: "",
+      failure: "other",
+      inDoubt: false,
+      cycles: 0,
+    };
     let override: Target | undefined;
     /**
      * The agents one chain of redirects went through since the map was asked: at most
      * MAX_REDIRECT_HOPS redirects, and none back to an agent already asked (a cycle).
      */
-    let chain: string[] = [];
+    let chain: Hop[] = [];
     for (;;) {
-      const target = override ?? (await this.route(key));
-      if (!override) chain = [target.address];
+      const target = override ?? (await this.route(key, deadline));
+      if (!override) chain = [{ node: target.node, address: target.address }];
       override = undefined;
       op.shardId = target.shardId;
       const headers: Record<string, string> = { "x-shard-epoch": String(target.epoch) };
@@ -297,9 +404,10 @@ export class ShardClient {
         if (writeId && connected) op.inDoubt = true;
       }
       if (res) {
-        if (res.status === 200) return res;
+        if (res.status === 200) return { res, target };
         op.settled = true;
         op.cutOff = undefined;
+        op.address = target.address;
         const info = parseError(res);
         op.last = `${target.address} answered ${res.status} ${info.error}: ${info.message}`;
         op.failure = failureOf(res.status, info.error);
@@ -308,16 +416,26 @@ export class ShardClient {
             if (info.error === "key-not-found") return null;
             break; // unknown-shard: the map moved on; refresh below
           case 421:
-            this.stale = true; // reload the map on the next lookup
+            this.markStale(); // reload the map on the next lookup
             if (info.redirect) {
-              const next = info.redirect.address;
-              const cycle = chain.includes(next);
+              const next = { node: info.redirect.node, address: info.redirect.address };
+              const cycle = chain.some((h) => h.address === next.address);
               chain.push(next);
               if (cycle) {
-                op.cycle = chain.join(" → ");
-              } else if (chain.length - 1 <= MAX_REDIRECT_HOPS) {
+                // the chain began at the map in hand, which may be behind the store (its owner may be
+                // an agent outside the cycle): read it again and try once more, at once. A second
+                // cycle is no transient: no agent serves the shard until someone makes one own it
+                if (++op.cycles === 1) continue;
+                throw this.cycleError(op, chain);
+              }
+              if (chain.length - 1 <= MAX_REDIRECT_HOPS) {
                 this.stats.redirects++;
-                override = { address: next, shardId: target.shardId, epoch: info.redirect.epoch };
+                override = {
+                  node: next.node,
+                  address: next.address,
+                  shardId: target.shardId,
+                  epoch: info.redirect.epoch,
+                };
                 continue;
               }
             }
@@ -348,7 +466,7 @@ export class ShardClient {
       if (Date.now() + delay >= deadline) throw this.gaveUp(op);
       this.stats.retries++;
       await sleep(delay);
-      this.stale = true;
+      this.markStale();
     }
   }
 
@@ -400,7 +518,6 @@ export class ShardClient {
   private gaveUp(op: Operation): UserError {
     const attempts = `${op.attempts} attempt${op.attempts === 1 ? "" : "s"}`;
     let message = `gave up on ${op.method} after ${attempts} (deadline ${this.deadlineMs()} ms): ${op.last}`;
-    if (op.cycle && op.failure === "not-owner") message += ` (the agents redirect in a cycle: ${op.cycle})`;
     if (op.cutOff) {
       message += `; the last attempt, to ${op.cutOff}, had no answer within the client's deadline`;
     }
@@ -410,7 +527,30 @@ export class ShardClient {
         "; the write may have been applied (an attempt's answer was lost): read the key before writing it again, " +
         "or retry it with the same write id (applied at most once)";
     }
-    return new UserError(message, { hint: GIVE_UP_HINTS[op.failure](op.shardId) });
+    return new UserError(message, { hint: GIVE_UP_HINTS[op.failure](op.shardId, op.address) });
+  }
+
+  /** The error for a redirect cycle, found twice: before the deadline, as waiting will not end it. */
+  private cycleError(op: Operation, chain: Hop[]): RedirectCycleError {
+    const hops = chain.map((h) => `${h.node} at ${h.address}`).join(" → ");
+    let message =
+      `gave up on ${op.method} at once: no agent serves shard ${op.shardId}, ` +
+      `the agents redirect in a cycle: ${hops} (each says another owns it)`;
+    if (this.storeError) message += `; the location map could not be reloaded: ${this.storeError}`;
+    if (op.inDoubt) {
+      message +=
+        "; the write may have been applied (an earlier attempt's answer was lost): read the key before " +
+        "writing it again, or retry it with the same write id (applied at most once)";
+    } else if (op.method !== "GET") {
+      message += "; nothing was written";
+    }
+    return new RedirectCycleError(message, op.shardId, chain, {
+      inDoubt: op.inDoubt,
+      hint:
+        `the agents and the location map disagree on who owns shard ${op.shardId}, and retrying will not ` +
+        "help until one agent owns it: `shardctl status` and `shardctl shards` show the map and the owner " +
+        `it names; ${RECOVER}`,
+    });
   }
 
   close(): void {
@@ -431,12 +571,14 @@ class DeadlineError extends Error {
 interface Operation {
   method: string;
   shardId: string;
+  /** The agent of the last answer. */
+  address: string;
   attempts: number;
   /** The last failure, for the error: "<address> answered <status> <code>: <message>" or unreachable. */
   last: string;
   failure: Failure;
-  /** The last cycle of redirects seen ("A → B → A"), never followed round. */
-  cycle?: string;
+  /** Redirect cycles met (each chain stops where it comes round); the second ends the operation. */
+  cycles: number;
   /** A write attempt failed after it may have reached the agent. */
   inDoubt: boolean;
   /** The last attempt ended by itself (an answer, or a transport error): `last` and `failure` say how. */
@@ -446,7 +588,7 @@ interface Operation {
 }
 
 function failureOf(status: number, error: string): Failure {
-  if (status === 503) return error === "fenced" ? "fenced" : "unreachable";
+  if (status === 503) return error === "fenced" || error === "not-serving" ? error : "unreachable";
   if (status === 421) return "not-owner";
   if (status === 409 || (status === 404 && error === "unknown-shard")) return "map-behind";
   return "other";
@@ -455,16 +597,81 @@ function failureOf(status: number, error: string): Failure {
 const RECOVER =
   "`shardctl migrations` lists the moves; `shardctl migrations --recover` finishes one whose coordinator died";
 
-const GIVE_UP_HINTS: Record<Failure, (shardId: string) => string> = {
+const GIVE_UP_HINTS: Record<Failure, (shardId: string, address: string) => string> = {
   unreachable: () => "check that the agents are up (`shardctl up --local` starts a local cluster)",
   fenced: (id) =>
     `shard ${id} stayed fenced: a migration is cutting it over, or one stopped mid-way; ${RECOVER}`,
+  // the agent is up and answered: it holds a copy a migration has not activated (yet)
+  "not-serving": (id, address) =>
+    `shard ${id} is a migration target at ${address} that serves nothing yet: a migration is ` +
+    `committing it, or one stopped mid-way; ${RECOVER}`,
   "not-owner": (id) =>
     `the agents and the location map disagree on who owns shard ${id} (\`shardctl shards\` shows the map); ${RECOVER}`,
   "map-behind": (id) =>
     `the location map is behind the agents for shard ${id} (\`shardctl shards\` shows the map); ${RECOVER}`,
   other: () => "see the agent's log for the refused request",
 };
+
+/** Where a write went, for its errors. */
+export interface WriteSite {
+  key: string;
+  address: string;
+  shardId: string;
+}
+
+/**
+ * The outcome of a write its agent answered 200 (pure: no I/O). A body that is not what an agent
+ * sends (`{lsn, epoch}`, `{lsn, existed, epoch}`) is an error naming the agent, not a crash: the
+ * write may have been applied (the 200 says so, if an agent sent it), but its outcome cannot be read.
+ */
+export function writeAnswer(method: "PUT", site: WriteSite, res: AgentResponse): PutResult;
+export function writeAnswer(method: "DELETE", site: WriteSite, res: AgentResponse): DeleteResult;
+export function writeAnswer(method: "PUT" | "DELETE", site: WriteSite, res: AgentResponse): PutResult {
+  const outcome = method === "PUT" ? "its LSN" : "its LSN and whether the key existed";
+  const bad = (why: string) =>
+    new UserError(
+      `the agent at ${site.address} answered 200 to ${method} of ${shownKey(site.key)} ` +
+        `(shard ${site.shardId}), but its body is ${why}: the write may have been applied ` +
+        `(an agent answers 200 once it is), and ${outcome} cannot be read`,
+      {
+        hint:
+          "read the key (`shardctl get`) before writing it again, or retry it with the same write id " +
+          "(applied at most once); and check that the map's address for the node is this cluster's " +
+          "agent, of this version (`shardctl nodes`)",
+      },
+    );
+  const text = res.body.toString("utf8");
+  if (text.length === 0) throw bad("empty");
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch {
+    throw bad(`not JSON: ${quoted(text)}`);
+  }
+  if (j === null || typeof j !== "object" || Array.isArray(j))
+    throw bad(`not a JSON object: ${quoted(text)}`);
+  const { lsn, existed } = j as Record<string, unknown>;
+  if (lsn === undefined) throw bad(`a JSON object with no lsn: ${quoted(text)}`);
+  if (typeof lsn !== "number" || !Number.isSafeInteger(lsn) || lsn < 0) {
+    throw bad(`a JSON object whose lsn ${JSON.stringify(lsn).slice(0, 200)} is not a non-negative integer`);
+  }
+  if (method === "DELETE" && typeof existed !== "boolean") {
+    throw bad(`a JSON object whose existed is not true or false: ${quoted(text)}`);
+  }
+  const r: PutResult | DeleteResult = method === "PUT" ? { lsn } : { lsn, existed: existed as boolean };
+  if (res.headers["x-write-duplicate"] === "true") r.duplicate = true;
+  return r;
+}
+
+/** At most the first 200 characters of `text`, as a JSON string (control characters escaped). */
+function quoted(text: string): string {
+  return text.length > 200 ? `${JSON.stringify(text.slice(0, 200))}…` : JSON.stringify(text);
+}
+
+/** A key as an error names it: as it is when plain, else quoted (it may hold control characters). */
+function shownKey(key: string): string {
+  return /^[\x21-\x7e]{1,200}$/.test(key) ? key : quoted(key);
+}
 
 interface ErrorInfo {
   error: string;
@@ -479,5 +686,20 @@ function parseError(res: AgentResponse): ErrorInfo {
     return { ...j, error: String(j.error ?? "unknown"), message: String(j.message ?? "") };
   } catch {
     return { error: "unknown", message: res.body.toString("utf8").slice(0, 200) };
+  }
+}
+
+const TIMED_OUT = Symbol("timed out");
+
+/** `p`, or TIMED_OUT when it has not settled within `ms` (p carries on; its rejection is handled). */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }

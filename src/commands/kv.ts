@@ -96,7 +96,9 @@ export async function runPut(
     );
   }
   const r = await withClient(deps, opts.zone, (c) => c.put(key, body));
-  if (opts.json) printJson(deps.io, { key, lsn: r.lsn, bytes: body.length });
+  // duplicate: an attempt whose answer was lost had applied the write, and the retry was answered
+  // with its outcome (nothing was applied twice)
+  if (opts.json) printJson(deps.io, { key, lsn: r.lsn, bytes: body.length, duplicate: r.duplicate === true });
   else deps.io.err.write(`stored ${key} (${body.length} bytes, lsn ${r.lsn})\n`);
 }
 
@@ -148,8 +150,9 @@ export function writeValueFile(key: string, r: GetResult, out: string, json: boo
 
 export async function runDelete(key: string, opts: { zone?: string; json?: boolean }, deps: KvDeps) {
   const r = await withClient(deps, opts.zone, (c) => c.delete(key));
-  if (opts.json) printJson(deps.io, { key, existed: r.existed, lsn: r.lsn });
-  else deps.io.err.write(r.existed ? `deleted ${key}\n` : `${key} did not exist (nothing to delete)\n`);
+  if (opts.json) {
+    printJson(deps.io, { key, existed: r.existed, lsn: r.lsn, duplicate: r.duplicate === true });
+  } else deps.io.err.write(r.existed ? `deleted ${key}\n` : `${key} did not exist (nothing to delete)\n`);
 }
 
 export const registerKv: RegisterCommand = (program: Command, ctx: CommandContext) => {
@@ -161,7 +164,7 @@ export const registerKv: RegisterCommand = (program: Command, ctx: CommandContex
     .argument("[value]", "the value; else --file, else standard input")
     .option("--file <file>", "read the value from a file (binary safe)")
     .option("--zone <zone>", "origin zone to report for this access")
-    .option("--json", "print {key, lsn, bytes}")
+    .option("--json", "print {key, lsn, bytes, duplicate}")
     .addHelpText("after", PUT_HELP)
     .action((key: string, value: string | undefined, opts) => runPut(key, value, opts, deps()));
   program
@@ -184,13 +187,16 @@ export const registerKv: RegisterCommand = (program: Command, ctx: CommandContex
     .description("delete a key")
     .argument("<key>", "the key (UTF-8)")
     .option("--zone <zone>", "origin zone to report for this access")
-    .option("--json", "print {key, existed, lsn}")
+    .option("--json", "print {key, existed, lsn, duplicate}")
     .addHelpText("after", DELETE_HELP)
     .action((key: string, opts) => runDelete(key, opts, deps()));
 };
 
 const PUT_HELP = `
-The write is acknowledged only after the owner agent's fsync.
+The write is acknowledged only after the owner agent's fsync. Every attempt at
+it carries one write id, so a retry after a lost answer is not applied twice:
+with --json, "duplicate": true says the write had been applied by an earlier
+attempt (lsn is that attempt's); false otherwise.
 
 Examples:
   shardctl put user:42 '{"name":"Ada"}'
@@ -198,7 +204,10 @@ Examples:
   tar c dir | shardctl put backup:1
   shardctl put --zone b session:9 token123     # count the access for zone b
 
-Exit codes: 0 stored, 1 the cluster refused or is unreachable, 2 bad key or value.`;
+Exit codes: 0 stored, 1 the cluster refused or is unreachable (or the write may
+have been applied: read the key before writing it again), 2 bad key or value,
+3 no agent serves the key's shard (the agents redirect in a cycle; nothing was
+written; see \`shardctl status\` and \`shardctl migrations\`).`;
 
 const GET_HELP = `
 Examples:
@@ -206,10 +215,18 @@ Examples:
   shardctl get avatar:42 --out avatar.png
   shardctl get user:42 --json
 
-Exit codes: 0 found, 1 not found (said on stderr) or the cluster failed, 2 bad key.`;
+Exit codes: 0 found, 1 not found (said on stderr) or the cluster failed, 2 bad key,
+3 no agent serves the key's shard (the agents redirect in a cycle).`;
 
 const DELETE_HELP = `
+As put, a retry after a lost answer is not applied twice: with --json,
+"duplicate": true says an earlier attempt had deleted the key (existed and lsn
+are that attempt's); false otherwise.
+
 Examples:
   shardctl delete user:42
+  shardctl delete user:42 --json
 
-Exit codes: 0 done (whether or not the key existed), 1 the cluster failed, 2 bad key.`;
+Exit codes: 0 done (whether or not the key existed), 1 the cluster failed (or the
+delete may have been applied), 2 bad key, 3 no agent serves the key's shard (the
+agents redirect in a cycle; nothing was deleted).`;

@@ -1,17 +1,26 @@
 /**
- * `shardctl put` and `get` against a real agent process, routed by the real embedded store: what
- * --json reports of a value is the value, a bad zone or key is refused before the value is read,
- * and a value argument that was not UTF-8 is refused rather than stored changed.
+ * `shardctl put`, `get` and `delete` against real agent processes, routed by the real embedded
+ * store: what --json reports of a value is the value, a bad zone or key is refused before the value
+ * is read, a value argument that was not UTF-8 is refused rather than stored changed, --json says
+ * when a write was a retry the agent had already applied, and agents that redirect in a cycle end
+ * the command at once with exit 3.
  */
 import { PassThrough, Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { describe, expect, it } from "vitest";
-import { runGet, runPut, type KvDeps } from "../../../src/commands/kv.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { runDelete, runGet, runPut, type KvDeps } from "../../../src/commands/kv.js";
 import { defaultConfig } from "../../../src/config.js";
 import { UsageError } from "../../../src/errors.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { get, put, TOKEN, type AgentProc } from "../agent/harness.js";
-import { createShard, oneShardMap, realAgent, requestCount, scratch, SHARD } from "./real.js";
+import { cli } from "../../helpers/cli.js";
+import { startDelayProxy, type DelayProxy } from "../../helpers/delay-proxy.js";
+import { admin, get, put, TOKEN, type AgentProc } from "../agent/harness.js";
+import { createShard, inventory, oneShardMap, realAgent, requestCount, scratch, SHARD } from "./real.js";
+
+const proxies: DelayProxy[] = [];
+afterEach(async () => {
+  for (const p of proxies.splice(0)) await p.close();
+});
 
 class Collect extends Writable {
   bytes = Buffer.alloc(0);
@@ -28,13 +37,17 @@ async function agentWithShard(): Promise<AgentProc> {
   return agent;
 }
 
-/** A data dir whose embedded store routes every key to `agent`. */
-async function deps(agent: AgentProc, stdin?: PassThrough): Promise<KvDeps & { out: Collect; err: Collect }> {
+/** A data dir whose embedded store routes every key to `agent` (or to the address given). */
+async function deps(
+  agent: AgentProc | string,
+  stdin?: PassThrough,
+): Promise<KvDeps & { out: Collect; err: Collect }> {
   const config = defaultConfig();
   config.dataDir = scratch("kv");
   config.agent.token = TOKEN;
   const store = new EmbeddedStore(config.dataDir);
-  expect((await store.compareAndSet(0, oneShardMap(agent.address))).ok).toBe(true);
+  const address = typeof agent === "string" ? agent : agent.address;
+  expect((await store.compareAndSet(0, oneShardMap(address))).ok).toBe(true);
   await store.close();
   const out = new Collect();
   const err = new Collect();
@@ -99,5 +112,87 @@ describe("shardctl put", () => {
     const stored = await get(agent.port, SHARD, "bin");
     expect(stored.status).toBe(200);
     expect(stored.body.equals(value)).toBe(true); // (toEqual walks 3 MB byte by byte)
+  });
+});
+
+describe("shardctl put/delete --json: duplicate", () => {
+  it("is false for a write applied by its first attempt", async () => {
+    const agent = await agentWithShard();
+    const d = await deps(agent);
+    await runPut("k", "v", { json: true }, d);
+    expect(JSON.parse(d.out.bytes.toString())).toEqual({ key: "k", lsn: 1, bytes: 1, duplicate: false });
+    const d2 = await deps(agent);
+    await runDelete("k", { json: true }, d2);
+    expect(JSON.parse(d2.out.bytes.toString())).toEqual({
+      key: "k",
+      existed: true,
+      lsn: 2,
+      duplicate: false,
+    });
+  });
+
+  it("is true when the agent applied an attempt whose answer was lost, and the retry got the original", async () => {
+    const agent = await agentWithShard();
+    // the map routes through a proxy that holds each chunk 300 ms: there is time to cut the
+    // connection after the agent applied the write and before its answer comes back
+    const proxy = await startDelayProxy(agent.port, 300);
+    proxies.push(proxy);
+    /** Runs `op`, cuts the connection once the agent's LSN reaches `lsn`, and returns the JSON printed. */
+    const lostAnswer = async (lsn: number, op: (d: KvDeps) => Promise<void>) => {
+      const d = await deps(proxy.address);
+      const run = op(d);
+      while ((await inventory(agent)).lsn !== lsn) await sleep(5);
+      proxy.cut(0);
+      await run;
+      return JSON.parse(d.out.bytes.toString()) as Record<string, unknown>;
+    };
+    expect(await lostAnswer(1, (d) => runPut("k", "v", { json: true }, d))).toEqual({
+      key: "k",
+      lsn: 1,
+      bytes: 1,
+      duplicate: true,
+    });
+    expect(await lostAnswer(2, (d) => runDelete("k", { json: true }, d))).toEqual({
+      key: "k",
+      existed: true,
+      lsn: 2,
+      duplicate: true,
+    });
+    // each write was applied once: the retries appended nothing
+    expect((await inventory(agent)).lsn).toBe(2);
+    expect(await requestCount(agent, "put", 200)).toBe(2);
+    expect(await requestCount(agent, "delete", 200)).toBe(2);
+  });
+});
+
+describe("shardctl get/put with agents that redirect in a cycle", () => {
+  it("exits 3 at once, naming the nodes and what to do", async () => {
+    const [a, b] = await Promise.all([realAgent("node-1"), realAgent("node-2")]);
+    await Promise.all([createShard(a), createShard(b)]);
+    for (const [from, to, node] of [
+      [a, b, "node-2"],
+      [b, a, "node-1"],
+    ] as const) {
+      const r = await admin(from.port, "POST", `${SHARD}/release`, {
+        epoch: 1,
+        redirect: { node, address: to.address, epoch: 2 },
+      });
+      expect(r.status, r.body.toString()).toBe(200);
+    }
+    const d = await deps(a);
+    for (const args of [
+      ["get", "k"],
+      ["put", "k", "v"],
+      ["delete", "k"],
+    ]) {
+      const t0 = Date.now();
+      const r = await cli(["--data-dir", d.config.dataDir, ...args], { SHARDCTL_TOKEN: TOKEN });
+      expect(r.code, r.err).toBe(3);
+      expect(r.err).toContain(`node-1 at ${a.address} → node-2 at ${b.address} → node-1 at ${a.address}`);
+      expect(r.err).toMatch(/shardctl status/);
+      expect(Date.now() - t0).toBeLessThan(5000); // the client's deadline is 10 s
+    }
+    expect(await requestCount(a, "put", 200)).toBe(0);
+    expect(await requestCount(b, "put", 200)).toBe(0);
   });
 });

@@ -1,16 +1,23 @@
 /**
  * The routing client against real agent processes put in trouble on purpose: one paused with
  * SIGSTOP (it accepts the connection and never answers), one stopped (its port refuses), a shard
- * fenced and left so, two agents that each released the shard with a redirect to the other, a
- * redirect followed by a location map that cannot be read any more, a map without addresses, and
- * origin zones that cannot be sent. The map is always the real EmbeddedStore's.
+ * fenced and left so, two agents that each released the shard with a redirect to the other (with
+ * and without a first attempt cut off in flight by a proxy), a shard that is only a migration's
+ * copy on its agent, a redirect followed by a location map that cannot be read any more, a map
+ * without addresses, and origin zones that cannot be sent. The map is always the real
+ * EmbeddedStore's.
  */
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { ShardClient, type ShardClientOptions } from "../../../src/client/shard-client.js";
-import { PreconditionError, UsageError, UserError } from "../../../src/errors.js";
+import {
+  RedirectCycleError,
+  ShardClient,
+  type ShardClientOptions,
+} from "../../../src/client/shard-client.js";
+import { ExitCode, PreconditionError, UsageError, UserError } from "../../../src/errors.js";
+import { startDelayProxy } from "../../helpers/delay-proxy.js";
 import { admin, get, http, stopAgent, TOKEN, type AgentProc } from "../agent/harness.js";
 import {
   createShard,
@@ -168,23 +175,71 @@ describe("ShardClient: bounds and clear errors", () => {
     expect((await inventory(agent)).lsn).toBe(0);
   });
 
-  it("does not go round two agents that redirect to each other, and says they do", async () => {
+  it("fails at once, naming the nodes, when two agents redirect to each other (exit 3: nothing written)", async () => {
     const [a, b] = await Promise.all([realAgent("node-1"), realAgent("node-2")]);
     await Promise.all([createShard(a), createShard(b)]);
     await redirect(a, b, "node-2");
     await redirect(b, a, "node-1");
-    const c = client(await storeWith(oneShardMap(a.address)), { deadlineMs: 400 });
-    const { err, ms } = await failure(c.get("k"));
-    const cycle = `${a.address} → ${b.address} → ${a.address}`;
-    expect(err.message).toContain(`the agents redirect in a cycle: ${cycle}`);
-    expect(err.hint).toMatch(/disagree on who owns shard shard-1/);
-    expect(ms).toBeLessThan(1500);
-    // each chain from the map stops where it comes round: at most two requests per retry
-    const [toA, toB] = [await requestCount(a, "get", 421), await requestCount(b, "get", 421)];
-    expect(toA).toBeGreaterThan(0);
-    expect(toB).toBeGreaterThan(0);
-    expect(toA + toB).toBe((await requestCount(a, "get")) + (await requestCount(b, "get")));
-    expect(toA + toB).toBeLessThanOrEqual(2 * (c.stats.retries + 1));
+    const c = client(await storeWith(oneShardMap(a.address)), { deadlineMs: 5000 });
+    const cycle = `node-1 at ${a.address} → node-2 at ${b.address} → node-1 at ${a.address}`;
+    for (const op of [() => c.get("k"), () => c.put("k", "v")]) {
+      const { err, ms } = await failure(op());
+      expect(err, err.stack).toBeInstanceOf(RedirectCycleError);
+      expect(err.exitCode).toBe(ExitCode.Precondition);
+      expect(err.message).toContain(`the agents redirect in a cycle: ${cycle}`);
+      expect(err.message).not.toMatch(/may have been applied/);
+      expect(err.hint).toMatch(/disagree on who owns shard shard-1/);
+      expect(err.hint).toMatch(/shardctl status/);
+      // not the 5 s deadline: waiting does not end a cycle
+      expect(ms).toBeLessThan(1500);
+    }
+    expect(c.stats.retries).toBe(0);
+    // each operation: the chain from the map, then once more from the map reloaded (it may have
+    // been behind), each stopped where it comes round: two requests to each agent
+    expect(await requestCount(a, "get", 421)).toBe(2);
+    expect(await requestCount(b, "get", 421)).toBe(2);
+    expect(await requestCount(a, "put", 421)).toBe(2);
+    expect(await requestCount(b, "put", 421)).toBe(2);
+    expect((await requestCount(a, "put")) + (await requestCount(b, "put"))).toBe(4);
+  });
+
+  it("calls a write round a redirect cycle possibly applied (exit 1) when an earlier attempt may have reached an agent", async () => {
+    const [a, b] = await Promise.all([realAgent("node-1"), realAgent("node-2")]);
+    await Promise.all([createShard(a), createShard(b)]);
+    await redirect(a, b, "node-2");
+    await redirect(b, a, "node-1");
+    // the map names node-1 through a slow proxy: the first attempt's connection is cut in flight
+    const proxy = await startDelayProxy(a.port, 300);
+    closers.push(() => proxy.close());
+    const c = client(await storeWith(oneShardMap(proxy.address)), { deadlineMs: 5000 });
+    const put = failure(c.put("k", "v"));
+    while (proxy.connections() < 1) await sleep(5);
+    proxy.cut(0);
+    const { err, ms } = await put;
+    expect(err, err.stack).toBeInstanceOf(RedirectCycleError);
+    expect(err.exitCode).toBe(ExitCode.Failed);
+    expect(err.message).toMatch(/the agents redirect in a cycle: .*node-2 at /);
+    expect(err.message).toMatch(/may have been applied.*same write id/);
+    expect(ms).toBeLessThan(2500);
+  });
+
+  it("names the migration, not a dead agent, when the shard's agent serves nothing yet (a migration target)", async () => {
+    const agent = await realAgent();
+    const r = await admin(agent.port, "POST", `${SHARD}/receive`, {
+      epoch: 1,
+      migration: "m-test",
+      ranges: [[0, 64]],
+    });
+    expect(r.status, r.body.toString()).toBe(201);
+    const c = client(await storeWith(oneShardMap(agent.address)), { deadlineMs: 300 });
+    const { err } = await failure(c.put("k", "v"));
+    expect(err.message).toMatch(/answered 503 not-serving/);
+    expect(err.hint).not.toMatch(/check that the agents are up/);
+    expect(err.hint).toContain(
+      `shard shard-1 is a migration target at ${agent.address} that serves nothing yet`,
+    );
+    expect(err.hint).toMatch(/shardctl migrations --recover/);
+    expect(await requestCount(agent, "put", 503)).toBe(await requestCount(agent, "put"));
   });
 
   it("keeps routing by the map in hand when the store cannot be read after a redirect", async () => {
