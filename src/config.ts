@@ -11,6 +11,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { UsageError } from "./errors.js";
 import { checkZoneNames } from "./engine/access-windows.js";
+import { checkConsulToken, parseConsulAddr } from "./consul/address.js";
 
 const levelSchema = z.object({
   resolutionSeconds: z.number().int().positive(),
@@ -155,6 +156,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     if (typeof raw !== "object" || Array.isArray(raw)) {
       throw new UsageError(`config file ${source} must hold a mapping (key: value lines) at the top level`);
     }
+    checkConsulSection(raw as Record<string, unknown>, source);
   }
   const merged = applyEnv(raw as Record<string, unknown>, env);
   const parsed = configSchema.safeParse(merged);
@@ -176,6 +178,21 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     throw new UsageError("invalid configuration: reshard.mergeRate must be below reshard.splitRate");
   }
   return { config, source };
+}
+
+/**
+ * The file's Consul address and token are checked here, naming the file (the
+ * environment's CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN are checked when a
+ * command opens Consul: a shell may set them for the consul CLI, and a
+ * command on the embedded store must not fail over them). Wrong types are
+ * left to the schema.
+ */
+function checkConsulSection(raw: Record<string, unknown>, source: string): void {
+  const consul = raw.consul;
+  if (!consul || typeof consul !== "object" || Array.isArray(consul)) return;
+  const { addr, token } = consul as Record<string, unknown>;
+  if (typeof addr === "string") parseConsulAddr(addr, `consul.addr in ${source}`);
+  if (typeof token === "string") checkConsulToken(token, `consul.token in ${source}`);
 }
 
 /** Environment variables override the file. Each is validated with the rest. */
@@ -212,6 +229,7 @@ function readConsulTokenFile(file: string): string {
   const token = text.trim();
   if (!token || /\s/.test(token))
     throw new UsageError(`CONSUL_HTTP_TOKEN_FILE ${file} does not hold a token (one word expected)`);
+  checkConsulToken(token, `the token in CONSUL_HTTP_TOKEN_FILE ${file}`);
   return token;
 }
 

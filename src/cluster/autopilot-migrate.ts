@@ -11,18 +11,36 @@
  *
  * A plan's "split then move" is one step: the new piece is built on the
  * move's target (src/cluster/reshape.ts).
+ *
+ * A move that fails backs off (MoveBackoffs, the pure schedule in
+ * src/engine/move-backoff.ts): the planner is told not to propose that shard
+ * for that target until the back-off ends, so a target that keeps refusing is
+ * not tried every cycle, and the moves ranked below it get the budget. The
+ * reshard stage's splits and merges back off the same way (runLayoutChanges).
  */
 import type { Config } from "../config.js";
+import type { LayoutDiff, LayoutOp } from "../engine/assigner.js";
 import type { MigrationOwner, MigrationRecord } from "../engine/migration.js";
-import type { MigrationPlan } from "../engine/planner.js";
+import {
+  DEFAULT_BACKOFF_POLICY,
+  activeBackoffs,
+  pruneBackoffs,
+  recordMoveFailure,
+  recordMoveSuccess,
+  validateBackoffPolicy,
+  type BackoffPolicy,
+  type MoveBackoffEntry,
+} from "../engine/move-backoff.js";
+import { StalePlanError, type MigrationPlan } from "../engine/planner.js";
 import type { Clock, LocationStore } from "../engine/ports.js";
 import { errorMessage } from "../errors.js";
 import type { PlacementSource } from "../commands/plan.js";
 import { runPlan } from "../commands/plan.js";
 import type { AgentRpc } from "./agent-rpc.js";
-import { executeMigration } from "./migrate.js";
+import { TakenOverError } from "./journal.js";
+import { executeMigration, type MigrateDeps } from "./migrate.js";
 import { recoverMigrations, type RecoveryReport } from "./recover.js";
-import { executeLayoutChange, movesOfPlan } from "./reshape.js";
+import { executeLayoutChange, executeLayoutDiff, movesOfPlan } from "./reshape.js";
 
 export interface MigrationCycleReport {
   recovered: RecoveryReport[];
@@ -30,7 +48,35 @@ export interface MigrationCycleReport {
   skipped: string[];
   moved: MigrationRecord[];
   failed: { shard: string; target: string; error: string }[];
+  /** Moves not planned this cycle because they failed recently, and until when. */
+  backingOff: MoveBackoffEntry[];
   mapVersion?: number;
+}
+
+/**
+ * The autopilot's memory of failed moves, kept across its cycles (and across
+ * leaderships of the same process). The schedule itself is pure data and
+ * functions (move-backoff.ts); this only holds the state.
+ */
+export class MoveBackoffs {
+  private state: MoveBackoffEntry[] = [];
+  readonly policy: BackoffPolicy;
+  constructor(policy: BackoffPolicy = DEFAULT_BACKOFF_POLICY) {
+    validateBackoffPolicy(policy);
+    this.policy = { ...policy };
+  }
+  /** Forgets entries long over or of shards gone from the map; returns those still backing off. */
+  active(now: number, shards?: ReadonlySet<string>): MoveBackoffEntry[] {
+    this.state = pruneBackoffs(this.state, now, this.policy, shards);
+    return activeBackoffs(this.state, now);
+  }
+  failed(move: { shard: string; target: string; error: string }, now: number): MoveBackoffEntry {
+    this.state = recordMoveFailure(this.state, move, now, this.policy);
+    return this.state.find((e) => e.shard === move.shard && e.target === move.target)!;
+  }
+  succeeded(shard: string, target: string): void {
+    this.state = recordMoveSuccess(this.state, shard, target);
+  }
 }
 
 export interface MigrationCycleDeps {
@@ -45,11 +91,20 @@ export interface MigrationCycleDeps {
   source: () => Promise<PlacementSource>;
   /** Stops between moves (leadership lost or shutdown). */
   signal?: AbortSignal;
+  /** Failed moves back off (absent: every cycle plans them again). */
+  backoff?: MoveBackoffs;
 }
 
 export async function runMigrationCycle(deps: MigrationCycleDeps): Promise<MigrationCycleReport> {
   const { store, rpc, clock, log, owner } = deps;
-  const report: MigrationCycleReport = { recovered: [], planned: 0, skipped: [], moved: [], failed: [] };
+  const report: MigrationCycleReport = {
+    recovered: [],
+    planned: 0,
+    skipped: [],
+    moved: [],
+    failed: [],
+    backingOff: [],
+  };
   report.recovered = (await recoverMigrations({ store, rpc, clock, log, owner })).filter(
     (r) => r.outcome !== "in-progress",
   );
@@ -58,10 +113,11 @@ export async function runMigrationCycle(deps: MigrationCycleDeps): Promise<Migra
     report.skipped.push("no agents serve the map: nothing to migrate");
     return report;
   }
+  const avoid = deps.backoff?.active(clock.now(), new Set(served.map.shards.map((s) => s.id)));
   const source = await deps.source();
   let plan: MigrationPlan;
   try {
-    plan = await runPlan({ all: true }, { config: deps.config, source, clock });
+    plan = await runPlan({ all: true, avoid }, { config: deps.config, source, clock });
   } finally {
     await source.close();
   }
@@ -102,11 +158,93 @@ export async function runMigrationCycle(deps: MigrationCycleDeps): Promise<Migra
             { store, rpc, clock, log, owner },
           );
       report.moved.push(r);
+      deps.backoff?.succeeded(m.shard, m.target);
     } catch (err) {
       report.failed.push({ shard: m.shard, target: m.target, error: errorMessage(err) });
-      log(`autopilot: migration of ${m.shard} to ${m.target} failed: ${errorMessage(err)}`);
+      // Not the move's fault: leadership lost or shutting down (a deposed leader's commit is
+      // refused), another coordinator took the record over, or the map moved on since the plan.
+      const backsOff =
+        deps.backoff &&
+        !deps.signal?.aborted &&
+        !(err instanceof TakenOverError) &&
+        !(err instanceof StalePlanError);
+      if (backsOff) {
+        const b = deps.backoff!.failed(
+          { shard: m.shard, target: m.target, error: errorMessage(err) },
+          clock.now(),
+        );
+        log(
+          `autopilot: migration of ${m.shard} to ${m.target} failed: ${errorMessage(err)}; not tried again before ${new Date(b.until).toISOString()} (failure ${b.failures} in a row)`,
+        );
+      } else log(`autopilot: migration of ${m.shard} to ${m.target} failed: ${errorMessage(err)}`);
     }
     first = false;
   }
+  report.backingOff = deps.backoff?.active(clock.now()) ?? [];
   return report;
+}
+
+/** A layout change's key in the back-off: the shards it involves and its kind. */
+function layoutKey(op: LayoutOp): { shard: string; target: string } {
+  return op.kind === "split"
+    ? { shard: op.shard, target: "split" }
+    : { shard: [...op.shards].sort().join("+"), target: "merge" };
+}
+
+/** "split of shard-3 until 2026-…Z (2 failures: …)". */
+export function describeLayoutBackoff(e: MoveBackoffEntry): string {
+  const err = e.lastError.length > 200 ? `${e.lastError.slice(0, 200)}…` : e.lastError;
+  return `${e.target} of ${e.shard} until ${new Date(e.until).toISOString()} (${e.failures} failure${e.failures === 1 ? "" : "s"}: ${err})`;
+}
+
+/**
+ * The reshard stage's layout changes (splits and merges carried out as
+ * migrations between the agents' shards), with the same back-off as moves: a
+ * change that failed is held back until its back-off ends, and the diff's
+ * other changes are carried out meanwhile. (executeLayoutDiff stops at the
+ * first failure, so without this one change that keeps failing would be
+ * tried every cycle and hold up every change after it.) A failure that is
+ * not the change's own (`signal` aborted: leadership lost, a stale term,
+ * shutting down) does not count.
+ */
+export async function runLayoutChanges(
+  diff: LayoutDiff,
+  deps: MigrateDeps,
+  backoff: MoveBackoffs,
+  signal?: AbortSignal,
+  /** The map version the diff was computed against: a map that moved on since refuses the first change. */
+  planVersion?: number,
+): Promise<{ appliedVersion?: number; notApplied?: string }> {
+  const { clock, log } = deps;
+  const active = backoff.active(clock.now());
+  const held = (op: LayoutOp) => {
+    const k = layoutKey(op);
+    return active.find((e) => e.shard === k.shard && e.target === k.target);
+  };
+  const waiting = diff.ops.flatMap((op) => {
+    const e = held(op);
+    return e ? [e] : [];
+  });
+  const ops = diff.ops.filter((op) => !held(op));
+  const heldNote = waiting.length
+    ? `backing off: ${waiting.map(describeLayoutBackoff).join("; ")}`
+    : undefined;
+  if (ops.length === 0) return { notApplied: heldNote };
+  const r = await executeLayoutDiff({ ...diff, ops }, deps, planVersion);
+  // executeLayoutDiff carries the ops out in order and stops at the first failure
+  for (const op of ops.slice(0, r.records.length)) {
+    const k = layoutKey(op);
+    backoff.succeeded(k.shard, k.target);
+  }
+  let notApplied = r.notApplied;
+  // a map that moved on since the diff is not the change's fault: the next cycle plans again
+  if (r.notApplied !== undefined && r.records.length < ops.length && !signal?.aborted && !r.stalePlan) {
+    const op = ops[r.records.length];
+    const e = backoff.failed({ ...layoutKey(op), error: r.notApplied }, clock.now());
+    const next = `the ${e.target} of ${e.shard} is not tried again before ${new Date(e.until).toISOString()} (failure ${e.failures} in a row)`;
+    log(`autopilot: ${next}`);
+    notApplied = `${r.notApplied}; ${next}`;
+  }
+  if (heldNote) notApplied = notApplied ? `${notApplied}; ${heldNote}` : heldNote;
+  return { appliedVersion: r.appliedVersion, notApplied };
 }

@@ -9,7 +9,7 @@
  * serialised, so the heartbeat never races the commit point's transaction.
  */
 import { hostname } from "node:os";
-import { UserError } from "../errors.js";
+import { PreconditionError, UserError } from "../errors.js";
 import { HEARTBEAT_MS, isTerminal, type MigrationOwner, type MigrationRecord } from "../engine/migration.js";
 import type { CasResult, LocationStore } from "../engine/ports.js";
 import type { LocationMap } from "../engine/location-map.js";
@@ -172,6 +172,10 @@ export class JournalWriter {
       cas = await this.commit(cur.version, next, record);
     } catch (err) {
       if (err instanceof TakenOverError) throw err;
+      // A refusal (a stale leadership term, a lock held) is an answer: the store wrote
+      // nothing, and a deposed writer may not write the record to settle it either.
+      if (err instanceof PreconditionError)
+        return { ok: false, why: `the commit was refused: ${(err as Error).message}` };
       const after = await this.resync().catch((e: unknown) => {
         if (e instanceof TakenOverError) throw e;
         return undefined;

@@ -35,7 +35,7 @@ import {
   type MigrationPhase,
   type MigrationRecord,
 } from "../engine/migration.js";
-import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
+import { checkPlanFresh, StalePlanError, type MigrationPlan } from "../engine/planner.js";
 import { PreconditionError } from "../errors.js";
 import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
@@ -516,7 +516,13 @@ export async function executeLayoutDiff(
    * run on the versions the earlier ones wrote.
    */
   planVersion?: number,
-): Promise<{ appliedVersion?: number; notApplied?: string; records: MigrationRecord[] }> {
+): Promise<{
+  appliedVersion?: number;
+  notApplied?: string;
+  /** The first change found the map moved on since the diff (nothing was done). */
+  stalePlan?: boolean;
+  records: MigrationRecord[];
+}> {
   const records: MigrationRecord[] = [];
   for (const [i, op] of diff.ops.entries()) {
     try {
@@ -526,6 +532,7 @@ export async function executeLayoutDiff(
       return {
         appliedVersion: records.length ? v : undefined,
         notApplied: `${i} of ${diff.ops.length} change(s) done; then: ${(err as Error).message}`,
+        ...(err instanceof StalePlanError ? { stalePlan: true } : {}),
         records,
       };
     }

@@ -8,8 +8,8 @@ import { errorMessage, UsageError } from "../errors.js";
 import { openStore } from "../store/index.js";
 import { collectWindows } from "../cluster/windows-source.js";
 import { AgentRpc } from "../cluster/agent-rpc.js";
-import { runMigrationCycle } from "../cluster/autopilot-migrate.js";
-import { executeLayoutDiff } from "../cluster/reshape.js";
+import { MoveBackoffs, runLayoutChanges, runMigrationCycle } from "../cluster/autopilot-migrate.js";
+import { validateBackoffPolicy, type BackoffPolicy } from "../engine/move-backoff.js";
 import { thisOwner } from "../cluster/journal.js";
 import { resolveClientToken } from "../cluster/local.js";
 import { systemClock } from "../engine/ports.js";
@@ -28,6 +28,32 @@ export function parseInterval(value: string): number {
   return n;
 }
 
+/** --move-backoff / --move-backoff-max: seconds, 0.1 to 7 days, the cap not below the first back-off. */
+export function parseBackoffPolicy(initial: string, max: string): BackoffPolicy {
+  const seconds = (value: string, flag: string): number => {
+    const n = Number(value);
+    if (!/^\d+(\.\d+)?$/.test(value.trim()) || !Number.isFinite(n) || n < 0.1 || n > 604_800) {
+      throw new UsageError(
+        `${flag} must be a number of seconds from 0.1 to 604800 (7 days), got ${JSON.stringify(value)}`,
+        { hint: `e.g. ${flag} ${flag === "--move-backoff" ? "60" : "3600"}` },
+      );
+    }
+    return n;
+  };
+  const policy = {
+    initialMs: Math.round(seconds(initial, "--move-backoff") * 1000),
+    maxMs: Math.round(seconds(max, "--move-backoff-max") * 1000),
+  };
+  try {
+    validateBackoffPolicy(policy);
+  } catch {
+    throw new UsageError(
+      `--move-backoff-max (${max} s) must not be below --move-backoff (${initial} s): it caps the back-off that starts there`,
+    );
+  }
+  return policy;
+}
+
 export function registerAutopilot(program: Command, ctx: CommandContext): void {
   program
     .command("autopilot")
@@ -39,6 +65,12 @@ export function registerAutopilot(program: Command, ctx: CommandContext): void {
     .option("--id <name>", "this instance's name in the leader lock (default host:pid)")
     .option("--no-migrate", "only reshard: do not predict, plan and migrate")
     .option(
+      "--move-backoff <seconds>",
+      "after a move (same shard, same target), split or merge fails, do not try it again for this long; doubles with each further failure",
+      "60",
+    )
+    .option("--move-backoff-max <seconds>", "the longest back-off of a failing move, split or merge", "3600")
+    .option(
       "--latency <file>",
       'zone round trips for planning, JSON {"zones": [...], "rtt_ms": [[...]]} (default: measured by the agents)',
     )
@@ -47,32 +79,52 @@ export function registerAutopilot(program: Command, ctx: CommandContext): void {
       `
 With the Consul store, every instance campaigns for the lock <prefix>leader through a
 session bound to its own 3 s liveness check (service "shardctl-autopilot"), lock-delay 1 s.
-The leader bumps the leadership term <prefix>term and stamps it on every map write; a
-deposed leader's late write is refused. Followers block on the lock and take over when the
-leader's session ends: about 1 s after a graceful stop (SIGINT/SIGTERM; the leader first
-finishes the migration step in flight, a second signal kills it), about 4 s after a
-crash (kill -9) or a freeze/partition (10-20 s if the token may not register the check).
+The leader bumps the leadership term <prefix>term and stamps it on every map and migration
+journal write; a deposed leader's late write is refused. Followers block on the lock and
+take over when the leader's session ends: about 1 s after a graceful stop (SIGINT/SIGTERM;
+the leader first finishes the migration step in flight, a second signal kills it), about
+4 s after a crash (kill -9) or a freeze/partition (10-20 s if the token may not register
+the check).
 With the embedded store there is no election: run a single instance.
 
 Each cycle, on the leader only:
   1. collects the access windows from the agents (or, with no agents in the map,
      <data-dir>/access-windows.bin);
-  2. re-shards the layout (like \`shardctl reshard --apply\`);
+  2. re-shards the layout (like \`shardctl reshard --apply\`); a split or merge that fails
+     backs off as a failed move does (5.), and the other changes go ahead meanwhile;
   3. finishes migrations whose coordinator died (like \`shardctl migrations --recover\`);
   4. forecasts and plans (like \`shardctl plan --all\`): the planner admits moves under its
      budget of concurrent migrations and bytes in flight;
   5. migrates the admitted moves, one after the other (like \`shardctl migrate --apply\`).
      Every commit carries the leader's term: a deposed leader's migration rolls back.
+     A move that fails (the target refuses or is down) backs off: that shard is not planned
+     for that target again for --move-backoff seconds, doubling with each failure in a row up
+     to --move-backoff-max; the planner meanwhile ranks the other moves (and other targets)
+     as if it were not possible. A success resets it. Each cycle's log line names the moves
+     backing off and until when.
 Steps 3-5 need agents serving the map; --no-migrate leaves them out. Progress goes to stderr.
 
 Examples:
   $ shardctl --store consul autopilot --interval 10          # on two or three hosts
   $ shardctl autopilot --once                                 # one cycle, then exit
-  $ shardctl autopilot --once --latency zones.json            # plan with these zone round trips`,
+  $ shardctl autopilot --once --latency zones.json            # plan with these zone round trips
+  $ shardctl autopilot --move-backoff 30 --move-backoff-max 600   # retry failed moves sooner`,
     )
     .action(
-      async (o: { interval: string; once: boolean; id?: string; migrate: boolean; latency?: string }) => {
+      async (o: {
+        interval: string;
+        once: boolean;
+        id?: string;
+        migrate: boolean;
+        latency?: string;
+        moveBackoff: string;
+        moveBackoffMax: string;
+      }) => {
         const intervalS = parseInterval(o.interval);
+        // one memory of failed moves for the life of the process (it survives a lost leadership)
+        const policy = parseBackoffPolicy(o.moveBackoff, o.moveBackoffMax);
+        const backoff = new MoveBackoffs(policy);
+        const layoutBackoff = new MoveBackoffs(policy);
         if (o.id !== undefined && !/^[A-Za-z0-9_.:@-]{1,128}$/.test(o.id)) {
           throw new UsageError(`--id ${JSON.stringify(o.id)} may hold letters, digits and _ . : @ - only`);
         }
@@ -106,16 +158,16 @@ Examples:
                   },
                   log,
                   signal: ac.signal,
-                  executeLayout: async (diff, _map, stamped) => {
+                  executeLayout: async (diff, _map, stamped, signal, version) => {
                     const rpc = new AgentRpc({ token: resolveClientToken(config) });
                     try {
-                      return await executeLayoutDiff(diff, {
-                        store: stamped,
-                        rpc,
-                        clock: systemClock,
-                        log,
-                        owner: thisOwner(0),
-                      });
+                      return await runLayoutChanges(
+                        diff,
+                        { store: stamped, rpc, clock: systemClock, log, owner: thisOwner(0) },
+                        layoutBackoff,
+                        signal,
+                        version,
+                      );
                     } finally {
                       rpc.close();
                     }
@@ -127,7 +179,14 @@ Examples:
                           token = resolveClientToken(config);
                         } catch (err) {
                           const why = `migrations off: ${errorMessage(err)}`;
-                          return { recovered: [], planned: 0, moved: [], failed: [], skipped: [why] };
+                          return {
+                            recovered: [],
+                            planned: 0,
+                            moved: [],
+                            failed: [],
+                            skipped: [why],
+                            backingOff: [],
+                          };
                         }
                         const rpc = new AgentRpc({ token });
                         try {
@@ -140,6 +199,7 @@ Examples:
                             owner: thisOwner(term),
                             source: () => fileSource(config, o.latency),
                             signal,
+                            backoff,
                           });
                         } finally {
                           rpc.close();

@@ -13,6 +13,7 @@ import type { Config } from "../config.js";
 import type { AccessWindows } from "../engine/access-windows.js";
 import { defaultZoneMatrix, LatencyModel, type MeasuredLatency, type ZoneMatrix } from "../engine/latency.js";
 import type { VersionedMap } from "../engine/location-map.js";
+import type { MoveBackoffEntry } from "../engine/move-backoff.js";
 import { parsePlanFile, planChecksum, serialisePlanFile } from "../engine/plan-file.js";
 import {
   checkPlanFresh,
@@ -133,6 +134,8 @@ export interface PlanOptions {
   all: boolean;
   /** Planning horizon in seconds. */
   horizonSeconds?: number;
+  /** Moves backing off after failures (the autopilot's): not proposed until each one's end. */
+  avoid?: readonly MoveBackoffEntry[];
 }
 
 /**
@@ -336,6 +339,7 @@ export async function runPlan(
     demand,
     segmentBytes: (s) => deps.source.segmentBytes(s),
     notes,
+    avoid: opts.avoid,
   };
   const planner = new MigrationPlanner({
     inputs: { read: () => inputs },

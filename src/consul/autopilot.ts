@@ -17,6 +17,7 @@ import { layoutChangeBlocker, servedByAgents } from "../cluster/layout-guard.js"
 import type { LayoutDiff } from "../engine/assigner.js";
 import type { LocationMap } from "../engine/location-map.js";
 import { Lsmm } from "../engine/lsmm.js";
+import { describeBackoff, type MoveBackoffEntry } from "../engine/move-backoff.js";
 import { systemClock, type CasResult, type LocationStore, type MigrationWrite } from "../engine/ports.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { PreconditionError, UserError, errorMessage } from "../errors.js";
@@ -54,6 +55,10 @@ export interface AutopilotDeps {
     diff: LayoutDiff,
     map: LocationMap,
     store: LocationStore,
+    /** Aborted when leadership is lost, the store refused a stale term, or on shutdown. */
+    signal: AbortSignal,
+    /** The map version the diff was computed against (a changed map refuses the first change). */
+    version: number,
   ) => Promise<{ appliedVersion?: number; notApplied?: string }>;
   /** Election timing (tests shorten nothing: Consul's minimum TTL is 10 s). */
   ttlS?: number;
@@ -77,14 +82,17 @@ export interface MigrationStageReport {
   moved: { id: string; shard: string; target: string; writePauseMs?: number }[];
   failed: { shard: string; target: string; error: string }[];
   skipped: string[];
+  /** Moves that failed recently and are not planned until their back-off ends. */
+  backingOff?: MoveBackoffEntry[];
 }
 
 /**
- * Stamps the leader's term on every map it writes (the store fences on it).
- * The first refusal for a stale term aborts `deposed` (and is kept in
- * `staleTerm`): callers that record a failed write and carry on (the
- * migration stage does, move by move) stop there instead of starting more
- * futile work on the agents.
+ * Stamps the leader's term on every map and journal record it writes (the
+ * store fences on it: a deposed leader can neither commit, nor start, advance
+ * or take over a migration). The first refusal for a stale term aborts
+ * `deposed` (and is kept in `staleTerm`): callers that record a failed write
+ * and carry on (the migration stage does, move by move) stop there instead of
+ * starting more futile work on the agents.
  */
 export class TermStampedStore implements LocationStore {
   readonly kind;
@@ -107,8 +115,13 @@ export class TermStampedStore implements LocationStore {
     next: LocationMap,
     opts?: { migration?: MigrationWrite },
   ): Promise<CasResult> {
+    return this.fenced(() => this.inner.compareAndSet(expectedVersion, { ...next, term: this.term }, opts));
+  }
+  putMigration: LocationStore["putMigration"] = (w) =>
+    this.fenced(() => this.inner.putMigration({ ...w, term: this.term }));
+  private async fenced<T>(write: () => Promise<T>): Promise<T> {
     try {
-      return await this.inner.compareAndSet(expectedVersion, { ...next, term: this.term }, opts);
+      return await write();
     } catch (err) {
       if (err instanceof StaleTermError && !this.staleTerm) {
         this.staleTerm = err;
@@ -117,7 +130,6 @@ export class TermStampedStore implements LocationStore {
       throw err;
     }
   }
-  putMigration: LocationStore["putMigration"] = (w) => this.inner.putMigration(w);
   getMigration: LocationStore["getMigration"] = (id) => this.inner.getMigration(id);
   listMigrations: LocationStore["listMigrations"] = () => this.inner.listMigrations();
   watch: LocationStore["watch"] = (fn, signal) => this.inner.watch(fn, signal);
@@ -133,6 +145,7 @@ export async function runCycle(
   const { config } = deps;
   const { windows, unreachable } = await deps.windows();
   const stamped = new TermStampedStore(deps.store, term);
+  const stop = AbortSignal.any([leadership, deps.signal, stamped.deposed]);
   const current = await deps.store.load({ consistent: true });
   const served = !!current && servedByAgents(current.map);
   const lsmm = new Lsmm({
@@ -154,13 +167,13 @@ export async function runCycle(
     canApply: (diff, map) => layoutChangeBlocker(diff, map, unreachable),
     // agents hold the data: each split or merge is a migration between their shards
     execute:
-      deps.executeLayout && served ? (diff, map) => deps.executeLayout!(diff, map, stamped) : undefined,
+      deps.executeLayout && served
+        ? (diff, map, version) => deps.executeLayout!(diff, map, stamped, stop, version)
+        : undefined,
   });
   // A layout executor may record a refused commit instead of throwing it.
   if (stamped.staleTerm) throw stamped.staleTerm;
-  const migrations = deps.migrate
-    ? await deps.migrate(term, stamped, AbortSignal.any([leadership, deps.signal, stamped.deposed]))
-    : undefined;
+  const migrations = deps.migrate ? await deps.migrate(term, stamped, stop) : undefined;
   // Deposed during the migration stage: step down rather than report a cycle.
   if (stamped.staleTerm) throw stamped.staleTerm;
   return {
@@ -250,7 +263,7 @@ async function leadLoop(
       const r = await runCycle(deps, leadership.term, leadership.lost);
       if (r.appliedVersion !== undefined) {
         log(
-          `autopilot: term ${r.term}: applied ${r.ops} layout change(s), version ${r.baseVersion} → ${r.appliedVersion}`,
+          `autopilot: term ${r.term}: applied ${r.ops} layout change(s), version ${r.baseVersion} → ${r.appliedVersion}${r.notApplied ? `; not all: ${r.notApplied}` : ""}`,
         );
       } else if (r.notApplied) {
         log(`autopilot: term ${r.term}: planned ${r.ops} layout change(s), not applied: ${r.notApplied}`);
@@ -266,6 +279,7 @@ async function leadLoop(
         if (m.failed.length) parts.push(`${m.failed.length} failed`);
         if (m.recovered.length) parts.push(`${m.recovered.length} recovered`);
         if (m.skipped.length) parts.push(`skipped: ${m.skipped.join("; ")}`);
+        if (m.backingOff?.length) parts.push(`backing off: ${m.backingOff.map(describeBackoff).join("; ")}`);
         log(`autopilot: term ${r.term}: migrations: ${parts.join(", ")}`);
       }
       if (deps.store.kind === "consul") await (deps.store as ConsulStore).sweepOrphanChunks().catch(() => 0);

@@ -12,44 +12,9 @@
 import Consul from "consul";
 import { EventEmitter } from "node:events";
 import { UserError } from "../errors.js";
+import { checkConsulToken, parseConsulAddr, type ConsulEndpoint } from "./address.js";
 
-export interface ConsulEndpoint {
-  /** As given (CONSUL_HTTP_ADDR or config): `host:port`, `http://host:port` or `https://host:port`. */
-  addr: string;
-  host: string;
-  port: number;
-  secure: boolean;
-}
-
-/** Parses CONSUL_HTTP_ADDR the way the consul CLI does: scheme optional, port 8500 by default. */
-export function parseConsulAddr(addr: string): ConsulEndpoint {
-  const raw = addr.trim();
-  const bad = () =>
-    new UserError(`CONSUL_HTTP_ADDR ${JSON.stringify(addr)} is not an address`, {
-      hint: "use host:port (e.g. 127.0.0.1:8500) or http(s)://host:port",
-    });
-  if (!raw || /\s/.test(raw)) throw bad();
-  if (raw.startsWith("unix://")) {
-    throw new UserError("a unix socket CONSUL_HTTP_ADDR is not supported", {
-      hint: "point CONSUL_HTTP_ADDR at the agent's HTTP port, e.g. 127.0.0.1:8500",
-    });
-  }
-  const withScheme = /^[a-z]+:\/\//i.test(raw) ? raw : `http://${raw}`;
-  let url: URL;
-  try {
-    url = new URL(withScheme);
-  } catch {
-    throw bad();
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") throw bad();
-  if (url.pathname !== "/" && url.pathname !== "") throw bad();
-  // A query, a fragment or credentials would be dropped without a word (the
-  // token goes in CONSUL_HTTP_TOKEN), and port 0 reaches nothing.
-  if (/[?#@]/.test(raw) || url.username || url.password || url.port === "0") throw bad();
-  const secure = url.protocol === "https:";
-  const port = url.port ? Number(url.port) : secure ? 443 : 8500;
-  return { addr: raw, host: url.hostname.replace(/^\[|\]$/g, ""), port, secure };
-}
+export { parseConsulAddr, type ConsulEndpoint } from "./address.js";
 
 export interface ConsulHttpOptions {
   addr: string;
@@ -177,6 +142,7 @@ export class ConsulHttp {
 
   constructor(opts: ConsulHttpOptions) {
     this.endpoint = parseConsulAddr(opts.addr);
+    if (opts.token) checkConsulToken(opts.token);
     this.prefix = opts.prefix;
     this.token = opts.token || undefined;
     this.timeoutMs = opts.timeoutMs ?? 5000;

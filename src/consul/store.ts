@@ -12,7 +12,9 @@
  * - Fencing: a write carrying a leadership term (> 0) must carry the current
  *   term (the `<prefix>term` key); the transaction re-checks that key's
  *   ModifyIndex, so a term taken over between the check and the commit also
- *   fails. A deposed leader's late write is refused (StaleTermError).
+ *   fails. A deposed leader's late write is refused (StaleTermError). The same
+ *   holds for migration journal writes that carry a term (the autopilot's):
+ *   a deposed leader can neither start, advance nor take over a migration.
  * - Reads validate everything (chunk checksums, the map checksum, validateMap):
  *   a corrupt or foreign value under the prefix is a clear UserError.
  */
@@ -56,11 +58,14 @@ export class StaleTermError extends PreconditionError {
   constructor(
     readonly writerTerm: number,
     readonly currentTerm: number,
+    /** What was refused: a map write (commits included) or a migration journal write. */
+    readonly what: "map" | "journal" = "map",
   ) {
+    const write = what === "map" ? "a map write" : "a migration journal write";
     super(
       writerTerm < currentTerm
-        ? `refused a map write from leadership term ${writerTerm}: term ${currentTerm} has taken over (this writer was deposed); nothing was written`
-        : `refused a map write from leadership term ${writerTerm}: the current term is ${currentTerm}; nothing was written`,
+        ? `refused ${write} from leadership term ${writerTerm}: term ${currentTerm} has taken over (this writer was deposed); nothing was written`
+        : `refused ${write} from leadership term ${writerTerm}: the current term is ${currentTerm}; nothing was written`,
       { hint: "only the current autopilot leader may write with a term; `shardctl status` shows who leads" },
     );
     this.name = "StaleTermError";
@@ -260,6 +265,23 @@ export class ConsulStore implements LocationStore {
     return { ok: true, version: written.ModifyIndex };
   }
 
+  /**
+   * The check that fences a journal write by term: the term key at the
+   * ModifyIndex this client last saw for `term` (read once, consistently, when
+   * not known), so a takeover after the check still fails the transaction.
+   */
+  private async termGuard(term: number): Promise<TxnOp[]> {
+    let stored = this.lastTerm?.term === term ? this.lastTerm : undefined;
+    if (!stored) {
+      const read = await this.http.kvGet(this.keys.term, { consistent: true });
+      const rec = read.entry ? this.parseTerm(read.entry.value) : null;
+      stored = { term: rec?.term ?? 0, modifyIndex: read.entry?.ModifyIndex ?? 0 };
+    }
+    if (stored.term !== term) throw new StaleTermError(term, stored.term, "journal");
+    this.lastTerm = stored;
+    return [{ verb: "check-index", key: this.keys.term, index: stored.modifyIndex }];
+  }
+
   private migrationKey(id: string): string {
     return `${this.keys.migrationsDir}${id}`;
   }
@@ -276,11 +298,24 @@ export class ConsulStore implements LocationStore {
   async putMigration(write: MigrationWrite): Promise<MigrationPutResult> {
     checkRecord(write.record);
     const key = this.migrationKey(write.record.id);
-    const r = await this.http.txn([this.migrationOp(write)]);
+    const term = write.term ?? 0;
+    const termGuard = term > 0 ? await this.termGuard(term) : [];
+    let r;
+    try {
+      r = await this.http.txn([...termGuard, this.migrationOp(write)]);
+    } catch (err) {
+      this.lastTerm = undefined;
+      throw err;
+    }
     if (r.ok) {
       const e = r.results.find((x) => x.Key === key);
       if (!e) throw new Error("bug: Consul's transaction result does not include the journal record");
       return { ok: true, rev: e.ModifyIndex };
+    }
+    if (termGuard.length > 0 && r.errors.some((e) => e.opIndex === 0)) {
+      this.lastTerm = undefined;
+      const latest = await this.readTerm();
+      throw new StaleTermError(term, latest?.term ?? 0, "journal");
     }
     const now = await this.http.kvGet(key, { consistent: true });
     return { ok: false, rev: now.entry?.ModifyIndex ?? 0 };

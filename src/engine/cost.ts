@@ -170,11 +170,13 @@ export function bestMove(
   resources: Readonly<Record<string, NodeResources>> | undefined,
   opts: CostOptions,
   nowMs: number,
+  /** Targets not to consider (a move there is backing off after failures). */
+  exclude?: ReadonlySet<string>,
 ): MoveEstimate | undefined {
   let best: MoveEstimate | undefined;
   let bestInfeasible: MoveEstimate | undefined;
   for (const n of latency.nodes) {
-    if (n.id === subject.sourceNode) continue;
+    if (n.id === subject.sourceNode || exclude?.has(n.id)) continue;
     const e = estimateMove(subject, n.id, latency, resources, opts, nowMs);
     if (e.feasible) {
       if (!best || e.netMs > best.netMs) best = e;

@@ -27,6 +27,7 @@ import {
 } from "./candidates.js";
 import { bestMove, inCooldown, type CostBreakdown, type CostOptions, type MoveEstimate } from "./cost.js";
 import { utilisationWith, type LatencyModel, type LatencySnapshot, type NodeResources } from "./latency.js";
+import { activeBackoffs, describeBackoff, type MoveBackoffEntry } from "./move-backoff.js";
 import {
   RoutingTable,
   shardIdFor,
@@ -119,6 +120,12 @@ export interface PlanInputs {
   inFlight?: { migrations: number; bytes: number };
   /** Where the inputs came from (e.g. "latency: default 1 ms / 50 ms"), kept in the plan. */
   notes?: string[];
+  /**
+   * Moves that failed recently and are backing off (move-backoff.ts): until
+   * each entry's `until`, its shard is not proposed for its target (the best
+   * other target is considered instead), so it takes no slot of the budget.
+   */
+  avoid?: readonly MoveBackoffEntry[];
 }
 
 export type Decision = "move" | "split-move" | "stay" | "deferred";
@@ -260,6 +267,9 @@ export function computePlan(
   const nz = latency.zones.length;
   const table = new RoutingTable({ map, version: inputs.mapVersion });
   const onlyShard = scope.kind === "key" ? scope.shard : undefined;
+  const backingOff = activeBackoffs(inputs.avoid ?? [], nowMs);
+  const avoidBy = new Map<string, MoveBackoffEntry[]>();
+  for (const b of backingOff) avoidBy.set(b.shard, [...(avoidBy.get(b.shard) ?? []), b]);
 
   // 1. Demand per shard.
   const aggs = new Map<string, ShardDemandAgg>();
@@ -365,6 +375,11 @@ export function computePlan(
       as.reason = `moved ${age} s ago; inside the cooldown of ${Math.round(opts.cooldownMs / 1000)} s (no back and forth)`;
       continue;
     }
+    const avoided = avoidBy.get(a.shard.id);
+    const exclude = avoided ? new Set(avoided.map((b) => b.target)) : undefined;
+    const backoffNote = avoided
+      ? `; not to ${avoided.map((b) => `${b.target} (backing off until ${new Date(b.until).toISOString()} after ${b.failures} failed move${b.failures === 1 ? "" : "s"})`).join(", ")}`
+      : "";
     const whole = bestMove(
       {
         predicted: a.predicted,
@@ -378,6 +393,7 @@ export function computePlan(
       inputs.resources,
       opts,
       nowMs,
+      exclude,
     );
     const threshold = (total: number) => Math.max(0, opts.minGainFraction * total);
     const wholeOk =
@@ -402,6 +418,7 @@ export function computePlan(
           inputs.resources,
           opts,
           nowMs,
+          exclude,
         );
         if (!e || !e.feasible || !(e.netMs > threshold(e.currentTotalMs)) || !(e.netMs > 0)) continue;
         if (wholeOk && e.netMs <= whole!.netMs) continue;
@@ -418,7 +435,7 @@ export function computePlan(
         if (first <= 0) {
           fillEstimate(as, chosen);
           as.postponed = true;
-          as.reason = `moving to ${chosen.target} pays off over the horizon (net ${fmtMs(chosen.netMs)}), but not yet in the first interval: postponed to the next round`;
+          as.reason = `moving to ${chosen.target} pays off over the horizon (net ${fmtMs(chosen.netMs)}), but not yet in the first interval: postponed to the next round${backoffNote}`;
           continue;
         }
       }
@@ -431,6 +448,7 @@ export function computePlan(
           `best target ${whole.target} would save ${fmtMs(whole.benefitMs)} for ${fmtMs(whole.costMs)} of cost; ` +
           `net ${fmtMs(whole.netMs)} is below the threshold ${fmtMs(threshold(whole.currentTotalMs))}`;
       }
+      as.reason += backoffNote;
       if (whole) fillEstimate(as, whole);
       continue;
     }
@@ -441,6 +459,7 @@ export function computePlan(
     } else {
       as.reason = `moving to ${chosen.target} saves ${fmtMs(chosen.benefitMs)} over the horizon for ${fmtMs(chosen.costMs)} of cost`;
     }
+    as.reason += backoffNote;
     proposals.push({
       agg: a,
       assessment: as,
@@ -537,7 +556,7 @@ export function computePlan(
     inputs: {
       horizonSeconds: opts.horizonSeconds,
       latency: latency.snapshot(),
-      notes: [...(inputs.notes ?? [])],
+      notes: [...(inputs.notes ?? []), ...backingOff.map((b) => `backing off: ${describeBackoff(b)}`)],
       inFlight: { ...inFlight },
     },
     options: { ...opts },
@@ -588,10 +607,18 @@ function fmtMs(ms: number): string {
   return `${ms.toFixed(1)} ms`;
 }
 
+/** A plan applied to another map version than it was made for (exit 3): re-plan, nothing is wrong with the move. */
+export class StalePlanError extends PreconditionError {
+  constructor(message: string, opts: { hint?: string } = {}) {
+    super(message, opts);
+    this.name = "StalePlanError";
+  }
+}
+
 /** Refuses a plan computed against another version of the location map. */
 export function checkPlanFresh(plan: Pick<MigrationPlan, "mapVersion">, currentVersion: number): void {
   if (plan.mapVersion !== currentVersion) {
-    throw new PreconditionError(
+    throw new StalePlanError(
       `the plan was computed against location map version ${plan.mapVersion}, but the map is now at version ${currentVersion}`,
       {
         hint: "re-plan against the current map (`shardctl plan --all --out plan.json`) and apply the new plan",

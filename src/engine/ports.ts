@@ -30,6 +30,13 @@ export interface StoredMigration {
 export interface MigrationWrite {
   record: MigrationRecord;
   expectRev: number;
+  /**
+   * The writer's leadership term (an autopilot leader's; absent or 0 for a
+   * CLI). A store that elects leaders refuses the write unless it is the
+   * current term, as it does a map write stamped with a term, so a deposed
+   * leader cannot start, advance or take over a migration.
+   */
+  term?: number;
 }
 
 export type MigrationPutResult = { ok: true; rev: number } | { ok: false; rev: number };

@@ -10,18 +10,35 @@
  *   alive until the cycle's in-flight work is done and the lock is released:
  *   no second leader meanwhile, and the in-flight commit is not refused;
  * - a leader refused for a stale term in its migration stage stops there (no
- *   further moves) and steps down.
+ *   further moves) and steps down;
+ * - a deposed leader (its session destroyed through Consul's HTTP API, a
+ *   follower leads with the next term) can no longer write the migration
+ *   journal: it can neither start a migration (before touching an agent),
+ *   advance its own, nor take an orphaned one over.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runAutopilot, runCycle, type AutopilotDeps } from "../../../src/consul/autopilot.js";
+import { hostname } from "node:os";
+import { AgentRpc } from "../../../src/cluster/agent-rpc.js";
+import { executeMigration } from "../../../src/cluster/migrate.js";
+import { recoverMigrations } from "../../../src/cluster/recover.js";
+import {
+  runAutopilot,
+  runCycle,
+  TermStampedStore,
+  type AutopilotDeps,
+} from "../../../src/consul/autopilot.js";
 import { ConsulHttp } from "../../../src/consul/http.js";
 import { AUTOPILOT_SERVICE, LeaderElection } from "../../../src/consul/leader.js";
 import { readLeader } from "../../../src/consul/status.js";
 import { ConsulStore, StaleTermError } from "../../../src/consul/store.js";
 import { defaultConfig } from "../../../src/config.js";
 import { AccessWindows } from "../../../src/engine/access-windows.js";
+import { initialLayout } from "../../../src/engine/location-map.js";
+import { newJournal, type MigrationRecord } from "../../../src/engine/migration.js";
+import { systemClock } from "../../../src/engine/ports.js";
 import { agentlessMap } from "../../contract/maps.js";
-import { rawPut, startConsulDev, uniquePrefix, type DevConsul } from "../../helpers/consul.js";
+import { rawKeys, rawPut, startConsulDev, uniquePrefix, type DevConsul } from "../../helpers/consul.js";
+import { freePorts } from "../../helpers/ports.js";
 
 let consul: DevConsul;
 beforeAll(async () => {
@@ -189,6 +206,127 @@ describe("leadership", () => {
     expect(attempts).toEqual(["s1"]);
     await lead.resign();
     await election.close();
+    await store.close();
+  }, 60_000);
+});
+
+describe("a deposed leader and the migration journal", () => {
+  it("after its session is destroyed and a follower took the next term, its journal writes are refused", async () => {
+    const prefix = uniquePrefix("journal-fence");
+    const store = openStore(prefix);
+    // Nodes at loopback ports nothing listens on: no agent of anyone's may be reached by a
+    // migration this test starts (were the journal write accepted, it would go on to them).
+    const ports = await freePorts(3);
+    const map = initialLayout(
+      1024,
+      ports.map((p, i) => ({ id: `n${i + 1}`, address: `127.0.0.1:${p}`, zone: ["a", "b", "c"][i] })),
+      { shardsPerNode: 2, now: Date.now() },
+    );
+    const init = await store.compareAndSet(0, map);
+    expect(init.ok).toBe(true);
+    const ac = new AbortController();
+    const electionA = new LeaderElection({ http: store.http, store, holder: "jf-a", lockDelayS: 0 });
+    const a = await electionA.campaign(ac.signal);
+    const stampedA = new TermStampedStore(store, a.term);
+    const ownerA = { host: hostname(), pid: process.pid, term: a.term };
+    const record = (shard: string, id: string): MigrationRecord => ({
+      ...newJournal({
+        id,
+        shard: map.shards.find((s) => s.id === shard)!,
+        target: "n2",
+        planVersion: init.ok ? init.version : 0,
+        term: a.term,
+        now: Date.now(),
+      }),
+      entriesCopied: 0,
+      rounds: 0,
+      owner: ownerA,
+      heartbeatAt: Date.now(),
+    });
+    // While A leads, its journal writes go through: a migration of shard-1 in flight.
+    const inFlight = record("shard-1", "jf-inflight");
+    const w1 = await stampedA.putMigration({ record: inFlight, expectRev: 0 });
+    expect(w1.ok).toBe(true);
+    const rev1 = w1.ok ? w1.rev : 0;
+    // And an orphan of a coordinator long gone (its heartbeat is a minute old).
+    const orphan = { ...record("shard-2", "jf-orphan"), owner: { host: "gone", pid: 1, term: 0 } };
+    orphan.heartbeatAt = orphan.startedAt = Date.now() - 60_000;
+    const w2 = await store.putMigration({ record: orphan, expectRev: 0 });
+    expect(w2.ok).toBe(true);
+
+    // A's session is destroyed through Consul's HTTP API (as Consul does when A's liveness
+    // check fails: a freeze, a partition); B takes the lock and the next term.
+    const destroyed = await fetch(`http://${consul.addr}/v1/session/destroy/${a.session}`, { method: "PUT" });
+    expect(destroyed.ok).toBe(true);
+    const electionB = new LeaderElection({ http: store.http, store, holder: "jf-b", lockDelayS: 0 });
+    const b = await electionB.campaign(AbortSignal.any([ac.signal, AbortSignal.timeout(20_000)]));
+    expect(b.term).toBe(a.term + 1);
+    const journalKeys = async () => (await rawKeys(consul.addr, `${prefix}migrations/`)).sort();
+    const before = await journalKeys();
+
+    // A, deposed, whether or not it noticed yet: it cannot advance its migration (a phase step or
+    // a heartbeat), so it stops at its next step instead of copying and fencing on for nothing...
+    await expect(
+      stampedA.putMigration({ record: { ...inFlight, phase: "copying" }, expectRev: rev1 }),
+    ).rejects.toThrow(
+      new RegExp(
+        `refused a migration journal write from leadership term ${a.term}: term ${b.term} has taken over`,
+      ),
+    );
+    expect(stampedA.deposed.aborted).toBe(true);
+    expect(stampedA.staleTerm).toBeInstanceOf(StaleTermError);
+    // ...it cannot start a new one: refused at the journal, before any agent is asked anything...
+    const rpc = new AgentRpc({ token: "unused" });
+    const logs: string[] = [];
+    const started = executeMigration(
+      { shard: "shard-3", target: "n1" },
+      {
+        store: new TermStampedStore(store, a.term),
+        rpc,
+        clock: systemClock,
+        log: (m) => logs.push(m),
+        owner: ownerA,
+      },
+    );
+    await expect(started).rejects.toBeInstanceOf(StaleTermError);
+    rpc.close();
+    expect(logs).toEqual([]); // it never reached "migration …: shard-3 n2 → n1"
+    // ...and its recovery cannot take the orphan over from the new leader.
+    const reports = await recoverMigrations({
+      store: new TermStampedStore(store, a.term),
+      rpc: new AgentRpc({ token: "unused" }),
+      clock: systemClock,
+      log: () => undefined,
+      owner: ownerA,
+    }).catch((e: unknown) => e);
+    expect(reports).toBeInstanceOf(StaleTermError);
+
+    // Nothing A tried is in the journal: the same keys, the records as they were.
+    expect(await journalKeys()).toEqual(before);
+    expect(await store.getMigration("jf-inflight")).toMatchObject({
+      rev: rev1,
+      record: { phase: "journaled" },
+    });
+    expect((await store.getMigration("jf-orphan"))?.record.owner).toMatchObject({ host: "gone" });
+    // The new leader writes the journal as before: it takes the orphan over.
+    const stampedB = new TermStampedStore(store, b.term);
+    const orphanNow = (await store.getMigration("jf-orphan"))!;
+    const claim = await stampedB.putMigration({
+      record: { ...orphanNow.record, owner: { host: hostname(), pid: process.pid, term: b.term } },
+      expectRev: orphanNow.rev,
+    });
+    expect(claim.ok).toBe(true);
+    // An operator's CLI (no term) is fenced by the record's revision only, as before.
+    const cli = await store.putMigration({
+      record: { ...inFlight, phase: "aborted", error: "operator" },
+      expectRev: rev1,
+    });
+    expect(cli.ok).toBe(true);
+
+    await b.resign();
+    await a.resign();
+    await electionA.close();
+    await electionB.close();
     await store.close();
   }, 60_000);
 });

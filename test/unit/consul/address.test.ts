@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { checkConsulToken } from "../../../src/consul/address.js";
 import { parseConsulAddr } from "../../../src/consul/http.js";
+import { UsageError } from "../../../src/errors.js";
 import { consulKeys, normalizePrefix } from "../../../src/consul/keys.js";
 import { consulTimeoutMs } from "../../../src/consul/open.js";
 
@@ -26,8 +28,40 @@ describe("CONSUL_HTTP_ADDR parsing", () => {
     "127.0.0.1:8500#x",
     "user:secret@127.0.0.1:8500",
     "http://127.0.0.1:0",
-  ])("refuses %j with a hint", (addr) => {
-    expect(() => parseConsulAddr(addr)).toThrow(/CONSUL_HTTP_ADDR|not supported/);
+  ])("refuses %j: a usage error (exit 2) with an example of a valid address", (addr) => {
+    let err: unknown;
+    try {
+      parseConsulAddr(addr);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as UsageError).exitCode).toBe(2);
+    expect((err as UsageError).message).toMatch(/^CONSUL_HTTP_ADDR ".*" is not a Consul address: ./);
+    expect((err as UsageError).hint).toMatch(/e\.g\. 127\.0\.0\.1:8500/);
+  });
+
+  it("names where the address came from", () => {
+    expect(() => parseConsulAddr("ftp://x", "consul.addr in /etc/shardctl.yaml")).toThrow(
+      /^consul\.addr in \/etc\/shardctl\.yaml "ftp:\/\/x" is not a Consul address: the scheme ftp:\/\//,
+    );
+  });
+});
+
+describe("CONSUL_HTTP_TOKEN checks", () => {
+  it.each(["", "3f2a9c1e-6b7d-4e8f-9a0b-1c2d3e4f5a6b", "anonymous", "s.AbC_123+/="])("accepts %j", (t) => {
+    expect(() => checkConsulToken(t)).not.toThrow();
+  });
+  it.each([
+    ["a\nb", /whitespace/],
+    [" lead", /leading or trailing whitespace/],
+    ["tab\there", /whitespace/],
+    ["ünï", /U\+00FC/],
+    ["\u0000", /U\+0000/],
+    ["😀", /U\+1F600/],
+  ])("refuses %j as a usage error", (t, what) => {
+    expect(() => checkConsulToken(t)).toThrow(UsageError);
+    expect(() => checkConsulToken(t)).toThrow(what);
   });
 });
 
