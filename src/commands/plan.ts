@@ -28,6 +28,8 @@ import { RoutingTable, expandRanges } from "../engine/location-map.js";
 import { errorMessage, PreconditionError, UsageError } from "../errors.js";
 import {
   chooseShareSeason,
+  completeNewest,
+  elapsedFraction,
   INTERVAL_Z,
   ModelSelectionCache,
   predictAccessPattern,
@@ -159,23 +161,25 @@ export function demandFromWindows(
       });
     }
   }
+  const { resolutionSeconds, slots } = windows.levels[level];
+  // the newest interval is still running: forecast from its expected whole count (completeNewest)
+  const elapsed = elapsedFraction(nowMs, resolutionSeconds);
   const series: SegmentZoneSeries[] = [];
   for (const segment of segments) {
     const perZone: Record<string, Float64Array> = {};
     let volume = 0;
     for (const z of windows.zones) {
-      perZone[z] = windows.series(segment, level, nowMs, z);
+      perZone[z] = completeNewest(windows.series(segment, level, nowMs, z), elapsed);
       for (const x of perZone[z]) volume += x;
     }
     if (volume === 0) continue; // nothing to forecast: its writes and totals are not read
     series.push({
       segment,
       perZone,
-      writes: windows.series(segment, level, nowMs, "writes"),
-      totals: windows.series(segment, level, nowMs, "total"),
+      writes: completeNewest(windows.series(segment, level, nowMs, "writes"), elapsed),
+      totals: completeNewest(windows.series(segment, level, nowMs, "total"), elapsed),
     });
   }
-  const { resolutionSeconds, slots } = windows.levels[level];
   return demandFromZoneSeries(series, zones, resolutionSeconds, horizonSeconds, slots);
 }
 

@@ -5,7 +5,12 @@
 import type { Command } from "commander";
 import type { Config } from "../config.js";
 import type { AccessWindows } from "../engine/access-windows.js";
-import { predictAccessPattern, type AccessPatternForecast } from "../forecast/index.js";
+import {
+  completeNewest,
+  elapsedFraction,
+  predictAccessPattern,
+  type AccessPatternForecast,
+} from "../forecast/index.js";
 import { UsageError } from "../errors.js";
 import { formatNumber, printJson, printTable, type IO } from "../output.js";
 import { collectWindows } from "../cluster/windows-source.js";
@@ -63,7 +68,12 @@ export function runPredict(
   }
   const perZone: Record<string, Float64Array> = {};
   for (const z of zones) perZone[z] = deps.windows.series(segment, level, deps.now, z);
-  const forecast = predictAccessPattern(perZone, {
+  // the newest interval is still running: forecast from its expected whole count (completeNewest);
+  // the history shows what was counted
+  const elapsed = elapsedFraction(deps.now, resolutionSeconds);
+  const completed: Record<string, Float64Array> = {};
+  for (const z of zones) completed[z] = completeNewest(perZone[z], elapsed);
+  const forecast = predictAccessPattern(completed, {
     intervalSeconds: resolutionSeconds,
     horizon,
     cacheKey: String(segment),

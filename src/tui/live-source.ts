@@ -49,7 +49,7 @@ import { isTerminal } from "../engine/migration.js";
 import type { LocationStore } from "../engine/ports.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { errorMessage, PreconditionError, UsageError } from "../errors.js";
-import { predictAccessPattern } from "../forecast/index.js";
+import { completeNewest, elapsedFraction, predictAccessPattern } from "../forecast/index.js";
 import { demandFromZoneSeries, type SegmentZoneSeries } from "../commands/plan.js";
 import { windowsPath } from "../store/windows-file.js";
 import {
@@ -638,7 +638,11 @@ export class LiveSource implements DashboardSource {
     }
     const total = Object.values(got.series).reduce((t, xs) => t + xs.reduce((a, b) => a + b, 0), 0);
     if (total === 0) return empty("no access recorded for this target in the minute windows yet");
-    const f = predictAccessPattern(got.series, {
+    // the newest interval is still running: forecast from its expected whole count
+    const elapsed = elapsedFraction(this.now(), got.intervalSeconds);
+    const completed: Record<string, Float64Array> = {};
+    for (const [zone, xs] of Object.entries(got.series)) completed[zone] = completeNewest(xs, elapsed);
+    const f = predictAccessPattern(completed, {
       intervalSeconds: got.intervalSeconds,
       horizon: FORECAST_HORIZON,
     });
@@ -677,7 +681,16 @@ export class LiveSource implements DashboardSource {
       const got = await this.zoneSeries(s, owner, map, true);
       if (Object.keys(got.series).length === 0) continue;
       intervalSeconds = got.intervalSeconds;
-      series.push({ segment: s, perZone: got.series, writes: got.writes, totals: got.totals });
+      // the newest interval is still running: forecast from its expected whole count
+      const elapsed = elapsedFraction(this.now(), got.intervalSeconds);
+      const perZone: Record<string, Float64Array> = {};
+      for (const [zone, xs] of Object.entries(got.series)) perZone[zone] = completeNewest(xs, elapsed);
+      series.push({
+        segment: s,
+        perZone,
+        writes: got.writes && completeNewest(got.writes, elapsed),
+        totals: got.totals && completeNewest(got.totals, elapsed),
+      });
     }
     // the same demand as `shardctl plan`: each segment's total forecast, split by the zones' share profile
     const { demand } = demandFromZoneSeries(

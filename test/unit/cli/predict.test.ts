@@ -11,9 +11,10 @@ const now = Date.UTC(2026, 0, 2, 12);
 function windowsWithTraffic() {
   const w = new AccessWindows({ segmentCount: 256, zones: config.zones });
   const seg = new Segmenter(256).segmentOf("cart:hot");
-  // an hour of per-minute traffic: zone b steady at 30/min, zone a rising 0 → 59/min
+  // an hour of per-minute traffic up to the minute that has just begun at `now` (nothing in it
+  // yet): zone b steady at 30/min, zone a rising 0 → 59/min
   for (let m = 0; m < 60; m++) {
-    const t = now - (59 - m) * 60_000;
+    const t = now - (60 - m) * 60_000;
     w.record(seg, false, 1, t, 30);
     if (m > 0) w.record(seg, true, 0, t, m);
   }
