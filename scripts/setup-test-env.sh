@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: the Debian
 # packages the integration tests start (sshd, redis for the agent benchmark,
-# tmux for the dashboard test), and a real Consul built from the Go module
-# proxy (cached in ~/.cache/shardctl). Idempotent: skips what is there.
+# tmux for the dashboard test, prlimit and chattr for the disk fault tests),
+# and a real Consul built from the Go module proxy (cached in
+# ~/.cache/shardctl). Idempotent: skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in sshd:openssh-server redis-server:redis-server tmux:tmux ip:iproute2; do
+for pair in sshd:openssh-server redis-server:redis-server tmux:tmux ip:iproute2 prlimit:util-linux chattr:e2fsprogs; do
   cmd=${pair%%:*}
   pkg=${pair#*:}
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then need+=("$pkg"); fi

@@ -22,12 +22,15 @@
  * (FLAG_DUPLICATE) the write id was known: the answer is the original write's
  * and nothing was appended. Clients that send flags 0 see the frames as before.
  * A frame longer than the value limit + 64 KiB, or a malformed one, closes the
- * connection after an error answer (id 0).
+ * connection after an error answer (id 0). A client may half-close after its
+ * last request: every request read is answered, then the agent ends its side.
+ * A client that does not read its answers is not read either (more than
+ * MAX_UNSENT_BYTES of answers waiting stops the reading until they are sent).
  */
 import { timingSafeEqual } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Agent } from "./agent.js";
-import { checkKey, checkShardAccess, zoneIndex } from "./data-plane.js";
+import { checkKey, checkShardAccess, writeFailed, zoneIndex } from "./data-plane.js";
 import { ApiError, badRequest } from "./http-util.js";
 import { WRITE_ID_BYTES } from "./log-format.js";
 
@@ -52,7 +55,9 @@ export interface BinaryListener {
 
 export function startBinaryServer(agent: Agent, host: string, port: number): Promise<BinaryListener> {
   const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
+  // half-open: a client may send its requests and then end its side of the stream; it still gets
+  // the answers (each connection ends its side once they are written)
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
     sockets.add(socket);
     socket.setNoDelay(true);
     socket.on("close", () => sockets.delete(socket));
@@ -75,6 +80,12 @@ export function startBinaryServer(agent: Agent, host: string, port: number): Pro
 
 /** How long a new connection has to send its hello before it is dropped. */
 const HELLO_TIMEOUT_MS = 10_000;
+/**
+ * Answer bytes a connection may have queued and not yet sent before it stops reading requests. A
+ * client that sends and does not read would otherwise have every answer (a get's a copy of the
+ * value) kept in the agent's memory, without bound.
+ */
+const MAX_UNSENT_BYTES = 1 << 20;
 
 class BinaryConnection {
   private buf: Buffer = Buffer.alloc(0);
@@ -85,6 +96,12 @@ class BinaryConnection {
   private want = 0;
   private authed = false;
   private closed = false;
+  /** Writes handed to a shard and not answered yet. */
+  private inFlight = 0;
+  /** The client ended its side of the stream: once every request read is answered, so does the agent. */
+  private peerEnded = false;
+  /** Reading stopped until the answers queued are sent (MAX_UNSENT_BYTES). */
+  private paused = false;
   private readonly maxFrame: number;
 
   constructor(
@@ -93,6 +110,10 @@ class BinaryConnection {
   ) {
     this.maxFrame = agent.opts.maxValueBytes + 64 * 1024;
     socket.on("data", (c: Buffer) => this.onData(c));
+    socket.on("end", () => {
+      this.peerEnded = true;
+      this.endIfDone();
+    });
     // a connection that does not say hello in time is dropped (it holds a socket and nothing else)
     socket.setTimeout(HELLO_TIMEOUT_MS, () => {
       if (!this.authed) socket.destroy();
@@ -113,6 +134,11 @@ class BinaryConnection {
     } else {
       this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
     }
+    this.readFrames();
+  }
+
+  /** Handles the whole frames in `buf`, until it holds none or too many answers wait to be sent. */
+  private readFrames(): void {
     while (!this.closed) {
       if (!this.authed) {
         if (this.buf.length < 6) return;
@@ -129,6 +155,7 @@ class BinaryConnection {
         continue;
       }
       if (this.buf.length < 4) return;
+      if (this.socket.writableLength > MAX_UNSENT_BYTES) return this.pauseUntilSent();
       const len = this.buf.readUInt32LE(0);
       if (len < REQ_FIXED || len > this.maxFrame) {
         const e =
@@ -151,6 +178,31 @@ class BinaryConnection {
       const frame = this.buf.subarray(4, 4 + len);
       this.buf = this.buf.subarray(4 + len);
       this.handle(frame);
+    }
+  }
+
+  /**
+   * Stops reading (the client's requests wait in its socket, then in the kernel: TCP's flow control
+   * holds the client back) until the answers queued have been sent.
+   */
+  private pauseUntilSent(): void {
+    this.paused = true;
+    this.socket.pause();
+    // (writableLength above the high-water mark means a write returned false: "drain" will come)
+    this.socket.once("drain", () => {
+      this.paused = false;
+      this.readFrames();
+      if (this.paused || this.closed) return;
+      this.socket.resume();
+      this.endIfDone();
+    });
+  }
+
+  /** After the client ended its side: ends the agent's once every request read has its answer written. */
+  private endIfDone(): void {
+    if (this.peerEnded && this.inFlight === 0 && !this.paused && !this.closed) {
+      this.closed = true;
+      this.socket.end();
     }
   }
 
@@ -232,8 +284,10 @@ class BinaryConnection {
         op === OP_PUT
           ? { op: "put" as const, key, value: Buffer.from(value), writeId }
           : { op: "delete" as const, key, writeId };
+      this.inFlight++;
       shard.write([w]).then(
         (rs) => {
+          this.inFlight--;
           const r = rs[0];
           this.agent.windows.record(segment, true, zi, Date.now());
           this.send(
@@ -248,9 +302,20 @@ class BinaryConnection {
               r.duplicate ? FLAG_DUPLICATE : 0,
             ),
           );
+          if (this.peerEnded) this.endIfDone();
         },
-        (err: unknown) =>
-          this.reply(id, opName, new ApiError(500, "internal", `write failed: ${(err as Error).message}`)),
+        (err: unknown) => {
+          this.inFlight--;
+          const e = writeFailed(shard, err);
+          this.reply(
+            id,
+            opName,
+            e instanceof ApiError
+              ? e
+              : new ApiError(500, "internal", `write failed: ${(err as Error).message}`),
+          );
+          if (this.peerEnded) this.endIfDone();
+        },
       );
     } catch (err) {
       this.reply(
@@ -271,7 +336,8 @@ class BinaryConnection {
       op === "get" ? "binary-get" : op === "put" ? "binary-put" : `binary-${op}`,
       frame.readUInt16LE(10),
     );
-    if (!this.socket.destroyed) this.socket.write(frame);
+    // (not after the connection ended or failed: a late answer has nobody to go to)
+    if (this.socket.writable) this.socket.write(frame);
   }
 }
 

@@ -112,6 +112,20 @@ export function checkShardAccess(
   return { shard, epoch };
 }
 
+/**
+ * What to answer for a write that `shard.write` refused: when the shard's log failed under it (a full
+ * disk, an I/O error), 500 `shard-failed` saying the write was not acknowledged and what to do, as
+ * every later request gets; anything else is returned as it is (an internal error).
+ */
+export function writeFailed(shard: Shard, err: unknown): unknown {
+  if (err instanceof ApiError || !shard.failed) return err;
+  return new ApiError(
+    500,
+    "shard-failed",
+    `this write was not acknowledged: shard ${shard.id} is refused: ${shard.failed}`,
+  );
+}
+
 /** Validates a key (UTF-8, limits) and checks it belongs to the shard; returns its segment. */
 export function checkKey(agent: Agent, shard: Shard, key: unknown): number {
   if (typeof key === "string" && utf8Length(key) > agent.opts.maxKeyBytes) {

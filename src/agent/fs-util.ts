@@ -39,6 +39,21 @@ export async function writeFileAtomic(
   await fsyncDir(dirname(file));
 }
 
+/**
+ * Writes all of `buf` at `pos`. A write may take fewer bytes than asked (a
+ * nearly full disk, a file size limit) without failing; the rest is written
+ * again, so the disk's refusal, if any, comes as an error. Ignoring the short
+ * count would leave a file that is fsynced and renamed into place with bytes
+ * missing.
+ */
+export async function writeFully(fh: FileHandle, buf: Uint8Array, pos: number): Promise<void> {
+  for (let off = 0; off < buf.length;) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, pos + off);
+    if (bytesWritten <= 0) throw new Error(`a write at offset ${pos + off} made no progress`);
+    off += bytesWritten;
+  }
+}
+
 /** writeFileAtomic of one buffer. */
 export function writeAtomicAsync(file: string, content: Uint8Array): Promise<void> {
   return writeFileAtomic(file, (fh) => fh.writeFile(content).then(() => undefined));

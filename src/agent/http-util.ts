@@ -64,7 +64,17 @@ export function readBody(req: IncomingMessage, limit: number, what: string): Pro
     req.on("error", (e) => {
       if (done) return;
       done = true;
-      reject(e);
+      // the client went away before its body ended: its doing, not an internal error (nothing is
+      // logged for it, and nothing was done with the request)
+      reject(
+        req.complete
+          ? e
+          : new ApiError(
+              400,
+              "body-incomplete",
+              `the connection closed after ${size} bytes of the ${what}, before its end; nothing was done`,
+            ),
+      );
     });
   });
 }

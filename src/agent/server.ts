@@ -33,7 +33,7 @@ import {
   REPLICATION_ACTIONS,
   replicationAdmin,
 } from "./replication.js";
-import type { WriteOp } from "./shard.js";
+import { SnapshotFailed, type WriteOp, type WriteResult } from "./shard.js";
 import { installSnapshotRequest, snapshotRequest } from "./snapshot-transfer.js";
 import {
   checkKey,
@@ -42,10 +42,13 @@ import {
   parseWriteId,
   requireShard,
   requireShardId,
+  writeFailed,
   zoneIndex,
 } from "./data-plane.js";
 
 const JSON_LIMIT_EXTRA = 1024 * 1024;
+/** errno codes of a disk without room for a write: 507 Insufficient Storage, not an internal error. */
+const NO_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
 const MAX_BATCH_OPS = 10_000;
 
 const expectedAuth = new WeakMap<Agent, Buffer>();
@@ -294,7 +297,12 @@ async function keyRequest(
   checkShardAccess(agent, shardId, epochHeader(req), true);
   shard.raiseEpoch(epoch);
   const op: WriteOp = method === "PUT" ? { op: "put", key, value, writeId } : { op: "delete", key, writeId };
-  const [r] = await shard.write([op]);
+  let r: WriteResult;
+  try {
+    [r] = await shard.write([op]);
+  } catch (err) {
+    throw writeFailed(shard, err);
+  }
   agent.windows.record(segment, true, zone, Date.now());
   const epochNow = shard.meta.epoch;
   // the hot path: a hand-built body instead of JSON.stringify of an object
@@ -367,7 +375,12 @@ async function batchRequest(
     throw new ApiError(503, "shutting-down", "the agent is shutting down", {}, { "retry-after": "1" });
   }
   shard.raiseEpoch(epoch);
-  const results = writes.length ? await shard.write(writes) : [];
+  let results: WriteResult[] = [];
+  try {
+    if (writes.length) results = await shard.write(writes);
+  } catch (err) {
+    throw writeFailed(shard, err);
+  }
   const now = Date.now();
   let w = 0;
   const out = ops.map((o, i) => {
@@ -511,7 +524,18 @@ async function adminRequest(
       return sendJson(res, 200, describeShard(shard));
     }
     case "snapshot": {
-      const lsn = await shard.snapshot();
+      let lsn: number | undefined;
+      try {
+        lsn = await shard.snapshot(true);
+      } catch (err) {
+        if (!(err instanceof SnapshotFailed)) throw err;
+        throw new ApiError(
+          err.code && NO_ROOM.has(err.code) ? 507 : 500,
+          "snapshot-failed",
+          `shard ${id}: ${err.message}. ${err.written ? "Ask again to finish." : "Make room on the disk (or fix it) and ask again."}`,
+          { lsn: err.lsn, written: err.written },
+        );
+      }
       return sendJson(res, 200, { ...describeShard(shard), snapshotLsn: lsn ?? shard.snapshotLsn });
     }
     default:

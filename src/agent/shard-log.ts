@@ -4,10 +4,11 @@
  * write + fdatasync, per batch), recovered on open.
  *
  * Recovery (see scan.ts): every file is scanned in LSN order; the LSNs must run
- * without a gap from the snapshot (or 1) to the end. A torn tail of the LAST
- * file is truncated at the last valid entry and reported through `warn`; a
- * tail of zeros only (the space written ahead, below) is trimmed from any
- * file, and said so. Anything else that does not decode — a bad entry followed
+ * without a gap from the snapshot (or 1) to the end. Files wholly at or below
+ * the snapshot (a compaction that did not finish) are not read, and deleted.
+ * A torn tail of the LAST file is truncated at the last valid entry and
+ * reported through `warn`; a tail of zeros only (the space written ahead,
+ * below) is trimmed from any file, and said so. Anything else that does not decode — a bad entry followed
  * by valid ones, a short or bad entry at the end of an older file, a missing
  * file — throws LogCorrupt and the shard is refused: nothing past it is served
  * and nothing is deleted. (A sealed file whose zero tail hid real entries
@@ -35,6 +36,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  rmSync,
   statSync,
   writev,
 } from "node:fs";
@@ -199,7 +201,15 @@ export class ShardLog {
     onEntry: (e: LogEntry) => void,
     opts: ShardLogOptions,
   ): ShardLog {
-    const files = listLogFiles(dir);
+    const all = listLogFiles(dir);
+    // files whose every entry is at or below the snapshot (the next file starts at or below
+    // afterLsn + 1) are not needed: a compaction deletes them, oldest first, and one a crash or an
+    // error cut short can leave some, even with a gap (deletions reach the disk in any order until
+    // the directory is fsynced). They are not read, and are deleted below with the trims.
+    let start = 0;
+    while (start + 1 < all.length && all[start + 1].firstLsn <= afterLsn + 1) start++;
+    const covered = all.slice(0, start);
+    const files = all.slice(start);
     // tails to cut, cut only once every file has been read: a refused log is left as it was
     const trims: { file: LogFile; size: number; why: string }[] = [];
     let last = afterLsn;
@@ -255,6 +265,13 @@ export class ShardLog {
       truncateDurably(t.file.path, t.size);
       t.file.size = t.size;
     }
+    for (const f of covered) {
+      opts.warn(
+        `recovery: ${f.path}: every entry is at or below the snapshot's LSN ${afterLsn} (left by a compaction that did not finish); deleted`,
+      );
+      rmSync(f.path, { force: true });
+    }
+    if (covered.length > 0) fsyncDirSync(dir);
     let fd: number;
     if (files.length === 0) {
       const path = join(dir, logFileName(last + 1));
@@ -392,15 +409,23 @@ export class ShardLog {
     }
   }
 
-  /** Deletes the files whose entries are all at or below `lsn` (covered by a snapshot). Never the active file. */
+  /**
+   * Deletes the files whose entries are all at or below `lsn` (covered by a snapshot), oldest first.
+   * Never the active file. A file leaves the list only once it is deleted: one that cannot be (an
+   * error) stays first in it, for the next compaction to delete before any newer file, so the files
+   * left never have a gap.
+   */
   async compact(lsn: number): Promise<number> {
     let removed = 0;
-    while (this.files.length > 1 && this.files[1].firstLsn <= lsn + 1) {
-      const f = this.files.shift()!;
-      await rm(f.path, { force: true });
-      removed++;
+    try {
+      while (this.files.length > 1 && this.files[1].firstLsn <= lsn + 1) {
+        await rm(this.files[0].path, { force: true });
+        this.files.shift();
+        removed++;
+      }
+    } finally {
+      if (removed) await fsyncDir(this.dir);
     }
-    if (removed) await fsyncDir(this.dir);
     return removed;
   }
 

@@ -119,6 +119,26 @@ type Plan =
   | { kind: "known"; result: WriteResult }
   | { kind: "in-flight"; result: Promise<WriteResult> };
 
+/** A snapshot that could not be written (nothing was deleted for it), or whose clean-up failed. */
+export class SnapshotFailed extends Error {
+  /** The errno code of the failure (ENOSPC, EFBIG, EIO, …), if it had one. */
+  readonly code?: string;
+
+  constructor(
+    readonly lsn: number,
+    /** The snapshot is durable; deleting the older snapshots or the log files it covers failed. */
+    readonly written: boolean,
+    cause: NodeJS.ErrnoException,
+  ) {
+    super(
+      written
+        ? `snapshot at LSN ${lsn} written, but deleting what it covers failed (the rest is kept; the next snapshot deletes it): ${cause.message}`
+        : `snapshot failed (the log is kept: nothing was deleted): ${cause.message}`,
+    );
+    this.code = cause.code;
+  }
+}
+
 export class Shard {
   /** Replaced as a whole only when a migration target installs a snapshot. */
   state = new Map<string, StateValue>();
@@ -393,11 +413,7 @@ export class Shard {
     return log.append(batch).then(
       () => batch.results,
       (err: unknown) => {
-        // a failed write or fsync: the file's content is unknown; stop serving the shard
-        if (!this.failed) {
-          this.failed = `log write failed: ${(err as Error).message}`;
-          this.opts.warn(`shard ${this.id}: ${this.failed}`);
-        }
+        this.logFailed(log, err);
         throw err;
       },
     );
@@ -430,13 +446,23 @@ export class Shard {
     try {
       await log.append(batch);
     } catch (err) {
-      if (!this.failed) {
-        this.failed = `log write failed: ${(err as Error).message}`;
-        this.opts.warn(`shard ${this.id}: ${this.failed}`);
-      }
+      this.logFailed(log, err);
       throw err;
     }
     return first + entries.length - 1;
+  }
+
+  /**
+   * A failed write or fsync: the file's content past the last acknowledged entry is unknown (after a
+   * failed fsync the kernel may have dropped the pages), so the shard stops serving until a restart
+   * recovers it from what is on disk. Said in words an operator can act on.
+   */
+  private logFailed(log: ShardLog, err: unknown): void {
+    if (this.failed) return;
+    this.failed =
+      `log write failed (${(err as Error).message}); nothing after LSN ${log.durableLsn} was acknowledged. ` +
+      "Make room on the disk (or fix it), then restart the agent: its recovery keeps every acknowledged write";
+    this.opts.warn(`shard ${this.id}: ${this.failed}`);
   }
 
   private applyDurable(b: ShardBatch): void {
@@ -523,28 +549,38 @@ export class Shard {
     }
   }
 
-  /** Writes a snapshot of the state as of the last durable LSN, then deletes the log files it covers. */
-  async snapshot(): Promise<number | undefined> {
+  /**
+   * Writes a snapshot of the state as of the last durable LSN, then deletes the log files it covers.
+   * Undefined when none was taken (one is being written, compaction is held, the shard failed). A
+   * failure is warned about; with `rethrow` (an operator asked for this snapshot) it is also thrown,
+   * as a SnapshotFailed, so that the answer says so.
+   */
+  async snapshot(rethrow = false): Promise<number | undefined> {
     const log = this.log;
     if (!log || this.failed || this.snapshotting || this.compactionHeld) return undefined;
     this.snapshotting = true;
     this.bytesSinceSnapshot = 0;
+    const lsn = log.durableLsn;
+    let written = false;
     try {
-      const lsn = log.durableLsn;
       // a copy of the references, taken synchronously: the state at exactly `lsn` (values are never mutated)
       const entries = Array.from(this.state);
       const writeIds = this.writeIds.freeze(); // the ids as of `lsn` too
       log.requestRotation();
       await writeSnapshot(this.dir, this.id, lsn, entries, writeIds);
+      // durable: recovery starts from it now, whatever of the clean-up below is done
+      written = true;
+      this.snapshotLsn = lsn;
       for (const name of readdirSync(this.dir)) {
         const s = parseSnapshotFileName(name);
         if (s !== undefined && s < lsn) await rm(join(this.dir, name), { force: true });
       }
-      this.snapshotLsn = lsn;
       await log.compact(lsn);
       return lsn;
     } catch (err) {
-      this.opts.warn(`shard ${this.id}: snapshot failed (the log is kept): ${(err as Error).message}`);
+      const failure = new SnapshotFailed(lsn, written, err as NodeJS.ErrnoException);
+      this.opts.warn(`shard ${this.id}: ${failure.message}`);
+      if (rethrow) throw failure;
       return undefined;
     } finally {
       this.snapshotting = false;

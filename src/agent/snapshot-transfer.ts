@@ -29,6 +29,7 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { Agent } from "./agent.js";
 import { describeShard, requireShard, requireShardId } from "./data-plane.js";
+import { writeFully } from "./fs-util.js";
 import { ApiError, badRequest, sendJson } from "./http-util.js";
 import { installing, resetCursors, targetShard, usableSource } from "./replication.js";
 import {
@@ -148,7 +149,8 @@ export async function installSnapshotRequest(
           if (pos + chunk.length > size)
             throw badRequest(`the body is longer than the announced ${size} bytes`);
           decoder.push(chunk);
-          await fh.write(chunk, 0, chunk.length, pos);
+          // every byte, or an error: the decoder checked the bytes received, not the bytes written
+          await writeFully(fh, chunk, pos);
           pos += chunk.length;
         }
       } catch (err) {

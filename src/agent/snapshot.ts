@@ -26,7 +26,7 @@
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
-import { writeFileAtomic } from "./fs-util.js";
+import { writeFileAtomic, writeFully } from "./fs-util.js";
 import { WRITE_ID_RECORD_BYTES, type FrozenWriteIds } from "./write-ids.js";
 
 const MAGIC = Buffer.from("SCSNAP01");
@@ -82,7 +82,9 @@ export async function writeSnapshot(
       let pos = 0;
       const write = async (b: Buffer) => {
         crc = crc32(b, crc);
-        await fh.write(b, 0, b.length, pos);
+        // every byte, or an error: a short write here would be fsynced and renamed into place,
+        // and the log files it covers deleted
+        await writeFully(fh, b, pos);
         pos += b.length;
       };
       const h: SnapshotHeader = { shardId, lsn, count: entries.length, createdAt: Date.now() };
@@ -118,7 +120,7 @@ export async function writeSnapshot(
       if (parts.length) await write(Buffer.concat(parts));
       const trailer = Buffer.alloc(4);
       trailer.writeUInt32LE(crc >>> 0, 0);
-      await fh.write(trailer, 0, 4, pos);
+      await writeFully(fh, trailer, pos);
     },
     ".tmp",
   );

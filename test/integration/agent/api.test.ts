@@ -4,6 +4,7 @@
  * redirects, fenced retries and stale epochs.
  */
 import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
@@ -174,6 +175,43 @@ describe("hostile input", () => {
     expect(raw.status).toBe(404);
     expect(readdirSync(join(a.dataDir, "shards")).sort()).toEqual(["shard-1", "shard-2"]);
     expect(existsSync(join(a.dataDir, "x"))).toBe(false);
+    await unchanged();
+  });
+
+  it("a body cut off by the client, or over the limit and still arriving, changes nothing and is no internal error", async () => {
+    const open = async () => {
+      const s = connect(a.port, "127.0.0.1");
+      await new Promise<void>((r) => s.once("connect", () => r()));
+      let got = "";
+      s.on("data", (c: Buffer) => (got += c.toString()));
+      s.on("error", () => {});
+      const closed = new Promise<void>((r) => s.once("close", () => r()));
+      return { s, answer: () => got, closed };
+    };
+    const head = (extra: string) =>
+      `PUT /v1/shards/shard-1/keys/k HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${TOKEN}\r\nx-shard-epoch: 1\r\n${extra}\r\n`;
+    // half of a declared body, then the connection is gone
+    const cut = await open();
+    cut.s.write(head("content-length: 100\r\n") + "0123456789");
+    await new Promise((r) => setTimeout(r, 200));
+    cut.s.destroy();
+    // a chunked body that goes over the value limit (4096) a little at a time: refused once over it,
+    // and the connection closed rather than read to its end
+    const slow = await open();
+    slow.s.write(head("transfer-encoding: chunked\r\n"));
+    for (let i = 0; i < 12 && !slow.answer(); i++) {
+      slow.s.write(`400\r\n${"z".repeat(0x400)}\r\n`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await slow.closed;
+    expect(slow.answer()).toMatch(/^HTTP\/1\.1 413 /);
+    expect(slow.answer()).toMatch(/connection: close/i);
+    await new Promise((r) => setTimeout(r, 200));
+    // a client going away is not the agent's fault: no stack trace in its log, no 500 counted
+    expect(a.stderr()).not.toMatch(/internal error/);
+    expect((await http(a.port, "GET", "/metrics")).body.toString()).not.toMatch(
+      /shardctl_agent_requests_total\{op="put",status="500"\}/,
+    );
     await unchanged();
   });
 });

@@ -100,7 +100,24 @@ class Client {
   }
 }
 
+const put_ = (value: Buffer) =>
+  http(agent.port, "PUT", "/v1/shards/shard-1/keys/bp", { body: value, headers: { "x-shard-epoch": "2" } });
+
 const errorOf = (a: DecodedAnswer) => JSON.parse(a.payload.toString()) as { error: string; message: string };
+
+function helloFrame(token = TOKEN): Buffer {
+  const t = Buffer.from(token);
+  const hello = Buffer.alloc(6);
+  MAGIC.copy(hello);
+  hello.writeUInt16LE(t.length, 4);
+  return Buffer.concat([hello, t]);
+}
+
+/** The agent's count of answers to binary gets with HTTP status 200, from its metrics. */
+async function binaryGets(): Promise<number> {
+  const text = (await http(agent.port, "GET", "/metrics")).body.toString();
+  return Number(/shardctl_agent_requests_total\{op="binary-get",status="200"\} (\d+)/.exec(text)?.[1] ?? 0);
+}
 
 describe("binary protocol", () => {
   it("puts, gets and deletes with the same semantics as HTTP, pipelined", async () => {
@@ -184,6 +201,132 @@ describe("binary protocol", () => {
     expect((await c.call(9, OP_GET, "x")).payload.toString()).toBe("good");
     expect((await http(agent.port, "GET", "/v1/shards/shard-1")).json().epoch).toBe(2);
     c.socket.destroy();
+  });
+
+  it("answers every request of a stream split at any byte, the hello included, pipelined across shards", async () => {
+    expect((await admin(agent.port, "PUT", "shard-2", { epoch: 2 })).status).toBe(201);
+    const stream = Buffer.concat([
+      helloFrame(),
+      encodeRequest(1, OP_PUT, "shard-1", "split-a", 2, "a", Buffer.from("value-a")),
+      encodeRequest(2, OP_PUT, "shard-2", "split-b", 2, "b", Buffer.from("value-b")),
+      encodeRequest(3, OP_GET, "shard-1", "k0", 2, "c"),
+    ]);
+    for (let cut = 1; cut < stream.length; cut++) {
+      const s = await new Promise<Socket>((resolve, reject) => {
+        const sock = connect(binPort, "127.0.0.1", () => resolve(sock));
+        sock.once("error", reject);
+      });
+      s.setNoDelay(true);
+      const c = new Client(s);
+      s.write(stream.subarray(0, cut));
+      // the first part arrives on its own
+      await new Promise((r) => setTimeout(r, 5));
+      s.write(stream.subarray(cut));
+      const [a1, a2, a3] = [await c.answer(1), await c.answer(2), await c.answer(3)];
+      expect([a1.httpStatus, a2.httpStatus, a3.httpStatus], `cut at byte ${cut}`).toEqual([200, 200, 200]);
+      expect(a3.payload.toString()).toBe("v0");
+      s.destroy();
+    }
+    expect((await get(agent.port, "shard-2", "split-b", 2)).body.toString()).toBe("value-b");
+  });
+
+  it("answers every request of a client that half-closes after sending them", async () => {
+    const s = connect({ port: binPort, host: "127.0.0.1", allowHalfOpen: true });
+    await new Promise<void>((r) => s.once("connect", () => r()));
+    const c = new Client(s);
+    const puts = Array.from({ length: 5 }, (_, i) =>
+      encodeRequest(i + 1, OP_PUT, "shard-1", `half-${i}`, 2, "a", Buffer.from(`half-value-${i}`)),
+    );
+    // everything at once, then the end of the stream (as `nc -N` or a batch job's client does)
+    s.end(Buffer.concat([helloFrame(), ...puts, encodeRequest(9, OP_GET, "shard-1", "k0", 2)]));
+    await c.closed;
+    expect([...c.answers.keys()].sort((x, y) => x - y)).toEqual([1, 2, 3, 4, 5, 9]);
+    for (let i = 0; i < 5; i++) {
+      expect(c.answers.get(i + 1)!.httpStatus).toBe(200);
+      expect((await get(agent.port, "shard-1", `half-${i}`, 2)).body.toString()).toBe(`half-value-${i}`);
+    }
+    expect(c.answers.get(9)!.payload.toString()).toBe("v0");
+
+    // half a frame, then the end of the stream: the whole frames are answered, the half is dropped
+    const h = connect({ port: binPort, host: "127.0.0.1", allowHalfOpen: true });
+    await new Promise<void>((r) => h.once("connect", () => r()));
+    const hc = new Client(h);
+    const whole = encodeRequest(1, OP_PUT, "shard-1", "half-whole", 2, "a", Buffer.from("w"));
+    const cut = encodeRequest(2, OP_PUT, "shard-1", "half-cut", 2, "a", Buffer.from("c"));
+    h.end(Buffer.concat([helloFrame(), whole, cut.subarray(0, cut.length - 1)]));
+    await hc.closed;
+    expect([...hc.answers.keys()]).toEqual([1]);
+    expect((await get(agent.port, "shard-1", "half-whole", 2)).status).toBe(200);
+    expect((await get(agent.port, "shard-1", "half-cut", 2)).status).toBe(404);
+  });
+
+  it("stops reading from a client that does not read its answers, and answers everything once it does", async () => {
+    const value = Buffer.alloc(512 * 1024);
+    for (let i = 0; i < value.length; i++) value[i] = (i * 7) & 0xff;
+    expect((await put_(value)).status).toBe(200);
+    const n = 400; // 200 MiB of answers
+    const s = connect({ port: binPort, host: "127.0.0.1" });
+    await new Promise<void>((r) => s.once("connect", () => r()));
+    s.pause(); // reads nothing for now
+    const before = await binaryGets();
+    const gets = Array.from({ length: n }, (_, i) => encodeRequest(i + 1, OP_GET, "shard-1", "bp", 2));
+    s.write(Buffer.concat([helloFrame(), ...gets]));
+    await new Promise((r) => setTimeout(r, 1500));
+    // the agent answered only what the connection's buffers hold, and read no more requests:
+    // before, it answered all of them at once into memory (each answer a copy of the value)
+    const answeredUnread = (await binaryGets()) - before;
+    expect(answeredUnread).toBeLessThan(n / 4);
+
+    // the client reads now: every answer comes, whole; only headers are kept
+    const seen = new Set<number>();
+    let pending = Buffer.alloc(0);
+    let skip = 0;
+    let helloSeen = false;
+    const done = new Promise<void>((resolve, reject) => {
+      s.on("error", reject);
+      s.on("data", (chunk: Buffer) => {
+        let c = chunk;
+        while (c.length > 0) {
+          if (skip > 0) {
+            const k = Math.min(skip, c.length);
+            skip -= k;
+            c = c.subarray(k);
+            continue;
+          }
+          pending = Buffer.concat([pending, c]);
+          c = Buffer.alloc(0);
+          if (!helloSeen) {
+            if (pending.length < 5) break;
+            helloSeen = true;
+            pending = pending.subarray(5);
+          }
+          while (pending.length >= 4 + 32) {
+            const len = pending.readUInt32LE(0);
+            const id = pending.readUInt32LE(4);
+            if (pending.readUInt16LE(10) !== 200 || len !== 28 + value.length)
+              return reject(new Error(`answer ${id}: status ${pending.readUInt16LE(10)}, ${len} bytes`));
+            // the first bytes of the value, and the rest skipped
+            if (!pending.subarray(32, 36).equals(value.subarray(0, 4)))
+              return reject(new Error(`answer ${id}: wrong value`));
+            seen.add(id);
+            const inHand = Math.min(pending.length, 4 + len);
+            skip = 4 + len - inHand;
+            pending = pending.subarray(inHand);
+            if (skip > 0) break;
+          }
+          if (skip > 0 && pending.length > 0) {
+            c = pending;
+            pending = Buffer.alloc(0);
+          }
+          if (seen.size === n) resolve();
+        }
+        if (seen.size === n) resolve();
+      });
+    });
+    s.resume();
+    await done;
+    expect((await binaryGets()) - before).toBe(n);
+    s.destroy();
   });
 
   it("closes the connection on an oversize or malformed frame", async () => {
