@@ -5,7 +5,12 @@
 import type { Command } from "commander";
 import type { Config } from "../config.js";
 import type { LocationStore } from "../engine/ports.js";
-import { readConsulStatus, readMigrations, type LeaderInfo, type MigrationEntry } from "../consul/status.js";
+import {
+  readConsulStatus,
+  readOpenMigrations,
+  type LeaderInfo,
+  type MigrationEntry,
+} from "../consul/status.js";
 import type { ConsulStore } from "../consul/store.js";
 import { printJson, printTable } from "../output.js";
 import { openStore } from "../store/index.js";
@@ -21,6 +26,7 @@ export interface StatusReport {
   term: number;
   map: { version: number; segments: number; shards: number; mapTerm: number; updatedAt: number } | null;
   nodes: { id: string; address: string; zone: string; shards: number }[];
+  /** Migrations not finished (and journal records that cannot be read). */
   migrations: MigrationEntry[];
 }
 
@@ -29,7 +35,7 @@ export async function runStatus(deps: { store: LocationStore; config: Config }):
   const vm = await store.load({ consistent: true });
   const consul = store.kind === "consul" ? (store as ConsulStore) : null;
   const cs = consul ? await readConsulStatus(consul) : null;
-  const migrations = consul ? await readMigrations(consul) : [];
+  const migrations = await readOpenMigrations(store);
   const perNode = new Map<string, number>();
   for (const s of vm?.map.shards ?? []) perNode.set(s.node, (perNode.get(s.node) ?? 0) + 1);
   return {
@@ -68,7 +74,9 @@ export function registerStatus(program: Command, ctx: CommandContext): void {
       `
 With the Consul store, the leader is the holder of the session lock <prefix>leader and the
 term is the leadership counter <prefix>term; the map version is the ModifyIndex of
-<prefix>map/meta. Reads are ?consistent. Migrations are read from <prefix>migrations/.
+<prefix>map/meta. Reads are ?consistent. The migrations listed are the journal's records not
+done or aborted (<prefix>migrations/ in Consul), and any that cannot be read;
+\`shardctl migrations\` shows them all.
 
 Examples:
   $ shardctl status
@@ -111,8 +119,15 @@ Examples:
         out.write("migrations:\n");
         printTable(
           ctx.io,
-          ["id", "state", "shard", "from", "to"],
-          report.migrations.map((m) => [m.id, m.state, m.shard ?? "", m.from ?? "", m.to ?? ""]),
+          ["id", "phase", "shard", "from", "to", "started"],
+          report.migrations.map((m) => [
+            m.id,
+            m.phase,
+            m.shard ?? "",
+            m.source ?? "",
+            m.target ?? "",
+            m.startedAt ? new Date(m.startedAt).toISOString() : "",
+          ]),
         );
       }
     });

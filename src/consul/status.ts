@@ -1,4 +1,6 @@
 /** What `shardctl status` reports from Consul: leader, map, term, migrations in progress. */
+import { isTerminal } from "../engine/migration.js";
+import type { LocationStore } from "../engine/ports.js";
 import type { ConsulStore } from "./store.js";
 
 export interface LeaderInfo {
@@ -9,12 +11,15 @@ export interface LeaderInfo {
   since?: number;
 }
 
+/** A migration journal record that is not finished (or could not be read), as `status` lists it. */
 export interface MigrationEntry {
   id: string;
-  state: string;
+  /** The record's phase, or "unreadable". */
+  phase: string;
   shard?: string;
-  from?: string;
-  to?: string;
+  source?: string;
+  target?: string;
+  startedAt?: number;
 }
 
 export interface ConsulStatus {
@@ -40,27 +45,26 @@ export async function readLeader(store: ConsulStore): Promise<LeaderInfo | null>
   return { holder, session, node: info?.Node, since };
 }
 
-/** Entries under `<prefix>migrations/` (written by the migration coordinator); unparseable ones are reported as such. */
-export async function readMigrations(store: ConsulStore): Promise<MigrationEntry[]> {
-  const tree = await store.http.kvTree(store.keys.migrationsDir, { consistent: true });
-  return tree.entries
-    .filter((e) => e.Key !== store.keys.migrationsDir)
-    .map((e) => {
-      const id = e.Key.slice(store.keys.migrationsDir.length);
-      try {
-        const v = JSON.parse(e.value) as Record<string, unknown>;
-        const str = (k: string) => (typeof v[k] === "string" ? (v[k] as string) : undefined);
-        return {
-          id,
-          state: str("state") ?? "unknown",
-          shard: str("shard"),
-          from: str("from"),
-          to: str("to"),
-        };
-      } catch {
-        return { id, state: "unreadable" };
-      }
-    });
+/**
+ * The journal's records still open (not done or aborted), oldest first, and
+ * those that do not parse, from any location store (Consul's
+ * `<prefix>migrations/`, the embedded store's journal).
+ */
+export async function readOpenMigrations(store: LocationStore): Promise<MigrationEntry[]> {
+  const { records, unreadable } = await store.listMigrations();
+  return [
+    ...records
+      .filter(({ record: r }) => !isTerminal(r.phase))
+      .map(({ record: r }) => ({
+        id: r.id,
+        phase: r.phase,
+        shard: r.shard,
+        source: r.source,
+        target: r.target,
+        startedAt: r.startedAt,
+      })),
+    ...unreadable.map((id) => ({ id, phase: "unreadable" })),
+  ];
 }
 
 export async function readConsulStatus(store: ConsulStore): Promise<ConsulStatus> {

@@ -16,6 +16,7 @@ import { canonicalMap } from "../../../src/consul/codec.js";
 import { ConsulHttp } from "../../../src/consul/http.js";
 import { deregisterAgentService, registerAgentService } from "../../../src/consul/services.js";
 import { ConsulStore } from "../../../src/consul/store.js";
+import { newJournal } from "../../../src/engine/migration.js";
 import { UserError } from "../../../src/errors.js";
 import { largeMap, smallMap } from "../../contract/maps.js";
 import {
@@ -335,22 +336,49 @@ describe("status and nodes against Consul", () => {
       map: { version: w.version, shards: 6 },
     });
     expect(report.migrations).toEqual([]);
-    // Migration journal entries (written by the migration coordinator) show up, unreadable ones as such.
-    await rawPut(
-      consul.addr,
-      `${prefix}migrations/m-1`,
-      JSON.stringify({ state: "copying", shard: "shard-2", from: "n1", to: "n2" }),
-    );
+    // Open migration journal records (as the coordinator writes them) show up, finished ones do
+    // not, unreadable ones as such
+    const [sh1, sh2] = [map.shards[1], map.shards[2]];
+    const open1 = newJournal({
+      id: "m-1",
+      shard: sh1,
+      target: map.nodes[1].id === sh1.node ? map.nodes[2].id : map.nodes[1].id,
+      planVersion: w.version,
+      term: 0,
+      now: 1_700_000_000_000,
+    });
+    open1.phase = "copying";
+    expect((await store.putMigration({ record: open1, expectRev: 0 })).ok).toBe(true);
+    const finished = newJournal({
+      id: "m-0",
+      shard: sh2,
+      target: map.nodes[1].id === sh2.node ? map.nodes[2].id : map.nodes[1].id,
+      planVersion: w.version,
+      term: 0,
+      now: 1_699_999_000_000,
+    });
+    finished.phase = "done";
+    expect((await store.putMigration({ record: finished, expectRev: 0 })).ok).toBe(true);
     await rawPut(consul.addr, `${prefix}migrations/m-2`, "{garbage");
     const st2 = fakeIO();
     expect(await runCli(["status", "--json"], st2.io, env)).toBe(0);
     expect(JSON.parse(st2.out()).migrations).toEqual([
-      { id: "m-1", state: "copying", shard: "shard-2", from: "n1", to: "n2" },
-      { id: "m-2", state: "unreadable" },
+      {
+        id: "m-1",
+        phase: "copying",
+        shard: sh1.id,
+        source: sh1.node,
+        target: open1.target,
+        startedAt: 1_700_000_000_000,
+      },
+      { id: "m-2", phase: "unreadable" },
     ]);
     const st3 = fakeIO();
     expect(await runCli(["status"], st3.io, env)).toBe(0);
-    expect(st3.out()).toMatch(/m-1.*copying.*shard-2.*n1.*n2/);
+    expect(st3.out()).toMatch(
+      new RegExp(`m-1.*copying.*${sh1.id}.*${sh1.node}.*${open1.target}.*2023-11-14T22:13:20`),
+    );
+    expect(st3.out()).not.toMatch(/m-0/);
 
     const nodesJson = async () => {
       const io = fakeIO();

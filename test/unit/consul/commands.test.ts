@@ -6,6 +6,7 @@ import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runCli } from "../../../src/cli.js";
 import { TermStampedStore } from "../../../src/consul/autopilot.js";
+import { newJournal } from "../../../src/engine/migration.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { agentlessMap, smallMap } from "../../contract/maps.js";
 
@@ -39,6 +40,43 @@ describe("status and nodes on the embedded store", () => {
     const r = await cli(["status"]);
     expect(r.code).toBe(0);
     expect(r.out).toContain("map:        none yet");
+  });
+
+  it("status lists the embedded journal's open migrations, not the finished ones", async () => {
+    const store = new EmbeddedStore(dir);
+    const map = smallMap();
+    const w = await store.compareAndSet(0, map);
+    expect(w.ok).toBe(true);
+    const sh = map.shards[0];
+    const target = map.nodes.find((n) => n.id !== sh.node)!.id;
+    const open = newJournal({
+      id: "m-open",
+      shard: sh,
+      target,
+      planVersion: 1,
+      term: 0,
+      now: 1_700_000_000_000,
+    });
+    const done = {
+      ...newJournal({ id: "m-done", shard: sh, target, planVersion: 1, term: 0, now: 1 }),
+      phase: "done" as const,
+    };
+    expect((await store.putMigration({ record: open, expectRev: 0 })).ok).toBe(true);
+    expect((await store.putMigration({ record: done, expectRev: 0 })).ok).toBe(true);
+    const s = await cli(["status", "--json"]);
+    expect(JSON.parse(s.out).migrations).toEqual([
+      {
+        id: "m-open",
+        phase: "journaled",
+        shard: sh.id,
+        source: sh.node,
+        target,
+        startedAt: 1_700_000_000_000,
+      },
+    ]);
+    const t = await cli(["status"]);
+    expect(t.out).toMatch(new RegExp(`m-open *│ journaled *│ ${sh.id} *│ ${sh.node} *│ ${target} *│`));
+    expect(t.out).not.toContain("m-done");
   });
 
   it("after a write: version, term, shards per node; nodes lists the map's nodes with health n/a", async () => {
