@@ -24,6 +24,20 @@ export class TakenOverError extends UserError {
   }
 }
 
+/**
+ * The commit was sent to the store, its answer was lost, and the store cannot
+ * be read to learn whether it was applied. The coordinator must not roll back
+ * (the store may hold the commit, and a roll-back would drop the copy the map
+ * then names) nor roll forward: the sources stay fenced, the target's copy
+ * stays prepared, and recovery decides from the journal once the store answers.
+ */
+export class CommitOutcomeUnknownError extends UserError {
+  constructor(message: string, hint: string) {
+    super(message, { hint });
+    this.name = "CommitOutcomeUnknownError";
+  }
+}
+
 export function thisOwner(term = 0): MigrationOwner {
   return { host: hostname(), pid: process.pid, term };
 }
@@ -151,8 +165,9 @@ export class JournalWriter {
    * answer lost in transit is decided by re-reading the record: the
    * transaction wrote both or neither. Returns the committed map, or why the
    * commit did not happen (the caller rolls back). Throws TakenOverError, and
-   * a UserError when the outcome is unknown and the store cannot be read (the
-   * sources stay fenced; recovery finishes it: `unknownHint` says so).
+   * CommitOutcomeUnknownError when the outcome is unknown and the store cannot
+   * be read (the caller must then leave everything as it is: the sources stay
+   * fenced; recovery finishes it: `unknownHint` says so).
    */
   async commitPoint(
     build: (map: LocationMap) => LocationMap,
@@ -182,9 +197,9 @@ export class JournalWriter {
       });
       if (after === undefined) {
         this.stopHeartbeat();
-        throw new UserError(
+        throw new CommitOutcomeUnknownError(
           `migration ${this.id}: the commit was sent but its outcome is unknown (${(err as Error).message}), and the store cannot be read`,
-          { hint: unknownHint },
+          unknownHint,
         );
       }
       if (after?.phase !== "committed")

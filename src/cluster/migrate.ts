@@ -41,7 +41,13 @@ import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
 import { failText, type AgentRpc } from "./agent-rpc.js";
 import { ShardCopier, type CopyProgress } from "./migrate-copy.js";
-import { JournalWriter, otherMigrationsOf, TakenOverError, thisOwner } from "./journal.js";
+import {
+  CommitOutcomeUnknownError,
+  JournalWriter,
+  otherMigrationsOf,
+  TakenOverError,
+  thisOwner,
+} from "./journal.js";
 
 export type { MigrationRecord } from "../engine/migration.js";
 
@@ -271,6 +277,8 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     if (!commit.ok) throw new StepError(commit.why);
     j = committing;
   } catch (err) {
+    // the store may hold the commit: neither roll back nor forward (recovery decides from the journal)
+    if (err instanceof CommitOutcomeUnknownError) throw err;
     if (err instanceof StepError) return abort(err.message);
     return abort(`unexpected: ${(err as Error).message}`);
   }

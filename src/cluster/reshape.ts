@@ -40,7 +40,7 @@ import { PreconditionError } from "../errors.js";
 import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
 import { failText, tryJson, type AgentRpc } from "./agent-rpc.js";
-import { JournalWriter, TakenOverError, thisOwner } from "./journal.js";
+import { CommitOutcomeUnknownError, JournalWriter, TakenOverError, thisOwner } from "./journal.js";
 import { migrationId, refuseConcurrent, StepError, type MigrateDeps } from "./migrate.js";
 
 export interface LayoutOptions {
@@ -353,6 +353,8 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     j = committing;
   } catch (err) {
     if (err instanceof TakenOverError) throw err;
+    // the store may hold the commit: neither roll back nor forward (recovery decides from the journal)
+    if (err instanceof CommitOutcomeUnknownError) throw err;
     if (err instanceof StepError) return abort(err.message);
     return abort(`unexpected: ${(err as Error).message}`);
   }

@@ -16,7 +16,7 @@ import { canonicalMap } from "../../../src/consul/codec.js";
 import { ConsulHttp } from "../../../src/consul/http.js";
 import { deregisterAgentService, registerAgentService } from "../../../src/consul/services.js";
 import { ConsulStore } from "../../../src/consul/store.js";
-import { newJournal } from "../../../src/engine/migration.js";
+import { newJournal, type MigrationPhase, type MigrationRecord } from "../../../src/engine/migration.js";
 import { UserError } from "../../../src/errors.js";
 import { largeMap, smallMap } from "../../contract/maps.js";
 import {
@@ -339,25 +339,22 @@ describe("status and nodes against Consul", () => {
     // Open migration journal records (as the coordinator writes them) show up, finished ones do
     // not, unreadable ones as such
     const [sh1, sh2] = [map.shards[1], map.shards[2]];
-    const open1 = newJournal({
-      id: "m-1",
-      shard: sh1,
-      target: map.nodes[1].id === sh1.node ? map.nodes[2].id : map.nodes[1].id,
-      planVersion: w.version,
-      term: 0,
-      now: 1_700_000_000_000,
+    const record = (id: string, shard: typeof sh1, now: number, phase: MigrationPhase): MigrationRecord => ({
+      ...newJournal({
+        id,
+        shard,
+        target: map.nodes[1].id === shard.node ? map.nodes[2].id : map.nodes[1].id,
+        planVersion: w.version,
+        term: 0,
+        now,
+      }),
+      phase,
+      entriesCopied: 0,
+      rounds: 0,
     });
-    open1.phase = "copying";
+    const open1 = record("m-1", sh1, 1_700_000_000_000, "copying");
     expect((await store.putMigration({ record: open1, expectRev: 0 })).ok).toBe(true);
-    const finished = newJournal({
-      id: "m-0",
-      shard: sh2,
-      target: map.nodes[1].id === sh2.node ? map.nodes[2].id : map.nodes[1].id,
-      planVersion: w.version,
-      term: 0,
-      now: 1_699_999_000_000,
-    });
-    finished.phase = "done";
+    const finished = record("m-0", sh2, 1_699_999_000_000, "done");
     expect((await store.putMigration({ record: finished, expectRev: 0 })).ok).toBe(true);
     await rawPut(consul.addr, `${prefix}migrations/m-2`, "{garbage");
     const st2 = fakeIO();

@@ -49,16 +49,14 @@ describe("status and nodes on the embedded store", () => {
     expect(w.ok).toBe(true);
     const sh = map.shards[0];
     const target = map.nodes.find((n) => n.id !== sh.node)!.id;
-    const open = newJournal({
-      id: "m-open",
-      shard: sh,
-      target,
-      planVersion: 1,
-      term: 0,
-      now: 1_700_000_000_000,
-    });
+    const progress = { entriesCopied: 0, rounds: 0 };
+    const open = {
+      ...newJournal({ id: "m-open", shard: sh, target, planVersion: 1, term: 0, now: 1_700_000_000_000 }),
+      ...progress,
+    };
     const done = {
       ...newJournal({ id: "m-done", shard: sh, target, planVersion: 1, term: 0, now: 1 }),
+      ...progress,
       phase: "done" as const,
     };
     expect((await store.putMigration({ record: open, expectRev: 0 })).ok).toBe(true);
