@@ -26,7 +26,7 @@ import { HostKeyError, preferredHostKeyAlgorithms, verifyHostKey } from "./known
 import { shellQuote, SshExecutor, type ExecResult, type Executor } from "./ssh.js";
 import { initialLayout, type LocationMap, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
-import { PreconditionError, UserError } from "../errors.js";
+import { PreconditionError, UsageError, UserError } from "../errors.js";
 
 // ---------------------------------------------------------------- tasks
 
@@ -48,22 +48,42 @@ export class TaskError extends Error {
   }
 }
 
+/** The step reported for a node that a SIGINT/SIGTERM of deploy stopped before its cut-over. */
+export const INTERRUPTED_STEP = "interrupted";
+
+/** Thrown by a gate of runTasks to stop before the next task (the ones that ran roll back). */
+export class InterruptedError extends UserError {
+  constructor(
+    readonly signalName: string,
+    message: string,
+  ) {
+    super(`deploy was interrupted (${signalName}) ${message}`, {
+      hint: "run the same deploy again: it carries on with the nodes that are not up to date yet",
+    });
+    this.name = "InterruptedError";
+  }
+}
+
 /**
  * Runs tasks in order. When one fails, the ones that ran — the failing one
  * included, as it may have done part of its work — roll back in reverse, and
  * the failure is rethrown as a TaskError naming the step. A rollback that
- * fails is recorded beside the original error, never instead of it.
+ * fails is recorded beside the original error, never instead of it. `gate`,
+ * called before each task, may throw to stop there (an interrupted deploy):
+ * the tasks that ran roll back the same way.
  */
 export async function runTasks<C>(
   tasks: readonly Task<C>[],
   ctx: C,
   onStep: (name: string) => void = () => {},
+  gate?: (task: Task<C>) => void,
 ): Promise<void> {
   const ran: Task<C>[] = [];
   for (const task of tasks) {
-    onStep(task.name);
-    ran.push(task);
     try {
+      gate?.(task);
+      onStep(task.name);
+      ran.push(task);
       await task.execute(ctx);
     } catch (err) {
       const rollbackErrors: string[] = err instanceof TaskError ? [...err.rollbackErrors] : [];
@@ -77,7 +97,11 @@ export async function runTasks<C>(
         }
       }
       if (err instanceof TaskError) throw new TaskError(err.step, err.original, rollbackErrors);
-      throw new TaskError(task.name, err, rollbackErrors);
+      throw new TaskError(
+        err instanceof InterruptedError ? INTERRUPTED_STEP : task.name,
+        err,
+        rollbackErrors,
+      );
     }
   }
 }
@@ -99,6 +123,8 @@ export class RollingUpgrade {
   /** Nodes whose cut-over succeeded, in order, with the bundle each ran before. */
   readonly upgraded: { nodeId: string; previousBundle?: string }[] = [];
 
+  constructor(private readonly control?: DeployControl) {}
+
   /** For the node that halted the rollout: what was and was not changed, and how to go back. */
   haltHint(): string {
     const h = this.halted;
@@ -108,9 +134,14 @@ export class RollingUpgrade {
     return (
       `the rolling upgrade stopped at ${h.nodeId}: the nodes still waiting for their turn were not stopped` +
       (done.length
-        ? `; ${done.join(", ")} already run the new bundle — to roll them back, deploy the previous bundle to them (\`shardctl deploy --bundle PREVIOUS.mjs --nodes ${done.join(",")}\`${previous.length ? `; its sha256 was ${previous.join(" or ")}` : ""})`
+        ? `; ${done.join(", ")} already run the new bundle — to roll them back to the release each ran before, which is kept on it: \`shardctl deploy --rollback --nodes ${done.join(",")}\`${previous.length ? ` (its sha256 was ${previous.join(" or ")})` : ""}`
         : "; no node was upgraded")
     );
+  }
+
+  /** fn while no cut-over runs (a repair restarts agents too: one node at a time, like an upgrade). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.lock.run(fn);
   }
 
   group<C>(
@@ -123,6 +154,13 @@ export class RollingUpgrade {
       name: "wait for the rolling slot",
       execute: (ctx) =>
         this.lock.run(async () => {
+          // interrupted while waiting for the slot: this node's agent is not stopped at all
+          const signalName = this.control?.interrupted;
+          if (signalName)
+            throw new InterruptedError(
+              signalName,
+              "while this node waited for its turn: not upgraded; its agent was not stopped and still runs the version it had",
+            );
           if (this.halted) {
             const h = this.halted;
             throw new TaskError(
@@ -136,6 +174,7 @@ export class RollingUpgrade {
               [],
             );
           }
+          this.control?.cutoverStarted(nodeId);
           try {
             await runTasks(inner, ctx, onStep);
             this.upgraded.push({ nodeId, previousBundle });
@@ -146,6 +185,41 @@ export class RollingUpgrade {
           }
         }),
     };
+  }
+}
+
+/**
+ * Interrupting a deploy (SIGINT/SIGTERM, through `interrupt`): a node that has
+ * not begun its cut-over stops at its next step (what it staged is removed, its
+ * agent is not touched); a node whose cut-over has begun — its old agent being
+ * stopped, or an interrupted cut-over being repaired — carries on to the end,
+ * its new agent up or its previous one back, because stopping there would leave
+ * it with no agent. `inCutover` names those nodes, for the message.
+ */
+export class DeployControl {
+  private reason?: string;
+  private readonly cutovers = new Set<string>();
+
+  /** The signal's name once interrupted. */
+  get interrupted(): string | undefined {
+    return this.reason;
+  }
+
+  interrupt(signalName: string): void {
+    this.reason ??= signalName;
+  }
+
+  cutoverStarted(nodeId: string): void {
+    this.cutovers.add(nodeId);
+  }
+
+  cutoverEnded(nodeId: string): void {
+    this.cutovers.delete(nodeId);
+  }
+
+  /** Nodes whose cut-over has begun and not ended: their agent may be down right now. */
+  get inCutover(): string[] {
+    return [...this.cutovers];
   }
 }
 
@@ -189,6 +263,26 @@ export class Mutex {
 }
 
 // ---------------------------------------------------------------- the remote side
+
+/**
+ * Where the releases a node ran before are kept: `releases/<sha256>.mjs`,
+ * newest (most recently replaced) first by mtime — what `deploy --rollback`
+ * installs, and what a failed cut-over does not need (it has .prev).
+ */
+export const RELEASES_DIR = "releases";
+
+/** By default a node keeps the 2 releases it ran before the current one. */
+export const DEFAULT_KEEP_RELEASES = 2;
+export const MAX_KEEP_RELEASES = 100;
+
+/**
+ * Written into the dataDir just before a running agent is stopped for a
+ * cut-over ("<sha256 of the release it ran> <sha256 of the new one>"), removed
+ * once the node runs an agent again (the new one, or the previous one after a
+ * rollback). A deploy that finds it knows that the cut-over was interrupted
+ * and that the node's agent ran before it: it repairs the node first.
+ */
+export const CUTOVER_MARKER = ".cutover";
 
 /** The files deploy owns in a node's dataDir (the agent's shards live in data/, which is never swapped). */
 export const AGENT_FILES = [
@@ -274,7 +368,9 @@ export function agentScript(s: AgentSettings): string {
 /**
  * Where there is no systemd: keeps the agent running. It restarts the agent
  * after a crash (giving up after 5 crashes within 10 s of their start), and
- * on SIGTERM forwards it to the agent and waits for its clean exit.
+ * on SIGTERM forwards it to the agent and waits for its clean exit. On its way
+ * out it removes agent.pid only while the file still names it: a supervisor
+ * started after it must not lose its own.
  */
 export function superviseScript(s: AgentSettings): string {
   const dir = shellQuote(s.dataDir);
@@ -282,9 +378,10 @@ export function superviseScript(s: AgentSettings): string {
 # keeps the shardctl agent of node ${s.nodeId} running: written by \`shardctl deploy\`
 DIR=${dir}
 child=
+forget() { [ "$(cat "$DIR/agent.pid" 2>/dev/null)" = "$$" ] && rm -f "$DIR/agent.pid"; }
 stopping() {
   if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; fi
-  rm -f "$DIR/agent.pid"
+  forget
   exit 0
 }
 trap stopping TERM INT
@@ -296,11 +393,11 @@ while :; do
   wait "$child"
   rc=$?
   child=
-  if [ "$rc" -eq 0 ]; then rm -f "$DIR/agent.pid"; exit 0; fi
+  if [ "$rc" -eq 0 ]; then forget; exit 0; fi
   if [ $(( $(date +%s) - started )) -lt 10 ]; then quick=$((quick + 1)); else quick=0; fi
   if [ "$quick" -ge 5 ]; then
     echo "supervise: the agent exited with $rc 5 times within 10 s of starting; giving up"
-    rm -f "$DIR/agent.pid"
+    forget
     exit 1
   fi
   echo "supervise: the agent exited with $rc; restarting in 2 s"
@@ -309,7 +406,17 @@ done
 `;
 }
 
-/** start | stop [SECONDS] | status | logs [LINES], for both systemd and the supervised process. */
+/**
+ * start | stop [SECONDS] | status | logs [LINES], for both systemd and the supervised process.
+ *
+ * In process mode, `stop` notes the supervisor it is stopping in agent.stopping
+ * until it is gone. A stop can end half way — its SSH connection dropped and
+ * the node killed it, or it timed out — with the agent still draining: the
+ * supervisor still runs, but is on its way out. `status` does not call that
+ * running, and `start` waits for it to be gone (SIGKILL after 30 s) and then
+ * starts a new one, instead of answering "already running" for an agent that
+ * is about to exit.
+ */
 export function ctlScript(s: AgentSettings): string {
   return `#!/bin/sh
 # controls the shardctl agent of node ${s.nodeId}: written by \`shardctl deploy\`
@@ -317,6 +424,11 @@ DIR=${shellQuote(s.dataDir)}
 MODE=${shellQuote(s.mode)}
 UNIT=${shellQuote(unitName(s.nodeId))}
 PIDFILE="$DIR/agent.pid"
+STOPPING="$DIR/agent.stopping"
+stopping() { [ "$(cat "$STOPPING" 2>/dev/null)" = "$1" ]; }
+# removes the pid file and the stopping note only while they name "$1": a stop that ended late
+# must not erase what a later start wrote
+forget() { for f in "$PIDFILE" "$STOPPING"; do [ "$(cat "$f" 2>/dev/null)" = "$1" ] && rm -f "$f"; done; }
 running_pid() {
   [ -f "$PIDFILE" ] || return 1
   p=$(cat "$PIDFILE" 2>/dev/null)
@@ -331,7 +443,15 @@ running_pid() {
 case "$1" in
   start)
     if [ "$MODE" = systemd ]; then systemctl start "$UNIT"; exit $?; fi
-    if p=$(running_pid); then echo "already running (pid $p)"; exit 0; fi
+    if p=$(running_pid); then
+      if ! stopping "$p"; then echo "already running (pid $p)"; exit 0; fi
+      # a stop that did not finish: this supervisor is on its way out
+      i=0
+      while kill -0 "$p" 2>/dev/null && [ "$i" -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+      if kill -0 "$p" 2>/dev/null; then kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p"; fi
+      echo "waited for the agent an unfinished stop left draining (pid $p)"
+    fi
+    rm -f "$STOPPING"
     cd "$DIR" || exit 1
     setsid nohup sh "$DIR/supervise.sh" >> "$DIR/agent.log" 2>&1 < /dev/null &
     echo $! > "$PIDFILE"
@@ -339,7 +459,8 @@ case "$1" in
     ;;
   stop)
     if [ "$MODE" = systemd ]; then systemctl stop "$UNIT"; exit $?; fi
-    if ! p=$(running_pid); then rm -f "$PIDFILE"; echo "not running"; exit 0; fi
+    if ! p=$(running_pid); then rm -f "$PIDFILE" "$STOPPING"; echo "not running"; exit 0; fi
+    echo "$p" > "$STOPPING"
     kill -TERM "$p"
     limit=$(( \${2:-30} * 10 ))
     i=0
@@ -350,14 +471,17 @@ case "$1" in
     else
       echo "stopped"
     fi
-    rm -f "$PIDFILE"
+    forget "$p"
     ;;
   status)
     if [ "$MODE" = systemd ]; then
       if systemctl is-active --quiet "$UNIT"; then echo running; exit 0; fi
       echo stopped; exit 3
     fi
-    if p=$(running_pid); then echo "running (pid $p)"; exit 0; fi
+    if p=$(running_pid); then
+      if stopping "$p"; then echo "stopping (pid $p)"; exit 3; fi
+      echo "running (pid $p)"; exit 0
+    fi
     echo stopped; exit 3
     ;;
   logs)
@@ -406,12 +530,21 @@ export interface PlatformFacts {
   systemd: boolean;
   uid?: number;
   hasSha256sum: boolean;
+  /** coreutils' timeout(1), which every remote command runs under (ssh.ts: REMOTE_RUN_SCRIPT). */
+  hasTimeout: boolean;
   /** The `installed` marker: install fingerprint and bundle checksum. */
   installedFingerprint?: string;
   installedBundle?: string;
   /** sha256 of the agent.mjs in place. */
   bundleOnDisk?: string;
   running: boolean;
+  /** Releases kept in releases/, most recently replaced first. */
+  releases: { sha256: string; bytes: number }[];
+  /** The CUTOVER_MARKER of an interrupted cut-over. */
+  cutover?: { from: string; to: string };
+  /** .prev exists (the files an unfinished cut-over replaced); .prev/unit: the systemd unit it replaced. */
+  prev: boolean;
+  prevUnit: boolean;
 }
 
 /** Prints facts about the node; its only input is "$1" (the dataDir). */
@@ -425,17 +558,37 @@ echo "df=$(df -Pk "$d" 2>/dev/null | tail -n 1)"
 if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi
 echo "uid=$(id -u)"
 if command -v sha256sum >/dev/null 2>&1; then echo sha256sum=1; else echo sha256sum=0; fi
+if command -v timeout >/dev/null 2>&1; then echo timeout=1; else echo timeout=0; fi
 if [ -f "$dir/installed" ]; then echo "installed=$(head -n 1 "$dir/installed")"; fi
 if [ -f "$dir/agent.mjs" ] && command -v sha256sum >/dev/null 2>&1; then echo "bundle=$(sha256sum "$dir/agent.mjs" | cut -d' ' -f1)"; fi
 if [ -f "$dir/ctl.sh" ] && sh "$dir/ctl.sh" status >/dev/null 2>&1; then echo running=1; else echo running=0; fi
+if [ -d "$dir/releases" ]; then
+  ls -t "$dir/releases" | while IFS= read -r f; do
+    case "$f" in *.mjs) echo "release=\${f%.mjs} $(wc -c < "$dir/releases/$f")" ;; esac
+  done
+fi
+if [ -f "$dir/.cutover" ]; then echo "cutover=$(head -n 1 "$dir/.cutover")"; fi
+if [ -d "$dir/.prev" ]; then echo prev=1; fi
+if [ -f "$dir/.prev/unit" ]; then echo prevUnit=1; fi
 `;
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 export function parseProbe(stdout: string): PlatformFacts {
   const kv = new Map<string, string>();
+  const releases: { sha256: string; bytes: number }[] = [];
   for (const line of stdout.split("\n")) {
     const i = line.indexOf("=");
-    if (i > 0) kv.set(line.slice(0, i), line.slice(i + 1).trim());
+    if (i <= 0) continue;
+    const [key, value] = [line.slice(0, i), line.slice(i + 1).trim()];
+    if (key === "release") {
+      // only names deploy gave: anything else in releases/ is not a release
+      const [sha256, bytes] = value.split(/\s+/);
+      if (SHA256_HEX.test(sha256) && Number.isSafeInteger(Number(bytes)))
+        releases.push({ sha256, bytes: Number(bytes) });
+    } else kv.set(key, value);
   }
+  const [cutFrom, cutTo] = (kv.get("cutover") ?? "").split(/\s+/);
   const df = (kv.get("df") ?? "").split(/\s+/);
   const availKiB = Number(df[3]);
   const [fingerprint, bundle] = (kv.get("installed") ?? "").split(/\s+/);
@@ -447,10 +600,15 @@ export function parseProbe(stdout: string): PlatformFacts {
     systemd: kv.get("systemd") === "1",
     uid: Number.isInteger(uid) ? uid : undefined,
     hasSha256sum: kv.get("sha256sum") === "1",
+    hasTimeout: kv.get("timeout") === "1",
     installedFingerprint: fingerprint || undefined,
     installedBundle: bundle || undefined,
     bundleOnDisk: kv.get("bundle") || undefined,
     running: kv.get("running") === "1",
+    releases,
+    cutover: kv.has("cutover") ? { from: cutFrom ?? "", to: cutTo ?? "" } : undefined,
+    prev: kv.get("prev") === "1",
+    prevUnit: kv.get("prevUnit") === "1",
   };
 }
 
@@ -480,6 +638,28 @@ for f in "$@"; do
   fi
 done
 rm -rf "$dir/.prev"
+`;
+
+/**
+ * After a cut-over: keeps the release it replaced (.prev/agent.mjs, sha256 "$4", or '' on a fresh
+ * install) as releases/<sha256>.mjs, stamped now, drops the copy of the release now in place ("$3"),
+ * keeps the "$2" most recently replaced releases and deletes the others, then clears the cut-over
+ * marker and what the cut-over no longer needs.
+ */
+const COMMIT_SCRIPT = `dir=$1 keep=$2 cur=$3 prev=$4
+mkdir -p "$dir/releases" && chmod 700 "$dir/releases" || exit 1
+if [ -n "$prev" ] && [ "$prev" != "$cur" ] && [ -f "$dir/.prev/agent.mjs" ]; then
+  mv -f "$dir/.prev/agent.mjs" "$dir/releases/$prev.mjs" && touch "$dir/releases/$prev.mjs" || exit 1
+fi
+rm -f "$dir/releases/$cur.mjs"
+n=0
+ls -t "$dir/releases" | while IFS= read -r f; do
+  case "$f" in *.mjs) ;; *) continue ;; esac
+  n=$((n + 1))
+  if [ "$n" -gt "$keep" ]; then rm -f "$dir/releases/$f"; fi
+done
+rm -f "$dir/.cutover"
+rm -rf "$dir/.prev" "$dir/.staging"
 `;
 
 /** Writes stdin to "$1" with mode "$2", atomically (a temp file, then rename). */
@@ -593,7 +773,8 @@ export const connectNode: ConnectNode = (node, hostKeys, onAccepted) =>
     },
   });
 
-export type Outcome = "installed" | "upgraded" | "started" | "up-to-date" | "failed";
+export type Outcome =
+  "installed" | "upgraded" | "rolled-back" | "started" | "repaired" | "up-to-date" | "failed";
 
 export interface NodeReport {
   id: string;
@@ -609,10 +790,13 @@ export interface NodeReport {
   /** Host key fingerprint, when the host key was the problem. */
   hostKeyFingerprint?: string;
   rollbackErrors?: string[];
+  /** The release installed (or meant to be): the bundle's, or with --rollback the kept one chosen. */
   bundleSha256?: string;
   durationMs: number;
   /** For an upgrade of a running agent: from the stop to the new agent's first healthy answer. */
   downtimeMs?: number;
+  /** What this run found of an interrupted cut-over on the node, and what it did about it. */
+  repaired?: string;
 }
 
 export interface ProgressEvent {
@@ -626,7 +810,12 @@ export interface ProgressEvent {
 
 export interface DeployOptions {
   nodes: InventoryNode[];
-  bundle: Bundle;
+  /** The release to install; none with `rollback`. */
+  bundle?: Bundle;
+  /** Install on each node the release it ran most recently before its current one, kept in releases/. */
+  rollback?: boolean;
+  /** How many releases a node ran before keeps in releases/ (default DEFAULT_KEEP_RELEASES). */
+  keepReleases?: number;
   /** The agents' bearer token. Never logged, never in a command line. */
   token: string;
   zones: readonly string[];
@@ -657,6 +846,8 @@ export interface DeployDeps {
   /** Warnings and notes for stderr. */
   log?: (msg: string) => void;
   now?: () => number;
+  /** How the caller interrupts the deploy (SIGINT/SIGTERM). */
+  control?: DeployControl;
 }
 
 interface NodeContext {
@@ -665,6 +856,8 @@ interface NodeContext {
   segments: number;
   exec?: Executor;
   facts?: PlatformFacts;
+  /** The release to install: the bundle (uploaded), or with --rollback one kept on the node (copied). */
+  target?: { sha256: string; bytes: number; kept: boolean };
   settings?: AgentSettings;
   fingerprint?: string;
   /** Files to write besides the bundle, by name. */
@@ -675,6 +868,9 @@ interface NodeContext {
   healthyAt?: number;
   unitBackedUp: boolean;
   progress: (e: ProgressEvent) => void;
+  /** Set once the node's cut-over (or repair) has begun: an interruption no longer stops it. */
+  pastNoReturn: boolean;
+  repaired?: string;
 }
 
 /** A digest of everything that makes an install what it is, so a re-run can tell "up to date". */
@@ -724,10 +920,13 @@ const probeTask: Task<NodeContext> = {
         },
       );
     }
-    if (!f.hasSha256sum)
-      throw new UserError(`sha256sum is not installed on ${ctx.node.host}`, {
-        hint: "install coreutils there",
-      });
+    if (!f.hasSha256sum || !f.hasTimeout)
+      throw new UserError(
+        `${f.hasSha256sum ? "timeout" : "sha256sum"} is not installed on ${ctx.node.host}`,
+        {
+          hint: "install coreutils there",
+        },
+      );
     ctx.wasRunning = f.running;
     const settings: AgentSettings = {
       nodeId: ctx.node.id,
@@ -750,29 +949,59 @@ const probeTask: Task<NodeContext> = {
         : {}),
     };
     ctx.settings = settings;
-    const config = {
-      nodeId: settings.nodeId,
-      zone: settings.zone,
-      listen: settings.listen,
-      advertise: settings.advertise,
-      zones: settings.zones,
-      segments: settings.segments,
-      mode: settings.mode,
-      bundleSha256: ctx.opts.bundle.sha256,
-    };
-    const files = new Map<string, { content: string; mode: number }>([
-      ["agent.sh", { content: agentScript(settings), mode: 0o700 }],
-      ["supervise.sh", { content: superviseScript(settings), mode: 0o700 }],
-      ["ctl.sh", { content: ctlScript(settings), mode: 0o700 }],
-      ["agent.json", { content: JSON.stringify(config, null, 2) + "\n", mode: 0o600 }],
-      ["token", { content: ctx.opts.token + "\n", mode: 0o600 }],
-    ]);
-    // always written (empty without a token), so that a token from an earlier deploy never stays behind
-    const consulToken = ctx.opts.consul?.token;
-    files.set("consul-token", { content: consulToken !== undefined ? consulToken + "\n" : "", mode: 0o600 });
-    ctx.fingerprint = installFingerprint(ctx.opts.bundle.sha256, files, ctx.opts.token);
-    files.set("installed", { content: `${ctx.fingerprint} ${ctx.opts.bundle.sha256}\n`, mode: 0o600 });
-    ctx.files = files;
+    // with --rollback the release is chosen from what the node keeps (findPreviousTask)
+    if (ctx.opts.bundle) {
+      ctx.target = { sha256: ctx.opts.bundle.sha256, bytes: ctx.opts.bundle.bytes, kept: false };
+      planFiles(ctx);
+    }
+  },
+};
+
+/** The files of an install of ctx.target with ctx.settings, and its fingerprint. */
+function planFiles(ctx: NodeContext): void {
+  const settings = ctx.settings!;
+  const sha256 = ctx.target!.sha256;
+  const config = {
+    nodeId: settings.nodeId,
+    zone: settings.zone,
+    listen: settings.listen,
+    advertise: settings.advertise,
+    zones: settings.zones,
+    segments: settings.segments,
+    mode: settings.mode,
+    bundleSha256: sha256,
+  };
+  const files = new Map<string, { content: string; mode: number }>([
+    ["agent.sh", { content: agentScript(settings), mode: 0o700 }],
+    ["supervise.sh", { content: superviseScript(settings), mode: 0o700 }],
+    ["ctl.sh", { content: ctlScript(settings), mode: 0o700 }],
+    ["agent.json", { content: JSON.stringify(config, null, 2) + "\n", mode: 0o600 }],
+    ["token", { content: ctx.opts.token + "\n", mode: 0o600 }],
+  ]);
+  // always written (empty without a token), so that a token from an earlier deploy never stays behind
+  const consulToken = ctx.opts.consul?.token;
+  files.set("consul-token", { content: consulToken !== undefined ? consulToken + "\n" : "", mode: 0o600 });
+  ctx.fingerprint = installFingerprint(sha256, files, ctx.opts.token);
+  files.set("installed", { content: `${ctx.fingerprint} ${sha256}\n`, mode: 0o600 });
+  ctx.files = files;
+}
+
+/** --rollback: the release the node ran most recently before its current one, kept in releases/. */
+const findPreviousTask: Task<NodeContext> = {
+  name: "find the previous release",
+  async execute(ctx) {
+    const f = ctx.facts!;
+    const previous = f.releases.find((r) => r.sha256 !== f.bundleOnDisk);
+    if (!previous) {
+      throw new UserError(
+        `no earlier release is kept on ${ctx.node.id} (${ctx.node.dataDir}/${RELEASES_DIR} ${f.releases.length ? "holds only the release it runs" : "is empty"}): it was never upgraded, or by a shardctl that did not keep releases`,
+        {
+          hint: `deploy the release you want to go back to with \`shardctl deploy --bundle FILE --nodes ${ctx.node.id}\``,
+        },
+      );
+    }
+    ctx.target = { ...previous, kept: true };
+    planFiles(ctx);
   },
 };
 
@@ -794,7 +1023,7 @@ const diskSpaceTask: Task<NodeContext> = {
   name: "check disk space",
   async execute(ctx) {
     const f = ctx.facts!;
-    const need = ctx.opts.minFreeBytes ?? ctx.opts.bundle.bytes * 2 + (1 << 20);
+    const need = ctx.opts.minFreeBytes ?? ctx.target!.bytes * 2 + (1 << 20);
     if (f.freeBytes === undefined)
       throw new UserError(
         `cannot read the free disk space of ${ctx.node.dataDir} on ${ctx.node.host} (df -Pk)`,
@@ -839,7 +1068,7 @@ const uploadTask: Task<NodeContext> = {
     const target = `${ctx.node.dataDir}/.staging/agent.mjs`;
     let last = -1;
     try {
-      await ctx.exec!.upload(ctx.opts.bundle.path, target, {
+      await ctx.exec!.upload(ctx.opts.bundle!.path, target, {
         mode: 0o600,
         onProgress: (sent, total) => {
           const pct = total ? Math.floor((sent / total) * 100) : 0;
@@ -859,9 +1088,25 @@ const uploadTask: Task<NodeContext> = {
           ? parseProbe(`df=${probe.stdout.trim().split("\n").pop()}`).freeBytes
           : undefined;
       const disk =
-        free !== undefined && free < ctx.opts.bundle.bytes ? ` (the disk is full: ${kib(free)} free)` : "";
+        free !== undefined && free < ctx.opts.bundle!.bytes ? ` (the disk is full: ${kib(free)} free)` : "";
       throw new Error(`${(err as Error).message}${disk}`, { cause: err });
     }
+  },
+};
+
+/** --rollback: the kept release is copied into .staging (kept where it is, should the cut-over fail). */
+const copyKeptTask: Task<NodeContext> = {
+  name: "copy kept release",
+  async execute(ctx) {
+    const dir = ctx.node.dataDir;
+    await run(ctx.exec!, "copying the kept release", [
+      "sh",
+      "-c",
+      'cp "$1/releases/$2.mjs" "$1/.staging/agent.mjs" && chmod 600 "$1/.staging/agent.mjs"',
+      "sh",
+      dir,
+      ctx.target!.sha256,
+    ]);
   },
 };
 
@@ -870,9 +1115,12 @@ const verifyTask: Task<NodeContext> = {
   async execute(ctx) {
     const r = await run(ctx.exec!, "sha256sum", ["sha256sum", `${ctx.node.dataDir}/.staging/agent.mjs`]);
     const got = r.stdout.trim().split(/\s+/)[0];
-    if (got !== ctx.opts.bundle.sha256) {
+    const want = ctx.target!.sha256;
+    if (got !== want) {
       throw new Error(
-        `the uploaded bundle's sha256 on ${ctx.node.host} is ${got}, not ${ctx.opts.bundle.sha256}: the upload was corrupted`,
+        ctx.target!.kept
+          ? `the kept release ${RELEASES_DIR}/${want}.mjs on ${ctx.node.host} has the sha256 ${got}: it was changed or damaged there`
+          : `the uploaded bundle's sha256 on ${ctx.node.host} is ${got}, not ${want}: the upload was corrupted`,
       );
     }
   },
@@ -893,6 +1141,17 @@ const stopOldTask: Task<NodeContext> = {
   name: "stop (drain)",
   async execute(ctx) {
     if (!ctx.wasRunning) return;
+    // From here until an agent runs again the node has none: should this deploy die before that,
+    // the next one finds the marker and starts the release the node ran (repairTask).
+    await run(ctx.exec!, "marking the cut-over", [
+      "sh",
+      "-c",
+      'umask 077; printf "%s %s\\n" "$2" "$3" > "$1/.cutover"',
+      "sh",
+      ctx.node.dataDir,
+      ctx.facts!.bundleOnDisk ?? "",
+      ctx.target!.sha256,
+    ]);
     ctx.stoppedAt = Date.now();
     await run(
       ctx.exec!,
@@ -909,6 +1168,8 @@ const stopOldTask: Task<NodeContext> = {
     // the previous files are back in place by now (swap rolled back first)
     await run(exec, "restarting the previous agent", ["sh", `${ctx.node.dataDir}/ctl.sh`, "start"]);
     await waitHealthy(ctx, ctx.opts.healthTimeoutMs ?? 30_000);
+    // only once it runs: a rollback that fails leaves the marker for the next deploy to repair
+    await run(exec, "clearing the cut-over marker", ["rm", "-f", `${ctx.node.dataDir}/${CUTOVER_MARKER}`]);
   },
 };
 
@@ -1023,18 +1284,85 @@ async function waitHealthy(ctx: NodeContext, timeoutMs: number): Promise<void> {
   }
 }
 
-/** Removes what a successful install no longer needs (best effort). */
-async function commitInstall(ctx: NodeContext): Promise<void> {
-  await ctx
-    .exec!.exec(["rm", "-rf", `${ctx.node.dataDir}/.prev`, `${ctx.node.dataDir}/.staging`])
-    .catch(() => undefined);
+/**
+ * After a successful install: keeps the release it replaced in releases/ (pruned to keepReleases),
+ * clears the cut-over marker, removes .prev and .staging. Best effort — the new agent runs either
+ * way; what is left is cleared by the next deploy — but said in the progress.
+ */
+async function commitInstall(ctx: NodeContext, current: string, replaced: string): Promise<void> {
+  const keep = ctx.opts.keepReleases ?? DEFAULT_KEEP_RELEASES;
+  const r = await ctx
+    .exec!.exec(["sh", "-c", COMMIT_SCRIPT, "sh", ctx.node.dataDir, String(keep), current, replaced])
+    .catch((err: Error) => ({ code: -1, stdout: "", stderr: err.message }));
+  if (r.code !== 0)
+    ctx.progress({
+      step: "keep the replaced release",
+      detail: `not done (${lastLines(r.stderr || r.stdout, 1) || `exit ${r.code}`}); the next deploy clears it up`,
+    });
 }
+
+function short(sha: string): string {
+  return sha ? sha.slice(0, 12) : "none";
+}
+
+/**
+ * A node where a deploy was interrupted in the middle of a cut-over (the
+ * CUTOVER_MARKER is there): its agent ran before that deploy, and may have
+ * been left stopped. An agent that runs and answers is kept (the cut-over got
+ * that far); otherwise the files that cut-over replaced (.prev, and the
+ * systemd unit) are put back and the release the node ran is started again.
+ * Then the deploy goes on as usual, from a node that runs its agent.
+ */
+const repairTask: Task<NodeContext> = {
+  name: "repair interrupted cut-over",
+  async execute(ctx) {
+    const f = ctx.facts!;
+    const exec = ctx.exec!;
+    const dir = ctx.node.dataDir;
+    const { from, to } = f.cutover!;
+    const what = `an interrupted cut-over (from ${short(from)} to ${short(to)})`;
+    const healthMs = ctx.opts.healthTimeoutMs ?? 30_000;
+    if (f.running) {
+      try {
+        await waitHealthy(ctx, Math.min(healthMs, 15_000));
+        await commitInstall(ctx, f.bundleOnDisk ?? "", from);
+        ctx.repaired = `repaired ${what}: its agent runs and answers (${short(f.bundleOnDisk ?? "")}); kept it`;
+        return;
+      } catch {
+        await run(exec, "stopping the agent that does not answer", ["sh", `${dir}/ctl.sh`, "stop", "10"], {
+          timeoutMs: 30_000,
+        });
+      }
+    }
+    if (f.prevUnit && ctx.settings!.mode === "systemd") {
+      await run(exec, "restoring the unit", ["cp", "-p", `${dir}/.prev/unit`, unitPath(ctx.node.id)]);
+      await exec.exec(["systemctl", "daemon-reload"]);
+    }
+    if (f.prev)
+      await run(exec, "restoring the previous files", ["sh", "-c", UNSWAP_SCRIPT, "sh", dir, ...AGENT_FILES]);
+    try {
+      await run(exec, "starting the previous agent", ["sh", `${dir}/ctl.sh`, "start"]);
+      await waitHealthy(ctx, healthMs);
+    } catch (err) {
+      throw new UserError(
+        `found ${what}; its agent was stopped, and the release it ran before does not start either: ${(err as Error).message}`,
+        {
+          hint: `\`shardctl node logs ${ctx.node.id}\` shows why; fix that and run the same deploy again (the marker ${dir}/${CUTOVER_MARKER} stays until the node runs an agent)`,
+          cause: err,
+        },
+      );
+    }
+    await run(exec, "clearing the cut-over marker", ["rm", "-f", `${dir}/${CUTOVER_MARKER}`]);
+    ctx.repaired = `repaired ${what}: its agent was stopped; started the release it ran before (${short(from)}) again`;
+  },
+};
 
 async function deployNode(
   node: InventoryNode,
   opts: DeployOptions & { connectFn: ConnectNode },
   segments: number,
   rolling: RollingUpgrade,
+  control: DeployControl | undefined,
   emit: (e: ProgressEvent) => void,
 ): Promise<NodeReport> {
   const started = Date.now();
@@ -1046,57 +1374,105 @@ async function deployNode(
     wasRunning: false,
     unitBackedUp: false,
     progress: emit,
+    pastNoReturn: false,
   };
   const onStep = (step: string) => emit({ step });
+  // An interruption stops the node before its next task — until its cut-over has begun: from the
+  // stop of its agent on, the node is carried through to an agent that runs (new or previous).
+  const gate = (task: Task<NodeContext>) => {
+    if (control?.interrupted && !ctx.pastNoReturn)
+      throw new InterruptedError(
+        control.interrupted,
+        "before this node's cut-over began: its agent was left as it was (anything staged was removed)",
+      );
+    if (task === stopOldTask) {
+      ctx.pastNoReturn = true;
+      control?.cutoverStarted(node.id);
+    }
+  };
   const base = {
     id: node.id,
     host: node.host,
     address: node.advertise,
     zone: node.zone,
-    bundleSha256: opts.bundle.sha256,
   };
   try {
-    await runTasks([connectTask, probeTask], ctx, onStep);
+    await runTasks([connectTask, probeTask], ctx, onStep, gate);
+    if (ctx.facts!.cutover) {
+      await rolling.exclusive(async () => {
+        if (control?.interrupted)
+          throw new TaskError(
+            INTERRUPTED_STEP,
+            new InterruptedError(
+              control.interrupted,
+              "before the cut-over an earlier deploy left unfinished here was repaired: its agent may still be stopped",
+            ),
+            [],
+          );
+        control?.cutoverStarted(node.id);
+        try {
+          await runTasks([repairTask], ctx, onStep);
+        } finally {
+          control?.cutoverEnded(node.id);
+        }
+      });
+      // the node runs an agent again: on from there, with what is on it now
+      await runTasks([probeTask], ctx, onStep, gate);
+    }
+    if (opts.rollback) await runTasks([findPreviousTask], ctx, onStep, gate);
     const f = ctx.facts!;
+    const target = ctx.target!;
     const current =
       f.installedFingerprint === ctx.fingerprint &&
-      f.installedBundle === opts.bundle.sha256 &&
-      f.bundleOnDisk === opts.bundle.sha256;
+      f.installedBundle === target.sha256 &&
+      f.bundleOnDisk === target.sha256;
     let outcome: Outcome;
     if (current && f.running) {
-      await runTasks([healthTask], ctx, onStep);
-      outcome = "up-to-date";
+      await runTasks([healthTask], ctx, onStep, gate);
+      outcome = ctx.repaired ? "repaired" : "up-to-date";
     } else if (current) {
-      await runTasks([startTask, healthTask], ctx, onStep);
+      await runTasks([startTask, healthTask], ctx, onStep, gate);
       outcome = "started";
     } else {
-      const staging = [diskSpaceTask, prepareTask, uploadTask, verifyTask, writeConfigTask];
+      const staging = [
+        diskSpaceTask,
+        prepareTask,
+        target.kept ? copyKeptTask : uploadTask,
+        verifyTask,
+        writeConfigTask,
+      ];
       const cutover = [stopOldTask, swapTask, serviceTask, startTask, healthTask];
       // a running agent is replaced one node at a time: stop, swap, start, healthy — then the next
       const tasks = f.running
         ? [...staging, rolling.group(node.id, f.installedBundle, cutover, onStep)]
         : [...staging, ...cutover];
-      await runTasks(tasks, ctx, onStep);
-      await commitInstall(ctx);
-      outcome = f.installedBundle ? "upgraded" : "installed";
+      await runTasks(tasks, ctx, onStep, gate);
+      await commitInstall(ctx, target.sha256, f.bundleOnDisk ?? "");
+      outcome = opts.rollback ? "rolled-back" : f.installedBundle ? "upgraded" : "installed";
     }
     emit({ step: outcome, final: outcome });
     const downtimeMs = ctx.stoppedAt && ctx.healthyAt ? ctx.healthyAt - ctx.stoppedAt : undefined;
     return {
       ...base,
+      bundleSha256: target.sha256,
       outcome,
       mode: ctx.settings?.mode,
       durationMs: Date.now() - started,
       ...(downtimeMs ? { downtimeMs } : {}),
+      ...(ctx.repaired ? { repaired: ctx.repaired } : {}),
     };
   } catch (err) {
-    const te = err instanceof TaskError ? err : new TaskError("deploy", err, []);
+    const te =
+      err instanceof TaskError
+        ? err
+        : new TaskError(err instanceof InterruptedError ? INTERRUPTED_STEP : "deploy", err, []);
     const original = te.original;
     emit({ step: te.step, final: "failed", detail: te.message.split("\n")[0] });
     let hint = original instanceof HostKeyError || original instanceof UserError ? original.hint : undefined;
     if (rolling.halted?.nodeId === node.id) hint = [hint, rolling.haltHint()].filter(Boolean).join("; ");
     return {
       ...base,
+      bundleSha256: ctx.target?.sha256 ?? opts.bundle?.sha256,
       outcome: "failed",
       mode: ctx.settings?.mode,
       step: te.step,
@@ -1105,8 +1481,10 @@ async function deployNode(
       hostKeyFingerprint: original instanceof HostKeyError ? original.fingerprint : undefined,
       rollbackErrors: te.rollbackErrors.length ? te.rollbackErrors : undefined,
       durationMs: Date.now() - started,
+      ...(ctx.repaired ? { repaired: ctx.repaired } : {}),
     };
   } finally {
+    control?.cutoverEnded(node.id);
     await ctx.exec?.close().catch(() => undefined);
   }
 }
@@ -1114,7 +1492,11 @@ async function deployNode(
 // ---------------------------------------------------------------- the cluster
 
 export interface DeployResult {
-  bundle: { sha256: string; bytes: number };
+  /** The bundle shipped (none with --rollback: each node's report names the release it got). */
+  bundle?: { sha256: string; bytes: number };
+  rollback?: true;
+  /** The signal that interrupted the deploy (the nodes not cut over yet report the step "interrupted"). */
+  interrupted?: string;
   nodes: NodeReport[];
   /** Nodes added to (or updated in) the location map. */
   registered: string[];
@@ -1124,16 +1506,50 @@ export interface DeployResult {
   warnings: string[];
 }
 
+/**
+ * A --keep-releases value: a whole number from 1 to MAX_KEEP_RELEASES (0 would leave nothing to
+ * roll back to; a string is read as written, digits only).
+ */
+export function checkKeepReleases(value: number | string, what = "keepReleases"): number {
+  const n = typeof value === "number" ? value : /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_KEEP_RELEASES) {
+    throw new UsageError(
+      `${what} must be a whole number from 1 to ${MAX_KEEP_RELEASES}, got ${JSON.stringify(String(value))}`,
+      {
+        hint: `it is how many releases each node keeps for \`deploy --rollback\` besides the one it runs (default ${DEFAULT_KEEP_RELEASES})`,
+      },
+    );
+  }
+  return n;
+}
+
+/**
+ * How long an interrupted deploy may take to finish the cut-over in progress: the stop, then the
+ * new agent's start and health wait, and — if it does not come up — the previous one's, with room
+ * for the commands in between.
+ */
+export function interruptBoundSeconds(healthTimeoutMs = 30_000, stopTimeoutSeconds = 30): number {
+  return stopTimeoutSeconds + 15 + 2 * Math.ceil(healthTimeoutMs / 1000) + 30;
+}
+
 export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<DeployResult> {
   const log = deps.log ?? (() => {});
   const progress = deps.progress ?? (() => {});
+  if (opts.rollback ? opts.bundle : !opts.bundle)
+    throw new UsageError(
+      opts.rollback
+        ? "a rollback installs a release kept on each node: it takes no bundle"
+        : "nothing to deploy: no bundle",
+    );
+  if (opts.keepReleases !== undefined) checkKeepReleases(opts.keepReleases);
+  const control = deps.control;
   // the agents must cut the key space as the map does
   const before = await deps.store.load({ consistent: true });
   const segments = before?.map.segmentCount ?? opts.segments;
-  const rolling = new RollingUpgrade();
+  const rolling = new RollingUpgrade(control);
   const withConnect = { ...opts, connectFn: deps.connect ?? connectNode };
   const settled = await mapBounded(opts.nodes, Math.max(1, opts.concurrency), (node) =>
-    deployNode(node, withConnect, segments, rolling, (e) => progress(node.id, e)),
+    deployNode(node, withConnect, segments, rolling, control, (e) => progress(node.id, e)),
   );
   const reports = settled.map((s, i): NodeReport => {
     if (s.status === "fulfilled") return s.value;
@@ -1154,11 +1570,18 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
   let registered: string[] = [];
   let layoutWritten = false;
   let shardsAssigned = 0;
+  const interrupted = control?.interrupted;
   // The first deploy defines the layout over the nodes it deploys: written over only the nodes that
   // happened to come up, it would leave the failed ones without shards after the re-run that fixes them.
   const holdLayout =
-    healthy.length > 0 && failed.length > 0 && !(await deps.store.load({ consistent: true }));
-  if (holdLayout) {
+    !interrupted && healthy.length > 0 && failed.length > 0 && !(await deps.store.load({ consistent: true }));
+  if (interrupted) {
+    // an interrupted deploy ends as soon as no node is left without an agent
+    if (healthy.length)
+      warnings.push(
+        `deploy was interrupted (${interrupted}): ${healthy.map((r) => r.id).join(", ")} not registered in the location map this time (nor given shards) — the next deploy does it`,
+      );
+  } else if (holdLayout) {
     warnings.push(
       `no initial layout written: ${failed.map((r) => r.id).join(", ")} failed, and the first deploy spreads the shards over all of its nodes; ` +
         `the agents that came up (${healthy.map((r) => r.id).join(", ")}) keep running without shards — fix the failed nodes and run the same deploy again`,
@@ -1184,7 +1607,9 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
   }
   for (const w of warnings) log(`warning: ${w}`);
   return {
-    bundle: { sha256: opts.bundle.sha256, bytes: opts.bundle.bytes },
+    ...(opts.bundle ? { bundle: { sha256: opts.bundle.sha256, bytes: opts.bundle.bytes } } : {}),
+    ...(opts.rollback ? { rollback: true as const } : {}),
+    ...(interrupted ? { interrupted } : {}),
     nodes: reports,
     registered,
     layoutWritten,
@@ -1371,8 +1796,11 @@ export async function runUndeploy(
     const paths = [
       ...AGENT_FILES,
       "agent.pid",
+      "agent.stopping",
       ".staging",
       ".prev",
+      CUTOVER_MARKER,
+      RELEASES_DIR,
       ...(opts.purge ? ["data", "agent.log"] : []),
     ].map((f) => `${dir}/${f}`);
     await run(exec, "removing the agent's files", ["rm", "-rf", "--", ...paths]);

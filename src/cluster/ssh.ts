@@ -15,7 +15,10 @@ import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from
 export interface ExecOptions {
   /** Bytes written to the command's standard input (then closed). Secrets go here, never into argv. */
   stdin?: string | Buffer;
-  /** Kill the command (close the channel) after this long; default 60 s. */
+  /**
+   * Kill the command, and every process it started that stayed in its process group, after this
+   * long (default 60 s); the call then fails with "did not finish within …".
+   */
   timeoutMs?: number;
 }
 
@@ -45,6 +48,62 @@ export interface Executor {
 
 /** The most output kept from one command (the rest is dropped, with a marker). */
 const MAX_OUTPUT = 1 << 20;
+
+const DEFAULT_TIMEOUT_MS = 60_000;
+
+function timeoutError(argv: readonly string[], target: string, timeoutMs: number, how: string): Error {
+  return new Error(`\`${argv[0]}\` on ${target} did not finish within ${timeoutMs / 1000} s (${how})`);
+}
+
+/**
+ * How every command runs on a node: `sh -c REMOTE_RUN_SCRIPT sh SECONDS argv...`.
+ *
+ * sshd does not end a command when its channel or its whole connection goes
+ * away: without a terminal nothing hangs up, so a command the caller gave up
+ * on — or lost with the connection — would keep running on the node (a
+ * half-done `ctl.sh stop` racing the rollback's `ctl.sh start`), and closing
+ * the channel does not even end the call until the command exits. So the node
+ * side enforces both itself:
+ * - the command runs under coreutils' timeout(1), in a process group of its
+ *   own: at the deadline the whole group gets SIGTERM, then SIGKILL 5 s later
+ *   (what it detached on purpose — ctl.sh's setsid'd supervisor — is not in it);
+ * - a watcher polls, once a second, the sshd process of this session (the
+ *   parent of the session leader, read from /proc): when it is gone, the
+ *   connection is, and the group gets SIGTERM (then SIGKILL as above).
+ * Standard input goes through fd 3 because an asynchronous command of a
+ * non-interactive shell otherwise reads /dev/null. Without timeout(1) the
+ * command simply runs (deploy's probe requires coreutils); without /proc there
+ * is no watcher, and the deadline still holds.
+ */
+export const REMOTE_RUN_SCRIPT = `t=$1
+shift
+command -v timeout >/dev/null 2>&1 || exec "$@"
+field() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f "$2"; }
+anchor=
+leader=$(field $$ 4)
+[ -n "$leader" ] && anchor=$(field "$leader" 2)
+exec 3<&0
+timeout -k 5 "$t" "$@" <&3 3<&- &
+c=$!
+exec 3<&-
+w=
+if [ -n "$anchor" ] && [ "$anchor" != 1 ]; then
+  (
+    while kill -0 "$c" 2>/dev/null; do
+      if [ ! -d "/proc/$anchor" ]; then kill -TERM "$c" 2>/dev/null; exit 0; fi
+      sleep 1
+    done
+  ) </dev/null >/dev/null 2>&1 &
+  w=$!
+fi
+wait "$c"
+rc=$?
+[ -n "$w" ] && kill "$w" 2>/dev/null
+exit "$rc"
+`;
+
+/** Exit statuses of timeout(1) for a command it ended (124: SIGTERM did it, 137: SIGKILL had to). */
+const KILLED_BY_TIMEOUT = new Set([124, 137]);
 
 /**
  * Quotes one word for a POSIX shell: safe characters pass as they are, anything
@@ -85,26 +144,51 @@ function collect(limit: number) {
   };
 }
 
-/** Runs commands on this machine (no shell: argv goes to execve as it is). */
+/** Sends sig to a process group, if it still exists. */
+function killGroup(pgid: number | undefined, sig: NodeJS.Signals): void {
+  if (!pgid) return;
+  try {
+    process.kill(-pgid, sig);
+  } catch {
+    // gone already
+  }
+}
+
+/**
+ * Runs commands on this machine (no shell: argv goes to execve as it is). Each
+ * command leads a process group (and session) of its own, so that a timeout
+ * kills what it started too — a grandchild holding its output open would
+ * otherwise keep the call waiting — and a Ctrl-C at the terminal does not
+ * reach it (the caller decides what an interruption stops).
+ */
 export class LocalExecutor implements Executor {
   readonly target = "local";
 
   exec(argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
-      const child = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+      const child = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "pipe"], detached: true });
       const out = collect(MAX_OUTPUT);
       const err = collect(MAX_OUTPUT);
-      const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        killGroup(child.pid, "SIGTERM");
+        setTimeout(() => killGroup(child.pid, "SIGKILL"), 5000).unref();
+        reject(timeoutError(argv, this.target, timeoutMs, "it was killed, with what it started"));
+      }, timeoutMs);
       child.stdout.on("data", (b: Buffer) => out.push(b));
       child.stderr.on("data", (b: Buffer) => err.push(b));
       child.stdin.on("error", () => {}); // a command that does not read its input
       child.on("error", (e) => {
         clearTimeout(timer);
-        reject(e);
+        if (!settled) reject(e);
+        settled = true;
       });
       child.on("close", (code) => {
         clearTimeout(timer);
-        resolve({ code: code ?? -1, stdout: out.text(), stderr: err.text() });
+        if (!settled) resolve({ code: code ?? -1, stdout: out.text(), stderr: err.text() });
+        settled = true;
       });
       child.stdin.end(opts.stdin);
     });
@@ -241,29 +325,34 @@ export class SshExecutor implements Executor {
     });
   }
 
+  /** How long past its deadline a command may take to report back before the call gives up on the node. */
+  static answerGraceMs = 10_000;
+
   exec(argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
-    const command = shellJoin(argv);
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    // the deadline travels with the command: the node kills it there (REMOTE_RUN_SCRIPT)
+    const command = shellJoin(["sh", "-c", REMOTE_RUN_SCRIPT, "sh", String(timeoutMs / 1000), ...argv]);
     return this.guard<ExecResult>((resolve, reject) => {
+      const started = Date.now();
       this.client.exec(command, (err: Error | undefined, stream: ClientChannel) => {
         if (err) return reject(new Error(`cannot run a command on ${this.target}: ${err.message}`));
         const out = collect(MAX_OUTPUT);
         const errOut = collect(MAX_OUTPUT);
-        let timedOut = false;
+        // A node that does not report back even after its own deadline: give up without waiting for
+        // the channel to close (sshd closes it only once the command has exited).
         const timer = setTimeout(() => {
-          timedOut = true;
+          reject(timeoutError(argv, this.target, timeoutMs, "and the node did not answer after that"));
           stream.close();
-        }, opts.timeoutMs ?? 60_000);
+        }, timeoutMs + SshExecutor.answerGraceMs);
         stream.on("data", (b: Buffer) => out.push(b));
         stream.stderr.on("data", (b: Buffer) => errOut.push(b));
         let code: number | null = null;
         stream.on("exit", (c: number | null) => (code = c));
         stream.on("close", () => {
           clearTimeout(timer);
-          if (timedOut)
+          if (code !== null && KILLED_BY_TIMEOUT.has(code) && Date.now() - started >= timeoutMs)
             return reject(
-              new Error(
-                `\`${argv[0]}\` on ${this.target} did not finish within ${opts.timeoutMs ?? 60_000} ms`,
-              ),
+              timeoutError(argv, this.target, timeoutMs, "it was killed there, with what it started"),
             );
           if (this.closed && code === null)
             return reject(

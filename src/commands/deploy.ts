@@ -7,6 +7,12 @@ import type { Writable } from "node:stream";
 import type { Command } from "commander";
 import { buildBundle, loadBundle, type Bundle } from "../cluster/bundle.js";
 import {
+  checkKeepReleases,
+  DEFAULT_KEEP_RELEASES,
+  DeployControl,
+  INTERRUPTED_STEP,
+  interruptBoundSeconds,
+  MAX_KEEP_RELEASES,
   ROLLING_HALTED_STEP,
   runDeploy,
   runUndeploy,
@@ -117,6 +123,8 @@ export interface DeployCommandOptions extends SshCommandOptions {
   nodes?: string;
   concurrency: string;
   bundle?: string;
+  rollback?: boolean;
+  keepReleases: string;
   healthTimeout: string;
   json?: boolean;
 }
@@ -147,11 +155,20 @@ export async function runDeployCommand(
   const nodes = selectNodes(inventory, names);
   const concurrency = parsePositiveInt(opts.concurrency, "--concurrency");
   const healthTimeoutMs = parsePositiveInt(opts.healthTimeout, "--health-timeout") * 1000;
+  const keepReleases = checkKeepReleases(opts.keepReleases, "--keep-releases");
+  if (opts.rollback && opts.bundle !== undefined)
+    throw new UsageError("--rollback installs a release kept on each node: it takes no --bundle", {
+      hint: "leave --bundle out to go back to the release each node ran before, or --rollback out to ship the bundle",
+    });
   const token = tokenFor(config);
-  const bundle = await prepareBundle(opts.bundle, config, ctx.io);
+  const bundle = opts.rollback ? undefined : await prepareBundle(opts.bundle, config, ctx.io);
   const progress = new DeployProgress(
     ctx.io.err,
     nodes.map((n) => n.id),
+  );
+  const control = new DeployControl();
+  const stopInterrupts = handleInterrupts(control, interruptBoundSeconds(healthTimeoutMs), ctx.io.err, () =>
+    progress.finish(),
   );
   const result = await withStore(
     () => openStore(config),
@@ -160,6 +177,8 @@ export async function runDeployCommand(
         {
           nodes,
           bundle,
+          rollback: Boolean(opts.rollback),
+          keepReleases,
           token,
           zones: config.zones,
           segments: config.segments,
@@ -178,6 +197,7 @@ export async function runDeployCommand(
         },
         {
           store,
+          control,
           progress: (id, e) => progress.update(id, e),
           log: (m) => {
             progress.finish(); // the nodes are done: notes go below the progress block
@@ -185,7 +205,10 @@ export async function runDeployCommand(
           },
         },
       ),
-  ).finally(() => progress.finish());
+  ).finally(() => {
+    stopInterrupts();
+    progress.finish();
+  });
   if (opts.json) printJson(ctx.io, result);
   else {
     printTable(
@@ -202,8 +225,19 @@ export async function runDeployCommand(
       ]),
     );
   }
+  for (const r of result.nodes) if (r.repaired) ctx.io.err.write(`${r.id}: ${r.repaired}\n`);
   const failed = result.nodes.filter((r) => r.outcome === "failed");
   for (const r of failed) reportFailure(ctx.io, r);
+  if (result.interrupted) {
+    const done = result.nodes.filter((r) => r.outcome !== "failed").map((r) => r.id);
+    throw new UserError(
+      `deploy interrupted (${result.interrupted}): ${done.length ? `${done.join(", ")} done` : "no node done"}, ` +
+        `${failed.length} node(s) not (see above)`,
+      {
+        hint: "run the same deploy again: it carries on with the nodes that are not up to date yet",
+      },
+    );
+  }
   if (failed.length) {
     throw new UserError(
       `${failed.length} of ${result.nodes.length} node(s) failed: ${failed.map((r) => r.id).join(", ")}; the others completed`,
@@ -215,19 +249,87 @@ export async function runDeployCommand(
   return result;
 }
 
+/** What a failure at a step left on the node, where the error does not say it already. */
+function leftBehind(step: string | undefined): string | undefined {
+  switch (step) {
+    case "connect":
+    case "check platform":
+    case "check disk space":
+    case "find the previous release":
+      return "nothing was changed there";
+    case ROLLING_HALTED_STEP:
+      return "its agent was not stopped: it runs the version it had (the staged files were removed)";
+    case INTERRUPTED_STEP:
+      return undefined; // the error says what the interruption left there
+    case "repair interrupted cut-over":
+      return "its agent is stopped; the next deploy tries the repair again";
+    default:
+      return "its steps were rolled back: no new agent is running there (a running one was restored)";
+  }
+}
+
 function reportFailure(io: IO, r: NodeReport): void {
   io.err.write(`\n${r.id} (${r.host}) failed at "${r.step}": ${r.error}\n`);
   if (r.hint) io.err.write(`  hint: ${r.hint}\n`);
+  const left = leftBehind(r.step);
   if (r.rollbackErrors?.length)
     io.err.write(`  rollback problems (check the node by hand): ${r.rollbackErrors.join("; ")}\n`);
-  else if (r.step === "connect" || r.step === "check platform" || r.step === "check disk space")
-    io.err.write("  nothing was changed there\n");
-  else if (r.step === ROLLING_HALTED_STEP)
-    io.err.write("  its agent was not stopped: it runs the version it had (the staged files were removed)\n");
-  else
-    io.err.write(
-      "  its steps were rolled back: no new agent is running there (a running one was restored)\n",
+  else if (left) io.err.write(`  ${left}\n`);
+}
+
+/**
+ * SIGINT/SIGTERM during a deploy. The first: the deploy stops starting new
+ * work, and the node being cut over is carried to a running agent (its new
+ * one, or its previous one back) — a process that died there would leave that
+ * node with no agent at all — within `boundSeconds`. A second signal, or the
+ * bound running out: exit at once, by the same signal, saying which node may
+ * be left stopped and that the next deploy repairs it. Returns the function
+ * that removes the handlers.
+ */
+function handleInterrupts(
+  control: DeployControl,
+  boundSeconds: number,
+  err: Writable,
+  beforeWrite: () => void,
+): () => void {
+  let deadline: NodeJS.Timeout | undefined;
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  const remove = () => {
+    if (deadline) clearTimeout(deadline);
+    for (const sig of signals) process.off(sig, onSignal);
+  };
+  const exitNow = (sig: NodeJS.Signals, why: string) => {
+    const nodes = control.inCutover;
+    err.write(
+      `${why}: exiting now. ` +
+        (nodes.length
+          ? `${nodes.map((id) => `${id}: its agent may be left stopped`).join("; ")} — run the same \`shardctl deploy\` again: ` +
+            "it finds a node whose cut-over was interrupted and starts the release it ran before (or keeps the new agent, if that one runs and answers)\n"
+          : "No node was being cut over: every agent runs the version it had or the new one\n"),
     );
+    remove();
+    // ended by the signal, as a process without a handler would be
+    process.kill(process.pid, sig);
+  };
+  function onSignal(sig: NodeJS.Signals) {
+    if (control.interrupted) return exitNow(sig, `${sig} again`);
+    control.interrupt(sig);
+    beforeWrite();
+    const nodes = control.inCutover;
+    err.write(
+      `\n${sig}: deploy interrupted: ` +
+        (nodes.length
+          ? `finishing the cut-over of ${nodes.join(", ")} — until its new agent answers, or its previous one is back — before exiting (at most ${boundSeconds} s); `
+          : "no node is being cut over; ") +
+        `the nodes not cut over yet are left as they were (their agent is not stopped). ${sig === "SIGINT" ? "Ctrl-C" : sig} again exits at once.\n`,
+    );
+    deadline = setTimeout(
+      () => exitNow(sig, `the cut-over did not end within ${boundSeconds} s`),
+      boundSeconds * 1000,
+    );
+  }
+  for (const sig of signals) process.on(sig, onSignal);
+  return remove;
 }
 
 export async function runUndeployCommand(
@@ -272,6 +374,15 @@ export const registerDeploy: RegisterCommand = (program: Command, ctx: CommandCo
     )
     .option("--known-hosts <file>", "the known_hosts file (default: ~/.ssh/known_hosts)")
     .option("--bundle <file>", "ship this prebuilt agent bundle instead of building one from this checkout")
+    .option(
+      "--rollback",
+      "instead of shipping a bundle, put back on each node the release it ran before (kept on the node), one node at a time",
+    )
+    .option(
+      "--keep-releases <n>",
+      `how many releases each node keeps for --rollback besides the one it runs (1-${MAX_KEEP_RELEASES}); older ones are deleted`,
+      String(DEFAULT_KEEP_RELEASES),
+    )
     .option("--health-timeout <seconds>", "how long to wait for each agent's /health", "30")
     .option("--json", "print the per-node result as JSON (progress stays on stderr)")
     .addHelpText("after", DEPLOY_HELP)
@@ -319,12 +430,26 @@ the report names the nodes already upgraded and how to roll them back. On a
 first deploy (no map yet) the initial layout is only written once every node
 of the run came up. The exit code is 1 if any node failed.
 
+Each node keeps the releases it ran before (--keep-releases, default 2) in
+<dataDir>/releases; --rollback puts the most recent of them back, one node at a
+time like an upgrade, with no bundle from here.
+
+Interrupting: on the first SIGINT (Ctrl-C) or SIGTERM, deploy starts nothing
+new — nodes not cut over yet keep their agent untouched — and finishes the
+node being cut over (its new agent answering, or its previous one back) before
+exiting 1, within a bound it prints. A second signal exits at once: that node
+may then be left with its agent stopped, as after a kill -9, a crash or a lost
+connection that could not be re-opened. The next deploy finds such a node (the
+<dataDir>/.cutover marker) and repairs it first: it keeps a new agent that runs
+and answers, else puts back the release it ran and starts it.
+
 The bearer token comes from SHARDCTL_TOKEN or agent.token in the config.
 
 Examples:
   $ export SHARDCTL_TOKEN=$(openssl rand -hex 32)
   $ shardctl deploy --inventory cluster.yaml
   $ shardctl deploy -i cluster.yaml --nodes n1,n2 --accept-new-host-keys
+  $ shardctl deploy -i cluster.yaml --rollback --nodes n1     # back to n1's previous release
   $ shardctl deploy -i cluster.yaml --json | jq -r '.nodes[] | select(.outcome=="failed") | .id'
 
 See docs/DEPLOY.md for the inventory format.`;
@@ -332,8 +457,8 @@ See docs/DEPLOY.md for the inventory format.`;
 const UNDEPLOY_HELP = `
 Refused (exit 3) while the location map still gives the node shards: move them
 away first (\`shardctl plan --all\`, then \`shardctl migrate\`). Otherwise stops the
-agent (SIGTERM, SIGKILL after 30 s), removes its files and its systemd unit,
-and removes the node from the map (and its Consul service).
+agent (SIGTERM, SIGKILL after 30 s), removes its files (kept releases included)
+and its systemd unit, and removes the node from the map (and its Consul service).
 
 Examples:
   $ shardctl undeploy n3 --inventory cluster.yaml

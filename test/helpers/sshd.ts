@@ -66,8 +66,14 @@ export interface SshLab {
     name: string,
     opts?: { start?: boolean; authorizedKey?: string; tmpfs?: { path: string; sizeKiB: number } },
   ): Promise<SshHost>;
-  /** A TCP proxy to `host` that cuts both directions once `cutAfterBytes` went from client to server. */
-  cuttingProxy(host: SshHost, cutAfterBytes: number): Promise<{ port: number; cut: () => boolean }>;
+  /**
+   * A TCP proxy to `host` that cuts both directions once `cutAfterBytes` went from client to server
+   * (Infinity: never on its own); `cutNow()` cuts every connection open through it at once.
+   */
+  cuttingProxy(
+    host: SshHost,
+    cutAfterBytes: number,
+  ): Promise<{ port: number; cut: () => boolean; cutNow: () => void }>;
   /** An ssh-agent holding the client key; its socket is the SSH_AUTH_SOCK to use. */
   startAgent(): Promise<string>;
   /** Pids of processes whose command line mentions `needle` (e.g. the node id of an agent). */
@@ -274,15 +280,18 @@ export async function startSshLab(opts: { useNetns?: boolean } = {}): Promise<Ss
 
     async cuttingProxy(host, cutAfterBytes) {
       let cut = false;
+      const open = new Set<() => void>();
       const server = createServer((client) => {
         const upstream = createConnection({ host: host.address, port: host.port });
         sockets.add(client);
         sockets.add(upstream);
         let sent = 0;
         const kill = () => {
+          open.delete(kill);
           client.destroy();
           upstream.destroy();
         };
+        open.add(kill);
         client.on("data", (b: Buffer) => {
           sent += b.length;
           if (sent > cutAfterBytes) {
@@ -300,7 +309,14 @@ export async function startSshLab(opts: { useNetns?: boolean } = {}): Promise<Ss
       });
       proxies.push(server);
       await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-      return { port: (server.address() as AddressInfo).port, cut: () => cut };
+      return {
+        port: (server.address() as AddressInfo).port,
+        cut: () => cut,
+        cutNow: () => {
+          cut = true;
+          for (const kill of [...open]) kill();
+        },
+      };
     },
     async startAgent() {
       const sock = join(dir, `agent-${agents.length}.sock`);

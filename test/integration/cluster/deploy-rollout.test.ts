@@ -5,7 +5,8 @@
  * (built from this checkout) as the release that works. What is checked here is the
  * cluster-level behaviour: a rolling upgrade stops at the first node whose new
  * agent does not come up, and a first deploy that fails on some nodes does not
- * write the initial layout over the others.
+ * write the initial layout over the others; also the releases each node keeps
+ * and `rollback` to them, and ctl.sh's start after a stop that ended half way.
  */
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -58,7 +59,11 @@ async function makeNodes(prefix: string, n: number): Promise<InventoryNode[]> {
 
 const local: ConnectNode = async () => new LocalExecutor();
 
-function options(nodes: InventoryNode[], bundle: Bundle, over: Partial<DeployOptions> = {}): DeployOptions {
+function options(
+  nodes: InventoryNode[],
+  bundle: Bundle | undefined,
+  over: Partial<DeployOptions> = {},
+): DeployOptions {
   return {
     nodes,
     bundle,
@@ -199,7 +204,7 @@ describe("a rolling upgrade", () => {
       ]);
       expect(r.nodes[1].hint).toContain("the rolling upgrade stopped at s2");
       expect(r.nodes[1].hint).toContain("s1 already run the new bundle");
-      expect(r.nodes[1].hint).toContain("--nodes s1");
+      expect(r.nodes[1].hint).toContain("shardctl deploy --rollback --nodes s1");
       expect(r.nodes[1].hint).toContain(v1.sha256);
       expect(r.nodes[2].hint).toMatch(/fix what made s2 fail, then run the same deploy again/);
       expect(sha256Of(join(nodes[0].dataDir, "agent.mjs"))).toBe(v2.sha256);
@@ -207,10 +212,147 @@ describe("a rolling upgrade", () => {
       expect(sha256Of(join(nodes[2].dataDir, "agent.mjs"))).toBe(v1.sha256);
       expect(pidOf(nodes[2])).toBe(s3pid);
       for (const node of nodes) expect(alive(pidOf(node))).toBe(true);
+      // the hint's rollback: s1 gets back the release it ran before, kept on it
+      const back = await runDeploy(options([nodes[0]], undefined, { rollback: true }), {
+        store,
+        connect: local,
+      });
+      expect(back.nodes[0]).toMatchObject({ outcome: "rolled-back", bundleSha256: v1.sha256 });
+      expect(sha256Of(join(nodes[0].dataDir, "agent.mjs"))).toBe(v1.sha256);
+      expect(alive(pidOf(nodes[0]))).toBe(true);
     } finally {
       await store.close();
     }
   }, 180_000);
+});
+
+describe("kept releases", () => {
+  /** The bundles kept on a node, by sha256. */
+  function kept(node: InventoryNode): string[] {
+    const d = join(node.dataDir, "releases");
+    return existsSync(d)
+      ? readdirSync(d)
+          .map((f) => f.replace(/\.mjs$/, ""))
+          .sort()
+      : [];
+  }
+
+  it("keeps the releases a node ran before (2 by default), prunes older ones, and rolls back to the newest kept one", async () => {
+    const releases = [1, 2, 3, 4].map((i) =>
+      makeBundle(`agent-k${i}.mjs`, `${agentText}\n// release ${i}\n`),
+    );
+    const [node] = await makeNodes("k", 1);
+    const store = new EmbeddedStore(join(dir, "control-kept"));
+    try {
+      for (const b of releases) {
+        const r = await runDeploy(options([node], b), { store, connect: local });
+        expect(r.nodes[0].outcome, r.nodes[0].error).toMatch(/installed|upgraded/);
+      }
+      // release 4 runs; 3 and 2 are kept, 1 was pruned
+      expect(sha256Of(join(node.dataDir, "agent.mjs"))).toBe(releases[3].sha256);
+      expect(kept(node)).toEqual([releases[1].sha256, releases[2].sha256].sort());
+      for (const sha of kept(node)) expect(sha256Of(join(node.dataDir, "releases", `${sha}.mjs`))).toBe(sha);
+
+      // a rollback needs no bundle from here: it installs the newest kept release, one node at a time
+      const pid = pidOf(node);
+      const back = await runDeploy(options([node], undefined, { rollback: true }), { store, connect: local });
+      expect(back.nodes[0]).toMatchObject({ outcome: "rolled-back", bundleSha256: releases[2].sha256 });
+      expect(sha256Of(join(node.dataDir, "agent.mjs"))).toBe(releases[2].sha256);
+      expect(alive(pidOf(node))).toBe(true);
+      expect(pidOf(node)).not.toBe(pid);
+      // what it replaced is kept in its turn
+      expect(kept(node)).toEqual([releases[1].sha256, releases[3].sha256].sort());
+      // keepReleases: 1 keeps only the newest of them
+      const one = await runDeploy(options([node], releases[0], { keepReleases: 1 }), {
+        store,
+        connect: local,
+      });
+      expect(one.nodes[0].outcome).toBe("upgraded");
+      expect(kept(node)).toEqual([releases[2].sha256]);
+    } finally {
+      await store.close();
+    }
+  }, 180_000);
+
+  it("refuses to roll back a node that keeps no earlier release, and changes nothing there", async () => {
+    const b = makeBundle("agent-only.mjs", `${agentText}\n// the only release\n`);
+    const [node] = await makeNodes("o", 1);
+    const store = new EmbeddedStore(join(dir, "control-only"));
+    try {
+      expect((await runDeploy(options([node], b), { store, connect: local })).nodes[0].outcome).toBe(
+        "installed",
+      );
+      const pid = pidOf(node);
+      const r = await runDeploy(options([node], undefined, { rollback: true }), { store, connect: local });
+      expect(r.nodes[0]).toMatchObject({ outcome: "failed", step: "find the previous release" });
+      expect(r.nodes[0].error).toMatch(/no earlier release is kept on o1/);
+      expect(r.nodes[0].hint).toMatch(/--bundle/);
+      expect(pidOf(node)).toBe(pid);
+      expect(sha256Of(join(node.dataDir, "agent.mjs"))).toBe(b.sha256);
+    } finally {
+      await store.close();
+    }
+  }, 120_000);
+});
+
+describe("ctl.sh on a node", () => {
+  it("starts a new agent after a stop that did not finish (its caller went away) once the old agent is gone, instead of reporting it as running", async () => {
+    const b = makeBundle("agent-ctl.mjs", `${agentText}\n// ctl\n`);
+    const [node] = await makeNodes("c", 1);
+    const store = new EmbeddedStore(join(dir, "control-ctl"));
+    const ctl = join(node.dataDir, "ctl.sh");
+    const sh = new LocalExecutor();
+    let agentPid: number | undefined;
+    try {
+      expect((await runDeploy(options([node], b), { store, connect: local })).nodes[0].outcome).toBe(
+        "installed",
+      );
+      const supervisor = pidOf(node)!;
+      agentPid = ours().find((p) =>
+        readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith(
+          `${process.execPath}\0${node.dataDir}/agent.mjs`,
+        ),
+      );
+      expect(agentPid).toBeGreaterThan(0);
+      // an agent slow to drain: it takes the SIGTERM only once it is continued
+      process.kill(agentPid!, "SIGSTOP");
+      // a stop whose caller went away half way (a dropped connection: its command is killed on the node)
+      const stop = await sh.exec(["sh", ctl, "stop", "30"], { timeoutMs: 1000 }).catch((e: Error) => e);
+      expect(stop).toBeInstanceOf(Error);
+      expect(alive(supervisor)).toBe(true);
+      // the rollback's start, while the old agent still drains
+      const start = sh.exec(["sh", ctl, "start"], { timeoutMs: 60_000 });
+      await new Promise((r) => setTimeout(r, 1000));
+      process.kill(agentPid!, "SIGCONT");
+      const r = await start;
+      expect(r.code, r.stderr).toBe(0);
+      // the old supervisor is gone; a new one runs, with an agent that answers
+      for (let i = 0; i < 100 && alive(supervisor); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(alive(supervisor)).toBe(false);
+      const now = pidOf(node);
+      expect(now).not.toBe(supervisor);
+      expect(alive(now)).toBe(true);
+      let status = 0;
+      for (let i = 0; i < 80 && status !== 200; i++) {
+        status = await fetch(`http://${node.listen}/health`).then(
+          (res) => res.status,
+          () => 0,
+        );
+        if (status !== 200) await new Promise((r) => setTimeout(r, 250));
+      }
+      expect(status).toBe(200);
+      expect((await sh.exec(["sh", ctl, "status"])).stdout).toMatch(/^running/);
+    } finally {
+      if (agentPid) {
+        try {
+          process.kill(agentPid, "SIGCONT");
+        } catch {
+          // gone
+        }
+      }
+      await store.close();
+    }
+  }, 120_000);
 });
 
 describe("a first deploy that fails on some nodes", () => {

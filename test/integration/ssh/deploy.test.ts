@@ -203,6 +203,42 @@ describe("deploy over SSH", () => {
     }
   });
 
+  it("rolls back to the release kept on each node (`deploy --rollback`), one node at a time, keeping the data", async () => {
+    for (const id of ["h1", "h2", "h3"])
+      expect(existsSync(join(dataDirs.get(id)!, "releases", `${bundle.sha256}.mjs`)), id).toBe(true);
+    const r = await cli(
+      [...base(), "deploy", ...sshFlags(), "--rollback", "--nodes", "h1,h2,h3", "--json"],
+      env,
+    );
+    expect(r.code, r.err).toBe(0);
+    const result = JSON.parse(r.out) as DeployResult;
+    expect(result.nodes.map((n) => [n.outcome, n.bundleSha256])).toEqual([
+      ["rolled-back", bundle.sha256],
+      ["rolled-back", bundle.sha256],
+      ["rolled-back", bundle.sha256],
+    ]);
+    expect(r.err).not.toMatch(/building the agent bundle|upload bundle/);
+    const stops = r.err.split("\n").filter((l) => /^h\d +(stop \(drain\)|healthy)$/.test(l));
+    expect(stops.map((l) => l.split(/ +/).slice(1).join(" "))).toEqual([
+      "stop (drain)",
+      "healthy",
+      "stop (drain)",
+      "healthy",
+      "stop (drain)",
+      "healthy",
+    ]);
+    for (const id of ["h1", "h2", "h3"]) {
+      expect(sha256File(join(dataDirs.get(id)!, "agent.mjs"))).toBe(bundle.sha256);
+      // the release it replaced is kept in its turn
+      expect(existsSync(join(dataDirs.get(id)!, "releases", `${upgraded.sha256}.mjs`)), id).toBe(true);
+    }
+    for (let i = 0; i < 12; i++) {
+      const get = await cli([...base(), "get", `key-${i}`], env);
+      expect(get.code, get.err).toBe(0);
+      expect(get.out).toBe(`value ${i} é`);
+    }
+  });
+
   it("controls a node: stop, status, start, logs", async () => {
     const flags = sshFlags();
     let r = await cli([...base(), "node", "stop", "h2", ...flags], env);

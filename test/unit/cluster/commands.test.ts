@@ -1,6 +1,6 @@
 /** The deploy, undeploy and node commands up to the point where they would connect. */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -80,6 +80,33 @@ describe("shardctl deploy / undeploy / node", () => {
       expect(r.err).toMatch(/--nodes names no node/);
       expect(r.err).not.toMatch(/n1|n2/);
     }
+  });
+
+  it("refuses a bad --keep-releases and --rollback with --bundle (exit 2) before building, connecting or writing anything", async () => {
+    const bundle = join(dir, "agent.mjs");
+    writeFileSync(bundle, "console.log('agent');\n");
+    const kh = join(dir, "kh");
+    for (const value of ["0", "-1", "x", "1.5", "", " ", "2x", "1e3", "101"]) {
+      // `--opt=value`: a value starting with "-" reaches the check instead of looking like a flag
+      for (const args of [
+        ["deploy", "-i", inventory, "--known-hosts", kh, `--keep-releases=${value}`],
+        ["deploy", "-i", inventory, "--known-hosts", kh, "--bundle", bundle, `--keep-releases=${value}`],
+      ]) {
+        const r = await cli(args, env);
+        expect(r.code, `${value}: ${r.err}`).toBe(2);
+        expect(r.err).toMatch(/--keep-releases must be a whole number from 1 to 100/);
+        expect(r.err).not.toMatch(/building the agent bundle/);
+      }
+    }
+    const both = await cli(
+      ["deploy", "-i", inventory, "--known-hosts", kh, "--rollback", "--bundle", bundle],
+      env,
+    );
+    expect(both.code).toBe(2);
+    expect(both.err).toMatch(/--rollback installs a release kept on each node: it takes no --bundle/);
+    // nothing was built, connected to or written
+    expect(existsSync(join(dir, "data"))).toBe(false);
+    expect(existsSync(kh)).toBe(false);
   });
 
   it("refuses to undeploy a node that owns shards (exit 3) before connecting anywhere", async () => {

@@ -3,10 +3,11 @@
  * parallelism, the remote scripts (run here with a real sh against a hostile
  * directory name), the probe parser, and the progress display.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   agentScript,
@@ -141,6 +142,36 @@ describe("mapBounded and Mutex", () => {
   });
 });
 
+describe("LocalExecutor", () => {
+  it("kills a command that outlives its timeout together with what it started, and does not wait for them", async () => {
+    const tag = `${process.pid}${Date.now() % 100000}`;
+    const ours = () =>
+      readdirSync("/proc").filter((p) => {
+        try {
+          return /^\d+$/.test(p) && readFileSync(`/proc/${p}/cmdline`, "utf8").includes(tag);
+        } catch {
+          return false;
+        }
+      });
+    try {
+      const t0 = Date.now();
+      const outcome = local
+        .exec(["sh", "-c", `sleep 300.${tag}1 & sleep 300.${tag}2; wait`], { timeoutMs: 500 })
+        .then(
+          (r) => `finished: ${JSON.stringify(r)}`,
+          (e: Error) => e.message,
+        );
+      const settled = await Promise.race([outcome, sleep(8000).then(() => "still waiting after 8 s")]);
+      expect(settled).toMatch(/did not finish within 0\.5 s/);
+      expect(Date.now() - t0).toBeLessThan(8000);
+      for (let i = 0; i < 50 && ours().length; i++) await sleep(100);
+      expect(ours()).toEqual([]);
+    } finally {
+      for (const pid of ours()) process.kill(Number(pid), "SIGKILL");
+    }
+  }, 20_000);
+});
+
 describe("the remote scripts", () => {
   it("are valid sh with a hostile directory name", async () => {
     for (const script of [agentScript(settings()), superviseScript(settings()), ctlScript(settings())]) {
@@ -269,9 +300,16 @@ describe("parseProbe and friends", () => {
         "systemd=1",
         "uid=0",
         "sha256sum=1",
+        "timeout=1",
         "installed=abc def",
         "bundle=def",
         "running=1",
+        `release=${"b".repeat(64)} 5000`,
+        `release=${"a".repeat(64)} 4000`,
+        "release=not-ours 12",
+        `release=${"c".repeat(64)} garbage`,
+        `cutover=${"a".repeat(64)} ${"b".repeat(64)}`,
+        "prev=1",
       ].join("\n"),
     );
     expect(f).toEqual({
@@ -281,16 +319,29 @@ describe("parseProbe and friends", () => {
       systemd: true,
       uid: 0,
       hasSha256sum: true,
+      hasTimeout: true,
       installedFingerprint: "abc",
       installedBundle: "def",
       bundleOnDisk: "def",
       running: true,
+      // newest first, as listed; names deploy did not give are not releases
+      releases: [
+        { sha256: "b".repeat(64), bytes: 5000 },
+        { sha256: "a".repeat(64), bytes: 4000 },
+      ],
+      cutover: { from: "a".repeat(64), to: "b".repeat(64) },
+      prev: true,
+      prevUnit: false,
     });
     expect(parseProbe("node=\nsystemd=0\nrunning=0\n")).toMatchObject({
       nodePath: undefined,
       freeBytes: undefined,
       systemd: false,
       running: false,
+      hasTimeout: false,
+      releases: [],
+      cutover: undefined,
+      prev: false,
     });
   });
 
