@@ -135,7 +135,8 @@ const ZONE_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 const NOT_CONNECTED = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH"]);
 
 /** What the last failed attempt of an operation ran into: it picks the hint of the final error. */
-type Failure = "unreachable" | "fenced" | "not-serving" | "not-owner" | "map-behind" | "other";
+type Failure =
+  "unreachable" | "fenced" | "not-serving" | "shutting-down" | "not-owner" | "map-behind" | "other";
 
 export class ShardClient {
   /** The newest map read so far: a read that answers later with an older version does not replace it. */
@@ -181,12 +182,7 @@ export class ShardClient {
   async get(key: string): Promise<GetResult | null> {
     const answer = await this.send(key, "GET");
     if (answer === null) return null;
-    const { res } = answer;
-    return {
-      value: res.body,
-      lsn: Number(res.headers["x-lsn"] ?? 0),
-      timestamp: Number(res.headers["x-timestamp"] ?? 0),
-    };
+    return getAnswer({ key, ...answer.target }, answer.res);
   }
 
   async put(key: string, value: Buffer | string, opts: WriteOptions = {}): Promise<PutResult> {
@@ -195,13 +191,15 @@ export class ShardClient {
     if (max !== undefined && body.length > max) {
       throw new UsageError(`the value is ${body.length} bytes; the limit is ${max} (limits.maxValueBytes)`);
     }
-    const { res, target } = (await this.send(key, "PUT", body, this.writeIdFor(opts)))!;
-    return this.counted(writeAnswer("PUT", { key, ...target }, res));
+    const writeId = this.writeIdFor(opts);
+    const { res, target } = (await this.send(key, "PUT", body, writeId))!;
+    return this.counted(writeAnswer("PUT", { key, ...target, writeId }, res));
   }
 
   async delete(key: string, opts: WriteOptions = {}): Promise<DeleteResult> {
-    const { res, target } = (await this.send(key, "DELETE", undefined, this.writeIdFor(opts)))!;
-    return this.counted(writeAnswer("DELETE", { key, ...target }, res));
+    const writeId = this.writeIdFor(opts);
+    const { res, target } = (await this.send(key, "DELETE", undefined, writeId))!;
+    return this.counted(writeAnswer("DELETE", { key, ...target, writeId }, res));
   }
 
   /** A fresh write id: this client's 8 random bytes, then a counter (big-endian). */
@@ -350,6 +348,7 @@ export class ShardClient {
     const deadline = Date.now() + this.deadlineMs();
     const op: Operation = {
       method,
+      writeId,
       shardId: "",
       address: "",
       attempts: 0,
@@ -369,6 +368,7 @@ export class ShardClient {
       if (!override) chain = [{ node: target.node, address: target.address }];
       override = undefined;
       op.shardId = target.shardId;
+      op.retryAfterMs = undefined;
       const headers: Record<string, string> = { "x-shard-epoch": String(target.epoch) };
       if (this.opts.originZone) headers["x-origin-zone"] = this.opts.originZone;
       if (body) headers["content-type"] = "application/octet-stream";
@@ -408,7 +408,7 @@ export class ShardClient {
         op.settled = true;
         op.cutOff = undefined;
         op.address = target.address;
-        const info = parseError(res);
+        const info = parseErrorAnswer(res);
         op.last = `${target.address} answered ${res.status} ${info.error}: ${info.message}`;
         op.failure = failureOf(res.status, info.error);
         switch (res.status) {
@@ -451,7 +451,13 @@ export class ShardClient {
               hint: "use the cluster's token (agent.token, SHARDCTL_TOKEN or <dataDir>/local/token)",
             });
           case 409:
+            break;
           case 503:
+            // a stopping agent says when to come back (Retry-After: 1): sooner is refused again. A
+            // fence, or a target not serving yet, lasts a migration's write pause (tens of ms): the
+            // whole second of their Retry-After would stall every write for 20 times that, so they
+            // are retried on the backoff (20 ms, doubling)
+            op.retryAfterMs = info.error === "shutting-down" ? retryAfterMs(res.headers) : undefined;
             break;
           default:
             if (res.status >= 500 && info.error === "shard-failed") {
@@ -462,8 +468,11 @@ export class ShardClient {
         }
       }
       // no retry that could end before the deadline: give up now rather than sleep into it
-      const delay = this.backoff(op.attempts - 1);
-      if (Date.now() + delay >= deadline) throw this.gaveUp(op);
+      const base = this.backoff(op.attempts - 1);
+      if (Date.now() + base >= deadline) throw this.gaveUp(op);
+      // the agent's retry-after is the least wait, but no later than leaves room for a last attempt
+      // before the deadline (a short deadline still tries again rather than give up on a 1 s hint)
+      const delay = Math.max(base, Math.min(op.retryAfterMs ?? 0, deadline - Date.now() - base));
       this.stats.retries++;
       await sleep(delay);
       this.markStale();
@@ -525,7 +534,7 @@ export class ShardClient {
     if (op.inDoubt) {
       message +=
         "; the write may have been applied (an attempt's answer was lost): read the key before writing it again, " +
-        "or retry it with the same write id (applied at most once)";
+        `or retry it with the same write id, ${op.writeId} (applied at most once)`;
     }
     return new UserError(message, { hint: GIVE_UP_HINTS[op.failure](op.shardId, op.address) });
   }
@@ -540,7 +549,7 @@ export class ShardClient {
     if (op.inDoubt) {
       message +=
         "; the write may have been applied (an earlier attempt's answer was lost): read the key before " +
-        "writing it again, or retry it with the same write id (applied at most once)";
+        `writing it again, or retry it with the same write id, ${op.writeId} (applied at most once)`;
     } else if (op.method !== "GET") {
       message += "; nothing was written";
     }
@@ -570,6 +579,10 @@ class DeadlineError extends Error {
 
 interface Operation {
   method: string;
+  /** The write id sent on every attempt (32 hex digits; none for a get): the errors name it for a retry. */
+  writeId?: string;
+  /** The last answer's retry-after (a 503's), when sane: the least wait before the next attempt. */
+  retryAfterMs?: number;
   shardId: string;
   /** The agent of the last answer. */
   address: string;
@@ -588,7 +601,9 @@ interface Operation {
 }
 
 function failureOf(status: number, error: string): Failure {
-  if (status === 503) return error === "fenced" || error === "not-serving" ? error : "unreachable";
+  if (status === 503) {
+    return error === "fenced" || error === "not-serving" || error === "shutting-down" ? error : "unreachable";
+  }
   if (status === 421) return "not-owner";
   if (status === 409 || (status === 404 && error === "unknown-shard")) return "map-behind";
   return "other";
@@ -609,14 +624,25 @@ const GIVE_UP_HINTS: Record<Failure, (shardId: string, address: string) => strin
     `the agents and the location map disagree on who owns shard ${id} (\`shardctl shards\` shows the map); ${RECOVER}`,
   "map-behind": (id) =>
     `the location map is behind the agents for shard ${id} (\`shardctl shards\` shows the map); ${RECOVER}`,
+  // the agent is up but stopping (a restart, a deploy): the shard is served again once it is back, or moved
+  "shutting-down": (_id, address) =>
+    `the agent at ${address} is stopping (it answered 503 shutting-down): retry once it is back, ` +
+    "or see `shardctl nodes` for the cluster's agents",
   other: () => "see the agent's log for the refused request",
 };
+
+/** The hint of the error given up with after the last answer was `status` `error` (pure). */
+export function giveUpHint(status: number, error: string, shardId: string, address: string): string {
+  return GIVE_UP_HINTS[failureOf(status, error)](shardId, address);
+}
 
 /** Where a write went, for its errors. */
 export interface WriteSite {
   key: string;
   address: string;
   shardId: string;
+  /** The write id it was sent with (32 hex digits), named for a retry. */
+  writeId?: string;
 }
 
 /**
@@ -635,8 +661,9 @@ export function writeAnswer(method: "PUT" | "DELETE", site: WriteSite, res: Agen
         `(an agent answers 200 once it is), and ${outcome} cannot be read`,
       {
         hint:
-          "read the key (`shardctl get`) before writing it again, or retry it with the same write id " +
-          "(applied at most once); and check that the map's address for the node is this cluster's " +
+          "read the key (`shardctl get`) before writing it again, or retry it with the same write id" +
+          (site.writeId ? `, ${site.writeId}` : "") +
+          " (applied at most once); and check that the map's address for the node is this cluster's " +
           "agent, of this version (`shardctl nodes`)",
       },
     );
@@ -680,13 +707,83 @@ interface ErrorInfo {
   redirect?: { node: string; address: string; epoch: number } | null;
 }
 
-function parseError(res: AgentResponse): ErrorInfo {
+/**
+ * An agent's error answer (pure). A redirect hint that is not `{node, address: HOST:PORT, epoch}`
+ * (an integer epoch) is dropped, and the message says so: followed, a bad address would fail as an
+ * unreachable agent and leave a write in doubt that was never sent; without it the client reloads
+ * the map and retries, and the error it may give up with shows the answer.
+ */
+export function parseErrorAnswer(res: AgentResponse): ErrorInfo {
+  let j: Record<string, unknown>;
   try {
-    const j = JSON.parse(res.body.toString("utf8")) as ErrorInfo;
-    return { ...j, error: String(j.error ?? "unknown"), message: String(j.message ?? "") };
+    const parsed: unknown = JSON.parse(res.body.toString("utf8"));
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed))
+      throw new Error("not an object");
+    j = parsed as Record<string, unknown>;
   } catch {
     return { error: "unknown", message: res.body.toString("utf8").slice(0, 200) };
   }
+  const info: ErrorInfo = {
+    error: String(j.error ?? "unknown"),
+    message: String(j.message ?? ""),
+  };
+  if (typeof j.epoch === "number") info.epoch = j.epoch;
+  const hint = j.redirect;
+  if (hint === undefined || hint === null) return info;
+  const redirect = redirectHint(hint);
+  if (redirect) info.redirect = redirect;
+  else info.message += ` (its malformed redirect hint ${quoted(JSON.stringify(hint) ?? "")} was ignored)`;
+  return info;
+}
+
+/** A redirect hint an agent sends: node, HOST:PORT as its release endpoint accepts it, an integer epoch. */
+function redirectHint(hint: unknown): ErrorInfo["redirect"] {
+  if (hint === null || typeof hint !== "object" || Array.isArray(hint)) return undefined;
+  const { node, address, epoch } = hint as Record<string, unknown>;
+  if (typeof node !== "string" || node.length === 0) return undefined;
+  if (typeof address !== "string" || !/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(address))
+    return undefined;
+  try {
+    splitAddress(address); // the port is 1-65535
+  } catch {
+    return undefined;
+  }
+  if (typeof epoch !== "number" || !Number.isSafeInteger(epoch) || epoch < 0) return undefined;
+  return { node, address, epoch };
+}
+
+/** The longest retry-after taken (s): a longer one is not what an agent sends, and is ignored. */
+const MAX_RETRY_AFTER_S = 60;
+
+/** A 503's retry-after in ms when it is whole seconds up to a minute (pure); else undefined. */
+export function retryAfterMs(headers: AgentResponse["headers"]): number | undefined {
+  const v = headers["retry-after"];
+  if (typeof v !== "string" || !/^\d{1,5}$/.test(v)) return undefined;
+  const s = Number(v);
+  return s <= MAX_RETRY_AFTER_S ? s * 1000 : undefined;
+}
+
+/**
+ * The value of a key its agent answered 200 to a GET (pure). `x-lsn` and `x-timestamp` are
+ * non-negative integers from an agent; anything else is an error naming the agent, not a NaN.
+ */
+export function getAnswer(site: WriteSite, res: AgentResponse): GetResult {
+  const header = (name: "x-lsn" | "x-timestamp"): number => {
+    const v = res.headers[name];
+    const n = typeof v === "string" && /^\d{1,16}$/.test(v) ? Number(v) : NaN;
+    if (!Number.isSafeInteger(n)) {
+      throw new UserError(
+        `the agent at ${site.address} answered 200 to GET of ${shownKey(site.key)} (shard ${site.shardId}), ` +
+          `but its ${name} header is ${v === undefined ? "missing" : quoted(String(v))}, not a non-negative ` +
+          "integer: the answer is not an agent's, so its value is not trusted",
+        {
+          hint: "check that the map's address for the node is this cluster's agent, of this version (`shardctl nodes`)",
+        },
+      );
+    }
+    return n;
+  };
+  return { value: res.body, lsn: header("x-lsn"), timestamp: header("x-timestamp") };
 }
 
 const TIMED_OUT = Symbol("timed out");

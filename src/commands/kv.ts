@@ -48,6 +48,27 @@ async function withClient<T>(
   }
 }
 
+/**
+ * `--write-id HEX`: the id of a write to retry (the client's format: 16 bytes, as 32 hex digits,
+ * printed by `--json` and by the error of a write that may have been applied). Checked before
+ * anything is read or sent.
+ */
+export function parseWriteId(text: string | undefined): Buffer | undefined {
+  if (text === undefined) return undefined;
+  if (!/^[0-9A-Fa-f]{32}$/.test(text)) {
+    const shown = text.length > 80 ? `${JSON.stringify(text.slice(0, 80))}…` : JSON.stringify(text);
+    throw new UsageError(`--write-id ${shown} is not a write id: it must be 32 hex digits (16 bytes)`, {
+      hint:
+        "pass the id of the write to retry as printed by `--json` (writeId) or by the error that said it " +
+        "may have been applied; leave the option out for a new write",
+    });
+  }
+  return Buffer.from(text, "hex");
+}
+
+/** What a write's output adds when an earlier attempt had applied it (its answer was lost). */
+const DUPLICATE_NOTE = " (already applied by an earlier attempt; nothing written again)";
+
 async function readAll(stream: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
@@ -64,12 +85,13 @@ async function readAll(stream: Readable, limit: number): Promise<Buffer> {
 export async function runPut(
   key: string,
   value: string | undefined,
-  opts: { file?: string; zone?: string; json?: boolean },
+  opts: { file?: string; zone?: string; json?: boolean; writeId?: string },
   deps: KvDeps,
 ) {
   if (value !== undefined && opts.file)
     throw new UsageError("give the value either as an argument or with --file, not both");
-  // a bad key or zone is refused before the value is read: standard input may be a terminal
+  // a bad key, zone or write id is refused before the value is read: standard input may be a terminal
+  const given = parseWriteId(opts.writeId);
   checkZone(deps.config, opts.zone);
   validateKey(key, deps.config.limits.maxKeyBytes);
   let body: Buffer;
@@ -95,11 +117,26 @@ export async function runPut(
       `the value is ${body.length} bytes; the limit is ${deps.config.limits.maxValueBytes} (limits.maxValueBytes)`,
     );
   }
-  const r = await withClient(deps, opts.zone, (c) => c.put(key, body));
+  // the id is chosen here, not in put, so that --json can print it for a retry
+  let writeId = given;
+  const r = await withClient(deps, opts.zone, (c) =>
+    c.put(key, body, { writeId: (writeId ??= c.newWriteId()) }),
+  );
   // duplicate: an attempt whose answer was lost had applied the write, and the retry was answered
   // with its outcome (nothing was applied twice)
-  if (opts.json) printJson(deps.io, { key, lsn: r.lsn, bytes: body.length, duplicate: r.duplicate === true });
-  else deps.io.err.write(`stored ${key} (${body.length} bytes, lsn ${r.lsn})\n`);
+  if (opts.json) {
+    printJson(deps.io, {
+      key,
+      lsn: r.lsn,
+      bytes: body.length,
+      duplicate: r.duplicate === true,
+      writeId: writeId!.toString("hex"),
+    });
+  } else {
+    deps.io.err.write(
+      `stored ${key} (${body.length} bytes, lsn ${r.lsn})${r.duplicate ? DUPLICATE_NOTE : ""}\n`,
+    );
+  }
 }
 
 export async function runGet(
@@ -148,11 +185,29 @@ export function writeValueFile(key: string, r: GetResult, out: string, json: boo
   else io.err.write(`wrote ${r.value.length} bytes to ${out}\n`);
 }
 
-export async function runDelete(key: string, opts: { zone?: string; json?: boolean }, deps: KvDeps) {
-  const r = await withClient(deps, opts.zone, (c) => c.delete(key));
+export async function runDelete(
+  key: string,
+  opts: { zone?: string; json?: boolean; writeId?: string },
+  deps: KvDeps,
+) {
+  let writeId = parseWriteId(opts.writeId);
+  const r = await withClient(deps, opts.zone, (c) =>
+    c.delete(key, { writeId: (writeId ??= c.newWriteId()) }),
+  );
   if (opts.json) {
-    printJson(deps.io, { key, existed: r.existed, lsn: r.lsn, duplicate: r.duplicate === true });
-  } else deps.io.err.write(r.existed ? `deleted ${key}\n` : `${key} did not exist (nothing to delete)\n`);
+    printJson(deps.io, {
+      key,
+      existed: r.existed,
+      lsn: r.lsn,
+      duplicate: r.duplicate === true,
+      writeId: writeId!.toString("hex"),
+    });
+  } else {
+    const note = r.duplicate ? DUPLICATE_NOTE : "";
+    deps.io.err.write(
+      r.existed ? `deleted ${key}${note}\n` : `${key} did not exist (nothing to delete)${note}\n`,
+    );
+  }
 }
 
 export const registerKv: RegisterCommand = (program: Command, ctx: CommandContext) => {
@@ -164,7 +219,8 @@ export const registerKv: RegisterCommand = (program: Command, ctx: CommandContex
     .argument("[value]", "the value; else --file, else standard input")
     .option("--file <file>", "read the value from a file (binary safe)")
     .option("--zone <zone>", "origin zone to report for this access")
-    .option("--json", "print {key, lsn, bytes, duplicate}")
+    .option("--write-id <hex>", "retry a write with its id (32 hex digits): applied at most once")
+    .option("--json", "print {key, lsn, bytes, duplicate, writeId}")
     .addHelpText("after", PUT_HELP)
     .action((key: string, value: string | undefined, opts) => runPut(key, value, opts, deps()));
   program
@@ -187,7 +243,8 @@ export const registerKv: RegisterCommand = (program: Command, ctx: CommandContex
     .description("delete a key")
     .argument("<key>", "the key (UTF-8)")
     .option("--zone <zone>", "origin zone to report for this access")
-    .option("--json", "print {key, existed, lsn, duplicate}")
+    .option("--write-id <hex>", "retry a delete with its id (32 hex digits): applied at most once")
+    .option("--json", "print {key, existed, lsn, duplicate, writeId}")
     .addHelpText("after", DELETE_HELP)
     .action((key: string, opts) => runDelete(key, opts, deps()));
 };
@@ -196,16 +253,21 @@ const PUT_HELP = `
 The write is acknowledged only after the owner agent's fsync. Every attempt at
 it carries one write id, so a retry after a lost answer is not applied twice:
 with --json, "duplicate": true says the write had been applied by an earlier
-attempt (lsn is that attempt's); false otherwise.
+attempt (lsn is that attempt's; the value given again is not stored); false
+otherwise. --json prints the write id ("writeId"), and so does the error of a
+write that may have been applied: run the command again with --write-id and
+that id to retry it safely.
 
 Examples:
   shardctl put user:42 '{"name":"Ada"}'
   shardctl put avatar:42 --file avatar.png
   tar c dir | shardctl put backup:1
   shardctl put --zone b session:9 token123     # count the access for zone b
+  shardctl put --write-id 00112233445566778899aabbccddeeff user:42 '{"name":"Ada"}'
 
 Exit codes: 0 stored, 1 the cluster refused or is unreachable (or the write may
-have been applied: read the key before writing it again), 2 bad key or value,
+have been applied: read the key, or retry with its --write-id), 2 bad key, value
+or write id,
 3 no agent serves the key's shard (the agents redirect in a cycle; nothing was
 written; see \`shardctl status\` and \`shardctl migrations\`).`;
 
@@ -221,12 +283,13 @@ Exit codes: 0 found, 1 not found (said on stderr) or the cluster failed, 2 bad k
 const DELETE_HELP = `
 As put, a retry after a lost answer is not applied twice: with --json,
 "duplicate": true says an earlier attempt had deleted the key (existed and lsn
-are that attempt's); false otherwise.
+are that attempt's); false otherwise. --json and the error of a delete that
+may have been applied print its write id: retry with --write-id and that id.
 
 Examples:
   shardctl delete user:42
   shardctl delete user:42 --json
 
 Exit codes: 0 done (whether or not the key existed), 1 the cluster failed (or the
-delete may have been applied), 2 bad key, 3 no agent serves the key's shard (the
+delete may have been applied: retry with its --write-id), 2 bad key or write id, 3 no agent serves the key's shard (the
 agents redirect in a cycle; nothing was deleted).`;

@@ -120,7 +120,13 @@ describe("shardctl put/delete --json: duplicate", () => {
     const agent = await agentWithShard();
     const d = await deps(agent);
     await runPut("k", "v", { json: true }, d);
-    expect(JSON.parse(d.out.bytes.toString())).toEqual({ key: "k", lsn: 1, bytes: 1, duplicate: false });
+    expect(JSON.parse(d.out.bytes.toString())).toEqual({
+      key: "k",
+      lsn: 1,
+      bytes: 1,
+      duplicate: false,
+      writeId: expect.stringMatching(/^[0-9a-f]{32}$/),
+    });
     const d2 = await deps(agent);
     await runDelete("k", { json: true }, d2);
     expect(JSON.parse(d2.out.bytes.toString())).toEqual({
@@ -128,6 +134,7 @@ describe("shardctl put/delete --json: duplicate", () => {
       existed: true,
       lsn: 2,
       duplicate: false,
+      writeId: expect.stringMatching(/^[0-9a-f]{32}$/),
     });
   });
 
@@ -151,12 +158,14 @@ describe("shardctl put/delete --json: duplicate", () => {
       lsn: 1,
       bytes: 1,
       duplicate: true,
+      writeId: expect.stringMatching(/^[0-9a-f]{32}$/),
     });
     expect(await lostAnswer(2, (d) => runDelete("k", { json: true }, d))).toEqual({
       key: "k",
       existed: true,
       lsn: 2,
       duplicate: true,
+      writeId: expect.stringMatching(/^[0-9a-f]{32}$/),
     });
     // each write was applied once: the retries appended nothing
     expect((await inventory(agent)).lsn).toBe(2);
@@ -194,5 +203,130 @@ describe("shardctl get/put with agents that redirect in a cycle", () => {
     }
     expect(await requestCount(a, "put", 200)).toBe(0);
     expect(await requestCount(b, "put", 200)).toBe(0);
+  });
+});
+
+describe("shardctl put/delete --write-id", () => {
+  const ID = "00112233445566778899aabbccddeeff";
+
+  it("retries a write with the id given: the agent answers a duplicate, and the value is not changed", async () => {
+    const agent = await agentWithShard();
+    const first = await deps(agent);
+    await runPut("k", "v1", { json: true, writeId: ID }, first);
+    expect(JSON.parse(first.out.bytes.toString())).toEqual({
+      key: "k",
+      lsn: 1,
+      bytes: 2,
+      duplicate: false,
+      writeId: ID,
+    });
+    // the retry of a write whose answer was lost: same id (in capitals too), even with another value
+    const retry = await deps(agent);
+    await runPut("k", "v2", { json: true, writeId: ID.toUpperCase() }, retry);
+    expect(JSON.parse(retry.out.bytes.toString())).toEqual({
+      key: "k",
+      lsn: 1,
+      bytes: 2,
+      duplicate: true,
+      writeId: ID,
+    });
+    expect((await get(agent.port, SHARD, "k")).body.toString()).toBe("v1");
+    expect((await inventory(agent)).lsn).toBe(1);
+
+    const del = "ffeeddccbbaa99887766554433221100";
+    const d1 = await deps(agent);
+    await runDelete("k", { json: true, writeId: del }, d1);
+    expect(JSON.parse(d1.out.bytes.toString())).toEqual({
+      key: "k",
+      existed: true,
+      lsn: 2,
+      duplicate: false,
+      writeId: del,
+    });
+    const d2 = await deps(agent);
+    await runDelete("k", { json: true, writeId: del }, d2);
+    expect(JSON.parse(d2.out.bytes.toString())).toEqual({
+      key: "k",
+      existed: true,
+      lsn: 2,
+      duplicate: true,
+      writeId: del,
+    });
+    expect((await inventory(agent)).lsn).toBe(2);
+  });
+
+  it("prints the write id it made up with --json, so that the write can be retried with it", async () => {
+    const agent = await agentWithShard();
+    const d = await deps(agent);
+    await runPut("k", "v", { json: true }, d);
+    const j = JSON.parse(d.out.bytes.toString()) as { writeId: string };
+    expect(j.writeId).toMatch(/^[0-9a-f]{32}$/);
+    const again = await deps(agent);
+    await runPut("k", "other", { json: true, writeId: j.writeId }, again);
+    expect(JSON.parse(again.out.bytes.toString())).toMatchObject({ duplicate: true, lsn: 1 });
+    const d2 = await deps(agent);
+    await runDelete("k", { json: true }, d2);
+    expect((JSON.parse(d2.out.bytes.toString()) as { writeId: string }).writeId).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it("says in plain text when a write was already applied by an earlier attempt", async () => {
+    const agent = await agentWithShard();
+    const note = "(already applied by an earlier attempt; nothing written again)";
+    const p1 = await deps(agent);
+    await runPut("k", "v", { writeId: ID }, p1);
+    expect(p1.err.bytes.toString()).toBe("stored k (1 bytes, lsn 1)\n");
+    const p2 = await deps(agent);
+    await runPut("k", "v", { writeId: ID }, p2);
+    expect(p2.err.bytes.toString()).toBe(`stored k (1 bytes, lsn 1) ${note}\n`);
+    const del = "ffeeddccbbaa99887766554433221100";
+    const d1 = await deps(agent);
+    await runDelete("k", { writeId: del }, d1);
+    expect(d1.err.bytes.toString()).toBe("deleted k\n");
+    const d2 = await deps(agent);
+    await runDelete("k", { writeId: del }, d2);
+    expect(d2.err.bytes.toString()).toBe(`deleted k ${note}\n`);
+  });
+
+  it("refuses a write id that is not 32 hex digits with exit 2, before the value is read, and sends nothing", async () => {
+    const agent = await agentWithShard();
+    const hostile = [
+      "",
+      " ",
+      "abc",
+      ID.slice(1), // 31 digits
+      ID + "0", // 33
+      ID + ID,
+      "g" + ID.slice(1),
+      " " + ID.slice(1),
+      ID.slice(1) + "\n",
+      "0x" + ID.slice(2),
+      "-" + ID.slice(1),
+      "\u0660".repeat(32), // Arabic-Indic zeros: digits, not hex digits
+      "０".repeat(32), // fullwidth zeros
+      ID.slice(0, 16) + "\u0000" + ID.slice(17),
+      "é".repeat(16), // 16 characters, 32 bytes
+    ];
+    const stdin = new PassThrough(); // never ends: the write id must be refused before it is read
+    for (const writeId of hostile) {
+      const d = await deps(agent, stdin);
+      const within = <T>(p: Promise<T>) =>
+        Promise.race([p, sleep(2000).then(() => Promise.reject(new Error("still reading standard input")))]);
+      await expect(within(runPut("k", undefined, { writeId }, d)), JSON.stringify(writeId)).rejects.toThrow(
+        /--write-id .*32 hex digits/,
+      );
+      await expect(runDelete("k", { writeId }, d), JSON.stringify(writeId)).rejects.toThrow(UsageError);
+    }
+    stdin.destroy();
+    const d = await deps(agent);
+    for (const args of [
+      ["put", "k", "v", "--write-id", "zz"],
+      ["put", "k", "v", "--write-id", ""],
+      ["delete", "k", "--write-id", ID.slice(2)],
+    ]) {
+      const r = await cli(["--data-dir", d.config.dataDir, ...args], { SHARDCTL_TOKEN: TOKEN });
+      expect(r.code, r.err).toBe(2);
+      expect(r.err).toMatch(/--write-id/);
+    }
+    expect(await dataRequests(agent)).toBe(0);
   });
 });

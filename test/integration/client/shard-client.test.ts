@@ -74,6 +74,8 @@ describe("ShardClient: bounds and clear errors", () => {
     expect(err.message).toMatch(/no answer within the client's deadline \(400 ms\)/);
     // the write is in doubt, and the error says how to retry it safely
     expect(err.message).toMatch(/may have been applied.*same write id/);
+    // which id: the one to pass again (`--write-id` on the command line)
+    expect(err.message).toContain(`same write id, ${writeId.toString("hex")}`);
     expect(ms).toBeGreaterThanOrEqual(350);
     expect(ms).toBeLessThan(2000); // not the 10 s of the transport's own timeout
 
@@ -146,6 +148,24 @@ describe("ShardClient: bounds and clear errors", () => {
     expect(await requestCount(agent, "put", 503)).toBe(reached);
     expect(await requestCount(agent, "put")).toBe(reached);
     expect((await inventory(agent)).lsn).toBe(0);
+  });
+
+  it("retries a fenced shard on its backoff, not after the fence's whole-second Retry-After", async () => {
+    const agent = await realAgent();
+    await createShard(agent);
+    const f = await admin(agent.port, "POST", `${SHARD}/fence`, { epoch: 1 });
+    expect(f.status, f.body.toString()).toBe(200);
+    // a fence lasts a migration's write pause (tens of ms); its answer still says Retry-After: 1
+    const c = client(await storeWith(oneShardMap(agent.address)), { deadlineMs: 5000 });
+    const put = c.put("k", "v");
+    while ((await requestCount(agent, "put", 503)) < 1) await sleep(5);
+    const u = await admin(agent.port, "POST", `${SHARD}/unfence`, { epoch: 1 });
+    expect(u.status, u.body.toString()).toBe(200);
+    const unfencedAt = Date.now();
+    expect(await put).toEqual({ lsn: 1 });
+    // the write goes through within the backoff (at most 1 s by default, 20 ms doubling): here the
+    // unfence came after one or two retries, so well under the second Retry-After asks for
+    expect(Date.now() - unfencedAt).toBeLessThan(500);
   });
 
   it("keeps the agent's last answer in its error when the deadline cuts off the attempt after it", async () => {
