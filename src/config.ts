@@ -51,6 +51,11 @@ export const configSchema = z
           .min(1)
           .max(256 * 1024 * 1024)
           .default(16 * 1024 * 1024),
+        /**
+         * Connections an agent accepts at once, on each listener (HTTP, binary); more are closed as they
+         * arrive. Below the file descriptor limit, which the shards' logs need too.
+         */
+        maxConnections: z.number().int().min(1).max(1_000_000).default(1024),
       })
       .prefault({}),
     windows: z
@@ -92,6 +97,18 @@ export const configSchema = z
     agent: z
       .object({
         token: z.string().optional(),
+        /** An HTTP request's headers must arrive whole within this (slowloris). */
+        headersTimeoutSeconds: z.number().positive().max(3600).default(10),
+        /**
+         * An HTTP connection with a request under way that neither sends nor receives a byte for this
+         * long is closed (there is no bound on a whole request: a snapshot upload streams for as long
+         * as it flows).
+         */
+        idleTimeoutSeconds: z.number().positive().max(86_400).default(60),
+        /** An idle keep-alive HTTP connection is closed after this. */
+        keepAliveTimeoutSeconds: z.number().positive().max(3600).default(65),
+        /** A binary protocol frame must arrive whole within this of its first byte. */
+        frameTimeoutSeconds: z.number().positive().max(3600).default(30),
       })
       .prefault({}),
   })

@@ -36,6 +36,16 @@ export interface AgentOptions {
   /** Where the binary protocol listens (binary.ts); none when absent. */
   binaryHost?: string;
   binaryPort?: number;
+  /** Connections accepted at once on each listener (default 1024); more are closed as they arrive. */
+  maxConnections?: number;
+  /** An HTTP request's headers must arrive within this (default 10 s). */
+  headersTimeoutMs?: number;
+  /** An HTTP connection with a request under way and no byte either way for this long is closed (default 60 s). */
+  idleTimeoutMs?: number;
+  /** An idle keep-alive HTTP connection is closed after this (default 65 s). */
+  keepAliveTimeoutMs?: number;
+  /** A binary frame must arrive whole within this of its first byte (default 30 s). */
+  frameTimeoutMs?: number;
   /** Log files are sealed at this size (default 64 MiB). */
   maxFileBytes?: number;
   /** A snapshot is written after this many log bytes (default 256 MiB). */
@@ -166,9 +176,28 @@ export class Agent {
   }
 
   async listen(): Promise<AddressInfo> {
-    const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 120_000 }, (req, res) => {
-      void handleRequest(this, req, res);
-    });
+    const headersTimeout = this.opts.headersTimeoutMs ?? 10_000;
+    const server = createServer(
+      {
+        // slowloris: headers must arrive whole in time, checked every second (Node's default 30 s
+        // check interval would let a partial request sit for up to headersTimeout + 30 s)
+        headersTimeout,
+        connectionsCheckingInterval: Math.min(1000, headersTimeout),
+        // no bound on a whole request: a snapshot upload (PUT …/snapshot) streams for as long as the
+        // shard is large; a stalled one is cut by the idle timeout below instead
+        requestTimeout: 0,
+        keepAliveTimeout: this.opts.keepAliveTimeoutMs ?? 65_000,
+      },
+      (req, res) => {
+        void handleRequest(this, req, res);
+      },
+    );
+    // a connection with a request under way (a body still coming, an answer still going) and no byte
+    // either way for this long is destroyed (no "timeout" listener: Node destroys it). Streams that
+    // flow (migration copies, large values) refresh it with every chunk.
+    server.timeout = this.opts.idleTimeoutMs ?? 60_000;
+    // more connections are closed on arrival: memory and file descriptors stay bounded
+    server.maxConnections = this.opts.maxConnections ?? 1024;
     server.on("connection", (s) => {
       s.setNoDelay(true);
       this.sockets.add(s);

@@ -64,6 +64,8 @@ export function startBinaryServer(agent: Agent, host: string, port: number): Pro
     socket.on("error", () => socket.destroy());
     new BinaryConnection(agent, socket);
   });
+  // more connections are closed on arrival: each may hold up to a frame's worth of memory
+  server.maxConnections = agent.opts.maxConnections ?? 1024;
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () =>
@@ -103,6 +105,13 @@ class BinaryConnection {
   /** Reading stopped until the answers queued are sent (MAX_UNSENT_BYTES). */
   private paused = false;
   private readonly maxFrame: number;
+  /**
+   * Fires frameTimeoutMs after the first byte of a frame that has not arrived whole (refreshed as
+   * each partial frame starts; made once per connection, and only by one that sends frames in pieces).
+   */
+  private frameTimer?: NodeJS.Timeout;
+  /** A frame has begun and not arrived whole (frameTimer runs for it). */
+  private framePartial = false;
 
   constructor(
     private readonly agent: Agent,
@@ -114,6 +123,7 @@ class BinaryConnection {
       this.peerEnded = true;
       this.endIfDone();
     });
+    socket.on("close", () => clearTimeout(this.frameTimer));
     // a connection that does not say hello in time is dropped (it holds a socket and nothing else)
     socket.setTimeout(HELLO_TIMEOUT_MS, () => {
       if (!this.authed) socket.destroy();
@@ -154,7 +164,10 @@ class BinaryConnection {
         this.socket.write(Buffer.concat([MAGIC, Buffer.from([0])]));
         continue;
       }
-      if (this.buf.length < 4) return;
+      if (this.buf.length < 4) {
+        if (this.buf.length > 0) this.partialFrame();
+        return;
+      }
       if (this.socket.writableLength > MAX_UNSENT_BYTES) return this.pauseUntilSent();
       const len = this.buf.readUInt32LE(0);
       if (len < REQ_FIXED || len > this.maxFrame) {
@@ -173,12 +186,44 @@ class BinaryConnection {
         this.pending = [this.buf];
         this.pendingBytes = this.buf.length;
         this.buf = Buffer.alloc(0);
+        this.partialFrame();
         return;
       }
+      this.framePartial = false;
       const frame = this.buf.subarray(4, 4 + len);
       this.buf = this.buf.subarray(4 + len);
       this.handle(frame);
     }
+  }
+
+  /**
+   * A frame has begun and not arrived whole: it must within frameTimeoutMs, else the connection is
+   * closed (an authenticated client would otherwise hold up to a frame's worth of memory for ever).
+   * Whole frames, the usual case, never get here: nothing is done per request.
+   */
+  private partialFrame(): void {
+    if (this.framePartial) return; // (its clock runs from its first byte)
+    this.framePartial = true;
+    if (this.frameTimer) this.frameTimer.refresh();
+    else {
+      this.frameTimer = setTimeout(() => this.frameTimedOut(), this.agent.opts.frameTimeoutMs ?? 30_000);
+      this.frameTimer.unref();
+    }
+  }
+
+  private frameTimedOut(): void {
+    // the frame it was set for completed meanwhile, or reading is paused for the client to read its
+    // answers (not the frame's fault): nothing to do
+    if (this.closed || !this.framePartial || this.paused) return;
+    const got = this.want > 0 ? this.pendingBytes : this.buf.length;
+    const of = this.want > 0 ? ` of ${this.want}` : "";
+    this.fail(
+      new ApiError(
+        408,
+        "frame-timeout",
+        `a frame did not arrive whole within ${(this.agent.opts.frameTimeoutMs ?? 30_000) / 1000} s (${got}${of} bytes received); the connection is closed: reconnect and send it again`,
+      ),
+    );
   }
 
   /**

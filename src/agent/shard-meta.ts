@@ -80,9 +80,17 @@ export function writeMeta(dir: string, meta: ShardMeta): void {
 export function readMeta(dir: string): ShardMeta {
   const file = metaPath(dir);
   if (!existsSync(file)) throw new Error(`${file} is missing`);
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    // an I/O error is not a damaged file: say which it is
+    const e = err as NodeJS.ErrnoException;
+    throw new Error(`${file} could not be read (${e.code ?? e.message})`);
+  }
   let outer: { format?: string; checksum?: string; meta?: string };
   try {
-    outer = JSON.parse(readFileSync(file, "utf8"));
+    outer = JSON.parse(text);
   } catch {
     throw new Error(`${file} is not JSON (truncated or overwritten)`);
   }

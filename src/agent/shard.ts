@@ -17,13 +17,14 @@
  * the duplicate check (appendImported): so every id this shard knows is in
  * its snapshot or its log.
  */
-import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fsyncDir } from "./fs-util.js";
+import { ApiError } from "./http-util.js";
 import { encodeEntry, NO_VALUE, type LogEntry, type LogOp } from "./log-format.js";
 import { DEFAULT_WRITE_ID_CAPACITY, WriteIdTable, type RememberedWrite } from "./write-ids.js";
-import { readMeta, writeMeta, type RedirectHint, type ShardMeta } from "./shard-meta.js";
+import { metaPath, readMeta, writeMeta, type RedirectHint, type ShardMeta } from "./shard-meta.js";
 import {
   LogCorrupt,
   parseLogFileName,
@@ -104,6 +105,50 @@ export interface ShardOptions {
   onFlush?: (entries: number, bytes: number, fsyncMs: number) => void;
   /** Write ids remembered (default DEFAULT_WRITE_ID_CAPACITY, 2^20). */
   writeIdCapacity?: number;
+}
+
+/** An error's message, with its errno code when the message does not carry it. */
+function errorText(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  const msg = e instanceof Error ? e.message : String(err);
+  return e?.code && !msg.includes(e.code) ? `${e.code}: ${msg}` : msg;
+}
+
+/** Whether `dir` holds a log file or a snapshot (data a shard with a lost meta.json still has). */
+function holdsData(dir: string): boolean {
+  try {
+    return readdirSync(dir).some(
+      (n) => parseLogFileName(n) !== undefined || parseSnapshotFileName(n) !== undefined,
+    );
+  } catch {
+    return true; // unreadable: assume it holds data, and refuse rather than forget it
+  }
+}
+
+/** errno codes of a disk without room for a write. */
+const NO_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
+
+/**
+ * What a request whose metadata change could not be recorded gets: 507 when the disk is full, 503 for
+ * another I/O error (both retryable once fixed), saying that nothing changed.
+ */
+function metaWriteFailed(shard: Shard, next: ShardMeta, err: unknown): ApiError {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const room = code !== undefined && NO_ROOM.has(code);
+  const was = shard.meta;
+  const change =
+    next.epoch !== was.epoch && next.state === was.state
+      ? `epoch ${next.epoch}`
+      : `epoch ${next.epoch} (${next.state})`;
+  return new ApiError(
+    room ? 507 : 503,
+    "meta-write-failed",
+    `shard ${shard.id}: recording ${change} in meta.json failed (${errorText(err)}); nothing was changed: ` +
+      `the shard stays at epoch ${was.epoch} (${was.state}). ` +
+      (room ? "Make room on the disk, then retry" : "Fix the disk (see the agent's log), then retry"),
+    { epoch: was.epoch, state: was.state, ...(code ? { code } : {}) },
+    { "retry-after": "1" },
+  );
 }
 
 /** The answer a retry of a remembered write gets. */
@@ -190,19 +235,46 @@ export class Shard {
     return Shard.open(dir, id, opts);
   }
 
-  /** Opens an existing shard and recovers its state; a corrupt log leaves it `failed`, never half-served. */
+  /**
+   * Opens an existing shard and recovers its state. A shard that cannot be loaded — a corrupt log, a
+   * meta.json that is altered or unreadable, an I/O error, a log file too large to read — is kept
+   * `failed` with the reason, never half-served and never forgotten: it stays listed (state "failed")
+   * and every request names it, rather than answering "unknown shard" while its data sits on disk.
+   * Nothing is deleted or rewritten for it.
+   */
   static async open(dir: string, id: string, opts: ShardOptions): Promise<Shard> {
-    const meta = readMeta(dir);
+    let meta: ShardMeta;
+    try {
+      meta = readMeta(dir);
+    } catch (err) {
+      // an empty directory a crash left in the middle of create(): nothing to keep (createShard reuses it)
+      if (!existsSync(metaPath(dir)) && !holdsData(dir)) throw err;
+      // a placeholder only: setMeta refuses to write over the file while the shard is failed
+      const shard = new Shard(
+        id,
+        dir,
+        { shardId: id, epoch: 0, state: "not-owned", migrationTimestamp: 0 },
+        opts,
+      );
+      shard.refuse(`its metadata could not be read: ${errorText(err)}`);
+      return shard;
+    }
     const shard = new Shard(id, dir, meta, opts);
     try {
       await shard.recover();
     } catch (err) {
-      if (!(err instanceof LogCorrupt)) throw err;
-      shard.failed = err.message;
-      shard.state.clear();
-      opts.warn(`recovery: shard ${id} REFUSED: ${err.message}`);
+      shard.refuse(err instanceof LogCorrupt ? err.message : `recovery failed: ${errorText(err)}`);
     }
     return shard;
+  }
+
+  private refuse(why: string): void {
+    this.failed =
+      `${why}. Nothing was deleted; fix or restore the files in ${this.dir} and restart the agent ` +
+      "(or drop the shard once another node holds its data)";
+    this.state.clear();
+    this.writeIds.clear();
+    this.opts.warn(`recovery: shard ${this.id} REFUSED: ${this.failed}`);
   }
 
   private async recover(): Promise<void> {
@@ -598,9 +670,17 @@ export class Shard {
 
   /** Durably records a new metadata state (epoch, owner state, redirect). */
   setMeta(next: Partial<Omit<ShardMeta, "shardId">>): void {
+    // a refused shard's meta.json may be the only copy of its epoch: never written over from here
+    if (this.failed) throw new ApiError(500, "shard-failed", `shard ${this.id} is refused: ${this.failed}`);
     const meta: ShardMeta = { ...this.meta, ...next };
     if (meta.state !== "not-owned") delete meta.redirect;
-    writeMeta(this.dir, meta);
+    try {
+      writeMeta(this.dir, meta);
+    } catch (err) {
+      // this.meta is left as it was: memory never runs ahead of the file (writeMeta replaces the file
+      // atomically, so it still holds the old state too)
+      throw metaWriteFailed(this, meta, err);
+    }
     this.meta = meta;
   }
 

@@ -43,6 +43,8 @@ import {
 export const INCOMING_SNAPSHOT = "incoming-snapshot.tmp";
 /** Free space a target keeps beyond the snapshot it receives (its log grows during the copy). */
 const SPACE_MARGIN_BYTES = 64 * 1024 * 1024;
+/** errno codes of a disk without room for a write. */
+const NO_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
 const SNAPSHOT_CHECKSUM = /^([0-9a-f]{8})-(\d{1,15})$/;
 
 /** GET /v1/shards/:id/snapshot */
@@ -93,6 +95,24 @@ export async function snapshotRequest(
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * The target's own disk refused the copy (full, a file size limit, an I/O error): the upload itself was
+ * fine, so the answer must not blame it. 507 when there was no room, 500 otherwise; the partial file is
+ * deleted (the caller's finally), so nothing is kept.
+ */
+function diskRefused(agent: Agent, id: string, pos: number, size: number, err: unknown): ApiError {
+  const e = err as NodeJS.ErrnoException;
+  const room = e.code !== undefined && NO_ROOM.has(e.code);
+  agent.log(`shard ${id}: writing a received snapshot failed after ${pos} of ${size} bytes: ${e.message}`);
+  return new ApiError(
+    room ? 507 : 500,
+    room ? "no-space" : "disk-error",
+    `this agent's disk (${agent.opts.nodeId}) refused the snapshot of ${id} after ${pos} of ${size} bytes (${e.code ?? e.message}); ` +
+      `the partial copy was not kept and nothing was installed. ${room ? "Make room on the disk" : "Fix the disk (see the agent's log)"}, then retry the migration`,
+    { written: pos, size, ...(e.code ? { code: e.code } : {}) },
+  );
 }
 
 function headerInt(req: IncomingMessage, name: string): number {
@@ -150,7 +170,11 @@ export async function installSnapshotRequest(
             throw badRequest(`the body is longer than the announced ${size} bytes`);
           decoder.push(chunk);
           // every byte, or an error: the decoder checked the bytes received, not the bytes written
-          await writeFully(fh, chunk, pos);
+          try {
+            await writeFully(fh, chunk, pos);
+          } catch (err) {
+            throw diskRefused(agent, id, pos, size, err);
+          }
           pos += chunk.length;
         }
       } catch (err) {
@@ -195,7 +219,11 @@ export async function installSnapshotRequest(
         throw badRequest(
           `the snapshot is of shard ${header.shardId} at LSN ${header.lsn}, not of ${id} at ${lsn}; nothing was installed`,
         );
-      await fh.sync();
+      try {
+        await fh.sync();
+      } catch (err) {
+        throw diskRefused(agent, id, pos, size, err);
+      }
       verified = true;
     } finally {
       await fh.close();

@@ -5,9 +5,10 @@
  * a restart must serve every acknowledged write.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeSnapshot } from "../../../src/agent/snapshot.js";
 import { admin, get, http, put, startAgent, stopAgent, tempDir, type AgentProc } from "./harness.js";
 
 const live: AgentProc[] = [];
@@ -214,5 +215,98 @@ describe("a disk that refuses writes", () => {
     await expectAll(again, acked);
     expect((await put(again.port, "shard-1", "after", "tiny")).json().lsn).toBe(acked.size + 1);
     await stopAgent(again);
+  });
+
+  it("a new epoch that meta.json has no room for is refused with 507, saying nothing changed; with room it is recorded", async () => {
+    requireTool(canMount(), "mount -t tmpfs (root)");
+    const mnt = join(root, "meta-full");
+    mkdirSync(mnt, { recursive: true });
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt]);
+    mounts.push(mnt);
+    const p = await startAgent({ dataDir: join(mnt, "data"), extra: ["--windows-save-seconds", "0"] });
+    live.push(p);
+    expect((await admin(p.port, "PUT", "shard-1", { epoch: 1 })).status).toBe(201);
+    expect((await put(p.port, "shard-1", "k", "v")).status).toBe(200);
+    // the disk fills up (dd stops at ENOSPC)
+    const filler = join(mnt, "filler");
+    spawnSync("dd", ["if=/dev/zero", `of=${filler}`, "bs=4k"]);
+    const dir = join(p.dataDir, "shards", "shard-1");
+    const metaBefore = readFileSync(join(dir, "meta.json"));
+
+    // a read at a newer epoch must record it before serving it: the disk refuses
+    const r = await get(p.port, "shard-1", "k", 2);
+    expect(r.status, r.body.toString()).toBe(507);
+    expect(r.json()).toMatchObject({ error: "meta-write-failed", epoch: 1, code: "ENOSPC" });
+    expect(r.json().message).toMatch(/epoch 2 .*ENOSPC.*nothing was changed.*epoch 1.*Make room/s);
+    // so does a fence
+    const f = await admin(p.port, "POST", "shard-1/fence", { epoch: 3 });
+    expect(f.status, f.body.toString()).toBe(507);
+    expect(f.json().message).toMatch(/nothing was changed/);
+    expect(p.stderr()).not.toMatch(/internal error/);
+    // memory did not run ahead of the file: still epoch 1, owned, serving epoch 1; the file as it was
+    expect((await http(p.port, "GET", "/v1/shards/shard-1")).json()).toMatchObject({
+      epoch: 1,
+      state: "owned",
+    });
+    expect((await get(p.port, "shard-1", "k", 1)).status).toBe(200);
+    expect(readFileSync(join(dir, "meta.json"))).toEqual(metaBefore);
+    expect(readdirSync(dir).filter((n) => n.includes("tmp"))).toEqual([]);
+
+    // with room, the same request records the epoch
+    rmSync(filler);
+    const ok = await get(p.port, "shard-1", "k", 2);
+    expect(ok.status, ok.body.toString()).toBe(200);
+    expect(ok.headers["x-shard-epoch"]).toBe("2");
+    await stopAgent(p);
+  });
+
+  it("a migration target whose disk refuses a snapshot upload answers 507 (not a broken-off upload) and keeps nothing", async () => {
+    requireTool(canLimit(), "prlimit (util-linux) allowed to lower a running process's limits");
+    const p = await startAgent({
+      dataDir: join(root, "snapshot-target", "data"),
+      extra: ["--windows-save-seconds", "0"],
+    });
+    live.push(p);
+    expect((await admin(p.port, "POST", "shard-1/receive", { epoch: 1 })).status).toBe(201);
+    // a snapshot of 2 MiB, as a source would send it
+    const src = tempDir("snapshot-source");
+    const entries: [string, { value: Buffer; lsn: number; timestamp: number }][] = [];
+    for (let i = 0; i < 200; i++)
+      entries.push([`k${i}`, { value: Buffer.alloc(10_000, i), lsn: i + 1, timestamp: 1 }]);
+    const file = await writeSnapshot(src, "shard-1", 200, entries);
+    const body = readFileSync(file);
+    rmSync(src, { recursive: true, force: true });
+    const sum = `${body
+      .readUInt32LE(body.length - 4)
+      .toString(16)
+      .padStart(8, "0")}-${body.length}`;
+    const upload = () =>
+      http(p.port, "PUT", "/v1/admin/shards/shard-1/snapshot", {
+        body,
+        headers: { "x-shard-epoch": "1", "x-snapshot-lsn": "200", "x-snapshot-checksum": sum },
+        timeoutMs: 30_000,
+      });
+    const dir = join(p.dataDir, "shards", "shard-1");
+
+    // files may not grow past 512 KiB: the target's disk refuses the copy a quarter of the way in
+    execFileSync("prlimit", ["--pid", String(p.child.pid), `--fsize=${512 * 1024}:unlimited`]);
+    const refused = await upload();
+    expect(refused.status, refused.body.toString()).toBe(507);
+    expect(refused.json()).toMatchObject({ error: "no-space", code: "EFBIG" });
+    expect(refused.json().message).toMatch(/disk .*refused the snapshot.*not kept.*nothing was installed/s);
+    expect(refused.json().message).not.toMatch(/broke off/);
+    expect(readdirSync(dir).filter((n) => n.includes("tmp") || n.startsWith("snapshot-"))).toEqual([]);
+    expect((await http(p.port, "GET", "/v1/shards/shard-1")).json()).toMatchObject({
+      state: "receiving",
+      lsn: 0,
+      snapshotLsn: 0,
+    });
+
+    // with room, the same upload is installed
+    execFileSync("prlimit", ["--pid", String(p.child.pid), "--fsize=unlimited:unlimited"]);
+    const ok = await upload();
+    expect(ok.status, ok.body.toString()).toBe(200);
+    expect(ok.json()).toMatchObject({ installed: 200, snapshotLsn: 200, keys: 200 });
+    await stopAgent(p);
   });
 });

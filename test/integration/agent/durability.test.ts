@@ -232,7 +232,7 @@ describe("agent durability", () => {
     expect(existsSync(file)).toBe(true);
   });
 
-  it("leaves a shard with an altered meta.json unloaded and refuses to re-create over its data", async () => {
+  it("refuses a shard with an altered meta.json (listed as failed, not unknown) and will not re-create over its data", async () => {
     const p = await agentWithShard("meta");
     expect((await put(p.port, "shard-1", "k", "v")).status).toBe(200);
     expect(await stopAgent(p)).toBe(0);
@@ -243,11 +243,14 @@ describe("agent durability", () => {
 
     const again = await startAgent({ dataDir: p.dataDir, port: p.port });
     live.push(again);
-    expect(again.stderr()).toMatch(/shard shard-1 not loaded: .*checksum mismatch/);
-    expect((await get(again.port, "shard-1", "k")).status).toBe(404);
+    expect(again.stderr()).toMatch(/shard shard-1 REFUSED: .*checksum mismatch/);
+    const r = await get(again.port, "shard-1", "k");
+    expect(r.status).toBe(500);
+    expect(r.json().error).toBe("shard-failed");
+    expect(r.json().message).toMatch(/checksum mismatch/);
     const create = await admin(again.port, "PUT", "shard-1", { epoch: 1 });
-    expect(create.status).toBe(409);
-    expect(create.json().error).toBe("shard-dir-exists");
+    expect(create.status).toBe(500);
+    expect(create.json().error).toBe("shard-failed");
     expect(statSync(file).size).toBe(size);
   });
 
