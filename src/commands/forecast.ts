@@ -5,12 +5,12 @@
  * at each origin, selection only saw the data before it.
  */
 import type { Command } from "commander";
-import { readFileSync } from "node:fs";
 import { UsageError, errorMessage } from "../errors.js";
 import { evaluateSelection } from "../forecast/evaluate.js";
 import { parseSeriesCsv } from "../forecast/csv.js";
 import { detectSeason } from "../forecast/season.js";
 import { printJson, printTable, type IO } from "../output.js";
+import { readInputText } from "./common.js";
 import type { RegisterCommand } from "./context.js";
 
 /** A day ahead is the horizon placement decisions care about; capped so a fine-grained series stays quick. */
@@ -64,6 +64,7 @@ export function runForecastBacktest(opts: BacktestOptions, deps: BacktestDeps): 
   try {
     text = deps.readFile(opts.input);
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     throw new UsageError(`cannot read ${opts.input}: ${errorMessage(err)}`, { cause: err });
   }
   const parsed = parseSeriesCsv(text, { minPoints: 16 });
@@ -144,7 +145,10 @@ export const registerForecast: RegisterCommand = (program: Command, ctx) => {
     .addHelpText("after", BACKTEST_HELP)
     .exitOverride()
     .action((opts: BacktestOptions) => {
-      const report = runForecastBacktest(opts, { io: ctx.io, readFile: (p) => readFileSync(p, "utf8") });
+      const report = runForecastBacktest(opts, {
+        io: ctx.io,
+        readFile: (p) => readInputText(p, "the input"),
+      });
       printBacktest(report, Boolean(opts.json), ctx.io);
     });
 };

@@ -8,7 +8,7 @@
  * agents measure (src/cluster/rtt.ts) over the default matrix.
  */
 import type { Command } from "commander";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import type { Config } from "../config.js";
 import type { AccessWindows } from "../engine/access-windows.js";
 import { defaultZoneMatrix, LatencyModel, type MeasuredLatency, type ZoneMatrix } from "../engine/latency.js";
@@ -40,7 +40,7 @@ import { windowsPath } from "../store/windows-file.js";
 import { collectWindows, type CollectedWindows } from "../cluster/windows-source.js";
 import { latencyNote, measureClusterRtts, type MeasuredRtts } from "../cluster/rtt.js";
 import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
-import { parsePositiveInt, segmenterFor } from "./common.js";
+import { parsePositiveInt, readInputText, segmenterFor } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 import { chooseLevel } from "./predict.js";
 import { readZoneMatrix } from "./simulate.js";
@@ -359,8 +359,7 @@ export async function runVerify(
   file: string,
   source: Pick<PlacementSource, "loadMap">,
 ): Promise<{ plan: MigrationPlan; version: number }> {
-  if (!existsSync(file)) throw new UsageError(`the plan file ${file} does not exist`);
-  const plan = parsePlanFile(readFileSync(file, "utf8"), `the plan file ${file}`);
+  const plan = parsePlanFile(readInputText(file, "the plan file"), `the plan file ${file}`);
   const vm = await source.loadMap();
   checkPlanFresh(plan, vm.version);
   return { plan, version: vm.version };

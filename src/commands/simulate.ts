@@ -7,7 +7,7 @@
  * The command reads the files; src/sim does the work on the parsed data.
  */
 import type { Command } from "commander";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
@@ -30,7 +30,7 @@ import { engineForecaster } from "../sim/forecaster.js";
 import { POLICIES, simulate, type PolicyName, type SimOptions, type SimResult } from "../sim/simulate.js";
 import { parseTraceTimestamp, parseTrace, splitCsvLine } from "../sim/trace.js";
 import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
-import { parsePositiveInt } from "./common.js";
+import { parsePositiveInt, readInputText } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 
 export interface SimulateOptions {
@@ -46,13 +46,11 @@ export interface SimulateReport extends SimResult {
   events_per_s: number;
 }
 
-function readText(file: string, what: string): string {
-  if (!existsSync(file)) throw new UsageError(`${what} ${file} does not exist`);
-  try {
-    return readFileSync(file, "utf8");
-  } catch (err) {
-    throw new UsageError(`cannot read ${what} ${file}: ${(err as Error).message}`);
-  }
+/** Traces may be large: up to what V8 holds as one string (~512 MiB), less headroom. */
+const MAX_TRACE_BYTES = 448 * 1024 * 1024;
+
+function readText(file: string, what: string, maxBytes?: number): string {
+  return readInputText(file, what, maxBytes);
 }
 
 /** Reads and validates a latency matrix file. */
@@ -75,7 +73,7 @@ export function runSimulate(opts: SimulateOptions): SimulateReport {
   const nodes =
     opts.nodes === undefined ? nodePerZone(matrix.zones) : nodesOverZones(matrix.zones, opts.nodes);
   const latency = LatencyModel.fromZoneMatrix(matrix, nodes);
-  const trace = parseTrace(readText(opts.trace, "the trace"), matrix.zones, {
+  const trace = parseTrace(readText(opts.trace, "the trace", MAX_TRACE_BYTES), matrix.zones, {
     source: `the trace ${opts.trace}`,
   });
   const { forecast } = engineForecaster();
@@ -169,8 +167,9 @@ export function readSeriesDir(dir: string): SeriesSource[] {
   if (existsSync(indexFile)) {
     let list: unknown;
     try {
-      list = JSON.parse(readFileSync(indexFile, "utf8"));
-    } catch {
+      list = JSON.parse(readInputText(indexFile, "the series index"));
+    } catch (err) {
+      if (err instanceof UsageError) throw err;
       throw new UsageError(`${indexFile} is not valid JSON`);
     }
     if (Array.isArray(list)) {
@@ -186,7 +185,7 @@ export function readSeriesDir(dir: string): SeriesSource[] {
   return files.map((f) => {
     let parsed;
     try {
-      parsed = parseSeriesCsv(readFileSync(join(dir, f), "utf8"));
+      parsed = parseSeriesCsv(readInputText(join(dir, f), "the series"));
     } catch (err) {
       throw new UsageError(`series ${f}: ${(err as Error).message}`);
     }
@@ -208,7 +207,7 @@ export function readSeriesDir(dir: string): SeriesSource[] {
 
 /** Reads a request log `timestamp,key[,…]` (header optional), sorted or not. */
 export function readRequests(file: string): RequestRow[] {
-  const text = readText(file, "the request log");
+  const text = readText(file, "the request log", MAX_TRACE_BYTES);
   const rows: RequestRow[] = [];
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {

@@ -64,6 +64,13 @@ export interface MeasuredLatency {
 const ZONE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 /**
+ * Largest round trip a matrix may give. Any real one is far below; a huge
+ * finite one (1e308) overflows to Infinity once summed over accesses, and the
+ * outputs would hold NaN and null.
+ */
+export const MAX_RTT_MS = 3_600_000;
+
+/**
  * Validates a parsed matrix file: distinct zone names, a square matrix of
  * finite, non-negative numbers the size of the zone list. `source` names the
  * file in messages.
@@ -71,7 +78,7 @@ const ZONE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 export function parseZoneMatrix(value: unknown, source = "the latency matrix"): ZoneMatrix {
   const bad = (why: string): never => {
     throw new UsageError(`${source} is invalid: ${why}`, {
-      hint: 'expected JSON like {"zones": ["a","b"], "rtt_ms": [[1,50],[50,1]]}: square, finite, non-negative',
+      hint: 'expected JSON like {"zones": ["a","b"], "rtt_ms": [[1,50],[50,1]]}: square, finite, non-negative, at most 3600000 ms',
     });
   };
   if (!value || typeof value !== "object" || Array.isArray(value)) return bad("not a JSON object");
@@ -98,6 +105,8 @@ export function parseZoneMatrix(value: unknown, source = "the latency matrix"): 
     (row as unknown[]).forEach((x, j) => {
       if (typeof x !== "number" || !Number.isFinite(x)) bad(`rtt_ms[${i}][${j}] is not a finite number`);
       if ((x as number) < 0) bad(`rtt_ms[${i}][${j}] is negative (${x as number})`);
+      if ((x as number) > MAX_RTT_MS)
+        bad(`rtt_ms[${i}][${j}] is ${x as number} ms; at most ${MAX_RTT_MS} ms (an hour) is accepted`);
       out.push(x as number);
     });
     rttMs.push(out);

@@ -33,16 +33,34 @@ export interface ParseOptions {
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$/i;
 const NUMBER = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i;
 
+/**
+ * Largest magnitude a value may have. Sums and squares of larger ones overflow
+ * to Infinity in the models and the error measures (±1e308 scored every model
+ * a perfect 0); 1e15 is beyond any count or rate and still exact as an integer.
+ */
+export const MAX_VALUE = 1e15;
+
+/** The range of a JavaScript Date (±100,000,000 days from 1970): beyond it there is no date, only a number. */
+const MAX_EPOCH_MS = 8.64e15;
+
+/** Whether year-month-day names a day of the calendar (Date.parse rolls 2024-02-30 over to March 1). */
+export function isCalendarDate(isoDate: string): boolean {
+  const [y, m, d] = isoDate.slice(0, 10).split("-").map(Number);
+  const date = new Date(Date.UTC(2000, m - 1, d));
+  date.setUTCFullYear(y);
+  return date.getUTCMonth() === m - 1 && date.getUTCDate() === d;
+}
+
 /** Epoch seconds or milliseconds (values above 1e11 can only be ms: that many seconds is year 5138). */
 export function parseTimestamp(raw: string): number | undefined {
   const s = raw.trim().replace(/^"(.*)"$/, "$1");
   if (NUMBER.test(s)) {
     const v = Number(s);
-    if (!Number.isFinite(v)) return undefined;
-    return Math.abs(v) > 1e11 ? v : v * 1000;
+    const ms = Math.abs(v) > 1e11 ? v : v * 1000;
+    return Number.isFinite(ms) && Math.abs(ms) <= MAX_EPOCH_MS ? ms : undefined;
   }
   const match = ISO_DATE.exec(s);
-  if (!match) return undefined;
+  if (!match || !isCalendarDate(s)) return undefined;
   // a timestamp without a zone is read as UTC, so results do not depend on the machine's TZ
   let iso = s.replace(" ", "T");
   if (!match[1]) iso += iso.length === 10 ? "T00:00:00Z" : "Z";
@@ -100,6 +118,12 @@ export function parseSeriesCsv(text: string, opts: ParseOptions = {}): ParsedSer
     const v = NUMBER.test(raw) ? Number(raw) : NaN;
     if (!Number.isFinite(v)) {
       throw new UsageError(`line ${lineNo}: the value "${raw.slice(0, 40)}" is not a number`, { hint });
+    }
+    if (Math.abs(v) > MAX_VALUE) {
+      throw new UsageError(
+        `line ${lineNo}: the value "${raw.slice(0, 40)}" is out of range: at most ${MAX_VALUE} in magnitude`,
+        { hint: "scale the series down (e.g. thousands instead of units): forecasts scale with it" },
+      );
     }
     points.push({ t, v });
   }

@@ -10,6 +10,7 @@
  */
 import { UsageError } from "../errors.js";
 import { validateKey } from "../engine/segmenter.js";
+import { isCalendarDate } from "../forecast/csv.js";
 
 export interface Trace {
   /** Zone names, indexed by `zone`. */
@@ -34,11 +35,14 @@ export interface ParseTraceOptions {
 
 const ISO = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?$/i;
 const EPOCH_MS = /^\d{1,16}$/;
+/** The latest time a JavaScript Date holds. */
+const MAX_EPOCH_MS = 8.64e15;
 
 /** Epoch ms from an ISO-8601 string or an integer of epoch milliseconds; undefined when it is neither. */
 export function parseTraceTimestamp(raw: string): number | undefined {
-  if (EPOCH_MS.test(raw)) return Number(raw);
-  if (!ISO.test(raw)) return undefined;
+  // beyond a Date's range (16 digits reach 1e16) a trace time cannot be written back as ISO-8601
+  if (EPOCH_MS.test(raw)) return Number(raw) <= MAX_EPOCH_MS ? Number(raw) : undefined;
+  if (!ISO.test(raw) || !isCalendarDate(raw)) return undefined;
   let iso = raw.replace(" ", "T");
   if (iso.length === 10) iso += "T00:00:00Z";
   else if (!/(Z|[+-]\d{2}:?\d{2})$/i.test(iso)) iso += "Z";

@@ -391,6 +391,14 @@ export function checkOutputPath(file: string, flag = "--out"): void {
   const fileHint = `give a file name, e.g. ${flag} ${join(file, "out")}`;
   if (isDirectory(file)) throw refuse("is a directory", fileHint);
   if (file.endsWith("/")) throw refuse("names a directory (it ends in /)", fileHint);
+  // the write is atomic (a temporary file renamed over the path), so a device, pipe or socket
+  // there (/dev/null, /dev/stdout) would not be written to but replaced by a regular file
+  const kind = nonRegularKind(file);
+  if (kind)
+    throw refuse(
+      `is ${kind}, not a regular file (the file written would replace it)`,
+      "give the path of a regular file; to see the output, write it to a file and print that",
+    );
   const dir = dirname(file);
   let st;
   try {
@@ -416,6 +424,21 @@ export function checkOutputPath(file: string, flag = "--out"): void {
   }
 }
 
+/** What an existing path is when it is neither a regular file nor a directory; undefined otherwise. */
+function nonRegularKind(path: string): string | undefined {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    return undefined; // missing (the usual case) or unreachable: the directory checks name it
+  }
+  if (st.isFile() || st.isDirectory()) return undefined;
+  if (st.isCharacterDevice() || st.isBlockDevice()) return "a device";
+  if (st.isFIFO()) return "a pipe";
+  if (st.isSocket()) return "a socket";
+  return "a special file";
+}
+
 function isDirectory(path: string): boolean {
   try {
     return statSync(path).isDirectory();
@@ -435,6 +458,8 @@ export function writeOutputFile(
   opts: { flag?: string; mode?: number } = {},
 ): void {
   const flag = opts.flag ?? "--out";
+  // never rename over a device or a pipe, even for a caller that skipped checkOutputPath
+  if (nonRegularKind(file)) checkOutputPath(file, flag);
   try {
     writeAtomic(file, content, opts.mode);
   } catch (err) {

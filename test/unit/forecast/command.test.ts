@@ -81,7 +81,7 @@ describe("shardctl forecast backtest", () => {
   it("exits 2 for a missing file, a bad --horizon and too few points", async () => {
     let io = fakeIO();
     expect(await runCli(["forecast", "backtest", "-i", "/nonexistent/x.csv"], io)).toBe(2);
-    expect(io.stderr()).toMatch(/cannot read \/nonexistent\/x.csv/);
+    expect(io.stderr()).toMatch(/cannot read the input \/nonexistent\/x.csv: it does not exist/);
     io = fakeIO();
     const ok = join(seriesDir, "azure_llm_conv_requests_10s.csv");
     expect(await runCli(["forecast", "backtest", "-i", ok, "--horizon", "0"], io)).toBe(2);

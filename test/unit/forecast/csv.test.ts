@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { UsageError } from "../../../src/errors.js";
 import { parseSeriesCsv, parseTimestamp } from "../../../src/forecast/csv.js";
@@ -128,5 +129,64 @@ describe("parseSeriesCsv", () => {
     const p = parseSeriesCsv(text);
     expect(p.values.length).toBe(10);
     expect(p.notes.join(" ")).toMatch(/no header/);
+  });
+});
+
+describe("parseSeriesCsv on hostile values and timestamps", () => {
+  it("refuses a value too large to add up, naming the line (±1e308 scored every model a perfect 0)", () => {
+    for (const big of ["1e308", "-1e308", "2e15"]) {
+      const values: (number | string)[] = [...ten];
+      values[3] = big;
+      expect(() => parseSeriesCsv(csv(values))).toThrow(UsageError);
+      expect(() => parseSeriesCsv(csv(values))).toThrow(/line 5: the value .* is out of range/);
+    }
+    // the largest accepted value still parses
+    const values: (number | string)[] = [...ten];
+    values[3] = "1e15";
+    expect(parseSeriesCsv(csv(values)).values[3]).toBe(1e15);
+  });
+
+  it("refuses epoch timestamps outside the dates JavaScript can hold", () => {
+    for (const t of ["1e300", "9e15", "-9e15", "99999999999999999"])
+      expect(parseTimestamp(t)).toBeUndefined();
+    const text = ["t,v", ...ten.map((v, i) => `${1e300 + i * 1e290},${v}`)].join("\n");
+    expect(() => parseSeriesCsv(text)).toThrow(/line 2: cannot read the timestamp "1e\+300"/);
+  });
+
+  it("refuses calendar dates that do not exist rather than rolling them over", () => {
+    expect(parseTimestamp("2024-02-30")).toBeUndefined();
+    expect(parseTimestamp("2023-02-29T00:00:00Z")).toBeUndefined();
+    expect(parseTimestamp("2024-04-31 12:00")).toBeUndefined();
+    expect(parseTimestamp("2024-02-29")).toBe(Date.UTC(2024, 1, 29));
+  });
+
+  it("on any text, returns finite values on a positive grid or throws a UsageError (property)", () => {
+    const field = fc.oneof(
+      fc.string(),
+      fc.double().map(String),
+      fc.integer({ min: -1e13, max: 1e17 }).map(String),
+      fc.constantFrom("1e308", "-1e308", "1e300", "NaN", "Infinity", "0x10", "  5 ", "", "2024-02-30"),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(field, field), { maxLength: 30 }),
+        fc.constantFrom("\n", "\r\n", "\r"),
+        fc.boolean(),
+        (rows, nl, bom) => {
+          const text = (bom ? "\uFEFF" : "") + ["t,v", ...rows.map(([a, b]) => `${a},${b}`)].join(nl);
+          let p;
+          try {
+            p = parseSeriesCsv(text, { minPoints: 2 });
+          } catch (err) {
+            expect(err).toBeInstanceOf(UsageError);
+            return;
+          }
+          expect(Number.isFinite(p.intervalSeconds) && p.intervalSeconds > 0).toBe(true);
+          for (const v of p.values) expect(Number.isFinite(v)).toBe(true);
+        },
+      ),
+      // no shrinking: on long rows of strings it runs for minutes; the seed replays the case
+      { numRuns: 2000, seed: 20261127, endOnFailure: true },
+    );
   });
 });

@@ -102,6 +102,23 @@ describe("shardctl simulate", () => {
       /negative/,
     ],
     ["a matrix that is not JSON", () => writeFileSync(f("bad.json"), "{zones"), /not valid JSON/],
+    [
+      // finite, but summed over the events it overflowed to Infinity: null in --json, NaN% in the table
+      "an RTT too large to add up",
+      () =>
+        writeFileSync(
+          f("bad.json"),
+          JSON.stringify({
+            zones: ["a", "b", "c"],
+            rtt_ms: [
+              [1, 1e308, 3],
+              [1e308, 1, 3],
+              [3, 3, 1],
+            ],
+          }),
+        ),
+      /rtt_ms\[0\]\[1\] is 1e\+308 ms; at most 3600000 ms/,
+    ],
   ];
   for (const [what, setup, re] of hostile) {
     it(`refuses ${what} (exit 2, no output)`, async () => {

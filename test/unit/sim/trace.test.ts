@@ -53,6 +53,14 @@ describe("parseTrace", () => {
     expect(parseTraceTimestamp("1.5e3")).toBeUndefined();
     expect(splitCsvLine('a,"b ""c""",d')).toEqual(["a", 'b "c"', "d"]);
   });
+
+  it("refuses times no Date can hold and days the calendar lacks (they were rolled over or crashed build-trace)", () => {
+    expect(parseTraceTimestamp("9999999999999999")).toBeUndefined();
+    expect(parseTraceTimestamp("8640000000000000")).toBe(8.64e15);
+    expect(parseTraceTimestamp("2024-02-30T00:00:00Z")).toBeUndefined();
+    expect(parseTraceTimestamp("2023-02-29")).toBeUndefined();
+    expect(parseTraceTimestamp("2024-02-29")).toBe(Date.UTC(2024, 1, 29));
+  });
 });
 
 describe("trace builders", () => {

@@ -3,7 +3,8 @@
  * them: a path the user got wrong is a UsageError naming it, a failed write leaves neither a
  * temporary nor a partial file, and get's --json describes what was written.
  */
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { describe, expect, it, vi } from "vitest";
@@ -105,6 +106,12 @@ describe("checkOutputPath / writeOutputFile", () => {
       (d) => (writeFileSync(join(d, "afile"), "keep"), join(d, "afile", "x.json")),
       /afile is not a directory/,
     ],
+    [
+      // the atomic rename would replace the pipe (or, as root, /dev/null) with a regular file
+      "a named pipe",
+      (d) => (execFileSync("mkfifo", [join(d, "pipe")]), join(d, "pipe")),
+      /is a pipe, not a regular file/,
+    ],
   ];
   for (const [what, make, message] of hostile) {
     it(`refuses ${what} with a UsageError naming it, writing nothing`, () => {
@@ -119,6 +126,7 @@ describe("checkOutputPath / writeOutputFile", () => {
         expect((err as Error).message).toMatch(message);
       }
       expectUnchanged(d, before);
+      if (what === "a named pipe") expect(statSync(out).isFIFO()).toBe(true);
     });
   }
 
