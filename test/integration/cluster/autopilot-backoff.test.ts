@@ -11,12 +11,21 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
-import type { SegmentRange } from "../../../src/engine/location-map.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { repoRoot, shardctlCommand } from "../../helpers/cli.js";
 import { http, tempDir } from "../agent/harness.js";
-import { clusterCli, clusterEnv, downLocalCluster, readMapFile, upLocalCluster } from "./local-fixture.js";
+import {
+  clusterCli,
+  clusterEnv,
+  downLocalCluster,
+  keysIn,
+  logStamps,
+  readMapFile,
+  until,
+  upLocalCluster,
+  writeZoneMatrix,
+} from "./local-fixture.js";
 
 // 12 segments on 3 nodes: 12 shards of one segment each, so a hot shard moves whole (no split)
 const SEGMENTS = 12;
@@ -37,36 +46,6 @@ afterAll(async () => {
   await downLocalCluster(cli, dir);
 });
 
-function keyIn(ranges: SegmentRange[], prefix: string): string {
-  for (let i = 0; ; i++) {
-    const k = `${prefix}${i}`;
-    const s = seg.segmentOf(k);
-    if (ranges.some(([a, b]) => s >= a && s < b)) return k;
-  }
-}
-
-async function until<T>(
-  fn: () => Promise<T | undefined | false> | T | undefined | false,
-  ms: number,
-  what: () => string,
-) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`${what()}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** The times (ms) of the log lines matching `re`: each line starts with its ISO timestamp. */
-function stamps(log: string, re: RegExp): number[] {
-  return log
-    .split("\n")
-    .filter((l) => re.test(l))
-    .map((l) => Date.parse(l.slice(0, 24)));
-}
-
 describe("a move that keeps failing", () => {
   it("backs off (doubling, capped), lets the other move go ahead, and goes through once the target accepts", async () => {
     const { map } = readMapFile(dir);
@@ -75,8 +54,8 @@ describe("a move that keeps failing", () => {
     const onA = map.shards.filter((s) => s.node === a.id);
     const [p, q] = onA;
     // p's traffic comes from zone b, q's from zone c: the planner moves p to b and q to c
-    const keyP = keyIn(p.ranges, "backoff-p-");
-    const keyQ = keyIn(q.ranges, "backoff-q-");
+    const keyP = keysIn(seg, p.ranges, "backoff-p-")[0];
+    const keyQ = keysIn(seg, q.ranges, "backoff-q-")[0];
     const fromB = new ShardClient({
       store: new EmbeddedStore(dir),
       token,
@@ -106,18 +85,7 @@ describe("a move that keeps failing", () => {
     const cfg = join(dir, "backoff.yaml");
     // no resharding in the way: nothing splits, nothing merges
     writeFileSync(cfg, "reshard:\n  splitRate: 1000000\n  mergeRate: 0\n  shardLoadCap: 1000000\n");
-    const zones = join(dir, "zones.json");
-    writeFileSync(
-      zones,
-      JSON.stringify({
-        zones: ["a", "b", "c"],
-        rtt_ms: [
-          [1, 50, 50],
-          [50, 1, 50],
-          [50, 50, 1],
-        ],
-      }),
-    );
+    const zones = writeZoneMatrix(dir);
     const { command, args } = shardctlCommand();
     pilot = spawn(
       command,
@@ -155,15 +123,15 @@ describe("a move that keeps failing", () => {
       () => `${q.id} → ${c.id}\n${log}`,
     );
     // watch the cycles for a while: many cycles, few attempts
-    const firstAt = stamps(log, failed)[0];
+    const firstAt = logStamps(log, failed)[0];
     await until(
       () => Date.now() - firstAt > 9000,
       20_000,
       () => "9 s of cycles",
     );
     const window = log;
-    const attempts = stamps(window, failed);
-    const cycles = stamps(window, /autopilot: term 0: migrations: /).filter((t) => t > firstAt);
+    const attempts = logStamps(window, failed);
+    const cycles = logStamps(window, /autopilot: term 0: migrations: /).filter((t) => t > firstAt);
     expect(cycles.length, window).toBeGreaterThanOrEqual(6);
     expect(attempts.length, window).toBeGreaterThanOrEqual(2);
     expect(attempts.length, window).toBeLessThanOrEqual(4);
@@ -213,7 +181,7 @@ describe("a move that keeps failing", () => {
     );
     const movedAt = Date.now();
     await until(
-      () => stamps(log, /autopilot: term 0: migrations: /).filter((t) => t > movedAt).length >= 2,
+      () => logStamps(log, /autopilot: term 0: migrations: /).filter((t) => t > movedAt).length >= 2,
       20_000,
       () => "two cycles after the move",
     );

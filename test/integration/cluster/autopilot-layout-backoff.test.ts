@@ -13,12 +13,20 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import type { LayoutOp } from "../../../src/engine/assigner.js";
-import type { SegmentRange } from "../../../src/engine/location-map.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { repoRoot, cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 import { http, tempDir } from "../agent/harness.js";
-import { clusterCli, clusterEnv, downLocalCluster, readMapFile, upLocalCluster } from "./local-fixture.js";
+import {
+  clusterCli,
+  clusterEnv,
+  downLocalCluster,
+  keysIn,
+  logStamps,
+  readMapFile,
+  until,
+  upLocalCluster,
+} from "./local-fixture.js";
 
 const SEGMENTS = 64;
 let dir: string;
@@ -38,35 +46,6 @@ afterAll(async () => {
   await downLocalCluster(cli, dir);
 });
 
-function keyIn(ranges: SegmentRange[], prefix: string): string {
-  for (let i = 0; ; i++) {
-    const k = `${prefix}${i}`;
-    const s = seg.segmentOf(k);
-    if (ranges.some(([a, b]) => s >= a && s < b)) return k;
-  }
-}
-
-async function until<T>(
-  fn: () => Promise<T | undefined | false> | T | undefined | false,
-  ms: number,
-  what: () => string,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`${what()}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function stamps(log: string, re: RegExp): number[] {
-  return log
-    .split("\n")
-    .filter((l) => re.test(l))
-    .map((l) => Date.parse(l.slice(0, 24)));
-}
-
 /** Whether the segment of `key` has a shard of its own. */
 function dedicated(key: string): boolean {
   const s = seg.segmentOf(key);
@@ -78,8 +57,8 @@ describe("a split that keeps failing", () => {
   it("backs off, lets the split after it go through, and is done once its back-off ends", async () => {
     const { map } = readMapFile(dir);
     const [x, y] = map.shards.filter((s) => s.ranges[0][1] - s.ranges[0][0] > 2);
-    const keyX = keyIn(x.ranges, "layout-x-");
-    const keyY = keyIn(y.ranges, "layout-y-");
+    const keyX = keysIn(seg, x.ranges, "layout-x-")[0];
+    const keyY = keysIn(seg, y.ranges, "layout-y-")[0];
     const c = new ShardClient({ store: new EmbeddedStore(dir), token, deadlineMs: 20_000 });
     for (let i = 0; i < 60; i++) {
       await c.put(keyX, `x${i}`);
@@ -137,7 +116,7 @@ describe("a split that keeps failing", () => {
       60_000,
       () => `the first split fails\n${log}`,
     );
-    const firstAt = stamps(log, failed)[0];
+    const firstAt = logStamps(log, failed)[0];
     const backedOff = new RegExp(
       `the split of ${first.shard} is not tried again before \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z \\(failure 1 in a row\\)`,
     );
@@ -165,13 +144,13 @@ describe("a split that keeps failing", () => {
       30_000,
       () => `the first split, retried\n${log}`,
     );
-    const attempts = stamps(log, failed);
+    const attempts = logStamps(log, failed);
     expect(attempts.length, log).toBeLessThanOrEqual(3);
     const schedule = [3000, 4000];
     attempts
       .slice(1)
       .forEach((t, i) => expect(t - attempts[i], log).toBeGreaterThanOrEqual(schedule[i] - 50));
-    const cycles = stamps(log, /autopilot: term 0: /).filter((t) => t > firstAt);
+    const cycles = logStamps(log, /autopilot: term 0: /).filter((t) => t > firstAt);
     expect(cycles.length, log).toBeGreaterThanOrEqual(4);
     // both keys are served from their new shards
     expect((await c.get(keyX))?.value.toString()).toBe("x59");

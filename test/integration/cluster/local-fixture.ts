@@ -3,10 +3,11 @@
  * `shardctl up --local` in a data directory of their own, the embedded store's
  * map read straight from its file, and `down` afterwards.
  */
-import { readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "vitest";
-import type { LocationMap } from "../../../src/engine/location-map.js";
+import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
+import type { Segmenter } from "../../../src/engine/segmenter.js";
 import { cli as runShardctl } from "../../helpers/cli.js";
 import { freePortRange } from "../agent/harness.js";
 
@@ -47,4 +48,55 @@ export async function upLocalCluster(cli: ReturnType<typeof clusterCli>, dir: st
 export async function downLocalCluster(cli: ReturnType<typeof clusterCli>, dir: string): Promise<void> {
   await cli("down", "--timeout", "5");
   rmSync(dir, { recursive: true, force: true });
+}
+
+/** The first `n` keys `${prefix}0`, `${prefix}1`, … whose segment is in `ranges`. */
+export function keysIn(seg: Segmenter, ranges: SegmentRange[], prefix: string, n = 1): string[] {
+  const out: string[] = [];
+  for (let i = 0; out.length < n; i++) {
+    const k = `${prefix}${i}`;
+    const s = seg.segmentOf(k);
+    if (ranges.some(([a, b]) => s >= a && s < b)) out.push(k);
+  }
+  return out;
+}
+
+/** Polls `fn` every 100 ms until it returns something truthy (returned), or throws after `ms`. */
+export async function until<T>(
+  fn: () => Promise<T | undefined | false> | T | undefined | false,
+  ms: number,
+  what: () => string,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`${what()}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The times (ms) of the log lines matching `re`: each line starts with its ISO timestamp. */
+export function logStamps(log: string, re: RegExp): number[] {
+  return log
+    .split("\n")
+    .filter((l) => re.test(l))
+    .map((l) => Date.parse(l.slice(0, 24)));
+}
+
+/** Writes `<dir>/zones.json`: zones a, b, c, 1 ms within a zone and 50 ms between zones; returns its path. */
+export function writeZoneMatrix(dir: string): string {
+  const file = join(dir, "zones.json");
+  writeFileSync(
+    file,
+    JSON.stringify({
+      zones: ["a", "b", "c"],
+      rtt_ms: [
+        [1, 50, 50],
+        [50, 1, 50],
+        [50, 50, 1],
+      ],
+    }),
+  );
+  return file;
 }

@@ -18,7 +18,15 @@ import { systemClock } from "../../../src/engine/ports.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { http, tempDir } from "../agent/harness.js";
-import { clusterCli, clusterEnv, downLocalCluster, readMapFile, upLocalCluster } from "./local-fixture.js";
+import {
+  clusterCli,
+  clusterEnv,
+  downLocalCluster,
+  keysIn,
+  readMapFile,
+  upLocalCluster,
+  writeZoneMatrix,
+} from "./local-fixture.js";
 import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 
 const SEGMENTS = 64;
@@ -46,16 +54,6 @@ const json = (body: unknown) => ({
 });
 const client = () =>
   new ShardClient({ store: new EmbeddedStore(dir), token, deadlineMs: 20_000, baseBackoffMs: 5 });
-
-function keyIn(ranges: SegmentRange[], prefix: string, n: number): string[] {
-  const out: string[] = [];
-  for (let i = 0; out.length < n; i++) {
-    const k = `${prefix}${i}`;
-    const s = seg.segmentOf(k);
-    if (ranges.some(([a, b]) => s >= a && s < b)) out.push(k);
-  }
-  return out;
-}
 
 /** A split op taking the first segment of a multi-segment shard into a new shard. */
 function splitOp(shardIndex: number): { op: LayoutOp; piece: string; segment: number } {
@@ -97,8 +95,8 @@ describe("splits and merges on agents", () => {
     const { op, piece, segment } = splitOp(0);
     if (op.kind !== "split") throw new Error("setup");
     const c = client();
-    const hot = keyIn([[segment, segment + 1]], "hot-", 5);
-    const cold = keyIn(op.pieces[0].ranges, "cold-", 10);
+    const hot = keysIn(seg, [[segment, segment + 1]], "hot-", 5);
+    const cold = keysIn(seg, op.pieces[0].ranges, "cold-", 10);
     const acked = new Map<string, string>();
     for (const k of [...hot, ...cold]) {
       await c.put(k, `${k}-0`);
@@ -152,7 +150,7 @@ describe("splits and merges on agents", () => {
     );
     const [keep, gone] = [sorted[i], sorted[i + 1]];
     const c = client();
-    const keys = [...keyIn(keep.ranges, "mk-", 6), ...keyIn(gone.ranges, "mg-", 6)];
+    const keys = [...keysIn(seg, keep.ranges, "mk-", 6), ...keysIn(seg, gone.ranges, "mg-", 6)];
     for (const k of keys) await c.put(k, `v-${k}`);
     const op: LayoutOp = {
       kind: "merge",
@@ -192,7 +190,7 @@ describe("splits and merges on agents", () => {
     const c = client();
     const { op, piece, segment } = splitOp(1);
     if (op.kind !== "split") throw new Error("setup");
-    const ks = keyIn([[segment, segment + 1]], "ab-", 4);
+    const ks = keysIn(seg, [[segment, segment + 1]], "ab-", 4);
     for (const k of ks) await c.put(k, `v-${k}`);
     const before = readMap();
     const rpc = new LyingRpc({ token });
@@ -206,7 +204,7 @@ describe("splits and merges on agents", () => {
     // a merge: the kept shard imported the other's keys, then purges them on abort
     const sorted = [...readMap().map.shards].sort((a, b) => a.ranges[0][0] - b.ranges[0][0]);
     const [keep, gone] = [sorted[sorted.length - 2], sorted[sorted.length - 1]];
-    const gk = keyIn(gone.ranges, "gk-", 5);
+    const gk = keysIn(seg, gone.ranges, "gk-", 5);
     for (const k of gk) await c.put(k, `v-${k}`);
     const keptBefore = (await api(keep.node, "GET", `/v1/shards/${keep.id}`)).json() as { keys: number };
     const merge: LayoutOp = {
@@ -242,7 +240,7 @@ describe("splits and merges on agents", () => {
       const c = client();
       const { map } = readMap();
       const multi = map.shards.find((s) => s.ranges.reduce((n, [a, b]) => n + b - a, 0) > 1)!;
-      const hot = keyIn([[multi.ranges[0][0], multi.ranges[0][0] + 1]], `rk-${fp}-`, 1)[0];
+      const hot = keysIn(seg, [[multi.ranges[0][0], multi.ranges[0][0] + 1]], `rk-${fp}-`, 1)[0];
       for (let i = 0; i < 30; i++) await c.put(hot, `v${i}`);
       c.close();
       const cfg = join(dir, "split.yaml");
@@ -459,7 +457,7 @@ describe("splits and merges on agents", () => {
     const nodeA = map.nodes.find((n) => n.zone === "a")!.id;
     const nodeB = map.nodes.find((n) => n.zone === "b")!.id;
     const onA = map.shards.find((s) => s.node === nodeA && s.ranges.reduce((n, [a, b]) => n + b - a, 0) > 1)!;
-    const hot = keyIn(onA.ranges, "autopilot-hot-", 1)[0];
+    const hot = keysIn(seg, onA.ranges, "autopilot-hot-", 1)[0];
     const c = new ShardClient({ store: new EmbeddedStore(dir), token, originZone: "b", deadlineMs: 20_000 });
     for (let i = 0; i < 60; i++) await c.put(hot, `v${i}`);
     const { writeFileSync } = await import("node:fs");
@@ -468,18 +466,7 @@ describe("splits and merges on agents", () => {
       cfg,
       "reshard:\n  splitRate: 0.05\n  mergeRate: 0\n  shardLoadCap: 100000\n  minDwellSeconds: 0\n",
     );
-    const zones = join(dir, "zones.json");
-    writeFileSync(
-      zones,
-      JSON.stringify({
-        zones: ["a", "b", "c"],
-        rtt_ms: [
-          [1, 50, 50],
-          [50, 1, 50],
-          [50, 50, 1],
-        ],
-      }),
-    );
+    const zones = writeZoneMatrix(dir);
     const r = await runShardctl(["--data-dir", dir, "autopilot", "--once", "--latency", zones], {
       ...env,
       SHARDCTL_CONFIG: cfg,
@@ -487,10 +474,10 @@ describe("splits and merges on agents", () => {
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(/applied \d+ layout change/);
     expect(r.err).toMatch(/migrations: \d+ move\(s\) planned, [1-9]\d* done/);
-    const seg = seg0(hot);
+    const hotSeg = seg0(hot);
     const after = readMap().map;
-    const owner = after.shards.find((s) => s.ranges.some(([a, b]) => seg >= a && seg < b))!;
-    expect(owner.ranges).toEqual([[seg, seg + 1]]);
+    const owner = after.shards.find((s) => s.ranges.some(([a, b]) => hotSeg >= a && hotSeg < b))!;
+    expect(owner.ranges).toEqual([[hotSeg, hotSeg + 1]]);
     expect(owner.node).toBe(nodeB);
     expect((await c.get(hot))?.value.toString()).toBe("v59");
     c.close();
