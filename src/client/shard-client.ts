@@ -489,7 +489,7 @@ export class ShardClient {
    * One request, given up on at the deadline. An agent that read a write before that may still
    * apply it; the write id keeps a retry of it from being applied again.
    */
-  private attempt(
+  private async attempt(
     address: string,
     method: string,
     path: string,
@@ -507,20 +507,10 @@ export class ShardClient {
       onConnect: () => (connected = true),
       signal: abort.signal,
     });
-    request.catch(() => {}); // settles after the race was lost: not an unhandled rejection
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => {
-          if (!connected) abort.abort();
-          reject(
-            new DeadlineError(`no answer within the client's deadline (${this.deadlineMs()} ms)`, connected),
-          );
-        },
-        Math.max(0, deadline - Date.now()),
-      );
-    });
-    return Promise.race([request, late]).finally(() => clearTimeout(timer));
+    const answer = await within(request, deadline - Date.now());
+    if (answer !== TIMED_OUT) return answer;
+    if (!connected) abort.abort();
+    throw new DeadlineError(`no answer within the client's deadline (${this.deadlineMs()} ms)`, connected);
   }
 
   /** The error after the deadline: the last answer, and a hint that fits it. */

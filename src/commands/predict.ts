@@ -6,7 +6,7 @@ import type { Command } from "commander";
 import type { Config } from "../config.js";
 import type { AccessWindows } from "../engine/access-windows.js";
 import {
-  completeNewest,
+  completeNewestEach,
   elapsedFraction,
   predictAccessPattern,
   type AccessPatternForecast,
@@ -71,9 +71,7 @@ export function runPredict(
   // the newest interval is still running: forecast from its expected whole count (completeNewest);
   // the history shows what was counted
   const elapsed = elapsedFraction(deps.now, resolutionSeconds);
-  const completed: Record<string, Float64Array> = {};
-  for (const z of zones) completed[z] = completeNewest(perZone[z], elapsed);
-  const forecast = predictAccessPattern(completed, {
+  const forecast = predictAccessPattern(completeNewestEach(perZone, elapsed), {
     intervalSeconds: resolutionSeconds,
     horizon,
     cacheKey: String(segment),

@@ -2,7 +2,7 @@
 export type { Forecast, FittedModel, Forecaster, SeriesInput } from "./types.js";
 export { INTERVAL_LEVEL, INTERVAL_Z } from "./types.js";
 export { predictAccessPattern } from "./access.js";
-export { completeNewest, elapsedFraction } from "./partial.js";
+export { completeNewest, completeNewestEach, elapsedFraction } from "./partial.js";
 export type { AccessPatternForecast, AccessPatternOptions, ZoneForecast } from "./access.js";
 export { forecastMany } from "./many.js";
 export type { ManyOptions, ManyResult, NamedSeries, Tier } from "./many.js";

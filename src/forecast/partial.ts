@@ -29,6 +29,16 @@ export function completeNewest(series: ArrayLike<number>, elapsed: number): Floa
   return out;
 }
 
+/** completeNewest on each series of a record (per zone, say). */
+export function completeNewestEach(
+  series: Readonly<Record<string, ArrayLike<number>>>,
+  elapsed: number,
+): Record<string, Float64Array> {
+  const out: Record<string, Float64Array> = {};
+  for (const [name, xs] of Object.entries(series)) out[name] = completeNewest(xs, elapsed);
+  return out;
+}
+
 /** How much of the interval of `resolutionSeconds` that holds `nowMs` has passed (0 ≤ f < 1). */
 export function elapsedFraction(nowMs: number, resolutionSeconds: number): number {
   const res = resolutionSeconds * 1000;

@@ -49,7 +49,12 @@ import { isTerminal } from "../engine/migration.js";
 import type { LocationStore } from "../engine/ports.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { errorMessage, PreconditionError, UsageError } from "../errors.js";
-import { completeNewest, elapsedFraction, predictAccessPattern } from "../forecast/index.js";
+import {
+  completeNewest,
+  completeNewestEach,
+  elapsedFraction,
+  predictAccessPattern,
+} from "../forecast/index.js";
 import { demandFromZoneSeries, type SegmentZoneSeries } from "../commands/plan.js";
 import { windowsPath } from "../store/windows-file.js";
 import {
@@ -640,9 +645,7 @@ export class LiveSource implements DashboardSource {
     if (total === 0) return empty("no access recorded for this target in the minute windows yet");
     // the newest interval is still running: forecast from its expected whole count
     const elapsed = elapsedFraction(this.now(), got.intervalSeconds);
-    const completed: Record<string, Float64Array> = {};
-    for (const [zone, xs] of Object.entries(got.series)) completed[zone] = completeNewest(xs, elapsed);
-    const f = predictAccessPattern(completed, {
+    const f = predictAccessPattern(completeNewestEach(got.series, elapsed), {
       intervalSeconds: got.intervalSeconds,
       horizon: FORECAST_HORIZON,
     });
@@ -683,11 +686,9 @@ export class LiveSource implements DashboardSource {
       intervalSeconds = got.intervalSeconds;
       // the newest interval is still running: forecast from its expected whole count
       const elapsed = elapsedFraction(this.now(), got.intervalSeconds);
-      const perZone: Record<string, Float64Array> = {};
-      for (const [zone, xs] of Object.entries(got.series)) perZone[zone] = completeNewest(xs, elapsed);
       series.push({
         segment: s,
-        perZone,
+        perZone: completeNewestEach(got.series, elapsed),
         writes: got.writes && completeNewest(got.writes, elapsed),
         totals: got.totals && completeNewest(got.totals, elapsed),
       });
