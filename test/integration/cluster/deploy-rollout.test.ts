@@ -17,7 +17,7 @@ import { buildBundle, type Bundle } from "../../../src/cluster/bundle.js";
 import { runDeploy, type ConnectNode, type DeployOptions } from "../../../src/cluster/deploy.js";
 import type { InventoryNode } from "../../../src/cluster/inventory.js";
 import { LocalExecutor } from "../../../src/cluster/ssh.js";
-import { EmbeddedStore } from "../../../src/store/embedded.js";
+import { EmbeddedStore, processAlive } from "../../../src/store/embedded.js";
 import { freePorts } from "../../helpers/ports.js";
 
 const TOKEN = "rollout-token-" + "0a1b2c3d".repeat(4);
@@ -84,13 +84,7 @@ function pidOf(node: InventoryNode): number | undefined {
 }
 
 function alive(pid: number | undefined): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return pid !== undefined && pid > 0 && processAlive(pid);
 }
 
 function sha256Of(path: string): string {

@@ -25,7 +25,7 @@ import { stringify } from "yaml";
 import { buildBundle, sha256File, type Bundle } from "../../../src/cluster/bundle.js";
 import { runDeploy, type DeployResult, type NodeReport } from "../../../src/cluster/deploy.js";
 import { parseInventory } from "../../../src/cluster/inventory.js";
-import { EmbeddedStore } from "../../../src/store/embedded.js";
+import { EmbeddedStore, processAlive } from "../../../src/store/embedded.js";
 import { cli, shardctlCommand } from "../../helpers/cli.js";
 import { inventoryNode, startSshLab, type SshHost, type SshLab } from "../../helpers/sshd.js";
 
@@ -57,13 +57,7 @@ function pidOf(id: string): number | undefined {
 }
 
 function alive(pid: number | undefined): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return pid !== undefined && pid > 0 && processAlive(pid);
 }
 
 /** The node's supervisor (and with it its agent) runs. */
