@@ -69,7 +69,10 @@ function timeoutError(argv: readonly string[], target: string, timeoutMs: number
  *   (what it detached on purpose — ctl.sh's setsid'd supervisor — is not in it);
  * - a watcher polls, once a second, the sshd process of this session (the
  *   parent of the session leader, read from /proc): when it is gone, the
- *   connection is, and the group gets SIGTERM (then SIGKILL as above).
+ *   connection is, and the group gets SIGTERM (then SIGKILL as above). Gone
+ *   includes a zombie — where init does not reap orphans at once (containers,
+ *   minimal VMs) the ended sshd stays in /proc as one — and a pid reused by
+ *   another process (its start time differs).
  * Standard input goes through fd 3 because an asynchronous command of a
  * non-interactive shell otherwise reads /dev/null. Without timeout(1) the
  * command simply runs (deploy's probe requires coreutils); without /proc there
@@ -82,6 +85,7 @@ field() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f "$2"; }
 anchor=
 leader=$(field $$ 4)
 [ -n "$leader" ] && anchor=$(field "$leader" 2)
+[ -n "$anchor" ] && born=$(field "$anchor" 20)
 exec 3<&0
 timeout -k 5 "$t" "$@" <&3 3<&- &
 c=$!
@@ -90,7 +94,11 @@ w=
 if [ -n "$anchor" ] && [ "$anchor" != 1 ]; then
   (
     while kill -0 "$c" 2>/dev/null; do
-      if [ ! -d "/proc/$anchor" ]; then kill -TERM "$c" 2>/dev/null; exit 0; fi
+      st=$(field "$anchor" 1)
+      if [ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ] || [ "$(field "$anchor" 20)" != "$born" ]; then
+        kill -TERM "$c" 2>/dev/null
+        exit 0
+      fi
       sleep 1
     done
   ) </dev/null >/dev/null 2>&1 &
