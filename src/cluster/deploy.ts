@@ -429,11 +429,17 @@ stopping() { [ "$(cat "$STOPPING" 2>/dev/null)" = "$1" ]; }
 # removes the pid file and the stopping note only while they name "$1": a stop that ended late
 # must not erase what a later start wrote
 forget() { for f in "$PIDFILE" "$STOPPING"; do [ "$(cat "$f" 2>/dev/null)" = "$1" ] && rm -f "$f"; done; }
+# a zombie (ended, not reaped yet: init may reap orphans late) answers kill -0 but does not run
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  s=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
+  [ "$s" != Z ] && [ "$s" != X ]
+}
 running_pid() {
   [ -f "$PIDFILE" ] || return 1
   p=$(cat "$PIDFILE" 2>/dev/null)
   case "$p" in ''|*[!0-9]*) return 1 ;; esac
-  kill -0 "$p" 2>/dev/null || return 1
+  alive "$p" || return 1
   # a recycled pid is not our supervisor
   if [ -r "/proc/$p/cmdline" ]; then
     tr '\\000' '\\n' < "/proc/$p/cmdline" | grep -qxF "$DIR/supervise.sh" || return 1
@@ -447,8 +453,8 @@ case "$1" in
       if ! stopping "$p"; then echo "already running (pid $p)"; exit 0; fi
       # a stop that did not finish: this supervisor is on its way out
       i=0
-      while kill -0 "$p" 2>/dev/null && [ "$i" -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-      if kill -0 "$p" 2>/dev/null; then kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p"; fi
+      while alive "$p" && [ "$i" -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+      if alive "$p"; then kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p"; fi
       echo "waited for the agent an unfinished stop left draining (pid $p)"
     fi
     rm -f "$STOPPING"
@@ -464,8 +470,8 @@ case "$1" in
     kill -TERM "$p"
     limit=$(( \${2:-30} * 10 ))
     i=0
-    while kill -0 "$p" 2>/dev/null && [ "$i" -lt "$limit" ]; do sleep 0.1; i=$((i + 1)); done
-    if kill -0 "$p" 2>/dev/null; then
+    while alive "$p" && [ "$i" -lt "$limit" ]; do sleep 0.1; i=$((i + 1)); done
+    if alive "$p"; then
       kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p"
       echo "killed (did not stop within \${2:-30} s)"
     else

@@ -13,6 +13,7 @@ import { PreconditionError, UserError } from "../errors.js";
 import { HEARTBEAT_MS, isTerminal, type MigrationOwner, type MigrationRecord } from "../engine/migration.js";
 import type { CasResult, LocationStore } from "../engine/ports.js";
 import type { LocationMap } from "../engine/location-map.js";
+import { processAlive } from "../store/embedded.js";
 
 export class TakenOverError extends UserError {
   constructor(id: string, rev: number) {
@@ -44,18 +45,13 @@ export function thisOwner(term = 0): MigrationOwner {
 
 /**
  * Whether the owner of a record is alive, when that can be known from here:
- * a process on this host is checked with signal 0; elsewhere, undefined (the
+ * a process on this host is checked with signal 0 (a zombie is not alive); elsewhere, undefined (the
  * heartbeat lease decides).
  */
 export function ownerAlive(owner: MigrationOwner | undefined): boolean | undefined {
   if (!owner || owner.host !== hostname()) return undefined;
   if (owner.pid === process.pid) return true;
-  try {
-    process.kill(owner.pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
+  return processAlive(owner.pid);
 }
 
 /**

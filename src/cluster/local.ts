@@ -40,7 +40,7 @@ import type { Config } from "../config.js";
 import { initialLayout, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
-import { firstNonDirectory, writeAtomic } from "../store/embedded.js";
+import { firstNonDirectory, processAlive, writeAtomic } from "../store/embedded.js";
 import { AgentRpc, splitAddress } from "./agent-rpc.js";
 
 export interface LocalNode extends NodeInfo {
@@ -191,11 +191,7 @@ export function runningPid(dataDir: string, node: string): number | undefined {
   if (!existsSync(file)) return undefined;
   const pid = Number(readFileSync(file, "utf8").trim());
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return undefined;
-  }
+  if (!processAlive(pid)) return undefined;
   // a recycled pid must not be mistaken for our agent
   try {
     const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
@@ -548,8 +544,8 @@ export async function localDown(
   }
   const deadline = Date.now() + timeoutMs;
   for (const [id, pid] of pids) {
-    while (alive(pid) && Date.now() < deadline) await sleep(50);
-    if (alive(pid)) {
+    while (processAlive(pid) && Date.now() < deadline) await sleep(50);
+    if (processAlive(pid)) {
       process.kill(pid, "SIGKILL");
       result.killed.push(id);
       log(`${id} (pid ${pid}) did not stop within ${timeoutMs} ms; killed`);
@@ -560,13 +556,4 @@ export async function localDown(
     rmSync(pidFile(dataDir, id), { force: true });
   }
   return result;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }

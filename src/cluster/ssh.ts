@@ -71,8 +71,9 @@ function timeoutError(argv: readonly string[], target: string, timeoutMs: number
  *   parent of the session leader, read from /proc): when it is gone, the
  *   connection is, and the group gets SIGTERM (then SIGKILL as above). Gone
  *   includes a zombie — where init does not reap orphans at once (containers,
- *   minimal VMs) the ended sshd stays in /proc as one — and a pid reused by
- *   another process (its start time differs).
+ *   minimal VMs) the ended sshd stays in /proc as one —, a pid reused by
+ *   another process (its start time differs), and a session leader that was
+ *   handed to another parent.
  * Standard input goes through fd 3 because an asynchronous command of a
  * non-interactive shell otherwise reads /dev/null. Without timeout(1) the
  * command simply runs (deploy's probe requires coreutils); without /proc there
@@ -95,7 +96,8 @@ if [ -n "$anchor" ] && [ "$anchor" != 1 ]; then
   (
     while kill -0 "$c" 2>/dev/null; do
       st=$(field "$anchor" 1)
-      if [ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ] || [ "$(field "$anchor" 20)" != "$born" ]; then
+      if [ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ] || [ "$(field "$anchor" 20)" != "$born" ] ||
+        [ "$(field "$leader" 2)" != "$anchor" ]; then
         kill -TERM "$c" 2>/dev/null
         exit 0
       fi

@@ -311,13 +311,24 @@ function readLockHolder(file: string): number | undefined {
   }
 }
 
-/** Whether a process with this pid exists (EPERM: it does, another user's). */
+/**
+ * Whether a process with this pid runs (EPERM: it does, another user's). A
+ * zombie — ended, not yet reaped by its parent or by an init that reaps
+ * orphans late — answers signal 0 but holds nothing and never runs again: not
+ * alive (read from /proc where there is one).
+ */
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
+  }
+  try {
+    const state = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "")[0];
+    return state !== "Z" && state !== "X";
+  } catch (err) {
+    // gone in between, or no /proc (not Linux): signal 0 decides
+    return (err as NodeJS.ErrnoException).code !== "ENOENT" || !existsSync("/proc/self");
   }
 }
 

@@ -12,6 +12,7 @@ import { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { runCli } from "../../../src/cli.js";
+import { processAlive } from "../../../src/store/embedded.js";
 import { freePortRange, tempDir } from "./harness.js";
 
 const env: NodeJS.ProcessEnv = { ...process.env, SHARDCTL_SEGMENTS: "64", SHARDCTL_ZONES: "a,b,c" };
@@ -59,14 +60,8 @@ function startedPids(err: string): number[] {
   return [...err.matchAll(/^starting \S+ .*, pid (\d+)$/gm)].map((m) => Number(m[1]));
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** Whether the process runs (a zombie init has not reaped yet has ended). */
+const alive = processAlive;
 
 const dirs: string[] = [];
 const blockers: Server[] = [];

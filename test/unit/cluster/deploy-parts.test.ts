@@ -3,6 +3,7 @@
  * parallelism, the remote scripts (run here with a real sh against a hostile
  * directory name), the probe parser, and the progress display.
  */
+import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -271,6 +272,51 @@ describe("the remote scripts", () => {
     expect(() => readFileSync(join(dir, "pwned"))).toThrow();
     expect(() => readFileSync("pwned")).toThrow();
   });
+
+  it("stop an agent whose ended supervisor nobody reaps (init reaps orphans late): stopped, not killed after the wait", async () => {
+    // a subreaper that never waits: the supervisor ctl.sh detaches becomes its child, and a zombie when it ends
+    const prctl = process.arch === "arm64" ? 167 : 157;
+    const node = join(dir, "zombie node");
+    mkdirSync(node, { recursive: true });
+    const s = settings({ dataDir: node });
+    writeFileSync(
+      join(node, "agent.mjs"),
+      "process.on('SIGTERM', () => process.exit(0)); setInterval(() => {}, 1000);",
+    );
+    writeFileSync(join(node, "agent.sh"), agentScript(s));
+    writeFileSync(join(node, "supervise.sh"), superviseScript(s));
+    writeFileSync(join(node, "ctl.sh"), ctlScript(s));
+    const reaper = spawn(
+      "perl",
+      [
+        "-e",
+        `syscall(${prctl}, 36, 1) == 0 or die "prctl: $!"; system("sh", "$ARGV[0]/ctl.sh", "start") == 0 or die "start"; exec "sleep", "60"`,
+        node,
+      ],
+      { stdio: "ignore", detached: true },
+    );
+    try {
+      let pid: number | undefined;
+      for (let i = 0; i < 100 && !pid; i++) {
+        await sleep(50);
+        const r = await local.exec(["sh", join(node, "ctl.sh"), "status"]);
+        if (r.code === 0) pid = Number(readFileSync(join(node, "agent.pid"), "utf8"));
+      }
+      expect(pid).toBeGreaterThan(0);
+      const t0 = Date.now();
+      const r = await local.exec(["sh", join(node, "ctl.sh"), "stop", "4"]);
+      expect(r).toMatchObject({ code: 0, stdout: "stopped\n" });
+      expect(Date.now() - t0).toBeLessThan(3000);
+      // it was left a zombie of the reaper: the case this is about
+      expect(readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "")[0]).toBe("Z");
+      expect(await local.exec(["sh", join(node, "ctl.sh"), "status"])).toMatchObject({
+        code: 3,
+        stdout: "stopped\n",
+      });
+    } finally {
+      process.kill(-reaper.pid!, "SIGKILL");
+    }
+  }, 20_000);
 
   it("probe a directory that does not exist yet", async () => {
     const r = await local.exec(["sh", "-c", PROBE_SCRIPT, "sh", join(hostile, "not", "yet")]);
