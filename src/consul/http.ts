@@ -53,6 +53,7 @@ export type TxnOp =
   | { verb: "check-not-exists"; key: string }
   | { verb: "check-session"; key: string; session: string }
   | { verb: "delete"; key: string }
+  | { verb: "delete-cas"; key: string; index: number }
   | { verb: "get"; key: string };
 
 export type TxnResult =
@@ -533,6 +534,8 @@ function toTxnKv(op: TxnOp): Record<string, unknown> {
       return { Verb: "check-session", Key: op.key, Session: op.session };
     case "delete":
       return { Verb: "delete", Key: op.key };
+    case "delete-cas":
+      return { Verb: "delete-cas", Key: op.key, Index: op.index };
     case "get":
       return { Verb: "get", Key: op.key };
   }

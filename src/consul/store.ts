@@ -29,7 +29,7 @@ import type {
   MigrationWrite,
   StoredMigration,
 } from "../engine/ports.js";
-import { checkRecord, looksLikeRecord } from "../engine/migration.js";
+import { checkRecord, endedBeyondHistory, isTerminal, looksLikeRecord } from "../engine/migration.js";
 import { blockingLoop } from "./blocking.js";
 import {
   CorruptMapError,
@@ -310,6 +310,8 @@ export class ConsulStore implements LocationStore {
     if (r.ok) {
       const e = r.results.find((x) => x.Key === key);
       if (!e) throw new Error("bug: Consul's transaction result does not include the journal record");
+      // a migration ended (records end through here; a commit writes "committed"): keep the history bounded
+      if (isTerminal(write.record.phase)) await this.trimJournal().catch(() => 0);
       return { ok: true, rev: e.ModifyIndex };
     }
     if (termGuard.length > 0 && r.errors.some((e) => e.opIndex === 0)) {
@@ -351,6 +353,28 @@ export class ConsulStore implements LocationStore {
     }
     records.sort((a, b) => a.record.startedAt - b.record.startedAt);
     return { records, unreadable };
+  }
+
+  /**
+   * Deletes the ended records beyond the newest JOURNAL_HISTORY, as the
+   * embedded store drops them on write (endedBeyondHistory). Each delete is
+   * conditional on the revision read, so a record written in between stays;
+   * a record that cannot be read is never deleted (it is reported instead).
+   * Returns how many went. The caller ignores failures: the next migration's
+   * end trims again.
+   */
+  async trimJournal(): Promise<number> {
+    const { records } = await this.listMigrations();
+    const drop = endedBeyondHistory(records);
+    let deleted = 0;
+    for (let i = 0; i < drop.length; i += CONSUL_MAX_TXN_OPS) {
+      const ops: TxnOp[] = drop
+        .slice(i, i + CONSUL_MAX_TXN_OPS)
+        .map((r) => ({ verb: "delete-cas", key: this.migrationKey(r.record.id), index: r.rev }));
+      const r = await this.http.txn(ops);
+      if (r.ok) deleted += ops.length;
+    }
+    return deleted;
   }
 
   private corruptJournal(id: string): UserError {

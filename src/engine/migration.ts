@@ -242,6 +242,26 @@ export function isTerminal(phase: MigrationPhase): boolean {
 }
 
 /**
+ * How many ended migrations (done or aborted) a store's journal keeps: every
+ * record in flight stays, and the newest JOURNAL_HISTORY ended ones. The
+ * journal is read whole by every autopilot cycle, every migration's start
+ * and every dashboard refresh, so it must not grow with the cluster's age.
+ */
+export const JOURNAL_HISTORY = 200;
+
+/** The ended records beyond the newest `keep` (by start time): what a store drops. */
+export function endedBeyondHistory<T extends { record: MigrationRecord }>(
+  records: readonly T[],
+  keep = JOURNAL_HISTORY,
+): T[] {
+  const ended = records.filter((r) => isTerminal(r.record.phase));
+  if (ended.length <= keep) return [];
+  return ended
+    .sort((a, b) => a.record.startedAt - b.record.startedAt || (a.record.id < b.record.id ? -1 : 1))
+    .slice(0, ended.length - keep);
+}
+
+/**
  * The map after the commit point: the shard on the target at fromEpoch + 1,
  * stamped with the migration time. Refuses if the shard is no longer where
  * and at the epoch the journal says (someone else moved it).

@@ -29,7 +29,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { PreconditionError, UserError, UsageError } from "../errors.js";
 import { fnv1a64Bytes } from "../engine/hash.js";
 import { validateMap, type LocationMap, type VersionedMap } from "../engine/location-map.js";
-import { checkRecord, looksLikeRecord } from "../engine/migration.js";
+import { checkRecord, endedBeyondHistory, looksLikeRecord } from "../engine/migration.js";
 import type {
   CasResult,
   LocationStore,
@@ -40,8 +40,6 @@ import type {
 
 const FILE = "location-map.json";
 const LOCK = "location-map.lock";
-/** The journal keeps every migration in flight and this many ended ones (the oldest ended are dropped). */
-export const EMBEDDED_JOURNAL_HISTORY = 200;
 
 interface StoredFile {
   format: "shardctl-location-map";
@@ -223,17 +221,10 @@ export class EmbeddedStore implements LocationStore {
   async close(): Promise<void> {}
 }
 
-/** Keeps every record in flight and the newest EMBEDDED_JOURNAL_HISTORY ended ones. */
+/** Keeps every record in flight and the newest JOURNAL_HISTORY ended ones. */
 function trimHistory(records: StoredMigration[]): StoredMigration[] {
-  const ended = records.filter((r) => r.record.phase === "done" || r.record.phase === "aborted");
-  if (ended.length <= EMBEDDED_JOURNAL_HISTORY) return records;
-  const drop = new Set(
-    ended
-      .sort((a, b) => a.record.startedAt - b.record.startedAt)
-      .slice(0, ended.length - EMBEDDED_JOURNAL_HISTORY)
-      .map((r) => r.record.id),
-  );
-  return records.filter((r) => !drop.has(r.record.id));
+  const drop = new Set(endedBeyondHistory(records).map((r) => r.record.id));
+  return drop.size ? records.filter((r) => !drop.has(r.record.id)) : records;
 }
 
 /**

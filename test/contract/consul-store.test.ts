@@ -1,8 +1,17 @@
-import { afterAll, beforeAll } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConsulHttp } from "../../src/consul/http.js";
+import { consulKeys } from "../../src/consul/keys.js";
 import { ConsulStore } from "../../src/consul/store.js";
-import { rawDeleteTree, startConsulDev, uniquePrefix, type DevConsul } from "../helpers/consul.js";
-import { locationStoreContract } from "./location-store.contract.js";
+import { JOURNAL_HISTORY, type MigrationRecord } from "../../src/engine/migration.js";
+import {
+  rawDeleteTree,
+  rawKeys,
+  rawPut,
+  startConsulDev,
+  uniquePrefix,
+  type DevConsul,
+} from "../helpers/consul.js";
+import { locationStoreContract, smallMap } from "./location-store.contract.js";
 
 let consul: DevConsul;
 beforeAll(async () => {
@@ -26,3 +35,51 @@ locationStoreContract("consul", async () => {
     },
   };
 });
+
+describe("the Consul journal's history", () => {
+  it("trims ended records but never one it cannot read", async () => {
+    const prefix = uniquePrefix("trim");
+    const store = new ConsulStore({ http: new ConsulHttp({ addr: consul.addr, prefix }), prefix });
+    try {
+      await store.compareAndSet(0, smallMap());
+      await rawPut(consul.addr, `${consulKeys(prefix).migrationsDir}junk`, "{not json");
+      for (let i = 0; i < JOURNAL_HISTORY + 5; i++) {
+        const at = 1000 + i;
+        const r = await store.putMigration({
+          record: endedRecord(`e-${String(i).padStart(4, "0")}`, at),
+          expectRev: 0,
+        });
+        expect(r.ok).toBe(true);
+      }
+      const list = await store.listMigrations();
+      expect(list.records.length).toBe(JOURNAL_HISTORY);
+      expect(list.records[0].record.id).toBe("e-0005");
+      expect(list.unreadable).toEqual(["junk"]);
+      expect(await rawKeys(consul.addr, `${consulKeys(prefix).migrationsDir}junk`)).toEqual([
+        `${consulKeys(prefix).migrationsDir}junk`,
+      ]);
+    } finally {
+      await store.close();
+      await rawDeleteTree(consul.addr, prefix);
+    }
+  }, 60_000);
+});
+
+function endedRecord(id: string, startedAt: number): MigrationRecord {
+  return {
+    id,
+    shard: "shard-1",
+    source: "node-1",
+    target: "node-2",
+    fromEpoch: 1,
+    planVersion: 1,
+    phase: "done",
+    term: 0,
+    startedAt,
+    phaseAt: { journaled: startedAt, done: startedAt + 1 },
+    bytesCopied: 0,
+    entriesCopied: 0,
+    rounds: 0,
+    endedAt: startedAt + 1,
+  };
+}

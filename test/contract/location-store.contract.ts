@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { VersionedMap } from "../../src/engine/location-map.js";
-import type { MigrationRecord } from "../../src/engine/migration.js";
+import { JOURNAL_HISTORY, type MigrationRecord } from "../../src/engine/migration.js";
 import type { LocationStore } from "../../src/engine/ports.js";
 import { largeMap, smallMap } from "./maps.js";
 
@@ -217,6 +217,52 @@ export function locationStoreContract(name: string, factory: StoreFactory): void
         expect(after?.record.phase).toBe("committed");
         expect(after?.rev).toBe(ok.migrationRev);
       }));
+
+    it(
+      "keeps every migration in flight and only the newest JOURNAL_HISTORY ended ones",
+      () =>
+        withStore(async ({ store }) => {
+          await store.compareAndSet(0, smallMap());
+          // in flight, and older than every ended record: never dropped
+          for (let i = 0; i < 3; i++) {
+            const r = await store.putMigration({ record: journalRecord(`open-${i}`, i), expectRev: 0 });
+            expect(r.ok).toBe(true);
+          }
+          const ended = JOURNAL_HISTORY + 25;
+          for (let i = 0; i < ended; i++) {
+            const phase = i % 2 ? "done" : "aborted";
+            const at = 1000 + i;
+            const rec: MigrationRecord = {
+              ...journalRecord(`ended-${String(i).padStart(4, "0")}`, at),
+              phase,
+              endedAt: at + 1,
+            };
+            const r = await store.putMigration({ record: rec, expectRev: 0 });
+            expect(r.ok).toBe(true);
+          }
+          const list = await store.listMigrations();
+          const ids = list.records.map((r) => r.record.id);
+          expect(ids.filter((id) => id.startsWith("open-"))).toEqual(["open-0", "open-1", "open-2"]);
+          const kept = ids.filter((id) => id.startsWith("ended-"));
+          expect(kept.length).toBe(JOURNAL_HISTORY);
+          // the oldest 25 went
+          expect(kept[0]).toBe(`ended-${String(25).padStart(4, "0")}`);
+          expect(kept.at(-1)).toBe(`ended-${String(ended - 1).padStart(4, "0")}`);
+          expect(list.unreadable).toEqual([]);
+          // a record still in flight is readable and can still move on
+          const open = await store.getMigration("open-1");
+          expect(open?.record.phase).toBe("journaled");
+          expect(
+            (
+              await store.putMigration({
+                record: { ...open!.record, phase: "copying" },
+                expectRev: open!.rev,
+              })
+            ).ok,
+          ).toBe(true);
+        }),
+      120_000,
+    );
 
     it("refuses to store a record readers could not use", () =>
       withStore(async ({ store }) => {
