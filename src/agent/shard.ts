@@ -25,6 +25,7 @@ import { ApiError } from "./http-util.js";
 import { encodeEntry, NO_VALUE, type LogEntry, type LogOp } from "./log-format.js";
 import { DEFAULT_WRITE_ID_CAPACITY, WriteIdTable, type RememberedWrite } from "./write-ids.js";
 import { metaPath, readMeta, writeMeta, type RedirectHint, type ShardMeta } from "./shard-meta.js";
+import { NotDurableError } from "../store/embedded.js";
 import {
   LogCorrupt,
   parseLogFileName,
@@ -677,6 +678,18 @@ export class Shard {
     try {
       writeMeta(this.dir, meta);
     } catch (err) {
+      if (err instanceof NotDurableError) {
+        // the new meta.json is in place but a crash may undo it: memory follows the file, and the
+        // shard stops serving until a restart reads what the disk kept (never a state in between)
+        const was = this.meta;
+        this.meta = meta;
+        this.failed =
+          `recording epoch ${meta.epoch} (${meta.state}) in meta.json could not be made durable ` +
+          `(${errorText(err.cause)}); it was at epoch ${was.epoch} (${was.state}), and the disk may hold either. ` +
+          "Fix the disk (see the kernel log), then restart the agent: it serves what the disk kept";
+        this.opts.warn(`shard ${this.id}: ${this.failed}`);
+        throw new ApiError(500, "shard-failed", `shard ${this.id} is refused: ${this.failed}`);
+      }
       // this.meta is left as it was: memory never runs ahead of the file (writeMeta replaces the file
       // atomically, so it still holds the old state too)
       throw metaWriteFailed(this, meta, err);

@@ -327,6 +327,24 @@ export function processAlive(pid: number): boolean {
  * Writes a file so that a crash leaves the old or the new content: tmp + fsync + rename + fsync(dir).
  * A failed write or rename removes the temporary file: the old file stays, and nothing else.
  */
+/**
+ * writeAtomic renamed the new content into place but could not fsync the
+ * directory: readers see the new content now, and a crash may bring the old
+ * one back. Not the same as a failed write, after which the old content stays.
+ */
+export class NotDurableError extends Error {
+  readonly code?: string;
+  constructor(
+    readonly file: string,
+    override readonly cause: unknown,
+  ) {
+    super(
+      `${file} was replaced but could not be made durable (${(cause as Error)?.message ?? String(cause)})`,
+    );
+    this.code = (cause as NodeJS.ErrnoException)?.code;
+  }
+}
+
 export function writeAtomic(file: string, content: string | Uint8Array, mode = 0o600): void {
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = openSync(tmp, "w", mode);
@@ -342,7 +360,11 @@ export function writeAtomic(file: string, content: string | Uint8Array, mode = 0
     removeQuietly(tmp);
     throw err;
   }
-  fsyncDirSync(dirname(file));
+  try {
+    fsyncDirSync(dirname(file));
+  } catch (err) {
+    throw new NotDurableError(file, err);
+  }
 }
 
 /** writeSync may write less than asked (a full disk reports it on the next call): loop until done. */
