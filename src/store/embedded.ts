@@ -324,10 +324,6 @@ export function processAlive(pid: number): boolean {
 }
 
 /**
- * Writes a file so that a crash leaves the old or the new content: tmp + fsync + rename + fsync(dir).
- * A failed write or rename removes the temporary file: the old file stays, and nothing else.
- */
-/**
  * writeAtomic renamed the new content into place but could not fsync the
  * directory: readers see the new content now, and a crash may bring the old
  * one back. Not the same as a failed write, after which the old content stays.
@@ -345,6 +341,11 @@ export class NotDurableError extends Error {
   }
 }
 
+/**
+ * Writes a file so that a crash leaves the old or the new content: tmp + fsync + rename + fsync(dir).
+ * A failed write or rename removes the temporary file: the old file stays, and nothing else. A failed
+ * fsync of the directory after the rename is a NotDurableError.
+ */
 export function writeAtomic(file: string, content: string | Uint8Array, mode = 0o600): void {
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = openSync(tmp, "w", mode);
