@@ -1849,12 +1849,62 @@ export async function connectOrExplain(
 
 export type NodeAction = "start" | "stop" | "restart" | "logs" | "status";
 
+/**
+ * The first line of a node's CUTOVER_MARKER, at most 256 bytes of it (NULs dropped) whatever the
+ * file holds: "cutover=<line>" when the marker is there (the regular file the probe looks for,
+ * so that what deploy repairs and what node start refuses are the same), nothing otherwise.
+ */
+const READ_CUTOVER_SCRIPT = `if [ -f "$1/.cutover" ]; then
+  printf 'cutover='; head -c 256 "$1/.cutover" 2>/dev/null | head -n 1 | tr -d '\\000'; echo
+fi
+`;
+
+/** A CUTOVER_MARKER found on a node: the release names it holds, "" for one that is not a release name. */
+export interface CutoverMarker {
+  from: string;
+  to: string;
+}
+
+/** Reads the CUTOVER_MARKER on a node; undefined when there is none. Never throws on what the file holds. */
+async function readCutoverMarker(exec: Executor, dataDir: string): Promise<CutoverMarker | undefined> {
+  const out = (
+    await run(exec, "reading the cut-over marker", ["sh", "-c", READ_CUTOVER_SCRIPT, "sh", dataDir])
+  ).stdout;
+  const line = out.split("\n").find((l) => l.startsWith("cutover="));
+  if (line === undefined) return undefined;
+  // "<from> <to>", as stopOldTask writes it: split on the one space, not trimmed (from is "" when the
+  // node could not hash the release it ran)
+  const [from = "", to = ""] = line.slice("cutover=".length).split(" ");
+  const name = (s: string) => (SHA256_HEX.test(s) ? s : "");
+  return { from: name(from), to: name(to) };
+}
+
+/**
+ * What an interrupted cut-over on a node means for `node start|restart`: the node may run no
+ * agent, and its files may be a mix of two releases (the swap is not atomic); what to run instead.
+ */
+function interruptedCutover(node: InventoryNode, m: CutoverMarker): { message: string; hint: string } {
+  const marker = `${node.dataDir}/${CUTOVER_MARKER}`;
+  // garbage in the marker is not echoed: it says a cut-over began, not between what
+  const which =
+    m.from && m.to
+      ? `the cut-over from release ${short(m.from)} to release ${short(m.to)} on ${node.id}`
+      : `a cut-over on ${node.id} (its marker ${marker} does not name both releases)`;
+  return {
+    message: `a deploy was interrupted during ${which}: the files in ${node.dataDir} may be a mix of both releases`,
+    hint:
+      `run the same \`shardctl deploy\` again (it finishes or repairs the cut-over; \`--nodes ${node.id}\` for this node only), ` +
+      `or \`shardctl deploy --rollback --nodes ${node.id}\` to go back to the release before; ` +
+      `if a deploy is still running, wait for it. (The marker is ${marker}.)`,
+  };
+}
+
 export async function runNodeControl(
   action: NodeAction,
   node: InventoryNode,
   opts: { hostKeys: HostKeyOptions; lines?: number; healthTimeoutMs?: number },
   deps: { connect?: ConnectNode; log?: (m: string) => void },
-): Promise<{ node: string; action: NodeAction; output: string }> {
+): Promise<{ node: string; action: NodeAction; output: string; cutover?: CutoverMarker }> {
   const log = deps.log ?? (() => {});
   const exec = await connectOrExplain(node, opts.hostKeys, deps.connect ?? connectNode, log);
   try {
@@ -1863,6 +1913,17 @@ export async function runNodeControl(
       throw new UserError(`no agent is deployed on ${node.id} (${ctl} does not exist on ${node.host})`, {
         hint: `run \`shardctl deploy --nodes ${node.id}\``,
       });
+    }
+    // ctl.sh start would start whatever an interrupted cut-over left in place; deploy knows how to
+    // repair that. A stop is always safe, and status and logs only look.
+    const cutover =
+      action === "start" || action === "restart" || action === "status"
+        ? await readCutoverMarker(exec, node.dataDir)
+        : undefined;
+    if (cutover && action !== "status") {
+      const { message, hint } = interruptedCutover(node, cutover);
+      const doing = action === "start" ? "starting" : "restarting";
+      throw new PreconditionError(`not ${doing} ${node.id}: ${message}`, { hint });
     }
     const outputs: string[] = [];
     if (action === "stop" || action === "restart")
@@ -1883,8 +1944,14 @@ export async function runNodeControl(
     if (action === "status") {
       const r = await exec.exec(["sh", ctl, "status"]);
       outputs.push(r.stdout.trim());
+      if (cutover) {
+        const { message } = interruptedCutover(node, cutover);
+        outputs.push(
+          `${message}; \`node start\` refuses until \`shardctl deploy\` (run again, or with --rollback) repairs it`,
+        );
+      }
     }
-    return { node: node.id, action, output: outputs.join("\n") };
+    return { node: node.id, action, output: outputs.join("\n"), ...(cutover ? { cutover } : {}) };
   } finally {
     await exec.close();
   }

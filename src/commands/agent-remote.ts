@@ -76,6 +76,12 @@ The node is looked up in the inventory and reached over SSH like deploy does
 (host keys checked); the agent is controlled by the ctl.sh script deploy wrote
 into its dataDir.
 
+start and restart refuse (exit 3, nothing changed) a node where a deploy was
+interrupted during a cut-over (its dataDir holds .cutover): its files may be a
+mix of two releases. Run the same \`shardctl deploy\` again, or
+\`shardctl deploy --rollback\`: both repair the node first. stop always works;
+status says when a cut-over was interrupted.
+
 Examples:
   $ shardctl node restart n2 -i cluster.yaml
   $ shardctl node logs n2 -i cluster.yaml --lines 50

@@ -16,17 +16,20 @@ import {
   constants,
   existsSync,
   fsyncSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readFileSync,
+  readlinkSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
   writeSync,
 } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, isAbsolute, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { PreconditionError, UserError, UsageError } from "../errors.js";
+import { errorMessage, PreconditionError, UserError, UsageError } from "../errors.js";
 import { fnv1a64Bytes } from "../engine/hash.js";
 import { validateMap, type LocationMap, type VersionedMap } from "../engine/location-map.js";
 import { checkRecord, endedBeyondHistory, looksLikeRecord } from "../engine/migration.js";
@@ -408,23 +411,25 @@ const BAD_PATH_CODES = new Set([
 
 /**
  * Checks that `file`, an output the user named with `flag`, can be written, so that a
- * mistyped path is refused before any work is done (and before a result is lost).
+ * mistyped path is refused before any work is done (and before a result is lost). A symbolic
+ * link is checked where it leads (outputTarget), since that is what is written.
  */
 export function checkOutputPath(file: string, flag = "--out"): void {
+  const target = outputTarget(file, flag);
   const refuse = (why: string, hint: string) =>
-    new UsageError(`${flag} ${file}: ${why}; nothing was written`, { hint });
+    new UsageError(`${flag} ${outputName(file, target)}: ${why}; nothing was written`, { hint });
   const fileHint = `give a file name, e.g. ${flag} ${join(file, "out")}`;
-  if (isDirectory(file)) throw refuse("is a directory", fileHint);
-  if (file.endsWith("/")) throw refuse("names a directory (it ends in /)", fileHint);
+  if (isDirectory(target)) throw refuse("is a directory", fileHint);
+  if (file.endsWith("/") || target.endsWith("/")) throw refuse("names a directory (it ends in /)", fileHint);
   // the write is atomic (a temporary file renamed over the path), so a device, pipe or socket
   // there (/dev/null, /dev/stdout) would not be written to but replaced by a regular file
-  const kind = nonRegularKind(file);
+  const kind = nonRegularKind(target);
   if (kind)
     throw refuse(
       `is ${kind}, not a regular file (the file written would replace it)`,
       "give the path of a regular file; to see the output, write it to a file and print that",
     );
-  const dir = dirname(file);
+  const dir = dirname(target);
   let st;
   try {
     st = statSync(dir);
@@ -447,6 +452,62 @@ export function checkOutputPath(file: string, flag = "--out"): void {
   } catch {
     throw refuse(`the directory ${dir} is not writable`, "choose a directory you can write to");
   }
+}
+
+/** Symbolic links followed before a chain of them counts as a loop: Linux's own limit (MAXSYMLINKS). */
+const MAX_LINK_HOPS = 40;
+
+/**
+ * The path an output named `file` is written to: `file` itself, or, when it is a symbolic link,
+ * the path the chain of links ends at (which need not exist yet: a dangling link names the file
+ * to create). The write renames a temporary file over the path, and a rename over the link would
+ * replace the link by a regular file and leave the file it points to as it was; a user who gives
+ * a link means that file, as a shell redirection does. A loop is a UsageError: nothing to write.
+ */
+export function outputTarget(file: string, flag = "--out"): string {
+  let path = file;
+  for (let hops = 0; ; hops++) {
+    let isLink: boolean;
+    try {
+      isLink = lstatSync(path).isSymbolicLink();
+    } catch (err) {
+      if (errnoOf(err) === "ELOOP") throw linkLoopError(file, flag, err);
+      break; // missing (a new file, or where a dangling link points) or unreachable: the checks name it
+    }
+    if (!isLink) break;
+    if (hops === MAX_LINK_HOPS) throw linkLoopError(file, flag);
+    let to: string;
+    try {
+      to = readlinkSync(path);
+    } catch {
+      break; // replaced since lstat: the checks and the write see what is there now
+    }
+    // not path.resolve: it would take "dir/.." lexically, where the kernel follows dir if it is a link
+    path = isAbsolute(to) ? to : `${dirname(path)}/${to}`;
+  }
+  if (path === file) return file;
+  // spelled canonically for the messages (the file itself, or for a new one its directory)
+  try {
+    return realpathSync(path);
+  } catch {
+    try {
+      return path.endsWith("/") ? path : join(realpathSync(dirname(path)), basename(path));
+    } catch {
+      return path;
+    }
+  }
+}
+
+function linkLoopError(file: string, flag: string, cause?: unknown): UsageError {
+  return new UsageError(
+    `${flag} ${file}: is a symbolic link loop (or a chain of more than ${MAX_LINK_HOPS} links) that never reaches a file; nothing was written`,
+    { hint: "point the link at a file (ls -l shows where it points), or give another path", cause },
+  );
+}
+
+/** How messages name an output: the path given, and where it leads when that is a link. */
+function outputName(file: string, target: string): string {
+  return target === file ? file : `${file} (a symbolic link to ${target})`;
 }
 
 /** What an existing path is when it is neither a regular file nor a directory; undefined otherwise. */
@@ -473,9 +534,10 @@ function isDirectory(path: string): boolean {
 }
 
 /**
- * writeAtomic for an output the user named with `flag` (`--out FILE`): a path that cannot be
- * written becomes a usage error naming it, any other I/O failure a plain error; either way the
- * temporary file is gone and an existing file is as it was.
+ * writeAtomic for an output the user named with `flag` (`--out FILE`; through a symbolic link,
+ * the file it points to): a path that cannot be written becomes a usage error naming it, any
+ * other I/O failure a plain error; either way the temporary file is gone and an existing file
+ * is as it was.
  */
 export function writeOutputFile(
   file: string,
@@ -483,16 +545,24 @@ export function writeOutputFile(
   opts: { flag?: string; mode?: number } = {},
 ): void {
   const flag = opts.flag ?? "--out";
+  // through a link, the file it points to is written (and the link left as it is)
+  const target = outputTarget(file, flag);
   // never rename over a device or a pipe, even for a caller that skipped checkOutputPath
-  if (nonRegularKind(file)) checkOutputPath(file, flag);
+  if (nonRegularKind(target)) checkOutputPath(file, flag);
   try {
-    writeAtomic(file, content, opts.mode);
+    writeAtomic(target, content, opts.mode);
   } catch (err) {
+    if (err instanceof NotDurableError) {
+      throw new UserError(
+        `${flag} ${outputName(file, target)} was written, but the disk could not make it durable (${errorMessage(err.cause)}): a crash may lose it`,
+        { hint: "check the disk (the kernel log says why), then write it again", cause: err },
+      );
+    }
     const code = errnoOf(err);
     if (code === undefined) throw err;
     // the checks name the problem better than errno does (the path may have changed since they ran)
     checkOutputPath(file, flag);
-    const message = `cannot write ${flag} ${file}: ${(err as Error).message}; nothing was written`;
+    const message = `cannot write ${flag} ${outputName(file, target)}: ${(err as Error).message}; nothing was written`;
     if (BAD_PATH_CODES.has(code)) throw new UsageError(message, { hint: "choose another path", cause: err });
     throw new UserError(message, { cause: err });
   }

@@ -1,9 +1,19 @@
 /**
  * The built CLI on paths a user gets wrong (--out a directory, --out under a missing
  * directory, a data directory that is a file): a usage error naming the path, exit 2,
- * no stack, and nothing left behind (no `.tmp-PID`, no partial output).
+ * no stack, and nothing left behind (no `.tmp-PID`, no partial output). --out through a
+ * symbolic link writes the file the link points to, like a shell redirection.
  */
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import {
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
 import { runProcess } from "../../helpers/cli.js";
@@ -75,6 +85,71 @@ describe("--out paths that cannot be written", () => {
     const r = runProcess(["plan", "--all", "--out", "somedir/plan.json"], { cwd: dir, env: env() });
     expect(r.status, r.stderr).toBe(0);
     expect(tree(dir)).toEqual([...before, join("somedir", "plan.json")].sort());
+  });
+});
+
+describe("--out through a symbolic link", () => {
+  it("writes the file the link points to (also a dangling link's), and the link stays a link", () => {
+    expect(runProcess(["init"], { cwd: dir, env: env() }).status).toBe(0);
+    writeFileSync(join(dir, "somedir/plan.json"), "old plan");
+    symlinkSync("somedir/plan.json", join(dir, "plan-link"));
+    symlinkSync("somedir/trace.csv", join(dir, "trace-link"));
+    const before = tree(dir);
+    let r = runProcess(["plan", "--all", "--out", "plan-link"], { cwd: dir, env: env() });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(dir, "somedir/plan.json"), "utf8"))).toBeTypeOf("object");
+    r = runProcess(
+      [
+        "simulate",
+        "build-trace",
+        "--series",
+        "series",
+        "--events",
+        "500",
+        "--days",
+        "2",
+        "--out",
+        "trace-link",
+      ],
+      { cwd: dir, env: env() },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(readFileSync(join(dir, "somedir/trace.csv"), "utf8")).toMatch(/\n/);
+    for (const [link, target] of [
+      ["plan-link", "somedir/plan.json"],
+      ["trace-link", "somedir/trace.csv"],
+    ]) {
+      expect(lstatSync(join(dir, link)).isSymbolicLink(), link).toBe(true);
+      expect(readlinkSync(join(dir, link))).toBe(target);
+    }
+    expect(tree(dir)).toEqual([...before, join("somedir", "trace.csv")].sort());
+  });
+
+  it("refuses a link to /dev/null, to a pipe, to a directory, and a link loop: exit 2, nothing written", () => {
+    expect(runProcess(["init"], { cwd: dir, env: env() }).status).toBe(0);
+    execFileSync("mkfifo", [join(dir, "pipe")]);
+    symlinkSync("/dev/null", join(dir, "to-null"));
+    symlinkSync("pipe", join(dir, "to-pipe"));
+    symlinkSync("somedir", join(dir, "to-dir"));
+    symlinkSync("loop-b", join(dir, "loop-a"));
+    symlinkSync("loop-a", join(dir, "loop-b"));
+    for (const [out, why] of [
+      ["to-null", /is a device/],
+      ["to-pipe", /is a pipe/],
+      ["to-dir", /is a directory/],
+      ["loop-a", /symbolic link loop/],
+    ] as const) {
+      for (const args of [
+        ["plan", "--all", "--out", out],
+        ["get", "k", "--out", out],
+      ]) {
+        const r = expectUsageError(args, `--out ${out}`);
+        expect(r.stderr).toMatch(why);
+        expect(r.stdout).toBe("");
+        expect(lstatSync(join(dir, out)).isSymbolicLink()).toBe(true);
+      }
+    }
+    expect(lstatSync("/dev/null").isCharacterDevice()).toBe(true);
   });
 });
 

@@ -6,7 +6,8 @@
  * cluster-level behaviour: a rolling upgrade stops at the first node whose new
  * agent does not come up, and a first deploy that fails on some nodes does not
  * write the initial layout over the others; also the releases each node keeps
- * and `rollback` to them, and ctl.sh's start after a stop that ended half way.
+ * and `rollback` to them, ctl.sh's start after a stop that ended half way, and
+ * `node start|restart` refusing a node whose cut-over was interrupted.
  */
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -14,9 +15,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildBundle, type Bundle } from "../../../src/cluster/bundle.js";
-import { runDeploy, type ConnectNode, type DeployOptions } from "../../../src/cluster/deploy.js";
+import {
+  CUTOVER_MARKER,
+  runDeploy,
+  runNodeControl,
+  type ConnectNode,
+  type DeployOptions,
+} from "../../../src/cluster/deploy.js";
 import type { InventoryNode } from "../../../src/cluster/inventory.js";
 import { LocalExecutor } from "../../../src/cluster/ssh.js";
+import { ExitCode, PreconditionError } from "../../../src/errors.js";
 import { EmbeddedStore, processAlive } from "../../../src/store/embedded.js";
 import { freePorts } from "../../helpers/ports.js";
 
@@ -346,6 +354,135 @@ describe("ctl.sh on a node", () => {
       }
       await store.close();
     }
+  }, 120_000);
+});
+
+describe("node start|restart on a node whose cut-over was interrupted", () => {
+  /** `shardctl node ACTION` on a node, run here (LocalExecutor) as deploy ran it. */
+  const control = (action: "start" | "stop" | "restart" | "status", node: InventoryNode) =>
+    runNodeControl(
+      action,
+      node,
+      { hostKeys: options([], undefined).hostKeys, healthTimeoutMs: 20_000 },
+      {
+        connect: local,
+      },
+    );
+
+  async function refusal(action: "start" | "restart", node: InventoryNode): Promise<PreconditionError> {
+    const err: unknown = await control(action, node).then(
+      () => new Error(`node ${action} was not refused`),
+      (e: unknown) => e,
+    );
+    expect(err, String(err)).toBeInstanceOf(PreconditionError);
+    expect((err as PreconditionError).exitCode).toBe(ExitCode.Precondition);
+    return err as PreconditionError;
+  }
+
+  /** Every supervisor or agent process of the node (whatever agent.pid says). */
+  const processesOf = (node: InventoryNode) =>
+    ours().filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, "utf8").includes(`${node.dataDir}/`);
+      } catch {
+        return false;
+      }
+    });
+
+  it("refuses to start the half-swapped node a failed cut-over left, saying from which release to which and what to run; stop and status still work", async () => {
+    // Given release 1 running; it starts again only while the node has no "refuse-restart" file
+    const v1 = makeBundle(
+      "agent-i1.mjs",
+      withPrologue(
+        agentText,
+        `import { existsSync as __refused } from "node:fs";\nif (__refused("refuse-restart")) { console.error("release 1: refused here"); process.exit(0); }\n`,
+      ),
+    );
+    const v2 = makeBundle("agent-i2.mjs", `console.error("release 2: cannot start"); process.exit(0);\n`);
+    const [node] = await makeNodes("i", 1);
+    const store = new EmbeddedStore(join(dir, "control-interrupted"));
+    try {
+      const opts = { healthTimeoutMs: 5_000 };
+      expect((await runDeploy(options([node], v1, opts), { store, connect: local })).nodes[0].outcome).toBe(
+        "installed",
+      );
+      // When the cut-over to release 2 fails and so does the restart of release 1: the deploy cannot
+      // bring any agent back, and leaves the node stopped, with its marker
+      writeFileSync(join(node.dataDir, "refuse-restart"), "");
+      const r = await runDeploy(options([node], v2, opts), { store, connect: local });
+      expect(r.nodes[0]).toMatchObject({ outcome: "failed" });
+      expect(r.nodes[0].rollbackErrors?.join("\n")).toMatch(/exited/);
+      expect(readFileSync(join(node.dataDir, CUTOVER_MARKER), "utf8")).toBe(`${v1.sha256} ${v2.sha256}\n`);
+      for (let i = 0; i < 100 && processesOf(node).length > 0; i++)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(processesOf(node)).toEqual([]);
+      // the reason is gone, so a start would now run whatever is in place
+      rmSync(join(node.dataDir, "refuse-restart"));
+
+      // Then node start and node restart refuse, name both releases and the way out, and start nothing
+      for (const action of ["start", "restart"] as const) {
+        const err = await refusal(action, node);
+        expect(err.message).toContain(
+          `a deploy was interrupted during the cut-over from release ${v1.sha256.slice(0, 12)} to release ${v2.sha256.slice(0, 12)} on ${node.id}`,
+        );
+        expect(err.hint).toMatch(/shardctl deploy.* again .*finishes or repairs the cut-over/);
+        expect(err.hint).toContain("shardctl deploy --rollback");
+        expect(processesOf(node)).toEqual([]);
+      }
+      // a stop is always safe; status says the agent is stopped and why a start is refused
+      expect((await control("stop", node)).output).toBe("not running");
+      const status = await control("status", node);
+      expect(status.output).toMatch(/^stopped\n.*interrupted during the cut-over from release/);
+      expect(status.cutover).toEqual({ from: v1.sha256, to: v2.sha256 });
+      expect(existsSync(join(node.dataDir, CUTOVER_MARKER))).toBe(true);
+
+      // and once a deploy has repaired the node, start and restart work again
+      const again = await runDeploy(options([node], v1, opts), { store, connect: local });
+      expect(again.nodes[0].repaired, JSON.stringify(again.nodes[0])).toMatch(/interrupted cut-over/);
+      expect(existsSync(join(node.dataDir, CUTOVER_MARKER))).toBe(false);
+      expect((await control("restart", node)).output).toMatch(/healthy$/);
+      expect(alive(pidOf(node))).toBe(true);
+    } finally {
+      await store.close();
+    }
+  }, 120_000);
+
+  it("refuses a marker with garbage in it just as clearly, without stopping the agent that runs", async () => {
+    const b = makeBundle("agent-g.mjs", `${agentText}\n// garbage marker\n`);
+    const [node] = await makeNodes("g", 1);
+    const store = new EmbeddedStore(join(dir, "control-garbage"));
+    try {
+      expect((await runDeploy(options([node], b), { store, connect: local })).nodes[0].outcome).toBe(
+        "installed",
+      );
+      const pid = pidOf(node);
+      const marker = join(node.dataDir, CUTOVER_MARKER);
+      for (const garbage of [
+        Buffer.from("\x1b[31mnot a release\x07 $(touch pwned) `id`\x00\xff\xfe"),
+        Buffer.from("x".repeat(100_000)),
+        Buffer.alloc(0),
+      ]) {
+        writeFileSync(marker, garbage);
+        const err = await refusal("restart", node);
+        expect(err.message).toContain(`a deploy was interrupted during a cut-over on ${node.id}`);
+        expect(err.message).toContain(marker);
+        // nothing of the marker is echoed: no escape sequence, no 100 kB line
+        expect([...err.message].filter((c) => c < " " || c === "\x7f")).toEqual([]);
+        expect(err.message).not.toMatch(/not a release|xxxxxxxx/);
+        expect(err.hint).toContain("shardctl deploy --rollback");
+        // the restart stopped nothing
+        expect(pidOf(node)).toBe(pid);
+        expect(alive(pid)).toBe(true);
+        const status = await control("status", node);
+        expect(status.output).toMatch(/^running.*\n.*interrupted during a cut-over/);
+      }
+      expect((await control("stop", node)).output).toMatch(/stopped/);
+      await refusal("start", node);
+      expect(processesOf(node)).toEqual([]);
+    } finally {
+      await store.close();
+    }
+    expect(existsSync(join(dir, "pwned"))).toBe(false);
   }, 120_000);
 });
 

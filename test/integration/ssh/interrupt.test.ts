@@ -7,9 +7,9 @@
  *
  * - SIGINT or SIGTERM: it finishes the node being cut over (or rolls it back),
  *   does not stop any other node, says what it is doing, and exits 1;
- * - SIGKILL: nothing can run any more, and the node is left stopped; the next
- *   deploy finds it and starts its previous release again, also when the new
- *   release does not start;
+ * - SIGKILL: nothing can run any more, and the node is left stopped; `node
+ *   start|restart` refuse it (exit 3); the next deploy finds it and starts its
+ *   previous release again, also when the new release does not start;
  * - a second Ctrl-C: it exits at once, naming the node that may be left
  *   stopped and how to repair it; the next deploy repairs it;
  * - the SSH connection cut while the old agent drains: the stop is killed on
@@ -233,7 +233,32 @@ describe("an interrupted deploy", () => {
       ],
       { SHARDCTL_TOKEN: TOKEN },
     );
-    expect(status.err).toMatch(/n1: stopped/);
+    expect(status.err).toMatch(/n1: stopped; a deploy was interrupted during the cut-over from release/);
+    // node start|restart would start whatever the swap left in place: both refuse, and say what to run
+    for (const action of ["start", "restart"]) {
+      const refused = await cli(
+        [
+          "--data-dir",
+          controlDir,
+          "node",
+          action,
+          "n1",
+          "--inventory",
+          inventory,
+          "--known-hosts",
+          knownHosts,
+        ],
+        { SHARDCTL_TOKEN: TOKEN },
+      );
+      expect(refused.code, refused.err).toBe(3);
+      expect(refused.err).toContain(
+        `a deploy was interrupted during the cut-over from release ${was.slice(0, 12)} to release ${bad.sha256.slice(0, 12)} on n1`,
+      );
+      expect(refused.err).toMatch(/run the same `shardctl deploy` again/);
+      expect(refused.err).not.toMatch(/\n\s+at /);
+      expect(running("n1")).toBe(false);
+      expect(leftovers("n1")).toContain(".cutover");
+    }
     expect(pidOf("n2")).toBe(otherPid);
 
     const r = await deployInProcess(bad, "--concurrency", "1", "--health-timeout", "10");

@@ -4,7 +4,16 @@
  * temporary nor a partial file, and get's --json describes what was written.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import {
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { describe, expect, it, vi } from "vitest";
@@ -153,6 +162,108 @@ describe("checkOutputPath / writeOutputFile", () => {
     expect((err as Error).message).toMatch(/cannot write --out .*plan\.json: ENOSPC/);
     expectUnchanged(d, ["plan.json"]);
     expect(readFileSync(join(d, "plan.json"), "utf8")).toBe("old");
+  });
+
+  it("writes through a symbolic link to the file it points to, and the link stays a link", () => {
+    // Given a link in one directory to a file in another, through a relative link and a second hop
+    const d = newDir();
+    mkdirSync(join(d, "real"));
+    writeFileSync(join(d, "real", "plan.json"), "old");
+    symlinkSync("real/plan.json", join(d, "hop"));
+    symlinkSync(join(d, "hop"), join(d, "link"));
+    // When --out names the link
+    checkOutputPath(join(d, "link"));
+    writeOutputFile(join(d, "link"), "new");
+    // Then the target has the content, both links are as they were, and no temporary is left
+    expect(readFileSync(join(d, "real", "plan.json"), "utf8")).toBe("new");
+    expect(lstatSync(join(d, "link")).isSymbolicLink()).toBe(true);
+    expect(readlinkSync(join(d, "link"))).toBe(join(d, "hop"));
+    expect(readlinkSync(join(d, "hop"))).toBe("real/plan.json");
+    expectUnchanged(d, ["real", "hop", "link"]);
+    expectUnchanged(join(d, "real"), ["plan.json"]);
+  });
+
+  it("writes the target of a dangling link when its directory exists, and refuses it when not", () => {
+    const d = newDir();
+    mkdirSync(join(d, "real"));
+    symlinkSync("real/new.json", join(d, "link"));
+    writeOutputFile(join(d, "link"), "first");
+    expect(readFileSync(join(d, "real", "new.json"), "utf8")).toBe("first");
+    expect(lstatSync(join(d, "link")).isSymbolicLink()).toBe(true);
+
+    symlinkSync("nodir/new.json", join(d, "nowhere"));
+    for (const attempt of [
+      () => checkOutputPath(join(d, "nowhere")),
+      () => writeOutputFile(join(d, "nowhere"), "x"),
+    ]) {
+      const err = thrown(attempt);
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as Error).message).toMatch(/nodir does not exist/);
+    }
+    expectUnchanged(d, ["real", "link", "nowhere"]);
+  });
+
+  it("refuses a link to a named pipe or a directory as it refuses the path itself, leaving the link", () => {
+    const d = newDir();
+    execFileSync("mkfifo", [join(d, "pipe")]);
+    mkdirSync(join(d, "somedir"));
+    symlinkSync("pipe", join(d, "to-pipe"));
+    symlinkSync("somedir", join(d, "to-dir"));
+    for (const [link, why] of [
+      ["to-pipe", /is a pipe, not a regular file/],
+      ["to-dir", /is a directory/],
+    ] as const) {
+      for (const attempt of [
+        () => checkOutputPath(join(d, link)),
+        () => writeOutputFile(join(d, link), "x"),
+      ]) {
+        const err = thrown(attempt);
+        expect(err).toBeInstanceOf(UsageError);
+        expect((err as Error).message).toContain(`--out ${join(d, link)}`);
+        expect((err as Error).message).toMatch(why);
+      }
+      expect(lstatSync(join(d, link)).isSymbolicLink()).toBe(true);
+    }
+    expect(statSync(join(d, "pipe")).isFIFO()).toBe(true);
+    expectUnchanged(d, ["pipe", "somedir", "to-pipe", "to-dir"]);
+    expect(readdirSync(join(d, "somedir"))).toEqual([]);
+  });
+
+  it("refuses a link to /dev/null (a device), leaving the link and /dev/null as they are", () => {
+    const d = newDir();
+    symlinkSync("/dev/null", join(d, "null"));
+    for (const attempt of [
+      () => checkOutputPath(join(d, "null")),
+      () => writeOutputFile(join(d, "null"), "x"),
+    ]) {
+      const err = thrown(attempt);
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as Error).message).toMatch(/is a device, not a regular file/);
+    }
+    expect(lstatSync(join(d, "null")).isSymbolicLink()).toBe(true);
+    expect(statSync("/dev/null").isCharacterDevice()).toBe(true);
+    expectUnchanged(d, ["null"]);
+  });
+
+  it("refuses a link loop with a UsageError (exit 2), writing nothing", () => {
+    const d = newDir();
+    symlinkSync("b", join(d, "a"));
+    symlinkSync("a", join(d, "b"));
+    symlinkSync("self", join(d, "self"));
+    for (const link of ["a", "self"]) {
+      for (const attempt of [
+        () => checkOutputPath(join(d, link)),
+        () => writeOutputFile(join(d, link), "x"),
+      ]) {
+        const err = thrown(attempt);
+        expect(err).toBeInstanceOf(UsageError);
+        expect((err as UsageError).exitCode).toBe(ExitCode.Usage);
+        expect((err as Error).message).toContain(`--out ${join(d, link)}`);
+        expect((err as Error).message).toMatch(/symbolic link loop/);
+      }
+    }
+    expectUnchanged(d, ["a", "b", "self"]);
+    expect(readlinkSync(join(d, "a"))).toBe("b");
   });
 
   it("names the flag it is given", () => {
