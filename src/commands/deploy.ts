@@ -22,9 +22,11 @@ import {
   type ProgressEvent,
 } from "../cluster/deploy.js";
 import { loadInventory, selectNodes, type Inventory } from "../cluster/inventory.js";
+import { acquireDeployLock, deployLockTtlS, type DeployLock } from "../cluster/deploy-lock.js";
 import { defaultKnownHostsFile } from "../cluster/known-hosts.js";
 import type { Config } from "../config.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
+import { failpoint } from "../failpoint.js";
 import { printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
 import { parsePositiveInt, withStore } from "./common.js";
@@ -161,50 +163,70 @@ export async function runDeployCommand(
       hint: "leave --bundle out to go back to the release each node ran before, or --rollback out to ship the bundle",
     });
   const token = tokenFor(config);
-  const bundle = opts.rollback ? undefined : await prepareBundle(opts.bundle, config, ctx.io);
+  const lockTtlS = deployLockTtlS(ctx.env);
   const progress = new DeployProgress(
     ctx.io.err,
     nodes.map((n) => n.id),
   );
   const control = new DeployControl();
-  const stopInterrupts = handleInterrupts(control, interruptBoundSeconds(healthTimeoutMs), ctx.io.err, () =>
-    progress.finish(),
+  let lock: DeployLock | undefined;
+  const stopInterrupts = handleInterrupts(
+    control,
+    interruptBoundSeconds(healthTimeoutMs),
+    ctx.io.err,
+    () => progress.finish(),
+    () => lock?.release() ?? Promise.resolve(),
   );
+  const note = (m: string) => {
+    progress.finish(); // notes go below the progress block
+    ctx.io.err.write(m + "\n");
+  };
   const result = await withStore(
     () => openStore(config),
-    (store) =>
-      runDeploy(
-        {
-          nodes,
-          bundle,
-          rollback: Boolean(opts.rollback),
-          keepReleases,
-          token,
-          zones: config.zones,
-          segments: config.segments,
-          ...(config.store === "consul"
-            ? {
-                consul: {
-                  addr: config.consul.addr,
-                  prefix: config.consul.prefix,
-                  token: config.consul.token,
-                },
-              }
-            : {}),
-          concurrency,
-          healthTimeoutMs,
-          hostKeys: hostKeysFor(opts, ctx.env),
-        },
-        {
-          store,
-          control,
-          progress: (id, e) => progress.update(id, e),
-          log: (m) => {
-            progress.finish(); // the nodes are done: notes go below the progress block
-            ctx.io.err.write(m + "\n");
+    async (store) => {
+      // before the bundle is built (into the data directory) and before any node is touched
+      lock = await acquireDeployLock(
+        store,
+        opts.rollback ? "rollback" : "deploy",
+        nodes.map((n) => n.id),
+        { ttlS: lockTtlS, log: note },
+      );
+      // a deployer that can no longer count on its lock stops as on SIGTERM: the node being cut
+      // over is finished, nothing new starts (another deploy may have the lock by now)
+      const onLockLost = () => control.interrupt("the deploy lock was lost");
+      lock.lost.addEventListener("abort", onLockLost, { once: true });
+      try {
+        failpoint("deploy.locked");
+        const bundle = opts.rollback ? undefined : await prepareBundle(opts.bundle, config, ctx.io);
+        return await runDeploy(
+          {
+            nodes,
+            bundle,
+            rollback: Boolean(opts.rollback),
+            keepReleases,
+            token,
+            zones: config.zones,
+            segments: config.segments,
+            ...(config.store === "consul"
+              ? {
+                  consul: {
+                    addr: config.consul.addr,
+                    prefix: config.consul.prefix,
+                    token: config.consul.token,
+                  },
+                }
+              : {}),
+            concurrency,
+            healthTimeoutMs,
+            hostKeys: hostKeysFor(opts, ctx.env),
           },
-        },
-      ),
+          { store, control, progress: (id, e) => progress.update(id, e), log: note },
+        );
+      } finally {
+        lock.lost.removeEventListener("abort", onLockLost);
+        await lock.release();
+      }
+    },
   ).finally(() => {
     stopInterrupts();
     progress.finish();
@@ -283,14 +305,16 @@ function reportFailure(io: IO, r: NodeReport): void {
  * one, or its previous one back) — a process that died there would leave that
  * node with no agent at all — within `boundSeconds`. A second signal, or the
  * bound running out: exit at once, by the same signal, saying which node may
- * be left stopped and that the next deploy repairs it. Returns the function
- * that removes the handlers.
+ * be left stopped and that the next deploy repairs it — after releasing the
+ * deploy lock (`releaseLock`), or the next deploy would be refused until a
+ * Consul session expires. Returns the function that removes the handlers.
  */
 function handleInterrupts(
   control: DeployControl,
   boundSeconds: number,
   err: Writable,
   beforeWrite: () => void,
+  releaseLock: () => Promise<void>,
 ): () => void {
   let deadline: NodeJS.Timeout | undefined;
   const signals = ["SIGINT", "SIGTERM"] as const;
@@ -309,7 +333,7 @@ function handleInterrupts(
     );
     remove();
     // ended by the signal, as a process without a handler would be
-    process.kill(process.pid, sig);
+    void exitBySignal(sig, releaseLock);
   };
   function onSignal(sig: NodeJS.Signals) {
     if (control.interrupted) return exitNow(sig, `${sig} again`);
@@ -332,6 +356,39 @@ function handleInterrupts(
   return remove;
 }
 
+/** How long an exit by signal waits for the deploy lock's release (a Consul that does not answer). */
+const LOCK_RELEASE_ON_EXIT_MS = 3000;
+
+/** Releases the deploy lock (within LOCK_RELEASE_ON_EXIT_MS), then ends the process by `sig`. */
+async function exitBySignal(sig: NodeJS.Signals, releaseLock: () => Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    releaseLock().catch(() => undefined),
+    new Promise((r) => (timer = setTimeout(r, LOCK_RELEASE_ON_EXIT_MS))),
+  ]);
+  clearTimeout(timer);
+  process.kill(process.pid, sig);
+}
+
+/**
+ * SIGINT/SIGTERM during an undeploy: it ends at once, as it always did (what it
+ * removed stays removed; running it again finishes the job), but releases the
+ * deploy lock first. Returns the function that removes the handlers.
+ */
+function releaseLockOnSignals(err: Writable, what: string, releaseLock: () => Promise<void>): () => void {
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  const remove = () => {
+    for (const sig of signals) process.off(sig, onSignal);
+  };
+  function onSignal(sig: NodeJS.Signals) {
+    remove();
+    err.write(`\n${sig}: ${what} interrupted: exiting; run the same command again to finish it\n`);
+    void exitBySignal(sig, releaseLock);
+  }
+  for (const sig of signals) process.on(sig, onSignal);
+  return remove;
+}
+
 export async function runUndeployCommand(
   nodeId: string,
   opts: SshCommandOptions & { purge?: boolean; json?: boolean },
@@ -340,14 +397,29 @@ export async function runUndeployCommand(
   const config = ctx.config();
   const inventory = inventoryFor(opts, config, ctx.env);
   const [node] = selectNodes(inventory, [nodeId]);
+  const lockTtlS = deployLockTtlS(ctx.env);
+  const log = (m: string) => ctx.io.err.write(m + "\n");
+  let lock: DeployLock | undefined;
+  const stopSignals = releaseLockOnSignals(
+    ctx.io.err,
+    `undeploy of ${node.id}`,
+    () => lock?.release() ?? Promise.resolve(),
+  );
   const result = await withStore(
     () => openStore(config),
-    (store) =>
-      runUndeploy(
-        { node, hostKeys: hostKeysFor(opts, ctx.env), purge: Boolean(opts.purge) },
-        { store, log: (m) => ctx.io.err.write(m + "\n") },
-      ),
-  );
+    async (store) => {
+      lock = await acquireDeployLock(store, "undeploy", [node.id], { ttlS: lockTtlS, log });
+      try {
+        failpoint("deploy.locked");
+        return await runUndeploy(
+          { node, hostKeys: hostKeysFor(opts, ctx.env), purge: Boolean(opts.purge) },
+          { store, log },
+        );
+      } finally {
+        await lock.release();
+      }
+    },
+  ).finally(stopSignals);
   if (opts.json) printJson(ctx.io, result);
   else {
     ctx.io.err.write(
@@ -443,6 +515,15 @@ connection that could not be re-opened. The next deploy finds such a node (the
 <dataDir>/.cutover marker) and repairs it first: it keeps a new agent that runs
 and answers, else puts back the release it ran and starts it.
 
+One at a time: deploy, deploy --rollback and undeploy take the cluster's deploy
+lock before touching any node, and release it when they end (also on failure,
+SIGINT or SIGTERM). While another holds it they are refused with exit 3, naming
+the holder (host, pid, command, nodes, since when): wait for it to end. The lock
+is <dataDir>/deploy.lock with the embedded store (a dead holder's lock on this
+host is taken over at once), or the key <prefix>deploy-lock held by a Consul
+session with --store consul: a killed holder's lock goes when its session
+expires, within twice its TTL (SHARDCTL_DEPLOY_LOCK_TTL, default 15 s).
+
 The bearer token comes from SHARDCTL_TOKEN or agent.token in the config.
 
 Examples:
@@ -456,9 +537,11 @@ See docs/DEPLOY.md for the inventory format.`;
 
 const UNDEPLOY_HELP = `
 Refused (exit 3) while the location map still gives the node shards: move them
-away first (\`shardctl plan --all\`, then \`shardctl migrate\`). Otherwise stops the
-agent (SIGTERM, SIGKILL after 30 s), removes its files (kept releases included)
-and its systemd unit, and removes the node from the map (and its Consul service).
+away first (\`shardctl plan --all\`, then \`shardctl migrate\`), and while a
+deploy, deploy --rollback or another undeploy holds the cluster's deploy lock
+(see \`shardctl deploy --help\`). Otherwise stops the agent (SIGTERM, SIGKILL
+after 30 s), removes its files (kept releases included) and its systemd unit,
+and removes the node from the map (and its Consul service).
 
 Examples:
   $ shardctl undeploy n3 --inventory cluster.yaml

@@ -13,6 +13,8 @@ export interface ConsulKeys {
   leader: string;
   /** Migration journal entries (written by the migration coordinator). */
   migrationsDir: string;
+  /** Session lock held by a running deploy, `deploy --rollback` or undeploy (src/cluster/deploy-lock.ts). */
+  deployLock: string;
 }
 
 /** Normalises and checks a prefix: relative, safe characters, ending in "/". */
@@ -42,5 +44,6 @@ export function consulKeys(prefix: string): ConsulKeys {
     term: `${p}term`,
     leader: `${p}leader`,
     migrationsDir: `${p}migrations/`,
+    deployLock: `${p}deploy-lock`,
   };
 }

@@ -27,6 +27,7 @@ import { UserError, errorMessage } from "../errors.js";
 import { blockingLoop } from "./blocking.js";
 import { AbortedError, type ConsulHttp, type KvRead } from "./http.js";
 import type { ConsulKeys } from "./keys.js";
+import { keepSessionAlive } from "./session.js";
 import type { ConsulStore, TermRecord } from "./store.js";
 
 export interface LeaderElectionOptions {
@@ -251,46 +252,21 @@ export class LeaderElection {
    * for a TTL.
    */
   private renewLoop(session: string, lost: AbortController): () => Promise<void> {
-    const stop = new AbortController();
-    const renewEvery = (this.ttlS * 1000) / 3;
-    const tick = Math.min(1000, renewEvery, (this.checkTtlS * 1000) / 3);
-    let lastOk = Date.now();
-    let lastRenew = Date.now();
-    const done = (async () => {
-      while (!stop.signal.aborted && !lost.signal.aborted) {
-        try {
-          await sleep(tick, undefined, { signal: stop.signal });
-        } catch {
-          return;
-        }
-        if (this.checkId) await this.http.checkPass(this.checkId).catch(() => undefined);
-        if (Date.now() - lastRenew < renewEvery) continue;
-        lastRenew = Date.now();
-        try {
-          const alive = await this.http.sessionRenew(session);
-          if (!alive) {
-            this.log(
-              "autopilot: Consul no longer knows our session (expired or its check failed); stepping down",
-            );
-            lost.abort();
-            return;
-          }
-          lastOk = Date.now();
-        } catch (err) {
-          if (Date.now() - lastOk > this.ttlS * 1000) {
-            this.log(
-              `autopilot: no session renewal for ${this.ttlS} s (${errorMessage(err)}); stepping down`,
-            );
-            lost.abort();
-            return;
-          }
-        }
-      }
-    })();
-    return async () => {
-      stop.abort();
-      await done;
-    };
+    return keepSessionAlive(this.http, session, lost, {
+      ttlS: this.ttlS,
+      heartbeat: {
+        everyMs: (this.checkTtlS * 1000) / 3,
+        beat: async () => {
+          if (this.checkId) await this.http.checkPass(this.checkId);
+        },
+      },
+      onLost: (loss) =>
+        this.log(
+          loss.reason === "gone"
+            ? "autopilot: Consul no longer knows our session (expired or its check failed); stepping down"
+            : `autopilot: no session renewal for ${loss.forS} s (${errorMessage(loss.error)}); stepping down`,
+        ),
+    });
   }
 
   /** While leading: aborts `lost` as soon as the lock key names another session (or none). */

@@ -230,16 +230,35 @@ function trimHistory(records: StoredMigration[]): StoredMigration[] {
   return drop.size ? records.filter((r) => !drop.has(r.record.id)) : records;
 }
 
+export interface FileLockOptions {
+  /** What the lock file holds (default: our pid); `holderPid` must find our pid in it. */
+  content?: string;
+  /**
+   * The holder's pid, read from the lock file's text, when its liveness can be told from here;
+   * undefined (unreadable, or taken on another host) means never stale. Default: the text is a pid.
+   */
+  holderPid?: (text: string) => number | undefined;
+  /** The error once a live holder still has the lock after waitMs (text: the lock file's, if readable). */
+  refusal?: (text: string | undefined) => Error;
+}
+
 /**
- * Takes an exclusive lock file (holding our pid), waiting up to waitMs for a
- * live holder; a lock whose pid is gone is stale and taken over.
+ * Takes an exclusive lock file (holding our pid, or `opts.content`), waiting
+ * up to waitMs for a live holder; a lock whose pid is gone is stale and taken
+ * over.
  */
-export async function acquireFileLock(lockFile: string, what: string, waitMs = 5000): Promise<() => void> {
+export async function acquireFileLock(
+  lockFile: string,
+  what: string,
+  waitMs = 5000,
+  opts: FileLockOptions = {},
+): Promise<() => void> {
+  const holderPid = opts.holderPid ?? pidInLockText;
   const deadline = Date.now() + waitMs;
   for (;;) {
     try {
       const fd = openSync(lockFile, "wx", 0o600);
-      writeSync(fd, String(process.pid));
+      writeSync(fd, opts.content ?? String(process.pid));
       closeSync(fd);
       return () => rmSync(lockFile, { force: true });
     } catch (err) {
@@ -251,11 +270,14 @@ export async function acquireFileLock(lockFile: string, what: string, waitMs = 5
         );
       if (code !== "EEXIST") throw err;
     }
-    const holder = readLockHolder(lockFile);
+    const text = readLockText(lockFile);
+    const holder = text === undefined ? undefined : holderPid(text);
     // stale: its writer died. Taken over under a guard, so that two writers that both saw it stale
     // cannot both take it (the second would remove the first's new lock)
-    if (holder !== undefined && !processAlive(holder) && takeOverStaleLock(lockFile, holder)) continue;
+    if (holder !== undefined && !processAlive(holder) && takeOverStaleLock(lockFile, holder, holderPid))
+      continue;
     if (Date.now() > deadline) {
+      if (opts.refusal) throw opts.refusal(text);
       throw new PreconditionError(`${what} is locked by another writer (pid ${holder ?? "unknown"})`, {
         hint: `wait for it to finish; if no shardctl is running, remove ${lockFile}`,
       });
@@ -273,7 +295,11 @@ const TAKEOVER_GUARD_STALE_MS = 5000;
  * own since), so the holder is read again under the guard and only the dead writer's lock is
  * removed. Returns false when another process holds the guard (the caller waits and tries again).
  */
-export function takeOverStaleLock(lockFile: string, deadPid: number): boolean {
+export function takeOverStaleLock(
+  lockFile: string,
+  deadPid: number,
+  holderPid: (text: string) => number | undefined = pidInLockText,
+): boolean {
   const guard = `${lockFile}.takeover`;
   let fd: number;
   try {
@@ -289,20 +315,27 @@ export function takeOverStaleLock(lockFile: string, deadPid: number): boolean {
   }
   try {
     closeSync(fd);
-    if (readLockHolder(lockFile) === deadPid) rmSync(lockFile, { force: true });
+    const text = readLockText(lockFile);
+    if (text !== undefined && holderPid(text) === deadPid) rmSync(lockFile, { force: true });
   } finally {
     rmSync(guard, { force: true });
   }
   return true;
 }
 
-function readLockHolder(file: string): number | undefined {
+/** A lock file's text; undefined when it is gone (or cannot be read). */
+function readLockText(file: string): string | undefined {
   try {
-    const pid = Number(readFileSync(file, "utf8").trim());
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+    return readFileSync(file, "utf8");
   } catch {
     return undefined;
   }
+}
+
+/** The pid a plain lock file holds (its whole text). */
+function pidInLockText(text: string): number | undefined {
+  const pid = Number(text.trim());
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }
 
 /**

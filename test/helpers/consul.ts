@@ -179,6 +179,8 @@ export async function startConsulDev(
     acl?: boolean;
     /** More addresses of this machine for the HTTP API (it always listens on 127.0.0.1). */
     clientAddrs?: string[];
+    /** Consul's session_ttl_min (default 10 s): lower, for tests that wait for a session to expire. */
+    sessionTtlMinS?: number;
   } = {},
 ): Promise<DevConsul> {
   const [p] = await ports();
@@ -190,6 +192,11 @@ export async function startConsulDev(
       file,
       `acl {\n  enabled = true\n  default_policy = "deny"\n  enable_token_persistence = false\n  tokens {\n    initial_management = "${MANAGEMENT_TOKEN}"\n  }\n}\n`,
     );
+    args.push(`-config-file=${file}`);
+  }
+  if (opts.sessionTtlMinS !== undefined) {
+    const file = join(dataDir, "session.hcl");
+    writeFileSync(file, `session_ttl_min = "${opts.sessionTtlMinS}s"\n`);
     args.push(`-config-file=${file}`);
   }
   const proc = launch(args, p, dataDir);
