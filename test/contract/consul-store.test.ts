@@ -11,7 +11,7 @@ import {
   uniquePrefix,
   type DevConsul,
 } from "../helpers/consul.js";
-import { locationStoreContract, smallMap } from "./location-store.contract.js";
+import { journalRecord, locationStoreContract, smallMap } from "./location-store.contract.js";
 
 let consul: DevConsul;
 beforeAll(async () => {
@@ -66,20 +66,7 @@ describe("the Consul journal's history", () => {
 });
 
 function endedRecord(id: string, startedAt: number): MigrationRecord {
-  return {
-    id,
-    shard: "shard-1",
-    source: "node-1",
-    target: "node-2",
-    fromEpoch: 1,
-    planVersion: 1,
-    phase: "done",
-    term: 0,
-    startedAt,
-    phaseAt: { journaled: startedAt, done: startedAt + 1 },
-    bytesCopied: 0,
-    entriesCopied: 0,
-    rounds: 0,
-    endedAt: startedAt + 1,
-  };
+  const at = { done: startedAt + 1 };
+  const r = journalRecord(id, startedAt);
+  return { ...r, phase: "done", phaseAt: { ...r.phaseAt, ...at }, endedAt: at.done };
 }

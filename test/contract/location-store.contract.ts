@@ -276,7 +276,8 @@ export function locationStoreContract(name: string, factory: StoreFactory): void
   });
 }
 
-function journalRecord(id: string, startedAt: number): MigrationRecord {
+/** A journal record at its first phase (the stores' tests build theirs from it). */
+export function journalRecord(id: string, startedAt: number): MigrationRecord {
   return {
     id,
     shard: "shard-1",

@@ -1,8 +1,9 @@
 /** Runs shardctl in-process (runCli with collected output) or as a real process. */
-import { spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Writable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { runCli } from "../../src/cli.js";
 
@@ -48,4 +49,38 @@ export function runProcess(
     encoding: "utf8",
     timeout: 60_000,
   });
+}
+
+/** A shardctl process started with `args` and `env` (nothing else of ours), its output collected as it comes. */
+export function watchedProcess(args: string[], env: NodeJS.ProcessEnv) {
+  const { command, args: pre } = shardctlCommand();
+  const child: ChildProcess = spawn(command, [...pre, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  let ended = false;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => {
+      ended = true;
+      resolve({ code, signal });
+    }),
+  );
+  return {
+    child,
+    exited,
+    out: () => out,
+    err: () => err,
+    /** Waits until stderr (where progress goes) matches. */
+    async waitFor(re: RegExp, ms = 90_000): Promise<RegExpMatchArray> {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const m = re.exec(err);
+        if (m) return m;
+        if (ended) throw new Error(`${args[0]} ended before ${re}:\n${err}`);
+        if (Date.now() > deadline) throw new Error(`no ${re} within ${ms} ms:\n${err}`);
+        await sleep(5);
+      }
+    },
+  };
 }

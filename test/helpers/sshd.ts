@@ -123,7 +123,8 @@ function usedSubnets(): string {
   }
 }
 
-function pidsMentioning(needle: string): number[] {
+/** Pids of processes (other than this one) whose command line mentions `needle`. */
+export function pidsMentioning(needle: string): number[] {
   const out: number[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;

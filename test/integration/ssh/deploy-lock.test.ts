@@ -19,7 +19,6 @@
  * The first deploy ships a release whose agent takes 4 s to start, so that it
  * is surely still running ("wait for health") when the others arrive.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -29,7 +28,7 @@ import { stringify } from "yaml";
 import { buildBundle, sha256File, type Bundle } from "../../../src/cluster/bundle.js";
 import type { DeployResult } from "../../../src/cluster/deploy.js";
 import { processAlive } from "../../../src/store/embedded.js";
-import { cli, shardctlCommand } from "../../helpers/cli.js";
+import { cli, watchedProcess } from "../../helpers/cli.js";
 import { rawKeys, rawPut, startConsulDev, uniquePrefix, type DevConsul } from "../../helpers/consul.js";
 import { inventoryNode, startSshLab, type SshLab } from "../../helpers/sshd.js";
 
@@ -99,38 +98,12 @@ async function undeploy(s: Setup) {
 
 /** `shardctl deploy` as a real process, with its output collected. */
 function deployProcess(s: Setup, b: Bundle, env: NodeJS.ProcessEnv = {}, ...extra: string[]) {
-  const { command, args } = shardctlCommand();
-  const child: ChildProcess = spawn(command, [...args, ...deployArgs(s, b, ...extra)], {
-    env: { PATH: process.env.PATH, HOME: lab.dir, ...s.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
+  return watchedProcess(deployArgs(s, b, ...extra), {
+    PATH: process.env.PATH,
+    HOME: lab.dir,
+    ...s.env,
+    ...env,
   });
-  let out = "";
-  let err = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  let ended = false;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("exit", (code, signal) => {
-      ended = true;
-      resolve({ code, signal });
-    }),
-  );
-  return {
-    child,
-    exited,
-    out: () => out,
-    err: () => err,
-    async waitFor(re: RegExp, ms = 90_000): Promise<RegExpMatchArray> {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        const m = re.exec(err);
-        if (m) return m;
-        if (ended) throw new Error(`deploy ended before ${re}:\n${err}`);
-        if (Date.now() > deadline) throw new Error(`no ${re} within ${ms} ms:\n${err}`);
-        await sleep(5);
-      }
-    },
-  };
 }
 
 /** A refusal: exit 3, the CLI's error shape on stderr (`error:` + `hint:`), nothing on stdout, no stack. */

@@ -16,17 +16,15 @@
  *   the node, and the rollback (over a new connection) waits for the old agent
  *   to be gone before it starts it again.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { buildBundle, sha256File, type Bundle } from "../../../src/cluster/bundle.js";
 import { runDeploy, type DeployResult, type NodeReport } from "../../../src/cluster/deploy.js";
 import { parseInventory } from "../../../src/cluster/inventory.js";
 import { EmbeddedStore, processAlive } from "../../../src/store/embedded.js";
-import { cli, shardctlCommand } from "../../helpers/cli.js";
+import { cli, watchedProcess } from "../../helpers/cli.js";
 import { inventoryNode, startSshLab, type SshHost, type SshLab } from "../../helpers/sshd.js";
 
 const TOKEN = "intr-token-" + "5ca1ab1e".repeat(4);
@@ -101,39 +99,11 @@ async function deployInProcess(
 
 /** `shardctl deploy` as a real process, with its output collected. */
 function deployProcess(b: Bundle, ...extra: string[]) {
-  const { command, args } = shardctlCommand();
-  const child: ChildProcess = spawn(command, [...args, ...deployArgs(b, ...extra)], {
-    env: { PATH: process.env.PATH, HOME: lab.dir, SHARDCTL_TOKEN: TOKEN },
-    stdio: ["ignore", "pipe", "pipe"],
+  return watchedProcess(deployArgs(b, ...extra), {
+    PATH: process.env.PATH,
+    HOME: lab.dir,
+    SHARDCTL_TOKEN: TOKEN,
   });
-  let out = "";
-  let err = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  let ended = false;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("exit", (code, signal) => {
-      ended = true;
-      resolve({ code, signal });
-    }),
-  );
-  return {
-    child,
-    exited,
-    out: () => out,
-    err: () => err,
-    /** Waits until stderr matches (the progress is on stderr). */
-    async waitFor(re: RegExp, ms = 90_000): Promise<RegExpMatchArray> {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        const m = re.exec(err);
-        if (m) return m;
-        if (ended) throw new Error(`deploy ended before ${re}:\n${err}`);
-        if (Date.now() > deadline) throw new Error(`no ${re} within ${ms} ms:\n${err}`);
-        await sleep(5);
-      }
-    },
-  };
 }
 
 function report(result: DeployResult, id: string): NodeReport {

@@ -13,22 +13,9 @@ import { readdirSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { REMOTE_RUN_SCRIPT } from "../../../src/cluster/ssh.js";
+import { pidsMentioning } from "../../helpers/sshd.js";
 
 const started: number[] = [];
-
-function pidsMentioning(needle: string): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    try {
-      const cmd = readFileSync(`/proc/${name}/cmdline`, "utf8");
-      if (cmd.includes(needle)) out.push(Number(name));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
 
 function state(pid: number): string | undefined {
   try {
