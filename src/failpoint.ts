@@ -7,8 +7,8 @@
  *
  * Points (see docs/MIGRATION.md): migrate.journaled, migrate.copying,
  * migrate.fenced, migrate.prepared, migrate.committed, migrate.activated;
- * deploy.locked (deploy, deploy --rollback and undeploy hold the deploy lock
- * and have touched no node yet; docs/DEPLOY.md).
+ * deploy.locked (deploy, deploy --rollback, undeploy and node start|stop|restart
+ * hold the deploy lock and have touched no node yet; docs/DEPLOY.md).
  */
 export function failpoint(name: string): void {
   if (process.env.SHARDCTL_FAILPOINT !== name) return;

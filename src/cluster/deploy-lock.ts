@@ -1,9 +1,9 @@
 /**
- * The cluster-wide deploy lock: one `deploy`, `deploy --rollback` or
- * `undeploy` at a time per cluster (per location store). Two of them at once
- * would interleave on the nodes — one stopping an agent while the other
- * installs or starts it, each rolling back the other's release — and could
- * both write the initial layout. The lock is taken before any node is
+ * The cluster-wide deploy lock: one `deploy`, `deploy --rollback`,
+ * `undeploy` or `node start|stop|restart` at a time per cluster (per location
+ * store). Two of them at once would interleave on the nodes — one stopping an
+ * agent while the other installs or starts it, each rolling back the other's
+ * release — and two deploys could both write the initial layout. The lock is taken before any node is
  * touched, and a second command is refused (exit 3) naming the holder,
  * without waiting: the first may run for minutes, and the user decides.
  *
@@ -24,8 +24,15 @@ import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError } from "../errors.js";
 import { acquireFileLock, ensureDataDir, type EmbeddedStore } from "../store/embedded.js";
 
-export type LockingCommand = "deploy" | "rollback" | "undeploy";
-const COMMANDS: readonly LockingCommand[] = ["deploy", "rollback", "undeploy"];
+export type LockingCommand = "deploy" | "rollback" | "undeploy" | "node-start" | "node-stop" | "node-restart";
+const COMMANDS: readonly LockingCommand[] = [
+  "deploy",
+  "rollback",
+  "undeploy",
+  "node-start",
+  "node-stop",
+  "node-restart",
+];
 
 export const DEPLOY_LOCK_FORMAT = "shardctl-deploy-lock";
 export const DEPLOY_LOCK_FILE = "deploy.lock";
@@ -143,7 +150,8 @@ export function parseHolder(text: string): DeployLockHolder | undefined {
 }
 
 function commandLine(c: LockingCommand): string {
-  return c === "rollback" ? "deploy --rollback" : c;
+  if (c === "rollback") return "deploy --rollback";
+  return c.startsWith("node-") ? `node ${c.slice("node-".length)}` : c;
 }
 
 function nodeList(nodes: readonly string[]): string {
@@ -170,7 +178,7 @@ export function describeHolder(h: DeployLockHolder, now = Date.now()): string {
 /** The refusal when another deploy holds the lock; `ifGone` says what to do if that process is gone. */
 export function heldError(h: DeployLockHolder, ifGone: string, now = Date.now()): PreconditionError {
   return new PreconditionError(
-    `another deploy holds the cluster's deploy lock: ${describeHolder(h, now)}; nothing was changed`,
+    `${h.command.startsWith("node-") ? "another command" : "another deploy"} holds the cluster's deploy lock: ${describeHolder(h, now)}; nothing was changed`,
     { hint: `wait for it to end, then run this command again; ${ifGone}` },
   );
 }
@@ -211,7 +219,7 @@ async function acquireFileDeployLock(dataDir: string, holder: DeployLockHolder):
       return new PreconditionError(
         `the deploy lock ${file} does not hold a shardctl deploy lock record (${text === undefined ? "it cannot be read" : preview(text)}); nothing was changed`,
         {
-          hint: `another program wrote it, or it was damaged: if no shardctl deploy, deploy --rollback or undeploy runs on this cluster, remove ${file} and run this command again`,
+          hint: `another program wrote it, or it was damaged: if no shardctl deploy, deploy --rollback, undeploy or node start|stop|restart runs on this cluster, remove ${file} and run this command again`,
         },
       );
     },

@@ -5,11 +5,26 @@
  */
 import type { Command } from "commander";
 import { runNodeControl, type NodeAction } from "../cluster/deploy.js";
+import {
+  acquireDeployLock,
+  deployLockTtlS,
+  type DeployLock,
+  type LockingCommand,
+} from "../cluster/deploy-lock.js";
 import { selectNodes } from "../cluster/inventory.js";
+import type { Config } from "../config.js";
+import { failpoint } from "../failpoint.js";
 import { printJson } from "../output.js";
-import { parsePositiveInt } from "./common.js";
+import { openStore } from "../store/index.js";
+import { parsePositiveInt, withStore } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
-import { DEFAULT_INVENTORY, hostKeysFor, inventoryFor, type SshCommandOptions } from "./deploy.js";
+import {
+  DEFAULT_INVENTORY,
+  hostKeysFor,
+  inventoryFor,
+  releaseLockOnSignals,
+  type SshCommandOptions,
+} from "./deploy.js";
 
 interface NodeCommandOptions extends SshCommandOptions {
   lines?: string;
@@ -25,16 +40,54 @@ export async function runNodeCommand(
   const config = ctx.config();
   const [node] = selectNodes(inventoryFor(opts, config, ctx.env), [nodeId]);
   const lines = opts.lines === undefined ? undefined : parsePositiveInt(opts.lines, "--lines");
-  const r = await runNodeControl(
-    action,
-    node,
-    { hostKeys: hostKeysFor(opts, ctx.env), lines },
-    { log: (m) => ctx.io.err.write(m + "\n") },
-  );
+  const log = (m: string) => ctx.io.err.write(m + "\n");
+  const control = () =>
+    runNodeControl(action, node, { hostKeys: hostKeysFor(opts, ctx.env), lines }, { log });
+  // what changes a node's agent takes the deploy lock, as deploy does; status and logs only look
+  const r =
+    action === "status" || action === "logs"
+      ? await control()
+      : await withDeployLock(config, ctx, `node-${action}`, node.id, control);
   if (opts.json) printJson(ctx.io, r);
   else if (action === "logs")
     ctx.io.out.write(r.output.endsWith("\n") || r.output === "" ? r.output : r.output + "\n");
   else ctx.io.err.write(`${r.node}: ${r.output.split("\n").join("; ")}\n`);
+}
+
+/** Runs `work` holding the cluster's deploy lock (released at the end, or on SIGINT/SIGTERM). */
+async function withDeployLock<T>(
+  config: Config,
+  ctx: CommandContext,
+  command: LockingCommand,
+  nodeId: string,
+  work: () => Promise<T>,
+): Promise<T> {
+  const ttlS = deployLockTtlS(ctx.env);
+  let lock: DeployLock | undefined;
+  const stopSignals = releaseLockOnSignals(
+    ctx.io.err,
+    `node ${command.slice("node-".length)} of ${nodeId}`,
+    () => lock?.release() ?? Promise.resolve(),
+  );
+  try {
+    return await withStore(
+      () => openStore(config),
+      async (store) => {
+        lock = await acquireDeployLock(store, command, [nodeId], {
+          ttlS,
+          log: (m) => ctx.io.err.write(m + "\n"),
+        });
+        try {
+          failpoint("deploy.locked");
+          return await work();
+        } finally {
+          await lock.release();
+        }
+      },
+    );
+  } finally {
+    stopSignals();
+  }
 }
 
 export const registerNodeControl: RegisterCommand = (program: Command, ctx: CommandContext) => {
@@ -81,6 +134,11 @@ interrupted during a cut-over (its dataDir holds .cutover): its files may be a
 mix of two releases. Run the same \`shardctl deploy\` again, or
 \`shardctl deploy --rollback\`: both repair the node first. stop always works;
 status says when a cut-over was interrupted.
+
+start, stop and restart take the cluster's deploy lock, as deploy does (see
+\`shardctl deploy --help\`): while a deploy, deploy --rollback, undeploy or
+another node command holds it they are refused (exit 3, nothing changed),
+naming the holder. status and logs do not take it.
 
 Examples:
   $ shardctl node restart n2 -i cluster.yaml

@@ -371,11 +371,15 @@ async function exitBySignal(sig: NodeJS.Signals, releaseLock: () => Promise<void
 }
 
 /**
- * SIGINT/SIGTERM during an undeploy: it ends at once, as it always did (what it
- * removed stays removed; running it again finishes the job), but releases the
- * deploy lock first. Returns the function that removes the handlers.
+ * SIGINT/SIGTERM during an undeploy or a node start|stop|restart: it ends at
+ * once, as it always did (what it did stays done; running it again finishes
+ * the job), but releases the deploy lock first. Returns the function that removes the handlers.
  */
-function releaseLockOnSignals(err: Writable, what: string, releaseLock: () => Promise<void>): () => void {
+export function releaseLockOnSignals(
+  err: Writable,
+  what: string,
+  releaseLock: () => Promise<void>,
+): () => void {
   const signals = ["SIGINT", "SIGTERM"] as const;
   const remove = () => {
     for (const sig of signals) process.off(sig, onSignal);

@@ -96,6 +96,10 @@ async function undeploy(s: Setup) {
   return cli([...s.store, "--data-dir", s.controlDir, "undeploy", s.node, ...ssh()], s.env);
 }
 
+async function nodeCommand(s: Setup, action: "start" | "stop" | "restart" | "status") {
+  return cli([...s.store, "--data-dir", s.controlDir, "node", action, s.node, ...ssh()], s.env);
+}
+
 /** `shardctl deploy` as a real process, with its output collected. */
 function deployProcess(s: Setup, b: Bundle, env: NodeJS.ProcessEnv = {}, ...extra: string[]) {
   return watchedProcess(deployArgs(s, b, ...extra), {
@@ -182,6 +186,10 @@ describe("the deploy lock with the embedded store", () => {
     expectRefused(await deploy(s, v2, "--json"), names, hint);
     expectRefused(await deploy(s, "rollback"), names, hint);
     expectRefused(await undeploy(s), names, hint);
+    // what changes the node's agent from `node` waits its turn too; status only looks
+    for (const action of ["start", "stop", "restart"] as const)
+      expectRefused(await nodeCommand(s, action), names, hint);
+    expect((await nodeCommand(s, "status")).code).toBe(0);
 
     const { code } = await first.exited;
     expect(code, first.err()).toBe(0);
@@ -190,6 +198,26 @@ describe("the deploy lock with the embedded store", () => {
     expect(releaseOn("e1")).toBe(slow.sha256);
     expect(pidOf("e1")).toBe(agent);
     expect(processAlive(agent!)).toBe(true);
+    expect(existsSync(lockFile())).toBe(false);
+  }, 180_000);
+
+  it("a node restart holds the lock while it runs: a deploy meanwhile is refused, naming it", async () => {
+    const restart = watchedProcess(
+      [...s.store, "--data-dir", s.controlDir, "node", "restart", s.node, ...ssh()],
+      { PATH: process.env.PATH, HOME: lab.dir, ...s.env, SHARDCTL_FAILPOINT: "deploy.locked" },
+    );
+    await restart.waitFor(/failpoint deploy\.locked: stopping/);
+    const r = await deploy(s, v2, "--json");
+    expectRefused(
+      r,
+      new RegExp(
+        `another command holds the cluster's deploy lock: \`shardctl node restart\` of e1 by pid ${restart.child.pid} on ${hostname()}`,
+      ),
+      /hint: wait for it to end/,
+    );
+    restart.child.kill("SIGCONT");
+    const { code } = await restart.exited;
+    expect(code, restart.err()).toBe(0);
     expect(existsSync(lockFile())).toBe(false);
   }, 180_000);
 
@@ -231,7 +259,7 @@ describe("the deploy lock with the embedded store", () => {
       expectRefused(
         r,
         /error: the deploy lock .*deploy\.lock does not hold a shardctl deploy lock record \((it is empty|it holds \d+ byte\(s\) starting ".*")\); nothing was changed/,
-        /hint: another program wrote it, or it was damaged: if no shardctl deploy, deploy --rollback or undeploy runs on this cluster, remove .*deploy\.lock/,
+        /hint: another program wrote it, or it was damaged: if no shardctl deploy, deploy --rollback, undeploy or node start\|stop\|restart runs on this cluster, remove .*deploy\.lock/,
       );
       // no terminal escape from the file reaches the output
       expect(r.err).not.toContain("\x1b");
