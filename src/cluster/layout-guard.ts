@@ -1,10 +1,10 @@
 /**
  * Whether a layout change may be carried out now. Missing access windows
- * (an agent that did not answer) look like cold segments, so no change is
- * made on them. On a map that agents serve, a split or merge moves data
- * between their shards: it is carried out op by op by the migration
- * machinery (src/cluster/reshape.ts, `servedByAgents` tells when); on a map
- * no agent serves, it is one map write.
+ * (an agent that did not answer, or whose answer was refused) look like cold
+ * segments, so no change is made on them. On a map that agents serve, a split
+ * or merge moves data between their shards: it is carried out op by op by the
+ * migration machinery (src/cluster/reshape.ts, `servedByAgents` tells when); on
+ * a map no agent serves, it is one map write.
  */
 import type { LayoutDiff } from "../engine/assigner.js";
 import type { LocationMap } from "../engine/location-map.js";
@@ -16,7 +16,7 @@ export function layoutChangeBlocker(
 ): string | undefined {
   if (diff.ops.length > 0 && unreachable.length > 0) {
     // Missing windows look like cold segments: merging on them would be a decision on data we do not have.
-    return `the access windows are incomplete (${unreachable.map((u) => u.node).join(", ")} did not answer)`;
+    return `the access windows are incomplete (none from ${unreachable.map((u) => u.node).join(", ")})`;
   }
   void map;
   return undefined;

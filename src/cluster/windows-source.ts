@@ -2,12 +2,16 @@
  * Where the engine's access windows come from: the agents that serve the
  * shards (each counts the accesses to the segments it holds), or — on the
  * embedded default with no agents — the windows file `shardctl record` writes.
- * A node that does not answer is reported, not fatal: its segments simply have
- * no history in this collection.
+ * A node that does not answer, or answers with windows that cannot be used
+ * (another segment count, zones or levels than the config's; a body that is
+ * not an agent's), is reported, not fatal: its segments simply have no history
+ * in this collection, none of it half. Slot numbers are times on the clock of
+ * the agent that counted them; each agent's are moved onto this machine's
+ * clock, so that an agent whose clock is off does not look idle or stale.
  */
 import type { Config } from "../config.js";
-import { AccessWindows, type SegmentWindows } from "../engine/access-windows.js";
-import { RoutingTable, type VersionedMap } from "../engine/location-map.js";
+import { AccessWindows, type SegmentWindows, type WindowLevel } from "../engine/access-windows.js";
+import { RoutingTable, type NodeInfo, type VersionedMap } from "../engine/location-map.js";
 import { errorMessage } from "../errors.js";
 import { loadWindows, newWindows } from "../store/windows-file.js";
 import { AgentRpc } from "./agent-rpc.js";
@@ -17,13 +21,24 @@ export interface CollectedWindows {
   windows: AccessWindows;
   /** "agents" or "file". */
   source: "agents" | "file";
-  /** Nodes that did not answer, with why. */
+  /** Nodes whose windows are not in the collection (no answer, or one that could not be used), with why. */
   unreachable: { node: string; error: string }[];
 }
 
+/** An agent's GET /v1/access answer, as far as the collection reads it. */
 interface AccessList {
+  nowMs: number;
+  segmentCount: number;
+  zones: string[];
+  levels: WindowLevel[];
   segments: { segment: number }[];
 }
+
+/**
+ * A clock difference up to this beyond what the request's own round trip
+ * leaves uncertain is taken as none (a second is the finest resolution).
+ */
+const CLOCK_TOLERANCE_MS = 1000;
 
 /**
  * Collects the windows of every segment from the node that owns it in the map.
@@ -56,16 +71,11 @@ export async function collectWindows(
     await Promise.all(
       nodes.map(async (node) => {
         try {
-          const list = await rpc.json<AccessList>(node.address, "GET", "/v1/access?window=1");
-          if (list.status !== 200) throw new Error(`HTTP ${list.status}`);
           // Only the owner's history counts: a former owner may still hold a stale copy.
-          const owned = list.body.segments
-            .map((s) => s.segment)
-            .filter((s) => table.nodeOfSegment(s) === node.id);
-          for (const segment of owned) {
-            const res = await rpc.json<SegmentWindows>(node.address, "GET", `/v1/access/${segment}/export`);
-            if (res.status === 200) windows.importSegment(res.body);
-          }
+          const owned = (s: number) => table.nodeOfSegment(s) === node.id;
+          const staged = await nodeWindows(rpc, node, config, owned);
+          // all of a node's windows or none: a bad answer halfway leaves no half of its history
+          for (const s of staged.activeSegments()) windows.importSegment(staged.exportSegment(s)!);
         } catch (err) {
           unreachable.push({ node: node.id, error: errorMessage(err) });
         }
@@ -75,4 +85,89 @@ export async function collectWindows(
     rpc.pool.destroy();
   }
   return { windows, source: "agents", unreachable };
+}
+
+/**
+ * One node's windows of the segments `owned` accepts, on this machine's clock
+ * (the agent's clock may differ: its answer says its time). Throws, saying
+ * what to do, on an answer that is not an agent's, on windows counted with
+ * other segments, zones or levels than the config's, and on a segment that
+ * could not be read (a 404 is a segment with no windows any more).
+ */
+async function nodeWindows(
+  rpc: AgentRpc,
+  node: NodeInfo,
+  config: Config,
+  owned: (segment: number) => boolean,
+): Promise<AccessWindows> {
+  const sent = Date.now();
+  const res = await rpc.json<unknown>(node.address, "GET", "/v1/access?window=1");
+  const received = Date.now();
+  if (res.status !== 200) throw new Error(`GET /v1/access answered ${answerText(res)}`);
+  const list = accessList(res.body, node);
+  const staged = newWindows(config);
+  if (list.segmentCount !== staged.segmentCount || list.zones.join(",") !== staged.zones.join(",")) {
+    throw new Error(
+      `it counts ${list.segmentCount} segments with zones ${list.zones.join(",")}, but the config says ${staged.segmentCount} and ${staged.zones.join(",")}: its windows would be read as other segments' or zones'; start it with the cluster's config (shardctl deploy), or correct the config`,
+    );
+  }
+  if (JSON.stringify(list.levels) !== JSON.stringify(staged.levels)) {
+    throw new Error(
+      `it keeps window levels ${shape(list.levels)}, but the config says ${shape(staged.levels)}; start it with the cluster's config (shardctl deploy), or correct the config`,
+    );
+  }
+  // its time when it answered, against the middle of the round trip here
+  const offset = list.nowMs - (sent + received) / 2;
+  const clockOffset = Math.abs(offset) > (received - sent) / 2 + CLOCK_TOLERANCE_MS ? offset : 0;
+  for (const { segment } of list.segments) {
+    if (!owned(segment)) continue;
+    const exp = await rpc.json<SegmentWindows>(node.address, "GET", `/v1/access/${segment}/export`);
+    if (exp.status === 404) continue; // no windows any more (not an error: nothing to count)
+    if (exp.status !== 200) {
+      throw new Error(`segment ${segment}: GET /v1/access/${segment}/export answered ${answerText(exp)}`);
+    }
+    const body = exp.body;
+    if (typeof body !== "object" || body === null || "error" in body) {
+      throw new Error(`segment ${segment}: the answer is not an agent's windows (${answerText(exp)})`);
+    }
+    if (body.segment !== segment) {
+      throw new Error(`segment ${segment}: the answer holds the windows of segment ${String(body.segment)}`);
+    }
+    try {
+      staged.importSegment(body, clockOffset);
+    } catch (err) {
+      throw new Error(`segment ${segment}: ${errorMessage(err)}`);
+    }
+  }
+  return staged;
+}
+
+/** An access list's fields, checked: anything else (a proxy's page, another service) is refused. */
+function accessList(body: unknown, node: NodeInfo): AccessList {
+  const b = body as Partial<AccessList> | undefined;
+  if (
+    typeof b !== "object" ||
+    b === null ||
+    !Number.isFinite(b.nowMs) ||
+    !Number.isInteger(b.segmentCount) ||
+    !Array.isArray(b.zones) ||
+    !Array.isArray(b.levels) ||
+    !Array.isArray(b.segments) ||
+    b.segments.some((s) => !Number.isInteger(s?.segment))
+  ) {
+    throw new Error(
+      `the answer to GET /v1/access is not an access list of a shardctl agent; is ${node.address} the agent's address (not a proxy or another service)?`,
+    );
+  }
+  return b as AccessList;
+}
+
+/** A status and, when the body says it, why. */
+function answerText(res: { status: number; body: unknown }): string {
+  const message = (res.body as { message?: unknown } | undefined)?.message;
+  return `HTTP ${res.status}${typeof message === "string" && message ? `: ${message.slice(0, 200)}` : ""}`;
+}
+
+function shape(levels: readonly WindowLevel[]): string {
+  return levels.map((l) => `${l.resolutionSeconds}s×${l.slots}`).join(", ");
 }

@@ -151,7 +151,7 @@ Examples:
                     const collected = await collectWindows(config, await store.load({ consistent: true }));
                     for (const u of collected.unreachable) {
                       ctx.io.err.write(
-                        `${new Date().toISOString()} node ${u.node} did not answer: ${u.error}\n`,
+                        `${new Date().toISOString()} no access windows from node ${u.node}: ${u.error}\n`,
                       );
                     }
                     return collected;

@@ -121,7 +121,7 @@ export async function fileSource(
     notes: () => {
       const access =
         collected?.source === "agents"
-          ? `access: windows from the agents${collected.unreachable.length ? `; no answer from ${collected.unreachable.map((u) => u.node).join(", ")}` : ""}`
+          ? `access: windows from the agents${collected.unreachable.length ? `; none from ${collected.unreachable.map((u) => u.node).join(", ")}` : ""}`
           : existsSync(windowsPath(config.dataDir))
             ? `access: windows from ${windowsPath(config.dataDir)}`
             : `access: no agents and no ${windowsPath(config.dataDir)}; nothing recorded, so nothing to plan`;

@@ -157,7 +157,7 @@ Examples:
           async (store) => collectWindows(config, await store.load()),
         );
         for (const u of collected.unreachable)
-          ctx.io.err.write(`warning: node ${u.node} did not answer: ${u.error}\n`);
+          ctx.io.err.write(`warning: no access windows from node ${u.node}: ${u.error}\n`);
         const p = runPredict(opts, { config, windows: collected.windows, now: Date.now() });
         if (o.json) printJson(ctx.io, p);
         else printPrediction(ctx.io, p);

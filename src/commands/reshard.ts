@@ -118,7 +118,7 @@ Examples:
           const current = await store.load({ consistent: true });
           const collected = await collectWindows(config, current);
           for (const u of collected.unreachable)
-            ctx.io.err.write(`warning: node ${u.node} did not answer: ${u.error}\n`);
+            ctx.io.err.write(`warning: no access windows from node ${u.node}: ${u.error}\n`);
           const lsmm = lsmmFor(config, store, collected.windows);
           let rpc: AgentRpc | undefined;
           let executed = false;

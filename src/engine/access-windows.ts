@@ -838,9 +838,20 @@ export class AccessWindows {
     };
   }
 
-  /** Replaces one segment's windows with exported ones (same zones and levels required). */
-  importSegment(data: SegmentWindows): void {
+  /**
+   * Replaces one segment's windows with exported ones (same zones and levels
+   * required). `clockOffsetMs`: how far the exporter's clock was ahead of
+   * this reader's (negative: behind). Slot numbers are times on the clock that
+   * counted them, so each level's slot numbers move back by the offset rounded
+   * to that level's resolution, and its ring turns with them: the counts land
+   * in the intervals they happened in on this clock (each level rounded on its
+   * own misplaces a count by at most half a slot; none is lost or doubled).
+   */
+  importSegment(data: SegmentWindows, clockOffsetMs = 0): void {
     this.flush();
+    if (!Number.isFinite(clockOffsetMs)) {
+      throw new UsageError(`a clock offset must be a finite number of milliseconds, got ${clockOffsetMs}`);
+    }
     if (
       !Array.isArray(data?.zones) ||
       !Array.isArray(data.levels) ||
@@ -866,14 +877,38 @@ export class AccessWindows {
         throw new UsageError(`access windows for a segment hold a count that is not a whole number: ${c}`);
       }
     }
+    const shifted = clockOffsetMs === 0 ? data : this.shiftFileLayout(data, clockOffsetMs);
     this.fromFileLayout(
       data.segment,
-      data.stamps,
+      shifted.stamps,
       0,
-      data.cells,
+      shifted.cells,
       0,
       (why) => new UsageError(`access windows for a segment are malformed: ${why}`),
     );
+  }
+
+  /** A segment's windows in the file layout with every level moved back by offsetMs (see importSegment). */
+  private shiftFileLayout(
+    data: { stamps: readonly number[]; cells: readonly number[] },
+    offsetMs: number,
+  ): { stamps: number[]; cells: number[] } {
+    const cps = this.cellsPerSlot;
+    const stamps = [...data.stamps];
+    const cells = new Array<number>(data.cells.length).fill(0);
+    for (let l = 0; l < this.levelCount; l++) {
+      const slots = this.levelSlots[l];
+      const base = this.fileLevelOffset[l];
+      const by = Math.round(offsetMs / this.resolutionMs[l]);
+      // a ring never written stays so; anything not a number stays as it is, for fromFileLayout to refuse
+      if (typeof stamps[l] === "number" && stamps[l] !== FILE_EMPTY) stamps[l] -= by;
+      for (let p = 0; p < slots; p++) {
+        const src = base + p * cps;
+        const dst = base + mod(p - by, slots) * cps;
+        for (let c = 0; c < cps; c++) cells[dst + c] = data.cells[src + c];
+      }
+    }
+    return { stamps, cells };
   }
 
   /** The whole store as bytes: magic, header, chunks, checksum (format SCAW1). */

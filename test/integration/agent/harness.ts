@@ -71,6 +71,8 @@ export interface StartOptions {
   zones?: string;
   configFile?: string;
   extra?: string[];
+  /** Node's own flags, before the program (e.g. an --import that sets the process's clock). */
+  nodeArgs?: string[];
 }
 
 export async function startAgent(o: StartOptions): Promise<AgentProc> {
@@ -84,6 +86,7 @@ export async function startAgent(o: StartOptions): Promise<AgentProc> {
   const child = spawn(
     process.execPath,
     [
+      ...(o.nodeArgs ?? []),
       ...cliArgs(),
       "--data-dir",
       o.dataDir,

@@ -433,8 +433,44 @@ describe("AccessWindows counts and hostile input", () => {
       { ...good, segment: 2.5 },
     ];
     for (const data of bad) expect(() => b.importSegment(data)).toThrow();
+    // moved to another clock, a slot number written as text is refused all the same
+    const text = { ...good, stamps: [String(good.stamps[0]), ...good.stamps.slice(1)] } as never;
+    expect(() => b.importSegment(text, 300_000)).toThrow(/not an integer/);
+    expect(() => b.importSegment(good, Number.NaN)).toThrow(/clock offset/);
     expect(() => b.importSegment(null as never)).toThrow(/other zones/);
     expect(b.exportSegment(3)).toEqual(before);
+  });
+
+  it("imports windows recorded on a clock ahead or behind at the times the reader's clock gives them", () => {
+    // Given the same accesses counted by a store on the true clock and by one whose clock is
+    // five minutes ahead (or behind), at times away from hour boundaries
+    for (const offsetMs of [300_000, -300_000]) {
+      const truth = windows(4);
+      const skewed = windows(4);
+      for (let i = 0; i < 1_800; i += 7) {
+        const t = T0 + 600_000 + i * 1000;
+        truth.record(2, i % 3 === 0, i % 3, t, 1 + (i % 5));
+        skewed.record(2, i % 3 === 0, i % 3, t + offsetMs, 1 + (i % 5));
+      }
+      const now = T0 + 600_000 + 1_800_000;
+      // When the skewed store's export is imported with its clock offset
+      const merged = windows(4);
+      merged.importSegment(skewed.exportSegment(2)!, offsetMs);
+      // Then every level's series and every rate read on the true clock are the true ones
+      for (let level = 0; level < 3; level++) {
+        expect(Array.from(merged.series(2, level, now)), `level ${level}`).toEqual(
+          Array.from(truth.series(2, level, now)),
+        );
+        expect(Array.from(merged.series(2, level, now, "writes"))).toEqual(
+          Array.from(truth.series(2, level, now, "writes")),
+        );
+      }
+      for (const w of [5, 60, 600, 7200]) expect(merged.loads(w, now)[2]).toBe(truth.loads(w, now)[2]);
+      // and without the offset they are not (the skewed counts sit in other minutes)
+      const naive = windows(4);
+      naive.importSegment(skewed.exportSegment(2)!);
+      expect(naive.loads(600, now)[2]).not.toBe(truth.loads(600, now)[2]);
+    }
   });
 
   it("refuses a file whose slot numbers are not integers even when its checksum is right", () => {
