@@ -38,7 +38,26 @@ interface AccessList {
  * A clock difference up to this beyond what the request's own round trip
  * leaves uncertain is taken as none (a second is the finest resolution).
  */
-const CLOCK_TOLERANCE_MS = 1000;
+export const CLOCK_TOLERANCE_MS = 1000;
+
+/**
+ * How far an agent's clock is ahead of this machine's (negative: behind),
+ * from the time it puts in an answer against the middle of the request's
+ * round trip, and how uncertain that is (half the round trip).
+ */
+export async function agentClock(
+  rpc: AgentRpc,
+  node: NodeInfo,
+): Promise<{ offsetMs: number; uncertaintyMs: number }> {
+  const sent = Date.now();
+  const res = await rpc.json<{ nowMs?: unknown }>(node.address, "GET", "/v1/access/0/series");
+  const received = Date.now();
+  const nowMs = res.body?.nowMs;
+  if (res.status !== 200 || typeof nowMs !== "number" || !Number.isFinite(nowMs)) {
+    throw new Error(`${node.id} did not say its time (GET /v1/access/0/series answered HTTP ${res.status})`);
+  }
+  return { offsetMs: nowMs - (sent + received) / 2, uncertaintyMs: (received - sent) / 2 };
+}
 
 /**
  * Collects the windows of every segment from the node that owns it in the map.

@@ -6,9 +6,17 @@
  * segments' history on their new node. Accesses between this copy and the
  * cutover (a few seconds) stay on the source only. Best effort: a failure is
  * reported, never a reason to abort the move.
+ *
+ * Slot numbers are times on the clock that counted them: when the two
+ * agents' clocks differ by more than the measurement can tell, each segment's
+ * windows are moved onto the target's clock before they are sent
+ * (AccessWindows.importSegment's offset), so that the moved history is not
+ * read there as future (dropped) or stale.
  */
+import { AccessWindows, type SegmentWindows } from "../engine/access-windows.js";
 import { expandRanges, type NodeInfo, type SegmentRange } from "../engine/location-map.js";
 import type { AgentRpc } from "./agent-rpc.js";
+import { agentClock, CLOCK_TOLERANCE_MS } from "./windows-source.js";
 
 const PARALLEL = 8;
 
@@ -22,6 +30,22 @@ export async function transferWindows(
   const segments = expandRanges(ranges);
   const problems: string[] = [];
   let moved = 0;
+  // how far the source's clock is ahead of the target's (0: not more than the measurement can tell)
+  let skewMs = 0;
+  try {
+    const [src, dst] = await Promise.all([agentClock(rpc, source), agentClock(rpc, target)]);
+    const d = src.offsetMs - dst.offsetMs;
+    if (Math.abs(d) > src.uncertaintyMs + dst.uncertaintyMs + CLOCK_TOLERANCE_MS) skewMs = d;
+  } catch (err) {
+    problems.push(`the clocks could not be compared (${(err as Error).message}): windows copied as they are`);
+  }
+  /** A segment's windows on the target's clock. */
+  const onTargetClock = (data: SegmentWindows): SegmentWindows => {
+    if (skewMs === 0) return data;
+    const w = new AccessWindows({ segmentCount: data.segment + 1, zones: data.zones, levels: data.levels });
+    w.importSegment(data, skewMs);
+    return w.exportSegment(data.segment) ?? data;
+  };
   let i = 0;
   const worker = async () => {
     while (i < segments.length && problems.length < 5) {
@@ -33,7 +57,12 @@ export async function transferWindows(
           problems.push(`export of segment ${s} from ${source.id}: ${r.status}`);
           continue;
         }
-        const p = await rpc.json(target.address, "PUT", `/v1/admin/access/${s}`, r.body);
+        const p = await rpc.json(
+          target.address,
+          "PUT",
+          `/v1/admin/access/${s}`,
+          onTargetClock(r.body as SegmentWindows),
+        );
         if (p.status !== 200) problems.push(`import of segment ${s} on ${target.id}: ${p.status}`);
         else moved++;
       } catch (err) {
