@@ -21,9 +21,11 @@
  * deletes; as HTTP's x-write-id); other bits are refused. Answer flags: bit 0
  * (FLAG_DUPLICATE) the write id was known: the answer is the original write's
  * and nothing was appended. Clients that send flags 0 see the frames as before.
- * A frame longer than the value limit + 64 KiB, or a malformed one, closes the
- * connection after an error answer (id 0). A client may half-close after its
- * last request: every request read is answered, then the agent ends its side.
+ * A frame longer than the value limit + 64 KiB, or a malformed one, ends the
+ * connection: nothing after it is read, every request read before it is
+ * answered (a write once it is durable), then an error answer (id 0) is sent
+ * and the connection closed. A client may half-close after its last request:
+ * every request read is answered, then the agent ends its side.
  * A client that does not read its answers is not read either (more than
  * MAX_UNSENT_BYTES of answers waiting stops the reading until they are sent).
  */
@@ -104,6 +106,8 @@ class BinaryConnection {
   private peerEnded = false;
   /** Reading stopped until the answers queued are sent (MAX_UNSENT_BYTES). */
   private paused = false;
+  /** The stream failed: the error answer that closes the connection once the writes in flight are answered. */
+  private lastAnswer?: Buffer;
   private readonly maxFrame: number;
   /**
    * Fires frameTimeoutMs after the first byte of a frame that has not arrived whole (refreshed as
@@ -236,6 +240,9 @@ class BinaryConnection {
     // (writableLength above the high-water mark means a write returned false: "drain" will come)
     this.socket.once("drain", () => {
       this.paused = false;
+      // a frame begun before the pause has its whole time again from now: its timeout, had it fired
+      // meanwhile, was ignored (the wait was not the frame's fault), and must not be lost
+      this.framePartial = false;
       this.readFrames();
       if (this.paused || this.closed) return;
       this.socket.resume();
@@ -257,10 +264,29 @@ class BinaryConnection {
     this.closeWith(Buffer.concat([MAGIC, Buffer.from([1])]));
   }
 
-  /** A malformed stream: answer with id 0 and close (the framing cannot be trusted any more). */
+  /**
+   * A malformed stream: reads nothing more (the framing cannot be trusted any more), answers with id 0
+   * and closes — after the writes in flight are answered: they were read whole and will be applied,
+   * and a client that never got their answers could not tell.
+   */
   private fail(err: ApiError): void {
     this.closed = true;
-    this.closeWith(answer(0, STATUS_ERROR, err.status, 0, 0, errorBody(err)));
+    const last = answer(0, STATUS_ERROR, err.status, 0, 0, errorBody(err));
+    if (this.inFlight === 0) return this.closeWith(last);
+    this.buf = Buffer.alloc(0);
+    this.pending = [];
+    this.lastAnswer = last;
+  }
+
+  /** A write was answered: the connection ends or closes now if it waited for that. */
+  private writeAnswered(): void {
+    if (this.inFlight > 0) return;
+    if (this.lastAnswer) {
+      // (a peer that is gone has nobody to read it)
+      if (this.socket.writable) this.closeWith(this.lastAnswer);
+      else this.socket.destroy();
+      this.lastAnswer = undefined;
+    } else if (this.peerEnded) this.endIfDone();
   }
 
   /** Sends the last answer, then closes both ways: a peer that keeps sending is not read any more. */
@@ -347,7 +373,7 @@ class BinaryConnection {
               r.duplicate ? FLAG_DUPLICATE : 0,
             ),
           );
-          if (this.peerEnded) this.endIfDone();
+          this.writeAnswered();
         },
         (err: unknown) => {
           this.inFlight--;
@@ -359,7 +385,7 @@ class BinaryConnection {
               ? e
               : new ApiError(500, "internal", `write failed: ${(err as Error).message}`),
           );
-          if (this.peerEnded) this.endIfDone();
+          this.writeAnswered();
         },
       );
     } catch (err) {

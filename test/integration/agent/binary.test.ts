@@ -20,6 +20,7 @@ import {
   freePort,
   get,
   http,
+  put,
   startAgent,
   stopAgent,
   tempDir,
@@ -344,5 +345,29 @@ describe("binary protocol", () => {
     await bad.closed;
     expect(bad.answers.get(0)!.httpStatus).toBe(400);
     expect((await get(agent.port, "shard-1", "x", 2)).body.toString()).toBe("good");
+  });
+
+  it("answers the writes read before a malformed frame, then its error, then closes", async () => {
+    // Given a put and a delete, then a frame whose lengths do not add up, in one write
+    expect((await put(agent.port, "shard-1", "before-bad-2", "old", 2)).status).toBe(200);
+    const c = await Client.open();
+    const bad = encodeRequest(3, OP_GET, "shard-1", "x", 2);
+    bad[9] = 200; // shard id length beyond the frame
+    c.socket.write(
+      Buffer.concat([
+        encodeRequest(1, OP_PUT, "shard-1", "before-bad-1", 2, "a", Buffer.from("written")),
+        encodeRequest(2, OP_DELETE, "shard-1", "before-bad-2", 2),
+        bad,
+      ]),
+    );
+    await c.closed;
+    // Then the writes were applied, and their answers came before the connection closed (before,
+    // the error answer closed it at once and the answers of the writes in flight were dropped)
+    expect(c.answers.get(1)?.httpStatus).toBe(200);
+    expect(c.answers.get(2)?.httpStatus).toBe(200);
+    expect(c.answers.get(2)?.payload[0]).toBe(1);
+    expect(c.answers.get(0)?.httpStatus).toBe(400);
+    expect((await get(agent.port, "shard-1", "before-bad-1", 2)).body.toString()).toBe("written");
+    expect((await get(agent.port, "shard-1", "before-bad-2", 2)).status).toBe(404);
   });
 });

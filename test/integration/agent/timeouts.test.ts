@@ -9,12 +9,13 @@ import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeAnswer, encodeRequest, MAGIC, OP_PUT } from "../../../src/agent/binary.js";
+import { decodeAnswer, encodeRequest, MAGIC, OP_GET, OP_PUT } from "../../../src/agent/binary.js";
 import {
   admin,
   freePort,
   get,
   http,
+  put,
   startAgent,
   stopAgent,
   tempDir,
@@ -150,5 +151,38 @@ describe("connections that do not finish a request", () => {
     expect(JSON.parse(last.answer.payload.toString())).toMatchObject({ error: "frame-timeout" });
     expect((await get(a.port, "shard-1", "b1")).body.toString()).toBe("one");
     expect((await get(a.port, "shard-1", "b2")).status).toBe(404);
+  });
+
+  it("a frame sent in part while the agent waits for its answers to be read is cut at the frame timeout once they are", async () => {
+    // Given a large value, and a client that reads nothing for now
+    const value = Buffer.alloc(12 << 20, "v");
+    expect((await put(a.port, "shard-1", "huge", value)).status).toBe(200);
+    const s = await open(binaryPort);
+    s.pause();
+    const token = Buffer.from(TOKEN);
+    const hello = Buffer.alloc(6);
+    MAGIC.copy(hello);
+    hello.writeUInt16LE(token.length, 4);
+    // When it asks for the value (an answer the connection cannot send at once), then sends the first
+    // bytes of a frame, and more of it once the agent has stopped reading for the answer to go out
+    const cut = encodeRequest(2, OP_PUT, "shard-1", "never", 1, "", Buffer.from("x"));
+    s.write(
+      Buffer.concat([hello, token, encodeRequest(1, OP_GET, "shard-1", "huge", 1), cut.subarray(0, 2)]),
+    );
+    await sleep(200);
+    s.write(cut.subarray(2, 12));
+    // and reads its answers only after the frame timeout (1 s) has passed
+    await sleep(1500);
+    const r = closedWithin(s, 8000);
+    s.resume();
+    // Then the frame is cut, its clock restarted when the agent read again (before, the timeout that
+    // fired while the agent was not reading was dropped, and the connection held the frame for ever)
+    const { closed, data } = await r;
+    s.destroy();
+    expect(closed, "the connection is still open 8 s after the answers were read").toBe(true);
+    const first = decodeAnswer(data.subarray(5))!;
+    expect(first.answer).toMatchObject({ id: 1, httpStatus: 200 });
+    const last = decodeAnswer(data.subarray(5 + first.length))!;
+    expect(last.answer).toMatchObject({ id: 0, httpStatus: 408 });
   });
 });
