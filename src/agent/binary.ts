@@ -82,8 +82,6 @@ export function startBinaryServer(agent: Agent, host: string, port: number): Pro
   });
 }
 
-/** How long a new connection has to send its hello before it is dropped. */
-const HELLO_TIMEOUT_MS = 10_000;
 /**
  * Answer bytes a connection may have queued and not yet sent before it stops reading requests. A
  * client that sends and does not read would otherwise have every answer (a get's a copy of the
@@ -104,6 +102,8 @@ class BinaryConnection {
   private inFlight = 0;
   /** The client ended its side of the stream: once every request read is answered, so does the agent. */
   private peerEnded = false;
+  /** Drops a connection that has not said a whole hello within the headers timeout. */
+  private helloTimer?: NodeJS.Timeout;
   /** Reading stopped until the answers queued are sent (MAX_UNSENT_BYTES). */
   private paused = false;
   /** The stream failed: the error answer that closes the connection once the writes in flight are answered. */
@@ -127,11 +127,16 @@ class BinaryConnection {
       this.peerEnded = true;
       this.endIfDone();
     });
-    socket.on("close", () => clearTimeout(this.frameTimer));
-    // a connection that does not say hello in time is dropped (it holds a socket and nothing else)
-    socket.setTimeout(HELLO_TIMEOUT_MS, () => {
-      if (!this.authed) socket.destroy();
+    socket.on("close", () => {
+      clearTimeout(this.frameTimer);
+      clearTimeout(this.helloTimer);
     });
+    // A connection that has not said a whole hello within the headers timeout is dropped (it holds
+    // a socket and nothing else): a deadline from the connection's start, as for HTTP's headers, not
+    // an idle timeout that a byte now and then would keep from firing.
+    this.helloTimer = setTimeout(() => {
+      if (!this.authed) socket.destroy();
+    }, agent.opts.headersTimeoutMs ?? 10_000);
   }
 
   private onData(chunk: Buffer): void {
@@ -155,6 +160,9 @@ class BinaryConnection {
   private readFrames(): void {
     while (!this.closed) {
       if (!this.authed) {
+        // not this protocol (HTTP, TLS, a scanner): refused at the first byte that differs from the magic
+        const n = Math.min(this.buf.length, MAGIC.length);
+        if (!this.buf.subarray(0, n).equals(MAGIC.subarray(0, n))) return this.refuseHello();
         if (this.buf.length < 6) return;
         const tlen = this.buf.readUInt16LE(4);
         if (!this.buf.subarray(0, 4).equals(MAGIC) || tlen > 4096) return this.refuseHello();
@@ -164,7 +172,7 @@ class BinaryConnection {
         this.buf = this.buf.subarray(6 + tlen);
         if (got.length !== expected.length || !timingSafeEqual(got, expected)) return this.refuseHello();
         this.authed = true;
-        this.socket.setTimeout(0);
+        clearTimeout(this.helloTimer);
         this.socket.write(Buffer.concat([MAGIC, Buffer.from([0])]));
         continue;
       }

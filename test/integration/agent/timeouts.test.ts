@@ -128,6 +128,31 @@ describe("connections that do not finish a request", () => {
     expect((await http(a.port, "GET", "/health")).status).toBe(200);
   });
 
+  it("a binary hello trickled a byte at a time is cut at the headers timeout (slowloris)", async () => {
+    const s = await open(binaryPort);
+    const hello = Buffer.concat([MAGIC, Buffer.from([200, 0]), Buffer.alloc(200, 0x61)]);
+    let i = 0;
+    // one byte every 200 ms: never idle for the timeout, never a whole hello within it
+    const drip = setInterval(() => s.writable && i < hello.length && s.write(hello.subarray(i, ++i)), 200);
+    const r = await closedWithin(s, 6000);
+    clearInterval(drip);
+    s.destroy();
+    expect(r.closed).toBe(true);
+    expect(r.after).toBeLessThan(3000);
+  });
+
+  it("a binary hello that does not begin with the protocol's magic is refused at its first wrong byte", async () => {
+    for (const start of ["G", "SCX", "\x16"]) {
+      const s = await open(binaryPort);
+      s.write(start);
+      const r = await closedWithin(s, 3000);
+      s.destroy();
+      expect(r.closed, JSON.stringify(start)).toBe(true);
+      expect(r.after).toBeLessThan(500);
+      expect(r.data.equals(Buffer.concat([MAGIC, Buffer.from([1])]))).toBe(true);
+    }
+  });
+
   it("a binary frame sent in part is cut at the frame timeout, with an answer saying so", async () => {
     const s = await open(binaryPort);
     const token = Buffer.from(TOKEN);
