@@ -127,8 +127,20 @@ export function writeFailed(shard: Shard, err: unknown): unknown {
 }
 
 /** Validates a key (UTF-8, limits) and checks it belongs to the shard; returns its segment. */
+/** validateKey's refusal of a key that is not UTF-8 (it holds a lone surrogate or U+FFFD). */
+function notUtf8(key: string): string {
+  try {
+    validateKey(key, Number.MAX_SAFE_INTEGER);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return "the key is not valid UTF-8";
+}
+
 export function checkKey(agent: Agent, shard: Shard, key: unknown): number {
   if (typeof key === "string" && utf8Length(key) > agent.opts.maxKeyBytes) {
+    // bytes that were not UTF-8 on the wire decode to 3-byte U+FFFDs: say that, not a size they never had
+    if (!key.isWellFormed() || key.includes("\ufffd")) throw badRequest(notUtf8(key));
     throw new ApiError(
       413,
       "too-large",

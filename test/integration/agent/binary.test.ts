@@ -196,6 +196,14 @@ describe("binary protocol", () => {
     expect(traversal.httpStatus).toBe(400);
     expect(errorOf(traversal).message).toMatch(/bad shard id/);
     expect((await c.call(5, OP_PUT, "k".repeat(2000), 2, Buffer.from("v"))).httpStatus).toBe(413);
+    // a key of 400 bytes that are not UTF-8 is refused as such, not as an oversize key of what
+    // decoding made of it (each bad byte becomes a 3-byte U+FFFD: 1,200 bytes)
+    const badKey = encodeRequest(10, OP_PUT, "shard-1", "x".repeat(400), 2, "a", Buffer.from("v"));
+    badKey.fill(0xff, 22 + "shard-1".length, 22 + "shard-1".length + 400);
+    c.socket.write(badKey);
+    const bad = await c.answer(10);
+    expect(bad.httpStatus).toBe(400);
+    expect(errorOf(bad).message).toMatch(/not valid UTF-8/);
     expect((await c.call(6, OP_PUT, "x", 2, Buffer.from("v"), "shard-1", "mars")).httpStatus).toBe(400);
     expect((await c.call(7, 9, "x", 2)).httpStatus).toBe(400);
     expect((await c.call(8, OP_GET, "x", 0)).httpStatus).toBe(400);
