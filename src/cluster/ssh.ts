@@ -73,7 +73,10 @@ function timeoutError(argv: readonly string[], target: string, timeoutMs: number
  *   includes a zombie — where init does not reap orphans at once (containers,
  *   minimal VMs) the ended sshd stays in /proc as one —, a pid reused by
  *   another process (its start time differs), and a session leader that was
- *   handed to another parent.
+ *   handed to another parent. The session is read first thing, without a
+ *   fork; if it is gone already (the leader's parent is init: the connection
+ *   was cut before the command started), the command is not run at all
+ *   (exit 255), since nothing would ever stop it.
  * Standard input goes through fd 3 because an asynchronous command of a
  * non-interactive shell otherwise reads /dev/null. Without timeout(1) the
  * command simply runs (deploy's probe requires coreutils); without /proc there
@@ -81,23 +84,45 @@ function timeoutError(argv: readonly string[], target: string, timeoutMs: number
  */
 export const REMOTE_RUN_SCRIPT = `t=$1
 shift
-command -v timeout >/dev/null 2>&1 || exec "$@"
-field() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f "$2"; }
+# field VAR PID N: field N of /proc/PID/stat after "pid (comm) " into VAR ("" when unreadable), without
+# a fork: the session is read before anything else, so that a connection cut at once is seen as such
+field() {
+  _l=
+  { read -r _l < "/proc/$2/stat"; } 2>/dev/null
+  _l=\${_l##*) }
+  _v=
+  _i=0
+  for _w in $_l; do
+    _i=$((_i + 1))
+    if [ "$_i" = "$3" ]; then _v=$_w; break; fi
+  done
+  eval "$1=\\$_v"
+}
+leader=
 anchor=
-leader=$(field $$ 4)
-[ -n "$leader" ] && anchor=$(field "$leader" 2)
-[ -n "$anchor" ] && born=$(field "$anchor" 20)
+born=
+field leader $$ 4
+[ -n "$leader" ] && field anchor "$leader" 2
+# the session's sshd is gone already (its leader was handed to init): the connection was cut before
+# the command could start, and nothing would ever stop it
+if [ "$anchor" = 1 ]; then
+  echo "the SSH session ended before the command started; it was not run" >&2
+  exit 255
+fi
+[ -n "$anchor" ] && field born "$anchor" 20
+command -v timeout >/dev/null 2>&1 || exec "$@"
 exec 3<&0
 timeout -k 5 "$t" "$@" <&3 3<&- &
 c=$!
 exec 3<&-
 w=
-if [ -n "$anchor" ] && [ "$anchor" != 1 ]; then
+if [ -n "$anchor" ]; then
   (
     while kill -0 "$c" 2>/dev/null; do
-      st=$(field "$anchor" 1)
-      if [ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ] || [ "$(field "$anchor" 20)" != "$born" ] ||
-        [ "$(field "$leader" 2)" != "$anchor" ]; then
+      field st "$anchor" 1
+      field b "$anchor" 20
+      field p "$leader" 2
+      if [ -z "$st" ] || [ "$st" = Z ] || [ "$st" = X ] || [ "$b" != "$born" ] || [ "$p" != "$anchor" ]; then
         kill -TERM "$c" 2>/dev/null
         exit 0
       fi

@@ -85,6 +85,39 @@ describe("REMOTE_RUN_SCRIPT's watcher", () => {
     expect(state(reaper)).toBeDefined();
   }, 20_000);
 
+  it("does not run the command at all when the session ended before it started (its leader handed to init)", async () => {
+    const tag = String(randomInt(100_000, 999_999));
+    // the session leader's parent exits at once, as sshd's session does when the connection is cut
+    // right after the command was sent; the leader then starts the script
+    const leader = `sleep 0.5; exec sh -c "$S" sh 120 sleep 300.${tag}`;
+    const child = spawn("sh", ["-c", `setsid sh -c "$L" & exit 0`], {
+      env: { ...process.env, S: REMOTE_RUN_SCRIPT, L: leader },
+      stdio: "ignore",
+    });
+    await new Promise((r) => child.once("exit", r));
+    // the precondition: the leader was handed to init (a subreaper would adopt it instead)
+    let orphan: number | undefined;
+    for (let i = 0; i < 20 && orphan === undefined; i++) {
+      orphan = pidsMentioning(`300.${tag}`)[0];
+      if (orphan === undefined) await sleep(10);
+    }
+    try {
+      expect(orphan).toBeDefined();
+      expect(ppid(orphan!)).toBe(1);
+      await sleep(2000);
+      expect(pidsMentioning(`300.${tag}`)).toEqual([]);
+    } finally {
+      // what a failure leaves behind has no parent of ours to take it down
+      for (const pid of pidsMentioning(`300.${tag}`)) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
+    }
+  }, 20_000);
+
   it("leaves the command running while its anchor lives", async () => {
     const tag = String(randomInt(100_000, 999_999));
     launch(tag, 30);
