@@ -78,8 +78,11 @@ function fitOrder(w: Float64Array, order: ArimaOrder, withMean: boolean): ArimaF
   const { ar, ma } = build(res.x);
   const params = k + (withMean ? 1 : 0) + 1;
   const sigma2 = Math.max(res.value / nEff, 1e-300);
-  const aicc =
-    nEff * Math.log(sigma2) + 2 * params + (2 * params * (params + 1)) / Math.max(1, nEff - params - 1);
+  // Every order is scored on the same n, the length of w (forecast::auto.arima's CSS AIC uses
+  // n - d - D*m too): weighed by each order's own nEff, log(sigma2) would add (n - nEff) * log(units^2)
+  // to the orders with longer lags, and the series' units (counts or thousands) would pick the order.
+  const n = z.length;
+  const aicc = n * Math.log(sigma2) + 2 * params + (2 * params * (params + 1)) / Math.max(1, n - params - 1);
   return { order, ar, ma, mu, sse: res.value, nEff, aicc };
 }
 

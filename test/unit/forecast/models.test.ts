@@ -112,3 +112,26 @@ describe("degenerate input never yields NaN or Infinity", () => {
     }
   }
 });
+
+describe("a change of units", () => {
+  // Given a count series that is all zeros but for one access near the end
+  const counts = Float64Array.from({ length: 25 }, (_, i) => (i === 24 ? 1 : 0));
+
+  it("arima picks the same order and scales its forecast with the series", () => {
+    // When the same traffic is counted in thousandths and in thousands
+    const fit = (k: number) =>
+      MODELS.arima
+        .fit({ values: counts.map((v) => v * k), intervalSeconds: HOURLY, season: 1, horizon: 3 })
+        .forecast(3);
+    const base = fit(1);
+    // Then each forecast is the unit forecast times k (AICc used to weigh log(sigma^2) by each
+    // candidate's own residual count, so the units decided between AR(2) and a constant mean)
+    for (const k of [1e-3, 1e3]) {
+      const f = fit(k);
+      for (let i = 0; i < 3; i++) {
+        expect(f.mean[i] / k).toBeCloseTo(base.mean[i], 9);
+        expect(f.upper[i] / k).toBeCloseTo(base.upper[i], 9);
+      }
+    }
+  });
+});
