@@ -14,7 +14,7 @@ import { resolveInDoubt } from "./in-doubt.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { writeAtomic } from "../store/embedded.js";
 import { UserError } from "../errors.js";
-import { ApiError } from "./http-util.js";
+import { answerClientError, ApiError } from "./http-util.js";
 import { AgentMetrics } from "./metrics.js";
 import { startBinaryServer, type BinaryListener } from "./binary.js";
 import { writeAtomicAsync } from "./fs-util.js";
@@ -196,6 +196,8 @@ export class Agent {
     // either way for this long is destroyed (no "timeout" listener: Node destroys it). Streams that
     // flow (migration copies, large values) refresh it with every chunk.
     server.timeout = this.opts.idleTimeoutMs ?? 60_000;
+    // a request the parser refuses is answered with a JSON error like any other, then closed
+    server.on("clientError", answerClientError);
     // more connections are closed on arrival: memory and file descriptors stay bounded
     server.maxConnections = this.opts.maxConnections ?? 1024;
     server.on("connection", (s) => {

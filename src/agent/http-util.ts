@@ -1,5 +1,6 @@
 /** Request/response helpers for the agent's HTTP API. */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 
 /** An error answered as `{error: code, message, ...extra}` with an HTTP status. */
 export class ApiError extends Error {
@@ -121,4 +122,82 @@ export function optionalMigrationId(v: unknown): string | undefined {
   if (typeof v !== "string" || !/^[A-Za-z0-9_.-]{1,128}$/.test(v))
     throw badRequest("migration must be a migration id (letters, digits, _ . -; at most 128)");
   return v;
+}
+
+/** What a request the HTTP parser refused is answered, by node's error code (node's own statuses). */
+const CLIENT_ERRORS: Record<string, [number, string, string, string]> = {
+  HPE_HEADER_OVERFLOW: [
+    431,
+    "Request Header Fields Too Large",
+    "headers-too-large",
+    "the request line and headers are over the limit (16 KiB)",
+  ],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [
+    413,
+    "Payload Too Large",
+    "too-large",
+    "the chunk extensions are over the limit",
+  ],
+  ERR_HTTP_REQUEST_TIMEOUT: [
+    408,
+    "Request Timeout",
+    "request-timeout",
+    "the request's headers did not arrive in time",
+  ],
+};
+
+/** The answer node's server has attached to a connection (undocumented, what node's own handler reads). */
+type HttpSocket = Duplex & { _httpMessage?: ServerResponse | null };
+
+const answering = new WeakSet<Duplex>();
+const CLIENT_ERROR_LINGER_MS = 1000;
+
+/**
+ * The server's `clientError` handler: a request node's parser refused (two Content-Lengths, a
+ * Content-Length beside chunked, a bad chunk, headers over the limit, headers that did not arrive in
+ * time) is answered like every other error, with a JSON body, and the connection is closed (its
+ * framing can no longer be trusted; node's own answer carried no body). The requests read before it
+ * are answered first: a write among them is applied, and its client must learn so (node would drop
+ * their answers and close at once).
+ */
+export function answerClientError(err: Error & { code?: string; reason?: string }, socket: Duplex): void {
+  // the parser repeats its error for every later chunk: one answer
+  if (answering.has(socket)) return;
+  answering.add(socket);
+  if (err.code === "ECONNRESET" || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, code, message] = CLIENT_ERRORS[err.code ?? ""] ?? [
+    400,
+    "Bad Request",
+    "bad-request",
+    `the request is not well-formed HTTP/1.1 (${err.reason ?? err.code ?? err.message}); the connection is closed`,
+  ];
+  const body = JSON.stringify({ error: code, message });
+  const answer = () => {
+    const pending = (socket as HttpSocket)._httpMessage;
+    // node attaches the next pipelined answer when one finishes (before this listener runs)
+    if (pending && !pending.writableFinished) {
+      if (pending.req.complete) {
+        pending.once("finish", answer);
+        return;
+      }
+      // the bad bytes are in this request's own body: the error is its answer (unless it has begun one)
+      if (pending.headersSent) {
+        socket.destroy();
+        return;
+      }
+    }
+    if (!socket.writable) return; // an answer before said "connection: close", and node ends it
+    // closed a moment after the answer is flushed: bytes the client is still sending (the rest of an
+    // oversize head) are read and dropped meanwhile, where closing at once would reset the connection
+    // and could lose the answer on the client's side (one that does not read it is cut by the idle timeout)
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      () => setTimeout(() => socket.destroy(), CLIENT_ERROR_LINGER_MS).unref(),
+    );
+  };
+  answer();
 }

@@ -53,7 +53,11 @@ const MAX_BATCH_OPS = 10_000;
 
 const expectedAuth = new WeakMap<Agent, Buffer>();
 
-/** Constant-time comparison of the Authorization header with "Bearer <token>". */
+/**
+ * Constant-time comparison of the Authorization header with "Bearer <token>". The header must come
+ * once: node keeps the first copy and drops the others, so a request carrying a wrong token beside the
+ * right one (or one a proxy in front would read differently) is refused, not judged by its first copy.
+ */
 function authorized(agent: Agent, req: IncomingMessage): boolean {
   let expected = expectedAuth.get(agent);
   if (!expected) {
@@ -62,7 +66,16 @@ function authorized(agent: Agent, req: IncomingMessage): boolean {
   }
   const h = req.headers.authorization;
   if (typeof h !== "string" || Buffer.byteLength(h) !== expected.length) return false;
-  return timingSafeEqual(Buffer.from(h), expected);
+  let copies = 0;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].toLowerCase() === "authorization") copies++;
+  return copies === 1 && timingSafeEqual(Buffer.from(h), expected);
+}
+
+/** Whether the request announced a body (node's parser reads one only then). */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers["content-length"];
+  return (length !== undefined && length !== "0") || req.headers["transfer-encoding"] !== undefined;
 }
 
 function splitPath(url: string): { parts: string[]; query: URLSearchParams } {
@@ -92,9 +105,22 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
         { connection: "close", "retry-after": "1" },
       );
     }
-    const { parts, query } = splitPath(req.url ?? "/");
     const method = req.method ?? "GET";
-    if (parts.length === 1 && parts[0] === "health" && method === "GET") {
+    // a path that does not decode is answered after the token check: a client without the token
+    // learns nothing but 401
+    let path: ReturnType<typeof splitPath> | ApiError;
+    try {
+      path = splitPath(req.url ?? "/");
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      path = err;
+    }
+    if (
+      !(path instanceof ApiError) &&
+      path.parts.length === 1 &&
+      path.parts[0] === "health" &&
+      method === "GET"
+    ) {
       op = "health";
       let failed = 0;
       for (const s of agent.shards.values()) if (s.failed) failed++;
@@ -117,6 +143,8 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
         { "www-authenticate": 'Bearer realm="shardctl-agent"' },
       );
     }
+    if (path instanceof ApiError) throw path;
+    const { parts, query } = path;
     if (parts.length === 1 && parts[0] === "metrics" && method === "GET") {
       op = "metrics";
       const text = await agent.metrics.registry.metrics();
@@ -232,8 +260,9 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
     if (apiErr.status === 500 && !(err instanceof ApiError))
       agent.log(`internal error on ${req.method} ${req.url}: ${(err as Error)?.stack}`);
     if (!res.headersSent) {
-      // an unread or oversize body: close the connection rather than read it
-      if (apiErr.status === 413 || !req.complete) {
+      // an unread or oversize body: close the connection rather than read it (a request without a
+      // body has nothing unread, though req.complete is still false while its handler runs at once)
+      if (apiErr.status === 413 || (!req.complete && hasBody(req))) {
         res.setHeader("connection", "close");
         req.resume(); // discard the rest, so that the client reads this answer rather than a reset
       }

@@ -10,7 +10,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { initialLayout } from "../../../src/engine/location-map.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { admin, get, http, put, startAgent, stopAgent, tempDir, TOKEN, type AgentProc } from "./harness.js";
+import {
+  admin,
+  get,
+  http,
+  put,
+  rawHttp,
+  startAgent,
+  stopAgent,
+  tempDir,
+  TOKEN,
+  type AgentProc,
+} from "./harness.js";
 
 let root: string;
 let a: AgentProc;
@@ -76,6 +87,86 @@ describe("hostile input", () => {
     await unchanged();
     // /health needs no token
     expect((await http(a.port, "GET", "/health", { token: null })).status).toBe(200);
+  });
+
+  it("refuses a duplicated Authorization header with 401, whichever copy holds the token", async () => {
+    // node keeps the first copy and drops the rest: the agent must not take the request on it
+    for (const [first, second] of [
+      [TOKEN, "wrong"],
+      ["wrong", TOKEN],
+      [TOKEN, TOKEN],
+    ]) {
+      const r = await rawHttp(
+        a.port,
+        `PUT /v1/shards/shard-1/keys/k HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${first}\r\n` +
+          `authorization: Bearer ${second}\r\nx-shard-epoch: 1\r\ncontent-length: 4\r\nconnection: close\r\n\r\nevil`,
+      );
+      expect(r.text, `${first} then ${second}`).toMatch(/^HTTP\/1\.1 401 /);
+      expect(r.text).toMatch(/"error":"unauthorized"/);
+    }
+    await unchanged();
+  });
+
+  it("answers a request without the token 401 whatever its path, a bad percent-encoding included", async () => {
+    for (const path of ["/v1/shards/shard-1/keys/%FF", "/v1/shards/shard-1/keys/%zz", "/%ED%A0%80/health"]) {
+      const r = await http(a.port, "PUT", path, {
+        body: "evil",
+        token: null,
+        headers: { "x-shard-epoch": "1" },
+      });
+      expect(r.status, path).toBe(401);
+      expect(r.json().error).toBe("unauthorized");
+    }
+    await unchanged();
+  });
+
+  it("answers a request the HTTP parser refuses with a JSON error, then closes the connection", async () => {
+    const head = `PUT /v1/shards/shard-1/keys/k HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${TOKEN}\r\nx-shard-epoch: 1\r\n`;
+    const cases: [string, number][] = [
+      [`${head}content-length: 4\r\ncontent-length: 5\r\n\r\nevil!`, 400],
+      [`${head}content-length: 4\r\ntransfer-encoding: chunked\r\n\r\n4\r\nevil\r\n0\r\n\r\n`, 400],
+      [`${head}content-length: -4\r\n\r\nevil`, 400],
+      [`${head}transfer-encoding: chunked\r\n\r\nzz\r\nevil\r\n0\r\n\r\n`, 400],
+      [`PUT /v1/shards/shard-1/keys/k?${"q".repeat(20_000)} HTTP/1.1\r\nhost: x\r\n\r\n`, 431],
+      ["EVIL\r\n\r\n", 400],
+    ];
+    for (const [request, status] of cases) {
+      const r = await rawHttp(a.port, request);
+      expect(r.closed, JSON.stringify(request.slice(0, 120))).toBe(true);
+      expect(r.text, JSON.stringify(request.slice(0, 120))).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      const body = r.text.slice(r.text.indexOf("\r\n\r\n") + 4);
+      expect(JSON.parse(body)).toMatchObject({ error: expect.any(String), message: expect.any(String) });
+      expect(r.text).toMatch(new RegExp(`content-length: ${body.length}\r\n`, "i"));
+    }
+    await unchanged();
+  });
+
+  it("answers the writes pipelined before a malformed request, then its error, then closes", async () => {
+    expect((await admin(a.port, "PUT", "shard-5", { epoch: 1 })).status).toBe(201);
+    const putOf = (key: string, value: string) =>
+      `PUT /v1/shards/shard-5/keys/${key} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${TOKEN}\r\n` +
+      `x-shard-epoch: 1\r\ncontent-length: ${value.length}\r\n\r\n${value}`;
+    // two writes, then bytes that are no request: both writes are applied, so both must be answered
+    const r = await rawHttp(a.port, putOf("p1", "one") + putOf("p2", "two") + "EVIL\r\n\r\n");
+    expect(r.closed).toBe(true);
+    expect(r.text.match(/HTTP\/1\.1 \d+/g)).toEqual(["HTTP/1.1 200", "HTTP/1.1 200", "HTTP/1.1 400"]);
+    expect(r.text).toMatch(/\{"lsn":1,"epoch":1\}.*\{"lsn":2,"epoch":1\}.*"error":"bad-request"/s);
+    expect((await get(a.port, "shard-5", "p2")).body.toString()).toBe("two");
+  });
+
+  it("keeps a keep-alive connection open after an error answer to a request without a body", async () => {
+    const next = "GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
+    for (const first of [
+      "GET /v1/shards HTTP/1.1\r\nhost: x\r\n\r\n", // 401
+      `POST /v1/shards/shard-1/keys/k HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${TOKEN}\r\nx-shard-epoch: 1\r\n\r\n`, // 405
+      `GET /v1/nowhere HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${TOKEN}\r\n\r\n`, // 404
+    ]) {
+      const r = await rawHttp(a.port, first + next, 500);
+      const answers = r.text.match(/HTTP\/1\.1 \d+/g) ?? [];
+      expect(answers, first).toHaveLength(2);
+      expect(answers[1]).toBe("HTTP/1.1 200");
+      expect(r.closed).toBe(false);
+    }
   });
 
   it("refuses an oversize key or value with 413 and a clear message", async () => {
@@ -173,7 +264,7 @@ describe("hostile input", () => {
       headers: { "x-shard-epoch": "1" },
     });
     expect(raw.status).toBe(404);
-    expect(readdirSync(join(a.dataDir, "shards")).sort()).toEqual(["shard-1", "shard-2"]);
+    expect(readdirSync(join(a.dataDir, "shards")).sort()).toEqual(["shard-1", "shard-2", "shard-5"]);
     expect(existsSync(join(a.dataDir, "x"))).toBe(false);
     await unchanged();
   });

@@ -5,7 +5,7 @@ import { Agent as HttpAgent, request } from "node:http";
 
 /** Keep-alive connections for tests that send many requests to one agent. */
 export const keepAlive = new HttpAgent({ keepAlive: true, maxSockets: 32 });
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -205,5 +205,30 @@ export function admin(port: number, method: string, path: string, body: unknown)
   return http(port, method, `/v1/admin/shards/${path}`, {
     body: JSON.stringify(body),
     headers: { "content-type": "application/json" },
+  });
+}
+
+/**
+ * Sends raw bytes on a fresh connection (for requests node's client refuses to send) and collects what
+ * comes back until the agent closes the connection, or `waitMs` passes (then `closed` is false).
+ */
+export function rawHttp(
+  port: number,
+  data: string | Buffer,
+  waitMs = 1000,
+): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, "127.0.0.1", () => s.write(data));
+    let text = "";
+    s.on("data", (c: Buffer) => (text += c.toString("latin1")));
+    s.once("error", reject);
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve({ text, closed: false });
+    }, waitMs);
+    s.once("close", () => {
+      clearTimeout(timer);
+      resolve({ text, closed: true });
+    });
   });
 }
