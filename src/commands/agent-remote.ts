@@ -132,8 +132,8 @@ into its dataDir.
 start and restart refuse (exit 3, nothing changed) a node where a deploy was
 interrupted during a cut-over (its dataDir holds .cutover): its files may be a
 mix of two releases. Run the same \`shardctl deploy\` again, or
-\`shardctl deploy --rollback\`: both repair the node first. stop always works;
-status says when a cut-over was interrupted.
+\`shardctl deploy --rollback\`: both repair the node first. stop is not
+refused for it, and status says when a cut-over was interrupted.
 
 start, stop and restart take the cluster's deploy lock, as deploy does (see
 \`shardctl deploy --help\`): while a deploy, deploy --rollback, undeploy or
