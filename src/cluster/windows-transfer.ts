@@ -39,12 +39,17 @@ export async function transferWindows(
   } catch (err) {
     problems.push(`the clocks could not be compared (${(err as Error).message}): windows copied as they are`);
   }
-  /** A segment's windows on the target's clock. */
+  /** Where a segment's windows are moved onto the target's clock: one store for the whole transfer. */
+  let shifter: AccessWindows | undefined;
   const onTargetClock = (data: SegmentWindows): SegmentWindows => {
     if (skewMs === 0) return data;
-    const w = new AccessWindows({ segmentCount: data.segment + 1, zones: data.zones, levels: data.levels });
-    w.importSegment(data, skewMs);
-    return w.exportSegment(data.segment) ?? data;
+    shifter ??= new AccessWindows({
+      segmentCount: segments.reduce((a, b) => Math.max(a, b), 0) + 1,
+      zones: data.zones,
+      levels: data.levels,
+    });
+    shifter.importSegment(data, skewMs);
+    return shifter.exportSegment(data.segment) ?? data;
   };
   let i = 0;
   const worker = async () => {

@@ -5,24 +5,15 @@
  */
 import type { Command } from "commander";
 import { runNodeControl, type NodeAction } from "../cluster/deploy.js";
-import {
-  acquireDeployLock,
-  deployLockTtlS,
-  type DeployLock,
-  type LockingCommand,
-} from "../cluster/deploy-lock.js";
 import { selectNodes } from "../cluster/inventory.js";
-import type { Config } from "../config.js";
-import { failpoint } from "../failpoint.js";
 import { printJson } from "../output.js";
-import { openStore } from "../store/index.js";
-import { parsePositiveInt, withStore } from "./common.js";
+import { parsePositiveInt } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 import {
   DEFAULT_INVENTORY,
   hostKeysFor,
   inventoryFor,
-  releaseLockOnSignals,
+  withDeployLock,
   type SshCommandOptions,
 } from "./deploy.js";
 
@@ -52,42 +43,6 @@ export async function runNodeCommand(
   else if (action === "logs")
     ctx.io.out.write(r.output.endsWith("\n") || r.output === "" ? r.output : r.output + "\n");
   else ctx.io.err.write(`${r.node}: ${r.output.split("\n").join("; ")}\n`);
-}
-
-/** Runs `work` holding the cluster's deploy lock (released at the end, or on SIGINT/SIGTERM). */
-async function withDeployLock<T>(
-  config: Config,
-  ctx: CommandContext,
-  command: LockingCommand,
-  nodeId: string,
-  work: () => Promise<T>,
-): Promise<T> {
-  const ttlS = deployLockTtlS(ctx.env);
-  let lock: DeployLock | undefined;
-  const stopSignals = releaseLockOnSignals(
-    ctx.io.err,
-    `node ${command.slice("node-".length)} of ${nodeId}`,
-    () => lock?.release() ?? Promise.resolve(),
-  );
-  try {
-    return await withStore(
-      () => openStore(config),
-      async (store) => {
-        lock = await acquireDeployLock(store, command, [nodeId], {
-          ttlS,
-          log: (m) => ctx.io.err.write(m + "\n"),
-        });
-        try {
-          failpoint("deploy.locked");
-          return await work();
-        } finally {
-          await lock.release();
-        }
-      },
-    );
-  } finally {
-    stopSignals();
-  }
 }
 
 export const registerNodeControl: RegisterCommand = (program: Command, ctx: CommandContext) => {

@@ -22,9 +22,15 @@ import {
   type ProgressEvent,
 } from "../cluster/deploy.js";
 import { loadInventory, selectNodes, type Inventory } from "../cluster/inventory.js";
-import { acquireDeployLock, deployLockTtlS, type DeployLock } from "../cluster/deploy-lock.js";
+import {
+  acquireDeployLock,
+  deployLockTtlS,
+  type DeployLock,
+  type LockingCommand,
+} from "../cluster/deploy-lock.js";
 import { defaultKnownHostsFile } from "../cluster/known-hosts.js";
 import type { Config } from "../config.js";
+import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
 import { failpoint } from "../failpoint.js";
 import { printJson, printTable, type IO } from "../output.js";
@@ -375,11 +381,7 @@ async function exitBySignal(sig: NodeJS.Signals, releaseLock: () => Promise<void
  * once, as it always did (what it did stays done; running it again finishes
  * the job), but releases the deploy lock first. Returns the function that removes the handlers.
  */
-export function releaseLockOnSignals(
-  err: Writable,
-  what: string,
-  releaseLock: () => Promise<void>,
-): () => void {
+function releaseLockOnSignals(err: Writable, what: string, releaseLock: () => Promise<void>): () => void {
   const signals = ["SIGINT", "SIGTERM"] as const;
   const remove = () => {
     for (const sig of signals) process.off(sig, onSignal);
@@ -393,6 +395,46 @@ export function releaseLockOnSignals(
   return remove;
 }
 
+/**
+ * Runs `work` on the cluster's store holding its deploy lock (an undeploy, a node start|stop|restart):
+ * released at the end, or on SIGINT/SIGTERM, which end the command at once as they always did.
+ */
+export async function withDeployLock<T>(
+  config: Config,
+  ctx: CommandContext,
+  command: LockingCommand,
+  nodeId: string,
+  work: (store: LocationStore) => Promise<T>,
+): Promise<T> {
+  const ttlS = deployLockTtlS(ctx.env);
+  let lock: DeployLock | undefined;
+  const what = command === "undeploy" ? "undeploy" : `node ${command.slice("node-".length)}`;
+  const stopSignals = releaseLockOnSignals(
+    ctx.io.err,
+    `${what} of ${nodeId}`,
+    () => lock?.release() ?? Promise.resolve(),
+  );
+  try {
+    return await withStore(
+      () => openStore(config),
+      async (store) => {
+        lock = await acquireDeployLock(store, command, [nodeId], {
+          ttlS,
+          log: (m) => ctx.io.err.write(m + "\n"),
+        });
+        try {
+          failpoint("deploy.locked");
+          return await work(store);
+        } finally {
+          await lock.release();
+        }
+      },
+    );
+  } finally {
+    stopSignals();
+  }
+}
+
 export async function runUndeployCommand(
   nodeId: string,
   opts: SshCommandOptions & { purge?: boolean; json?: boolean },
@@ -401,29 +443,10 @@ export async function runUndeployCommand(
   const config = ctx.config();
   const inventory = inventoryFor(opts, config, ctx.env);
   const [node] = selectNodes(inventory, [nodeId]);
-  const lockTtlS = deployLockTtlS(ctx.env);
   const log = (m: string) => ctx.io.err.write(m + "\n");
-  let lock: DeployLock | undefined;
-  const stopSignals = releaseLockOnSignals(
-    ctx.io.err,
-    `undeploy of ${node.id}`,
-    () => lock?.release() ?? Promise.resolve(),
+  const result = await withDeployLock(config, ctx, "undeploy", node.id, (store) =>
+    runUndeploy({ node, hostKeys: hostKeysFor(opts, ctx.env), purge: Boolean(opts.purge) }, { store, log }),
   );
-  const result = await withStore(
-    () => openStore(config),
-    async (store) => {
-      lock = await acquireDeployLock(store, "undeploy", [node.id], { ttlS: lockTtlS, log });
-      try {
-        failpoint("deploy.locked");
-        return await runUndeploy(
-          { node, hostKeys: hostKeysFor(opts, ctx.env), purge: Boolean(opts.purge) },
-          { store, log },
-        );
-      } finally {
-        await lock.release();
-      }
-    },
-  ).finally(stopSignals);
   if (opts.json) printJson(ctx.io, result);
   else {
     ctx.io.err.write(

@@ -97,6 +97,14 @@ async function deployInProcess(
   return { code: r.code, result: JSON.parse(r.out) as DeployResult, err: r.err };
 }
 
+/** `shardctl node ACTION ID` through the CLI, as an operator runs it. */
+function nodeCommand(action: string, id: string) {
+  return cli(
+    ["--data-dir", controlDir, "node", action, id, "--inventory", inventory, "--known-hosts", knownHosts],
+    { SHARDCTL_TOKEN: TOKEN },
+  );
+}
+
 /** `shardctl deploy` as a real process, with its output collected. */
 function deployProcess(b: Bundle, ...extra: string[]) {
   return watchedProcess(deployArgs(b, ...extra), {
@@ -189,20 +197,7 @@ describe("an interrupted deploy", () => {
     await d.exited;
     // what a hard kill leaves: n1's agent stopped, n2 untouched
     expect(running("n1")).toBe(false);
-    const status = await cli(
-      [
-        "--data-dir",
-        controlDir,
-        "node",
-        "status",
-        "n1",
-        "--inventory",
-        inventory,
-        "--known-hosts",
-        knownHosts,
-      ],
-      { SHARDCTL_TOKEN: TOKEN },
-    );
+    const status = await nodeCommand("status", "n1");
     expect(status.err).toMatch(/n1: stopped; a deploy was interrupted during the cut-over from release/);
     // node start|restart would start whatever the swap left in place: both refuse, and say what to run
     for (const action of ["start", "restart"]) {
@@ -342,20 +337,7 @@ describe("an interrupted deploy", () => {
     expect(leftovers("n1")).toEqual([]);
     // no stop left behind on the node
     expect(lab.processesWith(`${dir}/ctl.sh`)).toEqual([]);
-    const status = await cli(
-      [
-        "--data-dir",
-        controlDir,
-        "node",
-        "status",
-        "n1",
-        "--inventory",
-        inventory,
-        "--known-hosts",
-        knownHosts,
-      ],
-      { SHARDCTL_TOKEN: TOKEN },
-    );
+    const status = await nodeCommand("status", "n1");
     expect(status.err).toMatch(/n1: running/);
   }, 180_000);
 });
