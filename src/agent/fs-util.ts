@@ -2,6 +2,9 @@
 import { open, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 
+/** errno codes of a disk without room for a write (answered 507, Insufficient Storage). */
+export const NO_ROOM: ReadonlySet<string> = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
+
 /** fsyncs a directory so that a created, renamed or deleted entry in it is durable. */
 export async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, "r");

@@ -45,10 +45,9 @@ import {
   writeFailed,
   zoneIndex,
 } from "./data-plane.js";
+import { NO_ROOM } from "./fs-util.js";
 
 const JSON_LIMIT_EXTRA = 1024 * 1024;
-/** errno codes of a disk without room for a write: 507 Insufficient Storage, not an internal error. */
-const NO_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
 const MAX_BATCH_OPS = 10_000;
 
 const expectedAuth = new WeakMap<Agent, Buffer>();

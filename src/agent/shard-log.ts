@@ -43,7 +43,7 @@ import {
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fsyncDirSync } from "../store/embedded.js";
-import { fsyncDir } from "./fs-util.js";
+import { fsyncDir, NO_ROOM } from "./fs-util.js";
 import { GroupCommit } from "./group-commit.js";
 import type { LogEntry } from "./log-format.js";
 import { scanLog } from "./scan.js";
@@ -62,8 +62,6 @@ const AHEAD_MAX = 512 * 1024;
 const AHEAD_SECONDS = 0.05;
 const AHEAD_ALIGN = 4096;
 const ZEROS = Buffer.alloc(AHEAD_MAX + AHEAD_ALIGN);
-/** A write refused for want of room, which the same write without the zeros may not be. */
-const NO_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
 /** The most buffers one writev takes (Linux's IOV_MAX). */
 const IOV_MAX = 1024;
 const CREATE_FLAGS = APPEND_FLAGS | constants.O_CREAT | constants.O_EXCL;

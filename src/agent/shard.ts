@@ -20,7 +20,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { fsyncDir } from "./fs-util.js";
+import { fsyncDir, NO_ROOM } from "./fs-util.js";
 import { ApiError } from "./http-util.js";
 import { encodeEntry, NO_VALUE, type LogEntry, type LogOp } from "./log-format.js";
 import { DEFAULT_WRITE_ID_CAPACITY, WriteIdTable, type RememberedWrite } from "./write-ids.js";
@@ -125,9 +125,6 @@ function holdsData(dir: string): boolean {
     return true; // unreadable: assume it holds data, and refuse rather than forget it
   }
 }
-
-/** errno codes of a disk without room for a write. */
-const NO_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
 
 /**
  * What a request whose metadata change could not be recorded gets: 507 when the disk is full, 503 for

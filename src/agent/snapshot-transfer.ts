@@ -29,7 +29,7 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { Agent } from "./agent.js";
 import { describeShard, requireShard, requireShardId } from "./data-plane.js";
-import { writeFully } from "./fs-util.js";
+import { NO_ROOM, writeFully } from "./fs-util.js";
 import { ApiError, badRequest, sendJson } from "./http-util.js";
 import { installing, resetCursors, targetShard, usableSource } from "./replication.js";
 import {
@@ -43,8 +43,6 @@ import {
 export const INCOMING_SNAPSHOT = "incoming-snapshot.tmp";
 /** Free space a target keeps beyond the snapshot it receives (its log grows during the copy). */
 const SPACE_MARGIN_BYTES = 64 * 1024 * 1024;
-/** errno codes of a disk without room for a write. */
-const NO_ROOM = new Set(["ENOSPC", "EDQUOT", "EFBIG"]);
 const SNAPSHOT_CHECKSUM = /^([0-9a-f]{8})-(\d{1,15})$/;
 
 /** GET /v1/shards/:id/snapshot */

@@ -11,6 +11,7 @@
 import { spawn } from "node:child_process";
 import { chmod, copyFile, readFile } from "node:fs/promises";
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from "ssh2";
+import { errorMessage } from "../errors.js";
 
 export interface ExecOptions {
   /** Bytes written to the command's standard input (then closed). Secrets go here, never into argv. */
@@ -355,7 +356,7 @@ export class SshExecutor implements Executor {
         client.connect(config);
       } catch (err) {
         // ssh2 throws synchronously on a key it cannot parse (encrypted, unknown format)
-        reject(new Error(`cannot use the private key ${opts.keyFile ?? "(agent)"}: ${errorText(err)}`));
+        reject(new Error(`cannot use the private key ${opts.keyFile ?? "(agent)"}: ${errorMessage(err)}`));
       }
     });
   }
@@ -464,10 +465,6 @@ export class SshExecutor implements Executor {
       this.client.end();
     });
   }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 function translateConnectError(
