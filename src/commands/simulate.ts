@@ -106,6 +106,12 @@ export function printSimulation(io: IO, r: SimulateReport): void {
     ];
   });
   printTable(io, ["policy", "mean ms", "p99 ms", "migrations", "bytes moved", "mean vs oracle"], rows);
+  const free = r.oracle_without_cooldown;
+  if (free && oracle)
+    io.out.write(
+      `oracle without the cooldown (a bound for any placement): mean ${round(free.mean_ms, 2)} ms ` +
+        `(${round((free.mean_ms / oracle - 1) * 100, 1)}% vs oracle), ${free.migrations} migrations\n`,
+    );
 }
 
 /** Parses the simulator flags shared by the command and the bench. */
@@ -352,7 +358,9 @@ cutover boundary, and writes in the fenced tail wait for the cutover.
   predictive  the planner on the forecast of src/forecast (moves ahead of it),
               with the reactive check for shards the forecast leaves alone
   oracle      knows the trace: per segment, the exact optimum over node
-              schedules with the same costs; a true lower bound on the mean
+              schedules with the same costs and the same cooldown between
+              two moves; a true lower bound on the mean of the others (the
+              same optimum without the cooldown is printed under the table)
 
 Examples:
   $ shardctl simulate build-trace --series ../shared/data/series --out trace.csv --events 300000

@@ -11,7 +11,11 @@ import { utilisation, type LatencyModel, type NodeResources } from "./latency.js
 export interface CandidateOptions {
   /** Predicted ≥ riseRatio × recent counts as a rise (per zone, over equal spans). */
   riseRatio: number;
-  /** ... and by at least this many accesses over the horizon (ignores noise on tiny counts). */
+  /**
+   * ... and by at least this many accesses over the horizon. 0 by default: a floor in accesses
+   * depends on the workload's scale (it hid every change of a shard with a few accesses per
+   * horizon), and the cost-benefit charges the noise of the demand as risk.
+   */
   minRiseAccesses: number;
   /** A node is far from a zone when its RTT exceeds that zone's best RTT by at least this. */
   farMs: number;

@@ -54,7 +54,7 @@ export interface PlannerOptions extends CandidateOptions, CostOptions {
 export const DEFAULT_PLANNER_OPTIONS: PlannerOptions = {
   horizonSeconds: 3600,
   riseRatio: 1.2,
-  minRiseAccesses: 5,
+  minRiseAccesses: 0,
   farMs: 5,
   shortOfResources: 0.9,
   bandwidthBytesPerSecond: 100 * 1024 * 1024,

@@ -2,14 +2,39 @@
  * The oracle policy: knows the whole trace, and per active segment finds the
  * exact optimum over node schedules by dynamic programming (src/sim/simulate.ts
  * says why its mean is a true lower bound for every other policy).
+ *
+ * A schedule places the segment on one node per interval, starting on its
+ * initial node, and may change node at a boundary only `minSpacing` intervals
+ * or more after its previous change (the cooldown every planner-driven policy
+ * obeys; 0 for none). With P_n(j) the latency of intervals [0, j) spent on
+ * node n, and F(j, m) the least latency of intervals [0, j) for a schedule
+ * whose latest change puts the segment on m at boundary j (the change's pause
+ * cost included):
+ *
+ *   F(j, m) = min over n ≠ m and j' ≤ j − minSpacing (or the start, on the
+ *             initial node, with no spacing) of F(j', n) + P_n(j) − P_n(j')
+ *             + pause(j, n → m)
+ *
+ * The inner minimum over j' is kept as a running minimum per node, so a
+ * segment costs O(intervals × nodes²) time and O(intervals × nodes) memory,
+ * whatever the spacing.
  */
 import { Replay, type Workload } from "./workload.js";
 
-/** The oracle: per active segment, the exact optimum over node schedules (see the module comment). */
-export function runOracle(w: Workload, initialNodeOfSeg: Int32Array): Replay {
+/**
+ * The oracle: per active segment, the exact optimum over node schedules whose changes are at
+ * least `minSpacing` intervals apart (see the module comment).
+ */
+export function runOracle(
+  w: Workload,
+  initialNodeOfSeg: Int32Array,
+  minSpacing = 0,
+  onPlacement?: (j: number, nodeOfSeg: Int32Array) => void,
+): Replay {
   const { N, Z, nI, rtt, trace } = w;
   const replay = new Replay(w);
   const A = w.active.length;
+  const L = Math.max(0, Math.floor(minSpacing));
   // Writes in each fenced tail, per (segment, boundary): [zone, wait ms] pairs.
   const pauseWrites = new Map<number, number[]>();
   const pauseMs = w.opts.writePauseMs;
@@ -25,54 +50,110 @@ export function runOracle(w: Workload, initialNodeOfSeg: Int32Array): Replay {
       }
     }
   }
+  const START = -1;
   // schedule[a·nI + j] = node of active segment a in interval j
   const schedule = new Int32Array(A * nI);
-  const dp = new Float64Array(N);
-  const nextDp = new Float64Array(N);
-  const from = new Int32Array(nI * N);
-  const cost = new Float64Array(N);
+  // prefix[j·N + n] = P_n(j)
+  const prefix = new Float64Array((nI + 1) * N);
+  // F(j, m) and where its schedule was before: the node and the boundary of the change before (START: none)
+  const F = new Float64Array((nI + 1) * N);
+  const prevNode = new Int32Array((nI + 1) * N);
+  const prevAt = new Int32Array((nI + 1) * N);
+  // running minimum over the admissible earlier changes onto n of F(j', n) − P_n(j'), and its j'
+  const G = new Float64Array(N);
+  const GAt = new Int32Array(N);
+  // the same over every earlier change (for the final stretch, which needs no spacing)
+  const E = new Float64Array(N);
+  const EAt = new Int32Array(N);
   for (let a = 0; a < A; a++) {
     const init = initialNodeOfSeg[w.active[a]];
-    const intervalCost = (j: number) => {
-      cost.fill(0);
-      for (let z = 0; z < Z; z++) {
-        const c = w.counts[(a * Z + z) * nI + j];
-        if (c === 0) continue;
-        for (let n = 0; n < N; n++) cost[n] += c * rtt[z * N + n];
+    for (let j = 0; j < nI; j++) {
+      for (let n = 0; n < N; n++) {
+        let c = 0;
+        for (let z = 0; z < Z; z++) c += w.counts[(a * Z + z) * nI + j] * rtt[z * N + n];
+        prefix[(j + 1) * N + n] = prefix[j * N + n] + c;
       }
-    };
-    intervalCost(0);
-    for (let n = 0; n < N; n++) dp[n] = n === init ? cost[n] : Infinity;
+    }
+    G.fill(Infinity);
+    E.fill(Infinity);
+    G[init] = 0;
+    GAt[init] = START;
+    E[init] = 0;
+    EAt[init] = START;
+    F.fill(Infinity, 0, N);
     for (let j = 1; j < nI; j++) {
-      intervalCost(j);
+      // changes at boundary j − L become admissible predecessors of a change at j
+      const jp = j - L;
+      if (L > 0 && jp >= 1) {
+        for (let n = 0; n < N; n++) {
+          const v = F[jp * N + n] - prefix[jp * N + n];
+          if (v < G[n]) {
+            G[n] = v;
+            GAt[n] = jp;
+          }
+        }
+      }
       const pw = pauseWrites.get(a * (nI + 1) + j);
       for (let m = 0; m < N; m++) {
-        // staying is considered first, so ties keep the segment where it is
-        let best = dp[m];
-        let arg = m;
+        let best = Infinity;
+        let arg = -1;
         for (let n = 0; n < N; n++) {
-          if (n === m || dp[n] === Infinity) continue;
+          if (n === m || G[n] === Infinity) continue;
           let trans = 0;
           if (pw)
             for (let i = 0; i < pw.length; i += 2)
               trans += pw[i + 1] + rtt[pw[i] * N + m] - rtt[pw[i] * N + n];
-          const v = dp[n] + trans;
+          const v = G[n] + prefix[j * N + n] + trans;
           if (v < best) {
             best = v;
             arg = n;
           }
         }
-        nextDp[m] = best + cost[m];
-        from[j * N + m] = arg;
+        F[j * N + m] = best;
+        prevNode[j * N + m] = arg;
+        prevAt[j * N + m] = arg < 0 ? START : GAt[arg];
       }
-      dp.set(nextDp);
+      // with no spacing, a change at j is at once a predecessor of the change at j + 1
+      if (L === 0) {
+        for (let n = 0; n < N; n++) {
+          const v = F[j * N + n] - prefix[j * N + n];
+          if (v < G[n]) {
+            G[n] = v;
+            GAt[n] = j;
+          }
+        }
+      }
+      for (let n = 0; n < N; n++) {
+        const v = F[j * N + n] - prefix[j * N + n];
+        if (v < E[n]) {
+          E[n] = v;
+          EAt[n] = j;
+        }
+      }
     }
-    let bestN = 0;
-    for (let n = 1; n < N; n++) if (dp[n] < dp[bestN]) bestN = n;
-    for (let j = nI - 1; j >= 0; j--) {
-      schedule[a * nI + j] = bestN;
-      if (j > 0) bestN = from[j * N + bestN];
+    // the last stretch: from the latest change (or the start) to the end; ties keep the earlier schedule
+    let bestN = init;
+    let bestV = E[init] + prefix[nI * N + init];
+    for (let n = 0; n < N; n++) {
+      const v = E[n] + prefix[nI * N + n];
+      if (v < bestV) {
+        bestV = v;
+        bestN = n;
+      }
     }
+    // walk the changes back: node n from boundary `at` to `end`
+    let n = bestN;
+    let at = EAt[bestN];
+    let end = nI;
+    while (at !== START) {
+      schedule.fill(n, a * nI + at, a * nI + end);
+      const pn = prevNode[at * N + n];
+      const pa = prevAt[at * N + n];
+      end = at;
+      n = pn;
+      at = pa;
+    }
+    schedule.fill(n, a * nI, a * nI + end);
   }
   // Replay the schedule through the same accounting as every other policy.
   const cur = Int32Array.from(initialNodeOfSeg);
@@ -90,6 +171,7 @@ export function runOracle(w: Workload, initialNodeOfSeg: Int32Array): Replay {
         }
       }
     }
+    onPlacement?.(j, cur);
     replay.interval(j, cur, next);
     cur.set(next);
   }

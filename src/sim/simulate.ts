@@ -26,17 +26,23 @@
  *    (src/forecast/zone-shares.ts); segments whose recent counts depart from
  *    the profile, or exceed the forecast total, get the reactive check as well;
  *  - oracle: knows the whole trace; per segment, an exact dynamic programme
- *    over (interval, node) minimising the total latency of the actual accesses
- *    with the same pause cost on every move. Any policy above places every
- *    segment on one node per interval and pays the same pause cost, so its
- *    schedule is one path of that programme: the oracle's total (hence mean)
- *    latency is a true lower bound for all of them. It ignores shard grouping,
- *    budgets, cooldowns and capacity, which only makes the bound lower.
+ *    over node schedules minimising the total latency of the actual accesses
+ *    with the same pause cost on every move, and the same cooldown: two
+ *    changes of a segment's node at least cooldownIntervals apart. Any policy
+ *    above places every segment on one node per interval, pays the same pause
+ *    cost and moves a segment's shard only after the cooldown since its last
+ *    cutover has passed at the decision (a split or merge carries the latest
+ *    cutover of the segments it groups), so its schedule is one path of that
+ *    programme: the oracle's total (hence mean) latency is a true lower bound
+ *    for all of them. It ignores shard grouping, budgets, capacity and the
+ *    copy lead, which only makes the bound lower. The same programme without
+ *    the cooldown is reported too (oracle_without_cooldown): a bound for any
+ *    placement whatever its rules.
  */
 import { UsageError } from "../errors.js";
 import type { LatencyModel } from "../engine/latency.js";
 import { initialLayout } from "../engine/location-map.js";
-import type { MigrationPlan } from "../engine/planner.js";
+import { DEFAULT_PLANNER_OPTIONS, type MigrationPlan } from "../engine/planner.js";
 import type { BatchForecast } from "./forecaster.js";
 import { runOracle } from "./oracle.js";
 import { PlannedPolicy } from "./planned-policy.js";
@@ -83,6 +89,8 @@ export interface SimOptions {
   policies: readonly PolicyName[];
   /** Called with every plan a planner-driven policy makes (for tests and debugging). */
   onPlan?: (policy: PolicyName, boundary: number, plan: MigrationPlan) => void;
+  /** Called with each policy's node per segment for every interval j, in order (for tests and analysis). */
+  onPlacement?: (policy: PolicyName, j: number, nodeOfSeg: Int32Array) => void;
   /** Called with each policy's latency per access, in trace order (for tests and analysis). */
   onLatencies?: (policy: PolicyName, lat: Float64Array) => void;
 }
@@ -105,7 +113,7 @@ export const DEFAULT_SIM_OPTIONS: SimOptions = {
   minGainFraction: 0.1,
   riskAversion: 1,
   riseRatio: 1.2,
-  minRiseAccesses: 5,
+  minRiseAccesses: DEFAULT_PLANNER_OPTIONS.minRiseAccesses,
   reshard: true,
   splitSegments: true,
   policies: POLICIES,
@@ -130,6 +138,11 @@ export interface SimResult {
   intervals: number;
   interval_seconds: number;
   nodes: number;
+  /**
+   * The oracle with no cooldown (a segment may change node at every boundary): a lower bound for
+   * any placement, whatever its rules; present when the oracle ran with a cooldown.
+   */
+  oracle_without_cooldown?: PolicyResult;
   /** Wall-clock time of the replay, filled in by the caller if it measures it. */
   notes: string[];
 }
@@ -191,18 +204,26 @@ export function simulate(
   for (const name of opts.policies) {
     if (name === "static") {
       const r = new Replay(w);
-      for (let j = 0; j < w.nI; j++) r.interval(j, initialNodeOfSeg, initialNodeOfSeg);
+      for (let j = 0; j < w.nI; j++) {
+        opts.onPlacement?.("static", j, initialNodeOfSeg);
+        r.interval(j, initialNodeOfSeg, initialNodeOfSeg);
+      }
       result.policies.static = r.result();
     } else if (name === "oracle") {
-      const r = runOracle(w, initialNodeOfSeg);
+      const r = runOracle(w, initialNodeOfSeg, opts.cooldownIntervals, (j, at) =>
+        opts.onPlacement?.("oracle", j, at),
+      );
       opts.onLatencies?.("oracle", r.lat);
       result.policies.oracle = r.result();
+      if (opts.cooldownIntervals > 0)
+        result.oracle_without_cooldown = runOracle(w, initialNodeOfSeg, 0).result();
     } else {
       const p = new PlannedPolicy(w, structuredClone(initial), name, forecast);
       const next = new Int32Array(opts.segmentCount);
       for (let j = 0; j < w.nI; j++) {
         p.decide(j + 1);
         p.nextPlacement(j + 1, next);
+        opts.onPlacement?.(name, j, p.nodeOfSeg);
         p.replay.interval(j, p.nodeOfSeg, next);
         p.commit(j + 1);
       }

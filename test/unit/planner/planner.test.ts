@@ -46,6 +46,15 @@ describe("candidates", () => {
       ),
     ).toEqual([]);
   });
+  it("a change of a sparse shard's zone counts as a rise: no floor in accesses by default", () => {
+    // six accesses a horizon, their dominant zone moving from a to b: a rise of 3
+    const sparse = { shard: "s", node: "na", predicted: [1, 4, 1], recent: [4, 1, 1] };
+    expect(candidateReasons(sparse, b.latency, undefined, options()).map((x) => x.kind)).toEqual([
+      "rising-far",
+    ]);
+    // a floor asked for still applies
+    expect(candidateReasons(sparse, b.latency, undefined, options({ minRiseAccesses: 5 }))).toEqual([]);
+  });
   it("a node short of resources makes its shards candidates", () => {
     const res = {
       na: {

@@ -59,6 +59,9 @@ describe("shardctl simulate", () => {
       for (const k of ["mean_ms", "p99_ms", "migrations", "bytes_moved"]) expect(typeof p[k]).toBe("number");
     }
     expect(out.policies.oracle.mean_ms).toBeLessThanOrEqual(out.policies.static.mean_ms);
+    // the same optimum without the cooldown is no higher
+    expect(out.oracle_without_cooldown.mean_ms).toBeLessThanOrEqual(out.policies.oracle.mean_ms);
+    expect(typeof out.oracle_without_cooldown.migrations).toBe("number");
     expect(r.err).toMatch(/events\/s/);
   });
 
@@ -67,6 +70,7 @@ describe("shardctl simulate", () => {
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/policy.*mean ms.*p99 ms.*migrations/);
     expect(r.out).toMatch(/oracle/);
+    expect(r.out).toMatch(/oracle without the cooldown \(a bound for any placement\): mean [\d.]+ ms/);
   });
 
   const hostile: [string, () => void, RegExp][] = [
