@@ -187,6 +187,9 @@ export class Agent {
         // shard is large; a stalled one is cut by the idle timeout below instead
         requestTimeout: 0,
         keepAliveTimeout: this.opts.keepAliveTimeoutMs ?? 65_000,
+        // handleRequest refuses an HTTP/1.1 request without Host itself, with a JSON error (Node's
+        // own refusal is an empty 400)
+        requireHostHeader: false,
       },
       (req, res) => {
         void handleRequest(this, req, res);

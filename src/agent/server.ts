@@ -104,6 +104,15 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
         { connection: "close", "retry-after": "1" },
       );
     }
+    if (req.httpVersion === "1.1" && req.headers.host === undefined) {
+      throw new ApiError(
+        400,
+        "bad-request",
+        "an HTTP/1.1 request needs a Host header (RFC 9112, section 3.2); nothing was done",
+        {},
+        { connection: "close" },
+      );
+    }
     const method = req.method ?? "GET";
     // a path that does not decode is answered after the token check: a client without the token
     // learns nothing but 401
@@ -583,9 +592,15 @@ function accessRequest(
   const w = agent.windows;
   if (parts.length === 2) {
     // GET /v1/access?window=S: per-segment rates of every segment with windows
-    const windowS = query.has("window") ? Number(query.get("window")) : 600;
-    if (!Number.isFinite(windowS) || windowS <= 0)
-      throw badRequest("window must be a positive number of seconds");
+    // a decimal number of seconds, from one second to the longest span the windows hold (a longer
+    // one would be answered with the rates of a shorter span than it names)
+    const longest = Math.max(...w.levels.map((l) => l.resolutionSeconds * l.slots));
+    const raw = query.get("window") ?? "600";
+    const windowS = /^\d{1,12}(\.\d{1,9})?$/.test(raw) ? Number(raw) : NaN;
+    if (!(windowS >= 1 && windowS <= longest))
+      throw badRequest(
+        `window must be a number of seconds from 1 to ${longest} (the longest span the windows hold), got ${JSON.stringify(raw.slice(0, 40))}`,
+      );
     const segments = [];
     for (const s of w.activeSegments()) segments.push({ segment: s, ...w.rate(s, windowS, now) });
     return sendJson(res, 200, {

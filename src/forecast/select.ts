@@ -3,6 +3,7 @@
  * MASE over the same origins, and the lowest mean MASE wins — unless an
  * inverse-MASE ensemble of the top three scores lower still.
  */
+import { UsageError } from "../errors.js";
 import {
   backtestModel,
   defaultOriginCount,
@@ -90,6 +91,7 @@ export function chooseFromBacktests(
 export function selectModel(series: SeriesInput, opts: SelectOptions): Selection {
   const plan = selectionPlan(series, opts.horizon, opts.origins);
   const candidates = opts.candidates ?? FULL_CANDIDATES;
+  if (candidates.length === 0) throw new UsageError("model selection needs at least one candidate model");
   if (plan.origins.length === 0) {
     // too short to backtest: the baseline is the only defensible choice
     return {

@@ -269,6 +269,29 @@ describe("hostile input", () => {
     await unchanged();
   });
 
+  it("an HTTP/1.1 request without a Host header gets a JSON 400 that says so, and changes nothing", async () => {
+    const ask = async (text: string) => {
+      const s = connect(a.port, "127.0.0.1");
+      s.on("error", () => {});
+      let got = "";
+      s.on("data", (c: Buffer) => (got += c.toString()));
+      const closed = new Promise<void>((r) => s.once("close", () => r()));
+      s.write(text);
+      await closed;
+      return got;
+    };
+    const put = await ask(
+      `PUT /v1/shards/shard-1/keys/no-host HTTP/1.1\r\nauthorization: Bearer ${TOKEN}\r\nx-shard-epoch: 1\r\ncontent-length: 1\r\n\r\nv`,
+    );
+    expect(put).toMatch(/^HTTP\/1\.1 400 /);
+    expect(put).toMatch(/connection: close/i);
+    expect(put).toMatch(/"message":"an HTTP\/1\.1 request needs a Host header/);
+    expect((await get(a.port, "shard-1", "no-host")).status).toBe(404);
+    expect(await ask("GET /health HTTP/1.1\r\n\r\n")).toMatch(/^HTTP\/1\.1 400 [^]*Host header/);
+    // HTTP/1.0 has no Host header to require
+    expect(await ask("GET /health HTTP/1.0\r\n\r\n")).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
   it("a body cut off by the client, or over the limit and still arriving, changes nothing and is no internal error", async () => {
     const open = async () => {
       const s = connect(a.port, "127.0.0.1");
@@ -418,5 +441,25 @@ describe("the routing client", () => {
     const exported = (await http(a.port, "GET", `/v1/access/${seg}/export`)).json();
     expect(exported.segment).toBe(seg);
     expect((await http(a.port, "GET", `/v1/access/99999/series`)).status).toBe(400);
+    // a window is a decimal number of seconds the windows can answer for (48 h by default), nothing else
+    expect((await http(a.port, "GET", "/v1/access?window=172800")).status).toBe(200);
+    expect((await http(a.port, "GET", "/v1/access?window=2.5")).status).toBe(200);
+    for (const bad of [
+      "0",
+      "0.5",
+      "-5",
+      "0x10",
+      "1e3",
+      "%205",
+      "",
+      "172801",
+      "9".repeat(30),
+      "NaN",
+      "Infinity",
+    ]) {
+      const r = await http(a.port, "GET", `/v1/access?window=${bad}`);
+      expect(r.status, bad).toBe(400);
+      expect(r.json().message).toMatch(/window must be a number of seconds from 1 to 172800/);
+    }
   });
 });

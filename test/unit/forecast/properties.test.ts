@@ -245,6 +245,17 @@ describe("selection and season detection on hostile series", () => {
     );
   });
 
+  it("selectModel refuses an empty or unknown candidate list with a clear error", () => {
+    const values = Float64Array.from({ length: 200 }, (_, i) => 10 + Math.sin(i / 4));
+    const series = { values, intervalSeconds: HOURLY, season: 24, horizon: 6 };
+    expect(() => selectModel(series, { horizon: 6, candidates: [] })).toThrow(
+      /needs at least one candidate model/,
+    );
+    expect(() => selectModel(series, { horizon: 6, candidates: ["no_such_model"] })).toThrow(
+      /unknown model no_such_model/,
+    );
+  });
+
   it("detectSeason returns 1 or a period seen twice, regardless of the series' units", () => {
     fc.assert(
       fc.property(hostileSeries, fc.constantFrom(HOURLY, 900, 86400, 7), fc.boolean(), (values, iv, scan) => {
