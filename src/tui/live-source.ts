@@ -43,7 +43,7 @@ import {
 import type { Config } from "../config.js";
 import { AccessWindows } from "../engine/access-windows.js";
 import { defaultZoneMatrix, LatencyModel, type MeasuredLatency } from "../engine/latency.js";
-import type { LocationMap, ShardInfo, VersionedMap } from "../engine/location-map.js";
+import { RoutingTable, type LocationMap, type ShardInfo, type VersionedMap } from "../engine/location-map.js";
 import { computePlan, DEFAULT_PLANNER_OPTIONS } from "../engine/planner.js";
 import { isTerminal } from "../engine/migration.js";
 import type { LocationStore } from "../engine/ports.js";
@@ -316,8 +316,13 @@ export class LiveSource implements DashboardSource {
     if (answered > 0) {
       const reads = new Float32Array(map.segmentCount);
       const writes = new Float32Array(map.segmentCount);
-      for (const r of readings.values()) {
+      // each segment's accesses from its owner in the map only: a node a shard moved away from keeps
+      // windows of its segments (the migration copies them to the new owner), which would count twice
+      const table = new RoutingTable({ map, version });
+      for (const [nodeId, r] of readings) {
         for (const s of r.segments ?? []) {
+          if (!(s.segment >= 0 && s.segment < map.segmentCount) || table.nodeOfSegment(s.segment) !== nodeId)
+            continue;
           reads[s.segment] += s.reads;
           writes[s.segment] += s.writes;
         }
