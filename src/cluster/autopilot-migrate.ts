@@ -54,9 +54,10 @@ export interface MigrationCycleReport {
 }
 
 /**
- * The autopilot's memory of failed moves, kept across its cycles (and across
- * leaderships of the same process). The schedule itself is pure data and
- * functions (move-backoff.ts); this only holds the state.
+ * The autopilot's memory of failed moves, kept across its cycles (and, through
+ * the store, across its processes and leaderships: autopilot-memory.ts). The
+ * schedule itself is pure data and functions (move-backoff.ts); this only
+ * holds the state.
  */
 export class MoveBackoffs {
   private state: MoveBackoffEntry[] = [];
@@ -76,6 +77,14 @@ export class MoveBackoffs {
   }
   succeeded(shard: string, target: string): void {
     this.state = recordMoveSuccess(this.state, shard, target);
+  }
+  /** Every entry, backing off or not yet forgotten (for the autopilot's memory in the store). */
+  entries(): MoveBackoffEntry[] {
+    return [...this.state];
+  }
+  /** Replaces the state with entries read back from the store. */
+  replace(entries: readonly MoveBackoffEntry[]): void {
+    this.state = [...entries];
   }
 }
 

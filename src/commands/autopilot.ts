@@ -9,6 +9,7 @@ import { openStore } from "../store/index.js";
 import { collectWindows } from "../cluster/windows-source.js";
 import { AgentRpc } from "../cluster/agent-rpc.js";
 import { MoveBackoffs, runLayoutChanges, runMigrationCycle } from "../cluster/autopilot-migrate.js";
+import { AutopilotMemory } from "../cluster/autopilot-memory.js";
 import { validateBackoffPolicy, type BackoffPolicy } from "../engine/move-backoff.js";
 import { thisOwner } from "../cluster/journal.js";
 import { resolveClientToken } from "../cluster/local.js";
@@ -101,7 +102,9 @@ Each cycle, on the leader only:
      for that target again for --move-backoff seconds, doubling with each failure in a row up
      to --move-backoff-max; the planner meanwhile ranks the other moves (and other targets)
      as if it were not possible. A success resets it. Each cycle's log line names the moves
-     backing off and until when.
+     backing off and until when. The back-off is kept in the store beside the map (Consul:
+     <prefix>autopilot-memory; embedded: <data-dir>/autopilot-memory.json), so a restarted
+     autopilot, the next run with --once and a new leader go on from it.
 Steps 3-5 need agents serving the map; --no-migrate leaves them out. Progress goes to stderr.
 
 Examples:
@@ -121,10 +124,12 @@ Examples:
         moveBackoffMax: string;
       }) => {
         const intervalS = parseInterval(o.interval);
-        // one memory of failed moves for the life of the process (it survives a lost leadership)
+        // the memory of failed moves, kept in the store: it survives a lost leadership, a restart,
+        // a run with --once, and goes to the next leader
         const policy = parseBackoffPolicy(o.moveBackoff, o.moveBackoffMax);
         const backoff = new MoveBackoffs(policy);
         const layoutBackoff = new MoveBackoffs(policy);
+        const memory = new AutopilotMemory(backoff, layoutBackoff);
         if (o.id !== undefined && !/^[A-Za-z0-9_.:@-]{1,128}$/.test(o.id)) {
           throw new UsageError(`--id ${JSON.stringify(o.id)} may hold letters, digits and _ . : @ - only`);
         }
@@ -158,6 +163,7 @@ Examples:
                   },
                   log,
                   signal: ac.signal,
+                  memory,
                   executeLayout: async (diff, _map, stamped, signal, version) => {
                     const rpc = new AgentRpc({ token: resolveClientToken(config) });
                     try {

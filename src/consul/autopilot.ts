@@ -60,6 +60,15 @@ export interface AutopilotDeps {
     /** The map version the diff was computed against (a changed map refuses the first change). */
     version: number,
   ) => Promise<{ appliedVersion?: number; notApplied?: string }>;
+  /**
+   * The memory of failed moves kept in the store (src/cluster/autopilot-memory.ts): taken up at the
+   * start of every cycle and saved at its end, so that a restarted autopilot, a run with --once and
+   * a new leader go on from it.
+   */
+  memory?: {
+    recall(store: LocationStore, log: (msg: string) => void): Promise<void>;
+    keep(store: LocationStore, log: (msg: string) => void): Promise<void>;
+  };
   /** Election timing (tests shorten nothing: Consul's minimum TTL is 10 s). */
   ttlS?: number;
   lockDelayS?: number;
@@ -134,6 +143,13 @@ export class TermStampedStore implements LocationStore {
   listMigrations: LocationStore["listMigrations"] = () => this.inner.listMigrations();
   watch: LocationStore["watch"] = (fn, signal) => this.inner.watch(fn, signal);
   close = async () => undefined;
+  // the memory is advice, not data: not fenced by the term (a deposed leader's last save is harmless)
+  async loadAutopilotMemory(): Promise<string | undefined> {
+    return this.inner.loadAutopilotMemory?.();
+  }
+  async saveAutopilotMemory(text: string): Promise<void> {
+    await this.inner.saveAutopilotMemory?.(text);
+  }
 }
 
 /** One cycle as the leader of `term`: windows → reshard (apply). */
@@ -142,6 +158,15 @@ export async function runCycle(
   term: number,
   leadership: AbortSignal = deps.signal,
 ): Promise<CycleReport> {
+  await deps.memory?.recall(deps.store, deps.log);
+  try {
+    return await cycle(deps, term, leadership);
+  } finally {
+    await deps.memory?.keep(deps.store, deps.log);
+  }
+}
+
+async function cycle(deps: AutopilotDeps, term: number, leadership: AbortSignal): Promise<CycleReport> {
   const { config } = deps;
   const { windows, unreachable } = await deps.windows();
   const stamped = new TermStampedStore(deps.store, term);

@@ -15,6 +15,8 @@ export interface ConsulKeys {
   migrationsDir: string;
   /** Session lock held by a running deploy, `deploy --rollback` or undeploy (src/cluster/deploy-lock.ts). */
   deployLock: string;
+  /** The autopilot's memory of failed moves (src/cluster/autopilot-memory.ts). */
+  autopilotMemory: string;
 }
 
 /** Normalises and checks a prefix: relative, safe characters, ending in "/". */
@@ -45,5 +47,6 @@ export function consulKeys(prefix: string): ConsulKeys {
     leader: `${p}leader`,
     migrationsDir: `${p}migrations/`,
     deployLock: `${p}deploy-lock`,
+    autopilotMemory: `${p}autopilot-memory`,
   };
 }

@@ -411,6 +411,16 @@ export class ConsulStore implements LocationStore {
     this.http.close();
   }
 
+  /** The autopilot's memory of failed moves: one key, `<prefix>autopilot-memory`. */
+  async loadAutopilotMemory(): Promise<string | undefined> {
+    const read = await this.http.kvGet(this.keys.autopilotMemory, { consistent: true });
+    return read.entry?.value;
+  }
+
+  async saveAutopilotMemory(text: string): Promise<void> {
+    await this.http.kvPut(this.keys.autopilotMemory, text);
+  }
+
   /** The leadership term record, or null before any leader took one. */
   async readTerm(): Promise<(TermRecord & { modifyIndex: number }) | null> {
     const r = await this.http.kvGet(this.keys.term, { consistent: true });

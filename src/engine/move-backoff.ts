@@ -119,3 +119,59 @@ export function describeBackoff(e: MoveBackoffEntry): string {
   const err = e.lastError.length > 200 ? `${e.lastError.slice(0, 200)}…` : e.lastError;
   return `${e.shard} → ${e.target} until ${new Date(e.until).toISOString()} (${e.failures} failure${e.failures === 1 ? "" : "s"}: ${err})`;
 }
+
+/** The format tag of the back-off state as it is kept in the store. */
+export const BACKOFF_MEMORY_FORMAT = "shardctl-autopilot-backoff/1";
+
+const MAX_REMEMBERED = 10_000;
+const MAX_NAME = 512;
+const MAX_ERROR = 2000;
+
+/**
+ * The entries of a back-off state read back from the store (JSON that any
+ * process, or anyone with write access to the store, may have written), each
+ * checked; `until` is recomputed from its failures and last failure under
+ * `policy`, so a restart with a shorter back-off takes effect at once. Entries
+ * that do not parse are counted in `refused`, never half taken; a value that
+ * is not a state at all is an error naming what it is.
+ */
+export function parseBackoffEntries(
+  value: unknown,
+  policy: BackoffPolicy,
+): { entries: MoveBackoffEntry[]; refused: number } {
+  if (!Array.isArray(value))
+    throw new UsageError(`a back-off state is a list of entries, got ${typeof value}`);
+  if (value.length > MAX_REMEMBERED)
+    throw new UsageError(`a back-off state holds at most ${MAX_REMEMBERED} entries, got ${value.length}`);
+  const entries: MoveBackoffEntry[] = [];
+  const seen = new Set<string>();
+  let refused = 0;
+  const name = (x: unknown) => typeof x === "string" && x.length > 0 && x.length <= MAX_NAME;
+  for (const e of value as Partial<MoveBackoffEntry>[]) {
+    const ok =
+      typeof e === "object" &&
+      e !== null &&
+      name(e.shard) &&
+      name(e.target) &&
+      Number.isInteger(e.failures) &&
+      e.failures! >= 1 &&
+      Number.isFinite(e.failedAt) &&
+      e.failedAt! >= 0 &&
+      typeof e.lastError === "string" &&
+      !seen.has(`${e.shard}\u0000${e.target}`);
+    if (!ok) {
+      refused++;
+      continue;
+    }
+    seen.add(`${e.shard}\u0000${e.target}`);
+    entries.push({
+      shard: e.shard!,
+      target: e.target!,
+      failures: e.failures!,
+      failedAt: e.failedAt!,
+      until: e.failedAt! + backoffDelayMs(e.failures!, policy),
+      lastError: e.lastError!.slice(0, MAX_ERROR),
+    });
+  }
+  return { entries, refused };
+}

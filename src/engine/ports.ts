@@ -75,4 +75,11 @@ export interface LocationStore {
    */
   watch(onChange: (map: VersionedMap) => void, signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
+  /**
+   * The autopilot's memory of failed moves (src/cluster/autopilot-memory.ts), kept beside the map
+   * so that a restarted autopilot, a run with --once and a new leader go on from it: the text last
+   * saved, or undefined when there is none. Optional: a store without it keeps no memory.
+   */
+  loadAutopilotMemory?(): Promise<string | undefined>;
+  saveAutopilotMemory?(text: string): Promise<void>;
 }

@@ -43,6 +43,9 @@ import type {
 
 const FILE = "location-map.json";
 const LOCK = "location-map.lock";
+const MEMORY = "autopilot-memory.json";
+/** The autopilot's memory is kept to what one Consul value holds (512 KiB), in either store. */
+const MAX_MEMORY_BYTES = 512 * 1024;
 
 interface StoredFile {
   format: "shardctl-location-map";
@@ -222,6 +225,29 @@ export class EmbeddedStore implements LocationStore {
   }
 
   async close(): Promise<void> {}
+
+  /** The autopilot's memory of failed moves: `autopilot-memory.json` beside the map. */
+  async loadAutopilotMemory(): Promise<string | undefined> {
+    const file = join(this.dataDir, MEMORY);
+    let st;
+    try {
+      st = statSync(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw new UserError(`cannot read ${file}: ${errorMessage(err)}`);
+    }
+    if (!st.isFile() || st.size > MAX_MEMORY_BYTES)
+      throw new UserError(
+        `${file} is not the autopilot's memory (not a file of at most ${MAX_MEMORY_BYTES} bytes)`,
+      );
+    return readFileSync(file, "utf8");
+  }
+
+  async saveAutopilotMemory(text: string): Promise<void> {
+    if (Buffer.byteLength(text) > MAX_MEMORY_BYTES)
+      throw new UsageError(`the autopilot's memory is over ${MAX_MEMORY_BYTES} bytes`);
+    writeAtomic(join(this.dataDir, MEMORY), text);
+  }
 }
 
 /** Keeps every record in flight and the newest JOURNAL_HISTORY ended ones. */

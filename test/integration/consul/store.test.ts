@@ -11,6 +11,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MoveBackoffs } from "../../../src/cluster/autopilot-migrate.js";
+import { AutopilotMemory } from "../../../src/cluster/autopilot-memory.js";
 import { runCli } from "../../../src/cli.js";
 import { canonicalMap } from "../../../src/consul/codec.js";
 import { ConsulHttp } from "../../../src/consul/http.js";
@@ -155,6 +157,48 @@ describe("orphan chunks", () => {
       updatedAt: smallMap().updatedAt + 1,
     });
     await store.close();
+  });
+});
+
+describe("the autopilot's memory of failed moves in Consul", () => {
+  it("is one key beside the map: what one process saves, another takes up; junk there is logged, then replaced", async () => {
+    const prefix = uniquePrefix("memory");
+    const T0 = Date.UTC(2026, 0, 1, 12);
+    const policy = { initialMs: 60_000, maxMs: 3_600_000 };
+    const logs: string[] = [];
+    const log = (m: string) => logs.push(m);
+    const a = new AutopilotMemory(new MoveBackoffs(policy), new MoveBackoffs(policy));
+    const storeA = open(prefix);
+    expect(await storeA.loadAutopilotMemory()).toBeUndefined();
+    a.moves.failed({ shard: "shard-3", target: "node-2", error: "409 shard-exists" }, T0);
+    await a.keep(storeA, log);
+    expect(await rawKeys(consul.addr, prefix)).toEqual([`${prefix}autopilot-memory`]);
+    // another process (a new leader) takes it up
+    const b = new AutopilotMemory(new MoveBackoffs(policy), new MoveBackoffs(policy));
+    const storeB = open(prefix);
+    await b.recall(storeB, log);
+    expect(b.moves.active(T0 + 1000).map((e) => `${e.shard}→${e.target}`)).toEqual(["shard-3→node-2"]);
+    // someone writes junk under the key: logged, the process keeps its state, and its next save replaces it
+    await rawPut(consul.addr, `${prefix}autopilot-memory`, "\u0000garbage");
+    b.moves.failed({ shard: "shard-4", target: "node-1", error: "down" }, T0);
+    await b.recall(storeB, log);
+    expect(logs.join("\n")).toMatch(/memory of failed moves in the store is unreadable \(not JSON\)/);
+    expect(
+      b.moves
+        .entries()
+        .map((e) => e.shard)
+        .sort(),
+    ).toEqual(["shard-3", "shard-4"]);
+    await b.keep(storeB, log);
+    const c = new AutopilotMemory(new MoveBackoffs(policy), new MoveBackoffs(policy));
+    await c.recall(open(prefix), log);
+    expect(
+      c.moves
+        .entries()
+        .map((e) => e.shard)
+        .sort(),
+    ).toEqual(["shard-3", "shard-4"]);
+    await Promise.all([storeA.close(), storeB.close()]);
   });
 });
 

@@ -6,6 +6,7 @@ import {
   activeBackoffs,
   backoffDelayMs,
   describeBackoff,
+  parseBackoffEntries,
   pruneBackoffs,
   recordMoveFailure,
   recordMoveSuccess,
@@ -132,5 +133,60 @@ describe("hostile back-off policies", () => {
         { initial: "--move-backoff", max: "--move-backoff-max" },
       ),
     ).toThrow(/^--move-backoff must be a positive number/);
+  });
+});
+
+describe("a back-off state read back from the store", () => {
+  const good = (o: Partial<MoveBackoffEntry> = {}) => ({
+    shard: "shard-1",
+    target: "node-2",
+    failures: 2,
+    failedAt: T0,
+    until: T0 + 999_999,
+    lastError: "409 shard-exists",
+    ...o,
+  });
+
+  it("takes each good entry, with its back-off recomputed under the reader's policy", () => {
+    const r = parseBackoffEntries([good(), good({ shard: "shard-2", failures: 9 })], policy);
+    expect(r.refused).toBe(0);
+    // 2 failures: 2 s after the last one, whatever `until` the writer had
+    expect(r.entries[0]).toEqual({ ...good(), until: T0 + 2000 });
+    expect(r.entries[1].until).toBe(T0 + 8000);
+    // the state round-trips through the schedule's own functions
+    expect(activeBackoffs(r.entries, T0 + 1000).map((e) => e.shard)).toEqual(["shard-1", "shard-2"]);
+  });
+
+  it("drops what does not parse, entry by entry, and never half takes one", () => {
+    const hostile: unknown[] = [
+      null,
+      "shard-1",
+      [],
+      good({ shard: "" }),
+      good({ shard: "x".repeat(513) }),
+      good({ target: 7 as unknown as string }),
+      good({ failures: 0 }),
+      good({ failures: 1.5 }),
+      good({ failedAt: Number.NaN }),
+      good({ failedAt: -1 }),
+      good({ lastError: undefined as unknown as string }),
+      { ...good(), failures: "2" },
+      good(),
+      good(), // the same pair twice: the first one counts
+    ];
+    const r = parseBackoffEntries(hostile, policy);
+    expect(r.entries).toEqual([{ ...good(), until: T0 + 2000 }]);
+    expect(r.refused).toBe(hostile.length - 1);
+    expect(
+      parseBackoffEntries([good({ lastError: "e".repeat(5000) })], policy).entries[0].lastError,
+    ).toHaveLength(2000);
+  });
+
+  it("refuses a value that is not a state at all, or too large a one", () => {
+    for (const v of [undefined, null, {}, "[]", 3])
+      expect(() => parseBackoffEntries(v, policy)).toThrow(UsageError);
+    expect(() => parseBackoffEntries(new Array(10_001).fill(good()), policy)).toThrow(
+      /at most 10000 entries/,
+    );
   });
 });
