@@ -114,10 +114,12 @@ export class AgentRpc {
     method: string,
     path: string,
     body?: unknown,
+    opts: { signal?: AbortSignal } = {},
   ): Promise<{ status: number; body: T }> {
     const res = await this.request(address, method, path, {
       headers: body === undefined ? {} : { "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
+      signal: opts.signal,
     });
     let parsed: unknown = undefined;
     try {

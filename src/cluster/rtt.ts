@@ -21,6 +21,11 @@ import { resolveClientToken } from "./local.js";
 export const RTT_SAMPLES = 5;
 /** The agents' probe budget (10 s) plus slack for the answer. */
 const PROBE_CALL_TIMEOUT_MS = 13_000;
+/**
+ * An agent asked to probe must answer GET /health within this while it works: one that does not
+ * (stopped, paused, cut off) is given up at once rather than after the whole probe budget.
+ */
+export const PROBE_LIVENESS_TIMEOUT_MS = 3000;
 
 /** One agent→agent measurement as an agent reported it. */
 export interface RttPair {
@@ -136,7 +141,14 @@ export function parsePeerResults(from: string, value: unknown, asked: ReadonlySe
 export async function measureRtts(
   map: LocationMap,
   rpc: AgentRpc,
-  opts: { zones?: readonly string[]; samples?: number; timeoutMs?: number; now?: () => number } = {},
+  opts: {
+    zones?: readonly string[];
+    samples?: number;
+    timeoutMs?: number;
+    now?: () => number;
+    /** How long an agent asked to probe may take to answer GET /health (default PROBE_LIVENESS_TIMEOUT_MS). */
+    livenessTimeoutMs?: number;
+  } = {},
 ): Promise<MeasuredRtts> {
   const samples = opts.samples ?? RTT_SAMPLES;
   const agents = map.nodes.filter((n) => n.address !== "");
@@ -149,17 +161,40 @@ export async function measureRtts(
         statuses.push({ node: origin.id, zone: origin.zone, ok: true });
         return;
       }
+      // beside the probe, a liveness check: an agent that cannot even answer /health is given up
+      // at once, instead of after the whole probe budget
+      const giveUp = new AbortController();
+      const liveMs = opts.livenessTimeoutMs ?? PROBE_LIVENESS_TIMEOUT_MS;
+      let dead: string | undefined;
+      const checked = rpc
+        .request(origin.address, "GET", "/health", { auth: false, signal: AbortSignal.timeout(liveMs) })
+        .then(
+          () => undefined,
+          (err: Error) =>
+            err.name === "TimeoutError" || err.name === "AbortError"
+              ? `no answer to GET /health within ${liveMs} ms (stopped, paused or cut off?)`
+              : undefined, // refused or reset: the probe's own error says it
+        )
+        .then((why) => {
+          if (why) {
+            dead = why;
+            giveUp.abort();
+          }
+        });
       try {
-        const r = await rpc.json<{ peers?: unknown; error?: string; message?: string }>(
-          origin.address,
-          "POST",
-          "/v1/admin/probe",
-          {
-            peers: others.map((n) => ({ id: n.id, address: n.address })),
-            samples,
-            ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
-          },
-        );
+        const r = await rpc
+          .json<{ peers?: unknown; error?: string; message?: string }>(
+            origin.address,
+            "POST",
+            "/v1/admin/probe",
+            {
+              peers: others.map((n) => ({ id: n.id, address: n.address })),
+              samples,
+              ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+            },
+            { signal: giveUp.signal },
+          )
+          .finally(() => giveUp.abort());
         if (r.status !== 200) {
           const why =
             r.status === 401
@@ -174,7 +209,8 @@ export async function measureRtts(
         reports.push({ node: origin.id, peers: parsePeerResults(origin.id, r.body?.peers, asked) });
         statuses.push({ node: origin.id, zone: origin.zone, ok: true });
       } catch (err) {
-        statuses.push({ node: origin.id, zone: origin.zone, ok: false, error: errorMessage(err) });
+        await checked;
+        statuses.push({ node: origin.id, zone: origin.zone, ok: false, error: dead ?? errorMessage(err) });
       }
     }),
   );

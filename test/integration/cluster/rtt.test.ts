@@ -256,6 +256,27 @@ describe("the probe endpoint refuses hostile input", () => {
     expect((await http(agents[0].port, "GET", "/health")).status).toBe(200);
   });
 
+  it("`shardctl rtt` gives up on a paused agent once it misses /health, not after the whole probe budget", async () => {
+    agents[1].child.kill("SIGSTOP");
+    try {
+      const started = Date.now();
+      const r = await cli("rtt", "--json");
+      const took = Date.now() - started;
+      expect(r.code, r.err).toBe(0);
+      expect(r.err).toMatch(/warning: node-2 measured nothing: no answer to GET \/health within 3000 ms/);
+      // the others measured each other, and reported node-2 per peer
+      const m = JSON.parse(r.out) as { rttMs: (number | null)[][]; nodes: string[]; zones: string[] };
+      expect(m.rttMs[m.zones.indexOf("a")][m.nodes.indexOf("node-3")]).toBeGreaterThanOrEqual(2 * DELAY_MS);
+      expect(m.rttMs[m.zones.indexOf("b")].every((x) => x === null)).toBe(true);
+      expect(r.err).toMatch(/node-1 → node-2: /);
+      // the probe budget alone is 10 s (13 s with the answer's slack): the paused agent did not hold it up
+      expect(took).toBeLessThan(9000);
+    } finally {
+      agents[1].child.kill("SIGCONT");
+    }
+    expect((await http(agents[1].port, "GET", "/health")).status).toBe(200);
+  });
+
   it("`shardctl rtt` names an agent that is down and still measures the rest", async () => {
     // a map with a fourth node whose agent is not running
     const closed = await freePort();
