@@ -612,6 +612,18 @@ function accessRequest(
       segments,
     });
   }
+  if (parts.length === 3 && parts[2] === "export") {
+    // GET /v1/access/export: every segment's windows in one binary answer (the SCAW1 form of the
+    // windows file), for a collector that would otherwise ask segment by segment
+    const bytes = w.serialize();
+    res.writeHead(200, {
+      "content-type": "application/octet-stream",
+      "content-length": bytes.length,
+      "x-now-ms": String(now),
+    });
+    res.end(bytes);
+    return;
+  }
   const segment = Number(parts[2]);
   if (!Number.isInteger(segment) || segment < 0 || segment >= w.segmentCount) {
     throw badRequest(`segment must be an integer in 0..${w.segmentCount - 1}`);

@@ -8,6 +8,9 @@
  * in this collection, none of it half. Slot numbers are times on the clock of
  * the agent that counted them; each agent's are moved onto this machine's
  * clock, so that an agent whose clock is off does not look idle or stale.
+ * Each agent is asked for all its windows in one binary answer (GET
+ * /v1/access/export, the windows file's checksummed form); an agent from
+ * before that endpoint is asked segment by segment.
  */
 import type { Config } from "../config.js";
 import { AccessWindows, type SegmentWindows, type WindowLevel } from "../engine/access-windows.js";
@@ -64,10 +67,20 @@ export async function agentClock(
  * With nodes unreachable the collection is incomplete: callers must not
  * commit decisions on it (see layoutChangeBlocker).
  */
+export interface CollectOptions {
+  /**
+   * Ask each agent segment by segment (GET /v1/access/:segment/export) instead of for all its
+   * windows in one binary answer (GET /v1/access/export); for the benchmark's baseline. Agents from
+   * before the bulk export are asked this way anyway.
+   */
+  perSegment?: boolean;
+}
+
 export async function collectWindows(
   config: Config,
   vm: VersionedMap | null,
   timeoutMs = 5000,
+  opts: CollectOptions = {},
 ): Promise<CollectedWindows> {
   const nodes = vm?.map.nodes.filter((n) => n.address) ?? [];
   if (!vm || nodes.length === 0) return { windows: loadWindows(config), source: "file", unreachable: [] };
@@ -92,7 +105,7 @@ export async function collectWindows(
         try {
           // Only the owner's history counts: a former owner may still hold a stale copy.
           const owned = (s: number) => table.nodeOfSegment(s) === node.id;
-          const staged = await nodeWindows(rpc, node, config, owned);
+          const staged = await nodeWindows(rpc, node, config, owned, opts);
           // all of a node's windows or none: a bad answer halfway leaves no half of its history
           for (const s of staged.activeSegments()) windows.importSegment(staged.exportSegment(s)!);
         } catch (err) {
@@ -118,6 +131,7 @@ async function nodeWindows(
   node: NodeInfo,
   config: Config,
   owned: (segment: number) => boolean,
+  opts: CollectOptions = {},
 ): Promise<AccessWindows> {
   const sent = Date.now();
   const res = await rpc.json<unknown>(node.address, "GET", "/v1/access?window=1");
@@ -138,6 +152,42 @@ async function nodeWindows(
   // its time when it answered, against the middle of the round trip here
   const offset = list.nowMs - (sent + received) / 2;
   const clockOffset = Math.abs(offset) > (received - sent) / 2 + CLOCK_TOLERANCE_MS ? offset : 0;
+  if (!opts.perSegment) {
+    const bulk = await rpc.request(node.address, "GET", "/v1/access/export");
+    if (bulk.status === 200) {
+      const what = "GET /v1/access/export";
+      let remote: AccessWindows;
+      try {
+        remote = AccessWindows.deserialize(bulk.body);
+      } catch (err) {
+        throw new Error(`${what}: the answer is not an agent's windows (${errorMessage(err)})`);
+      }
+      if (
+        remote.segmentCount !== staged.segmentCount ||
+        remote.zones.join(",") !== staged.zones.join(",") ||
+        JSON.stringify(remote.levels) !== JSON.stringify(staged.levels)
+      ) {
+        throw new Error(
+          `${what}: the windows are of ${remote.segmentCount} segments with zones ${remote.zones.join(",")} and levels ${shape(remote.levels)}, not what its access list said`,
+        );
+      }
+      for (const segment of remote.activeSegments()) {
+        if (!owned(segment)) continue;
+        try {
+          staged.importSegment(remote.exportSegment(segment)!, clockOffset);
+        } catch (err) {
+          throw new Error(`segment ${segment}: ${errorMessage(err)}`);
+        }
+      }
+      return staged;
+    }
+    // an agent from before the bulk export answers 400 (no such segment) or 404: ask segment by segment
+    if (bulk.status !== 400 && bulk.status !== 404) {
+      throw new Error(
+        `GET /v1/access/export answered ${answerText({ status: bulk.status, body: jsonOf(bulk.body) })}`,
+      );
+    }
+  }
   for (const { segment } of list.segments) {
     if (!owned(segment)) continue;
     const exp = await rpc.json<SegmentWindows>(node.address, "GET", `/v1/access/${segment}/export`);
@@ -179,6 +229,15 @@ function accessList(body: unknown, node: NodeInfo): AccessList {
     );
   }
   return b as AccessList;
+}
+
+/** A body as JSON, when it is JSON (for the message of an error answer). */
+function jsonOf(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString("utf8"));
+  } catch {
+    return undefined;
+  }
 }
 
 /** A status and, when the body says it, why. */

@@ -8,6 +8,7 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
+import { AccessWindows } from "../../../src/engine/access-windows.js";
 import { initialLayout } from "../../../src/engine/location-map.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import {
@@ -440,6 +441,16 @@ describe("the routing client", () => {
     expect(series.series).toHaveLength(10);
     const exported = (await http(a.port, "GET", `/v1/access/${seg}/export`)).json();
     expect(exported.segment).toBe(seg);
+    // every segment's windows at once, as bytes (the windows file's form), for collectors
+    const bulk = await http(a.port, "GET", "/v1/access/export");
+    expect(bulk.status).toBe(200);
+    expect(bulk.headers["content-type"]).toBe("application/octet-stream");
+    expect(Number(bulk.headers["x-now-ms"])).toBeGreaterThan(0);
+    const all = AccessWindows.deserialize(bulk.body);
+    expect([...all.activeSegments()]).toEqual(access.segments.map((x) => x.segment));
+    expect(all.exportSegment(seg)).toEqual(exported);
+    expect((await http(a.port, "GET", "/v1/access/export", { token: null })).status).toBe(401);
+    expect((await http(a.port, "POST", "/v1/access/export")).status).toBe(405);
     expect((await http(a.port, "GET", `/v1/access/99999/series`)).status).toBe(400);
     // a window is a decimal number of seconds the windows can answer for (48 h by default), nothing else
     expect((await http(a.port, "GET", "/v1/access?window=172800")).status).toBe(200);

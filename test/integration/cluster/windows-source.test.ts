@@ -24,6 +24,7 @@ import {
   type SegmentRange,
   type VersionedMap,
 } from "../../../src/engine/location-map.js";
+import { AccessWindows } from "../../../src/engine/access-windows.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { admin, put, startAgent, stopAgent, tempDir, TOKEN, type AgentProc } from "../agent/harness.js";
 
@@ -121,6 +122,13 @@ beforeAll(async () => {
         answer.on("data", (c: Buffer) => chunks.push(c));
         answer.on("end", () => {
           const path = req.url ?? "";
+          if (path === "/v1/access/export") {
+            bulkCount++;
+            // an agent from before the bulk export answers 404: the collector asks segment by segment
+            if (legacy) return void res.writeHead(404).end('{"error":"no-route"}');
+            const [status, body] = spoilBulk(answer.statusCode ?? 0, Buffer.concat(chunks));
+            return void res.writeHead(status, { "content-type": "application/octet-stream" }).end(body);
+          }
           const n = path.endsWith("/export") ? ++exportCount : 0;
           const [status, body] = spoil(path, answer.statusCode ?? 0, Buffer.concat(chunks), n);
           res.writeHead(status, { "content-type": "application/json" }).end(body);
@@ -133,6 +141,11 @@ beforeAll(async () => {
 }, 120_000);
 
 let exportCount = 0;
+let bulkCount = 0;
+/** The proxy answers GET /v1/access/export with 404, as an agent from before it. */
+let legacy = false;
+/** How the proxy spoils node-1's bulk export. */
+let spoilBulk: (status: number, body: Buffer) => [number, Buffer | string] = (s, b) => [s, b];
 
 afterAll(async () => {
   await new Promise((r) => (proxy ? proxy.close(r) : r(undefined)));
@@ -194,9 +207,68 @@ describe("collectWindows from real agents", () => {
       /segment \d+: .*segment \d+/,
     ],
   ];
+  it("takes all of an agent's windows in one binary answer, or segment by segment from an agent without it", async () => {
+    spoil = (_p, s, b) => [s, b];
+    spoilBulk = (s, b) => [s, b];
+    const addr = proxy!.address() as AddressInfo;
+    for (const old of [false, true]) {
+      legacy = old;
+      exportCount = 0;
+      bulkCount = 0;
+      const c = await collectWindows(config, vm({ "node-1": `127.0.0.1:${addr.port}` }));
+      expect(c.unreachable.map((u) => u.node)).toEqual(["node-3"]); // its segment count differs
+      expect(counts(c.windows, "node-1")).toEqual(new Array(WRITES).fill(1));
+      expect(counts(c.windows, "node-2")).toEqual(new Array(WRITES).fill(1));
+      expect(bulkCount).toBe(1);
+      expect(exportCount).toBe(old ? WRITES : 0);
+    }
+    legacy = false;
+  });
+
+  const bulkSpoilers: [string, typeof spoilBulk, RegExp][] = [
+    [
+      "HTML in place of the windows",
+      () => [200, "<html>oops</html>"],
+      /access\/export: .*not an agent's windows/,
+    ],
+    ["a 502", () => [502, '{"message":"bad gateway"}'], /access\/export answered HTTP 502: bad gateway/],
+    ["the windows cut off", (s, b) => [s, b.subarray(0, b.length >> 1)], /not an agent's windows .*corrupt/],
+    [
+      "a byte flipped in the windows",
+      (s, b) => {
+        const c = Buffer.from(b);
+        c[c.length >> 1] ^= 0x40;
+        return [s, c];
+      },
+      /checksum mismatch/,
+    ],
+    [
+      "the windows of another segment count than its access list said",
+      (s) => [
+        s,
+        Buffer.from(new AccessWindows({ segmentCount: SEGMENTS * 2, zones: ["a", "b", "c"] }).serialize()),
+      ],
+      /the windows are of 128 segments .*not what its access list said/,
+    ],
+  ];
+  for (const [what, fn, message] of bulkSpoilers) {
+    it(`reports a peer whose bulk export is ${what}, keeps none of its windows and uses the others`, async () => {
+      spoilBulk = fn;
+      legacy = false;
+      const addr = proxy!.address() as AddressInfo;
+      const c = await collectWindows(config, vm({ "node-1": `127.0.0.1:${addr.port}` }));
+      expect(c.unreachable.find((u) => u.node === "node-1")?.error).toMatch(message);
+      for (const s of written.get("node-1")!) expect(c.windows.exportSegment(s)).toBeUndefined();
+      expect(counts(c.windows, "node-2")).toEqual(new Array(WRITES).fill(1));
+      spoilBulk = (st, b) => [st, b];
+    });
+  }
+
   for (const [what, fn, message] of spoilers) {
     it(`reports a peer answering with ${what}, keeps none of its windows and uses the others`, async () => {
       spoil = fn;
+      // the per-segment answers are those of an agent from before the bulk export
+      legacy = true;
       exportCount = 0;
       const addr = proxy!.address() as AddressInfo;
       const c = await collectWindows(config, vm({ "node-1": `127.0.0.1:${addr.port}` }));
