@@ -19,7 +19,7 @@ import { ShardClient } from "../src/client/shard-client.js";
 import { collectWindows } from "../src/cluster/windows-source.js";
 import { loadConfig } from "../src/config.js";
 import { EmbeddedStore } from "../src/store/embedded.js";
-import { createServer } from "node:net";
+import { freePortRange } from "../test/helpers/ports.js";
 import { emit, log, now, percentile, round } from "./_util.js";
 
 const arg = (name: string, dflt: number) => {
@@ -29,23 +29,6 @@ const arg = (name: string, dflt: number) => {
 const SEGMENTS = arg("segments", 4096);
 const KEYS = arg("keys", 20_000);
 const ROUNDS = arg("rounds", 5);
-
-/** A base port whose next n ports are free now (below the ephemeral range, as the tests pick them). */
-async function consecutiveFreePorts(n: number): Promise<number> {
-  const bindable = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const srv = createServer();
-      srv.once("error", () => resolve(false));
-      srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
-    });
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 12000);
-    let ok = true;
-    for (let i = 0; i < n && ok; i++) ok = await bindable(base + i);
-    if (ok) return base;
-  }
-  throw new Error(`no ${n} consecutive free ports between 20000 and 32000`);
-}
 
 const dir = mkdtempSync(join(tmpdir(), "shardctl-bench-windows-"));
 const env: NodeJS.ProcessEnv = {
@@ -60,7 +43,7 @@ const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
 const cli = (...args: string[]) => runCli(["--data-dir", dir, ...args], { out: sink(), err: sink() }, env);
 
 try {
-  const base = await consecutiveFreePorts(3);
+  const base = await freePortRange(3);
   log(`starting 3 local agents (${SEGMENTS} segments) in ${dir}`);
   if ((await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c", "--base-port", String(base))) !== 0)
     throw new Error("shardctl up --local failed");

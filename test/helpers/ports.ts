@@ -38,3 +38,25 @@ export async function freePorts(n: number): Promise<number[]> {
 export async function freePort(): Promise<number> {
   return (await freePorts(1))[0];
 }
+
+/**
+ * A base port whose next `n` ports are all free now, for `up --local --base-port`.
+ * Chosen below Linux's ephemeral range (32768–60999), so that the outgoing
+ * connections of tests running alongside cannot take base + 1 … base + n - 1
+ * between this check and the agents' start.
+ */
+export async function freePortRange(n: number): Promise<number> {
+  const bindable = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once("error", () => resolve(false));
+      s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+    });
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * (12000 - n));
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) ok = await bindable(base + i);
+    if (ok) return base;
+  }
+  throw new Error(`no ${n} consecutive free ports found between 20000 and 32000`);
+}

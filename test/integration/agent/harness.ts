@@ -5,39 +5,17 @@ import { Agent as HttpAgent, request } from "node:http";
 
 /** Keep-alive connections for tests that send many requests to one agent. */
 export const keepAlive = new HttpAgent({ keepAlive: true, maxSockets: 32 });
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { freePort } from "../../helpers/ports.js";
+import { freePort, freePortRange } from "../../helpers/ports.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../../..");
 export const TOKEN = "test-token-0123456789";
 
-export { freePort };
-
-/**
- * A base port whose next `n` ports are all free now, for `up --local --base-port`.
- * Chosen below Linux's ephemeral range (32768–60999), so that the outgoing
- * connections of tests running alongside cannot take base + 1 … base + n - 1
- * between this check and the agents' start.
- */
-export async function freePortRange(n: number): Promise<number> {
-  const bindable = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once("error", () => resolve(false));
-      s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
-    });
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * (12000 - n));
-    let ok = true;
-    for (let i = 0; i < n && ok; i++) ok = await bindable(base + i);
-    if (ok) return base;
-  }
-  throw new Error(`no ${n} consecutive free ports found between 20000 and 32000`);
-}
+export { freePort, freePortRange };
 
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `shardctl-${prefix}-`));

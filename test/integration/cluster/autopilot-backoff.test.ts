@@ -10,16 +10,14 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ShardClient } from "../../../src/client/shard-client.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
-import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { repoRoot, shardctlCommand } from "../../helpers/cli.js";
 import { http, tempDir } from "../agent/harness.js";
 import {
   clusterCli,
   clusterEnv,
   downLocalCluster,
-  keysIn,
+  plantRefusedMove,
   logStamps,
   readMapFile,
   until,
@@ -48,40 +46,13 @@ afterAll(async () => {
 
 describe("a move that keeps failing", () => {
   it("backs off (doubling, capped), lets the other move go ahead, and goes through once the target accepts", async () => {
-    const { map } = readMapFile(dir);
-    const nodeIn = (zone: string) => map.nodes.find((n) => n.zone === zone)!;
-    const [a, b, c] = [nodeIn("a"), nodeIn("b"), nodeIn("c")];
-    const onA = map.shards.filter((s) => s.node === a.id);
-    const [p, q] = onA;
-    // p's traffic comes from zone b, q's from zone c: the planner moves p to b and q to c
-    const keyP = keysIn(seg, p.ranges, "backoff-p-")[0];
-    const keyQ = keysIn(seg, q.ranges, "backoff-q-")[0];
-    const fromB = new ShardClient({
-      store: new EmbeddedStore(dir),
+    // the planner moves p to b and q to c; b refuses p every time (it holds a newer copy)
+    const { a, b, c, p, q, keyP, fromB, bPort, plantEpoch } = await plantRefusedMove(
+      dir,
       token,
-      originZone: "b",
-      deadlineMs: 20_000,
-    });
-    const fromC = new ShardClient({
-      store: new EmbeddedStore(dir),
-      token,
-      originZone: "c",
-      deadlineMs: 20_000,
-    });
-    for (let i = 0; i < 60; i++) {
-      await fromB.put(keyP, `p${i}`);
-      await fromC.put(keyQ, `q${i}`);
-    }
-    // b refuses p: it already holds a copy of p at a newer epoch (409 shard-exists)
-    const plantEpoch = p.epoch + 5;
-    const bPort = Number(b.address.split(":")[1]);
-    const planted = await http(bPort, "POST", `/v1/admin/shards/${p.id}/receive`, {
-      token,
-      body: JSON.stringify({ epoch: plantEpoch }),
-      headers: { "content-type": "application/json" },
-    });
-    expect(planted.status).toBe(201);
-
+      seg,
+      "backoff",
+    );
     const cfg = join(dir, "backoff.yaml");
     // no resharding in the way: nothing splits, nothing merges
     writeFileSync(cfg, "reshard:\n  splitRate: 1000000\n  mergeRate: 0\n  shardLoadCap: 1000000\n");
@@ -192,7 +163,6 @@ describe("a move that keeps failing", () => {
     expect(lastCycle).not.toMatch(/backing off/);
     expect((await fromB.get(keyP))?.value.toString()).toBe("p59");
     fromB.close();
-    fromC.close();
 
     pilot.kill("SIGTERM");
     expect(await exited).toBe(0);

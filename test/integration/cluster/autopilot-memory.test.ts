@@ -11,16 +11,14 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ShardClient } from "../../../src/client/shard-client.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
-import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { shardctlCommand } from "../../helpers/cli.js";
-import { http, tempDir } from "../agent/harness.js";
+import { tempDir } from "../agent/harness.js";
 import {
   clusterCli,
   clusterEnv,
   downLocalCluster,
-  keysIn,
+  plantRefusedMove,
   readMapFile,
   upLocalCluster,
   writeZoneMatrix,
@@ -45,31 +43,9 @@ afterAll(async () => {
 
 describe("the autopilot's back-off across processes", () => {
   it("a second `autopilot --once` does not try again a move that failed in the first", async () => {
-    const { map } = readMapFile(dir);
-    const nodeIn = (zone: string) => map.nodes.find((n) => n.zone === zone)!;
-    const [a, b, c] = [nodeIn("a"), nodeIn("b"), nodeIn("c")];
-    const [p, q] = map.shards.filter((s) => s.node === a.id);
-    // p's traffic comes from zone b, q's from zone c: the planner moves p to b and q to c
-    const keyP = keysIn(seg, p.ranges, "memory-p-")[0];
-    const keyQ = keysIn(seg, q.ranges, "memory-q-")[0];
-    const client = (zone: string) =>
-      new ShardClient({ store: new EmbeddedStore(dir), token, originZone: zone, deadlineMs: 20_000 });
-    const fromB = client("b");
-    const fromC = client("c");
-    for (let i = 0; i < 60; i++) {
-      await fromB.put(keyP, `p${i}`);
-      await fromC.put(keyQ, `q${i}`);
-    }
+    // the planner moves p to b and q to c; b refuses p every time (it holds a newer copy)
+    const { a, b, c, p, q, fromB } = await plantRefusedMove(dir, token, seg, "memory");
     fromB.close();
-    fromC.close();
-    // b refuses p: it already holds a copy of p at a newer epoch (409 shard-exists)
-    const bPort = Number(b.address.split(":")[1]);
-    const planted = await http(bPort, "POST", `/v1/admin/shards/${p.id}/receive`, {
-      token,
-      body: JSON.stringify({ epoch: p.epoch + 5 }),
-      headers: { "content-type": "application/json" },
-    });
-    expect(planted.status).toBe(201);
     const cfg = join(dir, "memory.yaml");
     writeFileSync(cfg, "reshard:\n  splitRate: 1000000\n  mergeRate: 0\n  shardLoadCap: 1000000\n");
     const zones = writeZoneMatrix(dir);

@@ -8,8 +8,10 @@ import { join } from "node:path";
 import { expect } from "vitest";
 import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
 import type { Segmenter } from "../../../src/engine/segmenter.js";
+import { ShardClient } from "../../../src/client/shard-client.js";
+import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { cli as runShardctl } from "../../helpers/cli.js";
-import { freePortRange } from "../agent/harness.js";
+import { freePortRange, http } from "../agent/harness.js";
 
 /** The environment for the CLI: `segments` segments, zones a,b,c, nothing inherited that would redirect it. */
 export function clusterEnv(segments = 64): NodeJS.ProcessEnv {
@@ -99,4 +101,37 @@ export function writeZoneMatrix(dir: string): string {
     }),
   );
   return file;
+}
+
+/**
+ * Two moves for the planner on the local cluster, one of which the target refuses: of node a's
+ * shards, p gets writes from zone b and q from zone c (so the planner moves p to b and q to c), and
+ * b already holds a copy of p at a newer epoch (409 shard-exists on every attempt). Returns the
+ * nodes, the two shards, and p's key and the client that wrote it (still open; close it).
+ */
+export async function plantRefusedMove(dir: string, token: string, seg: Segmenter, prefix: string) {
+  const { map } = readMapFile(dir);
+  const nodeIn = (zone: string) => map.nodes.find((n) => n.zone === zone)!;
+  const [a, b, c] = [nodeIn("a"), nodeIn("b"), nodeIn("c")];
+  const [p, q] = map.shards.filter((s) => s.node === a.id);
+  const keyP = keysIn(seg, p.ranges, `${prefix}-p-`)[0];
+  const keyQ = keysIn(seg, q.ranges, `${prefix}-q-`)[0];
+  const client = (zone: string) =>
+    new ShardClient({ store: new EmbeddedStore(dir), token, originZone: zone, deadlineMs: 20_000 });
+  const fromB = client("b");
+  const fromC = client("c");
+  for (let i = 0; i < 60; i++) {
+    await fromB.put(keyP, `p${i}`);
+    await fromC.put(keyQ, `q${i}`);
+  }
+  fromC.close();
+  const plantEpoch = p.epoch + 5;
+  const bPort = Number(b.address.split(":")[1]);
+  const planted = await http(bPort, "POST", `/v1/admin/shards/${p.id}/receive`, {
+    token,
+    body: JSON.stringify({ epoch: plantEpoch }),
+    headers: { "content-type": "application/json" },
+  });
+  expect(planted.status).toBe(201);
+  return { a, b, c, p, q, keyP, fromB, bPort, plantEpoch };
 }
