@@ -242,29 +242,22 @@ function expectRequest(frame: Buffer, shards: Map<string, ShardModel>): Expect {
   let h = shard.history.get(key);
   if (!h) shard.history.set(key, (h = [undefined]));
   if (op === 1) return { kind: "get", shard: sid, key, upTo: h.length - 1 };
+  const write = (existed: boolean | undefined, duplicate: boolean, seq: number): Expect => ({
+    kind: "write",
+    shard: sid,
+    op: op === 2 ? "put" : "delete",
+    existed,
+    duplicate,
+    seq,
+  });
   const known = writeId !== undefined ? shard.writeIds.get(writeId) : undefined;
-  if (known)
-    return {
-      kind: "write",
-      shard: sid,
-      op: op === 2 ? "put" : "delete",
-      existed: known.existed,
-      duplicate: true,
-      seq: known.lsnOf,
-    };
+  if (known) return write(known.existed, true, known.lsnOf);
   const existed = h[h.length - 1] !== undefined;
   h.push(op === 2 ? Buffer.from(value) : undefined);
   const seq = ++shard.applied;
   const result = { existed: op === 3 ? existed : undefined, lsnOf: seq };
   if (writeId !== undefined) shard.writeIds.set(writeId, result);
-  return {
-    kind: "write",
-    shard: sid,
-    op: op === 2 ? "put" : "delete",
-    existed: result.existed,
-    duplicate: false,
-    seq,
-  };
+  return write(result.existed, false, seq);
 }
 
 function expectStream(stream: Buffer, shardIds: string[]): Expected {

@@ -10,12 +10,19 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { defaultConfig, type Config } from "../../../src/config.js";
 import { freePort, freePortRange } from "../../helpers/ports.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../../..");
 export const TOKEN = "test-token-0123456789";
 
 export { freePort, freePortRange };
+
+/** The CLI's config for agents started here: `segments` segments, zones a, b, c, their token. */
+export function agentsConfig(dataDir: string, segments: number): Config {
+  const d = defaultConfig();
+  return { ...d, segments, zones: ["a", "b", "c"], dataDir, agent: { ...d.agent, token: TOKEN } };
+}
 
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `shardctl-${prefix}-`));

@@ -17,7 +17,7 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { collectWindows } from "../../../src/cluster/windows-source.js";
-import { defaultConfig, type Config } from "../../../src/config.js";
+import type { Config } from "../../../src/config.js";
 import {
   initialLayout,
   type LocationMap,
@@ -26,7 +26,15 @@ import {
 } from "../../../src/engine/location-map.js";
 import { AccessWindows } from "../../../src/engine/access-windows.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
-import { admin, put, startAgent, stopAgent, tempDir, TOKEN, type AgentProc } from "../agent/harness.js";
+import {
+  admin,
+  agentsConfig,
+  put,
+  startAgent,
+  stopAgent,
+  tempDir,
+  type AgentProc,
+} from "../agent/harness.js";
 
 const SEGMENTS = 64;
 const AHEAD_MS = 10 * 60_000;
@@ -105,14 +113,7 @@ beforeAll(async () => {
       keys.map((k) => own.segmentOf(k)),
     );
   }
-  const d = defaultConfig();
-  config = {
-    ...d,
-    segments: SEGMENTS,
-    zones: ["a", "b", "c"],
-    dataDir: root,
-    agent: { ...d.agent, token: TOKEN },
-  };
+  config = agentsConfig(root, SEGMENTS);
   // the proxy in front of node-1
   proxy = createServer((req, res) => {
     const up = request(

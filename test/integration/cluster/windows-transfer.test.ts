@@ -11,10 +11,19 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentRpc } from "../../../src/cluster/agent-rpc.js";
 import { collectWindows } from "../../../src/cluster/windows-source.js";
 import { transferWindows } from "../../../src/cluster/windows-transfer.js";
-import { defaultConfig, type Config } from "../../../src/config.js";
+import type { Config } from "../../../src/config.js";
 import { initialLayout, type LocationMap } from "../../../src/engine/location-map.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
-import { admin, put, startAgent, stopAgent, tempDir, TOKEN, type AgentProc } from "../agent/harness.js";
+import {
+  admin,
+  agentsConfig,
+  put,
+  startAgent,
+  stopAgent,
+  tempDir,
+  TOKEN,
+  type AgentProc,
+} from "../agent/harness.js";
 
 const SEGMENTS = 64;
 const AHEAD_MS = 10 * 60_000;
@@ -55,14 +64,7 @@ beforeAll(async () => {
     segments.push(s);
     expect((await put(agents[0].port, shard.id, k, "v")).status).toBe(200);
   }
-  const d = defaultConfig();
-  config = {
-    ...d,
-    segments: SEGMENTS,
-    zones: ["a", "b", "c"],
-    dataDir: root,
-    agent: { ...d.agent, token: TOKEN },
-  };
+  config = agentsConfig(root, SEGMENTS);
 }, 60_000);
 
 afterAll(async () => {
