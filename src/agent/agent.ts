@@ -19,6 +19,7 @@ import { AgentMetrics } from "./metrics.js";
 import { startBinaryServer, type BinaryListener } from "./binary.js";
 import { writeAtomicAsync } from "./fs-util.js";
 import { handleRequest } from "./server.js";
+import { runInSlices } from "./slices.js";
 import { Shard, type ShardOptions } from "./shard.js";
 
 export interface AgentOptions {
@@ -71,6 +72,7 @@ export class Agent {
   private readonly sockets = new Set<Socket>();
   private windowsTimer?: NodeJS.Timeout;
   private windowsSaving?: Promise<void>;
+  private windowsExport?: Promise<{ bytes: Uint8Array; nowMs: number }>;
 
   constructor(readonly opts: AgentOptions) {
     this.log = opts.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`));
@@ -147,11 +149,32 @@ export class Agent {
    */
   saveWindows(): Promise<void> {
     if (this.windowsSaving) return this.windowsSaving;
-    const bytes = this.windows.serialize();
-    this.windowsSaving = writeAtomicAsync(this.windowsFile, bytes)
+    this.windowsSaving = runInSlices(this.windows.serializeSteps())
+      .then((bytes) => writeAtomicAsync(this.windowsFile, bytes))
       .catch((err: Error) => this.log(`could not save access windows: ${err.message}`))
       .finally(() => (this.windowsSaving = undefined));
     return this.windowsSaving;
+  }
+
+  /**
+   * Every segment's windows in their file form (GET /v1/access/export), and
+   * the agent's clock when they were complete: written between other requests
+   * (runInSlices), so that a collector's request does not stall the data
+   * plane; requests that arrive while one is being written share it.
+   */
+  exportWindows(): Promise<{ bytes: Uint8Array; nowMs: number }> {
+    if (this.windowsExport) return this.windowsExport;
+    const exported = runInSlices(this.windows.serializeSteps()).then((bytes) => ({
+      bytes,
+      // (every stamp in it is no later than this)
+      nowMs: Date.now(),
+    }));
+    this.windowsExport = exported;
+    const done = () => {
+      if (this.windowsExport === exported) this.windowsExport = undefined;
+    };
+    exported.then(done, done);
+    return exported;
   }
 
   /** Recovers every shard under <dataDir>/shards. */

@@ -54,7 +54,7 @@
  * not.)
  */
 import { UsageError } from "../errors.js";
-import { fnv1a64Bytes } from "./hash.js";
+import { Fnv1a64, fnv1a64Bytes } from "./hash.js";
 
 export type AccessType = "read" | "write";
 export const ACCESS_TYPES: readonly AccessType[] = ["read", "write"];
@@ -760,14 +760,14 @@ export class AccessWindows {
     stamps[so] = stampToFile(newest0);
     if (newest0 !== EMPTY) {
       const r0 = this.ring0Slots;
-      for (let a = newest0 - r0; a <= newest0; a++) {
+      // (element by element: a subarray per slot would be an object per slot, 60 per segment)
+      for (let a = newest0 - r0; a < newest0; a++) {
         const dst = co + mod(a, this.slots0) * cps;
-        if (a === newest0) cells.set(hot.subarray(h + 2, h + 2 + cps), dst);
-        else {
-          const base = cb + this.ring0Base + mod(a, r0) * cps;
-          cells.set(cold.subarray(base, base + cps), dst);
-        }
+        const src = cb + this.ring0Base + mod(a, r0) * cps;
+        for (let c = 0; c < cps; c++) cells[dst + c] = cold[src + c];
       }
+      const dst = co + mod(newest0, this.slots0) * cps;
+      for (let c = 0; c < cps; c++) cells[dst + c] = hot[h + 2 + c];
     }
     for (let l = 1; l < this.levelCount; l++) {
       stamps[so + l] = stampToFile(readStamp(cold, cb + 2 * (l - 1)));
@@ -913,6 +913,29 @@ export class AccessWindows {
 
   /** The whole store as bytes: magic, header, chunks, checksum (format SCAW1). */
   serialize(): Uint8Array {
+    const steps = this.serializeSteps();
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * serialize() a step at a time, for a caller that must not hold its thread
+   * for the whole store (an agent's event loop: 100,000 segments take about
+   * a second). Each next() does about `segmentsPerStep` segments' worth of
+   * work (laying them out, or checksumming as many bytes); the generator
+   * returns the bytes, the same as serialize() would have given had nothing
+   * changed meanwhile. Events recorded between steps are in the segments not
+   * yet laid out and not in those before (each segment is as it was at its
+   * step, every stamp no later than the last step); a chunk of segments first
+   * touched after the start is left out, as if the store had been written a
+   * moment earlier.
+   */
+  *serializeSteps(segmentsPerStep = 256): Generator<void, Uint8Array, void> {
+    if (!(Number.isInteger(segmentsPerStep) && segmentsPerStep >= 1)) {
+      throw new UsageError(`segmentsPerStep must be a positive integer, got ${segmentsPerStep}`);
+    }
     this.flush();
     const present: number[] = [];
     this.hot.forEach((c, i) => c && present.push(i));
@@ -934,17 +957,34 @@ export class AccessWindows {
     new DataView(out.buffer).setUint32(5, header.length, true);
     out.set(header, 9);
     let off = 9 + header.length;
+    const sum = new Fnv1a64().update(out.subarray(0, off));
+    // the checksum of a step's worth of segments' bytes at a time
+    const sumStep = segmentsPerStep * (nl * 8 + perSegment * 4);
+    let work = 0;
     for (const ci of present) {
       cells.fill(0);
       for (let local = 0; local < CHUNK; local++) {
+        if (work === segmentsPerStep) {
+          yield;
+          work = 0;
+          this.flush(); // events queued meanwhile belong in the segments still to lay out
+        }
         this.toFileLayout(ci, local, stamps, local * nl, cells, local * perSegment);
+        work++;
       }
+      const from = off;
       out.set(new Uint8Array(stamps.buffer), off);
       off += stamps.byteLength;
       out.set(new Uint8Array(cells.buffer), off);
       off += cells.byteLength;
+      for (let p = from; p < off; p += sumStep) {
+        yield;
+        sum.update(out.subarray(p, Math.min(off, p + sumStep)));
+      }
+      this.flush();
+      work = 0;
     }
-    out.set(new TextEncoder().encode(fnv1a64Bytes(out.subarray(0, bodyLen))), bodyLen);
+    out.set(new TextEncoder().encode(sum.hex()), bodyLen);
     return out;
   }
 

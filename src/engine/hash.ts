@@ -170,16 +170,37 @@ export function keyHash64Hex(key: string): string {
 
 /** FNV-1a 64 over raw bytes (used for checksums of plain data, never for keys). */
 export function fnv1a64Bytes(bytes: Uint8Array): string {
-  let hi = OFFSET_HI | 0;
-  let lo = OFFSET_LO | 0;
-  for (let i = 0; i < bytes.length; i++) {
-    lo ^= bytes[i];
-    hi =
-      (Math.imul(hi, 0x1b3) +
-        (lo << 8) +
-        ((((lo >>> 16) * 0x1b3 + (((lo & 0xffff) * 0x1b3) >>> 16)) >>> 16) | 0)) |
-      0;
-    lo = Math.imul(lo, 0x1b3);
+  return new Fnv1a64().update(bytes).hex();
+}
+
+/**
+ * FNV-1a 64 over bytes given in pieces: update() with each piece in turn,
+ * then hex() is fnv1a64Bytes of their concatenation. For a checksum computed
+ * a step at a time (AccessWindows.serializeSteps).
+ */
+export class Fnv1a64 {
+  private hi = OFFSET_HI | 0;
+  private lo = OFFSET_LO | 0;
+
+  update(bytes: Uint8Array): this {
+    let hi = this.hi;
+    let lo = this.lo;
+    for (let i = 0; i < bytes.length; i++) {
+      lo ^= bytes[i];
+      hi =
+        (Math.imul(hi, 0x1b3) +
+          (lo << 8) +
+          ((((lo >>> 16) * 0x1b3 + (((lo & 0xffff) * 0x1b3) >>> 16)) >>> 16) | 0)) |
+        0;
+      lo = Math.imul(lo, 0x1b3);
+    }
+    this.hi = hi;
+    this.lo = lo;
+    return this;
   }
-  return (hi >>> 0).toString(16).padStart(8, "0") + (lo >>> 0).toString(16).padStart(8, "0");
+
+  /** The 16 hex digits of the hash so far. */
+  hex(): string {
+    return (this.hi >>> 0).toString(16).padStart(8, "0") + (this.lo >>> 0).toString(16).padStart(8, "0");
+  }
 }

@@ -633,3 +633,67 @@ describe("AccessWindows record queue", () => {
     expect(AccessWindows.deserialize(w.serialize()).series(3, 0, T0, "c")[9]).toBe(4);
   });
 });
+
+describe("AccessWindows.serializeSteps", () => {
+  /** Windows with events in chunks 0..n-1 (1,024 segments each), two segments per chunk. */
+  function spread(chunks: number) {
+    const w = windows(chunks * 1024);
+    for (let c = 0; c < chunks; c++) {
+      w.record(c * 1024 + 5, false, 0, T0);
+      w.record(c * 1024 + 700, true, 2, T0 + 1500);
+    }
+    return w;
+  }
+  function run(steps: Generator<void, Uint8Array, void>, between: (step: number) => void = () => {}) {
+    let yields = 0;
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return { bytes: r.value, yields };
+      between(++yields);
+    }
+  }
+
+  it("gives the bytes serialize gives, in steps of a few segments' work", () => {
+    const w = spread(10);
+    const { bytes, yields } = run(w.serializeSteps(256));
+    // per chunk, 1,024 segments laid out in 4 steps and their bytes checksummed in 4 more; the last
+    // of these runs on into the next chunk's first: 7 pauses per chunk
+    expect(yields).toBe(10 * 7);
+    expect(Buffer.compare(bytes, w.serialize())).toBe(0);
+    expect(Buffer.compare(run(w.serializeSteps(1)).bytes, bytes)).toBe(0);
+    expect(Buffer.compare(run(w.serializeSteps(5000)).bytes, bytes)).toBe(0);
+    expect(run(windows(5000).serializeSteps(1)).yields).toBe(0); // nothing recorded: no chunk at all
+  });
+
+  it("writes events recorded between steps into the segments still to come, and a whole file", () => {
+    const w = spread(6);
+    const { bytes } = run(w.serializeSteps(256), (step) => {
+      if (step !== 9) return; // chunk 0 is written (7 steps), chunk 1's first 512 segments laid out
+      w.record(5, false, 1, T0 + 2000); // laid out already
+      w.record(1024 + 5, false, 1, T0 + 2000); // laid out already
+      w.record(1024 + 700, false, 1, T0 + 2000); // not yet
+      w.record(5 * 1024 + 5, false, 1, T0 + 2000); // not yet (queued, not applied, here)
+    });
+    const back = AccessWindows.deserialize(bytes); // the checksum covers what was written
+    const last = (s: number) => back.series(s, 0, T0 + 2000, "b").at(-1);
+    expect([last(5), last(1024 + 5), last(1024 + 700), last(5 * 1024 + 5)]).toEqual([0, 0, 1, 1]);
+    expect(w.series(5, 0, T0 + 2000, "b").at(-1)).toBe(1); // and nothing was lost from the store itself
+  });
+
+  it("leaves out a chunk first touched after it started, and keeps the file whole", () => {
+    const w = windows(8 * 1024);
+    w.record(1, false, 0, T0);
+    w.record(3 * 1024, false, 0, T0);
+    const { bytes } = run(w.serializeSteps(), () => w.record(7 * 1024, false, 0, T0));
+    const back = AccessWindows.deserialize(bytes);
+    expect([...back.activeSegments()]).toEqual([1, 3 * 1024]);
+    expect([...w.activeSegments()]).toContain(7 * 1024);
+  });
+
+  it("refuses a step size that is not a positive whole number of segments", () => {
+    const w = spread(2);
+    for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => w.serializeSteps(bad).next()).toThrow(/segmentsPerStep must be a positive integer/);
+    }
+  });
+});

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { fnv1a64Bytes, fnv1a64Hex, keyHash64Hex } from "../../../src/engine/hash.js";
+import { Fnv1a64, fnv1a64Bytes, fnv1a64Hex, keyHash64Hex } from "../../../src/engine/hash.js";
 import { Segmenter, validateKey, decodeKeyBytes, utf8Length } from "../../../src/engine/segmenter.js";
 
 // The key hash is fmix64(FNV-1a 64(utf8(key))); vectors computed independently (Python, big integers).
@@ -44,6 +44,17 @@ describe("fnv1a64", () => {
         .replace(/[\ud800-\udfff]/g, "x");
       expect(fnv1a64Hex(key)).toBe(fnv1a64Bytes(new TextEncoder().encode(key)));
     }
+  });
+
+  it("gives the same hash over bytes given in pieces as over them at once (property)", () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 8 }), (pieces) => {
+        const sum = new Fnv1a64();
+        for (const p of pieces) sum.update(p);
+        expect(sum.hex()).toBe(fnv1a64Bytes(Buffer.concat(pieces)));
+      }),
+    );
+    expect(new Fnv1a64().hex()).toBe("cbf29ce484222325"); // nothing given: the offset basis
   });
 });
 

@@ -1,0 +1,74 @@
+/**
+ * `npm run bench -- windows-stall`: how long an agent's event loop is held
+ * while it writes its access windows (a collector's GET /v1/access/export, the
+ * periodic save to access-windows.bin), with every one of 100,000 segments
+ * active. Baseline, in the same run: serialize() at once, which holds the loop
+ * for its whole time. Measured: the same bytes written in slices
+ * (AccessWindows.serializeSteps through the agent's runInSlices), with a timer
+ * every millisecond standing in for the requests waiting: the longest and the
+ * 99th-percentile gap between its ticks, and the total time. Alternates the
+ * two, --rounds times (default 3). Ends with one JSON line.
+ */
+import { AccessWindows } from "../src/engine/access-windows.js";
+import { runInSlices } from "../src/agent/slices.js";
+import { emit, log, now, percentile, round } from "./_util.js";
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const SEGMENTS = arg("segments", 100_000);
+const ROUNDS = arg("rounds", 3);
+
+const w = new AccessWindows({ segmentCount: SEGMENTS, zones: ["a", "b", "c"] });
+const t0 = Date.now();
+for (let s = 0; s < SEGMENTS; s++) w.record(s, s % 5 === 0, s % 3, t0 - (s % 3600) * 1000);
+log(`${SEGMENTS} active segments, ${round(w.allocatedBytes / 2 ** 20, 1)} MiB of windows`);
+
+/** Runs `job` with a 1 ms timer beside it; the gaps between the timer's ticks (ms). */
+async function ticking(job: () => Promise<unknown>): Promise<{ ms: number; gaps: number[] }> {
+  const gaps: number[] = [];
+  let last = now();
+  const timer = setInterval(() => {
+    const t = now();
+    gaps.push(t - last);
+    last = t;
+  }, 1);
+  const start = now();
+  await job();
+  const ms = now() - start;
+  clearInterval(timer);
+  gaps.push(now() - last);
+  return { ms, gaps };
+}
+
+const atOnce: number[] = [];
+const sliced: { ms: number; max: number; p99: number }[] = [];
+let bytes = 0;
+for (let r = 0; r < ROUNDS; r++) {
+  const a = await ticking(async () => {
+    bytes = w.serialize().length;
+  });
+  atOnce.push(Math.max(...a.gaps));
+  const b = await ticking(() => runInSlices(w.serializeSteps()));
+  const sorted = Float64Array.from(b.gaps).sort();
+  sliced.push({ ms: b.ms, max: sorted[sorted.length - 1], p99: percentile(sorted, 99) });
+  log(
+    `round ${r + 1}: at once ${round(a.ms, 0)} ms (the loop held ${round(atOnce[r], 0)} ms); ` +
+      `in slices ${round(b.ms, 0)} ms, the loop held at most ${round(sliced[r].max, 1)} ms (p99 ${round(sliced[r].p99, 1)} ms)`,
+  );
+  await new Promise((resolve) => setTimeout(resolve, 200));
+}
+const median = (xs: number[]) => Float64Array.from(xs).sort()[Math.floor(xs.length / 2)];
+const stallAtOnce = median(atOnce);
+const stallSliced = median(sliced.map((s) => s.max));
+emit({
+  bench: "windows-stall",
+  segments: SEGMENTS,
+  bytes,
+  at_once_stall_ms: round(stallAtOnce, 1),
+  sliced_total_ms: round(median(sliced.map((s) => s.ms)), 1),
+  sliced_max_stall_ms: round(stallSliced, 1),
+  sliced_p99_gap_ms: round(median(sliced.map((s) => s.p99)), 2),
+  stall_ratio: round(stallSliced / stallAtOnce, 4),
+});

@@ -1,0 +1,78 @@
+/**
+ * An agent writes its access windows (a collector's GET /v1/access/export, the
+ * periodic save to access-windows.bin) and the list of every segment's rates
+ * (GET /v1/access) a few segments at a time, giving its event loop to other
+ * requests in between: with tens of thousands of active segments, writing them
+ * at once held every data request for the whole time.
+ */
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { Agent as HttpAgent } from "node:http";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { AccessWindows } from "../../../src/engine/access-windows.js";
+import { http, startAgent, stopAgent, tempDir, type AgentProc } from "./harness.js";
+
+const SEGMENTS = 40 * 1024;
+
+describe("agent: writing the access windows in slices", () => {
+  let agent: AgentProc | undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (agent) await stopAgent(agent);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    agent = dir = undefined;
+  });
+
+  it("answers other requests while it writes every segment's windows or rates for a collector", async () => {
+    dir = tempDir("export-slices");
+    const dataDir = join(dir, "data");
+    mkdirSync(dataDir, { recursive: true });
+    // windows for every segment, as a long-running agent would have saved them: loaded at start
+    const w = new AccessWindows({ segmentCount: SEGMENTS, zones: ["a", "b", "c"] });
+    const now = Date.now();
+    for (let s = 0; s < SEGMENTS; s++) w.record(s, s % 4 === 0, s % 3, now - (s % 600) * 1000);
+    writeFileSync(join(dataDir, "access-windows.bin"), w.serialize());
+    agent = await startAgent({ dataDir, segments: SEGMENTS });
+    const pool = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+    const port = agent.port;
+    /** GETs path; meanwhile health checks one after another: the answer, and how long each check waited. */
+    async function beside(path: string) {
+      expect((await http(port, "GET", "/health", { pool })).status).toBe(200);
+      const t0 = performance.now();
+      let doneAt = 0;
+      const answer = http(port, "GET", path).then((r) => {
+        doneAt = performance.now();
+        return r;
+      });
+      const waits: number[] = [];
+      while (doneAt === 0) {
+        const sent = performance.now();
+        expect((await http(port, "GET", "/health", { pool })).status).toBe(200);
+        waits.push(performance.now() - sent);
+      }
+      return { answer: await answer, waits, total: doneAt - t0 };
+    }
+    try {
+      const exp = await beside("/v1/access/export");
+      expect(exp.answer.status).toBe(200);
+      const back = AccessWindows.deserialize(exp.answer.body);
+      expect([...back.activeSegments()].length).toBe(SEGMENTS);
+      expect(back.exportSegment(12345)).toEqual(w.exportSegment(12345));
+      // none of the checks waited for the export to be written: writing it at once, the first
+      // waited for most of the export's time (the rest is the transfer)
+      expect(exp.waits.length).toBeGreaterThan(2);
+      expect(Math.max(...exp.waits)).toBeLessThan(exp.total / 3);
+
+      // the same for the rates of every segment that collectors ask for first
+      const list = await beside("/v1/access?window=3600");
+      expect(list.answer.status).toBe(200);
+      const body = list.answer.json() as { segments: { segment: number; total: number }[]; nowMs: number };
+      expect(body.segments.length).toBe(SEGMENTS);
+      expect(body.segments[12345]).toEqual({ segment: 12345, ...w.rate(12345, 3600, body.nowMs) });
+      expect(list.waits.length).toBeGreaterThan(2);
+      expect(Math.max(...list.waits)).toBeLessThan(list.total / 3);
+    } finally {
+      pool.destroy();
+    }
+  });
+});
