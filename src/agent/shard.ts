@@ -633,11 +633,12 @@ export class Shard {
     const lsn = log.durableLsn;
     let written = false;
     try {
-      // a copy of the references, taken synchronously: the state at exactly `lsn` (values are never mutated)
-      const entries = Array.from(this.state);
+      // a copy of the references, taken synchronously: the state at exactly `lsn` (values are never
+      // mutated); as two arrays, not an array per key (StateColumns)
+      const state = { keys: Array.from(this.state.keys()), values: Array.from(this.state.values()) };
       const writeIds = this.writeIds.freeze(); // the ids as of `lsn` too
       log.requestRotation();
-      await writeSnapshot(this.dir, this.id, lsn, entries, writeIds);
+      await writeSnapshot(this.dir, this.id, lsn, state, writeIds);
       // durable: recovery starts from it now, whatever of the clean-up below is done
       written = true;
       this.snapshotLsn = lsn;

@@ -66,13 +66,33 @@ export function parseSnapshotFileName(name: string): number | undefined {
  * `writeIds` (WriteIdTable.freeze at the same moment); yields to the event
  * loop between chunks.
  */
+/**
+ * A shard's state as two arrays in the same order: what `Array.from(state.keys())` and
+ * `Array.from(state.values())` give, taken at once in ~20 ms for a million keys where the
+ * [key, value] pairs of `Array.from(state)` take ~250 ms (an array per key), all of it on the
+ * event loop.
+ */
+export interface StateColumns {
+  keys: readonly string[];
+  values: readonly StateValue[];
+}
+
+function isPairs(s: StateColumns | readonly [string, StateValue][]): s is readonly [string, StateValue][] {
+  return Array.isArray(s);
+}
+
 export async function writeSnapshot(
   dir: string,
   shardId: string,
   lsn: number,
-  entries: [string, StateValue][],
+  state: StateColumns | readonly [string, StateValue][],
   writeIds?: FrozenWriteIds,
 ): Promise<string> {
+  const { keys, values }: StateColumns = isPairs(state)
+    ? { keys: state.map((e) => e[0]), values: state.map((e) => e[1]) }
+    : state;
+  if (keys.length !== values.length)
+    throw new Error(`a snapshot of ${keys.length} keys was given ${values.length} values`);
   const idCount = writeIds?.count ?? 0;
   const file = join(dir, snapshotFileName(lsn));
   await writeFileAtomic(
@@ -87,7 +107,7 @@ export async function writeSnapshot(
         await writeFully(fh, b, pos);
         pos += b.length;
       };
-      const h: SnapshotHeader = { shardId, lsn, count: entries.length, createdAt: Date.now() };
+      const h: SnapshotHeader = { shardId, lsn, count: keys.length, createdAt: Date.now() };
       // without ids the file is exactly the format before write ids existed
       if (idCount > 0) h.writeIds = idCount;
       const header = Buffer.from(JSON.stringify(h));
@@ -100,8 +120,9 @@ export async function writeSnapshot(
         await write(writeIds.encode(i, Math.min(perChunk, idCount - i)));
       let parts: Buffer[] = [];
       let bytes = 0;
-      for (const [key, v] of entries) {
-        const k = Buffer.from(key, "utf8");
+      for (let i = 0; i < keys.length; i++) {
+        const v = values[i];
+        const k = Buffer.from(keys[i], "utf8");
         const rec = Buffer.allocUnsafe(4 + k.length + 4);
         rec.writeUInt32LE(k.length, 0);
         k.copy(rec, 4);

@@ -100,6 +100,36 @@ describe("SnapshotDecoder", () => {
   });
 });
 
+describe("writeSnapshot", () => {
+  it("writes the state given as two arrays (keys, values) as it writes the same [key, value] pairs", async () => {
+    const pairs: [string, StateValue][] = Array.from({ length: 300 }, (_, i) => [
+      `k${i}`,
+      { value: Buffer.alloc(i % 5, i), lsn: i + 1, timestamp: 5000 + i },
+    ]);
+    const columns = { keys: pairs.map((p) => p[0]), values: pairs.map((p) => p[1]) };
+    const read = async (state: typeof columns | typeof pairs) => {
+      const got: [string, StateValue][] = [];
+      const file = await writeSnapshot(tmp(), "shard-2", 300, state);
+      const header = decodeSnapshot(readFileSync(file), (k, v) => got.push([k, v]));
+      return { header, got };
+    };
+    const a = await read(pairs);
+    const b = await read(columns);
+    expect(b.header.count).toBe(300);
+    expect(b.got).toEqual(a.got);
+    expect(b.got[7]).toEqual(pairs[7]);
+  });
+
+  it("refuses keys and values that do not pair up, and writes no file", async () => {
+    const dir = tmp();
+    const v: StateValue = { value: Buffer.from("x"), lsn: 1, timestamp: 1 };
+    await expect(writeSnapshot(dir, "shard-2", 1, { keys: ["a", "b"], values: [v] })).rejects.toThrow(
+      /2 keys was given 1 values/,
+    );
+    expect(readdirSync(dir)).toEqual([]);
+  });
+});
+
 describe("installing a snapshot into a receiving copy", () => {
   it("replaces the copy, continues the log after it and recovers the same state", async () => {
     const root = tmp();
