@@ -10,8 +10,8 @@
  * two, --rounds times (default 3). Ends with one JSON line.
  */
 import { AccessWindows } from "../src/engine/access-windows.js";
-import { runInSlices } from "../src/agent/slices.js";
-import { emit, log, now, percentile, round } from "./_util.js";
+import { runInSlices } from "../src/slices.js";
+import { emit, log, percentile, round, ticking } from "./_util.js";
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -24,23 +24,6 @@ const w = new AccessWindows({ segmentCount: SEGMENTS, zones: ["a", "b", "c"] });
 const t0 = Date.now();
 for (let s = 0; s < SEGMENTS; s++) w.record(s, s % 5 === 0, s % 3, t0 - (s % 3600) * 1000);
 log(`${SEGMENTS} active segments, ${round(w.allocatedBytes / 2 ** 20, 1)} MiB of windows`);
-
-/** Runs `job` with a 1 ms timer beside it; the gaps between the timer's ticks (ms). */
-async function ticking(job: () => Promise<unknown>): Promise<{ ms: number; gaps: number[] }> {
-  const gaps: number[] = [];
-  let last = now();
-  const timer = setInterval(() => {
-    const t = now();
-    gaps.push(t - last);
-    last = t;
-  }, 1);
-  const start = now();
-  await job();
-  const ms = now() - start;
-  clearInterval(timer);
-  gaps.push(now() - last);
-  return { ms, gaps };
-}
 
 const atOnce: number[] = [];
 const sliced: { ms: number; max: number; p99: number }[] = [];

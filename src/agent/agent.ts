@@ -19,7 +19,7 @@ import { AgentMetrics } from "./metrics.js";
 import { startBinaryServer, type BinaryListener } from "./binary.js";
 import { writeAtomicAsync } from "./fs-util.js";
 import { handleRequest } from "./server.js";
-import { runInSlices } from "./slices.js";
+import { runInSlices } from "../slices.js";
 import { Shard, type ShardOptions } from "./shard.js";
 
 export interface AgentOptions {

@@ -47,7 +47,7 @@ import {
   zoneIndex,
 } from "./data-plane.js";
 import { NO_ROOM } from "./fs-util.js";
-import { runInSlices } from "./slices.js";
+import { runInSlices } from "../slices.js";
 
 const JSON_LIMIT_EXTRA = 1024 * 1024;
 const MAX_BATCH_OPS = 10_000;

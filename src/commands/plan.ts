@@ -31,6 +31,7 @@ import {
   completeNewest,
   elapsedFraction,
   INTERVAL_Z,
+  hotSeries,
   ModelSelectionCache,
   predictAccessPattern,
 } from "../forecast/index.js";
@@ -40,6 +41,7 @@ import { windowsPath } from "../store/windows-file.js";
 import { collectWindows, type CollectedWindows } from "../cluster/windows-source.js";
 import { latencyNote, measureClusterRtts, type MeasuredRtts } from "../cluster/rtt.js";
 import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
+import { runAtOnce, runInSlices } from "../slices.js";
 import { parsePositiveInt, readInputText, segmenterFor } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 import { chooseLevel } from "./predict.js";
@@ -144,7 +146,8 @@ export interface PlanOptions {
  * Demand per segment from the access windows: the forecast of the next
  * horizon per zone (demandFromZoneSeries) from each segment's series at the
  * level predict uses (a minute by default); the horizon is cut to a third of
- * that level's span, and the result says so.
+ * that level's span, and the result says so. A step at a time (runInSlices):
+ * thousands of segments take seconds.
  */
 export function demandFromWindows(
   windows: AccessWindows,
@@ -152,7 +155,18 @@ export function demandFromWindows(
   zones: readonly string[],
   horizonSeconds: number,
   nowMs: number,
-): { demand: SegmentDemand[]; note: string; horizonSeconds: number } {
+): Demand {
+  return runAtOnce(demandFromWindowsSteps(windows, segments, zones, horizonSeconds, nowMs));
+}
+
+/** demandFromWindows a step at a time. */
+export function* demandFromWindowsSteps(
+  windows: AccessWindows,
+  segments: Iterable<number>,
+  zones: readonly string[],
+  horizonSeconds: number,
+  nowMs: number,
+): Generator<void, Demand, void> {
   const level = chooseLevel(windows);
   for (const z of windows.zones) {
     if (!zones.includes(z)) {
@@ -165,6 +179,7 @@ export function demandFromWindows(
   // the newest interval is still running: forecast from its expected whole count (completeNewest)
   const elapsed = elapsedFraction(nowMs, resolutionSeconds);
   const series: SegmentZoneSeries[] = [];
+  let visited = 0;
   for (const segment of segments) {
     const perZone: Record<string, Float64Array> = {};
     let volume = 0;
@@ -172,6 +187,7 @@ export function demandFromWindows(
       perZone[z] = completeNewest(windows.series(segment, level, nowMs, z), elapsed);
       for (const x of perZone[z]) volume += x;
     }
+    if (++visited % 64 === 0) yield;
     if (volume === 0) continue; // nothing to forecast: its writes and totals are not read
     series.push({
       segment,
@@ -180,7 +196,7 @@ export function demandFromWindows(
       totals: completeNewest(windows.series(segment, level, nowMs, "total"), elapsed),
     });
   }
-  return demandFromZoneSeries(series, zones, resolutionSeconds, horizonSeconds, slots);
+  return yield* demandSteps(series, zones, resolutionSeconds, horizonSeconds, slots);
 }
 
 /** One segment's access counts per interval (oldest first), as the windows or an agent give them. */
@@ -204,13 +220,34 @@ export interface SegmentZoneSeries {
  * `horizonSeconds` in intervals, at most a third of `maxPoints` (default: the
  * series' length), at least one.
  */
+export interface Demand {
+  demand: SegmentDemand[];
+  note: string;
+  horizonSeconds: number;
+}
+
 export function demandFromZoneSeries(
   series: readonly SegmentZoneSeries[],
   zones: readonly string[],
   resolutionSeconds: number,
   horizonSeconds: number,
   maxPoints?: number,
-): { demand: SegmentDemand[]; note: string; horizonSeconds: number } {
+): Demand {
+  return runAtOnce(demandSteps(series, zones, resolutionSeconds, horizonSeconds, maxPoints));
+}
+
+/**
+ * demandFromZoneSeries a segment at a time: yields after each segment's forecast. The
+ * `fullSelection` busiest segments get full model selection (the benchmark's baseline gives all).
+ */
+export function* demandSteps(
+  series: readonly SegmentZoneSeries[],
+  zones: readonly string[],
+  resolutionSeconds: number,
+  horizonSeconds: number,
+  maxPoints?: number,
+  fullSelection = FULL_SELECTION_SEGMENTS,
+): Generator<void, Demand, void> {
   const points =
     maxPoints ?? Math.max(0, ...series.flatMap((s) => Object.values(s.perZone).map((v) => v.length)));
   const asked = Math.max(1, Math.round(horizonSeconds / resolutionSeconds));
@@ -228,9 +265,15 @@ export function demandFromZoneSeries(
     resolutionSeconds,
     { horizon: h, priorSpan: h },
   );
+  // full model selection for the busiest segments only (~35 ms each), the cheap tier for the rest
+  const full = hotSeries(
+    accessed.map(({ s }) => totalOf(s.perZone)),
+    1,
+    fullSelection,
+  );
   const cache = new ModelSelectionCache();
   const demand: SegmentDemand[] = [];
-  for (const { s } of accessed) {
+  for (const [i, { s }] of accessed.entries()) {
     const { segment, perZone } = s;
     const f = predictAccessPattern(perZone, {
       intervalSeconds: resolutionSeconds,
@@ -238,6 +281,7 @@ export function demandFromZoneSeries(
       cache,
       cacheKey: String(segment),
       shares: { season, priorSpan: h },
+      selection: full.has(i) ? "full" : "cheap",
     });
     const predicted: number[] = [];
     const recent: number[] = [];
@@ -284,6 +328,7 @@ export function demandFromZoneSeries(
       predictedNext: next,
       writeFraction: t > 0 ? w / t : 0,
     });
+    yield;
   }
   const shares =
     season >= 2
@@ -293,15 +338,32 @@ export function demandFromZoneSeries(
     h < asked
       ? `; the horizon asked for, ${horizonSeconds} s, is cut to ${h * resolutionSeconds} s: a forecast reaches at most a third of the ${points} intervals the windows keep`
       : "";
+  const cheap = accessed.length - full.size;
+  const tiers =
+    cheap > 0
+      ? `; models chosen by full backtests for the ${full.size} busiest segment(s), by the cheap tier (seasonal naive or fixed Holt-Winters) for the other ${cheap}`
+      : "";
   return {
     demand,
-    note: `forecast: ${h} × ${resolutionSeconds} s ahead from the access windows (each segment's total, split by ${shares}), against the ${h} intervals before the latest ${h}${cut}`,
+    note: `forecast: ${h} × ${resolutionSeconds} s ahead from the access windows (each segment's total, split by ${shares}), against the ${h} intervals before the latest ${h}${cut}${tiers}`,
     horizonSeconds: h * resolutionSeconds,
   };
 }
 
 /** Segments the share season is chosen on (the busiest), to bound its cost on large clusters. */
 const SHARE_SEASON_SEGMENTS = 256;
+/**
+ * Segments whose total gets full model selection (the busiest; the others the cheap tier): about
+ * 35 ms each, so a plan over thousands of active segments takes seconds, not minutes.
+ */
+export const FULL_SELECTION_SEGMENTS = 50;
+
+function totalOf(perZone: Record<string, Float64Array>): Float64Array {
+  const zs = Object.values(perZone);
+  const t = new Float64Array(zs[0]?.length ?? 0);
+  for (const z of zs) for (let i = 0; i < t.length; i++) t[i] += Math.max(0, z[i]);
+  return t;
+}
 
 /** Builds the planner's inputs and runs planMigration or planAll. */
 export async function runPlan(
@@ -331,8 +393,9 @@ export async function runPlan(
       segments = expandRanges(shard.ranges);
     } else segments = windows.activeSegments();
   }
+  // (a step at a time: an autopilot's leader heartbeat and a dashboard keep running meanwhile)
   const forecast = windows
-    ? demandFromWindows(windows, segments, latency.zones, horizonSeconds, now)
+    ? await runInSlices(demandFromWindowsSteps(windows, segments, latency.zones, horizonSeconds, now))
     : { demand: [], note: "forecast: none (no access recorded)", horizonSeconds };
   const demand = forecast.demand;
   notes.push(forecast.note);

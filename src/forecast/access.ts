@@ -13,6 +13,7 @@
 import { UsageError } from "../errors.js";
 import type { ModelSelectionCache } from "./cache.js";
 import { forecasterFor, selectModel, type ModelChoice } from "./select.js";
+import { cheapChoice, FLAT_CHOICE, isFlat } from "./many.js";
 import { detectSeason } from "./season.js";
 import { INTERVAL_LEVEL, INTERVAL_Z } from "./types.js";
 import { zoneShares } from "./zone-shares.js";
@@ -49,6 +50,13 @@ export interface AccessPatternOptions {
    * recent shares only; see chooseShareSeason), instead of forecasting each zone on its own.
    */
   shares?: { season: number; priorSpan?: number };
+  /**
+   * How the model is chosen: "full" (default) backtests every candidate on rolling origins
+   * (selectModel, ~35 ms for a 60-point series); "cheap" is forecastMany's cold tier — seasonal
+   * naive or fixed damped Holt-Winters on one origin, seasonal naive for a flat series — for the
+   * many segments of a plan whose forecasts are not worth the full cost. The cache is not used.
+   */
+  selection?: "full" | "cheap";
 }
 
 // access counts cannot be negative; clamp rather than report impossible traffic
@@ -60,10 +68,13 @@ function fitChosen(
   options: AccessPatternOptions,
   horizon: number,
 ): { model: string; mean: Float64Array; lower: Float64Array; upper: Float64Array } {
-  const season = options.season ?? detectSeason(values, options.intervalSeconds);
+  const cheap = options.selection === "cheap";
+  const season = options.season ?? detectSeason(values, options.intervalSeconds, { scan: !cheap });
   const input = { values, intervalSeconds: options.intervalSeconds, season, horizon };
-  let choice: ModelChoice | undefined = options.cache?.get(key, values.length);
-  if (!choice) {
+  let choice: ModelChoice | undefined = cheap ? undefined : options.cache?.get(key, values.length);
+  if (cheap) {
+    choice = isFlat(values) ? FLAT_CHOICE : cheapChoice(values, options.intervalSeconds, season, horizon);
+  } else if (!choice) {
     choice = selectModel(input, { horizon }).choice;
     options.cache?.set(key, values.length, choice);
   }
@@ -119,6 +130,9 @@ export function predictAccessPattern(
   perZoneSeries: Record<string, Float64Array>,
   options: AccessPatternOptions,
 ): AccessPatternForecast {
+  if (options.selection !== undefined && options.selection !== "full" && options.selection !== "cheap") {
+    throw new UsageError(`selection must be "full" or "cheap", got ${JSON.stringify(options.selection)}`);
+  }
   const horizon = Math.max(1, Math.floor(options.horizon));
   if (options.shares) return topDown(perZoneSeries, { ...options, shares: options.shares }, horizon);
   const zones: Record<string, ZoneForecast> = {};

@@ -4,7 +4,7 @@ export { INTERVAL_LEVEL, INTERVAL_Z } from "./types.js";
 export { predictAccessPattern } from "./access.js";
 export { completeNewest, completeNewestEach, elapsedFraction } from "./partial.js";
 export type { AccessPatternForecast, AccessPatternOptions, ZoneForecast } from "./access.js";
-export { forecastMany } from "./many.js";
+export { forecastMany, hotSeries } from "./many.js";
 export type { ManyOptions, ManyResult, NamedSeries, Tier } from "./many.js";
 export { ModelSelectionCache } from "./cache.js";
 export type { CacheOptions } from "./cache.js";

@@ -42,7 +42,7 @@ export interface ManyResult {
   forecast: Forecast;
 }
 
-function isFlat(v: Float64Array): boolean {
+export function isFlat(v: Float64Array): boolean {
   for (let i = 1; i < v.length; i++) if (v[i] !== v[0]) return false;
   return true;
 }
@@ -53,8 +53,26 @@ function volume(v: Float64Array): number {
   return s;
 }
 
+/**
+ * The series that get full selection: the busiest that are not flat, at most `maxHot` and
+ * `hotFraction` of all (rounded up).
+ */
+export function hotSeries(values: readonly Float64Array[], hotFraction: number, maxHot: number): Set<number> {
+  const volumes = values.map(volume);
+  const ranked = values.map((_, i) => i).filter((i) => volumes[i] > 0 && !isFlat(values[i]));
+  ranked.sort((a, b) => volumes[b] - volumes[a]);
+  const hotCount = Math.min(maxHot, Math.ceil(values.length * hotFraction), ranked.length);
+  return new Set(ranked.slice(0, hotCount));
+}
+
+/** The flat tier's model: seasonal naive, exact for a series that never changes. */
+export const FLAT_CHOICE: ModelChoice = {
+  name: "seasonal_naive",
+  members: [{ name: "seasonal_naive", weight: 1 }],
+};
+
 /** Picks the cheaper-tier model on one origin: two linear-time fits. */
-function cheapChoice(
+export function cheapChoice(
   values: Float64Array,
   intervalSeconds: number,
   season: number,
@@ -77,13 +95,11 @@ function cheapChoice(
 }
 
 export function forecastMany(series: NamedSeries[], opts: ManyOptions): ManyResult[] {
-  const hotFraction = opts.hotFraction ?? 0.01;
-  const maxHot = opts.maxHot ?? 50;
-  const volumes = series.map((s) => volume(s.values));
-  const ranked = series.map((_, i) => i).filter((i) => volumes[i] > 0 && !isFlat(series[i].values));
-  ranked.sort((a, b) => volumes[b] - volumes[a]);
-  const hotCount = Math.min(maxHot, Math.ceil(series.length * hotFraction), ranked.length);
-  const hot = new Set(ranked.slice(0, hotCount));
+  const hot = hotSeries(
+    series.map((s) => s.values),
+    opts.hotFraction ?? 0.01,
+    opts.maxHot ?? 50,
+  );
 
   return series.map((s, i): ManyResult => {
     const season = opts.season ?? detectSeason(s.values, opts.intervalSeconds, { scan: hot.has(i) });
@@ -92,7 +108,7 @@ export function forecastMany(series: NamedSeries[], opts: ManyOptions): ManyResu
     let choice: ModelChoice;
     if (isFlat(s.values)) {
       tier = "flat";
-      choice = { name: "seasonal_naive", members: [{ name: "seasonal_naive", weight: 1 }] };
+      choice = FLAT_CHOICE;
     } else if (hot.has(i)) {
       tier = "hot";
       const cached = opts.cache?.get(s.id, s.values.length);

@@ -55,7 +55,8 @@ import {
   elapsedFraction,
   predictAccessPattern,
 } from "../forecast/index.js";
-import { demandFromZoneSeries, type SegmentZoneSeries } from "../commands/plan.js";
+import { demandSteps, type SegmentZoneSeries } from "../commands/plan.js";
+import { runInSlices } from "../slices.js";
 import { windowsPath } from "../store/windows-file.js";
 import {
   type DashboardSnapshot,
@@ -699,11 +700,9 @@ export class LiveSource implements DashboardSource {
       });
     }
     // the same demand as `shardctl plan`: each segment's total forecast, split by the zones' share profile
-    const { demand } = demandFromZoneSeries(
-      series,
-      zones,
-      intervalSeconds,
-      FORECAST_HORIZON * intervalSeconds,
+    // (a step at a time: the dashboard keeps drawing and reading keys meanwhile)
+    const { demand } = await runInSlices(
+      demandSteps(series, zones, intervalSeconds, FORECAST_HORIZON * intervalSeconds),
     );
     const seg = segments[0] ?? shard!.ranges[0][0];
     const plan = computePlan(

@@ -84,6 +84,35 @@ describe("predictAccessPattern", () => {
     });
     expect(again).toEqual(first);
   });
+
+  it("chooses by the cheap tier when asked (seasonal naive or fixed Holt-Winters), leaving the cache alone", () => {
+    const cache = new ModelSelectionCache();
+    const p = predictAccessPattern(perZone, {
+      intervalSeconds: HOURLY,
+      horizon: 12,
+      cache,
+      cacheKey: "seg-8",
+      selection: "cheap",
+    });
+    expect(["seasonal_naive", "ets_fixed"]).toContain(p.zones["eu-west"].model);
+    expect(["seasonal_naive", "ets_fixed"]).toContain(p.zones["us-east"].model);
+    expect(p.zones.idle.model).toBe("seasonal_naive"); // flat: exact
+    expect(p.zones.idle.mean.every((v) => v === 0)).toBe(true);
+    expect(cache.size).toBe(0);
+    for (const z of Object.values(p.zones))
+      expect(z.mean.every((v) => Number.isFinite(v) && v >= 0)).toBe(true);
+  });
+
+  it("refuses a selection it does not know", () => {
+    for (const selection of ["fast", "", "FULL", 1, null])
+      expect(() =>
+        predictAccessPattern(perZone, {
+          intervalSeconds: HOURLY,
+          horizon: 12,
+          selection: selection as unknown as "full",
+        }),
+      ).toThrow(/selection must be "full" or "cheap"/);
+  });
 });
 
 describe("predictAccessPattern with zone shares (top-down)", () => {

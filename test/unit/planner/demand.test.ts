@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { demandFromZoneSeries } from "../../../src/commands/plan.js";
+import {
+  demandFromZoneSeries,
+  demandSteps,
+  FULL_SELECTION_SEGMENTS,
+  type SegmentZoneSeries,
+} from "../../../src/commands/plan.js";
+import { predictAccessPattern } from "../../../src/forecast/index.js";
 
 /** A day of 5-minute intervals. */
 const DAY = 288;
@@ -88,5 +94,49 @@ describe("demandFromZoneSeries (shardctl plan and the dashboard's plan preview)"
         expect(Number.isFinite(x)).toBe(true);
     }
     expect(demandFromZoneSeries([], ["a"], 60, 300).demand).toEqual([]);
+  });
+
+  it("chooses models by full backtests for the busiest segments only, the cheap tier for the others, and says so", () => {
+    // 60 one-minute intervals of a rising trend (full selection and the cheap tier forecast it
+    // differently), segment k carrying k + 1 times as much, all from zones a and b
+    const n = FULL_SELECTION_SEGMENTS + 5;
+    const series: SegmentZoneSeries[] = Array.from({ length: n }, (_, k) => {
+      const a = Float64Array.from({ length: 60 }, (_, i) => (k + 1) * (10 + 2 * i));
+      const b = Float64Array.from(a, (x) => x / 2);
+      return { segment: 1000 + k, perZone: { a, b } };
+    });
+    const { demand, note } = demandFromZoneSeries(series, ["a", "b"], 60, 1200);
+    expect(note).toContain(
+      `full backtests for the ${FULL_SELECTION_SEGMENTS} busiest segment(s), by the cheap tier (seasonal naive or fixed Holt-Winters) for the other 5`,
+    );
+    expect(note).toMatch(/over the last 20 interval\(s\)/); // no season: the latest 20 intervals' shares
+    const predicted = (k: number, selection: "full" | "cheap") => {
+      const f = predictAccessPattern(series[k].perZone, {
+        intervalSeconds: 60,
+        horizon: 20,
+        shares: { season: 0, priorSpan: 20 },
+        selection,
+      });
+      return ["a", "b"].map((z) => f.zones[z].mean.reduce((x, y) => x + y, 0));
+    };
+    const byFull = predicted(n - 1, "full");
+    const byCheap = predicted(0, "cheap");
+    // the tiers differ on these series (so the comparisons below can tell which one was used)
+    expect(predicted(0, "full")[0]).not.toBeCloseTo(byCheap[0], 3);
+    for (const [i, x] of byFull.entries()) expect(demand[n - 1].predicted[i]).toBeCloseTo(x, 6);
+    for (const [i, x] of byCheap.entries()) expect(demand[0].predicted[i]).toBeCloseTo(x, 6);
+    // below the bound everything gets full selection, and the note says nothing of tiers
+    expect(demandFromZoneSeries(series.slice(0, 3), ["a", "b"], 60, 1200).note).not.toMatch(/cheap tier/);
+  });
+
+  it("can be run a segment at a time (demandSteps): a step per segment, the same demand", () => {
+    const ones = Float64Array.from({ length: 40 }, (_, i) => 4 + (i % 3));
+    const series = [1, 2, 3].map((segment) => ({ segment, perZone: { a: ones, b: ones } }));
+    const steps = demandSteps(series, ["a", "b"], 60, 600);
+    let yields = 0;
+    let r = steps.next();
+    for (; !r.done; r = steps.next()) yields++;
+    expect(yields).toBe(3);
+    expect(r.value).toEqual(demandFromZoneSeries(series, ["a", "b"], 60, 600));
   });
 });

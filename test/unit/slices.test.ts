@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { runInSlices } from "../../../src/agent/slices.js";
+import { runInSlices } from "../../src/slices.js";
 
 function busy(ms: number): void {
   const end = performance.now() + ms;
