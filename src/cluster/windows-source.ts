@@ -19,6 +19,8 @@ import { errorMessage } from "../errors.js";
 import { loadWindows, newWindows } from "../store/windows-file.js";
 import { AgentRpc } from "./agent-rpc.js";
 import { resolveClientToken } from "./local.js";
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { runInSlices } from "../slices.js";
 
 export interface CollectedWindows {
   windows: AccessWindows;
@@ -42,6 +44,12 @@ interface AccessList {
  * leaves uncertain is taken as none (a second is the finest resolution).
  */
 export const CLOCK_TOLERANCE_MS = 1000;
+
+/**
+ * Segments copied between the event loop's turns: a cluster's windows (100,000 segments: seconds of
+ * work) are gathered without holding it, so an autopilot's leader heartbeat keeps going meanwhile.
+ */
+const YIELD_SEGMENTS = 1024;
 
 /**
  * How far an agent's clock is ahead of this machine's (negative: behind),
@@ -107,7 +115,11 @@ export async function collectWindows(
           const owned = (s: number) => table.nodeOfSegment(s) === node.id;
           const staged = await nodeWindows(rpc, node, config, owned, opts);
           // all of a node's windows or none: a bad answer halfway leaves no half of its history
-          for (const s of staged.activeSegments()) windows.importSegment(staged.exportSegment(s)!);
+          let n = 0;
+          for (const s of staged.activeSegments()) {
+            windows.copySegment(staged, s);
+            if (++n % YIELD_SEGMENTS === 0) await nextTurn();
+          }
         } catch (err) {
           unreachable.push({ node: node.id, error: errorMessage(err) });
         }
@@ -158,7 +170,7 @@ async function nodeWindows(
       const what = "GET /v1/access/export";
       let remote: AccessWindows;
       try {
-        remote = AccessWindows.deserialize(bulk.body);
+        remote = await runInSlices(AccessWindows.deserializeSteps(bulk.body));
       } catch (err) {
         throw new Error(`${what}: the answer is not an agent's windows (${errorMessage(err)})`);
       }
@@ -171,13 +183,17 @@ async function nodeWindows(
           `${what}: the windows are of ${remote.segmentCount} segments with zones ${remote.zones.join(",")} and levels ${shape(remote.levels)}, not what its access list said`,
         );
       }
+      let n = 0;
       for (const segment of remote.activeSegments()) {
         if (!owned(segment)) continue;
         try {
-          staged.importSegment(remote.exportSegment(segment)!, clockOffset);
+          // (on the same clock, a copy of the store's own layout; else through the file layout, shifted)
+          if (clockOffset === 0) staged.copySegment(remote, segment);
+          else staged.importSegment(remote.exportSegment(segment)!, clockOffset);
         } catch (err) {
           throw new Error(`segment ${segment}: ${errorMessage(err)}`);
         }
+        if (++n % YIELD_SEGMENTS === 0) await nextTurn();
       }
       return staged;
     }

@@ -9,8 +9,10 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { Agent as HttpAgent } from "node:http";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { collectWindows } from "../../../src/cluster/windows-source.js";
 import { AccessWindows } from "../../../src/engine/access-windows.js";
-import { http, startAgent, stopAgent, tempDir, type AgentProc } from "./harness.js";
+import { initialLayout } from "../../../src/engine/location-map.js";
+import { agentsConfig, http, startAgent, stopAgent, tempDir, type AgentProc } from "./harness.js";
 
 const SEGMENTS = 40 * 1024;
 
@@ -23,7 +25,7 @@ describe("agent: writing the access windows in slices", () => {
     agent = dir = undefined;
   });
 
-  it("answers other requests while it writes every segment's windows or rates for a collector", async () => {
+  it("answers other requests while it writes every segment's windows or rates for a collector, and the collector reads them in slices", async () => {
     dir = tempDir("export-slices");
     const dataDir = join(dir, "data");
     mkdirSync(dataDir, { recursive: true });
@@ -74,5 +76,33 @@ describe("agent: writing the access windows in slices", () => {
     } finally {
       pool.destroy();
     }
+
+    // a collector (plan, reshard, the autopilot) gathering them gives its own event loop turns too:
+    // an autopilot's leader heartbeat keeps going while it reads a big cluster's windows
+    const map = initialLayout(SEGMENTS, [{ id: "node-1", address: agent.address, zone: "a" }], {
+      shardsPerNode: 1,
+      now: Date.now(),
+    });
+    const gaps: number[] = [];
+    let last = performance.now();
+    const ticker = setInterval(() => {
+      const t = performance.now();
+      gaps.push(t - last);
+      last = t;
+    }, 1);
+    const t0 = performance.now();
+    let collected;
+    try {
+      collected = await collectWindows(agentsConfig(dataDir, SEGMENTS), { map, version: 1 }, 30_000);
+      gaps.push(performance.now() - last); // (up to the end: the last stretch may have held the loop)
+    } finally {
+      clearInterval(ticker);
+    }
+    const total = performance.now() - t0;
+    expect(collected.unreachable).toEqual([]);
+    expect([...collected.windows.activeSegments()].length).toBe(SEGMENTS);
+    expect(collected.windows.exportSegment(777)).toEqual(w.exportSegment(777));
+    expect(gaps.length).toBeGreaterThan(5);
+    expect(Math.max(...gaps)).toBeLessThan(total / 3);
   });
 });

@@ -697,3 +697,81 @@ describe("AccessWindows.serializeSteps", () => {
     }
   });
 });
+
+describe("AccessWindows.copySegment", () => {
+  /** Windows with a few hundred random events over two hours in `segments` segments of 3 chunks. */
+  function random(seed: number, segments: number[]) {
+    const w = windows(3 * 1024);
+    let x = seed;
+    const rnd = () => (x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (let i = 0; i < 400; i++) {
+      const s = segments[Math.floor(rnd() * segments.length)];
+      w.record(s, rnd() < 0.3, Math.floor(rnd() * 4) - 1, T0 + Math.floor(rnd() * 7_200_000));
+    }
+    return w;
+  }
+
+  it("gives what importSegment(exportSegment) gives, byte for byte", () => {
+    const from = random(1, [3, 700, 1500, 2999]);
+    const a = random(2, [3, 9, 1500]);
+    const b = random(2, [3, 9, 1500]);
+    for (const s of [3, 700, 1500, 2999]) {
+      a.copySegment(from, s);
+      b.importSegment(from.exportSegment(s)!);
+    }
+    expect(Buffer.compare(a.serialize(), b.serialize())).toBe(0);
+    expect(a.exportSegment(700)).toEqual(from.exportSegment(700));
+    expect(a.exportSegment(9)).toEqual(b.exportSegment(9)); // the others stay
+  });
+
+  it("leaves a segment empty that the other store holds nothing of", () => {
+    const from = windows(3 * 1024);
+    from.record(5, false, 0, T0); // chunk 0 allocated, segment 6 empty in it; chunk 2 not allocated
+    const w = random(3, [6, 2500]);
+    w.copySegment(from, 6);
+    w.copySegment(from, 2500);
+    expect(w.exportSegment(6)).toBeUndefined();
+    expect(w.exportSegment(2500)).toBeUndefined();
+    expect([...w.activeSegments()]).toEqual([]);
+  });
+
+  it("refuses windows of other zones or levels and segments out of range, changing nothing", () => {
+    const w = random(4, [10]);
+    const before = w.serialize();
+    const otherZones = new AccessWindows({ segmentCount: 3 * 1024, zones: ["a", "b"] });
+    const otherLevels = new AccessWindows({
+      segmentCount: 3 * 1024,
+      zones,
+      levels: [{ resolutionSeconds: 1, slots: 30 }],
+    });
+    otherZones.record(10, false, 0, T0);
+    otherLevels.record(10, false, 0, T0);
+    expect(() => w.copySegment(otherZones, 10)).toThrow(/other zones or levels/);
+    expect(() => w.copySegment(otherLevels, 10)).toThrow(/other zones or levels/);
+    const small = windows(100);
+    for (const bad of [-1, 3 * 1024, 1.5, Number.NaN])
+      expect(() => w.copySegment(small, bad)).toThrow(/outside/);
+    expect(() => w.copySegment(small, 500)).toThrow(/segment 500 is outside 0..99/);
+    expect(Buffer.compare(w.serialize(), before)).toBe(0);
+  });
+});
+
+describe("AccessWindows.deserializeSteps", () => {
+  it("reads what deserialize reads, a few segments at a time, and refuses what it refuses", () => {
+    const w = windows(5 * 1024);
+    for (let s = 0; s < 5 * 1024; s += 7) w.record(s, s % 2 === 0, s % 3, T0 + s * 1000);
+    const bytes = w.serialize();
+    const steps = AccessWindows.deserializeSteps(bytes, 512);
+    let yields = 0;
+    let r = steps.next();
+    for (; !r.done; r = steps.next()) yields++;
+    // 5 chunks of 1,024 segments read 512 at a time, after the checksum's pieces
+    expect(yields).toBeGreaterThanOrEqual(9);
+    expect(Buffer.compare(r.value.serialize(), bytes)).toBe(0);
+    const flipped = Uint8Array.from(bytes);
+    flipped[bytes.length >> 1] ^= 1;
+    expect(() => [...AccessWindows.deserializeSteps(flipped)]).toThrow(/checksum mismatch/);
+    for (const bad of [0, -3, 2.5])
+      expect(() => AccessWindows.deserializeSteps(bytes, bad).next()).toThrow(/segmentsPerStep/);
+  });
+});
