@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { collectWindows } from "../../../src/cluster/windows-source.js";
 import { AccessWindows } from "../../../src/engine/access-windows.js";
 import { initialLayout } from "../../../src/engine/location-map.js";
+import { withTicker } from "../../helpers/loop-gaps.js";
 import { agentsConfig, http, startAgent, stopAgent, tempDir, type AgentProc } from "./harness.js";
 
 const SEGMENTS = 40 * 1024;
@@ -83,22 +84,11 @@ describe("agent: writing the access windows in slices", () => {
       shardsPerNode: 1,
       now: Date.now(),
     });
-    const gaps: number[] = [];
-    let last = performance.now();
-    const ticker = setInterval(() => {
-      const t = performance.now();
-      gaps.push(t - last);
-      last = t;
-    }, 1);
-    const t0 = performance.now();
-    let collected;
-    try {
-      collected = await collectWindows(agentsConfig(dataDir, SEGMENTS), { map, version: 1 }, 30_000);
-      gaps.push(performance.now() - last); // (up to the end: the last stretch may have held the loop)
-    } finally {
-      clearInterval(ticker);
-    }
-    const total = performance.now() - t0;
+    const {
+      value: collected,
+      ms: total,
+      gaps,
+    } = await withTicker(() => collectWindows(agentsConfig(dataDir, SEGMENTS), { map, version: 1 }, 30_000));
     expect(collected.unreachable).toEqual([]);
     expect([...collected.windows.activeSegments()].length).toBe(SEGMENTS);
     expect(collected.windows.exportSegment(777)).toEqual(w.exportSegment(777));

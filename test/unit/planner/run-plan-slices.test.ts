@@ -9,6 +9,7 @@ import { defaultConfig } from "../../../src/config.js";
 import { AccessWindows } from "../../../src/engine/access-windows.js";
 import { defaultZoneMatrix } from "../../../src/engine/latency.js";
 import { initialLayout } from "../../../src/engine/location-map.js";
+import { withTicker } from "../../helpers/loop-gaps.js";
 
 const SEGMENTS = 4096;
 const ZONES = ["a", "b", "c"];
@@ -35,22 +36,11 @@ describe("runPlan on many active segments", () => {
       notes: () => [],
       close: async () => {},
     };
-    const gaps: number[] = [];
-    let last = performance.now();
-    const ticker = setInterval(() => {
-      const t = performance.now();
-      gaps.push(t - last);
-      last = t;
-    }, 0);
-    const t0 = performance.now();
-    let plan;
-    try {
-      plan = await runPlan({ all: true }, { config, source, clock: { now: () => NOW } });
-    } finally {
-      clearInterval(ticker);
-    }
-    const total = performance.now() - t0;
-    gaps.push(performance.now() - last);
+    const {
+      value: plan,
+      ms: total,
+      gaps,
+    } = await withTicker(() => runPlan({ all: true }, { config, source, clock: { now: () => NOW } }));
     expect(plan.assessments.length).toBeGreaterThan(0);
     expect(plan.inputs.notes.join("\n")).toMatch(
       /full backtests for the 50 busiest segment\(s\).* other 250/,
