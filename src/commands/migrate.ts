@@ -106,6 +106,11 @@ export async function runMigrate(
         );
       if (s.node === m.target && !m.split) throw new UsageError(`shard ${m.shard} is already on ${m.target}`);
     }
+    if (moves.length === 0) {
+      // (an agent token is not needed for nothing: a plan that found no move worth making)
+      io.err.write(`the plan has no moves (map version ${vm.version}): nothing to do\n`);
+      return { applied: false, mapVersion: vm.version, moves, migrations: [], recovered: [] };
+    }
     if (!opts.apply) {
       for (const m of moves)
         io.err.write(

@@ -65,6 +65,24 @@ describe("shardctl (foundation commands)", () => {
     expect(apply.err).toMatch(/no agent token/);
   });
 
+  it("says a plan without moves has nothing to do, applied or not, without an agent token", async () => {
+    expect((await cli(["init"], env)).code).toBe(0);
+    const file = join(dir, "empty.json");
+    const planned = await cli(["plan", "--all", "--out", file, "--json"], env);
+    expect(planned.code).toBe(0);
+    for (const args of [
+      ["migrate", file],
+      ["migrate", "--apply", file],
+    ]) {
+      const r = await cli(args, env);
+      expect(r.code, args.join(" ")).toBe(0);
+      expect(r.err).toMatch(/the plan has no moves \(map version 1\): nothing to do/);
+      expect(r.out).toBe("");
+    }
+    const json = await cli(["migrate", "--apply", file, "--json"], env);
+    expect(JSON.parse(json.out)).toMatchObject({ applied: false, mapVersion: 1, moves: [], migrations: [] });
+  });
+
   it("exits 2 when a subcommand is missing or unknown (help on stderr), 0 when help is asked for", async () => {
     for (const args of [[], ["forecast"], ["node"], ["help", "nope"]]) {
       const r = await cli(args, env);
