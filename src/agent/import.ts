@@ -72,7 +72,7 @@ import {
 } from "./http-util.js";
 import { join } from "node:path";
 import { decodeEntry, encodeEntry, WRITE_ID_RECORD_BYTES, type LogEntry } from "./log-format.js";
-import { readSnapshot, snapshotFileName } from "./snapshot.js";
+import { snapshotFileName, snapshotRecords, type SnapshotRecord } from "./snapshot.js";
 import { checkRanges, MAX_CHUNK_BYTES, scanEntries } from "./replication.js";
 import { opOfEntry, type Shard, type ShardOp, type WriteOp } from "./shard.js";
 import type { ImportState } from "./shard-meta.js";
@@ -506,38 +506,7 @@ async function readSnapshotForExport(
   onEntry: (e: LogEntry) => void,
 ): Promise<number> {
   const lsn = shard.snapshotLsn;
-  const entry = (op: "put" | "write-ids", key: string, value: Buffer, timestamp: number): LogEntry => ({
-    lsn,
-    timestamp,
-    migrationTimestamp: shard.meta.migrationTimestamp,
-    op,
-    shardId: shard.id,
-    key,
-    value,
-  });
-  const ids = new RecordBatcher(WRITE_IDS_PER_ENTRY * WRITE_ID_RECORD_BYTES, (records) =>
-    onEntry(entry("write-ids", "", records, Date.now())),
-  );
-  try {
-    await readSnapshot(
-      join(shard.dir, snapshotFileName(lsn)),
-      (key, v) => {
-        ids.flush(); // the id records come first in the file: the last of them is here
-        if (inRanges(ranges, agent.segmenter.segmentOf(key)))
-          onEntry(entry("put", key, v.value, v.timestamp));
-      },
-      (records) => ids.push(records),
-    );
-    ids.flush();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT")
-      throw new ApiError(
-        409,
-        "snapshot-changed",
-        `shard ${shard.id}: a newer snapshot replaced ${lsn}; start again`,
-      );
-    throw err;
-  }
+  for await (const e of exportSnapshotEntries(agent, shard, ranges, lsn)) onEntry(e);
   return lsn;
 }
 
@@ -576,8 +545,102 @@ class RecordBatcher {
 }
 
 /**
- * One page of what an export sends of the snapshot (readSnapshotForExport):
- * the entries after the first `skip`, at most `max` or about a chunk.
+ * What an export sends of the snapshot (readSnapshotForExport says what), one
+ * entry at a time as it is asked for (snapshotRecords: the file's checksum is
+ * checked before the first one). A newer snapshot that replaced the file
+ * before it was opened is 409 `snapshot-changed`.
+ */
+async function* exportSnapshotEntries(
+  agent: Agent,
+  shard: Shard,
+  ranges: SegmentRange[],
+  lsn: number,
+): AsyncGenerator<LogEntry, void> {
+  const entry = (op: "put" | "write-ids", key: string, value: Buffer, timestamp: number): LogEntry => ({
+    lsn,
+    timestamp,
+    migrationTimestamp: shard.meta.migrationTimestamp,
+    op,
+    shardId: shard.id,
+    key,
+    value,
+  });
+  const ready: LogEntry[] = [];
+  const ids = new RecordBatcher(WRITE_IDS_PER_ENTRY * WRITE_ID_RECORD_BYTES, (records) =>
+    ready.push(entry("write-ids", "", records, Date.now())),
+  );
+  const records: AsyncGenerator<SnapshotRecord, unknown> = snapshotRecords(
+    join(shard.dir, snapshotFileName(lsn)),
+  );
+  try {
+    for (;;) {
+      let r: IteratorResult<SnapshotRecord, unknown>;
+      try {
+        r = await records.next();
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT")
+          throw new ApiError(
+            409,
+            "snapshot-changed",
+            `shard ${shard.id}: a newer snapshot replaced ${lsn}; start again`,
+          );
+        throw err;
+      }
+      if (r.done) break;
+      const rec = r.value;
+      if ("writeIds" in rec) ids.push(rec.writeIds);
+      else {
+        ids.flush(); // the id records come first in the file: the last of them is here
+        if (inRanges(ranges, agent.segmenter.segmentOf(rec.key)))
+          ready.push(entry("put", rec.key, rec.value.value, rec.value.timestamp));
+      }
+      for (const e of ready) yield e;
+      ready.length = 0;
+    }
+    ids.flush();
+    for (const e of ready) yield e;
+  } finally {
+    await records.return(undefined);
+  }
+}
+
+/**
+ * Where the previous page of a snapshot's export stopped: the next page,
+ * asked for with `snapSkip` = `next`, goes on from there instead of reading
+ * the snapshot again from the start and skipping what was sent (a shard of a
+ * million keys is sent in hundreds of pages: each page read the whole file).
+ */
+interface ExportCursor {
+  lsn: number;
+  ranges: string;
+  /** The snapSkip of the page that continues this one. */
+  next: number;
+  entries: AsyncGenerator<LogEntry, void>;
+  /** An entry read and not sent (the page it was read for was full). */
+  held?: LogEntry;
+  idle?: NodeJS.Timeout;
+}
+
+/** Cursors of exports in progress, per shard: a few, each closed after a minute without a page. */
+const EXPORT_CURSORS = new WeakMap<Shard, ExportCursor[]>();
+const MAX_CURSORS_PER_SHARD = 4;
+const CURSOR_IDLE_MS = 60_000;
+
+function closeCursor(shard: Shard, cur: ExportCursor): void {
+  clearTimeout(cur.idle);
+  const list = EXPORT_CURSORS.get(shard);
+  const i = list?.indexOf(cur) ?? -1;
+  if (i >= 0) list!.splice(i, 1);
+  // (closes the snapshot file; an error closing a file only read is of no consequence)
+  cur.entries.return(undefined).catch(() => {});
+}
+
+/**
+ * One page of what an export sends of the snapshot: the entries after the
+ * first `skip`, at most `max` or about a chunk. Goes on from the cursor the
+ * previous page left when there is one for this snapshot, these ranges and
+ * this `skip`; else reads from the start, skipping `skip` entries (a first
+ * page, a retried page, an agent restarted since). The same entries either way.
  */
 async function snapshotPage(
   agent: Agent,
@@ -586,22 +649,57 @@ async function snapshotPage(
   skip: number,
   max: number,
 ): Promise<{ lsn: number; chunks: Buffer[]; entries: number; done: boolean }> {
+  const lsn = shard.snapshotLsn;
+  const rangesKey = JSON.stringify(ranges);
+  const list = EXPORT_CURSORS.get(shard) ?? [];
+  EXPORT_CURSORS.set(shard, list);
+  const at = list.findIndex((c) => c.lsn === lsn && c.ranges === rangesKey && c.next === skip);
+  // taken out while in use: a concurrent page for the same place reads its own
+  let cur: ExportCursor;
+  if (at >= 0) cur = list.splice(at, 1)[0];
+  else {
+    cur = { lsn, ranges: rangesKey, next: 0, entries: exportSnapshotEntries(agent, shard, ranges, lsn) };
+    agent.metrics.exportSnapshotReads.inc();
+  }
+  clearTimeout(cur.idle);
   const chunks: Buffer[] = [];
-  let bytes = 0;
-  let seen = 0;
-  let full = false;
   let more = false;
-  const lsn = await readSnapshotForExport(agent, shard, ranges, (e) => {
-    seen++;
-    if (seen <= skip) return;
-    if (full) {
-      more = true;
-      return;
+  try {
+    while (cur.next < skip) {
+      if ((await cur.entries.next()).done) break;
+      cur.next++;
     }
-    const b = encodeEntry(e);
-    chunks.push(b);
-    bytes += b.length;
-    if (chunks.length >= max || bytes >= MAX_CHUNK_BYTES) full = true;
-  });
+    let bytes = 0;
+    let full = false;
+    for (;;) {
+      let e = cur.held;
+      cur.held = undefined;
+      if (!e) {
+        const r = await cur.entries.next();
+        if (r.done) break;
+        e = r.value;
+      }
+      if (full) {
+        more = true;
+        cur.held = e;
+        break;
+      }
+      const b = encodeEntry(e);
+      chunks.push(b);
+      bytes += b.length;
+      if (chunks.length >= max || bytes >= MAX_CHUNK_BYTES) full = true;
+    }
+  } catch (err) {
+    closeCursor(shard, cur);
+    throw err;
+  }
+  cur.next = skip + chunks.length;
+  if (!more) closeCursor(shard, cur);
+  else {
+    list.push(cur);
+    while (list.length > MAX_CURSORS_PER_SHARD) closeCursor(shard, list[0]);
+    cur.idle = setTimeout(() => closeCursor(shard, cur), CURSOR_IDLE_MS);
+    cur.idle.unref();
+  }
   return { lsn, chunks, entries: chunks.length, done: !more };
 }

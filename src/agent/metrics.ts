@@ -7,6 +7,7 @@ export class AgentMetrics {
   readonly batchEntries: Histogram;
   readonly fsyncSeconds: Histogram;
   readonly writtenBytes: Counter;
+  readonly exportSnapshotReads: Counter;
 
   constructor(gauges: { shards: () => number; keys: () => number; logBytes: () => number }) {
     collectDefaultMetrics({ register: this.registry, prefix: "shardctl_agent_" });
@@ -36,6 +37,11 @@ export class AgentMetrics {
     this.writtenBytes = new Counter({
       name: "shardctl_agent_log_written_bytes_total",
       help: "Bytes appended to shard logs",
+      registers: [this.registry],
+    });
+    this.exportSnapshotReads = new Counter({
+      name: "shardctl_agent_export_snapshot_reads_total",
+      help: "Snapshots read from their start for a page of a split or merge export (a page that goes on where the previous one stopped does not count)",
       registers: [this.registry],
     });
     new Gauge({

@@ -177,6 +177,55 @@ export async function readSnapshot(
   }
 }
 
+/** One record of a snapshot file: a piece of its write id records, or a key's state. */
+export type SnapshotRecord = { writeIds: Buffer } | { key: string; value: StateValue };
+
+/**
+ * The records of a snapshot file in order, decoded 1 MiB at a time as they
+ * are asked for, so that a reader can stop and go on later (an export sends
+ * a compacted shard page by page, each page where the previous one stopped).
+ * The whole file's CRC-32 is checked against its trailer first, in one pass
+ * without decoding: nothing is handed on from a file that turns out corrupt.
+ * Returns the header. The file stays open until the generator ends or is
+ * closed (return()).
+ */
+export async function* snapshotRecords(file: string): AsyncGenerator<SnapshotRecord, SnapshotHeader> {
+  const fh = await open(file, "r");
+  try {
+    const { size } = await fh.stat();
+    if (size < 16) throw new SnapshotCorrupt("bad magic or too short");
+    let crc = 0;
+    const buf = Buffer.allocUnsafe(CHUNK_BYTES);
+    for (let pos = 0; pos < size - 4;) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK_BYTES, size - 4 - pos), pos);
+      if (bytesRead === 0) throw new SnapshotCorrupt("record cut short");
+      crc = crc32(buf.subarray(0, bytesRead), crc);
+      pos += bytesRead;
+    }
+    const trailer = Buffer.alloc(4);
+    await fh.read(trailer, 0, 4, size - 4);
+    if (crc >>> 0 !== trailer.readUInt32LE(0)) throw new SnapshotCorrupt("checksum mismatch");
+    const decoded: SnapshotRecord[] = [];
+    const decoder = new SnapshotDecoder(
+      (key, value) => decoded.push({ key, value }),
+      (writeIds) => decoded.push({ writeIds }),
+    );
+    for (let pos = 0; ;) {
+      // a buffer per chunk: the records' values are views of it
+      const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+      const { bytesRead } = await fh.read(chunk, 0, CHUNK_BYTES, pos);
+      if (bytesRead === 0) break;
+      pos += bytesRead;
+      decoder.push(chunk.subarray(0, bytesRead));
+      for (const r of decoded) yield r;
+      decoded.length = 0;
+    }
+    return decoder.end();
+  } finally {
+    await fh.close();
+  }
+}
+
 /** "<trailer CRC-32 hex>-<bytes>" of a snapshot file, read from its last 4 bytes (no full read). */
 export async function snapshotFileChecksum(file: string): Promise<string> {
   const fh = await open(file, "r");

@@ -14,6 +14,7 @@ import {
   decodeSnapshot,
   SnapshotDecoder,
   snapshotFileChecksum,
+  snapshotRecords,
   writeSnapshot,
   type StateValue,
 } from "../../../src/agent/snapshot.js";
@@ -127,6 +128,46 @@ describe("writeSnapshot", () => {
       /2 keys was given 1 values/,
     );
     expect(readdirSync(dir)).toEqual([]);
+  });
+});
+
+describe("snapshotRecords", () => {
+  it("gives the records one at a time, as the decoder does, and the header at the end", async () => {
+    const buf = await sampleSnapshot(60, sizeOf);
+    const file = join(tmp(), "s.snap");
+    writeFileSync(file, buf);
+    const want: string[] = [];
+    decodeSnapshot(buf, (k) => want.push(k));
+    const got: string[] = [];
+    const records = snapshotRecords(file);
+    let r = await records.next();
+    for (; !r.done; r = await records.next()) {
+      if ("key" in r.value) {
+        got.push(r.value.key);
+        expect(r.value.value.value.length).toBe(sizeOf(Number(r.value.key.slice(4))));
+      }
+    }
+    expect(got).toEqual(want);
+    expect(r.value.count).toBe(60);
+  });
+
+  it("checks the whole file before the first record: a corrupt or cut file gives none", async () => {
+    const buf = await sampleSnapshot(60, sizeOf);
+    for (const [name, bytes] of [
+      ["flipped", Buffer.from(buf).fill(buf[buf.length - 100] ^ 1, buf.length - 100, buf.length - 99)],
+      ["cut", buf.subarray(0, buf.length - 50)],
+      ["tiny", buf.subarray(0, 10)],
+    ] as const) {
+      const file = join(tmp(), `${name}.snap`);
+      writeFileSync(file, bytes);
+      const got: unknown[] = [];
+      await expect(
+        (async () => {
+          for await (const rec of snapshotRecords(file)) got.push(rec);
+        })(),
+      ).rejects.toThrow(/checksum mismatch|too short/);
+      expect(got, name).toEqual([]);
+    }
   });
 });
 
