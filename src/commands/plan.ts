@@ -209,6 +209,13 @@ export interface SegmentZoneSeries {
   totals?: Float64Array;
 }
 
+/** Each accessed segment's demand, what the forecast was (for the plan's notes), and its horizon. */
+export interface Demand {
+  demand: SegmentDemand[];
+  note: string;
+  horizonSeconds: number;
+}
+
 /**
  * Demand per segment from its per-zone series: the forecast of the next
  * horizon per zone — top-down (src/forecast's predictAccessPattern with
@@ -218,14 +225,10 @@ export interface SegmentZoneSeries {
  * equally long span before the latest one. `shardctl plan` and the
  * dashboard's plan preview both build their demand here. The horizon is
  * `horizonSeconds` in intervals, at most a third of `maxPoints` (default: the
- * series' length), at least one.
+ * series' length), at least one. Each total's model is chosen by full
+ * backtests for the FULL_SELECTION_SEGMENTS busiest segments, by the cheap
+ * tier for the others (the note says so).
  */
-export interface Demand {
-  demand: SegmentDemand[];
-  note: string;
-  horizonSeconds: number;
-}
-
 export function demandFromZoneSeries(
   series: readonly SegmentZoneSeries[],
   zones: readonly string[],
