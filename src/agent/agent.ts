@@ -144,8 +144,9 @@ export class Agent {
   /**
    * Writes the access windows to <dataDir>/access-windows.bin atomically (one
    * save at a time; a save asked for during another joins it). The copy is
-   * taken at once, the file written off the event loop; a failure is logged
-   * and the next save tries again.
+   * made a few segments at a time between other requests (runInSlices), the
+   * file written off the event loop; a failure is logged and the next save
+   * tries again.
    */
   saveWindows(): Promise<void> {
     if (this.windowsSaving) return this.windowsSaving;
