@@ -108,7 +108,9 @@ export async function runMigrate(
     }
     if (moves.length === 0) {
       // (an agent token is not needed for nothing: a plan that found no move worth making)
-      io.err.write(`the plan has no moves (map version ${vm.version}): nothing to do\n`);
+      io.err.write(
+        `${opts.apply ? "" : "dry run: "}the plan has no moves (map version ${vm.version}): nothing to do\n`,
+      );
       return { applied: false, mapVersion: vm.version, moves, migrations: [], recovered: [] };
     }
     if (!opts.apply) {

@@ -70,13 +70,14 @@ describe("shardctl (foundation commands)", () => {
     const file = join(dir, "empty.json");
     const planned = await cli(["plan", "--all", "--out", file, "--json"], env);
     expect(planned.code).toBe(0);
-    for (const args of [
-      ["migrate", file],
-      ["migrate", "--apply", file],
-    ]) {
-      const r = await cli(args, env);
+    for (const [args, dry] of [
+      [["migrate", file], true],
+      [["migrate", "--apply", file], false],
+    ] as const) {
+      const r = await cli([...args], env);
       expect(r.code, args.join(" ")).toBe(0);
       expect(r.err).toMatch(/the plan has no moves \(map version 1\): nothing to do/);
+      expect(/dry run/.test(r.err), args.join(" ")).toBe(dry);
       expect(r.out).toBe("");
     }
     const json = await cli(["migrate", "--apply", file, "--json"], env);
