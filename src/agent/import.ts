@@ -624,7 +624,11 @@ interface ExportCursor {
 /** Cursors of exports in progress, per shard: a few, each closed after a minute without a page. */
 const EXPORT_CURSORS = new WeakMap<Shard, ExportCursor[]>();
 const MAX_CURSORS_PER_SHARD = 4;
-const CURSOR_IDLE_MS = 60_000;
+/**
+ * As long as each page holds off the shard's next snapshot: a newer snapshot cannot replace the
+ * file while a cursor on it is open.
+ */
+const CURSOR_IDLE_MS = COMPACTION_HOLD_MS;
 
 function closeCursor(shard: Shard, cur: ExportCursor): void {
   clearTimeout(cur.idle);
