@@ -57,26 +57,11 @@ export function log(msg: string): void {
   process.stderr.write(msg + "\n");
 }
 
-/**
- * Runs `job` with a timer ticking every millisecond beside it, standing in for the requests (or
- * heartbeats) that wait for the event loop: the job's time and the gaps between the ticks (ms).
- */
-export async function ticking<T>(job: () => Promise<T>): Promise<{ ms: number; gaps: number[]; value: T }> {
-  const gaps: number[] = [];
-  let last = now();
-  const timer = setInterval(() => {
-    const t = now();
-    gaps.push(t - last);
-    last = t;
-  }, 1);
-  const start = now();
-  let value: T;
-  try {
-    value = await job();
-  } finally {
-    clearInterval(timer);
-  }
-  const ms = now() - start;
-  gaps.push(now() - last);
-  return { ms, gaps, value };
+/** Runs a job with a 1 ms timer beside it: its time and the gaps between the ticks (the tests' helper). */
+export { withTicker as ticking } from "../test/helpers/loop-gaps.js";
+
+/** The number after `--NAME` on the command line (`npm run bench -- NAME --rounds 3`), else `dflt`. */
+export function numberArg(name: string, dflt: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
 }

@@ -13,13 +13,9 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { admin, http, startAgent, stopAgent, tempDir } from "../test/integration/agent/harness.js";
-import { emit, log, now, round } from "./_util.js";
+import { emit, log, now, numberArg, round } from "./_util.js";
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const KEYS = arg("keys", 200_000);
+const KEYS = numberArg("keys", 200_000);
 const PAGE = 5000;
 const SEGMENTS = 64;
 

@@ -11,14 +11,10 @@
  */
 import { demandSteps, FULL_SELECTION_SEGMENTS, type SegmentZoneSeries } from "../src/commands/plan.js";
 import { runAtOnce, runInSlices } from "../src/slices.js";
-import { emit, log, now, round, ticking } from "./_util.js";
+import { emit, log, now, numberArg, round, ticking } from "./_util.js";
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const SEGMENTS = arg("segments", 4096);
-const BASELINE = Math.min(SEGMENTS, arg("baseline", 256));
+const SEGMENTS = numberArg("segments", 4096);
+const BASELINE = Math.min(SEGMENTS, numberArg("baseline", 256));
 const ZONES = ["a", "b", "c"];
 
 // 60 one-minute intervals per zone (the windows' minute level), skewed volumes (Zipf-like), each

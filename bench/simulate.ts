@@ -17,17 +17,13 @@ import { engineForecaster } from "../src/sim/forecaster.js";
 import { POLICIES, simulate, type SimResult } from "../src/sim/simulate.js";
 import { parseTrace } from "../src/sim/trace.js";
 import { readRequests, readSeriesDir } from "../src/commands/simulate.js";
-import { emit, log, now, round } from "./_util.js";
+import { emit, log, now, numberArg, round } from "./_util.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const shared = join(here, "..", "..", "shared", "data");
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const events = arg("events", 300_000);
-const keys = arg("keys", 20);
-const seed = arg("seed", 1);
+const events = numberArg("events", 300_000);
+const keys = numberArg("keys", 20);
+const seed = numberArg("seed", 1);
 
 // Three zones with unequal distances (ms), one node per zone.
 const matrix = parseZoneMatrix({

@@ -11,14 +11,10 @@
  */
 import { AccessWindows } from "../src/engine/access-windows.js";
 import { runInSlices } from "../src/slices.js";
-import { emit, log, percentile, round, ticking } from "./_util.js";
+import { emit, log, numberArg, percentile, round, ticking } from "./_util.js";
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const SEGMENTS = arg("segments", 100_000);
-const ROUNDS = arg("rounds", 3);
+const SEGMENTS = numberArg("segments", 100_000);
+const ROUNDS = numberArg("rounds", 3);
 
 const w = new AccessWindows({ segmentCount: SEGMENTS, zones: ["a", "b", "c"] });
 const t0 = Date.now();

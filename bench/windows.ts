@@ -20,15 +20,11 @@ import { collectWindows } from "../src/cluster/windows-source.js";
 import { loadConfig } from "../src/config.js";
 import { EmbeddedStore } from "../src/store/embedded.js";
 import { freePortRange } from "../test/helpers/ports.js";
-import { emit, log, now, percentile, round } from "./_util.js";
+import { emit, log, now, numberArg, percentile, round } from "./_util.js";
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const SEGMENTS = arg("segments", 4096);
-const KEYS = arg("keys", 20_000);
-const ROUNDS = arg("rounds", 5);
+const SEGMENTS = numberArg("segments", 4096);
+const KEYS = numberArg("keys", 20_000);
+const ROUNDS = numberArg("rounds", 5);
 
 const dir = mkdtempSync(join(tmpdir(), "shardctl-bench-windows-"));
 const env: NodeJS.ProcessEnv = {
