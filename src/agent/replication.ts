@@ -15,7 +15,7 @@
  *   (Shard.holdCompaction): while a migration copies, the source takes no
  *   snapshot, so the snapshot it started from and the log after it stay.
  * Target side (admin):
- *   POST /v1/admin/shards/:id/receive  {epoch, ranges?, migrationTimestamp?}
+ *   POST /v1/admin/shards/:id/receive  {epoch, ranges?, migrationTimestamp?, migration?}
  *       creates the shard "receiving" at the SOURCE epoch (serves nothing).
  *   PUT /v1/admin/shards/:id/snapshot  a snapshot file, streamed to disk and
  *       verified, then it replaces the copy (snapshot-transfer.ts).
@@ -23,11 +23,14 @@
  *       appended byte for byte with their LSNs; a gap, a foreign shard id or a
  *       bad entry checksum is refused and nothing is appended.
  *   POST /v1/admin/shards/:id/prepare  {epoch, lastLsn, checksum, migration?}: verifies
- *       the copy ends exactly at lastLsn and its checksum matches (and, given
- *       `migration`, that the copy is that migration's), persists "prepared"
- *       and votes commit; otherwise 409 and votes abort.
- *   POST /v1/admin/shards/:id/activate {epoch, migrationTimestamp?}: prepared at
- *       `epoch` → owned at epoch + 1.
+ *       the copy ends exactly at lastLsn and its checksum matches, persists
+ *       "prepared" and votes commit; otherwise 409 and votes abort.
+ *   POST /v1/admin/shards/:id/activate {epoch, migrationTimestamp?, migration?}:
+ *       prepared at `epoch` → owned at epoch + 1.
+ *   Each step after receive names its migration (the x-migration header on the
+ *   snapshot and append, `migration` in the JSON bodies): a copy that another
+ *   migration's receive replaced is refused (409 another-migration, nothing
+ *   written), so two coordinators never interleave steps on one copy.
  *   Abort is the existing DELETE /v1/admin/shards/:id.
  *
  * The copy checksum of a shard up to LSN u, from base b (the LSN of the
@@ -359,7 +362,13 @@ export async function checksumRequest(
   });
 }
 
-export function targetShard(agent: Agent, id: string, epoch: number, states: string[]): Shard {
+export function targetShard(
+  agent: Agent,
+  id: string,
+  epoch: number,
+  states: string[],
+  migration?: string,
+): Shard {
   const shard = requireShard(agent, id);
   if (shard.failed) throw new ApiError(500, "shard-failed", `shard ${id} is refused: ${shard.failed}`);
   if (!states.includes(shard.meta.state)) {
@@ -378,7 +387,27 @@ export function targetShard(agent: Agent, id: string, epoch: number, states: str
       { epoch: shard.meta.epoch },
     );
   }
+  // a copy that another migration received (it replaced this one's) is not this one's to write or
+  // activate: the two coordinators would otherwise interleave their steps on one copy
+  if (migration && shard.meta.migration && shard.meta.migration !== migration) {
+    throw new ApiError(
+      409,
+      "another-migration",
+      `the copy of shard ${id} belongs to migration ${shard.meta.migration}, not ${migration}`,
+      { migration: shard.meta.migration },
+    );
+  }
   return shard;
+}
+
+/** The optional x-migration header: the id of the migration a copy step belongs to. */
+export function migrationHeader(req: IncomingMessage): string | undefined {
+  const raw = req.headers["x-migration"];
+  try {
+    return optionalMigrationId(raw);
+  } catch {
+    throw badRequest("x-migration must be a migration id (letters, digits, _ . -; at most 128)");
+  }
 }
 
 /** The replication admin actions (receive, append, prepare, activate); false when `action` is not one. */
@@ -395,8 +424,9 @@ export async function replicationAdmin(
     const epoch = typeof raw === "string" && /^\d{1,15}$/.test(raw) ? Number(raw) : NaN;
     if (!Number.isSafeInteger(epoch) || epoch < 1)
       throw badRequest("x-shard-epoch (the source epoch) is required");
+    const migration = migrationHeader(req);
     const body = await readBody(req, MAX_CHUNK_BYTES + agent.opts.maxValueBytes + 1024 * 1024, "entries");
-    const shard = targetShard(agent, id, epoch, ["receiving"]);
+    const shard = targetShard(agent, id, epoch, ["receiving"], migration);
     if (installing.has(shard))
       throw new ApiError(
         409,
@@ -536,7 +566,7 @@ export async function replicationAdmin(
       if (shard.meta.state === "owned" && shard.meta.epoch === epoch + 1 && !shard.failed) {
         return sendJson(res, 200, describeShard(shard)); // a retried activate
       }
-      targetShard(agent, id, epoch, ["prepared"]);
+      targetShard(agent, id, epoch, ["prepared"], optionalMigrationId(body.migration));
       shard.setMeta({
         epoch: epoch + 1,
         state: "owned",

@@ -31,7 +31,7 @@ import type { Agent } from "./agent.js";
 import { describeShard, requireShard, requireShardId } from "./data-plane.js";
 import { NO_ROOM, writeFully } from "./fs-util.js";
 import { ApiError, badRequest, sendJson } from "./http-util.js";
-import { installing, resetCursors, targetShard, usableSource } from "./replication.js";
+import { installing, migrationHeader, resetCursors, targetShard, usableSource } from "./replication.js";
 import {
   snapshotChecksum,
   SnapshotCorrupt,
@@ -139,7 +139,7 @@ export async function installSnapshotRequest(
     throw badRequest(
       `content-length (${declared ?? "none"}) must equal the snapshot's size in x-snapshot-checksum (${size})`,
     );
-  const shard = targetShard(agent, id, epoch, ["receiving"]);
+  const shard = targetShard(agent, id, epoch, ["receiving"], migrationHeader(req));
   if (installing.has(shard))
     throw new ApiError(409, "installing", `a snapshot is already being installed into shard ${id}`);
   // marked before the first await: two uploads at once (an old and a new coordinator) cannot both pass

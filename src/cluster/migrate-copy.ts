@@ -51,6 +51,8 @@ export interface ShardCopierOptions {
   shardId: string;
   /** The source epoch (the target's copy is at this epoch until it is activated). */
   epoch: number;
+  /** The migration's id: the target refuses a copy step for a copy another migration received. */
+  migration: string;
   /** Entries per log request (default 5000; the source also caps a chunk at 8 MiB). */
   batchEntries?: number;
   /** The journal's phase, for progress reports. */
@@ -181,6 +183,7 @@ export class ShardCopier {
         "content-type": "application/octet-stream",
         "content-length": String(size),
         "x-shard-epoch": String(this.o.epoch),
+        "x-migration": this.o.migration,
         "x-snapshot-lsn": String(lsn),
         "x-snapshot-checksum": sum,
       },
@@ -299,7 +302,11 @@ export class ShardCopier {
   private async append(body: Buffer, n: number): Promise<void> {
     const t0 = performance.now();
     const a = await this.o.rpc.request(this.o.target.address, "POST", `/v1/admin/shards/${this.enc}/append`, {
-      headers: { "content-type": "application/octet-stream", "x-shard-epoch": String(this.o.epoch) },
+      headers: {
+        "content-type": "application/octet-stream",
+        "x-shard-epoch": String(this.o.epoch),
+        "x-migration": this.o.migration,
+      },
       body,
     });
     if (a.status !== 200)

@@ -161,6 +161,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     target,
     shardId: shard.id,
     epoch: e,
+    migration: id,
     batchEntries: opts.batchEntries,
     phase: () => j.phase,
     onCopied: (bytes, entries) => {
@@ -499,6 +500,7 @@ export async function rollForward(
       rpc.json(target.address, "POST", `/v1/admin/shards/${enc}/activate`, {
         epoch: e,
         migrationTimestamp,
+        migration: j.id,
       }),
     5,
   ).then((p) => {

@@ -294,6 +294,84 @@ describe("migration races", () => {
     expect(drop.status).toBe(200);
   });
 
+  it("a target refuses the appends and the activation of another migration's copy, and writes nothing", async () => {
+    const mv = pickMove(6);
+    const c = client();
+    const acked = await fill(c, mv.shard, "other-migration", 20);
+    c.close();
+    const sp = portOf(mv.source);
+    const tp = portOf(mv.target);
+    const j = (body: unknown) => ({
+      body: JSON.stringify(body),
+      headers: { "content-type": "application/json" },
+    });
+    const rcv = await api(
+      tp,
+      "POST",
+      `/v1/admin/shards/${mv.shard}/receive`,
+      j({ epoch: mv.epoch, migration: "m-second" }),
+    );
+    expect(rcv.status).toBe(201);
+    const log = await api(sp, "GET", `/v1/shards/${mv.shard}/log?from=1&max=1000`);
+    expect(log.status).toBe(200);
+    const last = Number(log.headers["x-last-lsn"]);
+    expect(last).toBeGreaterThanOrEqual(20);
+    const append = (migration?: string) =>
+      api(tp, "POST", `/v1/admin/shards/${mv.shard}/append`, {
+        body: log.body,
+        headers: {
+          "content-type": "application/octet-stream",
+          "x-shard-epoch": String(mv.epoch),
+          ...(migration === undefined ? {} : { "x-migration": migration }),
+        },
+      });
+    const copyLsn = async () => (await api(tp, "GET", `/v1/shards/${mv.shard}`)).json().lsn;
+    // the first migration's entries (its copy was replaced by m-second's receive)
+    const first = await append("m-first");
+    expect(first.status, first.body.toString()).toBe(409);
+    expect(first.json()).toMatchObject({ error: "another-migration", migration: "m-second" });
+    expect(await copyLsn()).toBe(0);
+    // a malformed id is a bad request
+    expect((await append("m first")).status).toBe(400);
+    expect((await append("x".repeat(129))).status).toBe(400);
+    expect(await copyLsn()).toBe(0);
+    // its own migration appends them
+    const own = await append("m-second");
+    expect(own.status, own.body.toString()).toBe(200);
+    expect(await copyLsn()).toBe(last);
+    const sum = await api(sp, "GET", `/v1/shards/${mv.shard}/checksum?upto=${last}`);
+    expect(sum.status).toBe(200);
+    const p = await api(
+      tp,
+      "POST",
+      `/v1/admin/shards/${mv.shard}/prepare`,
+      j({ epoch: mv.epoch, lastLsn: last, checksum: sum.json().checksum, migration: "m-second" }),
+    );
+    expect(p.status, p.body.toString()).toBe(200);
+    // the first migration may not activate the copy m-second prepared
+    const act = await api(
+      tp,
+      "POST",
+      `/v1/admin/shards/${mv.shard}/activate`,
+      j({ epoch: mv.epoch, migration: "m-first" }),
+    );
+    expect(act.status, act.body.toString()).toBe(409);
+    expect(act.json()).toMatchObject({ error: "another-migration", migration: "m-second" });
+    expect((await api(tp, "GET", `/v1/shards/${mv.shard}`)).json()).toMatchObject({
+      state: "prepared",
+      epoch: mv.epoch,
+    });
+    // nothing committed it: m-second rolls back, and the source still serves every write
+    const drop = await api(
+      tp,
+      "DELETE",
+      `/v1/admin/shards/${mv.shard}`,
+      j({ epoch: mv.epoch, migration: "m-second" }),
+    );
+    expect(drop.status, drop.body.toString()).toBe(200);
+    await expectOneOwnerWithAllWrites(mv.shard, acked);
+  });
+
   it("refuses a plan file that moves one shard twice, before anything changes", async () => {
     const mv = pickMove(4);
     const made = await cli("plan", "--all", "--out", join(dir, "plan.json"));

@@ -240,7 +240,9 @@ describe("migrating a compacted shard", () => {
     const sum = snap.headers["x-snapshot-checksum"] as string;
     expect(sum).toMatch(new RegExp(`^[0-9a-f]{8}-${snap.body.length}$`));
     // the target copy, receiving
-    expect((await admin(dst.port, "POST", "shard-2/receive", { epoch: 1 })).status).toBe(201);
+    expect((await admin(dst.port, "POST", "shard-2/receive", { epoch: 1, migration: "m-snap" })).status).toBe(
+      201,
+    );
     expect((await http(dst.port, "GET", "/v1/shards/shard-2/snapshot")).json().error).toBe("no-snapshot");
     const put = (body: Buffer, headers: Record<string, string> = {}) =>
       http(dst.port, "PUT", "/v1/admin/shards/shard-2/snapshot", {
@@ -252,6 +254,14 @@ describe("migrating a compacted shard", () => {
       expect(await inventory(dst, "shard-2")).toMatchObject({ state: "receiving", lsn: 0, snapshotLsn: 0 });
       expect(readdirSync(shardDir).filter((f) => f.startsWith("snapshot-") || f.includes("tmp"))).toEqual([]);
     };
+    // an upload of another migration (a coordinator whose copy the receive of m-snap replaced), and a
+    // malformed migration id
+    const another = await put(snap.body, { "x-migration": "m-other" });
+    expect(another.status).toBe(409);
+    expect(another.json()).toMatchObject({ error: "another-migration", migration: "m-snap" });
+    await nothingInstalled();
+    expect((await put(snap.body, { "x-migration": "m other/../x" })).status).toBe(400);
+    await nothingInstalled();
     // a wrong checksum
     const wrongSum = await put(snap.body, { "x-snapshot-checksum": `00000000-${snap.body.length}` });
     expect(wrongSum.status).toBe(400);
