@@ -51,6 +51,18 @@ function api(port: number, method: string, path: string, opts: Parameters<typeof
   return http(port, method, path, { token, ...opts });
 }
 
+/** A JSON request body, for api(). */
+const j = (body: unknown) => ({
+  body: JSON.stringify(body),
+  headers: { "content-type": "application/json" },
+});
+
+/** The target's copy of `shard` received for `migration`. */
+async function receive(port: number, shard: string, epoch: number, migration: string): Promise<void> {
+  const rcv = await api(port, "POST", `/v1/admin/shards/${shard}/receive`, j({ epoch, migration }));
+  expect(rcv.status, rcv.body.toString()).toBe(201);
+}
+
 function client(): ShardClient {
   return new ShardClient({ store: new EmbeddedStore(dir), token, deadlineMs: 20_000, baseBackoffMs: 5 });
 }
@@ -256,17 +268,7 @@ describe("migration races", () => {
   it("a target refuses to prepare a copy that another migration received", async () => {
     const mv = pickMove(5);
     const tp = portOf(mv.target);
-    const j = (body: unknown) => ({
-      body: JSON.stringify(body),
-      headers: { "content-type": "application/json" },
-    });
-    const rcv = await api(
-      tp,
-      "POST",
-      `/v1/admin/shards/${mv.shard}/receive`,
-      j({ epoch: mv.epoch, migration: "m-second" }),
-    );
-    expect(rcv.status).toBe(201);
+    await receive(tp, mv.shard, mv.epoch, "m-second");
     // an empty copy at LSN 0 has the checksum of nothing: only the migration id is wrong
     const p = await api(
       tp,
@@ -301,17 +303,7 @@ describe("migration races", () => {
     c.close();
     const sp = portOf(mv.source);
     const tp = portOf(mv.target);
-    const j = (body: unknown) => ({
-      body: JSON.stringify(body),
-      headers: { "content-type": "application/json" },
-    });
-    const rcv = await api(
-      tp,
-      "POST",
-      `/v1/admin/shards/${mv.shard}/receive`,
-      j({ epoch: mv.epoch, migration: "m-second" }),
-    );
-    expect(rcv.status).toBe(201);
+    await receive(tp, mv.shard, mv.epoch, "m-second");
     const log = await api(sp, "GET", `/v1/shards/${mv.shard}/log?from=1&max=1000`);
     expect(log.status).toBe(200);
     const last = Number(log.headers["x-last-lsn"]);
