@@ -4,7 +4,9 @@
  * requests) whenever about `sliceMs` of steps have run. An agent writing the
  * access windows of 100,000 segments keeps answering gets and puts; an
  * autopilot forecasting thousands of segments keeps its leader heartbeat
- * going; the dashboard keeps drawing.
+ * going; the dashboard keeps drawing. pipeInSlices does the same for a
+ * generator that produces output as it goes (a socket or a file written a
+ * piece at a time, never held whole).
  */
 import { setImmediate as nextTurn } from "node:timers/promises";
 
@@ -25,5 +27,40 @@ export function runAtOnce<T>(steps: Generator<unknown, T, void>): T {
   for (;;) {
     const r = steps.next();
     if (r.done) return r.value;
+  }
+}
+
+/**
+ * runInSlices for a generator that yields pieces of output (anything but
+ * undefined) between its steps of work (undefined): each piece is handed to
+ * `write` as it comes, and when that returns a promise (a socket or a file
+ * that must take the piece first) the next step waits for it. A `write` that
+ * throws or rejects ends the generator (its finally blocks run) and the error
+ * is thrown.
+ */
+export async function pipeInSlices<P>(
+  steps: Generator<P | undefined, void, void>,
+  write: (piece: P) => void | Promise<void>,
+  sliceMs = 10,
+): Promise<void> {
+  let sliceStart = performance.now();
+  try {
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return;
+      if (r.value !== undefined) {
+        const wrote = write(r.value);
+        if (wrote) {
+          await wrote;
+          sliceStart = performance.now();
+        }
+      }
+      if (performance.now() - sliceStart >= sliceMs) {
+        await nextTurn();
+        sliceStart = performance.now();
+      }
+    }
+  } finally {
+    steps.return();
   }
 }

@@ -17,9 +17,9 @@ import { UserError } from "../errors.js";
 import { answerClientError, ApiError } from "./http-util.js";
 import { AgentMetrics } from "./metrics.js";
 import { startBinaryServer, type BinaryListener } from "./binary.js";
-import { writeAtomicAsync } from "./fs-util.js";
+import { writeFileAtomic, writeFully } from "./fs-util.js";
 import { handleRequest } from "./server.js";
-import { runInSlices } from "../slices.js";
+import { pipeInSlices } from "../slices.js";
 import { Shard, type ShardOptions } from "./shard.js";
 
 export interface AgentOptions {
@@ -72,7 +72,8 @@ export class Agent {
   private readonly sockets = new Set<Socket>();
   private windowsTimer?: NodeJS.Timeout;
   private windowsSaving?: Promise<void>;
-  private windowsExport?: Promise<{ bytes: Uint8Array; nowMs: number }>;
+  /** GET /v1/access/export answers being written (server.ts bounds them). */
+  windowExports = 0;
 
   constructor(readonly opts: AgentOptions) {
     this.log = opts.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`));
@@ -143,39 +144,23 @@ export class Agent {
 
   /**
    * Writes the access windows to <dataDir>/access-windows.bin atomically (one
-   * save at a time; a save asked for during another joins it). The copy is
-   * made a few segments at a time between other requests (runInSlices), the
-   * file written off the event loop; a failure is logged and the next save
-   * tries again.
+   * save at a time; a save asked for during another joins it). They are laid
+   * out a chunk of segments at a time between other requests and written to
+   * the file as they come (pipeInSlices), never held whole in memory; a
+   * failure is logged and the next save tries again.
    */
   saveWindows(): Promise<void> {
     if (this.windowsSaving) return this.windowsSaving;
-    this.windowsSaving = runInSlices(this.windows.serializeSteps())
-      .then((bytes) => writeAtomicAsync(this.windowsFile, bytes))
+    this.windowsSaving = writeFileAtomic(this.windowsFile, async (fh) => {
+      let pos = 0;
+      await pipeInSlices(this.windows.serializeStream().pieces, async (piece) => {
+        await writeFully(fh, piece, pos);
+        pos += piece.length;
+      });
+    })
       .catch((err: Error) => this.log(`could not save access windows: ${err.message}`))
       .finally(() => (this.windowsSaving = undefined));
     return this.windowsSaving;
-  }
-
-  /**
-   * Every segment's windows in their file form (GET /v1/access/export), and
-   * the agent's clock when they were complete: written between other requests
-   * (runInSlices), so that a collector's request does not stall the data
-   * plane; requests that arrive while one is being written share it.
-   */
-  exportWindows(): Promise<{ bytes: Uint8Array; nowMs: number }> {
-    if (this.windowsExport) return this.windowsExport;
-    const exported = runInSlices(this.windows.serializeSteps()).then((bytes) => ({
-      bytes,
-      // (every stamp in it is no later than this)
-      nowMs: Date.now(),
-    }));
-    this.windowsExport = exported;
-    const done = () => {
-      if (this.windowsExport === exported) this.windowsExport = undefined;
-    };
-    exported.then(done, done);
-    return exported;
   }
 
   /** Recovers every shard under <dataDir>/shards. */
@@ -260,7 +245,7 @@ export class Agent {
     clearInterval(this.windowsTimer);
     await this.windowsSaving;
     try {
-      writeAtomic(this.windowsFile, this.windows.serialize());
+      writeAtomic(this.windowsFile, this.windows.serializeStream().pieces);
     } catch (err) {
       this.log(`could not save access windows: ${(err as Error).message}`);
     }

@@ -56,8 +56,3 @@ export async function writeFully(fh: FileHandle, buf: Uint8Array, pos: number): 
     off += bytesWritten;
   }
 }
-
-/** writeFileAtomic of one buffer. */
-export function writeAtomicAsync(file: string, content: Uint8Array): Promise<void> {
-  return writeFileAtomic(file, (fh) => fh.writeFile(content).then(() => undefined));
-}

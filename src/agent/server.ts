@@ -47,7 +47,7 @@ import {
   zoneIndex,
 } from "./data-plane.js";
 import { NO_ROOM } from "./fs-util.js";
-import { runInSlices } from "../slices.js";
+import { pipeInSlices, runInSlices } from "../slices.js";
 
 const JSON_LIMIT_EXTRA = 1024 * 1024;
 const MAX_BATCH_OPS = 10_000;
@@ -282,6 +282,55 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
     }
   } finally {
     agent.metrics.countRequest(op, res.statusCode);
+  }
+}
+
+/**
+ * GET /v1/access/export answers written at once: each holds a chunk's buffer (2.4 MB per 1,024
+ * segments) and takes its share of the event loop.
+ */
+export const MAX_WINDOW_EXPORTS = 4;
+
+/**
+ * Every segment's windows in the windows file's form, streamed: laid out a chunk of 1,024 segments
+ * at a time between other requests and sent as they come (pipeInSlices, waiting for the socket to
+ * drain), so that neither the loop nor the agent's memory holds the whole form (234 MB for 100,000
+ * active segments). Its length is known at the start (content-length); `x-now-ms` is the agent's
+ * time when it began (events recorded while it is written may be in it, with later stamps). A
+ * client that goes away ends it; an error after the head destroys the connection, so the client
+ * sees a short answer, never a complete one.
+ */
+async function exportWindows(agent: Agent, res: ServerResponse): Promise<void> {
+  if (agent.windowExports >= MAX_WINDOW_EXPORTS) {
+    throw new ApiError(
+      503,
+      "busy",
+      `${MAX_WINDOW_EXPORTS} exports of the access windows are being written; ask again when one has ended`,
+    );
+  }
+  agent.windowExports++;
+  try {
+    const { length, pieces } = agent.windows.serializeStream();
+    res.writeHead(200, {
+      "content-type": "application/octet-stream",
+      "content-length": length,
+      "x-now-ms": String(Date.now()),
+    });
+    await pipeInSlices(pieces, (piece) => {
+      if (res.destroyed) throw new Error("the client went away");
+      if (res.write(piece)) return;
+      return new Promise<void>((resolve, reject) => {
+        const gone = () => reject(new Error("the client went away"));
+        res.once("close", gone);
+        res.once("drain", () => {
+          res.off("close", gone);
+          resolve();
+        });
+      });
+    });
+    res.end();
+  } finally {
+    agent.windowExports--;
   }
 }
 
@@ -631,14 +680,7 @@ function accessRequest(
   if (parts.length === 3 && parts[2] === "export") {
     // GET /v1/access/export: every segment's windows in one binary answer (the SCAW1 form of the
     // windows file), for a collector that would otherwise ask segment by segment
-    return agent.exportWindows().then(({ bytes, nowMs }) => {
-      res.writeHead(200, {
-        "content-type": "application/octet-stream",
-        "content-length": bytes.length,
-        "x-now-ms": String(nowMs),
-      });
-      res.end(bytes);
-    });
+    return exportWindows(agent, res);
   }
   const segment = Number(parts[2]);
   if (!Number.isInteger(segment) || segment < 0 || segment >= w.segmentCount) {

@@ -188,6 +188,16 @@ export function failText(what: string, status: number, body: unknown): string {
 }
 
 /** An answer's body as JSON, or its first 200 characters as the message when it is not JSON. */
+/** The whole body of a streamed answer (stream()). */
+export function readAll(s: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    s.on("data", (c: Buffer) => chunks.push(c));
+    s.on("end", () => resolve(Buffer.concat(chunks)));
+    s.on("error", reject);
+  });
+}
+
 export function tryJson(b: Buffer): unknown {
   try {
     return JSON.parse(b.toString("utf8"));

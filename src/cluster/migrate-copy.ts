@@ -16,10 +16,9 @@
  * While the target appends one chunk, the next is already being read from the
  * source.
  */
-import type { IncomingMessage } from "node:http";
 import type { NodeInfo } from "../engine/location-map.js";
 import type { MigrationPhase } from "../engine/migration.js";
-import { failText, tryJson, type AgentResponse, type AgentRpc } from "./agent-rpc.js";
+import { failText, readAll, tryJson, type AgentResponse, type AgentRpc } from "./agent-rpc.js";
 
 /** What a progress display gets after each step of the copy. */
 export interface CopyProgress {
@@ -327,13 +326,4 @@ export class ShardCopier {
 
 function errorCode(body: Buffer): string | undefined {
   return (tryJson(body) as { error?: string } | undefined)?.error;
-}
-
-function readAll(s: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    s.on("data", (c: Buffer) => chunks.push(c));
-    s.on("end", () => resolve(Buffer.concat(chunks)));
-    s.on("error", reject);
-  });
 }

@@ -405,15 +405,23 @@ export class NotDurableError extends Error {
 
 /**
  * Writes a file so that a crash leaves the old or the new content: tmp + fsync + rename + fsync(dir).
- * A failed write or rename removes the temporary file: the old file stays, and nothing else. A failed
+ * The content may come in pieces (a generator that lays out a large file as it is written). A failed
+ * write or rename removes the temporary file: the old file stays, and nothing else. A failed
  * fsync of the directory after the rename is a NotDurableError.
  */
-export function writeAtomic(file: string, content: string | Uint8Array, mode = 0o600): void {
+export function writeAtomic(
+  file: string,
+  content: string | Uint8Array | Iterable<Uint8Array | undefined>,
+  mode = 0o600,
+): void {
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = openSync(tmp, "w", mode);
   try {
     try {
-      writeAll(fd, typeof content === "string" ? Buffer.from(content) : content);
+      if (typeof content === "string") writeAll(fd, Buffer.from(content));
+      else if (content instanceof Uint8Array) writeAll(fd, content);
+      // pieces written as they come (undefined between them: nothing to write yet)
+      else for (const piece of content) if (piece) writeAll(fd, piece);
       fsyncSync(fd);
     } finally {
       closeSync(fd);

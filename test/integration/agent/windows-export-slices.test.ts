@@ -6,14 +6,15 @@
  * at once held every data request for the whole time.
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpAgent, request, type IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { collectWindows } from "../../../src/cluster/windows-source.js";
+import { MAX_WINDOW_EXPORTS } from "../../../src/agent/server.js";
 import { AccessWindows } from "../../../src/engine/access-windows.js";
 import { initialLayout } from "../../../src/engine/location-map.js";
 import { withTicker } from "../../helpers/loop-gaps.js";
-import { agentsConfig, http, startAgent, stopAgent, tempDir, type AgentProc } from "./harness.js";
+import { agentsConfig, http, startAgent, stopAgent, tempDir, TOKEN, type AgentProc } from "./harness.js";
 
 const SEGMENTS = 40 * 1024;
 
@@ -26,18 +27,24 @@ describe("agent: writing the access windows in slices", () => {
     agent = dir = undefined;
   });
 
-  it("answers other requests while it writes every segment's windows or rates for a collector, and the collector reads them in slices", async () => {
-    dir = tempDir("export-slices");
+  /** An agent started with windows for every segment, as a long-running one would have saved them. */
+  async function busyAgent(name: string): Promise<{ w: AccessWindows; dataDir: string; a: AgentProc }> {
+    dir = tempDir(name);
     const dataDir = join(dir, "data");
     mkdirSync(dataDir, { recursive: true });
-    // windows for every segment, as a long-running agent would have saved them: loaded at start
     const w = new AccessWindows({ segmentCount: SEGMENTS, zones: ["a", "b", "c"] });
     const now = Date.now();
     for (let s = 0; s < SEGMENTS; s++) w.record(s, s % 4 === 0, s % 3, now - (s % 600) * 1000);
     writeFileSync(join(dataDir, "access-windows.bin"), w.serialize());
-    agent = await startAgent({ dataDir, segments: SEGMENTS });
+    const a = await startAgent({ dataDir, segments: SEGMENTS });
+    agent = a;
+    return { w, dataDir, a };
+  }
+
+  it("answers other requests while it writes every segment's windows or rates for a collector, and the collector reads them in slices", async () => {
+    const { w, dataDir, a } = await busyAgent("export-slices");
     const pool = new HttpAgent({ keepAlive: true, maxSockets: 1 });
-    const port = agent.port;
+    const port = a.port;
     /** GETs path; meanwhile health checks one after another: the answer, and how long each check waited. */
     async function beside(path: string) {
       expect((await http(port, "GET", "/health", { pool })).status).toBe(200);
@@ -80,7 +87,7 @@ describe("agent: writing the access windows in slices", () => {
 
     // a collector (plan, reshard, the autopilot) gathering them gives its own event loop turns too:
     // an autopilot's leader heartbeat keeps going while it reads a big cluster's windows
-    const map = initialLayout(SEGMENTS, [{ id: "node-1", address: agent.address, zone: "a" }], {
+    const map = initialLayout(SEGMENTS, [{ id: "node-1", address: a.address, zone: "a" }], {
       shardsPerNode: 1,
       now: Date.now(),
     });
@@ -94,5 +101,66 @@ describe("agent: writing the access windows in slices", () => {
     expect(collected.windows.exportSegment(777)).toEqual(w.exportSegment(777));
     expect(gaps.length).toBeGreaterThan(5);
     expect(Math.max(...gaps)).toBeLessThan(total / 3);
+  });
+
+  it("streams the export as it lays it out: the first bytes come at once, a reader that does not read holds it back, at most a few at a time, and one that goes away ends it", async () => {
+    const { w, a } = await busyAgent("export-stream");
+    const port = a.port;
+    /** GET /v1/access/export on a connection of its own; resolves with the answer's head. */
+    const open = () =>
+      new Promise<{ res: IncomingMessage; destroy: () => void }>((resolve, reject) => {
+        const req = request(
+          {
+            host: "127.0.0.1",
+            port,
+            path: "/v1/access/export",
+            headers: { authorization: `Bearer ${TOKEN}` },
+            agent: false,
+          },
+          (res) => resolve({ res, destroy: () => req.destroy() }),
+        );
+        req.on("error", reject);
+        req.end();
+      });
+    // a whole export: its first bytes long before its last (written whole, they came together)
+    const t0 = performance.now();
+    const whole = await open();
+    let first = 0;
+    const chunks: Buffer[] = [];
+    await new Promise<void>((resolve, reject) => {
+      whole.res.on("data", (c: Buffer) => {
+        if (chunks.length === 0) first = performance.now() - t0;
+        chunks.push(c);
+      });
+      whole.res.on("end", resolve);
+      whole.res.on("error", reject);
+    });
+    const total = performance.now() - t0;
+    const bytes = Buffer.concat(chunks);
+    expect(bytes.length).toBe(Number(whole.res.headers["content-length"]));
+    expect(Buffer.compare(bytes, w.serialize())).toBe(0); // nothing recorded since it started
+    expect(first).toBeLessThan(total / 4);
+
+    // readers that read nothing: each holds its export back once the socket's buffers are full;
+    // the agent bounds how many run at once and still answers everything else
+    const slow = await Promise.all(Array.from({ length: MAX_WINDOW_EXPORTS }, () => open()));
+    for (const s of slow) {
+      expect(s.res.statusCode).toBe(200);
+      s.res.pause();
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const busy = await http(port, "GET", "/v1/access/export");
+    expect(busy.status).toBe(503);
+    expect(busy.json()).toMatchObject({ error: "busy" });
+    expect((await http(port, "GET", "/health")).status).toBe(200);
+    // they go away mid-answer: their exports end, and the next one is written whole
+    for (const s of slow) s.destroy();
+    let again = await http(port, "GET", "/v1/access/export");
+    for (let i = 0; again.status === 503 && i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      again = await http(port, "GET", "/v1/access/export");
+    }
+    expect(again.status).toBe(200);
+    expect(AccessWindows.deserialize(again.body).exportSegment(4321)).toEqual(w.exportSegment(4321));
   });
 });

@@ -698,6 +698,100 @@ describe("AccessWindows.serializeSteps", () => {
   });
 });
 
+describe("AccessWindows.serializeStream and importStream", () => {
+  /** Windows with events spread over `chunks` chunks and two hours. */
+  function busy(chunks: number, zs: string[] = zones) {
+    const w = new AccessWindows({ segmentCount: chunks * 1024, zones: zs });
+    for (let s = 0; s < chunks * 1024; s += 5)
+      w.record(s, s % 2 === 0, s % zs.length, T0 + (s % 7200) * 1000);
+    return w;
+  }
+  function collect(w: AccessWindows, segmentsPerStep?: number) {
+    const { length, pieces } = w.serializeStream(segmentsPerStep);
+    const out: Uint8Array[] = [];
+    let steps = 0;
+    for (const p of pieces)
+      if (p === undefined) steps++;
+      else out.push(p);
+    return { length, out, steps, bytes: Buffer.concat(out) };
+  }
+  /** Feeds `bytes` to a fresh store's importStream in pieces of `size` bytes; returns the store and its count. */
+  function readBack(bytes: Uint8Array, size: number, into = windows(4 * 1024), opts = {}) {
+    const reader = into.importStream(opts);
+    for (let at = 0; at < bytes.length; at += size) [...reader.push(bytes.subarray(at, at + size))];
+    return { into, n: reader.finish() };
+  }
+
+  it("streams the bytes serialize gives, a chunk per piece, with their length known at the start", () => {
+    const w = busy(4);
+    const { length, out, steps, bytes } = collect(w);
+    expect(Buffer.compare(bytes, w.serialize())).toBe(0);
+    expect(length).toBe(bytes.length);
+    // the magic and header, 4 chunks, the checksum; each chunk its own buffer
+    expect(out.length).toBe(6);
+    expect(new Set(out.map((p) => p.buffer)).size).toBe(6);
+    expect(steps).toBe(4 * 7);
+    expect(collect(windows(100)).out.length).toBe(2); // nothing recorded: no chunk
+    for (const bad of [0, -1, 1.5]) expect(() => w.serializeStream(bad)).toThrow(/segmentsPerStep/);
+  });
+
+  it("reads it back in pieces of any size into another store, what deserialize reads", () => {
+    const w = busy(2);
+    const bytes = w.serialize();
+    const active = [...w.activeSegments()];
+    // (pieces that split the header, the stamps and the cells anywhere; the whole form at once)
+    for (const size of [13, 4099, 1 << 20, bytes.length]) {
+      const { into, n } = readBack(bytes, size, windows(2 * 1024));
+      expect(n).toBe(active.length);
+      expect(Buffer.compare(into.serialize(), bytes)).toBe(0);
+    }
+  });
+
+  it("reads only the segments `keep` accepts, moved by a clock offset as importSegment does, and leaves the others", () => {
+    const w = busy(4);
+    const into = windows(4 * 1024);
+    into.record(3, false, 1, T0); // not in the stream's kept range: stays
+    const keep = (s: number) => s >= 1024 && s < 2048;
+    const { n } = readBack(w.serialize(), 65_536, into, { keep, clockOffsetMs: 42_000 });
+    expect(n).toBe([...w.activeSegments()].filter(keep).length);
+    const expected = windows(4 * 1024);
+    expected.record(3, false, 1, T0);
+    for (const s of w.activeSegments()) if (keep(s)) expected.importSegment(w.exportSegment(s)!, 42_000);
+    expect(Buffer.compare(into.serialize(), expected.serialize())).toBe(0);
+  });
+
+  it("refuses a stream cut short, altered, with bytes after its end, or of other windows", () => {
+    const w = busy(2);
+    const bytes = w.serialize();
+    const into = () => windows(2 * 1024);
+    const read = (b: Uint8Array, target = into()) => readBack(b, 10_000, target);
+    for (const cut of [0, 3, 9, 200, bytes.length >> 1, bytes.length - 1])
+      expect(() => read(bytes.subarray(0, cut))).toThrow(/cut short/);
+    const flipped = Uint8Array.from(bytes);
+    flipped[bytes.length - 100] ^= 1;
+    expect(() => read(flipped)).toThrow(/checksum mismatch/);
+    const magic = Uint8Array.from(bytes);
+    magic[0] = 0x58;
+    expect(() => read(magic)).toThrow(/bad magic/);
+    expect(() => read(Buffer.concat([bytes, Buffer.from("x")]))).toThrow(/bytes after the checksum/);
+    expect(() => read(bytes, windows(3 * 1024))).toThrow(/the windows are of 2048 segments/);
+    expect(() => read(busy(2, ["a", "b"]).serialize())).toThrow(/zones a,b/);
+    // a header that is not JSON, or names a chunk the store has not
+    const header = (text: string) => {
+      const h = Buffer.from(text);
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(h.length);
+      return Buffer.concat([Buffer.from("SCAW1"), len, h]);
+    };
+    expect(() => read(header("{nope"))).toThrow(/header is not JSON/);
+    expect(() =>
+      read(header(JSON.stringify({ segmentCount: 2048, zones, levels: w.levels, chunks: [5] }))),
+    ).toThrow(/chunk index/);
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY])
+      expect(() => into().importStream({ clockOffsetMs: bad })).toThrow(/clock offset/);
+  });
+});
+
 describe("AccessWindows.copySegment", () => {
   /** Windows with a few hundred random events over two hours in `segments` segments of 3 chunks. */
   function random(seed: number, segments: number[]) {
