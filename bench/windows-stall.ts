@@ -6,11 +6,21 @@
  * for its whole time. Measured: the same bytes written in slices
  * (AccessWindows.serializeSteps through the agent's runInSlices), with a timer
  * every millisecond standing in for the requests waiting: the longest and the
- * 99th-percentile gap between its ticks, and the total time. Alternates the
- * two, --rounds times (default 3). Ends with one JSON line.
+ * 99th-percentile gap between its ticks, and the total time. Then what the
+ * agent does now: the form streamed to a file a chunk at a time as it is laid
+ * out (serializeStream through pipeInSlices into writeFileAtomic, the
+ * periodic save's path; the export streams the same pieces to its socket):
+ * the same loop figures, and the memory it holds (the growth of the
+ * process's ArrayBuffer memory, sampled at each piece) against the whole
+ * form that the two others hold. Alternates them, --rounds times (default 3).
+ * Ends with one JSON line.
  */
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { writeFileAtomic, writeFully } from "../src/agent/fs-util.js";
 import { AccessWindows } from "../src/engine/access-windows.js";
-import { runInSlices } from "../src/slices.js";
+import { pipeInSlices, runInSlices } from "../src/slices.js";
 import { emit, log, numberArg, percentile, round, ticking } from "./_util.js";
 
 const SEGMENTS = numberArg("segments", 100_000);
@@ -21,8 +31,11 @@ const t0 = Date.now();
 for (let s = 0; s < SEGMENTS; s++) w.record(s, s % 5 === 0, s % 3, t0 - (s % 3600) * 1000);
 log(`${SEGMENTS} active segments, ${round(w.allocatedBytes / 2 ** 20, 1)} MiB of windows`);
 
+const dir = mkdtempSync(join(tmpdir(), "shardctl-bench-windows-stall-"));
+const file = join(dir, "access-windows.bin");
 const atOnce: number[] = [];
 const sliced: { ms: number; max: number; p99: number }[] = [];
+const streamed: { ms: number; max: number; p99: number; heldMiB: number }[] = [];
 let bytes = 0;
 for (let r = 0; r < ROUNDS; r++) {
   const a = await ticking(async () => {
@@ -35,6 +48,31 @@ for (let r = 0; r < ROUNDS; r++) {
   log(
     `round ${r + 1}: at once ${round(a.ms, 0)} ms (the loop held ${round(atOnce[r], 0)} ms); ` +
       `in slices ${round(b.ms, 0)} ms, the loop held at most ${round(sliced[r].max, 1)} ms (p99 ${round(sliced[r].p99, 1)} ms)`,
+  );
+  // streamed to a file as the agent saves it: the ArrayBuffer memory it holds, sampled at each piece
+  const base = process.memoryUsage().arrayBuffers;
+  let held = 0;
+  const c = await ticking(() =>
+    writeFileAtomic(file, async (fh) => {
+      let pos = 0;
+      await pipeInSlices(w.serializeStream().pieces, async (piece) => {
+        held = Math.max(held, process.memoryUsage().arrayBuffers - base);
+        await writeFully(fh, piece, pos);
+        pos += piece.length;
+      });
+    }),
+  );
+  if (statSync(file).size !== bytes) throw new Error("the streamed file is not the whole form");
+  const sortedC = Float64Array.from(c.gaps).sort();
+  streamed.push({
+    ms: c.ms,
+    max: sortedC[sortedC.length - 1],
+    p99: percentile(sortedC, 99),
+    heldMiB: held / 2 ** 20,
+  });
+  log(
+    `  streamed to a file ${round(c.ms, 0)} ms, the loop held at most ${round(streamed[r].max, 1)} ms, ` +
+      `${round(streamed[r].heldMiB, 1)} MiB held at most (the whole form: ${round(bytes / 2 ** 20, 1)} MiB)`,
   );
   await new Promise((resolve) => setTimeout(resolve, 200));
 }
@@ -50,4 +88,9 @@ emit({
   sliced_max_stall_ms: round(stallSliced, 1),
   sliced_p99_gap_ms: round(median(sliced.map((s) => s.p99)), 2),
   stall_ratio: round(stallSliced / stallAtOnce, 4),
+  streamed_total_ms: round(median(streamed.map((x) => x.ms)), 1),
+  streamed_max_stall_ms: round(median(streamed.map((x) => x.max)), 1),
+  whole_form_mib: round(bytes / 2 ** 20, 1),
+  streamed_held_mib: round(median(streamed.map((x) => x.heldMiB)), 1),
 });
+rmSync(dir, { recursive: true, force: true });
