@@ -8,6 +8,7 @@ import {
   type SegmentWindows,
 } from "../../../src/engine/access-windows.js";
 import { fnv1a64Bytes } from "../../../src/engine/hash.js";
+import { runAtOnce } from "../../../src/slices.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const zones = ["a", "b", "c"];
@@ -718,7 +719,7 @@ describe("AccessWindows.serializeStream and importStream", () => {
   /** Feeds `bytes` to a fresh store's importStream in pieces of `size` bytes; returns the store and its count. */
   function readBack(bytes: Uint8Array, size: number, into = windows(4 * 1024), opts = {}) {
     const reader = into.importStream(opts);
-    for (let at = 0; at < bytes.length; at += size) [...reader.push(bytes.subarray(at, at + size))];
+    for (let at = 0; at < bytes.length; at += size) runAtOnce(reader.push(bytes.subarray(at, at + size)));
     return { into, n: reader.finish() };
   }
 
