@@ -19,7 +19,7 @@ import { errorMessage } from "../errors.js";
 import { loadWindows, newWindows } from "../store/windows-file.js";
 import { AgentRpc, readAll } from "./agent-rpc.js";
 import { resolveClientToken } from "./local.js";
-import { setImmediate as nextTurn } from "node:timers/promises";
+import { setImmediate as nextTurn, setTimeout as sleep } from "node:timers/promises";
 import { runInSlices } from "../slices.js";
 
 export interface CollectedWindows {
@@ -165,7 +165,13 @@ async function nodeWindows(
   const offset = list.nowMs - (sent + received) / 2;
   const clockOffset = Math.abs(offset) > (received - sent) / 2 + CLOCK_TOLERANCE_MS ? offset : 0;
   if (!opts.perSegment) {
-    const bulk = await rpc.stream(node.address, "GET", "/v1/access/export");
+    let bulk = await rpc.stream(node.address, "GET", "/v1/access/export");
+    // an agent writes a few exports at once and refuses more for a moment (503 busy): wait for one
+    for (let wait = 250; bulk.status === 503 && wait <= 2000; wait *= 2) {
+      await readAll(bulk.body);
+      await sleep(wait);
+      bulk = await rpc.stream(node.address, "GET", "/v1/access/export");
+    }
     if (bulk.status === 200) {
       // read as it arrives, a few segments at a time between other work, straight into the staging
       // store (dropped whole if the answer turns out cut short or altered): never the whole answer

@@ -226,6 +226,29 @@ describe("collectWindows from real agents", () => {
     legacy = false;
   });
 
+  it("waits for an agent writing as many exports as it takes at once (503 busy), then reads its windows; reports one that stays busy", async () => {
+    const busy = (): [number, string] => [
+      503,
+      JSON.stringify({ error: "busy", message: "4 exports of the access windows are being written" }),
+    ];
+    let refusals = 2;
+    spoilBulk = (s, b) => (refusals-- > 0 ? busy() : [s, b]);
+    legacy = false;
+    bulkCount = 0;
+    const addr = proxy!.address() as AddressInfo;
+    const c = await collectWindows(config, vm({ "node-1": `127.0.0.1:${addr.port}` }));
+    expect(c.unreachable.map((u) => u.node)).toEqual(["node-3"]);
+    expect(counts(c.windows, "node-1")).toEqual(new Array(WRITES).fill(1));
+    expect(bulkCount).toBe(3);
+    spoilBulk = busy;
+    bulkCount = 0;
+    const d = await collectWindows(config, vm({ "node-1": `127.0.0.1:${addr.port}` }));
+    expect(d.unreachable.find((u) => u.node === "node-1")?.error).toMatch(/503.*4 exports/);
+    for (const seg of written.get("node-1")!) expect(d.windows.exportSegment(seg)).toBeUndefined();
+    expect(bulkCount).toBe(5);
+    spoilBulk = (st, b) => [st, b];
+  }, 30_000);
+
   const bulkSpoilers: [string, typeof spoilBulk, RegExp][] = [
     [
       "HTML in place of the windows",
