@@ -128,6 +128,16 @@ beforeAll(async () => {
             // an agent from before the bulk export answers 404: the collector asks segment by segment
             if (legacy) return void res.writeHead(404).end('{"error":"no-route"}');
             const [status, body] = spoilBulk(answer.statusCode ?? 0, Buffer.concat(chunks));
+            if (cutBulk) {
+              // the whole length announced, half of it sent, then the connection cut (a killed agent)
+              const whole = Buffer.from(body);
+              res.writeHead(status, {
+                "content-type": "application/octet-stream",
+                "content-length": whole.length,
+              });
+              res.write(whole.subarray(0, whole.length >> 1), () => res.socket?.destroy());
+              return;
+            }
             return void res.writeHead(status, { "content-type": "application/octet-stream" }).end(body);
           }
           const n = path.endsWith("/export") ? ++exportCount : 0;
@@ -145,6 +155,8 @@ let exportCount = 0;
 let bulkCount = 0;
 /** The proxy answers GET /v1/access/export with 404, as an agent from before it. */
 let legacy = false;
+/** The proxy cuts the connection halfway through node-1's bulk export. */
+let cutBulk = false;
 /** How the proxy spoils node-1's bulk export. */
 let spoilBulk: (status: number, body: Buffer) => [number, Buffer | string] = (s, b) => [s, b];
 
@@ -248,6 +260,23 @@ describe("collectWindows from real agents", () => {
     expect(bulkCount).toBe(5);
     spoilBulk = (st, b) => [st, b];
   }, 30_000);
+
+  it("reports a peer whose bulk export breaks off mid-answer (the connection cut), and keeps none of its windows", async () => {
+    spoilBulk = (st, b) => [st, b];
+    legacy = false;
+    cutBulk = true;
+    try {
+      const addr = proxy!.address() as AddressInfo;
+      const c = await collectWindows(config, vm({ "node-1": `127.0.0.1:${addr.port}` }));
+      expect(c.unreachable.find((u) => u.node === "node-1")?.error).toMatch(
+        /access\/export: the answer is not an agent's windows/,
+      );
+      for (const seg of written.get("node-1")!) expect(c.windows.exportSegment(seg)).toBeUndefined();
+      expect(counts(c.windows, "node-2")).toEqual(new Array(WRITES).fill(1));
+    } finally {
+      cutBulk = false;
+    }
+  });
 
   const bulkSpoilers: [string, typeof spoilBulk, RegExp][] = [
     [
