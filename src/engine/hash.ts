@@ -176,7 +176,7 @@ export function fnv1a64Bytes(bytes: Uint8Array): string {
 /**
  * FNV-1a 64 over bytes given in pieces: update() with each piece in turn,
  * then hex() is fnv1a64Bytes of their concatenation. For a checksum computed
- * a step at a time (AccessWindows.serializeSteps).
+ * a step at a time (AccessWindows.serializeStream).
  */
 export class Fnv1a64 {
   private hi = OFFSET_HI | 0;
