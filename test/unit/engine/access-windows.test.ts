@@ -9,6 +9,7 @@ import {
 } from "../../../src/engine/access-windows.js";
 import { fnv1a64Bytes } from "../../../src/engine/hash.js";
 import { runAtOnce } from "../../../src/slices.js";
+import { UsageError } from "../../../src/errors.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const zones = ["a", "b", "c"];
@@ -790,6 +791,40 @@ describe("AccessWindows.serializeStream and importStream", () => {
     ).toThrow(/chunk index/);
     for (const bad of [Number.NaN, Number.POSITIVE_INFINITY])
       expect(() => into().importStream({ clockOffsetMs: bad })).toThrow(/clock offset/);
+  });
+
+  it("refuses any damaged stream with a usage error, whatever the bytes changed or cut, and never crashes (property)", () => {
+    const w = windows(1024);
+    for (let s = 0; s < 1024; s += 3) w.record(s, s % 2 === 0, s % 3, T0 + s * 1000);
+    const bytes = w.serialize();
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ at: fc.nat(bytes.length - 1), xor: fc.integer({ min: 1, max: 255 }) }), {
+          minLength: 0,
+          maxLength: 4,
+        }),
+        fc.option(fc.nat(bytes.length - 1), { nil: undefined }),
+        fc.integer({ min: 1, max: 1 << 16 }),
+        (flips, cut, size) => {
+          if (flips.length === 0 && cut === undefined) return;
+          const damaged = Uint8Array.from(bytes);
+          for (const f of flips) damaged[f.at] ^= f.xor;
+          const given = cut === undefined ? damaged : damaged.subarray(0, cut);
+          const into = windows(1024);
+          let error: unknown;
+          try {
+            const reader = into.importStream();
+            for (let at = 0; at < given.length; at += size)
+              runAtOnce(reader.push(given.subarray(at, at + size)));
+            reader.finish();
+          } catch (err) {
+            error = err;
+          }
+          expect(error).toBeInstanceOf(UsageError);
+        },
+      ),
+      { numRuns: 100 },
+    );
   });
 });
 
