@@ -23,7 +23,7 @@ import { dirname, join } from "node:path";
 import { fsyncDir, NO_ROOM } from "./fs-util.js";
 import { ApiError } from "./http-util.js";
 import { encodeEntry, NO_VALUE, type LogEntry, type LogOp } from "./log-format.js";
-import { DEFAULT_WRITE_ID_CAPACITY, WriteIdTable, type RememberedWrite } from "./write-ids.js";
+import { DEFAULT_WRITE_ID_CAPACITY, keyHash32, WriteIdTable, type RememberedWrite } from "./write-ids.js";
 import { metaPath, readMeta, writeMeta, type RedirectHint, type ShardMeta } from "./shard-meta.js";
 import { NotDurableError } from "../store/embedded.js";
 import {
@@ -150,6 +150,31 @@ function metaWriteFailed(shard: Shard, next: ShardMeta, err: unknown): ApiError 
 }
 
 /** The answer a retry of a remembered write gets. */
+/**
+ * Throws 409 write-id-reused unless `o` repeats the write its id already names: `earlier` (in this
+ * batch or on its way to the disk) or `known` (the id table; a key hash of 0 there is not known).
+ */
+function sameWrite(
+  hex: string,
+  o: WriteOp,
+  earlier: WriteOp | undefined,
+  known: RememberedWrite | undefined,
+): void {
+  const op = earlier?.op ?? known!.op;
+  const sameKey = earlier
+    ? earlier.key === o.key
+    : known!.keyHash === 0 || known!.keyHash === keyHash32(o.key);
+  if (op === o.op && sameKey) return;
+  const what = `a ${op} of ${sameKey ? "this" : "another"} key${op === o.op ? "" : `, not a ${o.op}`}`;
+  const where = known ? ` (applied at LSN ${known.lsn})` : " (not durable yet)";
+  throw new ApiError(
+    409,
+    "write-id-reused",
+    `write id ${hex} already names ${what}${where}: a retry must repeat the same write; give a new write a new id. Nothing was written`,
+    { op, ...(known ? { lsn: known.lsn } : {}) },
+  );
+}
+
 function duplicateOf(w: RememberedWrite): WriteResult {
   return w.op === "put"
     ? { lsn: w.lsn, duplicate: true }
@@ -196,8 +221,8 @@ export class Shard {
   valueBytes = 0;
   /** Recent write ids → LSN, as of the last durable LSN. */
   writeIds: WriteIdTable;
-  /** Write ids whose write is appended but not durable yet (hex → its result). */
-  private readonly writesInFlight = new Map<string, Promise<WriteResult>>();
+  /** Write ids whose write is appended but not durable yet (hex → the write and its result). */
+  private readonly writesInFlight = new Map<string, { op: WriteOp; result: Promise<WriteResult> }>();
   /**
    * No snapshot (hence no compaction) before this time (ms): a migration is
    * reading the log and the snapshot it started from (holdCompaction).
@@ -311,10 +336,10 @@ export class Shard {
           this.writeIds.addEncoded(e.value, e.lsn);
         } else if (e.op === "put") {
           this.state.set(e.key, { value: e.value, lsn: e.lsn, timestamp: e.timestamp });
-          if (e.writeId) this.writeIds.add(e.writeId, e.lsn, "put");
+          if (e.writeId) this.writeIds.add(e.writeId, e.lsn, "put", false, e.key);
         } else {
           const existed = this.state.delete(e.key);
-          if (e.writeId) this.writeIds.add(e.writeId, e.lsn, "delete", existed);
+          if (e.writeId) this.writeIds.add(e.writeId, e.lsn, "delete", existed, e.key);
         }
       },
       this.logOptions(),
@@ -383,10 +408,15 @@ export class Shard {
       const here = seenHere.get(hex);
       const known = here === undefined ? this.writeIds.get(o.writeId) : undefined;
       const inFlight = here === undefined && !known ? this.writesInFlight.get(hex) : undefined;
+      // a retry repeats its write: the same id for another key or operation is a client's mistake,
+      // refused before anything is appended (answered as a duplicate, that write would be lost)
+      if (here !== undefined) sameWrite(hex, o, fresh[here], undefined);
+      else if (known) sameWrite(hex, o, undefined, known);
+      else if (inFlight) sameWrite(hex, o, inFlight.op, undefined);
       if (here !== undefined) plan.push({ kind: "append", at: here, duplicate: true });
       else if (known) plan.push({ kind: "known", result: duplicateOf(known) });
       else if (inFlight) {
-        const result = inFlight.then((r): WriteResult => ({ ...r, duplicate: true }));
+        const result = inFlight.result.then((r): WriteResult => ({ ...r, duplicate: true }));
         result.catch(() => {}); // awaited below, unless this write's own append fails first
         plan.push({ kind: "in-flight", result });
       } else {
@@ -400,7 +430,7 @@ export class Shard {
       for (const [hex, at] of seenHere) {
         const one = appended.then((rs) => rs[at]);
         one.catch(() => {}); // a waiting retry sees the failure; nobody else must
-        this.writesInFlight.set(hex, one);
+        this.writesInFlight.set(hex, { op: fresh[at], result: one });
       }
       const done = () => {
         // by now the ids are in the table (applyDurable ran before the batch resolved) or the write failed
@@ -550,11 +580,11 @@ export class Shard {
         const value = o.value ?? NO_VALUE;
         this.state.set(o.key, { value, lsn, timestamp: b.timestamps?.[i] ?? Date.now() });
         this.valueBytes += value.length;
-        if (o.writeId) this.writeIds.add(o.writeId, lsn, "put");
+        if (o.writeId) this.writeIds.add(o.writeId, lsn, "put", false, o.key);
         b.results.push({ lsn });
       } else {
         this.state.delete(o.key);
-        if (o.writeId) this.writeIds.add(o.writeId, lsn, "delete", prev !== undefined);
+        if (o.writeId) this.writeIds.add(o.writeId, lsn, "delete", prev !== undefined, o.key);
         b.results.push({ lsn, existed: prev !== undefined });
       }
     }

@@ -18,18 +18,25 @@
  * entry's LSN), so they are replayed like any other.
  *
  * Memory: typed arrays, no object per id. Per id 16 bytes of id, 8 of LSN, 1
- * of outcome, and 8 of open-addressing index (load factor at most 1/2): 33
- * bytes, so the default capacity of 2^20 ids costs 33 MiB per shard once full.
+ * of outcome, 4 of key hash and 8 of open-addressing index (load factor at
+ * most 1/2): 37 bytes, so the default capacity of 2^20 ids costs 37 MiB per
+ * shard once full.
  * The arrays start small and double as ids arrive, so a shard that takes few
  * writes holds little. A snapshot in progress holds a frozen copy (freeze:
  * 25 bytes per id). The oldest id is forgotten when the table is full: a
  * retry must come within the last `capacity` writes of its shard (the routing
  * client retries for at most its deadline, 10 s by default).
  *
- * An id names a write, not a key: two writes with the same id are the same
- * write, whatever keys they name (ids are random, or a random 64-bit client
- * prefix and a counter; a collision of two clients' prefixes is not guarded
- * against).
+ * An id names one write, and a retry repeats it: so the table also keeps a
+ * 32-bit hash of the key each id wrote (`keyHash32`, never stored on disk:
+ * recomputed from the entries as they are replayed), and the shard refuses a
+ * write whose id is known for another key or operation (409
+ * write-id-reused) rather than answer it as a duplicate and write nothing. Ids
+ * that come from a snapshot's id records, or from another shard's through a
+ * split or merge, have no key there (the records hold none): for those the
+ * table cannot tell, and a reuse is answered as a duplicate, as are two keys
+ * whose hashes collide (ids are random, or a random 64-bit client prefix and a
+ * counter; a collision of two clients' prefixes is not guarded against).
  */
 import { WRITE_ID_BYTES, WRITE_ID_RECORD_BYTES, writeIdRecordsProblem, type LogOp } from "./log-format.js";
 
@@ -48,6 +55,19 @@ export interface RememberedWrite {
   op: LogOp;
   /** For a delete: whether the key existed when it was applied. */
   existed?: boolean;
+  /** keyHash32 of the key it wrote; 0 when not known (an id from id records). */
+  keyHash: number;
+}
+
+/**
+ * FNV-1a over a key's UTF-16 code units, never 0 (0 means "not known"). Only
+ * compared within one process (recomputed from the log on recovery), so it
+ * need not match anything elsewhere.
+ */
+export function keyHash32(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return h >>> 0 || 1;
 }
 
 /** The 32 hex digits of a write id (the header form), or undefined when it is not one. */
@@ -73,6 +93,8 @@ export class WriteIdTable {
   private ids!: Uint32Array;
   private lsns!: Float64Array;
   private outcomes!: Uint8Array;
+  /** keyHash32 of each id's key, 0 when not known. */
+  private keyHashes!: Uint32Array;
   /** Allocated ring size (≤ capacity; doubles as ids arrive). */
   private ring = 0;
   private head = 0;
@@ -93,7 +115,13 @@ export class WriteIdTable {
 
   /** Bytes held by the table's arrays. */
   get bytes(): number {
-    return this.ids.byteLength + this.lsns.byteLength + this.outcomes.byteLength + this.index.byteLength;
+    return (
+      this.ids.byteLength +
+      this.lsns.byteLength +
+      this.outcomes.byteLength +
+      this.keyHashes.byteLength +
+      this.index.byteLength
+    );
   }
 
   get(id: Buffer): RememberedWrite | undefined {
@@ -101,9 +129,10 @@ export class WriteIdTable {
     if (pos < 0) return undefined;
     const o = this.outcomes[pos];
     const lsn = this.lsns[pos];
+    const keyHash = this.keyHashes[pos];
     return o === OUTCOME_PUT
-      ? { lsn, op: "put" }
-      : { lsn, op: "delete", existed: o === OUTCOME_DELETE_EXISTED };
+      ? { lsn, op: "put", keyHash }
+      : { lsn, op: "delete", existed: o === OUTCOME_DELETE_EXISTED, keyHash };
   }
 
   has(id: Buffer): boolean {
@@ -111,10 +140,11 @@ export class WriteIdTable {
   }
 
   /**
-   * Remembers that `id` was applied at `lsn`. An id already known keeps its
-   * first LSN (that is when it was applied). When full, the oldest id goes.
+   * Remembers that `id` was applied at `lsn`, writing the key `key` (when
+   * known). An id already known keeps its first LSN (that is when it was
+   * applied). When full, the oldest id goes.
    */
-  add(id: Buffer, lsn: number, op: LogOp, existed = false): void {
+  add(id: Buffer, lsn: number, op: LogOp, existed = false, key?: string): void {
     if (id.length !== WRITE_ID_BYTES)
       throw new RangeError(`a write id is ${WRITE_ID_BYTES} bytes, not ${id.length}`);
     this.insert(
@@ -124,6 +154,7 @@ export class WriteIdTable {
       id.readUInt32LE(12),
       lsn,
       op === "put" ? OUTCOME_PUT : existed ? OUTCOME_DELETE_EXISTED : OUTCOME_DELETE_MISSING,
+      key === undefined ? 0 : keyHash32(key),
     );
   }
 
@@ -176,6 +207,7 @@ export class WriteIdTable {
         records.readUInt32LE(off + 12),
         lsn,
         outcome,
+        0,
       );
     }
   }
@@ -189,6 +221,7 @@ export class WriteIdTable {
     this.ids = new Uint32Array(ring * 4);
     this.lsns = new Float64Array(ring);
     this.outcomes = new Uint8Array(ring);
+    this.keyHashes = new Uint32Array(ring);
     this.head = 0;
     this.count = 0;
     let slots = 1;
@@ -217,7 +250,15 @@ export class WriteIdTable {
     return hashWords(this.ids[w], this.ids[w + 1], this.ids[w + 2], this.ids[w + 3]) & this.mask;
   }
 
-  private insert(a: number, b: number, c: number, d: number, lsn: number, outcome: number): void {
+  private insert(
+    a: number,
+    b: number,
+    c: number,
+    d: number,
+    lsn: number,
+    outcome: number,
+    keyHash: number,
+  ): void {
     const ids = this.ids;
     let s = hashWords(a, b, c, d) & this.mask;
     for (; this.index[s] !== 0; s = (s + 1) & this.mask) {
@@ -227,13 +268,13 @@ export class WriteIdTable {
     if (this.count === this.ring) {
       if (this.ring < this.capacity) {
         this.grow(Math.min(this.capacity, this.ring * 2));
-        return this.insert(a, b, c, d, lsn, outcome);
+        return this.insert(a, b, c, d, lsn, outcome, keyHash);
       }
       // full: the oldest id makes room (its slot may be the one found above, so probe again)
       this.unindex(this.head);
       this.head = (this.head + 1) % this.ring;
       this.count--;
-      return this.insert(a, b, c, d, lsn, outcome);
+      return this.insert(a, b, c, d, lsn, outcome, keyHash);
     }
     const pos = (this.head + this.count) % this.ring;
     const w = pos * 4;
@@ -243,6 +284,7 @@ export class WriteIdTable {
     ids[w + 3] = d;
     this.lsns[pos] = lsn;
     this.outcomes[pos] = outcome;
+    this.keyHashes[pos] = keyHash;
     this.index[s] = pos + 1;
     this.count++;
   }
@@ -271,6 +313,7 @@ export class WriteIdTable {
     const ids = this.ids;
     const lsns = this.lsns;
     const outcomes = this.outcomes;
+    const keyHashes = this.keyHashes;
     const oldRing = this.ring;
     const head = this.head;
     const count = this.count;
@@ -278,7 +321,7 @@ export class WriteIdTable {
     for (let i = 0; i < count; i++) {
       const p = (head + i) % oldRing;
       const w = p * 4;
-      this.insert(ids[w], ids[w + 1], ids[w + 2], ids[w + 3], lsns[p], outcomes[p]);
+      this.insert(ids[w], ids[w + 1], ids[w + 2], ids[w + 3], lsns[p], outcomes[p], keyHashes[p]);
     }
   }
 }

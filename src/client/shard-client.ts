@@ -451,7 +451,13 @@ export class ShardClient {
               hint: "use the cluster's token (agent.token, SHARDCTL_TOKEN or <dataDir>/local/token)",
             });
           case 409:
-            break;
+            // the write id names another write there (nothing was written): no retry changes that
+            if (info.error === "write-id-reused") {
+              throw new UsageError(`the agent refused the write: ${info.message}`, {
+                hint: "a write id names one write (its retries repeat it); leave --write-id out, and the client makes a fresh one",
+              });
+            }
+            break; // stale-epoch, wrong-shard: the map moved on; refresh below
           case 503:
             // a stopping agent says when to come back (Retry-After: 1): sooner is refused again. A
             // fence, or a target not serving yet, lasts a migration's write pause (tens of ms): the

@@ -256,7 +256,8 @@ with --json, "duplicate": true says the write had been applied by an earlier
 attempt (lsn is that attempt's; the value given again is not stored); false
 otherwise. --json prints the write id ("writeId"), and so does the error of a
 write that may have been applied: run the command again with --write-id and
-that id to retry it safely.
+that id to retry it safely. A write id names one write: given for another key
+(or for a delete), it is refused (exit 2) and nothing is written.
 
 Examples:
   shardctl put user:42 '{"name":"Ada"}'
@@ -267,7 +268,7 @@ Examples:
 
 Exit codes: 0 stored, 1 the cluster refused or is unreachable (or the write may
 have been applied: read the key, or retry with its --write-id), 2 bad key, value
-or write id,
+or write id (or one that names another write),
 3 no agent serves the key's shard (the agents redirect in a cycle; nothing was
 written; see \`shardctl status\` and \`shardctl migrations\`).`;
 

@@ -171,8 +171,8 @@ interface ShardModel {
   epoch: number;
   /** Each key's states in the order the writes were read: [absent, after write 1, …]. */
   history: Map<string, (Buffer | undefined)[]>;
-  /** Write ids applied here → whether the delete that carried it found its key. */
-  writeIds: Map<string, { existed?: boolean; lsnOf: number }>;
+  /** Write ids applied here → the write (key, op) and whether the delete that carried it found its key. */
+  writeIds: Map<string, { existed?: boolean; lsnOf: number; key: string; op: number }>;
   /** Writes applied (not duplicates), in the order read. */
   applied: number;
 }
@@ -251,11 +251,13 @@ function expectRequest(frame: Buffer, shards: Map<string, ShardModel>): Expect {
     seq,
   });
   const known = writeId !== undefined ? shard.writeIds.get(writeId) : undefined;
+  // an id names one write: for another key or op it is refused (write-id-reused), nothing written
+  if (known && (known.key !== key || known.op !== op)) return err(409);
   if (known) return write(known.existed, true, known.lsnOf);
   const existed = h[h.length - 1] !== undefined;
   h.push(op === 2 ? Buffer.from(value) : undefined);
   const seq = ++shard.applied;
-  const result = { existed: op === 3 ? existed : undefined, lsnOf: seq };
+  const result = { existed: op === 3 ? existed : undefined, lsnOf: seq, key, op };
   if (writeId !== undefined) shard.writeIds.set(writeId, result);
   return write(result.existed, false, seq);
 }

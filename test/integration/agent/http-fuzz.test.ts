@@ -143,6 +143,9 @@ type Step = (KeyStep | BatchStep | AdminStep | MiscStep | FramingStep) & { auth:
 interface Remembered {
   lsn: number;
   existed?: boolean;
+  /** The write the id names: a retry repeats it, anything else with the id is refused (409). */
+  key: string;
+  op: "put" | "delete";
 }
 
 interface ShardModel {
@@ -272,6 +275,22 @@ interface WriteOutcome {
   duplicate: boolean;
 }
 
+/**
+ * Does one of these writes (a request's, in order) name a write id already known — to the shard or
+ * earlier in the request — for another key or op? The shard then refuses the whole request (409
+ * write-id-reused) and writes nothing.
+ */
+function reusesId(shard: ShardModel, writes: { op: "put" | "delete"; key: string; wid?: string }[]): boolean {
+  const here = new Map<string, { key: string; op: string }>();
+  for (const w of writes) {
+    if (w.wid === undefined) continue;
+    const prior = here.get(w.wid) ?? shard.writeIds.get(w.wid);
+    if (prior && (prior.key !== w.key || prior.op !== w.op)) return true;
+    if (!prior) here.set(w.wid, { key: w.key, op: w.op });
+  }
+  return false;
+}
+
 /** Applies one acknowledged write to the model (as the shard does) and returns its outcome. */
 function applyWrite(
   shard: ShardModel,
@@ -295,7 +314,7 @@ function applyWrite(
   }
   const out: WriteOutcome = { lsn, existed, duplicate: false };
   if (writeId !== undefined) {
-    shard.writeIds.set(writeId, { lsn, existed });
+    shard.writeIds.set(writeId, { lsn, existed, key, op });
     seenInBatch.set(writeId, out);
   }
   return out;
@@ -418,7 +437,9 @@ function renderKey(run: Run, s: KeyStep, auth: string, authorized: boolean): Ren
   if (s.method === "DELETE" && s.strayBody) return out(fail(413));
   target.epoch = Math.max(target.epoch, epoch);
   const wid = typeof s.writeId === "number" ? run.writeIds[s.writeId] : undefined;
-  const want = applyWrite(target, s.method === "PUT" ? "put" : "delete", key, s.value, wid, new Map());
+  const op = s.method === "PUT" ? "put" : "delete";
+  if (reusesId(target, [{ op, key, wid }])) return out(fail(409));
+  const want = applyWrite(target, op, key, s.value, wid, new Map());
   const epochNow = target.epoch;
   return out({ status: 200, check: (r) => checkWriteAnswer(want, epochNow, r) });
 }
@@ -463,6 +484,21 @@ function renderBatch(run: Run, s: BatchStep, auth: string, authorized: boolean):
     }
   }
   target.epoch = Math.max(target.epoch, epoch);
+  const writes = ops.flatMap((o) =>
+    o.op === "get"
+      ? []
+      : [
+          {
+            op: o.op as "put" | "delete",
+            key: o.key as string,
+            wid: typeof o.writeId === "string" ? o.writeId.toLowerCase() : undefined,
+          },
+        ],
+  );
+  if (reusesId(target, writes)) {
+    for (const o of ops) target.touched.add(o.key as string);
+    return out(fail(409));
+  }
   const seen = new Map<string, WriteOutcome>();
   const results: (WriteOutcome | undefined)[] = ops.map((o) => {
     const key = o.key as string;

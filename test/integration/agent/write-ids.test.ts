@@ -348,6 +348,80 @@ describe("hostile write ids", () => {
   });
 });
 
+describe("a write id reused for another write", () => {
+  it("is refused over HTTP, in a batch and over the binary protocol (409 write-id-reused, nothing written), and the routing client says so at once", async () => {
+    const keys = keysOf("shard-1", "reused");
+    const [k1, k2] = [keys.next().value as string, keys.next().value as string];
+    const id = newId();
+    const before = (await lsnOf(n1, "shard-1")) + 1;
+    expectWrite(await putWithId(n1, "shard-1", k1, "first", id), before, false);
+    const other = await putWithId(n1, "shard-1", k2, "second", id);
+    expect(other.status, other.body.toString()).toBe(409);
+    expect(other.json()).toMatchObject({ error: "write-id-reused", op: "put", lsn: before });
+    expect(other.json().message).toMatch(/already names a put of another key .*Nothing was written/);
+    const del = await http(n1.port, "DELETE", `/v1/shards/shard-1/keys/${k1}`, {
+      headers: { "x-shard-epoch": "1", "x-write-id": id },
+    });
+    expect(del.status).toBe(409);
+    expect(del.json().message).toMatch(/a put of this key, not a delete/);
+    const batch = await http(n1.port, "POST", "/v1/shards/shard-1/batch", {
+      headers: { "x-shard-epoch": "1", "content-type": "application/json" },
+      body: JSON.stringify({
+        ops: [
+          { op: "put", key: k2, value: Buffer.from("x").toString("base64") },
+          { op: "put", key: k2, value: Buffer.from("y").toString("base64"), writeId: id },
+        ],
+      }),
+    });
+    expect(batch.status).toBe(409);
+    const c = await BinaryClient.open();
+    try {
+      c.send(encodeRequest(1, OP_PUT, "shard-1", k2, 1, "a", Buffer.from("z"), Buffer.from(id, "hex")));
+      expect(await c.answer(1)).toMatchObject({ status: STATUS_ERROR, httpStatus: 409 });
+    } finally {
+      c.close();
+    }
+    // nothing of it was written; the true retry is still answered as a duplicate
+    expect(await lsnOf(n1, "shard-1")).toBe(before);
+    expect((await get(n1.port, "shard-1", k2)).status).toBe(404);
+    expectWrite(await putWithId(n1, "shard-1", k1, "first", id), before, true);
+    // the routing client: a usage error at once, no retries until its deadline
+    const dir = tempDir("write-ids-reused");
+    const store = new EmbeddedStore(dir);
+    const map: LocationMap = {
+      format: 1,
+      segmentCount: SEGMENTS,
+      nodes: [{ id: "node-1", address: n1.address, zone: "a" }],
+      shards: Object.entries(RANGES).map(([sid, range]) => ({
+        id: sid,
+        node: "node-1",
+        epoch: 1,
+        migrationTimestamp: 0,
+        changedAt: 0,
+        ranges: [range],
+      })),
+      nextShardSeq: 3,
+      term: 0,
+      updatedAt: Date.now(),
+    };
+    expect((await store.compareAndSet(0, map)).ok).toBe(true);
+    const client = new ShardClient({ store, token: TOKEN, deadlineMs: 10_000, baseBackoffMs: 5 });
+    try {
+      const t0 = Date.now();
+      await expect(client.put(k2, "second", { writeId: Buffer.from(id, "hex") })).rejects.toMatchObject({
+        exitCode: 2,
+        message: expect.stringMatching(/refused the write: write id .* already names a put of another key/),
+      });
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      expect(client.stats.retries).toBe(0);
+    } finally {
+      client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(await lsnOf(n1, "shard-1")).toBe(before);
+  });
+});
+
 describe("write ids survive a crash, compaction and a migration", () => {
   it("recognises acknowledged writes after SIGKILL and a restart, from the log and from a compacted snapshot, then on the migration target", async () => {
     // Given: writes with ids on shard-1 (some covered by a snapshot that compacts the log) and shard-2

@@ -21,7 +21,13 @@ import {
   SnapshotDecoder,
   writeSnapshot,
 } from "../../../src/agent/snapshot.js";
-import { parseWriteIdHex, WRITE_ID_RECORD_BYTES, WriteIdTable } from "../../../src/agent/write-ids.js";
+import {
+  keyHash32,
+  parseWriteIdHex,
+  WRITE_ID_RECORD_BYTES,
+  WriteIdTable,
+} from "../../../src/agent/write-ids.js";
+import { ApiError } from "../../../src/agent/http-util.js";
 
 const tmp = tempDirs("shardctl-writeids-");
 
@@ -65,13 +71,27 @@ describe("WriteIdTable", () => {
     t.add(idOf(2), 11, "delete", true);
     t.add(idOf(3), 12, "delete", false);
     t.add(idOf(1), 99, "put");
-    expect(t.get(idOf(1))).toEqual({ lsn: 10, op: "put" });
-    expect(t.get(idOf(2))).toEqual({ lsn: 11, op: "delete", existed: true });
-    expect(t.get(idOf(3))).toEqual({ lsn: 12, op: "delete", existed: false });
+    expect(t.get(idOf(1))).toEqual({ lsn: 10, op: "put", keyHash: 0 });
+    expect(t.get(idOf(2))).toEqual({ lsn: 11, op: "delete", existed: true, keyHash: 0 });
+    expect(t.get(idOf(3))).toEqual({ lsn: 12, op: "delete", existed: false, keyHash: 0 });
     expect(t.get(idOf(4))).toBeUndefined();
     expect(t.get(Buffer.alloc(15))).toBeUndefined();
     expect(t.size).toBe(3);
     expect(() => t.add(Buffer.alloc(8), 1, "put")).toThrow(/16 bytes/);
+  });
+
+  it("keeps each id's key hash through growth and eviction; ids from records have none", () => {
+    const t = new WriteIdTable(3000);
+    for (let i = 1; i <= 5000; i++) t.add(idOf(i), i, "put", false, `key-${i}`);
+    expect(t.get(idOf(1000))).toBeUndefined(); // evicted
+    for (const i of [2001, 3500, 5000]) expect(t.get(idOf(i))?.keyHash).toBe(keyHash32(`key-${i}`));
+    t.add(idOf(6000), 6000, "delete", true);
+    expect(t.get(idOf(6000))).toEqual({ lsn: 6000, op: "delete", existed: true, keyHash: 0 });
+    const back = new WriteIdTable();
+    back.addEncoded(t.encode());
+    expect(back.get(idOf(5000))).toEqual({ lsn: 5000, op: "put", keyHash: 0 });
+    expect(keyHash32("")).not.toBe(0);
+    expect(keyHash32("a")).not.toBe(keyHash32("b"));
   });
 
   it("forgets the oldest ids once full, and grows its arrays only as ids arrive", () => {
@@ -119,8 +139,8 @@ describe("WriteIdTable", () => {
     expect(rec.subarray(0, 16)).toEqual(idOf(3));
     const u = new WriteIdTable(10);
     u.addEncoded(rec);
-    expect(u.get(idOf(4))).toEqual({ lsn: 2 ** 40 + 4, op: "delete", existed: true });
-    expect(u.get(idOf(5))).toEqual({ lsn: 2 ** 40 + 5, op: "put" });
+    expect(u.get(idOf(4))).toEqual({ lsn: 2 ** 40 + 4, op: "delete", existed: true, keyHash: 0 });
+    expect(u.get(idOf(5))).toEqual({ lsn: 2 ** 40 + 5, op: "put", keyHash: 0 });
     expect(u.has(idOf(2))).toBe(false);
     expect(() => u.addEncoded(rec.subarray(0, 30))).toThrow(/25 bytes each/);
     const badOutcome = Buffer.from(rec);
@@ -138,8 +158,8 @@ describe("WriteIdTable", () => {
     const t = new WriteIdTable(10);
     t.add(idOf(2), 3, "put"); // known already: keeps its first answer
     t.addEncoded(src.encode(), 40);
-    expect(t.get(idOf(1))).toEqual({ lsn: 40, op: "put" });
-    expect(t.get(idOf(2))).toEqual({ lsn: 3, op: "put" });
+    expect(t.get(idOf(1))).toEqual({ lsn: 40, op: "put", keyHash: 0 });
+    expect(t.get(idOf(2))).toEqual({ lsn: 3, op: "put", keyHash: 0 });
     const bad = Buffer.concat([new WriteIdTable(10).encode(), src.encode()]);
     bad[WRITE_ID_RECORD_BYTES + 24] = 7;
     const u = new WriteIdTable(10);
@@ -304,11 +324,60 @@ describe("Shard: a write id is appended once", () => {
       put("x", "1", idOf(8)),
       put("y", "2"),
       put("x", "1", idOf(8)),
-      put("z", "3", idOf(7)),
+      put("k", "a", idOf(7)),
     ]);
     expect(batch).toEqual([{ lsn: 3 }, { lsn: 4 }, { lsn: 3, duplicate: true }, { lsn: 1, duplicate: true }]);
     expect(shard.lsn).toBe(4);
     await shard.close();
+  });
+
+  it("refuses an id that names another key's or another operation's write, in the table, in flight or in the batch: 409 write-id-reused, nothing appended", async () => {
+    const o = opts();
+    const { dir, shard } = await newShard(o);
+    await shard.write([put("k", "v", idOf(1))]);
+    await shard.write([{ op: "delete", key: "gone", writeId: idOf(2) }]);
+    const refused = async (ops: Parameters<typeof shard.write>[0], message: RegExp) => {
+      const lsn = shard.lsn;
+      const err = await shard.write(ops).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ApiError);
+      expect(err).toMatchObject({ status: 409, code: "write-id-reused" });
+      expect((err as Error).message).toMatch(message);
+      expect(shard.lsn).toBe(lsn); // nothing appended, the batch's other writes neither
+    };
+    // known to the table
+    await refused([put("other", "x", idOf(1))], /already names a put of another key \(applied at LSN 1\)/);
+    await refused([{ op: "delete", key: "k", writeId: idOf(1) }], /a put of this key, not a delete/);
+    await refused([put("gone", "x", idOf(2))], /a delete of this key, not a put/);
+    await refused([put("fresh", "1"), put("other", "x", idOf(1))], /another key/);
+    expect(shard.get("other")).toBeUndefined();
+    expect(shard.get("fresh")).toBeUndefined();
+    // twice in one batch, for two keys
+    await refused([put("a", "1", idOf(3)), put("b", "2", idOf(3))], /another key \(not durable yet\)/);
+    // in flight: the first not durable yet when the second arrives
+    const [first, second] = await Promise.allSettled([
+      shard.write([put("c", "1", idOf(4))]),
+      shard.write([put("d", "2", idOf(4))]),
+    ]);
+    expect(first).toMatchObject({ status: "fulfilled", value: [{ lsn: 3 }] });
+    expect(second).toMatchObject({ status: "rejected", reason: { code: "write-id-reused" } });
+    // a true retry is still a duplicate
+    expect(await shard.write([put("k", "v", idOf(1))])).toEqual([{ lsn: 1, duplicate: true }]);
+    await shard.close();
+    // after recovery from the log the keys are known again
+    const reopened = await Shard.open(dir, "shard-1", o);
+    await expect(reopened.write([put("other", "x", idOf(1))])).rejects.toMatchObject({
+      code: "write-id-reused",
+    });
+    // ids from a snapshot's records carry no key: a reuse of those is answered as a duplicate
+    await reopened.snapshot();
+    await reopened.close();
+    const fromSnap = await Shard.open(dir, "shard-1", o);
+    expect(fromSnap.rememberedWrite(idOf(1))?.keyHash).toBe(0);
+    expect(await fromSnap.write([put("other", "x", idOf(1))])).toEqual([{ lsn: 1, duplicate: true }]);
+    await fromSnap.close();
   });
 
   it("recognises acknowledged ids after recovery from the log, and from a snapshot once the log is compacted", async () => {
@@ -354,8 +423,13 @@ describe("Shard: a write id is appended once", () => {
     }));
     const dst = await newShard(opts(), "receiving");
     expect(await dst.shard.appendReplicated(copied)).toBe(3);
-    expect(dst.shard.rememberedWrite(idOf(1))).toEqual({ lsn: 1, op: "put" });
-    expect(dst.shard.rememberedWrite(idOf(2))).toEqual({ lsn: 3, op: "delete", existed: true });
+    expect(dst.shard.rememberedWrite(idOf(1))).toEqual({ lsn: 1, op: "put", keyHash: keyHash32("a") });
+    expect(dst.shard.rememberedWrite(idOf(2))).toEqual({
+      lsn: 3,
+      op: "delete",
+      existed: true,
+      keyHash: keyHash32("a"),
+    });
     dst.shard.setMeta({ state: "owned" });
     expect(await dst.shard.write([put("a", "1", idOf(1))])).toEqual([{ lsn: 1, duplicate: true }]);
     expect(dst.shard.lsn).toBe(3);
@@ -380,8 +454,8 @@ describe("Shard: a write id is appended once", () => {
     ]);
     expect(r).toEqual([{ lsn: 3 }, { lsn: 4 }]);
     expect(shard.get("k")?.value.toString()).toBe("mine");
-    expect(shard.rememberedWrite(idOf(1))).toEqual({ lsn: 1, op: "put" });
-    expect(shard.rememberedWrite(idOf(7))).toEqual({ lsn: 4, op: "delete", existed: true });
+    expect(shard.rememberedWrite(idOf(1))).toEqual({ lsn: 1, op: "put", keyHash: keyHash32("k") });
+    expect(shard.rememberedWrite(idOf(7))).toEqual({ lsn: 4, op: "delete", existed: true, keyHash: 0 });
     await shard.close();
     // after a restart (the log replayed), then after a snapshot compacted the log
     const again = await Shard.open(dir, "shard-1", o);
@@ -393,9 +467,9 @@ describe("Shard: a write id is appended once", () => {
     // the snapshot holds them, at this shard's LSN: recovery, a move and a later export read them there
     const inSnap = new WriteIdTable(10);
     await readSnapshotWriteIds(join(dir, snapshotFileName(4)), (rec) => inSnap.addEncoded(rec));
-    expect(inSnap.get(idOf(7))).toEqual({ lsn: 4, op: "delete", existed: true });
+    expect(inSnap.get(idOf(7))).toEqual({ lsn: 4, op: "delete", existed: true, keyHash: 0 });
     const fromSnap = await Shard.open(dir, "shard-1", o);
-    expect(fromSnap.rememberedWrite(idOf(7))).toEqual({ lsn: 4, op: "delete", existed: true });
+    expect(fromSnap.rememberedWrite(idOf(7))).toEqual({ lsn: 4, op: "delete", existed: true, keyHash: 0 });
     expect(fromSnap.get("k")?.value.toString()).toBe("mine");
     await fromSnap.close();
   });
