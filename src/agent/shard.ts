@@ -149,7 +149,6 @@ function metaWriteFailed(shard: Shard, next: ShardMeta, err: unknown): ApiError 
   );
 }
 
-/** The answer a retry of a remembered write gets. */
 /**
  * Throws 409 write-id-reused unless `o` repeats the write its id already names: `earlier` (in this
  * batch or on its way to the disk) or `known` (the id table; a key hash of 0 there is not known).
@@ -161,11 +160,11 @@ function sameWrite(
   known: RememberedWrite | undefined,
 ): void {
   const op = earlier?.op ?? known!.op;
-  const sameKey = earlier
-    ? earlier.key === o.key
-    : known!.keyHash === 0 || known!.keyHash === keyHash32(o.key);
+  const keyKnown = earlier !== undefined || known!.keyHash !== 0;
+  const sameKey = earlier ? earlier.key === o.key : !keyKnown || known!.keyHash === keyHash32(o.key);
   if (op === o.op && sameKey) return;
-  const what = `a ${op} of ${sameKey ? "this" : "another"} key${op === o.op ? "" : `, not a ${o.op}`}`;
+  const whose = !keyKnown ? "" : sameKey ? " of this key" : " of another key";
+  const what = `a ${op}${whose}${op === o.op ? "" : `, not a ${o.op}`}`;
   const where = known ? ` (applied at LSN ${known.lsn})` : " (not durable yet)";
   throw new ApiError(
     409,
@@ -175,6 +174,7 @@ function sameWrite(
   );
 }
 
+/** The answer a retry of a remembered write gets. */
 function duplicateOf(w: RememberedWrite): WriteResult {
   return w.op === "put"
     ? { lsn: w.lsn, duplicate: true }

@@ -377,6 +377,10 @@ describe("Shard: a write id is appended once", () => {
     const fromSnap = await Shard.open(dir, "shard-1", o);
     expect(fromSnap.rememberedWrite(idOf(1))?.keyHash).toBe(0);
     expect(await fromSnap.write([put("other", "x", idOf(1))])).toEqual([{ lsn: 1, duplicate: true }]);
+    // (the operation is in the records: another one is still refused)
+    await expect(fromSnap.write([{ op: "delete", key: "k", writeId: idOf(1) }])).rejects.toThrow(
+      /already names a put, not a delete \(applied at LSN 1\)/,
+    );
     await fromSnap.close();
   });
 
