@@ -187,7 +187,6 @@ export function failText(what: string, status: number, body: unknown): string {
   return `${what} answered ${status} ${b?.error ?? ""}: ${b?.message ?? JSON.stringify(body)}`;
 }
 
-/** An answer's body as JSON, or its first 200 characters as the message when it is not JSON. */
 /** The whole body of a streamed answer (stream()). */
 export function readAll(s: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -198,6 +197,7 @@ export function readAll(s: IncomingMessage): Promise<Buffer> {
   });
 }
 
+/** An answer's body as JSON, or its first 200 characters as the message when it is not JSON. */
 export function tryJson(b: Buffer): unknown {
   try {
     return JSON.parse(b.toString("utf8"));
