@@ -83,6 +83,35 @@ function putWithId(p: AgentProc, shard: string, key: string, value: string, id: 
   return put(p.port, shard, key, value, epoch, { "x-write-id": id });
 }
 
+/** An embedded store under `dir` whose map has `nodes` and both shards on node-1. */
+async function storeWithMap(dir: string, nodes: LocationMap["nodes"]): Promise<EmbeddedStore> {
+  const store = new EmbeddedStore(dir);
+  const map: LocationMap = {
+    format: 1,
+    segmentCount: SEGMENTS,
+    nodes,
+    shards: Object.entries(RANGES).map(([id, range]) => ({
+      id,
+      node: "node-1",
+      epoch: 1,
+      migrationTimestamp: 0,
+      changedAt: 0,
+      ranges: [range],
+    })),
+    nextShardSeq: 3,
+    term: 0,
+    updatedAt: Date.now(),
+  };
+  expect((await store.compareAndSet(0, map)).ok).toBe(true);
+  return store;
+}
+
+/** A routing client whose map puts both shards on node-1 at `address`. */
+async function routingClient(dir: string, address: string): Promise<ShardClient> {
+  const store = await storeWithMap(dir, [{ id: "node-1", address, zone: "a" }]);
+  return new ShardClient({ store, token: TOKEN, deadlineMs: 10_000, baseBackoffMs: 5 });
+}
+
 function expectWrite(r: HttpResult, lsn: number, duplicate: boolean): void {
   expect(r.status, r.body.toString()).toBe(200);
   expect(r.json().lsn).toBe(lsn);
@@ -387,25 +416,7 @@ describe("a write id reused for another write", () => {
     expectWrite(await putWithId(n1, "shard-1", k1, "first", id), before, true);
     // the routing client: a usage error at once, no retries until its deadline
     const dir = tempDir("write-ids-reused");
-    const store = new EmbeddedStore(dir);
-    const map: LocationMap = {
-      format: 1,
-      segmentCount: SEGMENTS,
-      nodes: [{ id: "node-1", address: n1.address, zone: "a" }],
-      shards: Object.entries(RANGES).map(([sid, range]) => ({
-        id: sid,
-        node: "node-1",
-        epoch: 1,
-        migrationTimestamp: 0,
-        changedAt: 0,
-        ranges: [range],
-      })),
-      nextShardSeq: 3,
-      term: 0,
-      updatedAt: Date.now(),
-    };
-    expect((await store.compareAndSet(0, map)).ok).toBe(true);
-    const client = new ShardClient({ store, token: TOKEN, deadlineMs: 10_000, baseBackoffMs: 5 });
+    const client = await routingClient(dir, n1.address);
     try {
       const t0 = Date.now();
       await expect(client.put(k2, "second", { writeId: Buffer.from(id, "hex") })).rejects.toMatchObject({
@@ -464,27 +475,10 @@ describe("write ids survive a crash, compaction and a migration", () => {
     );
 
     // When: shard-1 migrates to node-2 (its snapshot, then the log after it)
-    const store = new EmbeddedStore(join(root, "store"));
-    const map: LocationMap = {
-      format: 1,
-      segmentCount: SEGMENTS,
-      nodes: [
-        { id: "node-1", address: n1.address, zone: "a" },
-        { id: "node-2", address: n2.address, zone: "b" },
-      ],
-      shards: Object.entries(RANGES).map(([id, range]) => ({
-        id,
-        node: "node-1",
-        epoch: 1,
-        migrationTimestamp: 0,
-        changedAt: 0,
-        ranges: [range],
-      })),
-      nextShardSeq: 3,
-      term: 0,
-      updatedAt: Date.now(),
-    };
-    expect((await store.compareAndSet(0, map)).ok).toBe(true);
+    const store = await storeWithMap(join(root, "store"), [
+      { id: "node-1", address: n1.address, zone: "a" },
+      { id: "node-2", address: n2.address, zone: "b" },
+    ]);
     const rpc = new AgentRpc({ token: TOKEN });
     const logs: string[] = [];
     try {
@@ -552,25 +546,7 @@ describe("the routing client", () => {
     // Given: shard-2 on node-1, reached through a proxy that loses the first answer
     const proxy = await lossyProxy(n1.port, 1);
     const dir = tempDir("write-ids-client");
-    const store = new EmbeddedStore(dir);
-    const map: LocationMap = {
-      format: 1,
-      segmentCount: SEGMENTS,
-      nodes: [{ id: "node-1", address: `127.0.0.1:${proxy.port}`, zone: "a" }],
-      shards: Object.entries(RANGES).map(([id, range]) => ({
-        id,
-        node: "node-1",
-        epoch: 1,
-        migrationTimestamp: 0,
-        changedAt: 0,
-        ranges: [range],
-      })),
-      nextShardSeq: 3,
-      term: 0,
-      updatedAt: Date.now(),
-    };
-    expect((await store.compareAndSet(0, map)).ok).toBe(true);
-    const client = new ShardClient({ store, token: TOKEN, deadlineMs: 10_000, baseBackoffMs: 5 });
+    const client = await routingClient(dir, `127.0.0.1:${proxy.port}`);
     try {
       const key = keyOf("shard-2", "lost");
       const before = await lsnOf(n1, "shard-2");
