@@ -5,12 +5,12 @@
  * Source side (the shard that gives segments away):
  *   GET /v1/shards/:id/export?from=LSN&max=N&ranges=a-b,c-d
  *       the log entries from `from` on whose key falls in the ranges, and
- *       every write id records entry (op 5: no key), raw (original shard id
+ *       every write id records entry (ops 5 and 6: no key), raw (original shard id
  *       and LSN); headers x-last-lsn (the source's durable LSN),
  *       x-scanned-through (the last LSN looked at), x-entries. When the log
  *       no longer starts at 1 (compacted), `from=1` pages through the
  *       snapshot instead (&snapSkip=N; headers x-snapshot-lsn,
- *       x-snapshot-next): first its write id records, as op 5 entries of at
+ *       x-snapshot-next): first its write id records, as op 6 entries of at
  *       most WRITE_IDS_PER_ENTRY records, then its records in the ranges, as
  *       puts, all at the snapshot's LSN.
  *   GET /v1/shards/:id/export-checksum?upto=LSN&ranges=...
@@ -43,10 +43,12 @@
  * Write ids (write-ids.ts) go with the data, so that a client's retry of a
  * write the source applied is answered as a duplicate by the new owner, not
  * applied again. A put or delete carries its id; a compacted source's
- * snapshot holds the ids of the writes before it, which name an id, an LSN
- * and an outcome but no key, so ALL of them are sent, whatever the ranges (a
- * retry for a key outside the target's ranges is refused there before its id
- * is looked at). The target writes them into its own log as op 5 entries
+ * snapshot holds the ids of the writes before it, which name an id, an LSN,
+ * an outcome and a hash of the key but not the key (so not its segment), so
+ * ALL of them are sent, whatever the ranges (a retry for a key outside the
+ * target's ranges is refused there before its id is looked at; the key hash
+ * lets the target refuse the id's reuse for another key, 409
+ * write-id-reused). The target writes them into its own log as op 6 entries
  * (log-format.ts): durable like the imported entries, replayed after a
  * restart, kept by its snapshots and moves, sent on by its own later
  * exports, and bounded in memory by its table's capacity (the oldest ids go

@@ -7,7 +7,7 @@
  *  16  f64  timestamp       ms since the Unix epoch, when the agent accepted it
  *  24  f64  migrationTs     the shard's migration timestamp when written
  *  32  u8   op              1 put, 2 delete, 3 put with a write id, 4 delete with a write id,
- *                           5 write id records
+ *                           5 write id records without key hashes (read only), 6 write id records
  *  33  u8   shardIdLength
  *  34  u16  keyLength
  *  36  u32  valueLength
@@ -25,13 +25,16 @@
  * the entries written before write ids existed, and writes sent without one;
  * they still decode.
  *
- * Op 5 names no key and changes no value: its value is write id records
- * (WRITE_ID_RECORD_BYTES each, as in a snapshot: [id][u64 lsn][u8 outcome]),
- * the ids of writes another shard applied before its log was compacted,
- * brought in by a split or merge (import.ts). Replaying it adds the ids to the
- * shard's table, so they outlive a restart, a snapshot and a move like the
- * ids of ops 3 and 4. Its key length is 0 and its value one or more whole,
- * well-formed records; anything else is not an entry.
+ * Op 6 names no key and changes no value: its value is write id records
+ * (WRITE_ID_RECORD_BYTES each, as in a snapshot: [id][u64 lsn][u8 outcome]
+ * [u32 key hash]), the ids of writes another shard applied before its log
+ * was compacted, brought in by a split or merge (import.ts). Replaying it
+ * adds the ids to the shard's table, so they outlive a restart, a snapshot
+ * and a move like the ids of ops 3 and 4. Its key length is 0 and its value
+ * one or more whole, well-formed records; anything else is not an entry.
+ * Op 5 is the same with the records of agents from before key hashes
+ * (LEGACY_WRITE_ID_RECORD_BYTES, no key hash): it is still read, its records
+ * widened with the key hash 0 ("not known"), and never written.
  */
 import { crc32 } from "node:zlib";
 
@@ -42,17 +45,25 @@ export const OP_PUT = 1;
 export const OP_DELETE = 2;
 export const OP_PUT_WITH_ID = 3;
 export const OP_DELETE_WITH_ID = 4;
-export const OP_WRITE_IDS = 5;
+/** Write id records without key hashes, as agents wrote them before key hashes: read, never written. */
+export const OP_LEGACY_WRITE_IDS = 5;
+export const OP_WRITE_IDS = 6;
 export const WRITE_ID_BYTES = 16;
-/** One write id record (snapshots and op 5): the id, u64 LSN, u8 outcome (0 put, 1 delete of a missing key, 2 delete of a present key). */
-export const WRITE_ID_RECORD_BYTES = WRITE_ID_BYTES + 9;
+/**
+ * One write id record (snapshots and op 6): the id, u64 LSN, u8 outcome (0
+ * put, 1 delete of a missing key, 2 delete of a present key), u32 keyHash32 of
+ * the key it wrote (write-ids.ts; 0: not known).
+ */
+export const WRITE_ID_RECORD_BYTES = WRITE_ID_BYTES + 13;
+/** A record of op 5 and of SCSNAP01 snapshots: the same without the key hash. */
+export const LEGACY_WRITE_ID_RECORD_BYTES = WRITE_ID_BYTES + 9;
 /** The highest outcome byte of a write id record. */
 export const MAX_WRITE_ID_OUTCOME = 2;
 /** A body longer than this is not an entry (the largest value limit is 256 MiB). */
 export const MAX_BODY_BYTES = 300 * 1024 * 1024;
 
 export type LogOp = "put" | "delete";
-/** What a log entry is: a client's put or delete, or write id records (op 5) carried in by an import. */
+/** What a log entry is: a client's put or delete, or write id records (op 6) carried in by an import. */
 export type EntryOp = LogOp | "write-ids";
 
 export interface LogEntry {
@@ -74,16 +85,37 @@ export function knownOp(op: number): boolean {
   return op >= OP_PUT && op <= OP_WRITE_IDS;
 }
 
-/** Why `records` are not whole, well-formed write id records (at least one), or undefined when they are. */
-export function writeIdRecordsProblem(records: Buffer): string | undefined {
-  if (records.length === 0 || records.length % WRITE_ID_RECORD_BYTES !== 0)
-    return `write id records are ${WRITE_ID_RECORD_BYTES} bytes each, not ${records.length} in all`;
-  for (let off = 0; off < records.length; off += WRITE_ID_RECORD_BYTES) {
+/**
+ * Why `records` are not whole, well-formed write id records (at least one) of
+ * `recordBytes` each (WRITE_ID_RECORD_BYTES, or LEGACY_WRITE_ID_RECORD_BYTES),
+ * or undefined when they are. Any key hash is well-formed.
+ */
+export function writeIdRecordsProblem(
+  records: Buffer,
+  recordBytes = WRITE_ID_RECORD_BYTES,
+): string | undefined {
+  if (records.length === 0 || records.length % recordBytes !== 0)
+    return `write id records are ${recordBytes} bytes each, not ${records.length} in all`;
+  for (let off = 0; off < records.length; off += recordBytes) {
     const lsn = records.readUInt32LE(off + 16) + records.readUInt32LE(off + 20) * 4294967296;
     if (lsn < 1 || !Number.isSafeInteger(lsn) || records[off + 24] > MAX_WRITE_ID_OUTCOME)
-      return `write id record ${off / WRITE_ID_RECORD_BYTES} is malformed`;
+      return `write id record ${off / recordBytes} is malformed`;
   }
   return undefined;
+}
+
+/** Legacy records (LEGACY_WRITE_ID_RECORD_BYTES each) as records of today, with the key hash 0 (not known). */
+export function widenWriteIdRecords(legacy: Buffer): Buffer {
+  const n = legacy.length / LEGACY_WRITE_ID_RECORD_BYTES;
+  const out = Buffer.alloc(n * WRITE_ID_RECORD_BYTES);
+  for (let i = 0; i < n; i++)
+    legacy.copy(
+      out,
+      i * WRITE_ID_RECORD_BYTES,
+      i * LEGACY_WRITE_ID_RECORD_BYTES,
+      (i + 1) * LEGACY_WRITE_ID_RECORD_BYTES,
+    );
+  return out;
 }
 
 /** The fixed body bytes (before the shard id) of an entry with this op byte. */
@@ -191,7 +223,7 @@ export function decodeEntry(buf: Buffer, offset: number): DecodeResult {
     return { kind: "invalid", why: "lengths do not add up" };
   }
   const isPut = op === OP_PUT || op === OP_PUT_WITH_ID;
-  const isIds = op === OP_WRITE_IDS;
+  const isIds = op === OP_WRITE_IDS || op === OP_LEGACY_WRITE_IDS;
   if (isIds && keyLen !== 0) return { kind: "invalid", why: "write id records with a key" };
   if (avail < ENTRY_HEADER_BYTES + bodyLen) return { kind: "short" };
   const body = buf.subarray(offset + ENTRY_HEADER_BYTES, offset + ENTRY_HEADER_BYTES + bodyLen);
@@ -218,10 +250,15 @@ export function decodeEntry(buf: Buffer, offset: number): DecodeResult {
     return { kind: "invalid", why: "shard id or key is not UTF-8" };
   }
   // A copy, so that the state does not pin the whole file buffer it was read from.
-  const value = isPut || isIds ? Buffer.from(buf.subarray(p, p + valueLen)) : Buffer.alloc(0);
+  let value: Buffer = isPut || isIds ? Buffer.from(buf.subarray(p, p + valueLen)) : Buffer.alloc(0);
   if (isIds) {
-    const problem = writeIdRecordsProblem(value);
+    const legacy = op === OP_LEGACY_WRITE_IDS;
+    const problem = writeIdRecordsProblem(
+      value,
+      legacy ? LEGACY_WRITE_ID_RECORD_BYTES : WRITE_ID_RECORD_BYTES,
+    );
     if (problem) return { kind: "invalid", why: problem };
+    if (legacy) value = widenWriteIdRecords(value);
   }
   const entry: LogEntry = {
     lsn: Number(lsnBig),

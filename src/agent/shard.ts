@@ -13,7 +13,7 @@
  * state, after the fsync, and rebuilt with it on recovery and on a migration
  * target; snapshots carry it, so compaction does not forget it. An import (a
  * split or merge) appends the source's entries with their ids, and the ids of
- * a compacted source's snapshot as write id records entries (op 5), without
+ * a compacted source's snapshot as write id records entries (op 6), without
  * the duplicate check (appendImported): so every id this shard knows is in
  * its snapshot or its log.
  */
@@ -56,7 +56,7 @@ export interface WriteOp {
 
 /**
  * Write id records another shard had (its snapshot's, brought by an import):
- * a log entry of their own (op 5) that adds them to this shard's table.
+ * a log entry of their own (op 6) that adds them to this shard's table.
  */
 export interface WriteIdsOp {
   op: "write-ids";

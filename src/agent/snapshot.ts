@@ -6,14 +6,18 @@
  * the log written since the last snapshot.
  *
  * File `snapshot-<lsn, 20 digits>.snap`, little-endian:
- *   "SCSNAP01", u32 headerLength, header JSON {shardId, lsn, count, createdAt, writeIds?},
- *   `writeIds` (absent: 0) records of [16-byte write id][u64 lsn][u8 outcome], oldest first:
+ *   "SCSNAP02", u32 headerLength, header JSON {shardId, lsn, count, createdAt, writeIds},
+ *   `writeIds` records of [16-byte write id][u64 lsn][u8 outcome][u32 key hash], oldest first:
  *     the shard's recent write ids as of `lsn` (write-ids.ts), so that a retried write stays
  *     recognised after recovery, on a migration target and on a split or merge target
  *     (import.ts exports all of them), though its log entry is compacted;
  *   `count` records of [u32 keyLength][key][u32 valueLength][value][u64 lsn][f64 timestamp],
  *   u32 CRC-32 of everything before it.
  * The id records come before the state so that readSnapshotWriteIds reads them without the rest.
+ * A snapshot without write ids is written as "SCSNAP01" with no `writeIds`: the format from
+ * before write ids, which any agent reads. "SCSNAP01" files with `writeIds` (agents from before
+ * key hashes) hold records without the key hash; they are read, each record widened with the key
+ * hash 0 ("not known"), so that every reader hands on today's records.
  * Written to a temporary file, fsynced, renamed, directory fsynced: a crash
  * leaves the previous snapshot in place.
  *
@@ -27,9 +31,13 @@ import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import { writeFileAtomic, writeFully } from "./fs-util.js";
+import { LEGACY_WRITE_ID_RECORD_BYTES, widenWriteIdRecords } from "./log-format.js";
 import { WRITE_ID_RECORD_BYTES, type FrozenWriteIds } from "./write-ids.js";
 
-const MAGIC = Buffer.from("SCSNAP01");
+/** Id records with key hashes. */
+const MAGIC = Buffer.from("SCSNAP02");
+/** No id records, or id records without key hashes. */
+const MAGIC_LEGACY = Buffer.from("SCSNAP01");
 const CHUNK_BYTES = 1 << 20;
 
 export interface StateValue {
@@ -50,7 +58,19 @@ export interface SnapshotHeader {
 /** More write id records than this is corruption (the table's capacity is at most 2^28). */
 const MAX_WRITE_IDS = 1 << 28;
 /** Write id records are handed on in pieces of whole records, about a chunk each. */
-const ID_CHUNK_BYTES = Math.floor(CHUNK_BYTES / WRITE_ID_RECORD_BYTES) * WRITE_ID_RECORD_BYTES;
+const idChunkBytes = (recordBytes: number) => Math.floor(CHUNK_BYTES / recordBytes) * recordBytes;
+
+/** The bytes of one id record in a file that begins with `magic`, or undefined for no snapshot. */
+function idRecordBytesOf(magic: Buffer): number | undefined {
+  if (magic.equals(MAGIC)) return WRITE_ID_RECORD_BYTES;
+  if (magic.equals(MAGIC_LEGACY)) return LEGACY_WRITE_ID_RECORD_BYTES;
+  return undefined;
+}
+
+/** Records as read from a file with `recordBytes` each, as today's records. */
+function asRecords(records: Buffer, recordBytes: number): Buffer {
+  return recordBytes === WRITE_ID_RECORD_BYTES ? records : widenWriteIdRecords(records);
+}
 
 export function snapshotFileName(lsn: number): string {
   return `snapshot-${String(lsn).padStart(20, "0")}.snap`;
@@ -112,10 +132,10 @@ export async function writeSnapshot(
       if (idCount > 0) h.writeIds = idCount;
       const header = Buffer.from(JSON.stringify(h));
       const head = Buffer.alloc(12);
-      MAGIC.copy(head, 0);
+      (idCount > 0 ? MAGIC : MAGIC_LEGACY).copy(head, 0);
       head.writeUInt32LE(header.length, 8);
       await write(Buffer.concat([head, header]));
-      const perChunk = ID_CHUNK_BYTES / WRITE_ID_RECORD_BYTES;
+      const perChunk = idChunkBytes(WRITE_ID_RECORD_BYTES) / WRITE_ID_RECORD_BYTES;
       for (let i = 0; writeIds && i < idCount; i += perChunk)
         await write(writeIds.encode(i, Math.min(perChunk, idCount - i)));
       let parts: Buffer[] = [];
@@ -266,8 +286,13 @@ export class SnapshotDecoder {
   private left = -1;
   /** Bytes of write id records still to come. */
   private idBytesLeft = 0;
+  /** Bytes of one id record in this file (by its magic). */
+  private idRecordBytes = WRITE_ID_RECORD_BYTES;
 
-  /** `onWriteIds` gets the write id records (whole records, copied), in order, before any entry. */
+  /**
+   * `onWriteIds` gets the write id records (whole records of today's format, copied), in order,
+   * before any entry.
+   */
   constructor(
     private readonly onEntry: (key: string, v: StateValue) => void,
     private readonly onWriteIds?: (records: Buffer) => void,
@@ -351,7 +376,9 @@ export class SnapshotDecoder {
     if (!this.header) {
       if (this.avail < 12) return;
       const head = this.peek(12);
-      if (!head.subarray(0, 8).equals(MAGIC)) throw bad("bad magic or too short");
+      const recordBytes = idRecordBytesOf(head.subarray(0, 8));
+      if (recordBytes === undefined) throw bad("bad magic or too short");
+      this.idRecordBytes = recordBytes;
       const hlen = head.readUInt32LE(8);
       if (hlen > 1 << 20) throw bad("header length out of range");
       if (this.avail < 12 + hlen) return;
@@ -374,16 +401,17 @@ export class SnapshotDecoder {
       this.consume(12 + hlen);
       this.header = header;
       this.left = header.count;
-      this.idBytesLeft = ids * WRITE_ID_RECORD_BYTES;
+      this.idBytesLeft = ids * recordBytes;
     }
     while (this.idBytesLeft > 0) {
       // whole records only, up to a chunk at a time
-      const n = Math.min(this.idBytesLeft, this.avail - (this.avail % WRITE_ID_RECORD_BYTES), ID_CHUNK_BYTES);
+      const size = this.idRecordBytes;
+      const n = Math.min(this.idBytesLeft, this.avail - (this.avail % size), idChunkBytes(size));
       if (n === 0) return;
       const records = Buffer.from(this.peek(n));
       this.consume(n);
       this.idBytesLeft -= n;
-      this.onWriteIds?.(records);
+      this.onWriteIds?.(asRecords(records, size));
     }
     while (this.left > 0) {
       if (this.avail < 4) return;
@@ -413,7 +441,8 @@ export function decodeSnapshot(
   onWriteIds?: (records: Buffer) => void,
 ): SnapshotHeader {
   const bad = (why: string) => new SnapshotCorrupt(why);
-  if (buf.length < 16 || !buf.subarray(0, 8).equals(MAGIC)) throw bad("bad magic or too short");
+  const recordBytes = buf.length < 16 ? undefined : idRecordBytesOf(buf.subarray(0, 8));
+  if (recordBytes === undefined) throw bad("bad magic or too short");
   const body = buf.subarray(0, buf.length - 4);
   if (crc32(body) >>> 0 !== buf.readUInt32LE(buf.length - 4)) throw bad("checksum mismatch");
   const hlen = buf.readUInt32LE(8);
@@ -427,9 +456,9 @@ export function decodeSnapshot(
   let off = 12 + hlen;
   const ids = header?.writeIds ?? 0;
   if (!Number.isSafeInteger(ids) || ids < 0 || ids > MAX_WRITE_IDS) throw bad("header fields out of range");
-  if (off + ids * WRITE_ID_RECORD_BYTES > body.length) throw bad("record cut short");
-  if (ids > 0) onWriteIds?.(Buffer.from(body.subarray(off, off + ids * WRITE_ID_RECORD_BYTES)));
-  off += ids * WRITE_ID_RECORD_BYTES;
+  if (off + ids * recordBytes > body.length) throw bad("record cut short");
+  if (ids > 0) onWriteIds?.(asRecords(Buffer.from(body.subarray(off, off + ids * recordBytes)), recordBytes));
+  off += ids * recordBytes;
   for (let i = 0; i < header.count; i++) {
     if (off + 4 > body.length) throw bad("record cut short");
     const klen = body.readUInt32LE(off);
@@ -464,7 +493,8 @@ export async function readSnapshotWriteIds(
   try {
     const head = Buffer.alloc(12);
     await fh.read(head, 0, 12, 0);
-    if (!head.subarray(0, 8).equals(MAGIC)) throw new SnapshotCorrupt("bad magic or too short");
+    const recordBytes = idRecordBytesOf(head.subarray(0, 8));
+    if (recordBytes === undefined) throw new SnapshotCorrupt("bad magic or too short");
     const hlen = head.readUInt32LE(8);
     if (hlen > 1 << 20) throw new SnapshotCorrupt("header length out of range");
     const hb = Buffer.alloc(hlen);
@@ -479,12 +509,12 @@ export async function readSnapshotWriteIds(
     if (!Number.isSafeInteger(ids) || ids < 0 || ids > MAX_WRITE_IDS)
       throw new SnapshotCorrupt("header fields out of range");
     let pos = 12 + hlen;
-    for (let left = ids * WRITE_ID_RECORD_BYTES; left > 0;) {
-      const n = Math.min(left, ID_CHUNK_BYTES);
+    for (let left = ids * recordBytes; left > 0;) {
+      const n = Math.min(left, idChunkBytes(recordBytes));
       const buf = Buffer.allocUnsafe(n);
       const { bytesRead } = await fh.read(buf, 0, n, pos);
       if (bytesRead !== n) throw new SnapshotCorrupt("record cut short");
-      onWriteIds(buf);
+      onWriteIds(asRecords(buf, recordBytes));
       pos += n;
       left -= n;
     }

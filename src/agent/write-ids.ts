@@ -14,7 +14,7 @@
  * appended, byte for byte), so an acknowledged write stays recognised across
  * restarts and moves. A split or merge target gets the ids too (import.ts):
  * each imported entry's, and a compacted source's snapshot id records, which
- * it writes into its log as entries of their own (op 5, addEncoded with the
+ * it writes into its log as entries of their own (op 6, addEncoded with the
  * entry's LSN), so they are replayed like any other.
  *
  * Memory: typed arrays, no object per id. Per id 16 bytes of id, 8 of LSN, 1
@@ -23,19 +23,19 @@
  * shard once full.
  * The arrays start small and double as ids arrive, so a shard that takes few
  * writes holds little. A snapshot in progress holds a frozen copy (freeze:
- * 25 bytes per id). The oldest id is forgotten when the table is full: a
+ * 29 bytes per id). The oldest id is forgotten when the table is full: a
  * retry must come within the last `capacity` writes of its shard (the routing
  * client retries for at most its deadline, 10 s by default).
  *
  * An id names one write, and a retry repeats it: so the table also keeps a
- * 32-bit hash of the key each id wrote (`keyHash32`, never stored on disk:
- * recomputed from the entries as they are replayed), and the shard refuses a
- * write whose id is known for another key or operation (409
- * write-id-reused) rather than answer it as a duplicate and write nothing. Ids
- * that come from a snapshot's id records, or from another shard's through a
- * split or merge, have no key there (the records hold none): for those the
- * table cannot tell, and a reuse is answered as a duplicate, as are two keys
- * whose hashes collide (ids are random, or a random 64-bit client prefix and a
+ * 32-bit hash of the key each id wrote (`keyHash32`: computed from the
+ * entries as they are replayed, and kept in the id records of snapshots and
+ * op 6 entries), and the shard refuses a write whose id is known for another
+ * key or operation (409 write-id-reused) rather than answer it as a duplicate
+ * and write nothing. Ids from the records of agents before key hashes (op 5,
+ * SCSNAP01 snapshots) have the hash 0, "not known": for those the table
+ * cannot tell, and a reuse is answered as a duplicate, as are two keys whose
+ * hashes collide (ids are random, or a random 64-bit client prefix and a
  * counter; a collision of two clients' prefixes is not guarded against).
  */
 import { WRITE_ID_BYTES, WRITE_ID_RECORD_BYTES, writeIdRecordsProblem, type LogOp } from "./log-format.js";
@@ -55,14 +55,14 @@ export interface RememberedWrite {
   op: LogOp;
   /** For a delete: whether the key existed when it was applied. */
   existed?: boolean;
-  /** keyHash32 of the key it wrote; 0 when not known (an id from id records). */
+  /** keyHash32 of the key it wrote; 0 when not known (an id from the records of an older agent). */
   keyHash: number;
 }
 
 /**
- * FNV-1a over a key's UTF-16 code units, never 0 (0 means "not known"). Only
- * compared within one process (recomputed from the log on recovery), so it
- * need not match anything elsewhere.
+ * FNV-1a over a key's UTF-16 code units, never 0 (0 means "not known"). It is
+ * stored in id records and compared by other agents after a restart or a
+ * move, so it is part of the format: pinned by golden vectors in the tests.
  */
 export function keyHash32(key: string): number {
   let h = 0x811c9dc5;
@@ -160,7 +160,7 @@ export class WriteIdTable {
 
   /**
    * A copy of every id, oldest first, that later adds do not change: what a
-   * snapshot stores as of its LSN. Taken with three array copies (a few ms
+   * snapshot stores as of its LSN. Taken with four array copies (a few ms
    * for 2^20 ids); the records are encoded later, a piece at a time.
    */
   freeze(): FrozenWriteIds {
@@ -175,7 +175,10 @@ export class WriteIdTable {
     const outcomes = new Uint8Array(count);
     outcomes.set(this.outcomes.subarray(head, head + first));
     outcomes.set(this.outcomes.subarray(0, count - first), first);
-    return new FrozenWriteIds(ids, lsns, outcomes);
+    const keyHashes = new Uint32Array(count);
+    keyHashes.set(this.keyHashes.subarray(head, head + first));
+    keyHashes.set(this.keyHashes.subarray(0, count - first), first);
+    return new FrozenWriteIds(ids, lsns, outcomes, keyHashes);
   }
 
   /** Every id, oldest first, as WRITE_ID_RECORD_BYTES records. */
@@ -187,9 +190,9 @@ export class WriteIdTable {
   /**
    * Adds records made by encode(), in their order. `atLsn`, when given,
    * replaces the records' LSNs: ids another shard applied, remembered at the
-   * LSN of the entry that brought them into this shard (op 5), so that a
-   * retry is answered with an LSN of this shard's log. Malformed records
-   * throw RangeError and add nothing.
+   * LSN of the entry that brought them into this shard (op 6), so that a
+   * retry is answered with an LSN of this shard's log. The records keep
+   * their key hashes. Malformed records throw RangeError and add nothing.
    */
   addEncoded(records: Buffer, atLsn?: number): void {
     if (records.length === 0) return;
@@ -199,15 +202,14 @@ export class WriteIdTable {
       throw new RangeError(`an LSN is a positive integer, not ${atLsn}`);
     for (let off = 0; off < records.length; off += WRITE_ID_RECORD_BYTES) {
       const lsn = atLsn ?? records.readUInt32LE(off + 16) + records.readUInt32LE(off + 20) * 4294967296;
-      const outcome = records[off + 24];
       this.insert(
         records.readUInt32LE(off),
         records.readUInt32LE(off + 4),
         records.readUInt32LE(off + 8),
         records.readUInt32LE(off + 12),
         lsn,
-        outcome,
-        0,
+        records[off + 24],
+        records.readUInt32LE(off + 25),
       );
     }
   }
@@ -332,13 +334,14 @@ export class FrozenWriteIds {
     private readonly ids: Uint32Array,
     private readonly lsns: Float64Array,
     private readonly outcomes: Uint8Array,
+    private readonly keyHashes: Uint32Array,
   ) {}
 
   get count(): number {
     return this.lsns.length;
   }
 
-  /** Records from..from+n-1 as WRITE_ID_RECORD_BYTES each: [id][u64 lsn][u8 outcome]. */
+  /** Records from..from+n-1 as WRITE_ID_RECORD_BYTES each: [id][u64 lsn][u8 outcome][u32 key hash]. */
   encode(from: number, n: number): Buffer {
     const out = Buffer.allocUnsafe(n * WRITE_ID_RECORD_BYTES);
     const dv = new DataView(out.buffer, out.byteOffset, out.length);
@@ -352,6 +355,7 @@ export class FrozenWriteIds {
       dv.setUint32(off + 16, lsn % 4294967296, true);
       dv.setUint32(off + 20, Math.floor(lsn / 4294967296), true);
       out[off + 24] = this.outcomes[from + i];
+      dv.setUint32(off + 25, this.keyHashes[from + i], true);
     }
     return out;
   }

@@ -473,6 +473,15 @@ describe("write ids survive a crash, compaction and a migration", () => {
     expect((await http(n1.port, "GET", "/v1/shards/shard-1")).json().writeIds).toBeGreaterThanOrEqual(
       early.length + 1,
     );
+    // an id known only from the snapshot's records still names its write: reused for another key, refused
+    const reuse = async (p: AgentProc, epoch: number) => {
+      const r = await putWithId(p, "shard-1", keys.next().value as string, "other", early[3].id, epoch);
+      expect(r.status, r.body.toString()).toBe(409);
+      expect(r.json()).toMatchObject({ error: "write-id-reused", lsn: early[3].lsn });
+      expect(r.json().message).toMatch(/another key/);
+      expect(await lsnOf(p, "shard-1")).toBe(lsnBefore);
+    };
+    await reuse(n1, 1);
 
     // When: shard-1 migrates to node-2 (its snapshot, then the log after it)
     const store = await storeWithMap(join(root, "store"), [
@@ -498,6 +507,7 @@ describe("write ids survive a crash, compaction and a migration", () => {
     for (const w of [early[0], early[59], late])
       expectWrite(await putWithId(n2, "shard-1", w.key, "retry", w.id, 2), w.lsn, true);
     expect(await lsnOf(n2, "shard-1")).toBe(lsnBefore);
+    await reuse(n2, 2);
     // the old owner redirects; the routing client follows the map to node-2 and gets the original answer
     expect((await putWithId(n1, "shard-1", late.key, "retry", late.id)).status).toBe(421);
     const client = new ShardClient({ store, token: TOKEN, deadlineMs: 10_000, baseBackoffMs: 5 });

@@ -92,6 +92,18 @@ function putId(node: string, shard: string, key: string, value: string, id: stri
   return put(nodes[node].port, shard, key, value, epoch, { "x-write-id": id });
 }
 
+/** A put of another key of the shard with write id `id` (of an applied put) is refused: 409 write-id-reused, nothing written. */
+async function expectReuseRefused(node: string, shard: string, id: string, epoch: number): Promise<void> {
+  const { lsn, ranges } = (await shardInfo(node, shard)) as { lsn: number; ranges: SegmentRange[] };
+  const [other] = keysIn(ranges, `reuse-${id}-`, 1);
+  const r = await putId(node, shard, other, "other", id, epoch);
+  expect(r.status, r.body.toString()).toBe(409);
+  expect(r.json()).toMatchObject({ error: "write-id-reused", op: "put" });
+  expect(r.json().message).toMatch(/another key/);
+  expect((await shardInfo(node, shard)).lsn).toBe(lsn);
+  expect((await get(nodes[node].port, shard, other, epoch)).status).toBe(404);
+}
+
 function delId(node: string, shard: string, key: string, id: string, epoch: number) {
   return http(nodes[node].port, "DELETE", `/v1/shards/${shard}/keys/${encodeURIComponent(key)}`, {
     headers: { "x-shard-epoch": String(epoch), "x-write-id": id },
@@ -324,6 +336,9 @@ describe("write ids across splits and merges", () => {
     // Then: every retry at shard-5 is a duplicate with the original outcome; the values stay
     await expectRecognised("node-2", "shard-5", inSnapshot, 1);
     await expectRecognised("node-2", "shard-5", inLog, 1);
+    // and an id of the old shard's snapshot names its write only (its record brought the key's hash):
+    // reused for another key it is refused, nothing written
+    await expectReuseRefused("node-2", "shard-5", inSnapshot.put.id, 1);
     // and the routing client, retrying with the same id, is told so too
     const c = client();
     try {
@@ -356,6 +371,7 @@ describe("write ids across splits and merges", () => {
     expect(moved.node).toBe("node-1");
     await expectRecognised("node-1", "shard-5", inSnapshot, moved.epoch);
     await expectRecognised("node-1", "shard-5", inLog, moved.epoch);
+    await expectReuseRefused("node-1", "shard-5", inSnapshot.put.id, moved.epoch);
   }, 120_000);
 
   it("a merge of two shards into a third, one compacted and one not: the kept shard answers both's retries as duplicates, also those sent while the sources were fenced", async () => {
@@ -465,7 +481,7 @@ describe("hostile write id entries on the import endpoint", () => {
         },
       });
     const record = (lsn: number, outcome: number) => {
-      const r = Buffer.alloc(25, 0x11);
+      const r = Buffer.alloc(29, 0x11); // [id][u64 lsn][u8 outcome][u32 key hash]
       r.writeUInt32LE(lsn, 16);
       r.writeUInt32LE(0, 20);
       r[24] = outcome;

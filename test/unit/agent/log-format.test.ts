@@ -8,8 +8,10 @@ import {
   OP_DELETE_WITH_ID,
   OP_PUT,
   OP_PUT_WITH_ID,
+  OP_LEGACY_WRITE_IDS,
   OP_WRITE_IDS,
   WRITE_ID_BYTES,
+  LEGACY_WRITE_ID_RECORD_BYTES,
   WRITE_ID_RECORD_BYTES,
   type LogEntry,
 } from "../../../src/agent/log-format.js";
@@ -170,9 +172,9 @@ describe("log entries with a write id (ops 3 and 4)", () => {
     const old = Buffer.from(encodeEntry(entry()));
     old[32] = OP_PUT_WITH_ID;
     expect(decodeEntry(old, 0)).toMatchObject({ kind: "invalid", why: "lengths do not add up" });
-    const op6 = Buffer.from(buf);
-    op6[32] = 6;
-    expect(decodeEntry(op6, 0)).toMatchObject({ kind: "invalid", why: "unknown op 6" });
+    const op7 = Buffer.from(buf);
+    op7[32] = 7;
+    expect(decodeEntry(op7, 0)).toMatchObject({ kind: "invalid", why: "unknown op 7" });
   });
 
   it("is found by recovery's scan in a mix of old and new entries, and a torn id entry is a torn tail", () => {
@@ -196,14 +198,19 @@ describe("log entries with a write id (ops 3 and 4)", () => {
   });
 });
 
-/** `n` well-formed write id records: ids 1…n, LSN 10 + i, outcomes 0, 1, 2 in turn. */
-function records(n: number): Buffer {
-  const out = Buffer.alloc(n * WRITE_ID_RECORD_BYTES);
+/**
+ * `n` well-formed write id records: ids 1…n, LSN 10 + i, outcomes 0, 1, 2 in turn, key hash
+ * 0xabc00000 + i (0, "not known", for every fourth); `legacy`: without the key hash, as op 5 holds them.
+ */
+function records(n: number, legacy = false): Buffer {
+  const size = legacy ? LEGACY_WRITE_ID_RECORD_BYTES : WRITE_ID_RECORD_BYTES;
+  const out = Buffer.alloc(n * size);
   for (let i = 0; i < n; i++) {
-    const off = i * WRITE_ID_RECORD_BYTES;
+    const off = i * size;
     out.writeUInt32LE(i + 1, off);
     out.writeUInt32LE(10 + i, off + 16);
     out[off + 24] = i % 3;
+    if (!legacy) out.writeUInt32LE(i % 4 ? 0xabc00000 + i : 0, off + 25);
   }
   return out;
 }
@@ -218,7 +225,7 @@ function forged(e: LogEntry, edit: (body: Buffer) => Buffer): Buffer {
   return out;
 }
 
-describe("log entry format: write id records (op 5)", () => {
+describe("log entry format: write id records (op 6)", () => {
   const ids = (n: number) => entry({ op: "write-ids", key: "", value: records(n) });
 
   it("round-trips, with no key and the records as its value", () => {
@@ -235,8 +242,10 @@ describe("log entry format: write id records (op 5)", () => {
     expect(() => encodeEntry(ids(1))).not.toThrow();
     expect(() => encodeEntry({ ...ids(1), key: "k" })).toThrow(/no key/);
     expect(() => encodeEntry({ ...ids(1), writeId: Buffer.alloc(WRITE_ID_BYTES) })).toThrow(/no write id/);
-    expect(() => encodeEntry({ ...ids(1), value: Buffer.alloc(0) })).toThrow(/25 bytes each/);
-    expect(() => encodeEntry({ ...ids(1), value: records(2).subarray(0, 30) })).toThrow(/25 bytes each/);
+    expect(() => encodeEntry({ ...ids(1), value: Buffer.alloc(0) })).toThrow(/29 bytes each/);
+    expect(() => encodeEntry({ ...ids(1), value: records(2).subarray(0, 30) })).toThrow(/29 bytes each/);
+    // records without key hashes are read from old logs, never written
+    expect(() => encodeEntry({ ...ids(1), value: records(1, true) })).toThrow(/29 bytes each/);
   });
 
   it("decodes as invalid when its key, record length, LSN or outcome is wrong, even with a right checksum", () => {
@@ -246,9 +255,8 @@ describe("log entry format: write id records (op 5)", () => {
       v.writeUInt32LE(n, 28);
       return v;
     };
-    expect(decodeEntry(forged(ids(1), withLength(24)), 0)).toMatchObject({ kind: "invalid" });
-    expect(decodeEntry(forged(ids(1), withLength(0)), 0)).toMatchObject({ kind: "invalid" });
-    expect(decodeEntry(forged(ids(1), withLength(26)), 0)).toMatchObject({ kind: "invalid" });
+    for (const n of [0, 24, 25, 28, 30, 57])
+      expect(decodeEntry(forged(ids(1), withLength(n)), 0), `${n} bytes`).toMatchObject({ kind: "invalid" });
     const at = (rec: number, off: number, v: number) => (b: Buffer) => {
       b[32 + b[25] + rec * WRITE_ID_RECORD_BYTES + off] = v;
       return b;
@@ -262,12 +270,52 @@ describe("log entry format: write id records (op 5)", () => {
       return b;
     };
     expect(decodeEntry(forged(ids(1), zeroLsn), 0)).toMatchObject({ kind: "invalid" });
-    // a key where none may be: the lengths are made to add up, the op byte says 5
-    const put = encodeEntry(entry({ value: records(1) }));
-    const keyed = Buffer.from(put);
-    keyed[32] = OP_WRITE_IDS;
-    keyed.writeUInt32LE(crc32(keyed.subarray(8)) >>> 0, 4);
-    expect(decodeEntry(keyed, 0)).toMatchObject({ kind: "invalid", why: "write id records with a key" });
+    // a key where none may be: the lengths are made to add up, the op byte says 6 (or 5)
+    for (const op of [OP_WRITE_IDS, OP_LEGACY_WRITE_IDS]) {
+      const put = encodeEntry(entry({ value: records(1, op === OP_LEGACY_WRITE_IDS) }));
+      const keyed = Buffer.from(put);
+      keyed[32] = op;
+      keyed.writeUInt32LE(crc32(keyed.subarray(8)) >>> 0, 4);
+      expect(decodeEntry(keyed, 0)).toMatchObject({ kind: "invalid", why: "write id records with a key" });
+    }
+  });
+
+  it("reads op 5, the records of agents from before key hashes, as records with the key hash 0", () => {
+    const asOp5 = (recs: Buffer) => (b: Buffer) => {
+      b[24] = OP_LEGACY_WRITE_IDS;
+      const v = Buffer.concat([b.subarray(0, 32 + b[25]), recs]);
+      v.writeUInt32LE(recs.length, 28);
+      return v;
+    };
+    const old = forged({ ...ids(3), lsn: 2 }, asOp5(records(3, true)));
+    const d = decodeEntry(old, 0);
+    expect(d).toMatchObject({ kind: "entry", length: old.length, entry: { op: "write-ids", key: "" } });
+    const value = (d as { entry: LogEntry }).entry.value;
+    const want = records(3);
+    for (let i = 0; i < 3; i++) want.writeUInt32LE(0, i * WRITE_ID_RECORD_BYTES + 25);
+    expect(value).toEqual(want);
+    // written again (an import, a re-encode): op 6, the widened records
+    expect(encodeEntry((d as { entry: LogEntry }).entry)[32]).toBe(OP_WRITE_IDS);
+    // op 5 with records of today's size, cut or malformed ones: not an entry
+    for (const recs of [
+      records(1),
+      records(2, true).subarray(0, 30),
+      Buffer.alloc(LEGACY_WRITE_ID_RECORD_BYTES),
+    ])
+      expect(decodeEntry(forged(ids(1), asOp5(recs)), 0)).toMatchObject({ kind: "invalid" });
+    // found by recovery's scan among today's entries
+    const seen: string[] = [];
+    const r = scanLog(
+      Buffer.concat([encodeEntry(entry({ lsn: 1 })), old, encodeEntry({ ...ids(1), lsn: 3 })]),
+      0,
+      (e) => seen.push(`${e.op}:${e.value.length}`),
+    );
+    expect(r.problem).toBeUndefined();
+    expect(seen).toEqual([
+      "put:5",
+      `write-ids:${3 * WRITE_ID_RECORD_BYTES}`,
+      `write-ids:${WRITE_ID_RECORD_BYTES}`,
+    ]);
   });
 
   it("is replayed by recovery's scan among puts and deletes", () => {

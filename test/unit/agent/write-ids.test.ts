@@ -4,8 +4,9 @@
  * concurrent retries, inside one batch, after recovery from the log and from
  * a snapshot, and on a copy made from replicated entries.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { crc32 } from "node:zlib";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { tempDirs } from "../../helpers/temp-dirs.js";
@@ -49,6 +50,31 @@ async function newShard(o = opts(), state: "owned" | "receiving" = "owned") {
   return { dir, shard };
 }
 
+/**
+ * Rewrites a snapshot file as an agent from before key hashes wrote it: magic SCSNAP01, id records
+ * of 25 bytes (without the key hash), the CRC-32 trailer recomputed.
+ */
+function toLegacySnapshot(file: string): void {
+  const buf = readFileSync(file);
+  expect(buf.subarray(0, 8).toString()).toBe("SCSNAP02");
+  const hlen = buf.readUInt32LE(8);
+  const header = JSON.parse(buf.toString("utf8", 12, 12 + hlen)) as { writeIds: number };
+  const idsAt = 12 + hlen;
+  const idsEnd = idsAt + header.writeIds * WRITE_ID_RECORD_BYTES;
+  const records: Buffer[] = [];
+  for (let off = idsAt; off < idsEnd; off += WRITE_ID_RECORD_BYTES)
+    records.push(buf.subarray(off, off + WRITE_ID_RECORD_BYTES - 4));
+  const body = Buffer.concat([
+    Buffer.from("SCSNAP01"),
+    buf.subarray(8, idsAt),
+    ...records,
+    buf.subarray(idsEnd, buf.length - 4),
+  ]);
+  const trailer = Buffer.alloc(4);
+  trailer.writeUInt32LE(crc32(body) >>> 0);
+  writeFileSync(file, Buffer.concat([body, trailer]));
+}
+
 /** Every entry in the shard's log files, decoded. */
 function logEntries(dir: string) {
   const out = [];
@@ -80,7 +106,7 @@ describe("WriteIdTable", () => {
     expect(() => t.add(Buffer.alloc(8), 1, "put")).toThrow(/16 bytes/);
   });
 
-  it("keeps each id's key hash through growth and eviction; ids from records have none", () => {
+  it("keeps each id's key hash through growth, eviction and its records", () => {
     const t = new WriteIdTable(3000);
     for (let i = 1; i <= 5000; i++) t.add(idOf(i), i, "put", false, `key-${i}`);
     expect(t.get(idOf(1000))).toBeUndefined(); // evicted
@@ -89,9 +115,20 @@ describe("WriteIdTable", () => {
     expect(t.get(idOf(6000))).toEqual({ lsn: 6000, op: "delete", existed: true, keyHash: 0 });
     const back = new WriteIdTable();
     back.addEncoded(t.encode());
-    expect(back.get(idOf(5000))).toEqual({ lsn: 5000, op: "put", keyHash: 0 });
+    expect(back.get(idOf(5000))).toEqual({ lsn: 5000, op: "put", keyHash: keyHash32("key-5000") });
+    expect(back.get(idOf(6000))).toEqual({ lsn: 6000, op: "delete", existed: true, keyHash: 0 });
     expect(keyHash32("")).not.toBe(0);
     expect(keyHash32("a")).not.toBe(keyHash32("b"));
+  });
+
+  it("hashes keys as it always will: the key hash is stored in id records (golden vectors)", () => {
+    // FNV-1a 32 over UTF-16 code units: for ASCII keys, the published FNV-1a vectors
+    expect(keyHash32("")).toBe(0x811c9dc5);
+    expect(keyHash32("a")).toBe(0xe40c292c);
+    expect(keyHash32("foobar")).toBe(0xbf9cf968);
+    expect(keyHash32("user:42")).toBe(0x2f6b7b82);
+    expect(keyHash32("é")).toBe(0x6c0b6c44);
+    expect(keyHash32("😀")).toBe(0xcb31c4b8); // two code units
   });
 
   it("forgets the oldest ids once full, and grows its arrays only as ids arrive", () => {
@@ -129,7 +166,7 @@ describe("WriteIdTable", () => {
 
   it("encodes its ids oldest first and reads them back; malformed records are refused", () => {
     const t = new WriteIdTable(3);
-    for (let i = 1; i <= 5; i++) t.add(idOf(i), 2 ** 40 + i, i % 2 ? "put" : "delete", i === 4);
+    for (let i = 1; i <= 5; i++) t.add(idOf(i), 2 ** 40 + i, i % 2 ? "put" : "delete", i === 4, `k${i}`);
     const frozen = t.freeze();
     t.add(idOf(6), 6, "put"); // later adds do not change a frozen copy (a snapshot being written)
     const rec = frozen.encode(0, frozen.count);
@@ -139,10 +176,18 @@ describe("WriteIdTable", () => {
     expect(rec.subarray(0, 16)).toEqual(idOf(3));
     const u = new WriteIdTable(10);
     u.addEncoded(rec);
-    expect(u.get(idOf(4))).toEqual({ lsn: 2 ** 40 + 4, op: "delete", existed: true, keyHash: 0 });
-    expect(u.get(idOf(5))).toEqual({ lsn: 2 ** 40 + 5, op: "put", keyHash: 0 });
+    expect(u.get(idOf(4))).toEqual({
+      lsn: 2 ** 40 + 4,
+      op: "delete",
+      existed: true,
+      keyHash: keyHash32("k4"),
+    });
+    expect(u.get(idOf(5))).toEqual({ lsn: 2 ** 40 + 5, op: "put", keyHash: keyHash32("k5") });
     expect(u.has(idOf(2))).toBe(false);
-    expect(() => u.addEncoded(rec.subarray(0, 30))).toThrow(/25 bytes each/);
+    // [id][u64 lsn][u8 outcome][u32 key hash], little-endian
+    expect(rec.readUInt32LE(WRITE_ID_RECORD_BYTES + 25)).toBe(keyHash32("k4"));
+    expect(() => u.addEncoded(rec.subarray(0, 30))).toThrow(/29 bytes each/);
+    expect(() => u.addEncoded(rec.subarray(0, 25))).toThrow(/29 bytes each/);
     const badOutcome = Buffer.from(rec);
     badOutcome[24] = 9;
     expect(() => new WriteIdTable(10).addEncoded(badOutcome)).toThrow(/malformed/);
@@ -189,13 +234,15 @@ describe("write ids in snapshots", () => {
   it("stores the ids before the state; every reader gets them; a snapshot without ids is the old format", async () => {
     const dir = tmp();
     const t = new WriteIdTable(100_000);
-    for (let i = 1; i <= 50_000; i++) t.add(idOf(i), i, "put"); // 1.25 MB of records: more than one chunk
+    // 1.45 MB of records: more than one chunk
+    for (let i = 1; i <= 50_000; i++) t.add(idOf(i), i, "put", false, i % 7 ? `key-${i}` : undefined);
     const entries: [string, { value: Buffer; lsn: number; timestamp: number }][] = [
       ["a", { value: Buffer.from("1"), lsn: 49_999, timestamp: 1 }],
       ["b", { value: Buffer.from("2"), lsn: 50_000, timestamp: 2 }],
     ];
     const file = await writeSnapshot(dir, "shard-1", 50_000, entries, t.freeze());
     const buf = readFileSync(file);
+    expect(buf.subarray(0, 8).toString()).toBe("SCSNAP02");
     const fromFile = new WriteIdTable(100_000);
     const keys: string[] = [];
     const header = await readSnapshot(
@@ -207,6 +254,9 @@ describe("write ids in snapshots", () => {
     expect(keys).toEqual(["a", "b"]);
     expect(fromFile.size).toBe(50_000);
     expect(fromFile.get(idOf(777))?.lsn).toBe(777);
+    expect(fromFile.get(idOf(778))?.keyHash).toBe(keyHash32("key-778"));
+    expect(fromFile.get(idOf(777))?.keyHash).toBe(0); // added without its key
+    expect(fromFile.encode().equals(t.encode())).toBe(true);
     // streamed in odd chunks (a migration target's upload)
     const streamed = new WriteIdTable(100_000);
     const d = new SnapshotDecoder(
@@ -226,11 +276,38 @@ describe("write ids in snapshots", () => {
       () => {},
       (r) => whole.addEncoded(r),
     );
-    expect(whole.size).toBe(50_000);
+    expect(whole.encode().equals(fromFile.encode())).toBe(true);
+    // as an agent from before key hashes wrote it: every reader gets the same ids, key hash 0
+    const legacyFile = join(tmp(), snapshotFileName(50_000));
+    writeFileSync(legacyFile, buf);
+    toLegacySnapshot(legacyFile);
+    const legacy = readFileSync(legacyFile);
+    expect(legacy.length).toBe(buf.length - 4 * 50_000);
+    const noHashes = new WriteIdTable(100_000);
+    for (let i = 1; i <= 50_000; i++) noHashes.add(idOf(i), i, "put");
+    const readers: [string, (add: (r: Buffer) => void) => Promise<unknown>][] = [
+      ["readSnapshot", (add) => readSnapshot(legacyFile, () => {}, add)],
+      ["readSnapshotWriteIds", (add) => readSnapshotWriteIds(legacyFile, add)],
+      ["decodeSnapshot", async (add) => decodeSnapshot(legacy, () => {}, add)],
+      [
+        "SnapshotDecoder",
+        async (add) => {
+          const dec = new SnapshotDecoder(() => {}, add);
+          for (let off = 0; off < legacy.length; off += 7919) dec.push(legacy.subarray(off, off + 7919));
+          return dec.end();
+        },
+      ],
+    ];
+    for (const [name, read] of readers) {
+      const got = new WriteIdTable(100_000);
+      await read((r) => got.addEncoded(r));
+      expect(got.encode().equals(noHashes.encode()), name).toBe(true);
+    }
     // without ids: no writeIds field, the same bytes as before write ids existed
     const plain = readFileSync(
       await writeSnapshot(tmp(), "shard-1", 50_000, entries, new WriteIdTable(5).freeze()),
     );
+    expect(plain.subarray(0, 8).toString()).toBe("SCSNAP01");
     expect(JSON.parse(plain.subarray(12, 12 + plain.readUInt32LE(8)).toString())).not.toHaveProperty(
       "writeIds",
     );
@@ -260,7 +337,6 @@ describe("write ids in snapshots", () => {
       buf.copy(head, 0, 0, 8);
       head.writeUInt32LE(h.length, 8);
       const body = Buffer.concat([head, h, buf.subarray(12 + hlen, buf.length - 4)]);
-      const { crc32 } = await import("node:zlib");
       const trailer = Buffer.alloc(4);
       trailer.writeUInt32LE(crc32(body) >>> 0, 0);
       const forged = Buffer.concat([body, trailer]);
@@ -270,6 +346,19 @@ describe("write ids in snapshots", () => {
         d.push(forged);
         d.end();
       }, JSON.stringify(writeIds)).toThrow(SnapshotCorrupt);
+    }
+    // records of today under the old magic (or another magic), the checksum made to match: refused
+    for (const magic of ["SCSNAP01", "SCSNAP03"]) {
+      const body = Buffer.concat([Buffer.from(magic), buf.subarray(8, buf.length - 4)]);
+      const trailer = Buffer.alloc(4);
+      trailer.writeUInt32LE(crc32(body) >>> 0, 0);
+      const forged = Buffer.concat([body, trailer]);
+      expect(() => decodeSnapshot(forged, () => {}), magic).toThrow(SnapshotCorrupt);
+      const d = new SnapshotDecoder(() => {});
+      expect(() => {
+        d.push(forged);
+        d.end();
+      }, magic).toThrow(SnapshotCorrupt);
     }
   });
 });
@@ -371,17 +460,29 @@ describe("Shard: a write id is appended once", () => {
     await expect(reopened.write([put("other", "x", idOf(1))])).rejects.toMatchObject({
       code: "write-id-reused",
     });
-    // ids from a snapshot's records carry no key: a reuse of those is answered as a duplicate
-    await reopened.snapshot();
+    // and after the log is compacted behind a snapshot: its id records keep the key hashes
+    const snapLsn = await reopened.snapshot();
     await reopened.close();
+    expect(readdirSync(dir).filter((n) => n.startsWith("log-"))).toHaveLength(1); // the active file only
     const fromSnap = await Shard.open(dir, "shard-1", o);
-    expect(fromSnap.rememberedWrite(idOf(1))?.keyHash).toBe(0);
-    expect(await fromSnap.write([put("other", "x", idOf(1))])).toEqual([{ lsn: 1, duplicate: true }]);
+    expect(fromSnap.rememberedWrite(idOf(1))?.keyHash).toBe(keyHash32("k"));
+    await expect(fromSnap.write([put("other", "x", idOf(1))])).rejects.toThrow(
+      /already names a put of another key \(applied at LSN 1\)/,
+    );
+    expect(await fromSnap.write([put("k", "v", idOf(1))])).toEqual([{ lsn: 1, duplicate: true }]);
+    await fromSnap.close();
+    // a snapshot of an agent from before key hashes (SCSNAP01, records without them): its ids have
+    // none, so a reuse of those is answered as a duplicate, as those agents did
+    toLegacySnapshot(join(dir, snapshotFileName(snapLsn!)));
+    const fromOld = await Shard.open(dir, "shard-1", o);
+    expect(fromOld.failed).toBeUndefined();
+    expect(fromOld.rememberedWrite(idOf(1))?.keyHash).toBe(0);
+    expect(await fromOld.write([put("other", "x", idOf(1))])).toEqual([{ lsn: 1, duplicate: true }]);
     // (the operation is in the records: another one is still refused)
-    await expect(fromSnap.write([{ op: "delete", key: "k", writeId: idOf(1) }])).rejects.toThrow(
+    await expect(fromOld.write([{ op: "delete", key: "k", writeId: idOf(1) }])).rejects.toThrow(
       /already names a put, not a delete \(applied at LSN 1\)/,
     );
-    await fromSnap.close();
+    await fromOld.close();
   });
 
   it("recognises acknowledged ids after recovery from the log, and from a snapshot once the log is compacted", async () => {
