@@ -10,6 +10,8 @@
  */
 import { setImmediate as nextTurn } from "node:timers/promises";
 
+export { runAtOnce } from "./engine/steps.js";
+
 export async function runInSlices<T>(steps: Generator<unknown, T, void>, sliceMs = 10): Promise<T> {
   let sliceStart = performance.now();
   for (;;) {
@@ -19,14 +21,6 @@ export async function runInSlices<T>(steps: Generator<unknown, T, void>, sliceMs
       await nextTurn();
       sliceStart = performance.now();
     }
-  }
-}
-
-/** Runs a stepwise job to its end at once (where nothing else waits on the thread). */
-export function runAtOnce<T>(steps: Generator<unknown, T, void>): T {
-  for (;;) {
-    const r = steps.next();
-    if (r.done) return r.value;
   }
 }
 

@@ -33,7 +33,7 @@ import {
   INTERVAL_Z,
   hotSeries,
   ModelSelectionCache,
-  predictAccessPattern,
+  predictAccessPatternSteps,
 } from "../forecast/index.js";
 import { formatBytes, formatNumber, printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
@@ -240,9 +240,14 @@ export function demandFromZoneSeries(
 }
 
 /**
- * demandFromZoneSeries a segment at a time: yields after each segment's forecast. The
+ * demandFromZoneSeries a step at a time: yields every SETUP_CHUNK segments while it reads their
+ * counts, after choosing the share season and the busiest segments, after each model's fit at
+ * each backtest origin of a full selection, and after each segment's forecast. The
  * `fullSelection` busiest segments get full model selection (the benchmark's baseline gives all).
  */
+/** Segments whose counts demandSteps reads between two turns of the event loop. */
+const SETUP_CHUNK = 1024;
+
 export function* demandSteps(
   series: readonly SegmentZoneSeries[],
   zones: readonly string[],
@@ -251,15 +256,19 @@ export function* demandSteps(
   maxPoints?: number,
   fullSelection = FULL_SELECTION_SEGMENTS,
 ): Generator<void, Demand, void> {
-  const points =
-    maxPoints ?? Math.max(0, ...series.flatMap((s) => Object.values(s.perZone).map((v) => v.length)));
+  let points = maxPoints ?? 0;
+  if (maxPoints === undefined)
+    for (const s of series) for (const v of Object.values(s.perZone)) points = Math.max(points, v.length);
   const asked = Math.max(1, Math.round(horizonSeconds / resolutionSeconds));
   const h = Math.max(1, Math.min(Math.floor(points / 3), asked));
-  const accessed: { s: SegmentZoneSeries; volume: number }[] = [];
-  for (const s of series) {
+  // one pass over every segment's counts: O(segments × points), so with turns between chunks
+  const accessed: { s: SegmentZoneSeries; volume: number; total: Float64Array }[] = [];
+  for (let k = 0; k < series.length; k++) {
+    const s = series[k];
     let volume = 0;
     for (const v of Object.values(s.perZone)) for (const x of v) volume += x;
-    if (volume > 0) accessed.push({ s, volume });
+    if (volume > 0) accessed.push({ s, volume, total: totalOf(s.perZone) });
+    if (k % SETUP_CHUNK === SETUP_CHUNK - 1) yield;
   }
   const seriesZones = [...new Set(series.flatMap((s) => Object.keys(s.perZone)))];
   const busiest = [...accessed].sort((a, b) => b.volume - a.volume).slice(0, SHARE_SEASON_SEGMENTS);
@@ -270,15 +279,17 @@ export function* demandSteps(
   );
   // full model selection for the busiest segments only (~35 ms each), the cheap tier for the rest
   const full = hotSeries(
-    accessed.map(({ s }) => totalOf(s.perZone)),
+    accessed.map((a) => a.total),
     1,
     fullSelection,
   );
   const cache = new ModelSelectionCache();
   const demand: SegmentDemand[] = [];
+  yield; // the share season and the busiest segments are chosen: a turn before the first forecast
   for (const [i, { s }] of accessed.entries()) {
     const { segment, perZone } = s;
-    const f = predictAccessPattern(perZone, {
+    // full selection yields after each candidate's backtest: the loop's turns come a few ms apart
+    const f = yield* predictAccessPatternSteps(perZone, {
       intervalSeconds: resolutionSeconds,
       horizon: h,
       cache,

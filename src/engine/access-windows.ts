@@ -55,6 +55,7 @@
  */
 import { UsageError } from "../errors.js";
 import { Fnv1a64 } from "./hash.js";
+import { runAtOnce } from "./steps.js";
 
 export type AccessType = "read" | "write";
 export const ACCESS_TYPES: readonly AccessType[] = ["read", "write"];
@@ -954,11 +955,7 @@ export class AccessWindows {
 
   /** The whole store as bytes: magic, header, chunks, checksum (format SCAW1). */
   serialize(): Uint8Array {
-    const steps = this.serializeSteps();
-    for (;;) {
-      const r = steps.next();
-      if (r.done) return r.value;
-    }
+    return runAtOnce(this.serializeSteps());
   }
 
   /**
@@ -1202,11 +1199,7 @@ export class AccessWindows {
 
   /** Reads bytes written by serialize(); a truncated or altered buffer is refused. */
   static deserialize(bytes: Uint8Array): AccessWindows {
-    const steps = AccessWindows.deserializeSteps(bytes);
-    for (;;) {
-      const r = steps.next();
-      if (r.done) return r.value;
-    }
+    return runAtOnce(AccessWindows.deserializeSteps(bytes));
   }
 
   /**

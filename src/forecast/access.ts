@@ -10,9 +10,10 @@
  *    total's own interval is reported on `total`).
  * Pure: the caller reads the access windows and passes the numbers in.
  */
+import { runAtOnce } from "../engine/steps.js";
 import { UsageError } from "../errors.js";
 import type { ModelSelectionCache } from "./cache.js";
-import { forecasterFor, selectModel, type ModelChoice } from "./select.js";
+import { forecasterFor, selectModelSteps, type ModelChoice } from "./select.js";
 import { cheapChoice, FLAT_CHOICE, isFlat } from "./many.js";
 import { detectSeason } from "./season.js";
 import { INTERVAL_LEVEL, INTERVAL_Z } from "./types.js";
@@ -62,12 +63,12 @@ export interface AccessPatternOptions {
 // access counts cannot be negative; clamp rather than report impossible traffic
 const clamp = (x: number): number => (Number.isFinite(x) ? Math.max(0, x) : 0);
 
-function fitChosen(
+function* fitChosen(
   values: Float64Array,
   key: string,
   options: AccessPatternOptions,
   horizon: number,
-): { model: string; mean: Float64Array; lower: Float64Array; upper: Float64Array } {
+): Generator<void, { model: string; mean: Float64Array; lower: Float64Array; upper: Float64Array }, void> {
   const cheap = options.selection === "cheap";
   const season = options.season ?? detectSeason(values, options.intervalSeconds, { scan: !cheap });
   const input = { values, intervalSeconds: options.intervalSeconds, season, horizon };
@@ -75,17 +76,17 @@ function fitChosen(
   if (cheap) {
     choice = isFlat(values) ? FLAT_CHOICE : cheapChoice(values, options.intervalSeconds, season, horizon);
   } else if (!choice) {
-    choice = selectModel(input, { horizon }).choice;
+    choice = (yield* selectModelSteps(input, { horizon })).choice;
     options.cache?.set(key, values.length, choice);
   }
   return { model: choice.name, ...forecasterFor(choice).fit(input).forecast(horizon) };
 }
 
-function topDown(
+function* topDown(
   perZoneSeries: Record<string, Float64Array>,
   options: AccessPatternOptions & { shares: { season: number; priorSpan?: number } },
   horizon: number,
-): AccessPatternForecast {
+): Generator<void, AccessPatternForecast, void> {
   const names = Object.keys(perZoneSeries).sort();
   const n = names.length ? perZoneSeries[names[0]].length : 0;
   for (const z of names) {
@@ -96,7 +97,7 @@ function topDown(
     const s = perZoneSeries[z];
     for (let i = 0; i < n; i++) totalSeries[i] += clamp(s[i]);
   }
-  const t = fitChosen(totalSeries, `${options.cacheKey ?? ""}/total`, options, horizon);
+  const t = yield* fitChosen(totalSeries, `${options.cacheKey ?? ""}/total`, options, horizon);
   const counts = names.map((z) => perZoneSeries[z]);
   const { share, support } = zoneShares(counts, n, horizon, {
     season: options.shares.season,
@@ -130,16 +131,28 @@ export function predictAccessPattern(
   perZoneSeries: Record<string, Float64Array>,
   options: AccessPatternOptions,
 ): AccessPatternForecast {
+  return runAtOnce(predictAccessPatternSteps(perZoneSeries, options));
+}
+
+/**
+ * predictAccessPattern a step at a time: full model selection yields after each candidate's
+ * backtest, so that a caller forecasting many segments on an event loop (a plan, the autopilot)
+ * never holds it for a whole selection.
+ */
+export function* predictAccessPatternSteps(
+  perZoneSeries: Record<string, Float64Array>,
+  options: AccessPatternOptions,
+): Generator<void, AccessPatternForecast, void> {
   if (options.selection !== undefined && options.selection !== "full" && options.selection !== "cheap") {
     throw new UsageError(`selection must be "full" or "cheap", got ${JSON.stringify(options.selection)}`);
   }
   const horizon = Math.max(1, Math.floor(options.horizon));
-  if (options.shares) return topDown(perZoneSeries, { ...options, shares: options.shares }, horizon);
+  if (options.shares) return yield* topDown(perZoneSeries, { ...options, shares: options.shares }, horizon);
   const zones: Record<string, ZoneForecast> = {};
   const totalMean = new Float64Array(horizon);
   const totalVar = new Float64Array(horizon);
   for (const zone of Object.keys(perZoneSeries).sort()) {
-    const f = fitChosen(perZoneSeries[zone], `${options.cacheKey ?? ""}/${zone}`, options, horizon);
+    const f = yield* fitChosen(perZoneSeries[zone], `${options.cacheKey ?? ""}/${zone}`, options, horizon);
     zones[zone] = {
       model: f.model,
       mean: Array.from(f.mean, clamp),

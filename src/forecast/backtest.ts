@@ -3,6 +3,7 @@
  * next H points, score against what happened; repeat for a few origins spaced
  * H apart at the end of the series so the test windows never overlap.
  */
+import { runAtOnce } from "../engine/steps.js";
 import { mase, seasonalNaiveMae, smape } from "./metrics.js";
 import type { Forecast, Forecaster, SeriesInput } from "./types.js";
 
@@ -77,7 +78,20 @@ export function scoreForecasts(
 }
 
 export function backtestModel(series: SeriesInput, model: Forecaster, plan: OriginPlan): ModelBacktest {
-  const forecasts = plan.origins.map((origin) => forecastFrom(series, model, origin, plan.horizon).mean);
+  return runAtOnce(backtestModelSteps(series, model, plan));
+}
+
+/** backtestModel a step at a time: a step per origin (one fit and forecast). */
+export function* backtestModelSteps(
+  series: SeriesInput,
+  model: Forecaster,
+  plan: OriginPlan,
+): Generator<void, ModelBacktest, void> {
+  const forecasts: Float64Array[] = [];
+  for (const origin of plan.origins) {
+    forecasts.push(forecastFrom(series, model, origin, plan.horizon).mean);
+    yield;
+  }
   return scoreForecasts(series, plan, forecasts, model.name);
 }
 

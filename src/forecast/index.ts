@@ -1,14 +1,14 @@
 /** The forecasting library's public surface. Pure: callers bring the numbers in. */
 export type { Forecast, FittedModel, Forecaster, SeriesInput } from "./types.js";
 export { INTERVAL_LEVEL, INTERVAL_Z } from "./types.js";
-export { predictAccessPattern } from "./access.js";
+export { predictAccessPattern, predictAccessPatternSteps } from "./access.js";
 export { completeNewest, completeNewestEach, elapsedFraction } from "./partial.js";
 export type { AccessPatternForecast, AccessPatternOptions, ZoneForecast } from "./access.js";
 export { forecastMany, hotSeries } from "./many.js";
 export type { ManyOptions, ManyResult, NamedSeries, Tier } from "./many.js";
 export { ModelSelectionCache } from "./cache.js";
 export type { CacheOptions } from "./cache.js";
-export { selectModel, forecasterFor, chooseFromBacktests } from "./select.js";
+export { selectModel, selectModelSteps, forecasterFor, chooseFromBacktests } from "./select.js";
 export type { ModelChoice, Selection, SelectOptions } from "./select.js";
 export { evaluateSelection, evaluationPlan } from "./evaluate.js";
 export type { Evaluation, EvaluationOptions } from "./evaluate.js";

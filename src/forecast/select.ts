@@ -3,9 +3,10 @@
  * MASE over the same origins, and the lowest mean MASE wins — unless an
  * inverse-MASE ensemble of the top three scores lower still.
  */
+import { runAtOnce } from "../engine/steps.js";
 import { UsageError } from "../errors.js";
 import {
-  backtestModel,
+  backtestModelSteps,
   defaultOriginCount,
   minTrainingPoints,
   planOrigins,
@@ -89,6 +90,17 @@ export function chooseFromBacktests(
 }
 
 export function selectModel(series: SeriesInput, opts: SelectOptions): Selection {
+  return runAtOnce(selectModelSteps(series, opts));
+}
+
+/**
+ * selectModel a step at a time: a step per candidate's fit at each origin (a few ms each on a
+ * short series), for a caller that must not hold its thread for the whole selection (runInSlices).
+ */
+export function* selectModelSteps(
+  series: SeriesInput,
+  opts: SelectOptions,
+): Generator<void, Selection, void> {
   const plan = selectionPlan(series, opts.horizon, opts.origins);
   const candidates = opts.candidates ?? FULL_CANDIDATES;
   if (candidates.length === 0) throw new UsageError("model selection needs at least one candidate model");
@@ -101,7 +113,8 @@ export function selectModel(series: SeriesInput, opts: SelectOptions): Selection
       plan,
     };
   }
-  const results = candidates.map((name) => backtestModel(series, modelByName(name), plan));
+  const results: ModelBacktest[] = [];
+  for (const name of candidates) results.push(yield* backtestModelSteps(series, modelByName(name), plan));
   const { choice, mase } = chooseFromBacktests(series, plan, results, opts.ensemble ?? true);
   return { choice, mase, results, plan };
 }

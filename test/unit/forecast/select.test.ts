@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { ModelSelectionCache } from "../../../src/forecast/cache.js";
-import { chooseFromBacktests, selectModel } from "../../../src/forecast/select.js";
+import { chooseFromBacktests, selectModel, selectModelSteps } from "../../../src/forecast/select.js";
+import { predictAccessPattern, predictAccessPatternSteps } from "../../../src/forecast/access.js";
+import { FULL_CANDIDATES } from "../../../src/forecast/models/registry.js";
 import { evaluateSelection } from "../../../src/forecast/evaluate.js";
 import { planOrigins, type ModelBacktest } from "../../../src/forecast/backtest.js";
 import { HOURLY, sinusoidWithTrend, whiteNoise } from "./_series.js";
@@ -26,6 +28,27 @@ describe("selectModel", () => {
     const byName = Object.fromEntries(s.results.map((r) => [r.name, r.mase]));
     expect(byName.ets).toBeLessThan(byName.drift);
     expect(s.mase).toBeLessThanOrEqual(Math.min(...s.results.map((r) => r.mase)));
+  });
+
+  it("can be run a step at a time (selectModelSteps): a step per candidate's fit at each origin, the same selection", () => {
+    const series = { values: sinusoidWithTrend(24 * 14), intervalSeconds: HOURLY, season: 24 };
+    const opts = { horizon: 24, candidates: ["drift", "seasonal_naive", "ets"] };
+    const steps = selectModelSteps(series, opts);
+    let yields = 0;
+    let r = steps.next();
+    for (; !r.done; r = steps.next()) yields++;
+    const whole = selectModel(series, opts);
+    expect(yields).toBe(3 * whole.plan.origins.length);
+    expect(r.value).toEqual(whole);
+    // the same through the access-pattern API, which plans call a step at a time
+    const perZone = { a: series.values, b: Float64Array.from(series.values, (x) => x / 2) };
+    const options = { intervalSeconds: HOURLY, horizon: 24, season: 24, shares: { season: 24 } };
+    const forecast = predictAccessPatternSteps(perZone, options);
+    let turns = 0;
+    let f = forecast.next();
+    for (; !f.done; f = forecast.next()) turns++;
+    expect(turns).toBeGreaterThan(FULL_CANDIDATES.length);
+    expect(f.value).toEqual(predictAccessPattern(perZone, options));
   });
 
   it("falls back to seasonal naive when the series is too short to backtest", () => {

@@ -5,7 +5,8 @@ import {
   FULL_SELECTION_SEGMENTS,
   type SegmentZoneSeries,
 } from "../../../src/commands/plan.js";
-import { predictAccessPattern } from "../../../src/forecast/index.js";
+import { detectSeason, FULL_CANDIDATES, predictAccessPattern } from "../../../src/forecast/index.js";
+import { selectionPlan } from "../../../src/forecast/select.js";
 
 /** A day of 5-minute intervals. */
 const DAY = 288;
@@ -129,14 +130,37 @@ describe("demandFromZoneSeries (shardctl plan and the dashboard's plan preview)"
     expect(demandFromZoneSeries(series.slice(0, 3), ["a", "b"], 60, 1200).note).not.toMatch(/cheap tier/);
   });
 
-  it("can be run a segment at a time (demandSteps): a step per segment, the same demand", () => {
+  it("can be run a step at a time (demandSteps): the set-up, each fit of a full selection, each segment; the same demand", () => {
     const ones = Float64Array.from({ length: 40 }, (_, i) => 4 + (i % 3));
     const series = [1, 2, 3].map((segment) => ({ segment, perZone: { a: ones, b: ones } }));
-    const steps = demandSteps(series, ["a", "b"], 60, 600);
+    const count = (fullSelection: number) => {
+      const steps = demandSteps(series, ["a", "b"], 60, 600, undefined, fullSelection);
+      let yields = 0;
+      let r = steps.next();
+      for (; !r.done; r = steps.next()) yields++;
+      return { yields, demand: r.value };
+    };
+    // the cheap tier alone: a turn after the set-up, then one per segment
+    const cheap = count(0);
+    expect(cheap.yields).toBe(1 + 3);
+    // full selection for the three: a turn after each candidate model's fit at each backtest origin too
+    const full = count(3);
+    // (what fitChosen backtests on: the segment's total, its detected season, a 10-interval horizon)
+    const total = Float64Array.from(ones, (x) => 2 * x);
+    const season = detectSeason(total, 60, { scan: true });
+    const origins = selectionPlan({ values: total, intervalSeconds: 60, season }, 10).origins.length;
+    expect(origins).toBeGreaterThan(1);
+    expect(full.yields).toBe(1 + 3 + 3 * FULL_CANDIDATES.length * origins);
+    expect(full.demand).toEqual(demandFromZoneSeries(series, ["a", "b"], 60, 600));
+  });
+
+  it("gives the loop a turn while it reads many segments' counts, before any forecast", () => {
+    const few = Float64Array.from({ length: 12 }, (_, i) => i % 2);
+    const series = Array.from({ length: 5000 }, (_, segment) => ({ segment, perZone: { a: few } }));
+    const steps = demandSteps(series, ["a"], 60, 120, undefined, 0);
     let yields = 0;
-    let r = steps.next();
-    for (; !r.done; r = steps.next()) yields++;
-    expect(yields).toBe(3);
-    expect(r.value).toEqual(demandFromZoneSeries(series, ["a", "b"], 60, 600));
+    while (!steps.next().done) yields++;
+    // 4 turns while reading 5,000 segments (one per 1,024), one after the set-up, one per segment
+    expect(yields).toBe(4 + 1 + 5000);
   });
 });
