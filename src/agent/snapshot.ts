@@ -229,6 +229,7 @@ export async function* snapshotRecords(file: string): AsyncGenerator<SnapshotRec
     const decoder = new SnapshotDecoder(
       (key, value) => decoded.push({ key, value }),
       (writeIds) => decoded.push({ writeIds }),
+      true, // checked above: the open file's bytes do not change (a newer snapshot is a new file)
     );
     for (let pos = 0; ;) {
       // a buffer per chunk: the records' values are views of it
@@ -291,11 +292,13 @@ export class SnapshotDecoder {
 
   /**
    * `onWriteIds` gets the write id records (whole records of today's format, copied), in order,
-   * before any entry.
+   * before any entry. `checksumVerified`: the caller has checked the trailer against the bytes
+   * already (snapshotRecords), so they are not summed again; everything else is still checked.
    */
   constructor(
     private readonly onEntry: (key: string, v: StateValue) => void,
     private readonly onWriteIds?: (records: Buffer) => void,
+    private readonly checksumVerified = false,
   ) {}
 
   /** Bytes pushed so far. */
@@ -303,7 +306,7 @@ export class SnapshotDecoder {
     return this.total;
   }
 
-  /** The CRC-32 of the bytes before the trailer (valid after end()). */
+  /** The CRC-32 of the bytes before the trailer (valid after end(); not computed when checksumVerified). */
   get bodyCrc(): number {
     return this.crc >>> 0;
   }
@@ -320,7 +323,8 @@ export class SnapshotDecoder {
   end(): SnapshotHeader {
     const bad = (why: string) => new SnapshotCorrupt(why);
     if (this.total < 16 || this.tail.length !== 4) throw bad("bad magic or too short");
-    if (this.crc >>> 0 !== this.tail.readUInt32LE(0)) throw bad("checksum mismatch");
+    if (!this.checksumVerified && this.crc >>> 0 !== this.tail.readUInt32LE(0))
+      throw bad("checksum mismatch");
     if (!this.header || this.left !== 0) throw bad("record cut short");
     if (this.avail !== 4) throw bad("trailing bytes");
     return this.header;
@@ -334,9 +338,11 @@ export class SnapshotDecoder {
     }
     const crcLen = total - 4;
     const fromTail = Math.min(this.tail.length, crcLen);
-    if (fromTail) this.crc = crc32(this.tail.subarray(0, fromTail), this.crc);
     const fromChunk = crcLen - fromTail;
-    if (fromChunk) this.crc = crc32(chunk.subarray(0, fromChunk), this.crc);
+    if (!this.checksumVerified) {
+      if (fromTail) this.crc = crc32(this.tail.subarray(0, fromTail), this.crc);
+      if (fromChunk) this.crc = crc32(chunk.subarray(0, fromChunk), this.crc);
+    }
     this.tail = Buffer.concat([this.tail.subarray(fromTail), chunk.subarray(fromChunk)]);
   }
 

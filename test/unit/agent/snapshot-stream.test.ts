@@ -12,6 +12,7 @@ import { copyChecksum, scanEntries } from "../../../src/agent/replication.js";
 import { Shard, type ShardOptions } from "../../../src/agent/shard.js";
 import {
   decodeSnapshot,
+  SnapshotCorrupt,
   SnapshotDecoder,
   snapshotFileChecksum,
   snapshotRecords,
@@ -168,6 +169,37 @@ describe("snapshotRecords", () => {
       ).rejects.toThrow(/checksum mismatch|too short/);
       expect(got, name).toEqual([]);
     }
+  });
+});
+
+describe("a decoder whose caller verified the checksum (snapshotRecords)", () => {
+  it("does not sum the bytes again, and still checks their structure", async () => {
+    const buf = await sampleSnapshot(60, sizeOf);
+    const decode = (bytes: Buffer) => {
+      const keys: string[] = [];
+      const d = new SnapshotDecoder((k) => keys.push(k), undefined, true);
+      for (let off = 0; off < bytes.length; off += 777) d.push(bytes.subarray(off, off + 777));
+      return { count: d.end().count, keys };
+    };
+    expect(decode(buf)).toEqual({ count: 60, keys: Array.from({ length: 60 }, (_, i) => `key-${i}`) });
+    // the trailer is not compared: the caller did that against the same bytes
+    const otherTrailer = Buffer.from(buf);
+    otherTrailer[buf.length - 1] ^= 1;
+    expect(decode(otherTrailer).count).toBe(60);
+    // the structure is: a record cut short, bytes after the last record, a bad magic
+    const cut = Buffer.concat([buf.subarray(0, buf.length - 30), buf.subarray(buf.length - 4)]);
+    const longer = Buffer.concat([
+      buf.subarray(0, buf.length - 4),
+      Buffer.alloc(9),
+      buf.subarray(buf.length - 4),
+    ]);
+    const magic = Buffer.concat([Buffer.from("SCSNAP99"), buf.subarray(8)]);
+    for (const [name, bytes] of [
+      ["cut", cut],
+      ["longer", longer],
+      ["magic", magic],
+    ] as const)
+      expect(() => decode(bytes), name).toThrow(SnapshotCorrupt);
   });
 });
 
