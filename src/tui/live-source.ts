@@ -53,7 +53,7 @@ import {
   completeNewest,
   completeNewestEach,
   elapsedFraction,
-  predictAccessPattern,
+  predictAccessPatternSteps,
 } from "../forecast/index.js";
 import { demandSteps, type SegmentZoneSeries } from "../commands/plan.js";
 import { runInSlices } from "../slices.js";
@@ -651,10 +651,13 @@ export class LiveSource implements DashboardSource {
     if (total === 0) return empty("no access recorded for this target in the minute windows yet");
     // the newest interval is still running: forecast from its expected whole count
     const elapsed = elapsedFraction(this.now(), got.intervalSeconds);
-    const f = predictAccessPattern(completeNewestEach(got.series, elapsed), {
-      intervalSeconds: got.intervalSeconds,
-      horizon: FORECAST_HORIZON,
-    });
+    // a model selection per zone, a fit at a time: the dashboard keeps drawing meanwhile
+    const f = await runInSlices(
+      predictAccessPatternSteps(completeNewestEach(got.series, elapsed), {
+        intervalSeconds: got.intervalSeconds,
+        horizon: FORECAST_HORIZON,
+      }),
+    );
     const zones: ZoneSeriesForecast[] = Object.keys(got.series).map((zone) => ({
       zone,
       model: f.zones[zone]?.model ?? "-",
