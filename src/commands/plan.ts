@@ -239,15 +239,15 @@ export function demandFromZoneSeries(
   return runAtOnce(demandSteps(series, zones, resolutionSeconds, horizonSeconds, maxPoints));
 }
 
+/** Segments whose counts demandSteps reads between two turns of the event loop. */
+const SETUP_CHUNK = 1024;
+
 /**
  * demandFromZoneSeries a step at a time: yields every SETUP_CHUNK segments while it reads their
  * counts, after choosing the share season and the busiest segments, after each model's fit at
  * each backtest origin of a full selection, and after each segment's forecast. The
  * `fullSelection` busiest segments get full model selection (the benchmark's baseline gives all).
  */
-/** Segments whose counts demandSteps reads between two turns of the event loop. */
-const SETUP_CHUNK = 1024;
-
 export function* demandSteps(
   series: readonly SegmentZoneSeries[],
   zones: readonly string[],
@@ -288,7 +288,7 @@ export function* demandSteps(
   yield; // the share season and the busiest segments are chosen: a turn before the first forecast
   for (const [i, { s }] of accessed.entries()) {
     const { segment, perZone } = s;
-    // full selection yields after each candidate's backtest: the loop's turns come a few ms apart
+    // full selection yields after each model's fit at each origin: the loop's turns come ms apart
     const f = yield* predictAccessPatternSteps(perZone, {
       intervalSeconds: resolutionSeconds,
       horizon: h,

@@ -135,9 +135,9 @@ export function predictAccessPattern(
 }
 
 /**
- * predictAccessPattern a step at a time: full model selection yields after each candidate's
- * backtest, so that a caller forecasting many segments on an event loop (a plan, the autopilot)
- * never holds it for a whole selection.
+ * predictAccessPattern a step at a time: full model selection yields after each candidate's fit
+ * at each backtest origin, so that a caller forecasting on an event loop (a plan, the autopilot,
+ * the dashboard) never holds it for a whole selection.
  */
 export function* predictAccessPatternSteps(
   perZoneSeries: Record<string, Float64Array>,
