@@ -6,6 +6,7 @@
  * stale there. Real agents; the source's clock is ten minutes ahead (Date.now
  * moved on by an --import in its own process, as a host whose clock is off).
  */
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentRpc } from "../../../src/cluster/agent-rpc.js";
@@ -28,13 +29,14 @@ import {
 const SEGMENTS = 64;
 const AHEAD_MS = 10 * 60_000;
 
+let root: string;
 let agents: AgentProc[] = [];
 let map: LocationMap;
 let config: Config;
 const segments: number[] = [];
 
 beforeAll(async () => {
-  const root = tempDir("windows-transfer");
+  root = tempDir("windows-transfer");
   const skew = (ms: number) => [
     "--import",
     `data:text/javascript,const now=Date.now;Date.now=()=>now()+${ms};`,
@@ -69,6 +71,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(agents.map((a) => stopAgent(a)));
+  rmSync(root, { recursive: true, force: true });
 });
 
 describe("windows copied between agents whose clocks differ", () => {

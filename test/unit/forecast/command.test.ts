@@ -1,5 +1,4 @@
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -7,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { runCli } from "../../../src/cli.js";
 import { defaultHorizon, runForecastBacktest } from "../../../src/commands/forecast.js";
 import type { IO } from "../../../src/output.js";
+import { tempDirs } from "../../helpers/temp-dirs.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const seriesDir = resolve(repoRoot, "../shared/data/series");
@@ -29,8 +29,11 @@ function fakeIO(): IO & { stdout: () => string; stderr: () => string } {
   return { out: sink(out), err: sink(err), stdout: () => out.join(""), stderr: () => err.join("") };
 }
 
+const tmp = tempDirs("shardctl-forecast-");
+
+/** A CSV file in a directory removed after the test. */
 function tempCsv(content: string): string {
-  const dir = mkdtempSync(join(tmpdir(), "shardctl-forecast-"));
+  const dir = tmp();
   const path = join(dir, "series.csv");
   writeFileSync(path, content);
   return path;
