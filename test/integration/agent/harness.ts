@@ -11,12 +11,41 @@ import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { defaultConfig, type Config } from "../../../src/config.js";
+import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
 import { freePort, freePortRange } from "../../helpers/ports.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../../..");
 export const TOKEN = "test-token-0123456789";
 
 export { freePort, freePortRange };
+
+/**
+ * The first map a test writes into its store: `shards` as [id, node, range], each at epoch 1 and
+ * never moved, over `segmentCount` segments and `nodes`.
+ */
+export function startingMap(
+  segmentCount: number,
+  nodes: LocationMap["nodes"],
+  shards: readonly (readonly [string, string, SegmentRange])[],
+  nextShardSeq: number,
+): LocationMap {
+  return {
+    format: 1,
+    segmentCount,
+    nodes,
+    shards: shards.map(([id, node, range]) => ({
+      id,
+      node,
+      epoch: 1,
+      migrationTimestamp: 0,
+      changedAt: 0,
+      ranges: [range],
+    })),
+    nextShardSeq,
+    term: 0,
+    updatedAt: Date.now(),
+  };
+}
 
 /** The CLI's config for agents started here: `segments` segments, zones a, b, c, their token. */
 export function agentsConfig(dataDir: string, segments: number): Config {

@@ -38,6 +38,7 @@ import {
   http,
   put,
   startAgent,
+  startingMap,
   stopAgent,
   tempDir,
   TOKEN,
@@ -86,23 +87,8 @@ function putWithId(p: AgentProc, shard: string, key: string, value: string, id: 
 /** An embedded store under `dir` whose map has `nodes` and both shards on node-1. */
 async function storeWithMap(dir: string, nodes: LocationMap["nodes"]): Promise<EmbeddedStore> {
   const store = new EmbeddedStore(dir);
-  const map: LocationMap = {
-    format: 1,
-    segmentCount: SEGMENTS,
-    nodes,
-    shards: Object.entries(RANGES).map(([id, range]) => ({
-      id,
-      node: "node-1",
-      epoch: 1,
-      migrationTimestamp: 0,
-      changedAt: 0,
-      ranges: [range],
-    })),
-    nextShardSeq: 3,
-    term: 0,
-    updatedAt: Date.now(),
-  };
-  expect((await store.compareAndSet(0, map)).ok).toBe(true);
+  const shards = Object.entries(RANGES).map(([id, range]) => [id, "node-1", range] as const);
+  expect((await store.compareAndSet(0, startingMap(SEGMENTS, nodes, shards, 3))).ok).toBe(true);
   return store;
 }
 

@@ -18,12 +18,21 @@ import { ShardClient } from "../../../src/client/shard-client.js";
 import { AgentRpc } from "../../../src/cluster/agent-rpc.js";
 import { executeMigration } from "../../../src/cluster/migrate.js";
 import { executeLayoutChange } from "../../../src/cluster/reshape.js";
-import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
+import type { SegmentRange } from "../../../src/engine/location-map.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { cli as runShardctl } from "../../helpers/cli.js";
-import { admin, http, startAgent, stopAgent, tempDir, TOKEN, type AgentProc } from "../agent/harness.js";
+import {
+  admin,
+  http,
+  startAgent,
+  startingMap,
+  stopAgent,
+  tempDir,
+  TOKEN,
+  type AgentProc,
+} from "../agent/harness.js";
 
 const SEGMENTS = 64;
 /** Small files and snapshots: a shard compacts after 64 KiB of log. */
@@ -153,25 +162,15 @@ beforeAll(async () => {
     const r = await admin(src.port, "PUT", id, { epoch: 1, ranges: [range], segmentCount: SEGMENTS });
     expect(r.status, r.body.toString()).toBe(201);
   }
-  const map: LocationMap = {
-    format: 1,
-    segmentCount: SEGMENTS,
-    nodes: [
+  const map = startingMap(
+    SEGMENTS,
+    [
       { id: "node-1", address: src.address, zone: "a" },
       { id: "node-2", address: dst.address, zone: "b" },
     ],
-    shards: Object.entries(RANGES).map(([id, range]) => ({
-      id,
-      node: "node-1",
-      epoch: 1,
-      migrationTimestamp: 0,
-      changedAt: 0,
-      ranges: [range],
-    })),
-    nextShardSeq: 5,
-    term: 0,
-    updatedAt: Date.now(),
-  };
+    Object.entries(RANGES).map(([id, range]) => [id, "node-1", range] as const),
+    5,
+  );
   const cas = await new EmbeddedStore(dir).compareAndSet(0, map);
   expect(cas.ok).toBe(true);
 }, 120_000);

@@ -29,6 +29,7 @@ import {
   http,
   put,
   startAgent,
+  startingMap,
   stopAgent,
   tempDir,
   TOKEN,
@@ -260,26 +261,12 @@ beforeAll(async () => {
     const r = await admin(nodes[node].port, "PUT", id, { epoch: 1, ranges: [range], segmentCount: SEGMENTS });
     expect(r.status, r.body.toString()).toBe(201);
   }
-  const m: LocationMap = {
-    format: 1,
-    segmentCount: SEGMENTS,
-    nodes: ["node-1", "node-2"].map((id) => ({
-      id,
-      address: nodes[id].address,
-      zone: id === "node-1" ? "a" : "b",
-    })),
-    shards: layout.map(([id, node, range]) => ({
-      id,
-      node,
-      epoch: 1,
-      migrationTimestamp: 0,
-      changedAt: 0,
-      ranges: [range],
-    })),
-    nextShardSeq: 5,
-    term: 0,
-    updatedAt: Date.now(),
-  };
+  const m = startingMap(
+    SEGMENTS,
+    ["node-1", "node-2"].map((id) => ({ id, address: nodes[id].address, zone: id === "node-1" ? "a" : "b" })),
+    layout,
+    5,
+  );
   expect((await store.compareAndSet(0, m)).ok).toBe(true);
 }, 120_000);
 
