@@ -263,11 +263,19 @@ export function* demandSteps(
   const h = Math.max(1, Math.min(Math.floor(points / 3), asked));
   // one pass over every segment's counts: O(segments × points), so with turns between chunks
   const accessed: { s: SegmentZoneSeries; volume: number; total: Float64Array }[] = [];
+  let scratch = new Float64Array(0);
   for (let k = 0; k < series.length; k++) {
     const s = series[k];
+    // the zones' sum into a reused array, kept (copied) only for a segment that was accessed
+    const zs = Object.values(s.perZone);
+    const n = zs[0]?.length ?? 0;
+    if (scratch.length < n) scratch = new Float64Array(n);
+    const total = scratch.subarray(0, n);
+    total.fill(0);
+    for (const z of zs) for (let i = 0; i < n; i++) total[i] += Math.max(0, z[i]);
     let volume = 0;
-    for (const v of Object.values(s.perZone)) for (const x of v) volume += x;
-    if (volume > 0) accessed.push({ s, volume, total: totalOf(s.perZone) });
+    for (let i = 0; i < n; i++) volume += total[i];
+    if (volume > 0) accessed.push({ s, volume, total: total.slice() });
     if (k % SETUP_CHUNK === SETUP_CHUNK - 1) yield;
   }
   const seriesZones = [...new Set(series.flatMap((s) => Object.keys(s.perZone)))];
@@ -371,13 +379,6 @@ const SHARE_SEASON_SEGMENTS = 256;
  * 35 ms each, so a plan over thousands of active segments takes seconds, not minutes.
  */
 export const FULL_SELECTION_SEGMENTS = 50;
-
-function totalOf(perZone: Record<string, Float64Array>): Float64Array {
-  const zs = Object.values(perZone);
-  const t = new Float64Array(zs[0]?.length ?? 0);
-  for (const z of zs) for (let i = 0; i < t.length; i++) t[i] += Math.max(0, z[i]);
-  return t;
-}
 
 /** Builds the planner's inputs and runs planMigration or planAll. */
 export async function runPlan(
