@@ -256,8 +256,10 @@ with --json, "duplicate": true says the write had been applied by an earlier
 attempt (lsn is that attempt's; the value given again is not stored); false
 otherwise. --json prints the write id ("writeId"), and so does the error of a
 write that may have been applied: run the command again with --write-id and
-that id to retry it safely. A write id names one write: given for another key
-(or for a delete), it is refused (exit 2) and nothing is written.
+that id to retry it safely. A write id names one write: given again for another
+key of the same log shard (or for a delete), it is refused (exit 2) and nothing
+is written. Ids are remembered per shard, so an id reused for a key on another
+shard is not recognised there: give --write-id only to retry a write.
 
 Examples:
   shardctl put user:42 '{"name":"Ada"}'
