@@ -75,11 +75,37 @@ export function localTokenPath(dataDir: string): string {
   return join(localDir(dataDir), "token");
 }
 
+/**
+ * A bearer token goes into an HTTP header as it is: one word of printable
+ * ASCII. Anything else (a pasted newline inside, a control character, a
+ * non-ASCII letter) would fail every request as if the agents were down, so
+ * it is refused where it is read, naming where it came from.
+ */
+export function checkAgentToken(token: string, source: string): string {
+  if (token.length === 0) {
+    throw new UsageError(`${source} is empty`, { hint: TOKEN_HINT });
+  }
+  if (/\s/.test(token)) {
+    throw new UsageError(`${source} holds whitespace; an agent token is one word`, { hint: TOKEN_HINT });
+  }
+  const odd = [...token].find((c) => c < "!" || c > "~");
+  if (odd !== undefined) {
+    const code = odd.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+    throw new UsageError(`${source} holds the character U+${code}; an agent token is printable ASCII`, {
+      hint: TOKEN_HINT,
+    });
+  }
+  return token;
+}
+
+const TOKEN_HINT = "use one word of printable ASCII, e.g. `openssl rand -hex 32`";
+
 /** The token a client uses: agent.token / SHARDCTL_TOKEN, else the local cluster's token file. */
 export function resolveClientToken(config: Config): string {
-  if (config.agent.token) return config.agent.token;
+  if (config.agent.token !== undefined)
+    return checkAgentToken(config.agent.token, "the agent token (agent.token or SHARDCTL_TOKEN)");
   const file = localTokenPath(config.dataDir);
-  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  if (existsSync(file)) return checkAgentToken(readFileSync(file, "utf8").trim(), `the token file ${file}`);
   throw new PreconditionError("no agent token is configured", {
     hint: "set SHARDCTL_TOKEN or agent.token, or start a local cluster with `shardctl up --local`",
   });

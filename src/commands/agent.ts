@@ -7,6 +7,7 @@ import type { Config } from "../config.js";
 import { EmbeddedStore } from "../store/embedded.js";
 import { openStore } from "../store/index.js";
 import { UsageError } from "../errors.js";
+import { checkAgentToken } from "../cluster/local.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 
 export interface AgentCommandOptions {
@@ -65,9 +66,9 @@ export function readToken(tokenFile: string | undefined, configured: string | un
       throw new UsageError(`cannot read the token file ${tokenFile}: ${(err as Error).message}`);
     }
     if (!t) throw new UsageError(`the token file ${tokenFile} is empty`);
-    return t;
+    return checkAgentToken(t, `the token file ${tokenFile}`);
   }
-  if (configured) return configured;
+  if (configured) return checkAgentToken(configured, "the agent token (agent.token or SHARDCTL_TOKEN)");
   throw new UsageError("the agent needs a bearer token", {
     hint: "pass --token-file F, set SHARDCTL_TOKEN, or set agent.token in the config",
   });

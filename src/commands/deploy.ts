@@ -22,6 +22,7 @@ import {
   type ProgressEvent,
 } from "../cluster/deploy.js";
 import { loadInventory, selectNodes, type Inventory } from "../cluster/inventory.js";
+import { checkAgentToken } from "../cluster/local.js";
 import {
   acquireDeployLock,
   deployLockTtlS,
@@ -69,8 +70,7 @@ function tokenFor(config: Config): string {
       hint: "set SHARDCTL_TOKEN (e.g. `export SHARDCTL_TOKEN=$(openssl rand -hex 32)`) or agent.token in the config; clients use the same token",
     });
   }
-  if (/[\s]/.test(token)) throw new UsageError("the agent token must not contain whitespace");
-  return token;
+  return checkAgentToken(token, "the agent token (agent.token or SHARDCTL_TOKEN)");
 }
 
 /**
