@@ -54,6 +54,29 @@ export interface LocalUpOptions {
   basePort: number;
   /** Seconds to wait for every agent's health. */
   waitSeconds?: number;
+  /** Which of nodes, zones and basePort the user gave (not defaults): compared with an existing cluster. */
+  given?: { nodes?: boolean; zones?: boolean; basePort?: boolean };
+}
+
+/**
+ * What differs between the options the user gave and an existing local
+ * cluster, whose nodes stay as they are (the map refers to them): an `up`
+ * asked for another cluster would otherwise only start the old one.
+ */
+export function clusterMismatch(existing: readonly NodeInfo[], opts: LocalUpOptions): string[] {
+  const given = opts.given ?? {};
+  const out: string[] = [];
+  if (given.nodes && opts.nodes !== existing.length)
+    out.push(`--nodes ${opts.nodes} (it has ${existing.length})`);
+  const firstPort = existing[0] ? splitAddress(existing[0].address).port : undefined;
+  if (given.basePort && opts.basePort !== firstPort)
+    out.push(`--base-port ${opts.basePort} (it starts at ${firstPort})`);
+  if (given.zones && opts.zones.length > 0) {
+    const dealt = existing.map((_, i) => opts.zones[i % opts.zones.length]);
+    if (dealt.some((z, i) => z !== existing[i].zone))
+      out.push(`--zones ${opts.zones.join(",")} (its nodes are in ${existing.map((n) => n.zone).join(",")})`);
+  }
+  return out;
 }
 
 export interface LocalUpResult {
@@ -285,6 +308,15 @@ export async function localUp(
   // an existing local cluster keeps its nodes (the map refers to them)
   const existing = existsSync(clusterFile);
   const nodes: NodeInfo[] = existing ? readClusterNodes(clusterFile) : planNodes(opts);
+  const mismatch = existing ? clusterMismatch(nodes, opts) : [];
+  if (mismatch.length > 0) {
+    throw new PreconditionError(
+      `the local cluster in ${dataDir} already exists with other settings: ${mismatch.join("; ")}; nothing was started`,
+      {
+        hint: "run `shardctl up --local` without those options to start it as it is, or use another --data-dir for another cluster",
+      },
+    );
+  }
   const tokenFile = ensureToken(dataDir);
   const token = readFileSync(tokenFile, "utf8").trim();
   makeDir(localDir(dataDir));

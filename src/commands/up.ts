@@ -14,7 +14,11 @@ interface UpOptions {
   json?: boolean;
 }
 
-export async function runUp(opts: UpOptions, ctx: CommandContext): Promise<void> {
+export async function runUp(
+  opts: UpOptions,
+  ctx: CommandContext,
+  given: { nodes?: boolean; zones?: boolean; basePort?: boolean } = {},
+): Promise<void> {
   if (!opts.local) {
     throw new UsageError("only local clusters are started by `up` for now", {
       hint: "run `shardctl up --local`",
@@ -32,7 +36,9 @@ export async function runUp(opts: UpOptions, ctx: CommandContext): Promise<void>
     throw new UsageError(`--base-port must be an integer, got ${opts.basePort}`);
   const store = await openStore(config);
   try {
-    const r = await localUp(config, { nodes, zones, basePort }, store, (m) => ctx.io.err.write(m + "\n"));
+    const r = await localUp(config, { nodes, zones, basePort, given }, store, (m) =>
+      ctx.io.err.write(m + "\n"),
+    );
     for (const w of r.warnings) ctx.io.err.write(`warning: ${w}\n`);
     if (r.alreadyUp) ctx.io.err.write("the local cluster is already up\n");
     else
@@ -74,14 +80,22 @@ export const registerUp: RegisterCommand = (program: Command, ctx: CommandContex
       `
 Agents run detached; pid files and logs are in <dataDir>/local/<node>/. The
 bearer token is generated once into <dataDir>/local/token (mode 0600) and used
-by put/get/delete. Running \`up\` again starts only agents that are not running.
+by put/get/delete. Running \`up\` again starts only agents that are not running;
+the cluster keeps its nodes, so --nodes, --zones or --base-port that differ from
+them are refused (exit 3): use another --data-dir for another cluster.
 
 Examples:
   shardctl up --local --nodes 3 --zones a,b,c
   shardctl put hello world && shardctl get hello
   shardctl down`,
     )
-    .action((opts: UpOptions) => runUp(opts, ctx));
+    .action((opts: UpOptions, command: Command) => {
+      const given = (name: string) => {
+        const source = command.getOptionValueSource(name);
+        return source !== undefined && source !== "default";
+      };
+      return runUp(opts, ctx, { nodes: given("nodes"), zones: given("zones"), basePort: given("basePort") });
+    });
   program
     .command("down")
     .description("stop the local cluster's agents (SIGTERM, then SIGKILL after --timeout)")

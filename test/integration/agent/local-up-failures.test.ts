@@ -195,6 +195,33 @@ describe("up --local refuses a cluster that would not work", () => {
     expect((await cli(dir, "put", "k", "v")).code).toBe(0);
   });
 
+  it("refuses --nodes, --base-port or --zones that differ from the existing cluster, starting nothing", async () => {
+    const dir = newDir();
+    const base = await freePortRange(3);
+    const up = await cli(dir, "up", "--local", "--nodes", "2", "--zones", "a,b", "--base-port", String(base));
+    expect(up.code, up.err).toBe(0);
+    expect((await cli(dir, "down", "--timeout", "5")).code).toBe(0);
+    const clusterFile = readFileSync(join(dir, "local", "cluster.json"), "utf8");
+    for (const [args, message] of [
+      [["--nodes", "3"], "--nodes 3 (it has 2)"],
+      [["--base-port", String(base + 1)], `--base-port ${base + 1} (it starts at ${base})`],
+      [["--zones", "b,a"], "--zones b,a (its nodes are in a,b)"],
+    ] as const) {
+      const r = await cli(dir, "up", "--local", ...args);
+      expect(r.code, r.err).toBe(3);
+      expect(r.err).toContain(`the local cluster in ${dir} already exists with other settings: ${message}`);
+      expect(r.err).toMatch(/hint: run `shardctl up --local` without those options/);
+      expect(startedPids(r.err)).toEqual([]);
+      expectNothingLeft(dir);
+      expect(readFileSync(join(dir, "local", "cluster.json"), "utf8")).toBe(clusterFile);
+    }
+    // the same settings given again, or none, start it as it is
+    const again = await cli(dir, "up", "--local", "--nodes", "2", "--base-port", String(base), "--json");
+    expect(again.code, again.err).toBe(0);
+    const r = JSON.parse(again.out) as { nodes: { address: string }[] };
+    expect(r.nodes.map((n) => n.address)).toEqual([`127.0.0.1:${base}`, `127.0.0.1:${base + 1}`]);
+  });
+
   it("gives a clean usage error when the data dir is a regular file", async () => {
     const dir = newDir();
     const file = join(dir, "not-a-dir");
