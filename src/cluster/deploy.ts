@@ -1643,7 +1643,8 @@ export async function registerInMap(
       if (cas.ok) return { map, changed: nodes.map((n) => n.id), layoutWritten: true };
       continue;
     }
-    const next: LocationMap = structuredClone(vm.map);
+    // an operator's write (term 0), not the last writer's term, which a later leader may have made stale
+    const next: LocationMap = { ...structuredClone(vm.map), term: 0 };
     const changed: string[] = [];
     for (const n of nodes) {
       const existing = next.nodes.find((x) => x.id === n.id);
@@ -1679,6 +1680,7 @@ export async function deregisterFromMap(
     const next: LocationMap = {
       ...structuredClone(vm.map),
       nodes: vm.map.nodes.filter((n) => n.id !== nodeId),
+      term: 0,
       updatedAt: now(),
     };
     const cas = await store.compareAndSet(vm.version, next);

@@ -271,7 +271,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     // the commit point: the map and the journal record in one store transaction, read consistently
     const committing = advance(j, "committed", clock.now());
     const commit = await journal.commitPoint(
-      (map) => commitMap(map, committing, clock.now(), map.term),
+      (map) => commitMap(map, committing, clock.now(), owner.term),
       committing,
       `${shard.id} stays fenced on ${source.id} (no writes are lost); when the store is back, \`shardctl migrations --recover\` (or the autopilot) finishes it`,
     );

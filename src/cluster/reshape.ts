@@ -344,7 +344,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     failpoint("migrate.prepared");
     const committing = advance(j, "committed", clock.now());
     const commit = await journal.commitPoint(
-      (map) => commitLayout(map, change, clock.now(), map.term),
+      (map) => commitLayout(map, change, clock.now(), owner.term),
       committing,
       "the sources stay fenced (no writes are lost); `shardctl migrations --recover` finishes it when the store answers",
     );

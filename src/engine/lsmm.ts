@@ -138,7 +138,9 @@ export class Lsmm {
       await this.refresh();
       return { ...result, ...done };
     }
-    const next = applyLayoutDiff(table.map, diff, now);
+    // written as an operator's (term 0): the map's last term may be a leader's since deposed, which the
+    // store would refuse; the autopilot's store stamps its own term on every write
+    const next = { ...applyLayoutDiff(table.map, diff, now), term: 0 };
     validateMap(next);
     const cas = await this.deps.store.compareAndSet(table.version, next);
     if (!cas.ok) {

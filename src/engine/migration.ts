@@ -117,7 +117,8 @@ export function commitLayout(
   map: LocationMap,
   change: LayoutChange,
   now: number,
-  term = map.term,
+  /** The writer's term, as in commitMap. */
+  term = 0,
 ): LocationMap {
   for (const [id, epoch] of Object.entries(change.epochs)) {
     const s = map.shards.find((x) => x.id === id);
@@ -264,9 +265,11 @@ export function endedBeyondHistory<T extends { record: MigrationRecord }>(
 /**
  * The map after the commit point: the shard on the target at fromEpoch + 1,
  * stamped with the migration time. Refuses if the shard is no longer where
- * and at the epoch the journal says (someone else moved it).
+ * and at the epoch the journal says (someone else moved it). `term` is the
+ * writer's: 0 for an operator (never the map's last term, which a later
+ * leader's term makes stale), the leader's for the autopilot.
  */
-export function commitMap(map: LocationMap, j: MigrationJournal, now: number, term = map.term): LocationMap {
+export function commitMap(map: LocationMap, j: MigrationJournal, now: number, term = 0): LocationMap {
   const shard = map.shards.find((s) => s.id === j.shard);
   if (!shard) throw new PreconditionError(`shard ${j.shard} is no longer in the map`);
   if (shard.node !== j.source || shard.epoch !== j.fromEpoch) {

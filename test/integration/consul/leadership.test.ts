@@ -14,7 +14,11 @@
  * - a deposed leader (its session destroyed through Consul's HTTP API, a
  *   follower leads with the next term) can no longer write the migration
  *   journal: it can neither start a migration (before touching an agent),
- *   advance its own, nor take an orphaned one over.
+ *   advance its own, nor take an orphaned one over;
+ * - an operator's map writes (reshard --apply, a migration's or a split's
+ *   commit, deploy's node registration) are written as term 0 after a leader
+ *   wrote the map and a later leader took the next term: they used to carry the
+ *   map's last term and were refused as a deposed leader's.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostname } from "node:os";
@@ -34,7 +38,10 @@ import { ConsulStore, StaleTermError } from "../../../src/consul/store.js";
 import { defaultConfig } from "../../../src/config.js";
 import { AccessWindows } from "../../../src/engine/access-windows.js";
 import { initialLayout } from "../../../src/engine/location-map.js";
-import { newJournal, type MigrationRecord } from "../../../src/engine/migration.js";
+import { Lsmm } from "../../../src/engine/lsmm.js";
+import { commitMap, newJournal, type MigrationRecord } from "../../../src/engine/migration.js";
+import { Segmenter } from "../../../src/engine/segmenter.js";
+import { registerInMap } from "../../../src/cluster/deploy.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { agentlessMap } from "../../contract/maps.js";
 import { rawKeys, rawPut, startConsulDev, uniquePrefix, type DevConsul } from "../../helpers/consul.js";
@@ -327,6 +334,90 @@ describe("a deposed leader and the migration journal", () => {
     await a.resign();
     await electionA.close();
     await electionB.close();
+    await store.close();
+  }, 60_000);
+  it("an operator's map writes go through after a leader wrote the map and a later leader took the next term", async () => {
+    const prefix = uniquePrefix("operator-term");
+    const store = openStore(prefix);
+    const nodes = ["n1", "n2", "n3"].map((id, i) => ({ id, address: `127.0.0.1:${1 + i}`, zone: "abc"[i] }));
+    const init = await store.compareAndSet(0, initialLayout(256, nodes, { shardsPerNode: 1, now: 0 }));
+    expect(init.ok).toBe(true);
+    // leader A writes the map (its term is on it), then steps down; B takes the next term and writes nothing
+    const ac = new AbortController();
+    const electionA = new LeaderElection({ http: store.http, store, holder: "op-a", lockDelayS: 0 });
+    const a = await electionA.campaign(ac.signal);
+    const vm1 = (await store.load({ consistent: true }))!;
+    const byA = await new TermStampedStore(store, a.term).compareAndSet(vm1.version, {
+      ...vm1.map,
+      updatedAt: 1,
+    });
+    expect(byA.ok).toBe(true);
+    expect((await store.load({ consistent: true }))!.map.term).toBe(a.term);
+    await a.resign();
+    const electionB = new LeaderElection({ http: store.http, store, holder: "op-b", lockDelayS: 0 });
+    const b = await electionB.campaign(AbortSignal.any([ac.signal, AbortSignal.timeout(20_000)]));
+    expect(b.term).toBeGreaterThan(a.term);
+
+    // reshard --apply: a hot segment split out, written as term 0
+    const clock = { t: 10_000_000 };
+    const windows = new AccessWindows({ segmentCount: 256, zones: ["a", "b", "c"] });
+    const lsmm = new Lsmm({
+      store,
+      windows,
+      segmenter: new Segmenter(256),
+      clock: { now: () => clock.t },
+      assigner: { splitRate: 10, mergeRate: 1, shardLoadCap: 100, hysteresis: 0.2, minDwellMs: 0 },
+      rateWindowSeconds: 60,
+    });
+    for (let i = 0; i < 60; i++) {
+      clock.t += 1000;
+      lsmm.updateAccessPattern("hot-key", "write", "b", 30);
+      lsmm.updateAccessPattern(`cold-${i}`, "read");
+    }
+    const resharded = await lsmm.triggerResharding({ apply: true });
+    expect(resharded.appliedVersion).toBeDefined();
+    let vm = (await store.load({ consistent: true }))!;
+    expect(vm.map.term).toBe(0);
+
+    // a migration's commit (the default term of commitMap is the operator's) after the leader writes again
+    const byB = await new TermStampedStore(store, b.term).compareAndSet(vm.version, {
+      ...vm.map,
+      updatedAt: 2,
+    });
+    expect(byB.ok).toBe(true);
+    vm = (await store.load({ consistent: true }))!;
+    expect(vm.map.term).toBe(b.term);
+    await b.resign();
+    const electionC = new LeaderElection({ http: store.http, store, holder: "op-c", lockDelayS: 0 });
+    const c = await electionC.campaign(AbortSignal.any([ac.signal, AbortSignal.timeout(20_000)]));
+    expect(c.term).toBeGreaterThan(b.term);
+    const shard = vm.map.shards[0];
+    const journal = newJournal({
+      id: "op-move",
+      shard,
+      target: "n3",
+      planVersion: vm.version,
+      term: 0,
+      now: 3,
+    });
+    const moved = await store.compareAndSet(vm.version, commitMap(vm.map, journal, 3));
+    expect(moved.ok).toBe(true);
+    vm = (await store.load({ consistent: true }))!;
+    expect(vm.map.shards[0]).toMatchObject({ node: "n3", epoch: shard.epoch + 1 });
+    // deploy's registration of a node, as term 0 too
+    const registered = await registerInMap(
+      store,
+      [{ id: "n4", address: "127.0.0.1:4", zone: "a" }],
+      256,
+      () => 5,
+    );
+    expect(registered.changed).toEqual(["n4"]);
+    expect((await store.load({ consistent: true }))!.map.term).toBe(0);
+
+    await c.resign();
+    await electionA.close();
+    await electionB.close();
+    await electionC.close();
     await store.close();
   }, 60_000);
 });

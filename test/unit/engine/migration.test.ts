@@ -149,6 +149,14 @@ describe("layout changes (splits and merges) in the migration machinery", () => 
     expect(layoutCommitted(m, splitChange(m))).toBe(false);
   });
 
+  it("a commit without a term is an operator's (term 0), whatever term the map was last written by", () => {
+    const m = { ...map(), term: 7 };
+    expect(commitLayout(m, splitChange(m), 50).term).toBe(0);
+    const j = newJournal({ id: "m-op", shard: m.shards[0], target: "n2", planVersion: 1, term: 0, now: 1 });
+    expect(commitMap(m, j, 60).term).toBe(0);
+    expect(commitMap(m, j, 60, 9).term).toBe(9);
+  });
+
   it("refuses the commit when an involved shard moved on or the piece's node left", () => {
     const m = map();
     const moved = { ...m, shards: m.shards.map((s, i) => (i === 0 ? { ...s, epoch: s.epoch + 1 } : s)) };
