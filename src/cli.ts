@@ -7,7 +7,7 @@ import { createRequire } from "node:module";
 import { commands } from "./commands/index.js";
 import { createContext } from "./commands/context.js";
 import { ExitCode, UserError } from "./errors.js";
-import { processIO, type IO } from "./output.js";
+import { printable, processIO, type IO } from "./output.js";
 
 const require = createRequire(import.meta.url);
 
@@ -89,8 +89,9 @@ export function reportError(err: unknown, io: IO): number {
     return ExitCode.Usage;
   }
   if (err instanceof UserError) {
-    io.err.write(`error: ${err.message}\n`);
-    if (err.hint) io.err.write(`hint: ${err.hint}\n`);
+    // a message may quote a key or a file's line: shown with its control characters escaped
+    io.err.write(`error: ${printable(err.message, true)}\n`);
+    if (err.hint) io.err.write(`hint: ${printable(err.hint, true)}\n`);
     return err.exitCode;
   }
   const e = err as Error;

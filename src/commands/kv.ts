@@ -7,7 +7,7 @@ import { resolveClientToken } from "../cluster/local.js";
 import type { Config } from "../config.js";
 import { validateKey } from "../engine/segmenter.js";
 import { UsageError, UserError } from "../errors.js";
-import { printJson, type IO } from "../output.js";
+import { printable, printJson, type IO } from "../output.js";
 import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
 import { openStore } from "../store/index.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
@@ -134,7 +134,7 @@ export async function runPut(
     });
   } else {
     deps.io.err.write(
-      `stored ${key} (${body.length} bytes, lsn ${r.lsn})${r.duplicate ? DUPLICATE_NOTE : ""}\n`,
+      `stored ${printable(key)} (${body.length} bytes, lsn ${r.lsn})${r.duplicate ? DUPLICATE_NOTE : ""}\n`,
     );
   }
 }
@@ -147,7 +147,7 @@ export async function runGet(
   // a bad --out path is refused before the cluster is asked (and the access counted)
   if (opts.out) checkOutputPath(opts.out);
   const r = await withClient(deps, opts.zone, (c) => c.get(key));
-  if (!r) throw new UserError(`key not found: ${key}`);
+  if (!r) throw new UserError(`key not found: ${printable(key)}`);
   if (opts.out) {
     writeValueFile(key, r, opts.out, opts.json ?? false, deps.io);
     return;
@@ -205,7 +205,9 @@ export async function runDelete(
   } else {
     const note = r.duplicate ? DUPLICATE_NOTE : "";
     deps.io.err.write(
-      r.existed ? `deleted ${key}${note}\n` : `${key} did not exist (nothing to delete)${note}\n`,
+      r.existed
+        ? `deleted ${printable(key)}${note}\n`
+        : `${printable(key)} did not exist (nothing to delete)${note}\n`,
     );
   }
 }

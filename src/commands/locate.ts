@@ -1,7 +1,7 @@
 /** `shardctl locate <key>`: the spec's get_shard_location(data_key). */
 import type { Command } from "commander";
 import { AccessWindows } from "../engine/access-windows.js";
-import { printJson, printTable } from "../output.js";
+import { printable, printJson, printTable } from "../output.js";
 import { openStore } from "../store/index.js";
 import { lsmmFor, withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
@@ -37,7 +37,17 @@ Examples:
             printTable(
               ctx.io,
               ["key", "segment", "shard", "epoch", "node", "zone", "address"],
-              [[loc.key, loc.segment, loc.shard, loc.epoch, loc.node, loc.zone ?? "", loc.address ?? ""]],
+              [
+                [
+                  printable(loc.key),
+                  loc.segment,
+                  loc.shard,
+                  loc.epoch,
+                  loc.node,
+                  loc.zone ?? "",
+                  loc.address ?? "",
+                ],
+              ],
             );
         },
       );

@@ -12,7 +12,7 @@ import {
   type AccessPatternForecast,
 } from "../forecast/index.js";
 import { UsageError } from "../errors.js";
-import { formatNumber, printJson, printTable, type IO } from "../output.js";
+import { formatNumber, printable, printJson, printTable, type IO } from "../output.js";
 import { collectWindows } from "../cluster/windows-source.js";
 import { openStore } from "../store/index.js";
 import { sparkline, tail } from "./chart.js";
@@ -100,7 +100,7 @@ export function printPrediction(io: IO, p: Prediction): void {
     `${formatNumber(t.lower.reduce((a, b) => a + b, 0))} – ${formatNumber(t.upper.reduce((a, b) => a + b, 0))}`,
   ]);
   io.out.write(
-    `key ${p.key} → segment ${p.segment}; accesses per ${p.intervalSeconds} s, next ${p.horizon} interval(s), ${Math.round(p.intervalLevel * 100)}% intervals\n`,
+    `key ${printable(p.key)} → segment ${p.segment}; accesses per ${p.intervalSeconds} s, next ${p.horizon} interval(s), ${Math.round(p.intervalLevel * 100)}% intervals\n`,
   );
   printTable(io, ["zone", "model", "next", "interval", `next ${p.horizon}`, "interval"], rows);
   // history | forecast, on one scale per zone
