@@ -7,7 +7,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Config } from "../config.js";
 import { AccessWindows } from "../engine/access-windows.js";
-import { UsageError, UserError } from "../errors.js";
+import { PreconditionError, UserError } from "../errors.js";
 import { acquireFileLock, ensureDataDir, processAlive, writeAtomic } from "./embedded.js";
 
 export const WINDOWS_FILE = "access-windows.bin";
@@ -37,7 +37,7 @@ export function loadWindows(config: Config): AccessWindows {
     });
   }
   if (w.segmentCount !== config.segments || w.zones.join(",") !== config.zones.join(",")) {
-    throw new UsageError(
+    throw new PreconditionError(
       `${file} was recorded for ${w.segmentCount} segments and zones ${w.zones.join(",")}, but the config says ${config.segments} and ${config.zones.join(",")}`,
       { hint: `set segments/zones back, or remove ${file}` },
     );
@@ -45,7 +45,7 @@ export function loadWindows(config: Config): AccessWindows {
   const shape = (levels: readonly { resolutionSeconds: number; slots: number }[]) =>
     levels.map((l) => `${l.resolutionSeconds}s×${l.slots}`).join(", ");
   if (shape(w.levels) !== shape(config.windows.levels)) {
-    throw new UsageError(
+    throw new PreconditionError(
       `${file} was recorded with window levels ${shape(w.levels)}, but the config says ${shape(config.windows.levels)}`,
       { hint: `set windows.levels back, or remove ${file} to record afresh with the new levels` },
     );

@@ -174,12 +174,27 @@ describe("shardctl (foundation commands)", () => {
       ["predict", "--key", "k"],
     ]) {
       const r = await cli(args, env);
-      expect(r.code, args[0]).toBe(2);
+      expect(r.code, args[0]).toBe(3);
       expect(r.err).toMatch(
         /recorded with window levels 1s×10, 60s×60, 3600s×48, but the config says 1s×10, 60s×120/,
       );
     }
     expect(readFileSync(file).equals(before)).toBe(true);
+  });
+
+  it("a config whose segment count differs from the stored state is the same precondition (exit 3) for every command", async () => {
+    expect((await cli(["init"], env)).code).toBe(0);
+    expect((await cli(["record", "k", "--count", "5"], env)).code).toBe(0);
+    const windows = readFileSync(join(dir, "data/access-windows.bin"));
+    const map = readFileSync(mapFile());
+    const other = { ...env, SHARDCTL_SEGMENTS: "2048" };
+    for (const args of [["locate", "k"], ["record", "k"], ["reshard"], ["predict", "--key", "k"]]) {
+      const r = await cli(args, other);
+      expect(r.code, `${args[0]}: ${r.err}`).toBe(3);
+      expect(r.err).toMatch(/1024.*2048|2048.*1024/);
+    }
+    expect(readFileSync(join(dir, "data/access-windows.bin")).equals(windows)).toBe(true);
+    expect(readFileSync(mapFile()).equals(map)).toBe(true);
   });
 
   it("refuses a config with wrong types (exit 2) before touching the store", async () => {
