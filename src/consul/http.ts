@@ -446,23 +446,30 @@ export class ConsulHttp {
     const e = err as Error & { isTimeout?: boolean; code?: string; cause?: { code?: string } };
     const code = e.code ?? e.cause?.code;
     const neverSent = code === "ECONNREFUSED" || code === "ENOTFOUND" || code === "EAI_AGAIN";
+    // TLS spoken to a plain-HTTP port: OpenSSL's "wrong version number" (EPROTO), several lines long
+    const plainHttp = code === "EPROTO" && /wrong version number|packet length too long/i.test(e.message);
     const why = e.isTimeout
       ? `no answer within ${formatSeconds(timeoutMs)}`
-      : code === "ECONNREFUSED"
-        ? "connection refused"
-        : code === "ENOTFOUND" || code === "EAI_AGAIN"
-          ? "host not found"
-          : code
-            ? `${code}: ${e.message}`
-            : e.message;
-    const unknownOutcome = isWrite && !neverSent;
+      : plainHttp
+        ? "it does not speak TLS there: an https:// address for a plain-HTTP Consul"
+        : code === "ECONNREFUSED"
+          ? "connection refused"
+          : code === "ENOTFOUND" || code === "EAI_AGAIN"
+            ? "host not found"
+            : code
+              ? `${code}: ${e.message}`
+              : e.message;
+    // the TLS handshake failed before any request went out
+    const unknownOutcome = isWrite && !neverSent && !plainHttp;
     return new UserError(
       `cannot reach Consul at ${this.addr} (${why}); is CONSUL_HTTP_ADDR right?` +
         (unknownOutcome ? " The write was sent: whether it committed is unknown." : ""),
       {
-        hint: unknownOutcome
-          ? "once Consul answers, re-read the map (`shardctl status`) before retrying: the write may have committed"
-          : "start the Consul agent or point CONSUL_HTTP_ADDR at a reachable one (SHARDCTL_CONSUL_TIMEOUT bounds each request)",
+        hint: plainHttp
+          ? "use http:// in CONSUL_HTTP_ADDR (or enable TLS on the Consul agent)"
+          : unknownOutcome
+            ? "once Consul answers, re-read the map (`shardctl status`) before retrying: the write may have committed"
+            : "start the Consul agent or point CONSUL_HTTP_ADDR at a reachable one (SHARDCTL_CONSUL_TIMEOUT bounds each request)",
         cause: err,
       },
     );

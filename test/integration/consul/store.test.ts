@@ -334,6 +334,30 @@ describe("a Consul that is down or frozen", () => {
   });
 });
 
+describe("an https:// address for a plain-HTTP Consul", () => {
+  it("says the port does not speak TLS and to use http://, in one line, exit 1, for reads and writes", async () => {
+    const io = fakeIO();
+    const dir = mkdtempSync(join(tmpdir(), "shardctl-cli-"));
+    const env = { CONSUL_HTTP_ADDR: `https://${consul.addr}`, SHARDCTL_DATA_DIR: dir, HOME: dir };
+    const code = await runCli(["--store", "consul", "status"], io.io, env);
+    const init = fakeIO();
+    const initCode = await runCli(["--store", "consul", "init"], init.io, env);
+    rmSync(dir, { recursive: true, force: true });
+    for (const [c, text] of [
+      [code, io.err()],
+      [initCode, init.err()],
+    ] as const) {
+      expect(c).toBe(1);
+      expect(text).toContain(
+        `error: cannot reach Consul at https://${consul.addr} (it does not speak TLS there: an https:// address for a plain-HTTP Consul)`,
+      );
+      expect(text).toContain("hint: use http:// in CONSUL_HTTP_ADDR");
+      expect(text).not.toMatch(/whether it committed is unknown|SSL routines/);
+      expect(text.trim().split("\n")).toHaveLength(2);
+    }
+  });
+});
+
 describe("status and nodes against Consul", () => {
   let health: Server;
   let healthPort: number;
