@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { UsageError } from "./errors.js";
-import { checkZoneNames } from "./engine/access-windows.js";
+import { checkZoneNames, ZONE_NAME_PATTERN } from "./engine/access-windows.js";
 import { checkConsulToken, parseConsulAddr } from "./consul/address.js";
 
 const levelSchema = z.object({
@@ -31,11 +31,7 @@ export const configSchema = z
       .max(1 << 20)
       .default(4096),
     /** Origin zones, in a fixed order (the order indexes the access windows). */
-    zones: z
-      .array(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/))
-      .min(1)
-      .max(16)
-      .default(["a", "b", "c"]),
+    zones: z.array(z.string().regex(ZONE_NAME_PATTERN)).min(1).max(16).default(["a", "b", "c"]),
     limits: z
       .object({
         maxKeyBytes: z

@@ -13,6 +13,7 @@ import { recoverMigrations, type RecoveryReport } from "../cluster/recover.js";
 import { executeLayoutChange, movesOfPlan, type Move } from "../cluster/reshape.js";
 import type { Config } from "../config.js";
 import { isTerminal } from "../engine/migration.js";
+import { checkPlanSteps } from "../engine/plan-check.js";
 import { parsePlanFile } from "../engine/plan-file.js";
 import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
 import { systemClock } from "../engine/ports.js";
@@ -70,7 +71,11 @@ export async function runMigrate(
       throw new PreconditionError("the location store holds no map yet", {
         hint: "start a local cluster with `shardctl up --local`",
       });
-    if (plan) checkPlanFresh(plan, vm.version);
+    if (plan) {
+      checkPlanFresh(plan, vm.version);
+      // every step, against the map, before the first one commits: a plan is applied whole or not at all
+      checkPlanSteps(vm.map, plan.steps);
+    }
     const moves: Move[] = plan
       ? movesOfPlan(plan)
       : [
@@ -80,17 +85,6 @@ export async function runMigrate(
             target: opts.to!,
           },
         ];
-    // refuse up front what cannot be done (before anything changes)
-    const moved = new Set<string>();
-    for (const m of moves) {
-      if (m.split) continue;
-      // a plan moves a shard once: a second move would fail, or move it on, after the first was done
-      if (moved.has(m.shard))
-        throw new UsageError(`the plan moves ${m.shard} more than once; nothing was applied`, {
-          hint: "re-create it with `shardctl plan --all --out FILE`; never edit a plan by hand",
-        });
-      moved.add(m.shard);
-    }
     for (const m of moves) {
       const s = vm.map.shards.find((x) => x.id === m.shard);
       if (!s)
@@ -172,7 +166,20 @@ export async function runMigrate(
                 log: (s) => progress.log(s),
               },
             )
-      ).finally(() => progress.stop());
+      )
+        .catch((err: unknown) => {
+          // the steps before this one are committed: "served as before" holds for this step only
+          if (done.length === 0 || !(err instanceof UserError)) throw err;
+          throw new UserError(
+            `step ${i + 1} of ${moves.length} (${m.shard}) failed after ${done.length} step(s) of the plan were committed: ${err.message}`,
+            {
+              exitCode: err.exitCode,
+              hint: `${err.hint ? `step ${i + 1}: ${err.hint}. ` : ""}Steps 1-${done.length} stay committed (\`shardctl migrations\` lists them); plan what is left again with \`shardctl plan --all --out FILE\``,
+              cause: err,
+            },
+          );
+        })
+        .finally(() => progress.stop());
       done.push(r);
     }
     return { applied: true, mapVersion: vm.version, moves, migrations: done, recovered };
@@ -226,10 +233,18 @@ Examples:
   $ shardctl migrate plan.json                              # dry run of a plan
   $ shardctl migrate --apply plan.json --json
 
-Exit codes: 0 done, 1 aborted (the shard is still served by its source),
-2 bad usage (also a plan file that is damaged or moves a shard twice), 3 the
-plan is stale (the map moved on: re-plan), names a node that left, or moves a
-shard another migration is moving (nothing was started for it).
+A plan file is checked whole against the map before its first step runs
+(dry run and --apply alike): a shard split or moved twice, a split of a shard
+an earlier step moved or created, a new shard that exists, or a step whose
+source is not where the map has the shard is refused (exit 2, naming the step,
+nothing applied). A step that fails later leaves the steps before it
+committed; the error says how many.
+
+Exit codes: 0 done, 1 aborted (the shard is still served by its source; with
+a plan, the steps before it stay committed), 2 bad usage (also a plan file
+that is damaged or whose steps do not fit the map, see above), 3 the plan is
+stale (the map moved on: re-plan), names a node that left, or moves a shard
+another migration is moving (nothing was started for it).
 `;
 
 export const registerMigrate: RegisterCommand = (program: Command, ctx: CommandContext) => {

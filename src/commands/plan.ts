@@ -359,7 +359,9 @@ export function* demandSteps(
   const cut =
     h < asked
       ? `; the horizon asked for, ${horizonSeconds} s, is cut to ${h * resolutionSeconds} s: a forecast reaches at most a third of the ${points} intervals the windows keep`
-      : "";
+      : h * resolutionSeconds !== horizonSeconds
+        ? `; the horizon asked for, ${horizonSeconds} s, is rounded to ${h * resolutionSeconds} s: a whole number (at least one) of the windows' ${resolutionSeconds}-s intervals`
+        : "";
   const cheap = accessed.length - full.size;
   const tiers =
     cheap > 0
@@ -555,7 +557,7 @@ export const registerPlan: RegisterCommand = (program: Command, ctx: CommandCont
     .option("-o, --out <file>", "with --all: write the plan file (checksummed JSON)")
     .option(
       "--horizon <seconds>",
-      `how far ahead to weigh predicted access (default ${DEFAULT_PLANNER_OPTIONS.horizonSeconds}; at most a third of the access windows' span, a longer one is cut with a note)`,
+      `how far ahead to weigh predicted access (default ${DEFAULT_PLANNER_OPTIONS.horizonSeconds}; rounded to whole intervals of the access windows, at most a third of their span: a horizon rounded or cut gets a note)`,
     )
     .option(
       "-l, --latency <file>",

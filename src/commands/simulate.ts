@@ -17,6 +17,7 @@ import {
   parseZoneMatrix,
   type ZoneMatrix,
 } from "../engine/latency.js";
+import { validateKey } from "../engine/segmenter.js";
 import { UsageError } from "../errors.js";
 import { detectSeason, parseSeriesCsv } from "../forecast/index.js";
 import { formatBytes, printJson, printTable, type IO } from "../output.js";
@@ -28,7 +29,13 @@ import {
 } from "../sim/build-trace.js";
 import { engineForecaster } from "../sim/forecaster.js";
 import { POLICIES, simulate, type PolicyName, type SimOptions, type SimResult } from "../sim/simulate.js";
-import { parseTraceTimestamp, parseTrace, splitCsvLine } from "../sim/trace.js";
+import {
+  badTimestampReason,
+  parseTraceTimestamp,
+  parseTrace,
+  splitCsvLine,
+  TRACE_MAX_KEY_BYTES,
+} from "../sim/trace.js";
 import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
 import { parsePositiveInt, readInputText } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
@@ -55,7 +62,8 @@ function readText(file: string, what: string, maxBytes?: number): string {
 
 /** Reads and validates a latency matrix file. */
 export function readZoneMatrix(file: string): ZoneMatrix {
-  const text = readText(file, "the latency matrix");
+  // a UTF-8 byte order mark (editors on Windows write one) is not JSON; CSV inputs accept it too
+  const text = readText(file, "the latency matrix").replace(/^\uFEFF/, "");
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -173,7 +181,7 @@ export function readSeriesDir(dir: string): SeriesSource[] {
   if (existsSync(indexFile)) {
     let list: unknown;
     try {
-      list = JSON.parse(readInputText(indexFile, "the series index"));
+      list = JSON.parse(readInputText(indexFile, "the series index").replace(/^\uFEFF/, ""));
     } catch (err) {
       if (err instanceof UsageError) throw err;
       throw new UsageError(`${indexFile} is not valid JSON`);
@@ -211,28 +219,55 @@ export function readSeriesDir(dir: string): SeriesSource[] {
   });
 }
 
-/** Reads a request log `timestamp,key[,…]` (header optional), sorted or not. */
+/**
+ * Reads a request log `timestamp,key[,…]` (header optional), sorted or not.
+ * Timestamps and keys are checked as `simulate` checks a trace's (the same
+ * functions), so a trace built from the log is one simulate reads.
+ */
 export function readRequests(file: string): RequestRow[] {
   const text = readText(file, "the request log", MAX_TRACE_BYTES);
   const rows: RequestRow[] = [];
-  const lines = text.split(/\r?\n/);
+  const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/);
+  const fail = (i: number, why: string): never => {
+    throw new UsageError(`${file}, line ${i + 1}: ${why}; nothing was written`, {
+      hint: "each line is `timestamp,key[,...]`: timestamp ISO-8601 or epoch ms from 2000-01-01, key 1-1024 bytes of UTF-8",
+    });
+  };
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
     if (line.trim() === "") continue;
     const f = splitCsvLine(line);
-    if (!f || f.length < 2) throw new UsageError(`${file}, line ${i + 1}: expected timestamp,key[,...]`);
-    if (i === 0 && f[0].trim().toLowerCase() === "timestamp") continue;
-    const t = parseTraceTimestamp(f[0].trim());
-    if (t === undefined)
-      throw new UsageError(`${file}, line ${i + 1}: bad timestamp ${JSON.stringify(f[0])}`);
-    if (f[1] === "") throw new UsageError(`${file}, line ${i + 1}: empty key`);
-    rows.push({ t, key: f[1] });
+    if (!f || f.length < 2) fail(i, "expected timestamp,key[,...]");
+    const [ts, key] = f!;
+    if (i === 0 && ts.trim().toLowerCase() === "timestamp") continue;
+    const t = parseTraceTimestamp(ts.trim());
+    if (t === undefined) fail(i, badTimestampReason(ts.trim()));
+    try {
+      validateKey(key, TRACE_MAX_KEY_BYTES);
+    } catch (err) {
+      fail(i, (err as Error).message);
+    }
+    rows.push({ t: t!, key });
   }
   rows.sort((a, b) => a.t - b.t);
   return rows;
 }
 
-export function runBuildTrace(opts: BuildTraceOptions): { events: number; text: string } {
+/** What build-trace wrote (its --json). */
+export interface BuildTraceSummary {
+  out: string;
+  events: number;
+  keys: number;
+  zones: string[];
+  /** First and last event, ISO-8601. */
+  span: { from: string; to: string };
+}
+
+export function runBuildTrace(opts: BuildTraceOptions): {
+  events: number;
+  text: string;
+  summary: BuildTraceSummary;
+} {
   if (!!opts.series === !!opts.requests)
     throw new UsageError("give exactly one of --series DIR or --requests FILE");
   const text = opts.series
@@ -248,7 +283,20 @@ export function runBuildTrace(opts: BuildTraceOptions): { events: number; text: 
         seed: opts.seed,
         keys: opts.keys,
       });
-  return { events: text.split("\n").length - 2, text };
+  // read back as simulate reads it: a trace build-trace writes is one simulate takes (and the summary's figures)
+  const trace = parseTrace(text, opts.zones, { source: "the trace built" });
+  const iso = (ms: number) => new Date(ms).toISOString();
+  return {
+    events: trace.length,
+    text,
+    summary: {
+      out: opts.out,
+      events: trace.length,
+      keys: trace.keys.length,
+      zones: [...opts.zones],
+      span: { from: iso(trace.t[0]), to: iso(trace.t[trace.length - 1]) },
+    },
+  };
 }
 
 function parseSeed(v: string): number {
@@ -265,7 +313,7 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
     )
     .option(
       "-t, --trace <file>",
-      "the trace: CSV timestamp,key,op,zone (ISO-8601 or epoch ms; read|write), sorted by time",
+      "the trace: CSV timestamp,key,op,zone (ISO-8601 or epoch ms from 2000-01-01; read|write), sorted by time",
     )
     .option(
       "-l, --latency <file>",
@@ -273,7 +321,10 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
     )
     .option("--nodes <n>", "nodes, dealt round-robin over the matrix's zones (default: one per zone)")
     .option("--interval <seconds>", "decision interval (default 300)")
-    .option("--horizon <intervals>", "planning horizon in decision intervals (default 6)")
+    .option(
+      "--horizon <intervals>",
+      "planning horizon in decision intervals (default 6); one that leaves reactive and predictive no decision inside the trace runs, with a note",
+    )
     .option("--segments <n>", "segments the key space is cut into (default 1024)")
     .option("--key-bytes <n>", "bytes of data per key, moved with its shard (default 8 MiB)")
     .option(
@@ -295,6 +346,7 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
       ctx.io.err.write(
         `replayed ${r.events} events (${r.keys} keys, ${r.active_segments} segments, ${r.intervals} intervals of ${r.interval_seconds} s, ${r.nodes} nodes) in ${r.elapsed_s} s: ${r.events_per_s} events/s\n`,
       );
+      for (const note of r.notes) ctx.io.err.write(`note: ${note}\n`);
       if (o.json) printJson(ctx.io, r);
       else printSimulation(ctx.io, r);
     });
@@ -317,6 +369,7 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
     .option("--events <n>", "expected accesses in the trace (series only)", "100000")
     .option("--days <n>", "days of each series used, from its end (series only)", "7")
     .option("--seed <n>", "random seed", "1")
+    .option("--json", "print what was written as JSON: out, events, keys, zones, span", false)
     .addHelpText("after", BUILD_HELP)
     .action(
       (o: {
@@ -328,6 +381,7 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
         events: string;
         days: string;
         seed: string;
+        json?: boolean;
       }) => {
         // a bad --out path is refused before the series are read and the trace is built
         checkOutputPath(o.out);
@@ -343,6 +397,8 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
         });
         writeOutputFile(o.out, r.text);
         ctx.io.err.write(`wrote ${r.events} events to ${o.out}\n`);
+        // (commander may hand a --json after the subcommand to simulate's own --json)
+        if (o.json || (cmd.opts() as { json?: boolean }).json) printJson(ctx.io, r.summary);
       },
     );
   build.exitOverride();
@@ -376,9 +432,18 @@ accesses, the others share the rest. 20% of accesses are writes. The same
 seed gives the same trace.
 
 From a request log (--requests): the log's real keys and times; the dominant
-zone follows the time of day.
+zone follows the time of day. Each line is timestamp,key[,...] (a header line
+is skipped): the timestamp ISO-8601 (no zone = UTC) or epoch milliseconds from
+2000-01-01 on (a smaller number is refused, not taken for seconds: multiply
+epoch seconds by 1000); the key 1 to 1024 bytes of UTF-8, as simulate checks
+a trace's. Zones (--zones) follow the config's rule: 1-32 of a-z, 0-9, _ and
+-, not total, reads or writes. A log or option that breaks a rule is refused
+naming the line (exit 2), and nothing is written.
+
+--json prints what was written: {out, events, keys, zones, span: {from, to}}.
 
 Examples:
   $ shardctl simulate build-trace --series ../shared/data/series --out trace.csv
   $ shardctl simulate build-trace --series ../shared/data/series --out t.csv --keys 20 --events 300000 --seed 7
-  $ shardctl simulate build-trace --requests ../shared/data/traces/nasa_http_kennedy_19950801.csv --out nasa.csv`;
+  $ shardctl simulate build-trace --requests ../shared/data/traces/nasa_http_kennedy_19950801.csv --out nasa.csv
+  $ shardctl simulate build-trace --series ../shared/data/series --out trace.csv --json | jq .span`;

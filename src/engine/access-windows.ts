@@ -59,6 +59,8 @@ import { runAtOnce } from "./steps.js";
 
 export type AccessType = "read" | "write";
 export const ACCESS_TYPES: readonly AccessType[] = ["read", "write"];
+/** What a zone may be called (the config's `zones`, the clients' zone, a trace's zones). */
+export const ZONE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 /** What `series(…, which)` reads besides a zone: no zone may be named so. */
 export const RESERVED_ZONE_NAMES: readonly string[] = ["total", "reads", "writes"];
 

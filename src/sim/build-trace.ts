@@ -20,6 +20,7 @@
  * From a request log (timestamp,key[,…]): the real keys and times, with the
  * origin zone assigned by the same follow-the-sun rule on the time of day.
  */
+import { checkZoneNames, ZONE_NAME_PATTERN } from "../engine/access-windows.js";
 import { UsageError } from "../errors.js";
 import { seededRandom } from "../forecast/stats.js";
 import { csvField } from "./trace.js";
@@ -80,10 +81,14 @@ function checkCommon(
 ): void {
   if (zones.length < 1) throw new UsageError("give at least one zone");
   if (new Set(zones).size !== zones.length) throw new UsageError("zones must be distinct");
+  // the config's rule: a trace's zones name the cluster's zones
   for (const z of zones) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(z))
-      throw new UsageError(`zone name ${JSON.stringify(z)} is not allowed`);
+    if (!ZONE_NAME_PATTERN.test(z))
+      throw new UsageError(`zone name ${JSON.stringify(z)} is not allowed`, {
+        hint: "zone names are 1-32 of a-z, 0-9, _ and -, starting with a letter or digit (as in the config's zones)",
+      });
   }
+  checkZoneNames(zones);
   if (!(dominantShare > 0 && dominantShare <= 1))
     throw new UsageError("the dominant share must be in (0, 1]");
   if (!(writeFraction >= 0 && writeFraction <= 1))

@@ -155,7 +155,10 @@ export function validateSimOptions(o: SimOptions): void {
   if (!Number.isInteger(o.horizonIntervals) || o.horizonIntervals < 1)
     bad("the horizon must be an integer ≥ 1 interval");
   if (!(o.leadSeconds >= 0) || o.leadSeconds >= o.intervalSeconds)
-    bad("the lead must be ≥ 0 and shorter than the interval");
+    // the user may not have given --lead at all: say its value and that it is the default
+    bad(
+      `the lead (--lead: ${o.leadSeconds} s${o.leadSeconds === DEFAULT_SIM_OPTIONS.leadSeconds ? ", its default" : ""}) must be ≥ 0 and shorter than the decision interval (--interval: ${o.intervalSeconds} s); give a --lead below the interval`,
+    );
   if (!Number.isInteger(o.historyIntervals) || o.historyIntervals < 2)
     bad("the history must be ≥ 2 intervals");
   if (!Number.isInteger(o.forecastEvery) || o.forecastEvery < 1) bad("forecastEvery must be an integer ≥ 1");
@@ -201,6 +204,13 @@ export function simulate(
     nodes: latency.nodes.length,
     notes: [],
   };
+  // the planned policies decide from the boundary after H + 1 seen intervals on (PlannedPolicy.decide),
+  // and a decision places the interval after it: none falls inside a trace of H + 1 intervals or fewer
+  const H = opts.horizonIntervals;
+  if (H + 2 > w.nI && opts.policies.some((p) => p === "reactive" || p === "predictive"))
+    result.notes.push(
+      `the horizon (--horizon: ${H} intervals of ${opts.intervalSeconds} s) leaves no decision inside the trace (${w.nI} intervals): reactive and predictive decide only after ${H + 1} intervals seen, so they make no move; give a --horizon below ${Math.max(1, w.nI - 1)}`,
+    );
   for (const name of opts.policies) {
     if (name === "static") {
       const r = new Replay(w);

@@ -1,7 +1,8 @@
 /**
  * Workload traces: CSV `timestamp,key,op,zone`, one access per line, sorted
  * by time. Timestamps are ISO-8601 (a zone-less one is read as UTC) or epoch
- * milliseconds; op is `read` or `write`; zone must be one of the latency
+ * milliseconds, from 2000-01-01 on (a smaller number is refused, not read as
+ * seconds); op is `read` or `write`; zone must be one of the latency
  * matrix's zones. Pure: the caller reads the file and passes the text.
  *
  * Hostile input is refused whole (UsageError naming the line), never read
@@ -38,16 +39,38 @@ const EPOCH_MS = /^\d{1,16}$/;
 /** The latest time a JavaScript Date holds. */
 const MAX_EPOCH_MS = 8.64e15;
 
-/** Epoch ms from an ISO-8601 string or an integer of epoch milliseconds; undefined when it is neither. */
+/**
+ * The earliest epoch-ms value a trace or request log may hold, 2000-01-01: a
+ * number below it is epoch seconds or a counter read as ms (1500000000 s is
+ * 2017, as ms 1970-01-18), so it is refused rather than guessed at.
+ */
+export const MIN_EPOCH_MS = Date.UTC(2000, 0, 1);
+
+/** The key length traces are checked against (simulate's limits.maxKeyBytes). */
+export const TRACE_MAX_KEY_BYTES = 1024;
+
+/** Epoch ms from an ISO-8601 string or an integer of epoch milliseconds from 2000-01-01 on; undefined when it is neither. */
 export function parseTraceTimestamp(raw: string): number | undefined {
   // beyond a Date's range (16 digits reach 1e16) a trace time cannot be written back as ISO-8601
-  if (EPOCH_MS.test(raw)) return Number(raw) <= MAX_EPOCH_MS ? Number(raw) : undefined;
+  if (EPOCH_MS.test(raw)) {
+    const ms = Number(raw);
+    return ms >= MIN_EPOCH_MS && ms <= MAX_EPOCH_MS ? ms : undefined;
+  }
   if (!ISO.test(raw) || !isCalendarDate(raw)) return undefined;
   let iso = raw.replace(" ", "T");
   if (iso.length === 10) iso += "T00:00:00Z";
   else if (!/(Z|[+-]\d{2}:?\d{2})$/i.test(iso)) iso += "Z";
   const ms = Date.parse(iso);
   return Number.isFinite(ms) ? ms : undefined;
+}
+
+/** Why a timestamp parseTraceTimestamp refused is refused, saying which unit a number is read in. */
+export function badTimestampReason(raw: string): string {
+  if (EPOCH_MS.test(raw) && Number(raw) < MIN_EPOCH_MS) {
+    const asMs = new Date(Number(raw)).toISOString();
+    return `bad timestamp ${raw}: a number is read as epoch milliseconds, and ${raw} ms is ${asMs}, before 2000-01-01 (epoch seconds? multiply by 1000, or give ISO-8601)`;
+  }
+  return `bad timestamp ${JSON.stringify(raw)} (ISO-8601, or epoch milliseconds from 2000-01-01 to 8.64e15)`;
 }
 
 /** Splits one CSV line; supports "quoted, fields" with "" as an escaped quote. Returns undefined if a quote is unbalanced. */
@@ -100,10 +123,10 @@ export function csvField(s: string): string {
 
 export function parseTrace(text: string, zones: readonly string[], opts: ParseTraceOptions = {}): Trace {
   const source = opts.source ?? "the trace";
-  const maxKeyBytes = opts.maxKeyBytes ?? 1024;
+  const maxKeyBytes = opts.maxKeyBytes ?? TRACE_MAX_KEY_BYTES;
   const maxEvents = opts.maxEvents ?? 50_000_000;
   const hint =
-    "each line is `timestamp,key,op,zone` (timestamp ISO-8601 or epoch ms, op read|write), sorted by time";
+    "each line is `timestamp,key,op,zone` (timestamp ISO-8601 or epoch ms from 2000-01-01, op read|write), sorted by time";
   const zoneIdx = new Map(zones.map((z, i) => [z, i]));
   if (zones.length > 255) throw new UsageError("at most 255 zones are supported");
   const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/);
@@ -137,7 +160,7 @@ export function parseTrace(text: string, zones: readonly string[], opts: ParseTr
     }
     if (fields.length !== 4) fail(lineNo, `expected 4 fields (timestamp,key,op,zone), got ${fields.length}`);
     const ts = parseTraceTimestamp(fields[0].trim());
-    if (ts === undefined) fail(lineNo, `bad timestamp ${JSON.stringify(fields[0])}`);
+    if (ts === undefined) fail(lineNo, badTimestampReason(fields[0].trim()));
     if (ts! < prev) {
       fail(
         lineNo,

@@ -482,6 +482,11 @@ const BAD_PATH_CODES = new Set([
  * link is checked where it leads (outputTarget), since that is what is written.
  */
 export function checkOutputPath(file: string, flag = "--out"): void {
+  // '' is no path: the write would rename its temporary file to '' (ENOENT, naming the temporary file)
+  if (file === "")
+    throw new UsageError(`${flag} is empty; nothing was written`, {
+      hint: `give the path of a file, e.g. ${flag} out.csv`,
+    });
   const target = outputTarget(file, flag);
   const refuse = (why: string, hint: string) =>
     new UsageError(`${flag} ${outputName(file, target)}: ${why}; nothing was written`, { hint });
@@ -612,6 +617,7 @@ export function writeOutputFile(
   opts: { flag?: string; mode?: number } = {},
 ): void {
   const flag = opts.flag ?? "--out";
+  if (file === "") checkOutputPath(file, flag);
   // through a link, the file it points to is written (and the link left as it is)
   const target = outputTarget(file, flag);
   // never rename over a device or a pipe, even for a caller that skipped checkOutputPath

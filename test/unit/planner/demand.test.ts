@@ -60,6 +60,19 @@ describe("demandFromZoneSeries (shardctl plan and the dashboard's plan preview)"
     expect(day.demand[0].predicted[0]).toBeCloseTo(within.demand[0].predicted[0], 6);
   });
 
+  it("says when the horizon asked for is rounded to the windows' intervals (10 s ran as 60 s without a word)", () => {
+    const ones = Float64Array.from({ length: 60 }, () => 4);
+    const plan = (seconds: number) =>
+      demandFromZoneSeries([{ segment: 1, perZone: { a: ones } }], ["a"], 60, seconds);
+    const up = plan(10);
+    expect(up.horizonSeconds).toBe(60);
+    expect(up.note).toMatch(/the horizon asked for, 10 s, is rounded to 60 s: .* 60-s intervals/);
+    expect(plan(100).note).toMatch(/the horizon asked for, 100 s, is rounded to 120 s/);
+    expect(plan(80).note).toMatch(/the horizon asked for, 80 s, is rounded to 60 s/);
+    // a whole number of intervals: no note
+    expect(plan(120).note).not.toMatch(/rounded|cut/);
+  });
+
   it("takes the write fraction from the writes and totals over the latest horizon, and skips silent segments", () => {
     const ones = Float64Array.from({ length: 40 }, () => 4);
     const writes = Float64Array.from({ length: 40 }, (_, i) => (i >= 36 ? 1 : 0));
