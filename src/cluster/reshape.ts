@@ -61,6 +61,11 @@ interface Import {
   ranges: SegmentRange[];
   /** A new shard created for the import (dropped on abort), else a live shard (purged on abort). */
   fresh: boolean;
+  /**
+   * The target's epoch in the map the change starts from (a new piece: 1), presented at import-begin
+   * and import-prepare: an agent that has seen a newer epoch for it refuses (a stale map).
+   */
+  targetEpoch: number;
   next: number;
   /** Snapshot records already imported from a compacted source. */
   snapSkip: number;
@@ -108,6 +113,7 @@ export function planImports(
         targetNode: node(target),
         ranges: p.ranges,
         fresh: true,
+        targetEpoch: 1,
       });
     }
   } else {
@@ -125,6 +131,7 @@ export function planImports(
         targetNode: node(main.node),
         ranges: o.ranges,
         fresh: false,
+        targetEpoch: main.epoch,
       });
     }
   }
@@ -267,7 +274,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
           );
       }
       const b = await rpc.json(im.targetNode.address, "POST", `/v1/admin/shards/${enc}/import-begin`, {
-        epoch: 1,
+        epoch: im.targetEpoch,
         source: im.source.id,
         migration: id,
         ranges: im.ranges,
@@ -330,7 +337,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
         "POST",
         `/v1/admin/shards/${encodeURIComponent(im.target)}/import-prepare`,
         {
-          epoch: 1,
+          epoch: im.targetEpoch,
           source: im.source.id,
           migration: id,
           through: im.fencedLsn,
