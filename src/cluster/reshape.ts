@@ -23,6 +23,7 @@
  * after the commit (or refused while the source was fenced and sent again),
  * is answered by the new owner as a duplicate with the original outcome.
  */
+import { askServing, describeServing } from "./serving.js";
 import { UserError } from "../errors.js";
 import type { LayoutDiff, LayoutOp } from "../engine/assigner.js";
 import type { LocationMap, NodeInfo, SegmentRange, ShardInfo } from "../engine/location-map.js";
@@ -254,8 +255,19 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     const now = clock.now();
     j = endRecord(j, "aborted", now, { error: why });
     await journal.save().catch(() => undefined);
+    // what the agents answer now, not what the map says (it may be older than the agents)
+    const involved = opts.op.kind === "split" ? [opts.op.shard] : opts.op.shards;
+    const serving = await Promise.all(
+      involved.map(async (s) => {
+        const n = nodeOf(vm.map, change.nodes[s]);
+        if (!n) return { served: false, text: `${s}'s node ${change.nodes[s]} is not in the map` };
+        return describeServing(s, n.id, change.epochs[s], await askServing(rpc, n.address, s));
+      }),
+    );
     throw new UserError(`${what} aborted: ${why}`, {
-      hint: "the shards are served as before with all their data; fix the cause and re-run",
+      hint: serving.every((s) => s.served)
+        ? `the shards are served as before with all their data (${serving.map((s) => s.text).join("; ")}); fix the cause and re-run`
+        : `the agents answer: ${serving.map((s) => s.text).join("; ")}. This change moved no data`,
     });
   };
 

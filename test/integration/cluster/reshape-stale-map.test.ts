@@ -6,8 +6,9 @@
  * (shard-5 on node-2 at epoch 1) is written back; a put routed by the old map
  * is redirected to node-3 and acknowledged there. Then a merge of shard-5 +
  * shard-6 "into shard-5 on node-2" is refused by node-2 (409, nothing changed
- * on any agent), a plain move with the same map is refused too, and every
- * acknowledged write is still readable.
+ * on any agent), a plain move with the same map is refused too, each
+ * coordinator's message says what node-2 answered (not "still served by
+ * node-2 at epoch 1"), and every acknowledged write is still readable.
  */
 import { rmSync } from "node:fs";
 import { join } from "node:path";
@@ -163,7 +164,7 @@ describe("a merge with a location map older than the agents", () => {
         deps,
       );
 
-      // Then: node-2 refuses (its copy of shard-5 was released at epoch 2)
+      // Then: node-2 refuses (its copy of shard-5 was released at epoch 2); the coordinator says so
       const err = await merge.then(
         () => undefined,
         (e: unknown) => e,
@@ -172,17 +173,23 @@ describe("a merge with a location map older than the agents", () => {
       const merr = err as UserError;
       expect(merr.message).toMatch(/aborted/);
       expect(merr.message).toMatch(/import-begin.*409 (stale-epoch|not-owner)/);
+      expect(merr.hint).toMatch(/shard-5 is not-owned at epoch 2 on node-2/);
+      expect(merr.hint).toMatch(/redirecting to node-3/);
+      expect(merr.hint).not.toMatch(/served as before/);
 
       // nothing changed on any agent, nor in the map (but the journal record)
       expect(await agentsView()).toEqual(before);
       expect((await store.load())!.map.shards).toEqual(mapBefore!.map.shards);
 
-      // a plain move with the same map is refused as well
+      // a plain move with the same map is refused as well, and says what node-2 answered
       const move = await executeMigration({ shard: "shard-5", target: "node-1" }, deps).then(
         () => undefined,
         (e: unknown) => e,
       );
       expect(move).toBeInstanceOf(UserError);
+      const hint = (move as UserError).hint ?? "";
+      expect(hint).not.toMatch(/still served by node-2 at epoch 1/);
+      expect(hint).toMatch(/shard-5 is not-owned at epoch 2 on node-2/);
       expect(await agentsView()).toEqual(before);
 
       // every acknowledged write is readable, by the routing client (old map, redirected) and at node-3
