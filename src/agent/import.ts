@@ -17,14 +17,18 @@
  *       {checksum}: the content checksum of those entries 1..LSN.
  * Target side (the shard that takes them; a new shard created with
  * `receive`, or a live shard for a merge):
- *   POST /v1/admin/shards/:id/import-begin  {source, migration, ranges}
+ *   Each step below refuses (409, nothing changed; checkImportTarget) a shard
+ *   that is neither owned here nor a new piece receiving for this migration
+ *   (a released copy must never become an owner again), and an epoch older
+ *   than the highest this agent has seen for it (a stale location map).
+ *   POST /v1/admin/shards/:id/import-begin  {epoch, source, migration, ranges}
  *   POST /v1/admin/shards/:id/import        raw entries from `export`;
  *       headers x-source-shard, x-migration, x-from, x-scanned-through.
  *       Each entry is written to this shard as a new entry (its own LSN, the
  *       original write id; write id records as write id records), in source
  *       order; keys outside the import's ranges, foreign shards, malformed
  *       entries and gaps are refused with nothing written.
- *   POST /v1/admin/shards/:id/import-prepare {source, migration, through, checksum}
+ *   POST /v1/admin/shards/:id/import-prepare {epoch, source, migration, through, checksum}
  *   POST /v1/admin/shards/:id/import-commit  {migration, epoch, ranges}
  *       after the map commit: serve the new ranges at the new epoch.
  *   POST /v1/admin/shards/:id/import-abort   {migration}
@@ -77,7 +81,7 @@ import { decodeEntry, encodeEntry, WRITE_ID_RECORD_BYTES, type LogEntry } from "
 import { snapshotFileName, snapshotRecords, type SnapshotRecord } from "./snapshot.js";
 import { checkRanges, MAX_CHUNK_BYTES, scanEntries } from "./replication.js";
 import { opOfEntry, type Shard, type ShardOp, type WriteOp } from "./shard.js";
-import type { ImportState } from "./shard-meta.js";
+import type { ImportState, ShardMeta } from "./shard-meta.js";
 
 const MAX_EXPORT_ENTRIES = 100_000;
 /** A snapshot's write id records are exported this many to an entry (100 KiB). */
@@ -232,6 +236,59 @@ function importOf(shardImports: Record<string, ImportState> | undefined, source:
   return st;
 }
 
+/**
+ * Whether a shard may take (import-begin, import, import-prepare) or activate
+ * (import-commit) imported segments: the rule of the plain migrate path
+ * (fence, assign) applied to imports. Throws, with nothing changed:
+ *   - 409 `stale-epoch` when the coordinator presents an epoch older than the
+ *     highest this agent has durably seen for the shard (a location map older
+ *     than the agents: one restored from a backup);
+ *   - 409 `not-owner` when the shard is neither owned here (a merge's kept
+ *     shard) nor a new piece `receiving` for this migration (a split): a
+ *     released copy (not-owned) holds data the shard's new owner has moved
+ *     past, and turning it back into an owner would lose the writes
+ *     acknowledged there; a fenced shard or a plain migration's copy is
+ *     another migration's;
+ *   - 409 `another-migration` when the receiving piece was received by
+ *     another migration.
+ * `epoch` is absent for the import pages (they carry none). Pure.
+ */
+export function checkImportTarget(
+  meta: Pick<ShardMeta, "shardId" | "epoch" | "state" | "redirect" | "migration">,
+  migration: string,
+  epoch?: number,
+): void {
+  const where = () =>
+    `shard ${meta.shardId} is ${meta.state} here at epoch ${meta.epoch}` +
+    (meta.redirect ? ` (released to ${meta.redirect.node} at epoch ${meta.redirect.epoch})` : "");
+  const details = {
+    state: meta.state,
+    epoch: meta.epoch,
+    ...(meta.redirect ? { redirect: meta.redirect } : {}),
+  };
+  if (epoch !== undefined && epoch < meta.epoch)
+    throw new ApiError(
+      409,
+      "stale-epoch",
+      `epoch ${epoch} is stale: ${where()}; the location map is older than this agent's; nothing was changed`,
+      details,
+    );
+  if (meta.state !== "owned" && meta.state !== "receiving")
+    throw new ApiError(
+      409,
+      "not-owner",
+      `${where()}; it takes no import (only an owned shard or a new piece receiving does); nothing was changed`,
+      details,
+    );
+  if (meta.state === "receiving" && meta.migration && meta.migration !== migration)
+    throw new ApiError(
+      409,
+      "another-migration",
+      `shard ${meta.shardId} is receiving for migration ${meta.migration}, not ${migration}; nothing was changed`,
+      { migration: meta.migration },
+    );
+}
+
 export const IMPORT_ACTIONS = new Set([
   "import-begin",
   "import",
@@ -257,6 +314,7 @@ export async function importAdmin(
     const from = headerInt(req, "x-from", 1);
     const through = headerInt(req, "x-scanned-through", 0);
     const st = importOf(shard.meta.imports, source, migration);
+    checkImportTarget(shard.meta, st.migration);
     if (st.prepared)
       throw new ApiError(409, "prepared", `the import from ${source} is prepared: nothing more`);
     // a page of a compacted source's snapshot (x-snapshot-lsn), or log entries after it
@@ -317,8 +375,9 @@ export async function importAdmin(
       ops.push(opOfEntry(e));
       off += d.length;
     }
-    // re-check after the body arrived: an abort or a second import may have come in meanwhile
+    // re-check after the body arrived: an abort, a second import or a release may have come in meanwhile
     const now = importOf(shard.meta.imports, source, migration);
+    checkImportTarget(shard.meta, now.migration);
     if (now.through !== st.through || now.prepared || now.snapSkip !== st.snapSkip)
       throw new ApiError(409, "import-gap", `the import from ${source} moved on meanwhile`, {
         through: now.through,
@@ -354,6 +413,7 @@ export async function importAdmin(
       const source = typeof body.source === "string" ? body.source : "";
       if (!/^[A-Za-z0-9_.-]{1,128}$/.test(source)) throw badRequest("source must be a shard id");
       const ranges = checkRanges(body.ranges, agent.opts.segments);
+      checkImportTarget(shard.meta, migration, intField(body.epoch, "epoch", 1));
       const own = shard.meta.ranges ?? [];
       if (ranges.some(([a, b]) => own.some(([c, d]) => a < d && c < b)))
         throw badRequest(`the imported ranges overlap shard ${shard.id}'s own`);
@@ -377,6 +437,7 @@ export async function importAdmin(
       const source = typeof body.source === "string" ? body.source : "";
       const st = importOf(shard.meta.imports, source, migration);
       const through = intField(body.through, "through", 0);
+      checkImportTarget(shard.meta, migration, intField(body.epoch, "epoch", 1));
       await shard.drain();
       const mine = formatContentChecksum(st.crc, st.entries);
       if (st.through !== through || mine !== body.checksum) {
@@ -403,8 +464,7 @@ export async function importAdmin(
       }
       if (mine.some(([, s]) => !s.prepared))
         throw new ApiError(409, "not-prepared", "the import is not prepared");
-      if (epoch < shard.meta.epoch)
-        throw new ApiError(409, "stale-epoch", `epoch ${epoch} is stale`, { epoch: shard.meta.epoch });
+      checkImportTarget(shard.meta, migration, epoch);
       const rest = Object.fromEntries(
         Object.entries(shard.meta.imports ?? {}).filter(([, s]) => s.migration !== migration),
       );

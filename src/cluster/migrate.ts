@@ -24,6 +24,7 @@
  * drop, so a late coordinator cannot undo a newer migration's fence.
  * Recovery of orphaned records is in recover.ts.
  */
+import { askServing, describeServing } from "./serving.js";
 import { PreconditionError, UserError } from "../errors.js";
 import type { NodeInfo, ShardInfo } from "../engine/location-map.js";
 import {
@@ -204,8 +205,13 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
         { hint: "the next `shardctl migrate` or the autopilot finishes the record (recovery)" },
       );
     }
+    // what the source answers now, not what the map says: a map older than the agents (restored from
+    // a backup) names an owner that may have released the shard long ago
+    const serving = describeServing(shard.id, source.id, e, await askServing(rpc, source.address, shard.id));
     throw new UserError(`migration of ${shard.id} to ${target.id} aborted: ${j.error}`, {
-      hint: `${shard.id} is still served by ${source.id} at epoch ${e} with all its data; fix the cause and re-run`,
+      hint: serving.served
+        ? `${serving.text} with all its data; fix the cause and re-run`
+        : `${serving.text}. This migration changed nothing`,
     });
   };
 

@@ -23,6 +23,7 @@
  * after the commit (or refused while the source was fenced and sent again),
  * is answered by the new owner as a duplicate with the original outcome.
  */
+import { askServing, describeServing } from "./serving.js";
 import { UserError } from "../errors.js";
 import type { LayoutDiff, LayoutOp } from "../engine/assigner.js";
 import type { LocationMap, NodeInfo, SegmentRange, ShardInfo } from "../engine/location-map.js";
@@ -61,6 +62,11 @@ interface Import {
   ranges: SegmentRange[];
   /** A new shard created for the import (dropped on abort), else a live shard (purged on abort). */
   fresh: boolean;
+  /**
+   * The target's epoch in the map the change starts from (a new piece: 1), presented at import-begin
+   * and import-prepare: an agent that has seen a newer epoch for it refuses (a stale map).
+   */
+  targetEpoch: number;
   next: number;
   /** Snapshot records already imported from a compacted source. */
   snapSkip: number;
@@ -108,6 +114,7 @@ export function planImports(
         targetNode: node(target),
         ranges: p.ranges,
         fresh: true,
+        targetEpoch: 1,
       });
     }
   } else {
@@ -125,6 +132,7 @@ export function planImports(
         targetNode: node(main.node),
         ranges: o.ranges,
         fresh: false,
+        targetEpoch: main.epoch,
       });
     }
   }
@@ -247,8 +255,19 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     const now = clock.now();
     j = endRecord(j, "aborted", now, { error: why });
     await journal.save().catch(() => undefined);
+    // what the agents answer now, not what the map says (it may be older than the agents)
+    const involved = opts.op.kind === "split" ? [opts.op.shard] : opts.op.shards;
+    const serving = await Promise.all(
+      involved.map(async (s) => {
+        const n = nodeOf(vm.map, change.nodes[s]);
+        if (!n) return { served: false, text: `${s}'s node ${change.nodes[s]} is not in the map` };
+        return describeServing(s, n.id, change.epochs[s], await askServing(rpc, n.address, s));
+      }),
+    );
     throw new UserError(`${what} aborted: ${why}`, {
-      hint: "the shards are served as before with all their data; fix the cause and re-run",
+      hint: serving.every((s) => s.served)
+        ? `the shards are served as before with all their data (${serving.map((s) => s.text).join("; ")}); fix the cause and re-run`
+        : `the agents answer: ${serving.map((s) => s.text).join("; ")}. This change moved no data`,
     });
   };
 
@@ -267,7 +286,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
           );
       }
       const b = await rpc.json(im.targetNode.address, "POST", `/v1/admin/shards/${enc}/import-begin`, {
-        epoch: 1,
+        epoch: im.targetEpoch,
         source: im.source.id,
         migration: id,
         ranges: im.ranges,
@@ -330,7 +349,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
         "POST",
         `/v1/admin/shards/${encodeURIComponent(im.target)}/import-prepare`,
         {
-          epoch: 1,
+          epoch: im.targetEpoch,
           source: im.source.id,
           migration: id,
           through: im.fencedLsn,

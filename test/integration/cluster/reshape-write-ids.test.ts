@@ -449,7 +449,7 @@ describe("hostile write id entries on the import endpoint", () => {
     const node = nodes[sh.node];
     const before = await shardInfo(sh.node, sh.id);
     const begin = await admin(node.port, "POST", `${sh.id}/import-begin`, {
-      epoch: 1,
+      epoch: sh.epoch,
       source: source.id,
       migration: "m-hostile-ids",
       ranges: source.ranges,
@@ -533,7 +533,7 @@ describe("hostile write id entries on the import endpoint", () => {
     expect(after.lsn).toBe(before.lsn);
     expect(after.writeIds).toBe(before.writeIds);
     const again = await admin(node.port, "POST", `${sh.id}/import-begin`, {
-      epoch: 1,
+      epoch: sh.epoch,
       source: source.id,
       migration: "m-hostile-ids",
       ranges: source.ranges,

@@ -351,14 +351,14 @@ describe("splits and merges on agents", () => {
       node,
       "POST",
       `/v1/admin/shards/${sh.id}/import-begin`,
-      json({ epoch: 1, source: other.id, migration: "m-x", ranges: sh.ranges }),
+      json({ epoch: sh.epoch, source: other.id, migration: "m-x", ranges: sh.ranges }),
     );
     expect(overlap.status).toBe(400);
     const noMigration = await api(
       node,
       "POST",
       `/v1/admin/shards/${sh.id}/import-begin`,
-      json({ epoch: 1, source: other.id, ranges: other.ranges }),
+      json({ epoch: sh.epoch, source: other.id, ranges: other.ranges }),
     );
     expect(noMigration.status).toBe(400);
     // begin properly, then send entries of a foreign shard and keys outside the ranges
@@ -366,7 +366,7 @@ describe("splits and merges on agents", () => {
       node,
       "POST",
       `/v1/admin/shards/${sh.id}/import-begin`,
-      json({ epoch: 1, source: other.id, migration: "m-hostile", ranges: other.ranges }),
+      json({ epoch: sh.epoch, source: other.id, migration: "m-hostile", ranges: other.ranges }),
     );
     expect(begin.status).toBe(201);
     const srcNode = other.node;
