@@ -59,6 +59,12 @@ export interface MigrateDeps {
   log: (msg: string) => void;
   /** Who drives the migration (default: this process, term 0). */
   owner?: MigrationOwner;
+  /**
+   * Why the coordinator should stop (Ctrl-C: "interrupted (SIGINT)"), or
+   * undefined. Asked at each safe point before the commit: there it rolls back
+   * as for a failed step. After the commit it is not asked: the move finishes.
+   */
+  interrupted?: () => string | undefined;
 }
 
 export interface MigrateOptions {
@@ -154,6 +160,11 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   const enc = encodeURIComponent(shard.id);
   let fenced = false;
   let targetCreated = false;
+  // a safe point before the commit: an interrupt rolls back from here
+  const stopIfInterrupted = () => {
+    const why = deps.interrupted?.();
+    if (why) throw new StepError(why);
+  };
   // the copy (snapshot when the source's log is compacted, then the log): migrate-copy.ts
   const copier = new ShardCopier({
     rpc,
@@ -171,6 +182,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     onProgress: opts.onProgress,
     log: (msg) => log(`migration ${id}: ${msg}`),
     fail: (msg) => new StepError(msg),
+    stop: deps.interrupted,
   });
 
   const abort = async (why: string): Promise<never> => {
@@ -210,6 +222,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   };
 
   try {
+    stopIfInterrupted();
     // set before asking: a request whose answer is lost may still have been carried out
     targetCreated = true;
     const rcv = await rpc.json(target.address, "POST", `/v1/admin/shards/${enc}/receive`, {
@@ -222,6 +235,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
       throw new StepError(failText(`target ${target.id} (receive)`, rcv.status, rcv.body));
     await to("copying");
     failpoint("migrate.copying");
+    stopIfInterrupted();
     await copier.estimate();
     await copier.preCopy({ lagThreshold: opts.lagThreshold, maxRounds: opts.maxRounds });
     // the access history goes with the data, then the log copy catches up once more
@@ -230,6 +244,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     j.windowsCopied = w.segments;
     await copier.preCopy({ lagThreshold: opts.lagThreshold, maxRounds: opts.maxRounds });
     j.rounds = copier.rounds;
+    stopIfInterrupted();
     log(
       `migration ${id}: pre-copied ${j.entriesCopied} entries (${j.bytesCopied} bytes) in ${j.rounds} rounds`,
     );
@@ -255,6 +270,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     if (c.status !== 200) throw new StepError(failText(`source ${source.id} (checksum)`, c.status, c.body));
     if (c.body.lsn !== undefined && c.body.lsn !== fencedLsn)
       throw new StepError(`the fenced source moved from LSN ${fencedLsn} to ${c.body.lsn}`);
+    stopIfInterrupted();
     const p = await rpc.json<{ vote?: string }>(target.address, "POST", `/v1/admin/shards/${enc}/prepare`, {
       epoch: e,
       lastLsn: fencedLsn,
@@ -264,9 +280,11 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     if (p.status !== 200 || p.body.vote !== "commit")
       throw new StepError(failText(`target ${target.id} (prepare)`, p.status, p.body));
     await fencedSaved;
+    stopIfInterrupted();
     // the prepare vote is the target's (persisted there); the journal's next write is the commit itself
     j = advance(j, "prepared", clock.now(), { checksum: c.body.checksum });
     failpoint("migrate.prepared");
+    stopIfInterrupted();
     log(`migration ${id}: target prepared (checksum ${c.body.checksum}); committing`);
     // the commit point: the map and the journal record in one store transaction, read consistently
     const committing = advance(j, "committed", clock.now());

@@ -179,6 +179,11 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
   const what = describeChange(opts.op, change);
   log(`migration ${id}: ${what}`);
   const fencedSources = new Set<string>();
+  // a safe point before the commit: an interrupt rolls back from here
+  const stopIfInterrupted = () => {
+    const why = deps.interrupted?.();
+    if (why) throw new StepError(why);
+  };
 
   const copy = async (im: Import): Promise<number> => {
     const r = await rpc.request(
@@ -254,6 +259,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
 
   let committedMap: LocationMap;
   try {
+    stopIfInterrupted();
     for (const im of imports) {
       const enc = encodeURIComponent(im.target);
       if (im.fresh) {
@@ -285,6 +291,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       j.rounds++;
       let lag = 0;
       for (const im of imports) lag = Math.max(lag, await copy(im));
+      stopIfInterrupted();
       if (lag < threshold) break;
       if (lag < best) {
         best = lag;
@@ -298,6 +305,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       j.windowsCopied = (j.windowsCopied ?? 0) + w.segments;
       await copy(im);
     }
+    stopIfInterrupted();
     for (const im of imports) {
       if (fencedSources.has(im.source.id)) continue;
       fencedSources.add(im.source.id);
@@ -340,6 +348,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       if (p.status !== 200 || p.body.vote !== "commit")
         throw new StepError(failText(`target ${im.targetNode.id} (import-prepare)`, p.status, p.body));
     }
+    stopIfInterrupted();
     await to("prepared");
     failpoint("migrate.prepared");
     const committing = advance(j, "committed", clock.now());
@@ -527,6 +536,15 @@ export async function executeLayoutDiff(
 }> {
   const records: MigrationRecord[] = [];
   for (const [i, op] of diff.ops.entries()) {
+    const stop = i > 0 ? deps.interrupted?.() : undefined;
+    if (stop) {
+      // the changes before stay committed; the next one is not started
+      return {
+        appliedVersion: (await deps.store.load({ consistent: true }))?.version,
+        notApplied: `${i} of ${diff.ops.length} change(s) done; then ${stop}: the rest was not started`,
+        records,
+      };
+    }
     try {
       records.push(await executeLayoutChange({ op, planVersion: i === 0 ? planVersion : undefined }, deps));
     } catch (err) {

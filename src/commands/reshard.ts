@@ -14,9 +14,10 @@ import { AgentRpc } from "../cluster/agent-rpc.js";
 import { resolveClientToken } from "../cluster/local.js";
 import { executeLayoutDiff } from "../cluster/reshape.js";
 import { systemClock } from "../engine/ports.js";
-import { PreconditionError, UserError } from "../errors.js";
+import { InterruptedError, PreconditionError, UserError } from "../errors.js";
 import { lsmmFor, withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
+import { finishStepOnInterrupt } from "./interrupt.js";
 
 export function formatRanges(ranges: SegmentRange[], max = 3): string {
   const parts = ranges.slice(0, max).map(([a, b]) => (b - a === 1 ? `${a}` : `${a}-${b - 1}`));
@@ -108,7 +109,16 @@ Hysteresis and reshard.minDwellSeconds keep a segment near a threshold from flip
 Examples:
   $ shardctl reshard                 # show what would change
   $ shardctl reshard --apply         # commit it (exit 3 if the layout changed meanwhile)
-  $ shardctl reshard --json | jq '.diff.ops | length'`,
+  $ shardctl reshard --json | jq '.diff.ops | length'
+
+Interrupting: on a cluster whose agents hold the data, the first Ctrl-C (SIGINT) during
+--apply stops at the next safe point: a split or merge before its commit is rolled back,
+one past it is finished; the changes after it are not started. A second Ctrl-C exits at
+once (then run \`shardctl migrations --recover\`).
+
+Exit codes: 0 done (or a dry run), 1 applied only in part, 3 not applied (the layout
+changed meanwhile, or another migration holds a shard; nothing was changed), 130
+interrupted by Ctrl-C (as above).`,
     )
     .action(async (o: { apply: boolean; json: boolean }) => {
       const config = ctx.config();
@@ -122,6 +132,8 @@ Examples:
           const lsmm = lsmmFor(config, store, collected.windows);
           let rpc: AgentRpc | undefined;
           let executed = false;
+          // Ctrl-C while splits and merges run: the one in flight ends at its next safe point
+          const interrupt = o.apply ? finishStepOnInterrupt(ctx.io.err) : undefined;
           const result = await lsmm
             .triggerResharding({
               apply: o.apply,
@@ -139,15 +151,25 @@ Examples:
                           rpc,
                           clock: systemClock,
                           log: (s) => ctx.io.err.write(`${s}\n`),
+                          interrupted: interrupt?.reason,
                         },
                         version,
                       );
                     }
                   : undefined,
             })
-            .finally(() => rpc?.close());
+            .finally(() => {
+              interrupt?.remove();
+              rpc?.close();
+            });
           printReshard(ctx.io, result, o.json, result.appliedVersion !== undefined);
           const failed = reshardOutcomeError(result, executed);
+          const why = interrupt?.reason();
+          if (why)
+            throw new InterruptedError(
+              failed?.message ?? `${why}: the change in flight was past its commit and finished`,
+              { hint: failed?.hint ?? "`shardctl migrations` shows the journal", cause: failed },
+            );
           if (failed) throw failed;
         },
       );
