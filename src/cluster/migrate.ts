@@ -126,6 +126,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   const e = shard.epoch;
   await checkRoom(rpc, shard.id, source, target);
   const id = migrationId(clock.now(), shard.id);
+  await refuseBusy(store, id, [shard.id]);
   const owner = deps.owner ?? thisOwner();
   let j: MigrationRecord = {
     ...newJournal({
@@ -334,6 +335,28 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
 }
 
 /**
+ * Refuses (exit 3), before anything is written, a migration of shards another
+ * migration in flight involves: a refusal that changed nothing leaves no
+ * journal record (the journal keeps only 200 ended ones). The race of two
+ * that start at once is refuseConcurrent's, after each journaled.
+ */
+export async function refuseBusy(store: LocationStore, id: string, shards: readonly string[]): Promise<void> {
+  const others = await otherMigrationsOf(store, id, shards);
+  if (others.length === 0) return;
+  throw busyError(others[0]);
+}
+
+function busyWhy(o: MigrationRecord): string {
+  return `${o.shard} is being migrated by another coordinator (migration ${o.id}, ${o.phase})`;
+}
+
+function busyError(o: MigrationRecord): PreconditionError {
+  return new PreconditionError(`${busyWhy(o)}; nothing was started`, {
+    hint: "`shardctl migrations` shows it; wait for it to end (or `shardctl migrations --recover` if its coordinator died)",
+  });
+}
+
+/**
  * Stops a coordinator that just journaled a migration of shards another
  * migration in flight involves (two `migrate --apply` at once, or a plan run
  * beside the autopilot): it touched no agent yet, so its record is closed as
@@ -358,13 +381,9 @@ export async function refuseConcurrent(
     throw new UserError(`nothing was started: ${why}`, { hint: "retry when the store answers" });
   }
   if (others.length === 0) return;
-  const o = others[0];
-  const why = `${o.shard} is being migrated by another coordinator (migration ${o.id}, ${o.phase})`;
-  aborted(why);
+  aborted(busyWhy(others[0]));
   await journal.save().catch(() => undefined);
-  throw new PreconditionError(`${why}; nothing was started`, {
-    hint: "`shardctl migrations` shows it; wait for it to end (or `shardctl migrations --recover` if its coordinator died)",
-  });
+  throw busyError(others[0]);
 }
 
 /** Headroom a target keeps beyond the copy (its own logs, snapshots, the file system's reserve). */

@@ -41,7 +41,7 @@ import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
 import { failText, tryJson, type AgentRpc } from "./agent-rpc.js";
 import { CommitOutcomeUnknownError, JournalWriter, TakenOverError, thisOwner } from "./journal.js";
-import { migrationId, refuseConcurrent, StepError, type MigrateDeps } from "./migrate.js";
+import { migrationId, refuseBusy, refuseConcurrent, StepError, type MigrateDeps } from "./migrate.js";
 
 export interface LayoutOptions {
   op: LayoutOp;
@@ -140,6 +140,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
   const { imports: planned, change, main } = planImports(vm.map, opts.op, opts.pieceNodes);
   const imports: Import[] = planned.map((i) => ({ ...i, next: 1, snapSkip: 0 }));
   const id = migrationId(clock.now(), `${opts.op.kind}-${main.id}`);
+  await refuseBusy(store, id, [...Object.keys(change.epochs), ...Object.keys(change.pieceNodes)]);
   const owner = deps.owner ?? thisOwner();
   const targetNode = imports[0]?.targetNode.id ?? main.node;
   let j: MigrationRecord = {
@@ -532,6 +533,8 @@ export async function executeLayoutDiff(
   notApplied?: string;
   /** The first change found the map moved on since the diff (nothing was done). */
   stalePlan?: boolean;
+  /** What to do about the change that stopped it (its error's hint). */
+  hint?: string;
   records: MigrationRecord[];
 }> {
   const records: MigrationRecord[] = [];
@@ -553,6 +556,7 @@ export async function executeLayoutDiff(
         appliedVersion: records.length ? v : undefined,
         notApplied: `${i} of ${diff.ops.length} change(s) done; then: ${(err as Error).message}`,
         ...(err instanceof StalePlanError ? { stalePlan: true } : {}),
+        ...(err instanceof UserError && err.hint ? { hint: err.hint } : {}),
         records,
       };
     }
