@@ -1,6 +1,6 @@
 /**
  * Builds the commander program and runs it with one top-level error handler.
- * Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 precondition not met.
+ * Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 precondition not met, 130 interrupted.
  */
 import { Command, CommanderError, Option } from "commander";
 import { createRequire } from "node:module";
@@ -53,6 +53,8 @@ Exit codes:
   1  the operation failed
   2  usage error: bad flag, key or input file; nothing was changed
   3  precondition not met (store not initialised, stale plan, lock held); nothing was changed
+  130  interrupted by Ctrl-C (migrate --apply, reshard --apply): the step in flight was
+     rolled back or finished first; a second Ctrl-C exits at once
 
 Environment:
   SHARDCTL_CONFIG, SHARDCTL_DATA_DIR, SHARDCTL_STORE, SHARDCTL_SEGMENTS, SHARDCTL_ZONES,

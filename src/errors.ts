@@ -12,6 +12,11 @@ export const ExitCode = {
   Usage: 2,
   /** A precondition is not met: stale plan, store not initialised, lock held. Nothing was changed. */
   Precondition: 3,
+  /**
+   * Stopped by Ctrl-C (SIGINT, 128 + 2, as a shell reports a process the signal
+   * ended) after it finished or undid the step in flight: see the command's help.
+   */
+  Interrupted: 130,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -40,6 +45,14 @@ export class PreconditionError extends UserError {
   constructor(message: string, opts: { hint?: string; cause?: unknown } = {}) {
     super(message, { ...opts, exitCode: ExitCode.Precondition });
     this.name = "PreconditionError";
+  }
+}
+
+/** The command was interrupted (SIGINT) and stopped at a safe point. Exit code 130. */
+export class InterruptedError extends UserError {
+  constructor(message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super(message, { ...opts, exitCode: ExitCode.Interrupted });
+    this.name = "InterruptedError";
   }
 }
 

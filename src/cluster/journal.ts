@@ -11,7 +11,7 @@
 import { hostname } from "node:os";
 import { PreconditionError, UserError } from "../errors.js";
 import { HEARTBEAT_MS, isTerminal, type MigrationOwner, type MigrationRecord } from "../engine/migration.js";
-import type { CasResult, LocationStore } from "../engine/ports.js";
+import type { CasResult, LocationStore, MigrationPutResult, StoredMigration } from "../engine/ports.js";
 import type { LocationMap } from "../engine/location-map.js";
 import { processAlive } from "../store/embedded.js";
 
@@ -84,6 +84,14 @@ export class JournalWriter {
   private chain: Promise<unknown> = Promise.resolve();
   private timer?: ReturnType<typeof setInterval>;
   private lostTo?: number;
+  /**
+   * Records this writer sent whose answer was lost (a write that may have
+   * been carried out): a refused compare-and-set that finds one of them
+   * stored found this coordinator's own write, not a takeover.
+   */
+  private unanswered: MigrationRecord[] = [];
+  /** The commit was sent and its answer lost: until resync decides it, a heartbeat writes nothing. */
+  private commitInDoubt = false;
 
   /**
    * `current` gives the record as the coordinator holds it now: every save
@@ -124,14 +132,60 @@ export class JournalWriter {
     throw new TakenOverError(this.id, rev);
   }
 
+  /** One write of the record at the revision held; a lost answer leaves the record in `unanswered`. */
+  private async put(record: MigrationRecord): Promise<MigrationPutResult> {
+    try {
+      const r = await this.store.putMigration({ record, expectRev: this.rev });
+      if (r.ok) {
+        this.rev = r.rev;
+        this.unanswered = [];
+      }
+      return r;
+    } catch (err) {
+      this.unanswered.push(record);
+      throw err;
+    }
+  }
+
+  /**
+   * After a refused or unanswered write: re-reads the record. When the store
+   * holds one of this writer's own writes whose answer was lost, its revision
+   * becomes this writer's (returns the record); otherwise returns what is
+   * stored (null when nothing is) without adopting it.
+   */
+  private async adoptOwn(): Promise<{ own: boolean; stored: StoredMigration | null }> {
+    const stored = await this.store.getMigration(this.id);
+    if (stored && this.unanswered.some((u) => sameRecord(u, stored.record))) {
+      this.rev = stored.rev;
+      this.unanswered = [];
+      return { own: true, stored };
+    }
+    return { own: false, stored };
+  }
+
   /** Writes the record as it is now (with a fresh heartbeat). */
   save(): Promise<void> {
     return this.exclusive(async () => {
       if (this.lostTo !== undefined) this.lost(this.lostTo);
+      // the commit's answer was lost: resync (queued behind) decides it; a heartbeat written
+      // now would be refused by the commit, or overwrite it with an older phase
+      if (this.commitInDoubt) return;
       const record = { ...this.current(), heartbeatAt: this.now() };
-      const r = await this.store.putMigration({ record, expectRev: this.rev });
+      let r: MigrationPutResult;
+      try {
+        r = await this.put(record);
+      } catch (err) {
+        // unknown outcome: the store, read again, tells whether this write is there
+        const seen = await this.adoptOwn().catch(() => undefined);
+        if (seen?.own) return;
+        throw err;
+      }
+      if (r.ok) return;
+      // refused: the record moved. A write of this coordinator's whose answer was lost, or a takeover
+      const seen = await this.adoptOwn();
+      if (!seen.own) this.lost(seen.stored?.rev ?? r.rev);
+      r = await this.put(record);
       if (!r.ok) this.lost(r.rev);
-      this.rev = r.rev;
     });
   }
 
@@ -139,18 +193,33 @@ export class JournalWriter {
   private commit(expectedVersion: number, next: LocationMap, record: MigrationRecord): Promise<CasResult> {
     return this.exclusive(async () => {
       if (this.lostTo !== undefined) this.lost(this.lostTo);
-      const rec = { ...record, heartbeatAt: this.now() };
-      const r = await this.store.compareAndSet(expectedVersion, next, {
-        migration: { record: rec, expectRev: this.rev },
-      });
-      if (r.ok) {
-        this.rev = r.migrationRev ?? this.rev;
+      for (let retried = false; ; retried = true) {
+        const rec = { ...record, heartbeatAt: this.now() };
+        let r: CasResult;
+        try {
+          r = await this.store.compareAndSet(expectedVersion, next, {
+            migration: { record: rec, expectRev: this.rev },
+          });
+        } catch (err) {
+          // the answer is lost: the commit may be in the store (commitPoint resyncs)
+          if (!(err instanceof PreconditionError)) {
+            this.unanswered.push(rec);
+            this.commitInDoubt = true;
+          }
+          throw err;
+        }
+        if (r.ok) {
+          this.rev = r.migrationRev ?? this.rev;
+          this.unanswered = [];
+          return r;
+        }
+        // refused: the map moved, or the record did — by a write of ours whose answer was lost
+        // (then the commit is tried once more at its revision), or by another coordinator
+        const seen = await this.adoptOwn();
+        if (seen.own && !retried) continue;
+        if (seen.stored && seen.stored.rev !== this.rev) this.lost(seen.stored.rev);
         return r;
       }
-      // lost: the map moved, or the record did (taken over)
-      const mine = await this.store.getMigration(this.id);
-      if (mine && mine.rev !== this.rev) this.lost(mine.rev);
-      return r;
     });
   }
 
@@ -224,17 +293,21 @@ export class JournalWriter {
       for (;;) {
         const cur = await this.store.getMigration(this.id);
         if (!cur) return null;
-        if (cur.record.phase === "committed") {
+        if (cur.rev !== this.rev) {
+          // the commit (this coordinator's own write, whose answer was lost), an earlier write of
+          // its own, or another coordinator's
+          if (!this.unanswered.some((u) => sameRecord(u, cur.record))) this.lost(cur.rev);
           this.rev = cur.rev;
-          return cur.record;
+          this.unanswered = [];
+          if (cur.record.phase === "committed") {
+            this.commitInDoubt = false;
+            return cur.record;
+          }
+          continue;
         }
-        if (cur.rev !== this.rev) this.lost(cur.rev);
-        const w = await this.store.putMigration({
-          record: { ...this.current(), heartbeatAt: this.now() },
-          expectRev: this.rev,
-        });
+        const w = await this.put({ ...this.current(), heartbeatAt: this.now() });
         if (w.ok) {
-          this.rev = w.rev;
+          this.commitInDoubt = false;
           return cur.record;
         }
         // the record moved between the read and the write: the commit, or a takeover; read again
@@ -254,4 +327,17 @@ export class JournalWriter {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
   }
+}
+
+/** Whether two journal records say the same (field order aside): a stored record that is a write of ours. */
+export function sameRecord(a: MigrationRecord, b: MigrationRecord): boolean {
+  return canonical(a) === canonical(b);
+}
+
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === "object" && !Array.isArray(x)
+      ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([p], [q]) => (p < q ? -1 : 1)))
+      : x,
+  );
 }

@@ -62,6 +62,8 @@ export interface ShardCopierOptions {
   log: (msg: string) => void;
   /** The error to throw for a refused step (migrate.ts aborts with its message). */
   fail: (msg: string) => Error;
+  /** Why the pre-copy should stop now (an interrupt), thrown through `fail`; asked after each chunk. */
+  stop?: () => string | undefined;
 }
 
 type Fetched = { ok: true; res: AgentResponse } | { ok: false; err: Error };
@@ -220,6 +222,8 @@ export class ShardCopier {
     for (;;) {
       this.rounds++;
       const lag = await this.copyChunk();
+      const stop = this.o.stop?.();
+      if (stop) throw this.o.fail(stop);
       const threshold =
         opts.lagThreshold ??
         Math.min(

@@ -60,6 +60,12 @@ export interface MigrateDeps {
   log: (msg: string) => void;
   /** Who drives the migration (default: this process, term 0). */
   owner?: MigrationOwner;
+  /**
+   * Why the coordinator should stop (Ctrl-C: "interrupted (SIGINT)"), or
+   * undefined. Asked at each safe point before the commit: there it rolls back
+   * as for a failed step. After the commit it is not asked: the move finishes.
+   */
+  interrupted?: () => string | undefined;
 }
 
 export interface MigrateOptions {
@@ -121,6 +127,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   const e = shard.epoch;
   await checkRoom(rpc, shard.id, source, target);
   const id = migrationId(clock.now(), shard.id);
+  await refuseBusy(store, id, [shard.id]);
   const owner = deps.owner ?? thisOwner();
   let j: MigrationRecord = {
     ...newJournal({
@@ -155,6 +162,11 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   const enc = encodeURIComponent(shard.id);
   let fenced = false;
   let targetCreated = false;
+  // a safe point before the commit: an interrupt rolls back from here
+  const stopIfInterrupted = () => {
+    const why = deps.interrupted?.();
+    if (why) throw new StepError(why);
+  };
   // the copy (snapshot when the source's log is compacted, then the log): migrate-copy.ts
   const copier = new ShardCopier({
     rpc,
@@ -172,6 +184,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     onProgress: opts.onProgress,
     log: (msg) => log(`migration ${id}: ${msg}`),
     fail: (msg) => new StepError(msg),
+    stop: deps.interrupted,
   });
 
   const abort = async (why: string): Promise<never> => {
@@ -216,6 +229,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   };
 
   try {
+    stopIfInterrupted();
     // set before asking: a request whose answer is lost may still have been carried out
     targetCreated = true;
     const rcv = await rpc.json(target.address, "POST", `/v1/admin/shards/${enc}/receive`, {
@@ -228,6 +242,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
       throw new StepError(failText(`target ${target.id} (receive)`, rcv.status, rcv.body));
     await to("copying");
     failpoint("migrate.copying");
+    stopIfInterrupted();
     await copier.estimate();
     await copier.preCopy({ lagThreshold: opts.lagThreshold, maxRounds: opts.maxRounds });
     // the access history goes with the data, then the log copy catches up once more
@@ -236,6 +251,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     j.windowsCopied = w.segments;
     await copier.preCopy({ lagThreshold: opts.lagThreshold, maxRounds: opts.maxRounds });
     j.rounds = copier.rounds;
+    stopIfInterrupted();
     log(
       `migration ${id}: pre-copied ${j.entriesCopied} entries (${j.bytesCopied} bytes) in ${j.rounds} rounds`,
     );
@@ -261,6 +277,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     if (c.status !== 200) throw new StepError(failText(`source ${source.id} (checksum)`, c.status, c.body));
     if (c.body.lsn !== undefined && c.body.lsn !== fencedLsn)
       throw new StepError(`the fenced source moved from LSN ${fencedLsn} to ${c.body.lsn}`);
+    stopIfInterrupted();
     const p = await rpc.json<{ vote?: string }>(target.address, "POST", `/v1/admin/shards/${enc}/prepare`, {
       epoch: e,
       lastLsn: fencedLsn,
@@ -270,9 +287,11 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     if (p.status !== 200 || p.body.vote !== "commit")
       throw new StepError(failText(`target ${target.id} (prepare)`, p.status, p.body));
     await fencedSaved;
+    stopIfInterrupted();
     // the prepare vote is the target's (persisted there); the journal's next write is the commit itself
     j = advance(j, "prepared", clock.now(), { checksum: c.body.checksum });
     failpoint("migrate.prepared");
+    stopIfInterrupted();
     log(`migration ${id}: target prepared (checksum ${c.body.checksum}); committing`);
     // the commit point: the map and the journal record in one store transaction, read consistently
     const committing = advance(j, "committed", clock.now());
@@ -322,6 +341,28 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
 }
 
 /**
+ * Refuses (exit 3), before anything is written, a migration of shards another
+ * migration in flight involves: a refusal that changed nothing leaves no
+ * journal record (the journal keeps only 200 ended ones). The race of two
+ * that start at once is refuseConcurrent's, after each journaled.
+ */
+export async function refuseBusy(store: LocationStore, id: string, shards: readonly string[]): Promise<void> {
+  const others = await otherMigrationsOf(store, id, shards);
+  if (others.length === 0) return;
+  throw busyError(others[0]);
+}
+
+function busyWhy(o: MigrationRecord): string {
+  return `${o.shard} is being migrated by another coordinator (migration ${o.id}, ${o.phase})`;
+}
+
+function busyError(o: MigrationRecord): PreconditionError {
+  return new PreconditionError(`${busyWhy(o)}; nothing was started`, {
+    hint: "`shardctl migrations` shows it; wait for it to end (or `shardctl migrations --recover` if its coordinator died)",
+  });
+}
+
+/**
  * Stops a coordinator that just journaled a migration of shards another
  * migration in flight involves (two `migrate --apply` at once, or a plan run
  * beside the autopilot): it touched no agent yet, so its record is closed as
@@ -346,13 +387,9 @@ export async function refuseConcurrent(
     throw new UserError(`nothing was started: ${why}`, { hint: "retry when the store answers" });
   }
   if (others.length === 0) return;
-  const o = others[0];
-  const why = `${o.shard} is being migrated by another coordinator (migration ${o.id}, ${o.phase})`;
-  aborted(why);
+  aborted(busyWhy(others[0]));
   await journal.save().catch(() => undefined);
-  throw new PreconditionError(`${why}; nothing was started`, {
-    hint: "`shardctl migrations` shows it; wait for it to end (or `shardctl migrations --recover` if its coordinator died)",
-  });
+  throw busyError(others[0]);
 }
 
 /** Headroom a target keeps beyond the copy (its own logs, snapshots, the file system's reserve). */

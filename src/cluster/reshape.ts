@@ -42,7 +42,7 @@ import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
 import { failText, tryJson, type AgentRpc } from "./agent-rpc.js";
 import { CommitOutcomeUnknownError, JournalWriter, TakenOverError, thisOwner } from "./journal.js";
-import { migrationId, refuseConcurrent, StepError, type MigrateDeps } from "./migrate.js";
+import { migrationId, refuseBusy, refuseConcurrent, StepError, type MigrateDeps } from "./migrate.js";
 
 export interface LayoutOptions {
   op: LayoutOp;
@@ -148,6 +148,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
   const { imports: planned, change, main } = planImports(vm.map, opts.op, opts.pieceNodes);
   const imports: Import[] = planned.map((i) => ({ ...i, next: 1, snapSkip: 0 }));
   const id = migrationId(clock.now(), `${opts.op.kind}-${main.id}`);
+  await refuseBusy(store, id, [...Object.keys(change.epochs), ...Object.keys(change.pieceNodes)]);
   const owner = deps.owner ?? thisOwner();
   const targetNode = imports[0]?.targetNode.id ?? main.node;
   let j: MigrationRecord = {
@@ -187,6 +188,11 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
   const what = describeChange(opts.op, change);
   log(`migration ${id}: ${what}`);
   const fencedSources = new Set<string>();
+  // a safe point before the commit: an interrupt rolls back from here
+  const stopIfInterrupted = () => {
+    const why = deps.interrupted?.();
+    if (why) throw new StepError(why);
+  };
 
   const copy = async (im: Import): Promise<number> => {
     const r = await rpc.request(
@@ -273,6 +279,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
 
   let committedMap: LocationMap;
   try {
+    stopIfInterrupted();
     for (const im of imports) {
       const enc = encodeURIComponent(im.target);
       if (im.fresh) {
@@ -304,6 +311,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       j.rounds++;
       let lag = 0;
       for (const im of imports) lag = Math.max(lag, await copy(im));
+      stopIfInterrupted();
       if (lag < threshold) break;
       if (lag < best) {
         best = lag;
@@ -317,6 +325,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       j.windowsCopied = (j.windowsCopied ?? 0) + w.segments;
       await copy(im);
     }
+    stopIfInterrupted();
     for (const im of imports) {
       if (fencedSources.has(im.source.id)) continue;
       fencedSources.add(im.source.id);
@@ -359,6 +368,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       if (p.status !== 200 || p.body.vote !== "commit")
         throw new StepError(failText(`target ${im.targetNode.id} (import-prepare)`, p.status, p.body));
     }
+    stopIfInterrupted();
     await to("prepared");
     failpoint("migrate.prepared");
     const committing = advance(j, "committed", clock.now());
@@ -542,10 +552,21 @@ export async function executeLayoutDiff(
   notApplied?: string;
   /** The first change found the map moved on since the diff (nothing was done). */
   stalePlan?: boolean;
+  /** What to do about the change that stopped it (its error's hint). */
+  hint?: string;
   records: MigrationRecord[];
 }> {
   const records: MigrationRecord[] = [];
   for (const [i, op] of diff.ops.entries()) {
+    const stop = i > 0 ? deps.interrupted?.() : undefined;
+    if (stop) {
+      // the changes before stay committed; the next one is not started
+      return {
+        appliedVersion: (await deps.store.load({ consistent: true }))?.version,
+        notApplied: `${i} of ${diff.ops.length} change(s) done; then ${stop}: the rest was not started`,
+        records,
+      };
+    }
     try {
       records.push(await executeLayoutChange({ op, planVersion: i === 0 ? planVersion : undefined }, deps));
     } catch (err) {
@@ -554,6 +575,7 @@ export async function executeLayoutDiff(
         appliedVersion: records.length ? v : undefined,
         notApplied: `${i} of ${diff.ops.length} change(s) done; then: ${(err as Error).message}`,
         ...(err instanceof StalePlanError ? { stalePlan: true } : {}),
+        ...(err instanceof UserError && err.hint ? { hint: err.hint } : {}),
         records,
       };
     }

@@ -17,11 +17,12 @@ import { checkPlanSteps } from "../engine/plan-check.js";
 import { parsePlanFile } from "../engine/plan-file.js";
 import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
 import { systemClock } from "../engine/ports.js";
-import { PreconditionError, UsageError, UserError } from "../errors.js";
+import { InterruptedError, PreconditionError, UsageError, UserError } from "../errors.js";
 import { formatBytes, printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
 import { parsePositiveInt } from "./common.js";
 import { MigrationProgress } from "./migrate-progress.js";
+import { finishStepOnInterrupt, type Interrupt } from "./interrupt.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 
 export interface MigrateCliOptions {
@@ -65,6 +66,7 @@ export async function runMigrate(
   const store = await openStore(config);
   // made only for --apply: a dry run talks to no agent, so it needs no token
   let rpc: AgentRpc | undefined;
+  let interrupt: Interrupt | undefined;
   try {
     const vm = await store.load({ consistent: true });
     if (!vm)
@@ -118,6 +120,9 @@ export async function runMigrate(
       return { applied: false, mapVersion: vm.version, moves, migrations: [], recovered: [] };
     }
     rpc = new AgentRpc({ token: resolveClientToken(config) });
+    // Ctrl-C from here: the step in flight ends at its next safe point, then exit 130
+    interrupt = finishStepOnInterrupt(io.err);
+    const interrupted = interrupt.reason;
     // a coordinator that starts finishes what a dead one left (rolls forward or back)
     const recovered = (
       await recoverMigrations({ store, rpc, clock: systemClock, log: (s) => io.err.write(`${s}\n`) })
@@ -136,7 +141,14 @@ export async function runMigrate(
           },
         );
     const done: MigrationRecord[] = [];
+    const stopped = (why: string) =>
+      new InterruptedError(
+        `${why}: ${done.length} of ${moves.length} move(s) done${done.length ? ` (${done.map((r) => `${r.shard} → ${r.target}`).join(", ")})` : ""}; the rest not started`,
+        { hint: "`shardctl migrations` shows the journal; re-plan and run again for the rest" },
+      );
     for (const [i, m] of moves.entries()) {
+      const why = interrupted();
+      if (why) throw stopped(why);
       const progress = new MigrationProgress(io.err, m.shard);
       // "split then move": the new piece is built on the move's target in one step
       const r = await (
@@ -148,7 +160,7 @@ export async function runMigrate(
                 planVersion: i === 0 && plan ? plan.mapVersion : undefined,
                 lagThreshold: opts.lagThreshold,
               },
-              { store, rpc, clock: systemClock, log: (s) => progress.log(s) },
+              { store, rpc, clock: systemClock, log: (s) => progress.log(s), interrupted },
             )
           : executeMigration(
               {
@@ -164,10 +176,14 @@ export async function runMigrate(
                 rpc,
                 clock: systemClock,
                 log: (s) => progress.log(s),
+                interrupted,
               },
             )
       )
         .catch((err: unknown) => {
+          // stopped by the interrupt (rolled back), or failed while it was honoured: exit 130 all the same
+          if (interrupted() && err instanceof UserError)
+            throw new InterruptedError(err.message, { hint: err.hint, cause: err });
           // the steps before this one are committed: "served as before" holds for this step only
           if (done.length === 0 || !(err instanceof UserError)) throw err;
           throw new UserError(
@@ -182,8 +198,12 @@ export async function runMigrate(
         .finally(() => progress.stop());
       done.push(r);
     }
+    // the step in flight was past its commit: it finished; nothing was left to start
+    const why = interrupted();
+    if (why) throw stopped(`${why}; the migration in flight was past its commit and finished`);
     return { applied: true, mapVersion: vm.version, moves, migrations: done, recovered };
   } finally {
+    interrupt?.remove();
     rpc?.close();
     await store.close();
   }
@@ -240,11 +260,19 @@ source is not where the map has the shard is refused (exit 2, naming the step,
 nothing applied). A step that fails later leaves the steps before it
 committed; the error says how many.
 
+Interrupting: the first Ctrl-C (SIGINT) stops at the next safe point: a
+move before its commit is rolled back (the source unfenced, the copy dropped,
+the journal record ended as aborted), one past its commit is finished (the
+target activated, the record ended as done); the moves after it are not
+started. A second Ctrl-C exits at once and leaves the migration in flight
+as it is: \`shardctl migrations --recover\` finishes it.
+
 Exit codes: 0 done, 1 aborted (the shard is still served by its source; with
 a plan, the steps before it stay committed), 2 bad usage (also a plan file
 that is damaged or whose steps do not fit the map, see above), 3 the plan is
 stale (the map moved on: re-plan), names a node that left, or moves a shard
-another migration is moving (nothing was started for it).
+another migration is moving (nothing was started for it), 130 interrupted by
+Ctrl-C (the step in flight was rolled back or finished, as above).
 `;
 
 export const registerMigrate: RegisterCommand = (program: Command, ctx: CommandContext) => {

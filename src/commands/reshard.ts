@@ -7,16 +7,20 @@ import type { Command } from "commander";
 import type { ReshardResult } from "../engine/lsmm.js";
 import type { SegmentRange } from "../engine/location-map.js";
 import { printJson, printTable, type IO } from "../output.js";
+import type { LocationStore } from "../engine/ports.js";
 import { openStore } from "../store/index.js";
 import { collectWindows } from "../cluster/windows-source.js";
 import { layoutChangeBlocker, servedByAgents } from "../cluster/layout-guard.js";
 import { AgentRpc } from "../cluster/agent-rpc.js";
 import { resolveClientToken } from "../cluster/local.js";
 import { executeLayoutDiff } from "../cluster/reshape.js";
+import { recoverMigrations } from "../cluster/recover.js";
+import { isTerminal } from "../engine/migration.js";
 import { systemClock } from "../engine/ports.js";
-import { PreconditionError, UserError } from "../errors.js";
+import { InterruptedError, PreconditionError, UserError } from "../errors.js";
 import { lsmmFor, withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
+import { finishStepOnInterrupt } from "./interrupt.js";
 
 export function formatRanges(ranges: SegmentRange[], max = 3): string {
   const parts = ranges.slice(0, max).map(([a, b]) => (b - a === 1 ? `${a}` : `${a}-${b - 1}`));
@@ -73,7 +77,12 @@ export function printReshard(io: IO, result: ReshardResult, json: boolean, appli
  * committing some of the changes is a failure (exit 1) and says what stays
  * committed. `executed`: the agents carried the diff out (migrations ran).
  */
-export function reshardOutcomeError(result: ReshardResult, executed = false): UserError | undefined {
+export function reshardOutcomeError(
+  result: ReshardResult,
+  executed = false,
+  /** What to do about the change that stopped the run (its error's hint), when it says more. */
+  stopHint?: string,
+): UserError | undefined {
   if (!result.notApplied) return undefined;
   if (result.appliedVersion !== undefined) {
     return new UserError(
@@ -85,7 +94,8 @@ export function reshardOutcomeError(result: ReshardResult, executed = false): Us
   }
   return new PreconditionError(`not applied: ${result.notApplied}; nothing was changed`, {
     hint: executed
-      ? "see `shardctl migrations`; run `shardctl reshard` again to plan against the current layout"
+      ? (stopHint ??
+        "see `shardctl migrations`; run `shardctl reshard` again to plan against the current layout")
       : "the plan above is what resharding would do; on a cluster without agents it can be applied",
   });
 }
@@ -108,48 +118,91 @@ Hysteresis and reshard.minDwellSeconds keep a segment near a threshold from flip
 Examples:
   $ shardctl reshard                 # show what would change
   $ shardctl reshard --apply         # commit it (exit 3 if the layout changed meanwhile)
-  $ shardctl reshard --json | jq '.diff.ops | length'`,
+  $ shardctl reshard --json | jq '.diff.ops | length'
+
+Interrupting: on a cluster whose agents hold the data, the first Ctrl-C (SIGINT) during
+--apply stops at the next safe point: a split or merge before its commit is rolled back,
+one past it is finished; the changes after it are not started. A second Ctrl-C exits at
+once (then run \`shardctl migrations --recover\`).
+
+Exit codes: 0 done (or a dry run), 1 applied only in part, 3 not applied (the layout
+changed meanwhile, or another migration holds a shard; nothing was changed), 130
+interrupted by Ctrl-C (as above).`,
     )
     .action(async (o: { apply: boolean; json: boolean }) => {
       const config = ctx.config();
       await withStore(
         () => openStore(config),
         async (store) => {
-          const current = await store.load({ consistent: true });
-          const collected = await collectWindows(config, current);
-          for (const u of collected.unreachable)
-            ctx.io.err.write(`warning: no access windows from node ${u.node}: ${u.error}\n`);
-          const lsmm = lsmmFor(config, store, collected.windows);
           let rpc: AgentRpc | undefined;
-          let executed = false;
-          const result = await lsmm
-            .triggerResharding({
-              apply: o.apply,
-              canApply: (diff, map) => layoutChangeBlocker(diff, map, collected.unreachable),
-              // agents hold the data: each split or merge is a migration between their shards
-              execute:
-                current && servedByAgents(current.map)
-                  ? async (diff, _map, version) => {
-                      executed = true;
-                      rpc = new AgentRpc({ token: resolveClientToken(config) });
-                      return executeLayoutDiff(
-                        diff,
-                        {
-                          store,
-                          rpc,
-                          clock: systemClock,
-                          log: (s) => ctx.io.err.write(`${s}\n`),
-                        },
-                        version,
-                      );
-                    }
-                  : undefined,
-            })
-            .finally(() => rpc?.close());
-          printReshard(ctx.io, result, o.json, result.appliedVersion !== undefined);
-          const failed = reshardOutcomeError(result, executed);
-          if (failed) throw failed;
+          const agents = () => (rpc ??= new AgentRpc({ token: resolveClientToken(config) }));
+          try {
+            await reshardOn(store, agents);
+          } finally {
+            rpc?.close();
+          }
         },
       );
+
+      async function reshardOn(store: LocationStore, agents: () => AgentRpc): Promise<void> {
+        let current = await store.load({ consistent: true });
+        // as `migrate --apply` does: finish first what a dead coordinator left (rolled forward or
+        // back), or its record would refuse every change of its shards
+        if (o.apply && current && servedByAgents(current.map)) {
+          const open = (await store.listMigrations()).records.some((r) => !isTerminal(r.record.phase));
+          if (open) {
+            await recoverMigrations({
+              store,
+              rpc: agents(),
+              clock: systemClock,
+              log: (s) => ctx.io.err.write(`${s}\n`),
+            });
+            current = await store.load({ consistent: true });
+          }
+        }
+        const collected = await collectWindows(config, current);
+        for (const u of collected.unreachable)
+          ctx.io.err.write(`warning: no access windows from node ${u.node}: ${u.error}\n`);
+        const lsmm = lsmmFor(config, store, collected.windows);
+        let executed = false;
+        let stopHint: string | undefined;
+        // Ctrl-C while splits and merges run: the one in flight ends at its next safe point
+        const interrupt = o.apply ? finishStepOnInterrupt(ctx.io.err) : undefined;
+        const result = await lsmm
+          .triggerResharding({
+            apply: o.apply,
+            canApply: (diff, map) => layoutChangeBlocker(diff, map, collected.unreachable),
+            // agents hold the data: each split or merge is a migration between their shards
+            execute:
+              current && servedByAgents(current.map)
+                ? async (diff, _map, version) => {
+                    executed = true;
+                    const done = await executeLayoutDiff(
+                      diff,
+                      {
+                        store,
+                        rpc: agents(),
+                        clock: systemClock,
+                        log: (s) => ctx.io.err.write(`${s}\n`),
+                        interrupted: interrupt?.reason,
+                      },
+                      version,
+                    );
+                    stopHint = done.hint;
+                    return done;
+                  }
+                : undefined,
+          })
+          .finally(() => interrupt?.remove());
+        printReshard(ctx.io, result, o.json, result.appliedVersion !== undefined);
+        const failed = reshardOutcomeError(result, executed, stopHint);
+        const why = interrupt?.reason();
+        if (why)
+          throw new InterruptedError(
+            failed?.message ?? `${why}: the change in flight was past its commit and finished`,
+            { hint: failed?.hint ?? "`shardctl migrations` shows the journal", cause: failed },
+          );
+        if (failed) throw failed;
+      }
     });
 }

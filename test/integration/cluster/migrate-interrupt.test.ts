@@ -1,0 +1,179 @@
+/**
+ * Ctrl-C during `shardctl migrate --apply` (a real process, real agents, the
+ * embedded store). The coordinator is stopped at a phase boundary by a
+ * failpoint, sent SIGINT, and continued: it must stop at its next safe point
+ * — before the commit roll back (source unfenced, copy dropped, record
+ * aborted), after it finish the activation (record done) — and exit 130. The
+ * shard then serves reads and writes, with every acknowledged write. A second
+ * SIGINT ends the process at once.
+ */
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Segmenter } from "../../../src/engine/segmenter.js";
+import { EmbeddedStore } from "../../../src/store/embedded.js";
+import { shardctlCommand } from "../../helpers/cli.js";
+import { processState } from "../../helpers/proc.js";
+import { http, tempDir } from "../agent/harness.js";
+import {
+  clusterCli,
+  clusterEnv,
+  downLocalCluster,
+  keysIn,
+  readMapFile,
+  upLocalCluster,
+  until,
+} from "./local-fixture.js";
+
+const SEGMENTS = 64;
+let dir: string;
+let token: string;
+const env = clusterEnv(SEGMENTS);
+const cli = clusterCli(() => dir, env);
+const seg = new Segmenter(SEGMENTS);
+
+beforeAll(async () => {
+  dir = tempDir("migrate-interrupt");
+  token = await upLocalCluster(cli, dir);
+});
+
+afterAll(async () => {
+  await downLocalCluster(cli, dir);
+});
+
+/** `migrate --apply` of `shard` to `target`, stopped by the failpoint `fp`. */
+function coordinator(shard: string, target: string, fp: string) {
+  const { command, args } = shardctlCommand();
+  const child = spawn(
+    command,
+    [...args, "--data-dir", dir, "migrate", "--shard", shard, "--to", target, "--apply"],
+    { env: { ...env, SHARDCTL_FAILPOINT: fp }, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let err = "";
+  child.stdout!.on("data", (d: Buffer) => (err += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.once("exit", (code, signal) => r({ code, signal })),
+  );
+  return {
+    child,
+    exited,
+    err: () => err,
+    /** Waits until the failpoint stopped the process (state T: a signal sent before would be lost). */
+    stopped: () =>
+      until(
+        () => err.includes(`failpoint ${fp}: stopping`) && processState(child.pid!) === "T",
+        60_000,
+        () => `the coordinator at ${fp}:\n${err}`,
+      ),
+  };
+}
+
+async function agentState(node: string, shard: string): Promise<string> {
+  const { map } = readMapFile(dir);
+  const port = Number(map.nodes.find((n) => n.id === node)!.address.split(":")[1]);
+  const r = await http(port, "GET", `/v1/shards/${shard}`, { token });
+  return r.status === 200 ? (r.json() as { state: string }).state : `http ${r.status}`;
+}
+
+/** Acknowledged writes to keys of `shard`. */
+async function writeTo(shard: string, prefix: string, n: number): Promise<Map<string, string>> {
+  const s = readMapFile(dir).map.shards.find((x) => x.id === shard)!;
+  const acked = new Map<string, string>();
+  for (const k of keysIn(seg, s.ranges, prefix, n)) {
+    const r = await cli("put", k, `${k}-value`);
+    expect(r.code, r.err).toBe(0);
+    acked.set(k, `${k}-value`);
+  }
+  return acked;
+}
+
+/** Every acknowledged write is read back, and a new write to the shard is acknowledged and read. */
+async function expectServed(shard: string, acked: Map<string, string>, prefix: string): Promise<void> {
+  for (const [k, v] of acked) {
+    const g = await cli("get", k);
+    expect(g.code, `${k}: ${g.err}`).toBe(0);
+    expect(g.out, k).toBe(v);
+  }
+  const more = await writeTo(shard, `${prefix}-after`, 2);
+  for (const [k, v] of more) expect((await cli("get", k)).out).toBe(v);
+}
+
+async function record(shard: string) {
+  const { records } = await new EmbeddedStore(dir).listMigrations();
+  return records.map((r) => r.record).filter((r) => r.shard === shard && !r.layout);
+}
+
+describe("Ctrl-C during migrate --apply", () => {
+  for (const [fp, index, outcome] of [
+    ["migrate.copying", 0, "aborted"],
+    ["migrate.fenced", 1, "aborted"],
+    ["migrate.committed", 2, "done"],
+  ] as const) {
+    it(`at ${fp}: ${outcome === "done" ? "finishes the committed move" : "rolls back"}, ends the record ${outcome} and exits 130`, async () => {
+      const { map } = readMapFile(dir);
+      const sh = map.shards[index];
+      const target = map.nodes.find((n) => n.id !== sh.node)!.id;
+      const prefix = `int-${index}`;
+      const acked = await writeTo(sh.id, prefix, 20);
+      const c = coordinator(sh.id, target, fp);
+      try {
+        await c.stopped();
+        // When Ctrl-C reaches the coordinator there
+        c.child.kill("SIGINT");
+        c.child.kill("SIGCONT");
+        const { code, signal } = await c.exited;
+        // Then it says what it does, and exits 130 (not killed by the signal)
+        expect(signal, c.err()).toBeNull();
+        expect(code, c.err()).toBe(130);
+        expect(c.err()).toMatch(/finishing the step in flight; press Ctrl-C again to exit now/);
+      } finally {
+        if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL");
+      }
+      // and the journal record is ended
+      const [r] = await record(sh.id);
+      expect(r.phase, JSON.stringify(r)).toBe(outcome);
+      // the shard is on the side the outcome says, served there
+      const owner = readMapFile(dir).map.shards.find((s) => s.id === sh.id)!.node;
+      expect(owner).toBe(outcome === "done" ? target : sh.node);
+      expect(await agentState(owner, sh.id)).toBe("owned");
+      await expectServed(sh.id, acked, prefix);
+    });
+  }
+
+  it("a second Ctrl-C exits at once; recovery finishes what it left", async () => {
+    const { map } = readMapFile(dir);
+    const sh = map.shards[3];
+    const target = map.nodes.find((n) => n.id !== sh.node)!.id;
+    const acked = await writeTo(sh.id, "int-3", 10);
+    const targetPid = Number(readFileSync(join(dir, "local", target, "agent.pid"), "utf8").trim());
+    const c = coordinator(sh.id, target, "migrate.fenced");
+    try {
+      await c.stopped();
+      // the target does not answer: the step in flight cannot end
+      process.kill(targetPid, "SIGSTOP");
+      c.child.kill("SIGINT");
+      c.child.kill("SIGCONT");
+      await until(
+        () => /finishing the step in flight/.test(c.err()),
+        20_000,
+        () => c.err(),
+      );
+      const t0 = Date.now();
+      c.child.kill("SIGINT");
+      const { signal } = await c.exited;
+      expect(signal, c.err()).toBe("SIGINT");
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(c.err()).toMatch(/run `shardctl migrations --recover`/);
+    } finally {
+      process.kill(targetPid, "SIGCONT");
+      if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL");
+    }
+    const rec = await cli("migrations", "--recover");
+    expect(rec.code, rec.err).toBe(0);
+    const [r] = await record(sh.id);
+    expect(r.phase).toBe("aborted");
+    await expectServed(sh.id, acked, "int-3");
+  });
+});
