@@ -18,7 +18,7 @@ import { parsePlanFile } from "../engine/plan-file.js";
 import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
 import { systemClock } from "../engine/ports.js";
 import { InterruptedError, PreconditionError, UsageError, UserError } from "../errors.js";
-import { formatBytes, printJson, printTable, type IO } from "../output.js";
+import { formatBytes, printable, printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
 import { parsePositiveInt } from "./common.js";
 import { MigrationProgress } from "./migrate-progress.js";
@@ -367,8 +367,14 @@ Exit codes: 0 listed (and, with --recover, everything orphaned finished),
           }
         }
         const { records, unreadable } = await listMigrations(store);
-        for (const u of unreadable)
-          ctx.io.err.write(`warning: journal record ${u} is not readable; skipped\n`);
+        for (const raw of unreadable) {
+          const u = printable(raw);
+          const where =
+            store.kind === "consul"
+              ? `inspect it with \`consul kv get ${config.consul.prefix}migrations/${u}\` and delete it if it is not a migration`
+              : `it is in the migrations of ${config.dataDir}/location-map.json`;
+          ctx.io.err.write(`warning: journal record ${u} is not readable; skipped (${where})\n`);
+        }
         if (o.json) printJson(ctx.io, records);
         else if (records.length === 0) ctx.io.err.write("no migrations recorded\n");
         else printMigrations(ctx.io, records);

@@ -1,4 +1,8 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cli } from "../helpers/cli.js";
 import { ConsulHttp } from "../../src/consul/http.js";
 import { consulKeys } from "../../src/consul/keys.js";
 import { ConsulStore } from "../../src/consul/store.js";
@@ -58,6 +62,23 @@ describe("the Consul journal's history", () => {
       expect(await rawKeys(consul.addr, `${consulKeys(prefix).migrationsDir}junk`)).toEqual([
         `${consulKeys(prefix).migrationsDir}junk`,
       ]);
+      // `shardctl migrations` skips it, saying where it is and what to do
+      const home = mkdtempSync(join(tmpdir(), "shardctl-journal-"));
+      try {
+        const r = await cli(["migrations"], {
+          HOME: home,
+          SHARDCTL_DATA_DIR: join(home, "data"),
+          SHARDCTL_STORE: "consul",
+          CONSUL_HTTP_ADDR: consul.addr,
+          SHARDCTL_CONSUL_PREFIX: prefix,
+        });
+        expect(r.code, r.err).toBe(0);
+        expect(r.err).toContain(
+          `warning: journal record junk is not readable; skipped (inspect it with \`consul kv get ${prefix}migrations/junk\` and delete it if it is not a migration)`,
+        );
+      } finally {
+        rmSync(home, { recursive: true, force: true });
+      }
     } finally {
       await store.close();
       await rawDeleteTree(consul.addr, prefix);
