@@ -33,7 +33,7 @@ export function buildProgram(io: IO = processIO, env: NodeJS.ProcessEnv = proces
     .version(version(), "-V, --version", "print the version and exit")
     .option(
       "-c, --config <file>",
-      "config file (default: ./shardctl.yaml, then ~/.config/shardctl/config.yaml)",
+      "config file, at most 1 MiB (default: ./shardctl.yaml, then ~/.config/shardctl/config.yaml)",
     )
     .option(
       "-d, --data-dir <dir>",

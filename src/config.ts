@@ -10,6 +10,7 @@ import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { UsageError } from "./errors.js";
+import { readInputText } from "./input-file.js";
 import { checkZoneNames } from "./engine/access-windows.js";
 import { checkConsulToken, parseConsulAddr } from "./consul/address.js";
 
@@ -116,6 +117,9 @@ export const configSchema = z
 
 export type Config = z.infer<typeof configSchema>;
 
+/** A config file is a few dozen lines: reading stops past this (--config /dev/zero must not fill memory). */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 export interface LoadConfigOptions {
   /** Explicit file (--config); an explicit file that does not exist is an error. */
   file?: string;
@@ -159,12 +163,12 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     }
   }
   if (source) {
-    let text: string;
-    try {
-      text = readFileSync(source, "utf8");
-    } catch (err) {
-      throw new UsageError(`cannot read config file ${source}: ${(err as Error).message}`);
-    }
+    const text = readInputText(source, "config file", MAX_CONFIG_BYTES, {
+      tooLarge: () =>
+        new UsageError(`config file ${source} is larger than 1 MiB, the most a config file may hold`, {
+          hint: "check that it is the file you meant (a device or a pipe that never ends?)",
+        }),
+    });
     try {
       raw = parseYaml(text) ?? {};
     } catch (err) {
