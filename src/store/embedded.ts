@@ -14,6 +14,7 @@ import {
   accessSync,
   closeSync,
   constants,
+  copyFileSync,
   existsSync,
   fsyncSync,
   lstatSync,
@@ -61,6 +62,29 @@ interface StoredFile {
   journal?: { checksum: string; records: StoredMigration[] };
 }
 
+/** The embedded store's map file exists but is damaged: what `init --force` may replace. */
+export class CorruptMapError extends UserError {
+  constructor(
+    readonly file: string,
+    readonly why: string,
+  ) {
+    super(`the location map ${file} is corrupt (${why}); nothing was read or written`, {
+      hint: "restore the file from a backup, or re-create the layout with `shardctl init --force` (it keeps a copy of the damaged file)",
+    });
+    this.name = "CorruptMapError";
+  }
+}
+
+/** The version a damaged map file still states (0 when it states none), so that versions keep rising. */
+function salvagedVersion(file: string): number {
+  try {
+    const v = (JSON.parse(readFileSync(file, "utf8")) as { version?: unknown } | null)?.version;
+    return Number.isSafeInteger(v) && (v as number) > 0 ? (v as number) : 0;
+  } catch {
+    return 0;
+  }
+}
+
 export function checksumOf(version: number, map: LocationMap): string {
   return fnv1a64Bytes(new TextEncoder().encode(JSON.stringify({ version, map })));
 }
@@ -92,10 +116,7 @@ export class EmbeddedStore implements LocationStore {
     } catch (err) {
       throw new UserError(`cannot read the location map ${this.file}: ${(err as Error).message}`);
     }
-    const corrupt = (why: string) =>
-      new UserError(`the location map ${this.file} is corrupt (${why}); nothing was read or written`, {
-        hint: "restore the file from a backup, or re-create the layout with `shardctl init --force`",
-      });
+    const corrupt = (why: string) => new CorruptMapError(this.file, why);
     let parsed: StoredFile;
     try {
       parsed = JSON.parse(text);
@@ -170,6 +191,47 @@ export class EmbeddedStore implements LocationStore {
       const version = currentVersion + 1;
       this.writeFile(version, next, records);
       return migrationRev === undefined ? { ok: true, version } : { ok: true, version, migrationRev };
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * `init --force` on a map that cannot be read: the damaged file is kept beside it as
+   * `location-map.json.corrupt-<time>` and `next` written in its place, under the writers' lock.
+   * Only damage is replaced (not JSON, not a map, a checksum mismatch, an invalid map): a file
+   * that cannot be read at all (a directory in its place, no permission) is refused as before,
+   * and a map that reads well again by the time the lock is held is a PreconditionError (use
+   * compareAndSet). The version goes on from the damaged file's when it still says one.
+   */
+  async replaceCorruptMap(
+    next: LocationMap,
+    now: number,
+  ): Promise<{ version: number; keptAs: string; why: string }> {
+    validateMap(next);
+    ensureDataDir(this.dataDir);
+    const release = await acquireFileLock(this.lockFile, "the location map");
+    try {
+      let why: string;
+      try {
+        this.readFile();
+        throw new PreconditionError(
+          `the location map ${this.file} is no longer corrupt; nothing was changed`,
+          {
+            hint: "run the command again",
+          },
+        );
+      } catch (err) {
+        if (!(err instanceof CorruptMapError)) throw err;
+        why = err.why;
+      }
+      const keptAs = `${this.file}.corrupt-${new Date(now).toISOString().replace(/[:.]/g, "-")}`;
+      // a copy, not a rename: until the new map is in place the damaged one stays where it was
+      copyFileSync(this.file, keptAs, constants.COPYFILE_EXCL);
+      fsyncDirSync(this.dataDir);
+      const version = salvagedVersion(this.file) + 1;
+      this.writeFile(version, next, []);
+      return { version, keptAs, why };
     } finally {
       release();
     }
