@@ -11,6 +11,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { UsageError } from "./errors.js";
 import { readInputText } from "./input-file.js";
+import { parsePositiveInt } from "./numbers.js";
 import { checkZoneNames } from "./engine/access-windows.js";
 import { checkConsulToken, parseConsulAddr } from "./consul/address.js";
 
@@ -227,7 +228,9 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
   };
   if (env.SHARDCTL_DATA_DIR) out.dataDir = env.SHARDCTL_DATA_DIR;
   if (env.SHARDCTL_STORE) out.store = env.SHARDCTL_STORE;
-  if (env.SHARDCTL_SEGMENTS) out.segments = numberOrString(env.SHARDCTL_SEGMENTS);
+  // decimal digits only, as the flags take them (Number() would read 0x1000, 4.096e3, " 4096")
+  if (env.SHARDCTL_SEGMENTS)
+    out.segments = parsePositiveInt(env.SHARDCTL_SEGMENTS, "SHARDCTL_SEGMENTS (the number of segments)");
   if (env.SHARDCTL_ZONES) out.zones = env.SHARDCTL_ZONES.split(",").map((z) => z.trim());
   if (env.CONSUL_HTTP_ADDR) sub("consul").addr = env.CONSUL_HTTP_ADDR;
   if (env.CONSUL_HTTP_TOKEN) sub("consul").token = env.CONSUL_HTTP_TOKEN;
@@ -252,9 +255,4 @@ function readConsulTokenFile(file: string): string {
     throw new UsageError(`CONSUL_HTTP_TOKEN_FILE ${file} does not hold a token (one word expected)`);
   checkConsulToken(token, `the token in CONSUL_HTTP_TOKEN_FILE ${file}`);
   return token;
-}
-
-function numberOrString(v: string): number | string {
-  const n = Number(v);
-  return v.trim() !== "" && Number.isFinite(n) ? n : v;
 }

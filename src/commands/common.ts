@@ -5,7 +5,6 @@ import type { AssignerOptions } from "../engine/assigner.js";
 import { Lsmm } from "../engine/lsmm.js";
 import { systemClock, type Clock, type LocationStore } from "../engine/ports.js";
 import { Segmenter } from "../engine/segmenter.js";
-import { UsageError } from "../errors.js";
 
 export function assignerOptions(config: Config): AssignerOptions {
   const r = config.reshard;
@@ -38,13 +37,7 @@ export function lsmmFor(
   });
 }
 
-export function parsePositiveInt(value: string, what: string): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
-    throw new UsageError(`${what} must be a positive integer, got ${JSON.stringify(value)}`);
-  }
-  return n;
-}
+export { parsePositiveInt } from "../numbers.js";
 
 /** Runs fn with a store and closes the store afterwards. */
 export async function withStore<T>(
