@@ -142,6 +142,7 @@ export function defaultConfig(): Config {
 export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
   const env = opts.env ?? process.env;
   const cwd = opts.cwd ?? process.cwd();
+  if (opts.file === undefined) refuseEmptyEnv(env, "SHARDCTL_CONFIG");
   const explicit = opts.file ?? env.SHARDCTL_CONFIG;
   let source: string | undefined;
   let raw: unknown = {};
@@ -226,6 +227,9 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
     out[key] = copy;
     return copy;
   };
+  // set but empty is a mistake (`SHARDCTL_DATA_DIR=$UNSET_VAR`), not the default
+  for (const name of ["SHARDCTL_DATA_DIR", "SHARDCTL_STORE", "SHARDCTL_SEGMENTS", "SHARDCTL_ZONES"])
+    refuseEmptyEnv(env, name);
   if (env.SHARDCTL_DATA_DIR) out.dataDir = env.SHARDCTL_DATA_DIR;
   if (env.SHARDCTL_STORE) out.store = env.SHARDCTL_STORE;
   // decimal digits only, as the flags take them (Number() would read 0x1000, 4.096e3, " 4096")
@@ -238,6 +242,13 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
   if (env.SHARDCTL_CONSUL_PREFIX) sub("consul").prefix = env.SHARDCTL_CONSUL_PREFIX;
   if (env.SHARDCTL_TOKEN) sub("agent").token = env.SHARDCTL_TOKEN;
   return out;
+}
+
+function refuseEmptyEnv(env: NodeJS.ProcessEnv, name: string): void {
+  if (env[name] === "")
+    throw new UsageError(`${name} is set but empty`, {
+      hint: `give it a value, or unset it (unset ${name})`,
+    });
 }
 
 /** Consul's own CONSUL_HTTP_TOKEN_FILE: the token is the file's content, surrounding whitespace dropped. */
