@@ -6,7 +6,7 @@ import { Command, CommanderError, Option } from "commander";
 import { createRequire } from "node:module";
 import { commands } from "./commands/index.js";
 import { createContext } from "./commands/context.js";
-import { ExitCode, UserError } from "./errors.js";
+import { ExitCode, UsageError, UserError } from "./errors.js";
 import { printable, processIO, type IO } from "./output.js";
 
 const require = createRequire(import.meta.url);
@@ -33,7 +33,7 @@ export function buildProgram(io: IO = processIO, env: NodeJS.ProcessEnv = proces
     .version(version(), "-V, --version", "print the version and exit")
     .option(
       "-c, --config <file>",
-      "config file (default: ./shardctl.yaml, then ~/.config/shardctl/config.yaml)",
+      "config file, at most 1 MiB (default: ./shardctl.yaml, then ~/.config/shardctl/config.yaml)",
     )
     .option(
       "-d, --data-dir <dir>",
@@ -63,11 +63,28 @@ Environment:
 
 See man shardctl for the configuration file.`,
     );
+  // an option given an empty value (`--zone ''`, `--out ''`) was read as not given by the commands'
+  // `if (opts.x)` checks: refused here, once for every option of every command
+  program.hook("preAction", (_root, action) => refuseEmptyOptions(action));
   const ctx = createContext(program, io, env);
   for (const register of commands) register(program, ctx);
   program.exitOverride();
   for (const sub of program.commands) sub.exitOverride();
   return program;
+}
+
+/** An option given the empty string (or a list holding one) is a usage error naming it: the command's or a global one. */
+export function refuseEmptyOptions(action: Command): void {
+  for (let cmd: Command | null = action; cmd; cmd = cmd.parent) {
+    for (const opt of cmd.options) {
+      const value: unknown = cmd.getOptionValue(opt.attributeName());
+      if (value === "" || (Array.isArray(value) && value.includes(""))) {
+        throw new UsageError(`${opt.long ?? opt.short} is empty`, {
+          hint: "give it a value, or leave the option out",
+        });
+      }
+    }
+  }
 }
 
 /** Runs the CLI and returns the exit code (never calls process.exit itself). */

@@ -10,6 +10,8 @@ import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { UsageError } from "./errors.js";
+import { readInputText } from "./input-file.js";
+import { parsePositiveInt } from "./numbers.js";
 import { checkZoneNames, ZONE_NAME_PATTERN } from "./engine/access-windows.js";
 import { checkConsulToken, parseConsulAddr } from "./consul/address.js";
 
@@ -112,6 +114,9 @@ export const configSchema = z
 
 export type Config = z.infer<typeof configSchema>;
 
+/** A config file is a few dozen lines: reading stops past this (--config /dev/zero must not fill memory). */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 export interface LoadConfigOptions {
   /** Explicit file (--config); an explicit file that does not exist is an error. */
   file?: string;
@@ -133,6 +138,7 @@ export function defaultConfig(): Config {
 export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
   const env = opts.env ?? process.env;
   const cwd = opts.cwd ?? process.cwd();
+  if (opts.file === undefined) refuseEmptyEnv(env, "SHARDCTL_CONFIG");
   const explicit = opts.file ?? env.SHARDCTL_CONFIG;
   let source: string | undefined;
   let raw: unknown = {};
@@ -155,12 +161,12 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     }
   }
   if (source) {
-    let text: string;
-    try {
-      text = readFileSync(source, "utf8");
-    } catch (err) {
-      throw new UsageError(`cannot read config file ${source}: ${(err as Error).message}`);
-    }
+    const text = readInputText(source, "config file", MAX_CONFIG_BYTES, {
+      tooLarge: () =>
+        new UsageError(`config file ${source} is larger than 1 MiB, the most a config file may hold`, {
+          hint: "check that it is the file you meant (a device or a pipe that never ends?)",
+        }),
+    });
     try {
       raw = parseYaml(text) ?? {};
     } catch (err) {
@@ -217,9 +223,14 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
     out[key] = copy;
     return copy;
   };
+  // set but empty is a mistake (`SHARDCTL_DATA_DIR=$UNSET_VAR`), not the default
+  for (const name of ["SHARDCTL_DATA_DIR", "SHARDCTL_STORE", "SHARDCTL_SEGMENTS", "SHARDCTL_ZONES"])
+    refuseEmptyEnv(env, name);
   if (env.SHARDCTL_DATA_DIR) out.dataDir = env.SHARDCTL_DATA_DIR;
   if (env.SHARDCTL_STORE) out.store = env.SHARDCTL_STORE;
-  if (env.SHARDCTL_SEGMENTS) out.segments = numberOrString(env.SHARDCTL_SEGMENTS);
+  // decimal digits only, as the flags take them (Number() would read 0x1000, 4.096e3, " 4096")
+  if (env.SHARDCTL_SEGMENTS)
+    out.segments = parsePositiveInt(env.SHARDCTL_SEGMENTS, "SHARDCTL_SEGMENTS (the number of segments)");
   if (env.SHARDCTL_ZONES) out.zones = env.SHARDCTL_ZONES.split(",").map((z) => z.trim());
   if (env.CONSUL_HTTP_ADDR) sub("consul").addr = env.CONSUL_HTTP_ADDR;
   if (env.CONSUL_HTTP_TOKEN) sub("consul").token = env.CONSUL_HTTP_TOKEN;
@@ -227,6 +238,13 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
   if (env.SHARDCTL_CONSUL_PREFIX) sub("consul").prefix = env.SHARDCTL_CONSUL_PREFIX;
   if (env.SHARDCTL_TOKEN) sub("agent").token = env.SHARDCTL_TOKEN;
   return out;
+}
+
+function refuseEmptyEnv(env: NodeJS.ProcessEnv, name: string): void {
+  if (env[name] === "")
+    throw new UsageError(`${name} is set but empty`, {
+      hint: `give it a value, or unset it (unset ${name})`,
+    });
 }
 
 /** Consul's own CONSUL_HTTP_TOKEN_FILE: the token is the file's content, surrounding whitespace dropped. */
@@ -244,9 +262,4 @@ function readConsulTokenFile(file: string): string {
     throw new UsageError(`CONSUL_HTTP_TOKEN_FILE ${file} does not hold a token (one word expected)`);
   checkConsulToken(token, `the token in CONSUL_HTTP_TOKEN_FILE ${file}`);
   return token;
-}
-
-function numberOrString(v: string): number | string {
-  const n = Number(v);
-  return v.trim() !== "" && Number.isFinite(n) ? n : v;
 }

@@ -111,7 +111,7 @@ export function deployLockTtlS(env: NodeJS.ProcessEnv): number {
   const raw = env.SHARDCTL_DEPLOY_LOCK_TTL;
   if (raw === undefined || raw === "") return DEFAULT_DEPLOY_LOCK_TTL_S;
   const n = Number(raw);
-  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < 1 || n > 86_400)
+  if (!/^[0-9]+$/.test(raw) || !Number.isSafeInteger(n) || n < 1 || n > 86_400)
     throw new UsageError(
       `SHARDCTL_DEPLOY_LOCK_TTL must be a whole number of seconds from 1 to 86400, got ${JSON.stringify(raw)}`,
       {

@@ -26,7 +26,6 @@ import {
   closeSync,
   existsSync,
   fstatSync,
-  mkdirSync,
   openSync,
   readFileSync,
   rmSync,
@@ -40,7 +39,7 @@ import type { Config } from "../config.js";
 import { initialLayout, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
-import { firstNonDirectory, processAlive, writeAtomic } from "../store/embedded.js";
+import { dataDirError, firstNonDirectory, makeDirs, processAlive, writeAtomic } from "../store/embedded.js";
 import { AgentRpc, splitAddress } from "./agent-rpc.js";
 
 export interface LocalNode extends NodeInfo {
@@ -147,7 +146,8 @@ function ensureToken(dataDir: string): string {
 /** mkdir -p (mode 0700), with a clean error when part of the path is a file or cannot be written. */
 function makeDir(dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // not mkdirSync's recursive: it never returns for a path like /proc/self/x
+    makeDirs(dir, 0o700);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOTDIR" || code === "EEXIST") {
@@ -163,7 +163,7 @@ function makeDir(dir: string): void {
         cause: err,
       });
     }
-    throw err;
+    throw dataDirError(dir, err, "the directory");
   }
 }
 

@@ -1,10 +1,11 @@
 /** `shardctl init`: writes the initial layout into the location store. */
 import type { Command } from "commander";
 import type { Config } from "../config.js";
-import { initialLayout, NODE_ID_PATTERN, type NodeInfo } from "../engine/location-map.js";
+import { initialLayout, NODE_ID_PATTERN, type LocationMap, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError } from "../errors.js";
 import { printJson, type IO } from "../output.js";
+import { CorruptMapError, EmbeddedStore } from "../store/embedded.js";
 import { openStore } from "../store/index.js";
 import { parsePositiveInt, withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
@@ -57,7 +58,14 @@ export function parseNodeSpecs(spec: string, zones: readonly string[]): NodeInfo
 }
 
 export async function runInit(opts: InitOptions, deps: InitDeps): Promise<void> {
-  const current = await deps.store.load({ consistent: true });
+  let current;
+  try {
+    current = await deps.store.load({ consistent: true });
+  } catch (err) {
+    // the hint of every corrupt-map error says to run init --force: it must be able to repair
+    if (!(err instanceof CorruptMapError) || !opts.force || !(deps.store instanceof EmbeddedStore)) throw err;
+    return replaceCorrupt(deps.store, opts, deps);
+  }
   if (current && !opts.force) {
     throw new PreconditionError(
       `the ${deps.store.kind} store already holds a layout (version ${current.version}, ${current.map.shards.length} shards)`,
@@ -74,12 +82,37 @@ export async function runInit(opts: InitOptions, deps: InitDeps): Promise<void> 
       hint: "run the command again",
     });
   }
+  printInitialised(deps.store, map, cas.version, opts, deps);
+}
+
+/** `init --force` over a damaged map file: a copy of it kept beside it, said on stderr. */
+async function replaceCorrupt(store: EmbeddedStore, opts: InitOptions, deps: InitDeps): Promise<void> {
+  const map = initialLayout(deps.config.segments, opts.nodes, {
+    shardsPerNode: opts.shardsPerNode,
+    now: deps.now,
+  });
+  const r = await store.replaceCorruptMap(map, deps.now);
+  deps.io.err.write(
+    `the location map ${store.file} was corrupt (${r.why}): replaced; the damaged file is kept as ${r.keptAs}\n`,
+  );
+  printInitialised(store, map, r.version, opts, deps, r.keptAs);
+}
+
+function printInitialised(
+  store: LocationStore,
+  map: LocationMap,
+  version: number,
+  opts: InitOptions,
+  deps: InitDeps,
+  corruptKeptAs?: string,
+): void {
   const summary = {
-    store: deps.store.kind,
-    version: cas.version,
+    store: store.kind,
+    version,
     segments: map.segmentCount,
     shards: map.shards.length,
     nodes: map.nodes.map((n) => n.id),
+    ...(corruptKeptAs === undefined ? {} : { corruptKeptAs }),
   };
   if (opts.json) printJson(deps.io, summary);
   else
@@ -96,7 +129,11 @@ export function registerInit(program: Command, ctx: CommandContext): void {
     )
     .option("--nodes <list>", "nodes as id=host:port@zone,... (default: one node per configured zone)")
     .option("--shards-per-node <n>", "shards per node in the initial layout", "4")
-    .option("--force", "replace an existing layout", false)
+    .option(
+      "--force",
+      "replace an existing layout, or a corrupt embedded map file (a copy of it is kept as location-map.json.corrupt-TIME)",
+      false,
+    )
     .option("--json", "print the result as JSON", false)
     .addHelpText(
       "after",

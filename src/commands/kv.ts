@@ -1,5 +1,4 @@
 /** `shardctl put|get|delete KEY`: one key through the routing client. */
-import { readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import type { Command } from "commander";
 import { ShardClient, type GetResult } from "../client/shard-client.js";
@@ -10,6 +9,7 @@ import { UsageError, UserError } from "../errors.js";
 import { printable, printJson, type IO } from "../output.js";
 import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
 import { openStore } from "../store/index.js";
+import { readInputBytes } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 
 export interface KvDeps {
@@ -69,14 +69,18 @@ export function parseWriteId(text: string | undefined): Buffer | undefined {
 /** What a write's output adds when an earlier attempt had applied it (its answer was lost). */
 const DUPLICATE_NOTE = " (already applied by an earlier attempt; nothing written again)";
 
+/** A value past limits.maxValueBytes, from standard input or a file: reading stopped at the limit + 1. */
+function valueTooLarge(from: string, limit: number): UsageError {
+  return new UsageError(`the value ${from} is more than ${limit} bytes (limits.maxValueBytes)`);
+}
+
 async function readAll(stream: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of stream) {
     const b = typeof c === "string" ? Buffer.from(c) : (c as Buffer);
     n += b.length;
-    if (n > limit)
-      throw new UsageError(`the value on standard input is more than ${limit} bytes (limits.maxValueBytes)`);
+    if (n > limit) throw valueTooLarge("on standard input", limit);
     chunks.push(b);
   }
   return Buffer.concat(chunks);
@@ -96,11 +100,12 @@ export async function runPut(
   validateKey(key, deps.config.limits.maxKeyBytes);
   let body: Buffer;
   if (opts.file) {
-    try {
-      body = readFileSync(opts.file);
-    } catch (err) {
-      throw new UsageError(`cannot read ${opts.file}: ${(err as Error).message}`);
-    }
+    // read no further than the limit + 1: --file /dev/zero or an endless pipe is refused, not buffered
+    const limit = deps.config.limits.maxValueBytes;
+    const file = opts.file;
+    body = readInputBytes(file, "the value file", limit, {
+      tooLarge: () => valueTooLarge(`in ${file}`, limit),
+    });
   } else if (value !== undefined) {
     // arguments are decoded leniently: bytes that are not UTF-8 arrive as U+FFFD, and would be stored so
     if (value.includes("\ufffd")) {
@@ -219,7 +224,7 @@ export const registerKv: RegisterCommand = (program: Command, ctx: CommandContex
     .description("store a value under a key (routed to the key's shard owner)")
     .argument("<key>", "the key (UTF-8)")
     .argument("[value]", "the value; else --file, else standard input")
-    .option("--file <file>", "read the value from a file (binary safe)")
+    .option("--file <file>", "read the value from a file (binary safe; at most limits.maxValueBytes)")
     .option("--zone <zone>", "origin zone to report for this access")
     .option("--write-id <hex>", "retry a write with its id (32 hex digits): applied at most once")
     .option("--json", "print {key, lsn, bytes, duplicate, writeId}")

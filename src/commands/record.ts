@@ -5,12 +5,11 @@
  * shifted so that its last event lands at the present.
  */
 import type { Command } from "commander";
-import { readFileSync } from "node:fs";
 import { parseAccessType, type AccessType } from "../engine/access-windows.js";
 import { UsageError, UserError } from "../errors.js";
 import { printJson } from "../output.js";
 import { updateWindows } from "../store/windows-file.js";
-import { parsePositiveInt, segmenterFor } from "./common.js";
+import { MAX_TRACE_BYTES, parsePositiveInt, readInputText, segmenterFor } from "./common.js";
 import type { CommandContext } from "./context.js";
 
 export interface TraceEvent {
@@ -68,7 +67,10 @@ export function registerRecord(program: Command, ctx: CommandContext): void {
     .option("--op <type>", "access type: read or write", "read")
     .option("--zone <zone>", "origin zone of the access")
     .option("--count <n>", "record this many accesses", "1")
-    .option("--trace <file>", "record every event of a CSV trace (timestamp,key,op[,zone]), ending now")
+    .option(
+      "--trace <file>",
+      "record every event of a CSV trace (timestamp,key,op[,zone]; at most 448 MiB), ending now",
+    )
     .option("--json", "print what was recorded as JSON", false)
     .addHelpText(
       "after",
@@ -98,13 +100,8 @@ Examples:
             throw new UsageError(`--${ignored.join(", --")} cannot be given with --trace`, {
               hint: "a trace line is timestamp,key,op[,zone]: put the access type and zone in the trace",
             });
-          let text: string;
-          try {
-            text = readFileSync(o.trace, "utf8");
-          } catch (err) {
-            throw new UsageError(`cannot read trace ${o.trace}: ${(err as Error).message}`);
-          }
-          events = parseTrace(text, config.zones);
+          // bounded like simulate's traces: /dev/zero or a directory is a usage error, not a crash
+          events = parseTrace(readInputText(o.trace, "the trace", MAX_TRACE_BYTES), config.zones);
           const last = events.reduce((m, e) => Math.max(m, e.ts), -Infinity);
           const shift = Date.now() - last;
           for (const e of events) e.ts += shift;

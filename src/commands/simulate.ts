@@ -37,7 +37,7 @@ import {
   TRACE_MAX_KEY_BYTES,
 } from "../sim/trace.js";
 import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
-import { parsePositiveInt, readInputText } from "./common.js";
+import { MAX_TRACE_BYTES, parsePositiveInt, readInputText } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 
 export interface SimulateOptions {
@@ -52,9 +52,6 @@ export interface SimulateReport extends SimResult {
   elapsed_s: number;
   events_per_s: number;
 }
-
-/** Traces may be large: up to what V8 holds as one string (~512 MiB), less headroom. */
-const MAX_TRACE_BYTES = 448 * 1024 * 1024;
 
 function readText(file: string, what: string, maxBytes?: number): string {
   return readInputText(file, what, maxBytes);

@@ -10,7 +10,8 @@ export function consulTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.SHARDCTL_CONSUL_TIMEOUT;
   if (raw === undefined || raw === "") return 5000;
   const s = Number(raw);
-  if (!Number.isFinite(s) || s <= 0 || s > 300) {
+  // decimal only (Number() would read 0x10, 1e2, " 5")
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(raw) || !Number.isFinite(s) || s <= 0 || s > 300) {
     throw new UsageError(
       `SHARDCTL_CONSUL_TIMEOUT must be a number of seconds from 0 to 300, got ${JSON.stringify(raw)}`,
     );

@@ -14,6 +14,7 @@ import {
   accessSync,
   closeSync,
   constants,
+  copyFileSync,
   existsSync,
   fsyncSync,
   lstatSync,
@@ -23,6 +24,7 @@ import {
   readlinkSync,
   realpathSync,
   renameSync,
+  rmdirSync,
   rmSync,
   statSync,
   writeSync,
@@ -60,6 +62,29 @@ interface StoredFile {
   journal?: { checksum: string; records: StoredMigration[] };
 }
 
+/** The embedded store's map file exists but is damaged: what `init --force` may replace. */
+export class CorruptMapError extends UserError {
+  constructor(
+    readonly file: string,
+    readonly why: string,
+  ) {
+    super(`the location map ${file} is corrupt (${why}); nothing was read or written`, {
+      hint: "restore the file from a backup, or re-create the layout with `shardctl init --force` (it keeps a copy of the damaged file)",
+    });
+    this.name = "CorruptMapError";
+  }
+}
+
+/** The version a damaged map file still states (0 when it states none), so that versions keep rising. */
+function salvagedVersion(file: string): number {
+  try {
+    const v = (JSON.parse(readFileSync(file, "utf8")) as { version?: unknown } | null)?.version;
+    return Number.isSafeInteger(v) && (v as number) > 0 ? (v as number) : 0;
+  } catch {
+    return 0;
+  }
+}
+
 export function checksumOf(version: number, map: LocationMap): string {
   return fnv1a64Bytes(new TextEncoder().encode(JSON.stringify({ version, map })));
 }
@@ -91,10 +116,7 @@ export class EmbeddedStore implements LocationStore {
     } catch (err) {
       throw new UserError(`cannot read the location map ${this.file}: ${(err as Error).message}`);
     }
-    const corrupt = (why: string) =>
-      new UserError(`the location map ${this.file} is corrupt (${why}); nothing was read or written`, {
-        hint: "restore the file from a backup, or re-create the layout with `shardctl init --force`",
-      });
+    const corrupt = (why: string) => new CorruptMapError(this.file, why);
     let parsed: StoredFile;
     try {
       parsed = JSON.parse(text);
@@ -169,6 +191,47 @@ export class EmbeddedStore implements LocationStore {
       const version = currentVersion + 1;
       this.writeFile(version, next, records);
       return migrationRev === undefined ? { ok: true, version } : { ok: true, version, migrationRev };
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * `init --force` on a map that cannot be read: the damaged file is kept beside it as
+   * `location-map.json.corrupt-<time>` and `next` written in its place, under the writers' lock.
+   * Only damage is replaced (not JSON, not a map, a checksum mismatch, an invalid map): a file
+   * that cannot be read at all (a directory in its place, no permission) is refused as before,
+   * and a map that reads well again by the time the lock is held is a PreconditionError (use
+   * compareAndSet). The version goes on from the damaged file's when it still says one.
+   */
+  async replaceCorruptMap(
+    next: LocationMap,
+    now: number,
+  ): Promise<{ version: number; keptAs: string; why: string }> {
+    validateMap(next);
+    ensureDataDir(this.dataDir);
+    const release = await acquireFileLock(this.lockFile, "the location map");
+    try {
+      let why: string;
+      try {
+        this.readFile();
+        throw new PreconditionError(
+          `the location map ${this.file} is no longer corrupt; nothing was changed`,
+          {
+            hint: "run the command again",
+          },
+        );
+      } catch (err) {
+        if (!(err instanceof CorruptMapError)) throw err;
+        why = err.why;
+      }
+      const keptAs = `${this.file}.corrupt-${new Date(now).toISOString().replace(/[:.]/g, "-")}`;
+      // a copy, not a rename: until the new map is in place the damaged one stays where it was
+      copyFileSync(this.file, keptAs, constants.COPYFILE_EXCL);
+      fsyncDirSync(this.dataDir);
+      const version = salvagedVersion(this.file) + 1;
+      this.writeFile(version, next, []);
+      return { version, keptAs, why };
     } finally {
       release();
     }
@@ -294,7 +357,7 @@ export async function acquireFileLock(
           `cannot write in the data directory ${dirname(lockFile)} (${code}); nothing was changed`,
           { hint: "give a data directory this user can write to with -d/--data-dir", cause: err },
         );
-      if (code !== "EEXIST") throw err;
+      if (code !== "EEXIST") throw lockFileError(lockFile, err);
     }
     const text = readLockText(lockFile);
     const holder = text === undefined ? undefined : holderPid(text);
@@ -641,19 +704,71 @@ export function writeOutputFile(
   }
 }
 
-/** Creates the data directory (and its parents); a file in the way is a usage error, not a crash. */
+/**
+ * Creates the data directory (and its parents); a path that cannot be one (a file in the way, a
+ * name too long, a symbolic link loop, a place where no directory can be made) is a usage error
+ * naming it, not a crash.
+ */
 export function ensureDataDir(dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true });
+    makeDirs(dir);
   } catch (err) {
     throw dataDirError(dir, err);
+  }
+}
+
+/**
+ * mkdir -p, one level at a time. Not mkdirSync's `recursive`: Node 20's never returns when a
+ * directory cannot be made in a parent that exists (`/proc/self/x`: ENOENT, and it retries the
+ * parent forever). Here that ENOENT is thrown. A failure removes the parents it made (when still
+ * empty): a refused path leaves nothing behind.
+ */
+export function makeDirs(dir: string, mode?: number): void {
+  const made: string[] = [];
+  try {
+    makeDirsInto(dir, mode, made);
+  } catch (err) {
+    for (const d of made.reverse()) {
+      try {
+        rmdirSync(d);
+      } catch {
+        // not empty (another process uses it) or gone: the original error is the one to report
+      }
+    }
+    throw err;
+  }
+}
+
+function makeDirsInto(dir: string, mode: number | undefined, made: string[]): void {
+  try {
+    mkdirSync(dir, { mode });
+    made.push(dir);
+    return;
+  } catch (err) {
+    const code = errnoOf(err);
+    if (code === "EEXIST") {
+      // a directory, or a link to one, is what we want; a link that leads nowhere or loops says why
+      if (statSync(dir).isDirectory()) return;
+      throw err;
+    }
+    const parent = dirname(dir);
+    if (code !== "ENOENT" || parent === dir) throw err;
+    makeDirsInto(parent, mode, made);
+  }
+  try {
+    mkdirSync(dir, { mode });
+    made.push(dir);
+  } catch (err) {
+    // made meanwhile by another process
+    if (errnoOf(err) !== "EEXIST" || !isDirectory(dir)) throw err;
   }
 }
 
 const DATA_DIR_HINT =
   "give a directory with -d/--data-dir (or dataDir in the config, SHARDCTL_DATA_DIR), or move the file out of the way";
 
-function dataDirError(dir: string, err: unknown): unknown {
+/** The error for a data directory (or `what`, a directory in it) that could not be created. */
+export function dataDirError(dir: string, err: unknown, what = "the data directory"): unknown {
   const code = errnoOf(err);
   if (code === "EEXIST" || code === "ENOTDIR") {
     const file = firstNonDirectory(dir);
@@ -669,7 +784,40 @@ function dataDirError(dir: string, err: unknown): unknown {
       cause: err,
     });
   }
+  const why = code === undefined ? undefined : DATA_DIR_REASONS[code];
+  if (why) {
+    return new UsageError(`cannot create ${what} ${dir}: ${why} (${code}); nothing was changed`, {
+      hint: "give another directory with -d/--data-dir (or dataDir in the config, SHARDCTL_DATA_DIR)",
+      cause: err,
+    });
+  }
+  if (code !== undefined) {
+    return new UserError(`cannot create ${what} ${dir}: ${(err as Error).message}`, { cause: err });
+  }
   return err;
+}
+
+/** errno codes that mean the path given cannot be a data directory, and why in words. */
+const DATA_DIR_REASONS: Record<string, string> = {
+  ENAMETOOLONG: "the path, or a name in it, is too long",
+  ELOOP: "a symbolic link in the path leads to itself (a loop) or the chain of links is too long",
+  ENOENT: "no directory can be made there",
+  EISDIR: "no directory can be made there",
+  EINVAL: "the name is not allowed there",
+};
+
+/**
+ * The error for a lock file that cannot be created in a data directory that exists: a usage error
+ * naming the directory when the path is at fault (a place like /proc/self where no file can be made).
+ */
+function lockFileError(lockFile: string, err: unknown): unknown {
+  const code = errnoOf(err);
+  const why = code === undefined ? undefined : DATA_DIR_REASONS[code];
+  if (why === undefined && code !== "ENOTDIR") return err;
+  return new UsageError(
+    `cannot write in the data directory ${dirname(lockFile)}: ${code === "ENOENT" ? "no file can be made there" : (why ?? "it is not a directory")} (${code}); nothing was changed`,
+    { hint: "give a directory this user can write to with -d/--data-dir", cause: err },
+  );
 }
 
 /** The path itself or its nearest ancestor that exists but is not a directory, for the message. */

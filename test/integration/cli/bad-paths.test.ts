@@ -6,6 +6,7 @@
  */
 import { execFileSync } from "node:child_process";
 import {
+  existsSync,
   lstatSync,
   mkdirSync,
   readdirSync,
@@ -163,6 +164,38 @@ describe("a data directory that is a file", () => {
           {},
         );
         if (dataDir !== "afile") expect(r.stderr).toContain("(afile is a file)");
+      });
+    }
+  }
+});
+
+describe("a data directory that cannot be made", () => {
+  // each was an internal error with a stack (ENAMETOOLONG, ELOOP, ENOENT); /proc/self/x never returned
+  const long = "a".repeat(300);
+  const cases: [string, string, RegExp][] = [
+    ["a name too long", long, /the path, or a name in it, is too long \(ENAMETOOLONG\)/],
+    ["a name too long below a new directory", `new/${long}/x`, /too long \(ENAMETOOLONG\)/],
+    ["a symbolic link loop", "loop/l1", /leads to itself \(a loop\).*\(ELOOP\)/],
+    ["a dangling symbolic link", "dangling", /no directory can be made there \(ENOENT\)/],
+  ];
+  if (existsSync("/proc/self")) {
+    cases.push([
+      "/proc/self (no file can be made)",
+      "/proc/self",
+      /no (file|directory) can be made there \(ENOENT\)/,
+    ]);
+    cases.push(["/proc/self/x", "/proc/self/x", /no directory can be made there \(ENOENT\)/]);
+  }
+  for (const [what, dataDir, why] of cases) {
+    for (const args of [["init"], ["record", "k"], ["up", "--local", "--nodes", "1"]]) {
+      it(`${what}: ${args.join(" ")} exits 2 naming it, and leaves nothing behind`, () => {
+        mkdirSync(join(dir, "loop"));
+        symlinkSync("l1", join(dir, "loop/l2"));
+        symlinkSync("l2", join(dir, "loop/l1"));
+        symlinkSync("nowhere", join(dir, "dangling"));
+        const r = expectUsageError(["-d", dataDir, ...args], dataDir.slice(0, 40), {});
+        expect(r.stderr).toMatch(why);
+        expect(r.stderr).toMatch(/^error: cannot (create|write in) the (data )?directory /m);
       });
     }
   }

@@ -2,7 +2,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { parsePositiveInt } from "../../../src/commands/common.js";
 import { loadConfig } from "../../../src/config.js";
+import { UsageError } from "../../../src/errors.js";
 
 let dir: string;
 beforeEach(() => (dir = mkdtempSync(join(tmpdir(), "shardctl-config-"))));
@@ -76,6 +78,23 @@ describe("config", () => {
 
   it("refuses a wrong type from the environment", () => {
     expect(() => load({ SHARDCTL_SEGMENTS: "lots" })).toThrow(/segments/);
+  });
+
+  it("reads SHARDCTL_SEGMENTS as decimal digits only, as the flags are read", () => {
+    expect(load({ SHARDCTL_SEGMENTS: "4096" }).config.segments).toBe(4096);
+    // Number() read each of these as 4096 (or 16); the flags refuse them
+    for (const v of ["0x1000", "4.096e3", " 4096", "4096 ", "4096.0", "+4096", "0b1", "１６", "0"]) {
+      expect(() => load({ SHARDCTL_SEGMENTS: v }), v).toThrow(UsageError);
+      expect(() => load({ SHARDCTL_SEGMENTS: v }), v).toThrow(
+        `SHARDCTL_SEGMENTS (the number of segments) must be a positive integer, got ${JSON.stringify(v)}`,
+      );
+    }
+  });
+
+  it("the flags' parser refuses the same spellings", () => {
+    expect(parsePositiveInt("16", "--count")).toBe(16);
+    for (const v of ["0x10", "1e3", " 16", "16 ", "1.0", ""])
+      expect(() => parsePositiveInt(v, "--count"), v).toThrow(/--count must be a positive integer/);
   });
 
   it("refuses a key limit the log format cannot hold (16-bit key lengths)", () => {

@@ -4,10 +4,10 @@
  * the file, with nothing on stdout: never an internal error, never a hang.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { readInputText } from "../../../src/commands/common.js";
+import { readInputBytes, readInputText } from "../../../src/commands/common.js";
 import { UsageError } from "../../../src/errors.js";
 import { cli } from "../../helpers/cli.js";
 import { tempDirs } from "../../helpers/temp-dirs.js";
@@ -126,5 +126,83 @@ describe("forecast backtest on values too large to add up", () => {
     expect(r.code).toBe(2);
     expect(r.out).toBe("");
     expect(r.err).toMatch(/line 2: the value "-1e308" is out of range/);
+  });
+});
+
+/** Every file and directory under `root`, relative, sorted: what a refusal must not change. */
+function tree(root: string): string[] {
+  return readdirSync(root, { recursive: true, encoding: "utf8" }).sort();
+}
+
+describe("files that were read whole without a bound", () => {
+  // each read /dev/zero until memory ran out (the process was killed); now reading stops at a limit
+  const cases: [string, (d: string) => string[], NodeJS.ProcessEnv, RegExp][] = [
+    [
+      "--config /dev/zero",
+      () => ["--config", "/dev/zero", "shards"],
+      {},
+      /config file \/dev\/zero is larger than 1 MiB/,
+    ],
+    ["SHARDCTL_CONFIG=/dev/zero", () => ["shards"], { SHARDCTL_CONFIG: "/dev/zero" }, /larger than 1 MiB/],
+    ["--config DIR", (d) => ["--config", join(d, "sub"), "shards"], {}, /config file .*sub is a directory/],
+    [
+      "record --trace /dev/zero",
+      () => ["record", "--trace", "/dev/zero"],
+      {},
+      /the trace \/dev\/zero is larger than 448\.0 MiB/,
+    ],
+    [
+      "record --trace DIR",
+      (d) => ["record", "--trace", join(d, "sub")],
+      {},
+      /the trace .*sub is a directory/,
+    ],
+    [
+      "put --file /dev/zero",
+      () => ["put", "big", "--file", "/dev/zero"],
+      {},
+      /the value in \/dev\/zero is more than 16777216 bytes \(limits\.maxValueBytes\)/,
+    ],
+    [
+      "put --file DIR",
+      (d) => ["put", "big", "--file", join(d, "sub")],
+      {},
+      /the value file .*sub is a directory/,
+    ],
+  ];
+  for (const [what, args, env, re] of cases) {
+    it(`${what}: exit 2 with the limit named, nothing written`, async () => {
+      const d = newDir();
+      mkdirSync(join(d, "sub"));
+      const before = tree(d);
+      const r = await cli(args(d), { SHARDCTL_DATA_DIR: join(d, "data"), ...env });
+      expect(r.err).not.toMatch(/internal error/);
+      expect(r.code, r.err).toBe(2);
+      expect(r.out).toBe("");
+      expect(r.err).toMatch(re);
+      expect(tree(d)).toEqual(before);
+    });
+  }
+
+  it("put --file with a smaller limits.maxValueBytes stops at that limit + 1", async () => {
+    const d = newDir();
+    writeFileSync(join(d, "shardctl.yaml"), "limits:\n  maxValueBytes: 1000\n");
+    writeFileSync(join(d, "v.bin"), Buffer.alloc(1001));
+    const r = await cli(["--config", join(d, "shardctl.yaml"), "put", "k", "--file", join(d, "v.bin")], {
+      SHARDCTL_DATA_DIR: join(d, "data"),
+    });
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/the value in .*v\.bin is more than 1000 bytes/);
+  });
+});
+
+describe("readInputBytes", () => {
+  it("reads a binary file whole, and stops at the limit + 1 with the caller's error", () => {
+    const d = newDir();
+    writeFileSync(join(d, "v.bin"), Buffer.from([0, 255, 1]));
+    expect(readInputBytes(join(d, "v.bin"), "the value")).toEqual(Buffer.from([0, 255, 1]));
+    expect(() =>
+      readInputBytes("/dev/zero", "the value", 10, { tooLarge: () => new UsageError("too big") }),
+    ).toThrow("too big");
   });
 });

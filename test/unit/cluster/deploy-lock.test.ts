@@ -66,7 +66,7 @@ describe("the lock record", () => {
   it("takes its Consul session TTL from SHARDCTL_DEPLOY_LOCK_TTL (15 s by default), refusing nonsense", () => {
     expect(deployLockTtlS({})).toBe(15);
     expect(deployLockTtlS({ SHARDCTL_DEPLOY_LOCK_TTL: "30" })).toBe(30);
-    for (const v of ["0", "-1", "1.5", "x", "86401"])
+    for (const v of ["0", "-1", "1.5", "x", "86401", " 30", "30 ", "0x1e", "3e1"])
       expect(() => deployLockTtlS({ SHARDCTL_DEPLOY_LOCK_TTL: v })).toThrow(UsageError);
   });
 });

@@ -85,7 +85,7 @@ describe("SHARDCTL_CONSUL_TIMEOUT", () => {
     expect(consulTimeoutMs({})).toBe(5000);
     expect(consulTimeoutMs({ SHARDCTL_CONSUL_TIMEOUT: "1.5" })).toBe(1500);
   });
-  it.each(["0", "-1", "abc", "1000"])("refuses %j", (v) => {
+  it.each(["0", "-1", "abc", "1000", "0x10", "1e2", " 5", "5 ", "Infinity"])("refuses %j", (v) => {
     expect(() => consulTimeoutMs({ SHARDCTL_CONSUL_TIMEOUT: v })).toThrow(/SHARDCTL_CONSUL_TIMEOUT/);
   });
 });

@@ -138,7 +138,7 @@ describe("hostile flags", () => {
   it.each([["abc"], ["0"], ["-1"], ["1e9"], [""]])("autopilot --interval %j is a usage error", async (v) => {
     const r = await cli(["autopilot", "--once", "--interval", v]);
     expect(r.code).toBe(2);
-    expect(r.err).toMatch(/--interval must be a number of seconds/);
+    expect(r.err).toMatch(v === "" ? /--interval is empty/ : /--interval must be a number of seconds/);
   });
 
   it.each([

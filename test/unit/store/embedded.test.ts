@@ -1,10 +1,26 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync, existsSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { initialLayout } from "../../../src/engine/location-map.js";
-import { acquireFileLock, EmbeddedStore, takeOverStaleLock } from "../../../src/store/embedded.js";
+import { UsageError } from "../../../src/errors.js";
+import {
+  acquireFileLock,
+  EmbeddedStore,
+  ensureDataDir,
+  takeOverStaleLock,
+} from "../../../src/store/embedded.js";
 
 const nodes = [{ id: "n1", address: "127.0.0.1:1", zone: "a" }];
 let dir: string;
@@ -135,4 +151,57 @@ describe("the lock file", () => {
     expect(readFileSync(lock, "utf8")).toBe(String(process.pid));
     release();
   });
+});
+
+describe("ensureDataDir and the lock on a path that cannot be a data directory", () => {
+  it("makes missing parents, and accepts a directory or a link to one", () => {
+    ensureDataDir(join(dir, "a/b/c"));
+    expect(statSync(join(dir, "a/b/c")).isDirectory()).toBe(true);
+    symlinkSync("a", join(dir, "link"));
+    expect(() => ensureDataDir(join(dir, "link"))).not.toThrow();
+  });
+
+  it("refuses a name too long, a link loop and a dangling link with a UsageError naming the path", () => {
+    symlinkSync("l1", join(dir, "l2"));
+    symlinkSync("l2", join(dir, "l1"));
+    symlinkSync("nowhere", join(dir, "dangling"));
+    for (const [path, re] of [
+      [
+        join(dir, "x".repeat(300)),
+        /cannot create the data directory .*xxx: the path, or a name in it, is too long \(ENAMETOOLONG\)/,
+      ],
+      [join(dir, "l1"), /cannot create the data directory .*l1: a symbolic link .* \(ELOOP\)/],
+      [join(dir, "l1/sub"), /\(ELOOP\)/],
+      [
+        join(dir, "dangling"),
+        /cannot create the data directory .*dangling: no directory can be made there \(ENOENT\)/,
+      ],
+    ] as const) {
+      expect(() => ensureDataDir(path)).toThrow(UsageError);
+      expect(() => ensureDataDir(path)).toThrow(re);
+    }
+  });
+
+  it("removes the parents it made when a deeper level fails", () => {
+    expect(() => ensureDataDir(join(dir, "new/deeper", "y".repeat(300), "z"))).toThrow(/ENAMETOOLONG/);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it.skipIf(!existsSync("/proc/self"))("refuses /proc/self/x (Node's recursive mkdir never returned)", () => {
+    expect(() => ensureDataDir("/proc/self/x")).toThrow(
+      /cannot create the data directory \/proc\/self\/x: no directory can be made there \(ENOENT\)/,
+    );
+  });
+
+  it.skipIf(!existsSync("/proc/self"))(
+    "a lock file that cannot be made in /proc/self is a UsageError",
+    async () => {
+      const store = new EmbeddedStore("/proc/self");
+      const err = await store.compareAndSet(0, initialLayout(16, nodes, { now: 0 })).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as Error).message).toMatch(
+        /cannot write in the data directory \/proc\/self: no file can be made there \(ENOENT\)/,
+      );
+    },
+  );
 });

@@ -1,0 +1,78 @@
+/**
+ * Reading a file the user named (an input, a trace, the config file, a value to store) with a
+ * bound: readFileSync alone would read /dev/zero or a never-ending pipe until memory runs out,
+ * and report a directory as an internal error; here each is a UsageError (exit 2) naming the file.
+ */
+import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { UsageError } from "./errors.js";
+import { formatBytes } from "./output.js";
+
+/** Largest input file read whole (a CSV, trace, matrix or plan file): far above any real one. */
+export const MAX_INPUT_BYTES = 256 * 1024 * 1024;
+
+/** Traces may be large: up to what V8 holds as one string (~512 MiB), less headroom. */
+export const MAX_TRACE_BYTES = 448 * 1024 * 1024;
+
+export interface ReadInputOptions {
+  /** The error once more than the limit has been read (default: "<what> <file> is larger than …"). */
+  tooLarge?: () => UsageError;
+}
+
+/**
+ * The bytes of an input file, at most `maxBytes`: reading stops at `maxBytes + 1`, so a device or
+ * pipe that never ends costs no more memory than the limit.
+ */
+export function readInputBytes(
+  file: string,
+  what: string,
+  maxBytes = MAX_INPUT_BYTES,
+  opts: ReadInputOptions = {},
+): Buffer {
+  let fd: number;
+  try {
+    if (statSync(file).isDirectory())
+      throw new UsageError(`${what} ${file} is a directory`, { hint: "give the file in it" });
+    fd = openSync(file, "r");
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT")
+      throw new UsageError(`cannot read ${what} ${file}: it does not exist`, { cause: err });
+    throw new UsageError(`cannot read ${what} ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(Math.min(1 << 20, maxBytes + 1 - total));
+      let n: number;
+      try {
+        n = readSync(fd, chunk, 0, chunk.length, null);
+      } catch (err) {
+        throw new UsageError(`cannot read ${what} ${file}: ${(err as Error).message}`, { cause: err });
+      }
+      if (n === 0) break;
+      chunks.push(chunk.subarray(0, n));
+      total += n;
+      if (total > maxBytes) {
+        if (opts.tooLarge) throw opts.tooLarge();
+        throw new UsageError(`${what} ${file} is larger than ${formatBytes(maxBytes)}`, {
+          hint: "split it, or check that it is the file you meant (a device or a pipe that never ends?)",
+        });
+      }
+    }
+    return Buffer.concat(chunks, total);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** readInputBytes decoded as UTF-8. */
+export function readInputText(
+  file: string,
+  what: string,
+  maxBytes = MAX_INPUT_BYTES,
+  opts: ReadInputOptions = {},
+): string {
+  return readInputBytes(file, what, maxBytes, opts).toString("utf8");
+}
