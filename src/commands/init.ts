@@ -24,29 +24,50 @@ export interface InitDeps {
   now: number;
 }
 
-/** Parses `id=host:port@zone` (address and zone optional: zone defaults round-robin over the configured zones). */
+/**
+ * A node's address: HOST:PORT, the host a name or IPv4 address (letters, digits, dots, hyphens)
+ * or an IPv6 address in brackets, the port 1–65535. No spaces or control characters.
+ */
+const ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})$/;
+
+/**
+ * Parses `id=host:port@zone,...`. The zone is required (a node put in a zone it was not given
+ * would be placed wrongly); the address may be left out (`id@zone`: a node named before it has
+ * one). Every problem names the entry, counted from 1.
+ */
 export function parseNodeSpecs(spec: string, zones: readonly string[]): NodeInfo[] {
-  const parts = spec
-    .split(",")
-    .map((s) => s.trim())
-    .filter(Boolean);
-  if (parts.length === 0) throw new UsageError("--nodes needs at least one node");
+  const parts = spec.split(",").map((s) => s.trim());
+  if (parts.every((p) => p === "")) throw new UsageError("--nodes needs at least one node");
+  const hint = "e.g. --nodes n1=10.0.0.1:7400@a,n2=10.0.0.2:7400@b";
   const nodes = parts.map((part, i) => {
-    const m = /^([^=@]+)(?:=([^@]+))?(?:@(.+))?$/.exec(part);
-    if (!m) throw new UsageError(`cannot read node ${JSON.stringify(part)}; expected id=host:port@zone`);
-    const [, id, address = "", zone = zones[i % zones.length]] = m;
-    if (!NODE_ID_PATTERN.test(id))
-      throw new UsageError(`node id ${JSON.stringify(id)} must match ${NODE_ID_PATTERN}`);
-    // an address, when given, is one an agent could listen on (a node may be named without one)
-    const port = /:(\d{1,5})$/.exec(address);
-    const host = port ? address.slice(0, port.index) : "";
-    const portNumber = port ? Number(port[1]) : 0;
-    if (address !== "" && (host === "" || host === "[]" || portNumber < 1 || portNumber > 65535))
-      throw new UsageError(`node ${id}: address ${JSON.stringify(address)} is not HOST:PORT (port 1–65535)`, {
-        hint: "e.g. --nodes n1=10.0.0.1:7400@a,n2=10.0.0.2:7400@b",
+    const entry = `--nodes entry ${i + 1}`;
+    if (part === "")
+      throw new UsageError(`${entry} is empty (two commas in a row, or one at an end)`, { hint });
+    const shown = JSON.stringify(part);
+    const at = part.lastIndexOf("@");
+    if (at < 0)
+      throw new UsageError(`${entry} ${shown} has no zone: expected id=host:port@zone`, {
+        hint: `configured zones: ${zones.join(", ")}`,
       });
+    const zone = part.slice(at + 1);
+    const head = part.slice(0, at);
+    const eq = head.indexOf("=");
+    const id = eq < 0 ? head : head.slice(0, eq);
+    const address = eq < 0 ? "" : head.slice(eq + 1);
+    if (!NODE_ID_PATTERN.test(id))
+      throw new UsageError(`${entry}: node id ${JSON.stringify(id)} must match ${NODE_ID_PATTERN}`, { hint });
+    // an address, when given, is one an agent could listen on (a node may be named without one)
+    if (eq >= 0) {
+      const m = ADDRESS.exec(address);
+      const port = m ? Number(m[1]) : 0;
+      if (!m || port < 1 || port > 65535)
+        throw new UsageError(
+          `${entry} (node ${id}): address ${JSON.stringify(address)} is not HOST:PORT (port 1–65535, no spaces)`,
+          { hint },
+        );
+    }
     if (!zones.includes(zone)) {
-      throw new UsageError(`node ${id}: zone ${JSON.stringify(zone)} is not configured`, {
+      throw new UsageError(`${entry} (node ${id}): zone ${JSON.stringify(zone)} is not configured`, {
         hint: `configured zones: ${zones.join(", ")}`,
       });
     }
@@ -127,7 +148,10 @@ export function registerInit(program: Command, ctx: CommandContext): void {
     .description(
       "write the initial layout (segments in equal contiguous shards over the nodes) into the location store",
     )
-    .option("--nodes <list>", "nodes as id=host:port@zone,... (default: one node per configured zone)")
+    .option(
+      "--nodes <list>",
+      "nodes as id=host:port@zone,... (the zone required; id@zone names a node without an address) (default: one node per configured zone)",
+    )
     .option("--shards-per-node <n>", "shards per node in the initial layout", "4")
     .option(
       "--force",
