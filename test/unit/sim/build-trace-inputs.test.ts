@@ -111,7 +111,7 @@ describe("simulate build-trace refuses what simulate would refuse", () => {
     const before = readdirSync(process.cwd()).filter((n) => n.startsWith(".tmp"));
     const r = await build("--requests", log("ok2.csv", "2024-01-01T00:00:01Z,b"), "--out", "");
     expect(r.code).toBe(2);
-    expect(r.err).toMatch(/--out is empty; nothing was written/);
+    expect(r.err).toMatch(/^error: --out is empty$/m);
     expect(r.err).not.toMatch(/rename/);
     expect(readdirSync(process.cwd()).filter((n) => n.startsWith(".tmp"))).toEqual(before);
   });
