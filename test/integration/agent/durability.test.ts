@@ -310,7 +310,11 @@ describe("agent durability", () => {
         },
       );
       expect(r.status, `${bad}: ${r.stderr}`).toBe(2);
-      expect(r.stderr).toMatch(/--windows-save-seconds must be a whole number from 0 to 86400/);
+      expect(r.stderr).toMatch(
+        bad === ""
+          ? /--windows-save-seconds is empty/
+          : /--windows-save-seconds must be a whole number from 0 to 86400/,
+      );
       expect(existsSync(dataDir)).toBe(false);
     }
   });
