@@ -36,6 +36,7 @@ import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Config } from "../config.js";
+import { nonPrintableAscii } from "../consul/address.js";
 import { initialLayout, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
@@ -110,9 +111,8 @@ export function checkAgentToken(token: string, source: string): string {
   if (/\s/.test(token)) {
     throw new UsageError(`${source} holds whitespace; an agent token is one word`, { hint: TOKEN_HINT });
   }
-  const odd = [...token].find((c) => c < "!" || c > "~");
-  if (odd !== undefined) {
-    const code = odd.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+  const code = nonPrintableAscii(token);
+  if (code !== undefined) {
     throw new UsageError(`${source} holds the character U+${code}; an agent token is printable ASCII`, {
       hint: TOKEN_HINT,
     });

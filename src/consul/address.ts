@@ -65,6 +65,16 @@ export function parseConsulAddr(addr: string, source = "CONSUL_HTTP_ADDR"): Cons
 }
 
 /**
+ * The first character of `text` outside printable ASCII (! to ~), as the hex
+ * digits of its code point ("000A", "00E9"), or undefined: what may go into a
+ * token header as it is (Consul's token, the agents' bearer token).
+ */
+export function nonPrintableAscii(text: string): string | undefined {
+  const odd = [...text].find((c) => c < "!" || c > "~");
+  return odd?.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+}
+
+/**
  * Refuses a token that cannot be sent as the X-Consul-Token header or that
  * Consul could never know: one word of printable ASCII. (Without this check a
  * newline in the token surfaced as "cannot reach Consul", exit 1.)
@@ -76,9 +86,8 @@ export function checkConsulToken(token: string, source = "CONSUL_HTTP_TOKEN"): v
     const where = /^\s|\s$/.test(token) ? "leading or trailing whitespace (a pasted newline?)" : "whitespace";
     throw new UsageError(`${source} holds ${where}; a Consul token is one word`, { hint });
   }
-  const odd = [...token].find((c) => c < "!" || c > "~");
-  if (odd !== undefined) {
-    const code = odd.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+  const code = nonPrintableAscii(token);
+  if (code !== undefined) {
     throw new UsageError(
       `${source} holds the character U+${code}, which no Consul token has (printable ASCII only)`,
       { hint },
