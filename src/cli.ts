@@ -1,6 +1,7 @@
 /**
  * Builds the commander program and runs it with one top-level error handler.
- * Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 precondition not met, 130 interrupted.
+ * Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 precondition not met, 130 interrupted
+ * (SIGINT), 143 interrupted (SIGTERM).
  */
 import { Command, CommanderError, Option } from "commander";
 import { createRequire } from "node:module";
@@ -55,6 +56,7 @@ Exit codes:
   3  precondition not met (store not initialised, stale plan, lock held); nothing was changed
   130  interrupted by Ctrl-C (migrate --apply, reshard --apply): the step in flight was
      rolled back or finished first; a second Ctrl-C exits at once
+  143  the same, stopped by SIGTERM
 
 Environment:
   SHARDCTL_CONFIG, SHARDCTL_DATA_DIR, SHARDCTL_STORE, SHARDCTL_SEGMENTS, SHARDCTL_ZONES,

@@ -17,6 +17,8 @@ export const ExitCode = {
    * ended) after it finished or undid the step in flight: see the command's help.
    */
   Interrupted: 130,
+  /** The same, stopped by SIGTERM (128 + 15). */
+  Terminated: 143,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -48,10 +50,13 @@ export class PreconditionError extends UserError {
   }
 }
 
-/** The command was interrupted (SIGINT) and stopped at a safe point. Exit code 130. */
+/**
+ * The command was interrupted (SIGINT, SIGTERM) and stopped at a safe point. Exit code 130
+ * (SIGINT), or 128 + the number of the signal that stopped it (143 for SIGTERM).
+ */
 export class InterruptedError extends UserError {
-  constructor(message: string, opts: { hint?: string; cause?: unknown } = {}) {
-    super(message, { ...opts, exitCode: ExitCode.Interrupted });
+  constructor(message: string, opts: { hint?: string; cause?: unknown; exitCode?: ExitCode } = {}) {
+    super(message, { ...opts, exitCode: opts.exitCode ?? ExitCode.Interrupted });
     this.name = "InterruptedError";
   }
 }

@@ -120,9 +120,10 @@ export async function runMigrate(
       return { applied: false, mapVersion: vm.version, moves, migrations: [], recovered: [] };
     }
     rpc = new AgentRpc({ token: resolveClientToken(config) });
-    // Ctrl-C from here: the step in flight ends at its next safe point, then exit 130
+    // Ctrl-C or SIGTERM from here: the step in flight ends at its next safe point, then exit 130 (143)
     interrupt = finishStepOnInterrupt(io.err);
     const interrupted = interrupt.reason;
+    const exitCode = interrupt.exitCode;
     // a coordinator that starts finishes what a dead one left (rolls forward or back)
     const recovered = (
       await recoverMigrations({ store, rpc, clock: systemClock, log: (s) => io.err.write(`${s}\n`) })
@@ -144,7 +145,10 @@ export async function runMigrate(
     const stopped = (why: string) =>
       new InterruptedError(
         `${why}: ${done.length} of ${moves.length} move(s) done${done.length ? ` (${done.map((r) => `${r.shard} → ${r.target}`).join(", ")})` : ""}; the rest not started`,
-        { hint: "`shardctl migrations` shows the journal; re-plan and run again for the rest" },
+        {
+          hint: "`shardctl migrations` shows the journal; re-plan and run again for the rest",
+          exitCode: exitCode(),
+        },
       );
     for (const [i, m] of moves.entries()) {
       const why = interrupted();
@@ -181,9 +185,9 @@ export async function runMigrate(
             )
       )
         .catch((err: unknown) => {
-          // stopped by the interrupt (rolled back), or failed while it was honoured: exit 130 all the same
+          // stopped by the interrupt (rolled back), or failed while it was honoured: exit 130 (143) all the same
           if (interrupted() && err instanceof UserError)
-            throw new InterruptedError(err.message, { hint: err.hint, cause: err });
+            throw new InterruptedError(err.message, { hint: err.hint, cause: err, exitCode: exitCode() });
           // the steps before this one are committed: "served as before" holds for this step only
           if (done.length === 0 || !(err instanceof UserError)) throw err;
           throw new UserError(
@@ -260,19 +264,20 @@ source is not where the map has the shard is refused (exit 2, naming the step,
 nothing applied). A step that fails later leaves the steps before it
 committed; the error says how many.
 
-Interrupting: the first Ctrl-C (SIGINT) stops at the next safe point: a
-move before its commit is rolled back (the source unfenced, the copy dropped,
-the journal record ended as aborted), one past its commit is finished (the
-target activated, the record ended as done); the moves after it are not
-started. A second Ctrl-C exits at once and leaves the migration in flight
-as it is: \`shardctl migrations --recover\` finishes it.
+Interrupting: the first Ctrl-C (SIGINT) or SIGTERM stops at the next safe
+point: a move before its commit is rolled back (the source unfenced, the copy
+dropped, the journal record ended as aborted), one past its commit is
+finished (the target activated, the record ended as done); the moves after
+it are not started. A second signal exits at once and leaves the migration
+in flight as it is: \`shardctl migrations --recover\` finishes it.
 
 Exit codes: 0 done, 1 aborted (the shard is still served by its source; with
 a plan, the steps before it stay committed), 2 bad usage (also a plan file
 that is damaged or whose steps do not fit the map, see above), 3 the plan is
 stale (the map moved on: re-plan), names a node that left, or moves a shard
 another migration is moving (nothing was started for it), 130 interrupted by
-Ctrl-C (the step in flight was rolled back or finished, as above).
+Ctrl-C, 143 by SIGTERM (the step in flight was rolled back or finished, as
+above).
 `;
 
 export const registerMigrate: RegisterCommand = (program: Command, ctx: CommandContext) => {

@@ -120,14 +120,14 @@ Examples:
   $ shardctl reshard --apply         # commit it (exit 3 if the layout changed meanwhile)
   $ shardctl reshard --json | jq '.diff.ops | length'
 
-Interrupting: on a cluster whose agents hold the data, the first Ctrl-C (SIGINT) during
---apply stops at the next safe point: a split or merge before its commit is rolled back,
-one past it is finished; the changes after it are not started. A second Ctrl-C exits at
-once (then run \`shardctl migrations --recover\`).
+Interrupting: on a cluster whose agents hold the data, the first Ctrl-C (SIGINT) or
+SIGTERM during --apply stops at the next safe point: a split or merge before its commit
+is rolled back, one past it is finished; the changes after it are not started. A second
+signal exits at once (then run \`shardctl migrations --recover\`).
 
 Exit codes: 0 done (or a dry run), 1 applied only in part, 3 not applied (the layout
 changed meanwhile, or another migration holds a shard; nothing was changed), 130
-interrupted by Ctrl-C (as above).`,
+interrupted by Ctrl-C, 143 by SIGTERM (as above).`,
     )
     .action(async (o: { apply: boolean; json: boolean }) => {
       const config = ctx.config();
@@ -166,7 +166,7 @@ interrupted by Ctrl-C (as above).`,
         const lsmm = lsmmFor(config, store, collected.windows);
         let executed = false;
         let stopHint: string | undefined;
-        // Ctrl-C while splits and merges run: the one in flight ends at its next safe point
+        // Ctrl-C or SIGTERM while splits and merges run: the one in flight ends at its next safe point
         const interrupt = o.apply ? finishStepOnInterrupt(ctx.io.err) : undefined;
         const result = await lsmm
           .triggerResharding({
@@ -200,7 +200,11 @@ interrupted by Ctrl-C (as above).`,
         if (why)
           throw new InterruptedError(
             failed?.message ?? `${why}: the change in flight was past its commit and finished`,
-            { hint: failed?.hint ?? "`shardctl migrations` shows the journal", cause: failed },
+            {
+              hint: failed?.hint ?? "`shardctl migrations` shows the journal",
+              cause: failed,
+              exitCode: interrupt?.exitCode(),
+            },
           );
         if (failed) throw failed;
       }

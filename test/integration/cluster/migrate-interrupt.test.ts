@@ -1,9 +1,10 @@
 /**
- * Ctrl-C during `shardctl migrate --apply` (a real process, real agents, the
- * embedded store). The coordinator is stopped at a phase boundary by a
- * failpoint, sent SIGINT, and continued: it must stop at its next safe point
- * — before the commit roll back (source unfenced, copy dropped, record
- * aborted), after it finish the activation (record done) — and exit 130. The
+ * Ctrl-C or SIGTERM during `shardctl migrate --apply` (a real process, real
+ * agents, the embedded store). The coordinator is stopped at a phase boundary
+ * by a failpoint, sent SIGINT or SIGTERM, and continued: it must stop at its
+ * next safe point — before the commit roll back (source unfenced, copy
+ * dropped, record aborted), after it finish the activation (record done) —
+ * and exit 130 (143 for SIGTERM). The
  * shard then serves reads and writes, with every acknowledged write. A second
  * SIGINT ends the process at once.
  */
@@ -105,13 +106,16 @@ async function record(shard: string) {
   return records.map((r) => r.record).filter((r) => r.shard === shard && !r.layout);
 }
 
-describe("Ctrl-C during migrate --apply", () => {
-  for (const [fp, index, outcome] of [
-    ["migrate.copying", 0, "aborted"],
-    ["migrate.fenced", 1, "aborted"],
-    ["migrate.committed", 2, "done"],
+describe("Ctrl-C or SIGTERM during migrate --apply", () => {
+  for (const [fp, index, outcome, sig, exit] of [
+    ["migrate.copying", 0, "aborted", "SIGINT", 130],
+    ["migrate.fenced", 1, "aborted", "SIGINT", 130],
+    ["migrate.committed", 2, "done", "SIGINT", 130],
+    // what a service manager, timeout(1) or a CI runner sends
+    ["migrate.fenced", 4, "aborted", "SIGTERM", 143],
+    ["migrate.committed", 5, "done", "SIGTERM", 143],
   ] as const) {
-    it(`at ${fp}: ${outcome === "done" ? "finishes the committed move" : "rolls back"}, ends the record ${outcome} and exits 130`, async () => {
+    it(`${sig} at ${fp}: ${outcome === "done" ? "finishes the committed move" : "rolls back"}, ends the record ${outcome} and exits ${exit}`, async () => {
       const { map } = readMapFile(dir);
       const sh = map.shards[index];
       const target = map.nodes.find((n) => n.id !== sh.node)!.id;
@@ -120,14 +124,18 @@ describe("Ctrl-C during migrate --apply", () => {
       const c = coordinator(sh.id, target, fp);
       try {
         await c.stopped();
-        // When Ctrl-C reaches the coordinator there
-        c.child.kill("SIGINT");
+        // When the signal reaches the coordinator there
+        c.child.kill(sig);
         c.child.kill("SIGCONT");
         const { code, signal } = await c.exited;
-        // Then it says what it does, and exits 130 (not killed by the signal)
+        // Then it says what it does, and exits 128 + the signal's number (not killed by the signal)
         expect(signal, c.err()).toBeNull();
-        expect(code, c.err()).toBe(130);
-        expect(c.err()).toMatch(/finishing the step in flight; press Ctrl-C again to exit now/);
+        expect(code, c.err()).toBe(exit);
+        expect(c.err()).toMatch(
+          sig === "SIGINT"
+            ? /SIGINT: finishing the step in flight; press Ctrl-C again to exit now/
+            : /SIGTERM: finishing the step in flight; send SIGTERM again to exit now/,
+        );
       } finally {
         if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL");
       }
