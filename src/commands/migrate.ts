@@ -4,7 +4,6 @@
  * shards with a two-phase cutover (src/cluster/migrate.ts), and its history.
  * Without --apply nothing changes: the moves are printed.
  */
-import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { AgentRpc } from "../cluster/agent-rpc.js";
 import { resolveClientToken } from "../cluster/local.js";
@@ -20,7 +19,7 @@ import { systemClock } from "../engine/ports.js";
 import { InterruptedError, PreconditionError, UsageError, UserError } from "../errors.js";
 import { formatBytes, printable, printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
-import { parsePositiveInt } from "./common.js";
+import { parsePositiveInt, readInputText } from "./common.js";
 import { MigrationProgress } from "./migrate-progress.js";
 import { finishStepOnInterrupt, type Interrupt } from "./interrupt.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
@@ -34,12 +33,30 @@ export interface MigrateCliOptions {
 }
 
 export interface MigrateResult {
+  /** Some move was committed (with an error: not all of them). */
   applied: boolean;
   mapVersion: number;
   moves: Move[];
   migrations: MigrationRecord[];
   /** Orphaned migrations this run finished first (recovery). */
   recovered: RecoveryReport[];
+  /** Why the moves stopped before the last one was done (`--json` prints it; the exit code is its). */
+  error?: { message: string; hint?: string; exitCode: number };
+}
+
+/**
+ * A failure (or an interrupt) of `migrate --apply` once its moves started: the
+ * error as the user sees it, with what was committed before it, so that
+ * `--json` can still say which moves are done.
+ */
+export class MigrateStoppedError extends UserError {
+  constructor(
+    err: UserError,
+    readonly result: MigrateResult,
+  ) {
+    super(err.message, { exitCode: err.exitCode, hint: err.hint, cause: err });
+    this.name = err.name;
+  }
 }
 
 export async function runMigrate(
@@ -54,15 +71,7 @@ export async function runMigrate(
       hint: "`shardctl migrate --shard shard-3 --to node-2 --apply`, or `shardctl migrate --apply plan.json`",
     });
   let plan: MigrationPlan | undefined;
-  if (opts.plan) {
-    let text: string;
-    try {
-      text = readFileSync(opts.plan, "utf8");
-    } catch (err) {
-      throw new UsageError(`cannot read ${opts.plan}: ${(err as Error).message}`);
-    }
-    plan = parsePlanFile(text, opts.plan);
-  }
+  if (opts.plan) plan = parsePlanFile(readInputText(opts.plan, "the plan file"), opts.plan);
   const store = await openStore(config);
   // made only for --apply: a dry run talks to no agent, so it needs no token
   let rpc: AgentRpc | undefined;
@@ -142,6 +151,18 @@ export async function runMigrate(
           },
         );
     const done: MigrationRecord[] = [];
+    // what --json reports when a move fails or the command is interrupted: the moves committed before
+    const stoppedWith = (err: unknown) =>
+      err instanceof UserError
+        ? new MigrateStoppedError(err, {
+            applied: done.length > 0,
+            mapVersion: vm.version,
+            moves,
+            migrations: done,
+            recovered,
+            error: { message: err.message, hint: err.hint, exitCode: err.exitCode },
+          })
+        : err;
     const stopped = (why: string) =>
       new InterruptedError(
         `${why}: ${done.length} of ${moves.length} move(s) done${done.length ? ` (${done.map((r) => `${r.shard} → ${r.target}`).join(", ")})` : ""}; the rest not started`,
@@ -150,61 +171,65 @@ export async function runMigrate(
           exitCode: exitCode(),
         },
       );
-    for (const [i, m] of moves.entries()) {
+    try {
+      for (const [i, m] of moves.entries()) {
+        const why = interrupted();
+        if (why) throw stopped(why);
+        const progress = new MigrationProgress(io.err, m.shard);
+        // "split then move": the new piece is built on the move's target in one step
+        const r = await (
+          m.split
+            ? executeLayoutChange(
+                {
+                  op: m.split.op,
+                  pieceNodes: { [m.split.piece]: m.target },
+                  planVersion: i === 0 && plan ? plan.mapVersion : undefined,
+                  lagThreshold: opts.lagThreshold,
+                },
+                { store, rpc, clock: systemClock, log: (s) => progress.log(s), interrupted },
+              )
+            : executeMigration(
+                {
+                  shard: m.shard,
+                  target: m.target,
+                  // only the first step is checked against the plan's version; each move changes the map
+                  planVersion: i === 0 && plan ? plan.mapVersion : undefined,
+                  lagThreshold: opts.lagThreshold,
+                  onProgress: (p) => progress.update(p),
+                },
+                {
+                  store,
+                  rpc,
+                  clock: systemClock,
+                  log: (s) => progress.log(s),
+                  interrupted,
+                },
+              )
+        )
+          .catch((err: unknown) => {
+            // stopped by the interrupt (rolled back), or failed while it was honoured: exit 130 (143) all the same
+            if (interrupted() && err instanceof UserError)
+              throw new InterruptedError(err.message, { hint: err.hint, cause: err, exitCode: exitCode() });
+            // the steps before this one are committed: "served as before" holds for this step only
+            if (done.length === 0 || !(err instanceof UserError)) throw err;
+            throw new UserError(
+              `step ${i + 1} of ${moves.length} (${m.shard}) failed after ${done.length} step(s) of the plan were committed: ${err.message}`,
+              {
+                exitCode: err.exitCode,
+                hint: `${err.hint ? `step ${i + 1}: ${err.hint}. ` : ""}Steps 1-${done.length} stay committed (\`shardctl migrations\` lists them); plan what is left again with \`shardctl plan --all --out FILE\``,
+                cause: err,
+              },
+            );
+          })
+          .finally(() => progress.stop());
+        done.push(r);
+      }
+      // the step in flight was past its commit: it finished; nothing was left to start
       const why = interrupted();
-      if (why) throw stopped(why);
-      const progress = new MigrationProgress(io.err, m.shard);
-      // "split then move": the new piece is built on the move's target in one step
-      const r = await (
-        m.split
-          ? executeLayoutChange(
-              {
-                op: m.split.op,
-                pieceNodes: { [m.split.piece]: m.target },
-                planVersion: i === 0 && plan ? plan.mapVersion : undefined,
-                lagThreshold: opts.lagThreshold,
-              },
-              { store, rpc, clock: systemClock, log: (s) => progress.log(s), interrupted },
-            )
-          : executeMigration(
-              {
-                shard: m.shard,
-                target: m.target,
-                // only the first step is checked against the plan's version; each move changes the map
-                planVersion: i === 0 && plan ? plan.mapVersion : undefined,
-                lagThreshold: opts.lagThreshold,
-                onProgress: (p) => progress.update(p),
-              },
-              {
-                store,
-                rpc,
-                clock: systemClock,
-                log: (s) => progress.log(s),
-                interrupted,
-              },
-            )
-      )
-        .catch((err: unknown) => {
-          // stopped by the interrupt (rolled back), or failed while it was honoured: exit 130 (143) all the same
-          if (interrupted() && err instanceof UserError)
-            throw new InterruptedError(err.message, { hint: err.hint, cause: err, exitCode: exitCode() });
-          // the steps before this one are committed: "served as before" holds for this step only
-          if (done.length === 0 || !(err instanceof UserError)) throw err;
-          throw new UserError(
-            `step ${i + 1} of ${moves.length} (${m.shard}) failed after ${done.length} step(s) of the plan were committed: ${err.message}`,
-            {
-              exitCode: err.exitCode,
-              hint: `${err.hint ? `step ${i + 1}: ${err.hint}. ` : ""}Steps 1-${done.length} stay committed (\`shardctl migrations\` lists them); plan what is left again with \`shardctl plan --all --out FILE\``,
-              cause: err,
-            },
-          );
-        })
-        .finally(() => progress.stop());
-      done.push(r);
+      if (why) throw stopped(`${why}; the migration in flight was past its commit and finished`);
+    } catch (err) {
+      throw stoppedWith(err);
     }
-    // the step in flight was past its commit: it finished; nothing was left to start
-    const why = interrupted();
-    if (why) throw stopped(`${why}; the migration in flight was past its commit and finished`);
     return { applied: true, mapVersion: vm.version, moves, migrations: done, recovered };
   } finally {
     interrupt?.remove();
@@ -271,6 +296,11 @@ finished (the target activated, the record ended as done); the moves after
 it are not started. A second signal exits at once and leaves the migration
 in flight as it is: \`shardctl migrations --recover\` finishes it.
 
+With --json, a run whose moves started prints its result on stdout even when
+it fails or is interrupted: "applied" (some move was committed),
+"migrations" (the committed moves' journal records) and "error" (message,
+hint, exitCode); the exit code is the error's.
+
 Exit codes: 0 done, 1 aborted (the shard is still served by its source; with
 a plan, the steps before it stay committed), 2 bad usage (also a plan file
 that is damaged or whose steps do not fit the map, see above), 3 the plan is
@@ -311,7 +341,11 @@ export const registerMigrate: RegisterCommand = (program: Command, ctx: CommandC
               o.lagThreshold === undefined ? undefined : parsePositiveInt(o.lagThreshold, "--lag-threshold"),
           },
           { config: ctx.config(), io: ctx.io },
-        );
+        ).catch((err: unknown) => {
+          // once moves have started, a script still learns which are committed (and why the rest is not)
+          if (o.json && err instanceof MigrateStoppedError) printJson(ctx.io, err.result);
+          throw err;
+        });
         if (o.json) printJson(ctx.io, r);
         else if (r.applied) printMigrations(ctx.io, r.migrations);
         else for (const m of r.moves) ctx.io.out.write(`${m.shard}\t${m.source} -> ${m.target}\n`);

@@ -9,9 +9,11 @@
  * SIGINT ends the process at once.
  */
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { MigrateResult } from "../../../src/commands/migrate.js";
+import { parsePlanFile, serialisePlanFile } from "../../../src/engine/plan-file.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { shardctlCommand } from "../../helpers/cli.js";
@@ -43,16 +45,17 @@ afterAll(async () => {
   await downLocalCluster(cli, dir);
 });
 
-/** `migrate --apply` of `shard` to `target`, stopped by the failpoint `fp`. */
+/** `migrate --apply --json` of `shard` to `target`, stopped by the failpoint `fp`. */
 function coordinator(shard: string, target: string, fp: string) {
   const { command, args } = shardctlCommand();
   const child = spawn(
     command,
-    [...args, "--data-dir", dir, "migrate", "--shard", shard, "--to", target, "--apply"],
+    [...args, "--data-dir", dir, "migrate", "--shard", shard, "--to", target, "--apply", "--json"],
     { env: { ...env, SHARDCTL_FAILPOINT: fp }, stdio: ["ignore", "pipe", "pipe"] },
   );
   let err = "";
-  child.stdout!.on("data", (d: Buffer) => (err += d.toString()));
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
     child.once("exit", (code, signal) => r({ code, signal })),
@@ -61,6 +64,8 @@ function coordinator(shard: string, target: string, fp: string) {
     child,
     exited,
     err: () => err,
+    /** What --json printed. */
+    json: () => JSON.parse(out) as MigrateResult,
     /** Waits until the failpoint stopped the process (state T: a signal sent before would be lost). */
     stopped: () =>
       until(
@@ -142,6 +147,14 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
       // and the journal record is ended
       const [r] = await record(sh.id);
       expect(r.phase, JSON.stringify(r)).toBe(outcome);
+      // --json still says what was done, and why the command stopped
+      const result = c.json();
+      expect(result.applied).toBe(outcome === "done");
+      expect(result.migrations.map((m) => [m.shard, m.phase])).toEqual(
+        outcome === "done" ? [[sh.id, "done"]] : [],
+      );
+      expect(result.error?.exitCode).toBe(exit);
+      expect(result.error?.message).toMatch(new RegExp(`interrupted \\(${sig}\\)`));
       // the shard is on the side the outcome says, served there
       const owner = readMapFile(dir).map.shards.find((s) => s.id === sh.id)!.node;
       expect(owner).toBe(outcome === "done" ? target : sh.node);
@@ -183,5 +196,55 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     const [r] = await record(sh.id);
     expect(r.phase).toBe("aborted");
     await expectServed(sh.id, acked, "int-3");
+  });
+
+  // last: it kills an agent
+  it("a plan whose second move fails: exit 1, and --json names the move that stays committed", async () => {
+    const { map } = readMapFile(dir);
+    const dead = "node-3";
+    const first = map.shards.find((s) => s.node === "node-1")!;
+    const second = map.shards.find((s) => s.node === "node-2")!;
+    const acked = new Map([
+      ...(await writeTo(first.id, "plan-a", 5)),
+      ...(await writeTo(second.id, "plan-b", 5)),
+    ]);
+    const made = await cli("plan", "--all", "--out", join(dir, "plan.json"));
+    expect(made.code, made.err).toBe(0);
+    const plan = parsePlanFile(readFileSync(join(dir, "plan.json"), "utf8"));
+    const move = (shard: string, source: string, target: string) => ({
+      kind: "move" as const,
+      shard,
+      source,
+      target,
+      bytes: 1,
+      benefitMs: 1,
+      costMs: 0,
+      netMs: 1,
+      copySeconds: 0,
+    });
+    writeFileSync(
+      join(dir, "two.json"),
+      serialisePlanFile({
+        ...plan,
+        steps: [move(first.id, "node-1", "node-2"), move(second.id, "node-2", dead)],
+      }),
+    );
+    // the second move's target is gone
+    process.kill(Number(readFileSync(join(dir, "local", dead, "agent.pid"), "utf8").trim()), "SIGKILL");
+    const r = await cli("migrate", "--apply", join(dir, "two.json"), "--json");
+    expect(r.code, r.err).toBe(1);
+    expect(r.err).toMatch(/step 2 of 2 \(shard-\d+\) failed after 1 step\(s\) of the plan were committed/);
+    const result = JSON.parse(r.out) as MigrateResult;
+    expect(result.applied).toBe(true);
+    expect(result.migrations.map((m) => [m.shard, m.target, m.phase])).toEqual([
+      [first.id, "node-2", "done"],
+    ]);
+    expect(result.error).toMatchObject({ exitCode: 1 });
+    expect(result.error!.message).toMatch(/step 2 of 2/);
+    // the map says the same: the first shard moved, the second stayed where it serves
+    const after = readMapFile(dir).map;
+    expect(after.shards.find((s) => s.id === first.id)!.node).toBe("node-2");
+    expect(after.shards.find((s) => s.id === second.id)!.node).toBe("node-2");
+    for (const [k, v] of acked) expect((await cli("get", k)).out).toBe(v);
   });
 });
