@@ -231,11 +231,17 @@ export function simulate(
       const p = new PlannedPolicy(w, structuredClone(initial), name, forecast);
       const next = new Int32Array(opts.segmentCount);
       for (let j = 0; j < w.nI; j++) {
-        p.decide(j + 1);
-        p.nextPlacement(j + 1, next);
+        // the boundary at the trace's end is not decided and no cutover is carried out there: a move
+        // after the last interval serves nothing of the trace (it would count a migration for
+        // predicting what comes after, which reacting to it after the end never pays)
+        const inside = j + 1 < w.nI;
+        if (inside) {
+          p.decide(j + 1);
+          p.nextPlacement(j + 1, next);
+        } else next.set(p.nodeOfSeg);
         opts.onPlacement?.(name, j, p.nodeOfSeg);
         p.replay.interval(j, p.nodeOfSeg, next);
-        p.commit(j + 1);
+        if (inside) p.commit(j + 1);
       }
       opts.onLatencies?.(name, p.replay.lat);
       result.policies[name] = p.replay.result();

@@ -143,6 +143,28 @@ describe("simulate", () => {
     expect(late[14]).toBe(1);
   });
 
+  it("carries out no cutover at the trace's end: a move there would serve none of it", () => {
+    // one key read once a second from zone a, from zone c from the start of interval `switchAt` on
+    const migrations = (switchAt: number) => {
+      const lines: string[] = [];
+      for (let s = 0; s < 20 * 60; s++)
+        lines.push(`${START + s * 1000},k,read,${s < switchAt * 60 ? "a" : "c"}`);
+      const t = parseTrace(lines.join("\n"), Z);
+      const r = simulate(t, latency, undefined, {
+        ...small,
+        horizonIntervals: 1,
+        cooldownIntervals: 0,
+        policies: ["reactive"],
+      }).policies.reactive!;
+      return { migrations: r.migrations, bytes: r.bytes_moved };
+    };
+    const never = migrations(20);
+    // a change seen in interval 18 is followed at b_19, inside the trace: one more move
+    expect(migrations(18).migrations).toBe(never.migrations + 1);
+    // one seen in the last interval would be followed at the trace's end: no move, nothing counted
+    expect(migrations(19)).toEqual(never);
+  });
+
   it("a burst the forecast missed gets the reactive check, even with the zone mix the profile expects", () => {
     // 10 accesses a minute (80% from zone c, 10% each from a and b) for 40 minutes, then 100 a
     // minute in the same mix, and a forecaster that always says 10: the shares are as expected,
