@@ -9,7 +9,6 @@ import {
   existsSync,
   lstatSync,
   mkdirSync,
-  readdirSync,
   readFileSync,
   readlinkSync,
   symlinkSync,
@@ -18,6 +17,7 @@ import {
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
 import { runProcess } from "../../helpers/cli.js";
+import { expectRefused, tree } from "../../helpers/hostile-paths.js";
 import { tempDirs } from "../../helpers/temp-dirs.js";
 
 const newDir = tempDirs("shardctl-badpaths-");
@@ -35,19 +35,8 @@ beforeEach(() => {
   writeFileSync(join(dir, "series/load.csv"), s.join("\n") + "\n");
 });
 
-/** Every file and directory under `root`, relative, sorted: what a failure must not change. */
-function tree(root: string): string[] {
-  return readdirSync(root, { recursive: true, encoding: "utf8" }).sort();
-}
-
 function expectUsageError(args: string[], naming: string, e: NodeJS.ProcessEnv = env()) {
-  const before = tree(dir);
-  const r = runProcess(args, { cwd: dir, env: e });
-  expect(r.stderr, args.join(" ")).not.toMatch(/internal error|\n\s+at /);
-  expect(r.status, `${args.join(" ")}\n${r.stderr}`).toBe(2);
-  expect(r.stderr).toMatch(/^error: /m);
-  expect(r.stderr).toContain(naming);
-  expect(tree(dir), args.join(" ")).toEqual(before);
+  const r = expectRefused(dir, args, naming, { env: e });
   expect(readFileSync(join(dir, "afile"), "utf8")).toBe("keep me");
   return r;
 }
