@@ -40,3 +40,18 @@ describe("CONSUL_HTTP_TOKEN_FILE", () => {
     });
   }
 });
+
+describe("deploy --inventory", () => {
+  // named as resolved: the inventory's directory is where relative key files are found
+  for (const [what, file, naming] of [
+    ["/dev/zero", "/dev/zero", () => "the inventory /dev/zero is larger than 1 MiB"],
+    ["a directory", "somedir", () => `the inventory ${join(dir, "somedir")} is a directory`],
+  ] as const) {
+    it(`${what}: exit 2 naming the inventory, before anything else`, () => {
+      expectRefused(dir, ["deploy", "--inventory", file], naming(), {
+        env: env({ SHARDCTL_TOKEN: "t0k" }),
+        timeoutMs,
+      });
+    });
+  }
+});
