@@ -183,3 +183,27 @@ describe("the local cluster's files", () => {
     expect(statSync(join(local(), "token")).mode & 0o777).toBe(0o755);
   });
 });
+
+describe("--known-hosts", () => {
+  // before any node is reached: a directory was reported as "n1: EISDIR" (exit 1) with a hint about
+  // the inventory, and /dev/zero was read without end
+  for (const [what, file, naming] of [
+    ["/dev/zero", "/dev/zero", () => "the known_hosts file /dev/zero is larger than 16 MiB"],
+    ["a directory", "somedir", () => `the known_hosts file ${join(dir, "somedir")} is a directory`],
+  ] as const) {
+    it(`${what}: node status exits 2 naming it, reaching no node`, () => {
+      writeFileSync(
+        join(dir, "inventory.yaml"),
+        "nodes:\n  - id: n1\n    host: 127.0.0.1\n    port: 1\n    zone: a\n    user: u\n    keyFile: key\n",
+      );
+      writeFileSync(join(dir, "key"), "");
+      const r = expectRefused(
+        dir,
+        ["node", "status", "n1", "--inventory", "inventory.yaml", "--known-hosts", file],
+        naming(),
+        { env: env(), timeoutMs },
+      );
+      expect(r.stderr).toMatch(/^hint: .*--known-hosts FILE/m);
+    });
+  }
+});
