@@ -12,10 +12,11 @@
  *   the key to known_hosts.
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
-import { appendFileSync, existsSync, mkdirSync } from "node:fs";
+import { appendFileSync, existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { UsageError } from "../errors.js";
+import { makeDirsFor } from "../fs-paths.js";
 import { readInputBytes } from "../input-file.js";
 
 export interface KnownHostEntry {
@@ -248,7 +249,13 @@ export function verifyHostKey(
     );
   }
   const line = `${name} ${keyType} ${keyBlob.toString("base64")}`;
-  mkdirSync(dirname(policy.knownHostsFile), { recursive: true, mode: 0o700 });
+  // not mkdirSync's recursive: a path through a file is a raw ENOTDIR, and /proc/self/x never returns
+  makeDirsFor(
+    dirname(policy.knownHostsFile),
+    "the directory of the known_hosts file",
+    KNOWN_HOSTS_HINT,
+    0o700,
+  );
   const current = readKnownHosts(policy.knownHostsFile);
   const sep = current.length > 0 && current[current.length - 1] !== 0x0a ? "\n" : "";
   appendFileSync(policy.knownHostsFile, sep + line + "\n", { mode: 0o600 });

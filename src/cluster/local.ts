@@ -41,7 +41,8 @@ import { initialLayout, NODE_ID_PATTERN, type NodeInfo } from "../engine/locatio
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
 import { readInputText } from "../input-file.js";
-import { dataDirError, firstNonDirectory, makeDirs, processAlive, writeAtomic } from "../store/embedded.js";
+import { firstNonDirectory, makeDirs } from "../fs-paths.js";
+import { dataDirError, processAlive, writeAtomic } from "../store/embedded.js";
 import { AgentRpc, splitAddress } from "./agent-rpc.js";
 
 export interface LocalNode extends NodeInfo {

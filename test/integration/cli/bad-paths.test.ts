@@ -189,3 +189,23 @@ describe("a data directory that cannot be made", () => {
     }
   }
 });
+
+describe("deploy building its bundle where a file is in the way", () => {
+  it("<dataDir>/deploy a regular file: exit 2 naming it, not an internal error; the file kept", () => {
+    // mkdirSync's recursive threw EEXIST, printed as an internal error with its stack
+    expect(runProcess(["init"], { cwd: dir, env: env() }).status).toBe(0);
+    writeFileSync(join(dir, "data/deploy"), "not a directory");
+    writeFileSync(
+      join(dir, "inventory.yaml"),
+      "nodes:\n  - id: n1\n    host: 127.0.0.1\n    port: 1\n    zone: a\n    user: u\n    keyFile: key\n",
+    );
+    writeFileSync(join(dir, "key"), "");
+    const r = expectUsageError(
+      ["deploy", "--inventory", "inventory.yaml", "--known-hosts", "kh"],
+      `cannot create the directory for the agent bundle ${join(dir, "data/deploy")}`,
+      { ...env(), SHARDCTL_TOKEN: "t0k" },
+    );
+    expect(r.stderr).toMatch(/data\/deploy exists and is not a directory/);
+    expect(readFileSync(join(dir, "data/deploy"), "utf8")).toBe("not a directory");
+  });
+});

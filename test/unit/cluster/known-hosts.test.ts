@@ -260,3 +260,43 @@ describe("a known_hosts file that is not one", () => {
     expect(readFileSync(big, "utf8")).toHaveLength(16 * 1024 * 1024 + 1);
   });
 });
+
+describe("--accept-new-host-keys into a known_hosts path that cannot be made", () => {
+  // mkdirSync's recursive threw a raw ENOTDIR / ENAMETOOLONG, and never returned for /proc/self/x
+  const cases: [string, () => string, RegExp][] = [
+    [
+      "a path through a regular file",
+      () => join(file("kh-afile", "x"), "known_hosts"),
+      /kh-afile exists and is not a directory/,
+    ],
+    ["a name too long", () => join(dir, "a".repeat(300), "known_hosts"), /too long \(ENAMETOOLONG\)/],
+  ];
+  if (process.platform === "linux")
+    cases.push([
+      "a place where no directory can be made",
+      () => "/proc/self/x/known_hosts",
+      /no directory can be made there \(ENOENT\)/,
+    ]);
+  for (const [what, path, re] of cases) {
+    it(`${what}: a UsageError naming the directory, nothing accepted`, () => {
+      const f = path();
+      const accepted: string[] = [];
+      let err: unknown;
+      try {
+        verifyHostKey(
+          "h",
+          22,
+          keys.ed.blob,
+          policy(f, { acceptNew: true, onAccepted: (l) => accepted.push(l) }),
+        );
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as UsageError).message).toMatch(/^cannot create the directory of the known_hosts file /);
+      expect((err as UsageError).message).toMatch(re);
+      expect((err as UsageError).hint).toMatch(/--known-hosts FILE/);
+      expect(accepted).toEqual([]);
+    });
+  }
+});
