@@ -4,7 +4,7 @@
  * (or the path in --config / SHARDCTL_CONFIG). Validated with zod; a wrong
  * type is a UsageError naming the field and the file.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
@@ -247,15 +247,28 @@ function refuseEmptyEnv(env: NodeJS.ProcessEnv, name: string): void {
     });
 }
 
-/** Consul's own CONSUL_HTTP_TOKEN_FILE: the token is the file's content, surrounding whitespace dropped. */
+/** A Consul ACL token is a UUID; its file holds little more (a newline, a comment at most). */
+export const MAX_TOKEN_FILE_BYTES = 64 * 1024;
+
+const TOKEN_FILE_HINT = "point it at a readable file holding the Consul ACL token, or set CONSUL_HTTP_TOKEN";
+
+/**
+ * Consul's own CONSUL_HTTP_TOKEN_FILE: the token is the file's content, surrounding whitespace
+ * dropped. Read with a bound: the variable pointing at /dev/zero or a pipe is refused at once.
+ */
 function readConsulTokenFile(file: string): string {
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
-  } catch (err) {
-    throw new UsageError(`CONSUL_HTTP_TOKEN_FILE ${file} cannot be read: ${(err as Error).message}`, {
-      hint: "point it at a readable file holding the Consul ACL token, or set CONSUL_HTTP_TOKEN",
+    text = readInputText(file, "CONSUL_HTTP_TOKEN_FILE", MAX_TOKEN_FILE_BYTES, {
+      tooLarge: () =>
+        new UsageError(
+          `CONSUL_HTTP_TOKEN_FILE ${file} is larger than 64 KiB: it does not hold a token (a device, or another file?)`,
+        ),
     });
+  } catch (err) {
+    // readInputText's message names the file; the hint says what the variable is for
+    if (!(err instanceof UsageError)) throw err;
+    throw new UsageError(err.message, { hint: TOKEN_FILE_HINT, cause: err });
   }
   const token = text.trim();
   if (!token || /\s/.test(token))

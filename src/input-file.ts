@@ -4,7 +4,7 @@
  * and report a directory as an internal error; here each is a UsageError (exit 2) naming the file.
  */
 import { closeSync, openSync, readSync, statSync } from "node:fs";
-import { UsageError } from "./errors.js";
+import { UsageError, type UserError } from "./errors.js";
 import { formatBytes } from "./output.js";
 
 /** Largest input file read whole (a CSV, trace, matrix or plan file): far above any real one. */
@@ -15,7 +15,7 @@ export const MAX_TRACE_BYTES = 448 * 1024 * 1024;
 
 export interface ReadInputOptions {
   /** The error once more than the limit has been read (default: "<what> <file> is larger than …"). */
-  tooLarge?: () => UsageError;
+  tooLarge?: () => UserError;
 }
 
 /**

@@ -8,10 +8,11 @@
  * be passed instead with `deploy --bundle FILE`.
  */
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UsageError, UserError } from "../errors.js";
+import { makeDirsFor } from "../fs-paths.js";
 
 export interface Bundle {
   path: string;
@@ -91,7 +92,12 @@ export async function buildBundle(outFile: string, entry: string = defaultEntry(
       hint: "pass a prebuilt bundle with --bundle FILE (built from a checkout with `npm ci`)",
     });
   }
-  mkdirSync(dirname(outFile), { recursive: true });
+  // the bundle goes under the data directory: a file in the way is a usage error, not a stack
+  makeDirsFor(
+    dirname(outFile),
+    "the directory for the agent bundle",
+    "move what is in the way, give another -d/--data-dir, or pass a prebuilt bundle with --bundle FILE",
+  );
   const result = await esbuild.build({
     entryPoints: [entry],
     outfile: outFile,

@@ -1843,6 +1843,13 @@ export async function connectOrExplain(
   } catch (err) {
     if (err instanceof HostKeyError)
       throw new UserError(`${node.id}: ${err.message}`, { hint: err.hint, cause: err });
+    // the known_hosts file refused (changed since the command checked it): its own hint
+    if (err instanceof UserError)
+      throw new UserError(`${node.id}: ${err.message}`, {
+        hint: err.hint,
+        exitCode: err.exitCode,
+        cause: err,
+      });
     throw new UserError(`${node.id}: ${(err as Error).message}`, {
       hint: "check host, port, user and keyFile in the inventory",
     });

@@ -5,13 +5,13 @@
  * reported naming the node and the field (`node n2 (nodes[1]).keyFile: ...`).
  * See docs/DEPLOY.md for the format.
  */
-import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, posix, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { NODE_ID_PATTERN } from "../engine/location-map.js";
 import { UsageError } from "../errors.js";
+import { readInputText } from "../input-file.js";
 
 export const DEFAULT_AGENT_PORT = 7400;
 export const DEFAULT_DATA_DIR = "/var/lib/shardctl";
@@ -270,18 +270,26 @@ export function parseInventory(text: string, source: string, opts: ParseInventor
   return { source, nodes };
 }
 
+/** An inventory is a few lines per node: reading stops past this (--inventory /dev/zero must not fill memory). */
+export const MAX_INVENTORY_BYTES = 1024 * 1024;
+
 export function loadInventory(file: string, opts: ParseInventoryOptions = {}): Inventory {
   const path = resolve(file);
   let text: string;
   try {
-    text = readFileSync(path, "utf8");
+    text = readInputText(path, "the inventory", MAX_INVENTORY_BYTES, {
+      tooLarge: () =>
+        new UsageError(
+          `the inventory ${path} is larger than 1 MiB, far more than an inventory holds (a device, or another file?)`,
+        ),
+    });
   } catch (err) {
-    throw new UsageError(
-      `cannot read the inventory ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      {
-        hint: "pass the inventory with --inventory FILE (default: ./inventory.yaml)",
-      },
-    );
+    // readInputText's message names the file; the hint says where an inventory comes from
+    if (!(err instanceof UsageError)) throw err;
+    throw new UsageError(err.message, {
+      hint: "pass the inventory with --inventory FILE (default: ./inventory.yaml)",
+      cause: err,
+    });
   }
   return parseInventory(text, path, { baseDir: resolve(path, ".."), ...opts });
 }

@@ -12,9 +12,12 @@
  *   the key to known_hosts.
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync, existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
+import { UsageError } from "../errors.js";
+import { makeDirsFor } from "../fs-paths.js";
+import { readInputBytes } from "../input-file.js";
 
 export interface KnownHostEntry {
   marker?: "@revoked" | "@cert-authority";
@@ -142,10 +145,33 @@ export interface HostKeyPolicy {
 
 export type HostKeyDecision = "known" | "pinned" | "accepted";
 
+/** Far above any real known_hosts (a line is under 1 KiB): reading stops past this. */
+export const MAX_KNOWN_HOSTS_BYTES = 16 * 1024 * 1024;
+
+const KNOWN_HOSTS_HINT = "give the known_hosts file with --known-hosts FILE (default: ~/.ssh/known_hosts)";
+
+/**
+ * The known_hosts file's bytes (empty when there is none), read with a bound: a directory, or
+ * /dev/zero given as --known-hosts, is a UsageError naming the file rather than a read without end.
+ */
+export function readKnownHosts(file: string): Buffer {
+  if (!existsSync(file)) return Buffer.alloc(0);
+  try {
+    return readInputBytes(file, "the known_hosts file", MAX_KNOWN_HOSTS_BYTES, {
+      tooLarge: () =>
+        new UsageError(
+          `the known_hosts file ${file} is larger than 16 MiB, far more than host keys take (a device, or another file?)`,
+        ),
+    });
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    throw new UsageError(err.message, { hint: KNOWN_HOSTS_HINT, cause: err });
+  }
+}
+
 /** The known_hosts entries for a host (not @cert-authority lines). */
 export function entriesFor(file: string, host: string, port: number): KnownHostEntry[] {
-  if (!existsSync(file)) return [];
-  return parseKnownHosts(readFileSync(file, "utf8")).filter(
+  return parseKnownHosts(readKnownHosts(file).toString("utf8")).filter(
     (e) => e.marker !== "@cert-authority" && entryMatchesHost(e.hosts, host, port),
   );
 }
@@ -223,8 +249,14 @@ export function verifyHostKey(
     );
   }
   const line = `${name} ${keyType} ${keyBlob.toString("base64")}`;
-  mkdirSync(dirname(policy.knownHostsFile), { recursive: true, mode: 0o700 });
-  const current = existsSync(policy.knownHostsFile) ? readFileSync(policy.knownHostsFile) : Buffer.alloc(0);
+  // not mkdirSync's recursive: a path through a file is a raw ENOTDIR, and /proc/self/x never returns
+  makeDirsFor(
+    dirname(policy.knownHostsFile),
+    "the directory of the known_hosts file",
+    KNOWN_HOSTS_HINT,
+    0o700,
+  );
+  const current = readKnownHosts(policy.knownHostsFile);
   const sep = current.length > 0 && current[current.length - 1] !== 0x0a ? "\n" : "";
   appendFileSync(policy.knownHostsFile, sep + line + "\n", { mode: 0o600 });
   policy.onAccepted?.(line);

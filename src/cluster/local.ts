@@ -37,10 +37,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Config } from "../config.js";
 import { nonPrintableAscii } from "../consul/address.js";
-import { initialLayout, type NodeInfo } from "../engine/location-map.js";
+import { initialLayout, NODE_ID_PATTERN, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
-import { dataDirError, firstNonDirectory, makeDirs, processAlive, writeAtomic } from "../store/embedded.js";
+import { readInputText } from "../input-file.js";
+import { firstNonDirectory, makeDirs } from "../fs-paths.js";
+import { dataDirError, processAlive, writeAtomic } from "../store/embedded.js";
 import { AgentRpc, splitAddress } from "./agent-rpc.js";
 
 export interface LocalNode extends NodeInfo {
@@ -127,20 +129,45 @@ export function resolveClientToken(config: Config): string {
   if (config.agent.token !== undefined)
     return checkAgentToken(config.agent.token, "the agent token (agent.token or SHARDCTL_TOKEN)");
   const file = localTokenPath(config.dataDir);
-  if (existsSync(file)) return checkAgentToken(readFileSync(file, "utf8").trim(), `the token file ${file}`);
+  if (existsSync(file)) return readLocalToken(file);
   throw new PreconditionError("no agent token is configured", {
     hint: "set SHARDCTL_TOKEN or agent.token, or start a local cluster with `shardctl up --local`",
   });
 }
 
-function ensureToken(dataDir: string): string {
+/** The local token is 64 hex digits and a newline: reading stops past this (a token file that is /dev/zero). */
+const MAX_LOCAL_TOKEN_BYTES = 64 * 1024;
+
+/** The local cluster's token, read with a bound; a directory, a device or a bad token is a UsageError naming the file. */
+function readLocalToken(file: string): string {
+  let text: string;
+  try {
+    text = readInputText(file, "the token file", MAX_LOCAL_TOKEN_BYTES, {
+      tooLarge: () =>
+        new UsageError(
+          `the token file ${file} is larger than 64 KiB: it does not hold the local cluster's token`,
+        ),
+    });
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    throw new UsageError(err.message, {
+      hint: "`shardctl up --local` writes this file (one word, mode 0600): move what is there away and run it again (clients may use SHARDCTL_TOKEN instead)",
+      cause: err,
+    });
+  }
+  return checkAgentToken(text.trim(), `the token file ${file}`);
+}
+
+/** The local token file, made if missing; its token is checked before its mode is set (not on a directory). */
+function ensureToken(dataDir: string): { file: string; token: string } {
   const file = localTokenPath(dataDir);
   if (!existsSync(file)) {
     makeDir(localDir(dataDir));
     writeFileSync(file, randomBytes(32).toString("hex") + "\n", { mode: 0o600, flag: "wx" });
   }
+  const token = readLocalToken(file);
   chmodSync(file, 0o600);
-  return file;
+  return { file, token };
 }
 
 /** mkdir -p (mode 0700), with a clean error when part of the path is a file or cannot be written. */
@@ -167,20 +194,62 @@ function makeDir(dir: string): void {
   }
 }
 
+/** cluster.json lists at most 64 nodes in a few lines each: reading stops past this. */
+const MAX_CLUSTER_FILE_BYTES = 1024 * 1024;
+
+/**
+ * The nodes in cluster.json, checked: a file that is damaged (not JSON, truncated), not a list of
+ * nodes, a directory or a device is a PreconditionError naming it and saying what to do, before
+ * anything is started, stopped or removed.
+ */
 function readClusterNodes(clusterFile: string): NodeInfo[] {
-  let nodes: unknown;
+  const what = "the local cluster's node list";
+  const refuse = (message: string, cause?: unknown) =>
+    new PreconditionError(`${message}; nothing was changed`, {
+      hint:
+        `if no agent of this local cluster runs, remove ${clusterFile} (\`shardctl up --local\` writes it again); ` +
+        `if some run (their pids are in ${dirname(clusterFile)}/<node>/agent.pid), stop them with kill first, ` +
+        'or restore the file: {"nodes": [{"id": "node-1", "address": "127.0.0.1:7401", "zone": "a"}, ...]}',
+      cause,
+    });
+  const damaged = (why: string, cause?: unknown) => refuse(`${what} ${clusterFile} ${why}`, cause);
+  let text: string;
   try {
-    nodes = (JSON.parse(readFileSync(clusterFile, "utf8")) as { nodes?: unknown }).nodes;
+    text = readInputText(clusterFile, what, MAX_CLUSTER_FILE_BYTES, {
+      tooLarge: () => damaged("is larger than 1 MiB: it is not one shardctl wrote"),
+    });
   } catch (err) {
-    throw new PreconditionError(`cannot read ${clusterFile}: ${(err as Error).message}`, {
-      hint: "stop its agents by their pid files, then remove the file and run `shardctl up --local` again",
-      cause: err,
-    });
+    // a directory, a file that cannot be opened: readInputText's message names it
+    if (err instanceof UsageError) throw refuse(err.message, err);
+    throw err;
   }
-  if (!Array.isArray(nodes) || nodes.length === 0)
-    throw new PreconditionError(`${clusterFile} lists no nodes`, {
-      hint: "remove the file and run `shardctl up --local` again",
-    });
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw damaged("is not valid JSON (damaged or truncated)", err);
+  }
+  const nodes = (parsed as { nodes?: unknown } | null)?.nodes;
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || !Array.isArray(nodes))
+    throw damaged('does not hold {"nodes": [...]}');
+  if (nodes.length === 0) throw damaged("lists no nodes");
+  const ids = new Set<string>();
+  nodes.forEach((n: unknown, i) => {
+    const { id, address, zone } = (n ?? {}) as Partial<Record<keyof NodeInfo, unknown>>;
+    const where = `nodes[${i}]`;
+    if (typeof id !== "string" || !NODE_ID_PATTERN.test(id))
+      throw damaged(`has no valid node id at ${where} (letters, digits, _ . - expected)`);
+    if (ids.has(id)) throw damaged(`lists the node ${id} twice`);
+    ids.add(id);
+    let addressOk = typeof address === "string";
+    try {
+      if (addressOk) splitAddress(address as string);
+    } catch {
+      addressOk = false;
+    }
+    if (!addressOk) throw damaged(`has no valid address (HOST:PORT) for the node ${id} at ${where}`);
+    if (typeof zone !== "string" || zone === "") throw damaged(`has no zone for the node ${id} at ${where}`);
+  });
   return nodes as NodeInfo[];
 }
 
@@ -234,11 +303,29 @@ function pidFile(dataDir: string, node: string): string {
   return join(localDir(dataDir), node, "agent.pid");
 }
 
+/** A pid file holds a number and a newline: reading stops past this. */
+const MAX_PID_FILE_BYTES = 4096;
+
+/** A pid file's text, read with a bound; a directory or a device there is a PreconditionError naming it. */
+function readPidFile(file: string, node: string): string {
+  try {
+    return readInputText(file, "the pid file", MAX_PID_FILE_BYTES, {
+      tooLarge: () => new UsageError(`the pid file ${file} is larger than 4 KiB: it holds no pid`),
+    });
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    throw new PreconditionError(`${err.message}; nothing was changed`, {
+      hint: `if the agent ${node} does not run, remove ${file} (\`shardctl up --local\` writes it again)`,
+      cause: err,
+    });
+  }
+}
+
 /** The pid in a node's pid file if that process is alive and is a shardctl agent for this node. */
 export function runningPid(dataDir: string, node: string): number | undefined {
   const file = pidFile(dataDir, node);
   if (!existsSync(file)) return undefined;
-  const pid = Number(readFileSync(file, "utf8").trim());
+  const pid = Number(readPidFile(file, node).trim());
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   if (!processAlive(pid)) return undefined;
   // a recycled pid must not be mistaken for our agent
@@ -317,8 +404,7 @@ export async function localUp(
       },
     );
   }
-  const tokenFile = ensureToken(dataDir);
-  const token = readFileSync(tokenFile, "utf8").trim();
+  const { file: tokenFile, token } = ensureToken(dataDir);
   makeDir(localDir(dataDir));
   const rpc = new AgentRpc({ token, timeoutMs: 5000 });
   const started: Started[] = [];
@@ -584,21 +670,22 @@ export async function localDown(
   const result: LocalDownResult = { stopped: [], killed: [], notRunning: [] };
   if (!existsSync(clusterFile)) return result;
   const nodes = readClusterNodes(clusterFile);
+  // every file read (and checked) before anything is changed: a refused `down` stops and removes nothing
+  const running = nodes.map((n) => ({ id: n.id, pid: runningPid(dataDir, n.id) }));
   if (config.store === "consul") {
     const { deregisterLocalAgentServices } = await import("../consul/local-services.js");
     const failed = await deregisterLocalAgentServices(config, nodes);
     for (const f of failed) log(`could not deregister ${f.node} from Consul: ${f.error}`);
   }
   const pids = new Map<string, number>();
-  for (const n of nodes) {
-    const pid = runningPid(dataDir, n.id);
+  for (const { id, pid } of running) {
     if (pid === undefined) {
-      result.notRunning.push(n.id);
-      rmSync(pidFile(dataDir, n.id), { force: true });
+      result.notRunning.push(id);
+      rmSync(pidFile(dataDir, id), { force: true });
       continue;
     }
     process.kill(pid, "SIGTERM");
-    pids.set(n.id, pid);
+    pids.set(id, pid);
   }
   const deadline = Date.now() + timeoutMs;
   for (const [id, pid] of pids) {

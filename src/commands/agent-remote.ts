@@ -31,9 +31,9 @@ export async function runNodeCommand(
   const config = ctx.config();
   const [node] = selectNodes(inventoryFor(opts, config, ctx.env), [nodeId]);
   const lines = opts.lines === undefined ? undefined : parsePositiveInt(opts.lines, "--lines");
+  const hostKeys = hostKeysFor(opts, ctx.env);
   const log = (m: string) => ctx.io.err.write(m + "\n");
-  const control = () =>
-    runNodeControl(action, node, { hostKeys: hostKeysFor(opts, ctx.env), lines }, { log });
+  const control = () => runNodeControl(action, node, { hostKeys, lines }, { log });
   // what changes a node's agent takes the deploy lock, as deploy does; status and logs only look
   const r =
     action === "status" || action === "logs"

@@ -29,7 +29,7 @@ import {
   type DeployLock,
   type LockingCommand,
 } from "../cluster/deploy-lock.js";
-import { defaultKnownHostsFile } from "../cluster/known-hosts.js";
+import { defaultKnownHostsFile, readKnownHosts } from "../cluster/known-hosts.js";
 import type { Config } from "../config.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
@@ -53,11 +53,14 @@ export function inventoryFor(opts: SshCommandOptions, config: Config, env: NodeJ
   return loadInventory(file, { zones: config.zones, haveAgent: Boolean(env.SSH_AUTH_SOCK) });
 }
 
+/** The host key options; the known_hosts file is read once here, so that a bad one is refused before any node is reached. */
 export function hostKeysFor(opts: SshCommandOptions, env: NodeJS.ProcessEnv): HostKeyOptions {
+  const knownHostsFile = resolve(
+    opts.knownHosts ?? (env.HOME ? join(env.HOME, ".ssh/known_hosts") : defaultKnownHostsFile()),
+  );
+  readKnownHosts(knownHostsFile);
   return {
-    knownHostsFile: resolve(
-      opts.knownHosts ?? (env.HOME ? join(env.HOME, ".ssh/known_hosts") : defaultKnownHostsFile()),
-    ),
+    knownHostsFile,
     acceptNew: Boolean(opts.acceptNewHostKeys),
     agentSocket: env.SSH_AUTH_SOCK,
   };
@@ -168,6 +171,7 @@ export async function runDeployCommand(
     throw new UsageError("--rollback installs a release kept on each node: it takes no --bundle", {
       hint: "leave --bundle out to go back to the release each node ran before, or --rollback out to ship the bundle",
     });
+  const hostKeys = hostKeysFor(opts, ctx.env);
   const token = tokenFor(config);
   const lockTtlS = deployLockTtlS(ctx.env);
   const progress = new DeployProgress(
@@ -224,7 +228,7 @@ export async function runDeployCommand(
               : {}),
             concurrency,
             healthTimeoutMs,
-            hostKeys: hostKeysFor(opts, ctx.env),
+            hostKeys,
           },
           { store, control, progress: (id, e) => progress.update(id, e), log: note },
         );
@@ -443,9 +447,10 @@ export async function runUndeployCommand(
   const config = ctx.config();
   const inventory = inventoryFor(opts, config, ctx.env);
   const [node] = selectNodes(inventory, [nodeId]);
+  const hostKeys = hostKeysFor(opts, ctx.env);
   const log = (m: string) => ctx.io.err.write(m + "\n");
   const result = await withDeployLock(config, ctx, "undeploy", node.id, (store) =>
-    runUndeploy({ node, hostKeys: hostKeysFor(opts, ctx.env), purge: Boolean(opts.purge) }, { store, log }),
+    runUndeploy({ node, hostKeys, purge: Boolean(opts.purge) }, { store, log }),
   );
   if (opts.json) printJson(ctx.io, result);
   else {

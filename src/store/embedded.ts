@@ -18,13 +18,11 @@ import {
   existsSync,
   fsyncSync,
   lstatSync,
-  mkdirSync,
   openSync,
   readFileSync,
   readlinkSync,
   realpathSync,
   renameSync,
-  rmdirSync,
   rmSync,
   statSync,
   writeSync,
@@ -32,6 +30,7 @@ import {
 import { basename, dirname, isAbsolute, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { errorMessage, PreconditionError, UserError, UsageError } from "../errors.js";
+import { firstNonDirectory, makeDirs, PATH_REASONS } from "../fs-paths.js";
 import { fnv1a64Bytes } from "../engine/hash.js";
 import { validateMap, type LocationMap, type VersionedMap } from "../engine/location-map.js";
 import { checkRecord, endedBeyondHistory, looksLikeRecord } from "../engine/migration.js";
@@ -717,53 +716,6 @@ export function ensureDataDir(dir: string): void {
   }
 }
 
-/**
- * mkdir -p, one level at a time. Not mkdirSync's `recursive`: Node 20's never returns when a
- * directory cannot be made in a parent that exists (`/proc/self/x`: ENOENT, and it retries the
- * parent forever). Here that ENOENT is thrown. A failure removes the parents it made (when still
- * empty): a refused path leaves nothing behind.
- */
-export function makeDirs(dir: string, mode?: number): void {
-  const made: string[] = [];
-  try {
-    makeDirsInto(dir, mode, made);
-  } catch (err) {
-    for (const d of made.reverse()) {
-      try {
-        rmdirSync(d);
-      } catch {
-        // not empty (another process uses it) or gone: the original error is the one to report
-      }
-    }
-    throw err;
-  }
-}
-
-function makeDirsInto(dir: string, mode: number | undefined, made: string[]): void {
-  try {
-    mkdirSync(dir, { mode });
-    made.push(dir);
-    return;
-  } catch (err) {
-    const code = errnoOf(err);
-    if (code === "EEXIST") {
-      // a directory, or a link to one, is what we want; a link that leads nowhere or loops says why
-      if (statSync(dir).isDirectory()) return;
-      throw err;
-    }
-    const parent = dirname(dir);
-    if (code !== "ENOENT" || parent === dir) throw err;
-    makeDirsInto(parent, mode, made);
-  }
-  try {
-    mkdirSync(dir, { mode });
-    made.push(dir);
-  } catch (err) {
-    // made meanwhile by another process
-    if (errnoOf(err) !== "EEXIST" || !isDirectory(dir)) throw err;
-  }
-}
-
 const DATA_DIR_HINT =
   "give a directory with -d/--data-dir (or dataDir in the config, SHARDCTL_DATA_DIR), or move the file out of the way";
 
@@ -784,7 +736,7 @@ export function dataDirError(dir: string, err: unknown, what = "the data directo
       cause: err,
     });
   }
-  const why = code === undefined ? undefined : DATA_DIR_REASONS[code];
+  const why = code === undefined ? undefined : PATH_REASONS[code];
   if (why) {
     return new UsageError(`cannot create ${what} ${dir}: ${why} (${code}); nothing was changed`, {
       hint: "give another directory with -d/--data-dir (or dataDir in the config, SHARDCTL_DATA_DIR)",
@@ -797,37 +749,16 @@ export function dataDirError(dir: string, err: unknown, what = "the data directo
   return err;
 }
 
-/** errno codes that mean the path given cannot be a data directory, and why in words. */
-const DATA_DIR_REASONS: Record<string, string> = {
-  ENAMETOOLONG: "the path, or a name in it, is too long",
-  ELOOP: "a symbolic link in the path leads to itself (a loop) or the chain of links is too long",
-  ENOENT: "no directory can be made there",
-  EISDIR: "no directory can be made there",
-  EINVAL: "the name is not allowed there",
-};
-
 /**
  * The error for a lock file that cannot be created in a data directory that exists: a usage error
  * naming the directory when the path is at fault (a place like /proc/self where no file can be made).
  */
 function lockFileError(lockFile: string, err: unknown): unknown {
   const code = errnoOf(err);
-  const why = code === undefined ? undefined : DATA_DIR_REASONS[code];
+  const why = code === undefined ? undefined : PATH_REASONS[code];
   if (why === undefined && code !== "ENOTDIR") return err;
   return new UsageError(
     `cannot write in the data directory ${dirname(lockFile)}: ${code === "ENOENT" ? "no file can be made there" : (why ?? "it is not a directory")} (${code}); nothing was changed`,
     { hint: "give a directory this user can write to with -d/--data-dir", cause: err },
   );
-}
-
-/** The path itself or its nearest ancestor that exists but is not a directory, for the message. */
-export function firstNonDirectory(path: string): string | undefined {
-  for (let p = path; ; p = dirname(p)) {
-    try {
-      if (!statSync(p).isDirectory()) return p;
-    } catch {
-      // missing, or below a file: look further up
-    }
-    if (dirname(p) === p) return undefined;
-  }
 }

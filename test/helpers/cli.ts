@@ -39,7 +39,7 @@ export function shardctlCommand(): { command: string; args: string[] } {
 
 export function runProcess(
   args: (string | Buffer)[],
-  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer } = {},
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer; timeout?: number } = {},
 ): SpawnSyncReturns<string> {
   const { command, args: pre } = shardctlCommand();
   return spawnSync(command, [...pre, ...(args as string[])], {
@@ -47,7 +47,7 @@ export function runProcess(
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...opts.env },
     input: opts.input,
     encoding: "utf8",
-    timeout: 60_000,
+    timeout: opts.timeout ?? 60_000,
   });
 }
 

@@ -9,7 +9,6 @@ import {
   existsSync,
   lstatSync,
   mkdirSync,
-  readdirSync,
   readFileSync,
   readlinkSync,
   symlinkSync,
@@ -18,6 +17,7 @@ import {
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
 import { runProcess } from "../../helpers/cli.js";
+import { expectRefused, tree } from "../../helpers/hostile-paths.js";
 import { tempDirs } from "../../helpers/temp-dirs.js";
 
 const newDir = tempDirs("shardctl-badpaths-");
@@ -35,19 +35,8 @@ beforeEach(() => {
   writeFileSync(join(dir, "series/load.csv"), s.join("\n") + "\n");
 });
 
-/** Every file and directory under `root`, relative, sorted: what a failure must not change. */
-function tree(root: string): string[] {
-  return readdirSync(root, { recursive: true, encoding: "utf8" }).sort();
-}
-
 function expectUsageError(args: string[], naming: string, e: NodeJS.ProcessEnv = env()) {
-  const before = tree(dir);
-  const r = runProcess(args, { cwd: dir, env: e });
-  expect(r.stderr, args.join(" ")).not.toMatch(/internal error|\n\s+at /);
-  expect(r.status, `${args.join(" ")}\n${r.stderr}`).toBe(2);
-  expect(r.stderr).toMatch(/^error: /m);
-  expect(r.stderr).toContain(naming);
-  expect(tree(dir), args.join(" ")).toEqual(before);
+  const r = expectRefused(dir, args, naming, { env: e });
   expect(readFileSync(join(dir, "afile"), "utf8")).toBe("keep me");
   return r;
 }
@@ -199,4 +188,24 @@ describe("a data directory that cannot be made", () => {
       });
     }
   }
+});
+
+describe("deploy building its bundle where a file is in the way", () => {
+  it("<dataDir>/deploy a regular file: exit 2 naming it, not an internal error; the file kept", () => {
+    // mkdirSync's recursive threw EEXIST, printed as an internal error with its stack
+    expect(runProcess(["init"], { cwd: dir, env: env() }).status).toBe(0);
+    writeFileSync(join(dir, "data/deploy"), "not a directory");
+    writeFileSync(
+      join(dir, "inventory.yaml"),
+      "nodes:\n  - id: n1\n    host: 127.0.0.1\n    port: 1\n    zone: a\n    user: u\n    keyFile: key\n",
+    );
+    writeFileSync(join(dir, "key"), "");
+    const r = expectUsageError(
+      ["deploy", "--inventory", "inventory.yaml", "--known-hosts", "kh"],
+      `cannot create the directory for the agent bundle ${join(dir, "data/deploy")}`,
+      { ...env(), SHARDCTL_TOKEN: "t0k" },
+    );
+    expect(r.stderr).toMatch(/data\/deploy exists and is not a directory/);
+    expect(readFileSync(join(dir, "data/deploy"), "utf8")).toBe("not a directory");
+  });
 });

@@ -53,12 +53,34 @@ describe("config", () => {
       "direct",
     );
     expect(() => load({ CONSUL_HTTP_TOKEN_FILE: join(dir, "missing") })).toThrow(
-      /CONSUL_HTTP_TOKEN_FILE .*missing cannot be read/,
+      /cannot read CONSUL_HTTP_TOKEN_FILE .*missing: it does not exist/,
     );
     writeFileSync(file, "\n");
     expect(() => load({ CONSUL_HTTP_TOKEN_FILE: file })).toThrow(/does not hold a token/);
     writeFileSync(file, "two words\n");
     expect(() => load({ CONSUL_HTTP_TOKEN_FILE: file })).toThrow(/does not hold a token/);
+  });
+
+  it("reads CONSUL_HTTP_TOKEN_FILE with a bound: a directory or a file over 64 KiB is a UsageError naming it", () => {
+    // both were read whole (a directory as a raw EISDIR; /dev/zero until memory ran out)
+    const big = join(dir, "big-token");
+    writeFileSync(big, "a".repeat(64 * 1024 + 1));
+    for (const [file, re] of [
+      [dir, /^CONSUL_HTTP_TOKEN_FILE .* is a directory$/],
+      [big, /^CONSUL_HTTP_TOKEN_FILE .*big-token is larger than 64 KiB/],
+    ] as const) {
+      let err: unknown;
+      try {
+        load({ CONSUL_HTTP_TOKEN_FILE: file });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as UsageError).message).toMatch(re);
+      expect((err as UsageError).hint).toMatch(/CONSUL_HTTP_TOKEN/);
+    }
+    writeFileSync(big, "a".repeat(64 * 1024 - 1) + "\n");
+    expect(load({ CONSUL_HTTP_TOKEN_FILE: big }).config.consul.token).toHaveLength(64 * 1024 - 1);
   });
 
   it.each([

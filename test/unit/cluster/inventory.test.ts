@@ -1,7 +1,12 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { parseInventory, selectNodes } from "../../../src/cluster/inventory.js";
+import { loadInventory, parseInventory, selectNodes } from "../../../src/cluster/inventory.js";
 import { UsageError } from "../../../src/errors.js";
+import { tempDirs } from "../../helpers/temp-dirs.js";
+
+const newDir = tempDirs("shardctl-inventory-");
 
 const FP = "SHA256:" + "A".repeat(43);
 const opts = { home: "/home/op", baseDir: "/etc/shardctl", zones: ["a", "b", "c"], haveAgent: false };
@@ -252,5 +257,30 @@ describe("selectNodes", () => {
     expect(selectNodes(inv, undefined).map((n) => n.id)).toEqual(["n1", "n2", "n3"]);
     expect(selectNodes(inv, ["n3", "n1", "n3"]).map((n) => n.id)).toEqual(["n3", "n1"]);
     expect(() => selectNodes(inv, ["n1", "n9"])).toThrow(/"n9", not in the inventory/);
+  });
+});
+
+describe("loadInventory", () => {
+  it("reads with a bound: a directory, /dev/zero and a file over 1 MiB are UsageErrors naming the file", () => {
+    // a directory was a bare "EISDIR"; /dev/zero was read without end
+    const d = newDir();
+    const big = join(d, "big.yaml");
+    writeFileSync(big, "#".repeat(1024 * 1024 + 1));
+    for (const [file, re] of [
+      [d, /^the inventory .* is a directory$/],
+      [big, /^the inventory .*big\.yaml is larger than 1 MiB/],
+      ["/dev/zero", /^the inventory \/dev\/zero is larger than 1 MiB/],
+      [join(d, "none.yaml"), /^cannot read the inventory .*none\.yaml: it does not exist$/],
+    ] as const) {
+      let err: unknown;
+      try {
+        loadInventory(file, opts);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, file).toBeInstanceOf(UsageError);
+      expect((err as UsageError).message).toMatch(re);
+      expect((err as UsageError).hint).toMatch(/--inventory FILE/);
+    }
   });
 });

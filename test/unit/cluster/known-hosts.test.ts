@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +13,7 @@ import {
   preferredHostKeyAlgorithms,
   verifyHostKey,
 } from "../../../src/cluster/known-hosts.js";
+import { UsageError } from "../../../src/errors.js";
 
 let dir: string;
 interface Key {
@@ -228,4 +229,74 @@ describe("verifyHostKey", () => {
     expect(preferredHostKeyAlgorithms(f, "h", 22)).toEqual(["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]);
     expect(preferredHostKeyAlgorithms(f, "unknown", 22)[0]).toBe("ssh-ed25519");
   });
+});
+
+describe("a known_hosts file that is not one", () => {
+  it("is read with a bound: a directory or a file over 16 MiB is a UsageError naming it, for every use", () => {
+    // a directory was a raw EISDIR (reported as a connection problem), a file of any size was read whole
+    const sub = join(dir, "kh-dir");
+    mkdirSync(sub, { recursive: true });
+    const big = file("kh-big", "#".repeat(16 * 1024 * 1024 + 1));
+    for (const [f, re] of [
+      [sub, /^the known_hosts file .*kh-dir is a directory$/],
+      [big, /^the known_hosts file .*kh-big is larger than 16 MiB/],
+    ] as const) {
+      for (const use of [
+        () => preferredHostKeyAlgorithms(f, "h", 22),
+        () => verifyHostKey("h", 22, keys.ed.blob, policy(f)),
+        () => verifyHostKey("h", 22, keys.ed.blob, policy(f, { acceptNew: true })),
+      ]) {
+        let err: unknown;
+        try {
+          use();
+        } catch (e) {
+          err = e;
+        }
+        expect(err, f).toBeInstanceOf(UsageError);
+        expect((err as UsageError).message).toMatch(re);
+        expect((err as UsageError).hint).toMatch(/--known-hosts FILE/);
+      }
+    }
+    expect(readFileSync(big, "utf8")).toHaveLength(16 * 1024 * 1024 + 1);
+  });
+});
+
+describe("--accept-new-host-keys into a known_hosts path that cannot be made", () => {
+  // mkdirSync's recursive threw a raw ENOTDIR / ENAMETOOLONG, and never returned for /proc/self/x
+  const cases: [string, () => string, RegExp][] = [
+    [
+      "a path through a regular file",
+      () => join(file("kh-afile", "x"), "known_hosts"),
+      /kh-afile exists and is not a directory/,
+    ],
+    ["a name too long", () => join(dir, "a".repeat(300), "known_hosts"), /too long \(ENAMETOOLONG\)/],
+  ];
+  if (process.platform === "linux")
+    cases.push([
+      "a place where no directory can be made",
+      () => "/proc/self/x/known_hosts",
+      /no directory can be made there \(ENOENT\)/,
+    ]);
+  for (const [what, path, re] of cases) {
+    it(`${what}: a UsageError naming the directory, nothing accepted`, () => {
+      const f = path();
+      const accepted: string[] = [];
+      let err: unknown;
+      try {
+        verifyHostKey(
+          "h",
+          22,
+          keys.ed.blob,
+          policy(f, { acceptNew: true, onAccepted: (l) => accepted.push(l) }),
+        );
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as UsageError).message).toMatch(/^cannot create the directory of the known_hosts file /);
+      expect((err as UsageError).message).toMatch(re);
+      expect((err as UsageError).hint).toMatch(/--known-hosts FILE/);
+      expect(accepted).toEqual([]);
+    });
+  }
 });
