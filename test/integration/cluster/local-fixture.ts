@@ -10,7 +10,8 @@ import type { LocationMap, SegmentRange } from "../../../src/engine/location-map
 import type { Segmenter } from "../../../src/engine/segmenter.js";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { cli as runShardctl } from "../../helpers/cli.js";
+import { cli as runShardctl, type watchedProcess } from "../../helpers/cli.js";
+import { processState } from "../../helpers/proc.js";
 import { freePortRange, http } from "../agent/harness.js";
 
 /** The environment for the CLI: `segments` segments, zones a,b,c, nothing inherited that would redirect it. */
@@ -61,6 +62,18 @@ export function keysIn(seg: Segmenter, ranges: SegmentRange[], prefix: string, n
     if (ranges.some(([a, b]) => s >= a && s < b)) out.push(k);
   }
   return out;
+}
+
+/**
+ * Waits until `p`, started with SHARDCTL_FAILPOINT=`fp`, has stopped itself there (state T: a
+ * signal sent before would be lost).
+ */
+export function stoppedAtFailpoint(p: ReturnType<typeof watchedProcess>, fp: string): Promise<true> {
+  return until(
+    () => p.err().includes(`failpoint ${fp}: stopping`) && processState(p.child.pid!) === "T",
+    60_000,
+    () => `the process at ${fp}:\n${p.err()}`,
+  );
 }
 
 /** Polls `fn` every 100 ms until it returns something truthy (returned), or throws after `ms`. */

@@ -8,7 +8,6 @@
  * shard then serves reads and writes, with every acknowledged write. A second
  * SIGINT ends the process at once.
  */
-import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,8 +15,7 @@ import type { MigrateResult } from "../../../src/commands/migrate.js";
 import { parsePlanFile, serialisePlanFile } from "../../../src/engine/plan-file.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { shardctlCommand } from "../../helpers/cli.js";
-import { processState } from "../../helpers/proc.js";
+import { watchedProcess } from "../../helpers/cli.js";
 import { http, tempDir } from "../agent/harness.js";
 import {
   clusterCli,
@@ -25,6 +23,7 @@ import {
   downLocalCluster,
   keysIn,
   readMapFile,
+  stoppedAtFailpoint,
   upLocalCluster,
   until,
 } from "./local-fixture.js";
@@ -47,32 +46,15 @@ afterAll(async () => {
 
 /** `migrate --apply --json` of `shard` to `target`, stopped by the failpoint `fp`. */
 function coordinator(shard: string, target: string, fp: string) {
-  const { command, args } = shardctlCommand();
-  const child = spawn(
-    command,
-    [...args, "--data-dir", dir, "migrate", "--shard", shard, "--to", target, "--apply", "--json"],
-    { env: { ...env, SHARDCTL_FAILPOINT: fp }, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let err = "";
-  let out = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    child.once("exit", (code, signal) => r({ code, signal })),
+  const p = watchedProcess(
+    ["--data-dir", dir, "migrate", "--shard", shard, "--to", target, "--apply", "--json"],
+    { ...env, SHARDCTL_FAILPOINT: fp },
   );
   return {
-    child,
-    exited,
-    err: () => err,
+    ...p,
     /** What --json printed. */
-    json: () => JSON.parse(out) as MigrateResult,
-    /** Waits until the failpoint stopped the process (state T: a signal sent before would be lost). */
-    stopped: () =>
-      until(
-        () => err.includes(`failpoint ${fp}: stopping`) && processState(child.pid!) === "T",
-        60_000,
-        () => `the coordinator at ${fp}:\n${err}`,
-      ),
+    json: () => JSON.parse(p.out()) as MigrateResult,
+    stopped: () => stoppedAtFailpoint(p, fp),
   };
 }
 

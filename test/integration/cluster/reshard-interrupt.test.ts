@@ -7,14 +7,12 @@
  * (143), and leave every shard serving its acknowledged writes, so that a
  * second `reshard --apply` then carries out the whole diff.
  */
-import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { shardctlCommand } from "../../helpers/cli.js";
-import { processState } from "../../helpers/proc.js";
+import { watchedProcess } from "../../helpers/cli.js";
 import { tempDir } from "../agent/harness.js";
 import {
   clusterCli,
@@ -22,8 +20,8 @@ import {
   downLocalCluster,
   keysIn,
   readMapFile,
+  stoppedAtFailpoint,
   upLocalCluster,
-  until,
 } from "./local-fixture.js";
 
 const SEGMENTS = 64;
@@ -67,18 +65,10 @@ async function expectAllRead(acked: Map<string, string>): Promise<void> {
 }
 
 function reshardApply(failpoint?: string) {
-  const { command, args } = shardctlCommand();
-  const child = spawn(command, [...args, "--data-dir", dir, "reshard", "--apply"], {
-    env: failpoint ? { ...env, SHARDCTL_FAILPOINT: failpoint } : env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    child.once("exit", (code, signal) => r({ code, signal })),
+  return watchedProcess(
+    ["--data-dir", dir, "reshard", "--apply"],
+    failpoint ? { ...env, SHARDCTL_FAILPOINT: failpoint } : env,
   );
-  return { child, exited, out: () => out };
 }
 
 describe("interrupting reshard --apply", () => {
@@ -96,17 +86,13 @@ describe("interrupting reshard --apply", () => {
 
       const c = reshardApply(FAILPOINT);
       try {
-        await until(
-          () => c.out().includes(`failpoint ${FAILPOINT}: stopping`) && processState(c.child.pid!) === "T",
-          60_000,
-          () => `reshard --apply at ${FAILPOINT}:\n${c.out()}`,
-        );
+        await stoppedAtFailpoint(c, FAILPOINT);
         c.child.kill(sig);
         c.child.kill("SIGCONT");
         const { code, signal } = await c.exited;
-        expect(signal, c.out()).toBeNull();
-        expect(code, c.out()).toBe(exit);
-        expect(c.out()).toMatch(new RegExp(`${sig}: finishing the step in flight`));
+        expect(signal, c.err()).toBeNull();
+        expect(code, c.err()).toBe(exit);
+        expect(c.err()).toMatch(new RegExp(`${sig}: finishing the step in flight`));
       } finally {
         if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL");
       }
@@ -122,7 +108,7 @@ describe("interrupting reshard --apply", () => {
       // nothing is left fenced: the next reshard --apply carries out the whole diff
       const again = reshardApply();
       const { code } = await again.exited;
-      expect(code, again.out()).toBe(0);
+      expect(code, again.err()).toBe(0);
       const merged = readMapFile(dir);
       expect(merged.map.shards.length).toBeLessThan(before.map.shards.length);
       await expectAllRead(acked);
