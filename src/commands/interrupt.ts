@@ -43,9 +43,14 @@ export function interruptHint(sig: InterruptSignal): string {
 /** Installs the SIGINT and SIGTERM handlers described above until `remove` is called. */
 export function finishStepOnInterrupt(err: Writable): Interrupt {
   let first: InterruptSignal | undefined;
+  // The terminal or pipe may be gone (a closed SSH session, a reader that quit): failing to say so
+  // must not end the process between a fence and its commit. The stream's own error handlers
+  // (bin/shardctl.ts exits on EPIPE) are set aside until the step is over, not merely joined.
+  const errorHandlers = err.listeners("error") as ((e: unknown) => void)[];
   const remove = () => {
     for (const sig of INTERRUPT_SIGNALS) process.off(sig, onSignal);
     err.off("error", ignoreWriteError);
+    for (const h of errorHandlers) if (!err.listeners("error").includes(h)) err.on("error", h);
   };
   function onSignal(sig: InterruptSignal) {
     if (first !== undefined) {
@@ -60,10 +65,9 @@ export function finishStepOnInterrupt(err: Writable): Interrupt {
     first = sig;
     err.write(`\n${sig}: ${interruptHint(sig)}\n`);
   }
-  // the terminal or pipe may be gone (a closed SSH session): failing to say so must not end the process
-  // between a fence and its commit
   function ignoreWriteError() {}
   for (const sig of INTERRUPT_SIGNALS) process.on(sig, onSignal);
+  for (const h of errorHandlers) err.off("error", h);
   err.on("error", ignoreWriteError);
   return {
     reason: () => (first ? `interrupted (${first})` : undefined),

@@ -180,6 +180,30 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     await expectServed(sh.id, acked, "int-3");
   });
 
+  it("a reader of stderr that went away (EPIPE) does not end the step: rolled back, exit 130", async () => {
+    const { map } = readMapFile(dir);
+    const sh = map.shards[6];
+    const target = map.nodes.find((n) => n.id !== sh.node)!.id;
+    const acked = await writeTo(sh.id, "int-6", 10);
+    const c = coordinator(sh.id, target, "migrate.fenced");
+    try {
+      await c.stopped();
+      // the terminal is gone: what the coordinator writes to stderr from now on fails with EPIPE
+      c.child.stderr!.destroy();
+      c.child.kill("SIGINT");
+      c.child.kill("SIGCONT");
+      const { code, signal } = await c.exited;
+      expect(signal).toBeNull();
+      expect(code).toBe(130);
+    } finally {
+      if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL");
+    }
+    const [r] = await record(sh.id);
+    expect(r.phase, JSON.stringify(r)).toBe("aborted");
+    expect(readMapFile(dir).map.shards.find((s) => s.id === sh.id)!.node).toBe(sh.node);
+    await expectServed(sh.id, acked, "int-6");
+  });
+
   // last: it kills an agent
   it("a plan whose second move fails: exit 1, and --json names the move that stays committed", async () => {
     const { map } = readMapFile(dir);
