@@ -18,6 +18,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
+import { AGENT_NODE_FLAGS } from "../src/agent/node-flags.js";
 import { decodeAnswer, encodeRequest, MAGIC, OP_PUT } from "../src/agent/binary.js";
 import { freePort, stopChild, writeShardLog } from "./_shards.js";
 import { emit, log, now, percentile, round } from "./_util.js";
@@ -38,7 +39,9 @@ function startAgent(dataDir: string, port: number, extra: string[] = []): ChildP
   return spawn(
     process.execPath,
     [
+      // the flags every agent is started with (up --local, deploy), then any of the run's own:
       // e.g. BENCH_AGENT_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the agent
+      ...AGENT_NODE_FLAGS,
       ...(process.env.BENCH_AGENT_NODE_ARGS ?? "").split(" ").filter(Boolean),
       "--import",
       pathToFileURL(join(root, "node_modules/tsx/dist/loader.mjs")).href,
@@ -653,6 +656,11 @@ emit({
   redis_p50_ms: "error" in r ? null : r.p50,
   redis_p99_ms: "error" in r ? null : r.p99,
   throughput_ratio: "error" in r ? null : round(best.ops / r.ops, 3),
+  p99_ratio: "error" in r ? null : round(best.p99 / r.p99, 3),
+  agent_node_flags: [
+    ...AGENT_NODE_FLAGS,
+    ...(process.env.BENCH_AGENT_NODE_ARGS ?? "").split(" ").filter(Boolean),
+  ].join(" "),
   recovery_log_bytes: rec.bytes,
   recovery_entries: rec.entries,
   recovery_s: round(rec.seconds, 3),

@@ -20,6 +20,7 @@
  */
 import { createHash } from "node:crypto";
 import { AgentRpc } from "./agent-rpc.js";
+import { AGENT_NODE_FLAGS } from "../agent/node-flags.js";
 import type { Bundle } from "./bundle.js";
 import type { InventoryNode } from "./inventory.js";
 import { HostKeyError, preferredHostKeyAlgorithms, verifyHostKey } from "./known-hosts.js";
@@ -324,6 +325,7 @@ export function agentScript(s: AgentSettings): string {
   const dir = s.dataDir;
   const argv = [
     s.nodePath,
+    ...AGENT_NODE_FLAGS,
     `${dir}/agent.mjs`,
     "--data-dir",
     `${dir}/data`,

@@ -44,6 +44,7 @@ import { readInputText } from "../input-file.js";
 import { firstNonDirectory, makeDirs } from "../fs-paths.js";
 import { dataDirError, processAlive, writeAtomic } from "../store/embedded.js";
 import { AgentRpc, splitAddress } from "./agent-rpc.js";
+import { AGENT_NODE_FLAGS } from "../agent/node-flags.js";
 
 export interface LocalNode extends NodeInfo {
   pid?: number;
@@ -440,6 +441,7 @@ export async function localUp(
       const child = spawn(
         process.execPath,
         [
+          ...AGENT_NODE_FLAGS,
           ...cliCommand(),
           "--data-dir",
           join(dir, "data"),

@@ -185,9 +185,14 @@ it cleanly (writes in flight reach their fsync, then exit 0). The access
 windows are saved every --windows-save-seconds and on a clean stop, and read
 back at start.
 
+\`up --local\` and \`deploy\` start the agent with Node.js's
+--max-semi-space-size=2 (a small young generation: shorter collector pauses,
+a lower p99; docs/AGENT.md, "Young generation"). Started by hand, give it
+through NODE_OPTIONS, as in the first example.
+
 Examples:
   # an agent on port 7401 in zone a, token from a file
-  shardctl agent --data-dir /var/lib/shardctl --listen 0.0.0.0:7401 --zone a --node-id node-1 --token-file /etc/shardctl/token
+  NODE_OPTIONS=--max-semi-space-size=2 shardctl agent --data-dir /var/lib/shardctl --listen 0.0.0.0:7401 --zone a --node-id node-1 --token-file /etc/shardctl/token
 
   # usually started for you:
   shardctl up --local --nodes 3 --zones a,b,c

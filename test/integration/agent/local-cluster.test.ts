@@ -3,6 +3,7 @@ import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AGENT_NODE_FLAGS } from "../../../src/agent/node-flags.js";
 import { runCli } from "../../../src/cli.js";
 import { processAlive } from "../../../src/store/embedded.js";
 import { freePortRange, tempDir } from "./harness.js";
@@ -54,6 +55,11 @@ describe("local cluster", () => {
     expect(result.nodes.map((n) => n.id)).toEqual(["node-1", "node-2", "node-3"]);
     expect(result.layoutWritten).toBe(true);
     expect(result.shardsAssigned).toBe(12);
+    // every agent runs with the agent's V8 flags (a small young generation: shorter pauses)
+    for (const n of result.nodes) {
+      const argv = readFileSync(`/proc/${n.pid}/cmdline`, "utf8").split("\0");
+      expect(argv.slice(1, 1 + AGENT_NODE_FLAGS.length)).toEqual(AGENT_NODE_FLAGS);
+    }
     const token = join(dir, "local", "token");
     expect(statSync(token).mode & 0o777).toBe(0o600);
     const map = JSON.parse(readFileSync(join(dir, "location-map.json"), "utf8")).map;

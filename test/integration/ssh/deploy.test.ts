@@ -10,6 +10,7 @@ import { copyFileSync, appendFileSync, existsSync, readFileSync, statSync, write
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
+import { AGENT_NODE_FLAGS } from "../../../src/agent/node-flags.js";
 import { buildBundle, sha256File, type Bundle } from "../../../src/cluster/bundle.js";
 import type { DeployResult } from "../../../src/cluster/deploy.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
@@ -136,6 +137,14 @@ describe("deploy over SSH", () => {
       expect(readFileSync(join(dir, "token"), "utf8").trim()).toBe(TOKEN);
       expect(sha256File(join(dir, "agent.mjs"))).toBe(bundle.sha256);
       expect(pidOf(id)).toBeGreaterThan(0);
+      // started (by supervise.sh, the pid file's process) with the agent's V8 flags, before the bundle
+      const supervisor = pidOf(id)!;
+      const agentPid = readFileSync(`/proc/${supervisor}/task/${supervisor}/children`, "utf8").trim();
+      const argv = readFileSync(`/proc/${agentPid}/cmdline`, "utf8").split("\0");
+      expect(argv.slice(1, 2 + AGENT_NODE_FLAGS.length)).toEqual([
+        ...AGENT_NODE_FLAGS,
+        join(dir, "agent.mjs"),
+      ]);
     }
     // the hostile dataDir was a path, never a command
     expect(existsSync(pwned)).toBe(false);
