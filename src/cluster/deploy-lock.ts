@@ -17,12 +17,11 @@
  * The record (the lock file, or the key's value) says who holds it; anything
  * else there is refused with an error saying what to check, never taken over.
  */
-import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError } from "../errors.js";
-import { acquireFileLock, ensureDataDir, type EmbeddedStore } from "../store/embedded.js";
+import { acquireFileLock, ensureDataDir, readLockText, type EmbeddedStore } from "../store/embedded.js";
 
 export type LockingCommand = "deploy" | "rollback" | "undeploy" | "node-start" | "node-stop" | "node-restart";
 const COMMANDS: readonly LockingCommand[] = [
@@ -232,13 +231,7 @@ async function acquireFileDeployLock(dataDir: string, holder: DeployLockHolder):
       if (released) return;
       released = true;
       // only our own record: never a lock someone took over meanwhile (after a false "dead" reading)
-      let now: string | undefined;
-      try {
-        now = readFileSync(file, "utf8");
-      } catch {
-        return;
-      }
-      if (now === content) release();
+      if (readLockText(file) === content) release();
     },
   };
 }

@@ -20,6 +20,7 @@ import {
   lstatSync,
   openSync,
   readFileSync,
+  readSync,
   readlinkSync,
   realpathSync,
   renameSync,
@@ -411,12 +412,34 @@ export function takeOverStaleLock(
   return true;
 }
 
-/** A lock file's text; undefined when it is gone (or cannot be read). */
-function readLockText(file: string): string | undefined {
+/**
+ * The most of a lock file that is read. A lock holds a pid or a one-line JSON record; a lock file
+ * replaced by a device (/dev/zero) or a huge file must cost no more than this (it then holds no
+ * record, and the lock is refused as held by an unknown writer, naming the file to remove).
+ */
+const MAX_LOCK_BYTES = 1024 * 1024;
+
+/** A lock file's text (its first MAX_LOCK_BYTES); undefined when it is gone (or cannot be read). */
+export function readLockText(file: string): string | undefined {
+  let fd: number;
   try {
-    return readFileSync(file, "utf8");
+    fd = openSync(file, "r");
   } catch {
     return undefined;
+  }
+  try {
+    const buf = Buffer.allocUnsafe(MAX_LOCK_BYTES);
+    let n = 0;
+    while (n < buf.length) {
+      const got = readSync(fd, buf, n, buf.length - n, null);
+      if (got === 0) break;
+      n += got;
+    }
+    return buf.toString("utf8", 0, n);
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
   }
 }
 

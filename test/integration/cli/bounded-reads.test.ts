@@ -4,9 +4,10 @@
  * file (or the variable that names it), with no stack and nothing changed: never a read that
  * does not end.
  */
-import { mkdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
+import { runProcess } from "../../helpers/cli.js";
 import { expectRefused } from "../../helpers/hostile-paths.js";
 import { tempDirs } from "../../helpers/temp-dirs.js";
 
@@ -206,4 +207,21 @@ describe("--known-hosts", () => {
       expect(r.stderr).toMatch(/^hint: .*--known-hosts FILE/m);
     });
   }
+});
+
+describe("lock files", () => {
+  it("a location-map lock that is /dev/zero: reshard --apply exits 3 naming it, the map unchanged", () => {
+    const data = join(dir, "data");
+    const init = runProcess(["init"], { cwd: dir, env: env(), timeout: timeoutMs });
+    expect(init.status, init.stderr).toBe(0);
+    const map = readFileSync(join(data, "location-map.json"));
+    symlinkSync("/dev/zero", join(data, "location-map.lock"));
+    const r = expectRefused(dir, ["reshard", "--apply"], "the location map is locked by another writer", {
+      env: env(),
+      status: 3,
+      timeoutMs,
+    });
+    expect(r.stderr).toContain(`remove ${join(data, "location-map.lock")}`);
+    expect(readFileSync(join(data, "location-map.json"))).toEqual(map);
+  });
 });

@@ -19,6 +19,7 @@ import {
   acquireFileLock,
   EmbeddedStore,
   ensureDataDir,
+  readLockText,
   takeOverStaleLock,
 } from "../../../src/store/embedded.js";
 
@@ -114,6 +115,23 @@ function deadPid(): number {
 }
 
 describe("the lock file", () => {
+  it("a lock that is /dev/zero, a huge file or a directory: read up to 1 MiB, then refused as held, never read to the end", async () => {
+    const zero = join(dir, "zero.lock");
+    symlinkSync("/dev/zero", zero);
+    expect(readLockText(zero)).toHaveLength(1024 * 1024);
+    const huge = join(dir, "huge.lock");
+    writeFileSync(huge, Buffer.alloc(3 * 1024 * 1024, "7"));
+    expect(readLockText(huge)).toHaveLength(1024 * 1024);
+    expect(readLockText(dir)).toBeUndefined();
+    expect(readLockText(join(dir, "missing.lock"))).toBeUndefined();
+    // no record, so no holder to see dead: the lock stays, and the error names it
+    await expect(acquireFileLock(zero, "the x", 100)).rejects.toThrow(
+      /the x is locked by another writer \(pid unknown\)/,
+    );
+    await expect(acquireFileLock(huge, "the x", 100)).rejects.toThrow(/locked by another writer/);
+    expect(readFileSync(huge).length).toBe(3 * 1024 * 1024);
+  });
+
   it("takes over a lock whose writer died", async () => {
     const lock = join(dir, "x.lock");
     writeFileSync(lock, String(deadPid()));
