@@ -14,6 +14,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AGENT_NODE_FLAGS } from "../../../src/agent/node-flags.js";
 import { buildBundle, type Bundle } from "../../../src/cluster/bundle.js";
 import {
   CUTOVER_MARKER,
@@ -312,7 +313,7 @@ describe("ctl.sh on a node", () => {
       const supervisor = pidOf(node)!;
       agentPid = ours().find((p) =>
         readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith(
-          `${process.execPath}\0${node.dataDir}/agent.mjs`,
+          [process.execPath, ...AGENT_NODE_FLAGS, `${node.dataDir}/agent.mjs`].join("\0"),
         ),
       );
       expect(agentPid).toBeGreaterThan(0);
