@@ -97,6 +97,38 @@ export async function listMigrations(
 /** A step of a migration failed before the commit point: roll back (the message says why). */
 export class StepError extends Error {}
 
+/** What a connection error's code means, in words. */
+const NETWORK_ERRORS: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ETIMEDOUT: "timed out",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  EPIPE: "connection closed",
+  ECONNABORTED: "connection aborted",
+  UND_ERR_SOCKET: "connection closed",
+};
+
+/**
+ * Why a step failed, for a failure that is not a StepError: a described error (a UserError, e.g.
+ * the store cannot be reached) as it is; a node that cannot be reached by its id and address
+ * (`cannot reach node-3 at 127.0.0.1:7403 (connection refused)`); anything else is unexpected.
+ */
+export function stepFailure(err: unknown, nodes: readonly { id: string; address: string }[]): string {
+  if (err instanceof UserError || err instanceof StepError) return err.message;
+  const e = err as NodeJS.ErrnoException & { address?: unknown; port?: unknown };
+  const message = e instanceof Error ? e.message : String(err);
+  const code = e instanceof Error && typeof e.code === "string" ? e.code : undefined;
+  if (code && code in NETWORK_ERRORS) {
+    const addr =
+      typeof e.address === "string" && typeof e.port === "number" ? `${e.address}:${e.port}` : undefined;
+    const node = nodes.find((n) => n.address === addr || (addr === undefined && message.includes(n.address)));
+    const where = node ? `${node.id} at ${node.address}` : (addr ?? "an agent");
+    return `cannot reach ${where} (${NETWORK_ERRORS[code]})`;
+  }
+  return `unexpected: ${message}`;
+}
+
 /** Executes one move; resolves with the finished record, throws (after aborting) on failure. */
 export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps): Promise<MigrationRecord> {
   const { store, rpc, clock, log } = deps;
@@ -305,8 +337,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   } catch (err) {
     // the store may hold the commit: neither roll back nor forward (recovery decides from the journal)
     if (err instanceof CommitOutcomeUnknownError) throw err;
-    if (err instanceof StepError) return abort(err.message);
-    return abort(`unexpected: ${(err as Error).message}`);
+    return abort(stepFailure(err, [source, target]));
   }
 
   // after the commit point: roll forward only

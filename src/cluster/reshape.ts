@@ -42,7 +42,14 @@ import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
 import { failText, tryJson, type AgentRpc } from "./agent-rpc.js";
 import { CommitOutcomeUnknownError, JournalWriter, TakenOverError, thisOwner } from "./journal.js";
-import { migrationId, refuseBusy, refuseConcurrent, StepError, type MigrateDeps } from "./migrate.js";
+import {
+  migrationId,
+  refuseBusy,
+  refuseConcurrent,
+  StepError,
+  stepFailure,
+  type MigrateDeps,
+} from "./migrate.js";
 
 export interface LayoutOptions {
   op: LayoutOp;
@@ -384,8 +391,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     if (err instanceof TakenOverError) throw err;
     // the store may hold the commit: neither roll back nor forward (recovery decides from the journal)
     if (err instanceof CommitOutcomeUnknownError) throw err;
-    if (err instanceof StepError) return abort(err.message);
-    return abort(`unexpected: ${(err as Error).message}`);
+    return abort(stepFailure(err, vm.map.nodes));
   }
   failpoint("migrate.committed");
   log(`migration ${id}: committed: ${what}`);

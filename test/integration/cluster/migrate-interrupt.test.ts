@@ -240,6 +240,11 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     const r = await cli("migrate", "--apply", join(dir, "two.json"), "--json");
     expect(r.code, r.err).toBe(1);
     expect(r.err).toMatch(/step 2 of 2 \(shard-\d+\) failed after 1 step\(s\) of the plan were committed/);
+    // the cause in words, naming the node that is gone
+    expect(r.err).toMatch(
+      new RegExp(`ABORT: cannot reach ${dead} at 127\\.0\\.0\\.1:\\d+ \\(connection refused\\)`),
+    );
+    expect(r.err).not.toMatch(/unexpected/);
     const result = JSON.parse(r.out) as MigrateResult;
     expect(result.applied).toBe(true);
     expect(result.migrations.map((m) => [m.shard, m.target, m.phase])).toEqual([
