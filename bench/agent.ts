@@ -28,6 +28,11 @@ const V = Number(process.env.BENCH_VALUE_BYTES ?? 100);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const RECOVERY_BYTES = Number(process.env.BENCH_RECOVERY_BYTES ?? 1024 ** 3);
 const SEGMENTS = 4096;
+/** The agent's own flags (as up --local and deploy give them), then the run's (a later flag wins). */
+const AGENT_ARGS = [
+  ...AGENT_NODE_FLAGS,
+  ...(process.env.BENCH_AGENT_NODE_ARGS ?? "").split(" ").filter(Boolean),
+];
 const TOKEN = "bench-token";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const execFileAsync = promisify(execFile);
@@ -39,10 +44,8 @@ function startAgent(dataDir: string, port: number, extra: string[] = []): ChildP
   return spawn(
     process.execPath,
     [
-      // the flags every agent is started with (up --local, deploy), then any of the run's own:
       // e.g. BENCH_AGENT_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the agent
-      ...AGENT_NODE_FLAGS,
-      ...(process.env.BENCH_AGENT_NODE_ARGS ?? "").split(" ").filter(Boolean),
+      ...AGENT_ARGS,
       "--import",
       pathToFileURL(join(root, "node_modules/tsx/dist/loader.mjs")).href,
       join(root, "bin/shardctl.ts"),
@@ -657,10 +660,7 @@ emit({
   redis_p99_ms: "error" in r ? null : r.p99,
   throughput_ratio: "error" in r ? null : round(best.ops / r.ops, 3),
   p99_ratio: "error" in r ? null : round(best.p99 / r.p99, 3),
-  agent_node_flags: [
-    ...AGENT_NODE_FLAGS,
-    ...(process.env.BENCH_AGENT_NODE_ARGS ?? "").split(" ").filter(Boolean),
-  ].join(" "),
+  agent_node_flags: AGENT_ARGS.join(" "),
   recovery_log_bytes: rec.bytes,
   recovery_entries: rec.entries,
   recovery_s: round(rec.seconds, 3),

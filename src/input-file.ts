@@ -41,30 +41,39 @@ export function readInputBytes(
     throw new UsageError(`cannot read ${what} ${file}: ${(err as Error).message}`, { cause: err });
   }
   try {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for (;;) {
-      const chunk = Buffer.allocUnsafe(Math.min(1 << 20, maxBytes + 1 - total));
-      let n: number;
-      try {
-        n = readSync(fd, chunk, 0, chunk.length, null);
-      } catch (err) {
-        throw new UsageError(`cannot read ${what} ${file}: ${(err as Error).message}`, { cause: err });
-      }
-      if (n === 0) break;
-      chunks.push(chunk.subarray(0, n));
-      total += n;
-      if (total > maxBytes) {
-        if (opts.tooLarge) throw opts.tooLarge();
-        throw new UsageError(`${what} ${file} is larger than ${formatBytes(maxBytes)}`, {
-          hint: "split it, or check that it is the file you meant (a device or a pipe that never ends?)",
-        });
-      }
+    let bytes: Buffer;
+    try {
+      bytes = readAtMost(fd, maxBytes + 1);
+    } catch (err) {
+      throw new UsageError(`cannot read ${what} ${file}: ${(err as Error).message}`, { cause: err });
     }
-    return Buffer.concat(chunks, total);
+    if (bytes.length > maxBytes) {
+      if (opts.tooLarge) throw opts.tooLarge();
+      throw new UsageError(`${what} ${file} is larger than ${formatBytes(maxBytes)}`, {
+        hint: "split it, or check that it is the file you meant (a device or a pipe that never ends?)",
+      });
+    }
+    return bytes;
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * At most `maxBytes` from `fd`'s position on, read in pieces of at most `chunkBytes`: a device or
+ * a pipe that never ends costs no more than the bound. readSync's errors are thrown as they are.
+ */
+export function readAtMost(fd: number, maxBytes: number, chunkBytes = 1 << 20): Buffer {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  while (total < maxBytes) {
+    const chunk = Buffer.allocUnsafe(Math.min(chunkBytes, maxBytes - total));
+    const n = readSync(fd, chunk, 0, chunk.length, null);
+    if (n === 0) break;
+    chunks.push(chunk.subarray(0, n));
+    total += n;
+  }
+  return Buffer.concat(chunks, total);
 }
 
 /** readInputBytes decoded as UTF-8. */

@@ -106,7 +106,6 @@ const NETWORK_ERRORS: Record<string, string> = {
   ENETUNREACH: "network unreachable",
   EPIPE: "connection closed",
   ECONNABORTED: "connection aborted",
-  UND_ERR_SOCKET: "connection closed",
 };
 
 /**

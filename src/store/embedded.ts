@@ -20,7 +20,6 @@ import {
   lstatSync,
   openSync,
   readFileSync,
-  readSync,
   readlinkSync,
   realpathSync,
   renameSync,
@@ -32,6 +31,7 @@ import { basename, dirname, isAbsolute, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { errorMessage, PreconditionError, UserError, UsageError } from "../errors.js";
 import { firstNonDirectory, makeDirs, PATH_REASONS } from "../fs-paths.js";
+import { readAtMost } from "../input-file.js";
 import { fnv1a64Bytes } from "../engine/hash.js";
 import { validateMap, type LocationMap, type VersionedMap } from "../engine/location-map.js";
 import { checkRecord, endedBeyondHistory, looksLikeRecord } from "../engine/migration.js";
@@ -428,14 +428,8 @@ export function readLockText(file: string): string | undefined {
     return undefined;
   }
   try {
-    const buf = Buffer.allocUnsafe(MAX_LOCK_BYTES);
-    let n = 0;
-    while (n < buf.length) {
-      const got = readSync(fd, buf, n, buf.length - n, null);
-      if (got === 0) break;
-      n += got;
-    }
-    return buf.toString("utf8", 0, n);
+    // in small pieces: a lock is polled while another writer holds it
+    return readAtMost(fd, MAX_LOCK_BYTES, 64 * 1024).toString("utf8");
   } catch {
     return undefined;
   } finally {
