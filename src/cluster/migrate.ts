@@ -115,17 +115,20 @@ const NETWORK_ERRORS: Record<string, string> = {
  */
 export function stepFailure(err: unknown, nodes: readonly { id: string; address: string }[]): string {
   if (err instanceof UserError || err instanceof StepError) return err.message;
+  return unreachable(err, nodes) ?? `unexpected: ${err instanceof Error ? err.message : String(err)}`;
+}
+
+/** "cannot reach node-3 at ADDR (connection refused)" for a connection error, else undefined. */
+function unreachable(err: unknown, nodes: readonly { id: string; address: string }[]): string | undefined {
+  if (!(err instanceof Error)) return undefined;
   const e = err as NodeJS.ErrnoException & { address?: unknown; port?: unknown };
-  const message = e instanceof Error ? e.message : String(err);
-  const code = e instanceof Error && typeof e.code === "string" ? e.code : undefined;
-  if (code && code in NETWORK_ERRORS) {
-    const addr =
-      typeof e.address === "string" && typeof e.port === "number" ? `${e.address}:${e.port}` : undefined;
-    const node = nodes.find((n) => n.address === addr || (addr === undefined && message.includes(n.address)));
-    const where = node ? `${node.id} at ${node.address}` : (addr ?? "an agent");
-    return `cannot reach ${where} (${NETWORK_ERRORS[code]})`;
-  }
-  return `unexpected: ${message}`;
+  const code = typeof e.code === "string" ? e.code : undefined;
+  if (!code || !(code in NETWORK_ERRORS)) return undefined;
+  const addr =
+    typeof e.address === "string" && typeof e.port === "number" ? `${e.address}:${e.port}` : undefined;
+  const node = nodes.find((n) => n.address === addr || (addr === undefined && e.message.includes(n.address)));
+  const where = node ? `${node.id} at ${node.address}` : (addr ?? "an agent");
+  return `cannot reach ${where} (${NETWORK_ERRORS[code]})`;
 }
 
 /** Executes one move; resolves with the finished record, throws (after aborting) on failure. */
@@ -481,7 +484,9 @@ async function attempt(what: string, fn: () => Promise<Answer>, tries: number): 
       last = failText(what, r.status, r.body);
       if (r.status >= 400 && r.status < 500 && r.status !== 408 && r.status !== 429) break; // refused: retrying will not help
     } catch (err) {
-      last = `${what}: ${(err as Error).message}`;
+      // the step already names the node: "drop on node-3: cannot reach 127.0.0.1:7403 (connection refused)"
+      const why = err instanceof Error ? err.message : String(err);
+      last = `${what}: ${err instanceof UserError ? why : (unreachable(err, []) ?? why)}`;
     }
     if (i + 1 < tries) await new Promise((res) => setTimeout(res, 50 * 2 ** i));
   }
