@@ -8,11 +8,12 @@
  * be passed instead with `deploy --bundle FILE`.
  */
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UsageError, UserError } from "../errors.js";
 import { makeDirsFor } from "../fs-paths.js";
+import { formatBytes } from "../output.js";
 
 export interface Bundle {
   path: string;
@@ -20,19 +21,48 @@ export interface Bundle {
   bytes: number;
 }
 
+/** The SHA-256 of a file, read a MiB at a time (a bundle is never held whole). */
 export function sha256File(path: string): string {
-  return createHash("sha256").update(readFileSync(path)).digest("hex");
+  const hash = createHash("sha256");
+  const fd = openSync(path, "r");
+  try {
+    const chunk = Buffer.allocUnsafe(1 << 20);
+    for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0;) hash.update(chunk.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest("hex");
 }
 
-/** A bundle file given on the command line. */
+/** Far above any agent bundle (a few MiB): a larger file is not one. */
+export const MAX_BUNDLE_BYTES = 256 * 1024 * 1024;
+
+/** A bundle file given on the command line: a regular file of at most MAX_BUNDLE_BYTES. */
 export function loadBundle(path: string): Bundle {
   const abs = resolve(path);
-  if (!existsSync(abs) || !statSync(abs).isFile()) {
-    throw new UsageError(`the bundle ${abs} does not exist`, {
-      hint: "omit --bundle to build one from this checkout",
-    });
+  const hint = "give the agent bundle file (agent.mjs), or omit --bundle to build one from this checkout";
+  let st: Stats;
+  try {
+    st = statSync(abs);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR")
+      throw new UsageError(`the bundle ${abs} does not exist`, { hint, cause: err });
+    throw new UsageError(`cannot read the bundle ${abs}: ${(err as Error).message}`, { hint, cause: err });
   }
-  return { path: abs, sha256: sha256File(abs), bytes: statSync(abs).size };
+  if (st.isDirectory()) throw new UsageError(`the bundle ${abs} is a directory`, { hint });
+  if (!st.isFile())
+    throw new UsageError(`the bundle ${abs} is not a regular file (a device, a pipe or a socket)`, { hint });
+  if (st.size > MAX_BUNDLE_BYTES)
+    throw new UsageError(
+      `the bundle ${abs} is ${formatBytes(st.size)}: an agent bundle is a few MiB (at most ${formatBytes(MAX_BUNDLE_BYTES)})`,
+      { hint },
+    );
+  try {
+    return { path: abs, sha256: sha256File(abs), bytes: st.size };
+  } catch (err) {
+    throw new UsageError(`cannot read the bundle ${abs}: ${(err as Error).message}`, { hint, cause: err });
+  }
 }
 
 /** The CLI entry of this checkout: the TypeScript source, or the build when running from dist. */

@@ -140,8 +140,9 @@ export interface DeployCommandOptions extends SshCommandOptions {
   json?: boolean;
 }
 
-export async function prepareBundle(file: string | undefined, config: Config, io: IO): Promise<Bundle> {
-  if (file) return loadBundle(file);
+/** The bundle given with --bundle (checked before anything is locked or touched), or one built here. */
+export async function prepareBundle(given: Bundle | undefined, config: Config, io: IO): Promise<Bundle> {
+  if (given) return given;
   io.err.write("building the agent bundle (esbuild)...\n");
   const b = await buildBundle(resolve(config.dataDir, "deploy", "agent.mjs"));
   io.err.write(`bundle ${b.path}: ${(b.bytes / 1024).toFixed(0)} KiB, sha256 ${b.sha256.slice(0, 16)}…\n`);
@@ -171,6 +172,8 @@ export async function runDeployCommand(
     throw new UsageError("--rollback installs a release kept on each node: it takes no --bundle", {
       hint: "leave --bundle out to go back to the release each node ran before, or --rollback out to ship the bundle",
     });
+  // a --bundle that is missing, a directory, a device or far too large is refused here, before the lock
+  const givenBundle = opts.bundle !== undefined ? loadBundle(opts.bundle) : undefined;
   const hostKeys = hostKeysFor(opts, ctx.env);
   const token = tokenFor(config);
   const lockTtlS = deployLockTtlS(ctx.env);
@@ -207,7 +210,7 @@ export async function runDeployCommand(
       lock.lost.addEventListener("abort", onLockLost, { once: true });
       try {
         failpoint("deploy.locked");
-        const bundle = opts.rollback ? undefined : await prepareBundle(opts.bundle, config, ctx.io);
+        const bundle = opts.rollback ? undefined : await prepareBundle(givenBundle, config, ctx.io);
         return await runDeploy(
           {
             nodes,

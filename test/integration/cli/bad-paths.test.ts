@@ -12,6 +12,7 @@ import {
   readFileSync,
   readlinkSync,
   symlinkSync,
+  truncateSync,
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -207,5 +208,37 @@ describe("deploy building its bundle where a file is in the way", () => {
     );
     expect(r.stderr).toMatch(/data\/deploy exists and is not a directory/);
     expect(readFileSync(join(dir, "data/deploy"), "utf8")).toBe("not a directory");
+  });
+});
+
+describe("deploy --bundle that is not a bundle file", () => {
+  it("a missing file, a directory, a device, a pipe, a huge file: exit 2 saying which, before any lock or node", () => {
+    expect(runProcess(["init"], { cwd: dir, env: env() }).status).toBe(0);
+    writeFileSync(
+      join(dir, "inventory.yaml"),
+      "nodes:\n  - id: n1\n    host: 127.0.0.1\n    port: 1\n    zone: a\n    user: u\n    keyFile: key\n",
+    );
+    writeFileSync(join(dir, "key"), "");
+    execFileSync("mkfifo", [join(dir, "pipe")]);
+    // sparse: 300 MiB on paper, nothing on disk
+    writeFileSync(join(dir, "huge.mjs"), "");
+    truncateSync(join(dir, "huge.mjs"), 300 * 1024 * 1024);
+    const cases: [string, RegExp][] = [
+      ["nobundle.mjs", /the bundle \S+nobundle\.mjs does not exist/],
+      ["afile/agent.mjs", /the bundle \S+afile\/agent\.mjs does not exist/],
+      ["somedir", /the bundle \S+somedir is a directory/],
+      ["/dev/zero", /the bundle \/dev\/zero is not a regular file \(a device, a pipe or a socket\)/],
+      ["pipe", /the bundle \S+pipe is not a regular file/],
+      ["huge.mjs", /the bundle \S+huge\.mjs is 300(\.0)? MiB: an agent bundle is a few MiB/],
+    ];
+    for (const [bundle, why] of cases) {
+      const r = expectUsageError(
+        ["deploy", "--inventory", "inventory.yaml", "--known-hosts", "kh", "--bundle", bundle],
+        "the bundle ",
+        { ...env(), SHARDCTL_TOKEN: "t0k" },
+      );
+      expect(r.stderr, bundle).toMatch(why);
+      expect(r.stderr).toMatch(/hint: .*omit --bundle to build one/);
+    }
   });
 });
