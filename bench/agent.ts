@@ -7,7 +7,10 @@
  *
  * Environment: BENCH_CONCURRENCY (50), BENCH_VALUE_BYTES (100),
  * BENCH_SECONDS (10), BENCH_REDIS_REQUESTS (derived from the agent's rate),
- * BENCH_RECOVERY_BYTES (1 GiB; smaller for quick runs — the JSON says which).
+ * BENCH_RECOVERY_BYTES (1 GiB; smaller for quick runs — the JSON says which),
+ * BENCH_SHARDS (1: one log, like Redis's one file; N: the segments split
+ * between N shards of the one agent, each key sent to its own; C load
+ * generator only).
  */
 import { spawn, execFile, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
@@ -18,6 +21,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Segmenter } from "../src/engine/segmenter.js";
 import { AGENT_NODE_FLAGS } from "../src/agent/node-flags.js";
 import { decodeAnswer, encodeRequest, MAGIC, OP_PUT } from "../src/agent/binary.js";
 import { freePort, stopChild, writeShardLog } from "./_shards.js";
@@ -28,6 +32,9 @@ const V = Number(process.env.BENCH_VALUE_BYTES ?? 100);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const RECOVERY_BYTES = Number(process.env.BENCH_RECOVERY_BYTES ?? 1024 ** 3);
 const SEGMENTS = 4096;
+const SHARDS = Number(process.env.BENCH_SHARDS ?? 1);
+if (!(Number.isInteger(SHARDS) && SHARDS >= 1 && SHARDS <= 64 && SEGMENTS % SHARDS === 0))
+  throw new Error(`BENCH_SHARDS must divide ${SEGMENTS} (1, 2, 4, … 64), not ${process.env.BENCH_SHARDS}`);
 /** The agent's own flags (as up --local and deploy give them), then the run's (a later flag wins). */
 const AGENT_ARGS = [
   ...AGENT_NODE_FLAGS,
@@ -183,6 +190,8 @@ static unsigned long seq = 0, errors = 0, count = 0;
 static double *lat;
 static size_t lat_cap = 1 << 20;
 static unsigned char *value;
+/* per key number (key:N, N < 100000), the shard it belongs to (shard-1, shard-2, ...); NULL: shard-1 */
+static unsigned char *shard_of;
 
 static double now_ms(void) {
   struct timespec ts;
@@ -208,18 +217,21 @@ static void send_all(int fd, const void *b, size_t n) {
 static void send_req(conn_t *c) {
   static unsigned char buf[1 << 17];
   char key[64];
-  int kl = snprintf(key, sizeof key, "key:%lu", seq++ % 100000);
+  unsigned long kn = seq++ % 100000;
+  int kl = snprintf(key, sizeof key, "key:%lu", kn);
+  char shard[16];
+  int sl = snprintf(shard, sizeof shard, "shard-%d", shard_of ? shard_of[kn] : 1);
   size_t n;
   if (http) {
     n = (size_t)snprintf((char *)buf, sizeof buf,
-                         "PUT /v1/shards/shard-1/keys/%s HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\n"
+                         "PUT /v1/shards/%s/keys/%s HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\n"
                          "x-shard-epoch: 1\r\nx-origin-zone: a\r\ncontent-length: %d\r\n\r\n",
-                         key, token, V);
+                         shard, key, token, V);
     memcpy(buf + n, value, (size_t)V);
     n += (size_t)V;
   } else {
-    const char *shard = "shard-1", *zone = "a";
-    uint32_t sl = 7, zl = 1, len = 18 + sl + (uint32_t)kl + zl + (uint32_t)V, id = (uint32_t)seq;
+    const char *zone = "a";
+    uint32_t zl = 1, len = 18 + (uint32_t)sl + (uint32_t)kl + zl + (uint32_t)V, id = (uint32_t)seq;
     uint16_t k16 = (uint16_t)kl;
     double epoch = 1.0;
     memcpy(buf, &len, 4);
@@ -231,7 +243,7 @@ static void send_req(conn_t *c) {
     buf[13] = 0;
     memcpy(buf + 14, &epoch, 8);
     n = 22;
-    memcpy(buf + n, shard, sl), n += sl;
+    memcpy(buf + n, shard, (size_t)sl), n += (size_t)sl;
     memcpy(buf + n, key, (size_t)kl), n += (size_t)kl;
     memcpy(buf + n, zone, zl), n += zl;
     memcpy(buf + n, value, (size_t)V), n += (size_t)V;
@@ -278,7 +290,7 @@ static size_t parse(conn_t *c, int *status) {
 
 int main(int argc, char **argv) {
   if (argc < 8) {
-    fprintf(stderr, "usage: load PORT CONNS VALUE_BYTES WARM_S SECONDS TOKEN http|binary\n");
+    fprintf(stderr, "usage: load PORT CONNS VALUE_BYTES WARM_S SECONDS TOKEN http|binary [SHARD_FILE]\n");
     return 2;
   }
   port = atoi(argv[1]);
@@ -287,6 +299,15 @@ int main(int argc, char **argv) {
   double warm = atof(argv[4]), secs = atof(argv[5]);
   token = argv[6];
   http = strcmp(argv[7], "http") == 0;
+  if (argc > 8) {
+    FILE *f = fopen(argv[8], "rb");
+    shard_of = malloc(100000);
+    if (!f || fread(shard_of, 1, 100000, f) != 100000) {
+      fprintf(stderr, "cannot read the shard file %s\n", argv[8]);
+      return 2;
+    }
+    fclose(f);
+  }
   value = malloc((size_t)V);
   memset(value, 'x', (size_t)V);
   lat = malloc(lat_cap * sizeof(double));
@@ -427,6 +448,7 @@ async function logBatchSize(port: number, protocol: string): Promise<void> {
 }
 
 const loadGenerator = process.env.BENCH_JS_LOAD ? undefined : compileLoadGenerator();
+if (SHARDS > 1 && !loadGenerator) throw new Error("BENCH_SHARDS above 1 needs the C load generator (cc)");
 
 async function benchAgent(
   protocol: "http" | "binary",
@@ -437,17 +459,29 @@ async function benchAgent(
   const agent = startAgent(join(dir, "data"), port, ["--listen-binary", `127.0.0.1:${binPort}`]);
   try {
     await waitHealthy(port);
-    // one shard holding every segment: one log, like Redis's one append-only file
-    const created = await call(
-      port,
-      "PUT",
-      "/v1/admin/shards/shard-1",
-      JSON.stringify({ epoch: 1, ranges: [[0, SEGMENTS]] }),
-    );
-    if (created.status !== 201) throw new Error(`cannot create the shard: ${created.body}`);
+    // one shard holding every segment: one log, like Redis's one append-only file (BENCH_SHARDS:
+    // the segments split evenly between that many shards, each key sent to its own)
+    const per = SEGMENTS / SHARDS;
+    for (let i = 0; i < SHARDS; i++) {
+      const created = await call(
+        port,
+        "PUT",
+        `/v1/admin/shards/shard-${i + 1}`,
+        JSON.stringify({ epoch: 1, ranges: [[i * per, (i + 1) * per]] }),
+      );
+      if (created.status !== 201) throw new Error(`cannot create shard-${i + 1}: ${created.body}`);
+    }
+    const shardFile = join(dir, "shard-of-key");
+    if (SHARDS > 1) {
+      const segmenter = new Segmenter(SEGMENTS);
+      writeFileSync(
+        shardFile,
+        Uint8Array.from({ length: 100_000 }, (_, k) => 1 + Math.floor(segmenter.segmentOf(`key:${k}`) / per)),
+      );
+    }
     if (loadGenerator) {
       log(
-        `agent (${protocol}): C load generator, ${C} connections, ${V}-byte values, 2 s warm-up + ${SECONDS} s, fsync on`,
+        `agent (${protocol}): C load generator, ${C} connections, ${V}-byte values, 2 s warm-up + ${SECONDS} s, fsync on, ${SHARDS} shard${SHARDS > 1 ? "s" : ""}`,
       );
       const { stdout } = await execFileAsync(loadGenerator, [
         String(protocol === "http" ? port : binPort),
@@ -457,6 +491,7 @@ async function benchAgent(
         String(SECONDS),
         TOKEN,
         protocol,
+        ...(SHARDS > 1 ? [shardFile] : []),
       ]);
       const r = JSON.parse(stdout.trim()) as { ops: number; p50: number; p99: number; errors: number };
       await logBatchSize(port, protocol);
@@ -641,6 +676,7 @@ emit({
   bench: "agent",
   concurrency: C,
   value_bytes: V,
+  shards: SHARDS,
   seconds: SECONDS,
   // the faster of the agent's two protocols (both are listed below)
   protocol: best.protocol,
