@@ -9,6 +9,7 @@
  * planner only ever asks `rttMs`, so it does not know which is which.
  */
 import { UsageError } from "../errors.js";
+import { RESERVED_ZONE_NAMES, ZONE_NAME_PATTERN } from "./access-windows.js";
 
 /** The matrix file's shape, validated. */
 export interface ZoneMatrix {
@@ -61,8 +62,6 @@ export interface MeasuredLatency {
   rttMs: (number | null)[][];
 }
 
-const ZONE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-
 /**
  * Largest round trip a matrix may give. Any real one is far below; a huge
  * finite one (1e308) overflows to Infinity once summed over accesses, and the
@@ -87,8 +86,15 @@ export function parseZoneMatrix(value: unknown, source = "the latency matrix"): 
     return bad('"zones" must be a non-empty array of names');
   const zones: string[] = [];
   for (const z of v.zones) {
-    if (typeof z !== "string" || !ZONE_NAME.test(z))
-      return bad(`zone name ${JSON.stringify(z)} is not allowed`);
+    // the names the config, the clients and the traces may use: a zone "A" here would match none of them
+    if (typeof z !== "string" || !ZONE_NAME_PATTERN.test(z))
+      return bad(
+        `zone name ${JSON.stringify(z)} is not allowed (lower-case letters, digits, "-" and "_", at most 32, as in the config's zones)`,
+      );
+    if (RESERVED_ZONE_NAMES.includes(z))
+      return bad(
+        `"${z}" cannot name a zone: ${RESERVED_ZONE_NAMES.join(", ")} name the access windows' other series`,
+      );
     if (zones.includes(z)) return bad(`zone ${z} appears twice`);
     zones.push(z);
   }

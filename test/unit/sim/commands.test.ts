@@ -107,6 +107,39 @@ describe("shardctl simulate", () => {
     ],
     ["a matrix that is not JSON", () => writeFileSync(f("bad.json"), "{zones"), /not valid JSON/],
     [
+      // a zone no config, client or trace can name: every access would miss it
+      "an upper-case zone",
+      () =>
+        writeFileSync(
+          f("bad.json"),
+          JSON.stringify({
+            zones: ["A", "b", "c"],
+            rtt_ms: [
+              [1, 2, 3],
+              [2, 1, 3],
+              [3, 3, 1],
+            ],
+          }),
+        ),
+      /zone name "A" is not allowed \(lower-case letters, digits/,
+    ],
+    [
+      "a reserved zone name",
+      () =>
+        writeFileSync(
+          f("bad.json"),
+          JSON.stringify({
+            zones: ["a", "total", "c"],
+            rtt_ms: [
+              [1, 2, 3],
+              [2, 1, 3],
+              [3, 3, 1],
+            ],
+          }),
+        ),
+      /"total" cannot name a zone/,
+    ],
+    [
       // finite, but summed over the events it overflowed to Infinity: null in --json, NaN% in the table
       "an RTT too large to add up",
       () =>
