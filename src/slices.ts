@@ -43,11 +43,11 @@ export async function pipeInSlices<P>(
       const r = steps.next();
       if (r.done) return;
       if (r.value !== undefined) {
+        // Waiting for a write is not a turn of the loop: a socket that takes a piece at once (its
+        // reader keeps up) says so on process.nextTick, and the promise settles without the loop
+        // running; only nextTurn below is sure to give it one.
         const wrote = write(r.value);
-        if (wrote) {
-          await wrote;
-          sliceStart = performance.now();
-        }
+        if (wrote) await wrote;
       }
       if (performance.now() - sliceStart >= sliceMs) {
         await nextTurn();

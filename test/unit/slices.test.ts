@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { runInSlices } from "../../src/slices.js";
+import { pipeInSlices, runInSlices } from "../../src/slices.js";
 
 function busy(ms: number): void {
   const end = performance.now() + ms;
@@ -45,5 +45,57 @@ describe("runInSlices", () => {
       throw new Error("chunk 3 is unreadable");
     }
     await expect(runInSlices(failing())).rejects.toThrow("chunk 3 is unreadable");
+  });
+});
+
+describe("pipeInSlices", () => {
+  /** Pieces of output, each after `ms` of work. */
+  function* pieces(n: number, ms: number, log: string[]): Generator<number | undefined, void, void> {
+    for (let i = 0; i < n; i++) {
+      busy(ms);
+      log.push(`piece ${i}`);
+      yield i;
+    }
+  }
+
+  it("gives the loop turns while a writer takes every piece at once (its promise settled on nextTick)", async () => {
+    // a socket whose reader keeps up: write() returns false, and "drain" comes on process.nextTick,
+    // so awaiting it never lets the loop run (the export of the access windows held an agent's
+    // loop for the whole answer that way)
+    const log: string[] = [];
+    const written: number[] = [];
+    const turns = setInterval(() => log.push("turn"), 0);
+    try {
+      await pipeInSlices(
+        pieces(12, 3, log),
+        (p) => {
+          written.push(p);
+          return new Promise<void>((resolve) => process.nextTick(resolve));
+        },
+        5,
+      );
+    } finally {
+      clearInterval(turns);
+    }
+    expect(written).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    const lastPiece = log.lastIndexOf("piece 11");
+    expect(log.slice(0, lastPiece).filter((e) => e === "turn").length).toBeGreaterThanOrEqual(3);
+  });
+
+  it("ends the generator and rejects when a write fails", async () => {
+    const log: string[] = [];
+    let closed = false;
+    function* gen(): Generator<number | undefined, void, void> {
+      try {
+        yield* pieces(5, 0, log);
+      } finally {
+        closed = true;
+      }
+    }
+    await expect(
+      pipeInSlices(gen(), (p) => (p === 2 ? Promise.reject(new Error("the client went away")) : undefined)),
+    ).rejects.toThrow("the client went away");
+    expect(closed).toBe(true);
+    expect(log).toEqual(["piece 0", "piece 1", "piece 2"]);
   });
 });

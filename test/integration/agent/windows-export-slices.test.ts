@@ -45,22 +45,32 @@ describe("agent: writing the access windows in slices", () => {
     const { w, dataDir, a } = await busyAgent("export-slices");
     const pool = new HttpAgent({ keepAlive: true, maxSockets: 1 });
     const port = a.port;
-    /** GETs path; meanwhile health checks one after another: the answer, and how long each check waited. */
+    /** The agent's longest event-loop delay (ms) since the previous call (prom-client resets it on each scrape). */
+    async function loopDelayMax(): Promise<number> {
+      const r = await http(port, "GET", "/metrics", { pool });
+      const m = /^shardctl_agent_nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(r.body.toString());
+      if (!m) throw new Error("no event-loop delay in the agent's /metrics");
+      return Number(m[1]) * 1000;
+    }
+    /**
+     * GETs path; meanwhile health checks one after another. What tells is the agent's own longest
+     * event-loop delay over the request: the checks' round trips also count this test's process,
+     * which receives the whole answer on the same two cores.
+     */
     async function beside(path: string) {
-      expect((await http(port, "GET", "/health", { pool })).status).toBe(200);
+      await loopDelayMax();
       const t0 = performance.now();
       let doneAt = 0;
       const answer = http(port, "GET", path).then((r) => {
         doneAt = performance.now();
         return r;
       });
-      const waits: number[] = [];
+      let checks = 0;
       while (doneAt === 0) {
-        const sent = performance.now();
         expect((await http(port, "GET", "/health", { pool })).status).toBe(200);
-        waits.push(performance.now() - sent);
+        checks++;
       }
-      return { answer: await answer, waits, total: doneAt - t0 };
+      return { answer: await answer, checks, total: doneAt - t0, delayMax: await loopDelayMax() };
     }
     try {
       const exp = await beside("/v1/access/export");
@@ -68,11 +78,10 @@ describe("agent: writing the access windows in slices", () => {
       const back = AccessWindows.deserialize(exp.answer.body);
       expect([...back.activeSegments()].length).toBe(SEGMENTS);
       expect(back.exportSegment(12345)).toEqual(w.exportSegment(12345));
-      // none of the checks waited for the export to be written: writing it at once, the first
-      // waited for most of the export's time (the rest is the transfer). (Half, not less: on a
-      // loaded CI machine one check once waited 36% of it, slices and all.)
-      expect(exp.waits.length).toBeGreaterThan(2);
-      expect(Math.max(...exp.waits)).toBeLessThan(exp.total / 2);
+      // the agent's loop was never held for long: writing the export at once, or in pieces whose
+      // writes the socket took at once (its reader keeping up), held it for most of the export
+      expect(exp.checks).toBeGreaterThan(0);
+      expect(exp.delayMax).toBeLessThan(exp.total / 3);
 
       // the same for the rates of every segment that collectors ask for first
       const list = await beside("/v1/access?window=3600");
@@ -80,8 +89,8 @@ describe("agent: writing the access windows in slices", () => {
       const body = list.answer.json() as { segments: { segment: number; total: number }[]; nowMs: number };
       expect(body.segments.length).toBe(SEGMENTS);
       expect(body.segments[12345]).toEqual({ segment: 12345, ...w.rate(12345, 3600, body.nowMs) });
-      expect(list.waits.length).toBeGreaterThan(2);
-      expect(Math.max(...list.waits)).toBeLessThan(list.total / 2);
+      expect(list.checks).toBeGreaterThan(0);
+      expect(list.delayMax).toBeLessThan(list.total / 3);
     } finally {
       pool.destroy();
     }
@@ -101,7 +110,7 @@ describe("agent: writing the access windows in slices", () => {
     expect([...collected.windows.activeSegments()].length).toBe(SEGMENTS);
     expect(collected.windows.exportSegment(777)).toEqual(w.exportSegment(777));
     expect(gaps.length).toBeGreaterThan(5);
-    expect(Math.max(...gaps)).toBeLessThan(total / 2);
+    expect(Math.max(...gaps)).toBeLessThan(total / 3);
   });
 
   it("streams the export as it lays it out: the first bytes come at once, a reader that does not read holds it back, at most a few at a time, and one that goes away ends it", async () => {
