@@ -12,10 +12,16 @@
  * periodic save's path; the export streams the same pieces to its socket):
  * the same loop figures, and the memory it holds (the growth of the
  * process's ArrayBuffer memory, sampled at each piece) against the whole
- * form that the two others hold. Alternates them, --rounds times (default 3).
+ * form that the two others hold. And the export's path: the same pieces
+ * written to an HTTP answer (as GET /v1/access/export writes them) that
+ * another process reads as fast as they come, the case where a socket takes
+ * each piece at once. Alternates them, --rounds times (default 3).
  * Ends with one JSON line.
  */
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { createServer, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeFileAtomic, writeFully } from "../src/agent/fs-util.js";
@@ -36,6 +42,48 @@ const file = join(dir, "access-windows.bin");
 const atOnce: number[] = [];
 const sliced: { ms: number; max: number; p99: number }[] = [];
 const streamed: { ms: number; max: number; p99: number; heldMiB: number }[] = [];
+const exported: { ms: number; max: number; p99: number }[] = [];
+
+/** The export's path: the pieces written to an HTTP answer as the agent writes them. */
+function writeExport(res: ServerResponse): Promise<void> {
+  const { length, pieces } = w.serializeStream();
+  res.writeHead(200, { "content-type": "application/octet-stream", "content-length": length });
+  return pipeInSlices(pieces, (piece) => {
+    if (res.write(piece)) return;
+    return new Promise<void>((resolve, reject) => {
+      const gone = () => reject(new Error("the reader went away"));
+      res.once("close", gone);
+      res.once("drain", () => {
+        res.off("close", gone);
+        resolve();
+      });
+    });
+  }).then(() => void res.end());
+}
+
+/** One export to a reader in another process that keeps up: the loop's gaps from its request to the last piece. */
+async function exportToReader(): Promise<{ ms: number; gaps: number[]; got: number }> {
+  let answered!: (p: Promise<{ ms: number; gaps: number[] }>) => void;
+  const writing = new Promise<Promise<{ ms: number; gaps: number[] }>>((r) => (answered = r));
+  const server = createServer((_req, res) => answered(ticking(() => writeExport(res))));
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  const reader = spawn(
+    process.execPath,
+    [
+      "-e",
+      `require("node:http").get({ host: "127.0.0.1", port: ${port} }, (r) => { let n = 0; r.on("data", (c) => (n += c.length)); r.on("end", () => process.stdout.write(String(n))); });`,
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  let out = "";
+  reader.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<void>((resolve) => reader.once("exit", () => resolve()));
+  const { ms, gaps } = await await writing;
+  await exited;
+  server.close();
+  return { ms, gaps, got: Number(out) };
+}
 let bytes = 0;
 for (let r = 0; r < ROUNDS; r++) {
   const a = await ticking(async () => {
@@ -74,6 +122,14 @@ for (let r = 0; r < ROUNDS; r++) {
     `  streamed to a file ${round(c.ms, 0)} ms, the loop held at most ${round(streamed[r].max, 1)} ms, ` +
       `${round(streamed[r].heldMiB, 1)} MiB held at most (the whole form: ${round(bytes / 2 ** 20, 1)} MiB)`,
   );
+  // the export to a reader that keeps up
+  const d = await exportToReader();
+  if (d.got !== bytes) throw new Error(`the reader got ${d.got} bytes of ${bytes}`);
+  const sortedD = Float64Array.from(d.gaps).sort();
+  exported.push({ ms: d.ms, max: sortedD[sortedD.length - 1], p99: percentile(sortedD, 99) });
+  log(
+    `  exported to a reader in another process ${round(d.ms, 0)} ms, the loop held at most ${round(exported[r].max, 1)} ms (p99 ${round(exported[r].p99, 1)} ms)`,
+  );
   await new Promise((resolve) => setTimeout(resolve, 200));
 }
 const median = (xs: number[]) => Float64Array.from(xs).sort()[Math.floor(xs.length / 2)];
@@ -92,5 +148,8 @@ emit({
   streamed_max_stall_ms: round(median(streamed.map((x) => x.max)), 1),
   whole_form_mib: round(bytes / 2 ** 20, 1),
   streamed_held_mib: round(median(streamed.map((x) => x.heldMiB)), 1),
+  export_total_ms: round(median(exported.map((x) => x.ms)), 1),
+  export_max_stall_ms: round(median(exported.map((x) => x.max)), 1),
+  export_p99_gap_ms: round(median(exported.map((x) => x.p99)), 2),
 });
 rmSync(dir, { recursive: true, force: true });
