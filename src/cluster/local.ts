@@ -28,6 +28,7 @@ import {
   fstatSync,
   openSync,
   readFileSync,
+  readSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
@@ -282,12 +283,31 @@ async function healthNodeId(address: string): Promise<string | undefined> {
   }
 }
 
-/** The last lines of a log, from byte `from` on. */
-function logTail(file: string, lines = 8, from = 0): string {
+/** Bytes read from a log's end for its last lines: the log grows across the agent's restarts. */
+const TAIL_BYTES = 64 * 1024;
+
+/** The last lines of a log, from byte `from` on (at most its last TAIL_BYTES). */
+export function logTail(file: string, lines = 8, from = 0): string {
+  let fd: number | undefined;
   try {
-    return readFileSync(file).subarray(from).toString("utf8").trimEnd().split("\n").slice(-lines).join("\n");
+    fd = openSync(file, "r");
+    const size = fstatSync(fd).size;
+    const start = Math.max(from, size - TAIL_BYTES);
+    const buf = Buffer.alloc(Math.max(0, size - start));
+    let got = 0;
+    while (got < buf.length) {
+      const n = readSync(fd, buf, got, buf.length - got, start + got);
+      if (n === 0) break;
+      got += n;
+    }
+    let text = buf.subarray(0, got).toString("utf8");
+    // (a cut first line is dropped, unless it is all there is)
+    if (start > from && text.includes("\n")) text = text.slice(text.indexOf("\n") + 1);
+    return text.trimEnd().split("\n").slice(-lines).join("\n");
   } catch {
     return "";
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
