@@ -4,7 +4,7 @@
  * and shuts down cleanly on SIGTERM (stop accepting, finish the fsyncs in
  * flight, exit 0).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { join } from "node:path";
@@ -14,6 +14,7 @@ import { resolveInDoubt } from "./in-doubt.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { writeAtomic } from "../store/embedded.js";
 import { UserError } from "../errors.js";
+import { makeDirsFor } from "../fs-paths.js";
 import { answerClientError, ApiError } from "./http-util.js";
 import { AgentMetrics } from "./metrics.js";
 import { startBinaryServer, type BinaryListener } from "./binary.js";
@@ -165,7 +166,13 @@ export class Agent {
 
   /** Recovers every shard under <dataDir>/shards. */
   async recover(): Promise<void> {
-    mkdirSync(this.shardsDir, { recursive: true, mode: 0o700 });
+    // a file in the way (the data directory, or its shards/) is said as such, not an internal error
+    makeDirsFor(
+      this.shardsDir,
+      "the agent's shard directory",
+      "give --data-dir a directory (or a path where one can be made), or move the file out of the way",
+      0o700,
+    );
     for (const name of readdirSync(this.shardsDir).sort()) {
       if (!SHARD_ID_PATTERN.test(name)) {
         this.log(`recovery: ignoring ${join(this.shardsDir, name)}: not a shard id`);

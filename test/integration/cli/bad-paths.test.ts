@@ -242,3 +242,37 @@ describe("deploy --bundle that is not a bundle file", () => {
     }
   });
 });
+
+describe("agent --data-dir where a file is in the way", () => {
+  it("<dataDir>/shards a file, or the data directory under a file: exit 2 naming it, not an internal error", () => {
+    // mkdirSync's recursive threw EEXIST, printed as an internal error with its stack
+    writeFileSync(join(dir, "token"), "t0k", { mode: 0o600 });
+    mkdirSync(join(dir, "agentdata"));
+    writeFileSync(join(dir, "agentdata/shards"), "not a directory");
+    const agent = (dataDir: string) => [
+      "--data-dir",
+      dataDir,
+      "agent",
+      "--listen",
+      "127.0.0.1:0",
+      "--zone",
+      "a",
+      "--node-id",
+      "n1",
+      "--token-file",
+      "token",
+      "--segments",
+      "64",
+    ];
+    for (const [dataDir, inTheWay] of [
+      ["agentdata", "agentdata/shards"],
+      ["afile/data", "afile"],
+    ]) {
+      const r = expectUsageError(agent(dataDir), "cannot create the agent's shard directory", {
+        ...env(),
+      });
+      expect(r.stderr).toContain(`${inTheWay} exists and is not a directory`);
+    }
+    expect(readFileSync(join(dir, "agentdata/shards"), "utf8")).toBe("not a directory");
+  });
+});
