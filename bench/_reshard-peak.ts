@@ -11,25 +11,15 @@ import { PerformanceObserver } from "node:perf_hooks";
 import { runInNewContext } from "node:vm";
 import { AccessWindows } from "../src/engine/access-windows.js";
 import { applyLayoutDiff, planLayout } from "../src/engine/assigner.js";
-import { initialLayout, validateMap } from "../src/engine/location-map.js";
+import { validateMap } from "../src/engine/location-map.js";
+import { ASSIGNER, initialMap, recordSkewedLoad, SEGMENTS, ZONES } from "./_reshard-setup.js";
 
-const SEGMENTS = 100_000;
-const zones = ["a", "b", "c"];
-const nodes = ["n1", "n2", "n3", "n4", "n5", "n6"].map((id, i) => ({
-  id,
-  address: `10.0.0.${i}:7400`,
-  zone: zones[i % 3],
-}));
 const t = Date.UTC(2026, 0, 1);
-const map = initialLayout(SEGMENTS, nodes, { shardsPerNode: 800, now: 0 });
-const windows = new AccessWindows({ segmentCount: SEGMENTS, zones });
-for (let s = 0; s < SEGMENTS; s++) {
-  const load = s % 997 === 0 ? 40_000 : (s * 31) % 50;
-  if (load) windows.record(s, s % 5 === 0, s % 3, t, load);
-}
-const opts = { splitRate: 50, mergeRate: 5, shardLoadCap: 200, hysteresis: 0.2, minDwellMs: 0 };
+const map = initialMap();
+const windows = new AccessWindows({ segmentCount: SEGMENTS, zones: ZONES });
+recordSkewedLoad(windows, t);
 function reshard(): number {
-  const diff = planLayout(map, windows.loads(600, t), opts, t);
+  const diff = planLayout(map, windows.loads(600, t), ASSIGNER, t);
   validateMap(applyLayoutDiff(map, diff, t));
   return diff.ops.length;
 }

@@ -26,25 +26,20 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { AccessWindows, OP_READ, OP_WRITE, parseAccessType } from "../src/engine/access-windows.js";
 import { applyLayoutDiff, planLayout } from "../src/engine/assigner.js";
-import { initialLayout, validateMap, type VersionedMap } from "../src/engine/location-map.js";
+import { validateMap, type VersionedMap } from "../src/engine/location-map.js";
 import { Lsmm } from "../src/engine/lsmm.js";
 import type { LocationStore } from "../src/engine/ports.js";
 import { Segmenter } from "../src/engine/segmenter.js";
+import { ASSIGNER, initialMap, recordSkewedLoad, SEGMENTS, ZONES } from "./_reshard-setup.js";
 import { emit, log, now, round, timePerOp } from "./_util.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const SEGMENTS = 100_000;
 const KEYS = 1_000_000;
-const zones = ["a", "b", "c"];
-const nodes = ["n1", "n2", "n3", "n4", "n5", "n6"].map((id, i) => ({
-  id,
-  address: `10.0.0.${i}:7400`,
-  zone: zones[i % 3],
-}));
+const zones = ZONES;
 
 let t = Date.UTC(2026, 0, 1);
 const clock = { now: () => t };
-const map = initialLayout(SEGMENTS, nodes, { shardsPerNode: 800, now: 0 });
+const map = initialMap();
 let stored: VersionedMap = { map, version: 1 };
 const store: LocationStore = {
   kind: "embedded",
@@ -68,7 +63,7 @@ const lsmm = new Lsmm({
   windows,
   segmenter,
   clock,
-  assigner: { splitRate: 50, mergeRate: 5, shardLoadCap: 200, hysteresis: 0.2, minDwellMs: 0 },
+  assigner: ASSIGNER,
   rateWindowSeconds: 600,
 });
 await lsmm.refresh();
@@ -258,10 +253,7 @@ log(
 
 // (c) a full reshard of 100k segments with a skewed load
 log("reshard of 100,000 segments…");
-for (let s = 0; s < SEGMENTS; s++) {
-  const load = s % 997 === 0 ? 40_000 : (s * 31) % 50;
-  if (load) windows.record(s, s % 5 === 0, s % 3, t, load);
-}
+recordSkewedLoad(windows, t);
 // Peak heap, bounded from both sides. The reshard is synchronous, so a timer cannot sample inside
 // it. Below: the heap is collected before each run (a baseline of live data only) and read after
 // each phase; what the phases build (the loads, the diff, the next map) is still referenced when
@@ -284,12 +276,7 @@ for (let run = 0; run < 5; run++) {
   const start = now();
   const loads = windows.loads(600, t);
   sample();
-  const diff = planLayout(
-    map,
-    loads,
-    { splitRate: 50, mergeRate: 5, shardLoadCap: 200, hysteresis: 0.2, minDwellMs: 0 },
-    t,
-  );
+  const diff = planLayout(map, loads, ASSIGNER, t);
   sample();
   const next = applyLayoutDiff(map, diff, t);
   sample();

@@ -25,6 +25,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeFileAtomic, writeFully } from "../src/agent/fs-util.js";
+import { writePiece } from "../src/agent/server.js";
 import { AccessWindows } from "../src/engine/access-windows.js";
 import { pipeInSlices, runInSlices } from "../src/slices.js";
 import { emit, log, numberArg, percentile, round, ticking } from "./_util.js";
@@ -44,21 +45,11 @@ const sliced: { ms: number; max: number; p99: number }[] = [];
 const streamed: { ms: number; max: number; p99: number; heldMiB: number }[] = [];
 const exported: { ms: number; max: number; p99: number }[] = [];
 
-/** The export's path: the pieces written to an HTTP answer as the agent writes them. */
+/** The export's path: the pieces written to an HTTP answer by the agent's own writePiece. */
 function writeExport(res: ServerResponse): Promise<void> {
   const { length, pieces } = w.serializeStream();
   res.writeHead(200, { "content-type": "application/octet-stream", "content-length": length });
-  return pipeInSlices(pieces, (piece) => {
-    if (res.write(piece)) return;
-    return new Promise<void>((resolve, reject) => {
-      const gone = () => reject(new Error("the reader went away"));
-      res.once("close", gone);
-      res.once("drain", () => {
-        res.off("close", gone);
-        resolve();
-      });
-    });
-  }).then(() => void res.end());
+  return pipeInSlices(pieces, (piece) => writePiece(res, piece)).then(() => void res.end());
 }
 
 /** One export to a reader in another process that keeps up: the loop's gaps from its request to the last piece. */

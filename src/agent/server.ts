@@ -300,6 +300,20 @@ export const MAX_WINDOW_EXPORTS = 4;
  * client that goes away ends it; an error after the head destroys the connection, so the client
  * sees a short answer, never a complete one.
  */
+/** Writes one piece of a streamed answer; a promise when the socket must drain first (rejected if the client goes away). */
+export function writePiece(res: ServerResponse, piece: Uint8Array): void | Promise<void> {
+  if (res.destroyed) throw new Error("the client went away");
+  if (res.write(piece)) return;
+  return new Promise<void>((resolve, reject) => {
+    const gone = () => reject(new Error("the client went away"));
+    res.once("close", gone);
+    res.once("drain", () => {
+      res.off("close", gone);
+      resolve();
+    });
+  });
+}
+
 async function exportWindows(agent: Agent, res: ServerResponse): Promise<void> {
   if (agent.windowExports >= MAX_WINDOW_EXPORTS) {
     throw new ApiError(
@@ -316,18 +330,7 @@ async function exportWindows(agent: Agent, res: ServerResponse): Promise<void> {
       "content-length": length,
       "x-now-ms": String(Date.now()),
     });
-    await pipeInSlices(pieces, (piece) => {
-      if (res.destroyed) throw new Error("the client went away");
-      if (res.write(piece)) return;
-      return new Promise<void>((resolve, reject) => {
-        const gone = () => reject(new Error("the client went away"));
-        res.once("close", gone);
-        res.once("drain", () => {
-          res.off("close", gone);
-          resolve();
-        });
-      });
-    });
+    await pipeInSlices(pieces, (piece) => writePiece(res, piece));
     res.end();
   } finally {
     agent.windowExports--;
