@@ -485,8 +485,7 @@ async function attempt(what: string, fn: () => Promise<Answer>, tries: number): 
       if (r.status >= 400 && r.status < 500 && r.status !== 408 && r.status !== 429) break; // refused: retrying will not help
     } catch (err) {
       // the step already names the node: "drop on node-3: cannot reach 127.0.0.1:7403 (connection refused)"
-      const why = err instanceof Error ? err.message : String(err);
-      last = `${what}: ${err instanceof UserError ? why : (unreachable(err, []) ?? why)}`;
+      last = `${what}: ${unreachable(err, []) ?? (err instanceof Error ? err.message : String(err))}`;
     }
     if (i + 1 < tries) await new Promise((res) => setTimeout(res, 50 * 2 ** i));
   }
