@@ -348,7 +348,8 @@ class BinaryConnection {
       if (op !== OP_PUT && value.length > 0) throw badRequest(`a ${opName} carries no value`);
       shard.raiseEpoch(epoch);
       if (!write) {
-        const v = shard.get(key);
+        // (copied into the answer at once)
+        const v = shard.peek(key);
         this.agent.windows.record(segment, false, zi, Date.now());
         this.send(
           opName,

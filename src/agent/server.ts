@@ -477,7 +477,7 @@ async function batchRequest(
   const out = ops.map((o, i) => {
     agent.windows.record(segments[i], o.op !== "get", zone, now);
     if (o.op === "get") {
-      const v = shard.get(o.key);
+      const v = shard.peek(o.key); // (encoded at once)
       return v ? { found: true, value: v.value.toString("base64"), lsn: v.lsn } : { found: false };
     }
     return results[w++];

@@ -207,9 +207,35 @@ export class SnapshotFailed extends Error {
   }
 }
 
+/**
+ * A state entry made by a write (applyDurable), which later writes to its key
+ * update in place while nobody else holds it: a put then leaves no object
+ * behind for the garbage collector (docs/AGENT.md, "State entries updated in
+ * place"). `gen` is the shard's stateGen when the entry was made; a snapshot
+ * (which holds every entry while it writes) moves stateGen on, and a reader
+ * that keeps an entry (Shard.get) sets it to -1, so such an entry is never
+ * changed again: the next write to its key replaces it. `owned`: `value` is
+ * a copy the shard made, which nothing else refers to, so it may be written
+ * over (a caller's buffer is not: it may be held elsewhere).
+ */
+class LiveEntry implements StateValue {
+  constructor(
+    public value: Buffer,
+    public lsn: number,
+    public timestamp: number,
+    public gen: number,
+    public owned: boolean,
+  ) {}
+}
+
 export class Shard {
-  /** Replaced as a whole only when a migration target installs a snapshot. */
+  /**
+   * Replaced as a whole only when a migration target installs a snapshot. Entries may be updated
+   * in place by later writes: read one through `get` to keep it (or `peek`, to use it at once).
+   */
   state = new Map<string, StateValue>();
+  /** Entries made before this generation are never updated in place (LiveEntry). */
+  private stateGen = 0;
   meta: ShardMeta;
   /** Why the shard is refused (corrupt log), if it is. */
   failed?: string;
@@ -376,7 +402,18 @@ export class Shard {
     return this.log?.files.length ?? 0;
   }
 
+  /** The key's entry, which stays as it is: later writes to the key replace it rather than update it. */
   get(key: string): StateValue | undefined {
+    const v = this.state.get(key);
+    if (v instanceof LiveEntry) v.gen = -1;
+    return v;
+  }
+
+  /**
+   * The key's entry, to be used at once (before the next write is applied, i.e. before the caller
+   * awaits anything): a later write to the key may update this very entry and its value's bytes.
+   */
+  peek(key: string): StateValue | undefined {
     return this.state.get(key);
   }
 
@@ -578,7 +615,20 @@ export class Shard {
       if (prev) this.valueBytes -= prev.value.length;
       if (o.op === "put") {
         const value = o.value ?? NO_VALUE;
-        this.state.set(o.key, { value, lsn, timestamp: b.timestamps?.[i] ?? Date.now() });
+        const timestamp = b.timestamps?.[i] ?? Date.now();
+        if (prev instanceof LiveEntry && prev.gen === this.stateGen) {
+          // nobody else holds this entry: updated in place (no new objects for a put to a known key)
+          if (value.length !== prev.value.length || value.length === 0) {
+            prev.value = value;
+            prev.owned = false;
+          } else if (prev.owned) prev.value.set(value);
+          else {
+            prev.value = Buffer.from(value);
+            prev.owned = true;
+          }
+          prev.lsn = lsn;
+          prev.timestamp = timestamp;
+        } else this.state.set(o.key, new LiveEntry(value, lsn, timestamp, this.stateGen, false));
         this.valueBytes += value.length;
         if (o.writeId) this.writeIds.add(o.writeId, lsn, "put", false, o.key);
         b.results.push({ lsn });
@@ -663,9 +713,11 @@ export class Shard {
     const lsn = log.durableLsn;
     let written = false;
     try {
-      // a copy of the references, taken synchronously: the state at exactly `lsn` (values are never
-      // mutated); as two arrays, not an array per key (StateColumns)
+      // a copy of the references, taken synchronously: the state at exactly `lsn`; as two arrays, not
+      // an array per key (StateColumns). A new generation: later writes replace these entries
+      // instead of updating them in place (LiveEntry), so they hold the state at `lsn` until written.
       const state = { keys: Array.from(this.state.keys()), values: Array.from(this.state.values()) };
+      this.stateGen++;
       const writeIds = this.writeIds.freeze(); // the ids as of `lsn` too
       log.requestRotation();
       await writeSnapshot(this.dir, this.id, lsn, state, writeIds);

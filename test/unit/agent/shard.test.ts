@@ -154,6 +154,85 @@ describe("Shard", () => {
     expect(() => decodeSnapshot(bad, () => {})).toThrow(/checksum/);
   });
 
+  describe("entries updated in place by later writes", () => {
+    it("updates a written key's entry in place, and an entry read with get() stays as it was", async () => {
+      const { shard } = await newShard();
+      await shard.write([{ op: "put", key: "k", value: Buffer.from("one") }]);
+      await shard.write([{ op: "put", key: "k", value: Buffer.from("two") }]);
+      const live = shard.peek("k")!;
+      await shard.write([{ op: "put", key: "k", value: Buffer.from("333") }]);
+      // the same entry, updated (this is what spares the collector an object per put)
+      expect(shard.peek("k")).toBe(live);
+      expect(live.value.toString()).toBe("333");
+      expect(live.lsn).toBe(3);
+      const kept = shard.get("k")!;
+      const keptValue = kept.value;
+      await shard.write([{ op: "put", key: "k", value: Buffer.from("444") }]);
+      await shard.write([{ op: "put", key: "k", value: Buffer.from("55555") }]);
+      expect(kept.value.toString()).toBe("333");
+      expect(keptValue.toString()).toBe("333");
+      expect(kept.lsn).toBe(3);
+      expect(shard.peek("k")!.value.toString()).toBe("55555");
+      expect(shard.get("k")).not.toBe(kept);
+      await shard.close();
+    });
+
+    it("never writes over a caller's buffer, even one given for two keys", async () => {
+      const { shard } = await newShard();
+      const shared = Buffer.from("same");
+      await shard.write([
+        { op: "put", key: "a", value: shared },
+        { op: "put", key: "b", value: shared },
+      ]);
+      for (const v of ["AAAA", "BBBB", "CCCC"])
+        await shard.write([{ op: "put", key: "a", value: Buffer.from(v) }]);
+      expect(shared.toString()).toBe("same");
+      expect(shard.get("b")!.value.toString()).toBe("same");
+      expect(shard.get("a")!.value.toString()).toBe("CCCC");
+      await shard.close();
+    });
+
+    it("a snapshot holds the values as of its LSN while writes to the same keys go on", async () => {
+      const { dir, shard } = await newShard(opts({ maxFileBytes: 64 << 20 }));
+      // 100,000 keys: the snapshot is written a MiB at a time over many turns of the event loop, and
+      // the keys written meanwhile are the last it reaches (a Map keeps the order keys came in)
+      const cold = Array.from({ length: 100_000 }, (_, i) => `cold-${i}`);
+      for (let i = 0; i < cold.length; i += 10_000)
+        await shard.write(
+          cold.slice(i, i + 10_000).map((key) => ({ op: "put" as const, key, value: Buffer.alloc(100, 7) })),
+        );
+      const hot = ["h0", "h1", "h2", "h3"];
+      // twice: the second write to a key gives its entry a buffer of the shard's own, written over after
+      for (const round of [1, 2])
+        await shard.write(hot.map((key) => ({ op: "put" as const, key, value: Buffer.alloc(64, round) })));
+      const at = shard.lsn;
+      const snapshot = shard.snapshot();
+      let done = false;
+      void snapshot.finally(() => (done = true));
+      let round = 2;
+      while (!done) {
+        round++;
+        for (const key of hot) await shard.write([{ op: "put", key, value: Buffer.alloc(64, round) }]);
+      }
+      expect(await snapshot).toBe(at);
+      expect(round).toBeGreaterThan(2);
+      const file = readdirSync(dir).find((f) => f === `snapshot-${String(at).padStart(20, "0")}.snap`);
+      expect(file).toBeDefined();
+      const seen = new Map<string, { bytes: number[]; lsn: number }>();
+      decodeSnapshot(readFileSync(join(dir, file!)), (k, v) => {
+        if (k.startsWith("h")) seen.set(k, { bytes: [...new Set(v.value)], lsn: v.lsn });
+      });
+      expect([...seen.keys()].sort()).toEqual(hot);
+      for (const v of seen.values()) {
+        expect(v.bytes).toEqual([2]);
+        expect(v.lsn).toBeLessThanOrEqual(at);
+      }
+      // and the shard itself carries on from the latest values
+      expect(shard.peek("h3")!.value[0]).toBe(round);
+      await shard.close();
+    });
+  });
+
   it("records epochs and owner states durably", async () => {
     const { dir, shard } = await newShard();
     shard.raiseEpoch(4);
