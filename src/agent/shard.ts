@@ -216,7 +216,7 @@ export class SnapshotFailed extends Error {
  * that keeps an entry (Shard.get) sets it to -1, so such an entry is never
  * changed again: the next write to its key replaces it. `owned`: `value` is
  * a copy the shard made, which nothing else refers to, so it may be written
- * over (a caller's buffer is not: it may be held elsewhere).
+ * over (a caller's buffer is not: it may be held elsewhere; see keepValue).
  */
 class LiveEntry implements StateValue {
   constructor(
@@ -226,6 +226,24 @@ class LiveEntry implements StateValue {
     public gen: number,
     public owned: boolean,
   ) {}
+}
+
+/**
+ * Gives an entry its value. A value that is a piece of a larger buffer (Node's shared pool, a
+ * request's, a replicated chunk) would keep all of that alive as long as the key lives: it is
+ * copied into a buffer of its own, which the shard owns, so that later writes of the same length
+ * copy their bytes into it. A buffer that is a whole one is kept as it is, and not owned: the
+ * caller may hold it too (or have given it for two keys).
+ */
+function keepValue(entry: LiveEntry, value: Buffer): void {
+  if (value.length > 0 && (value.byteOffset !== 0 || value.buffer.byteLength !== value.length)) {
+    entry.value = Buffer.allocUnsafeSlow(value.length);
+    value.copy(entry.value);
+    entry.owned = true;
+  } else {
+    entry.value = value;
+    entry.owned = false;
+  }
 }
 
 export class Shard {
@@ -618,17 +636,15 @@ export class Shard {
         const timestamp = b.timestamps?.[i] ?? Date.now();
         if (prev instanceof LiveEntry && prev.gen === this.stateGen) {
           // nobody else holds this entry: updated in place (no new objects for a put to a known key)
-          if (value.length !== prev.value.length || value.length === 0) {
-            prev.value = value;
-            prev.owned = false;
-          } else if (prev.owned) prev.value.set(value);
-          else {
-            prev.value = Buffer.from(value);
-            prev.owned = true;
-          }
+          if (prev.owned && value.length === prev.value.length) prev.value.set(value);
+          else keepValue(prev, value);
           prev.lsn = lsn;
           prev.timestamp = timestamp;
-        } else this.state.set(o.key, new LiveEntry(value, lsn, timestamp, this.stateGen, false));
+        } else {
+          const entry = new LiveEntry(NO_VALUE, lsn, timestamp, this.stateGen, false);
+          keepValue(entry, value);
+          this.state.set(o.key, entry);
+        }
         this.valueBytes += value.length;
         if (o.writeId) this.writeIds.add(o.writeId, lsn, "put", false, o.key);
         b.results.push({ lsn });

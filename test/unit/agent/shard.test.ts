@@ -179,7 +179,8 @@ describe("Shard", () => {
 
     it("never writes over a caller's buffer, even one given for two keys", async () => {
       const { shard } = await newShard();
-      const shared = Buffer.from("same");
+      // a buffer of its own (not a piece of a larger one): the state keeps it as it is
+      const shared = Buffer.alloc(4, "same");
       await shard.write([
         { op: "put", key: "a", value: shared },
         { op: "put", key: "b", value: shared },
@@ -189,6 +190,19 @@ describe("Shard", () => {
       expect(shared.toString()).toBe("same");
       expect(shard.get("b")!.value.toString()).toBe("same");
       expect(shard.get("a")!.value.toString()).toBe("CCCC");
+      await shard.close();
+    });
+
+    it("keeps a value given as a piece of a larger buffer in one of its own, not the larger buffer", async () => {
+      const { shard } = await newShard();
+      const request = Buffer.alloc(1 << 20, "r");
+      await shard.write([{ op: "put", key: "k", value: request.subarray(100, 110) }]);
+      const v = shard.get("k")!.value;
+      expect(v.toString()).toBe("r".repeat(10));
+      expect(v.buffer.byteLength).toBe(10);
+      // and the piece was copied, not taken: the request's buffer is the caller's
+      request.fill("x");
+      expect(shard.get("k")!.value.toString()).toBe("r".repeat(10));
       await shard.close();
     });
 
