@@ -442,8 +442,10 @@ async function waitHealthy(port: number, timeoutMs = 600_000): Promise<void> {
   }
 }
 
-async function logBatchSize(port: number, protocol: string): Promise<void> {
+/** Logs the group commits' mean size and write time; returns the agent's resident memory (MiB) at the end of the run. */
+async function logBatchSize(port: number, protocol: string): Promise<number | undefined> {
   const metrics = await call(port, "GET", "/metrics");
+  const rss = /^shardctl_agent_process_resident_memory_bytes (\S+)$/m.exec(metrics.body);
   const sum = /shardctl_agent_group_commit_entries_sum (\S+)/.exec(metrics.body);
   const count = /shardctl_agent_group_commit_entries_count (\S+)/.exec(metrics.body);
   const syncSum = /shardctl_agent_log_flush_seconds_sum (\S+)/.exec(metrics.body);
@@ -454,6 +456,7 @@ async function logBatchSize(port: number, protocol: string): Promise<void> {
           ? `, mean write + fsync ${round((Number(syncSum[1]) * 1000) / Number(count[1]), 3)} ms`
           : ""),
     );
+  return rss ? Number(rss[1]) / 2 ** 20 : undefined;
 }
 
 const loadGenerator = process.env.BENCH_JS_LOAD ? undefined : compileLoadGenerator();
@@ -461,7 +464,7 @@ if (SHARDS > 1 && !loadGenerator) throw new Error("BENCH_SHARDS above 1 needs th
 
 async function benchAgent(
   protocol: "http" | "binary",
-): Promise<{ ops: number; p50: number; p99: number; errors: number }> {
+): Promise<{ ops: number; p50: number; p99: number; errors: number; rssMb?: number }> {
   const dir = mkdtempSync(join(tmpdir(), "shardctl-bench-agent-"));
   const port = await freePort();
   const binPort = await freePort();
@@ -503,8 +506,8 @@ async function benchAgent(
         ...(SHARDS > 1 ? [shardFile] : []),
       ]);
       const r = JSON.parse(stdout.trim()) as { ops: number; p50: number; p99: number; errors: number };
-      await logBatchSize(port, protocol);
-      return { ops: r.ops, p50: r.p50, p99: r.p99, errors: r.errors };
+      const rssMb = await logBatchSize(port, protocol);
+      return { ops: r.ops, p50: r.p50, p99: r.p99, errors: r.errors, rssMb };
     }
     const value = Buffer.alloc(V, "x");
     const lat: number[] = [];
@@ -547,9 +550,15 @@ async function benchAgent(
     await runFor(SECONDS * 1000, true);
     const elapsed = (now() - t0) / 1000;
     const sorted = Float64Array.from(lat).sort();
-    await logBatchSize(port, protocol);
+    const rssMb = await logBatchSize(port, protocol);
     for (const c of conns) c.close();
-    return { ops: lat.length / elapsed, p50: percentile(sorted, 50), p99: percentile(sorted, 99), errors };
+    return {
+      ops: lat.length / elapsed,
+      p50: percentile(sorted, 50),
+      p99: percentile(sorted, 99),
+      errors,
+      rssMb,
+    };
   } finally {
     await stopChild(agent);
     rmSync(dir, { recursive: true, force: true });
@@ -667,7 +676,8 @@ log(
   `agent (http): ${round(h.ops, 0)} ops/s, p50 ${round(h.p50, 2)} ms, p99 ${round(h.p99, 2)} ms, ${h.errors} errors`,
 );
 type Figures = { ops: number; p50: number; p99: number };
-const rounds: { agent: Figures & { errors: number }; redis: Figures | { error: string } }[] = [];
+const rounds: { agent: Figures & { errors: number; rssMb?: number }; redis: Figures | { error: string } }[] =
+  [];
 for (let i = 0; i < ROUNDS; i++) {
   log(`round ${i + 1} of ${ROUNDS}`);
   const runAgent = async () => {
@@ -745,6 +755,8 @@ emit({
   binary_p50_ms: round(b.p50, 3),
   binary_p99_ms: round(b.p99, 3),
   errors: h.errors + b.errors,
+  // the agent's resident memory at the end of each binary round (100,000 keys of V bytes written)
+  agent_rss_mb: rounds.map((x) => (x.agent.rssMb === undefined ? null : round(x.agent.rssMb, 1))),
   rounds: ROUNDS,
   rounds_met: "error" in r ? null : roundsMet,
   round_figures: rounds.map((x) => ({
