@@ -442,8 +442,8 @@ async function waitHealthy(port: number, timeoutMs = 600_000): Promise<void> {
   }
 }
 
-/** Logs the group commits' mean size and write time; returns the agent's resident memory (MiB) at the end of the run. */
-async function logBatchSize(port: number, protocol: string): Promise<number | undefined> {
+/** Logs the group commits' mean size and write time from the agent's /metrics; returns its resident memory (MiB) at the end of the run. */
+async function logRunMetrics(port: number, protocol: string): Promise<number | undefined> {
   const metrics = await call(port, "GET", "/metrics");
   const rss = /^shardctl_agent_process_resident_memory_bytes (\S+)$/m.exec(metrics.body);
   const sum = /shardctl_agent_group_commit_entries_sum (\S+)/.exec(metrics.body);
@@ -506,7 +506,7 @@ async function benchAgent(
         ...(SHARDS > 1 ? [shardFile] : []),
       ]);
       const r = JSON.parse(stdout.trim()) as { ops: number; p50: number; p99: number; errors: number };
-      const rssMb = await logBatchSize(port, protocol);
+      const rssMb = await logRunMetrics(port, protocol);
       return { ops: r.ops, p50: r.p50, p99: r.p99, errors: r.errors, rssMb };
     }
     const value = Buffer.alloc(V, "x");
@@ -550,7 +550,7 @@ async function benchAgent(
     await runFor(SECONDS * 1000, true);
     const elapsed = (now() - t0) / 1000;
     const sorted = Float64Array.from(lat).sort();
-    const rssMb = await logBatchSize(port, protocol);
+    const rssMb = await logRunMetrics(port, protocol);
     for (const c of conns) c.close();
     return {
       ops: lat.length / elapsed,

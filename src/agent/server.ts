@@ -291,15 +291,6 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
  */
 export const MAX_WINDOW_EXPORTS = 4;
 
-/**
- * Every segment's windows in the windows file's form, streamed: laid out a chunk of 1,024 segments
- * at a time between other requests and sent as they come (pipeInSlices, waiting for the socket to
- * drain), so that neither the loop nor the agent's memory holds the whole form (234 MB for 100,000
- * active segments). Its length is known at the start (content-length); `x-now-ms` is the agent's
- * time when it began (events recorded while it is written may be in it, with later stamps). A
- * client that goes away ends it; an error after the head destroys the connection, so the client
- * sees a short answer, never a complete one.
- */
 /** Writes one piece of a streamed answer; a promise when the socket must drain first (rejected if the client goes away). */
 export function writePiece(res: ServerResponse, piece: Uint8Array): void | Promise<void> {
   if (res.destroyed) throw new Error("the client went away");
@@ -314,6 +305,15 @@ export function writePiece(res: ServerResponse, piece: Uint8Array): void | Promi
   });
 }
 
+/**
+ * Every segment's windows in the windows file's form, streamed: laid out a chunk of 1,024 segments
+ * at a time between other requests and sent as they come (pipeInSlices, waiting for the socket to
+ * drain), so that neither the loop nor the agent's memory holds the whole form (234 MB for 100,000
+ * active segments). Its length is known at the start (content-length); `x-now-ms` is the agent's
+ * time when it began (events recorded while it is written may be in it, with later stamps). A
+ * client that goes away ends it; an error after the head destroys the connection, so the client
+ * sees a short answer, never a complete one.
+ */
 async function exportWindows(agent: Agent, res: ServerResponse): Promise<void> {
   if (agent.windowExports >= MAX_WINDOW_EXPORTS) {
     throw new ApiError(

@@ -64,12 +64,13 @@ export const ZONE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 /** What `series(…, which)` reads besides a zone: no zone may be named so. */
 export const RESERVED_ZONE_NAMES: readonly string[] = ["total", "reads", "writes"];
 
-/** Throws when a zone takes one of RESERVED_ZONE_NAMES (`context` prefixes the message). */
-export function checkZoneNames(zones: readonly string[], context = ""): void {
+/** Throws when a zone takes one of RESERVED_ZONE_NAMES (`context` prefixes the message; `hint`, if given, goes with it). */
+export function checkZoneNames(zones: readonly string[], context = "", hint?: string): void {
   const reserved = zones.find((z) => RESERVED_ZONE_NAMES.includes(z));
   if (reserved !== undefined) {
     throw new UsageError(
       `${context}"${reserved}" cannot name a zone: ${RESERVED_ZONE_NAMES.join(", ")} name the access windows' other series`,
+      { hint },
     );
   }
 }

@@ -9,7 +9,7 @@
  * planner only ever asks `rttMs`, so it does not know which is which.
  */
 import { UsageError } from "../errors.js";
-import { RESERVED_ZONE_NAMES, ZONE_NAME_PATTERN } from "./access-windows.js";
+import { checkZoneNames, ZONE_NAME_PATTERN } from "./access-windows.js";
 
 /** The matrix file's shape, validated. */
 export interface ZoneMatrix {
@@ -75,10 +75,10 @@ export const MAX_RTT_MS = 3_600_000;
  * file in messages.
  */
 export function parseZoneMatrix(value: unknown, source = "the latency matrix"): ZoneMatrix {
+  const hint =
+    'expected JSON like {"zones": ["a","b"], "rtt_ms": [[1,50],[50,1]]}: square, finite, non-negative, at most 3600000 ms';
   const bad = (why: string): never => {
-    throw new UsageError(`${source} is invalid: ${why}`, {
-      hint: 'expected JSON like {"zones": ["a","b"], "rtt_ms": [[1,50],[50,1]]}: square, finite, non-negative, at most 3600000 ms',
-    });
+    throw new UsageError(`${source} is invalid: ${why}`, { hint });
   };
   if (!value || typeof value !== "object" || Array.isArray(value)) return bad("not a JSON object");
   const v = value as { zones?: unknown; rtt_ms?: unknown };
@@ -91,10 +91,7 @@ export function parseZoneMatrix(value: unknown, source = "the latency matrix"): 
       return bad(
         `zone name ${JSON.stringify(z)} is not allowed (lower-case letters, digits, "-" and "_", at most 32, as in the config's zones)`,
       );
-    if (RESERVED_ZONE_NAMES.includes(z))
-      return bad(
-        `"${z}" cannot name a zone: ${RESERVED_ZONE_NAMES.join(", ")} name the access windows' other series`,
-      );
+    checkZoneNames([z], `${source} is invalid: `, hint);
     if (zones.includes(z)) return bad(`zone ${z} appears twice`);
     zones.push(z);
   }
