@@ -320,7 +320,7 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
     .option("--interval <seconds>", "decision interval (default 300)")
     .option(
       "--horizon <intervals>",
-      "planning horizon in decision intervals (default 6); one that leaves reactive and predictive no decision inside the trace runs, with a note",
+      "planning horizon in decision intervals (default 6); one that leaves the predictive policy no forecast inside the trace runs, with a note",
     )
     .option("--segments <n>", "segments the key space is cut into (default 1024)")
     .option("--key-bytes <n>", "bytes of data per key, moved with its shard (default 8 MiB)")

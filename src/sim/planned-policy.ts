@@ -114,16 +114,21 @@ export class PlannedPolicy {
    * (`surprised`: other zones than the share profile's, or more than the
    * forecast total), so a forecast that misses a change costs no more than
    * reacting to it, and one that did not miss is not second-guessed.
+   *
+   * Both decide from the first boundary on. Until H + 1 intervals are seen (the warm-up) there is no
+   * history to forecast from, nor a full horizon to compare with the one before: both plan on what
+   * they observed, over the last half of what they saw (scaled to the horizon), without the
+   * planner's splits and without resharding, whose load windows would rest on a few minutes.
    */
   decide(k: number): void {
     const w = this.w;
     const H = w.opts.horizonIntervals;
     // intervals [0, done) are seen: all but the last complete, the last up to the decision time
     const done = Math.min(k, w.nI);
-    if (done < H + 1) return;
     this.see(done);
     const now = w.boundary(k) - w.opts.leadSeconds * 1000;
-    if (w.opts.reshard && this.pending.length === 0) this.reshard(done, now);
+    const warmUp = done < H + 1;
+    if (w.opts.reshard && !warmUp && this.pending.length === 0) this.reshard(done, now);
 
     const demandSegs: number[] = [];
     for (let a = 0; a < w.active.length; a++) {
@@ -133,6 +138,10 @@ export class PlannedPolicy {
     }
     if (demandSegs.length === 0) return;
     const observed = (a: number) => this.observedDemand(a, done);
+    if (warmUp) {
+      this.planAndApply(demandSegs.map(observed), k, now, { splitSegments: false });
+      return;
+    }
     if (this.kind === "reactive") {
       this.planAndApply(demandSegs.map(observed), k, now);
       return;
@@ -156,27 +165,39 @@ export class PlannedPolicy {
     if (fallback.length) this.planAndApply(fallback, k, now);
   }
 
-  /** What was observed, standing in for what comes next: the last H intervals seen vs the H before, Poisson noise. */
+  /**
+   * What was observed, standing in for what comes next: the last H intervals seen vs the H before,
+   * Poisson noise. In the warm-up (fewer than H + 1 intervals seen) the last ⌈done/2⌉ intervals vs
+   * the ones before them, scaled to the horizon.
+   */
   private observedDemand(a: number, done: number): SegmentDemand {
     const w = this.w;
     const H = w.opts.horizonIntervals;
+    const span = done < H + 1 ? Math.ceil(done / 2) : H;
+    const scale = H / span;
     const predicted = new Array<number>(w.Z);
     const recent = new Array<number>(w.Z);
     const sd = new Array<number>(w.Z);
     let tot = 0;
     for (let z = 0; z < w.Z; z++) {
-      predicted[z] = this.sum(a, z, done - H, done);
-      recent[z] = this.sum(a, z, done - 2 * H, done - H);
-      sd[z] = Math.sqrt(predicted[z]);
-      // the write fraction over the last H complete intervals
-      tot += w.sum(a, z, done - 1 - H, done - 1);
+      const seen = this.sum(a, z, done - span, done);
+      predicted[z] = seen * scale;
+      recent[z] = this.sum(a, z, done - 2 * span, done - span) * scale;
+      sd[z] = Math.sqrt(seen) * scale;
+      // the write fraction over the last span's complete intervals
+      tot += w.sum(a, z, done - 1 - span, done - 1);
     }
-    const writeFraction = tot > 0 ? w.writeSum(a, done - 1 - H, done - 1) / tot : 0;
+    const writeFraction = tot > 0 ? w.writeSum(a, done - 1 - span, done - 1) / tot : 0;
     return { segment: w.active[a], predicted, recent, writeFraction, predictedSd: sd };
   }
 
   /** One planning pass over the shards without a pending move; splits apply at once, moves wait for their boundary. */
-  private planAndApply(demandAll: SegmentDemand[], k: number, now: number): MigrationPlan | undefined {
+  private planAndApply(
+    demandAll: SegmentDemand[],
+    k: number,
+    now: number,
+    override: Partial<PlannerOptions> = {},
+  ): MigrationPlan | undefined {
     const w = this.w;
     const busy = new Set(this.pending.map((p) => p.shard));
     const table = new RoutingTable({ map: this.map, version: this.version });
@@ -210,7 +231,7 @@ export class PlannedPolicy {
         resources,
         inFlight,
       },
-      this.plannerOptions(),
+      { ...this.plannerOptions(), ...override },
       now,
     );
     w.opts.onPlan?.(this.kind, k, plan);

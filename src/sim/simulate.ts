@@ -204,12 +204,12 @@ export function simulate(
     nodes: latency.nodes.length,
     notes: [],
   };
-  // the planned policies decide from the boundary after H + 1 seen intervals on (PlannedPolicy.decide),
-  // and a decision places the interval after it: none falls inside a trace of H + 1 intervals or fewer
+  // the planned policies plan on what they observed until H + 1 intervals are seen (PlannedPolicy.decide),
+  // and a decision places the interval after it: no forecast falls inside a trace of H + 1 intervals or fewer
   const H = opts.horizonIntervals;
-  if (H + 2 > w.nI && opts.policies.some((p) => p === "reactive" || p === "predictive"))
+  if (H + 2 > w.nI && opts.policies.includes("predictive"))
     result.notes.push(
-      `the horizon (--horizon: ${H} intervals of ${opts.intervalSeconds} s) leaves no decision inside the trace (${w.nI} intervals): reactive and predictive decide only after ${H + 1} intervals seen, so they make no move; give a --horizon below ${Math.max(1, w.nI - 1)}`,
+      `the horizon (--horizon: ${H} intervals of ${opts.intervalSeconds} s) leaves no forecast inside the trace (${w.nI} intervals): until ${H + 1} intervals are seen, reactive and predictive both plan on what they observed, so predictive decides as reactive does here; give a --horizon below ${Math.max(1, w.nI - 1)}`,
     );
   for (const name of opts.policies) {
     if (name === "static") {

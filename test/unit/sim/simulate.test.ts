@@ -143,6 +143,33 @@ describe("simulate", () => {
     expect(late[14]).toBe(1);
   });
 
+  it("decides from the first boundary: a key far from all its accesses moves before H + 1 intervals are seen", () => {
+    // one key read once a second from one zone for 20 intervals, H = 6: its initial node is not that
+    // zone's, so both planner-driven policies move it at b_1, on what they saw of interval 0 (warm-up)
+    const at = (zone: string) => {
+      const lines: string[] = [];
+      for (let s = 0; s < 20 * 60; s++) lines.push(`${START + s * 1000},k,read,${zone}`);
+      const t = parseTrace(lines.join("\n"), Z);
+      const lat = new Map<string, Float64Array>();
+      const r = simulate(t, latency, seasonal(30), {
+        ...small,
+        horizonIntervals: 6,
+        cooldownIntervals: 6,
+        onLatencies: (p, l) => lat.set(p, l),
+      });
+      return { r, lat };
+    };
+    const far = Z.map(at).find(({ r }) => r.policies.static!.mean_ms > 1)!;
+    expect(far).toBeDefined();
+    for (const p of ["reactive", "predictive"]) {
+      const l = far.lat.get(p)!;
+      expect(l[0]).toBeGreaterThan(1); // interval 0 on the initial node
+      expect(l[60]).toBe(1); // from b_1 on the node of the key's zone
+      expect(l[l.length - 1]).toBe(1);
+      expect(far.r.policies[p as "reactive"]!.migrations).toBe(1);
+    }
+  });
+
   it("carries out no cutover at the trace's end: a move there would serve none of it", () => {
     // one key read once a second from zone a, from zone c from the start of interval `switchAt` on
     const migrations = (switchAt: number) => {
@@ -181,7 +208,7 @@ describe("simulate", () => {
     let lat: Float64Array = new Float64Array(0);
     const r = simulate(t, latency, steady, {
       ...small,
-      minRiseAccesses: 25, // the trickle's start (10 → 30 accesses per horizon) is no rise
+      minRiseAccesses: 30, // the trickle's start (10 → 30 accesses per horizon; the warm-up's 8 from c → 26) is no rise
       policies: ["predictive"],
       onLatencies: (_, l) => (lat = l),
     });
