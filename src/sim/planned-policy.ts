@@ -166,15 +166,26 @@ export class PlannedPolicy {
   }
 
   /**
+   * How many of the horizon's intervals from `done` on the replay covers: H, or fewer at the trace's
+   * end. Accesses after the last interval are never replayed, so a move for them would be counted
+   * (a migration, its bytes, a loss until then) and never paid back; both policies plan over the
+   * same cut horizon, as the oracle optimises over the trace alone.
+   */
+  private replayedAfter(done: number): number {
+    return Math.max(0, Math.min(this.w.opts.horizonIntervals, this.w.nI - done));
+  }
+
+  /**
    * What was observed, standing in for what comes next: the last H intervals seen vs the H before,
    * Poisson noise. In the warm-up (fewer than H + 1 intervals seen) the last ⌈done/2⌉ intervals vs
-   * the ones before them, scaled to the horizon.
+   * the ones before them, scaled to the horizon. Near the trace's end the horizon stops there (see
+   * `replayedAfter`).
    */
   private observedDemand(a: number, done: number): SegmentDemand {
     const w = this.w;
     const H = w.opts.horizonIntervals;
     const span = done < H + 1 ? Math.ceil(done / 2) : H;
-    const scale = H / span;
+    const scale = (H / span) * (this.replayedAfter(done) / H);
     const predicted = new Array<number>(w.Z);
     const recent = new Array<number>(w.Z);
     const sd = new Array<number>(w.Z);
@@ -294,7 +305,8 @@ export class PlannedPolicy {
 
   /**
    * Predicted accesses per (segment, zone) over the intervals [done, done + H) — the ones a cutover
-   * at b_done affects (interval done − 1 is in progress, seen up to now) — with their standard deviation,
+   * at b_done affects (interval done − 1 is in progress, seen up to now), cut at the trace's end
+   * (`replayedAfter`) — with their standard deviation,
    * and the first interval alone. Top-down: the forecaster predicts each segment's total, and the
    * zones' share profile over the day (src/forecast/zone-shares.ts) splits it. The deviation charged
    * as risk is the shares' standard error only: an uncertain volume scales the benefit of a move but
@@ -340,7 +352,7 @@ export class PlannedPolicy {
       for (let z = 0; z < w.Z; z++) {
         let s = 0;
         let v = 0;
-        for (let i = done; i < done + H; i++) {
+        for (let i = done; i < done + this.replayedAfter(done); i++) {
           // Step 0 of the forecast is interval f.done; interval i is step i − f.done.
           const m = fc ? fc.mean[i - f.done + shift] : 0;
           const total = Number.isFinite(m) && m > 0 ? m : 0;

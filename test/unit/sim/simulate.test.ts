@@ -192,6 +192,33 @@ describe("simulate", () => {
     expect(migrations(19)).toEqual(never);
   });
 
+  it("plans over the horizon's replayed part only: no move for accesses after the trace's end", () => {
+    // one key whose dominant zone (90%) rotates a → b → c every 10 one-minute intervals; in the
+    // last interval of each a-phase (j ≡ 9 mod 30) b already has 55%. A trace of L intervals ends
+    // there when L = 100: moving to b at b_99 gains a little in interval 99 and much in the b-phase
+    // after it, which is not replayed: no policy moves for it. One interval more, and it is.
+    const run = (L: number) => {
+      const lines: string[] = [];
+      for (let j = 0; j < L; j++) {
+        const dom = Math.floor(((j % 30) / 30) * 3);
+        for (let i = 0; i < 20; i++) {
+          const zone = j % 30 === 9 ? (i < 11 ? 1 : 0) : i % 10 === 9 ? (dom + 1) % 3 : dom;
+          lines.push(`${START + j * STEP + i * 3000},k,read,${Z[zone]}`);
+        }
+      }
+      const r = simulate(parseTrace(lines.join("\n"), Z), latency, seasonal(30), {
+        ...small,
+        policies: ["reactive", "predictive"],
+      });
+      return { reactive: r.policies.reactive!.migrations, predictive: r.policies.predictive!.migrations };
+    };
+    const before = run(99);
+    expect(before.predictive).toBe(before.reactive);
+    expect(run(100)).toEqual(before);
+    // with the b-phase's first interval replayed, predictive moves for it (reactive sees it too late)
+    expect(run(101).predictive).toBe(before.predictive + 1);
+  });
+
   it("a burst the forecast missed gets the reactive check, even with the zone mix the profile expects", () => {
     // 10 accesses a minute (80% from zone c, 10% each from a and b) for 40 minutes, then 100 a
     // minute in the same mix, and a forecaster that always says 10: the shares are as expected,
