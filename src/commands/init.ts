@@ -3,9 +3,9 @@ import type { Command } from "commander";
 import type { Config } from "../config.js";
 import { initialLayout, NODE_ID_PATTERN, type LocationMap, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
-import { PreconditionError, UsageError } from "../errors.js";
+import { CorruptLocationMapError, PreconditionError, UsageError } from "../errors.js";
 import { printJson, type IO } from "../output.js";
-import { CorruptMapError, EmbeddedStore } from "../store/embedded.js";
+import { EmbeddedStore } from "../store/embedded.js";
 import { openStore } from "../store/index.js";
 import { parsePositiveInt, withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
@@ -84,7 +84,7 @@ export async function runInit(opts: InitOptions, deps: InitDeps): Promise<void> 
     current = await deps.store.load({ consistent: true });
   } catch (err) {
     // the hint of every corrupt-map error says to run init --force: it must be able to repair
-    if (!(err instanceof CorruptMapError) || !opts.force || !(deps.store instanceof EmbeddedStore)) throw err;
+    if (!(err instanceof CorruptLocationMapError) || !opts.force || !deps.store.replaceCorruptMap) throw err;
     return replaceCorrupt(deps.store, opts, deps);
   }
   if (current && !opts.force) {
@@ -106,15 +106,20 @@ export async function runInit(opts: InitOptions, deps: InitDeps): Promise<void> 
   printInitialised(deps.store, map, cas.version, opts, deps);
 }
 
-/** `init --force` over a damaged map file: a copy of it kept beside it, said on stderr. */
-async function replaceCorrupt(store: EmbeddedStore, opts: InitOptions, deps: InitDeps): Promise<void> {
+/**
+ * `init --force` over a damaged map: a copy of it kept (beside the embedded store's file, under
+ * the Consul prefix's corrupt/ folder), said on stderr.
+ */
+async function replaceCorrupt(store: LocationStore, opts: InitOptions, deps: InitDeps): Promise<void> {
   const map = initialLayout(deps.config.segments, opts.nodes, {
     shardsPerNode: opts.shardsPerNode,
     now: deps.now,
   });
-  const r = await store.replaceCorruptMap(map, deps.now);
+  const r = await store.replaceCorruptMap!(map, deps.now);
   deps.io.err.write(
-    `the location map ${store.file} was corrupt (${r.why}): replaced; the damaged file is kept as ${r.keptAs}\n`,
+    store instanceof EmbeddedStore
+      ? `the location map ${store.file} was corrupt (${r.why}): replaced; the damaged file is kept as ${r.keptAs}\n`
+      : `the location map in ${store.kind} was corrupt (${r.why}): replaced; the damaged keys are kept under ${r.keptAs}\n`,
   );
   printInitialised(store, map, r.version, opts, deps, r.keptAs);
 }
@@ -155,7 +160,7 @@ export function registerInit(program: Command, ctx: CommandContext): void {
     .option("--shards-per-node <n>", "shards per node in the initial layout", "4")
     .option(
       "--force",
-      "replace an existing layout, or a corrupt embedded map file (a copy of it is kept as location-map.json.corrupt-TIME)",
+      "replace an existing layout, or a corrupt map (a copy is kept: location-map.json.corrupt-TIME beside the embedded store's file, PREFIX/corrupt/TIME-ID/ in Consul)",
       false,
     )
     .option("--json", "print the result as JSON", false)

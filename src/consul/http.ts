@@ -42,12 +42,13 @@ export interface KvRead {
 }
 
 export interface KvTreeRead {
-  entries: (Omit<KvEntry, "Value"> & { value: string })[];
+  /** `base64`: the value's bytes as Consul holds them, only when asked for (`raw`). */
+  entries: (Omit<KvEntry, "Value"> & { value: string; base64?: string })[];
   index: number;
 }
 
 export type TxnOp =
-  | { verb: "set"; key: string; value: string }
+  | { verb: "set"; key: string; value: string; encoding?: "base64" }
   | { verb: "cas"; key: string; value: string; index: number }
   | { verb: "check-index"; key: string; index: number }
   | { verb: "check-not-exists"; key: string }
@@ -191,7 +192,10 @@ export class ConsulHttp {
   }
 
   /** GET a whole subtree in one read (one snapshot of the state store). */
-  async kvTree(prefix: string, opts: { consistent?: boolean; timeoutMs?: number } = {}): Promise<KvTreeRead> {
+  async kvTree(
+    prefix: string,
+    opts: { consistent?: boolean; timeoutMs?: number; raw?: boolean } = {},
+  ): Promise<KvTreeRead> {
     const res = await this.call("get", `/kv/${encodeKey(prefix)}`, {
       access: "read",
       what: prefix,
@@ -207,7 +211,8 @@ export class ConsulHttp {
     if (res.status === 404) return { entries: [], index };
     this.expectOk(res, "read", prefix);
     const list = res.body as KvEntry[];
-    return { entries: Array.isArray(list) ? list.map(decodeEntry) : [], index };
+    const decode = opts.raw ? (e: KvEntry) => ({ ...decodeEntry(e), base64: e.Value ?? "" }) : decodeEntry;
+    return { entries: Array.isArray(list) ? list.map(decode) : [], index };
   }
 
   /** Plain PUT of one key; returns Consul's true/false (false: a cas or lock was refused). */
@@ -530,7 +535,7 @@ function decodeEntry(e: KvEntry): Omit<KvEntry, "Value"> & { value: string } {
 function toTxnKv(op: TxnOp): Record<string, unknown> {
   switch (op.verb) {
     case "set":
-      return { Verb: "set", Key: op.key, Value: b64(op.value) };
+      return { Verb: "set", Key: op.key, Value: op.encoding === "base64" ? op.value : b64(op.value) };
     case "cas":
       return { Verb: "cas", Key: op.key, Value: b64(op.value), Index: op.index };
     case "check-index":
@@ -550,7 +555,12 @@ function toTxnKv(op: TxnOp): Record<string, unknown> {
 
 /** Size in bytes a txn operation adds to the request body (its value is base64 in JSON). */
 export function txnOpBytes(op: TxnOp): number {
-  const valueBytes = "value" in op ? Math.ceil(Buffer.byteLength(op.value) / 3) * 4 : 0;
+  const valueBytes =
+    "value" in op
+      ? op.verb === "set" && op.encoding === "base64"
+        ? op.value.length
+        : Math.ceil(Buffer.byteLength(op.value) / 3) * 4
+      : 0;
   return valueBytes + Buffer.byteLength(op.key) + 80;
 }
 

@@ -19,7 +19,7 @@
  *   a corrupt or foreign value under the prefix is a clear UserError.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { PreconditionError, UserError } from "../errors.js";
+import { CorruptLocationMapError, PreconditionError, UserError } from "../errors.js";
 import { validateMap, type LocationMap, type VersionedMap } from "../engine/location-map.js";
 import type {
   CasResult,
@@ -213,9 +213,7 @@ export class ConsulStore implements LocationStore {
     const freshOps: TxnOp[] = fresh.map((f) => ({ verb: "set", key: f.key, value: f.value }));
     const deleteOps: TxnOp[] = dead.map((key) => ({ verb: "delete", key }));
     const single = [...termGuard, metaOp, ...journalOps, ...freshOps, ...deleteOps];
-    const fitsOne =
-      single.length <= CONSUL_MAX_TXN_OPS &&
-      single.reduce((n, op) => n + txnOpBytes(op), 0) <= TXN_BUDGET_BYTES;
+    const fitsOne = fitsOneTxn(single);
 
     let ops: TxnOp[];
     let laterDeletes: string[] = [];
@@ -486,14 +484,149 @@ export class ConsulStore implements LocationStore {
     return { term: doc.term, holder: String(doc.holder ?? ""), since: Number(doc.since ?? 0) };
   }
 
-  private corrupt(why: string): UserError {
-    return new UserError(
+  private corrupt(why: string): CorruptLocationMapError {
+    return new CorruptLocationMapError(
       `the location map under ${this.keys.prefix} in Consul at ${this.http.addr} is corrupt or not shardctl's (${why}); nothing was written`,
+      why,
       {
-        hint: `inspect it with \`consul kv get -recurse ${this.keys.mapDir}\`; restore it from a backup, or use another prefix (SHARDCTL_CONSUL_PREFIX)`,
+        hint: `inspect it with \`consul kv get -recurse ${this.keys.mapDir}\`; restore it from a backup, re-create the layout with \`shardctl --store consul init --force\` (it keeps a copy of the damaged keys), or use another prefix (SHARDCTL_CONSUL_PREFIX)`,
       },
     );
   }
+
+  /**
+   * `init --force` over a damaged map: every key under map/ is copied, byte for byte, under
+   * `<prefix>corrupt/<time>/` (`keptAs`), then the new map is written in their place and the
+   * damaged keys deleted. The copies go first (they change nothing that is read); the switch is
+   * one transaction whose check on the damaged meta's index (or on its absence) and on the damaged
+   * keys it deletes refuses it if anything changed meanwhile; then the copies and the new chunks
+   * are deleted again and nothing is replaced. A map that loads again is not replaced either.
+   */
+  async replaceCorruptMap(
+    next: LocationMap,
+    now: number,
+  ): Promise<{ version: number; keptAs: string; why: string }> {
+    validateMap(next);
+    let why: string;
+    try {
+      await this.load({ consistent: true });
+      throw new PreconditionError(
+        `the location map under ${this.keys.prefix} in Consul is no longer corrupt; nothing was changed`,
+        { hint: "run the command again" },
+      );
+    } catch (err) {
+      if (!(err instanceof CorruptLocationMapError)) throw err;
+      why = err.why;
+    }
+    const tree = await this.http.kvTree(this.keys.mapDir, { consistent: true, raw: true });
+    const stamp = new Date(now).toISOString().replace(/[-:.]/g, "");
+    const keptAs = `${this.keys.prefix}corrupt/${stamp}-${Math.random().toString(36).slice(2, 8)}/`;
+    const copies: TxnOp[] = tree.entries.map((e) => ({
+      verb: "set",
+      key: keptAs + e.Key.slice(this.keys.mapDir.length),
+      value: e.base64 ?? "",
+      encoding: "base64",
+    }));
+    for (const c of copies) {
+      if (txnOpBytes(c) > TXN_BUDGET_BYTES)
+        throw new UserError(
+          `the damaged key ${this.keys.mapDir}${c.key.slice(keptAs.length)} is too large to keep a copy of in one Consul transaction; nothing was changed`,
+          {
+            hint: `save it yourself (\`consul kv get ${this.keys.mapDir}${c.key.slice(keptAs.length)}\`), delete it, and run init --force again`,
+          },
+        );
+    }
+    const encoded = encodeMap(next);
+    const writeId = `${now.toString(36)}-${Math.random().toString(36).slice(2, 8)}${(this.writeSeq++).toString(36)}`;
+    const fresh = encoded.chunks.map((chunk, i) => ({
+      key: `${this.keys.chunksDir}${writeId}-${i}`,
+      value: chunk.value,
+      ref: { key: `${this.keys.chunksDir}${writeId}-${i}`, sum: chunk.sum, n: chunk.n },
+    }));
+    const metaText = renderMeta(
+      encoded.meta,
+      fresh.map((f) => f.ref),
+    );
+    const damagedMeta = tree.entries.find((e) => e.Key === this.keys.meta);
+    // (index 0: only if there is still no meta)
+    const metaOp: TxnOp = {
+      verb: "cas",
+      key: this.keys.meta,
+      value: metaText,
+      index: damagedMeta?.ModifyIndex ?? 0,
+    };
+    const deletes: TxnOp[] = tree.entries
+      .filter((e) => e.Key !== this.keys.meta)
+      .map((e) => ({ verb: "delete-cas", key: e.Key, index: e.ModifyIndex }));
+    // keys written before the switch: deleted again if it does not happen (never after it was sent:
+    // its outcome may be unknown, and the new chunks then named by the meta)
+    const written: string[] = [];
+    const undo = () => this.deleteKeys(written).catch(() => undefined);
+    let result;
+    let later: TxnOp[] = [];
+    try {
+      // the copies, in as few transactions as they fit in
+      for (const batch of txnBatches(copies)) {
+        const r = await this.http.txn(batch);
+        if (!r.ok) throw new Error("bug: a transaction of plain sets was refused");
+        for (const op of batch) written.push(op.key);
+      }
+      const freshOps: TxnOp[] = fresh.map((f) => ({ verb: "set", key: f.key, value: f.value }));
+      const single = [metaOp, ...freshOps, ...deletes];
+      let ops = single;
+      if (!fitsOneTxn(single)) {
+        // nobody reads the new chunks until the meta names them
+        await runLimited(fresh, 4, async (f) => {
+          await this.http.kvPut(f.key, f.value);
+          written.push(f.key);
+        });
+        const room = CONSUL_MAX_TXN_OPS - 1;
+        ops = [metaOp, ...deletes.slice(0, room)];
+        later = deletes.slice(room);
+      }
+      this.lastMeta = undefined;
+      result = this.http.txn(ops);
+    } catch (err) {
+      await undo();
+      throw err;
+    }
+    const done = await result;
+    if (!done.ok) {
+      await undo();
+      throw new PreconditionError(
+        `the location map under ${this.keys.prefix} in Consul changed while it was being replaced; nothing was changed`,
+        { hint: "run the command again" },
+      );
+    }
+    if (later.length) await this.deleteKeys(later.map((op) => op.key)).catch(() => undefined);
+    const meta = done.results.find((r) => r.Key === this.keys.meta);
+    if (!meta) throw new Error("bug: Consul's transaction result does not include the meta key");
+    this.lastMeta = { version: meta.ModifyIndex, meta: JSON.parse(metaText) as MetaDoc };
+    return { version: meta.ModifyIndex, keptAs, why };
+  }
+}
+
+function fitsOneTxn(ops: readonly TxnOp[]): boolean {
+  return ops.length <= CONSUL_MAX_TXN_OPS && ops.reduce((n, op) => n + txnOpBytes(op), 0) <= TXN_BUDGET_BYTES;
+}
+
+/** Operations cut into transactions that each fit (every one fits alone: the caller checked). */
+function txnBatches(ops: readonly TxnOp[]): TxnOp[][] {
+  const out: TxnOp[][] = [];
+  let cur: TxnOp[] = [];
+  let bytes = 0;
+  for (const op of ops) {
+    const b = txnOpBytes(op);
+    if (cur.length && (cur.length === CONSUL_MAX_TXN_OPS || bytes + b > TXN_BUDGET_BYTES)) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(op);
+    bytes += b;
+  }
+  if (cur.length) out.push(cur);
+  return out;
 }
 
 async function runLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {

@@ -82,4 +82,14 @@ export interface LocationStore {
    */
   loadAutopilotMemory?(): Promise<string | undefined>;
   saveAutopilotMemory?(text: string): Promise<void>;
+  /**
+   * `init --force` over a damaged map (load threw a CorruptLocationMapError): keeps a copy of what
+   * is stored (`keptAs` names where), then writes `next` in its place, at a version above the
+   * damaged one's. Refuses (PreconditionError, nothing changed) when the map is not damaged any
+   * more or changed meanwhile. Optional: a store without it cannot be repaired by `init --force`.
+   */
+  replaceCorruptMap?(
+    next: LocationMap,
+    now: number,
+  ): Promise<{ version: number; keptAs: string; why: string }>;
 }

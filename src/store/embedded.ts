@@ -29,7 +29,13 @@ import {
 } from "node:fs";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { errorMessage, PreconditionError, UserError, UsageError } from "../errors.js";
+import {
+  CorruptLocationMapError,
+  errorMessage,
+  PreconditionError,
+  UserError,
+  UsageError,
+} from "../errors.js";
 import { firstNonDirectory, makeDirs, PATH_REASONS } from "../fs-paths.js";
 import { readAtMost } from "../input-file.js";
 import { fnv1a64Bytes } from "../engine/hash.js";
@@ -63,12 +69,12 @@ interface StoredFile {
 }
 
 /** The embedded store's map file exists but is damaged: what `init --force` may replace. */
-export class CorruptMapError extends UserError {
+export class CorruptMapError extends CorruptLocationMapError {
   constructor(
     readonly file: string,
-    readonly why: string,
+    why: string,
   ) {
-    super(`the location map ${file} is corrupt (${why}); nothing was read or written`, {
+    super(`the location map ${file} is corrupt (${why}); nothing was read or written`, why, {
       hint: "restore the file from a backup, or re-create the layout with `shardctl init --force` (it keeps a copy of the damaged file)",
     });
     this.name = "CorruptMapError";

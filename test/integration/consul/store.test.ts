@@ -245,6 +245,138 @@ describe("corrupt and foreign values under the prefix", () => {
   });
 });
 
+describe("init --force over a corrupt map in Consul", () => {
+  const env = (prefix: string) => ({
+    CONSUL_HTTP_ADDR: consul.addr,
+    SHARDCTL_CONSUL_PREFIX: prefix,
+    SHARDCTL_STORE: "consul",
+    HOME: tmpdir(),
+  });
+  /** Every key under the prefix with its value's bytes (base64, as Consul holds them). */
+  async function rawTree(prefix: string): Promise<Record<string, string>> {
+    const res = await fetch(`http://${consul.addr}/v1/kv/${prefix}?recurse`);
+    if (res.status === 404) return {};
+    const list = (await res.json()) as { Key: string; Value: string | null }[];
+    return Object.fromEntries(list.map((e) => [e.Key, e.Value ?? ""]));
+  }
+  async function putBytes(key: string, bytes: Uint8Array): Promise<void> {
+    const res = await fetch(`http://${consul.addr}/v1/kv/${key}`, { method: "PUT", body: bytes });
+    if (!res.ok) throw new Error(`PUT ${key}: ${res.status}`);
+  }
+  /** Damages a fresh prefix one way; returns what its keys held. */
+  const damages: Record<string, (prefix: string) => Promise<void>> = {
+    "bytes that are not UTF-8 as the meta": (p) =>
+      putBytes(`${p}map/meta`, new Uint8Array([0, 0xff, 0xfe, 0x80, 0x41])),
+    "a meta that is not shardctl's": (p) => rawPut(consul.addr, `${p}map/meta`, '{"hello":"not ours"}'),
+    "a stray key without a meta": (p) => rawPut(consul.addr, `${p}map/something`, "x"),
+    "a tampered chunk": async (p) => {
+      const r = await open(p).compareAndSet(0, smallMap());
+      if (!r.ok) throw new Error("write failed");
+      const chunk = (await rawKeys(consul.addr, p)).find((k) => k.includes("/chunks/"))!;
+      const v = (await rawGet(chunk))!.value;
+      await rawPut(consul.addr, chunk, v.replace('"n1"', '"n2"'));
+    },
+    "a missing chunk": async (p) => {
+      const r = await open(p).compareAndSet(0, smallMap());
+      if (!r.ok) throw new Error("write failed");
+      const chunk = (await rawKeys(consul.addr, p)).find((k) => k.includes("/chunks/"))!;
+      await fetch(`http://${consul.addr}/v1/kv/${chunk}`, { method: "DELETE" });
+    },
+  };
+
+  for (const [what, damage] of Object.entries(damages)) {
+    it(`${what}: init refuses it and changes nothing; init --force keeps a byte-exact copy and replaces it`, async () => {
+      const prefix = uniquePrefix("repair");
+      await damage(prefix);
+      const damaged = await rawTree(prefix);
+      const oldMeta = await rawGet(`${prefix}map/meta`);
+
+      const plain = fakeIO();
+      expect(await runCli(["init"], plain.io, env(prefix))).not.toBe(0);
+      expect(plain.err()).toMatch(/corrupt or not shardctl's/);
+      expect(plain.err()).toMatch(/init --force/);
+      expect(await rawTree(prefix)).toEqual(damaged);
+
+      const forced = fakeIO();
+      expect(await runCli(["init", "--force", "--json"], forced.io, env(prefix)), forced.err()).toBe(0);
+      const out = JSON.parse(forced.out());
+      expect(out.corruptKeptAs).toMatch(new RegExp(`^${prefix}corrupt/\\d{8}T\\d{9}Z-[a-z0-9]+/$`));
+      expect(forced.err()).toContain(`the damaged keys are kept under ${out.corruptKeptAs}`);
+      const after = await rawTree(prefix);
+      // every damaged key, byte for byte, under the copy's folder; none of them left under map/
+      for (const [key, b64] of Object.entries(damaged)) {
+        expect(after[out.corruptKeptAs + key.slice(`${prefix}map/`.length)]).toBe(b64);
+        if (key !== `${prefix}map/meta`) expect(after[key]).toBeUndefined();
+      }
+      const fresh = await open(prefix).load({ consistent: true });
+      expect(fresh).not.toBeNull();
+      expect(fresh!.version).toBe(out.version);
+      if (oldMeta) expect(fresh!.version).toBeGreaterThan(oldMeta.index);
+      expect(fresh!.map.shards).toHaveLength(out.shards);
+      // the map folder holds the new meta and its chunks only
+      const mapKeys = Object.keys(after).filter((k) => k.startsWith(`${prefix}map/`));
+      expect(mapKeys.filter((k) => !k.startsWith(`${prefix}map/chunks/`))).toEqual([`${prefix}map/meta`]);
+      expect(Object.keys(damaged).filter((k) => k.includes("/chunks/") && mapKeys.includes(k))).toEqual([]);
+    });
+  }
+
+  it("a map that is not corrupt is not replaced; a change during the replacement leaves everything as it was", async () => {
+    const intact = uniquePrefix("intact");
+    const store = open(intact);
+    const w = await store.compareAndSet(0, smallMap());
+    if (!w.ok) throw new Error("write failed");
+    const before = await rawTree(intact);
+    await expect(store.replaceCorruptMap(smallMap(1), Date.now())).rejects.toThrow(/no longer corrupt/);
+    expect(await rawTree(intact)).toEqual(before);
+
+    // another writer changes the damaged meta between the copies and the switch
+    const racing = uniquePrefix("racing");
+    await rawPut(consul.addr, `${racing}map/meta`, "not json");
+    class RacingHttp extends ConsulHttp {
+      override async txn(...args: Parameters<ConsulHttp["txn"]>) {
+        if (args[0].some((op) => op.verb === "cas" && op.key === `${racing}map/meta`))
+          await rawPut(consul.addr, `${racing}map/meta`, "still not json");
+        return super.txn(...args);
+      }
+    }
+    const raced = new ConsulStore({
+      http: new RacingHttp({ addr: consul.addr, prefix: racing }),
+      prefix: racing,
+    });
+    await expect(raced.replaceCorruptMap(smallMap(), Date.now())).rejects.toThrow(
+      /changed while it was being replaced/,
+    );
+    // the other writer's value stands; no copy, no new chunk is left behind
+    expect(await rawTree(racing)).toEqual({
+      [`${racing}map/meta`]: Buffer.from("still not json").toString("base64"),
+    });
+    await raced.close();
+    await store.close();
+  });
+
+  it("a large map (many chunks, more than one transaction) replaces a damaged large one", async () => {
+    const prefix = uniquePrefix("repair-large");
+    const store = open(prefix);
+    const w = await store.compareAndSet(0, largeMap());
+    if (!w.ok) throw new Error("write failed");
+    const chunks = (await rawKeys(consul.addr, prefix)).filter((k) => k.includes("/chunks/"));
+    expect(chunks.length).toBeGreaterThan(4);
+    await rawPut(consul.addr, chunks[2], "{}");
+    const damaged = await rawTree(prefix);
+    await expect(store.load()).rejects.toThrow(/corrupt or not shardctl's/);
+    const r = await store.replaceCorruptMap(largeMap(), Date.now());
+    expect(r.why).toMatch(/chunk/);
+    const after = await rawTree(prefix);
+    for (const [key, b64] of Object.entries(damaged))
+      expect(after[r.keptAs + key.slice(`${prefix}map/`.length)]).toBe(b64);
+    for (const c of chunks) expect(after[c]).toBeUndefined();
+    const loaded = await open(prefix).load({ consistent: true });
+    expect(loaded!.version).toBe(r.version);
+    expect(canonicalMap(loaded!.map)).toEqual(canonicalMap(largeMap()));
+    await store.close();
+  });
+});
+
 describe("a Consul that is down or frozen", () => {
   it("down: a clear error naming the address, within a bounded time", async () => {
     const port = await freePort();
