@@ -415,6 +415,10 @@ cutover boundary, and writes in the fenced tail wait for the cutover.
               two moves; a true lower bound on the mean of the others (the
               same optimum without the cooldown is printed under the table)
 
+Reactive and predictive decide from the first boundary; until --horizon + 1
+intervals are seen (nothing to forecast from yet) both plan on what they
+observed. Near the trace's end both plan over what is left of the horizon.
+
 Examples:
   $ shardctl simulate build-trace --series ../shared/data/series --out trace.csv --events 300000
   $ echo '{"zones":["a","b","c"],"rtt_ms":[[1,50,80],[50,1,60],[80,60,1]]}' > rtt.json
