@@ -51,10 +51,6 @@ export class PreconditionError extends UserError {
 }
 
 /**
- * The command was interrupted (SIGINT, SIGTERM) and stopped at a safe point. Exit code 130
- * (SIGINT), or 128 + the number of the signal that stopped it (143 for SIGTERM).
- */
-/**
  * The stored location map is damaged (or holds keys shardctl does not write): every store's
  * error for it, so that `init --force` can recognise it and replace the map
  * (`LocationStore.replaceCorruptMap`). `why` says what is wrong.
@@ -70,6 +66,10 @@ export class CorruptLocationMapError extends UserError {
   }
 }
 
+/**
+ * The command was interrupted (SIGINT, SIGTERM) and stopped at a safe point. Exit code 130
+ * (SIGINT), or 128 + the number of the signal that stopped it (143 for SIGTERM).
+ */
 export class InterruptedError extends UserError {
   constructor(message: string, opts: { hint?: string; cause?: unknown; exitCode?: ExitCode } = {}) {
     super(message, { ...opts, exitCode: opts.exitCode ?? ExitCode.Interrupted });
