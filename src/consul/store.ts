@@ -190,7 +190,7 @@ export class ConsulStore implements LocationStore {
     // Chunks: reuse stored ones with the same content, write the rest under fresh names.
     const oldBySum = new Map<string, ChunkRef>();
     for (const c of current?.chunks ?? []) oldBySum.set(c.sum, c);
-    const writeId = `${this.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}${(this.writeSeq++).toString(36)}`;
+    const writeId = this.newWriteId();
     const refs: ChunkRef[] = [];
     const fresh: { key: string; value: string }[] = [];
     encoded.chunks.forEach((chunk, i) => {
@@ -484,6 +484,11 @@ export class ConsulStore implements LocationStore {
     return { term: doc.term, holder: String(doc.holder ?? ""), since: Number(doc.since ?? 0) };
   }
 
+  /** A new write's name for its chunks: base-36 ms (the orphan sweep reads the age from it) + random + a count. */
+  private newWriteId(): string {
+    return `${this.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}${(this.writeSeq++).toString(36)}`;
+  }
+
   private corrupt(why: string): CorruptLocationMapError {
     return new CorruptLocationMapError(
       `the location map under ${this.keys.prefix} in Consul at ${this.http.addr} is corrupt or not shardctl's (${why}); nothing was written`,
@@ -537,15 +542,16 @@ export class ConsulStore implements LocationStore {
         );
     }
     const encoded = encodeMap(next);
-    const writeId = `${now.toString(36)}-${Math.random().toString(36).slice(2, 8)}${(this.writeSeq++).toString(36)}`;
+    const writeId = this.newWriteId();
     const fresh = encoded.chunks.map((chunk, i) => ({
       key: `${this.keys.chunksDir}${writeId}-${i}`,
       value: chunk.value,
-      ref: { key: `${this.keys.chunksDir}${writeId}-${i}`, sum: chunk.sum, n: chunk.n },
+      sum: chunk.sum,
+      n: chunk.n,
     }));
     const metaText = renderMeta(
       encoded.meta,
-      fresh.map((f) => f.ref),
+      fresh.map(({ key, sum, n }) => ({ key, sum, n })),
     );
     const damagedMeta = tree.entries.find((e) => e.Key === this.keys.meta);
     // (index 0: only if there is still no meta)

@@ -185,7 +185,8 @@ export class PlannedPolicy {
     const w = this.w;
     const H = w.opts.horizonIntervals;
     const span = done < H + 1 ? Math.ceil(done / 2) : H;
-    const scale = (H / span) * (this.replayedAfter(done) / H);
+    // per interval seen, times the intervals of the horizon the replay covers
+    const scale = this.replayedAfter(done) / span;
     const predicted = new Array<number>(w.Z);
     const recent = new Array<number>(w.Z);
     const sd = new Array<number>(w.Z);
@@ -346,13 +347,14 @@ export class PlannedPolicy {
     const sd = new Map<number, number>();
     const next = new Map<number, number>();
     const shareOpts = this.shareOptions(done);
+    const end = done + this.replayedAfter(done);
     for (const a of demandSegs) {
       const fc = f.byKey.get(a);
       const { share, support } = zoneShares(this.zoneCounts(a), done, H, shareOpts);
       for (let z = 0; z < w.Z; z++) {
         let s = 0;
         let v = 0;
-        for (let i = done; i < done + this.replayedAfter(done); i++) {
+        for (let i = done; i < end; i++) {
           // Step 0 of the forecast is interval f.done; interval i is step i − f.done.
           const m = fc ? fc.mean[i - f.done + shift] : 0;
           const total = Number.isFinite(m) && m > 0 ? m : 0;
