@@ -28,6 +28,8 @@ import { RoutingTable, expandRanges } from "../engine/location-map.js";
 import { errorMessage, PreconditionError, UsageError } from "../errors.js";
 import {
   chooseShareSeason,
+  groupCounts,
+  shareGroupsSteps,
   completeNewest,
   elapsedFraction,
   INTERVAL_Z,
@@ -291,6 +293,30 @@ export function* demandSteps(
     1,
     fullSelection,
   );
+  // Segments whose zone counts cannot be told apart pool them for their share profiles
+  // (shareGroups); compared: the segments whose series span the windows' whole length.
+  const comparable: number[] = [];
+  accessed.forEach(({ total }, i) => {
+    if (total.length === points) comparable.push(i);
+  });
+  const zoneSeries = comparable.map((i) =>
+    seriesZones.map((z) => accessed[i].s.perZone[z] ?? new Float64Array(points)),
+  );
+  const groups = yield* shareGroupsSteps(zoneSeries, { block: 2 * h });
+  const rankOf = new Map(comparable.map((i, k) => [i, k]));
+  const pooledOf = new Map<number, Float64Array[]>();
+  const pooledShares = (i: number): Record<string, Float64Array> | undefined => {
+    const k = rankOf.get(i);
+    if (k === undefined) return undefined;
+    const g = groups.groupOf[k];
+    if (groups.members[g].length === 1) return undefined;
+    let sums = pooledOf.get(g);
+    if (!sums) pooledOf.set(g, (sums = groupCounts(zoneSeries, groups.members[g])));
+    const counts = sums;
+    return Object.fromEntries(
+      Object.keys(accessed[i].s.perZone).map((z) => [z, counts[seriesZones.indexOf(z)]]),
+    );
+  };
   const cache = new ModelSelectionCache();
   const demand: SegmentDemand[] = [];
   yield; // the share season and the busiest segments are chosen: a turn before the first forecast
@@ -302,7 +328,7 @@ export function* demandSteps(
       horizon: h,
       cache,
       cacheKey: String(segment),
-      shares: { season, priorSpan: h },
+      shares: { season, priorSpan: h, pooled: pooledShares(i) },
       selection: full.has(i) ? "full" : "cheap",
     });
     const predicted: number[] = [];
@@ -362,6 +388,11 @@ export function* demandSteps(
       : h * resolutionSeconds !== horizonSeconds
         ? `; the horizon asked for, ${horizonSeconds} s, is rounded to ${h * resolutionSeconds} s: a whole number (at least one) of the windows' ${resolutionSeconds}-s intervals`
         : "";
+  const pooledSegments = groups.members.reduce((n, m) => n + (m.length > 1 ? m.length : 0), 0);
+  const grouped =
+    pooledSegments > 0
+      ? `; ${pooledSegments} segment(s) in ${groups.members.filter((m) => m.length > 1).length} group(s) whose zone counts follow one pattern pool them for their shares`
+      : "";
   const cheap = accessed.length - full.size;
   const tiers =
     cheap > 0
@@ -369,7 +400,7 @@ export function* demandSteps(
       : "";
   return {
     demand,
-    note: `forecast: ${h} × ${resolutionSeconds} s ahead from the access windows (each segment's total, split by ${shares}), against the ${h} intervals before the latest ${h}${cut}${tiers}`,
+    note: `forecast: ${h} × ${resolutionSeconds} s ahead from the access windows (each segment's total, split by ${shares}), against the ${h} intervals before the latest ${h}${cut}${grouped}${tiers}`,
     horizonSeconds: h * resolutionSeconds,
   };
 }

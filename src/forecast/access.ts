@@ -50,7 +50,15 @@ export interface AccessPatternOptions {
    * Forecast the total and split it by the zones' share profile with this season (in points; 0: the
    * recent shares only; see chooseShareSeason), instead of forecasting each zone on its own.
    */
-  shares?: { season: number; priorSpan?: number };
+  shares?: {
+    season: number;
+    priorSpan?: number;
+    /**
+     * The zones' counts the shares are estimated from, when not the segment's own: its share
+     * group's (shareGroups), each zone's series as long as the segment's.
+     */
+    pooled?: Record<string, ArrayLike<number>>;
+  };
   /**
    * How the model is chosen: "full" (default) backtests every candidate on rolling origins
    * (selectModel, ~35 ms for a 60-point series); "cheap" is forecastMany's cold tier — seasonal
@@ -84,7 +92,7 @@ function* fitChosen(
 
 function* topDown(
   perZoneSeries: Record<string, Float64Array>,
-  options: AccessPatternOptions & { shares: { season: number; priorSpan?: number } },
+  options: AccessPatternOptions & { shares: NonNullable<AccessPatternOptions["shares"]> },
   horizon: number,
 ): Generator<void, AccessPatternForecast, void> {
   const names = Object.keys(perZoneSeries).sort();
@@ -98,7 +106,13 @@ function* topDown(
     for (let i = 0; i < n; i++) totalSeries[i] += clamp(s[i]);
   }
   const t = yield* fitChosen(totalSeries, `${options.cacheKey ?? ""}/total`, options, horizon);
-  const counts = names.map((z) => perZoneSeries[z]);
+  const pooled = options.shares.pooled;
+  if (pooled) {
+    const same = Object.keys(pooled).sort().join(",") === names.join(",");
+    if (!same || names.some((z) => pooled[z].length !== n))
+      throw new UsageError("the pooled share counts need the segment's zones, each as long as its series");
+  }
+  const counts = names.map((z) => pooled?.[z] ?? perZoneSeries[z]);
   const { share, support } = zoneShares(counts, n, horizon, {
     season: options.shares.season,
     priorSpan: options.shares.priorSpan,

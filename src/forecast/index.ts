@@ -24,8 +24,18 @@ export {
   zoneShares,
   recentShares,
   shareSurprise,
+  shareGroups,
+  shareGroupsSteps,
+  groupCounts,
   chooseShareSeason,
   chiSquareQuantile,
   normalQuantile,
 } from "./zone-shares.js";
-export type { ZoneShareOptions, ZoneShares, ShareSurprise, ShareSeasonChoice } from "./zone-shares.js";
+export type {
+  ZoneShareOptions,
+  ZoneShares,
+  ShareSurprise,
+  ShareSeasonChoice,
+  ShareGroupOptions,
+  ShareGroups,
+} from "./zone-shares.js";

@@ -31,6 +31,7 @@
  *
  * Pure: no I/O.
  */
+import { runAtOnce } from "../engine/steps.js";
 import { UsageError } from "../errors.js";
 import { calendarPeriods, detectSeason } from "./season.js";
 
@@ -258,6 +259,175 @@ export function chooseShareSeason(
     }
   }
   return { season: best, scores };
+}
+
+export interface ShareGroupOptions {
+  /** Intervals per compared block (default 12; the callers use two horizons). */
+  block?: number;
+  /** Significance level of the homogeneity test (default 0.01). */
+  level?: number;
+  /**
+   * The least evidence a merge needs: Σ over the blocks of n_a·n_g/(n_a + n_g), the accesses a
+   * comparison of the two rests on (default 100). Below it the test could not tell patterns apart.
+   */
+  minEvidence?: number;
+  /** Groups each segment is compared with, the busiest ones (default 64). */
+  maxCandidates?: number;
+  /** Only counts in [historyStart, historyEnd) are compared (default: all of them). */
+  historyStart?: number;
+  historyEnd?: number;
+}
+
+/**
+ * Which segments follow one share pattern? Each segment's counts are summed
+ * over blocks of `block` intervals (zone by zone); segments are taken busiest
+ * first, and each joins the group it cannot be told apart from — Pearson's
+ * χ² test of homogeneity of its zone counts against the group's, block by
+ * block (one 2 × zones table per block where both saw accesses; Pearson's
+ * rather than the G-test, which rejects too often on small counts), at `level` — resting
+ * on at least `minEvidence` accesses, the one with the lowest statistic
+ * against its critical value; else it starts a group of its own. Pooling a
+ * group's counts gives each member's share profile the accesses of all
+ * (`groupCounts`): for sparse segments far more than their own. A segment
+ * without accesses in the span stays alone. Returns the group of each
+ * segment, and each group's members (busiest first).
+ */
+export function shareGroups(
+  segments: readonly (readonly ArrayLike<number>[])[],
+  opts: ShareGroupOptions = {},
+): ShareGroups {
+  return runAtOnce(shareGroupsSteps(segments, opts));
+}
+
+export interface ShareGroups {
+  /** groupOf[a]: the group of segment a (an index into members). */
+  groupOf: Int32Array;
+  /** Each group's segments, busiest first. */
+  members: number[][];
+}
+
+/** Segments shareGroupsSteps compares between two yields (each with up to maxCandidates groups). */
+const GROUP_CHUNK = 64;
+/** Segments whose counts shareGroupsSteps sums into blocks between two yields. */
+const BLOCK_CHUNK = 256;
+
+/**
+ * shareGroups a step at a time (for callers on an event loop): yields every BLOCK_CHUNK segments
+ * while it sums their blocks, then every GROUP_CHUNK segments it places.
+ */
+export function* shareGroupsSteps(
+  segments: readonly (readonly ArrayLike<number>[])[],
+  opts: ShareGroupOptions = {},
+): Generator<void, ShareGroups, void> {
+  const L = opts.block ?? 12;
+  const level = opts.level ?? 0.01;
+  const minEvidence = opts.minEvidence ?? 100;
+  const maxCandidates = opts.maxCandidates ?? 64;
+  if (!Number.isInteger(L) || L < 1) throw new UsageError("share groups: block must be an integer ≥ 1");
+  if (!(level > 0 && level < 1)) throw new UsageError("share groups: level must be in (0, 1)");
+  if (!(minEvidence >= 0)) throw new UsageError("share groups: minEvidence must be ≥ 0");
+  const groupOf = new Int32Array(segments.length);
+  const members: number[][] = [];
+  if (segments.length === 0) return { groupOf, members };
+  const n = checkZones(segments[0]);
+  const Z = segments[0].length;
+  for (const c of segments) {
+    if (c.length !== Z || checkZones(c) !== n)
+      throw new UsageError("share groups: every segment must have the same zones and length");
+  }
+  const end = Math.min(n, opts.historyEnd ?? n);
+  const start = Math.max(0, Math.min(end, opts.historyStart ?? 0));
+  const nb = Math.ceil((end - start) / L);
+  // blocks[a][b·Z + z]: segment a's accesses from zone z in block b
+  const blocks: Float64Array[] = [];
+  for (const c of segments) {
+    const out = new Float64Array(nb * Z);
+    for (let z = 0; z < Z; z++)
+      for (let j = start; j < end; j++) out[Math.floor((j - start) / L) * Z + z] += pos(c[z][j]);
+    blocks.push(out);
+    if (blocks.length % BLOCK_CHUNK === 0) yield;
+  }
+  const volume = blocks.map((b) => b.reduce((s, x) => s + x, 0));
+  const order = [...segments.keys()].sort((x, y) => volume[y] - volume[x] || x - y);
+  const groups: { blocks: Float64Array; volume: number; index: number }[] = [];
+  const critical = new Map<number, number>();
+  for (const [rank, a] of order.entries()) {
+    if (rank % GROUP_CHUNK === GROUP_CHUNK - 1) yield;
+    const own = blocks[a];
+    let best: (typeof groups)[number] | undefined;
+    let bestRatio = 1;
+    if (volume[a] > 0) {
+      // groups stay sorted busiest first: the candidates are the first maxCandidates
+      for (const g of groups.slice(0, maxCandidates)) {
+        let G = 0;
+        let df = 0;
+        let evidence = 0;
+        for (let b = 0; b < nb; b++) {
+          let na = 0;
+          let ng = 0;
+          for (let z = 0; z < Z; z++) {
+            na += own[b * Z + z];
+            ng += g.blocks[b * Z + z];
+          }
+          if (!(na > 0 && ng > 0)) continue;
+          const N = na + ng;
+          evidence += (na * ng) / N;
+          let zonesSeen = 0;
+          for (let z = 0; z < Z; z++) {
+            const xa = own[b * Z + z];
+            const xg = g.blocks[b * Z + z];
+            if (xa + xg === 0) continue;
+            zonesSeen++;
+            const ea = (na * (xa + xg)) / N;
+            const eg = (ng * (xa + xg)) / N;
+            G += (xa - ea) ** 2 / ea + (xg - eg) ** 2 / eg;
+          }
+          df += zonesSeen - 1;
+        }
+        if (df === 0 || evidence < minEvidence) continue;
+        let q = critical.get(df);
+        if (q === undefined) critical.set(df, (q = chiSquareQuantile(df, 1 - level)));
+        if (G / q < bestRatio) {
+          bestRatio = G / q;
+          best = g;
+        }
+      }
+    }
+    if (!best) {
+      best = { blocks: new Float64Array(nb * Z), volume: 0, index: members.length };
+      groups.push(best);
+      members.push([]);
+    }
+    for (let i = 0; i < own.length; i++) best.blocks[i] += own[i];
+    best.volume += volume[a];
+    members[best.index].push(a);
+    groupOf[a] = best.index;
+    // keep the groups busiest first: the one that grew moves up past the ones it now outweighs
+    for (let i = groups.indexOf(best); i > 0 && groups[i - 1].volume < best.volume; i--) {
+      groups[i] = groups[i - 1];
+      groups[i - 1] = best;
+    }
+  }
+  return { groupOf, members };
+}
+
+/** The zones' counts summed over `members` (a share group), over [0, end) (default: the whole length). */
+export function groupCounts(
+  segments: readonly (readonly ArrayLike<number>[])[],
+  members: readonly number[],
+  end?: number,
+): Float64Array[] {
+  if (members.length === 0) throw new UsageError("group counts: the group has no members");
+  const first = segments[members[0]];
+  const n = Math.min(checkZones(first), end ?? Infinity);
+  return first.map((_, z) => {
+    const out = new Float64Array(n);
+    for (const a of members) {
+      const c = segments[a][z];
+      for (let j = 0; j < n; j++) out[j] += pos(c[j]);
+    }
+    return out;
+  });
 }
 
 export interface ShareSurprise {

@@ -16,6 +16,7 @@ import {
 import {
   chooseShareSeason,
   normalQuantile,
+  shareGroups,
   shareSurprise,
   zoneShares,
   type ZoneShareOptions,
@@ -276,6 +277,60 @@ export class PlannedPolicy {
     );
   }
 
+  /**
+   * The share groups (shareGroups over the history the forecaster sees, revisited as often as the
+   * totals are forecast), and each group's counts summed (made when first asked for, summed up to
+   * `summedTo`).
+   */
+  private groups?: {
+    done: number;
+    groupOf: Int32Array;
+    members: number[][];
+    sums: Map<number, { counts: Float64Array[]; summedTo: number }>;
+  };
+
+  /**
+   * The counts segment a's zone shares are estimated from: its share group's (src/forecast's
+   * shareGroups: the segments whose zone counts cannot be told apart from its own), its own when it
+   * is alone. A sparse segment's profile then rests on the accesses of every segment that follows
+   * the same pattern.
+   */
+  private shareCounts(a: number, done: number): Float64Array[] {
+    const w = this.w;
+    if (!w.opts.shareGroups) return this.zoneCounts(a);
+    let g = this.groups;
+    if (!g || done - g.done >= w.opts.forecastEvery) {
+      const { groupOf, members } = shareGroups(
+        w.active.map((_, b) => this.zoneCounts(b)),
+        {
+          block: 2 * w.opts.horizonIntervals,
+          historyStart: Math.max(0, done - w.opts.historyIntervals),
+          historyEnd: done,
+        },
+      );
+      g = this.groups = { done, groupOf, members, sums: new Map() };
+    }
+    const k = g.groupOf[a];
+    const members = g.members[k];
+    if (members.length === 1) return this.zoneCounts(a);
+    let sum = g.sums.get(k);
+    if (!sum) {
+      sum = { counts: Array.from({ length: w.Z }, () => new Float64Array(w.nI)), summedTo: 0 };
+      g.sums.set(k, sum);
+    }
+    // from the last interval summed on: it was seen up to the decision time then, and has grown
+    for (let z = 0; z < w.Z; z++) {
+      const out = sum.counts[z];
+      for (let j = Math.max(0, sum.summedTo - 1); j < done; j++) {
+        let x = 0;
+        for (const m of members) x += this.seen[(m * w.Z + z) * w.nI + j];
+        out[j] = x;
+      }
+    }
+    sum.summedTo = done;
+    return sum.counts;
+  }
+
   /** The season of the zones' shares (chooseShareSeason on the busiest segments) and when it was chosen. */
   private shareSeason?: { done: number; season: number };
 
@@ -350,7 +405,7 @@ export class PlannedPolicy {
     const end = done + this.replayedAfter(done);
     for (const a of demandSegs) {
       const fc = f.byKey.get(a);
-      const { share, support } = zoneShares(this.zoneCounts(a), done, H, shareOpts);
+      const { share, support } = zoneShares(this.shareCounts(a, done), done, H, shareOpts);
       for (let z = 0; z < w.Z; z++) {
         let s = 0;
         let v = 0;

@@ -86,6 +86,11 @@ export interface SimOptions {
   reshard: boolean;
   /** Let the planner split a segment onto its own shard to move it alone. */
   splitSegments: boolean;
+  /**
+   * Estimate the predictive policy's zone shares from the counts of each segment's share group
+   * (src/forecast's shareGroups: the segments whose zone counts follow one pattern), not its own.
+   */
+  shareGroups: boolean;
   policies: readonly PolicyName[];
   /** Called with every plan a planner-driven policy makes (for tests and debugging). */
   onPlan?: (policy: PolicyName, boundary: number, plan: MigrationPlan) => void;
@@ -116,6 +121,7 @@ export const DEFAULT_SIM_OPTIONS: SimOptions = {
   minRiseAccesses: DEFAULT_PLANNER_OPTIONS.minRiseAccesses,
   reshard: true,
   splitSegments: true,
+  shareGroups: true,
   policies: POLICIES,
 };
 

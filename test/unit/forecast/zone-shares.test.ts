@@ -4,8 +4,11 @@ import { UsageError } from "../../../src/errors.js";
 import {
   chiSquareQuantile,
   chooseShareSeason,
+  groupCounts,
   normalQuantile,
   recentShares,
+  shareGroups,
+  shareGroupsSteps,
   shareSurprise,
   zoneShares,
 } from "../../../src/forecast/zone-shares.js";
@@ -194,6 +197,122 @@ describe("shareSurprise", () => {
     expect(shareSurprise([Float64Array.from({ length: 50 }, () => 4)], 40, 50, { season: 0 }).surprised).toBe(
       false,
     );
+  });
+});
+
+describe("shareGroups", () => {
+  const season = 48;
+  const n = season * 4;
+  /** The rotating pattern `lag` intervals later (its zones change `lag` intervals earlier). */
+  const shifted = (lag: number, perInterval: number, seed: number) =>
+    rotating({ n: n + lag, season, perInterval, seed }).map((c) => c.slice(lag, lag + n));
+
+  it("groups the segments that follow one pattern and keeps a shifted one apart, busiest first", () => {
+    const segments = [
+      shifted(0, 2, 1),
+      shifted(0, 6, 2), // the busiest
+      shifted(12, 6, 3), // a quarter of a season off: another pattern
+      shifted(0, 3, 4),
+      shifted(12, 2, 5),
+    ];
+    const { groupOf, members } = shareGroups(segments, { block: 12 });
+    expect(members).toEqual([
+      [1, 3, 0],
+      [2, 4],
+    ]);
+    expect(Array.from(groupOf)).toEqual([0, 0, 1, 0, 1]);
+  });
+
+  it("does not merge on too little evidence, nor a segment without accesses", () => {
+    const busy = shifted(0, 6, 1);
+    const sparse = shifted(0, 6, 2).map((c) => c.map((x, i) => (i % 24 === 0 ? x : 0)));
+    const empty = busy.map((c) => new Float64Array(c.length));
+    // the sparse segment saw ~48 accesses: its comparison with the busy one rests on fewer than 100
+    expect(shareGroups([busy, sparse, empty]).members).toEqual([[0], [1], [2]]);
+    expect(shareGroups([busy, sparse, empty], { minEvidence: 20 }).members).toEqual([[0, 1], [2]]);
+  });
+
+  it("compares only [historyStart, historyEnd): what lies outside cannot split a group", () => {
+    const a = shifted(0, 4, 1);
+    const b = shifted(0, 4, 2);
+    // b's last season comes from zone 2 only, and its first from zone 1 only
+    for (let i = 0; i < season; i++) {
+      b[0][i] = b[2][i] = 0;
+      b[1][i] = 50;
+      b[0][n - 1 - i] = b[1][n - 1 - i] = 0;
+      b[2][n - 1 - i] = 50;
+    }
+    expect(shareGroups([a, b]).members).toHaveLength(2);
+    expect(shareGroups([a, b], { historyStart: season, historyEnd: n - season }).members).toEqual([[0, 1]]);
+  });
+
+  it("gives a sparse segment its pattern a season ahead where its own counts cannot", () => {
+    // a segment with one access per interval, and four busier ones of the same pattern
+    const sparse = rotating({ n, season, perInterval: 1, seed: 11 });
+    const segments = [sparse, ...[12, 13, 14, 15].map((seed) => shifted(0, 3, seed))];
+    const { groupOf, members } = shareGroups(segments);
+    expect(members[groupOf[0]]).toContain(0);
+    expect(members[groupOf[0]].length).toBe(5);
+    const pooled = groupCounts(segments, members[groupOf[0]]);
+    // score each way over the last season, one horizon (6) at a time, from the data before it
+    const correct = (counts: Float64Array[]) => {
+      let right = 0;
+      for (let end = n - season; end < n; end += 6) {
+        const { share } = zoneShares(counts, end, 6, { season, historyEnd: end });
+        for (let step = 0; step < 6; step++)
+          if (dominantAt(share, step) === Math.floor((((end + step) % season) / season) * 3)) right++;
+      }
+      return right;
+    };
+    expect(correct(pooled)).toBe(season);
+    expect(correct(sparse)).toBeLessThan(correct(pooled));
+  });
+
+  it("yields every 256 segments it sums and every 64 it places when run a step at a time, with the same groups", () => {
+    const segments = Array.from({ length: 600 }, (_, k) => shifted(k % 2 ? 12 : 0, 1, k));
+    const steps = shareGroupsSteps(segments);
+    let yields = 0;
+    let r = steps.next();
+    for (; !r.done; r = steps.next()) yields++;
+    expect(yields).toBe(2 + 9);
+    expect(r.value).toEqual(shareGroups(segments));
+  });
+
+  it("puts every segment in exactly one group (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(fc.nat(20), { minLength: 24, maxLength: 24 }), { minLength: 1, maxLength: 12 }),
+        (rows) => {
+          // each row: one segment's counts, 12 intervals of 2 zones
+          const segments = rows.map((r) => [
+            Float64Array.from(r.slice(0, 12)),
+            Float64Array.from(r.slice(12)),
+          ]);
+          const { groupOf, members } = shareGroups(segments, { block: 3, minEvidence: 0 });
+          const seen = members.flat().sort((x, y) => x - y);
+          expect(seen).toEqual(segments.map((_, i) => i));
+          members.forEach((m, g) => m.forEach((a) => expect(groupOf[a]).toBe(g)));
+        },
+      ),
+    );
+  });
+
+  it("refuses malformed input with a UsageError, and groups nothing from nothing", () => {
+    const a = shifted(0, 2, 1);
+    expect(shareGroups([])).toEqual({ groupOf: new Int32Array(0), members: [] });
+    expect(() => shareGroups([a, a.map((c) => c.slice(1))])).toThrow(UsageError);
+    expect(() => shareGroups([a, a.slice(1)])).toThrow(UsageError);
+    expect(() => shareGroups([a], { block: 0 })).toThrow(UsageError);
+    expect(() => shareGroups([a], { block: 1.5 })).toThrow(UsageError);
+    expect(() => shareGroups([a], { level: 1 })).toThrow(UsageError);
+    expect(() => shareGroups([a], { minEvidence: -1 })).toThrow(UsageError);
+    expect(() => groupCounts([a], [])).toThrow(UsageError);
+    // NaN, negative and infinite counts count as none, as zoneShares reads them
+    const odd = a.map((c) => c.map((x, i) => (i === 3 ? NaN : i === 4 ? -5 : i === 5 ? Infinity : x)));
+    const { members } = shareGroups([a, odd]);
+    expect(members.flat().sort()).toEqual([0, 1]);
+    for (const c of groupCounts([a, odd], [0, 1]))
+      for (const x of c) expect(Number.isFinite(x) && x >= 0).toBe(true);
   });
 });
 

@@ -124,11 +124,19 @@ describe("demandFromZoneSeries (shardctl plan and the dashboard's plan preview)"
       `full backtests for the ${FULL_SELECTION_SEGMENTS} busiest segment(s), by the cheap tier (seasonal naive or fixed Holt-Winters) for the other 5`,
     );
     expect(note).toMatch(/over the last 20 interval\(s\)/); // no season: the latest 20 intervals' shares
+    // every segment's zones come in one proportion: one share group, whose counts give the shares
+    expect(note).toContain(`${n} segment(s) in 1 group(s) whose zone counts follow one pattern`);
+    const pooled = Object.fromEntries(
+      ["a", "b"].map((z) => [
+        z,
+        Float64Array.from({ length: 60 }, (_, i) => series.reduce((s, x) => s + x.perZone[z][i], 0)),
+      ]),
+    );
     const predicted = (k: number, selection: "full" | "cheap") => {
       const f = predictAccessPattern(series[k].perZone, {
         intervalSeconds: 60,
         horizon: 20,
-        shares: { season: 0, priorSpan: 20 },
+        shares: { season: 0, priorSpan: 20, pooled },
         selection,
       });
       return ["a", "b"].map((z) => f.zones[z].mean.reduce((x, y) => x + y, 0));
@@ -173,7 +181,8 @@ describe("demandFromZoneSeries (shardctl plan and the dashboard's plan preview)"
     const steps = demandSteps(series, ["a"], 60, 120, undefined, 0);
     let yields = 0;
     while (!steps.next().done) yields++;
-    // 4 turns while reading 5,000 segments (one per 1,024), one after the set-up, one per segment
-    expect(yields).toBe(4 + 1 + 5000);
+    // 4 turns while reading 5,000 segments (one per 1,024), 19 + 78 while grouping them (one per 256
+    // summed, one per 64 placed), one after the set-up, one per segment
+    expect(yields).toBe(4 + 19 + 78 + 1 + 5000);
   });
 });

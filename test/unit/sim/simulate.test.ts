@@ -12,6 +12,7 @@ import {
   trailingMean,
   type SimOptions,
 } from "../../../src/sim/simulate.js";
+import { seededRandom } from "../../../src/forecast/stats.js";
 import { parseTrace, type Trace } from "../../../src/sim/trace.js";
 
 const Z = ["a", "b", "c"];
@@ -246,6 +247,41 @@ describe("simulate", () => {
     // the burst starts in interval 40 (events 400…); seen during it, the move lands at b_41
     expect(c(400 + 99)).toBe(50);
     expect(c(400 + 100 + 2)).toBe(1);
+  });
+
+  it("pools the shares of sparse keys that follow one pattern (share groups), within each pattern", () => {
+    // 12 keys, 0.9 accesses a minute each, the dominant zone (70%) rotating every 20 minutes; in
+    // the second trace each key is shifted by a third of the period times k: three patterns
+    const sparse = (shift: number) => {
+      const rand = seededRandom(5);
+      const lines: string[] = [];
+      for (let j = 0; j < 600; j++)
+        for (let k = 0; k < 12; k++) {
+          if (rand() >= 0.9) continue;
+          const dominant = Math.floor((((j + k * shift) % 60) / 60) * 3);
+          const u = rand();
+          const zone = u < 0.7 ? dominant : (dominant + (u < 0.85 ? 1 : 2)) % 3;
+          lines.push(`${START + j * STEP + Math.floor(rand() * STEP)},key-${k},read,${Z[zone]}`);
+        }
+      lines.sort((x, y) => Number(x.split(",")[0]) - Number(y.split(",")[0]));
+      return parseTrace(lines.join("\n"), Z);
+    };
+    const run = (t: Trace, shareGroups: boolean) =>
+      simulate(t, latency, seasonal(60), {
+        ...small,
+        historyIntervals: 600,
+        policies: ["predictive"],
+        shareGroups,
+      }).policies.predictive!;
+    const one = sparse(0);
+    const pooled = run(one, true);
+    const alone = run(one, false);
+    expect(pooled.mean_ms).toBeLessThan(alone.mean_ms);
+    // keys of three patterns (four keys each) pool within their pattern only, and still gain
+    const three = sparse(20);
+    const pooled3 = run(three, true);
+    const alone3 = run(three, false);
+    expect(pooled3.mean_ms).toBeLessThan(alone3.mean_ms);
   });
 
   it("more nodes per zone still work, and every policy is reported", () => {
