@@ -411,15 +411,14 @@ export function* shareGroupsSteps(
   return { groupOf, members };
 }
 
-/** The zones' counts summed over `members` (a share group), over [0, end) (default: the whole length). */
+/** The zones' counts summed over `members` (a share group: indices into `segments`). */
 export function groupCounts(
   segments: readonly (readonly ArrayLike<number>[])[],
   members: readonly number[],
-  end?: number,
 ): Float64Array[] {
   if (members.length === 0) throw new UsageError("group counts: the group has no members");
   const first = segments[members[0]];
-  const n = Math.min(checkZones(first), end ?? Infinity);
+  const n = checkZones(first);
   return first.map((_, z) => {
     const out = new Float64Array(n);
     for (const a of members) {
