@@ -349,7 +349,8 @@ export function* shareGroupsSteps(
   }
   const volume = blocks.map((b) => b.reduce((s, x) => s + x, 0));
   const order = [...segments.keys()].sort((x, y) => volume[y] - volume[x] || x - y);
-  const groups: { blocks: Float64Array; volume: number; index: number }[] = [];
+  // busiest first; `rank`: a group's place in this list
+  const groups: { blocks: Float64Array; volume: number; index: number; rank: number }[] = [];
   const critical = new Map<number, number>();
   for (const [rank, a] of order.entries()) {
     if (rank % GROUP_CHUNK === GROUP_CHUNK - 1) yield;
@@ -394,7 +395,7 @@ export function* shareGroupsSteps(
       }
     }
     if (!best) {
-      best = { blocks: new Float64Array(nb * Z), volume: 0, index: members.length };
+      best = { blocks: new Float64Array(nb * Z), volume: 0, index: members.length, rank: groups.length };
       groups.push(best);
       members.push([]);
     }
@@ -403,9 +404,11 @@ export function* shareGroupsSteps(
     members[best.index].push(a);
     groupOf[a] = best.index;
     // keep the groups busiest first: the one that grew moves up past the ones it now outweighs
-    for (let i = groups.indexOf(best); i > 0 && groups[i - 1].volume < best.volume; i--) {
+    for (let i = best.rank; i > 0 && groups[i - 1].volume < best.volume; i--) {
       groups[i] = groups[i - 1];
+      groups[i].rank = i;
       groups[i - 1] = best;
+      best.rank = i - 1;
     }
   }
   return { groupOf, members };
