@@ -186,10 +186,10 @@ const LOAD_C = String.raw`#define _GNU_SOURCE
 #include <unistd.h>
 
 typedef struct {
-  int fd, state, done;
+  int fd, state, done, resend;
   unsigned char rbuf[1 << 16];
   size_t rlen;
-  double t0;
+  double t0, t_read;
 } conn_t;
 
 static int port, V, http;
@@ -260,14 +260,18 @@ static void send_req(conn_t *c) {
   c->t0 = now_ms();
   send_all(c->fd, buf, n);
 }
+/* An answer's latency is taken when its read event is handled, before the read (as
+ * redis-benchmark does); the next request goes out after every ready connection was read,
+ * not between them (as redis-benchmark's writes wait for the next turn of its loop), so
+ * that answers arriving together are not timed behind the requests sent in between. */
 static void complete(conn_t *c, int status) {
-  double t = now_ms();
+  double t = c->t_read;
   if (status != 200) errors++;
   else if (c->t0 >= warm_end && t <= end_t) {
     if (count == lat_cap) lat = realloc(lat, (lat_cap *= 2) * sizeof(double));
     lat[count++] = t - c->t0;
   }
-  if (t < end_t) send_req(c);
+  if (t < end_t) c->resend = 1;
   else c->done = 1;
 }
 /* returns bytes consumed by one complete answer, 0 if incomplete */
@@ -359,6 +363,7 @@ int main(int argc, char **argv) {
     int n = epoll_wait(ep, evs, 64, 1000);
     for (int i = 0; i < n; i++) {
       conn_t *c = evs[i].data.ptr;
+      c->t_read = now_ms();
       ssize_t r = read(c->fd, c->rbuf + c->rlen, sizeof c->rbuf - c->rlen);
       if (r <= 0) {
         fprintf(stderr, "connection closed\n");
@@ -384,6 +389,13 @@ int main(int argc, char **argv) {
         c->rlen -= used;
         complete(c, status);
         if (c->done) active--;
+      }
+    }
+    for (int i = 0; i < n; i++) {
+      conn_t *c = evs[i].data.ptr;
+      if (c->resend) {
+        c->resend = 0;
+        send_req(c);
       }
     }
   }
