@@ -661,7 +661,9 @@ const PLAN_HELP = `
 For each shard with recorded access, the planner forecasts the access per
 origin zone over the horizon: each segment's total access, split over the
 zones by where its accesses came from at the same time of earlier seasons
-(days, when the windows hold them; else the recent shares). It then looks for
+(days, when the windows hold them; else the recent shares), counting the
+accesses of every segment whose zone counts follow the same pattern (a χ²
+test: a sparse segment's shares then rest on its group's). It then looks for
 a reason to move: access from a zone far from the shard's node is predicted
 to rise, or the node is short of resources. For such a shard it costs every
 other node: the latency saved (predicted accesses x RTT difference) against
