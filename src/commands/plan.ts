@@ -241,6 +241,9 @@ export function demandFromZoneSeries(
   return runAtOnce(demandSteps(series, zones, resolutionSeconds, horizonSeconds, maxPoints));
 }
 
+/** A count as the forecasts read it: NaN, negative and infinite ones count as none. */
+const count = (x: number): number => (x > 0 && x < Infinity ? x : 0);
+
 /** Segments whose counts demandSteps reads between two turns of the event loop. */
 const SETUP_CHUNK = 1024;
 
@@ -274,16 +277,29 @@ export function* demandSteps(
     if (scratch.length < n) scratch = new Float64Array(n);
     const total = scratch.subarray(0, n);
     total.fill(0);
-    for (const z of zs) for (let i = 0; i < n; i++) total[i] += Math.max(0, z[i]);
+    for (const z of zs) for (let i = 0; i < n; i++) total[i] += count(z[i]);
     let volume = 0;
     for (let i = 0; i < n; i++) volume += total[i];
     if (volume > 0) accessed.push({ s, volume, total: total.slice() });
     if (k % SETUP_CHUNK === SETUP_CHUNK - 1) yield;
   }
   const seriesZones = [...new Set(series.flatMap((s) => Object.keys(s.perZone)))];
-  const busiest = [...accessed].sort((a, b) => b.volume - a.volume).slice(0, SHARE_SEASON_SEGMENTS);
+  // The segments whose every zone's series spans the windows' whole length (a zone without one
+  // counts as no access): the share season is chosen on the busiest of them, and they are compared
+  // for share groups. A segment with a shorter series is forecast alone.
+  const comparable: number[] = [];
+  accessed.forEach(({ s }, i) => {
+    if (Object.values(s.perZone).every((z) => z.length === points)) comparable.push(i);
+  });
+  const zoneSeries = comparable.map((i) =>
+    seriesZones.map((z) => accessed[i].s.perZone[z] ?? new Float64Array(points)),
+  );
+  const busiest = comparable
+    .map((i, k) => ({ k, volume: accessed[i].volume }))
+    .sort((a, b) => b.volume - a.volume)
+    .slice(0, SHARE_SEASON_SEGMENTS);
   const { season } = chooseShareSeason(
-    busiest.map(({ s }) => seriesZones.map((z) => s.perZone[z] ?? new Float64Array(0))),
+    busiest.map(({ k }) => zoneSeries[k]),
     resolutionSeconds,
     { horizon: h, priorSpan: h },
   );
@@ -293,15 +309,7 @@ export function* demandSteps(
     1,
     fullSelection,
   );
-  // Segments whose zone counts cannot be told apart pool them for their share profiles
-  // (shareGroups); compared: the segments whose series span the windows' whole length.
-  const comparable: number[] = [];
-  accessed.forEach(({ total }, i) => {
-    if (total.length === points) comparable.push(i);
-  });
-  const zoneSeries = comparable.map((i) =>
-    seriesZones.map((z) => accessed[i].s.perZone[z] ?? new Float64Array(points)),
-  );
+  // segments whose zone counts cannot be told apart pool them for their share profiles
   const groups = yield* shareGroupsSteps(zoneSeries, { block: 2 * h });
   const rankOf = new Map(comparable.map((i, k) => [i, k]));
   const pooledOf = new Map<number, Float64Array[]>();
@@ -354,7 +362,7 @@ export function* demandSteps(
         v += Number.isFinite(half) ? half : 0;
       }
       let r = 0;
-      for (let i = Math.max(0, zs.length - 2 * h); i < zs.length - h; i++) r += zs[i];
+      for (let i = Math.max(0, zs.length - 2 * h); i < zs.length - h; i++) r += count(zs[i]);
       predicted.push(p);
       recent.push(r);
       sd.push(v);
@@ -364,8 +372,8 @@ export function* demandSteps(
     let t = 0;
     if (s.writes && s.totals) {
       for (let i = Math.max(0, s.totals.length - h); i < s.totals.length; i++) {
-        w += s.writes[i] ?? 0;
-        t += s.totals[i];
+        w += count(s.writes[i] ?? 0);
+        t += count(s.totals[i]);
       }
     }
     demand.push({

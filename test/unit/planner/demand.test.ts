@@ -103,11 +103,35 @@ describe("demandFromZoneSeries (shardctl plan and the dashboard's plan preview)"
       60,
       300,
     );
+    // a segment with some bad counts still has accesses: it is forecast, not skipped as silent
+    expect(demand).toHaveLength(1);
     for (const d of demand) {
       for (const x of [d.predicted, d.recent, d.predictedSd!, d.predictedNext!].flatMap((v) => Array.from(v)))
         expect(Number.isFinite(x)).toBe(true);
     }
     expect(demandFromZoneSeries([], ["a"], 60, 300).demand).toEqual([]);
+  });
+
+  it("share groups: segments missing a zone or with shorter series forecast alone, NaN counts count as none", () => {
+    const ramp = (k: number) => Float64Array.from({ length: 60 }, (_, i) => k * (10 + (i % 7)));
+    const half = (x: Float64Array) => Float64Array.from(x, (v) => v / 2);
+    const withNaN = ramp(3);
+    withNaN[5] = NaN;
+    withNaN[6] = -4;
+    const series: SegmentZoneSeries[] = [
+      { segment: 1, perZone: { a: ramp(4), b: half(ramp(4)) } },
+      { segment: 2, perZone: { a: withNaN, b: half(ramp(3)) } },
+      { segment: 3, perZone: { a: ramp(2) } }, // no zone b at all
+      { segment: 4, perZone: { a: ramp(5).subarray(20), b: half(ramp(5)).subarray(20) } }, // 40 intervals
+    ];
+    const { demand, note } = demandFromZoneSeries(series, ["a", "b"], 60, 600);
+    expect(demand.map((d) => d.segment)).toEqual([1, 2, 3, 4]);
+    for (const d of demand)
+      for (const x of [d.predicted, d.recent, d.predictedSd!, d.predictedNext!].flatMap((v) => Array.from(v)))
+        expect(Number.isFinite(x) && x >= 0).toBe(true);
+    // segments 1 and 2 come 2:1 from a and b: one group; 3 (all from a) differs, 4 is not compared
+    expect(note).toContain("2 segment(s) in 1 group(s)");
+    expect(demand[2].predicted[1]).toBe(0);
   });
 
   it("chooses models by full backtests for the busiest segments only, the cheap tier for the others, and says so", () => {
