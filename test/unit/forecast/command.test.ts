@@ -104,6 +104,7 @@ describe("shardctl forecast backtest", () => {
       { io, readFile: () => "t,v\n" + rows.join("\n") },
     );
     expect(report.notes.join(" ")).toMatch(/every value is zero/);
+    expect(report.models.length).toBeGreaterThan(1);
     for (const m of report.models) expect(m.mase).toBe(0);
     expect(report.selected_mase).toBe(0);
   });

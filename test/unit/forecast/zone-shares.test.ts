@@ -159,6 +159,7 @@ describe("chooseShareSeason", () => {
     });
     const choice = chooseShareSeason(steady, 300);
     // pooling earlier days is just a larger sample of the same shares: it may win, by little
+    expect(choice.scores.length).toBeGreaterThan(0);
     for (const s of choice.scores) expect(Math.abs(s.logLoss - s.baseline)).toBeLessThan(0.05);
     const { share } = zoneShares(steady[0], 288 * 3, 12, { season: choice.season });
     for (const s of share) for (const x of s) expect(Math.abs(x - 1 / 3)).toBeLessThan(0.15);
