@@ -318,11 +318,10 @@ export function* demandSteps(
     if (k === undefined) return undefined;
     const g = groups.groupOf[k];
     if (groups.members[g].length === 1) return undefined;
-    let sums = pooledOf.get(g);
-    if (!sums) pooledOf.set(g, (sums = groupCounts(zoneSeries, groups.members[g])));
-    const counts = sums;
+    const sums = pooledOf.get(g) ?? groupCounts(zoneSeries, groups.members[g]);
+    pooledOf.set(g, sums);
     return Object.fromEntries(
-      Object.keys(accessed[i].s.perZone).map((z) => [z, counts[seriesZones.indexOf(z)]]),
+      Object.keys(accessed[i].s.perZone).map((z) => [z, sums[seriesZones.indexOf(z)]]),
     );
   };
   const cache = new ModelSelectionCache();
@@ -396,10 +395,10 @@ export function* demandSteps(
       : h * resolutionSeconds !== horizonSeconds
         ? `; the horizon asked for, ${horizonSeconds} s, is rounded to ${h * resolutionSeconds} s: a whole number (at least one) of the windows' ${resolutionSeconds}-s intervals`
         : "";
-  const pooledSegments = groups.members.reduce((n, m) => n + (m.length > 1 ? m.length : 0), 0);
+  const pooling = groups.members.filter((m) => m.length > 1);
   const grouped =
-    pooledSegments > 0
-      ? `; ${pooledSegments} segment(s) in ${groups.members.filter((m) => m.length > 1).length} group(s) whose zone counts follow one pattern pool them for their shares`
+    pooling.length > 0
+      ? `; ${pooling.reduce((n, m) => n + m.length, 0)} segment(s) in ${pooling.length} group(s) whose zone counts follow one pattern pool them for their shares`
       : "";
   const cheap = accessed.length - full.size;
   const tiers =

@@ -364,13 +364,15 @@ export class ConsulStore implements LocationStore {
   async trimJournal(): Promise<number> {
     const { records } = await this.listMigrations();
     const drop = endedBeyondHistory(records);
+    const ops: TxnOp[] = drop.map((r) => ({
+      verb: "delete-cas",
+      key: this.migrationKey(r.record.id),
+      index: r.rev,
+    }));
     let deleted = 0;
-    for (let i = 0; i < drop.length; i += CONSUL_MAX_TXN_OPS) {
-      const ops: TxnOp[] = drop
-        .slice(i, i + CONSUL_MAX_TXN_OPS)
-        .map((r) => ({ verb: "delete-cas", key: this.migrationKey(r.record.id), index: r.rev }));
-      const r = await this.http.txn(ops);
-      if (r.ok) deleted += ops.length;
+    for (const batch of txnBatches(ops)) {
+      const r = await this.http.txn(batch);
+      if (r.ok) deleted += batch.length;
     }
     return deleted;
   }
@@ -457,10 +459,8 @@ export class ConsulStore implements LocationStore {
   }
 
   private async deleteKeys(keys: string[]): Promise<void> {
-    for (let i = 0; i < keys.length; i += CONSUL_MAX_TXN_OPS) {
-      const batch = keys.slice(i, i + CONSUL_MAX_TXN_OPS).map((key) => ({ verb: "delete", key }) as TxnOp);
+    for (const batch of txnBatches(keys.map((key) => ({ verb: "delete", key }) as TxnOp)))
       await this.http.txn(batch);
-    }
   }
 
   private parseCurrentMeta(read: KvRead): MetaDoc {
