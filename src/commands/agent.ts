@@ -7,6 +7,7 @@ import type { Config } from "../config.js";
 import { EmbeddedStore } from "../store/embedded.js";
 import { openStore } from "../store/index.js";
 import { UsageError } from "../errors.js";
+import { parsePositiveInt } from "../numbers.js";
 import { checkAgentToken } from "../cluster/local.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
 
@@ -36,18 +37,14 @@ export function parseListen(s: string): { host: string; port: number } {
 }
 
 function positiveInt(v: string | undefined, flag: string): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1)
-    throw new UsageError(`${flag} must be a positive integer, got ${JSON.stringify(v)}`);
-  return n;
+  return v === undefined ? undefined : parsePositiveInt(v, flag);
 }
 
 /** --windows-save-seconds: 0 (only on a clean stop) to 86,400; default 60. */
 function saveSeconds(v: string | undefined): number {
   if (v === undefined) return 60;
   const n = Number(v);
-  if (v.trim() === "" || !Number.isInteger(n) || n < 0 || n > 86_400)
+  if (!/^[0-9]+$/.test(v) || n > 86_400)
     throw new UsageError(
       `--windows-save-seconds must be a whole number from 0 to 86400, got ${JSON.stringify(v)}`,
       {

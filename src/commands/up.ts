@@ -2,6 +2,7 @@
 import type { Command } from "commander";
 import { localDown, localUp } from "../cluster/local.js";
 import { UsageError } from "../errors.js";
+import { parsePositiveInt } from "../numbers.js";
 import { printJson, printTable } from "../output.js";
 import { openStore } from "../store/index.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
@@ -25,15 +26,13 @@ export async function runUp(
     });
   }
   const config = ctx.config();
-  const nodes = Number(opts.nodes);
-  const basePort = Number(opts.basePort);
+  // decimal digits only: Number() would take 1e1 (ten agents) or 0x6978 for a port
+  const nodes = parsePositiveInt(opts.nodes, "--nodes");
+  const basePort = parsePositiveInt(opts.basePort, "--base-port");
   const zones = (opts.zones ?? config.zones.join(","))
     .split(",")
     .map((z) => z.trim())
     .filter(Boolean);
-  if (!Number.isInteger(nodes)) throw new UsageError(`--nodes must be an integer, got ${opts.nodes}`);
-  if (!Number.isInteger(basePort))
-    throw new UsageError(`--base-port must be an integer, got ${opts.basePort}`);
   const store = await openStore(config);
   try {
     const r = await localUp(config, { nodes, zones, basePort, given }, store, (m) =>

@@ -275,4 +275,20 @@ describe("agent --data-dir where a file is in the way", () => {
     }
     expect(readFileSync(join(dir, "agentdata/shards"), "utf8")).toBe("not a directory");
   });
+
+  it("size and count flags that are not decimal digits: exit 2 naming the flag, no data directory made", () => {
+    // Number() took 0x1000, 1e3 and 4.096e3 as whole numbers
+    writeFileSync(join(dir, "token"), "t0k", { mode: 0o600 });
+    const base = ["--data-dir", "flagdata", "agent", "--listen", "127.0.0.1:0", "--zone", "a"];
+    const rest = ["--node-id", "n1", "--token-file", "token"];
+    for (const [flag, value, naming] of [
+      ["--segments", "0x40", '--segments must be a positive integer, got "0x40"'],
+      ["--max-file-bytes", "1e6", '--max-file-bytes must be a positive integer, got "1e6"'],
+      ["--snapshot-bytes", "4.096e3", '--snapshot-bytes must be a positive integer, got "4.096e3"'],
+      ["--windows-save-seconds", "1e1", "--windows-save-seconds must be a whole number from 0 to 86400"],
+    ]) {
+      expectUsageError([...base, ...rest, flag, value], naming);
+      expect(existsSync(join(dir, "flagdata"))).toBe(false);
+    }
+  });
 });
