@@ -553,6 +553,35 @@ export async function localUp(
     // agent): the agents keep the shards they hold, and nothing is assigned here
     const elsewhere = vm.map.nodes.filter((m) => byId.has(m.id) && m.address !== "");
     if (ours === 0 && elsewhere.length > 0) {
+      // that is a working cluster only if each of those addresses reaches the same agent; else (the
+      // cluster was first started on other ports) every request would go where nothing answers
+      const unreached: string[] = [];
+      for (const m of elsewhere) {
+        const r = await rpc.json(m.address, "GET", "/v1/node").catch(() => undefined);
+        const id = (r?.body as { nodeId?: unknown } | undefined)?.nodeId;
+        if (r?.status !== 200 || id !== m.id)
+          unreached.push(
+            `${m.id} at ${m.address} (${r ? `${r.status === 200 ? `answered as ${String(id)}` : `answered ${r.status}`}` : "no answer"})`,
+          );
+      }
+      if (unreached.length > 0) {
+        const ports = elsewhere.map((m) => /^127\.0\.0\.1:(\d+)$/.exec(m.address)?.[1]).map(Number);
+        const mapNodes = vm.map.nodes;
+        const asBefore =
+          mapNodes.length === elsewhere.length &&
+          mapNodes.every((m, i) => m.id === `node-${i + 1}` && m.address === `127.0.0.1:${ports[0] + i}`)
+            ? `shardctl up --local --nodes ${mapNodes.length} --zones ${mapNodes.map((m) => m.zone).join(",")} --base-port ${ports[0]}`
+            : undefined;
+        throw new UserError(
+          `the location map in the ${store.kind} store reaches the local nodes at other addresses, where they do not answer: ` +
+            `${unreached.join(", ")}; the agents started here are ${nodes.map((n) => `${n.id} at ${n.address}`).join(", ")}`,
+          {
+            hint: asBefore
+              ? `start the cluster where the map has it: ${asBefore}`
+              : "start the local cluster with the nodes, zones and ports the map names, or in a fresh --data-dir",
+          },
+        );
+      }
       warnings.push(
         `the location map reaches the local nodes at other addresses (${elsewhere.map((m) => `${m.id} at ${m.address}`).join(", ")}); no shard was assigned here`,
       );

@@ -222,6 +222,71 @@ describe("up --local refuses a cluster that would not work", () => {
     expect(r.nodes.map((n) => n.address)).toEqual([`127.0.0.1:${base}`, `127.0.0.1:${base + 1}`]);
   });
 
+  it("fails and stops its agents when the map reaches the nodes at other ports, where nothing answers, and its hint works", async () => {
+    const dir = newDir();
+    const first = await freePortRange(2);
+    const up = await cli(
+      dir,
+      "up",
+      "--local",
+      "--nodes",
+      "2",
+      "--zones",
+      "a,b",
+      "--base-port",
+      String(first),
+    );
+    expect(up.code, up.err).toBe(0);
+    expect((await cli(dir, "put", "k", "v")).code).toBe(0);
+    expect((await cli(dir, "down", "--timeout", "5")).code).toBe(0);
+    // the hint for a damaged cluster.json is to remove it; then `up` with other ports
+    rmSync(join(dir, "local", "cluster.json"));
+    const second = await freePortRange(3);
+    const again = await cli(
+      dir,
+      "up",
+      "--local",
+      "--nodes",
+      "3",
+      "--zones",
+      "a,b,c",
+      "--base-port",
+      String(second),
+    );
+    expect(again.code, again.err).toBe(1);
+    expect(again.err).toContain(
+      `error: the location map in the embedded store reaches the local nodes at other addresses, where they do not answer: node-1 at 127.0.0.1:${first} (no answer), node-2 at 127.0.0.1:${first + 1} (no answer)`,
+    );
+    expect(again.err).not.toMatch(/local cluster up|\n\s+at /);
+    expect(startedPids(again.err)).toHaveLength(3);
+    expectNothingLeft(dir);
+    expect(existsSync(join(dir, "local", "cluster.json"))).toBe(false);
+    const hint = /hint: start the cluster where the map has it: shardctl (up --local .*)$/m.exec(again.err);
+    expect(hint![1]).toBe(`up --local --nodes 2 --zones a,b --base-port ${first}`);
+    expect((await cli(dir, ...hint![1].split(" "))).code).toBe(0);
+    const get = await cli(dir, "get", "k");
+    expect(get.code, get.err).toBe(0);
+    expect(get.out).toBe("v");
+  });
+
+  it("refuses --nodes and --base-port that are not decimal digits, starting nothing", async () => {
+    const dir = newDir();
+    for (const args of [
+      ["--nodes", "1e1"],
+      ["--nodes", "0x2"],
+      ["--nodes", " 2"],
+      ["--base-port", "0x6978"],
+      ["--base-port", "2.7e4"],
+    ]) {
+      const r = await cli(dir, "up", "--local", ...args);
+      expect(r.code, r.err).toBe(2);
+      expect(r.err).toContain(`error: ${args[0]} must be a positive integer, got ${JSON.stringify(args[1])}`);
+      expect(startedPids(r.err)).toEqual([]);
+      expectNothingLeft(dir);
+      expect(existsSync(join(dir, "local"))).toBe(false);
+    }
+  });
+
   it("gives a clean usage error when the data dir is a regular file", async () => {
     const dir = newDir();
     const file = join(dir, "not-a-dir");
