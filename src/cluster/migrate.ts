@@ -238,7 +238,9 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
       throw new UserError(
         `migration of ${shard.id} to ${target.id} aborted (${why}), but the roll-back did not finish: ${j.rollBackPending}`,
         {
-          hint: `no acknowledged write is lost; when the agents answer again, \`shardctl migrations --recover\` (or the next \`migrate --apply\`, or the autopilot) unfences ${shard.id} on ${source.id} and drops the copy`,
+          hint: fenced
+            ? `no acknowledged write is lost; when the agents answer again, \`shardctl migrations --recover\` (or the next \`migrate --apply\`, or the autopilot) unfences ${shard.id} on ${source.id} and drops the copy`
+            : `${shard.id} was not fenced: ${source.id} serves it as before; when ${target.id} answers again, \`shardctl migrations --recover\` (or the next \`migrate --apply\`, or the autopilot) drops the copy there and closes the record, and until then ${shard.id} cannot be migrated`,
         },
       );
     }
@@ -266,12 +268,18 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     stopIfInterrupted();
     // set before asking: a request whose answer is lost may still have been carried out
     targetCreated = true;
-    const rcv = await rpc.json(target.address, "POST", `/v1/admin/shards/${enc}/receive`, {
-      epoch: e,
-      migration: id,
-      ranges: shard.ranges,
-      migrationTimestamp: shard.migrationTimestamp,
-    });
+    const rcv = await rpc
+      .json(target.address, "POST", `/v1/admin/shards/${enc}/receive`, {
+        epoch: e,
+        migration: id,
+        ranges: shard.ranges,
+        migrationTimestamp: shard.migrationTimestamp,
+      })
+      .catch((err: unknown) => {
+        // refused before a connection was made: the request never reached the target, nothing to drop
+        if ((err as NodeJS.ErrnoException).code === "ECONNREFUSED") targetCreated = false;
+        throw err;
+      });
     if (rcv.status !== 201 && rcv.status !== 200)
       throw new StepError(failText(`target ${target.id} (receive)`, rcv.status, rcv.body));
     await to("copying");
@@ -386,13 +394,27 @@ export async function refuseBusy(store: LocationStore, id: string, shards: reado
 }
 
 function busyWhy(o: MigrationRecord): string {
+  if (o.rollBackPending)
+    return `${o.shard} has an open migration (${o.id} to ${o.target}): it was aborted, and its roll-back waits for an agent (${o.rollBackPending})`;
+  if (o.rollForwardPending)
+    return `${o.shard} has an open migration (${o.id} to ${o.target}): it committed, and its roll-forward waits for an agent (${o.rollForwardPending})`;
   return `${o.shard} is being migrated by another coordinator (migration ${o.id}, ${o.phase})`;
 }
 
+/** What to do about an open migration record that stands in the way (see busyWhy). */
+export function busyHint(o: MigrationRecord): string {
+  if (o.rollBackPending || o.rollForwardPending)
+    return "`shardctl migrations --recover` finishes it once that agent answers again (the autopilot and the next `migrate --apply` try too); `shardctl migrations` shows it";
+  return "`shardctl migrations` shows it; wait for it to end (or `shardctl migrations --recover` if its coordinator died)";
+}
+
 function busyError(o: MigrationRecord): PreconditionError {
-  return new PreconditionError(`${busyWhy(o)}; nothing was started`, {
-    hint: "`shardctl migrations` shows it; wait for it to end (or `shardctl migrations --recover` if its coordinator died)",
-  });
+  return new PreconditionError(`${busyWhy(o)}; nothing was started`, { hint: busyHint(o) });
+}
+
+/** The refusal for a shard an open migration record holds (busyWhy, busyHint), with how much was done. */
+export function openMigrationError(o: MigrationRecord, done: string): PreconditionError {
+  return new PreconditionError(`${busyWhy(o)}; ${done}`, { hint: busyHint(o) });
 }
 
 /**

@@ -7,7 +7,12 @@
 import type { Command } from "commander";
 import { AgentRpc } from "../cluster/agent-rpc.js";
 import { resolveClientToken } from "../cluster/local.js";
-import { executeMigration, listMigrations, type MigrationRecord } from "../cluster/migrate.js";
+import {
+  executeMigration,
+  listMigrations,
+  openMigrationError,
+  type MigrationRecord,
+} from "../cluster/migrate.js";
 import { recoverMigrations, type RecoveryReport } from "../cluster/recover.js";
 import { executeLayoutChange, movesOfPlan, type Move } from "../cluster/reshape.js";
 import type { Config } from "../config.js";
@@ -137,19 +142,15 @@ export async function runMigrate(
     const recovered = (
       await recoverMigrations({ store, rpc, clock: systemClock, log: (s) => io.err.write(`${s}\n`) })
     ).filter((r) => r.outcome !== "in-progress");
-    const busy = new Set(
+    const busy = new Map(
       (await store.listMigrations()).records
         .filter((r) => r.record.phase !== "done" && r.record.phase !== "aborted")
-        .map((r) => r.record.shard),
+        .map((r) => [r.record.shard, r.record]),
     );
-    for (const m of moves)
-      if (busy.has(m.shard))
-        throw new PreconditionError(
-          `shard ${m.shard} is being migrated by another coordinator; nothing was applied`,
-          {
-            hint: "`shardctl migrations` shows it; wait for it to end",
-          },
-        );
+    for (const m of moves) {
+      const open = busy.get(m.shard);
+      if (open) throw openMigrationError(open, "nothing was applied");
+    }
     const done: MigrationRecord[] = [];
     // what --json reports when a move fails or the command is interrupted: the moves committed before
     const stoppedWith = (err: unknown) =>

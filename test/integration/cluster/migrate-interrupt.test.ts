@@ -27,6 +27,7 @@ import {
   upLocalCluster,
   until,
 } from "./local-fixture.js";
+import { processState } from "../../helpers/proc.js";
 
 const SEGMENTS = 64;
 let dir: string;
@@ -202,6 +203,82 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     expect(r.phase, JSON.stringify(r)).toBe("aborted");
     expect(readMapFile(dir).map.shards.find((s) => s.id === sh.id)!.node).toBe(sh.node);
     await expectServed(sh.id, acked, "int-6");
+  });
+
+  it("a target that dies during the copy: the shard is served unfenced, its open record refuses another move with what it waits for, and --recover closes it once the target is back", async () => {
+    const { map } = readMapFile(dir);
+    const sh = map.shards.find((s) => s.node === "node-1")!;
+    const [target, other] = ["node-3", "node-2"];
+    const acked = await writeTo(sh.id, "dies", 10);
+    const c = coordinator(sh.id, target, "migrate.copying");
+    await c.stopped();
+    const pidOf = (n: string) => Number(readFileSync(join(dir, "local", n, "agent.pid"), "utf8").trim());
+    process.kill(pidOf(target), "SIGKILL");
+    c.child.kill("SIGCONT");
+    const { code } = await c.exited;
+    expect(code, c.err()).toBe(1);
+    expect(c.err()).toMatch(
+      new RegExp(
+        `the roll-back did not finish: drop on ${target}: cannot reach 127\\.0\\.0\\.1:\\d+ \\(connection refused\\)`,
+      ),
+    );
+    // not fenced: the hint does not send the user to unfence it, and writes go on
+    expect(c.err()).toContain(
+      `hint: ${sh.id} was not fenced: node-1 serves it as before; when ${target} answers again`,
+    );
+    expect(c.err()).not.toMatch(/unfences/);
+    await expectServed(sh.id, acked, "dies-1");
+    // the open record holds the shard: the refusal says what it waits for, not "another coordinator"
+    // (a process of its own, as a user's: the recovery it runs first owns the record until it exits)
+    const p = watchedProcess(["--data-dir", dir, "migrate", "--shard", sh.id, "--to", other, "--apply"], env);
+    const refused = { code: (await p.exited).code, err: p.err() };
+    expect(refused.code, refused.err).toBe(3);
+    expect(refused.err).toMatch(
+      new RegExp(
+        `error: ${sh.id} has an open migration \\(\\S+-${sh.id}-\\S+ to ${target}\\): it was aborted, and its roll-back waits for an agent \\(drop on ${target}: cannot reach 127\\.0\\.0\\.1:\\d+ \\(connection refused\\)\\); nothing was applied`,
+      ),
+    );
+    expect(refused.err).toContain(
+      "hint: `shardctl migrations --recover` finishes it once that agent answers again",
+    );
+    expect(refused.err).not.toMatch(/another coordinator/);
+    expect(readMapFile(dir).map.shards.find((s) => s.id === sh.id)!.node).toBe("node-1");
+    // the target back: recovery drops the copy and closes the record; the shard moves again
+    expect((await cli("up", "--local")).code).toBe(0);
+    const rec = await cli("migrations", "--recover");
+    expect(rec.code, rec.err).toBe(0);
+    const ended = await record(sh.id);
+    expect(ended.filter((r) => r.phase !== "done" && r.phase !== "aborted")).toEqual([]);
+    expect(ended.at(-1)).toMatchObject({ target, phase: "aborted" });
+    const moved = await cli("migrate", "--shard", sh.id, "--to", other, "--apply");
+    expect(moved.code, moved.err).toBe(0);
+    expect(readMapFile(dir).map.shards.find((s) => s.id === sh.id)!.node).toBe(other);
+    await expectServed(sh.id, acked, "dies-2");
+  });
+
+  it("a target that refuses the connection at the first step: the record is closed as aborted at once, and the shard moves elsewhere", async () => {
+    const { map } = readMapFile(dir);
+    const sh = map.shards.find((s) => s.node !== "node-3")!;
+    const other = sh.node === "node-1" ? "node-2" : "node-1";
+    const acked = await writeTo(sh.id, "refused", 5);
+    const pid = Number(readFileSync(join(dir, "local", "node-3", "agent.pid"), "utf8").trim());
+    process.kill(pid, "SIGKILL");
+    await until(
+      () => ["", "Z"].includes(processState(pid)),
+      10_000,
+      () => "node-3 gone",
+    );
+    const r = await cli("migrate", "--shard", sh.id, "--to", "node-3", "--apply");
+    expect(r.code, r.err).toBe(1);
+    expect(r.err).toContain(`migration of ${sh.id} to node-3 aborted: cannot reach node-3`);
+    expect(r.err).not.toMatch(/roll-back did not finish/);
+    const recs = (await record(sh.id)).filter((x) => x.target === "node-3");
+    expect(recs.at(-1)).toMatchObject({ phase: "aborted" });
+    expect(recs.at(-1)!.rollBackPending).toBeUndefined();
+    const moved = await cli("migrate", "--shard", sh.id, "--to", other, "--apply");
+    expect(moved.code, moved.err).toBe(0);
+    await expectServed(sh.id, acked, "refused-1");
+    expect((await cli("up", "--local")).code).toBe(0);
   });
 
   // last: it kills an agent
