@@ -44,7 +44,12 @@ export async function runRtt(
   if (agents.length < 2)
     throw new PreconditionError(
       `round trips are measured between agents, and the map has ${agents.length === 0 ? "no node with an agent address" : "only one agent"}`,
-      { hint: "start agents with `shardctl up --local --nodes 3` or `shardctl deploy`" },
+      {
+        hint:
+          agents.length === 1
+            ? "a cluster of one node has no round trip to measure; add nodes with `shardctl deploy`, or start a local cluster of several in another --data-dir (`shardctl --data-dir DIR up --local --nodes 3`)"
+            : "start agents with `shardctl up --local --nodes 3` or `shardctl deploy`",
+      },
     );
   const m = await measureClusterRtts(deps.config, vm.map, { samples: opts.samples });
   if (m.measuredCells === 0) {

@@ -86,8 +86,15 @@ export function validateKey(key: unknown, maxKeyBytes: number): asserts key is s
   }
   // U+FFFD is what undecodable bytes become when argv or a body is decoded leniently, so a key
   // holding it was not UTF-8 on the wire; refusing it keeps one key from aliasing many byte strings.
-  if (!key.isWellFormed() || key.includes("\ufffd")) {
-    throw new UsageError("the key is not valid UTF-8 (it holds a lone surrogate or undecodable bytes)");
+  if (!key.isWellFormed())
+    throw new UsageError("the key is not valid UTF-8 (it holds a lone surrogate, which has no UTF-8 form)");
+  if (key.includes("\ufffd")) {
+    throw new UsageError(
+      "the key holds U+FFFD, the replacement character: bytes that are not UTF-8 turn into it when decoded, so keys may not contain it (it would make one key of many byte strings)",
+      {
+        hint: "if the key was typed or generated as text, leave out U+FFFD; if it is bytes, encode them (e.g. as hex)",
+      },
+    );
   }
   const bytes = utf8Length(key);
   if (bytes > maxKeyBytes) {

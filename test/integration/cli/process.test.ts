@@ -34,7 +34,9 @@ describe("shardctl as a process", () => {
       env,
     });
     expect(loc.status).toBe(2);
-    expect(loc.stderr).toMatch(/not valid UTF-8/);
+    expect(loc.stderr).toMatch(
+      /the key holds U\+FFFD, the replacement character: bytes that are not UTF-8 turn into it/,
+    );
   });
 
   it("stops quietly when its reader closes the pipe early (| head)", async () => {

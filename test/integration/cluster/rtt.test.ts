@@ -298,6 +298,17 @@ describe("the probe endpoint refuses hostile input", () => {
     const b = await runShardctl(["--data-dir", bare, "rtt"], env);
     expect(b.code).toBe(3);
     expect(b.err).toMatch(/no node with an agent address/);
+    // a map with one agent: exit 3, and the hint does not send the user to `up --local --nodes 3`
+    // in this data dir (refused there: the local cluster has other settings)
+    const one = join(dir, "ctl-one");
+    mkdirSync(one, { recursive: true });
+    await new EmbeddedStore(one).compareAndSet(0, initialLayout(64, [nodes[0]], { now: Date.now() }));
+    const o = await runShardctl(["--data-dir", one, "rtt"], env);
+    expect(o.code).toBe(3);
+    expect(o.err).toMatch(/the map has only one agent/);
+    expect(o.err).toMatch(
+      /hint: a cluster of one node has no round trip to measure; .*in another --data-dir/,
+    );
     // a wrong token: exit 1, and the agents say why
     const w = await runShardctl(["--data-dir", join(dir, "ctl"), "rtt"], {
       ...env,

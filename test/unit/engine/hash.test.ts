@@ -121,7 +121,9 @@ describe("validateKey (hostile keys)", () => {
   it("refuses lone surrogates (no UTF-8 form)", () =>
     expect(() => validateKey("ab\ud800c", 1024)).toThrow(/UTF-8/));
   it("refuses U+FFFD, what undecodable bytes become", () =>
-    expect(() => validateKey("a\ufffdb", 1024)).toThrow(/UTF-8/));
+    expect(() => validateKey("a\ufffdb", 1024)).toThrow(
+      /holds U\+FFFD, the replacement character: bytes that are not UTF-8 turn into it/,
+    ));
   it("refuses non-strings", () => expect(() => validateKey(42, 1024)).toThrow(/string/));
   it("decodes UTF-8 bytes strictly", () => {
     expect(decodeKeyBytes(new Uint8Array([0x68, 0x69]))).toBe("hi");

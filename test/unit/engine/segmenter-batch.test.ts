@@ -31,7 +31,7 @@ describe("Segmenter.segmentsOf (the batch path)", () => {
     const out = new Uint32Array(4);
     expect(() => seg.segmentsOf(["ok", ""], out)).toThrow(/empty/);
     expect(() => seg.segmentsOf(["ok", "\ud800x"], out)).toThrow(/not valid UTF-8/);
-    expect(() => seg.segmentsOf(["ok", "a\ufffd"], out)).toThrow(/not valid UTF-8/);
+    expect(() => seg.segmentsOf(["ok", "a\ufffd"], out)).toThrow(/holds U\+FFFD, the replacement character/);
     expect(() => seg.segmentsOf(["ok", "x".repeat(1 << 20)], out)).toThrow(/longer than/);
     expect(() => seg.segmentsOf(["ok", 5 as unknown as string], out)).toThrow(/must be a string/);
   });
