@@ -17,7 +17,7 @@
  *
  * The inner minimum over j' is kept as a running minimum per node, so a
  * segment costs O(intervals × nodes²) time and O(intervals × nodes) memory,
- * whatever the spacing.
+ * whatever the spacing; nodes with the same round trips count as one (below).
  */
 import { Replay, type Workload } from "./workload.js";
 
@@ -51,6 +51,22 @@ export function runOracle(
     }
   }
   const START = -1;
+  // Nodes whose round trips from every zone are the same are interchangeable here (the latency and
+  // a change's pause cost depend on the round trips alone, and a change between two of them only
+  // costs): the schedule is optimised over one node per such class (the segment's own node for its
+  // class), exactly, in O(intervals × classes²) per segment.
+  const classOf = new Int32Array(N);
+  const firstOfClass: number[] = [];
+  for (let n = 0; n < N; n++) {
+    let c = firstOfClass.findIndex((f) => {
+      for (let z = 0; z < Z; z++) if (rtt[z * N + f] !== rtt[z * N + n]) return false;
+      return true;
+    });
+    if (c < 0) c = firstOfClass.push(n) - 1;
+    classOf[n] = c;
+  }
+  const K = firstOfClass.length;
+  const cand = new Int32Array(K);
   // schedule[a·nI + j] = node of active segment a in interval j
   const schedule = new Int32Array(A * nI);
   // prefix[j·N + n] = P_n(j)
@@ -66,11 +82,15 @@ export function runOracle(
   const E = new Float64Array(N);
   const EAt = new Int32Array(N);
   for (let a = 0; a < A; a++) {
-    const init = initialNodeOfSeg[w.active[a]];
+    // below, n and m index the candidates: cand[n] is the node
+    const initNode = initialNodeOfSeg[w.active[a]];
+    cand.set(firstOfClass);
+    const init = classOf[initNode];
+    cand[init] = initNode;
     for (let j = 0; j < nI; j++) {
-      for (let n = 0; n < N; n++) {
+      for (let n = 0; n < K; n++) {
         let c = 0;
-        for (let z = 0; z < Z; z++) c += w.counts[(a * Z + z) * nI + j] * rtt[z * N + n];
+        for (let z = 0; z < Z; z++) c += w.counts[(a * Z + z) * nI + j] * rtt[z * N + cand[n]];
         prefix[(j + 1) * N + n] = prefix[j * N + n] + c;
       }
     }
@@ -85,7 +105,7 @@ export function runOracle(
       // changes at boundary j − L become admissible predecessors of a change at j
       const jp = j - L;
       if (L > 0 && jp >= 1) {
-        for (let n = 0; n < N; n++) {
+        for (let n = 0; n < K; n++) {
           const v = F[jp * N + n] - prefix[jp * N + n];
           if (v < G[n]) {
             G[n] = v;
@@ -94,15 +114,15 @@ export function runOracle(
         }
       }
       const pw = pauseWrites.get(a * (nI + 1) + j);
-      for (let m = 0; m < N; m++) {
+      for (let m = 0; m < K; m++) {
         let best = Infinity;
         let arg = -1;
-        for (let n = 0; n < N; n++) {
+        for (let n = 0; n < K; n++) {
           if (n === m || G[n] === Infinity) continue;
           let trans = 0;
           if (pw)
             for (let i = 0; i < pw.length; i += 2)
-              trans += pw[i + 1] + rtt[pw[i] * N + m] - rtt[pw[i] * N + n];
+              trans += pw[i + 1] + rtt[pw[i] * N + cand[m]] - rtt[pw[i] * N + cand[n]];
           const v = G[n] + prefix[j * N + n] + trans;
           if (v < best) {
             best = v;
@@ -115,7 +135,7 @@ export function runOracle(
       }
       // with no spacing, a change at j is at once a predecessor of the change at j + 1
       if (L === 0) {
-        for (let n = 0; n < N; n++) {
+        for (let n = 0; n < K; n++) {
           const v = F[j * N + n] - prefix[j * N + n];
           if (v < G[n]) {
             G[n] = v;
@@ -123,7 +143,7 @@ export function runOracle(
           }
         }
       }
-      for (let n = 0; n < N; n++) {
+      for (let n = 0; n < K; n++) {
         const v = F[j * N + n] - prefix[j * N + n];
         if (v < E[n]) {
           E[n] = v;
@@ -134,7 +154,7 @@ export function runOracle(
     // the last stretch: from the latest change (or the start) to the end; ties keep the earlier schedule
     let bestN = init;
     let bestV = E[init] + prefix[nI * N + init];
-    for (let n = 0; n < N; n++) {
+    for (let n = 0; n < K; n++) {
       const v = E[n] + prefix[nI * N + n];
       if (v < bestV) {
         bestV = v;
@@ -146,14 +166,14 @@ export function runOracle(
     let at = EAt[bestN];
     let end = nI;
     while (at !== START) {
-      schedule.fill(n, a * nI + at, a * nI + end);
+      schedule.fill(cand[n], a * nI + at, a * nI + end);
       const pn = prevNode[at * N + n];
       const pa = prevAt[at * N + n];
       end = at;
       n = pn;
       at = pa;
     }
-    schedule.fill(n, a * nI, a * nI + end);
+    schedule.fill(cand[n], a * nI, a * nI + end);
   }
   // Replay the schedule through the same accounting as every other policy.
   const cur = Int32Array.from(initialNodeOfSeg);

@@ -10,6 +10,9 @@ import type { PolicyResult, SimOptions } from "./simulate.js";
 import type { Trace } from "./trace.js";
 
 /** Nearest-rank percentile of unsorted values (sorts a copy). */
+
+/** The most (segment, zone, interval) counts a replay holds: each is 8 bytes in ~5 arrays (2 GB at the bound). */
+export const MAX_COUNT_CELLS = 50_000_000;
 export function percentileOf(values: Float64Array, p: number): number {
   if (values.length === 0) return 0;
   const sorted = values.slice().sort();
@@ -72,6 +75,16 @@ export class Workload {
       }
     }
     const A = this.active.length;
+    // counts are dense over (segment, zone, interval), and each planned policy keeps a copy: a
+    // trace of a few events years apart must be refused here, not take gigabytes
+    const cells = A * this.Z * this.nI;
+    if (cells > MAX_COUNT_CELLS)
+      throw new UsageError(
+        `the trace needs ${cells.toLocaleString("en-US")} counts (${A} active segments × ${this.Z} zones × ${this.nI.toLocaleString("en-US")} intervals of ${opts.intervalSeconds} s); the simulator holds at most ${MAX_COUNT_CELLS.toLocaleString("en-US")}`,
+        {
+          hint: "use a longer --interval, or a trace over a shorter span (a stray timestamp far from the others stretches it) or with fewer keys",
+        },
+      );
     this.counts = new Float64Array(A * this.Z * this.nI);
     this.writes = new Float64Array(A * this.nI);
     this.partial = new Float64Array(A * this.Z * this.nI);

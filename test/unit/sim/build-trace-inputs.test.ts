@@ -47,7 +47,7 @@ describe("simulate build-trace refuses what simulate would refuse", () => {
       [
         "ff",
         Buffer.from([...Buffer.from("2024-01-01T00:00:01Z,ab"), 0xff, 0x63]),
-        /line 3: the key is not valid UTF-8/,
+        /line 3: the key holds U\+FFFD, the replacement character: bytes that are not UTF-8 turn into it/,
       ],
     ] as const) {
       const out = f(`${name}.trace.csv`);

@@ -184,6 +184,41 @@ describe("shardctl simulate", () => {
     expect(r.err).toMatch(/line 2: expected 4 fields/);
   });
 
+  it("refuses, quickly and with no output, a small trace whose span would need more counts than it holds", async () => {
+    // 80 keys at the start of 2000 and one event 1,000,000 five-minute intervals later: 2 KB of
+    // trace, which took 2 GB and 24 s before the bound
+    const ms = Date.UTC(2000, 0, 1);
+    const lines = ["timestamp,key,op,zone"];
+    for (let i = 0; i < 80; i++) lines.push(`${ms + i},key${i},read,${"abc"[i % 3]}`);
+    lines.push(`${ms + 1_000_000 * 300_000},key0,read,a`);
+    writeFileSync(f("wide.csv"), lines.join("\n") + "\n");
+    const r = await cli(["simulate", "--trace", f("wide.csv"), "--latency", f("rtt.json"), "--json"]);
+    expect(r.code, r.err).toBe(2);
+    expect(r.out).toBe("");
+    expect(r.err).toMatch(
+      /error: the trace needs [\d,]+ counts \(\d+ active segments × 3 zones × 1,000,001 intervals of 300 s\); the simulator holds at most 50,000,000/,
+    );
+    expect(r.err).toMatch(
+      /hint: use a longer --interval, or a trace over a shorter span \(a stray timestamp/,
+    );
+    // the same trace at a day per interval fits
+    const day = await cli([
+      "simulate",
+      "--trace",
+      f("wide.csv"),
+      "--latency",
+      f("rtt.json"),
+      "--interval",
+      "86400",
+      "--lead",
+      "60",
+      "--policies",
+      "static",
+      "--json",
+    ]);
+    expect(day.code, day.err).toBe(0);
+  });
+
   it("needs --trace and --latency", async () => {
     const r = await cli(["simulate"]);
     expect(r.code).toBe(2);

@@ -362,7 +362,8 @@ describe("the oracle", () => {
    * written out again: an access costs the RTT to its segment's node, and a write in the fenced tail
    * before a change waits for the boundary and is served by the new node.
    */
-  function bruteForce(tr: Trace, spacing: number, pauseMs: number): number {
+  function bruteForce(tr: Trace, spacing: number, pauseMs: number, lat = latency): number {
+    const latency = lat;
     const N = latency.nodes.length;
     const segmenter = new Segmenter(small.segmentCount!);
     const layout = initialLayout(
@@ -418,6 +419,45 @@ describe("the oracle", () => {
     }
     return total;
   }
+
+  it("is the exact optimum with several nodes per zone (nodes with the same round trips are one candidate)", () => {
+    // five nodes over three zones: a-1, b-1, c-1, a-2, b-2; the enumeration tries every node
+    const five = LatencyModel.fromZoneMatrix(defaultZoneMatrix(Z), nodesOverZones(Z, 5));
+    const shortEvents = fc.array(
+      fc.record({
+        interval: fc.integer({ min: 0, max: 4 }),
+        offset: fc.oneof(
+          fc.integer({ min: 0, max: STEP - 1 }),
+          fc.integer({ min: STEP - 60, max: STEP - 1 }),
+        ),
+        key: fc.integer({ min: 0, max: 2 }),
+        write: fc.boolean(),
+        zone: fc.integer({ min: 0, max: 2 }),
+      }),
+      { minLength: 1, maxLength: 40 },
+    );
+    fc.assert(
+      fc.property(
+        shortEvents,
+        fc.integer({ min: 0, max: 3 }),
+        fc.constantFrom(0, 50),
+        (events, cooldown, pause) => {
+          const tr = traceOf(events);
+          const r = simulate(tr, five, undefined, {
+            ...small,
+            cooldownIntervals: cooldown,
+            writePauseMs: pause,
+            policies: ["oracle"],
+          });
+          expect(r.policies.oracle!.mean_ms * tr.length).toBeCloseTo(
+            bruteForce(tr, cooldown, pause, five),
+            6,
+          );
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
 
   it("is the exact optimum over every schedule that keeps the cooldown between changes (enumeration)", () => {
     fc.assert(
