@@ -171,6 +171,16 @@ export function parseSeriesCsv(text: string, opts: ParseOptions = {}): ParsedSer
       { hint: "check for a stray timestamp (wrong year, or seconds mixed with milliseconds)" },
     );
   }
+  // more grid than data: the series would be mostly straight lines drawn by the gap filling, and a
+  // backtest would score the models on them (a line is forecast perfectly)
+  if (slots > 2 * merged.length) {
+    throw new UsageError(
+      `timestamps too sparse: at their median spacing of ${intervalMs / 1000}s they span ${slots} intervals, and only ${merged.length} have a value, so more than half of the series would be filled by interpolation`,
+      {
+        hint: "check for a stray timestamp (wrong year, or seconds mixed with milliseconds), or give the series at a coarser regular interval",
+      },
+    );
+  }
 
   // place each point on the nearest grid slot; several in one slot are averaged
   const sum = new Float64Array(slots);

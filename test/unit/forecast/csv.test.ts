@@ -124,6 +124,25 @@ describe("parseSeriesCsv", () => {
     expect(() => parseSeriesCsv(text)).toThrow(/timestamps too irregular/);
   });
 
+  it("refuses a grid that would be mostly filled in (one stray row 99× the span away), and takes one half filled", () => {
+    // 10,000 rows a minute apart and one 990,000 minutes later: 99× the rows, under the 100× bound,
+    // took 5 minutes to backtest and scored the interpolated line as perfect
+    const rows = ["timestamp,value"];
+    const t0 = Date.UTC(2024, 0, 1);
+    for (let i = 0; i < 10_000; i++) rows.push(`${new Date(t0 + i * 60_000).toISOString()},${100 + (i % 7)}`);
+    rows.push(`${new Date(t0 + 990_000 * 60_000).toISOString()},5`);
+    expect(() => parseSeriesCsv(rows.join("\n"))).toThrow(
+      /timestamps too sparse: at their median spacing of 60s they span 990001 intervals, and only 10001 have a value/,
+    );
+    // a gap of 49 minutes in 100: 51 rows a minute apart on a 100-slot grid, under half filled, accepted
+    const half = ["timestamp,value"];
+    for (let i = 0; i < 100; i++)
+      if (i < 25 || i > 73) half.push(`${new Date(t0 + i * 60_000).toISOString()},${i}`);
+    const p = parseSeriesCsv(half.join("\n"));
+    expect(p.values.length).toBe(100);
+    expect(p.filled).toBe(49);
+  });
+
   it("reads a file without a header as data, and says so", () => {
     const text = csv(ten).split("\n").slice(1).join("\n");
     const p = parseSeriesCsv(text);
