@@ -6,6 +6,7 @@
  */
 import type { Command } from "commander";
 import { UsageError, errorMessage } from "../errors.js";
+import { minTrainingPoints } from "../forecast/backtest.js";
 import { evaluateSelection } from "../forecast/evaluate.js";
 import { parseSeriesCsv } from "../forecast/csv.js";
 import { detectSeason } from "../forecast/season.js";
@@ -78,9 +79,17 @@ export function runForecastBacktest(opts: BacktestOptions, deps: BacktestDeps): 
   const series = { values, intervalSeconds, season };
   const evaluation = evaluateSelection(series, { horizon });
   if (evaluation.plan.origins.length === 0) {
-    throw new UsageError(`too few points for a backtest: ${values.length}`, {
-      hint: "a backtest needs at least 32 points, and twice the season length",
-    });
+    // an origin must leave max(16, two seasons) points to train on, and one to score
+    const needed = minTrainingPoints(season) + 1;
+    throw new UsageError(
+      `too few points for a backtest: ${values.length}; with ${season > 1 ? `a season of ${season}` : "no season"} it needs at least ${needed}`,
+      {
+        hint:
+          season > 1
+            ? `a backtest trains on more than two seasons (and at least 16 points); give more data, or a shorter --season`
+            : "a backtest trains on at least 16 points and scores the ones after: give more data",
+      },
+    );
   }
   if (evaluation.plan.horizon !== horizon) {
     notes.push(

@@ -96,6 +96,31 @@ describe("shardctl forecast backtest", () => {
     expect(await runCli(["forecast", "backtest"], io)).toBe(2);
   });
 
+  it("says how many points a backtest needs, and takes exactly that many", async () => {
+    const rows = (n: number) =>
+      "timestamp,value\n" +
+      Array.from({ length: n }, (_, i) => `${1700000000 + 300 * i},${i % 5}`).join("\n");
+    // no season: 16 to train on and one to score (the hint used to say 32, and 17 worked)
+    let io = fakeIO();
+    expect(await runCli(["forecast", "backtest", "-i", tempCsv(rows(16)), "--season", "1"], io)).toBe(2);
+    expect(io.stderr()).toContain("too few points for a backtest: 16; with no season it needs at least 17");
+    io = fakeIO();
+    expect(
+      await runCli(["forecast", "backtest", "-i", tempCsv(rows(17)), "--season", "1", "--json"], io),
+    ).toBe(0);
+    // a season of 50: more than two seasons (100 points were refused as below "twice the season")
+    io = fakeIO();
+    expect(await runCli(["forecast", "backtest", "-i", tempCsv(rows(100)), "--season", "50"], io)).toBe(2);
+    expect(io.stderr()).toContain(
+      "too few points for a backtest: 100; with a season of 50 it needs at least 101",
+    );
+    expect(io.stderr()).toMatch(/hint: .*give more data, or a shorter --season/);
+    io = fakeIO();
+    expect(
+      await runCli(["forecast", "backtest", "-i", tempCsv(rows(101)), "--season", "50", "--json"], io),
+    ).toBe(0);
+  });
+
   it("handles an all-zero series: works, says so, no NaN", () => {
     const rows = Array.from({ length: 100 }, (_, i) => `${1700000000 + 3600 * i},0`);
     const io = fakeIO();
