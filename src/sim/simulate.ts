@@ -215,7 +215,7 @@ export function simulate(
   const H = opts.horizonIntervals;
   if (H + 2 > w.nI && opts.policies.includes("predictive"))
     result.notes.push(
-      `the horizon (--horizon: ${H} intervals of ${opts.intervalSeconds} s) leaves no forecast inside the trace (${w.nI} intervals): until ${H + 1} intervals are seen, reactive and predictive both plan on what they observed, so predictive decides as reactive does here; give a --horizon below ${Math.max(1, w.nI - 1)}`,
+      `the horizon (--horizon: ${H} intervals of ${opts.intervalSeconds} s) leaves no forecast inside the trace (${w.nI} intervals): until ${H + 1} intervals are seen, reactive and predictive both plan on what they observed, so predictive decides as reactive does here; ${w.nI >= 3 ? `give a --horizon below ${w.nI - 1}` : "no --horizon gives one in a trace this short (a forecast needs 3 intervals or more): give a shorter --interval"}`,
     );
   for (const name of opts.policies) {
     if (name === "static") {

@@ -181,5 +181,11 @@ describe("simulate's smaller edges", () => {
     const short = await cli([...args, "--horizon", "2", "--json"]);
     expect(short.err).not.toMatch(/note:/);
     expect(JSON.parse(short.out).notes).toEqual([]);
+    // a trace of one interval: no horizon helps, and the note does not ask for one below 1
+    writeFileSync(f("one.csv"), "timestamp,key,op,zone\n2024-01-01T00:00:00Z,k0,read,a\n");
+    const one = await cli(["simulate", "--trace", f("one.csv"), "--latency", f("rtt.json"), "--json"]);
+    expect(one.code, one.err).toBe(0);
+    expect(one.err).toMatch(/no --horizon gives one in a trace this short .*: give a shorter --interval/);
+    expect(one.err).not.toMatch(/below 1/);
   });
 });
