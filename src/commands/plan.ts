@@ -15,6 +15,7 @@ import { defaultZoneMatrix, LatencyModel, type MeasuredLatency, type ZoneMatrix 
 import type { VersionedMap } from "../engine/location-map.js";
 import type { MoveBackoffEntry } from "../engine/move-backoff.js";
 import { parsePlanFile, planChecksum, serialisePlanFile } from "../engine/plan-file.js";
+import { checkPlanSteps } from "../engine/plan-check.js";
 import {
   checkPlanFresh,
   DEFAULT_PLANNER_OPTIONS,
@@ -477,9 +478,12 @@ export async function runVerify(
   file: string,
   source: Pick<PlacementSource, "loadMap">,
 ): Promise<{ plan: MigrationPlan; version: number }> {
-  const plan = parsePlanFile(readInputText(file, "the plan file"), `the plan file ${file}`);
+  // (nothing is applied here: the refusals say what is wrong, not that nothing was applied)
+  const plan = parsePlanFile(readInputText(file, "the plan file"), `the plan file ${file}`, "");
   const vm = await source.loadMap();
   checkPlanFresh(plan, vm.version);
+  // what `migrate --apply` checks before its first step: a plan that passes here is applied whole
+  checkPlanSteps(vm.map, plan.steps, "");
   return { plan, version: vm.version };
 }
 
@@ -603,7 +607,7 @@ export const registerPlan: RegisterCommand = (program: Command, ctx: CommandCont
     )
     .option(
       "--verify <file>",
-      "check a plan file: intact (checksum) and computed against the current map version",
+      "check a plan file: intact (checksum), computed against the current map version, and every step applicable to it (what migrate --apply checks first)",
     )
     .option("--json", "print the plan as JSON", false)
     .addHelpText("after", PLAN_HELP)

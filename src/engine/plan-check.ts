@@ -9,7 +9,8 @@
  * split and its new piece moved), so anything else is refused:
  *  - a shard split or moved twice, or split after a step moved or created it;
  *  - a split whose new shard already exists (in the map or from an earlier
- *    step), or whose layout change is not the split the step names;
+ *    step), or whose layout change is not the split the step names (the
+ *    planner splits one segment off: the new shard holds that one alone);
  *  - a step whose source node is not where the shard is: the map version
  *    matched the plan's (the caller checks that first), and a map version
  *    names one map, so this is not a stale plan but an edited one;
@@ -23,10 +24,18 @@ import type { PlanStep } from "./planner.js";
 
 const HINT = "re-create it with `shardctl plan --all --out FILE`; never edit a plan by hand";
 
-/** Refuses (UsageError / PreconditionError naming the step) a step list that cannot be applied whole to `map`. */
-export function checkPlanSteps(map: LocationMap, steps: readonly PlanStep[]): void {
+/**
+ * Refuses (UsageError / PreconditionError naming the step) a step list that cannot be applied whole to
+ * `map`; `outcome` ends the message ("nothing was applied" by default; "" for a check alone).
+ */
+export function checkPlanSteps(
+  map: LocationMap,
+  steps: readonly PlanStep[],
+  outcome = "nothing was applied",
+): void {
+  const end = outcome ? `; ${outcome}` : "";
   const refuse = (i: number, why: string): never => {
-    throw new UsageError(`the plan's step ${i + 1} ${why}; nothing was applied`, { hint: HINT });
+    throw new UsageError(`the plan's step ${i + 1} ${why}${end}`, { hint: HINT });
   };
   const nodeOf = new Map(map.shards.map((s) => [s.id, s.node]));
   const segmentsOf = new Map(map.shards.map((s) => [s.id, expandRanges(s.ranges)]));
@@ -69,7 +78,8 @@ export function checkPlanSteps(map: LocationMap, steps: readonly PlanStep[]): vo
       const all = [...kept, ...split].sort((a, b) => a - b);
       if (
         kept.length === 0 ||
-        !split.includes(s.segment) ||
+        split.length !== 1 ||
+        split[0] !== s.segment ||
         all.length !== had.length ||
         all.some((g, k) => g !== had[k])
       )
@@ -86,7 +96,7 @@ export function checkPlanSteps(map: LocationMap, steps: readonly PlanStep[]): vo
     if (s.source !== at) refuse(i, `moves ${s.shard} from ${s.source}, but the map has it on ${at}`);
     if (!nodes.has(s.target))
       throw new PreconditionError(
-        `the plan's step ${i + 1} moves ${s.shard} to ${s.target}, which is not in the location map (it left, or the name is wrong); nothing was applied`,
+        `the plan's step ${i + 1} moves ${s.shard} to ${s.target}, which is not in the location map (it left, or the name is wrong)${end}`,
         { hint: `known nodes: ${[...nodes].join(", ")}; re-plan` },
       );
     if (s.target === at) refuse(i, `moves ${s.shard} to ${s.target}, where it is already`);

@@ -63,27 +63,37 @@ interface LooseStep {
   newShard?: unknown;
   node?: unknown;
   segment?: unknown;
+  bytes?: unknown;
   diff?: { ops?: unknown } | null;
 }
 
-/** Parses and verifies a plan file's text; anything but an intact plan file is a UsageError. */
-export function parsePlanFile(text: string, source = "the plan file"): MigrationPlan {
+/**
+ * Parses and verifies a plan file's text; anything but an intact plan file is a UsageError. `outcome`
+ * ends its message ("nothing was applied" by default; "" for a check that applies nothing anyway).
+ */
+export function parsePlanFile(
+  text: string,
+  source = "the plan file",
+  outcome = "nothing was applied",
+): MigrationPlan {
   const refuse = (why: string): never => {
-    throw new UsageError(`${source} is refused: ${why}; nothing was applied`, {
+    throw new UsageError(`${source} is refused: ${why}${outcome ? `; ${outcome}` : ""}`, {
       hint: "re-create it with `shardctl plan --all --out FILE`; never edit a plan by hand",
     });
   };
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    // a byte order mark (an editor's or a tool's) is not part of the JSON
+    value = JSON.parse(text.startsWith("\ufeff") ? text.slice(1) : text);
   } catch {
     return refuse("it is not complete JSON (truncated or corrupt)");
   }
   if (!value || typeof value !== "object" || Array.isArray(value)) return refuse("it is not a plan file");
   const file = value as Partial<PlanFile>;
   if (file.format !== PLAN_FILE_FORMAT) return refuse(`unknown format ${JSON.stringify(file.format)}`);
-  if (typeof file.checksum !== "string" || !/^[0-9a-f]{16}$/.test(file.checksum))
-    return refuse("the checksum is missing");
+  if (file.checksum === undefined) return refuse("the checksum is missing");
+  if (typeof file.checksum !== "string" || !/^[0-9a-fA-F]{16}$/.test(file.checksum))
+    return refuse(`the checksum ${JSON.stringify(file.checksum)} is not 16 hexadecimal digits`);
   if (!file.plan || typeof file.plan !== "object") return refuse("it holds no plan");
   let sum: string;
   try {
@@ -91,7 +101,8 @@ export function parsePlanFile(text: string, source = "the plan file"): Migration
   } catch {
     return refuse("the plan holds values that cannot be checksummed");
   }
-  if (sum !== file.checksum) return refuse("the checksum does not match (the plan was altered or damaged)");
+  if (sum !== file.checksum.toLowerCase())
+    return refuse("the checksum does not match (the plan was altered or damaged)");
   const plan = file.plan;
   if (plan.format !== PLAN_FORMAT) return refuse(`unknown plan format ${JSON.stringify(plan.format)}`);
   if (!Number.isInteger(plan.mapVersion) || plan.mapVersion < 0) return refuse("the plan has no map version");
@@ -103,6 +114,8 @@ export function parsePlanFile(text: string, source = "the plan file"): Migration
     if (s.kind === "move") {
       if (typeof s.source !== "string" || typeof s.target !== "string")
         return refuse(`${at} moves ${s.shard} without a source and a target`);
+      if (typeof s.bytes !== "number" || !Number.isFinite(s.bytes) || s.bytes < 0)
+        return refuse(`${at} moves ${s.shard} with a size that is not a number of bytes`);
     } else if (s.kind === "split") {
       if (typeof s.newShard !== "string" || typeof s.node !== "string" || !Number.isInteger(s.segment))
         return refuse(`${at} splits ${s.shard} without its new shard, node or segment`);

@@ -107,6 +107,21 @@ describe("checkPlanSteps", () => {
     }
   });
 
+  it("refuses a split whose new shard takes more than the segment the step names", () => {
+    const { b, plan } = splitPlan();
+    const pieces = () =>
+      edited(plan.steps, (s) => {
+        const op = (s[0] as PlanStep & { kind: "split" }).diff.ops[0] as { pieces: { ranges: unknown }[] };
+        op.pieces[0].ranges = [[2, 4]];
+        op.pieces[1].ranges = [[0, 2]]; // segments 0 and 1, while the step splits off segment 0
+      });
+    expect(refusal(b, pieces())).toMatch(
+      /step 1 splits shard-1 into pieces that are not its segments \(segment 0 split off\)/,
+    );
+    // the same check without a consequence (plan --verify applies nothing)
+    expect(() => checkPlanSteps(b.map, pieces(), "")).toThrow(/\(segment 0 split off\)$/);
+  });
+
   it("refuses a step whose source is not where the map has the shard (exit 2), a missing target (exit 3)", () => {
     const { b, plan } = splitPlan();
     const split = plan.steps[0] as PlanStep & { kind: "split" };

@@ -49,6 +49,30 @@ describe("plan files", () => {
     expect(refusal(text.slice(0, text.length / 2))).toMatch(/not complete JSON/);
   });
 
+  it("a byte order mark and an upper-case checksum are read; a malformed checksum is called so", () => {
+    const plan = splitPlan();
+    const text = serialisePlanFile(plan);
+    expect(parsePlanFile("\ufeff" + text)).toEqual(plan);
+    const sum = planChecksum(plan);
+    expect(parsePlanFile(text.replace(sum, sum.toUpperCase()))).toEqual(plan);
+    expect(refusal(text.replace(sum, sum.slice(1)))).toMatch(
+      new RegExp(`the checksum "${sum.slice(1)}" is not 16 hexadecimal digits; nothing was applied`),
+    );
+    expect(refusal(text.replace(`"checksum": "${sum}",`, ""))).toMatch(/the checksum is missing/);
+    // with no consequence to state (plan --verify applies nothing), the message says only what is wrong
+    expect(() => parsePlanFile(text.slice(0, 20), "f.json", "")).toThrow(
+      /^f\.json is refused: it is not complete JSON \(truncated or corrupt\)$/,
+    );
+  });
+
+  it("a re-checksummed move whose size is not a number of bytes is refused", () => {
+    const plan = splitPlan();
+    for (const bytes of [-5, "lots", null])
+      expect(refusal(edited(plan, (s) => (s[1].bytes = bytes)))).toMatch(
+        /step 2 moves shard-7 with a size that is not a number of bytes/,
+      );
+  });
+
   it("a re-checksummed file whose steps are not whole is refused with what is missing, not a crash", () => {
     const plan = splitPlan();
     expect(refusal(edited(plan, (s) => delete s[0].diff))).toMatch(

@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { planChecksum } from "../../../src/engine/plan-file.js";
+import type { MigrationPlan } from "../../../src/engine/planner.js";
 import { cli } from "../../helpers/cli.js";
 
 let dir: string;
@@ -315,6 +317,31 @@ describe("shardctl plan", () => {
     const truncated = await cli(["plan", "--verify", f("truncated.json")], env());
     expect(truncated.code).toBe(2);
     expect(truncated.err).toMatch(/not complete JSON/);
+    // --verify applies nothing, so its refusals do not say that nothing was applied
+    expect(tampered.err + truncated.err).not.toMatch(/nothing was applied/);
+    // a step `migrate --apply` would refuse (a hand edit that recomputed the checksum) is refused here too
+    const file = JSON.parse(text) as { checksum: string; plan: MigrationPlan };
+    file.plan.steps = [
+      {
+        kind: "move",
+        shard: "shard-99",
+        source: "node-1",
+        target: "node-2",
+        bytes: 1,
+        benefitMs: 1,
+        costMs: 0,
+        netMs: 1,
+        copySeconds: 0,
+      },
+    ];
+    file.checksum = planChecksum(file.plan);
+    writeFileSync(f("forged.json"), JSON.stringify(file));
+    const forged = await cli(["plan", "--verify", f("forged.json")], env());
+    expect(forged.code, forged.err).toBe(2);
+    expect(forged.err).toMatch(/error: the plan's step 1 moves shard-99, which is not in the location map\n/);
+    // and with a byte order mark in front, an intact plan still verifies
+    writeFileSync(f("bom.json"), "\ufeff" + text);
+    expect((await cli(["plan", "--verify", f("bom.json")], env())).code).toBe(0);
 
     // the map moves on: the plan is stale
     expect((await cli(["init", "--force"], env())).code).toBe(0);
