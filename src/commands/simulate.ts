@@ -206,12 +206,18 @@ export function readSeriesDir(dir: string): SeriesSource[] {
       throw new UsageError(
         `series ${f}: an interval of ${JSON.stringify(intervalSeconds)} s (${m?.interval_seconds !== undefined ? `interval_seconds in ${indexFile}` : "from its timestamps"}) is not a number of seconds ≥ 1`,
       );
+    const season: unknown = m?.season;
+    if (season !== undefined && !(Number.isSafeInteger(season) && (season as number) >= 1))
+      throw new UsageError(
+        `series ${f}: a season of ${JSON.stringify(season)} (season in ${indexFile}) is not a whole number of intervals ≥ 1`,
+        { hint: "leave season out to have it detected, or give 1 for none" },
+      );
     return {
       name: basename(f, ".csv"),
       values: parsed.values,
       startMs: parsed.startMs,
       intervalSeconds,
-      season: m?.season ?? detectSeason(parsed.values, intervalSeconds),
+      season: (season as number | undefined) ?? detectSeason(parsed.values, intervalSeconds),
     };
   });
 }

@@ -274,6 +274,47 @@ describe("shardctl simulate", () => {
     expect(existsSync(f("tiny.csv"))).toBe(false);
   });
 
+  it("build-trace refuses a season in index.json that is not a whole number of intervals (it was ignored)", async () => {
+    mkdirSync(f("badseason"), { recursive: true });
+    writeFileSync(f("badseason/s.csv"), readFileSync(f("series/load.csv")));
+    for (const season of [0, -1, 2.5, "x", null]) {
+      writeFileSync(
+        f("badseason/index.json"),
+        JSON.stringify([{ file: "s.csv", interval_seconds: 300, season }]),
+      );
+      const r = await cli([
+        "simulate",
+        "build-trace",
+        "--series",
+        f("badseason"),
+        "--out",
+        f("badseason.csv"),
+      ]);
+      expect(r.code, JSON.stringify(season)).toBe(2);
+      expect(r.err).toContain(
+        `series s.csv: a season of ${JSON.stringify(season)} (season in ${f("badseason/index.json")}) is not a whole number of intervals ≥ 1`,
+      );
+      expect(existsSync(f("badseason.csv"))).toBe(false);
+    }
+    writeFileSync(
+      f("badseason/index.json"),
+      JSON.stringify([{ file: "s.csv", interval_seconds: 300, season: 288 }]),
+    );
+    const ok = await cli([
+      "simulate",
+      "build-trace",
+      "--series",
+      f("badseason"),
+      "--out",
+      f("badseason.csv"),
+      "--events",
+      "500",
+      "--days",
+      "2",
+    ]);
+    expect(ok.code, ok.err).toBe(0);
+  });
+
   it("takes --lead 0 (decide at the boundary) and refuses a negative or fractional lead", async () => {
     const ok = await sim("--policies", "static,reactive", "--lead", "0", "--json");
     expect(ok.code, ok.err).toBe(0);
