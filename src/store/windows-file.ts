@@ -3,7 +3,7 @@
  * embedded default (a short-lived process has no memory between runs). Agents
  * keep their own windows in memory and serve them over their API.
  */
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Config } from "../config.js";
 import { AccessWindows } from "../engine/access-windows.js";
@@ -28,6 +28,13 @@ export function newWindows(config: Config): AccessWindows {
 export function loadWindows(config: Config): AccessWindows {
   const file = windowsPath(config.dataDir);
   if (!existsSync(file)) return newWindows(config);
+  // (a directory or a device there: named as such, not read — /dev/zero would never end)
+  const st = statSync(file);
+  if (!st.isFile())
+    throw new PreconditionError(
+      `${file} is ${st.isDirectory() ? "a directory" : "not a regular file"}, not an access-windows file; nothing was changed`,
+      { hint: `remove it (the access history then starts afresh)` },
+    );
   let w: AccessWindows;
   try {
     w = AccessWindows.deserialize(readFileSync(file));

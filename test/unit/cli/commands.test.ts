@@ -1,4 +1,12 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -158,6 +166,29 @@ describe("shardctl (foundation commands)", () => {
     expect(existsSync(join(dir, "data/access-windows.bin"))).toBe(false);
     writeFileSync(trace, "timestamp,key,op,zone\n1000,a,read,a\n2000,b,write,b\n2500,c,read,\n");
     expect((await cli(["record", "--trace", trace], env)).code).toBe(0);
+  });
+
+  it("refuses an access-windows path that is a directory or a device, naming it (it was a raw EISDIR)", async () => {
+    expect((await cli(["init"], env)).code).toBe(0);
+    const file = join(dir, "data/access-windows.bin");
+    mkdirSync(file);
+    for (const args of [
+      ["plan", "--all"],
+      ["predict", "--key", "k"],
+      ["record", "k"],
+    ]) {
+      const r = await cli(args, env);
+      expect(r.code, `${args[0]}: ${r.err}`).toBe(3);
+      expect(r.err).toContain(
+        `error: ${file} is a directory, not an access-windows file; nothing was changed`,
+      );
+      expect(r.err).not.toMatch(/EISDIR/);
+    }
+    rmSync(file, { recursive: true });
+    symlinkSync("/dev/zero", file);
+    const r = await cli(["plan", "--all"], env);
+    expect(r.code, r.err).toBe(3);
+    expect(r.err).toContain(`${file} is not a regular file`);
   });
 
   it("refuses access windows recorded with other window levels than the config's, changing nothing", async () => {
