@@ -46,8 +46,10 @@ export interface BacktestReport {
 function positiveInt(raw: string | number | undefined, flag: string): number | undefined {
   if (raw === undefined) return undefined;
   const s = String(raw).trim();
-  if (!/^\d+$/.test(s) || Number(s) < 1) {
-    throw new UsageError(`${flag} must be a whole number of points, at least 1 (got "${s}")`);
+  if (!/^\d+$/.test(s) || Number(s) < 1 || !Number.isSafeInteger(Number(s))) {
+    throw new UsageError(
+      `${flag} must be a whole number of points, at least 1 and at most ${Number.MAX_SAFE_INTEGER} (got "${s.length > 40 ? `${s.slice(0, 40)}…` : s}")`,
+    );
   }
   return Number(s);
 }

@@ -8,6 +8,7 @@
  */
 import { UsageError } from "../errors.js";
 import { fnv1a64Bytes } from "./hash.js";
+import { SHARD_ID_PATTERN } from "./location-map.js";
 import { PLAN_FORMAT, type MigrationPlan } from "./planner.js";
 
 export const PLAN_FILE_FORMAT = "shardctl-plan-file/1";
@@ -52,6 +53,11 @@ export function serialisePlanFile(plan: MigrationPlan): string {
   const canonical = JSON.parse(canonicalJson(plan)) as MigrationPlan;
   const file: PlanFile = { format: PLAN_FILE_FORMAT, checksum: planChecksum(canonical), plan: canonical };
   return JSON.stringify(file, null, 2) + "\n";
+}
+
+/** A string from a file, quoted, and cut short when long (a message must not echo 100 KB). */
+function shown(v: string): string {
+  return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}…` : v);
 }
 
 /** A plan step as read from a file, before it is known to be whole. */
@@ -111,6 +117,8 @@ export function parsePlanFile(
   (plan.steps as unknown as (LooseStep | null)[]).forEach((s, i) => {
     const at = `step ${i + 1}`;
     if (!s || typeof s !== "object" || typeof s.shard !== "string") return refuse(`${at} is malformed`);
+    if (!SHARD_ID_PATTERN.test(s.shard))
+      return refuse(`${at} names ${shown(s.shard)}, which is not a shard id`);
     if (s.kind === "move") {
       if (typeof s.source !== "string" || typeof s.target !== "string")
         return refuse(`${at} moves ${s.shard} without a source and a target`);

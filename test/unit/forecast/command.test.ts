@@ -89,6 +89,12 @@ describe("shardctl forecast backtest", () => {
     const ok = join(seriesDir, "azure_llm_conv_requests_10s.csv");
     expect(await runCli(["forecast", "backtest", "-i", ok, "--horizon", "0"], io)).toBe(2);
     expect(io.stderr()).toMatch(/--horizon must be a whole number/);
+    // beyond what a double holds exactly: refused, not read as 100000000000000000000
+    io = fakeIO();
+    expect(await runCli(["forecast", "backtest", "-i", ok, "--horizon", "99999999999999999999"], io)).toBe(2);
+    expect(io.stderr()).toMatch(
+      /--horizon must be a whole number of points, at least 1 and at most 9007199254740991/,
+    );
     io = fakeIO();
     expect(await runCli(["forecast", "backtest", "-i", tempCsv("t,v\n1,1\n2,2\n")], io)).toBe(2);
     expect(io.stderr()).toMatch(/too few points/);

@@ -91,5 +91,9 @@ describe("plan files", () => {
     expect(refusal(edited(plan, (s) => (s[0] = null as unknown as Record<string, unknown>)))).toMatch(
       /step 1 is malformed/,
     );
+    // a shard id that is not one, quoted and cut short (a 100,000-character id was echoed whole)
+    const long = refusal(edited(plan, (s) => (s[1].shard = "x".repeat(100_000))));
+    expect(long).toMatch(/step 2 names "x{80}…", which is not a shard id/);
+    expect(long.length).toBeLessThan(400);
   });
 });
