@@ -28,7 +28,15 @@ import {
   type SeriesSource,
 } from "../sim/build-trace.js";
 import { engineForecaster } from "../sim/forecaster.js";
-import { POLICIES, simulate, type PolicyName, type SimOptions, type SimResult } from "../sim/simulate.js";
+import {
+  DEFAULT_SIM_OPTIONS,
+  POLICIES,
+  simulate,
+  type PolicyName,
+  type SimOptions,
+  type SimResult,
+} from "../sim/simulate.js";
+import { checkReplaySize } from "../sim/workload.js";
 import {
   badTimestampReason,
   parseTraceTimestamp,
@@ -288,6 +296,16 @@ export function runBuildTrace(opts: BuildTraceOptions): {
       });
   // read back as simulate reads it: a trace build-trace writes is one simulate takes (and the summary's figures)
   const trace = parseTrace(text, opts.zones, { source: "the trace built" });
+  // and one simulate replays at its defaults (a stray timestamp in a request log can stretch it by years)
+  try {
+    checkReplaySize(trace, opts.zones.length, DEFAULT_SIM_OPTIONS);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    throw new UsageError(
+      `the trace built (${trace.length} events from ${new Date(trace.t[0]).toISOString()} to ${new Date(trace.t[trace.length - 1]).toISOString()}) is more than simulate replays at its default --interval: ${err.message}; nothing was written`,
+      { hint: "check the input for a stray timestamp (wrong year, or seconds mixed with milliseconds)" },
+    );
+  }
   const iso = (ms: number) => new Date(ms).toISOString();
   return {
     events: trace.length,

@@ -13,6 +13,46 @@ import type { Trace } from "./trace.js";
 
 /** The most (segment, zone, interval) counts a replay holds: each is 8 bytes in ~5 arrays (2 GB at the bound). */
 export const MAX_COUNT_CELLS = 50_000_000;
+/** The most decision intervals a replay spans. */
+export const MAX_INTERVALS = 5_000_000;
+const SIZE_HINT =
+  "use a longer --interval, or a trace over a shorter span (a stray timestamp far from the others stretches it) or with fewer keys";
+
+/**
+ * Refuses a replay whose counts would not fit: they are dense over (segment, zone, interval), and
+ * each planned policy keeps a copy, so a trace of a few events years apart must be refused, not take
+ * gigabytes.
+ */
+function checkCountCells(segments: number, zones: number, intervals: number, intervalSeconds: number): void {
+  const cells = segments * zones * intervals;
+  if (cells > MAX_COUNT_CELLS)
+    throw new UsageError(
+      `the trace needs ${cells.toLocaleString("en-US")} counts (${segments} active segments × ${zones} zones × ${intervals.toLocaleString("en-US")} intervals of ${intervalSeconds} s); the simulator holds at most ${MAX_COUNT_CELLS.toLocaleString("en-US")}`,
+      { hint: SIZE_HINT },
+    );
+}
+
+/**
+ * What the Workload constructor checks before it allocates, for a trace `simulate` has not read yet
+ * (build-trace checks what it is about to write against simulate's defaults).
+ */
+export function checkReplaySize(
+  trace: Trace,
+  zones: number,
+  opts: Pick<SimOptions, "intervalSeconds" | "segmentCount">,
+): void {
+  const dt = opts.intervalSeconds * 1000;
+  const t0 = Math.floor(trace.t[0] / dt) * dt;
+  const nI = Math.floor((trace.t[trace.length - 1] - t0) / dt) + 1;
+  if (nI > MAX_INTERVALS)
+    throw new UsageError(
+      `the trace spans ${nI.toLocaleString("en-US")} intervals of ${opts.intervalSeconds} s; the simulator replays at most ${MAX_INTERVALS.toLocaleString("en-US")}`,
+      { hint: SIZE_HINT },
+    );
+  const segmenter = new Segmenter(opts.segmentCount);
+  const active = new Set(trace.keys.map((k) => segmenter.segmentOf(k)));
+  checkCountCells(active.size, zones, nI, opts.intervalSeconds);
+}
 export function percentileOf(values: Float64Array, p: number): number {
   if (values.length === 0) return 0;
   const sorted = values.slice().sort();
@@ -53,8 +93,11 @@ export class Workload {
     this.dt = opts.intervalSeconds * 1000;
     this.t0 = Math.floor(trace.t[0] / this.dt) * this.dt;
     this.nI = Math.floor((trace.t[trace.length - 1] - this.t0) / this.dt) + 1;
-    if (this.nI > 5_000_000)
-      throw new UsageError("the trace spans too many intervals; use a longer --interval");
+    if (this.nI > MAX_INTERVALS)
+      throw new UsageError(
+        `the trace spans ${this.nI.toLocaleString("en-US")} intervals of ${opts.intervalSeconds} s; the simulator replays at most ${MAX_INTERVALS.toLocaleString("en-US")}`,
+        { hint: SIZE_HINT },
+      );
     const segmenter = new Segmenter(opts.segmentCount);
     const segOfKey = trace.keys.map((k) => segmenter.segmentOf(k));
     this.segBytes = new Float64Array(opts.segmentCount);
@@ -75,16 +118,7 @@ export class Workload {
       }
     }
     const A = this.active.length;
-    // counts are dense over (segment, zone, interval), and each planned policy keeps a copy: a
-    // trace of a few events years apart must be refused here, not take gigabytes
-    const cells = A * this.Z * this.nI;
-    if (cells > MAX_COUNT_CELLS)
-      throw new UsageError(
-        `the trace needs ${cells.toLocaleString("en-US")} counts (${A} active segments × ${this.Z} zones × ${this.nI.toLocaleString("en-US")} intervals of ${opts.intervalSeconds} s); the simulator holds at most ${MAX_COUNT_CELLS.toLocaleString("en-US")}`,
-        {
-          hint: "use a longer --interval, or a trace over a shorter span (a stray timestamp far from the others stretches it) or with fewer keys",
-        },
-      );
+    checkCountCells(A, this.Z, this.nI, opts.intervalSeconds);
     this.counts = new Float64Array(A * this.Z * this.nI);
     this.writes = new Float64Array(A * this.nI);
     this.partial = new Float64Array(A * this.Z * this.nI);

@@ -157,6 +157,30 @@ describe("simulate's smaller edges", () => {
     expect(r.code, r.err).toBe(0);
   });
 
+  it("refuses a request log whose trace simulate would not replay at its defaults, writing nothing", async () => {
+    // a stray year: 2024 and 9999 span far more than 5,000,000 five-minute intervals
+    const out = f("far.trace.csv");
+    let r = await build("--requests", log("far.csv", "9999-12-31T00:00:00Z,b"), "--out", out);
+    expect(r.code, r.err).toBe(2);
+    expect(r.err).toMatch(
+      /the trace built \(\d+ events from 2024-01-01T00:00:00\.000Z to 9999-12-31T00:00:00\.000Z\) is more than simulate replays at its default --interval: the trace spans [\d,]+ intervals of 300 s; the simulator replays at most 5,000,000; nothing was written/,
+    );
+    expect(r.err).toMatch(/hint: check the input for a stray timestamp/);
+    nothingWritten(out);
+    // within the interval bound, but too many counts: 80 keys over 1,000,001 intervals
+    const rows = ["timestamp,key"];
+    const ms = Date.UTC(2000, 0, 1);
+    for (let i = 0; i < 80; i++) rows.push(`${ms + i},key${i}`);
+    rows.push(`${ms + 1_000_000 * 300_000},key0`);
+    writeFileSync(f("wide.csv"), rows.join("\n") + "\n");
+    r = await build("--requests", f("wide.csv"), "--out", out);
+    expect(r.code, r.err).toBe(2);
+    expect(r.err).toMatch(
+      /the trace needs [\d,]+ counts \(\d+ active segments × 3 zones × 1,000,001 intervals of 300 s\)/,
+    );
+    nothingWritten(out);
+  });
+
   it("notes a horizon that leaves the predictive policy no forecast inside the trace", async () => {
     const args = [
       "simulate",
