@@ -274,6 +274,25 @@ describe("shardctl simulate", () => {
     expect(existsSync(f("tiny.csv"))).toBe(false);
   });
 
+  it("build-trace refuses an index.json interval its series' timestamps contradict (it stretched the trace 5×)", async () => {
+    mkdirSync(f("badinterval"), { recursive: true });
+    writeFileSync(f("badinterval/s.csv"), readFileSync(f("series/load.csv"))); // 300 s apart
+    writeFileSync(f("badinterval/index.json"), JSON.stringify([{ file: "s.csv", interval_seconds: 1500 }]));
+    const r = await cli([
+      "simulate",
+      "build-trace",
+      "--series",
+      f("badinterval"),
+      "--out",
+      f("badinterval.csv"),
+    ]);
+    expect(r.code, r.err).toBe(2);
+    expect(r.err).toContain(
+      `series s.csv: interval_seconds 1500 in ${f("badinterval/index.json")}, but its timestamps are 300 s apart`,
+    );
+    expect(existsSync(f("badinterval.csv"))).toBe(false);
+  });
+
   it("build-trace refuses a season in index.json that is not a whole number of intervals (it was ignored)", async () => {
     mkdirSync(f("badseason"), { recursive: true });
     writeFileSync(f("badseason/s.csv"), readFileSync(f("series/load.csv")));
