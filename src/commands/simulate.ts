@@ -215,7 +215,8 @@ export function readSeriesDir(dir: string): SeriesSource[] {
         `series ${f}: an interval of ${JSON.stringify(intervalSeconds)} s (${m?.interval_seconds !== undefined ? `interval_seconds in ${indexFile}` : "from its timestamps"}) is not a number of seconds ≥ 1`,
       );
     // the index names the series' interval; timestamps spaced otherwise would stretch or squeeze the trace
-    if (m?.interval_seconds !== undefined && Math.abs(intervalSeconds / parsed.intervalSeconds - 1) > 0.01)
+    // (15%: calendar months are 28 to 31 days apart)
+    if (m?.interval_seconds !== undefined && Math.abs(intervalSeconds / parsed.intervalSeconds - 1) > 0.15)
       throw new UsageError(
         `series ${f}: interval_seconds ${intervalSeconds} in ${indexFile}, but its timestamps are ${parsed.intervalSeconds} s apart`,
         { hint: "leave interval_seconds out to use the timestamps' spacing, or correct one of the two" },
