@@ -59,6 +59,12 @@ export function parseConsulAddr(addr: string, source = "CONSUL_HTTP_ADDR"): Cons
   if (url.pathname !== "/" && url.pathname !== "")
     throw bad(`it has a path (${url.pathname}); give only the scheme, host and port`);
   if (url.port === "0") throw bad("port 0 reaches nothing");
+  // the HTTP client looks a bracketed IPv6 literal up as a host name (and failed on it as "not found")
+  if (url.hostname.startsWith("["))
+    throw bad(
+      "an IPv6 address is not supported",
+      "use an IPv4 address or a host name that resolves to the agent, e.g. 127.0.0.1:8500 or localhost:8500",
+    );
   const secure = url.protocol === "https:";
   const port = url.port ? Number(url.port) : secure ? 443 : 8500;
   return { addr: raw, host: url.hostname.replace(/^\[|\]$/g, ""), port, secure };

@@ -11,7 +11,6 @@ describe("CONSUL_HTTP_ADDR parsing", () => {
     ["localhost", "localhost", 8500, false],
     ["http://10.0.0.5:18500", "10.0.0.5", 18500, false],
     ["https://consul.example.com", "consul.example.com", 443, true],
-    ["[::1]:8500", "::1", 8500, false],
   ])("%s → %s:%d", (addr, host, port, secure) => {
     expect(parseConsulAddr(addr)).toMatchObject({ host, port, secure });
   });
@@ -28,6 +27,10 @@ describe("CONSUL_HTTP_ADDR parsing", () => {
     "127.0.0.1:8500#x",
     "user:secret@127.0.0.1:8500",
     "http://127.0.0.1:0",
+    // the Consul client looked a bracketed IPv6 literal up as a name; it was an internal error
+    "[::1]:8500",
+    "http://[::1]:8500",
+    "[::1]",
   ])("refuses %j: a usage error (exit 2) with an example of a valid address", (addr) => {
     let err: unknown;
     try {
@@ -39,6 +42,12 @@ describe("CONSUL_HTTP_ADDR parsing", () => {
     expect((err as UsageError).exitCode).toBe(2);
     expect((err as UsageError).message).toMatch(/^CONSUL_HTTP_ADDR ".*" is not a Consul address: ./);
     expect((err as UsageError).hint).toMatch(/e\.g\. 127\.0\.0\.1:8500/);
+  });
+
+  it("says an IPv6 address is not supported, and what to give instead", () => {
+    expect(() => parseConsulAddr("[::1]:8500")).toThrow(
+      /is not a Consul address: an IPv6 address is not supported$/,
+    );
   });
 
   it("names where the address came from", () => {
