@@ -239,7 +239,10 @@ export async function runLayoutChanges(
     ? `backing off: ${waiting.map(describeLayoutBackoff).join("; ")}`
     : undefined;
   if (ops.length === 0) return { notApplied: heldNote };
-  const r = await executeLayoutDiff({ ...diff, ops }, deps, planVersion);
+  // stopping (shutting down, leadership lost): the change in flight finishes, no other one starts
+  const r = await executeLayoutDiff({ ...diff, ops }, deps, planVersion, () =>
+    signal?.aborted ? "the autopilot is stopping (shutting down or no longer the leader)" : undefined,
+  );
   // executeLayoutDiff carries the ops out in order and stops at the first failure
   for (const op of ops.slice(0, r.records.length)) {
     const k = layoutKey(op);

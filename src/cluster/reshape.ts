@@ -553,6 +553,11 @@ export async function executeLayoutDiff(
    * run on the versions the earlier ones wrote.
    */
   planVersion?: number,
+  /**
+   * Why to stop before the next change (the autopilot shutting down or deposed), checked between
+   * changes only: unlike `deps.interrupted`, it lets the change in flight finish.
+   */
+  between?: () => string | undefined,
 ): Promise<{
   appliedVersion?: number;
   notApplied?: string;
@@ -564,7 +569,7 @@ export async function executeLayoutDiff(
 }> {
   const records: MigrationRecord[] = [];
   for (const [i, op] of diff.ops.entries()) {
-    const stop = i > 0 ? deps.interrupted?.() : undefined;
+    const stop = i > 0 ? (deps.interrupted?.() ?? between?.()) : undefined;
     if (stop) {
       // the changes before stay committed; the next one is not started
       return {

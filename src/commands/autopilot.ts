@@ -140,7 +140,12 @@ Examples:
         const ac = new AbortController();
         const log = (msg: string) => ctx.io.err.write(`${new Date().toISOString()} ${msg}\n`);
 
-        const stop = () => ac.abort();
+        const stop = (sig: NodeJS.Signals) => {
+          log(
+            `${sig}: stopping: the step in flight finishes, no other is started, then leadership is released`,
+          );
+          ac.abort();
+        };
         process.once("SIGINT", stop);
         process.once("SIGTERM", stop);
         try {

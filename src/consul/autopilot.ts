@@ -198,7 +198,8 @@ async function cycle(deps: AutopilotDeps, term: number, leadership: AbortSignal)
   });
   // A layout executor may record a refused commit instead of throwing it.
   if (stamped.staleTerm) throw stamped.staleTerm;
-  const migrations = deps.migrate ? await deps.migrate(term, stamped, stop) : undefined;
+  // (stopping: the reshard stage finished its change in flight; no migration stage is started)
+  const migrations = deps.migrate && !stop.aborted ? await deps.migrate(term, stamped, stop) : undefined;
   // Deposed during the migration stage: step down rather than report a cycle.
   if (stamped.staleTerm) throw stamped.staleTerm;
   return {

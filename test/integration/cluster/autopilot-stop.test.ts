@@ -1,0 +1,102 @@
+/**
+ * SIGTERM or SIGINT to the autopilot while its reshard stage carries out a
+ * layout change (three real agents, the embedded store): the change in
+ * flight finishes, the changes after it and the migration stage are not
+ * started, and the process exits 0 after saying so. Before, the signal was
+ * only seen at the end of the cycle: every remaining split and merge, then
+ * the migration stage, ran after it.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ShardClient } from "../../../src/client/shard-client.js";
+import type { LayoutOp } from "../../../src/engine/assigner.js";
+import { Segmenter } from "../../../src/engine/segmenter.js";
+import { EmbeddedStore } from "../../../src/store/embedded.js";
+import { cli as runShardctl, watchedProcess } from "../../helpers/cli.js";
+import { tempDir } from "../agent/harness.js";
+import {
+  clusterCli,
+  clusterEnv,
+  downLocalCluster,
+  keysIn,
+  readMapFile,
+  stoppedAtFailpoint,
+  upLocalCluster,
+} from "./local-fixture.js";
+
+const SEGMENTS = 64;
+let dir: string;
+let token: string;
+const env = clusterEnv(SEGMENTS);
+const cli = clusterCli(() => dir, env);
+const seg = new Segmenter(SEGMENTS);
+
+beforeAll(async () => {
+  dir = tempDir("autopilot-stop");
+  token = await upLocalCluster(cli, dir);
+});
+
+afterAll(async () => {
+  await downLocalCluster(cli, dir);
+});
+
+/** Whether the segment of `key` has a shard of its own. */
+function dedicated(key: string): boolean {
+  const s = seg.segmentOf(key);
+  const owner = readMapFile(dir).map.shards.find((x) => x.ranges.some(([a, b]) => s >= a && s < b))!;
+  return owner.ranges.length === 1 && owner.ranges[0][1] - owner.ranges[0][0] === 1;
+}
+
+describe("stopping the autopilot in its reshard stage", () => {
+  for (const sig of ["SIGTERM", "SIGINT"] as const) {
+    it(`${sig} during a split: that split finishes, the next one and the migration stage are not started, exit 0`, async () => {
+      const { map } = readMapFile(dir);
+      const [x, y] = map.shards.filter((s) => s.ranges[0][1] - s.ranges[0][0] > 2 && !s.id.includes("split"));
+      const keyX = keysIn(seg, x.ranges, `${sig}-x-`)[0];
+      const keyY = keysIn(seg, y.ranges, `${sig}-y-`)[0];
+      const c = new ShardClient({ store: new EmbeddedStore(dir), token, deadlineMs: 20_000 });
+      for (let i = 0; i < 60; i++) {
+        await c.put(keyX, `x${i}`);
+        await c.put(keyY, `y${i}`);
+      }
+      const cfg = join(dir, `stop-${sig}.yaml`);
+      writeFileSync(
+        cfg,
+        "reshard:\n  splitRate: 0.05\n  mergeRate: 0\n  shardLoadCap: 100000\n  minDwellSeconds: 0\n",
+      );
+      const dry = await runShardctl(["--data-dir", dir, "--config", cfg, "reshard", "--json"], env);
+      expect(dry.code, dry.err).toBe(0);
+      const ops = (JSON.parse(dry.out) as { diff: { ops: LayoutOp[] } }).diff.ops;
+      expect(ops.length, dry.out).toBeGreaterThanOrEqual(2);
+      const first = ops[0] as Extract<LayoutOp, { kind: "split" }>;
+      const [firstKey, secondKey] = first.shard === x.id ? [keyX, keyY] : [keyY, keyX];
+
+      const p = watchedProcess(["--data-dir", dir, "autopilot", "--interval", "0.3"], {
+        ...env,
+        SHARDCTL_CONFIG: cfg,
+        SHARDCTL_FAILPOINT: "migrate.copying",
+      });
+      // stopped by the failpoint inside the first change; the signal arrives there
+      await stoppedAtFailpoint(p, "migrate.copying");
+      p.child.kill(sig);
+      p.child.kill("SIGCONT");
+      const { code, signal } = await p.exited;
+      const log = p.err();
+      expect(signal, log).toBeNull();
+      expect(code, log).toBe(0);
+      expect(log).toContain(`${sig}: stopping: the step in flight finishes, no other is started`);
+      expect(log).toMatch(
+        /1 of \d+ change\(s\) done; then the autopilot is stopping .*: the rest was not started/,
+      );
+      // no migration stage in that cycle
+      expect(log).not.toMatch(/migrations: \d+ move/);
+      expect(dedicated(firstKey), log).toBe(true);
+      expect(dedicated(secondKey), log).toBe(false);
+      // and both keys are served, with their last writes
+      expect((await c.get(keyX))?.value.toString()).toBe("x59");
+      expect((await c.get(keyY))?.value.toString()).toBe("y59");
+      c.close();
+    }, 120_000);
+  }
+});
