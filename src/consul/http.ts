@@ -183,6 +183,7 @@ export class ConsulHttp {
       timeoutMs: blocking ? blockingTimeout(opts.waitS ?? 60, this.timeoutMs) : undefined,
       signal: opts.signal,
     });
+    this.expectConsul(res);
     const index = indexOf(res);
     if (res.status === 404) return { entry: null, index };
     this.expectOk(res, "read", key);
@@ -202,6 +203,7 @@ export class ConsulHttp {
       query: { recurse: "", consistent: opts.consistent ? "" : undefined },
       timeoutMs: opts.timeoutMs,
     });
+    this.expectConsul(res);
     const index = indexOf(res);
     // Under default_policy deny a token without read sees a filtered (maybe
     // empty) list, not a 403: treat "filtered" as refused, never as "no map".
@@ -392,6 +394,19 @@ export class ConsulHttp {
   }
 
   // ---- plumbing ------------------------------------------------------------
+
+  /**
+   * Consul answers every KV read (a key found or not) with an X-Consul-Index header: a server
+   * without it is not Consul (another web server at CONSUL_HTTP_ADDR), whose 404 must not read as
+   * "no map yet".
+   */
+  private expectConsul(res: RawResponse): void {
+    if ((res.status === 200 || res.status === 404) && res.headers["x-consul-index"] === undefined)
+      throw new UserError(
+        `the server at ${this.addr} answers HTTP, but not as Consul (a KV read came back ${res.status} without Consul's X-Consul-Index header); is CONSUL_HTTP_ADDR right?`,
+        { hint: "point CONSUL_HTTP_ADDR at a Consul agent's HTTP port (8500 by default)" },
+      );
+  }
 
   private async call(
     method: "get" | "put" | "delete",

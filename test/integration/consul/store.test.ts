@@ -466,6 +466,37 @@ describe("a Consul that is down or frozen", () => {
   });
 });
 
+describe("a web server that is not Consul at CONSUL_HTTP_ADDR", () => {
+  it("is named as such for status, migrations, shards and init (exit 1), not read as an empty Consul", async () => {
+    // what `python3 -m http.server` answers: 404 with an HTML page, no Consul headers
+    const server = createServer((_req, res) => {
+      res.writeHead(404, { "content-type": "text/html" });
+      res.end("<!DOCTYPE HTML><title>Not Found</title>");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as { port: number }).port;
+    const dir = mkdtempSync(join(tmpdir(), "shardctl-cli-"));
+    try {
+      for (const cmd of ["status", "migrations", "shards", "init"]) {
+        const io = fakeIO();
+        const code = await runCli(["--store", "consul", cmd], io.io, {
+          CONSUL_HTTP_ADDR: `127.0.0.1:${port}`,
+          SHARDCTL_DATA_DIR: dir,
+          HOME: dir,
+        });
+        expect(code, `${cmd}: ${io.err()}`).toBe(1);
+        expect(io.err()).toContain(
+          `error: the server at 127.0.0.1:${port} answers HTTP, but not as Consul (a KV read came back 404 without Consul's X-Consul-Index header); is CONSUL_HTTP_ADDR right?`,
+        );
+        expect(io.out()).toBe("");
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
 describe("an https:// address for a plain-HTTP Consul", () => {
   it("says the port does not speak TLS and to use http://, in one line, exit 1, for reads and writes", async () => {
     const io = fakeIO();
