@@ -477,16 +477,29 @@ export class ConsulStore implements LocationStore {
     try {
       doc = JSON.parse(text);
     } catch {
-      throw this.corrupt(`${this.keys.term} is not JSON`);
+      throw this.corruptTerm("it is not JSON");
     }
-    if (!doc || !Number.isInteger(doc.term) || doc.term < 0)
-      throw this.corrupt(`${this.keys.term} holds no term`);
+    if (!doc || !Number.isInteger(doc.term) || doc.term < 0) throw this.corruptTerm("it holds no term");
     return { term: doc.term, holder: String(doc.holder ?? ""), since: Number(doc.since ?? 0) };
   }
 
   /** A new write's name for its chunks: base-36 ms (the orphan sweep reads the age from it) + random + a count. */
   private newWriteId(): string {
     return `${this.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}${(this.writeSeq++).toString(36)}`;
+  }
+
+  /**
+   * The leadership term's key is damaged. It is not part of the map, so `init --force` (which
+   * replaces a damaged map) leaves it as it is: the hint says how to write a term that deposes any
+   * leader, above every term the map was written under.
+   */
+  private corruptTerm(why: string): UserError {
+    return new UserError(
+      `the autopilot's leadership term ${this.keys.term} in Consul at ${this.http.addr} is damaged (${why}); nothing was written`,
+      {
+        hint: `stop every \`shardctl autopilot\`, read the map's term (\`consul kv get ${this.keys.meta}\`, its "term"), and write one above it: \`consul kv put ${this.keys.term} '{"term": N, "holder": "", "since": 0}'\` with N = that term + 1`,
+      },
+    );
   }
 
   private corrupt(why: string): CorruptLocationMapError {

@@ -284,6 +284,25 @@ describe("init --force over a corrupt map in Consul", () => {
     },
   };
 
+  it("a damaged leadership term is named as the term, not the map (init --force leaves it), and the hint's repair works", async () => {
+    const prefix = uniquePrefix("term");
+    expect((await open(prefix).compareAndSet(0, smallMap())).ok).toBe(true);
+    await rawPut(consul.addr, `${prefix}term`, "garbage{");
+    const st = fakeIO();
+    expect(await runCli(["status"], st.io, env(prefix))).toBe(1);
+    expect(st.err()).toContain(
+      `error: the autopilot's leadership term ${prefix}term in Consul at ${consul.addr} is damaged (it is not JSON); nothing was written`,
+    );
+    expect(st.err()).not.toMatch(/init --force|location map .* is corrupt/);
+    // the hint: a term above the map's
+    expect(st.err()).toContain(`consul kv put ${prefix}term '{"term": N, "holder": "", "since": 0}'`);
+    const meta = JSON.parse((await rawGet(`${prefix}map/meta`))!.value) as { term: number };
+    await rawPut(consul.addr, `${prefix}term`, JSON.stringify({ term: meta.term + 1, holder: "", since: 0 }));
+    const ok = fakeIO();
+    expect(await runCli(["status"], ok.io, env(prefix)), ok.err()).toBe(0);
+    expect(ok.out()).toMatch(new RegExp(`term:\\s+${meta.term + 1}`));
+  });
+
   for (const [what, damage] of Object.entries(damages)) {
     it(`${what}: init refuses it and changes nothing; init --force keeps a byte-exact copy and replaces it`, async () => {
       const prefix = uniquePrefix("repair");
