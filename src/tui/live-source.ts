@@ -195,7 +195,7 @@ export class LiveSource implements DashboardSource {
     const vm = await this.store.load();
     if (!vm) {
       throw new PreconditionError(`the ${this.store.kind} store holds no layout yet`, {
-        hint: "run `shardctl init` (embedded) or `shardctl up --local`, then start the dashboard again",
+        hint: "run `shardctl init` or `shardctl up --local` (with the same store), then start the dashboard again",
       });
     }
     // the same version is the same map: keep its objects, so that the UI's per-column caches keep hitting
