@@ -130,6 +130,11 @@ export class ConsulStore implements LocationStore {
         }
         return null;
       }
+      // (beside a meta too: a key shardctl does not write under map/ is damage, as without one)
+      const foreign = tree.entries.find(
+        (e) => e.Key !== this.keys.meta && !e.Key.startsWith(this.keys.chunksDir),
+      );
+      if (foreign) throw this.corrupt(`${foreign.Key} is not a key shardctl writes`);
       try {
         const meta = parseMeta(metaEntry.value);
         const chunks = new Map(tree.entries.map((e) => [e.Key, e.value] as const));

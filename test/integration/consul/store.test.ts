@@ -269,6 +269,12 @@ describe("init --force over a corrupt map in Consul", () => {
       putBytes(`${p}map/meta`, new Uint8Array([0, 0xff, 0xfe, 0x80, 0x41])),
     "a meta that is not shardctl's": (p) => rawPut(consul.addr, `${p}map/meta`, '{"hello":"not ours"}'),
     "a stray key without a meta": (p) => rawPut(consul.addr, `${p}map/something`, "x"),
+    // it went unnoticed beside a meta: every command read the map as whole
+    "a stray key beside a meta": async (p) => {
+      const r = await open(p).compareAndSet(0, smallMap());
+      if (!r.ok) throw new Error("write failed");
+      await rawPut(consul.addr, `${p}map/foo`, "x");
+    },
     "a tampered chunk": async (p) => {
       const r = await open(p).compareAndSet(0, smallMap());
       if (!r.ok) throw new Error("write failed");
