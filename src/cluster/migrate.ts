@@ -390,7 +390,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
 export async function refuseBusy(store: LocationStore, id: string, shards: readonly string[]): Promise<void> {
   const others = await otherMigrationsOf(store, id, shards);
   if (others.length === 0) return;
-  throw busyError(others[0]);
+  throw openMigrationError(others[0], "nothing was started");
 }
 
 function busyWhy(o: MigrationRecord): string {
@@ -402,14 +402,10 @@ function busyWhy(o: MigrationRecord): string {
 }
 
 /** What to do about an open migration record that stands in the way (see busyWhy). */
-export function busyHint(o: MigrationRecord): string {
+function busyHint(o: MigrationRecord): string {
   if (o.rollBackPending || o.rollForwardPending)
     return "`shardctl migrations --recover` finishes it once that agent answers again (the autopilot and the next `migrate --apply` try too); `shardctl migrations` shows it";
   return "`shardctl migrations` shows it; wait for it to end (or `shardctl migrations --recover` if its coordinator died)";
-}
-
-function busyError(o: MigrationRecord): PreconditionError {
-  return new PreconditionError(`${busyWhy(o)}; nothing was started`, { hint: busyHint(o) });
 }
 
 /** The refusal for a shard an open migration record holds (busyWhy, busyHint), with how much was done. */
@@ -444,7 +440,7 @@ export async function refuseConcurrent(
   if (others.length === 0) return;
   aborted(busyWhy(others[0]));
   await journal.save().catch(() => undefined);
-  throw busyError(others[0]);
+  throw openMigrationError(others[0], "nothing was started");
 }
 
 /** Headroom a target keeps beyond the copy (its own logs, snapshots, the file system's reserve). */

@@ -9,8 +9,6 @@ import { Segmenter } from "../engine/segmenter.js";
 import type { PolicyResult, SimOptions } from "./simulate.js";
 import type { Trace } from "./trace.js";
 
-/** Nearest-rank percentile of unsorted values (sorts a copy). */
-
 /** The most (segment, zone, interval) counts a replay holds: each is 8 bytes in ~5 arrays (2 GB at the bound). */
 export const MAX_COUNT_CELLS = 50_000_000;
 /** The most decision intervals a replay spans. */
@@ -32,6 +30,19 @@ function checkCountCells(segments: number, zones: number, intervals: number, int
     );
 }
 
+/** The first boundary at or before the trace's start, and the intervals from it to the end (refused past MAX_INTERVALS). */
+function intervalsOf(trace: Trace, intervalSeconds: number): { t0: number; nI: number } {
+  const dt = intervalSeconds * 1000;
+  const t0 = Math.floor(trace.t[0] / dt) * dt;
+  const nI = Math.floor((trace.t[trace.length - 1] - t0) / dt) + 1;
+  if (nI > MAX_INTERVALS)
+    throw new UsageError(
+      `the trace spans ${nI.toLocaleString("en-US")} intervals of ${intervalSeconds} s; the simulator replays at most ${MAX_INTERVALS.toLocaleString("en-US")}`,
+      { hint: SIZE_HINT },
+    );
+  return { t0, nI };
+}
+
 /**
  * What the Workload constructor checks before it allocates, for a trace `simulate` has not read yet
  * (build-trace checks what it is about to write against simulate's defaults).
@@ -41,18 +52,13 @@ export function checkReplaySize(
   zones: number,
   opts: Pick<SimOptions, "intervalSeconds" | "segmentCount">,
 ): void {
-  const dt = opts.intervalSeconds * 1000;
-  const t0 = Math.floor(trace.t[0] / dt) * dt;
-  const nI = Math.floor((trace.t[trace.length - 1] - t0) / dt) + 1;
-  if (nI > MAX_INTERVALS)
-    throw new UsageError(
-      `the trace spans ${nI.toLocaleString("en-US")} intervals of ${opts.intervalSeconds} s; the simulator replays at most ${MAX_INTERVALS.toLocaleString("en-US")}`,
-      { hint: SIZE_HINT },
-    );
+  const { nI } = intervalsOf(trace, opts.intervalSeconds);
   const segmenter = new Segmenter(opts.segmentCount);
   const active = new Set(trace.keys.map((k) => segmenter.segmentOf(k)));
   checkCountCells(active.size, zones, nI, opts.intervalSeconds);
 }
+
+/** Nearest-rank percentile of unsorted values (sorts a copy). */
 export function percentileOf(values: Float64Array, p: number): number {
   if (values.length === 0) return 0;
   const sorted = values.slice().sort();
@@ -91,13 +97,7 @@ export class Workload {
     this.N = latency.nodes.length;
     this.rtt = latency.rtt;
     this.dt = opts.intervalSeconds * 1000;
-    this.t0 = Math.floor(trace.t[0] / this.dt) * this.dt;
-    this.nI = Math.floor((trace.t[trace.length - 1] - this.t0) / this.dt) + 1;
-    if (this.nI > MAX_INTERVALS)
-      throw new UsageError(
-        `the trace spans ${this.nI.toLocaleString("en-US")} intervals of ${opts.intervalSeconds} s; the simulator replays at most ${MAX_INTERVALS.toLocaleString("en-US")}`,
-        { hint: SIZE_HINT },
-      );
+    ({ t0: this.t0, nI: this.nI } = intervalsOf(trace, opts.intervalSeconds));
     const segmenter = new Segmenter(opts.segmentCount);
     const segOfKey = trace.keys.map((k) => segmenter.segmentOf(k));
     this.segBytes = new Float64Array(opts.segmentCount);

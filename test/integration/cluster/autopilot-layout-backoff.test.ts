@@ -20,6 +20,7 @@ import { http, tempDir } from "../agent/harness.js";
 import {
   clusterCli,
   clusterEnv,
+  hasOwnShard,
   downLocalCluster,
   keysIn,
   logStamps,
@@ -47,11 +48,7 @@ afterAll(async () => {
 });
 
 /** Whether the segment of `key` has a shard of its own. */
-function dedicated(key: string): boolean {
-  const s = seg.segmentOf(key);
-  const owner = readMapFile(dir).map.shards.find((x) => x.ranges.some(([a, b]) => s >= a && s < b))!;
-  return owner.ranges.length === 1 && owner.ranges[0][1] - owner.ranges[0][0] === 1;
-}
+const dedicated = (key: string) => hasOwnShard(dir, seg, key);
 
 describe("a split that keeps failing", () => {
   it("backs off, lets the split after it go through, and is done once its back-off ends", async () => {

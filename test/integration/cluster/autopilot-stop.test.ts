@@ -18,6 +18,7 @@ import { tempDir } from "../agent/harness.js";
 import {
   clusterCli,
   clusterEnv,
+  hasOwnShard,
   downLocalCluster,
   keysIn,
   readMapFile,
@@ -42,11 +43,7 @@ afterAll(async () => {
 });
 
 /** Whether the segment of `key` has a shard of its own. */
-function dedicated(key: string): boolean {
-  const s = seg.segmentOf(key);
-  const owner = readMapFile(dir).map.shards.find((x) => x.ranges.some(([a, b]) => s >= a && s < b))!;
-  return owner.ranges.length === 1 && owner.ranges[0][1] - owner.ranges[0][0] === 1;
-}
+const dedicated = (key: string) => hasOwnShard(dir, seg, key);
 
 describe("stopping the autopilot in its reshard stage", () => {
   for (const sig of ["SIGTERM", "SIGINT"] as const) {

@@ -148,3 +148,10 @@ export async function plantRefusedMove(dir: string, token: string, seg: Segmente
   expect(planted.status).toBe(201);
   return { a, b, c, p, q, keyP, fromB, bPort, plantEpoch };
 }
+
+/** Whether the segment of `key` has a shard of its own in the embedded map under `dir`. */
+export function hasOwnShard(dir: string, seg: Segmenter, key: string): boolean {
+  const s = seg.segmentOf(key);
+  const owner = readMapFile(dir).map.shards.find((x) => x.ranges.some(([a, b]) => s >= a && s < b))!;
+  return owner.ranges.length === 1 && owner.ranges[0][1] - owner.ranges[0][0] === 1;
+}

@@ -274,18 +274,17 @@ describe("shardctl simulate", () => {
     expect(existsSync(f("tiny.csv"))).toBe(false);
   });
 
+  /** A series directory `name` holding the 300 s load series and `index` as its index.json; build-trace of it. */
+  const indexed = (name: string, index: Record<string, unknown>) => {
+    mkdirSync(f(name), { recursive: true });
+    writeFileSync(f(`${name}/s.csv`), readFileSync(f("series/load.csv")));
+    writeFileSync(f(`${name}/index.json`), JSON.stringify([{ file: "s.csv", ...index }]));
+    return (...extra: string[]) =>
+      cli(["simulate", "build-trace", "--series", f(name), "--out", f(`${name}.csv`), ...extra]);
+  };
+
   it("build-trace refuses an index.json interval its series' timestamps contradict (it stretched the trace 5×)", async () => {
-    mkdirSync(f("badinterval"), { recursive: true });
-    writeFileSync(f("badinterval/s.csv"), readFileSync(f("series/load.csv"))); // 300 s apart
-    writeFileSync(f("badinterval/index.json"), JSON.stringify([{ file: "s.csv", interval_seconds: 1500 }]));
-    const r = await cli([
-      "simulate",
-      "build-trace",
-      "--series",
-      f("badinterval"),
-      "--out",
-      f("badinterval.csv"),
-    ]);
+    const r = await indexed("badinterval", { interval_seconds: 1500 })();
     expect(r.code, r.err).toBe(2);
     expect(r.err).toContain(
       `series s.csv: interval_seconds 1500 in ${f("badinterval/index.json")}, but its timestamps are 300 s apart`,
@@ -294,43 +293,20 @@ describe("shardctl simulate", () => {
   });
 
   it("build-trace refuses a season in index.json that is not a whole number of intervals (it was ignored)", async () => {
-    mkdirSync(f("badseason"), { recursive: true });
-    writeFileSync(f("badseason/s.csv"), readFileSync(f("series/load.csv")));
     for (const season of [0, -1, 2.5, "x", null]) {
-      writeFileSync(
-        f("badseason/index.json"),
-        JSON.stringify([{ file: "s.csv", interval_seconds: 300, season }]),
-      );
-      const r = await cli([
-        "simulate",
-        "build-trace",
-        "--series",
-        f("badseason"),
-        "--out",
-        f("badseason.csv"),
-      ]);
+      const r = await indexed("badseason", { interval_seconds: 300, season })();
       expect(r.code, JSON.stringify(season)).toBe(2);
       expect(r.err).toContain(
         `series s.csv: a season of ${JSON.stringify(season)} (season in ${f("badseason/index.json")}) is not a whole number of intervals ≥ 1`,
       );
       expect(existsSync(f("badseason.csv"))).toBe(false);
     }
-    writeFileSync(
-      f("badseason/index.json"),
-      JSON.stringify([{ file: "s.csv", interval_seconds: 300, season: 288 }]),
-    );
-    const ok = await cli([
-      "simulate",
-      "build-trace",
-      "--series",
-      f("badseason"),
-      "--out",
-      f("badseason.csv"),
+    const ok = await indexed("badseason", { interval_seconds: 300, season: 288 })(
       "--events",
       "500",
       "--days",
       "2",
-    ]);
+    );
     expect(ok.code, ok.err).toBe(0);
   });
 
