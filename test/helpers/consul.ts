@@ -183,6 +183,25 @@ export async function startConsulDev(
     sessionTtlMinS?: number;
   } = {},
 ): Promise<DevConsul> {
+  return retryOnPortTaken(() => startConsulDevOnce(opts));
+}
+
+/**
+ * Starts again on new ports when a port was taken between choosing it and
+ * Consul's bind (another test's server or connection can take it meanwhile);
+ * any other failure is thrown at once.
+ */
+async function retryOnPortTaken<T>(start: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startConsulDevOnce(opts: Parameters<typeof startConsulDev>[0] = {}): Promise<DevConsul> {
   const [p] = await ports();
   const dataDir = mkdtempSync(join(tmpdir(), "shardctl-consul-"));
   const args = [...commonArgs(p, dataDir, opts.clientAddrs), "-dev", "-node=dev"];
@@ -204,6 +223,7 @@ export async function startConsulDev(
     await waitForLeader(proc.addr, opts.acl ? MANAGEMENT_TOKEN : undefined, 30_000, [proc]);
   } catch (err) {
     await proc.kill("SIGKILL");
+    rmSync(dataDir, { recursive: true, force: true });
     throw err;
   }
   return {
@@ -226,6 +246,10 @@ export interface ConsulCluster {
 
 /** Three servers on loopback, -bootstrap-expect 3, raft_multiplier 1 (production timing). */
 export async function startConsulCluster(size = 3): Promise<ConsulCluster> {
+  return retryOnPortTaken(() => startConsulClusterOnce(size));
+}
+
+async function startConsulClusterOnce(size: number): Promise<ConsulCluster> {
   const all = await ports(size);
   const servers: ConsulProcess[] = [];
   for (let i = 0; i < size; i++) {

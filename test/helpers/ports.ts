@@ -4,11 +4,39 @@
  * call is taken, and a port this process has handed out once is never handed
  * out again, so two servers of one test can never be given the same port (one
  * Consul once got the same port for Serf WAN and RPC, from two calls that each
- * closed their listener before the next).
+ * closed their listener before the next). They are taken below the ephemeral
+ * range where it leaves room (10000–19999; `freePortRange` uses 20000–31999).
  */
+import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 
 const handedOut = new Set<number>();
+
+/**
+ * Where to look for free ports: below the kernel's ephemeral range when it
+ * leaves room, so that an outgoing connection (of this test or of one running
+ * alongside) cannot take a port between the check here and the server's bind.
+ * A Consul once failed to start with "bind: address already in use" on a port
+ * the kernel had handed out as free moments before. Undefined: let the kernel
+ * pick (port 0).
+ */
+const PORTS_BELOW = (() => {
+  try {
+    const low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+    return low >= 20000 ? { from: 10000, to: 20000 } : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+function listenOn(srv: Server, port: number): Promise<number | undefined> {
+  return new Promise((res, rej) => {
+    srv.once("error", (err: NodeJS.ErrnoException) =>
+      err.code === "EADDRINUSE" || err.code === "EACCES" ? res(undefined) : rej(err),
+    );
+    srv.listen(port, "127.0.0.1", () => res((srv.address() as { port: number }).port));
+  });
+}
 
 /** `n` distinct free ports, none handed out before by this process. */
 export async function freePorts(n: number): Promise<number[]> {
@@ -17,13 +45,15 @@ export async function freePorts(n: number): Promise<number[]> {
     const taken: number[] = [];
     for (let attempt = 0; taken.length < n; attempt++) {
       if (attempt > 100 * n) throw new Error(`no ${n} free ports found on 127.0.0.1`);
+      const want = PORTS_BELOW
+        ? PORTS_BELOW.from + Math.floor(Math.random() * (PORTS_BELOW.to - PORTS_BELOW.from))
+        : 0;
+      if (handedOut.has(want)) continue;
       const srv = createServer();
       srv.unref();
+      const port = await listenOn(srv, want);
+      if (port === undefined) continue; // in use: try another
       servers.push(srv);
-      const port = await new Promise<number>((res, rej) => {
-        srv.once("error", rej);
-        srv.listen(0, "127.0.0.1", () => res((srv.address() as { port: number }).port));
-      });
       if (handedOut.has(port)) continue; // kept open meanwhile, so the kernel picks another
       handedOut.add(port);
       taken.push(port);
