@@ -9,61 +9,49 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Segmenter } from "../../../src/engine/segmenter.js";
+import { afterAll, describe, expect, it } from "vitest";
+import {} from "../../../src/engine/segmenter.js";
 import { repoRoot, shardctlCommand } from "../../helpers/cli.js";
-import { http, tempDir } from "../agent/harness.js";
+import { http } from "../agent/harness.js";
 import {
-  clusterCli,
-  clusterEnv,
-  downLocalCluster,
   plantRefusedMove,
   logStamps,
   readMapFile,
   until,
-  upLocalCluster,
   writeZoneMatrix,
+  localClusterSuite,
 } from "./local-fixture.js";
 
 // 12 segments on 3 nodes: 12 shards of one segment each, so a hot shard moves whole (no split)
 const SEGMENTS = 12;
-let dir: string;
-let token: string;
 let pilot: ChildProcess | undefined;
-const env = clusterEnv(SEGMENTS);
-const cli = clusterCli(() => dir, env);
-const seg = new Segmenter(SEGMENTS);
-
-beforeAll(async () => {
-  dir = tempDir("autopilot-backoff");
-  token = await upLocalCluster(cli, dir);
-});
+const cluster = localClusterSuite("autopilot-backoff", SEGMENTS);
+const { env, cli, seg } = cluster;
 
 afterAll(async () => {
   if (pilot && pilot.exitCode === null && pilot.signalCode === null) pilot.kill("SIGKILL");
-  await downLocalCluster(cli, dir);
 });
 
 describe("a move that keeps failing", () => {
   it("backs off (doubling, capped), lets the other move go ahead, and goes through once the target accepts", async () => {
     // the planner moves p to b and q to c; b refuses p every time (it holds a newer copy)
     const { a, b, c, p, q, keyP, fromB, bPort, plantEpoch } = await plantRefusedMove(
-      dir,
-      token,
+      cluster.dir,
+      cluster.token,
       seg,
       "backoff",
     );
-    const cfg = join(dir, "backoff.yaml");
+    const cfg = join(cluster.dir, "backoff.yaml");
     // no resharding in the way: nothing splits, nothing merges
     writeFileSync(cfg, "reshard:\n  splitRate: 1000000\n  mergeRate: 0\n  shardLoadCap: 1000000\n");
-    const zones = writeZoneMatrix(dir);
+    const zones = writeZoneMatrix(cluster.dir);
     const { command, args } = shardctlCommand();
     pilot = spawn(
       command,
       [
         ...args,
         "--data-dir",
-        dir,
+        cluster.dir,
         "autopilot",
         "--interval",
         "0.3",
@@ -89,7 +77,7 @@ describe("a move that keeps failing", () => {
     );
     // the other move is not held up by the failing one
     await until(
-      () => readMapFile(dir).map.shards.find((s) => s.id === q.id)!.node === c.id,
+      () => readMapFile(cluster.dir).map.shards.find((s) => s.id === q.id)!.node === c.id,
       60_000,
       () => `${q.id} → ${c.id}\n${log}`,
     );
@@ -136,17 +124,17 @@ describe("a move that keeps failing", () => {
     );
     expect(ofP.length).toBeGreaterThanOrEqual(attempts.length);
     expect(ofP.every((r) => r.phase === "aborted" && /shard-exists/.test(r.error ?? ""))).toBe(true);
-    expect(readMapFile(dir).map.shards.find((s) => s.id === p.id)!.node).toBe(a.id);
+    expect(readMapFile(cluster.dir).map.shards.find((s) => s.id === p.id)!.node).toBe(a.id);
 
     // b accepts again: the move goes through at the end of its back-off, and the back-off is gone
     const dropped = await http(bPort, "DELETE", `/v1/admin/shards/${p.id}`, {
-      token,
+      token: cluster.token,
       body: JSON.stringify({ epoch: plantEpoch }),
       headers: { "content-type": "application/json" },
     });
     expect(dropped.status).toBe(200);
     await until(
-      () => readMapFile(dir).map.shards.find((s) => s.id === p.id)!.node === b.id,
+      () => readMapFile(cluster.dir).map.shards.find((s) => s.id === p.id)!.node === b.id,
       30_000,
       () => `${p.id} → ${b.id}\n${log}`,
     );

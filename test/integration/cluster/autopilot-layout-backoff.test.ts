@@ -10,64 +10,49 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import type { LayoutOp } from "../../../src/engine/assigner.js";
-import { Segmenter } from "../../../src/engine/segmenter.js";
+import {} from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { repoRoot, cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
-import { http, tempDir } from "../agent/harness.js";
-import {
-  clusterCli,
-  clusterEnv,
-  hasOwnShard,
-  downLocalCluster,
-  keysIn,
-  logStamps,
-  readMapFile,
-  until,
-  upLocalCluster,
-} from "./local-fixture.js";
+import { http } from "../agent/harness.js";
+import { hasOwnShard, keysIn, logStamps, readMapFile, until, localClusterSuite } from "./local-fixture.js";
 
 const SEGMENTS = 64;
-let dir: string;
-let token: string;
 let pilot: ChildProcess | undefined;
-const env = clusterEnv(SEGMENTS);
-const cli = clusterCli(() => dir, env);
-const seg = new Segmenter(SEGMENTS);
-
-beforeAll(async () => {
-  dir = tempDir("autopilot-layout-backoff");
-  token = await upLocalCluster(cli, dir);
-});
+const cluster = localClusterSuite("autopilot-layout-backoff", SEGMENTS);
+const { env, seg } = cluster;
 
 afterAll(async () => {
   if (pilot && pilot.exitCode === null && pilot.signalCode === null) pilot.kill("SIGKILL");
-  await downLocalCluster(cli, dir);
 });
 
 /** Whether the segment of `key` has a shard of its own. */
-const dedicated = (key: string) => hasOwnShard(dir, seg, key);
+const dedicated = (key: string) => hasOwnShard(cluster.dir, seg, key);
 
 describe("a split that keeps failing", () => {
   it("backs off, lets the split after it go through, and is done once its back-off ends", async () => {
-    const { map } = readMapFile(dir);
+    const { map } = readMapFile(cluster.dir);
     const [x, y] = map.shards.filter((s) => s.ranges[0][1] - s.ranges[0][0] > 2);
     const keyX = keysIn(seg, x.ranges, "layout-x-")[0];
     const keyY = keysIn(seg, y.ranges, "layout-y-")[0];
-    const c = new ShardClient({ store: new EmbeddedStore(dir), token, deadlineMs: 20_000 });
+    const c = new ShardClient({
+      store: new EmbeddedStore(cluster.dir),
+      token: cluster.token,
+      deadlineMs: 20_000,
+    });
     for (let i = 0; i < 60; i++) {
       await c.put(keyX, `x${i}`);
       await c.put(keyY, `y${i}`);
     }
-    const cfg = join(dir, "layout.yaml");
+    const cfg = join(cluster.dir, "layout.yaml");
     writeFileSync(
       cfg,
       "reshard:\n  splitRate: 0.05\n  mergeRate: 0\n  shardLoadCap: 100000\n  minDwellSeconds: 0\n",
     );
     // the two splits, in the order the autopilot carries them out
-    const dry = await runShardctl(["--data-dir", dir, "--config", cfg, "reshard", "--json"], env);
+    const dry = await runShardctl(["--data-dir", cluster.dir, "--config", cfg, "reshard", "--json"], env);
     expect(dry.code, dry.err).toBe(0);
     const ops = (JSON.parse(dry.out) as { diff: { ops: LayoutOp[] } }).diff.ops;
     expect(ops.map((o) => (o.kind === "split" ? o.shard : "?")).sort()).toEqual([x.id, y.id].sort());
@@ -78,7 +63,7 @@ describe("a split that keeps failing", () => {
     const piece = first.pieces[1].id;
     const port = Number(map.nodes.find((n) => n.id === first.node)!.address.split(":")[1]);
     const planted = await http(port, "POST", `/v1/admin/shards/${piece}/receive`, {
-      token,
+      token: cluster.token,
       body: JSON.stringify({ epoch: 6 }),
       headers: { "content-type": "application/json" },
     });
@@ -90,7 +75,7 @@ describe("a split that keeps failing", () => {
       [
         ...args,
         "--data-dir",
-        dir,
+        cluster.dir,
         "autopilot",
         "--no-migrate",
         "--interval",

@@ -10,51 +10,41 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Segmenter } from "../../../src/engine/segmenter.js";
+import { describe, expect, it } from "vitest";
+import {} from "../../../src/engine/segmenter.js";
 import { shardctlCommand } from "../../helpers/cli.js";
-import { tempDir } from "../agent/harness.js";
-import {
-  clusterCli,
-  clusterEnv,
-  downLocalCluster,
-  plantRefusedMove,
-  readMapFile,
-  upLocalCluster,
-  writeZoneMatrix,
-} from "./local-fixture.js";
+import {} from "../agent/harness.js";
+import { plantRefusedMove, readMapFile, writeZoneMatrix, localClusterSuite } from "./local-fixture.js";
 
 // 12 segments on 3 nodes: 12 shards of one segment each, so a hot shard moves whole (no split)
 const SEGMENTS = 12;
-let dir: string;
-let token: string;
-const env = clusterEnv(SEGMENTS);
-const cli = clusterCli(() => dir, env);
-const seg = new Segmenter(SEGMENTS);
-
-beforeAll(async () => {
-  dir = tempDir("autopilot-memory");
-  token = await upLocalCluster(cli, dir);
-}, 120_000);
-
-afterAll(async () => {
-  await downLocalCluster(cli, dir);
-});
+const cluster = localClusterSuite("autopilot-memory", SEGMENTS);
+const { env, cli, seg } = cluster;
 
 describe("the autopilot's back-off across processes", () => {
   it("a second `autopilot --once` does not try again a move that failed in the first", async () => {
     // the planner moves p to b and q to c; b refuses p every time (it holds a newer copy)
-    const { a, b, c, p, q, fromB } = await plantRefusedMove(dir, token, seg, "memory");
+    const { a, b, c, p, q, fromB } = await plantRefusedMove(cluster.dir, cluster.token, seg, "memory");
     fromB.close();
-    const cfg = join(dir, "memory.yaml");
+    const cfg = join(cluster.dir, "memory.yaml");
     writeFileSync(cfg, "reshard:\n  splitRate: 1000000\n  mergeRate: 0\n  shardLoadCap: 1000000\n");
-    const zones = writeZoneMatrix(dir);
+    const zones = writeZoneMatrix(cluster.dir);
     // each run its own process (the build), as cron would start it
     const once = async () => {
       const { command, args } = shardctlCommand();
       const child = spawn(
         command,
-        [...args, "--data-dir", dir, "autopilot", "--once", "--latency", zones, "--move-backoff", "600"],
+        [
+          ...args,
+          "--data-dir",
+          cluster.dir,
+          "autopilot",
+          "--once",
+          "--latency",
+          zones,
+          "--move-backoff",
+          "600",
+        ],
         { env: { ...env, SHARDCTL_CONFIG: cfg }, stdio: ["ignore", "pipe", "pipe"] },
       );
       let err = "";
@@ -74,9 +64,9 @@ describe("the autopilot's back-off across processes", () => {
     expect(first.code, first.err).toBe(0);
     expect(first.err).toMatch(failedP);
     expect(first.err).toMatch(/\(failure 1 in a row\)/);
-    expect(readMapFile(dir).map.shards.find((s) => s.id === q.id)!.node).toBe(c.id);
+    expect(readMapFile(cluster.dir).map.shards.find((s) => s.id === q.id)!.node).toBe(c.id);
     expect((await attemptsOfP()).map((r) => r.phase)).toEqual(["aborted"]);
-    const memoryFile = join(dir, "autopilot-memory.json");
+    const memoryFile = join(cluster.dir, "autopilot-memory.json");
     expect(existsSync(memoryFile)).toBe(true);
     expect(readFileSync(memoryFile, "utf8")).toContain(`"shard":"${p.id}","target":"${b.id}","failures":1`);
 
@@ -88,7 +78,7 @@ describe("the autopilot's back-off across processes", () => {
       new RegExp(`backing off: ${p.id} → ${b.id} until .*\\(1 failure: .*shard-exists`),
     );
     expect(await attemptsOfP()).toHaveLength(1);
-    expect(readMapFile(dir).map.shards.find((s) => s.id === p.id)!.node).toBe(a.id);
+    expect(readMapFile(cluster.dir).map.shards.find((s) => s.id === p.id)!.node).toBe(a.id);
 
     // junk in the store's record: the run goes on (and, remembering nothing, tries p again), says so,
     // and saves a readable record again

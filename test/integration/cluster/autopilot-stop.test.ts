@@ -8,68 +8,51 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import type { LayoutOp } from "../../../src/engine/assigner.js";
-import { Segmenter } from "../../../src/engine/segmenter.js";
+import {} from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { cli as runShardctl, watchedProcess } from "../../helpers/cli.js";
-import { tempDir } from "../agent/harness.js";
-import {
-  clusterCli,
-  clusterEnv,
-  hasOwnShard,
-  downLocalCluster,
-  keysIn,
-  readMapFile,
-  stoppedAtFailpoint,
-  upLocalCluster,
-} from "./local-fixture.js";
+import {} from "../agent/harness.js";
+import { hasOwnShard, keysIn, readMapFile, stoppedAtFailpoint, localClusterSuite } from "./local-fixture.js";
 
 const SEGMENTS = 64;
-let dir: string;
-let token: string;
-const env = clusterEnv(SEGMENTS);
-const cli = clusterCli(() => dir, env);
-const seg = new Segmenter(SEGMENTS);
-
-beforeAll(async () => {
-  dir = tempDir("autopilot-stop");
-  token = await upLocalCluster(cli, dir);
-});
-
-afterAll(async () => {
-  await downLocalCluster(cli, dir);
-});
+const cluster = localClusterSuite("autopilot-stop", SEGMENTS);
+const { env, seg } = cluster;
 
 /** Whether the segment of `key` has a shard of its own. */
-const dedicated = (key: string) => hasOwnShard(dir, seg, key);
+const dedicated = (key: string) => hasOwnShard(cluster.dir, seg, key);
 
 describe("stopping the autopilot in its reshard stage", () => {
   for (const sig of ["SIGTERM", "SIGINT"] as const) {
     it(`${sig} during a split: that split finishes, the next one and the migration stage are not started, exit 0`, async () => {
-      const { map } = readMapFile(dir);
+      const { map } = readMapFile(cluster.dir);
       const [x, y] = map.shards.filter((s) => s.ranges[0][1] - s.ranges[0][0] > 2 && !s.id.includes("split"));
       const keyX = keysIn(seg, x.ranges, `${sig}-x-`)[0];
       const keyY = keysIn(seg, y.ranges, `${sig}-y-`)[0];
-      const c = new ShardClient({ store: new EmbeddedStore(dir), token, deadlineMs: 20_000 });
+      const c = new ShardClient({
+        store: new EmbeddedStore(cluster.dir),
+        token: cluster.token,
+        deadlineMs: 20_000,
+      });
       for (let i = 0; i < 60; i++) {
         await c.put(keyX, `x${i}`);
         await c.put(keyY, `y${i}`);
       }
-      const cfg = join(dir, `stop-${sig}.yaml`);
+      const cfg = join(cluster.dir, `stop-${sig}.yaml`);
       writeFileSync(
         cfg,
         "reshard:\n  splitRate: 0.05\n  mergeRate: 0\n  shardLoadCap: 100000\n  minDwellSeconds: 0\n",
       );
-      const dry = await runShardctl(["--data-dir", dir, "--config", cfg, "reshard", "--json"], env);
+      const dry = await runShardctl(["--data-dir", cluster.dir, "--config", cfg, "reshard", "--json"], env);
       expect(dry.code, dry.err).toBe(0);
       const ops = (JSON.parse(dry.out) as { diff: { ops: LayoutOp[] } }).diff.ops;
       expect(ops.length, dry.out).toBeGreaterThanOrEqual(2);
       const first = ops[0] as Extract<LayoutOp, { kind: "split" }>;
       const [firstKey, secondKey] = first.shard === x.id ? [keyX, keyY] : [keyY, keyX];
 
-      const p = watchedProcess(["--data-dir", dir, "autopilot", "--interval", "0.3"], {
+      const p = watchedProcess(["--data-dir", cluster.dir, "autopilot", "--interval", "0.3"], {
         ...env,
         SHARDCTL_CONFIG: cfg,
         SHARDCTL_FAILPOINT: "migrate.copying",

@@ -5,14 +5,14 @@
  */
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { expect } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
-import type { Segmenter } from "../../../src/engine/segmenter.js";
+import { Segmenter } from "../../../src/engine/segmenter.js";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { cli as runShardctl, type watchedProcess } from "../../helpers/cli.js";
 import { processState } from "../../helpers/proc.js";
-import { freePortRange, http } from "../agent/harness.js";
+import { freePortRange, http, tempDir } from "../agent/harness.js";
 
 /** The environment for the CLI: `segments` segments, zones a,b,c, nothing inherited that would redirect it. */
 export function clusterEnv(segments = 64): NodeJS.ProcessEnv {
@@ -51,6 +51,44 @@ export async function upLocalCluster(cli: ReturnType<typeof clusterCli>, dir: st
 export async function downLocalCluster(cli: ReturnType<typeof clusterCli>, dir: string): Promise<void> {
   await cli("down", "--timeout", "5");
   rmSync(dir, { recursive: true, force: true });
+}
+
+/** A test file's local cluster: its data directory and token (set once `beforeAll` ran), CLI and segmenter. */
+export interface LocalCluster {
+  readonly dir: string;
+  readonly token: string;
+  readonly env: NodeJS.ProcessEnv;
+  /** `shardctl --data-dir <dir> …` in this process. */
+  readonly cli: ReturnType<typeof clusterCli>;
+  readonly seg: Segmenter;
+}
+
+/**
+ * Registers the hooks that start three local agents (`up --local`, zones a,b,c, `segments`
+ * segments) in a temporary data directory before the file's tests and stop them and remove the
+ * directory after.
+ */
+export function localClusterSuite(name: string, segments = 64): LocalCluster {
+  let dir = "";
+  let token = "";
+  const env = clusterEnv(segments);
+  const cli = clusterCli(() => dir, env);
+  beforeAll(async () => {
+    dir = tempDir(name);
+    token = await upLocalCluster(cli, dir);
+  });
+  afterAll(() => downLocalCluster(cli, dir));
+  return {
+    get dir() {
+      return dir;
+    },
+    get token() {
+      return token;
+    },
+    env,
+    cli,
+    seg: new Segmenter(segments),
+  };
 }
 
 /** The first `n` keys `${prefix}0`, `${prefix}1`, … whose segment is in `ranges`. */

@@ -10,45 +10,24 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { MigrateResult } from "../../../src/commands/migrate.js";
 import { parsePlanFile, serialisePlanFile } from "../../../src/engine/plan-file.js";
-import { Segmenter } from "../../../src/engine/segmenter.js";
+import {} from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { watchedProcess } from "../../helpers/cli.js";
-import { http, tempDir } from "../agent/harness.js";
-import {
-  clusterCli,
-  clusterEnv,
-  downLocalCluster,
-  keysIn,
-  readMapFile,
-  stoppedAtFailpoint,
-  upLocalCluster,
-  until,
-} from "./local-fixture.js";
+import { http } from "../agent/harness.js";
+import { keysIn, readMapFile, stoppedAtFailpoint, until, localClusterSuite } from "./local-fixture.js";
 import { processState } from "../../helpers/proc.js";
 
 const SEGMENTS = 64;
-let dir: string;
-let token: string;
-const env = clusterEnv(SEGMENTS);
-const cli = clusterCli(() => dir, env);
-const seg = new Segmenter(SEGMENTS);
-
-beforeAll(async () => {
-  dir = tempDir("migrate-interrupt");
-  token = await upLocalCluster(cli, dir);
-});
-
-afterAll(async () => {
-  await downLocalCluster(cli, dir);
-});
+const cluster = localClusterSuite("migrate-interrupt", SEGMENTS);
+const { env, cli, seg } = cluster;
 
 /** `migrate --apply --json` of `shard` to `target`, stopped by the failpoint `fp`. */
 function coordinator(shard: string, target: string, fp: string) {
   const p = watchedProcess(
-    ["--data-dir", dir, "migrate", "--shard", shard, "--to", target, "--apply", "--json"],
+    ["--data-dir", cluster.dir, "migrate", "--shard", shard, "--to", target, "--apply", "--json"],
     { ...env, SHARDCTL_FAILPOINT: fp },
   );
   return {
@@ -60,15 +39,15 @@ function coordinator(shard: string, target: string, fp: string) {
 }
 
 async function agentState(node: string, shard: string): Promise<string> {
-  const { map } = readMapFile(dir);
+  const { map } = readMapFile(cluster.dir);
   const port = Number(map.nodes.find((n) => n.id === node)!.address.split(":")[1]);
-  const r = await http(port, "GET", `/v1/shards/${shard}`, { token });
+  const r = await http(port, "GET", `/v1/shards/${shard}`, { token: cluster.token });
   return r.status === 200 ? (r.json() as { state: string }).state : `http ${r.status}`;
 }
 
 /** Acknowledged writes to keys of `shard`. */
 async function writeTo(shard: string, prefix: string, n: number): Promise<Map<string, string>> {
-  const s = readMapFile(dir).map.shards.find((x) => x.id === shard)!;
+  const s = readMapFile(cluster.dir).map.shards.find((x) => x.id === shard)!;
   const acked = new Map<string, string>();
   for (const k of keysIn(seg, s.ranges, prefix, n)) {
     const r = await cli("put", k, `${k}-value`);
@@ -90,7 +69,7 @@ async function expectServed(shard: string, acked: Map<string, string>, prefix: s
 }
 
 async function record(shard: string) {
-  const { records } = await new EmbeddedStore(dir).listMigrations();
+  const { records } = await new EmbeddedStore(cluster.dir).listMigrations();
   return records.map((r) => r.record).filter((r) => r.shard === shard && !r.layout);
 }
 
@@ -104,7 +83,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     ["migrate.committed", 5, "done", "SIGTERM", 143],
   ] as const) {
     it(`${sig} at ${fp}: ${outcome === "done" ? "finishes the committed move" : "rolls back"}, ends the record ${outcome} and exits ${exit}`, async () => {
-      const { map } = readMapFile(dir);
+      const { map } = readMapFile(cluster.dir);
       const sh = map.shards[index];
       const target = map.nodes.find((n) => n.id !== sh.node)!.id;
       const prefix = `int-${index}`;
@@ -139,7 +118,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
       expect(result.error?.exitCode).toBe(exit);
       expect(result.error?.message).toMatch(new RegExp(`interrupted \\(${sig}\\)`));
       // the shard is on the side the outcome says, served there
-      const owner = readMapFile(dir).map.shards.find((s) => s.id === sh.id)!.node;
+      const owner = readMapFile(cluster.dir).map.shards.find((s) => s.id === sh.id)!.node;
       expect(owner).toBe(outcome === "done" ? target : sh.node);
       expect(await agentState(owner, sh.id)).toBe("owned");
       await expectServed(sh.id, acked, prefix);
@@ -147,11 +126,11 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
   }
 
   it("a second Ctrl-C exits at once; recovery finishes what it left", async () => {
-    const { map } = readMapFile(dir);
+    const { map } = readMapFile(cluster.dir);
     const sh = map.shards[3];
     const target = map.nodes.find((n) => n.id !== sh.node)!.id;
     const acked = await writeTo(sh.id, "int-3", 10);
-    const targetPid = Number(readFileSync(join(dir, "local", target, "agent.pid"), "utf8").trim());
+    const targetPid = Number(readFileSync(join(cluster.dir, "local", target, "agent.pid"), "utf8").trim());
     const c = coordinator(sh.id, target, "migrate.fenced");
     try {
       await c.stopped();
@@ -182,7 +161,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
   });
 
   it("a reader of stderr that went away (EPIPE) does not end the step: rolled back, exit 130", async () => {
-    const { map } = readMapFile(dir);
+    const { map } = readMapFile(cluster.dir);
     const sh = map.shards[6];
     const target = map.nodes.find((n) => n.id !== sh.node)!.id;
     const acked = await writeTo(sh.id, "int-6", 10);
@@ -201,18 +180,19 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     }
     const [r] = await record(sh.id);
     expect(r.phase, JSON.stringify(r)).toBe("aborted");
-    expect(readMapFile(dir).map.shards.find((s) => s.id === sh.id)!.node).toBe(sh.node);
+    expect(readMapFile(cluster.dir).map.shards.find((s) => s.id === sh.id)!.node).toBe(sh.node);
     await expectServed(sh.id, acked, "int-6");
   });
 
   it("a target that dies during the copy: the shard is served unfenced, its open record refuses another move with what it waits for, and --recover closes it once the target is back", async () => {
-    const { map } = readMapFile(dir);
+    const { map } = readMapFile(cluster.dir);
     const sh = map.shards.find((s) => s.node === "node-1")!;
     const [target, other] = ["node-3", "node-2"];
     const acked = await writeTo(sh.id, "dies", 10);
     const c = coordinator(sh.id, target, "migrate.copying");
     await c.stopped();
-    const pidOf = (n: string) => Number(readFileSync(join(dir, "local", n, "agent.pid"), "utf8").trim());
+    const pidOf = (n: string) =>
+      Number(readFileSync(join(cluster.dir, "local", n, "agent.pid"), "utf8").trim());
     process.kill(pidOf(target), "SIGKILL");
     c.child.kill("SIGCONT");
     const { code } = await c.exited;
@@ -230,7 +210,10 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     await expectServed(sh.id, acked, "dies-1");
     // the open record holds the shard: the refusal says what it waits for, not "another coordinator"
     // (a process of its own, as a user's: the recovery it runs first owns the record until it exits)
-    const p = watchedProcess(["--data-dir", dir, "migrate", "--shard", sh.id, "--to", other, "--apply"], env);
+    const p = watchedProcess(
+      ["--data-dir", cluster.dir, "migrate", "--shard", sh.id, "--to", other, "--apply"],
+      env,
+    );
     const refused = { code: (await p.exited).code, err: p.err() };
     expect(refused.code, refused.err).toBe(3);
     expect(refused.err).toMatch(
@@ -242,7 +225,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
       "hint: `shardctl migrations --recover` finishes it once that agent answers again",
     );
     expect(refused.err).not.toMatch(/another coordinator/);
-    expect(readMapFile(dir).map.shards.find((s) => s.id === sh.id)!.node).toBe("node-1");
+    expect(readMapFile(cluster.dir).map.shards.find((s) => s.id === sh.id)!.node).toBe("node-1");
     // the target back: recovery drops the copy and closes the record; the shard moves again
     expect((await cli("up", "--local")).code).toBe(0);
     const rec = await cli("migrations", "--recover");
@@ -252,16 +235,16 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     expect(ended.at(-1)).toMatchObject({ target, phase: "aborted" });
     const moved = await cli("migrate", "--shard", sh.id, "--to", other, "--apply");
     expect(moved.code, moved.err).toBe(0);
-    expect(readMapFile(dir).map.shards.find((s) => s.id === sh.id)!.node).toBe(other);
+    expect(readMapFile(cluster.dir).map.shards.find((s) => s.id === sh.id)!.node).toBe(other);
     await expectServed(sh.id, acked, "dies-2");
   });
 
   it("a target that refuses the connection at the first step: the record is closed as aborted at once, and the shard moves elsewhere", async () => {
-    const { map } = readMapFile(dir);
+    const { map } = readMapFile(cluster.dir);
     const sh = map.shards.find((s) => s.node !== "node-3")!;
     const other = sh.node === "node-1" ? "node-2" : "node-1";
     const acked = await writeTo(sh.id, "refused", 5);
-    const pid = Number(readFileSync(join(dir, "local", "node-3", "agent.pid"), "utf8").trim());
+    const pid = Number(readFileSync(join(cluster.dir, "local", "node-3", "agent.pid"), "utf8").trim());
     process.kill(pid, "SIGKILL");
     await until(
       () => ["", "Z"].includes(processState(pid)),
@@ -283,7 +266,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
 
   // last: it kills an agent
   it("a plan whose second move fails: exit 1, and --json names the move that stays committed", async () => {
-    const { map } = readMapFile(dir);
+    const { map } = readMapFile(cluster.dir);
     const dead = "node-3";
     const first = map.shards.find((s) => s.node === "node-1")!;
     const second = map.shards.find((s) => s.node === "node-2")!;
@@ -291,9 +274,9 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
       ...(await writeTo(first.id, "plan-a", 5)),
       ...(await writeTo(second.id, "plan-b", 5)),
     ]);
-    const made = await cli("plan", "--all", "--out", join(dir, "plan.json"));
+    const made = await cli("plan", "--all", "--out", join(cluster.dir, "plan.json"));
     expect(made.code, made.err).toBe(0);
-    const plan = parsePlanFile(readFileSync(join(dir, "plan.json"), "utf8"));
+    const plan = parsePlanFile(readFileSync(join(cluster.dir, "plan.json"), "utf8"));
     const move = (shard: string, source: string, target: string) => ({
       kind: "move" as const,
       shard,
@@ -306,15 +289,18 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
       copySeconds: 0,
     });
     writeFileSync(
-      join(dir, "two.json"),
+      join(cluster.dir, "two.json"),
       serialisePlanFile({
         ...plan,
         steps: [move(first.id, "node-1", "node-2"), move(second.id, "node-2", dead)],
       }),
     );
     // the second move's target is gone
-    process.kill(Number(readFileSync(join(dir, "local", dead, "agent.pid"), "utf8").trim()), "SIGKILL");
-    const r = await cli("migrate", "--apply", join(dir, "two.json"), "--json");
+    process.kill(
+      Number(readFileSync(join(cluster.dir, "local", dead, "agent.pid"), "utf8").trim()),
+      "SIGKILL",
+    );
+    const r = await cli("migrate", "--apply", join(cluster.dir, "two.json"), "--json");
     expect(r.code, r.err).toBe(1);
     expect(r.err).toMatch(/step 2 of 2 \(shard-\d+\) failed after 1 step\(s\) of the plan were committed/);
     // the cause in words, naming the node that is gone
@@ -330,7 +316,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     expect(result.error).toMatchObject({ exitCode: 1 });
     expect(result.error!.message).toMatch(/step 2 of 2/);
     // the map says the same: the first shard moved, the second stayed where it serves
-    const after = readMapFile(dir).map;
+    const after = readMapFile(cluster.dir).map;
     expect(after.shards.find((s) => s.id === first.id)!.node).toBe("node-2");
     expect(after.shards.find((s) => s.id === second.id)!.node).toBe("node-2");
     for (const [k, v] of acked) expect((await cli("get", k)).out).toBe(v);

@@ -17,7 +17,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { AgentRpc } from "../../../src/cluster/agent-rpc.js";
 import { executeMigration, listMigrations } from "../../../src/cluster/migrate.js";
@@ -27,16 +27,14 @@ import type { CasResult, LocationStore } from "../../../src/engine/ports.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { http, tempDir } from "../agent/harness.js";
-import { clusterCli, clusterEnv, downLocalCluster, readMapFile, upLocalCluster } from "./local-fixture.js";
+import { http } from "../agent/harness.js";
+import { readMapFile, localClusterSuite } from "./local-fixture.js";
 
-let dir: string;
-let token: string;
-const env = clusterEnv();
-const cli = clusterCli(() => dir, env);
+const cluster = localClusterSuite("migrate-races");
+const { cli } = cluster;
 
 function readMap(): { version: number; map: LocationMap } {
-  return readMapFile(dir);
+  return readMapFile(cluster.dir);
 }
 
 function portOf(node: string): number {
@@ -48,7 +46,7 @@ function portOf(node: string): number {
 }
 
 function api(port: number, method: string, path: string, opts: Parameters<typeof http>[3] = {}) {
-  return http(port, method, path, { token, ...opts });
+  return http(port, method, path, { token: cluster.token, ...opts });
 }
 
 /** A JSON request body, for api(). */
@@ -64,7 +62,12 @@ async function receive(port: number, shard: string, epoch: number, migration: st
 }
 
 function client(): ShardClient {
-  return new ShardClient({ store: new EmbeddedStore(dir), token, deadlineMs: 20_000, baseBackoffMs: 5 });
+  return new ShardClient({
+    store: new EmbeddedStore(cluster.dir),
+    token: cluster.token,
+    deadlineMs: 20_000,
+    baseBackoffMs: 5,
+  });
 }
 
 /** A shard and a node that does not hold it. */
@@ -113,18 +116,11 @@ async function expectOneOwnerWithAllWrites(shard: string, acked: Map<string, str
   } finally {
     c.close();
   }
-  const open = (await listMigrations(new EmbeddedStore(dir))).records.filter(
+  const open = (await listMigrations(new EmbeddedStore(cluster.dir))).records.filter(
     (r) => r.shard === shard && r.phase !== "done" && r.phase !== "aborted",
   );
   expect(open).toEqual([]);
 }
-
-beforeAll(async () => {
-  dir = tempDir("migrate-races");
-  token = await upLocalCluster(cli, dir);
-});
-
-afterAll(() => downLocalCluster(cli, dir));
 
 describe("migration races", () => {
   // "read": the transaction lands just after the coordinator's first read of its record once the
@@ -141,7 +137,7 @@ describe("migration races", () => {
       const c = client();
       const acked = await fill(c, mv.shard, `late-${after}`, 40);
       c.close();
-      const real = new EmbeddedStore(dir);
+      const real = new EmbeddedStore(cluster.dir);
       // the commit transaction "times out" on the client; the store carries it out later (the
       // order Consul may give a /v1/txn the client gave up on)
       let late: (() => Promise<CasResult>) | undefined;
@@ -170,7 +166,7 @@ describe("migration races", () => {
           return r;
         },
       });
-      const rpc = new AgentRpc({ token });
+      const rpc = new AgentRpc({ token: cluster.token });
       const outcome = await executeMigration(
         { shard: mv.shard, target: mv.target },
         { store, rpc, clock: systemClock, log: () => {} },
@@ -195,7 +191,7 @@ describe("migration races", () => {
     const c = client();
     const acked = await fill(c, mv.shard, "twice", 40);
     c.close();
-    const store = new EmbeddedStore(dir);
+    const store = new EmbeddedStore(cluster.dir);
     // A: receives on the target, then waits (before its first log read) until B has had its go;
     // A is held again after the target's prepare vote until B has ended
     let releaseA!: () => void;
@@ -218,7 +214,7 @@ describe("migration races", () => {
         return r;
       }
     }
-    const rpcA = new HeldRpc({ token });
+    const rpcA = new HeldRpc({ token: cluster.token });
     const a = executeMigration(
       { shard: mv.shard, target: mv.target },
       { store, rpc: rpcA, clock: systemClock, log: () => {} },
@@ -241,7 +237,7 @@ describe("migration races", () => {
         return super.request(...args);
       }
     }
-    const rpcB = new HeldRpcB({ token });
+    const rpcB = new HeldRpcB({ token: cluster.token });
     const b = executeMigration(
       { shard: mv.shard, target: mv.target },
       { store, rpc: rpcB, clock: systemClock, log: () => {} },
@@ -366,9 +362,9 @@ describe("migration races", () => {
 
   it("refuses a plan file that moves one shard twice, before anything changes", async () => {
     const mv = pickMove(4);
-    const made = await cli("plan", "--all", "--out", join(dir, "plan.json"));
+    const made = await cli("plan", "--all", "--out", join(cluster.dir, "plan.json"));
     expect(made.code, made.err).toBe(0);
-    const plan = parsePlanFile(readFileSync(join(dir, "plan.json"), "utf8"));
+    const plan = parsePlanFile(readFileSync(join(cluster.dir, "plan.json"), "utf8"));
     const move = {
       kind: "move" as const,
       shard: mv.shard,
@@ -381,16 +377,19 @@ describe("migration races", () => {
       copySeconds: 0,
     };
     // the checksum is no secret: whoever edits a plan can recompute it
-    writeFileSync(join(dir, "twice.json"), serialisePlanFile({ ...plan, steps: [move, { ...move }] }));
+    writeFileSync(
+      join(cluster.dir, "twice.json"),
+      serialisePlanFile({ ...plan, steps: [move, { ...move }] }),
+    );
     const before = readMap();
-    const r = await cli("migrate", "--apply", join(dir, "twice.json"));
+    const r = await cli("migrate", "--apply", join(cluster.dir, "twice.json"));
     expect(r.code, r.err).toBe(2);
     expect(r.err).toMatch(
       /the plan.s step 2 moves shard-\d+, which step 1 moved already; nothing was applied/,
     );
     expect(readMap()).toEqual(before);
     expect(
-      (await listMigrations(new EmbeddedStore(dir))).records.filter((x) => x.shard === mv.shard),
+      (await listMigrations(new EmbeddedStore(cluster.dir))).records.filter((x) => x.shard === mv.shard),
     ).toEqual([]);
   });
 });

@@ -7,7 +7,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { AgentRpc } from "../../../src/cluster/agent-rpc.js";
 import { executeMigration, listMigrations } from "../../../src/cluster/migrate.js";
@@ -15,17 +15,15 @@ import type { LocationMap } from "../../../src/engine/location-map.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { encodeEntry } from "../../../src/agent/log-format.js";
-import { cliArgs, freePort, http, tempDir } from "../agent/harness.js";
-import { clusterCli, clusterEnv, downLocalCluster, readMapFile, upLocalCluster } from "./local-fixture.js";
+import { cliArgs, freePort, http } from "../agent/harness.js";
+import { readMapFile, localClusterSuite } from "./local-fixture.js";
 import { shardctlCommand } from "../../helpers/cli.js";
 
-let dir: string;
-let token: string;
-const env = clusterEnv();
-const cli = clusterCli(() => dir, env);
+const cluster = localClusterSuite("migrate");
+const { env, cli } = cluster;
 
 function readMap(): { version: number; map: LocationMap } {
-  return readMapFile(dir);
+  return readMapFile(cluster.dir);
 }
 
 function addressOf(node: string): string {
@@ -46,11 +44,16 @@ function pickMove(shardIndex: number): { shard: string; source: string; target: 
 
 /** An HTTP request to an agent with the cluster's token. */
 function api(port: number, method: string, path: string, opts: Parameters<typeof http>[3] = {}) {
-  return http(port, method, path, { token, ...opts });
+  return http(port, method, path, { token: cluster.token, ...opts });
 }
 
 function client(): ShardClient {
-  return new ShardClient({ store: new EmbeddedStore(dir), token, deadlineMs: 20_000, baseBackoffMs: 5 });
+  return new ShardClient({
+    store: new EmbeddedStore(cluster.dir),
+    token: cluster.token,
+    deadlineMs: 20_000,
+    baseBackoffMs: 5,
+  });
 }
 
 /** Writes unique values until stopped; remembers every acknowledged write. */
@@ -79,13 +82,6 @@ function startWriter(c: ShardClient, prefix: string, pad = 50) {
     },
   };
 }
-
-beforeAll(async () => {
-  dir = tempDir("migrate");
-  token = await upLocalCluster(cli, dir);
-});
-
-afterAll(() => downLocalCluster(cli, dir));
 
 describe("migrate", () => {
   it("moves a shard with its data while a writer keeps writing; every acknowledged write survives", async () => {
@@ -191,8 +187,8 @@ describe("migrate", () => {
         return r;
       }
     }
-    const rpc = new LyingRpc({ token });
-    const store = new EmbeddedStore(dir);
+    const rpc = new LyingRpc({ token: cluster.token });
+    const store = new EmbeddedStore(cluster.dir);
     const logs: string[] = [];
     await expect(
       executeMigration(
@@ -209,7 +205,7 @@ describe("migrate", () => {
     await c.put("after-abort", "ok");
     expect((await c.get("after-abort"))?.value.toString()).toBe("ok");
     c.close();
-    const rec = (await listMigrations(new EmbeddedStore(dir))).records.find(
+    const rec = (await listMigrations(new EmbeddedStore(cluster.dir))).records.find(
       (x) => x.shard === mv.shard && x.phase === "aborted",
     );
     expect(rec?.error).toMatch(/checksum-mismatch/);
@@ -218,11 +214,11 @@ describe("migrate", () => {
 
   it("aborts when the store refuses the commit (the map changed), leaving the source serving", async () => {
     const mv = pickMove(2);
-    const real = new EmbeddedStore(dir);
+    const real = new EmbeddedStore(cluster.dir);
     const refusing = Object.assign(Object.create(real) as EmbeddedStore, {
       compareAndSet: async () => ({ ok: false as const, currentVersion: 999 }),
     });
-    const rpc = new AgentRpc({ token });
+    const rpc = new AgentRpc({ token: cluster.token });
     await expect(
       executeMigration(
         { shard: mv.shard, target: mv.target },
@@ -349,7 +345,7 @@ describe("migrate", () => {
       const { command, args } = shardctlCommand();
       const child = spawn(
         command,
-        [...args, "--data-dir", dir, "migrate", "--shard", mv.shard, "--to", mv.target, "--apply"],
+        [...args, "--data-dir", cluster.dir, "migrate", "--shard", mv.shard, "--to", mv.target, "--apply"],
         {
           env: { ...env, SHARDCTL_FAILPOINT: fp },
           stdio: ["ignore", "ignore", "pipe"],
@@ -363,13 +359,13 @@ describe("migrate", () => {
       }
       // the coordinator and one agent die mid-cutover; the agent comes back
       const node = victim === "target" ? mv.target : mv.source;
-      process.kill(Number(readFileSync(join(dir, "local", node, "agent.pid"), "utf8")), "SIGKILL");
+      process.kill(Number(readFileSync(join(cluster.dir, "local", node, "agent.pid"), "utf8")), "SIGKILL");
       child.kill("SIGKILL");
       await new Promise((r) => child.once("exit", r));
       await new Promise((r) => setTimeout(r, 100));
       const up = await cli("up", "--local");
       expect(up.code, up.err).toBe(0);
-      const log = readFileSync(join(dir, "local", node, "agent.log"), "utf8");
+      const log = readFileSync(join(cluster.dir, "local", node, "agent.log"), "utf8");
       const state = (await api(portOf(node), "GET", `/v1/shards/${mv.shard}`)).json() as {
         state: string;
         epoch: number;
@@ -394,7 +390,7 @@ describe("migrate", () => {
 
   it("refuses a target without room for the copy (exit 3) before anything starts", async () => {
     // a fourth agent whose data directory is a 40 MiB tmpfs: less than the copy's headroom
-    const small = join(dir, "small-node");
+    const small = join(cluster.dir, "small-node");
     mkdirSync(small, { recursive: true });
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=40m", "tmpfs", small]);
     const port = await freePort();
@@ -412,7 +408,7 @@ describe("migrate", () => {
         "--node-id",
         "node-4",
         "--token-file",
-        join(dir, "local", "token"),
+        join(cluster.dir, "local", "token"),
         "--segments",
         "64",
       ],
@@ -425,7 +421,7 @@ describe("migrate", () => {
         i++
       )
         await new Promise((r) => setTimeout(r, 50));
-      const store = new EmbeddedStore(dir);
+      const store = new EmbeddedStore(cluster.dir);
       const vm = (await store.load())!;
       const added = await store.compareAndSet(vm.version, {
         ...vm.map,
@@ -465,20 +461,23 @@ describe("migrate", () => {
     const unknown = await cli("migrate", "--shard", "shard-999", "--to", mv.target, "--apply");
     expect(unknown.code).toBe(2);
     expect((await cli("migrate", "--apply")).code).toBe(2);
-    const plan = await cli("plan", "--all", "--out", join(dir, "plan.json"));
+    const plan = await cli("plan", "--all", "--out", join(cluster.dir, "plan.json"));
     expect(plan.code, plan.err).toBe(0);
-    const dry = await cli("migrate", join(dir, "plan.json"));
+    const dry = await cli("migrate", join(cluster.dir, "plan.json"));
     expect(dry.code, dry.err).toBe(0);
     expect(dry.err).toMatch(/dry run/);
     expect(readMap()).toEqual(before);
     // the map moves on: one real migration
     expect((await cli("migrate", "--shard", mv.shard, "--to", mv.target, "--apply")).code).toBe(0);
-    const stale = await cli("migrate", "--apply", join(dir, "plan.json"));
+    const stale = await cli("migrate", "--apply", join(cluster.dir, "plan.json"));
     expect(stale.code).toBe(3);
     expect(stale.err).toMatch(/re-plan/);
     // a tampered plan file is refused
-    const text = readFileSync(join(dir, "plan.json"), "utf8").replace(/"mapVersion": \d+/, '"mapVersion": 1');
-    writeFileSync(join(dir, "tampered.json"), text);
-    expect((await cli("migrate", "--apply", join(dir, "tampered.json"))).code).toBe(2);
+    const text = readFileSync(join(cluster.dir, "plan.json"), "utf8").replace(
+      /"mapVersion": \d+/,
+      '"mapVersion": 1',
+    );
+    writeFileSync(join(cluster.dir, "tampered.json"), text);
+    expect((await cli("migrate", "--apply", join(cluster.dir, "tampered.json"))).code).toBe(2);
   });
 });

@@ -8,37 +8,26 @@
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { AgentRpc } from "../../../src/cluster/agent-rpc.js";
 import { executeLayoutChange, executeLayoutDiff } from "../../../src/cluster/reshape.js";
 import type { LayoutDiff, LayoutOp } from "../../../src/engine/assigner.js";
 import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
 import { systemClock } from "../../../src/engine/ports.js";
-import { Segmenter } from "../../../src/engine/segmenter.js";
+import {} from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { http, tempDir } from "../agent/harness.js";
-import {
-  clusterCli,
-  clusterEnv,
-  downLocalCluster,
-  keysIn,
-  readMapFile,
-  upLocalCluster,
-  writeZoneMatrix,
-} from "./local-fixture.js";
+import { http } from "../agent/harness.js";
+import { keysIn, readMapFile, writeZoneMatrix, localClusterSuite } from "./local-fixture.js";
 import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 
 const SEGMENTS = 64;
-let dir: string;
-let token: string;
-const env = clusterEnv(SEGMENTS);
-const cli = clusterCli(() => dir, env);
-const seg = new Segmenter(SEGMENTS);
+const cluster = localClusterSuite("reshape", SEGMENTS);
+const { env, cli, seg } = cluster;
 const seg0 = (k: string) => seg.segmentOf(k);
 
 function readMap(): { version: number; map: LocationMap } {
-  return readMapFile(dir);
+  return readMapFile(cluster.dir);
 }
 const portOf = (node: string) =>
   Number(
@@ -47,13 +36,18 @@ const portOf = (node: string) =>
       .address.split(":")[1],
   );
 const api = (node: string, method: string, path: string, opts: Parameters<typeof http>[3] = {}) =>
-  http(portOf(node), method, path, { token, ...opts });
+  http(portOf(node), method, path, { token: cluster.token, ...opts });
 const json = (body: unknown) => ({
   body: JSON.stringify(body),
   headers: { "content-type": "application/json" },
 });
 const client = () =>
-  new ShardClient({ store: new EmbeddedStore(dir), token, deadlineMs: 20_000, baseBackoffMs: 5 });
+  new ShardClient({
+    store: new EmbeddedStore(cluster.dir),
+    token: cluster.token,
+    deadlineMs: 20_000,
+    baseBackoffMs: 5,
+  });
 
 /** A split op taking the first segment of a multi-segment shard into a new shard. */
 function splitOp(shardIndex: number): { op: LayoutOp; piece: string; segment: number } {
@@ -83,13 +77,6 @@ function splitOp(shardIndex: number): { op: LayoutOp; piece: string; segment: nu
   };
 }
 
-beforeAll(async () => {
-  dir = tempDir("reshape");
-  token = await upLocalCluster(cli, dir);
-});
-
-afterAll(() => downLocalCluster(cli, dir));
-
 describe("splits and merges on agents", () => {
   it("splits a segment out onto another node while a writer writes; every acknowledged write is served after", async () => {
     const { op, piece, segment } = splitOp(0);
@@ -114,10 +101,10 @@ describe("splits and merges on agents", () => {
     const before = readMap();
     const src = before.map.shards[0];
     const target = before.map.nodes.find((n) => n.id !== src.node)!.id;
-    const rpc = new AgentRpc({ token });
+    const rpc = new AgentRpc({ token: cluster.token });
     const rec = await executeLayoutChange(
       { op, pieceNodes: { [piece]: target } },
-      { store: new EmbeddedStore(dir), rpc, clock: systemClock, log: () => {} },
+      { store: new EmbeddedStore(cluster.dir), rpc, clock: systemClock, log: () => {} },
     );
     await new Promise((r) => setTimeout(r, 100));
     stop = true;
@@ -159,10 +146,10 @@ describe("splits and merges on agents", () => {
       ranges: [...keep.ranges, ...gone.ranges].sort((a, b) => a[0] - b[0]),
       load: 0,
     };
-    const rpc = new AgentRpc({ token });
+    const rpc = new AgentRpc({ token: cluster.token });
     const rec = await executeLayoutChange(
       { op },
-      { store: new EmbeddedStore(dir), rpc, clock: systemClock, log: () => {} },
+      { store: new EmbeddedStore(cluster.dir), rpc, clock: systemClock, log: () => {} },
     );
     rpc.close();
     expect(rec.phase).toBe("done");
@@ -193,8 +180,8 @@ describe("splits and merges on agents", () => {
     const ks = keysIn(seg, [[segment, segment + 1]], "ab-", 4);
     for (const k of ks) await c.put(k, `v-${k}`);
     const before = readMap();
-    const rpc = new LyingRpc({ token });
-    const deps = { store: new EmbeddedStore(dir), rpc, clock: systemClock, log: () => {} };
+    const rpc = new LyingRpc({ token: cluster.token });
+    const deps = { store: new EmbeddedStore(cluster.dir), rpc, clock: systemClock, log: () => {} };
     await expect(executeLayoutChange({ op }, deps)).rejects.toThrow(/aborted.*checksum-mismatch/);
     expect(readMap()).toEqual(before);
     expect((await api(op.node, "GET", `/v1/shards/${piece}`)).status).toBe(404);
@@ -243,14 +230,14 @@ describe("splits and merges on agents", () => {
       const hot = keysIn(seg, [[multi.ranges[0][0], multi.ranges[0][0] + 1]], `rk-${fp}-`, 1)[0];
       for (let i = 0; i < 30; i++) await c.put(hot, `v${i}`);
       c.close();
-      const cfg = join(dir, "split.yaml");
+      const cfg = join(cluster.dir, "split.yaml");
       const { writeFileSync } = await import("node:fs");
       writeFileSync(
         cfg,
         "reshard:\n  splitRate: 0.01\n  mergeRate: 0\n  shardLoadCap: 100000\n  minDwellSeconds: 0\n",
       );
       const { command, args } = shardctlCommand();
-      const child = spawn(command, [...args, "--data-dir", dir, "reshard", "--apply"], {
+      const child = spawn(command, [...args, "--data-dir", cluster.dir, "reshard", "--apply"], {
         env: { ...env, SHARDCTL_CONFIG: cfg, SHARDCTL_FAILPOINT: fp },
         stdio: ["ignore", "ignore", "pipe"],
       });
@@ -294,7 +281,7 @@ describe("splits and merges on agents", () => {
     // Given a split planned against the map as it is, and then a change to the map by someone else
     const { version } = readMap();
     const { op } = splitOp(0);
-    const store = new EmbeddedStore(dir);
+    const store = new EmbeddedStore(cluster.dir);
     const current = (await store.load())!;
     const bumped = await store.compareAndSet(current.version, current.map);
     expect(bumped.ok).toBe(true);
@@ -306,7 +293,7 @@ describe("splits and merges on agents", () => {
       dedicatedAfter: 1,
       heldByDwell: [],
     };
-    const rpc = new AgentRpc({ token });
+    const rpc = new AgentRpc({ token: cluster.token });
     try {
       // When the diff is carried out with the version it was planned against
       const result = await executeLayoutDiff(
@@ -458,16 +445,21 @@ describe("splits and merges on agents", () => {
     const nodeB = map.nodes.find((n) => n.zone === "b")!.id;
     const onA = map.shards.find((s) => s.node === nodeA && s.ranges.reduce((n, [a, b]) => n + b - a, 0) > 1)!;
     const hot = keysIn(seg, onA.ranges, "autopilot-hot-", 1)[0];
-    const c = new ShardClient({ store: new EmbeddedStore(dir), token, originZone: "b", deadlineMs: 20_000 });
+    const c = new ShardClient({
+      store: new EmbeddedStore(cluster.dir),
+      token: cluster.token,
+      originZone: "b",
+      deadlineMs: 20_000,
+    });
     for (let i = 0; i < 60; i++) await c.put(hot, `v${i}`);
     const { writeFileSync } = await import("node:fs");
-    const cfg = join(dir, "autopilot.yaml");
+    const cfg = join(cluster.dir, "autopilot.yaml");
     writeFileSync(
       cfg,
       "reshard:\n  splitRate: 0.05\n  mergeRate: 0\n  shardLoadCap: 100000\n  minDwellSeconds: 0\n",
     );
-    const zones = writeZoneMatrix(dir);
-    const r = await runShardctl(["--data-dir", dir, "autopilot", "--once", "--latency", zones], {
+    const zones = writeZoneMatrix(cluster.dir);
+    const r = await runShardctl(["--data-dir", cluster.dir, "autopilot", "--once", "--latency", zones], {
       ...env,
       SHARDCTL_CONFIG: cfg,
     });
@@ -483,7 +475,7 @@ describe("splits and merges on agents", () => {
     c.close();
     // a bad latency file is a usage error before anything runs
     const bad = await runShardctl(
-      ["--data-dir", dir, "autopilot", "--once", "--latency", join(dir, "nope.json")],
+      ["--data-dir", cluster.dir, "autopilot", "--once", "--latency", join(cluster.dir, "nope.json")],
       env,
     );
     expect(bad.code).toBe(2);
