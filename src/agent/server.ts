@@ -35,6 +35,7 @@ import {
   replicationAdmin,
 } from "./replication.js";
 import { SnapshotFailed, type WriteOp, type WriteResult } from "./shard.js";
+import type { StateValue } from "./snapshot.js";
 import { installSnapshotRequest, snapshotRequest } from "./snapshot-transfer.js";
 import {
   checkKey,
@@ -51,6 +52,8 @@ import { pipeInSlices, runInSlices } from "../slices.js";
 
 const JSON_LIMIT_EXTRA = 1024 * 1024;
 const MAX_BATCH_OPS = 10_000;
+/** A get's answer in a batch without its value: `{"found":true,"value":"","lsn":…},` at most. */
+const BATCH_GET_OVERHEAD = 48;
 
 const expectedAuth = new WeakMap<Agent, Buffer>();
 
@@ -465,6 +468,39 @@ async function batchRequest(
   if (agent.stopping) {
     throw new ApiError(503, "shutting-down", "the agent is shutting down", {}, { "retry-after": "1" });
   }
+  // Each get answers the state at its place in the batch: the batch's last write to its key before
+  // it (`write`: its index in writes), or the value stored before the batch's writes (`stored`).
+  const lastWrite = new Map<string, number>();
+  const gets: ({ write: number } | { stored: StateValue | undefined })[] = [];
+  let answerBytes = 0;
+  let w = 0;
+  for (const o of ops) {
+    if (o.op !== "get") {
+      lastWrite.set(o.key, w++);
+      continue;
+    }
+    const write = lastWrite.get(o.key);
+    const got: (typeof gets)[number] = write !== undefined ? { write } : { stored: shard.peek(o.key) };
+    const value = "write" in got ? writes[got.write].value : got.stored?.value;
+    answerBytes += BATCH_GET_OVERHEAD + (value ? 4 * Math.ceil(value.length / 3) : 0);
+    gets.push(got);
+  }
+  const answerLimit = agent.opts.maxValueBytes * 2 + JSON_LIMIT_EXTRA;
+  if (answerBytes > answerLimit) {
+    throw new ApiError(
+      413,
+      "too-large",
+      `the answer to this batch's ${gets.length} gets would be about ${answerBytes} bytes; the limit is ${answerLimit} bytes (as for a request): ask for fewer keys per batch, or get large values one at a time`,
+      { limit: answerLimit },
+    );
+  }
+  type GetAnswer = { found: false } | { found: true; value: string; lsn: number };
+  // the stored values are encoded now: a later write may update an entry in place
+  const answers: (GetAnswer | number)[] = gets.map((got) => {
+    if ("write" in got) return got.write;
+    const v = got.stored;
+    return v ? { found: true, value: v.value.toString("base64"), lsn: v.lsn } : { found: false };
+  });
   shard.raiseEpoch(epoch);
   let results: WriteResult[] = [];
   try {
@@ -473,14 +509,15 @@ async function batchRequest(
     throw writeFailed(shard, err);
   }
   const now = Date.now();
-  let w = 0;
+  let g = 0;
+  w = 0;
   const out = ops.map((o, i) => {
     agent.windows.record(segments[i], o.op !== "get", zone, now);
-    if (o.op === "get") {
-      const v = shard.peek(o.key); // (encoded at once)
-      return v ? { found: true, value: v.value.toString("base64"), lsn: v.lsn } : { found: false };
-    }
-    return results[w++];
+    if (o.op !== "get") return results[w++];
+    const a = answers[g++];
+    if (typeof a !== "number") return a;
+    const { value } = writes[a];
+    return value ? { found: true, value: value.toString("base64"), lsn: results[a].lsn } : { found: false };
   });
   sendJson(res, 200, { epoch: shard.meta.epoch, results: out });
 }

@@ -185,6 +185,29 @@ describe("hostile input", () => {
     await unchanged();
   });
 
+  it("refuses a batch whose gets' answer would be over the request limit: 413, the epoch not raised", async () => {
+    expect((await admin(b.port, "PUT", "big-answers", { epoch: 1 })).status).toBe(201);
+    expect((await put(b.port, "big-answers", "v", Buffer.alloc(4096, 7))).status).toBe(200);
+    // 300 gets of a 4 KiB value: ~1.6 MB of base64 against 2 × 4096 + 1 MiB; a 1 MiB value and a few
+    // hundred gets made 400 MB (seconds of a blocked agent), thousands a 500 after raising the epoch
+    const ops = Array.from({ length: 300 }, () => ({ op: "get", key: "v" }));
+    const big = await http(b.port, "POST", "/v1/shards/big-answers/batch", {
+      headers: { "x-shard-epoch": "2" },
+      body: JSON.stringify({ ops }),
+    });
+    expect(big.status).toBe(413);
+    expect(big.json().message).toMatch(
+      /the answer to this batch's 300 gets would be about \d+ bytes; the limit is 1056768 bytes/,
+    );
+    expect((await http(b.port, "GET", "/v1/shards/big-answers")).json()).toMatchObject({ epoch: 1, lsn: 1 });
+    const fits = await http(b.port, "POST", "/v1/shards/big-answers/batch", {
+      headers: { "x-shard-epoch": "1" },
+      body: JSON.stringify({ ops: ops.slice(0, 100) }),
+    });
+    expect(fits.status).toBe(200);
+    expect(fits.json().results).toHaveLength(100);
+  });
+
   it("refuses malformed JSON, bad base64 and bad ops with 400", async () => {
     const bad = await http(a.port, "POST", "/v1/shards/shard-1/batch", {
       headers: { "x-shard-epoch": "1" },
@@ -328,6 +351,38 @@ describe("hostile input", () => {
       /shardctl_agent_requests_total\{op="put",status="500"\}/,
     );
     await unchanged();
+  });
+});
+
+describe("batches", () => {
+  it("answers each get with the state at its place in the batch: the writes before it, none after", async () => {
+    expect((await admin(b.port, "PUT", "in-order", { epoch: 1 })).status).toBe(201);
+    expect((await put(b.port, "in-order", "k", "before")).status).toBe(200);
+    const b64 = (v: string) => Buffer.from(v).toString("base64");
+    const r = await http(b.port, "POST", "/v1/shards/in-order/batch", {
+      headers: { "x-shard-epoch": "1" },
+      body: JSON.stringify({
+        ops: [
+          { op: "get", key: "k" },
+          { op: "put", key: "k", value: b64("first") }, // the same length: the stored entry is updated in place
+          { op: "get", key: "k" },
+          { op: "put", key: "k", value: b64("second") },
+          { op: "delete", key: "k" },
+          { op: "get", key: "k" },
+          { op: "get", key: "other" },
+        ],
+      }),
+    });
+    expect(r.status).toBe(200);
+    const [g0, p1, g2, p3, d4, g5, g6] = r.json().results;
+    expect(g0).toEqual({ found: true, value: b64("before"), lsn: 1 });
+    expect(p1).toEqual({ lsn: 2 });
+    expect(g2).toEqual({ found: true, value: b64("first"), lsn: 2 });
+    expect(p3).toEqual({ lsn: 3 });
+    expect(d4).toEqual({ lsn: 4, existed: true });
+    expect(g5).toEqual({ found: false });
+    expect(g6).toEqual({ found: false });
+    expect((await get(b.port, "in-order", "k")).status).toBe(404);
   });
 });
 
