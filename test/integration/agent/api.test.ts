@@ -374,7 +374,7 @@ describe("batches", () => {
       }),
     });
     expect(r.status).toBe(200);
-    const [g0, p1, g2, p3, d4, g5, g6] = r.json().results;
+    const [g0, p1, g2, p3, d4, g5, g6] = r.json().results as unknown[];
     expect(g0).toEqual({ found: true, value: b64("before"), lsn: 1 });
     expect(p1).toEqual({ lsn: 2 });
     expect(g2).toEqual({ found: true, value: b64("first"), lsn: 2 });
