@@ -845,6 +845,11 @@ export interface DeployOptions {
    * replaces addr). The token, if any, goes to the node in a 0600 file.
    */
   consul?: { addr: string; prefix: string; token?: string };
+  /**
+   * Register a freshly installed node even when the map already gives it shards its agent does not
+   * hold (their data lost for good): they are created empty. Without it such a node is refused.
+   */
+  acceptEmptyShards?: boolean;
 }
 
 export interface DeployDeps {
@@ -1572,6 +1577,7 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
       durationMs: 0,
     };
   });
+  if (before && !opts.acceptEmptyShards) await refuseDatalessInstalls(before.map, reports, opts.token);
   const healthy = reports.filter((r) => r.outcome !== "failed");
   const failed = reports.filter((r) => r.outcome === "failed");
   const warnings: string[] = [];
@@ -1705,6 +1711,50 @@ async function deregisterConsulService(store: LocationStore, nodeId: string): Pr
   const http = (store as unknown as { http?: import("../consul/http.js").ConsulHttp }).http;
   if (!http) return;
   await services.deregisterAgentService(http, nodeId);
+}
+
+/**
+ * A node the map already gives shards to, freshly installed (a data directory without an agent
+ * before: another host or dataDir than its data's, or a replaced machine) and whose agent does not
+ * hold them, is not registered: the map would point its shards at an agent without their data, and
+ * the shards handed to it would be empty. Its report becomes a failure that says so; the map keeps
+ * the node where it was (`--accept-empty-shards` registers it anyway, for data lost for good).
+ */
+async function refuseDatalessInstalls(map: LocationMap, reports: NodeReport[], token: string): Promise<void> {
+  const fresh = reports.filter((r) => r.outcome === "installed" && map.shards.some((s) => s.node === r.id));
+  if (fresh.length === 0) return;
+  const rpc = new AgentRpc({ token, timeoutMs: 5000 });
+  try {
+    for (const r of fresh) {
+      const owned = map.shards.filter((s) => s.node === r.id).map((s) => s.id);
+      let missing: string[];
+      try {
+        const inv = await rpc.inventory(r.address);
+        if (inv.status !== 200) throw new Error(`status ${inv.status}`);
+        const held = new Set(inv.body.shards.map((s) => s.id));
+        missing = owned.filter((id) => !held.has(id));
+      } catch (err) {
+        missing = owned;
+        r.error = `cannot ask its agent at ${r.address} which shards it holds (${(err as Error).message}); `;
+      }
+      if (missing.length === 0) continue;
+      const where = map.nodes.find((n) => n.id === r.id)?.address;
+      const list =
+        missing.slice(0, 5).join(", ") + (missing.length > 5 ? `, … (${missing.length - 5} more)` : "");
+      r.outcome = "failed";
+      r.step = "register";
+      r.error =
+        (r.error ?? "") +
+        `${r.id} was installed afresh at ${r.address}, but the location map gives it ${owned.length} shard(s) this agent does not hold (${list}): ` +
+        `their data is with the agent the map names${where ? ` (${where})` : ""}, so the map was left pointing there and no empty shard was created`;
+      r.hint =
+        `deploy ${r.id} with its earlier host and dataDir, or move its shards to other nodes first (\`shardctl migrate --shard <id> --to <node> --apply\`); ` +
+        `if that data is lost for good, \`deploy --accept-empty-shards\` registers ${r.id} here with its shards empty. ` +
+        `The agent installed here keeps running, outside the map`;
+    }
+  } finally {
+    rpc.close();
+  }
 }
 
 /** Creates, on each deployed agent, the shards the map gives it that it does not hold yet. */

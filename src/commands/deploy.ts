@@ -137,6 +137,7 @@ export interface DeployCommandOptions extends SshCommandOptions {
   rollback?: boolean;
   keepReleases: string;
   healthTimeout: string;
+  acceptEmptyShards?: boolean;
   json?: boolean;
 }
 
@@ -232,6 +233,7 @@ export async function runDeployCommand(
             concurrency,
             healthTimeoutMs,
             hostKeys,
+            acceptEmptyShards: Boolean(opts.acceptEmptyShards),
           },
           { store, control, progress: (id, e) => progress.update(id, e), log: note },
         );
@@ -491,6 +493,10 @@ export const registerDeploy: RegisterCommand = (program: Command, ctx: CommandCo
       String(DEFAULT_KEEP_RELEASES),
     )
     .option("--health-timeout <seconds>", "how long to wait for each agent's /health", "30")
+    .option(
+      "--accept-empty-shards",
+      "register a freshly installed node even though the map gives it shards its agent does not hold, creating them empty (for a node whose data is lost for good; without it such a node is refused)",
+    )
     .option("--json", "print the per-node result as JSON (progress stays on stderr)")
     .addHelpText("after", DEPLOY_HELP)
     .action(async (opts: DeployCommandOptions) => {

@@ -15,6 +15,7 @@ import { buildBundle, sha256File, type Bundle } from "../../../src/cluster/bundl
 import type { DeployResult } from "../../../src/cluster/deploy.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { cli } from "../../helpers/cli.js";
+import { freePorts } from "../../helpers/ports.js";
 import { inventoryNode, startSshLab, type SshHost, type SshLab } from "../../helpers/sshd.js";
 
 const TOKEN = "tok-" + "9f3c1e77a0b2d4e6".repeat(2);
@@ -265,6 +266,56 @@ describe("deploy over SSH", () => {
     expect(r.out).not.toContain(TOKEN);
     const get = await cli([...base(), "get", "key-3"], env);
     expect(get.out).toBe("value 3 é");
+  });
+
+  it("does not register a node installed afresh elsewhere while the map gives it shards: the map keeps pointing at its data", async () => {
+    // h3 "moved" to another dataDir and port (a mistaken inventory, or a replaced machine): its new
+    // agent holds none of h3's shards. Registered, the map would point them at empty shards.
+    const { parse } = await import("yaml");
+    const inv = parse(readFileSync(inventory, "utf8")) as { nodes: Record<string, unknown>[] };
+    const h3 = inv.nodes.find((n) => n.id === "h3")!;
+    const port = (await freePorts(1))[0];
+    const moved = {
+      ...h3,
+      dataDir: `${hosts[2].home}/moved`,
+      agentPort: port,
+      ...(h3.listen ? { listen: `127.0.0.1:${port}` } : {}),
+    };
+    const movedInventory = join(lab.dir, "moved.yaml");
+    writeFileSync(movedInventory, stringify({ nodes: [moved] }));
+    const before = await mapNodes();
+    const r = await cli(
+      [
+        ...base(),
+        "deploy",
+        "--inventory",
+        movedInventory,
+        "--known-hosts",
+        knownHosts,
+        "--bundle",
+        bundle.path,
+        "--json",
+      ],
+      env,
+    );
+    expect(r.code).toBe(1);
+    const result = JSON.parse(r.out) as DeployResult;
+    expect(result.nodes[0]).toMatchObject({ id: "h3", outcome: "failed", step: "register" });
+    expect(result.nodes[0].error).toMatch(
+      /^h3 was installed afresh at [\d.]+:\d+, but the location map gives it 4 shard\(s\) this agent does not hold/,
+    );
+    expect(r.err).toContain("--accept-empty-shards");
+    expect(await mapNodes()).toEqual(before);
+    for (let i = 0; i < 12; i++) {
+      const get = await cli([...base(), "get", `key-${i}`], env);
+      expect(get.code, get.err).toBe(0);
+      expect(get.out).toBe(`value ${i} é`);
+    }
+    const stop = await cli(
+      [...base(), "node", "stop", "h3", "--inventory", movedInventory, "--known-hosts", knownHosts],
+      env,
+    );
+    expect(stop.code, stop.err).toBe(0);
   });
 
   it("refuses to undeploy a node that still owns shards, and says how to move them", async () => {
