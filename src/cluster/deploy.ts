@@ -28,6 +28,7 @@ import { shellQuote, SshExecutor, type ExecResult, type Executor } from "./ssh.j
 import { initialLayout, type LocationMap, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
+import { failpoint } from "../failpoint.js";
 
 // ---------------------------------------------------------------- tasks
 
@@ -1805,7 +1806,7 @@ function ownsShardsError(nodeId: string, map: LocationMap): PreconditionError {
   return new PreconditionError(
     `node ${nodeId} still owns ${owned.length} shard(s) in the location map: ${list}`,
     {
-      hint: `move them off it first — plan the moves with \`shardctl plan --all\` and run them with \`shardctl migrate\` — then run \`shardctl undeploy ${nodeId}\` again`,
+      hint: `move them to other nodes first (\`shardctl migrate --shard <id> --to <node> --apply\` for each; \`shardctl plan --all\` shows the moves the planner would make), then run \`shardctl undeploy ${nodeId}\` again`,
     },
   );
 }
@@ -1837,7 +1838,13 @@ export async function runUndeploy(
   const exec = await connectOrExplain(node, opts.hostKeys, deps.connect ?? connectNode, log);
   const removed: string[] = [];
   let stopped = "not running";
+  let deregistered: boolean | undefined;
+  failpoint("undeploy.connected");
   try {
+    // Out of the map before its agent is touched, by compare-and-set with the check that it owns no
+    // shard: a migration to it committed after the check above would otherwise lose its shard with
+    // the agent (a move's commit refuses a target that is not in the map, so none can land after).
+    deregistered = await deregisterFromMap(deps.store, node.id, deps.now ?? Date.now);
     const dir = node.dataDir;
     const ctl = await exec.exec(["test", "-f", `${dir}/ctl.sh`]);
     if (ctl.code === 0) {
@@ -1866,11 +1873,16 @@ export async function runUndeploy(
     await run(exec, "removing the agent's files", ["rm", "-rf", "--", ...paths]);
     removed.push(...paths);
     if (opts.purge) await exec.exec(["rmdir", "--", dir]);
+  } catch (err) {
+    // nothing changed while it was not out of the map yet (it owns shards: exit 3)
+    if (deregistered === undefined) throw err;
+    throw new UserError(
+      `${node.id}: ${deregistered ? "removed from the location map" : "not in the location map"}, but stopping and removing its agent failed: ${(err as Error).message}`,
+      { hint: `run \`shardctl undeploy ${node.id}\` again once the node answers`, cause: err },
+    );
   } finally {
     await exec.close();
   }
-  const now = deps.now ?? Date.now;
-  const deregistered = await deregisterFromMap(deps.store, node.id, now);
   if (deps.store.kind === "consul") {
     try {
       await deregisterConsulService(deps.store, node.id);
@@ -1878,7 +1890,7 @@ export async function runUndeploy(
       log(`warning: ${node.id}: not deregistered from Consul: ${(err as Error).message}`);
     }
   }
-  return { node: node.id, stopped, removed, deregistered };
+  return { node: node.id, stopped, removed, deregistered: deregistered === true };
 }
 
 /** Connects, turning a refused host key into a UserError with its hint. */

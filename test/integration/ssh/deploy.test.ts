@@ -14,7 +14,7 @@ import { AGENT_NODE_FLAGS } from "../../../src/agent/node-flags.js";
 import { buildBundle, sha256File, type Bundle } from "../../../src/cluster/bundle.js";
 import type { DeployResult } from "../../../src/cluster/deploy.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import { cli } from "../../helpers/cli.js";
+import { cli, watchedProcess } from "../../helpers/cli.js";
 import { freePorts } from "../../helpers/ports.js";
 import { inventoryNode, startSshLab, type SshHost, type SshLab } from "../../helpers/sshd.js";
 
@@ -322,7 +322,7 @@ describe("deploy over SSH", () => {
     const r = await cli([...base(), "undeploy", "h1", ...sshFlags()], env);
     expect(r.code).toBe(3);
     expect(r.err).toMatch(/h1 still owns 4 shard/);
-    expect(r.err).toContain("shardctl plan --all");
+    expect(r.err).toContain("shardctl migrate --shard <id> --to <node> --apply");
     expect(pidOf("h1")).toBeGreaterThan(0);
   });
 
@@ -342,5 +342,39 @@ describe("deploy over SSH", () => {
     expect(existsSync(join(dir, "token"))).toBe(false);
     expect(existsSync(join(dir, "data"))).toBe(true);
     expect(existsSync(pwned)).toBe(false);
+  });
+  it("undeploy leaves the map before it stops the agent: a shard moved to the node meanwhile stops it, with nothing changed", async () => {
+    let r = await deploy("--nodes", "h4");
+    expect(r.code, r.err).toBe(0);
+    const dir = dataDirs.get("h4")!;
+    // undeploy checked the map (no shard on h4) and connected; stopped there, a move lands on h4
+    const undeploy = watchedProcess([...base(), "undeploy", "h4", ...sshFlags(), "--purge"], {
+      ...process.env,
+      ...env,
+      SHARDCTL_FAILPOINT: "undeploy.connected",
+    });
+    try {
+      await undeploy.waitFor(/failpoint undeploy\.connected: stopping/);
+      const store = new EmbeddedStore(controlDir);
+      const shard = (await store.load())!.map.shards.find((s) => s.node === "h1")!;
+      await store.close();
+      r = await cli([...base(), "migrate", "--shard", shard.id, "--to", "h4", "--apply"], env);
+      expect(r.code, r.err).toBe(0);
+    } finally {
+      undeploy.child.kill("SIGCONT");
+    }
+    const end = await undeploy.exited;
+    expect(end.code, undeploy.err()).toBe(3);
+    expect(undeploy.err()).toMatch(/node h4 still owns 1 shard/);
+    // before: "h4: stopped", its files and data removed, then the same refusal (the shard lost)
+    expect(undeploy.err()).not.toMatch(/h4: stopped/);
+    expect(existsSync(join(dir, "data"))).toBe(true);
+    expect(lab.processesWith(`${dir}/supervise.sh`).length).toBeGreaterThan(0);
+    expect((await mapNodes()).find((n) => n.id === "h4")).toMatchObject({ shards: 1 });
+    for (let i = 0; i < 12; i++) {
+      const get = await cli([...base(), "get", `key-${i}`], env);
+      expect(get.code, get.err).toBe(0);
+      expect(get.out).toBe(`value ${i} é`);
+    }
   });
 });
