@@ -1061,7 +1061,9 @@ const prepareTask: Task<NodeContext> = {
     const r = await run(ctx.exec!, `creating ${ctx.node.dataDir}`, [
       "sh",
       "-c",
-      'if [ -d "$1" ]; then echo existed; fi; mkdir -p "$1/data" && chmod 700 "$1" && rm -rf "$1/.staging" && mkdir -m 700 "$1/.staging"',
+      // a directory that exists keeps its mode (it may be shared: /tmp, a mount point); one made here is 0700
+      'if [ -d "$1" ]; then echo existed; else mkdir -p "$1" && chmod 700 "$1" || exit 1; fi; ' +
+        '{ [ -d "$1/data" ] || mkdir -m 700 "$1/data"; } && rm -rf "$1/.staging" && mkdir -m 700 "$1/.staging"',
       "sh",
       ctx.node.dataDir,
     ]);

@@ -28,7 +28,7 @@ const port = z.number().int().min(1).max(65535);
 /** Absolute, printable, no control characters (quoted everywhere, but a newline in a path is never wanted). */
 const remotePath = z
   .string()
-  .min(2)
+  .min(1)
   .max(1024)
   .refine((p) => p.startsWith("/"), "must be an absolute path")
   .refine((p) => !hasControlChar(p), "must not contain control characters (newline, tab, ...)")
@@ -37,7 +37,9 @@ const remotePath = z
   .transform((p) => {
     const n = posix.normalize(p);
     return n.length > 1 ? n.replace(/\/+$/, "") : n;
-  });
+  })
+  // `//` or `/.` is `/`: deploy would make it 0700, undeploy --purge remove what is in it
+  .refine((p) => p !== "/", "must not be the root directory (/)");
 
 /** HOST:PORT with the port in 1..65535. */
 const address = z

@@ -6,7 +6,17 @@
  * fourth node. The agents' dataDir holds quotes, spaces, `$()` and backticks:
  * every remote command must quote it.
  */
-import { copyFileSync, appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
@@ -376,5 +386,29 @@ describe("deploy over SSH", () => {
       expect(get.code, get.err).toBe(0);
       expect(get.out).toBe(`value ${i} é`);
     }
+  });
+  it("deploys into a directory that exists without changing its mode, and undeploy --purge leaves what is not the agent's", async () => {
+    // a shared directory (as /tmp is): before, deploy made it 0700 for good
+    const shared = join(hosts[3].home, "shared");
+    mkdirSync(shared, { recursive: true });
+    chmodSync(shared, 0o1777);
+    writeFileSync(join(shared, "someone-elses-file"), "x");
+    const port = (await freePorts(1))[0];
+    const h5 = inventoryNode(lab, hosts[3], "h5", "a", {
+      dataDir: shared,
+      agentPort: port,
+      ...(lab.netns ? {} : { listen: `127.0.0.1:${port}` }),
+    });
+    const h5Inventory = join(lab.dir, "h5.yaml");
+    writeFileSync(h5Inventory, stringify({ nodes: [h5] }));
+    const flags = ["--inventory", h5Inventory, "--known-hosts", knownHosts];
+    let r = await cli([...base(), "deploy", ...flags, "--bundle", bundle.path], env);
+    expect(r.code, r.err).toBe(0);
+    expect(statSync(shared).mode & 0o7777).toBe(0o1777);
+    expect(statSync(join(shared, "data")).mode & 0o777).toBe(0o700);
+    r = await cli([...base(), "undeploy", "h5", ...flags, "--purge"], env);
+    expect(r.code, r.err).toBe(0);
+    expect(statSync(shared).mode & 0o7777).toBe(0o1777);
+    expect(readdirSync(shared)).toEqual(["someone-elses-file"]);
   });
 });

@@ -118,6 +118,15 @@ describe("parseInventory", () => {
     expect(msg).toMatch(/node "n6" \(nodes\[5\]\)\.\(the node\): .*colour/);
   });
 
+  it("refuses a dataDir that is the root directory however it is spelled", () => {
+    for (const dataDir of ["/", "//", "///", "/.", "/./", "/.//."]) {
+      const msg = problems({
+        nodes: [{ id: "n1", host: "10.0.0.1", user: "u", keyFile: "k", zone: "a", dataDir }],
+      });
+      expect(msg, dataDir).toContain('node "n1" (nodes[0]).dataDir: must not be the root directory (/)');
+    }
+  });
+
   it("uses the SSH agent when there is no keyFile and an agent runs", () => {
     const inv = parse(
       { nodes: [{ id: "n1", host: "h", user: "u", zone: "a" }] },
