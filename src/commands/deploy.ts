@@ -315,7 +315,8 @@ function reportFailure(io: IO, r: NodeReport): void {
 }
 
 /**
- * SIGINT/SIGTERM during a deploy. The first: the deploy stops starting new
+ * SIGINT/SIGTERM/SIGHUP during a deploy, or its stderr closed (a write
+ * failing: the session gone, a reader that quit). The first: the deploy stops starting new
  * work, and the node being cut over is carried to a running agent (its new
  * one, or its previous one back) — a process that died there would leave that
  * node with no agent at all — within `boundSeconds`. A second signal, or the
@@ -332,14 +333,32 @@ function handleInterrupts(
   releaseLock: () => Promise<void>,
 ): () => void {
   let deadline: NodeJS.Timeout | undefined;
-  const signals = ["SIGINT", "SIGTERM"] as const;
+  // SIGHUP: the operator's terminal or SSH session closed
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  // Nor may a closed stderr (the session gone, a reader that quit) end the process mid-cut-over
+  // with exit 0 (bin/shardctl.ts exits on EPIPE): its handlers are set aside while the deploy runs,
+  // and a failed write interrupts the deploy as a first signal does, without a word more.
+  const errorHandlers = err.listeners("error") as ((e: unknown) => void)[];
+  let outputGone = false;
+  const onWriteError = () => {
+    if (outputGone) return;
+    outputGone = true;
+    if (!control.interrupted) control.interrupt("its output was closed");
+  };
+  const say = (text: string) => {
+    if (!outputGone) err.write(text);
+  };
   const remove = () => {
     if (deadline) clearTimeout(deadline);
     for (const sig of signals) process.off(sig, onSignal);
+    // once the output is gone, its write errors stay ignored: the command's exit status is the deploy's
+    if (outputGone) return;
+    err.off("error", onWriteError);
+    for (const h of errorHandlers) if (!err.listeners("error").includes(h)) err.on("error", h);
   };
   const exitNow = (sig: NodeJS.Signals, why: string) => {
     const nodes = control.inCutover;
-    err.write(
+    say(
       `${why}: exiting now. ` +
         (nodes.length
           ? `${nodes.map((id) => `${id}: its agent may be left stopped`).join("; ")} — run the same \`shardctl deploy\` again: ` +
@@ -353,9 +372,9 @@ function handleInterrupts(
   function onSignal(sig: NodeJS.Signals) {
     if (control.interrupted) return exitNow(sig, `${sig} again`);
     control.interrupt(sig);
-    beforeWrite();
+    if (!outputGone) beforeWrite();
     const nodes = control.inCutover;
-    err.write(
+    say(
       `\n${sig}: deploy interrupted: ` +
         (nodes.length
           ? `finishing the cut-over of ${nodes.join(", ")} — until its new agent answers, or its previous one is back — before exiting (at most ${boundSeconds} s); `
@@ -368,6 +387,8 @@ function handleInterrupts(
     );
   }
   for (const sig of signals) process.on(sig, onSignal);
+  for (const h of errorHandlers) err.off("error", h);
+  err.on("error", onWriteError);
   return remove;
 }
 

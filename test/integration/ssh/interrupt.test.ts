@@ -148,9 +148,13 @@ afterAll(async () => {
 }, 60_000);
 
 describe("an interrupted deploy", () => {
+  // SIGHUP: the operator's terminal or SSH session closed; "stderr closed": the reader of its
+  // output went away (before, the first failed write ended the process at once, with exit 0)
   for (const [signal, from, to] of [
     ["SIGINT", () => v1, () => v2],
     ["SIGTERM", () => v2, () => v3],
+    ["SIGHUP", () => v3, () => v2],
+    ["stderr closed", () => v2, () => v3],
   ] as const) {
     it(`on ${signal} at the cut-over, finishes the node being cut over, stops no other node, says so, and exits 1`, async () => {
       for (const id of IDS) expect(releaseOn(id)).toBe(from().sha256);
@@ -158,11 +162,15 @@ describe("an interrupted deploy", () => {
       const d = deployProcess(to(), "--json");
       const [, id] = await d.waitFor(/^(n\d) +swap into place$/m);
       const other = IDS.find((x) => x !== id)!;
-      d.child.kill(signal);
+      if (signal === "stderr closed") d.child.stderr!.destroy();
+      else d.child.kill(signal);
       const { code } = await d.exited;
       expect(code, d.err()).toBe(1);
-      expect(d.err()).toMatch(new RegExp(`${signal}: .*finishing the cut-over of ${id}`));
-      expect(d.err()).toMatch(/deploy interrupted/);
+      if (signal !== "stderr closed") {
+        expect(d.err()).toMatch(new RegExp(`${signal}: .*finishing the cut-over of ${id}`));
+        expect(d.err()).toMatch(/deploy interrupted/);
+      }
+      expect(existsSync(join(controlDir, "deploy.lock")), "the deploy lock is released").toBe(false);
       const result = JSON.parse(d.out()) as DeployResult;
       expect(report(result, id)).toMatchObject({ outcome: "upgraded" });
       expect(report(result, other)).toMatchObject({ outcome: "failed", step: "interrupted" });
