@@ -195,7 +195,13 @@ export class EmbeddedStore implements LocationStore {
         migrationRev = w.rev;
       }
       const version = currentVersion + 1;
-      this.writeFile(version, next, records);
+      try {
+        this.writeFile(version, next, records);
+      } catch (err) {
+        // before the rename nothing took effect; after it (NotDurableError) the map may be the new one
+        if (err instanceof NotDurableError) throw err;
+        throw writeRefusedError(this.dataDir, err);
+      }
       return migrationRev === undefined ? { ok: true, version } : { ok: true, version, migrationRev };
     } finally {
       release();
@@ -353,10 +359,18 @@ export async function acquireFileLock(
   for (;;) {
     try {
       const fd = openSync(lockFile, "wx", 0o600);
-      writeSync(fd, opts.content ?? String(process.pid));
+      try {
+        writeSync(fd, opts.content ?? String(process.pid));
+      } catch (err) {
+        // an empty lock names no holder: left behind, it would refuse every later writer
+        closeSync(fd);
+        rmSync(lockFile, { force: true });
+        throw writeRefusedError(dirname(lockFile), err);
+      }
       closeSync(fd);
       return () => rmSync(lockFile, { force: true });
     } catch (err) {
+      if (err instanceof UserError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EACCES" || code === "EPERM" || code === "EROFS")
         throw new UsageError(
@@ -370,6 +384,13 @@ export async function acquireFileLock(
     // stale: its writer died. Taken over under a guard, so that two writers that both saw it stale
     // cannot both take it (the second would remove the first's new lock)
     if (holder !== undefined && !processAlive(holder) && takeOverStaleLock(lockFile, holder, holderPid))
+      continue;
+    // empty for seconds: its writer died between making it and writing its pid (or the disk was full)
+    if (
+      text === "" &&
+      emptyLockStale(lockFile) &&
+      takeOverLockIf(lockFile, (t) => t === "" && emptyLockStale(lockFile))
+    )
       continue;
     if (Date.now() > deadline) {
       if (opts.refusal) throw opts.refusal(text);
@@ -395,6 +416,25 @@ export function takeOverStaleLock(
   deadPid: number,
   holderPid: (text: string) => number | undefined = pidInLockText,
 ): boolean {
+  return takeOverLockIf(lockFile, (text) => holderPid(text) === deadPid);
+}
+
+/** A lock file without a pid is a writer's for the moment between its creation and its write; not for this long. */
+const EMPTY_LOCK_STALE_MS = 5000;
+
+function emptyLockStale(lockFile: string): boolean {
+  try {
+    return Date.now() - statSync(lockFile).mtimeMs > EMPTY_LOCK_STALE_MS;
+  } catch {
+    return false; // gone meanwhile
+  }
+}
+
+/**
+ * Removes `lockFile` if `stale(its text)` still holds when read again under an exclusive guard (see
+ * takeOverStaleLock). Returns false when another process holds the guard.
+ */
+function takeOverLockIf(lockFile: string, stale: (text: string) => boolean): boolean {
   const guard = `${lockFile}.takeover`;
   let fd: number;
   try {
@@ -411,7 +451,7 @@ export function takeOverStaleLock(
   try {
     closeSync(fd);
     const text = readLockText(lockFile);
-    if (text !== undefined && holderPid(text) === deadPid) rmSync(lockFile, { force: true });
+    if (text !== undefined && stale(text)) rmSync(lockFile, { force: true });
   } finally {
     rmSync(guard, { force: true });
   }
@@ -776,6 +816,21 @@ export function dataDirError(dir: string, err: unknown, what = "the data directo
  * The error for a lock file that cannot be created in a data directory that exists: a usage error
  * naming the directory when the path is at fault (a place like /proc/self where no file can be made).
  */
+/**
+ * A write into the data directory that failed before anything took effect (the lock's pid, or the
+ * map's new file before its rename) because the disk is full or failing: a refusal (nothing was
+ * changed: a migration's commit that meets it rolls back), not an internal error. Other errors
+ * are returned as they are.
+ */
+function writeRefusedError(dir: string, err: unknown): unknown {
+  const code = errnoOf(err);
+  if (code !== "ENOSPC" && code !== "EDQUOT" && code !== "EIO") return err;
+  return new PreconditionError(
+    `cannot write in the data directory ${dir}: ${code === "EIO" ? "an I/O error" : "its disk is full"} (${code}); nothing was changed`,
+    { hint: "make room on that disk (or fix it), then run the command again", cause: err },
+  );
+}
+
 function lockFileError(lockFile: string, err: unknown): unknown {
   const code = errnoOf(err);
   const why = code === undefined ? undefined : PATH_REASONS[code];

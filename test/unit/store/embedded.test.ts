@@ -142,6 +142,22 @@ describe("the lock file", () => {
     expect(existsSync(`${lock}.takeover`)).toBe(false);
   });
 
+  it("takes over a lock left empty for seconds (its writer died before writing its pid), not a fresh one", async () => {
+    const lock = join(dir, "x.lock");
+    writeFileSync(lock, "");
+    // fresh: a writer between making it and writing its pid
+    await expect(acquireFileLock(lock, "the thing", 300)).rejects.toThrow(
+      /locked by another writer \(pid unknown\)/,
+    );
+    expect(readFileSync(lock, "utf8")).toBe("");
+    // empty for 10 s: left behind (before, it refused every later writer for good)
+    const old = new Date(Date.now() - 10_000);
+    utimesSync(lock, old, old);
+    const release = await acquireFileLock(lock, "the thing", 2000);
+    expect(readFileSync(lock, "utf8")).toBe(String(process.pid));
+    release();
+  });
+
   it("a takeover decided on an old view leaves the new holder's lock alone", () => {
     // a writer saw the lock stale (dead pid), then another writer took it over and created its
     // own before the first one acted: removing the lock now would let both hold it
