@@ -1,4 +1,5 @@
 /** `shardctl put|get|delete KEY`: one key through the routing client. */
+import { fstatSync } from "node:fs";
 import type { Readable } from "node:stream";
 import type { Command } from "commander";
 import { ShardClient, type GetResult } from "../client/shard-client.js";
@@ -74,6 +75,14 @@ function valueTooLarge(from: string, limit: number): UsageError {
   return new UsageError(`the value ${from} is more than ${limit} bytes (limits.maxValueBytes)`);
 }
 
+function stdinIsDirectory(): boolean {
+  try {
+    return fstatSync(0).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 async function readAll(stream: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
@@ -115,6 +124,12 @@ export async function runPut(
     }
     body = Buffer.from(value, "utf8");
   } else {
+    // `put KEY < dir`: a directory on standard input reads as an empty value, which would be stored
+    if (!deps.stdin && stdinIsDirectory()) {
+      throw new UsageError("standard input is a directory, not a value: nothing was stored", {
+        hint: "give the value as an argument, with --file FILE, or redirect a file into standard input",
+      });
+    }
     body = await readAll(deps.stdin ?? process.stdin, deps.config.limits.maxValueBytes);
   }
   if (body.length > deps.config.limits.maxValueBytes) {

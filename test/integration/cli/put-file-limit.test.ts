@@ -3,11 +3,12 @@
  * further than limits.maxValueBytes + 1 and refused with exit 2, like the same value on standard
  * input; nothing reaches the cluster. Before, the process read until it was killed.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { closeSync, mkdtempSync, openSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runProcess } from "../../helpers/cli.js";
+import { runProcess, shardctlCommand } from "../../helpers/cli.js";
 import { clusterCli, clusterEnv, downLocalCluster, upLocalCluster } from "../cluster/local-fixture.js";
 
 let dir: string;
@@ -45,6 +46,27 @@ describe("put --file against a running local cluster", () => {
     const get = runProcess(["--data-dir", dir, "get", "big"], { env: procEnv });
     expect(get.status).toBe(1);
     expect(get.stderr).toMatch(/key not found: big/);
+  });
+
+  it("refuses a directory on standard input (it read as an empty value, stored over the key's)", () => {
+    const procEnv = { SHARDCTL_SEGMENTS: "64", SHARDCTL_ZONES: "a,b,c" };
+    expect(runProcess(["--data-dir", dir, "put", "kept", "keep"], { env: procEnv }).status).toBe(0);
+    const { command, args } = shardctlCommand();
+    const fd = openSync(tmpdir(), "r");
+    try {
+      const r = spawnSync(command, [...args, "--data-dir", dir, "put", "kept"], {
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, ...procEnv },
+        stdio: [fd, "pipe", "pipe"],
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/^error: standard input is a directory, not a value: nothing was stored$/m);
+    } finally {
+      closeSync(fd);
+    }
+    const get = runProcess(["--data-dir", dir, "get", "kept"], { env: procEnv });
+    expect(get.stdout).toBe("keep");
   });
 
   it("still stores a file within the limit", async () => {
