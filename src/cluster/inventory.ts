@@ -5,6 +5,7 @@
  * reported naming the node and the field (`node n2 (nodes[1]).keyFile: ...`).
  * See docs/DEPLOY.md for the format.
  */
+import { statSync } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, posix, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
@@ -296,20 +297,59 @@ export function loadInventory(file: string, opts: ParseInventoryOptions = {}): I
   return parseInventory(text, path, { baseDir: resolve(path, ".."), ...opts });
 }
 
-/** The nodes named by --nodes a,b (all when undefined); an unknown name is a usage error. */
-export function selectNodes(inv: Inventory, names: string[] | undefined): InventoryNode[] {
-  if (!names || names.length === 0) return inv.nodes;
-  const byId = new Map(inv.nodes.map((n) => [n.id, n]));
-  const unknown = names.filter((n) => !byId.has(n));
-  if (unknown.length) {
+/** The most of a private key file that is read: far above any key (a few KiB). */
+export const MAX_KEY_FILE_BYTES = 1024 * 1024;
+
+/**
+ * The nodes named by --nodes a,b (all when undefined; `given` names what named them in messages);
+ * an unknown name is a usage error, and so is a key file that is a directory or a device (such as
+ * /dev/zero), before anything is locked or touched. (A missing or unusable one fails that node's
+ * connect, as an unreachable host does; connect reads a key file no further than MAX_KEY_FILE_BYTES.)
+ */
+export function selectNodes(
+  inv: Inventory,
+  names: string[] | undefined,
+  given = "--nodes names",
+): InventoryNode[] {
+  let nodes = inv.nodes;
+  if (names && names.length > 0) {
+    const byId = new Map(inv.nodes.map((n) => [n.id, n]));
+    const unknown = names.filter((n) => !byId.has(n));
+    if (unknown.length) {
+      throw new UsageError(
+        `${given} ${unknown.map((u) => JSON.stringify(u)).join(", ")}, not in the inventory ${inv.source}`,
+        {
+          hint: `the inventory has: ${inv.nodes.map((n) => n.id).join(", ")}`,
+        },
+      );
+    }
+    nodes = [...new Set(names)].map((n) => byId.get(n)!);
+  }
+  for (const keyFile of new Set(nodes.map((n) => n.keyFile))) {
+    if (keyFile) checkKeyFile(keyFile);
+  }
+  return nodes;
+}
+
+function checkKeyFile(keyFile: string): void {
+  let st;
+  try {
+    st = statSync(keyFile);
+  } catch {
+    return; // missing: that node's connect says so
+  }
+  if (!st.isFile())
     throw new UsageError(
-      `--nodes names ${unknown.map((u) => JSON.stringify(u)).join(", ")}, not in the inventory ${inv.source}`,
+      `the private key file (keyFile) ${keyFile} is ${st.isDirectory() ? "a directory" : "not a regular file"}`,
+      { hint: "give the path of the private key file in the inventory's keyFile" },
+    );
+  if (st.size > MAX_KEY_FILE_BYTES)
+    throw new UsageError(
+      `the private key file (keyFile) ${keyFile} is larger than any key (${st.size} bytes)`,
       {
-        hint: `the inventory has: ${inv.nodes.map((n) => n.id).join(", ")}`,
+        hint: "give the path of the private key file in the inventory's keyFile",
       },
     );
-  }
-  return [...new Set(names)].map((n) => byId.get(n)!);
 }
 
 /** Any C0 control character (newline, tab, NUL, ...) or DEL. */

@@ -9,9 +9,11 @@
  * into memory and handed to ssh2; it never appears in an error message.
  */
 import { spawn } from "node:child_process";
-import { chmod, copyFile, readFile } from "node:fs/promises";
+import { chmod, copyFile } from "node:fs/promises";
 import { Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from "ssh2";
 import { errorMessage } from "../errors.js";
+import { readInputBytes } from "../input-file.js";
+import { MAX_KEY_FILE_BYTES } from "./inventory.js";
 
 export interface ExecOptions {
   /** Bytes written to the command's standard input (then closed). Secrets go here, never into argv. */
@@ -311,11 +313,10 @@ export class SshExecutor implements Executor {
     };
     if (opts.keyFile) {
       try {
-        config.privateKey = await readFile(opts.keyFile);
+        // bounded: /dev/zero in its place must not be read until memory runs out
+        config.privateKey = readInputBytes(opts.keyFile, "the private key file", MAX_KEY_FILE_BYTES);
       } catch (err) {
-        throw new Error(
-          `cannot read the private key file ${opts.keyFile}: ${(err as NodeJS.ErrnoException).code ?? "error"}`,
-        );
+        throw new Error(errorMessage(err));
       }
     } else {
       const sock = opts.agentSocket ?? process.env.SSH_AUTH_SOCK;

@@ -29,7 +29,7 @@ export async function runNodeCommand(
   ctx: CommandContext,
 ): Promise<void> {
   const config = ctx.config();
-  const [node] = selectNodes(inventoryFor(opts, config, ctx.env), [nodeId]);
+  const [node] = selectNodes(inventoryFor(opts, config, ctx.env), [nodeId], "the node given names");
   const lines = opts.lines === undefined ? undefined : parsePositiveInt(opts.lines, "--lines");
   const hostKeys = hostKeysFor(opts, ctx.env);
   const log = (m: string) => ctx.io.err.write(m + "\n");

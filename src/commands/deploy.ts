@@ -472,7 +472,7 @@ export async function runUndeployCommand(
 ): Promise<void> {
   const config = ctx.config();
   const inventory = inventoryFor(opts, config, ctx.env);
-  const [node] = selectNodes(inventory, [nodeId]);
+  const [node] = selectNodes(inventory, [nodeId], "undeploy names");
   const hostKeys = hostKeysFor(opts, ctx.env);
   const log = (m: string) => ctx.io.err.write(m + "\n");
   const result = await withDeployLock(config, ctx, "undeploy", node.id, (store) =>

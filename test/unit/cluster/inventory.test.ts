@@ -265,7 +265,22 @@ describe("selectNodes", () => {
     const inv = parse(good);
     expect(selectNodes(inv, undefined).map((n) => n.id)).toEqual(["n1", "n2", "n3"]);
     expect(selectNodes(inv, ["n3", "n1", "n3"]).map((n) => n.id)).toEqual(["n3", "n1"]);
-    expect(() => selectNodes(inv, ["n1", "n9"])).toThrow(/"n9", not in the inventory/);
+    expect(() => selectNodes(inv, ["n1", "n9"])).toThrow(/^--nodes names "n9", not in the inventory/);
+    expect(() => selectNodes(inv, ["n9"], "undeploy names")).toThrow(/^undeploy names "n9", not in/);
+  });
+
+  it("refuses a key file that is a directory or a device before anything is touched (/dev/zero was read without end)", () => {
+    const d = newDir();
+    for (const [keyFile, re] of [
+      ["/dev/zero", /^the private key file \(keyFile\) \/dev\/zero is not a regular file$/],
+      [d, /^the private key file \(keyFile\) .* is a directory$/],
+    ] as const) {
+      const inv = parse({ ...good, defaults: { ...good.defaults, keyFile } });
+      expect(() => selectNodes(inv, ["n1"]), keyFile).toThrow(re);
+    }
+    // a missing one is that node's connect failure, as before
+    const missing = parse({ ...good, defaults: { ...good.defaults, keyFile: join(d, "nope") } });
+    expect(selectNodes(missing, ["n1"])).toHaveLength(1);
   });
 });
 
