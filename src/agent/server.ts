@@ -351,6 +351,34 @@ function originZone(agent: Agent, req: IncomingMessage): number {
   return zoneIndex(agent, z);
 }
 
+/**
+ * The writes in flight on each connection, for the requests pipelined after them: HTTP/1.1 lets a
+ * client send requests without waiting for answers, and Node hands them over as they are parsed,
+ * so a GET sent after a PUT on one connection would read before the PUT's fsync and answer the old
+ * value after the PUT was acknowledged. A read (a GET, a batch) first waits for the writes sent
+ * before it on its connection; each write waits for the one before it, too.
+ */
+const writesInFlight = new WeakMap<object, Promise<unknown>>();
+
+/** Waits for the writes sent before this request on its connection (their outcome does not matter). */
+async function afterEarlierWrites(req: IncomingMessage): Promise<void> {
+  const earlier = writesInFlight.get(req.socket);
+  if (earlier) await earlier.catch(() => undefined);
+}
+
+/** Runs `write`, and has the reads pipelined after it on its connection wait for it (writes do not wait). */
+function asConnectionWrite(req: IncomingMessage, write: () => Promise<void>): Promise<void> {
+  const p = write();
+  const earlier = writesInFlight.get(req.socket);
+  const all = earlier ? Promise.allSettled([earlier, p]) : p;
+  writesInFlight.set(req.socket, all);
+  const clear = () => {
+    if (writesInFlight.get(req.socket) === all) writesInFlight.delete(req.socket);
+  };
+  all.then(clear, clear);
+  return p;
+}
+
 async function keyRequest(
   agent: Agent,
   req: IncomingMessage,
@@ -359,28 +387,39 @@ async function keyRequest(
   shardId: string | undefined,
   key: string,
 ): Promise<void> {
-  const write = method !== "GET";
-  const { shard, epoch } = checkShardAccess(agent, shardId, epochHeader(req), write);
+  if (method !== "GET") return asConnectionWrite(req, () => keyWrite(agent, req, res, method, shardId, key));
+  await afterEarlierWrites(req);
+  const { shard, epoch } = checkShardAccess(agent, shardId, epochHeader(req), false);
   const segment = checkKey(agent, shard, key);
   const zone = originZone(agent, req);
-  if (method === "GET") {
-    shard.raiseEpoch(epoch);
-    const v = shard.get(key);
-    agent.windows.record(segment, false, zone, Date.now());
-    if (!v)
-      throw new ApiError(404, "key-not-found", `key not found in shard ${shard.id}`, {
-        epoch: shard.meta.epoch,
-      });
-    res.writeHead(200, {
-      "content-type": "application/octet-stream",
-      "content-length": v.value.length,
-      "x-lsn": String(v.lsn),
-      "x-timestamp": String(v.timestamp),
-      "x-shard-epoch": String(shard.meta.epoch),
+  shard.raiseEpoch(epoch);
+  const v = shard.get(key);
+  agent.windows.record(segment, false, zone, Date.now());
+  if (!v)
+    throw new ApiError(404, "key-not-found", `key not found in shard ${shard.id}`, {
+      epoch: shard.meta.epoch,
     });
-    res.end(v.value);
-    return;
-  }
+  res.writeHead(200, {
+    "content-type": "application/octet-stream",
+    "content-length": v.value.length,
+    "x-lsn": String(v.lsn),
+    "x-timestamp": String(v.timestamp),
+    "x-shard-epoch": String(shard.meta.epoch),
+  });
+  res.end(v.value);
+}
+
+async function keyWrite(
+  agent: Agent,
+  req: IncomingMessage,
+  res: ServerResponse,
+  method: string,
+  shardId: string | undefined,
+  key: string,
+): Promise<void> {
+  const { shard, epoch } = checkShardAccess(agent, shardId, epochHeader(req), true);
+  const segment = checkKey(agent, shard, key);
+  const zone = originZone(agent, req);
   // the same id on every retry of this write: a retry of a write already applied is not applied again
   const writeId = parseWriteId(req.headers["x-write-id"], "x-write-id");
   const value = method === "PUT" ? await readBody(req, agent.opts.maxValueBytes, "value") : undefined;
@@ -423,7 +462,20 @@ interface BatchOp {
   writeId?: string;
 }
 
-async function batchRequest(
+/** A batch reads after the writes sent before it on its connection, and the reads after it wait for it. */
+function batchRequest(
+  agent: Agent,
+  req: IncomingMessage,
+  res: ServerResponse,
+  shardId: string | undefined,
+): Promise<void> {
+  return asConnectionWrite(req, async () => {
+    await afterEarlierWrites(req);
+    await runBatch(agent, req, res, shardId);
+  });
+}
+
+async function runBatch(
   agent: Agent,
   req: IncomingMessage,
   res: ServerResponse,

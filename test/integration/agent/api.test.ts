@@ -354,6 +354,38 @@ describe("hostile input", () => {
   });
 });
 
+describe("HTTP pipelining", () => {
+  it("answers a read pipelined after writes on one connection with what they wrote", async () => {
+    expect((await admin(b.port, "PUT", "pipelined", { epoch: 1 })).status).toBe(201);
+    expect((await put(b.port, "pipelined", "k", "old")).status).toBe(200);
+    const h = `Host: x\r\nAuthorization: Bearer ${TOKEN}\r\nx-shard-epoch: 1\r\n`;
+    const b64 = Buffer.from("in-batch").toString("base64");
+    const batch = JSON.stringify({
+      ops: [
+        { op: "get", key: "k" },
+        { op: "put", key: "k", value: b64 },
+      ],
+    });
+    // before: the GET answered "old" after the PUT before it was acknowledged
+    const { text } = await rawHttp(
+      b.port,
+      `PUT /v1/shards/pipelined/keys/k HTTP/1.1\r\n${h}Content-Length: 4\r\n\r\nnew1` +
+        `GET /v1/shards/pipelined/keys/k HTTP/1.1\r\n${h}\r\n` +
+        `POST /v1/shards/pipelined/batch HTTP/1.1\r\n${h}Content-Type: application/json\r\nContent-Length: ${batch.length}\r\n\r\n${batch}` +
+        `GET /v1/shards/pipelined/keys/k HTTP/1.1\r\n${h}Connection: close\r\n\r\n`,
+      5000,
+    );
+    const bodies = text.split(/HTTP\/1\.1 /).slice(1);
+    expect(bodies.map((r) => r.slice(0, 3))).toEqual(["200", "200", "200", "200"]);
+    expect(bodies[0]).toMatch(/\{"lsn":2,"epoch":1\}$/);
+    expect(bodies[1]).toMatch(/x-lsn: 2\r\n[\s\S]*\r\n\r\nnew1$/);
+    expect(bodies[2]).toContain(
+      `"results":[{"found":true,"value":"${Buffer.from("new1").toString("base64")}","lsn":2},{"lsn":3}]`,
+    );
+    expect(bodies[3]).toMatch(/x-lsn: 3\r\n[\s\S]*\r\n\r\nin-batch$/);
+  });
+});
+
 describe("batches", () => {
   it("answers each get with the state at its place in the batch: the writes before it, none after", async () => {
     expect((await admin(b.port, "PUT", "in-order", { epoch: 1 })).status).toBe(201);
