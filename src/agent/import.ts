@@ -217,7 +217,7 @@ function header(req: IncomingMessage, name: string): string {
 
 function headerInt(req: IncomingMessage, name: string, min: number): number {
   const v = header(req, name);
-  if (!/^\d{1,15}$/.test(v)) throw badRequest(`header ${name} must be an integer`);
+  if (!/^\d{1,16}$/.test(v)) throw badRequest(`header ${name} must be an integer`);
   return intField(Number(v), name, min);
 }
 

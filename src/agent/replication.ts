@@ -421,7 +421,7 @@ export async function replicationAdmin(
   const id = requireShardId(shardId);
   if (action === "append") {
     const raw = req.headers["x-shard-epoch"];
-    const epoch = typeof raw === "string" && /^\d{1,15}$/.test(raw) ? Number(raw) : NaN;
+    const epoch = typeof raw === "string" && /^\d{1,16}$/.test(raw) ? Number(raw) : NaN;
     if (!Number.isSafeInteger(epoch) || epoch < 1)
       throw badRequest("x-shard-epoch (the source epoch) is required");
     const migration = migrationHeader(req);

@@ -342,7 +342,8 @@ async function exportWindows(agent: Agent, res: ServerResponse): Promise<void> {
 
 function epochHeader(req: IncomingMessage): number {
   const raw = req.headers["x-shard-epoch"];
-  return typeof raw === "string" && /^\d{1,15}$/.test(raw) ? Number(raw) : NaN;
+  // up to 2^53 − 1 as over the binary protocol and the admin API (checkShardAccess refuses more)
+  return typeof raw === "string" && /^\d{1,16}$/.test(raw) ? Number(raw) : NaN;
 }
 
 function originZone(agent: Agent, req: IncomingMessage): number {

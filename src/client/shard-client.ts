@@ -609,7 +609,9 @@ const RECOVER =
   "`shardctl migrations` lists the moves; `shardctl migrations --recover` finishes one whose coordinator died";
 
 const GIVE_UP_HINTS: Record<Failure, (shardId: string, address: string) => string> = {
-  unreachable: () => "check that the agents are up (`shardctl up --local` starts a local cluster)",
+  unreachable: () =>
+    "check that the agents are up: `shardctl nodes` lists them; `shardctl up --local` starts a local cluster's, " +
+    "`shardctl node start <id>` a deployed one",
   fenced: (id) =>
     `shard ${id} stayed fenced: a migration is cutting it over, or one stopped mid-way; ${RECOVER}`,
   // the agent is up and answered: it holds a copy a migration has not activated (yet)

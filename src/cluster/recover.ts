@@ -140,3 +140,62 @@ async function recoverOne(deps: RecoverDeps, record: MigrationRecord, rev: numbe
     return { ...base, outcome: "lost-race", why: "the record changed while finishing" };
   return { ...base, outcome: "rolled-back", why: action.why };
 }
+
+/**
+ * The shards whose owner serves them at a higher epoch than the map's, with no migration open on
+ * them: a data request carried an epoch the map never gave (agents keep the highest epoch they
+ * have seen, and refuse lower ones), and every client, reading the map, is now refused with
+ * 409 stale-epoch. The map's epoch for each is raised to its owner's (one compare-and-set, retried
+ * if the map moved). Returns what was raised; agents that do not answer are skipped.
+ */
+export async function catchUpMapEpochs(
+  deps: Pick<RecoverDeps, "store" | "rpc" | "clock" | "log">,
+): Promise<{ shard: string; node: string; from: number; to: number }[]> {
+  const { store, rpc, clock, log } = deps;
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const vm = await store.load({ consistent: true });
+    if (!vm) return [];
+    const open = new Set<string>();
+    for (const { record } of (await store.listMigrations()).records) {
+      if (isTerminal(record.phase)) continue;
+      open.add(record.shard);
+      for (const id of Object.keys(record.layout?.epochs ?? {})) open.add(id);
+      for (const id of Object.keys(record.layout?.pieceNodes ?? {})) open.add(id);
+    }
+    const raised: { shard: string; node: string; from: number; to: number }[] = [];
+    for (const node of vm.map.nodes) {
+      const mine = vm.map.shards.filter((s) => s.node === node.id && !open.has(s.id));
+      if (mine.length === 0) continue;
+      let held: Map<string, { epoch: number; state: string }>;
+      try {
+        const inv = await rpc.inventory(node.address);
+        if (inv.status !== 200) continue;
+        held = new Map(inv.body.shards.map((s) => [s.id, s]));
+      } catch {
+        continue; // not answering: nothing to learn from it now
+      }
+      for (const s of mine) {
+        const h = held.get(s.id);
+        if (h && h.state === "owned" && Number.isSafeInteger(h.epoch) && h.epoch > s.epoch)
+          raised.push({ shard: s.id, node: node.id, from: s.epoch, to: h.epoch });
+      }
+    }
+    if (raised.length === 0) return [];
+    const to = new Map(raised.map((r) => [r.shard, r.to]));
+    const next = {
+      ...vm.map,
+      term: 0,
+      updatedAt: clock.now(),
+      shards: vm.map.shards.map((s) => (to.has(s.id) ? { ...s, epoch: to.get(s.id)! } : s)),
+    };
+    const cas = await store.compareAndSet(vm.version, next);
+    if (!cas.ok) continue;
+    for (const r of raised)
+      log(
+        `recovery: ${r.shard} is served by ${r.node} at epoch ${r.to}, above the map's ${r.from}, with no migration open ` +
+          `(a request carried an epoch the map never gave): the map's epoch raised to ${r.to}`,
+      );
+    return raised;
+  }
+  return [];
+}

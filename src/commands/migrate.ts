@@ -13,7 +13,7 @@ import {
   openMigrationError,
   type MigrationRecord,
 } from "../cluster/migrate.js";
-import { recoverMigrations, type RecoveryReport } from "../cluster/recover.js";
+import { catchUpMapEpochs, recoverMigrations, type RecoveryReport } from "../cluster/recover.js";
 import { executeLayoutChange, movesOfPlan, type Move } from "../cluster/reshape.js";
 import type { Config } from "../config.js";
 import { isTerminal } from "../engine/migration.js";
@@ -369,7 +369,10 @@ migration in flight whose coordinator died (its process is gone, or it has
 not refreshed its record for 15 s) is finished by --recover, by the next
 \`migrate --apply\` or by the autopilot leader: rolled forward when the map
 shows the commit happened, rolled back (source unfenced, copy dropped)
-otherwise.
+otherwise. --recover then asks every agent for its shards: a shard its
+owner serves at an epoch above the map's, with no migration open on it (a
+request carried an epoch the map never gave, and clients reading the map
+are refused as stale), gets the owner's epoch in the map.
 
 Examples:
   $ shardctl migrations
@@ -388,20 +391,19 @@ Exit codes: 0 listed (and, with --recover, everything orphaned finished),
         const open = o.recover
           ? (await store.listMigrations()).records.filter((r) => !isTerminal(r.record.phase))
           : [];
-        if (o.recover && open.length === 0) ctx.io.err.write("recovery: nothing orphaned\n");
-        // agents are called (with the token) only when a migration is left to finish
-        else if (o.recover) {
+        if (o.recover) {
           const rpc = new AgentRpc({ token: resolveClientToken(config) });
+          const log = (s: string) => ctx.io.err.write(`${s}\n`);
           try {
-            const reports = await recoverMigrations({
-              store,
-              rpc,
-              clock: systemClock,
-              log: (s) => ctx.io.err.write(`${s}\n`),
-            });
-            failed = reports.filter((r) => r.outcome === "failed");
-            if (!reports.some((r) => r.outcome !== "in-progress"))
-              ctx.io.err.write("recovery: nothing orphaned\n");
+            let acted = false;
+            if (open.length) {
+              const reports = await recoverMigrations({ store, rpc, clock: systemClock, log });
+              failed = reports.filter((r) => r.outcome === "failed");
+              acted = reports.some((r) => r.outcome !== "in-progress");
+            }
+            // then the shards an agent serves at an epoch above the map's (no migration open on them)
+            const raised = await catchUpMapEpochs({ store, rpc, clock: systemClock, log });
+            if (!acted && raised.length === 0) ctx.io.err.write("recovery: nothing orphaned\n");
           } finally {
             rpc.close();
           }
