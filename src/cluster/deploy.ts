@@ -541,6 +541,8 @@ export interface PlatformFacts {
   hasSha256sum: boolean;
   /** coreutils' timeout(1), which every remote command runs under (ssh.ts: REMOTE_RUN_SCRIPT). */
   hasTimeout: boolean;
+  /** The node id in the dataDir's agent.json: the node whose agent is installed there. */
+  installedNode?: string;
   /** The `installed` marker: install fingerprint and bundle checksum. */
   installedFingerprint?: string;
   installedBundle?: string;
@@ -569,6 +571,7 @@ echo "uid=$(id -u)"
 if command -v sha256sum >/dev/null 2>&1; then echo sha256sum=1; else echo sha256sum=0; fi
 if command -v timeout >/dev/null 2>&1; then echo timeout=1; else echo timeout=0; fi
 if [ -f "$dir/installed" ]; then echo "installed=$(head -n 1 "$dir/installed")"; fi
+if [ -f "$dir/agent.json" ]; then echo "agentNode=$(sed -n 's/^ *"nodeId": *"\\([^"]*\\)".*/\\1/p' "$dir/agent.json" | head -n 1)"; fi
 if [ -f "$dir/agent.mjs" ] && command -v sha256sum >/dev/null 2>&1; then echo "bundle=$(sha256sum "$dir/agent.mjs" | cut -d' ' -f1)"; fi
 if [ -f "$dir/ctl.sh" ] && sh "$dir/ctl.sh" status >/dev/null 2>&1; then echo running=1; else echo running=0; fi
 if [ -d "$dir/releases" ]; then
@@ -610,6 +613,7 @@ export function parseProbe(stdout: string): PlatformFacts {
     uid: Number.isInteger(uid) ? uid : undefined,
     hasSha256sum: kv.get("sha256sum") === "1",
     hasTimeout: kv.get("timeout") === "1",
+    installedNode: kv.get("agentNode") || undefined,
     installedFingerprint: fingerprint || undefined,
     installedBundle: bundle || undefined,
     bundleOnDisk: kv.get("bundle") || undefined,
@@ -939,6 +943,15 @@ const probeTask: Task<NodeContext> = {
         `${f.hasSha256sum ? "timeout" : "sha256sum"} is not installed on ${ctx.node.host}`,
         {
           hint: "install coreutils there",
+        },
+      );
+    // another node's install (its agent.json): deploying here would take it over, and undeploying
+    // that node later would stop this one
+    if (f.installedNode && f.installedNode !== ctx.node.id)
+      throw new UserError(
+        `${ctx.node.dataDir} on ${ctx.node.host} holds the agent of node ${f.installedNode}, not ${ctx.node.id} (its agent.json)`,
+        {
+          hint: `give ${ctx.node.id} a dataDir of its own in the inventory, or undeploy ${f.installedNode} first (\`shardctl undeploy ${f.installedNode}\`)`,
         },
       );
     ctx.wasRunning = f.running;

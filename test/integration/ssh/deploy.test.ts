@@ -411,4 +411,36 @@ describe("deploy over SSH", () => {
     expect(statSync(shared).mode & 0o7777).toBe(0o1777);
     expect(readdirSync(shared)).toEqual(["someone-elses-file"]);
   });
+  it("refuses to deploy a node into another node's install (its agent.json), changing nothing", async () => {
+    const { parse } = await import("yaml");
+    const inv = parse(readFileSync(inventory, "utf8")) as { nodes: Record<string, unknown>[] };
+    const m4 = { ...inv.nodes.find((n) => n.id === "h4")!, id: "m4", keyFile: lab.clientKey };
+    const m4Inventory = join(lab.dir, "m4.yaml");
+    writeFileSync(m4Inventory, stringify({ nodes: [m4] }));
+    const dir = dataDirs.get("h4")!;
+    const before = readFileSync(join(dir, "agent.json"), "utf8");
+    const supervisors = lab.processesWith(`${dir}/supervise.sh`);
+    expect(supervisors.length).toBeGreaterThan(0);
+    const r = await cli(
+      [
+        ...base(),
+        "deploy",
+        "--inventory",
+        m4Inventory,
+        "--known-hosts",
+        knownHosts,
+        "--bundle",
+        upgraded.path,
+      ],
+      env,
+    );
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(
+      /m4 .* failed at "check platform": .* holds the agent of node h4, not m4 \(its agent\.json\)/,
+    );
+    expect(r.err).toContain("nothing was changed there");
+    expect(readFileSync(join(dir, "agent.json"), "utf8")).toBe(before);
+    expect(lab.processesWith(`${dir}/supervise.sh`)).toEqual(supervisors);
+    expect((await mapNodes()).map((n) => n.id)).not.toContain("m4");
+  });
 });

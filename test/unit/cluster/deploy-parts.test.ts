@@ -328,6 +328,14 @@ describe("the remote scripts", () => {
     expect(f.installedBundle).toBeUndefined();
   });
 
+  it("probe the node id of an agent installed in the directory (its agent.json)", async () => {
+    const dir = join(hostile, "installed-here");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "agent.json"), JSON.stringify({ nodeId: "n-7", zone: "a" }, null, 2) + "\n");
+    const f = parseProbe((await local.exec(["sh", "-c", PROBE_SCRIPT, "sh", dir])).stdout);
+    expect(f.installedNode).toBe("n-7");
+  });
+
   it("quote values for a systemd unit", () => {
     expect(systemdQuote("/srv/a b/agent.sh")).toBe('"/srv/a b/agent.sh"');
     expect(systemdQuote('/srv/"q"\\%i$HOME')).toBe('"/srv/\\"q\\"\\\\%%i$$HOME"');
