@@ -11,7 +11,7 @@ import {
   predictAccessPattern,
   type AccessPatternForecast,
 } from "../forecast/index.js";
-import { UsageError } from "../errors.js";
+import { UsageError, UserError } from "../errors.js";
 import { formatNumber, printable, printJson, printTable, type IO } from "../output.js";
 import { collectWindows } from "../cluster/windows-source.js";
 import { openStore } from "../store/index.js";
@@ -139,7 +139,11 @@ recent history, a bar, then the forecast, on one scale per zone.
 
 Examples:
   $ shardctl predict --key user:42
-  $ shardctl predict --key user:42 --zone b --horizon 30 --json`,
+  $ shardctl predict --key user:42 --zone b --horizon 30 --json
+
+Exit codes: 0 the forecast (zeros where nothing was counted), 1 the forecast
+printed but an agent did not answer (its accesses are missing; --json lists
+it under "unreachable"), 2 bad options or key.`,
     )
     .action(
       async (o: { key: string; horizon?: string; zone?: string; resolution?: string; json: boolean }) => {
@@ -159,8 +163,18 @@ Examples:
         for (const u of collected.unreachable)
           ctx.io.err.write(`warning: no access windows from node ${u.node}: ${u.error}\n`);
         const p = runPredict(opts, { config, windows: collected.windows, now: Date.now() });
-        if (o.json) printJson(ctx.io, p);
+        const unreachable = collected.unreachable.map((u) => ({ node: u.node, error: u.error }));
+        // a script must tell "no traffic" from "no data": the nodes that did not answer are in the
+        // JSON, and the exit status is 1
+        if (o.json) printJson(ctx.io, unreachable.length ? { ...p, unreachable } : p);
         else printPrediction(ctx.io, p);
+        if (unreachable.length)
+          throw new UserError(
+            `the forecast lacks the accesses counted by ${unreachable.map((u) => u.node).join(", ")} (no answer): it may show less traffic than there is`,
+            {
+              hint: "start the agents that did not answer (`shardctl nodes` lists them), then run predict again",
+            },
+          );
       },
     );
 }
