@@ -38,6 +38,23 @@ export interface CopyProgress {
 export const PAUSE_BUDGET_MS = 10;
 const MIN_ADAPTIVE_THRESHOLD = 32;
 const MAX_ADAPTIVE_THRESHOLD = 5000;
+/** The floor of MIN_ADAPTIVE_THRESHOLD entries holds while they carry no more than this. */
+const MIN_THRESHOLD_BYTES = 1024 * 1024;
+
+/**
+ * The lag (entries) below which pre-copy stops and the source is fenced: what the copy does in
+ * PAUSE_BUDGET_MS at `rate` entries/ms, at least MIN_ADAPTIVE_THRESHOLD entries (a rate measured
+ * on a few chunks may be low) — but no more entries than MIN_THRESHOLD_BYTES holds at the average
+ * entry size copied so far: 31 entries of 16 MiB were left to the catch-up, a write pause of
+ * seconds instead of milliseconds. At least 1 (0: stop only once nothing is left).
+ */
+export function preCopyThreshold(rate: number, avgEntryBytes: number): number {
+  const floor =
+    avgEntryBytes > 0
+      ? Math.max(1, Math.min(MIN_ADAPTIVE_THRESHOLD, Math.floor(MIN_THRESHOLD_BYTES / avgEntryBytes)))
+      : MIN_ADAPTIVE_THRESHOLD;
+  return Math.min(MAX_ADAPTIVE_THRESHOLD, Math.max(floor, Math.floor(rate * PAUSE_BUDGET_MS)));
+}
 /** One catch-up append carries at most about this much (the target takes a log chunk plus a value). */
 const MAX_APPEND_BYTES = 8 * 1024 * 1024;
 /** A source that compacts its log this many times during one copy is given up on. */
@@ -83,6 +100,9 @@ export class ShardCopier {
   bytesTotal?: number;
   /** Entries copied per ms, smoothed over the chunks (0 until measured). */
   rate = 0;
+  /** Bytes and entries of the log copied (not the snapshot): the average entry's size. */
+  private logBytes = 0;
+  private logEntries = 0;
   private prefetched?: { from: number; res: Promise<Fetched> };
   private readonly enc: string;
   private lastProgress = 0;
@@ -226,10 +246,7 @@ export class ShardCopier {
       if (stop) throw this.o.fail(stop);
       const threshold =
         opts.lagThreshold ??
-        Math.min(
-          MAX_ADAPTIVE_THRESHOLD,
-          Math.max(MIN_ADAPTIVE_THRESHOLD, Math.floor(this.rate * PAUSE_BUDGET_MS)),
-        );
+        preCopyThreshold(this.rate, this.logEntries > 0 ? this.logBytes / this.logEntries : 0);
       if (lag < threshold) return;
       if (lag <= (this.o.batchEntries ?? 5000)) reachedEnd = true;
       if (!reachedEnd) continue;
@@ -319,6 +336,8 @@ export class ShardCopier {
     this.next += n;
     this.bytes += body.length;
     this.entries += n;
+    this.logBytes += body.length;
+    this.logEntries += n;
     this.o.onCopied(body.length, n);
   }
 
