@@ -113,28 +113,9 @@ function diskRefused(agent: Agent, id: string, pos: number, size: number, err: u
   );
 }
 
-/**
- * Reads the rest of a request's body and drops it: an answer sent before the body is read reaches
- * a client that is still sending only if the body is read (else the connection is closed under it).
- */
-function discardRest(req: IncomingMessage): Promise<void> {
-  if (req.complete || req.destroyed) return Promise.resolve();
-  return new Promise((resolve) => {
-    req.once("end", resolve);
-    req.once("close", resolve);
-    req.once("error", () => resolve());
-    req.resume();
-  });
-}
-
 function headerInt(req: IncomingMessage, name: string): number {
   const raw = req.headers[name];
-  if (
-    typeof raw !== "string" ||
-    !/^\d{1,16}$/.test(raw) ||
-    !Number.isSafeInteger(Number(raw)) ||
-    Number(raw) < 1
-  )
+  if (typeof raw !== "string" || !/^\d{1,16}$/.test(raw) || !Number.isSafeInteger(Number(raw)) || Number(raw) < 1)
     throw badRequest(`the header ${name} (a positive integer) is required`);
   return Number(raw);
 }
@@ -168,7 +149,6 @@ export async function installSnapshotRequest(
     const fs = await statfs(shard.dir);
     const free = fs.bavail * fs.bsize;
     if (free < size + SPACE_MARGIN_BYTES) {
-      await discardRest(req);
       throw new ApiError(
         507,
         "no-space",
@@ -182,27 +162,19 @@ export async function installSnapshotRequest(
     let verified = false;
     try {
       let pos = 0;
-      // the disk's refusal, answered once the upload is read to its end: an answer sent while the
-      // coordinator still sends is lost to it (the connection is closed under it: "connection closed")
-      let refused: ApiError | undefined;
       try {
         for await (const chunk of req as AsyncIterable<Buffer>) {
           if (pos + chunk.length > size)
             throw badRequest(`the body is longer than the announced ${size} bytes`);
-          if (refused) {
-            pos += chunk.length;
-            continue;
-          }
           decoder.push(chunk);
           // every byte, or an error: the decoder checked the bytes received, not the bytes written
           try {
             await writeFully(fh, chunk, pos);
           } catch (err) {
-            refused = diskRefused(agent, id, pos, size, err);
+            throw diskRefused(agent, id, pos, size, err);
           }
           pos += chunk.length;
         }
-        if (refused) throw refused;
       } catch (err) {
         if (err instanceof ApiError) throw err;
         if (err instanceof SnapshotCorrupt)
