@@ -7,9 +7,11 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Readable } from "node:stream";
+import { AgentRpc, readAll } from "../../../src/cluster/agent-rpc.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeSnapshot } from "../../../src/agent/snapshot.js";
-import { admin, get, http, put, startAgent, stopAgent, tempDir, type AgentProc } from "./harness.js";
+import { admin, get, http, put, startAgent, stopAgent, tempDir, TOKEN, type AgentProc } from "./harness.js";
 
 const live: AgentProc[] = [];
 const mounts: string[] = [];
@@ -307,6 +309,58 @@ describe("a disk that refuses writes", () => {
     const ok = await upload();
     expect(ok.status, ok.body.toString()).toBe(200);
     expect(ok.json()).toMatchObject({ installed: 200, snapshotLsn: 200, keys: 200 });
+    await stopAgent(p);
+  });
+
+  it("a snapshot upload whose disk fills while the coordinator is still streaming it gets its 507, not a closed connection", async () => {
+    requireTool(canLimit(), "prlimit (util-linux) allowed to lower a running process's limits");
+    const p = await startAgent({
+      dataDir: join(root, "slow-snapshot-target", "data"),
+      extra: ["--windows-save-seconds", "0"],
+    });
+    live.push(p);
+    expect((await admin(p.port, "POST", "shard-1/receive", { epoch: 1 })).status).toBe(201);
+    // files may not grow past 512 KiB: the disk refuses the copy early, while 32 MiB are still to
+    // come, streamed as a coordinator does (from the source, a piece at a time)
+    execFileSync("prlimit", ["--pid", String(p.child.pid), `--fsize=${512 * 1024}:unlimited`]);
+    const src = tempDir("slow-snapshot-source");
+    const entries: [string, { value: Buffer; lsn: number; timestamp: number }][] = [];
+    for (let i = 0; i < 1600; i++)
+      entries.push([`k${i}`, { value: Buffer.alloc(10_000, i), lsn: i + 1, timestamp: 1 }]);
+    const snapshot = readFileSync(await writeSnapshot(src, "shard-1", 1600, entries));
+    rmSync(src, { recursive: true, force: true });
+    const size = snapshot.length; // 16 MB
+    const sum = `${snapshot
+      .readUInt32LE(size - 4)
+      .toString(16)
+      .padStart(8, "0")}-${size}`;
+    let sent = 0;
+    const slow = new Readable({
+      read() {
+        if (sent >= size) return void this.push(null);
+        const piece = snapshot.subarray(sent, sent + 1024 * 1024);
+        sent += piece.length;
+        setTimeout(() => this.push(piece), 20);
+      },
+    });
+    const rpc = new AgentRpc({ token: TOKEN, timeoutMs: 60_000 });
+    try {
+      const r = await rpc.stream(`127.0.0.1:${p.port}`, "PUT", "/v1/admin/shards/shard-1/snapshot", {
+        headers: {
+          "content-length": String(size),
+          "x-shard-epoch": "1",
+          "x-snapshot-lsn": "1600",
+          "x-snapshot-checksum": sum,
+        },
+        body: slow,
+      });
+      const answer = JSON.parse((await readAll(r.body)).toString());
+      expect(r.status, JSON.stringify(answer)).toBe(507);
+      expect(answer).toMatchObject({ error: "no-space", code: "EFBIG" });
+      expect(answer.message).toMatch(/disk .*refused the snapshot of shard-1 after \d+ of \d+ bytes/);
+    } finally {
+      rpc.close();
+    }
     await stopAgent(p);
   });
 });
