@@ -419,6 +419,7 @@ export function Dashboard(props: DashboardProps) {
     <Frame
       width={width}
       height={height}
+      reservedRows={props.height === undefined ? 1 : 0}
       snapshot={snapshot}
       model={model}
       view={nav.view}

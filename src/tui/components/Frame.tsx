@@ -40,15 +40,22 @@ export interface FrameProps {
   refreshSeconds?: number;
   /** The help line's text (default: the key bindings). */
   help?: string;
+  /** Rows of the terminal the frame leaves free (the interactive dashboard: 1), for the size message. */
+  reservedRows?: number;
 }
 
 export function Frame(p: FrameProps) {
   if (p.width < MIN_WIDTH || p.height < MIN_HEIGHT) {
+    // the terminal's size, not the frame's: 60×16 was refused as "60×15, need 60×16"
+    const r = p.reservedRows ?? 0;
     return (
       <Lines
-        lines={[`terminal too small: ${p.width}×${p.height}, need ${MIN_WIDTH}×${MIN_HEIGHT}`, "q quits"]}
+        lines={[
+          `terminal too small: ${p.width}×${p.height + r}, need ${MIN_WIDTH}×${MIN_HEIGHT + r}`,
+          "q quits",
+        ]}
         width={Math.max(1, p.width)}
-        height={Math.max(2, Math.min(p.height, 2))}
+        height={Math.max(1, Math.min(p.height, 2))}
       />
     );
   }

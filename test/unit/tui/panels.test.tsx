@@ -492,6 +492,25 @@ describe("Frame", () => {
     );
     expect(plain(lastFrame())).toContain("terminal too small: 40×10, need 60×16");
   });
+
+  it("names the terminal's size when the frame leaves it a row (the interactive dashboard)", () => {
+    // a 60×16 terminal gives a 60×15 frame: it said "60×15, need 60×16", and 60×16 did not work
+    const { lastFrame } = render(
+      <Frame
+        width={60}
+        height={15}
+        reservedRows={1}
+        view="segments"
+        right="forecast"
+        forecastLoading={false}
+        planLoading={false}
+        input={{ kind: "none" }}
+        colour={false}
+        hotRate={50}
+      />,
+    );
+    expect(plain(lastFrame())).toContain("terminal too small: 60×16, need 60×17");
+  });
 });
 
 function record(id: string, shard: string): MigrationRecord {
