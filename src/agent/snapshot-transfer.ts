@@ -115,7 +115,12 @@ function diskRefused(agent: Agent, id: string, pos: number, size: number, err: u
 
 function headerInt(req: IncomingMessage, name: string): number {
   const raw = req.headers[name];
-  if (typeof raw !== "string" || !/^\d{1,16}$/.test(raw) || !Number.isSafeInteger(Number(raw)) || Number(raw) < 1)
+  if (
+    typeof raw !== "string" ||
+    !/^\d{1,16}$/.test(raw) ||
+    !Number.isSafeInteger(Number(raw)) ||
+    Number(raw) < 1
+  )
     throw badRequest(`the header ${name} (a positive integer) is required`);
   return Number(raw);
 }
