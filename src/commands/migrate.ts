@@ -391,8 +391,12 @@ Exit codes: 0 listed (and, with --recover, everything orphaned finished),
         const open = o.recover
           ? (await store.listMigrations()).records.filter((r) => !isTerminal(r.record.phase))
           : [];
-        if (o.recover) {
-          const rpc = new AgentRpc({ token: resolveClientToken(config) });
+        // a map without agents (no token configured) has no agent to ask: nothing to catch up then
+        const token = o.recover && open.length === 0 ? tokenIfAny(config) : undefined;
+        if (o.recover && open.length === 0 && token === undefined)
+          ctx.io.err.write("recovery: nothing orphaned\n");
+        else if (o.recover) {
+          const rpc = new AgentRpc({ token: token ?? resolveClientToken(config) });
           const log = (s: string) => ctx.io.err.write(`${s}\n`);
           try {
             let acted = false;
@@ -429,3 +433,13 @@ Exit codes: 0 listed (and, with --recover, everything orphaned finished),
       }
     });
 };
+
+/** The agents' token when one is configured, else undefined (a malformed one is still refused). */
+function tokenIfAny(config: Config): string | undefined {
+  try {
+    return resolveClientToken(config);
+  } catch (err) {
+    if (err instanceof PreconditionError) return undefined;
+    throw err;
+  }
+}
