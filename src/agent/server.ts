@@ -357,7 +357,8 @@ function originZone(agent: Agent, req: IncomingMessage): number {
  * client send requests without waiting for answers, and Node hands them over as they are parsed,
  * so a GET sent after a PUT on one connection would read before the PUT's fsync and answer the old
  * value after the PUT was acknowledged. A read (a GET, a batch) first waits for the writes sent
- * before it on its connection; each write waits for the one before it, too.
+ * before it on its connection; writes do not wait for each other (they reach the log in the order
+ * their bodies arrive, as before).
  */
 const writesInFlight = new WeakMap<object, Promise<unknown>>();
 
