@@ -10,7 +10,6 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import {} from "../../../src/engine/segmenter.js";
 import { repoRoot, shardctlCommand } from "../../helpers/cli.js";
 import { http } from "../agent/harness.js";
 import {

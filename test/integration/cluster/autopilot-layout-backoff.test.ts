@@ -13,7 +13,6 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import type { LayoutOp } from "../../../src/engine/assigner.js";
-import {} from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { repoRoot, cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 import { http } from "../agent/harness.js";

@@ -11,9 +11,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import {} from "../../../src/engine/segmenter.js";
 import { shardctlCommand } from "../../helpers/cli.js";
-import {} from "../agent/harness.js";
 import { plantRefusedMove, readMapFile, writeZoneMatrix, localClusterSuite } from "./local-fixture.js";
 
 // 12 segments on 3 nodes: 12 shards of one segment each, so a hot shard moves whole (no split)

@@ -11,10 +11,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import type { LayoutOp } from "../../../src/engine/assigner.js";
-import {} from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { cli as runShardctl, watchedProcess } from "../../helpers/cli.js";
-import {} from "../agent/harness.js";
 import { hasOwnShard, keysIn, readMapFile, stoppedAtFailpoint, localClusterSuite } from "./local-fixture.js";
 
 const SEGMENTS = 64;

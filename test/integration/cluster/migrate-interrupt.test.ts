@@ -13,7 +13,6 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { MigrateResult } from "../../../src/commands/migrate.js";
 import { parsePlanFile, serialisePlanFile } from "../../../src/engine/plan-file.js";
-import {} from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { watchedProcess } from "../../helpers/cli.js";
 import { http } from "../agent/harness.js";

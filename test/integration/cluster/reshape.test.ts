@@ -15,7 +15,6 @@ import { executeLayoutChange, executeLayoutDiff } from "../../../src/cluster/res
 import type { LayoutDiff, LayoutOp } from "../../../src/engine/assigner.js";
 import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
 import { systemClock } from "../../../src/engine/ports.js";
-import {} from "../../../src/engine/segmenter.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { http } from "../agent/harness.js";
 import { keysIn, readMapFile, writeZoneMatrix, localClusterSuite } from "./local-fixture.js";
