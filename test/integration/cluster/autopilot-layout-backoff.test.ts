@@ -11,12 +11,17 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { ShardClient } from "../../../src/client/shard-client.js";
 import type { LayoutOp } from "../../../src/engine/assigner.js";
-import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { repoRoot, cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 import { http } from "../agent/harness.js";
-import { hasOwnShard, keysIn, logStamps, readMapFile, until, localClusterSuite } from "./local-fixture.js";
+import {
+  hasOwnShard,
+  logStamps,
+  readMapFile,
+  until,
+  localClusterSuite,
+  twoBusyShards,
+} from "./local-fixture.js";
 
 const SEGMENTS = 64;
 let pilot: ChildProcess | undefined;
@@ -33,18 +38,7 @@ const dedicated = (key: string) => hasOwnShard(cluster.dir, seg, key);
 describe("a split that keeps failing", () => {
   it("backs off, lets the split after it go through, and is done once its back-off ends", async () => {
     const { map } = readMapFile(cluster.dir);
-    const [x, y] = map.shards.filter((s) => s.ranges[0][1] - s.ranges[0][0] > 2);
-    const keyX = keysIn(seg, x.ranges, "layout-x-")[0];
-    const keyY = keysIn(seg, y.ranges, "layout-y-")[0];
-    const c = new ShardClient({
-      store: new EmbeddedStore(cluster.dir),
-      token: cluster.token,
-      deadlineMs: 20_000,
-    });
-    for (let i = 0; i < 60; i++) {
-      await c.put(keyX, `x${i}`);
-      await c.put(keyY, `y${i}`);
-    }
+    const { x, y, keyX, keyY, c } = await twoBusyShards(cluster, "layout");
     const cfg = join(cluster.dir, "layout.yaml");
     writeFileSync(
       cfg,

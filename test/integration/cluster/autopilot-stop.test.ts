@@ -9,11 +9,9 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ShardClient } from "../../../src/client/shard-client.js";
 import type { LayoutOp } from "../../../src/engine/assigner.js";
-import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { cli as runShardctl, watchedProcess } from "../../helpers/cli.js";
-import { hasOwnShard, keysIn, readMapFile, stoppedAtFailpoint, localClusterSuite } from "./local-fixture.js";
+import { hasOwnShard, stoppedAtFailpoint, localClusterSuite, twoBusyShards } from "./local-fixture.js";
 
 const SEGMENTS = 64;
 const cluster = localClusterSuite("autopilot-stop", SEGMENTS);
@@ -25,19 +23,7 @@ const dedicated = (key: string) => hasOwnShard(cluster.dir, seg, key);
 describe("stopping the autopilot in its reshard stage", () => {
   for (const sig of ["SIGTERM", "SIGINT"] as const) {
     it(`${sig} during a split: that split finishes, the next one and the migration stage are not started, exit 0`, async () => {
-      const { map } = readMapFile(cluster.dir);
-      const [x, y] = map.shards.filter((s) => s.ranges[0][1] - s.ranges[0][0] > 2 && !s.id.includes("split"));
-      const keyX = keysIn(seg, x.ranges, `${sig}-x-`)[0];
-      const keyY = keysIn(seg, y.ranges, `${sig}-y-`)[0];
-      const c = new ShardClient({
-        store: new EmbeddedStore(cluster.dir),
-        token: cluster.token,
-        deadlineMs: 20_000,
-      });
-      for (let i = 0; i < 60; i++) {
-        await c.put(keyX, `x${i}`);
-        await c.put(keyY, `y${i}`);
-      }
+      const { x, keyX, keyY, c } = await twoBusyShards(cluster, sig, (s) => !s.id.includes("split"));
       const cfg = join(cluster.dir, `stop-${sig}.yaml`);
       writeFileSync(
         cfg,

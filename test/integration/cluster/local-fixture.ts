@@ -6,7 +6,7 @@
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect } from "vitest";
-import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
+import type { LocationMap, SegmentRange, ShardInfo } from "../../../src/engine/location-map.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { ShardClient } from "../../../src/client/shard-client.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
@@ -89,6 +89,32 @@ export function localClusterSuite(name: string, segments = 64): LocalCluster {
     cli,
     seg: new Segmenter(segments),
   };
+}
+
+/**
+ * Two shards of the map holding more than two segments (and passing `also`), each with one key
+ * written 60 times through the routing client (returned: the caller closes it), busy enough for
+ * the reshard stage to split them.
+ */
+export async function twoBusyShards(
+  cluster: LocalCluster,
+  prefix: string,
+  also: (s: ShardInfo) => boolean = () => true,
+): Promise<{ x: ShardInfo; y: ShardInfo; keyX: string; keyY: string; c: ShardClient }> {
+  const { map } = readMapFile(cluster.dir);
+  const [x, y] = map.shards.filter((s) => s.ranges[0][1] - s.ranges[0][0] > 2 && also(s));
+  const keyX = keysIn(cluster.seg, x.ranges, `${prefix}-x-`)[0];
+  const keyY = keysIn(cluster.seg, y.ranges, `${prefix}-y-`)[0];
+  const c = new ShardClient({
+    store: new EmbeddedStore(cluster.dir),
+    token: cluster.token,
+    deadlineMs: 20_000,
+  });
+  for (let i = 0; i < 60; i++) {
+    await c.put(keyX, `x${i}`);
+    await c.put(keyY, `y${i}`);
+  }
+  return { x, y, keyX, keyY, c };
 }
 
 /** The first `n` keys `${prefix}0`, `${prefix}1`, … whose segment is in `ranges`. */

@@ -476,40 +476,32 @@ describe("Frame", () => {
     }
   });
 
-  it("asks for a bigger terminal rather than drawing garbage", () => {
-    const { lastFrame } = render(
-      <Frame
-        width={40}
-        height={10}
-        view="segments"
-        right="forecast"
-        forecastLoading={false}
-        planLoading={false}
-        input={{ kind: "none" }}
-        colour={false}
-        hotRate={50}
-      />,
+  /** The frame of a terminal too small to draw in. */
+  const tooSmall = (width: number, height: number, reservedRows?: number) =>
+    plain(
+      render(
+        <Frame
+          width={width}
+          height={height}
+          reservedRows={reservedRows}
+          view="segments"
+          right="forecast"
+          forecastLoading={false}
+          planLoading={false}
+          input={{ kind: "none" }}
+          colour={false}
+          hotRate={50}
+        />,
+      ).lastFrame(),
     );
-    expect(plain(lastFrame())).toContain("terminal too small: 40×10, need 60×16");
+
+  it("asks for a bigger terminal rather than drawing garbage", () => {
+    expect(tooSmall(40, 10)).toContain("terminal too small: 40×10, need 60×16");
   });
 
   it("names the terminal's size when the frame leaves it a row (the interactive dashboard)", () => {
     // a 60×16 terminal gives a 60×15 frame: it said "60×15, need 60×16", and 60×16 did not work
-    const { lastFrame } = render(
-      <Frame
-        width={60}
-        height={15}
-        reservedRows={1}
-        view="segments"
-        right="forecast"
-        forecastLoading={false}
-        planLoading={false}
-        input={{ kind: "none" }}
-        colour={false}
-        hotRate={50}
-      />,
-    );
-    expect(plain(lastFrame())).toContain("terminal too small: 60×16, need 60×17");
+    expect(tooSmall(60, 15, 1)).toContain("terminal too small: 60×16, need 60×17");
   });
 });
 
