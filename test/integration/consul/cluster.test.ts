@@ -12,7 +12,7 @@ import { startConsulCluster, type ConsulCluster } from "../../helpers/consul.js"
 let cluster: ConsulCluster;
 beforeAll(async () => {
   cluster = await startConsulCluster(3);
-}, 120_000);
+}, 150_000);
 afterAll(async () => {
   await cluster?.stop();
 });
@@ -99,5 +99,5 @@ describe("a 3-server cluster losing its leader during writes", () => {
     // Acknowledged sequence numbers are strictly increasing: no write was applied over another.
     for (let i = 1; i < acked.length; i++) expect(acked[i].seq).toBeGreaterThan(acked[i - 1].seq);
     await store.close();
-  }, 120_000);
+  }, 150_000);
 });
