@@ -5,14 +5,29 @@
  * (SIGSTOP), so that a test can kill, pause or resume it exactly there.
  * Without the variable, a failpoint is one string comparison.
  *
+ * Once continued, it lets its event loop run for a moment before it goes on,
+ * so that a signal sent while it was stopped (a test's SIGINT or SIGTERM) is
+ * handled first, as it would be by a process that was merely slow there. The
+ * kernel may hand such a signal to any of Node's threads, not only the one
+ * running JavaScript; the handler's message then reaches the event loop a
+ * little later, and on a loaded machine that was once after the step had
+ * finished.
+ *
  * Points (see docs/MIGRATION.md): migrate.journaled, migrate.copying,
  * migrate.fenced, migrate.prepared, migrate.committed, migrate.activated;
  * deploy.locked (deploy, deploy --rollback, undeploy and node start|stop|restart
- * hold the deploy lock and have touched no node yet; docs/DEPLOY.md).
+ * hold the deploy lock and have touched no node yet; docs/DEPLOY.md);
+ * undeploy.connected.
  */
-export function failpoint(name: string): void {
+import { setTimeout as sleep } from "node:timers/promises";
+
+/** How long a continued process lets its event loop run before it goes on. */
+const SETTLE_MS = 250;
+
+export async function failpoint(name: string): Promise<void> {
   if (process.env.SHARDCTL_FAILPOINT !== name) return;
   // stderr is synchronous on a pipe or a file on Linux: the line is out before the stop
   process.stderr.write(`failpoint ${name}: stopping (pid ${process.pid})\n`);
   process.kill(process.pid, "SIGSTOP");
+  await sleep(SETTLE_MS);
 }

@@ -1854,7 +1854,7 @@ export async function runUndeploy(
   const removed: string[] = [];
   let stopped = "not running";
   let deregistered: boolean | undefined;
-  failpoint("undeploy.connected");
+  await failpoint("undeploy.connected");
   try {
     // Out of the map before its agent is touched, by compare-and-set with the check that it owns no
     // shard: a migration to it committed after the check above would otherwise lose its shard with

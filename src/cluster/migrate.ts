@@ -191,7 +191,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     j = endRecord(j, "aborted", clock.now(), { error: why });
   });
   journal.startHeartbeat();
-  failpoint("migrate.journaled");
+  await failpoint("migrate.journaled");
   log(`migration ${id}: ${shard.id} ${source.id} → ${target.id} at epoch ${e}`);
   const enc = encodeURIComponent(shard.id);
   let fenced = false;
@@ -283,7 +283,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     if (rcv.status !== 201 && rcv.status !== 200)
       throw new StepError(failText(`target ${target.id} (receive)`, rcv.status, rcv.body));
     await to("copying");
-    failpoint("migrate.copying");
+    await failpoint("migrate.copying");
     stopIfInterrupted();
     await copier.estimate();
     await copier.preCopy({ lagThreshold: opts.lagThreshold, maxRounds: opts.maxRounds });
@@ -305,7 +305,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     // roll-back unfences whatever the record says, and the commit waits for it anyway
     const fencedSaved = to("fenced", { fencedLsn });
     fencedSaved.catch(() => undefined);
-    failpoint("migrate.fenced");
+    await failpoint("migrate.fenced");
     log(`migration ${id}: source fenced at LSN ${fencedLsn}; catching up`);
     // the fenced source's checksum cannot change: ask for it while the catch-up runs (one round trip less)
     const checksumAnswer = rpc.json<{ checksum: string; lsn?: number }>(
@@ -332,7 +332,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     stopIfInterrupted();
     // the prepare vote is the target's (persisted there); the journal's next write is the commit itself
     j = advance(j, "prepared", clock.now(), { checksum: c.body.checksum });
-    failpoint("migrate.prepared");
+    await failpoint("migrate.prepared");
     stopIfInterrupted();
     log(`migration ${id}: target prepared (checksum ${c.body.checksum}); committing`);
     // the commit point: the map and the journal record in one store transaction, read consistently
@@ -351,7 +351,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   }
 
   // after the commit point: roll forward only
-  failpoint("migrate.committed");
+  await failpoint("migrate.committed");
   const committedAt = j.phaseAt.committed ?? clock.now();
   log(`migration ${id}: committed: ${shard.id} is on ${target.id} at epoch ${e + 1}`);
   const fwd = await rollForward(rpc, j, { source, target }, committedAt);
@@ -616,6 +616,6 @@ export async function rollForward(
       })
     : Promise.resolve();
   await Promise.all([activate, release]);
-  failpoint("migrate.activated");
+  await failpoint("migrate.activated");
   return { problems, activatedAt };
 }

@@ -309,7 +309,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
         throw new StepError(failText(`target ${im.targetNode.id} (import-begin)`, b.status, b.body));
     }
     await to("copying");
-    failpoint("migrate.copying");
+    await failpoint("migrate.copying");
     const threshold = opts.lagThreshold ?? 1000;
     // copy until the lag is small; stop anyway after maxRounds rounds without progress
     let best = Infinity;
@@ -346,7 +346,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       for (const other of imports) if (other.source.id === im.source.id) other.fencedLsn = lsn;
     }
     await to("fenced", { fencedLsn: imports[0]?.fencedLsn });
-    failpoint("migrate.fenced");
+    await failpoint("migrate.fenced");
     for (const im of imports) {
       while (im.next - 1 < im.fencedLsn!) {
         const lag = await copy(im);
@@ -377,7 +377,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     }
     stopIfInterrupted();
     await to("prepared");
-    failpoint("migrate.prepared");
+    await failpoint("migrate.prepared");
     const committing = advance(j, "committed", clock.now());
     const commit = await journal.commitPoint(
       (map) => commitLayout(map, change, clock.now(), owner.term),
@@ -393,7 +393,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     if (err instanceof CommitOutcomeUnknownError) throw err;
     return abort(stepFailure(err, vm.map.nodes));
   }
-  failpoint("migrate.committed");
+  await failpoint("migrate.committed");
   log(`migration ${id}: committed: ${what}`);
   const fenceAt = j.phaseAt.fenced ?? clock.now();
   const fwd = await rollForwardLayout(rpc, j, committedMap);

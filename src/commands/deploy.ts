@@ -210,7 +210,7 @@ export async function runDeployCommand(
       const onLockLost = () => control.interrupt("the deploy lock was lost");
       lock.lost.addEventListener("abort", onLockLost, { once: true });
       try {
-        failpoint("deploy.locked");
+        await failpoint("deploy.locked");
         const bundle = opts.rollback ? undefined : await prepareBundle(givenBundle, config, ctx.io);
         return await runDeploy(
           {
@@ -453,7 +453,7 @@ export async function withDeployLock<T>(
           log: (m) => ctx.io.err.write(m + "\n"),
         });
         try {
-          failpoint("deploy.locked");
+          await failpoint("deploy.locked");
           return await work(store);
         } finally {
           await lock.release();
