@@ -29,6 +29,7 @@ import { initialLayout, type LocationMap, type NodeInfo } from "../engine/locati
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
 import { failpoint } from "../failpoint.js";
+import { updateMap } from "./map-update.js";
 
 // ---------------------------------------------------------------- tasks
 
@@ -1659,36 +1660,37 @@ export async function registerInMap(
   segments: number,
   now: () => number,
 ): Promise<{ map: LocationMap; changed: string[]; layoutWritten: boolean }> {
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const vm = await store.load({ consistent: true });
-    if (!vm) {
-      const map = initialLayout(segments, nodes, { now: now() });
-      const cas = await store.compareAndSet(0, map);
-      if (cas.ok) return { map, changed: nodes.map((n) => n.id), layoutWritten: true };
-      continue;
-    }
-    // an operator's write (term 0), not the last writer's term, which a later leader may have made stale
-    const next: LocationMap = { ...structuredClone(vm.map), term: 0 };
-    const changed: string[] = [];
-    for (const n of nodes) {
-      const existing = next.nodes.find((x) => x.id === n.id);
-      if (!existing) {
-        next.nodes.push({ ...n });
-        changed.push(n.id);
-      } else if (existing.address !== n.address || existing.zone !== n.zone) {
-        existing.address = n.address;
-        existing.zone = n.zone;
-        changed.push(n.id);
+  return updateMap<{ map: LocationMap; changed: string[]; layoutWritten: boolean }>(
+    store,
+    (vm) => {
+      if (!vm) {
+        const map = initialLayout(segments, nodes, { now: now() });
+        return { write: map, then: { map, changed: nodes.map((n) => n.id), layoutWritten: true } };
       }
-    }
-    if (changed.length === 0) return { map: vm.map, changed, layoutWritten: false };
-    next.updatedAt = now();
-    const cas = await store.compareAndSet(vm.version, next);
-    if (cas.ok) return { map: next, changed, layoutWritten: false };
-  }
-  throw new UserError("the location map kept changing while the nodes were being registered", {
-    hint: "run deploy again (it is idempotent)",
-  });
+      // an operator's write (term 0), not the last writer's term, which a later leader may have made stale
+      const next: LocationMap = { ...structuredClone(vm.map), term: 0 };
+      const changed: string[] = [];
+      for (const n of nodes) {
+        const existing = next.nodes.find((x) => x.id === n.id);
+        if (!existing) {
+          next.nodes.push({ ...n });
+          changed.push(n.id);
+        } else if (existing.address !== n.address || existing.zone !== n.zone) {
+          existing.address = n.address;
+          existing.zone = n.zone;
+          changed.push(n.id);
+        }
+      }
+      if (changed.length === 0) return { done: { map: vm.map, changed, layoutWritten: false } };
+      next.updatedAt = now();
+      return { write: next, then: { map: next, changed, layoutWritten: false } };
+    },
+    () => {
+      throw new UserError("the location map kept changing while the nodes were being registered", {
+        hint: "run deploy again (it is idempotent)",
+      });
+    },
+  );
 }
 
 /** Removes a node from the map's node list (it must own no shard). */
@@ -1697,22 +1699,25 @@ export async function deregisterFromMap(
   nodeId: string,
   now: () => number,
 ): Promise<boolean> {
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const vm = await store.load({ consistent: true });
-    if (!vm || !vm.map.nodes.some((n) => n.id === nodeId)) return false;
-    if (vm.map.shards.some((s) => s.node === nodeId)) throw ownsShardsError(nodeId, vm.map);
-    const next: LocationMap = {
-      ...structuredClone(vm.map),
-      nodes: vm.map.nodes.filter((n) => n.id !== nodeId),
-      term: 0,
-      updatedAt: now(),
-    };
-    const cas = await store.compareAndSet(vm.version, next);
-    if (cas.ok) return true;
-  }
-  throw new UserError("the location map kept changing while the node was being removed", {
-    hint: "run undeploy again",
-  });
+  return updateMap<boolean>(
+    store,
+    (vm) => {
+      if (!vm || !vm.map.nodes.some((n) => n.id === nodeId)) return { done: false };
+      if (vm.map.shards.some((s) => s.node === nodeId)) throw ownsShardsError(nodeId, vm.map);
+      const next: LocationMap = {
+        ...structuredClone(vm.map),
+        nodes: vm.map.nodes.filter((n) => n.id !== nodeId),
+        term: 0,
+        updatedAt: now(),
+      };
+      return { write: next, then: true };
+    },
+    () => {
+      throw new UserError("the location map kept changing while the node was being removed", {
+        hint: "run undeploy again",
+      });
+    },
+  );
 }
 
 async function registerConsulService(store: LocationStore, node: NodeInfo): Promise<void> {

@@ -26,6 +26,7 @@ import {
 import type { Clock, LocationStore } from "../engine/ports.js";
 import type { AgentRpc } from "./agent-rpc.js";
 import { ownerAlive, thisOwner } from "./journal.js";
+import { updateMap } from "./map-update.js";
 import { rollBack, rollForward } from "./migrate.js";
 import { rollBackLayout, rollForwardLayout } from "./reshape.js";
 
@@ -152,50 +153,53 @@ export async function catchUpMapEpochs(
   deps: Pick<RecoverDeps, "store" | "rpc" | "clock" | "log">,
 ): Promise<{ shard: string; node: string; from: number; to: number }[]> {
   const { store, rpc, clock, log } = deps;
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const vm = await store.load({ consistent: true });
-    if (!vm) return [];
-    const open = new Set<string>();
-    for (const { record } of (await store.listMigrations()).records) {
-      if (isTerminal(record.phase)) continue;
-      open.add(record.shard);
-      for (const id of Object.keys(record.layout?.epochs ?? {})) open.add(id);
-      for (const id of Object.keys(record.layout?.pieceNodes ?? {})) open.add(id);
-    }
-    const raised: { shard: string; node: string; from: number; to: number }[] = [];
-    for (const node of vm.map.nodes) {
-      const mine = vm.map.shards.filter((s) => s.node === node.id && !open.has(s.id));
-      if (mine.length === 0) continue;
-      let held: Map<string, { epoch: number; state: string }>;
-      try {
-        const inv = await rpc.inventory(node.address);
-        if (inv.status !== 200) continue;
-        held = new Map(inv.body.shards.map((s) => [s.id, s]));
-      } catch {
-        continue; // not answering: nothing to learn from it now
+  type Raised = { shard: string; node: string; from: number; to: number };
+  const raised = await updateMap<Raised[]>(
+    store,
+    async (vm) => {
+      if (!vm) return { done: [] };
+      const open = new Set<string>();
+      for (const { record } of (await store.listMigrations()).records) {
+        if (isTerminal(record.phase)) continue;
+        open.add(record.shard);
+        for (const id of Object.keys(record.layout?.epochs ?? {})) open.add(id);
+        for (const id of Object.keys(record.layout?.pieceNodes ?? {})) open.add(id);
       }
-      for (const s of mine) {
-        const h = held.get(s.id);
-        if (h && h.state === "owned" && Number.isSafeInteger(h.epoch) && h.epoch > s.epoch)
-          raised.push({ shard: s.id, node: node.id, from: s.epoch, to: h.epoch });
+      const found: Raised[] = [];
+      for (const node of vm.map.nodes) {
+        const mine = vm.map.shards.filter((s) => s.node === node.id && !open.has(s.id));
+        if (mine.length === 0) continue;
+        let held: Map<string, { epoch: number; state: string }>;
+        try {
+          const inv = await rpc.inventory(node.address);
+          if (inv.status !== 200) continue;
+          held = new Map(inv.body.shards.map((s) => [s.id, s]));
+        } catch {
+          continue; // not answering: nothing to learn from it now
+        }
+        for (const s of mine) {
+          const h = held.get(s.id);
+          if (h && h.state === "owned" && Number.isSafeInteger(h.epoch) && h.epoch > s.epoch)
+            found.push({ shard: s.id, node: node.id, from: s.epoch, to: h.epoch });
+        }
       }
-    }
-    if (raised.length === 0) return [];
-    const to = new Map(raised.map((r) => [r.shard, r.to]));
-    const next = {
-      ...vm.map,
-      term: 0,
-      updatedAt: clock.now(),
-      shards: vm.map.shards.map((s) => (to.has(s.id) ? { ...s, epoch: to.get(s.id)! } : s)),
-    };
-    const cas = await store.compareAndSet(vm.version, next);
-    if (!cas.ok) continue;
-    for (const r of raised)
-      log(
-        `recovery: ${r.shard} is served by ${r.node} at epoch ${r.to}, above the map's ${r.from}, with no migration open ` +
-          `(a request carried an epoch the map never gave): the map's epoch raised to ${r.to}`,
-      );
-    return raised;
-  }
-  return [];
+      if (found.length === 0) return { done: [] };
+      const to = new Map(found.map((r) => [r.shard, r.to]));
+      const next = {
+        ...vm.map,
+        term: 0,
+        updatedAt: clock.now(),
+        shards: vm.map.shards.map((s) => (to.has(s.id) ? { ...s, epoch: to.get(s.id)! } : s)),
+      };
+      return { write: next, then: found };
+    },
+    // the map kept changing: the next recovery looks again
+    () => [],
+  );
+  for (const r of raised)
+    log(
+      `recovery: ${r.shard} is served by ${r.node} at epoch ${r.to}, above the map's ${r.from}, with no migration open ` +
+        `(a request carried an epoch the map never gave): the map's epoch raised to ${r.to}`,
+    );
+  return raised;
 }
