@@ -5,7 +5,7 @@
  * else (batch jobs every N minutes). The scan costs O(n * 400), so bulk
  * callers may skip it.
  */
-import { mean } from "./stats.js";
+import { mean, scaled, unitScale } from "./stats.js";
 
 /** Minimum autocorrelation for a lag to count as a season. */
 const MIN_SEASONAL_ACF = 0.3;
@@ -68,7 +68,9 @@ export function detectSeason(
   opts: { scan?: boolean } = {},
 ): number {
   const n = values.length;
-  const centered = detrend(values);
+  // (small values scaled up first: the squares of 1e-200 underflow to 0, and the series looked flat)
+  const k = unitScale(values);
+  const centered = detrend(k === 1 ? values : scaled(values, k));
   let denom = 0;
   for (let i = 0; i < n; i++) denom += centered[i] * centered[i];
   if (!(denom > 0) || n < 8) return 1;

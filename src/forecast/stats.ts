@@ -32,6 +32,33 @@ export function minMax(x: ArrayLike<number>): { min: number; max: number } {
   return x.length ? { min, max } : { min: 0, max: 0 };
 }
 
+/**
+ * The power of two that brings a series whose largest magnitude is below 1 into [1, 2), and 1 for
+ * any other (or an all-zero) series. The models' fitting and the season detection have absolute
+ * floors (a simplex's stopping test, a variance floor, a ridge term) that are negligible for counts
+ * but not for values of 1e-10, and squares of 1e-200 underflow to 0: fitted on the series times
+ * this factor, with the forecast divided by it, results do not depend on the unit the series is
+ * given in. A power of two makes both multiplications exact.
+ */
+export function unitScale(x: ArrayLike<number>): number {
+  let peak = 0;
+  for (let i = 0; i < x.length; i++) {
+    const a = Math.abs(x[i]);
+    if (a > peak) peak = a;
+  }
+  if (!(peak > 0) || peak >= 1) return 1;
+  // 2^e with peak * 2^e in [1, 2); for peaks below 2^-1023 (subnormal), 2^1023, the largest power
+  // of two there is: they are scaled as far as can be
+  return 2 ** Math.min(1023, -Math.floor(Math.log2(peak)));
+}
+
+/** Multiplies every value by `k` (a new array). */
+export function scaled(x: ArrayLike<number>, k: number): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = x[i] * k;
+  return out;
+}
+
 /** Root mean square of a residual vector, skipping non-finite entries. */
 export function rms(x: ArrayLike<number>, from = 0): number {
   let s = 0;
