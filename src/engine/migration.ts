@@ -348,18 +348,40 @@ export function recoveryAction(
 /** A record a store may hold: the fields every reader relies on. */
 export function looksLikeRecord(r: unknown): r is MigrationRecord {
   const x = r as Partial<MigrationRecord> | null;
-  return (
-    !!x &&
-    typeof x.id === "string" &&
-    typeof x.shard === "string" &&
-    typeof x.source === "string" &&
-    typeof x.target === "string" &&
-    typeof x.phase === "string" &&
-    typeof x.startedAt === "number" &&
-    typeof x.fromEpoch === "number" &&
-    !!x.phaseAt &&
-    typeof x.phaseAt === "object"
-  );
+  if (
+    !x ||
+    typeof x !== "object" ||
+    typeof x.id !== "string" ||
+    typeof x.shard !== "string" ||
+    typeof x.source !== "string" ||
+    typeof x.target !== "string" ||
+    !(MIGRATION_PHASES as readonly unknown[]).includes(x.phase) ||
+    !isTime(x.startedAt) ||
+    !isCount(x.fromEpoch) ||
+    !x.phaseAt ||
+    typeof x.phaseAt !== "object" ||
+    // what `migrations` and `status` print of every record: a foreign one without them is not ours
+    !isCount(x.bytesCopied) ||
+    !isCount(x.entriesCopied) ||
+    !isCount(x.rounds)
+  )
+    return false;
+  for (const [phase, at] of Object.entries(x.phaseAt))
+    if (!(MIGRATION_PHASES as readonly string[]).includes(phase) || !isTime(at)) return false;
+  for (const t of [x.endedAt, x.heartbeatAt]) if (t !== undefined && !isTime(t)) return false;
+  for (const n of [x.writePauseMs, x.bytesTotal, x.lagEntries, x.windowsCopied, x.fencedLsn])
+    if (n !== undefined && !isCount(n)) return false;
+  return true;
+}
+
+/** A time a Date can hold (ms since the epoch, within ±8.64e15). */
+function isTime(t: unknown): t is number {
+  return typeof t === "number" && Number.isFinite(t) && Math.abs(t) <= 8.64e15;
+}
+
+/** A finite number ≥ 0. */
+function isCount(n: unknown): n is number {
+  return typeof n === "number" && Number.isFinite(n) && n >= 0;
 }
 
 /** Refuses to store a record readers could not use (a bug in the caller). */

@@ -309,6 +309,43 @@ describe("init --force over a corrupt map in Consul", () => {
     expect(ok.out()).toMatch(new RegExp(`term:\\s+${meta.term + 1}`));
   });
 
+  it("a journal record written by someone else that shardctl cannot print (a time past Date's range, no byte count, an unknown phase) is listed as unreadable by status and migrations, not a crash", async () => {
+    const prefix = uniquePrefix("foreign-record");
+    const map = smallMap();
+    expect((await open(prefix).compareAndSet(0, map)).ok).toBe(true);
+    const foreign = {
+      id: "m1",
+      shard: map.shards[0].id,
+      source: map.shards[0].node,
+      target: map.nodes[1].id,
+      phase: "copying",
+      startedAt: 1e20,
+      fromEpoch: 1,
+      phaseAt: {},
+    };
+    await rawPut(consul.addr, `${prefix}migrations/m1`, JSON.stringify(foreign));
+    await rawPut(
+      consul.addr,
+      `${prefix}migrations/m2`,
+      JSON.stringify({ ...foreign, id: "m2", startedAt: 5, phase: "bogus" }),
+    );
+    const st = fakeIO();
+    expect(await runCli(["status"], st.io, env(prefix)), st.err()).toBe(0);
+    expect(st.err()).not.toMatch(/internal error|RangeError/);
+    expect(st.out()).toMatch(/m1 *│ unreadable/);
+    expect(st.out()).toMatch(/m2 *│ unreadable/);
+    const js = fakeIO();
+    expect(await runCli(["status", "--json"], js.io, env(prefix)), js.err()).toBe(0);
+    expect(JSON.parse(js.out()).migrations).toEqual([
+      { id: "m1", phase: "unreadable" },
+      { id: "m2", phase: "unreadable" },
+    ]);
+    const ms = fakeIO();
+    await runCli(["migrations"], ms.io, env(prefix));
+    expect(ms.out() + ms.err()).not.toMatch(/undefined|internal error/);
+    expect(ms.out() + ms.err()).toMatch(/m1/);
+  });
+
   for (const [what, damage] of Object.entries(damages)) {
     it(`${what}: init refuses it and changes nothing; init --force keeps a byte-exact copy and replaces it`, async () => {
       const prefix = uniquePrefix("repair");

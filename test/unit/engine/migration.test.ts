@@ -227,4 +227,40 @@ describe("layout changes (splits and merges) in the migration machinery", () => 
     expect(() => checkRecord({ id: "../x" } as never)).toThrow(/not a storable/);
     expect(looksLikeRecord({ id: "a" })).toBe(false);
   });
+
+  it("reads a record written by someone else as a record only if status and migrations can print it", () => {
+    const ok = {
+      id: "m1",
+      shard: "shard-1",
+      source: "node-1",
+      target: "node-2",
+      fromEpoch: 1,
+      planVersion: 3,
+      phase: "copying",
+      term: 0,
+      startedAt: 1000,
+      phaseAt: { journaled: 1000, copying: 1001 },
+      bytesCopied: 0,
+      entriesCopied: 0,
+      rounds: 0,
+    };
+    expect(looksLikeRecord(ok)).toBe(true);
+    for (const bad of [
+      { startedAt: 1e20 }, // not a time a Date holds: status crashed with RangeError
+      { startedAt: Number.NaN },
+      { phase: "bogus" }, // was counted as in progress
+      { bytesCopied: undefined }, // was printed "undefined B"
+      { entriesCopied: "7" },
+      { rounds: -1 },
+      { fromEpoch: Number.POSITIVE_INFINITY },
+      { phaseAt: { copying: 1e300 } },
+      { phaseAt: { elsewhere: 5 } },
+      { endedAt: "yesterday" },
+      { heartbeatAt: -1e17 },
+      { writePauseMs: -3 },
+    ])
+      expect(looksLikeRecord({ ...ok, ...bad }), JSON.stringify(bad)).toBe(false);
+    expect(looksLikeRecord(null)).toBe(false);
+    expect(looksLikeRecord("m1")).toBe(false);
+  });
 });
