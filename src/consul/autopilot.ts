@@ -311,6 +311,8 @@ async function leadLoop(
       if (deps.store.kind === "consul") await (deps.store as ConsulStore).sweepOrphanChunks().catch(() => 0);
     } catch (err) {
       if (err instanceof StaleTermError) {
+        // --once did nothing: exit 3, as the refusal says; a standing autopilot campaigns again
+        if (opts.once) throw err;
         log(`autopilot: ${err.message}`);
         return;
       }

@@ -287,12 +287,19 @@ export class LeaderElection {
     });
   }
 
-  /** term+1, in one transaction that also checks we still hold the lock. Null if we do not. */
+  /**
+   * The next term, in one transaction that also checks we still hold the lock; null if we do not.
+   * Above both the term key and the term that last wrote the map: a term key set back or deleted
+   * behind our back would otherwise hand out terms again that the map has seen, and every write of
+   * this leader would be refused as stale.
+   */
   private async bumpTerm(session: string): Promise<number | null> {
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await this.opts.store.readTerm();
+      // (a map that cannot be read leaves the term key alone to decide; the cycle will report it)
+      const mapTerm = (await this.opts.store.load({ consistent: true }).catch(() => null))?.map.term ?? 0;
       const next: TermRecord = {
-        term: (current?.term ?? 0) + 1,
+        term: Math.max(current?.term ?? 0, mapTerm) + 1,
         holder: this.opts.holder,
         since: Date.now(),
       };

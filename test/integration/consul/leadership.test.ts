@@ -127,6 +127,63 @@ describe("leadership", () => {
     await store.close();
   }, 60_000);
 
+  it("a term key set back behind its back: the next leader takes a term above the map's, and its writes go through", async () => {
+    const prefix = uniquePrefix("term-rewound");
+    const store = openStore(prefix);
+    expect((await store.compareAndSet(0, agentlessMap())).ok).toBe(true);
+    // leader A writes the map with its term, then the term key is set back (an operator, a restore)
+    const election = new LeaderElection({ http: store.http, store, holder: "tr-a", lockDelayS: 0 });
+    const ac = new AbortController();
+    let a = await election.campaign(ac.signal);
+    for (let i = 0; i < 3; i++) {
+      await a.resign();
+      a = await election.campaign(ac.signal);
+    }
+    const vm = (await store.load({ consistent: true }))!;
+    expect((await new TermStampedStore(store, a.term).compareAndSet(vm.version, vm.map)).ok).toBe(true);
+    await a.resign();
+    await rawPut(consul.addr, `${prefix}term`, JSON.stringify({ term: 1, holder: "x", since: 0 }));
+    const b = await election.campaign(AbortSignal.any([ac.signal, AbortSignal.timeout(20_000)]));
+    // (it was 2: every write of that leader was refused as a deposed one's)
+    expect(b.term).toBe(a.term + 1);
+    const now = (await store.load({ consistent: true }))!;
+    expect((await new TermStampedStore(store, b.term).compareAndSet(now.version, now.map)).ok).toBe(true);
+    await b.resign();
+    await election.close();
+    await store.close();
+  }, 60_000);
+
+  it("autopilot --once whose write is refused for a stale term fails with the refusal (exit 3), not as a cycle done", async () => {
+    const prefix = uniquePrefix("once-stale");
+    const store = openStore(prefix);
+    expect((await store.compareAndSet(0, agentlessMap())).ok).toBe(true);
+    const ac = new AbortController();
+    // while its cycle gathers the access windows, a later leader's term is taken and writes the map
+    const later = async () => {
+      const t = (await store.readTerm())!;
+      await rawPut(
+        consul.addr,
+        `${prefix}term`,
+        JSON.stringify({ term: t.term + 1, holder: "later", since: 0 }),
+      );
+      const vm = (await store.load({ consistent: true }))!;
+      const w = await new TermStampedStore(store, t.term + 1).compareAndSet(vm.version, vm.map);
+      expect(w.ok).toBe(true);
+    };
+    const d = deps(store, ac.signal, {
+      windows: async () => {
+        await later();
+        // a hot segment, so that the cycle has a layout change to write
+        const windows = new AccessWindows({ segmentCount: 1024, zones: ["a", "b", "c"] });
+        for (let i = 0; i < 60; i++) windows.record(7, true, 0, Date.now() - i * 1000, 5000);
+        return { windows, unreachable: [] };
+      },
+    });
+    const run = runAutopilot({ once: true, intervalS: 1, id: "once-stale" }, d);
+    await expect(run).rejects.toBeInstanceOf(StaleTermError);
+    await store.close();
+  }, 60_000);
+
   it("SIGTERM mid-cycle: the leader stays alive until its in-flight work is done, then hands over", async () => {
     const prefix = uniquePrefix("term-mid");
     const store = openStore(prefix);
