@@ -315,11 +315,22 @@ export class JournalWriter {
     });
   }
 
-  startHeartbeat(): void {
+  /**
+   * Saves the record every `everyMs` while the coordinator works. A heartbeat is not queued while
+   * the last one is still waiting or in flight: with the store away, each save waits for its
+   * timeouts (a write and a read, 5 s each with Consul), so heartbeats queued every 2 s piled up,
+   * and the coordinator's next own write (its abort's) waited a minute behind them.
+   */
+  startHeartbeat(everyMs = HEARTBEAT_MS): void {
+    let pending = false;
     this.timer = setInterval(() => {
+      if (pending) return;
+      pending = true;
       // a failed heartbeat (the store briefly away) is retried by the next one; a takeover stops them
-      this.save().catch(() => undefined);
-    }, HEARTBEAT_MS);
+      this.save()
+        .catch(() => undefined)
+        .finally(() => (pending = false));
+    }, everyMs);
     this.timer.unref();
   }
 

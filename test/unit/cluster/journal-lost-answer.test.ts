@@ -171,3 +171,37 @@ describe("JournalWriter, an answer lost", () => {
     expect(journal.takenOver).toBe(true);
   });
 });
+
+describe("JournalWriter, a store that does not answer", () => {
+  it("does not queue a heartbeat while the last one waits: the coordinator's own write comes next, not a minute later", async () => {
+    const store = new LossyStore();
+    let j = record();
+    const journal = new JournalWriter(
+      store as unknown as LocationStore,
+      () => j,
+      () => Date.now(),
+    );
+    await journal.save();
+    // Given a store whose every write and read waits 50 ms and fails (Consul paused: 5 s each)
+    let puts = 0;
+    const away = async (): Promise<never> => {
+      await new Promise((r) => setTimeout(r, 50));
+      throw new Error("cannot reach Consul (no answer within 5 s)");
+    };
+    store.putMigration = async () => {
+      puts++;
+      return away();
+    };
+    store.getMigration = away;
+    // When heartbeats come due every 10 ms for 400 ms
+    journal.startHeartbeat(10);
+    await new Promise((r) => setTimeout(r, 400));
+    journal.stopHeartbeat();
+    // Then the coordinator's own write (its abort's) waits for at most the heartbeat in flight:
+    // each save costs a write and a read (100 ms), so about four heartbeats were sent, not forty
+    j = endRecord(advance(j, "copying", Date.now()), "aborted", Date.now());
+    await expect(journal.save()).rejects.toThrow(/no answer/);
+    expect(puts).toBeGreaterThanOrEqual(2);
+    expect(puts).toBeLessThanOrEqual(8);
+  });
+});
