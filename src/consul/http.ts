@@ -383,6 +383,15 @@ export class ConsulHttp {
       what: `service ${name}`,
     });
     this.expectOk(res, "read", `service ${name}`);
+    // a token that may not read the service (or its nodes) sees a filtered list, not a 403: every
+    // agent would read as unregistered
+    if (res.headers["x-consul-results-filtered-by-acls"] === "true")
+      throw new UserError(
+        `the token in CONSUL_HTTP_TOKEN may not read service ${name} or the nodes it runs on (Consul hid some of them: ACLs)`,
+        {
+          hint: `give the token a policy with service "${name}" { policy = "read" } and node_prefix "" { policy = "read" } (see docs/CONSUL.md)`,
+        },
+      );
     return Array.isArray(res.body) ? (res.body as HealthServiceEntry[]) : [];
   }
 

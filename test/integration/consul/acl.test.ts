@@ -6,7 +6,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConsulHttp } from "../../../src/consul/http.js";
 import { LeaderElection } from "../../../src/consul/leader.js";
+import {
+  deregisterAgentService,
+  listAgentNodes,
+  registerAgentService,
+} from "../../../src/consul/services.js";
 import { ConsulStore } from "../../../src/consul/store.js";
+import type { UserError } from "../../../src/errors.js";
 import { smallMap } from "../../contract/maps.js";
 import { createToken, rawKeys, startConsulDev, type DevConsul } from "../../helpers/consul.js";
 
@@ -72,6 +78,35 @@ describe("ACLs with default_policy deny", () => {
     await election.close();
     await store.close();
     await ro.close();
+  });
+
+  it("nodes with a token that may read the keys but not the agents' service: refused naming the rules, not every agent shown unregistered", async () => {
+    const admin = new ConsulHttp({ addr: consul.addr, prefix, token: consul.token });
+    await registerAgentService(admin, { id: "acl-node-1", address: "127.0.0.1:1", zone: "a" });
+    try {
+      const kvOnly = new ConsulHttp({
+        addr: consul.addr,
+        prefix,
+        token: await createToken(consul, `key_prefix "${prefix}" { policy = "read" }`, "shardctl-kv-only"),
+      });
+      const err = await listAgentNodes(kvOnly).catch((e: unknown) => e as UserError);
+      expect((err as UserError).message).toMatch(
+        /^the token in CONSUL_HTTP_TOKEN may not read service shardctl-agent or the nodes it runs on/,
+      );
+      expect((err as UserError).hint).toMatch(/service "shardctl-agent" \{ policy = "read" \}/);
+      const reader = new ConsulHttp({
+        addr: consul.addr,
+        prefix,
+        token: await createToken(
+          consul,
+          [`service "shardctl-agent" { policy = "read" }`, `node_prefix "" { policy = "read" }`].join("\n"),
+          "shardctl-service-reader",
+        ),
+      });
+      expect((await listAgentNodes(reader)).map((n) => n.id)).toContain("acl-node-1");
+    } finally {
+      await deregisterAgentService(admin, "acl-node-1");
+    }
   });
 
   it('no token at all, once a map exists: the read is refused (not mistaken for "no map"), naming the prefix', async () => {
