@@ -505,6 +505,14 @@ export class ConsulHttp {
   }
 
   private aclError(access: "read" | "write", what: string, detail: string): UserError {
+    // not a permission missing: Consul does not know the token at all
+    if (/ACL not found/i.test(detail))
+      return new UserError(
+        `Consul does not know the token in CONSUL_HTTP_TOKEN (Consul said: ${firstLine(detail)}): it was deleted, has expired, or is mistyped`,
+        {
+          hint: "set CONSUL_HTTP_TOKEN to a token's SecretID (`consul acl token list` shows the tokens; docs/CONSUL.md the policy it needs)",
+        },
+      );
     const target = what.startsWith(this.prefix) || what === this.prefix ? this.prefix : what;
     return new UserError(
       `the token in CONSUL_HTTP_TOKEN may not ${access} ${target} (Consul said: ${firstLine(detail)})`,

@@ -109,6 +109,16 @@ describe("ACLs with default_policy deny", () => {
     }
   });
 
+  it("a token Consul does not know (deleted, expired, mistyped) is named as such, not as a missing permission", async () => {
+    const store = open("00000000-0000-4000-8000-00000000dead");
+    const err = (await store.load().catch((e: unknown) => e)) as UserError;
+    expect(err.message).toMatch(
+      /^Consul does not know the token in CONSUL_HTTP_TOKEN \(Consul said: ACL not found\)/,
+    );
+    expect(err.hint).toMatch(/SecretID/);
+    await store.close();
+  });
+
   it('no token at all, once a map exists: the read is refused (not mistaken for "no map"), naming the prefix', async () => {
     const store = open(undefined);
     await expect(store.load()).rejects.toThrow(/the token in CONSUL_HTTP_TOKEN may not read acl-test\//);
