@@ -83,6 +83,56 @@ function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
+/** Splits one CSV line; supports "quoted, fields" with "" as an escaped quote. Returns undefined if a quote is unbalanced. */
+export function splitCsvLine(line: string): string[] | undefined {
+  if (!line.includes('"')) return line.split(",");
+  const out: string[] = [];
+  let cur = "";
+  let i = 0;
+  let quoted = false;
+  while (i < line.length) {
+    const c = line[i];
+    if (quoted) {
+      if (c === '"') {
+        if (line[i + 1] === '"') {
+          cur += '"';
+          i += 2;
+          continue;
+        }
+        quoted = false;
+        i++;
+        continue;
+      }
+      cur += c;
+      i++;
+      continue;
+    }
+    if (c === '"' && cur === "") {
+      quoted = true;
+      i++;
+      continue;
+    }
+    if (c === ",") {
+      out.push(cur);
+      cur = "";
+      i++;
+      continue;
+    }
+    cur += c;
+    i++;
+  }
+  if (quoted) return undefined;
+  out.push(cur);
+  return out;
+}
+
+/** A series longer than a backtest reads. */
+function tooManyPoints(what: string, maxPoints: number): UsageError {
+  return new UsageError(`the series is too long: ${what}; at most ${maxPoints} points are read`, {
+    hint: "give it at a coarser interval (sum or average the rows per minute, hour or day), or only its recent part",
+  });
+}
+
 export function parseSeriesCsv(text: string, opts: ParseOptions = {}): ParsedSeries {
   const minPoints = opts.minPoints ?? 8;
   const maxPoints = opts.maxPoints ?? 5_000_000;
@@ -94,11 +144,14 @@ export function parseSeriesCsv(text: string, opts: ParseOptions = {}): ParsedSer
   const points: { t: number; v: number }[] = [];
   let headerSeen = false;
   const notes: string[] = [];
+  let extraColumns = 0;
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i].trim();
     const lineNo = i + 1;
     if (line === "" || line.startsWith("#")) continue;
-    const fields = line.split(",");
+    const fields = splitCsvLine(line);
+    if (!fields)
+      throw new UsageError(`line ${lineNo}: a quote is not closed: "${line.slice(0, 60)}"`, { hint });
     const t = parseTimestamp(fields[0] ?? "");
     if (!headerSeen && points.length === 0) {
       headerSeen = true;
@@ -125,8 +178,15 @@ export function parseSeriesCsv(text: string, opts: ParseOptions = {}): ParsedSer
         { hint: "scale the series down (e.g. thousands instead of units): forecasts scale with it" },
       );
     }
+    if (fields.length > 2) extraColumns++;
     points.push({ t, v });
+    // refused as soon as it is known, not after the whole file was read into rows (GBs)
+    if (points.length > maxPoints) throw tooManyPoints(`more than ${maxPoints} rows of data`, maxPoints);
   }
+  if (extraColumns)
+    notes.push(
+      `${plural(extraColumns, "row")} had more than two columns: only the first two (timestamp, value) were read`,
+    );
   if (points.length < minPoints) {
     throw new UsageError(
       `too few points: ${points.length} row${points.length === 1 ? "" : "s"} of data, at least ${minPoints} are needed`,
@@ -165,6 +225,8 @@ export function parseSeriesCsv(text: string, opts: ParseOptions = {}): ParsedSer
   const intervalMs = median(diffs);
   const t0 = merged[0].t;
   const slots = Math.round((merged[merged.length - 1].t - t0) / intervalMs) + 1;
+  if (slots > maxPoints && slots <= 100 * merged.length)
+    throw tooManyPoints(`${slots} points at its spacing of ${intervalMs / 1000}s`, maxPoints);
   if (slots > maxPoints || slots > 100 * merged.length) {
     throw new UsageError(
       `timestamps too irregular: the median spacing is ${intervalMs / 1000}s but they span ${slots} such intervals`,

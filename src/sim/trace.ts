@@ -11,7 +11,9 @@
  */
 import { UsageError } from "../errors.js";
 import { validateKey } from "../engine/segmenter.js";
-import { isCalendarDate } from "../forecast/csv.js";
+import { isCalendarDate, splitCsvLine } from "../forecast/csv.js";
+
+export { splitCsvLine };
 
 export interface Trace {
   /** Zone names, indexed by `zone`. */
@@ -71,49 +73,6 @@ export function badTimestampReason(raw: string): string {
     return `bad timestamp ${raw}: a number is read as epoch milliseconds, and ${raw} ms is ${asMs}, before 2000-01-01 (epoch seconds? multiply by 1000, or give ISO-8601)`;
   }
   return `bad timestamp ${JSON.stringify(raw)} (ISO-8601, or epoch milliseconds from 2000-01-01 to 8.64e15)`;
-}
-
-/** Splits one CSV line; supports "quoted, fields" with "" as an escaped quote. Returns undefined if a quote is unbalanced. */
-export function splitCsvLine(line: string): string[] | undefined {
-  if (!line.includes('"')) return line.split(",");
-  const out: string[] = [];
-  let cur = "";
-  let i = 0;
-  let quoted = false;
-  while (i < line.length) {
-    const c = line[i];
-    if (quoted) {
-      if (c === '"') {
-        if (line[i + 1] === '"') {
-          cur += '"';
-          i += 2;
-          continue;
-        }
-        quoted = false;
-        i++;
-        continue;
-      }
-      cur += c;
-      i++;
-      continue;
-    }
-    if (c === '"' && cur === "") {
-      quoted = true;
-      i++;
-      continue;
-    }
-    if (c === ",") {
-      out.push(cur);
-      cur = "";
-      i++;
-      continue;
-    }
-    cur += c;
-    i++;
-  }
-  if (quoted) return undefined;
-  out.push(cur);
-  return out;
 }
 
 /** Quotes a CSV field when it needs it. */

@@ -119,6 +119,49 @@ describe("parseSeriesCsv", () => {
     expect(p.notes.join(" ")).toMatch(/every value is zero/);
   });
 
+  it("a series longer than it reads is refused as too long, not as irregular, and before the rows are all read", () => {
+    // 1,001 regular rows against a limit of 1,000 (the default is 5,000,000): the old message said
+    // "timestamps too irregular" of a perfectly regular series, after reading all of it
+    const long = csv(Array.from({ length: 1001 }, (_, i) => i % 7));
+    expect(() => parseSeriesCsv(long, { maxPoints: 1000 })).toThrow(
+      /^the series is too long: more than 1000 rows of data; at most 1000 points are read$/,
+    );
+    // fewer rows, but a span of more slots than it reads (a gap filled at the median spacing)
+    const rows = csv(Array.from({ length: 600 }, (_, i) => i % 7)).split("\n");
+    const t0 = Date.UTC(2024, 0, 1);
+    rows.push(`${new Date(t0 + 1100 * 300_000).toISOString()},1`);
+    const err = (() => {
+      try {
+        parseSeriesCsv(rows.join("\n"), { maxPoints: 1000 });
+      } catch (e) {
+        return e as UsageError;
+      }
+    })();
+    expect(err?.message).toBe(
+      "the series is too long: 1101 points at its spacing of 300s; at most 1000 points are read",
+    );
+    expect(err?.hint).toMatch(/coarser interval/);
+  });
+
+  it("reads quoted fields, says when rows have more columns than two, and refuses an unclosed quote", () => {
+    const t0 = Date.UTC(2024, 0, 1);
+    const rows = ["timestamp,value,host"];
+    for (let i = 0; i < 10; i++)
+      rows.push(`"${new Date(t0 + i * 300_000).toISOString()}","${i + 1}",web-${i}`);
+    const p = parseSeriesCsv(rows.join("\n"));
+    expect(Array.from(p.values)).toEqual(ten);
+    expect(p.notes).toContain(
+      "10 rows had more than two columns: only the first two (timestamp, value) were read",
+    );
+    // a thousands separator inside quotes is one field, and not a number
+    const sep = csv(["1", "2", "3", "4", "5", "6", "7", '"1,234"', "9", "10"]);
+    expect(() => parseSeriesCsv(sep)).toThrow(/line 9: the value "1,234" is not a number/);
+    expect(() => parseSeriesCsv(csv(["1", "2", "3", "4", "5", "6", "7", '"8', "9", "10"]))).toThrow(
+      /line 9: a quote is not closed/,
+    );
+    expect(parseSeriesCsv(csv(ten)).notes.join(" ")).not.toMatch(/columns/);
+  });
+
   it("refuses a grid blown up by one stray timestamp", () => {
     const text = csv(ten) + "\n2090-01-01T00:00:00Z,5";
     expect(() => parseSeriesCsv(text)).toThrow(/timestamps too irregular/);
