@@ -433,18 +433,21 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
 };
 
 const SIMULATE_HELP = `
-Every policy places each shard on one node per decision interval and pays the
-same migration cost: the copy (bytes / bandwidth) must finish before the
-cutover boundary, and writes in the fenced tail wait for the cutover.
+Every policy places each shard on one node per decision interval. The planner-
+driven policies pay for a move as a live migration does: the copy (bytes /
+bandwidth) must finish before the cutover boundary, and writes in the fenced
+tail wait for the cutover.
 
   static      the initial layout, never moved
   reactive    the planner on what was observed (moves after a change)
   predictive  the planner on the forecast of src/forecast (moves ahead of it),
               with the reactive check for shards the forecast leaves alone
   oracle      knows the trace: per segment, the exact optimum over node
-              schedules with the same costs and the same cooldown between
-              two moves; a true lower bound on the mean of the others (the
-              same optimum without the cooldown is printed under the table)
+              schedules with the same cooldown between two moves, paying the
+              write pause but not the copy's lead time (it may move a shard
+              of any size at any boundary): a true lower bound on the mean
+              of the others (the same optimum without the cooldown is
+              printed under the table)
 
 Reactive and predictive decide from the first boundary; until --horizon + 1
 intervals are seen (nothing to forecast from yet) both plan on what they
