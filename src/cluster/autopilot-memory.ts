@@ -33,6 +33,9 @@ interface MemoryRecord {
 /** The moves' and the layout changes' back-offs, and what the store was last seen to hold. */
 export class AutopilotMemory {
   private stored?: string;
+  /** The store held a record that could not be read: the next keep replaces it, even with nothing. */
+  private damaged = false;
+
   constructor(
     readonly moves: MoveBackoffs,
     readonly layout: MoveBackoffs,
@@ -65,6 +68,7 @@ export class AutopilotMemory {
         `autopilot: its memory of failed moves in the store is unreadable (${errorMessage(err)}); going on with what this process remembers, and it is rewritten at the end of the cycle`,
       );
       this.stored = undefined;
+      this.damaged = true;
     }
   }
 
@@ -73,12 +77,14 @@ export class AutopilotMemory {
     if (!store.saveAutopilotMemory) return;
     const moves = this.moves.entries();
     const layout = this.layout.entries();
-    if (this.stored === undefined && moves.length === 0 && layout.length === 0) return;
+    // nothing to remember and nothing stored: nothing to write (an unreadable record is replaced)
+    if (this.stored === undefined && !this.damaged && moves.length === 0 && layout.length === 0) return;
     const text = memoryText(moves, layout, now);
     if (sameState(text, this.stored)) return;
     try {
       await store.saveAutopilotMemory(text);
       this.stored = text;
+      this.damaged = false;
     } catch (err) {
       log(
         `autopilot: cannot save its memory of failed moves in the store (${errorMessage(err)}); a restarted or new leader may try them again early`,

@@ -99,6 +99,20 @@ describe("the autopilot's memory of failed moves", () => {
     }
   });
 
+  it("an unreadable record is replaced by the next save also when the process remembers nothing (as the log says)", async () => {
+    writeFileSync(file(), "garbage{");
+    const m = fresh();
+    await m.recall(new EmbeddedStore(dir), log);
+    expect(logs.join("\n")).toMatch(/unreadable .* it is rewritten at the end of the cycle/);
+    await m.keep(new EmbeddedStore(dir), log);
+    const r = readMemory(readFileSync(file(), "utf8"), fresh());
+    expect([r.moves, r.layout, r.refused]).toEqual([[], [], 0]);
+    // and once replaced, an empty memory is not written again
+    const store = counting(new EmbeddedStore(dir));
+    await m.keep(store, log);
+    expect(store.saves).toBe(0);
+  });
+
   it("drops bad entries one by one and says how many", async () => {
     const good = { shard: "shard-1", target: "node-2", failures: 1, failedAt: T0, until: 0, lastError: "e" };
     writeFileSync(
