@@ -122,7 +122,7 @@ export function parsePlanFile(
     if (s.kind === "move") {
       if (typeof s.source !== "string" || typeof s.target !== "string")
         return refuse(`${at} moves ${s.shard} without a source and a target`);
-      if (typeof s.bytes !== "number" || !Number.isFinite(s.bytes) || s.bytes < 0)
+      if (typeof s.bytes !== "number" || !Number.isSafeInteger(s.bytes) || s.bytes < 0)
         return refuse(`${at} moves ${s.shard} with a size that is not a number of bytes`);
     } else if (s.kind === "split") {
       if (typeof s.newShard !== "string" || typeof s.node !== "string" || !Number.isInteger(s.segment))

@@ -67,7 +67,7 @@ describe("plan files", () => {
 
   it("a re-checksummed move whose size is not a number of bytes is refused", () => {
     const plan = splitPlan();
-    for (const bytes of [-5, "lots", null])
+    for (const bytes of [-5, "lots", null, 1e300, 1.5])
       expect(refusal(edited(plan, (s) => (s[1].bytes = bytes)))).toMatch(
         /step 2 moves shard-7 with a size that is not a number of bytes/,
       );
