@@ -10,6 +10,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { join } from "node:path";
 import { AccessWindows, type WindowLevel } from "../engine/access-windows.js";
 import { SHARD_ID_PATTERN, type LocationMap } from "../engine/location-map.js";
+import { purgeStrays } from "./import.js";
 import { resolveInDoubt } from "./in-doubt.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { writeAtomic } from "../store/embedded.js";
@@ -318,6 +319,11 @@ export async function startAgent(
   if (loadMap) {
     for (const r of await resolveInDoubt(agent, loadMap))
       agent.log(`recovery: shard ${r.shard} (${r.was}, in a migration): ${r.action}: ${r.why}`);
+  }
+  for (const shard of agent.shards.values()) {
+    const n = await purgeStrays(agent, shard);
+    if (n > 0)
+      agent.log(`recovery: shard ${shard.id}: deleted ${n} stale keys outside its ranges (left by a split)`);
   }
   let address: AddressInfo;
   try {

@@ -429,6 +429,10 @@ export async function importAdmin(
             migration: cur.migration,
           },
         );
+      // Keys of those ranges this shard still holds are stale copies (it does not own the ranges:
+      // a purge after a split that did not finish): deleted first, so that the import, which only
+      // brings what the source holds now, cannot leave a key the source deleted meanwhile alive here
+      await purgeWhere(shard, (key) => inRanges(ranges, agent.segmenter.segmentOf(key)));
       const st: ImportState = { migration, ranges, through: 0, crc: 0, entries: 0 };
       shard.setMeta({ imports: { ...shard.meta.imports, [source]: st } });
       return sendJson(res, 201, { ...describeShard(shard), import: st });
@@ -533,11 +537,32 @@ export async function importAdmin(
 
 /** Writes deletes for every key of the shard whose segment is outside `ranges`; returns how many. */
 async function purgeOutside(agent: Agent, shard: Shard, ranges: SegmentRange[]): Promise<number> {
-  const doomed: WriteOp[] = [];
-  for (const key of shard.state.keys())
-    if (!inRanges(ranges, agent.segmenter.segmentOf(key))) doomed.push({ op: "delete", key });
-  for (let i = 0; i < doomed.length; i += 5000) await shard.write(doomed.slice(i, i + 5000));
-  return doomed.length;
+  return purgeWhere(shard, (key) => !inRanges(ranges, agent.segmenter.segmentOf(key)));
+}
+
+/** Writes deletes for every key of the shard that `doomed` picks; returns how many. */
+async function purgeWhere(shard: Shard, doomed: (key: string) => boolean): Promise<number> {
+  const ops: WriteOp[] = [];
+  for (const key of shard.state.keys()) if (doomed(key)) ops.push({ op: "delete", key });
+  for (let i = 0; i < ops.length; i += 5000) await shard.write(ops.slice(i, i + 5000));
+  return ops.length;
+}
+
+/**
+ * After a restart: deletes the keys an owned shard holds outside its ranges and the ranges of its
+ * open imports. Such keys are never served, but they are stale: the purge after a split (reshape)
+ * runs after its answer and may not have finished, and a split's source the restart found fenced
+ * is given the map's smaller ranges without one (in-doubt.ts). Left in place, a later merge of the
+ * piece back into this shard brought them back to life wherever the piece had deleted a key and
+ * compacted its log (its snapshot carries no deletes). Returns how many keys were deleted.
+ */
+export async function purgeStrays(agent: Agent, shard: Shard): Promise<number> {
+  if (shard.failed || shard.meta.state !== "owned") return 0;
+  const keep = [
+    ...(shard.meta.ranges ?? []),
+    ...Object.values(shard.meta.imports ?? {}).flatMap((i) => i.ranges),
+  ];
+  return shard.track(purgeOutside(agent, shard, keep));
 }
 
 /** How long an export keeps the source from compacting (the snapshot and the log after it stay). */

@@ -1,0 +1,109 @@
+/**
+ * Keys a shard holds outside its ranges (a split's purge that did not finish,
+ * or a split's source a restart found fenced and gave the map's smaller ranges)
+ * are stale copies: a later merge of the piece back into the shard brought
+ * them back to life wherever the piece had deleted a key and compacted its log
+ * (its snapshot carries no deletes). An in-process agent (the real HTTP API on
+ * loopback): a restart deletes them, and so does an import of their ranges
+ * before it takes anything in.
+ */
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { startAgent, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
+import { DEFAULT_LEVELS } from "../../../src/engine/access-windows.js";
+import { Segmenter } from "../../../src/engine/segmenter.js";
+import { admin, put, tempDir, TOKEN } from "./harness.js";
+
+const SEGMENTS = 64;
+const seg = new Segmenter(SEGMENTS);
+let root: string;
+let agent: Agent;
+let port: number;
+let logs: string[];
+
+function options(): AgentOptions {
+  return {
+    dataDir: join(root, "data"),
+    host: "127.0.0.1",
+    port: 0,
+    zone: "a",
+    nodeId: "node-a",
+    token: TOKEN,
+    segments: SEGMENTS,
+    zones: ["a", "b"],
+    levels: DEFAULT_LEVELS,
+    maxKeyBytes: 1024,
+    maxValueBytes: 1024 * 1024,
+    windowsSaveMs: 0,
+    log: (m) => logs.push(m),
+  };
+}
+
+async function start(): Promise<void> {
+  const s = await startAgent(options());
+  agent = s.agent;
+  port = s.address.port;
+}
+
+/** A shard over every segment holding 200 keys, half of them in segments 32..63; then it "splits": ranges [0, 32) without a purge. */
+async function shardWithStrays(): Promise<string[]> {
+  expect((await admin(port, "PUT", "shard-1", { epoch: 1, ranges: [[0, SEGMENTS]] })).status).toBe(201);
+  const upper: string[] = [];
+  for (let i = 0; upper.length < 100 || i < 200; i++) {
+    const key = `k-${i}`;
+    expect((await put(port, "shard-1", key, `v-${i}`)).status).toBe(200);
+    if (seg.segmentOf(key) >= 32) upper.push(key);
+  }
+  // what in-doubt resolution did with a split's source: the map's smaller ranges, no purge
+  agent.shards.get("shard-1")!.setMeta({ ranges: [[0, 32]], epoch: 2 });
+  return upper;
+}
+
+beforeEach(async () => {
+  root = tempDir("stray-keys");
+  logs = [];
+  await start();
+});
+afterEach(async () => {
+  await agent.stop();
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe("keys a shard holds outside its ranges", () => {
+  it("are deleted when the agent starts, and it says how many", async () => {
+    const upper = await shardWithStrays();
+    const before = agent.shards.get("shard-1")!.state.size;
+    await agent.stop();
+    logs = [];
+    await start();
+    const shard = agent.shards.get("shard-1")!;
+    for (const k of upper) expect(shard.state.has(k), k).toBe(false);
+    expect(shard.state.size).toBe(before - upper.length);
+    expect(logs.join("\n")).toContain(
+      `recovery: shard shard-1: deleted ${upper.length} stale keys outside its ranges (left by a split)`,
+    );
+    // deleted durably: a second restart finds nothing to delete
+    await agent.stop();
+    logs = [];
+    await start();
+    expect(agent.shards.get("shard-1")!.state.size).toBe(before - upper.length);
+    expect(logs.join("\n")).not.toMatch(/stale keys/);
+  });
+
+  it("in the ranges of an import (a merge bringing them back) are deleted before it takes anything in", async () => {
+    const upper = await shardWithStrays();
+    const r = await admin(port, "POST", "shard-1/import-begin", {
+      epoch: 2,
+      source: "shard-9",
+      migration: "m-merge",
+      ranges: [[32, SEGMENTS]],
+    });
+    expect(r.status, r.body.toString()).toBe(201);
+    const shard = agent.shards.get("shard-1")!;
+    for (const k of upper) expect(shard.state.has(k), k).toBe(false);
+    // its own keys stay
+    expect(shard.state.size).toBeGreaterThan(0);
+    for (const k of shard.state.keys()) expect(seg.segmentOf(k)).toBeLessThan(32);
+  });
+});
