@@ -258,11 +258,10 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     if (problems.length) {
       j = { ...j, error: why, rollBackPending: problems.join("; ") };
       await journal.save().catch(() => undefined);
-      throw new UserError(
+      throw new ChangeLeftOpenError(
         `${what} aborted (${why}), but the roll-back did not finish: ${j.rollBackPending}`,
-        {
-          hint: "no acknowledged write is lost; `shardctl migrations --recover` finishes the roll-back when the agents answer",
-        },
+        "no acknowledged write is lost; `shardctl migrations --recover` finishes the roll-back when the agents answer",
+        false,
       );
     }
     const now = clock.now();
@@ -401,9 +400,11 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
   if (fwd.problems.length) {
     j = { ...j, rollForwardPending: fwd.problems.join("; ") };
     await journal.save().catch(() => undefined);
-    throw new UserError(`${what} committed, but: ${j.rollForwardPending}`, {
-      hint: "no data is lost; `shardctl migrations --recover` rolls it forward when the agents answer",
-    });
+    throw new ChangeLeftOpenError(
+      `${what} committed, but: ${j.rollForwardPending}`,
+      "no data is lost; `shardctl migrations --recover` rolls it forward when the agents answer",
+      true,
+    );
   }
   const now = clock.now();
   j = endRecord(j, "done", now, { writePauseMs: fwd.servingAt - fenceAt });
@@ -540,6 +541,23 @@ export async function rollBackLayout(rpc: AgentRpc, j: MigrationRecord, map: Loc
 }
 
 /**
+ * A split or merge that stopped after it changed something, for recovery to finish: committed
+ * with its roll-forward pending (the map has the new layout), or aborted with its roll-back
+ * pending (its shards stay fenced until then). Not "nothing was changed", whatever stopped it.
+ */
+export class ChangeLeftOpenError extends UserError {
+  constructor(
+    message: string,
+    hint: string,
+    /** The map has the change (its roll-forward is pending), rather than its roll-back. */
+    readonly committed: boolean,
+  ) {
+    super(message, { hint });
+    this.name = "ChangeLeftOpenError";
+  }
+}
+
+/**
  * Carries a layout diff out op by op (Lsmm.triggerResharding's `execute`):
  * each split or merge is one migration. Stops at the first failure, which is
  * reported; the changes before it stay committed.
@@ -565,6 +583,8 @@ export async function executeLayoutDiff(
   stalePlan?: boolean;
   /** What to do about the change that stopped it (its error's hint). */
   hint?: string;
+  /** The change that stopped it left its shards fenced or its roll-forward pending (recovery finishes it). */
+  leftOpen?: boolean;
   records: MigrationRecord[];
 }> {
   const records: MigrationRecord[] = [];
@@ -582,8 +602,11 @@ export async function executeLayoutDiff(
       records.push(await executeLayoutChange({ op, planVersion: i === 0 ? planVersion : undefined }, deps));
     } catch (err) {
       const v = (await deps.store.load({ consistent: true }))?.version;
+      const open = err instanceof ChangeLeftOpenError;
       return {
-        appliedVersion: records.length ? v : undefined,
+        // a change committed before it stopped is applied too (its roll-forward is pending)
+        appliedVersion: records.length || (open && err.committed) ? v : undefined,
+        ...(open ? { leftOpen: true } : {}),
         notApplied: `${i} of ${diff.ops.length} change(s) done; then: ${(err as Error).message}`,
         ...(err instanceof StalePlanError ? { stalePlan: true } : {}),
         ...(err instanceof UserError && err.hint ? { hint: err.hint } : {}),

@@ -92,6 +92,13 @@ export function reshardOutcomeError(
       },
     );
   }
+  if (result.leftOpen)
+    return new UserError(
+      `not applied: ${result.notApplied}; the change that stopped left its shards fenced until the roll-back finishes`,
+      {
+        hint: stopHint ?? "`shardctl migrations --recover` finishes it when the agents answer",
+      },
+    );
   return new PreconditionError(`not applied: ${result.notApplied}; nothing was changed`, {
     hint: executed
       ? (stopHint ??

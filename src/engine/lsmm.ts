@@ -40,6 +40,8 @@ export interface ReshardResult {
   appliedVersion?: number;
   /** Why an --apply did not write (the caller's canApply said no). */
   notApplied?: string;
+  /** The change that stopped an --apply left its shards fenced or its roll-forward pending. */
+  leftOpen?: boolean;
 }
 
 export class Lsmm {
@@ -122,7 +124,7 @@ export class Lsmm {
         diff: LayoutDiff,
         map: LocationMap,
         version: number,
-      ) => Promise<{ appliedVersion?: number; notApplied?: string }>;
+      ) => Promise<{ appliedVersion?: number; notApplied?: string; leftOpen?: boolean }>;
     } = {},
   ): Promise<ReshardResult> {
     const table = await this.refresh(true);

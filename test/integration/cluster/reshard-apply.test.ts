@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LocationMap } from "../../../src/engine/location-map.js";
 import { freePortRange, tempDir } from "../agent/harness.js";
 import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
+import { processState } from "../../helpers/proc.js";
+import { until } from "./local-fixture.js";
 
 let dir: string;
 const env: NodeJS.ProcessEnv = { ...process.env, SHARDCTL_SEGMENTS: "64", SHARDCTL_ZONES: "a,b,c" };
@@ -84,4 +86,71 @@ describe("reshard --apply carried out by the agents", () => {
     expect(out).toMatch(new RegExp(`applied: layout version ${before.version} → ${after.version}`));
     expect(code).toBe(1);
   }, 60_000);
+
+  it("a change committed whose agent then died: applied in part (exit 1), not 'nothing was changed'; recovery finishes it", async () => {
+    // node-3 is back (the test above killed it) and its open record is finished
+    const base = readMap().map.nodes.map((n) => Number(n.address.split(":")[1]));
+    const up = await cli(
+      "up",
+      "--local",
+      "--nodes",
+      "3",
+      "--zones",
+      "a,b,c",
+      "--base-port",
+      String(Math.min(...base)),
+    );
+    expect(up.code, up.err).toBe(0);
+    expect((await cli("migrations", "--recover")).code).toBe(0);
+    const dry = JSON.parse((await cli("reshard", "--json")).out) as {
+      diff: { ops: { kind: string; node: string }[] };
+    };
+    expect(dry.diff.ops.map((o) => `${o.kind}@${o.node}`)).toEqual(["merge@node-3"]);
+    const before = readMap();
+    const { command, args } = shardctlCommand();
+    const child = spawn(command, [...args, "--data-dir", dir, "reshard", "--apply"], {
+      env: { ...env, SHARDCTL_FAILPOINT: "migrate.committed" },
+    });
+    let err = "";
+    let stopped = false;
+    child.stderr.on("data", (b: Buffer) => {
+      err += b.toString();
+      const m = /failpoint migrate\.committed: stopping \(pid (\d+)\)/.exec(err);
+      if (m && !stopped) {
+        stopped = true;
+        // the merge is committed: its agent dies before the roll-forward, then the coordinator goes on
+        const pid = Number(readFileSync(join(dir, "local", "node-3", "agent.pid"), "utf8").trim());
+        process.kill(pid, "SIGKILL");
+        // continued once the kernel reports it stopped (a SIGCONT before the stop would be lost)
+        void until(
+          () => processState(Number(m[1])) === "T",
+          30_000,
+          () => err,
+        ).then(() => process.kill(Number(m[1]), "SIGCONT"));
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    const after = readMap();
+    expect(after.version).toBeGreaterThan(before.version);
+    expect(err).toMatch(
+      /error: applied only in part: 0 of 1 change\(s\) done; then: merge of .* committed, but/,
+    );
+    expect(err).not.toMatch(/nothing was changed/);
+    expect(code, err).toBe(1);
+    // the agent back, recovery rolls it forward
+    const again = await cli(
+      "up",
+      "--local",
+      "--nodes",
+      "3",
+      "--zones",
+      "a,b,c",
+      "--base-port",
+      String(Math.min(...base)),
+    );
+    expect(again.code, again.err).toBe(0);
+    const rec = await cli("migrations", "--recover");
+    expect(rec.code, rec.err).toBe(0);
+    expect((await cli("migrations", "--json")).out).not.toMatch(/"phase": "committed"/);
+  }, 90_000);
 });

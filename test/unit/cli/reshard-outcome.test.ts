@@ -102,6 +102,23 @@ describe("reshard --apply that does not go through", () => {
     expect(rolledBack!.hint).toMatch(/shardctl migrations.*shardctl reshard/);
   });
 
+  it("a change that stopped with its shards left fenced (roll-back pending) is exit 1, not 'nothing was changed'", () => {
+    const e = reshard.reshardOutcomeError(
+      {
+        diff,
+        baseVersion: 4,
+        leftOpen: true,
+        notApplied:
+          "0 of 2 change(s) done; then: merge of shard-1 aborted (x), but the roll-back did not finish: y",
+      },
+      true,
+    );
+    expect(e!.exitCode).toBe(ExitCode.Failed);
+    expect(e!.message).not.toMatch(/nothing was changed/);
+    expect(e!.message).toMatch(/left its shards fenced until the roll-back finishes/);
+    expect(e!.hint).toMatch(/migrations --recover/);
+  });
+
   it("a plain dry run still says so and is no error", () => {
     const r = outcome({ diff, baseVersion: 4 });
     expect(r.err).toMatch(/dry run: nothing was changed/);
