@@ -272,7 +272,8 @@ export function applyLayoutDiff(map: LocationMap, diff: LayoutDiff, nowMs: numbe
             ranges: p.ranges,
           });
           const n = Number(p.id.replace(/^shard-/, ""));
-          if (Number.isInteger(n) && n >= nextSeq) nextSeq = n + 1;
+          // (a number past 2^53 would stop the count: such an id never collides with the next anyway)
+          if (Number.isSafeInteger(n) && n >= nextSeq) nextSeq = n + 1;
         }
       });
     } else {

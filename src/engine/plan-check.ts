@@ -51,30 +51,39 @@ export function checkPlanSteps(
       if (s.node !== at) refuse(i, `splits ${s.shard} on ${s.node}, but the map has it on ${at}`);
       if (!SHARD_ID_PATTERN.test(s.newShard))
         refuse(i, `splits ${s.shard} into ${JSON.stringify(s.newShard)}, which is not a shard id`);
+      // the map numbers new shards after the highest: past 2^53 the count would stop advancing
+      const seq = /^shard-(\d+)$/.exec(s.newShard);
+      if (seq && !Number.isSafeInteger(Number(seq[1])))
+        refuse(i, `splits ${s.shard} into ${s.newShard}, whose number is past what a shard id may carry`);
       const made = touched.get(s.newShard);
       if (made)
         refuse(i, `splits ${s.shard} into ${s.newShard}, which step ${made.step + 1} created already`);
       if (nodeOf.has(s.newShard)) refuse(i, `splits ${s.shard} into ${s.newShard}, which exists already`);
       const ops = s.diff.ops;
-      const op = ops[0];
-      const pieces = op?.kind === "split" ? op.pieces : [];
+      const op = ops[0] as (typeof ops)[number] | null | undefined;
+      // (a file's JSON: any of it may be null or of another type, and must be refused, not read)
+      const pieces: unknown[] =
+        op && typeof op === "object" && op.kind === "split" && Array.isArray(op.pieces) ? op.pieces : [];
+      const pieceId = (p: unknown) => (p && typeof p === "object" ? (p as { id?: unknown }).id : undefined);
       if (
         ops.length !== 1 ||
+        !op ||
         op.kind !== "split" ||
         op.shard !== s.shard ||
         op.node !== s.node ||
         pieces.length !== 2 ||
-        pieces[0].id !== s.shard ||
-        pieces[1].id !== s.newShard
+        pieceId(pieces[0]) !== s.shard ||
+        pieceId(pieces[1]) !== s.newShard
       )
         refuse(i, `splits ${s.shard} into ${s.newShard}, but its layout change says something else`);
       // the pieces must share out exactly the segments the shard holds, the step's segment in the new one
       const had = segmentsOf.get(s.shard)!;
       const within = (r: unknown) => rangesWithin(r, map.segmentCount);
-      if (!within(pieces[0].ranges) || !within(pieces[1].ranges))
+      const [keptPiece, newPiece] = pieces as { ranges: unknown }[];
+      if (!within(keptPiece.ranges) || !within(newPiece.ranges))
         refuse(i, `splits ${s.shard} into pieces whose segment ranges are not ranges of the map`);
-      const kept = expandRanges(pieces[0].ranges);
-      const split = expandRanges(pieces[1].ranges);
+      const kept = expandRanges(keptPiece.ranges as SegmentRange[]);
+      const split = expandRanges(newPiece.ranges as SegmentRange[]);
       const all = [...kept, ...split].sort((a, b) => a - b);
       if (
         kept.length === 0 ||

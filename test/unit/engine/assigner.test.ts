@@ -39,6 +39,18 @@ describe("planLayout", () => {
     expect(next.shards.find((s) => s.id === "shard-1")!.epoch).toBe(2);
   });
 
+  it("a new shard numbered past 2^53 does not stop the numbering of the next ones", () => {
+    const b = new ClusterBuilder().withNodes("n1").withSegments(64, 2).hot(10, 120);
+    const map = b.map();
+    const diff = planLayout(map, b.loadArray(1), opts, 1000);
+    const split = diff.ops.find((o) => o.kind === "split")!;
+    if (split.kind !== "split") throw new Error("no split");
+    split.pieces[split.pieces.length - 1].id = "shard-99999999999999999999";
+    const next = applyLayoutDiff(map, diff, 1000);
+    expect(Number.isSafeInteger(next.nextShardSeq)).toBe(true);
+    expect(next.nextShardSeq).toBe(map.nextShardSeq + split.pieces.length - 2);
+  });
+
   it("cuts an over-cap shared shard into contiguous pieces under the cap", () => {
     const b = new ClusterBuilder().withNodes("n1").withSegments(40, 1);
     const loads = b.loadArray(20); // 800/s on one shard, cap 200

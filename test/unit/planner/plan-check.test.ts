@@ -107,6 +107,34 @@ describe("checkPlanSteps", () => {
     }
   });
 
+  it("refuses a split whose layout change has null or odd pieces or ops (not a crash), and a new shard numbered past 2^53", () => {
+    const { b, plan } = splitPlan();
+    const op = (s: PlanStep[]) => (s[0] as PlanStep & { kind: "split" }).diff.ops as unknown[];
+    for (const damage of [
+      (s: PlanStep[]) => ((op(s)[0] as { pieces: unknown[] }).pieces = [null, null]),
+      (s: PlanStep[]) => ((op(s)[0] as { pieces: unknown[] }).pieces[0] = null),
+      (s: PlanStep[]) => ((op(s)[0] as { pieces: unknown[] }).pieces[1] = 7),
+      (s: PlanStep[]) => ((op(s)[0] as { pieces: unknown }).pieces = "two"),
+      (s: PlanStep[]) => (op(s)[0] = null),
+    ])
+      expect(refusal(b, edited(plan.steps, damage))).toMatch(/its layout change says something else/);
+    const huge = "shard-99999999999999999999";
+    expect(
+      refusal(
+        b,
+        edited(plan.steps, (s) => {
+          const split = s[0] as PlanStep & { kind: "split" };
+          const move = s[1] as PlanStep & { kind: "move" };
+          split.newShard = huge;
+          (split.diff.ops[0] as { pieces: { id: string }[] }).pieces[1].id = huge;
+          move.shard = huge;
+        }),
+      ),
+    ).toMatch(
+      new RegExp(`step 1 splits shard-1 into ${huge}, whose number is past what a shard id may carry`),
+    );
+  });
+
   it("refuses a split whose new shard takes more than the segment the step names", () => {
     const { b, plan } = splitPlan();
     const pieces = () =>
