@@ -432,7 +432,8 @@ export async function importAdmin(
       // Keys of those ranges this shard still holds are stale copies (it does not own the ranges:
       // a purge after a split that did not finish): deleted first, so that the import, which only
       // brings what the source holds now, cannot leave a key the source deleted meanwhile alive here
-      await purgeWhere(shard, (key) => inRanges(ranges, agent.segmenter.segmentOf(key)));
+      if (shard.meta.ranges !== undefined)
+        await purgeWhere(shard, (key) => inRanges(ranges, agent.segmenter.segmentOf(key)));
       const st: ImportState = { migration, ranges, through: 0, crc: 0, entries: 0 };
       shard.setMeta({ imports: { ...shard.meta.imports, [source]: st } });
       return sendJson(res, 201, { ...describeShard(shard), import: st });
@@ -557,7 +558,8 @@ async function purgeWhere(shard: Shard, doomed: (key: string) => boolean): Promi
  * compacted its log (its snapshot carries no deletes). Returns how many keys were deleted.
  */
 export async function purgeStrays(agent: Agent, shard: Shard): Promise<number> {
-  if (shard.failed || shard.meta.state !== "owned") return 0;
+  // (a shard created without ranges serves every key: nothing of it is outside)
+  if (shard.failed || shard.meta.state !== "owned" || shard.meta.ranges === undefined) return 0;
   const keep = [
     ...(shard.meta.ranges ?? []),
     ...Object.values(shard.meta.imports ?? {}).flatMap((i) => i.ranges),
