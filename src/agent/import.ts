@@ -560,11 +560,20 @@ async function purgeWhere(shard: Shard, doomed: (key: string) => boolean): Promi
 export async function purgeStrays(agent: Agent, shard: Shard): Promise<number> {
   // (a shard created without ranges serves every key: nothing of it is outside)
   if (shard.failed || shard.meta.state !== "owned" || shard.meta.ranges === undefined) return 0;
-  const keep = [
-    ...(shard.meta.ranges ?? []),
-    ...Object.values(shard.meta.imports ?? {}).flatMap((i) => i.ranges),
-  ];
+  const keep = [...shard.meta.ranges, ...Object.values(shard.meta.imports ?? {}).flatMap((i) => i.ranges)];
+  // (a shard over every segment has nothing outside: its keys are not scanned, the start not slowed)
+  if (coversAll(keep, agent.opts.segments)) return 0;
   return shard.track(purgeOutside(agent, shard, keep));
+}
+
+/** Whether the ranges cover every segment in [0, segments). */
+function coversAll(ranges: SegmentRange[], segments: number): boolean {
+  let upTo = 0;
+  for (const [a, b] of [...ranges].sort((x, y) => x[0] - y[0])) {
+    if (a > upTo) return false;
+    upTo = Math.max(upTo, b);
+  }
+  return upTo >= segments;
 }
 
 /** How long an export keeps the source from compacting (the snapshot and the log after it stay). */
