@@ -307,6 +307,37 @@ export class Agent {
   }
 }
 
+/**
+ * Deletes the stale keys of the shards (purgeStrays), once the location map says the layout has
+ * this agent's segment count: an agent started with another count (a wrong SHARDCTL_SEGMENTS)
+ * would take its own keys for strays. Without a readable map nothing is deleted (the keys are
+ * never served; an import of their ranges deletes them first).
+ */
+async function purgeStraysChecked(agent: Agent, loadMap: () => Promise<LocationMap | null>): Promise<void> {
+  let map: LocationMap | null;
+  try {
+    map = await loadMap();
+  } catch (err) {
+    agent.log(
+      `recovery: stale keys not looked for: the location map cannot be read (${(err as Error).message})`,
+    );
+    return;
+  }
+  if (!map) return;
+  if (map.segmentCount !== agent.opts.segments) {
+    agent.log(
+      `recovery: WARNING: the location map has ${map.segmentCount} segments but this agent was started with ${agent.opts.segments}: ` +
+        `every key is answered as another shard's; restart it with --segments ${map.segmentCount} (SHARDCTL_SEGMENTS)`,
+    );
+    return;
+  }
+  for (const shard of agent.shards.values()) {
+    const n = await purgeStrays(agent, shard);
+    if (n > 0)
+      agent.log(`recovery: shard ${shard.id}: deleted ${n} stale keys outside its ranges (left by a split)`);
+  }
+}
+
 /** Starts an agent: recovers, listens, and stops cleanly on SIGTERM/SIGINT when `handleSignals`. */
 export async function startAgent(
   opts: AgentOptions,
@@ -320,11 +351,8 @@ export async function startAgent(
     for (const r of await resolveInDoubt(agent, loadMap))
       agent.log(`recovery: shard ${r.shard} (${r.was}, in a migration): ${r.action}: ${r.why}`);
   }
-  for (const shard of agent.shards.values()) {
-    const n = await purgeStrays(agent, shard);
-    if (n > 0)
-      agent.log(`recovery: shard ${shard.id}: deleted ${n} stale keys outside its ranges (left by a split)`);
-  }
+  // once the map confirms this agent's segment count (with another, every key would look outside)
+  const strays = loadMap ? purgeStraysChecked(agent, loadMap) : Promise.resolve();
   let address: AddressInfo;
   try {
     address = await agent.listen();
@@ -333,6 +361,7 @@ export async function startAgent(
     await agent.stop().catch(() => undefined);
     throw listenError(err);
   }
+  await strays;
   agent.startWindowCheckpoints();
   agent.log(
     `agent ${opts.nodeId} (zone ${opts.zone}) listening on ${address.address}:${address.port}` +

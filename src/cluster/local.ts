@@ -38,7 +38,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Config } from "../config.js";
 import { nonPrintableAscii } from "../consul/address.js";
-import { initialLayout, NODE_ID_PATTERN, type NodeInfo } from "../engine/location-map.js";
+import { checkSegmentCount, initialLayout, NODE_ID_PATTERN, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
 import { readInputText } from "../input-file.js";
@@ -425,6 +425,9 @@ export async function localUp(
       },
     );
   }
+  // agents started with another segment count than the layout's would hash every key elsewhere
+  const current = await store.load({ consistent: true });
+  if (current) checkSegmentCount(current.map, config.segments);
   const { file: tokenFile, token } = ensureToken(dataDir);
   makeDir(localDir(dataDir));
   const rpc = new AgentRpc({ token, timeoutMs: 5000 });

@@ -3,7 +3,7 @@
  * migration timestamps. Plain, serialisable data; `RoutingTable` is the
  * derived index used on the lookup path.
  */
-import { UsageError } from "../errors.js";
+import { PreconditionError, UsageError } from "../errors.js";
 
 export const SHARD_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,63}$/;
 export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -13,6 +13,17 @@ export interface NodeInfo {
   /** host:port of the node's agent. */
   address: string;
   zone: string;
+}
+
+/**
+ * Refuses a layout whose segment count is not the one configured: every key would hash to another
+ * segment, so reads would miss, and an agent would take its own keys for strays.
+ */
+export function checkSegmentCount(map: LocationMap, configured: number, what = "the config says"): void {
+  if (map.segmentCount !== configured)
+    throw new PreconditionError(`the layout has ${map.segmentCount} segments but ${what} ${configured}`, {
+      hint: `set segments in the config (or SHARDCTL_SEGMENTS) to ${map.segmentCount}, the layout's; changing it needs a new layout`,
+    });
 }
 
 /** Half-open range of segments [start, end). */

@@ -7,7 +7,13 @@
 import { PreconditionError } from "../errors.js";
 import { AccessWindows, parseAccessType, type AccessType } from "./access-windows.js";
 import { applyLayoutDiff, planLayout, type AssignerOptions, type LayoutDiff } from "./assigner.js";
-import { RoutingTable, validateMap, type LocationMap, type ShardInfo } from "./location-map.js";
+import {
+  checkSegmentCount,
+  RoutingTable,
+  validateMap,
+  type LocationMap,
+  type ShardInfo,
+} from "./location-map.js";
 import type { Clock, LocationStore } from "./ports.js";
 import { Segmenter } from "./segmenter.js";
 
@@ -57,12 +63,7 @@ export class Lsmm {
         hint: "create one with `shardctl init` (or `shardctl up --local`)",
       });
     }
-    if (vm.map.segmentCount !== this.deps.segmenter.segmentCount) {
-      throw new PreconditionError(
-        `the stored layout has ${vm.map.segmentCount} segments but the config says ${this.deps.segmenter.segmentCount}`,
-        { hint: "set `segments` in the config to the stored value; changing it needs a new layout" },
-      );
-    }
+    checkSegmentCount(vm.map, this.deps.segmenter.segmentCount);
     this.table = new RoutingTable(vm);
     return this.table;
   }

@@ -43,7 +43,13 @@ import {
 import type { Config } from "../config.js";
 import { AccessWindows } from "../engine/access-windows.js";
 import { defaultZoneMatrix, LatencyModel, type MeasuredLatency } from "../engine/latency.js";
-import { RoutingTable, type LocationMap, type ShardInfo, type VersionedMap } from "../engine/location-map.js";
+import {
+  checkSegmentCount,
+  RoutingTable,
+  type LocationMap,
+  type ShardInfo,
+  type VersionedMap,
+} from "../engine/location-map.js";
 import { computePlan, DEFAULT_PLANNER_OPTIONS } from "../engine/planner.js";
 import { isTerminal } from "../engine/migration.js";
 import type { LocationStore } from "../engine/ports.js";
@@ -200,12 +206,7 @@ export class LiveSource implements DashboardSource {
     }
     // the same version is the same map: keep its objects, so that the UI's per-column caches keep hitting
     if (this.lastMap && this.lastMap.version === vm.version) return this.lastMap;
-    if (vm.map.segmentCount !== this.config.segments) {
-      throw new PreconditionError(
-        `the layout has ${vm.map.segmentCount} segments but the config says ${this.config.segments}`,
-        { hint: "set segments in the config (or SHARDCTL_SEGMENTS) to match the layout" },
-      );
-    }
+    checkSegmentCount(vm.map, this.config.segments);
     this.lastMap = vm;
     return vm;
   }

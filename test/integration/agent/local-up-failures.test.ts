@@ -222,6 +222,30 @@ describe("up --local refuses a cluster that would not work", () => {
     expect(r.nodes.map((n) => n.address)).toEqual([`127.0.0.1:${base}`, `127.0.0.1:${base + 1}`]);
   });
 
+  it("refuses another segment count than the layout's (a wrong SHARDCTL_SEGMENTS), starting nothing; the keys stay", async () => {
+    const dir = newDir();
+    const base = await freePortRange(2);
+    const up = await cli(dir, "up", "--local", "--nodes", "2", "--zones", "a,b", "--base-port", String(base));
+    expect(up.code, up.err).toBe(0);
+    const keys = Array.from({ length: 12 }, (_, i) => `probe:${i}`);
+    for (const k of keys) expect((await cli(dir, "put", k, `v-${k}`)).code).toBe(0);
+    expect((await cli(dir, "down", "--timeout", "5")).code).toBe(0);
+    // an agent restarted with 4096 segments took every key of its shards for a stray and deleted it
+    env.SHARDCTL_SEGMENTS = "4096";
+    try {
+      const r = await cli(dir, "up", "--local");
+      expect(r.code, r.err).toBe(3);
+      expect(r.err).toContain("error: the layout has 64 segments but the config says 4096");
+      expect(r.err).toMatch(/hint: set segments in the config \(or SHARDCTL_SEGMENTS\) to 64/);
+      expect(startedPids(r.err)).toEqual([]);
+      expectNothingLeft(dir);
+    } finally {
+      env.SHARDCTL_SEGMENTS = "64";
+    }
+    expect((await cli(dir, "up", "--local")).code).toBe(0);
+    for (const k of keys) expect((await cli(dir, "get", k)).out).toBe(`v-${k}`);
+  });
+
   it("fails and stops its agents when the map reaches the nodes at other ports, where nothing answers, and its hint works", async () => {
     const dir = newDir();
     const first = await freePortRange(2);

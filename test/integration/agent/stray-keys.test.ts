@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startAgent, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
 import { DEFAULT_LEVELS } from "../../../src/engine/access-windows.js";
+import { initialLayout, type LocationMap } from "../../../src/engine/location-map.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { admin, put, tempDir, TOKEN } from "./harness.js";
 
@@ -40,8 +41,13 @@ function options(): AgentOptions {
   };
 }
 
-async function start(): Promise<void> {
-  const s = await startAgent(options());
+/** The location map the agent reads at start: `segments` segments (only its count matters here). */
+const mapOf = (segments: number) => async () =>
+  initialLayout(segments, [{ id: "node-a", address: "127.0.0.1:1", zone: "a" }], { now: 0 });
+
+/** Starts the agent reading the map `loadMap` gives (null: the agent has no map to read). */
+async function start(loadMap: (() => Promise<LocationMap | null>) | null = mapOf(SEGMENTS)): Promise<void> {
+  const s = await startAgent(options(), false, loadMap ?? undefined);
   agent = s.agent;
   port = s.address.port;
 }
@@ -89,6 +95,36 @@ describe("keys a shard holds outside its ranges", () => {
     await start();
     expect(agent.shards.get("shard-1")!.state.size).toBe(before - upper.length);
     expect(logs.join("\n")).not.toMatch(/stale keys/);
+  });
+
+  it("are left alone when the map cannot confirm the agent's segment count (another count, no map, an unreadable one)", async () => {
+    // an agent started with a wrong SHARDCTL_SEGMENTS takes its own keys for strays: up --local
+    // once restarted one so, and its keys were deleted for good
+    const upper = await shardWithStrays();
+    const before = agent.shards.get("shard-1")!.state.size;
+    for (const loadMap of [
+      mapOf(4096),
+      null,
+      async () => {
+        throw new Error("Consul is away");
+      },
+    ]) {
+      await agent.stop();
+      logs = [];
+      await start(loadMap);
+      expect(agent.shards.get("shard-1")!.state.size, logs.join("\n")).toBe(before);
+      expect(logs.join("\n")).not.toMatch(/stale keys outside/);
+    }
+    expect(logs.join("\n")).toMatch(
+      /stale keys not looked for: the location map cannot be read \(Consul is away\)/,
+    );
+    await agent.stop();
+    logs = [];
+    await start(mapOf(4096));
+    expect(logs.join("\n")).toMatch(
+      /WARNING: the location map has 4096 segments but this agent was started with 64: .* --segments 4096/,
+    );
+    expect(agent.shards.get("shard-1")!.state.has(upper[0])).toBe(true);
   });
 
   it("in the ranges of an import (a merge bringing them back) are deleted before it takes anything in", async () => {
