@@ -250,11 +250,13 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     return last - (im.next - 1);
   };
 
+  /** New pieces whose `receive` was refused before a connection was made: nothing of them to drop. */
+  const neverReached = new Set<string>();
   const abort = async (why: string): Promise<never> => {
     journal.stopHeartbeat();
     if (journal.takenOver) throw new TakenOverError(id, journal.revision);
     log(`migration ${id}: ABORT: ${why}`);
-    const problems = await rollBackLayout(rpc, j, vm.map);
+    const problems = await rollBackLayout(rpc, j, vm.map, neverReached);
     if (problems.length) {
       j = { ...j, error: why, rollBackPending: problems.join("; ") };
       await journal.save().catch(() => undefined);
@@ -289,10 +291,16 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     for (const im of imports) {
       const enc = encodeURIComponent(im.target);
       if (im.fresh) {
-        const r = await rpc.json(im.targetNode.address, "POST", `/v1/admin/shards/${enc}/receive`, {
-          epoch: 1,
-          migration: id,
-        });
+        const r = await rpc
+          .json(im.targetNode.address, "POST", `/v1/admin/shards/${enc}/receive`, {
+            epoch: 1,
+            migration: id,
+          })
+          .catch((err: unknown) => {
+            // refused before a connection was made: the request never reached the target (as a move's)
+            if ((err as NodeJS.ErrnoException).code === "ECONNREFUSED") neverReached.add(im.target);
+            throw err;
+          });
         if (r.status !== 201 && r.status !== 200)
           throw new StepError(
             failText(`target ${im.targetNode.id} (receive ${im.target})`, r.status, r.body),
@@ -491,7 +499,13 @@ export async function rollForwardLayout(
 }
 
 /** Undoes a layout change that did not commit. Each step is refused by agents a newer migration holds. */
-export async function rollBackLayout(rpc: AgentRpc, j: MigrationRecord, map: LocationMap): Promise<string[]> {
+export async function rollBackLayout(
+  rpc: AgentRpc,
+  j: MigrationRecord,
+  map: LocationMap,
+  /** New pieces the coordinator knows were never created (their `receive` never reached the target). */
+  neverReached: ReadonlySet<string> = new Set(),
+): Promise<string[]> {
   const change = j.layout!;
   const op = change.op;
   const problems: string[] = [];
@@ -511,7 +525,7 @@ export async function rollBackLayout(rpc: AgentRpc, j: MigrationRecord, map: Loc
   if (op.kind === "split") {
     for (const p of op.pieces.slice(1)) {
       const n = nodeOf(map, change.pieceNodes[p.id]);
-      if (n)
+      if (n && !neverReached.has(p.id))
         await call(`drop of ${p.id} on ${n.id}`, () =>
           rpc.json(n.address, "DELETE", `/v1/admin/shards/${encodeURIComponent(p.id)}`, {
             epoch: 1,

@@ -17,6 +17,7 @@ import type { LocationMap, SegmentRange } from "../../../src/engine/location-map
 import { systemClock } from "../../../src/engine/ports.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { http } from "../agent/harness.js";
+import { freePorts } from "../../helpers/ports.js";
 import { keysIn, readMapFile, writeZoneMatrix, localClusterSuite } from "./local-fixture.js";
 import { cli as runShardctl, shardctlCommand } from "../../helpers/cli.js";
 
@@ -125,6 +126,48 @@ describe("splits and merges on agents", () => {
     });
     expect(r.status).toBeGreaterThanOrEqual(400);
     c.close();
+  });
+
+  it("a split whose new piece goes to a node that refuses the connection aborts clean: no record left open, the shard can move at once", async () => {
+    // a node in the map whose agent is down: nothing listens on its port
+    const store = new EmbeddedStore(cluster.dir);
+    const [down] = await freePorts(1);
+    const cur = (await store.load())!;
+    const zone = cur.map.nodes[0].zone;
+    const withDown = {
+      ...cur.map,
+      nodes: [...cur.map.nodes, { id: "node-down", address: `127.0.0.1:${down}`, zone }],
+    };
+    expect((await store.compareAndSet(cur.version, withDown)).ok).toBe(true);
+    const { op, piece } = splitOp(1);
+    if (op.kind !== "split") throw new Error("setup");
+    const rpc = new AgentRpc({ token: cluster.token });
+    try {
+      const err = await executeLayoutChange(
+        { op, pieceNodes: { [piece]: "node-down" } },
+        { store, rpc, clock: systemClock, log: () => {} },
+      ).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(err).toBeInstanceOf(Error);
+      // aborted, not left waiting for a roll-back on the node that never heard of it
+      expect(err!.message).not.toMatch(/roll-back did not finish/);
+      const { records } = await store.listMigrations();
+      const mine = records.map((r) => r.record).filter((r) => r.layout && r.shard === op.shard);
+      expect(mine.at(-1)!.phase).toBe("aborted");
+      expect(mine.at(-1)!.rollBackPending).toBeUndefined();
+      // and the shard moves elsewhere at once
+      const sh = readMap().map.shards.find((x) => x.id === op.shard)!;
+      const to = readMap().map.nodes.find((n) => n.id !== sh.node && n.id !== "node-down")!.id;
+      const moved = await cli("migrate", "--shard", sh.id, "--to", to, "--apply");
+      expect(moved.code, moved.err).toBe(0);
+    } finally {
+      rpc.close();
+      const now = (await store.load())!;
+      const back = { ...now.map, nodes: now.map.nodes.filter((n) => n.id !== "node-down") };
+      expect((await store.compareAndSet(now.version, back)).ok).toBe(true);
+    }
   });
 
   it("merges two shards on different nodes into one; all their data is served from the kept shard", async () => {
