@@ -29,10 +29,13 @@ export async function runUp(
   // decimal digits only: Number() would take 1e1 (ten agents) or 0x6978 for a port
   const nodes = parsePositiveInt(opts.nodes, "--nodes");
   const basePort = parsePositiveInt(opts.basePort, "--base-port");
-  const zones = (opts.zones ?? config.zones.join(","))
-    .split(",")
-    .map((z) => z.trim())
-    .filter(Boolean);
+  const raw = opts.zones ?? config.zones.join(",");
+  const zones = raw.trim() === "" ? [] : raw.split(",").map((z) => z.trim());
+  // "a,,b" is a typo, not two zones: refused as SHARDCTL_ZONES would be
+  if (zones.some((z) => z === ""))
+    throw new UsageError(`--zones ${JSON.stringify(raw)} has an empty zone name`, {
+      hint: "give the zones as a comma-separated list of names, e.g. --zones a,b,c",
+    });
   const store = await openStore(config);
   try {
     const r = await localUp(config, { nodes, zones, basePort, given }, store, (m) =>

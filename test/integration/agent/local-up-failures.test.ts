@@ -222,6 +222,21 @@ describe("up --local refuses a cluster that would not work", () => {
     expect(r.nodes.map((n) => n.address)).toEqual([`127.0.0.1:${base}`, `127.0.0.1:${base + 1}`]);
   });
 
+  it("refuses --zones with an empty name ('a,,b' is a typo, not two zones) and an empty list, starting nothing", async () => {
+    const dir = newDir();
+    for (const [zones, message] of [
+      ["a,,b", '--zones "a,,b" has an empty zone name'],
+      ["a,b,", '--zones "a,b," has an empty zone name'],
+      ["", "--zones is empty"],
+    ] as const) {
+      const r = await cli(dir, "up", "--local", "--nodes", "2", "--zones", zones);
+      expect(r.code, r.err).toBe(2);
+      expect(r.err).toContain(`error: ${message}`);
+      expect(startedPids(r.err)).toEqual([]);
+      expectNothingLeft(dir);
+    }
+  });
+
   it("refuses another segment count than the layout's (a wrong SHARDCTL_SEGMENTS), starting nothing; the keys stay", async () => {
     const dir = newDir();
     const base = await freePortRange(2);
