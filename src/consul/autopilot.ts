@@ -289,7 +289,9 @@ async function leadLoop(
       const r = await runCycle(deps, leadership.term, leadership.lost);
       if (r.appliedVersion !== undefined) {
         log(
-          `autopilot: term ${r.term}: applied ${r.ops} layout change(s), version ${r.baseVersion} → ${r.appliedVersion}${r.notApplied ? `; not all: ${r.notApplied}` : ""}`,
+          r.notApplied
+            ? `autopilot: term ${r.term}: planned ${r.ops} layout change(s), applied in part, version ${r.baseVersion} → ${r.appliedVersion}; not all: ${r.notApplied}`
+            : `autopilot: term ${r.term}: applied ${r.ops} layout change(s), version ${r.baseVersion} → ${r.appliedVersion}`,
         );
       } else if (r.notApplied) {
         log(`autopilot: term ${r.term}: planned ${r.ops} layout change(s), not applied: ${r.notApplied}`);
