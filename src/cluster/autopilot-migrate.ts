@@ -200,6 +200,17 @@ function layoutKey(op: LayoutOp): { shard: string; target: string } {
     : { shard: [...op.shards].sort().join("+"), target: "merge" };
 }
 
+/** Every shard a layout change touches: the shard split and its pieces, or the shards merged. */
+function shardsOf(op: LayoutOp): string[] {
+  return op.kind === "split" ? [op.shard, ...op.pieces.map((p) => p.id)] : op.shards;
+}
+
+/** "split of shard-3", "merge of shard-1+shard-2". */
+function describeOp(op: LayoutOp): string {
+  const k = layoutKey(op);
+  return `${k.target} of ${k.shard}`;
+}
+
 /** "split of shard-3 until 2026-…Z (2 failures: …)". */
 export function describeLayoutBackoff(e: MoveBackoffEntry): string {
   const err = e.lastError.length > 200 ? `${e.lastError.slice(0, 200)}…` : e.lastError;
@@ -234,9 +245,14 @@ export async function runLayoutChanges(
     const e = held(op);
     return e ? [e] : [];
   });
-  const ops = diff.ops.filter((op) => !held(op));
+  // A change that touches a shard of a held one is held with it: the diff was planned with the held
+  // change in it (a merge of the pieces a held split makes), and would fence, copy and then be
+  // refused at its commit (the layout would have a gap).
+  const heldShards = new Set(diff.ops.filter((op) => held(op)).flatMap(shardsOf));
+  const withHeld = diff.ops.filter((op) => !held(op) && shardsOf(op).some((id) => heldShards.has(id)));
+  const ops = diff.ops.filter((op) => !held(op) && !withHeld.includes(op));
   const heldNote = waiting.length
-    ? `backing off: ${waiting.map(describeLayoutBackoff).join("; ")}`
+    ? `backing off: ${waiting.map(describeLayoutBackoff).join("; ")}${withHeld.length ? `; held with them: ${withHeld.map(describeOp).join(", ")}` : ""}`
     : undefined;
   if (ops.length === 0) return { notApplied: heldNote };
   // stopping (shutting down, leadership lost): the change in flight finishes, no other one starts

@@ -1,0 +1,54 @@
+/**
+ * The autopilot's reshard stage with a change held back by its back-off:
+ * a change of the same diff that touches one of its shards (a merge of the
+ * pieces a held split makes) is held with it, instead of fencing and copying
+ * only to be refused at its commit (the layout would have a gap).
+ */
+import { describe, expect, it } from "vitest";
+import { MoveBackoffs, runLayoutChanges } from "../../../src/cluster/autopilot-migrate.js";
+import type { LayoutDiff } from "../../../src/engine/assigner.js";
+import type { MigrateDeps } from "../../../src/cluster/migrate.js";
+
+const NOW = Date.UTC(2026, 10, 29, 12);
+
+const diff: LayoutDiff = {
+  ops: [
+    {
+      kind: "split",
+      shard: "shard-1",
+      node: "node-1",
+      reason: "hot-segment",
+      pieces: [
+        { id: "shard-1", ranges: [[1, 4]], load: 1 },
+        { id: "shard-61", ranges: [[0, 1]], load: 90 },
+      ],
+    },
+    { kind: "merge", shards: ["shard-1", "shard-2"], node: "node-1", ranges: [[0, 8]], load: 2 },
+  ],
+  shardsBefore: 12,
+  shardsAfter: 12,
+  dedicatedAfter: 1,
+  heldByDwell: [],
+};
+
+describe("layout changes held by their back-off", () => {
+  it("a merge touching the shard of a held split is held with it, and nothing is started", async () => {
+    const backoff = new MoveBackoffs({ initialMs: 60_000, maxMs: 600_000 });
+    backoff.failed({ shard: "shard-1", target: "split", error: "target down" }, NOW - 1000);
+    // nothing may be asked of the store or the agents: every change is held
+    const untouchable = new Proxy(
+      {},
+      {
+        get: (_t, p) => {
+          throw new Error(`the held changes touched deps.${String(p)}`);
+        },
+      },
+    );
+    const deps = { clock: { now: () => NOW }, log: () => undefined, store: untouchable, rpc: untouchable };
+    const r = await runLayoutChanges(diff, deps as unknown as MigrateDeps, backoff);
+    expect(r.appliedVersion).toBeUndefined();
+    expect(r.notApplied).toMatch(
+      /^backing off: split of shard-1 until .*; held with them: merge of shard-1\+shard-2$/,
+    );
+  });
+});
