@@ -7,6 +7,7 @@ import type { Command } from "commander";
 import { errorMessage, UsageError } from "../errors.js";
 import { openStore } from "../store/index.js";
 import { collectWindows } from "../cluster/windows-source.js";
+import { recoverMigrations } from "../cluster/recover.js";
 import { AgentRpc } from "../cluster/agent-rpc.js";
 import { MoveBackoffs, runLayoutChanges, runMigrationCycle } from "../cluster/autopilot-migrate.js";
 import { AutopilotMemory } from "../cluster/autopilot-memory.js";
@@ -169,6 +170,26 @@ Examples:
                   log,
                   signal: ac.signal,
                   memory,
+                  recover: async (term, stamped) => {
+                    let token: string;
+                    try {
+                      token = resolveClientToken(config);
+                    } catch {
+                      return; // no agent token: the migration stage says so
+                    }
+                    const rpc = new AgentRpc({ token });
+                    try {
+                      await recoverMigrations({
+                        store: stamped,
+                        rpc,
+                        clock: systemClock,
+                        log,
+                        owner: thisOwner(term),
+                      });
+                    } finally {
+                      rpc.close();
+                    }
+                  },
                   executeLayout: async (diff, _map, stamped, signal, version) => {
                     const rpc = new AgentRpc({ token: resolveClientToken(config) });
                     try {

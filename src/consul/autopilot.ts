@@ -47,6 +47,12 @@ export interface AutopilotDeps {
    */
   migrate?: (term: number, store: LocationStore, signal: AbortSignal) => Promise<MigrationStageReport>;
   /**
+   * Finishes the migrations a dead coordinator left open (rolls them forward or back), with the
+   * leader's term-stamped store, before the reshard stage plans: an orphaned record would refuse
+   * the layout changes that touch its shards and put them in back-off for a failure not theirs.
+   */
+  recover?: (term: number, store: LocationStore) => Promise<void>;
+  /**
    * Carries a layout diff out split by split and merge by merge when agents
    * hold the data (src/cluster/reshape.ts), with the leader's term-stamped
    * store; absent, or on a map no agent serves, the diff is one map write.
@@ -171,6 +177,8 @@ async function cycle(deps: AutopilotDeps, term: number, leadership: AbortSignal)
   const { windows, unreachable } = await deps.windows();
   const stamped = new TermStampedStore(deps.store, term);
   const stop = AbortSignal.any([leadership, deps.signal, stamped.deposed]);
+  await deps.recover?.(term, stamped);
+  if (stamped.staleTerm) throw stamped.staleTerm;
   const current = await deps.store.load({ consistent: true });
   const served = !!current && servedByAgents(current.map);
   const lsmm = new Lsmm({
