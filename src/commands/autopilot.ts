@@ -91,10 +91,12 @@ With the embedded store there is no election: run a single instance.
 
 Each cycle, on the leader only:
   1. collects the access windows from the agents (or, with no agents in the map,
-     <data-dir>/access-windows.bin);
+     <data-dir>/access-windows.bin), and finishes migrations whose coordinator died
+     (like \`shardctl migrations --recover\`; also with --no-migrate);
   2. re-shards the layout (like \`shardctl reshard --apply\`); a split or merge that fails
-     backs off as a failed move does (5.), and the other changes go ahead meanwhile;
-  3. finishes migrations whose coordinator died (like \`shardctl migrations --recover\`);
+     backs off as a failed move does (5.), and the other changes go ahead meanwhile (a
+     change touching a shard of one backing off waits with it);
+  3. finishes migrations whose coordinator died since (as in 1.);
   4. forecasts and plans (like \`shardctl plan --all\`): the planner admits moves under its
      budget of concurrent migrations and bytes in flight;
   5. migrates the admitted moves, one after the other (like \`shardctl migrate --apply\`).
