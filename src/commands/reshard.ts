@@ -94,7 +94,7 @@ export function reshardOutcomeError(
   }
   if (result.leftOpen)
     return new UserError(
-      `not applied: ${result.notApplied}; the change that stopped left its shards fenced until the roll-back finishes`,
+      `not applied: ${result.notApplied}; the change that stopped stays open until its roll-back finishes (its shards may refuse writes until then)`,
       {
         hint: stopHint ?? "`shardctl migrations --recover` finishes it when the agents answer",
       },

@@ -115,7 +115,7 @@ describe("reshard --apply that does not go through", () => {
     );
     expect(e!.exitCode).toBe(ExitCode.Failed);
     expect(e!.message).not.toMatch(/nothing was changed/);
-    expect(e!.message).toMatch(/left its shards fenced until the roll-back finishes/);
+    expect(e!.message).toMatch(/the change that stopped stays open until its roll-back finishes/);
     expect(e!.hint).toMatch(/migrations --recover/);
   });
 
