@@ -349,10 +349,12 @@ export function runningPid(dataDir: string, node: string): number | undefined {
   const pid = Number(readPidFile(file, node).trim());
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   if (!processAlive(pid)) return undefined;
-  // a recycled pid must not be mistaken for our agent
+  // a recycled pid must not be mistaken for our agent: not even for a node of that name in another
+  // local cluster (its data directory is another)
   try {
     const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    if (!cmd.includes("agent") || !cmd.includes(node)) return undefined;
+    const data = resolve(localDir(dataDir), node, "data");
+    if (!cmd.includes("agent") || !cmd.includes(node) || !cmd.includes(data)) return undefined;
   } catch {
     // no /proc (not Linux): trust the pid file
   }
