@@ -347,12 +347,16 @@ export async function startAgent(
 ): Promise<{ agent: Agent; address: AddressInfo }> {
   const agent = new Agent(opts);
   await agent.recover();
+  let strays = Promise.resolve();
   if (loadMap) {
-    for (const r of await resolveInDoubt(agent, loadMap))
+    // one read of the map for both the shards in doubt and the stray keys' check
+    let read: Promise<LocationMap | null> | undefined;
+    const map = () => (read ??= loadMap());
+    for (const r of await resolveInDoubt(agent, map))
       agent.log(`recovery: shard ${r.shard} (${r.was}, in a migration): ${r.action}: ${r.why}`);
+    // once the map confirms this agent's segment count (with another, every key would look outside)
+    strays = purgeStraysChecked(agent, map);
   }
-  // once the map confirms this agent's segment count (with another, every key would look outside)
-  const strays = loadMap ? purgeStraysChecked(agent, loadMap) : Promise.resolve();
   let address: AddressInfo;
   try {
     address = await agent.listen();

@@ -294,10 +294,10 @@ export class LeaderElection {
    * this leader would be refused as stale.
    */
   private async bumpTerm(session: string): Promise<number | null> {
+    // (a map that cannot be read leaves the term key alone to decide; the cycle will report it)
+    const mapTerm = (await this.opts.store.load({ consistent: true }).catch(() => null))?.map.term ?? 0;
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await this.opts.store.readTerm();
-      // (a map that cannot be read leaves the term key alone to decide; the cycle will report it)
-      const mapTerm = (await this.opts.store.load({ consistent: true }).catch(() => null))?.map.term ?? 0;
       const next: TermRecord = {
         term: Math.max(current?.term ?? 0, mapTerm) + 1,
         holder: this.opts.holder,

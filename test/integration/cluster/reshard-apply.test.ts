@@ -89,17 +89,8 @@ describe("reshard --apply carried out by the agents", () => {
 
   it("a change committed whose agent then died: applied in part (exit 1), not 'nothing was changed'; recovery finishes it", async () => {
     // node-3 is back (the test above killed it) and its open record is finished
-    const base = readMap().map.nodes.map((n) => Number(n.address.split(":")[1]));
-    const up = await cli(
-      "up",
-      "--local",
-      "--nodes",
-      "3",
-      "--zones",
-      "a,b,c",
-      "--base-port",
-      String(Math.min(...base)),
-    );
+    // (`up --local` on an existing cluster starts what is down, as it is)
+    const up = await cli("up", "--local");
     expect(up.code, up.err).toBe(0);
     expect((await cli("migrations", "--recover")).code).toBe(0);
     const dry = JSON.parse((await cli("reshard", "--json")).out) as {
@@ -138,16 +129,7 @@ describe("reshard --apply carried out by the agents", () => {
     expect(err).not.toMatch(/nothing was changed/);
     expect(code, err).toBe(1);
     // the agent back, recovery rolls it forward
-    const again = await cli(
-      "up",
-      "--local",
-      "--nodes",
-      "3",
-      "--zones",
-      "a,b,c",
-      "--base-port",
-      String(Math.min(...base)),
-    );
+    const again = await cli("up", "--local");
     expect(again.code, again.err).toBe(0);
     const rec = await cli("migrations", "--recover");
     expect(rec.code, rec.err).toBe(0);
