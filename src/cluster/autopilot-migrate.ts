@@ -234,7 +234,7 @@ export async function runLayoutChanges(
   signal?: AbortSignal,
   /** The map version the diff was computed against: a map that moved on since refuses the first change. */
   planVersion?: number,
-): Promise<{ appliedVersion?: number; notApplied?: string }> {
+): Promise<{ appliedVersion?: number; notApplied?: string; failed?: boolean }> {
   const { clock, log } = deps;
   const active = backoff.active(clock.now());
   const held = (op: LayoutOp) => {
@@ -266,13 +266,19 @@ export async function runLayoutChanges(
   }
   let notApplied = r.notApplied;
   // a map that moved on since the diff is not the change's fault: the next cycle plans again
-  if (r.notApplied !== undefined && r.records.length < ops.length && !signal?.aborted && !r.stalePlan) {
+  const failure =
+    r.records.length < ops.length && !signal?.aborted && !r.stalePlan ? r.notApplied : undefined;
+  if (failure !== undefined) {
     const op = ops[r.records.length];
-    const e = backoff.failed({ ...layoutKey(op), error: r.notApplied }, clock.now());
+    const e = backoff.failed({ ...layoutKey(op), error: failure }, clock.now());
     const next = `the ${e.target} of ${e.shard} is not tried again before ${new Date(e.until).toISOString()} (failure ${e.failures} in a row)`;
     log(`autopilot: ${next}`);
     notApplied = `${r.notApplied}; ${next}`;
   }
   if (heldNote) notApplied = notApplied ? `${notApplied}; ${heldNote}` : heldNote;
-  return { appliedVersion: r.appliedVersion, notApplied };
+  return {
+    appliedVersion: r.appliedVersion,
+    notApplied,
+    ...(failure !== undefined || r.leftOpen ? { failed: true } : {}),
+  };
 }

@@ -4,7 +4,7 @@
  * seconds when it dies. Logs to stderr.
  */
 import type { Command } from "commander";
-import { errorMessage, UsageError } from "../errors.js";
+import { errorMessage, InterruptedError, UsageError, UserError } from "../errors.js";
 import { openStore } from "../store/index.js";
 import { collectWindows } from "../cluster/windows-source.js";
 import { recoverMigrations } from "../cluster/recover.js";
@@ -19,6 +19,8 @@ import { fileSource } from "./plan.js";
 import { readZoneMatrix } from "./simulate.js";
 import { withStore } from "./common.js";
 import type { CommandContext } from "./context.js";
+import { INTERRUPT_EXIT_CODES, type InterruptSignal } from "./interrupt.js";
+import type { CycleReport } from "../consul/autopilot.js";
 
 export function parseInterval(value: string): number {
   const n = Number(value);
@@ -110,6 +112,13 @@ Each cycle, on the leader only:
      autopilot, the next run with --once and a new leader go on from it.
 Steps 3-5 need agents serving the map; --no-migrate leaves them out. Progress goes to stderr.
 
+Exit codes: running as a service, 0 when stopped by SIGINT/SIGTERM (after the step in flight).
+With --once: 0 the cycle ran and nothing it tried failed (changes held back by an earlier
+failure's back-off are left for a later cycle), 1 a move or a split/merge it tried failed (named
+in the error; it backs off as above), 2 bad usage, 3 another autopilot leads or this one's term
+was superseded (nothing done), 130 stopped by Ctrl-C, 143 by SIGTERM (the step in flight
+finished, no other was started).
+
 Examples:
   $ shardctl --store consul autopilot --interval 10          # on two or three hosts
   $ shardctl autopilot --once                                 # one cycle, then exit
@@ -143,7 +152,9 @@ Examples:
         const ac = new AbortController();
         const log = (msg: string) => ctx.io.err.write(`${new Date().toISOString()} ${msg}\n`);
 
-        const stop = (sig: NodeJS.Signals) => {
+        let stoppedBy: InterruptSignal | undefined;
+        const stop = (sig: InterruptSignal) => {
+          stoppedBy ??= sig;
           log(
             `${sig}: stopping: the step in flight finishes, no other is started, then leadership is released`,
           );
@@ -151,8 +162,9 @@ Examples:
         };
         process.once("SIGINT", stop);
         process.once("SIGTERM", stop);
+        let report: CycleReport | undefined;
         try {
-          await withStore(
+          report = await withStore(
             () => openStore(config),
             (store) =>
               runAutopilot(
@@ -247,6 +259,41 @@ Examples:
           process.off("SIGINT", stop);
           process.off("SIGTERM", stop);
         }
+        if (o.once) {
+          const failure = onceOutcome(report, stoppedBy);
+          if (failure) throw failure;
+        }
       },
     );
+}
+
+/**
+ * How a run with --once ends (the standing autopilot exits 0 when stopped: it is a service). A
+ * signal: 130 or 143, as for `migrate --apply`. A move or a layout change that this cycle tried
+ * and that failed: exit 1, naming them (changes held back by an earlier failure's back-off are the
+ * autopilot's patience, not this run's failure). Otherwise 0.
+ */
+export function onceOutcome(
+  report: CycleReport | undefined,
+  stoppedBy: InterruptSignal | undefined,
+): UserError | undefined {
+  if (stoppedBy) {
+    return new InterruptedError(
+      `${stoppedBy}: the autopilot stopped; the step in flight finished and no other was started`,
+      {
+        exitCode: INTERRUPT_EXIT_CODES[stoppedBy],
+        hint: "run `shardctl autopilot --once` again to finish the cycle",
+      },
+    );
+  }
+  if (!report) return undefined;
+  const failures: string[] = [];
+  if (report.layoutFailed)
+    failures.push(`a layout change failed (${report.notApplied ?? "see the log above"})`);
+  for (const f of report.migrations?.failed ?? [])
+    failures.push(`the move of ${f.shard} to ${f.target} failed: ${f.error}`);
+  if (failures.length === 0) return undefined;
+  return new UserError(`the cycle ran, but ${failures.join("; ")}`, {
+    hint: "`shardctl migrations` shows what stopped; the next cycle tries it again after its back-off",
+  });
 }

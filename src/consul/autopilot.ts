@@ -65,7 +65,7 @@ export interface AutopilotDeps {
     signal: AbortSignal,
     /** The map version the diff was computed against (a changed map refuses the first change). */
     version: number,
-  ) => Promise<{ appliedVersion?: number; notApplied?: string }>;
+  ) => Promise<{ appliedVersion?: number; notApplied?: string; failed?: boolean }>;
   /**
    * The memory of failed moves kept in the store (src/cluster/autopilot-memory.ts): taken up at the
    * start of every cycle and saved at its end, so that a restarted autopilot, a run with --once and
@@ -87,6 +87,8 @@ export interface CycleReport {
   ops: number;
   /** Why planned changes were not applied. */
   notApplied?: string;
+  /** A layout change was attempted and failed (not merely held back or left for the next cycle). */
+  layoutFailed?: boolean;
   migrations?: MigrationStageReport;
 }
 
@@ -216,19 +218,26 @@ async function cycle(deps: AutopilotDeps, term: number, leadership: AbortSignal)
     appliedVersion: result.appliedVersion,
     ops: result.diff.ops.length,
     notApplied: result.notApplied,
+    ...(result.failed ? { layoutFailed: true } : {}),
     migrations,
   };
 }
 
-export async function runAutopilot(opts: AutopilotOptions, deps: AutopilotDeps): Promise<void> {
+/**
+ * Runs until `deps.signal` aborts; with `once`, one cycle as the leader (if no other autopilot
+ * leads), whose report it returns (undefined when the cycle was not run to its end).
+ */
+export async function runAutopilot(
+  opts: AutopilotOptions,
+  deps: AutopilotDeps,
+): Promise<CycleReport | undefined> {
   const id = opts.id ?? `${hostname()}:${process.pid}`;
   const { log, signal } = deps;
   if (deps.store.kind !== "consul") {
     log(
       `autopilot ${id}: embedded store, no leader election: run only one autopilot against this data directory`,
     );
-    await leadLoop(opts, deps, { term: 0, lost: signal });
-    return;
+    return await leadLoop(opts, deps, { term: 0, lost: signal });
   }
   const store = deps.store as ConsulStore;
   const election = new LeaderElection({
@@ -240,7 +249,7 @@ export async function runAutopilot(opts: AutopilotOptions, deps: AutopilotDeps):
     lockDelayS: deps.lockDelayS,
   });
   try {
-    await campaignLoop(opts, deps, election, id);
+    return await campaignLoop(opts, deps, election, id);
   } finally {
     await election.close();
   }
@@ -251,7 +260,7 @@ async function campaignLoop(
   deps: AutopilotDeps,
   election: LeaderElection,
   id: string,
-): Promise<void> {
+): Promise<CycleReport | undefined> {
   const { log, signal } = deps;
   while (!signal.aborted) {
     let leadership: Leadership | null;
@@ -268,7 +277,7 @@ async function campaignLoop(
         leadership = await election.campaign(signal);
       }
     } catch (err) {
-      if (err instanceof AbortedError || signal.aborted) return;
+      if (err instanceof AbortedError || signal.aborted) return undefined;
       if (err instanceof PreconditionError) throw err;
       if (opts.once) throw err;
       log(`autopilot ${id}: ${errorMessage(err)}; retrying in 2 s`);
@@ -276,12 +285,13 @@ async function campaignLoop(
       continue;
     }
     log(`autopilot ${id}: leading with term ${leadership.term}`);
+    let report: CycleReport | undefined;
     try {
-      await leadLoop(opts, deps, leadership);
+      report = await leadLoop(opts, deps, leadership);
     } finally {
       await leadership.resign();
     }
-    if (opts.once) return;
+    if (opts.once) return report;
     if (!signal.aborted) log(`autopilot ${id}: lost leadership (term ${leadership.term}); standing by`);
   }
 }
@@ -290,11 +300,12 @@ async function leadLoop(
   opts: AutopilotOptions,
   deps: AutopilotDeps,
   leadership: { term: number; lost: AbortSignal },
-): Promise<void> {
+): Promise<CycleReport | undefined> {
   const { log } = deps;
   while (!leadership.lost.aborted && !deps.signal.aborted) {
+    let report: CycleReport | undefined;
     try {
-      const r = await runCycle(deps, leadership.term, leadership.lost);
+      const r = (report = await runCycle(deps, leadership.term, leadership.lost));
       if (r.appliedVersion !== undefined) {
         log(
           r.notApplied
@@ -324,14 +335,14 @@ async function leadLoop(
         // --once did nothing: exit 3, as the refusal says; a standing autopilot campaigns again
         if (opts.once) throw err;
         log(`autopilot: ${err.message}`);
-        return;
+        return undefined;
       }
       if (opts.once) throw err;
       if (err instanceof UserError)
         log(`autopilot: cycle failed: ${err.message}${err.hint ? ` (${err.hint})` : ""}`);
       else log(`autopilot: cycle failed (a bug): ${(err as Error)?.stack ?? String(err)}`);
     }
-    if (opts.once) return;
+    if (opts.once) return report;
     const both = AbortSignal.any([leadership.lost, deps.signal]);
     await sleep(opts.intervalS * 1000, undefined, { signal: both }).catch(() => undefined);
   }

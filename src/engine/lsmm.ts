@@ -48,6 +48,11 @@ export interface ReshardResult {
   notApplied?: string;
   /** The change that stopped an --apply left its shards fenced or its roll-forward pending. */
   leftOpen?: boolean;
+  /**
+   * A change was attempted and failed (the executor's verdict): not one merely held back, refused
+   * before it started, or left unstarted because the caller was stopping.
+   */
+  failed?: boolean;
 }
 
 export class Lsmm {
@@ -125,7 +130,7 @@ export class Lsmm {
         diff: LayoutDiff,
         map: LocationMap,
         version: number,
-      ) => Promise<{ appliedVersion?: number; notApplied?: string; leftOpen?: boolean }>;
+      ) => Promise<{ appliedVersion?: number; notApplied?: string; leftOpen?: boolean; failed?: boolean }>;
     } = {},
   ): Promise<ReshardResult> {
     const table = await this.refresh(true);

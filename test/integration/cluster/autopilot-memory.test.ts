@@ -2,7 +2,7 @@
  * The autopilot's back-off outlives its process: three real agents, the
  * embedded store, and `shardctl autopilot --once` run twice, as from cron.
  * The target refuses the shard (it holds a newer copy), so the first run's
- * move aborts and backs off; the second run, a new process, takes the
+ * move aborts and backs off (the run exits 1); the second run, a new process, takes the
  * back-off up from the store and does not try the move again, while the
  * other move goes ahead. A record in the store that is junk does not stop a
  * run: it is logged, and replaced.
@@ -57,10 +57,14 @@ describe("the autopilot's back-off across processes", () => {
     };
     const failedP = new RegExp(`migration of ${p.id} to ${b.id} failed: .*shard-exists`);
 
-    // the first run: p's move fails and backs off; q's goes through; the back-off is in the store
+    // the first run: p's move fails and backs off (exit 1, the error names it); q's goes through;
+    // the back-off is in the store
     const first = await once();
-    expect(first.code, first.err).toBe(0);
+    expect(first.code, first.err).toBe(1);
     expect(first.err).toMatch(failedP);
+    expect(first.err).toMatch(
+      new RegExp(`error: the cycle ran, but the move of ${p.id} to ${b.id} failed: .*shard-exists`),
+    );
     expect(first.err).toMatch(/\(failure 1 in a row\)/);
     expect(readMapFile(cluster.dir).map.shards.find((s) => s.id === q.id)!.node).toBe(c.id);
     expect((await attemptsOfP()).map((r) => r.phase)).toEqual(["aborted"]);
@@ -68,7 +72,8 @@ describe("the autopilot's back-off across processes", () => {
     expect(existsSync(memoryFile)).toBe(true);
     expect(readFileSync(memoryFile, "utf8")).toContain(`"shard":"${p.id}","target":"${b.id}","failures":1`);
 
-    // the second run, a new process: p → b is backing off, not tried
+    // the second run, a new process: p → b is backing off, not tried (nothing this run tried
+    // failed: exit 0)
     const second = await once();
     expect(second.code, second.err).toBe(0);
     expect(second.err).not.toMatch(failedP);
@@ -82,7 +87,7 @@ describe("the autopilot's back-off across processes", () => {
     // and saves a readable record again
     writeFileSync(memoryFile, "{ this is not the autopilot's memory");
     const third = await once();
-    expect(third.code, third.err).toBe(0);
+    expect(third.code, third.err).toBe(1);
     expect(third.err).toMatch(/memory of failed moves in the store is unreadable \(not JSON\)/);
     expect(third.err).toMatch(failedP);
     expect(JSON.parse(readFileSync(memoryFile, "utf8")).moves).toHaveLength(1);

@@ -2,7 +2,8 @@
  * SIGTERM or SIGINT to the autopilot while its reshard stage carries out a
  * layout change (three real agents, the embedded store): the change in
  * flight finishes, the changes after it and the migration stage are not
- * started, and the process exits 0 after saying so. Before, the signal was
+ * started, and the process exits after saying so (0 as a service, 143 with
+ * --once). Before, the signal was
  * only seen at the end of the cycle: every remaining split and merge, then
  * the migration stage, ran after it.
  */
@@ -21,10 +22,19 @@ const { env, seg } = cluster;
 const dedicated = (key: string) => hasOwnShard(cluster.dir, seg, key);
 
 describe("stopping the autopilot in its reshard stage", () => {
-  for (const sig of ["SIGTERM", "SIGINT"] as const) {
-    it(`${sig} during a split: that split finishes, the next one and the migration stage are not started, exit 0`, async () => {
-      const { x, keyX, keyY, c } = await twoBusyShards(cluster, sig, (s) => !s.id.includes("split"));
-      const cfg = join(cluster.dir, `stop-${sig}.yaml`);
+  // the standing autopilot is a service: stopped, it exits 0; a run with --once exits as
+  // `migrate --apply` does when a signal stopped it (130, 143)
+  const cases = [
+    { sig: "SIGTERM", once: false, code: 0 },
+    { sig: "SIGINT", once: false, code: 0 },
+    { sig: "SIGTERM", once: true, code: 143 },
+  ] as const;
+  for (const { sig, once, code: wanted } of cases) {
+    const name = `${sig}${once ? " to autopilot --once" : ""}`;
+    it(`${name} during a split: that split finishes, the next one and the migration stage are not started, exit ${wanted}`, async () => {
+      const tag = `${sig}${once ? "-once" : ""}`;
+      const { x, keyX, keyY, c } = await twoBusyShards(cluster, tag, (s) => !s.id.includes("split"));
+      const cfg = join(cluster.dir, `stop-${tag}.yaml`);
       writeFileSync(
         cfg,
         "reshard:\n  splitRate: 0.05\n  mergeRate: 0\n  shardLoadCap: 100000\n  minDwellSeconds: 0\n",
@@ -36,11 +46,14 @@ describe("stopping the autopilot in its reshard stage", () => {
       const first = ops[0] as Extract<LayoutOp, { kind: "split" }>;
       const [firstKey, secondKey] = first.shard === x.id ? [keyX, keyY] : [keyY, keyX];
 
-      const p = watchedProcess(["--data-dir", cluster.dir, "autopilot", "--interval", "0.3"], {
-        ...env,
-        SHARDCTL_CONFIG: cfg,
-        SHARDCTL_FAILPOINT: "migrate.copying",
-      });
+      const p = watchedProcess(
+        ["--data-dir", cluster.dir, "autopilot", ...(once ? ["--once"] : ["--interval", "0.3"])],
+        {
+          ...env,
+          SHARDCTL_CONFIG: cfg,
+          SHARDCTL_FAILPOINT: "migrate.copying",
+        },
+      );
       // stopped by the failpoint inside the first change; the signal arrives there
       await stoppedAtFailpoint(p, "migrate.copying");
       p.child.kill(sig);
@@ -48,8 +61,9 @@ describe("stopping the autopilot in its reshard stage", () => {
       const { code, signal } = await p.exited;
       const log = p.err();
       expect(signal, log).toBeNull();
-      expect(code, log).toBe(0);
+      expect(code, log).toBe(wanted);
       expect(log).toContain(`${sig}: stopping: the step in flight finishes, no other is started`);
+      if (once) expect(log).toContain(`error: ${sig}: the autopilot stopped; the step in flight finished`);
       expect(log).toMatch(
         /1 of \d+ change\(s\) done; then the autopilot is stopping .*: the rest was not started/,
       );

@@ -5,7 +5,12 @@ import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runCli } from "../../../src/cli.js";
-import { TermStampedStore } from "../../../src/consul/autopilot.js";
+import {
+  TermStampedStore,
+  type CycleReport,
+  type MigrationStageReport,
+} from "../../../src/consul/autopilot.js";
+import { onceOutcome } from "../../../src/commands/autopilot.js";
 import { newJournal } from "../../../src/engine/migration.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { agentlessMap, smallMap } from "../../contract/maps.js";
@@ -131,6 +136,55 @@ describe("status and nodes on the embedded store", () => {
     expect(r.code).toBe(0);
     expect(r.err).toMatch(/no leader election/);
     expect(r.err).toMatch(/term 0: (applied|no layout change)/);
+  });
+});
+
+describe("how autopilot --once ends", () => {
+  const report = (over: Partial<CycleReport> = {}): CycleReport => ({
+    term: 0,
+    baseVersion: 4,
+    ops: 0,
+    ...over,
+  });
+  const stage = (failed: MigrationStageReport["failed"]): MigrationStageReport => ({
+    recovered: [],
+    planned: failed.length,
+    moved: [],
+    failed,
+    skipped: [],
+    backingOff: [],
+  });
+
+  it("a cycle with nothing failed, or only changes held back, ends 0", () => {
+    expect(onceOutcome(report(), undefined)).toBeUndefined();
+    expect(onceOutcome(undefined, undefined)).toBeUndefined();
+    expect(
+      onceOutcome(report({ ops: 1, notApplied: "backing off: split of shard-1 until …" }), undefined),
+    ).toBeUndefined();
+    expect(onceOutcome(report({ migrations: stage([]) }), undefined)).toBeUndefined();
+  });
+
+  it("a layout change or a move that failed ends 1, naming each", () => {
+    const e = onceOutcome(
+      report({
+        ops: 2,
+        notApplied: "0 of 2 change(s) done; then: target down",
+        layoutFailed: true,
+        migrations: stage([{ shard: "shard-3", target: "node-2", error: "refused" }]),
+      }),
+      undefined,
+    );
+    expect(e?.exitCode).toBe(1);
+    expect(e?.message).toBe(
+      "the cycle ran, but a layout change failed (0 of 2 change(s) done; then: target down); the move of shard-3 to node-2 failed: refused",
+    );
+  });
+
+  it("a signal ends 130 or 143, before any failure", () => {
+    const failed = report({ layoutFailed: true });
+    expect(onceOutcome(failed, "SIGINT")?.exitCode).toBe(130);
+    expect(onceOutcome(undefined, "SIGTERM")?.exitCode).toBe(143);
+    expect(onceOutcome(undefined, "SIGTERM")?.message).toMatch(/^SIGTERM: the autopilot stopped/);
   });
 });
 
