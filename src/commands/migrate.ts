@@ -16,7 +16,7 @@ import {
 import { catchUpMapEpochs, recoverMigrations, type RecoveryReport } from "../cluster/recover.js";
 import { executeLayoutChange, movesOfPlan, type Move } from "../cluster/reshape.js";
 import type { Config } from "../config.js";
-import { isTerminal } from "../engine/migration.js";
+import { isTerminal, pendingRecovery, phaseLabel } from "../engine/migration.js";
 import { checkPlanSteps } from "../engine/plan-check.js";
 import { parsePlanFile } from "../engine/plan-file.js";
 import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
@@ -243,6 +243,14 @@ function ms(n: number | undefined): string {
   return n === undefined ? "-" : `${Math.round(n)} ms`;
 }
 
+/** The ERROR column: why the record stopped, and what recovery still waits for. */
+function migrationProblem(r: MigrationRecord): string {
+  const pending = pendingRecovery(r);
+  const waits = pending ? `${pending.kind} waits for: ${pending.why}` : undefined;
+  if (r.error && waits) return `${r.error}; ${waits}`;
+  return r.error ?? waits ?? "";
+}
+
 export function printMigrations(io: IO, records: MigrationRecord[]): void {
   printTable(
     io,
@@ -252,11 +260,11 @@ export function printMigrations(io: IO, records: MigrationRecord[]): void {
       r.shard,
       `${r.source}@${r.fromEpoch}`,
       r.target,
-      r.rollForwardPending ? `${r.phase} (roll-forward pending)` : r.phase,
+      phaseLabel(r),
       formatBytes(r.bytesCopied),
       ms(r.writePauseMs),
       ms(r.endedAt === undefined ? undefined : r.endedAt - r.startedAt),
-      r.error ?? r.rollForwardPending ?? "",
+      migrationProblem(r),
     ]),
   );
 }

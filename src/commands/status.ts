@@ -122,7 +122,7 @@ Examples:
           ["id", "phase", "shard", "from", "to", "started"],
           report.migrations.map((m) => [
             m.id,
-            m.phase,
+            m.pending ? `${m.phase} (${m.pending.kind} pending: ${m.pending.why})` : m.phase,
             m.shard ?? "",
             m.source ?? "",
             m.target ?? "",

@@ -1,5 +1,5 @@
 /** What `shardctl status` reports from Consul: leader, map, term, migrations in progress. */
-import { isTerminal } from "../engine/migration.js";
+import { isTerminal, pendingRecovery } from "../engine/migration.js";
 import type { LocationStore } from "../engine/ports.js";
 import type { ConsulStore } from "./store.js";
 
@@ -20,6 +20,8 @@ export interface MigrationEntry {
   source?: string;
   target?: string;
   startedAt?: number;
+  /** What recovery must still do (`shardctl migrations --recover`), and why. */
+  pending?: { kind: "roll-forward" | "roll-back"; why: string };
 }
 
 export interface ConsulStatus {
@@ -62,6 +64,7 @@ export async function readOpenMigrations(store: LocationStore): Promise<Migratio
         source: r.source,
         target: r.target,
         startedAt: r.startedAt,
+        ...(pendingRecovery(r) ? { pending: pendingRecovery(r) } : {}),
       })),
     ...unreadable.map((id) => ({ id, phase: "unreadable" })),
   ];

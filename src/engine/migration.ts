@@ -243,6 +243,27 @@ export function isTerminal(phase: MigrationPhase): boolean {
 }
 
 /**
+ * What recovery must still do for an open record, if anything: a step after the commit point
+ * failed (roll forward), or an abort could not undo everything on the agents (roll back; the
+ * record stays in the phase it was aborted in, so that recovery finds it).
+ */
+export function pendingRecovery(
+  r: Pick<MigrationRecord, "rollForwardPending" | "rollBackPending">,
+): { kind: "roll-forward" | "roll-back"; why: string } | undefined {
+  if (r.rollForwardPending) return { kind: "roll-forward", why: r.rollForwardPending };
+  if (r.rollBackPending) return { kind: "roll-back", why: r.rollBackPending };
+  return undefined;
+}
+
+/** The phase as the listings show it: "fenced (roll-back pending)" for a record recovery must finish. */
+export function phaseLabel(
+  r: Pick<MigrationRecord, "phase" | "rollForwardPending" | "rollBackPending">,
+): string {
+  const pending = pendingRecovery(r);
+  return pending ? `${r.phase} (${pending.kind} pending)` : r.phase;
+}
+
+/**
  * How many ended migrations (done or aborted) a store's journal keeps: every
  * record in flight stays, and the newest JOURNAL_HISTORY ended ones. The
  * journal is read whole by every autopilot cycle, every migration's start

@@ -51,7 +51,7 @@ import {
   type VersionedMap,
 } from "../engine/location-map.js";
 import { computePlan, DEFAULT_PLANNER_OPTIONS } from "../engine/planner.js";
-import { isTerminal } from "../engine/migration.js";
+import { isTerminal, pendingRecovery, type MigrationRecord } from "../engine/migration.js";
 import type { LocationStore } from "../engine/ports.js";
 import { Segmenter } from "../engine/segmenter.js";
 import { errorMessage, PreconditionError, UsageError } from "../errors.js";
@@ -418,7 +418,7 @@ export class LiveSource implements DashboardSource {
           bytesTotal: num(r.bytesTotal),
           lagEntries: num(r.lagEntries),
           startedAt: r.startedAt,
-          problem: r.rollForwardPending ? `roll-forward pending: ${r.rollForwardPending}` : undefined,
+          problem: pendingProblem(r),
         });
       }
     }
@@ -763,4 +763,10 @@ export class LiveSource implements DashboardSource {
     this.rpc?.close();
     this.probeRpc?.close();
   }
+}
+
+/** "roll-back pending: …" for a record recovery must finish; undefined otherwise (or when not a string). */
+function pendingProblem(r: MigrationRecord): string | undefined {
+  const pending = pendingRecovery(r);
+  return pending && typeof pending.why === "string" ? `${pending.kind} pending: ${pending.why}` : undefined;
 }

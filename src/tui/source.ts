@@ -80,7 +80,7 @@ export interface MigrationInFlight {
   /** Entries the target is behind the source, at the coordinator's last report. */
   lagEntries?: number;
   startedAt: number;
-  /** Something recovery must act on (a roll-forward pending after the commit point). */
+  /** Something recovery must act on (a roll-forward pending after the commit point, a roll-back an abort left). */
   problem?: string;
 }
 

@@ -225,6 +225,16 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     );
     expect(refused.err).not.toMatch(/another coordinator/);
     expect(readMapFile(cluster.dir).map.shards.find((s) => s.id === sh.id)!.node).toBe("node-1");
+    // the listings say the record waits for its roll-back, not merely that it is copying
+    const listed = await cli("migrations");
+    expect(listed.out).toMatch(/copying \(roll-back pending\)/);
+    expect(listed.out).toMatch(new RegExp(`roll-back waits for: drop on ${target}: cannot reach`));
+    const status = await cli("status");
+    expect(status.out).toMatch(new RegExp(`copying \\(roll-back pending: drop on ${target}: cannot reach`));
+    const statusJson = JSON.parse((await cli("status", "--json")).out) as {
+      migrations: { pending?: { kind: string; why: string } }[];
+    };
+    expect(statusJson.migrations.map((m) => m.pending?.kind)).toEqual(["roll-back"]);
     // the target back: recovery drops the copy and closes the record; the shard moves again
     expect((await cli("up", "--local")).code).toBe(0);
     const rec = await cli("migrations", "--recover");
