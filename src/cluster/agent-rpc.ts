@@ -181,10 +181,14 @@ export function keyPath(shardId: string, key: string): string {
   return `/v1/shards/${encodeURIComponent(shardId)}/keys/${encodeURIComponent(key)}`;
 }
 
-/** "<what> answered <status> <code>: <message>", for errors about an agent's answer. */
+/**
+ * "<what> answered <status> <code>: <message>", for errors about an agent's answer; status 0 is
+ * no answer at all (the request failed: "<what>: cannot reach …").
+ */
 export function failText(what: string, status: number, body: unknown): string {
   const b = body as { error?: string; message?: string } | undefined;
-  return `${what} answered ${status} ${b?.error ?? ""}: ${b?.message ?? JSON.stringify(body)}`;
+  if (status === 0) return `${what}: ${b?.message ?? "no answer"}`;
+  return `${what} answered ${status}${b?.error ? ` ${b.error}` : ""}: ${b?.message ?? JSON.stringify(body)}`;
 }
 
 /** The whole body of a streamed answer (stream()). */
