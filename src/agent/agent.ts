@@ -332,9 +332,19 @@ async function purgeStraysChecked(agent: Agent, loadMap: () => Promise<LocationM
     return;
   }
   for (const shard of agent.shards.values()) {
-    const n = await purgeStrays(agent, shard);
-    if (n > 0)
-      agent.log(`recovery: shard ${shard.id}: deleted ${n} stale keys outside its ranges (left by a split)`);
+    // a shard whose purge fails keeps its stale keys (and says so); the agent still starts whole: it
+    // listens already, and a start that stopped here would serve without its signal handlers
+    try {
+      const n = await purgeStrays(agent, shard);
+      if (n > 0)
+        agent.log(
+          `recovery: shard ${shard.id}: deleted ${n} stale keys outside its ranges (left by a split)`,
+        );
+    } catch (err) {
+      agent.log(
+        `recovery: WARNING: shard ${shard.id}: stale keys outside its ranges not deleted: ${(err as Error).message}`,
+      );
+    }
   }
 }
 

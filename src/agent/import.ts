@@ -79,7 +79,7 @@ import {
 import { join } from "node:path";
 import { decodeEntry, encodeEntry, WRITE_ID_RECORD_BYTES, type LogEntry } from "./log-format.js";
 import { snapshotFileName, snapshotRecords, type SnapshotRecord } from "./snapshot.js";
-import { checkRanges, MAX_CHUNK_BYTES, scanEntries } from "./replication.js";
+import { checkRanges, copiedKeyError, MAX_CHUNK_BYTES, scanEntries } from "./replication.js";
 import { opOfEntry, type Shard, type ShardOp, type WriteOp } from "./shard.js";
 import type { ImportState, ShardMeta } from "./shard-meta.js";
 
@@ -364,6 +364,11 @@ export async function importAdmin(
           `entry LSN ${e.lsn} is out of order or past x-scanned-through; nothing was imported`,
         );
       if (e.op !== "write-ids") {
+        const bad = copiedKeyError(agent, e.key);
+        if (bad)
+          throw badRequest(
+            `entry LSN ${e.lsn} has a key this agent would refuse (${bad}); nothing was imported`,
+          );
         if (!inRanges(st.ranges, agent.segmenter.segmentOf(e.key)))
           throw badRequest(
             `key ${JSON.stringify(e.key)} is outside the imported ranges; nothing was imported`,

@@ -201,7 +201,7 @@ export type DecodeResult =
   /** The bytes are not a valid entry (bad lengths, op, checksum or UTF-8). */
   | { kind: "invalid"; why: string };
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Decodes the entry starting at `offset`; never throws. */
 export function decodeEntry(buf: Buffer, offset: number): DecodeResult {

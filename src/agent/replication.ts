@@ -68,6 +68,7 @@ import {
   sendJson,
 } from "./http-util.js";
 import { decodeEntry, ENTRY_HEADER_BYTES, MAX_BODY_BYTES } from "./log-format.js";
+import { validateKey } from "../engine/segmenter.js";
 import { opOfEntry, type ReplicatedEntry, type Shard } from "./shard.js";
 import { coalesceBuffers } from "./shard-log.js";
 import { snapshotFileChecksum, snapshotFileName } from "./snapshot.js";
@@ -445,6 +446,11 @@ export async function replicationAdmin(
       }
       const e = d.entry;
       if (e.shardId !== id) throw badRequest(`entry LSN ${e.lsn} belongs to shard ${e.shardId}, not ${id}`);
+      const bad = e.op === "write-ids" ? undefined : copiedKeyError(agent, e.key);
+      if (bad)
+        throw badRequest(
+          `entry LSN ${e.lsn} has a key this agent would refuse (${bad}); nothing was appended`,
+        );
       if (e.lsn !== expect) {
         throw new ApiError(409, "lsn-gap", `entry has LSN ${e.lsn}; the copy expects ${expect}`, {
           lsn: expect - 1,
@@ -595,4 +601,18 @@ export function checkRanges(v: unknown, segmentCount: number): SegmentRange[] {
     prev = b;
     return [a, b];
   });
+}
+
+/**
+ * Why a key copied in from another agent (a replicated entry, a snapshot record) is one this agent
+ * would refuse from a client, or undefined: a copy must not carry in what the API keeps out (an empty
+ * key would stop every later export and the agent's start-up check of its ranges).
+ */
+export function copiedKeyError(agent: Agent, key: string): string | undefined {
+  try {
+    validateKey(key, agent.opts.maxKeyBytes);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }

@@ -31,7 +31,14 @@ import type { Agent } from "./agent.js";
 import { describeShard, requireShard, requireShardId } from "./data-plane.js";
 import { NO_ROOM, writeFully } from "./fs-util.js";
 import { ApiError, badRequest, sendJson } from "./http-util.js";
-import { installing, migrationHeader, resetCursors, targetShard, usableSource } from "./replication.js";
+import {
+  copiedKeyError,
+  installing,
+  migrationHeader,
+  resetCursors,
+  targetShard,
+  usableSource,
+} from "./replication.js";
 import {
   snapshotChecksum,
   SnapshotCorrupt,
@@ -162,7 +169,12 @@ export async function installSnapshotRequest(
       );
     }
     const state = new Map<string, StateValue>();
-    const decoder = new SnapshotDecoder((k, v) => state.set(k, v));
+    const decoder = new SnapshotDecoder((k, v) => {
+      const bad = copiedKeyError(agent, k);
+      if (bad)
+        throw badRequest(`the snapshot holds a key this agent would refuse (${bad}); nothing was installed`);
+      state.set(k, v);
+    });
     const fh = await open(tmp, "w", 0o600);
     let verified = false;
     try {

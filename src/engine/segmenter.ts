@@ -124,7 +124,8 @@ export function utf8Length(s: string): number {
  */
 export function decodeKeyBytes(bytes: Uint8Array): string {
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    // ignoreBOM: a leading U+FEFF is part of the key, not a mark to strip
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
   } catch {
     throw new UsageError("the key is not valid UTF-8");
   }

@@ -7,14 +7,16 @@
  * loopback): a restart deletes them, and so does an import of their ranges
  * before it takes anything in.
  */
-import { rmSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startAgent, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
 import { DEFAULT_LEVELS } from "../../../src/engine/access-windows.js";
 import { initialLayout, type LocationMap } from "../../../src/engine/location-map.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
-import { admin, put, tempDir, TOKEN } from "./harness.js";
+import { encodeEntry } from "../../../src/agent/log-format.js";
+import { writeSnapshot } from "../../../src/agent/snapshot.js";
+import { admin, get, http, put, tempDir, TOKEN } from "./harness.js";
 
 const SEGMENTS = 64;
 const seg = new Segmenter(SEGMENTS);
@@ -141,5 +143,104 @@ describe("keys a shard holds outside its ranges", () => {
     // its own keys stay
     expect(shard.state.size).toBeGreaterThan(0);
     for (const k of shard.state.keys()) expect(seg.segmentOf(k)).toBeLessThan(32);
+  });
+
+  it("a key that starts with U+FEFF is its own key through a restart, not a stray nor another key", async () => {
+    // Given a shard over segments [0, 32) holding: a key that starts with U+FEFF whose segment is
+    // inside while the key without the mark is outside; and a key with its marked twin, both inside
+    expect((await admin(port, "PUT", "shard-1", { epoch: 1, ranges: [[0, 32]] })).status).toBe(201);
+    const inside = (k: string) => seg.segmentOf(k) < 32;
+    const find = (ok: (i: number) => boolean) => {
+      let i = 0;
+      while (!ok(i)) i++;
+      return i;
+    };
+    const bom = `\uFEFFk${find((i) => inside(`\uFEFFk${i}`) && !inside(`k${i}`))}`;
+    const plain = `p${find((i) => inside(`p${i}`) && inside(`\uFEFFp${i}`))}`;
+    const twin = `\uFEFF${plain}`;
+    expect((await put(port, "shard-1", bom, "with the mark")).status).toBe(200);
+    expect((await put(port, "shard-1", plain, "plain")).status).toBe(200);
+    expect((await put(port, "shard-1", twin, "marked twin")).status).toBe(200);
+    // When the agent restarts (its shards rebuilt from their logs, stale keys looked for)
+    await agent.stop();
+    logs = [];
+    await start();
+    // Then every key reads back as written: none deleted as a stray, none written over another
+    expect(logs.join("\n")).not.toMatch(/stale keys/);
+    expect((await get(port, "shard-1", bom)).body.toString()).toBe("with the mark");
+    expect((await get(port, "shard-1", plain)).body.toString()).toBe("plain");
+    expect((await get(port, "shard-1", twin)).body.toString()).toBe("marked twin");
+  });
+
+  it("a shard whose stale-key check fails does not stop the agent's start: it says so and serves", async () => {
+    // Given a shard holding a key no client could have written (the empty key, which the check
+    // cannot place in a segment), written below the API
+    expect((await admin(port, "PUT", "shard-1", { epoch: 1, ranges: [[0, 32]] })).status).toBe(201);
+    expect((await put(port, "shard-1", "k-0", "v")).status).toBe(200);
+    await agent.shards.get("shard-1")!.write([{ op: "put", key: "", value: Buffer.from("x") }]);
+    await agent.stop();
+    logs = [];
+    // When it starts again: it starts whole (before, start-up stopped after listening, without its
+    // window checkpoints and signal handlers), and the log names the shard whose check failed
+    await start();
+    expect(logs.join("\n")).toMatch(
+      /recovery: WARNING: shard shard-1: stale keys outside its ranges not deleted: the key is empty/,
+    );
+    expect(logs.join("\n")).toMatch(/listening on/);
+    expect((await get(port, "shard-1", "k-0")).body.toString()).toBe("v");
+  });
+});
+
+describe("keys copied in from another agent", () => {
+  const entry = (lsn: number, key: string) =>
+    encodeEntry({
+      lsn,
+      timestamp: 1,
+      migrationTimestamp: 0,
+      op: "put",
+      shardId: "shard-2",
+      key,
+      value: Buffer.from("v"),
+    });
+
+  it.each([
+    ["the empty key", "", /the key is empty/],
+    ["a key over limits.maxKeyBytes", "k".repeat(1025), /longer than 1024 bytes/],
+  ])("a replicated entry holding %s is refused (400), nothing appended", async (_, key, why) => {
+    expect((await admin(port, "POST", "shard-2/receive", { epoch: 1 })).status).toBe(201);
+    const r = await http(port, "POST", "/v1/admin/shards/shard-2/append", {
+      body: Buffer.concat([entry(1, "fine"), entry(2, key)]),
+      headers: { "x-shard-epoch": "1" },
+    });
+    expect(r.status, r.body.toString()).toBe(400);
+    expect(r.json().message).toMatch(/entry LSN 2 has a key this agent would refuse/);
+    expect(r.json().message).toMatch(why);
+    expect(agent.shards.get("shard-2")!.lsn).toBe(0);
+  });
+
+  it("a snapshot holding the empty key is refused (400), nothing installed", async () => {
+    expect((await admin(port, "POST", "shard-2/receive", { epoch: 1 })).status).toBe(201);
+    const src = join(root, "snapshot-source");
+    mkdirSync(src);
+    const value = { value: Buffer.from("v"), lsn: 1, timestamp: 1 };
+    const body = readFileSync(
+      await writeSnapshot(src, "shard-2", 2, [
+        ["fine", value],
+        ["", { ...value, lsn: 2 }],
+      ]),
+    );
+    const sum = `${body
+      .readUInt32LE(body.length - 4)
+      .toString(16)
+      .padStart(8, "0")}-${body.length}`;
+    const r = await http(port, "PUT", "/v1/admin/shards/shard-2/snapshot", {
+      body,
+      headers: { "x-shard-epoch": "1", "x-snapshot-lsn": "2", "x-snapshot-checksum": sum },
+    });
+    expect(r.status, r.body.toString()).toBe(400);
+    expect(r.json().message).toMatch(/the snapshot holds a key this agent would refuse \(the key is empty\)/);
+    const shard = agent.shards.get("shard-2")!;
+    expect(shard.lsn).toBe(0);
+    expect(shard.state.size).toBe(0);
   });
 });

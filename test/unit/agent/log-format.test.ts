@@ -58,6 +58,16 @@ describe("log entry format", () => {
     );
   });
 
+  it.each([
+    ["U+FEFF alone", "\uFEFF"],
+    ["U+FEFF then text", "\uFEFFbom"],
+    ["two U+FEFF then text", "\uFEFF\uFEFFtwo"],
+    ["text then U+FEFF", "a\uFEFF"],
+  ])("round-trips the key %s: a leading U+FEFF is kept, not taken for a byte-order mark", (_, key) => {
+    const r = decodeEntry(encodeEntry(entry({ key })), 0);
+    expect(r.kind === "entry" && r.entry.key).toBe(key);
+  });
+
   it("decodes an entry at an offset inside a larger buffer", () => {
     const a = encodeEntry(entry({ lsn: 1 }));
     const b = encodeEntry(entry({ lsn: 2, key: "second" }));

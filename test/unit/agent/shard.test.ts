@@ -48,6 +48,23 @@ describe("Shard", () => {
     await again.close();
   });
 
+  it("keeps a key's leading U+FEFF through recovery: it is part of the key, not a byte-order mark", async () => {
+    // Given keys that start with U+FEFF (one of them only that), and one they would become without it
+    const o = opts();
+    const { dir, shard } = await newShard(o);
+    const keys = ["\uFEFF", "\uFEFFbom", "\uFEFF\uFEFFtwo", "bom"];
+    for (const [i, key] of keys.entries())
+      await shard.write([{ op: "put", key, value: Buffer.from(`v${i}`) }]);
+    await shard.close();
+    // When the shard is rebuilt from its log
+    const again = await Shard.open(dir, "shard-1", o);
+    // Then every key is there, byte for byte, with its own value
+    expect(again.failed).toBeUndefined();
+    expect([...again.state.keys()].sort()).toEqual([...keys].sort());
+    keys.forEach((key, i) => expect(again.get(key)!.value.toString(), JSON.stringify(key)).toBe(`v${i}`));
+    await again.close();
+  });
+
   it("rebuilds the latest value per key from the log, across sealed files", async () => {
     const o = opts();
     const { dir, shard } = await newShard(o);

@@ -127,6 +127,7 @@ describe("validateKey (hostile keys)", () => {
   it("refuses non-strings", () => expect(() => validateKey(42, 1024)).toThrow(/string/));
   it("decodes UTF-8 bytes strictly", () => {
     expect(decodeKeyBytes(new Uint8Array([0x68, 0x69]))).toBe("hi");
+    expect(decodeKeyBytes(new Uint8Array([0xef, 0xbb, 0xbf, 0x68, 0x69]))).toBe("\uFEFFhi");
     expect(() => decodeKeyBytes(new Uint8Array([0xff, 0xfe, 0x41]))).toThrow(/not valid UTF-8/);
   });
 });
