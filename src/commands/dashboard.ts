@@ -6,11 +6,13 @@
 import type { Command } from "commander";
 import { Option } from "commander";
 import type { Config } from "../config.js";
-import { UsageError } from "../errors.js";
+import { InterruptedError, UsageError } from "../errors.js";
 import type { IO } from "../output.js";
 import { openStore } from "../store/index.js";
 import type { DashboardSource, OnMigrate } from "../tui/source.js";
+import { MIN_HEIGHT, MIN_WIDTH } from "../tui/layout.js";
 import type { CommandContext } from "./context.js";
+import { INTERRUPT_EXIT_CODES, INTERRUPT_SIGNALS, type InterruptSignal } from "./interrupt.js";
 
 export interface DashboardOptions {
   refreshSeconds: number;
@@ -66,8 +68,8 @@ export function parseDashboardOptions(
     throw new UsageError(`--view must be segments or shards, got ${JSON.stringify(o.view)}`);
   if (o.color !== "auto" && o.color !== "always" && o.color !== "never")
     throw new UsageError(`--color must be auto, always or never`);
-  const width = parseNumber(o.width, "--width", 60, 1000, true);
-  const height = parseNumber(o.height, "--height", 16, 500, true);
+  const width = parseNumber(o.width, "--width", MIN_WIDTH, 1000, true);
+  const height = parseNumber(o.height, "--height", MIN_HEIGHT, 500, true);
   if (!o.once && (width !== undefined || height !== undefined)) {
     throw new UsageError(
       "--width and --height are for --once; the interactive dashboard uses the terminal's size",
@@ -90,6 +92,24 @@ function wantColour(mode: DashboardOptions["colour"], isTTY: boolean, env: NodeJ
   return isTTY || (env.FORCE_COLOR !== undefined && env.FORCE_COLOR !== "0");
 }
 
+/**
+ * The frame --once draws: --width/--height, else the terminal's size; a terminal that reports no
+ * size (0×0 under `script`, in many containers) or none at all gets 120×40, and one smaller than
+ * the dashboard's minimum gets the minimum (the frame is then wider than the terminal, as with a
+ * --width it cannot show): a frame saying the terminal is too small would be no snapshot at all.
+ */
+export function onceFrameSize(
+  opts: Pick<DashboardOptions, "width" | "height">,
+  stdout: { columns?: number; rows?: number },
+): { width: number; height: number } {
+  const cols = stdout.columns ?? 0;
+  const rows = stdout.rows ?? 0;
+  return {
+    width: opts.width ?? (cols > 0 ? Math.max(MIN_WIDTH, cols) : 120),
+    height: opts.height ?? (rows > 0 ? Math.max(MIN_HEIGHT, rows - 1) : 40),
+  };
+}
+
 const ALT_SCREEN_ON = "\x1b[?1049h";
 const ALT_SCREEN_OFF = "\x1b[?1049l";
 
@@ -102,8 +122,7 @@ export async function runDashboard(opts: DashboardOptions, deps: DashboardDeps):
   if (opts.once) {
     const { renderOnce } = await import("../tui/once.js");
     const frame = await renderOnce(deps.source, {
-      width: opts.width ?? stdout.columns ?? 120,
-      height: opts.height ?? Math.max(16, (stdout.rows ?? 41) - 1),
+      ...onceFrameSize(opts, stdout),
       colour: wantColour(opts.colour, stdout.isTTY === true, deps.env),
       hotRate: opts.hotRate,
       view: opts.view,
@@ -127,6 +146,15 @@ export async function runDashboard(opts: DashboardOptions, deps: DashboardDeps):
     import("../tui/Dashboard.js"),
   ]);
   stdout.write(ALT_SCREEN_ON);
+  // SIGINT/SIGTERM from outside (kill, a service manager; Ctrl-C is a key in raw mode): unmount as q
+  // does, so that the terminal is given back (cooked mode, the main screen) before the process ends
+  let stoppedBy: InterruptSignal | undefined;
+  let unmount: (() => void) | undefined;
+  const onSignal = (sig: InterruptSignal) => {
+    stoppedBy ??= sig;
+    unmount?.();
+  };
+  for (const sig of INTERRUPT_SIGNALS) process.on(sig, onSignal);
   try {
     const app = render(
       createElement(Dashboard, {
@@ -140,10 +168,17 @@ export async function runDashboard(opts: DashboardOptions, deps: DashboardDeps):
       }),
       { stdout, stdin, exitOnCtrlC: true, patchConsole: true, maxFps: 20 },
     );
+    unmount = () => app.unmount();
+    if (stoppedBy) app.unmount();
     await app.waitUntilExit();
   } finally {
+    for (const sig of INTERRUPT_SIGNALS) process.off(sig, onSignal);
     stdout.write(ALT_SCREEN_OFF);
   }
+  if (stoppedBy)
+    throw new InterruptedError(`${stoppedBy}: the dashboard stopped`, {
+      exitCode: INTERRUPT_EXIT_CODES[stoppedBy],
+    });
 }
 
 export function registerDashboard(program: Command, ctx: CommandContext): void {

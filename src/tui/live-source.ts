@@ -171,6 +171,8 @@ export class LiveSource implements DashboardSource {
   /** The agents' round trips as of the last snapshot (for plan()). */
   private measured?: MeasuredLatency & { measuredCells: number; totalCells: number; measuredAt?: number };
   private reads: Float32Array[] = [];
+  /** When each column of `reads` was taken (ms): columns are as far apart as the snapshots took. */
+  private columnTimes: number[] = [];
   private writes: Float32Array[] = [];
   private lastMap?: VersionedMap;
   private embedded?: { mtimeMs: number; size: number; windows: AccessWindows };
@@ -301,6 +303,18 @@ export class LiveSource implements DashboardSource {
     return heat;
   }
 
+  /**
+   * The mean time between the columns shown, in seconds: the refresh interval, or more when a
+   * snapshot takes longer (an agent that does not answer is waited for), so that the time axis and
+   * the legend stay true. Before a second column, the refresh interval.
+   */
+  private columnSpacingSeconds(): number {
+    const t = this.columnTimes;
+    if (t.length < 2) return this.refreshSeconds;
+    const mean = (t[t.length - 1] - t[0]) / (t.length - 1) / 1000;
+    return mean > 0 ? mean : this.refreshSeconds;
+  }
+
   async snapshot(): Promise<DashboardSnapshot> {
     const now = this.now();
     const { map, version } = await this.loadMap();
@@ -331,13 +345,15 @@ export class LiveSource implements DashboardSource {
       }
       this.reads.push(reads);
       this.writes.push(writes);
+      this.columnTimes.push(now);
       if (this.reads.length > this.historyColumns) {
         this.reads.shift();
         this.writes.shift();
+        this.columnTimes.shift();
       }
       heat = {
         segmentCount: map.segmentCount,
-        intervalSeconds: this.refreshSeconds,
+        intervalSeconds: this.columnSpacingSeconds(),
         endMs: now,
         reads: [...this.reads],
         writes: [...this.writes],

@@ -212,6 +212,71 @@ describe("shardctl dashboard in a terminal", () => {
     expect(stty).not.toMatch(/-icanon|(^|\s)-echo(\s|$)/);
   }, 240_000);
 
+  it("SIGTERM from outside: the terminal is given back (main screen, cooked mode) and the exit is 143", async () => {
+    const { command, args } = shardctlCommand();
+    const rcFile = join(dir, "rc-term.txt");
+    const sttyFile = join(dir, "stty-term.txt");
+    const envs = `SHARDCTL_SEGMENTS=${SEGMENTS} SHARDCTL_ZONES=a,b,c TERM=tmux-256color`;
+    const dash = [command, ...args, "--data-dir", dataDir, "dashboard", "--refresh", "1"]
+      .map(quote)
+      .join(" ");
+    const script = `cd ${quote(repoRoot)} && env ${envs} ${dash}; echo $? > ${quote(rcFile)}; stty -a > ${quote(sttyFile)}; echo DASHBOARD-EXITED; sleep 600`;
+    // Given the dashboard running in a terminal
+    tmux("new-session", "-d", "-s", "term", "-x", "160", "-y", "50", `bash -c ${quote(script)}`);
+    const pane = () => tmux("capture-pane", "-p", "-t", "term");
+    const deadline = Date.now() + 90_000;
+    while (!pane().includes("segments view")) {
+      if (Date.now() > deadline) throw new Error(`the dashboard did not draw:\n${pane()}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(tmux("display", "-p", "-t", "term", "#{alternate_on}").trim()).toBe("1");
+    // When it is sent SIGTERM (the shell's child: the dashboard's node process)
+    const shell = tmux("display", "-p", "-t", "term", "#{pane_pid}").trim();
+    const pid = Number(execFileSync("pgrep", ["-P", shell], { encoding: "utf8" }).trim().split("\n")[0]);
+    process.kill(pid, "SIGTERM");
+    while (!pane().includes("DASHBOARD-EXITED")) {
+      if (Date.now() > deadline) throw new Error(`the dashboard did not exit:\n${pane()}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    // Then the main screen is back, the terminal in cooked mode, and the exit says SIGTERM
+    expect(tmux("display", "-p", "-t", "term", "#{alternate_on}").trim()).toBe("0");
+    expect(pane()).not.toContain("segments view");
+    expect(readFileSync(rcFile, "utf8").trim()).toBe("143");
+    const stty = readFileSync(sttyFile, "utf8");
+    expect(stty).toMatch(/(^|\s)icanon(\s|$)/);
+    expect(stty).not.toMatch(/-icanon|(^|\s)-echo(\s|$)/);
+    tmux("kill-session", "-t", "term");
+  }, 180_000);
+
+  it("spaces the live columns as far apart as the snapshots were taken, not the refresh interval", async () => {
+    // Given a live source refreshing every second whose snapshots are taken 3 s apart (as when an
+    // agent that does not answer is waited for)
+    const { config } = loadConfig({ env: { ...env, SHARDCTL_DATA_DIR: dataDir } });
+    let t = Date.now();
+    const live = new LiveSource({
+      config,
+      store: new EmbeddedStore(dataDir),
+      refreshSeconds: 1,
+      probeEverySeconds: 0,
+      now: () => t,
+    });
+    try {
+      const first = await live.snapshot();
+      expect(first.heat.origin).toBe("agents");
+      expect(first.heat.intervalSeconds).toBe(1);
+      let last = first;
+      for (let i = 0; i < 3; i++) {
+        t += 3000;
+        last = await live.snapshot();
+      }
+      // Then the heat history says its columns are 3 s apart
+      expect(last.heat.reads).toHaveLength(4);
+      expect(last.heat.intervalSeconds).toBeCloseTo(3, 5);
+    } finally {
+      await live.close();
+    }
+  }, 60_000);
+
   it("m's callback moves a shard with the real coordinator, and the migrations panel shows it", async () => {
     // Given the dashboard's migration callback, built as the command builds it
     const { config } = loadConfig({ env: { ...env, SHARDCTL_DATA_DIR: dataDir } });
