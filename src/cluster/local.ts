@@ -30,6 +30,7 @@ import {
   readFileSync,
   readSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
@@ -60,6 +61,11 @@ export interface LocalUpOptions {
   waitSeconds?: number;
   /** Which of nodes, zones and basePort the user gave (not defaults): compared with an existing cluster. */
   given?: { nodes?: boolean; zones?: boolean; basePort?: boolean };
+  /**
+   * The config file this command read (--config, SHARDCTL_CONFIG or found): the agents read it too,
+   * with the store this command uses, so that their limits, timeouts and store are its own.
+   */
+  configFile?: string;
 }
 
 /**
@@ -351,14 +357,32 @@ export function runningPid(dataDir: string, node: string): number | undefined {
   if (!processAlive(pid)) return undefined;
   // a recycled pid must not be mistaken for our agent: not even for a node of that name in another
   // local cluster (its data directory is another)
+  let cmd: string[];
   try {
-    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    const data = resolve(localDir(dataDir), node, "data");
-    if (!cmd.includes("agent") || !cmd.includes(node) || !cmd.includes(data)) return undefined;
+    cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
   } catch {
-    // no /proc (not Linux): trust the pid file
+    return pid; // no /proc (not Linux): trust the pid file
   }
+  const data = resolve(localDir(dataDir), node, "data");
+  const given = cmd[cmd.indexOf("--data-dir") + 1];
+  if (!cmd.includes("agent") || !cmd.includes(node) || given === undefined || !sameDir(given, data))
+    return undefined;
   return pid;
+}
+
+/**
+ * Whether two paths name the same directory: the same path, or the same directory reached another
+ * way (a symlink in either, as when the cluster was started through a link to its data directory).
+ */
+function sameDir(a: string, b: string): boolean {
+  if (resolve(a) === resolve(b)) return true;
+  try {
+    const x = statSync(a);
+    const y = statSync(b);
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
 }
 
 /** How to start `shardctl` as a child: the built JS, or the TS source through tsx. */
@@ -489,6 +513,8 @@ export async function localUp(
           stdio: ["ignore", logFd, logFd],
           env: {
             ...process.env,
+            ...(opts.configFile ? { SHARDCTL_CONFIG: opts.configFile } : {}),
+            SHARDCTL_STORE: config.store,
             SHARDCTL_ZONES: config.zones.join(","),
             SHARDCTL_SEGMENTS: String(config.segments),
           },

@@ -10,18 +10,26 @@ export interface CommandContext {
   io: IO;
   /** Loads the config once (global --config / --data-dir / --store applied). */
   config(): Config;
+  /** The config file config() read (absolute), if it read one: processes started for this one read it too. */
+  configFile?(): string | undefined;
   env: NodeJS.ProcessEnv;
 }
 
 export function createContext(program: Command, io: IO = processIO, env = process.env): CommandContext {
   let cached: Config | undefined;
+  let file: string | undefined;
   return {
     io,
     env,
+    configFile() {
+      this.config();
+      return file;
+    },
     config() {
       if (!cached) {
         const globals = program.opts<{ config?: string; dataDir?: string; store?: string }>();
-        const { config } = loadConfig({ file: globals.config, env });
+        const { config, source } = loadConfig({ file: globals.config, env });
+        file = source;
         if (globals.dataDir) config.dataDir = globals.dataDir;
         if (globals.store === "embedded" || globals.store === "consul") config.store = globals.store;
         cached = config;

@@ -38,7 +38,8 @@ export async function runUp(
     });
   const store = await openStore(config);
   try {
-    const r = await localUp(config, { nodes, zones, basePort, given }, store, (m) =>
+    const configFile = ctx.configFile?.();
+    const r = await localUp(config, { nodes, zones, basePort, given, configFile }, store, (m) =>
       ctx.io.err.write(m + "\n"),
     );
     for (const w of r.warnings) ctx.io.err.write(`warning: ${w}\n`);
@@ -85,11 +86,14 @@ bearer token is generated once into <dataDir>/local/token (mode 0600) and used
 by put/get/delete. Running \`up\` again starts only agents that are not running;
 the cluster keeps its nodes, so --nodes, --zones or --base-port that differ from
 them are refused (exit 3): use another --data-dir for another cluster.
+The agents read the config file this command read (--config, SHARDCTL_CONFIG,
+./shardctl.yaml or ~/.config/shardctl/config.yaml) and use its store: their
+limits, timeouts and location store are this command's.
 
 Examples:
-  shardctl up --local --nodes 3 --zones a,b,c
-  shardctl put hello world && shardctl get hello
-  shardctl down`,
+  $ shardctl up --local --nodes 3 --zones a,b,c
+  $ shardctl put hello world && shardctl get hello
+  $ shardctl down`,
     )
     .action((opts: UpOptions, command: Command) => {
       const given = (name: string) => {
@@ -103,6 +107,6 @@ Examples:
     .description("stop the local cluster's agents (SIGTERM, then SIGKILL after --timeout)")
     .option("--timeout <seconds>", "wait this long for a clean stop", "10")
     .option("--json", "print what was stopped as JSON")
-    .addHelpText("after", "\nExamples:\n  shardctl down\n  shardctl down --timeout 30")
+    .addHelpText("after", "\nExamples:\n  $ shardctl down\n  $ shardctl down --timeout 30")
     .action((opts: { timeout: string; json?: boolean }) => runDown(opts, ctx));
 };

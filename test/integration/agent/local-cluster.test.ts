@@ -102,4 +102,34 @@ describe("local cluster", () => {
     const again2 = await cli("down");
     expect(again2.err).toMatch(/no local cluster is running/);
   });
+
+  it("gives its agents the config file it read (--config): their limits are the command's", async () => {
+    // Given a config file that raises the key limit from 1024 to 4000 bytes, given with --config
+    const cfgDir = tempDir("local-config");
+    const cfg = join(cfgDir, "limits.yaml");
+    writeFileSync(cfg, "limits:\n  maxKeyBytes: 4000\n");
+    const c = async (...args: string[]) => {
+      const f = fakeIO();
+      const code = await runCli(["--config", cfg, "--data-dir", cfgDir, ...args], f.io, env);
+      return { code, out: f.out(), err: f.err() };
+    };
+    try {
+      const base = String(await freePortRange(1));
+      const up = await c("up", "--local", "--nodes", "1", "--zones", "a", "--base-port", base, "--json");
+      expect(up.code, up.err).toBe(0);
+      // When a 2000-byte key is written and read through the agent
+      const key = "k".repeat(2000);
+      const put = await c("put", key, "long");
+      // Then the agent took it (before, it ran with the default limit and answered 413)
+      expect(put.code, put.err).toBe(0);
+      expect((await c("get", key)).out).toBe("long");
+      const pid = (JSON.parse(up.out) as { nodes: { pid: number }[] }).nodes[0].pid;
+      const environ = readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+      expect(environ).toContain(`SHARDCTL_CONFIG=${cfg}`);
+      expect(environ).toContain("SHARDCTL_STORE=embedded");
+    } finally {
+      await c("down", "--timeout", "5");
+      rmSync(cfgDir, { recursive: true, force: true });
+    }
+  });
 });

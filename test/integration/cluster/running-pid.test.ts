@@ -5,7 +5,7 @@
  * and `down` must not signal it.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -45,5 +45,21 @@ describe("runningPid", () => {
     mkdirSync(join(localDir(other), "node-1"), { recursive: true });
     writeFileSync(join(localDir(other), "node-1", "agent.pid"), `${pid}\n`);
     expect(runningPid(other, "node-1")).toBeUndefined();
+  });
+
+  it("is the same agent whichever path reaches its data directory (a symlink, either way)", async () => {
+    // Given a cluster started through a link to its data directory
+    const root = mkdtempSync(join(tmpdir(), "shardctl-pid-link-"));
+    dirs.push(root);
+    const real = join(root, "real");
+    const link = join(root, "link");
+    mkdirSync(join(localDir(real), "node-1", "data"), { recursive: true });
+    symlinkSync(real, link);
+    const pid = fakeAgent(link, join(localDir(link), "node-1", "data"));
+    await new Promise((r) => setTimeout(r, 200));
+    // Then the real path finds its agent too (before, `down` through it called the agent not
+    // running and deleted its pid file: nothing could stop it any more)
+    expect(runningPid(link, "node-1")).toBe(pid);
+    expect(runningPid(real, "node-1")).toBe(pid);
   });
 });
