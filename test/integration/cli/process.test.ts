@@ -1,9 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { runProcess, shardctlCommand } from "../../helpers/cli.js";
 
 let dir: string;
@@ -55,6 +55,29 @@ describe("shardctl as a process", () => {
     const code = await new Promise<number | null>((r) => child.on("close", (c) => r(c)));
     expect(stderr).not.toMatch(/EPIPE|internal error/);
     expect(code).toBe(0);
+  });
+
+  it("a standard output that cannot be written (a full disk: /dev/full) is an error, exit 1, no stack", async () => {
+    const own = { ...env, SHARDCTL_DATA_DIR: join(dir, "full") };
+    expect(runProcess(["init"], { cwd: dir, env: own }).status).toBe(0);
+    const { command, args } = shardctlCommand();
+    const full = openSync("/dev/full", "w");
+    try {
+      for (const cmd of [["locate", "foo", "--json"], ["shards"]]) {
+        const r = spawnSync(command, [...args, ...cmd], {
+          cwd: dir,
+          env: { PATH: process.env.PATH, HOME: process.env.HOME, ...own },
+          stdio: ["ignore", full, "pipe"],
+          encoding: "utf8",
+          timeout: 60_000,
+        });
+        expect(r.stderr).toMatch(/^error: cannot write standard output: ENOSPC: no space left on device/m);
+        expect(r.stderr).not.toMatch(/internal error|at .*\.js:\d+|throw err/);
+        expect(r.status).toBe(1);
+      }
+    } finally {
+      closeSync(full);
+    }
   });
 
   it("an agent whose port is taken says so and exits 1 (no internal error)", async () => {
