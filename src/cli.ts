@@ -61,7 +61,10 @@ Exit codes:
 Environment:
   SHARDCTL_CONFIG, SHARDCTL_DATA_DIR, SHARDCTL_STORE, SHARDCTL_SEGMENTS, SHARDCTL_ZONES,
   SHARDCTL_TOKEN, SHARDCTL_CONSUL_PREFIX, CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
-  CONSUL_HTTP_TOKEN_FILE (the token read from a file; CONSUL_HTTP_TOKEN wins)
+  CONSUL_HTTP_TOKEN_FILE (the token read from a file; CONSUL_HTTP_TOKEN wins),
+  SHARDCTL_CONSUL_TIMEOUT (seconds per Consul request, 0.001 to 300; default 5),
+  SHARDCTL_INVENTORY (deploy, node, undeploy: the inventory file; default ./inventory.yaml),
+  SHARDCTL_DEPLOY_LOCK_TTL (TTL in seconds of the Consul session holding the deploy lock)
 
 See man shardctl for the configuration file.`,
     );

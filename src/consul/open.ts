@@ -11,9 +11,10 @@ export function consulTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
   if (raw === undefined || raw === "") return 5000;
   const s = Number(raw);
   // decimal only (Number() would read 0x10, 1e2, " 5")
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(raw) || !Number.isFinite(s) || s <= 0 || s > 300) {
+  // at least 1 ms: a bound that rounds to 0 would be no bound at all (a request timeout of 0 waits forever)
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(raw) || !Number.isFinite(s) || s < 0.001 || s > 300) {
     throw new UsageError(
-      `SHARDCTL_CONSUL_TIMEOUT must be a number of seconds from 0 to 300, got ${JSON.stringify(raw)}`,
+      `SHARDCTL_CONSUL_TIMEOUT must be a number of seconds from 0.001 to 300, got ${JSON.stringify(raw)}`,
     );
   }
   return Math.round(s * 1000);

@@ -93,8 +93,13 @@ describe("SHARDCTL_CONSUL_TIMEOUT", () => {
   it("defaults to 5 s and accepts seconds", () => {
     expect(consulTimeoutMs({})).toBe(5000);
     expect(consulTimeoutMs({ SHARDCTL_CONSUL_TIMEOUT: "1.5" })).toBe(1500);
+    // the smallest bound: 1 ms (below, it rounded to 0, which is no timeout at all)
+    expect(consulTimeoutMs({ SHARDCTL_CONSUL_TIMEOUT: "0.001" })).toBe(1);
   });
-  it.each(["0", "-1", "abc", "1000", "0x10", "1e2", " 5", "5 ", "Infinity"])("refuses %j", (v) => {
-    expect(() => consulTimeoutMs({ SHARDCTL_CONSUL_TIMEOUT: v })).toThrow(/SHARDCTL_CONSUL_TIMEOUT/);
-  });
+  it.each(["0", "-1", "abc", "1000", "0x10", "1e2", " 5", "5 ", "Infinity", "0.0001", "0.0004"])(
+    "refuses %j",
+    (v) => {
+      expect(() => consulTimeoutMs({ SHARDCTL_CONSUL_TIMEOUT: v })).toThrow(/SHARDCTL_CONSUL_TIMEOUT/);
+    },
+  );
 });
