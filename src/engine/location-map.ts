@@ -132,6 +132,11 @@ export function initialLayout(
  * unique, owners known, epochs positive. Throws a UsageError listing the
  * first problems; a map that fails is never written nor used.
  */
+/** A time in ms since the epoch that a Date can hold (and print): 0 to 8.64e15. */
+function isTime(t: unknown): boolean {
+  return typeof t === "number" && Number.isFinite(t) && t >= 0 && t <= 8.64e15;
+}
+
 export function validateMap(value: unknown): asserts value is LocationMap {
   const problems: string[] = [];
   const fail = (msg: string) => {
@@ -149,6 +154,7 @@ export function validateMap(value: unknown): asserts value is LocationMap {
   if (!Number.isInteger(map.nextShardSeq) || map.nextShardSeq < 1)
     fail("nextShardSeq must be a positive integer");
   if (!Number.isInteger(map.term) || map.term < 0) fail("term must be a non-negative integer");
+  if (!isTime(map.updatedAt)) fail("updatedAt must be a time in ms (0 to 8.64e15)");
   const nodeIds = new Set<string>();
   for (const n of map.nodes) {
     if (!n || typeof n.id !== "string" || !NODE_ID_PATTERN.test(n.id)) {
@@ -173,9 +179,8 @@ export function validateMap(value: unknown): asserts value is LocationMap {
     if (!nodeIds.has(sh.node)) problems.push(`shard ${sh.id} is on unknown node ${JSON.stringify(sh.node)}`);
     if (!Number.isInteger(sh.epoch) || sh.epoch < 1)
       problems.push(`shard ${sh.id}: epoch must be an integer ≥ 1`);
-    if (!Number.isFinite(sh.migrationTimestamp) || sh.migrationTimestamp < 0)
-      problems.push(`shard ${sh.id}: bad migrationTimestamp`);
-    if (!Number.isFinite(sh.changedAt)) problems.push(`shard ${sh.id}: bad changedAt`);
+    if (!isTime(sh.migrationTimestamp)) problems.push(`shard ${sh.id}: bad migrationTimestamp`);
+    if (!isTime(sh.changedAt)) problems.push(`shard ${sh.id}: bad changedAt`);
     if (!Array.isArray(sh.ranges) || sh.ranges.length === 0) {
       problems.push(`shard ${sh.id} holds no segments`);
       return;

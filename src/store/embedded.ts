@@ -132,6 +132,10 @@ export class EmbeddedStore implements LocationStore {
     if (!parsed || parsed.format !== "shardctl-location-map" || !Number.isInteger(parsed.version)) {
       throw corrupt("not a shardctl location map file");
     }
+    // versions start at 1 and grow by one per write: another one (0, negative, past 2^53, where
+    // version + 1 is version again and a compare-and-set could not tell two writes apart) is damage
+    if (!Number.isSafeInteger(parsed.version) || parsed.version < 1)
+      throw corrupt(`version ${parsed.version} is not a whole number from 1 to 2^53 − 1`);
     if (parsed.checksum !== checksumOf(parsed.version, parsed.map)) throw corrupt("checksum mismatch");
     try {
       validateMap(parsed.map);

@@ -56,6 +56,15 @@ describe("location map", () => {
       ["a range past the end", (m) => (m.shards[1].ranges = [[5, 11]]), /outside/],
       ["an empty shard", (m) => (m.shards[1].ranges = []), /no segments/],
       ["a foreign format", (m) => ((m as unknown as { format: number }).format = 2), /format/],
+      // times status, shards and the dashboard print as dates: a Date must hold them
+      ["no updatedAt", (m) => delete (m as Partial<LocationMap>).updatedAt, /updatedAt must be a time/],
+      ["an updatedAt past what a Date holds", (m) => (m.updatedAt = 1e300), /updatedAt must be a time/],
+      [
+        "a migrationTimestamp past what a Date holds",
+        (m) => (m.shards[0].migrationTimestamp = 1e300),
+        /bad migrationTimestamp/,
+      ],
+      ["a negative changedAt", (m) => (m.shards[0].changedAt = -5), /bad changedAt/],
     ];
     it.each(cases)("%s", (_name, breakIt, message) => {
       const m = good();

@@ -17,6 +17,7 @@ import { initialLayout } from "../../../src/engine/location-map.js";
 import { UsageError } from "../../../src/errors.js";
 import {
   acquireFileLock,
+  checksumOf,
   EmbeddedStore,
   ensureDataDir,
   readLockText,
@@ -81,6 +82,17 @@ describe("EmbeddedStore", () => {
     await expect(store.compareAndSet(1, initialLayout(16, nodes, { now: 0 }))).rejects.toThrow(message);
     expect(readFileSync(store.file, "utf8")).toBe(mangled);
   });
+
+  it.each([-5, 0, 1e300])(
+    "refuses a file whose version is %s (checksummed again: only the version is wrong)",
+    async (v) => {
+      const store = new EmbeddedStore(dir);
+      await store.compareAndSet(0, initialLayout(16, nodes, { now: 0 }));
+      const body = JSON.parse(readFileSync(store.file, "utf8"));
+      writeFileSync(store.file, JSON.stringify({ ...body, version: v, checksum: checksumOf(v, body.map) }));
+      await expect(store.load()).rejects.toThrow(/is not a whole number from 1 to 2\^53/);
+    },
+  );
 
   it("takes over a lock whose writer died, and waits for a live one", async () => {
     const store = new EmbeddedStore(dir);
