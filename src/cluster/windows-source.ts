@@ -26,9 +26,15 @@ export interface CollectedWindows {
   windows: AccessWindows;
   /** "agents" or "file". */
   source: "agents" | "file";
-  /** Nodes whose windows are not in the collection (no answer, or one that could not be used), with why. */
-  unreachable: { node: string; error: string }[];
+  /**
+   * Nodes whose windows are not in the collection (no answer, or one that could not be used), with
+   * why; `tokenRefused` when the agent answered that it does not know our token (401).
+   */
+  unreachable: { node: string; error: string; tokenRefused?: true }[];
 }
+
+/** An agent that refused our token: the cluster is up, the token is wrong. */
+class TokenRefusedError extends Error {}
 
 /** An agent's GET /v1/access answer, as far as the collection reads it. */
 interface AccessList {
@@ -121,7 +127,11 @@ export async function collectWindows(
             if (++n % YIELD_SEGMENTS === 0) await nextTurn();
           }
         } catch (err) {
-          unreachable.push({ node: node.id, error: errorMessage(err) });
+          unreachable.push({
+            node: node.id,
+            error: errorMessage(err),
+            ...(err instanceof TokenRefusedError ? { tokenRefused: true as const } : {}),
+          });
         }
       }),
     );
@@ -148,6 +158,8 @@ async function nodeWindows(
   const sent = Date.now();
   const res = await rpc.json<unknown>(node.address, "GET", "/v1/access?window=1");
   const received = Date.now();
+  if (res.status === 401)
+    throw new TokenRefusedError(`the agent refused our token (GET /v1/access answered ${answerText(res)})`);
   if (res.status !== 200) throw new Error(`GET /v1/access answered ${answerText(res)}`);
   const list = accessList(res.body, node);
   const staged = newWindows(config);

@@ -168,13 +168,22 @@ it under "unreachable"), 2 bad options or key.`,
         // JSON, and the exit status is 1
         if (o.json) printJson(ctx.io, unreachable.length ? { ...p, unreachable } : p);
         else printPrediction(ctx.io, p);
-        if (unreachable.length)
+        if (unreachable.length) {
+          const refused = collected.unreachable.filter((u) => u.tokenRefused).map((u) => u.node);
+          const silent = collected.unreachable.filter((u) => !u.tokenRefused).map((u) => u.node);
+          const why = [
+            ...(refused.length ? [`${refused.join(", ")} (refused our token: 401)`] : []),
+            ...(silent.length ? [`${silent.join(", ")} (no usable answer)`] : []),
+          ].join(" and ");
           throw new UserError(
-            `the forecast lacks the accesses counted by ${unreachable.map((u) => u.node).join(", ")} (no answer): it may show less traffic than there is`,
+            `the forecast lacks the accesses counted by ${why}: it may show less traffic than there is`,
             {
-              hint: "start the agents that did not answer (`shardctl nodes` lists them), then run predict again",
+              hint: refused.length
+                ? "give the agents' token (SHARDCTL_TOKEN, agent.token in the config, or <data-dir>/local/token for a local cluster), then run predict again"
+                : "start the agents that did not answer (`shardctl nodes` lists them), then run predict again",
             },
           );
+        }
       },
     );
 }

@@ -96,6 +96,9 @@ export interface LiveSourceOptions {
   now?: () => number;
 }
 
+/** An agent's answer to a token it does not know. */
+const TOKEN_REFUSED = "the agent refused our token (401)";
+
 /** What one agent told us in one snapshot. */
 interface AgentReading {
   ok: boolean;
@@ -228,8 +231,7 @@ export class LiveSource implements DashboardSource {
           `/v1/access?window=${windowSeconds}`,
         ),
       ]);
-      if (node.status === 401 || access.status === 401)
-        return { ok: false, problem: "the agent refused our token (401)" };
+      if (node.status === 401 || access.status === 401) return { ok: false, problem: TOKEN_REFUSED };
       if (node.status !== 200 || access.status !== 200) {
         return { ok: false, problem: `the agent answered ${node.status}/${access.status}` };
       }
@@ -362,8 +364,13 @@ export class LiveSource implements DashboardSource {
     } else {
       const w = this.embeddedWindows(warnings);
       if (withAgent.length > 0) {
+        const showing = w ? "; showing the embedded access windows" : "";
+        // every agent answered, refusing the token: the cluster is up, the token is wrong
+        const refused = [...readings.values()].every((r) => r.problem === TOKEN_REFUSED);
         warnings.push(
-          `no agent answered (${withAgent.length} configured)${w ? "; showing the embedded access windows" : ""}: is the cluster up? (shardctl up --local)`,
+          refused
+            ? `every agent refused our token (401)${showing}: is the token right? (SHARDCTL_TOKEN, agent.token in the config, or <data-dir>/local/token)`
+            : `no agent answered (${withAgent.length} configured)${showing}: is the cluster up? (shardctl up --local)`,
         );
       }
       heat = w

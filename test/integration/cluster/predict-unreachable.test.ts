@@ -9,11 +9,25 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { localClusterSuite, until } from "./local-fixture.js";
 import { processAlive } from "../../../src/store/embedded.js";
+import { cli as runShardctl } from "../../helpers/cli.js";
 
 const cluster = localClusterSuite("predict-unreachable");
 const { cli } = cluster;
 
 describe("predict with an agent down", () => {
+  it("a token every agent refuses is named as such (not as agents down), exit 1", async () => {
+    const r = await runShardctl(["--data-dir", cluster.dir, "predict", "--key", "k3"], {
+      ...cluster.env,
+      SHARDCTL_TOKEN: "not-the-agents-token",
+    });
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(
+      /error: the forecast lacks the accesses counted by node-1, node-2, node-3 \(refused our token: 401\)/,
+    );
+    expect(r.err).toMatch(/hint: give the agents' token/);
+    expect(r.err).not.toMatch(/start the agents/);
+  });
+
   it("prints the forecast, names the node under unreachable, and exits 1", async () => {
     const ok = await cli("predict", "--key", "k3", "--json");
     expect(ok.code, ok.err).toBe(0);
@@ -30,6 +44,7 @@ describe("predict with an agent down", () => {
     const p = JSON.parse(r.out) as { unreachable: { node: string; error: string }[]; total: unknown };
     expect(p.total).toBeDefined();
     expect(p.unreachable.map((u) => u.node)).toEqual(["node-3"]);
-    expect(r.err).toMatch(/error: the forecast lacks the accesses counted by node-3 \(no answer\)/);
+    expect(r.err).toMatch(/error: the forecast lacks the accesses counted by node-3 \(no usable answer\)/);
+    expect(r.err).toMatch(/hint: start the agents that did not answer/);
   });
 });

@@ -277,6 +277,25 @@ describe("shardctl dashboard in a terminal", () => {
     }
   }, 60_000);
 
+  it("a token every agent refuses is said to be the token, not agents that are down", async () => {
+    const { config } = loadConfig({
+      env: { ...env, SHARDCTL_DATA_DIR: dataDir, SHARDCTL_TOKEN: "not-the-agents-token" },
+    });
+    const live = new LiveSource({
+      config,
+      store: new EmbeddedStore(dataDir),
+      refreshSeconds: 1,
+      probeEverySeconds: 0,
+    });
+    try {
+      const snap = await live.snapshot();
+      expect(snap.warnings.join("\n")).toMatch(/every agent refused our token \(401\).*is the token right\?/);
+      expect(snap.warnings.join("\n")).not.toMatch(/is the cluster up/);
+    } finally {
+      await live.close();
+    }
+  }, 60_000);
+
   it("m's callback moves a shard with the real coordinator, and the migrations panel shows it", async () => {
     // Given the dashboard's migration callback, built as the command builds it
     const { config } = loadConfig({ env: { ...env, SHARDCTL_DATA_DIR: dataDir } });
