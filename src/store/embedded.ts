@@ -115,7 +115,13 @@ export class EmbeddedStore implements LocationStore {
   }
 
   private readFile(): StoredFile | null {
-    if (!existsSync(this.file)) return null;
+    if (!existsSync(this.file)) {
+      // no map, unless the data directory cannot hold one: a file there (or above it) is not an
+      // empty store (status said "no map yet", predict forecast from nothing)
+      if (firstNonDirectory(this.dataDir) !== undefined)
+        throw dataDirError(this.dataDir, Object.assign(new Error("not a directory"), { code: "ENOTDIR" }));
+      return null;
+    }
     let text: string;
     try {
       text = readFileSync(this.file, "utf8");

@@ -94,6 +94,19 @@ describe("EmbeddedStore", () => {
     },
   );
 
+  it("a data directory that is a file, or below one, is said to be one: not an empty store", async () => {
+    const file = join(dir, "a-file");
+    writeFileSync(file, "hi");
+    await expect(new EmbeddedStore(file).load()).rejects.toThrow(
+      /the data directory .*a-file is not a directory/,
+    );
+    await expect(new EmbeddedStore(join(file, "sub")).load()).rejects.toThrow(
+      /is not a directory \(.*a-file is a file\)/,
+    );
+    // a directory that does not exist yet is an empty store
+    expect(await new EmbeddedStore(join(dir, "not-yet")).load()).toBeNull();
+  });
+
   it("takes over a lock whose writer died, and waits for a live one", async () => {
     const store = new EmbeddedStore(dir);
     writeFileSync(join(dir, "location-map.lock"), "999999999");
