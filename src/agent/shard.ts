@@ -793,9 +793,16 @@ export class Shard {
     this.meta = meta;
   }
 
-  /** Records a higher epoch before serving it. */
+  /**
+   * Records a higher epoch a data request carried before serving it. Not while the shard is fenced:
+   * its epoch is then the one its migration fenced it at, and the next one is the migration's to
+   * give (the commit's activate, release or reshape, each refused at an epoch not above the shard's).
+   * A read at a higher epoch is a client that already read the committed map (a split's source
+   * keeps its shard id on this node): were its epoch taken, the roll-forward would be refused as
+   * stale, and the shard would stay fenced for good.
+   */
   raiseEpoch(epoch: number): void {
-    if (epoch > this.meta.epoch) this.setMeta({ epoch });
+    if (epoch > this.meta.epoch && this.meta.state !== "fenced") this.setMeta({ epoch });
   }
 
   fence(epoch: number, migration?: string): void {
