@@ -16,7 +16,7 @@ import { Segmenter } from "../engine/segmenter.js";
 import { writeAtomic } from "../store/embedded.js";
 import { UserError } from "../errors.js";
 import { makeDirsFor } from "../fs-paths.js";
-import { answerClientError, ApiError } from "./http-util.js";
+import { answerClientError, ApiError, maxHeaderBytes } from "./http-util.js";
 import { AgentMetrics } from "./metrics.js";
 import { startBinaryServer, type BinaryListener } from "./binary.js";
 import { writeFileAtomic, writeFully } from "./fs-util.js";
@@ -200,6 +200,7 @@ export class Agent {
         // check interval would let a partial request sit for up to headersTimeout + 30 s)
         headersTimeout,
         connectionsCheckingInterval: Math.min(1000, headersTimeout),
+        maxHeaderSize: maxHeaderBytes(this.opts.maxKeyBytes),
         // no bound on a whole request: a snapshot upload (PUT …/snapshot) streams for as long as the
         // shard is large; a stalled one is cut by the idle timeout below instead
         requestTimeout: 0,

@@ -133,13 +133,23 @@ export function optionalMigrationId(v: unknown): string | undefined {
   return v;
 }
 
+/**
+ * The most bytes of request line and headers the agent reads: node's 16 KiB, plus a key of
+ * `maxKeyBytes` in the path, percent-encoded (3 characters a byte at most). With the 16 KiB alone, a
+ * key the binary protocol and the limit accept was refused over HTTP (431) once limits.maxKeyBytes
+ * was raised past ~5,000 bytes: written over one protocol, it could not be read over the other.
+ */
+export function maxHeaderBytes(maxKeyBytes: number): number {
+  return 16 * 1024 + 3 * maxKeyBytes;
+}
+
 /** What a request the HTTP parser refused is answered, by node's error code (node's own statuses). */
 const CLIENT_ERRORS: Record<string, [number, string, string, string]> = {
   HPE_HEADER_OVERFLOW: [
     431,
     "Request Header Fields Too Large",
     "headers-too-large",
-    "the request line and headers are over the limit (16 KiB)",
+    "the request line and headers are over the limit (16 KiB, plus room for a key of limits.maxKeyBytes percent-encoded)",
   ],
   HPE_CHUNK_EXTENSIONS_OVERFLOW: [
     413,

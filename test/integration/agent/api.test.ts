@@ -561,3 +561,30 @@ describe("the routing client", () => {
     }
   });
 });
+
+describe("keys as long as a raised limits.maxKeyBytes", () => {
+  it("are served over HTTP too (the header limit makes room for them), byte for byte", async () => {
+    // Given an agent whose key limit is raised to the most the config allows
+    const configFile = join(root, "long-keys.yaml");
+    writeFileSync(configFile, "limits:\n  maxKeyBytes: 65535\nzones: [a, b, c]\n");
+    const c = await startAgent({ dataDir: join(root, "long", "data"), segments: SEGMENTS, configFile });
+    try {
+      expect((await admin(c.port, "PUT", "shard-1", { epoch: 1, ranges: [[0, SEGMENTS]] })).status).toBe(201);
+      // When keys of 20,000 ASCII bytes and of 65,535 bytes of 3-byte characters (196,605 characters
+      // percent-encoded in the path) are written and read over HTTP
+      for (const key of ["k".repeat(20_000), "€".repeat(21_845)]) {
+        const w = await put(c.port, "shard-1", key, `value of ${key.length}`);
+        // Then both are taken and read back (before: 431 past 16 KiB of request line)
+        expect(w.status, w.body.toString().slice(0, 200)).toBe(200);
+        const r = await get(c.port, "shard-1", key);
+        expect(r.status).toBe(200);
+        expect(r.body.toString()).toBe(`value of ${key.length}`);
+      }
+      // and one byte over the limit is still the limit's refusal, not the header's
+      const over = await put(c.port, "shard-1", "€".repeat(21_845) + "k", "x");
+      expect(over.status).toBe(413);
+    } finally {
+      await stopAgent(c);
+    }
+  });
+});
