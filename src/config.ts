@@ -123,6 +123,8 @@ export interface LoadConfigOptions {
   cwd?: string;
   env?: NodeJS.ProcessEnv;
   home?: string;
+  /** The global --store flag: wins over SHARDCTL_STORE and the file (a bad SHARDCTL_STORE it replaces is not an error). */
+  store?: "embedded" | "consul";
 }
 
 export interface LoadedConfig {
@@ -177,15 +179,29 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     }
     checkConsulSection(raw as Record<string, unknown>, source);
   }
-  const merged = applyEnv(raw as Record<string, unknown>, env);
+  const fromEnv = new Map<string, string>();
+  const merged = applyEnv(raw as Record<string, unknown>, env, fromEnv);
+  if (opts.store) {
+    merged.store = opts.store;
+    fromEnv.delete("store");
+  }
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) {
-    const where = source ? ` in ${source}` : "";
+    // each problem says where the value came from: an environment variable, or the file
     const problems = parsed.error.issues
-      .map((i) => `  ${i.path.join(".") || "(top level)"}: ${i.message}`)
+      .map((i) => {
+        const path = i.path.join(".");
+        const variable = fromEnv.get(path) ?? fromEnv.get(String(i.path[0]));
+        const origin = variable ? ` (from ${variable})` : "";
+        return `  ${path || "(top level)"}${origin}: ${i.message}`;
+      })
       .join("\n");
+    const fileProblem = parsed.error.issues.some(
+      (i) => !fromEnv.has(i.path.join(".")) && !fromEnv.has(String(i.path[0])),
+    );
+    const where = source && fileProblem ? ` in ${source}` : "";
     throw new UsageError(`invalid configuration${where}:\n${problems}`, {
-      hint: "see `man shardctl` (CONFIGURATION) for every field and its type",
+      hint: "see `man shardctl` (CONFIGURATION, ENVIRONMENT) for every field and its type",
     });
   }
   const config = parsed.data;
@@ -215,7 +231,12 @@ function checkConsulSection(raw: Record<string, unknown>, source: string): void 
 }
 
 /** Environment variables override the file. Each is validated with the rest. */
-function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+function applyEnv(
+  raw: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+  /** Filled with each config path an environment variable set, and that variable. */
+  fromEnv: Map<string, string> = new Map(),
+): Record<string, unknown> {
   const out: Record<string, unknown> = { ...raw };
   const sub = (key: string): Record<string, unknown> => {
     const v = out[key];
@@ -226,17 +247,39 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<
   // set but empty is a mistake (`SHARDCTL_DATA_DIR=$UNSET_VAR`), not the default
   for (const name of ["SHARDCTL_DATA_DIR", "SHARDCTL_STORE", "SHARDCTL_SEGMENTS", "SHARDCTL_ZONES"])
     refuseEmptyEnv(env, name);
-  if (env.SHARDCTL_DATA_DIR) out.dataDir = env.SHARDCTL_DATA_DIR;
-  if (env.SHARDCTL_STORE) out.store = env.SHARDCTL_STORE;
+  // each variable sets one path of the config; an error in its value names the variable
+  const set = (
+    target: Record<string, unknown>,
+    key: string,
+    path: string,
+    variable: string,
+    value: unknown,
+  ) => {
+    target[key] = value;
+    fromEnv.set(path, variable);
+  };
+  if (env.SHARDCTL_DATA_DIR) set(out, "dataDir", "dataDir", "SHARDCTL_DATA_DIR", env.SHARDCTL_DATA_DIR);
+  if (env.SHARDCTL_STORE) set(out, "store", "store", "SHARDCTL_STORE", env.SHARDCTL_STORE);
   // decimal digits only, as the flags take them (Number() would read 0x1000, 4.096e3, " 4096")
-  if (env.SHARDCTL_SEGMENTS)
-    out.segments = parsePositiveInt(env.SHARDCTL_SEGMENTS, "SHARDCTL_SEGMENTS (the number of segments)");
-  if (env.SHARDCTL_ZONES) out.zones = env.SHARDCTL_ZONES.split(",").map((z) => z.trim());
-  if (env.CONSUL_HTTP_ADDR) sub("consul").addr = env.CONSUL_HTTP_ADDR;
-  if (env.CONSUL_HTTP_TOKEN) sub("consul").token = env.CONSUL_HTTP_TOKEN;
-  else if (env.CONSUL_HTTP_TOKEN_FILE) sub("consul").token = readConsulTokenFile(env.CONSUL_HTTP_TOKEN_FILE);
-  if (env.SHARDCTL_CONSUL_PREFIX) sub("consul").prefix = env.SHARDCTL_CONSUL_PREFIX;
-  if (env.SHARDCTL_TOKEN) sub("agent").token = env.SHARDCTL_TOKEN;
+  if (env.SHARDCTL_SEGMENTS) {
+    const n = parsePositiveInt(env.SHARDCTL_SEGMENTS, "SHARDCTL_SEGMENTS (the number of segments)");
+    set(out, "segments", "segments", "SHARDCTL_SEGMENTS", n);
+  }
+  if (env.SHARDCTL_ZONES) {
+    const zones = env.SHARDCTL_ZONES.split(",").map((z) => z.trim());
+    set(out, "zones", "zones", "SHARDCTL_ZONES", zones);
+  }
+  if (env.CONSUL_HTTP_ADDR)
+    set(sub("consul"), "addr", "consul.addr", "CONSUL_HTTP_ADDR", env.CONSUL_HTTP_ADDR);
+  if (env.CONSUL_HTTP_TOKEN)
+    set(sub("consul"), "token", "consul.token", "CONSUL_HTTP_TOKEN", env.CONSUL_HTTP_TOKEN);
+  else if (env.CONSUL_HTTP_TOKEN_FILE) {
+    const token = readConsulTokenFile(env.CONSUL_HTTP_TOKEN_FILE);
+    set(sub("consul"), "token", "consul.token", "CONSUL_HTTP_TOKEN_FILE", token);
+  }
+  if (env.SHARDCTL_CONSUL_PREFIX)
+    set(sub("consul"), "prefix", "consul.prefix", "SHARDCTL_CONSUL_PREFIX", env.SHARDCTL_CONSUL_PREFIX);
+  if (env.SHARDCTL_TOKEN) set(sub("agent"), "token", "agent.token", "SHARDCTL_TOKEN", env.SHARDCTL_TOKEN);
   return out;
 }
 

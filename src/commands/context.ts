@@ -28,7 +28,8 @@ export function createContext(program: Command, io: IO = processIO, env = proces
     config() {
       if (!cached) {
         const globals = program.opts<{ config?: string; dataDir?: string; store?: string }>();
-        const { config, source } = loadConfig({ file: globals.config, env });
+        const store = globals.store === "embedded" || globals.store === "consul" ? globals.store : undefined;
+        const { config, source } = loadConfig({ file: globals.config, env, store });
         file = source;
         if (globals.dataDir) config.dataDir = globals.dataDir;
         if (globals.store === "embedded" || globals.store === "consul") config.store = globals.store;

@@ -102,6 +102,33 @@ describe("config", () => {
     expect(() => load({ SHARDCTL_SEGMENTS: "lots" })).toThrow(/segments/);
   });
 
+  it("a bad value from the environment names its variable, not the file beside it", () => {
+    const file = join(dir, "ok.yaml");
+    writeFileSync(file, "segments: 4096\n");
+    let err: unknown;
+    try {
+      load({ SHARDCTL_STORE: "foo" }, file);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as Error).message).toMatch(/^invalid configuration:\n {2}store \(from SHARDCTL_STORE\): /);
+    expect((err as Error).message).not.toContain(file);
+    // a problem of the file's own is still placed in it
+    writeFileSync(file, "store: foo\n");
+    expect(() => load({}, file)).toThrow(new RegExp(`invalid configuration in ${file}:\n {2}store: `));
+  });
+
+  it("the --store flag wins over a bad SHARDCTL_STORE (it is not used)", () => {
+    const r = loadConfig({
+      cwd: dir,
+      home: join(dir, "home"),
+      env: { SHARDCTL_STORE: "foo" },
+      store: "embedded",
+    });
+    expect(r.config.store).toBe("embedded");
+  });
+
   it("reads SHARDCTL_SEGMENTS as decimal digits only, as the flags are read", () => {
     expect(load({ SHARDCTL_SEGMENTS: "4096" }).config.segments).toBe(4096);
     // Number() read each of these as 4096 (or 16); the flags refuse them
