@@ -412,7 +412,7 @@ export class ConsulHttp {
   private expectConsul(res: RawResponse): void {
     if ((res.status === 200 || res.status === 404) && res.headers["x-consul-index"] === undefined)
       throw new UserError(
-        `the server at ${this.addr} answers HTTP, but not as Consul (a KV read came back ${res.status} without Consul's X-Consul-Index header); is CONSUL_HTTP_ADDR right?`,
+        `the server at ${this.addr} answers HTTP, but not as Consul (a KV read came back ${res.status} without Consul's X-Consul-Index header); is its address right (CONSUL_HTTP_ADDR, or consul.addr in the config)?`,
         { hint: "point CONSUL_HTTP_ADDR at a Consul agent's HTTP port (8500 by default)" },
       );
   }
@@ -491,7 +491,7 @@ export class ConsulHttp {
     // the TLS handshake failed before any request went out
     const unknownOutcome = isWrite && !neverSent && !plainHttp;
     return new UserError(
-      `cannot reach Consul at ${this.addr} (${why}); is CONSUL_HTTP_ADDR right?` +
+      `cannot reach Consul at ${this.addr} (${why}); is its address right (CONSUL_HTTP_ADDR, or consul.addr in the config)?` +
         (unknownOutcome ? " The write was sent: whether it committed is unknown." : ""),
       {
         hint: plainHttp

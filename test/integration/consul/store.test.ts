@@ -447,7 +447,7 @@ describe("a Consul that is down or frozen", () => {
     const err = await store.load().catch((e) => e);
     expect(err).toBeInstanceOf(UserError);
     expect(err.message).toBe(
-      `cannot reach Consul at 127.0.0.1:${port} (connection refused); is CONSUL_HTTP_ADDR right?`,
+      `cannot reach Consul at 127.0.0.1:${port} (connection refused); is its address right (CONSUL_HTTP_ADDR, or consul.addr in the config)?`,
     );
     expect(Date.now() - t0).toBeLessThan(2000);
     await store.close();
@@ -464,7 +464,7 @@ describe("a Consul that is down or frozen", () => {
       await expect(store.load()).rejects.toThrow(/cannot reach Consul at .* \(no answer within 1\.5 s\)/);
       // The transaction was sent before Consul froze: it may commit when Consul resumes.
       await expect(store.compareAndSet(first.version, smallMap(1))).rejects.toThrow(
-        /no answer within 1\.5 s\); is CONSUL_HTTP_ADDR right\? The write was sent: whether it committed is unknown/,
+        /no answer within 1\.5 s\); is its address right \(CONSUL_HTTP_ADDR, or consul\.addr in the config\)\? The write was sent: whether it committed is unknown/,
       );
       expect(Date.now() - t0).toBeLessThan(5000);
     } finally {
@@ -522,7 +522,7 @@ describe("a Consul that is down or frozen", () => {
     rmSync(dir, { recursive: true, force: true });
     expect(code).toBe(1);
     expect(io.err()).toContain(
-      `error: cannot reach Consul at 127.0.0.1:${port} (connection refused); is CONSUL_HTTP_ADDR right?`,
+      `error: cannot reach Consul at 127.0.0.1:${port} (connection refused); is its address right (CONSUL_HTTP_ADDR, or consul.addr in the config)?`,
     );
     expect(io.err()).toContain("hint:");
   });
@@ -548,7 +548,7 @@ describe("a web server that is not Consul at CONSUL_HTTP_ADDR", () => {
         });
         expect(code, `${cmd}: ${io.err()}`).toBe(1);
         expect(io.err()).toContain(
-          `error: the server at 127.0.0.1:${port} answers HTTP, but not as Consul (a KV read came back 404 without Consul's X-Consul-Index header); is CONSUL_HTTP_ADDR right?`,
+          `error: the server at 127.0.0.1:${port} answers HTTP, but not as Consul (a KV read came back 404 without Consul's X-Consul-Index header); is its address right (CONSUL_HTTP_ADDR, or consul.addr in the config)?`,
         );
         expect(io.out()).toBe("");
       }
