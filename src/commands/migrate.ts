@@ -243,6 +243,17 @@ function ms(n: number | undefined): string {
   return n === undefined ? "-" : `${Math.round(n)} ms`;
 }
 
+/**
+ * What to do about recoveries that failed: an agent that did not answer is to be brought back; one
+ * that answered and refused is not down, and bringing it back is no advice.
+ */
+export function recoveryHint(failed: readonly { why: string }[]): string {
+  const unreached = failed.every((f) => /cannot reach|no answer|connection refused/.test(f.why));
+  return unreached
+    ? "bring the agents named above back, then run `shardctl migrations --recover` again"
+    : "the lines above say what each agent answered; once that is dealt with, run `shardctl migrations --recover` again (`shardctl migrations` shows the records)";
+}
+
 /** The ERROR column: why the record stopped, and what recovery still waits for. */
 function migrationProblem(r: MigrationRecord): string {
   const pending = pendingRecovery(r);
@@ -434,7 +445,7 @@ Exit codes: 0 listed (and, with --recover, everything orphaned finished),
         else printMigrations(ctx.io, records);
         if (failed.length)
           throw new UserError(`${failed.length} migration(s) could not be recovered yet`, {
-            hint: "bring the agents named above back, then run `shardctl migrations --recover` again",
+            hint: recoveryHint(failed),
           });
       } finally {
         await store.close();
