@@ -118,9 +118,10 @@ export async function runPut(
   } else if (value !== undefined) {
     // arguments are decoded leniently: bytes that are not UTF-8 arrive as U+FFFD, and would be stored so
     if (value.includes("\ufffd")) {
-      throw new UsageError("the value argument is not valid UTF-8 (it holds undecodable bytes)", {
-        hint: "give a binary value with --file, or on standard input",
-      });
+      throw new UsageError(
+        "the value argument holds U+FFFD, the replacement character: bytes that are not UTF-8 turn into it when arguments are decoded, so the bytes given cannot be known",
+        { hint: "give a binary value (or one holding U+FFFD) with --file, or on standard input" },
+      );
     }
     body = Buffer.from(value, "utf8");
   } else {

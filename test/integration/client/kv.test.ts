@@ -101,8 +101,10 @@ describe("shardctl put", () => {
     // what node makes of the argument bytes 0x6b 0xff: "k" and U+FFFD
     const d = await deps(agent);
     await expect(runPut("k", Buffer.from([0x6b, 0xff]).toString("utf8"), {}, d)).rejects.toThrow(
-      /value argument is not valid UTF-8/,
+      /value argument holds U\+FFFD, the replacement character: bytes that are not UTF-8 turn into it/,
     );
+    // a real U+FFFD looks the same once decoded: refused with the same words (not called "not UTF-8")
+    await expect(runPut("k", "\ufffd", {}, d)).rejects.toThrow(/value argument holds U\+FFFD/);
     expect(await dataRequests(agent)).toBe(0);
 
     const value = Buffer.concat([Buffer.from([0xff, 0xfe, 0x00]), Buffer.alloc(3 * 1024 * 1024, 7)]);
