@@ -119,10 +119,17 @@ export function intField(value: unknown, name: string, min = 0): number {
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-/** Strict base64 (Buffer.from is lenient and would silently skip bad characters). */
+/**
+ * Strict base64 (Buffer.from is lenient and would silently skip bad characters): canonical too,
+ * the bits padding leaves over zero ("AB==" is refused, not read as "AA=="), so that one value
+ * has one spelling.
+ */
 export function decodeBase64(s: unknown, name: string): Buffer {
   if (typeof s !== "string" || !BASE64.test(s)) throw badRequest(`${name} must be a base64 string`);
-  return Buffer.from(s, "base64");
+  const bytes = Buffer.from(s, "base64");
+  if (bytes.toString("base64") !== s)
+    throw badRequest(`${name} must be canonical base64 (the bits the padding leaves over are zero)`);
+  return bytes;
 }
 
 /** A migration id from a request body: absent, or a short safe token. */

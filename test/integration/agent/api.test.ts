@@ -220,6 +220,15 @@ describe("hostile input", () => {
       body: JSON.stringify({ ops: [{ op: "put", key: "k2", value: "not base64!" }] }),
     });
     expect(b64.status).toBe(400);
+    // one value, one spelling: "AB==" is not read as "AA==" (the bits the padding leaves over)
+    for (const value of ["AB==", "AAB="]) {
+      const loose = await http(a.port, "POST", "/v1/shards/shard-1/batch", {
+        headers: { "x-shard-epoch": "1" },
+        body: JSON.stringify({ ops: [{ op: "put", key: "k2", value }] }),
+      });
+      expect(loose.status, value).toBe(400);
+      expect(loose.json().message).toMatch(/canonical base64/);
+    }
     // one bad op refuses the whole batch: the good put before it is not applied
     const mixed = await http(a.port, "POST", "/v1/shards/shard-1/batch", {
       headers: { "x-shard-epoch": "1" },
