@@ -268,6 +268,13 @@ export class LiveSource implements DashboardSource {
         );
         return undefined;
       }
+      // counts by zone in another order (or of other zones) would be drawn as the wrong zones'
+      if (windows.zones.join(",") !== this.config.zones.join(",")) {
+        warnings.push(
+          `${file} was recorded for zones ${windows.zones.join(",")}, not ${this.config.zones.join(",")}: ignored`,
+        );
+        return undefined;
+      }
       this.embedded = { mtimeMs: st.mtimeMs, size: st.size, windows };
       return windows;
     } catch (err) {

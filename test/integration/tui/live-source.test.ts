@@ -180,6 +180,19 @@ describe("LiveSource, embedded fallback (no agents)", () => {
     await live.close();
   });
 
+  it("ignores, and says so, a windows file recorded for other zones than the config's", async () => {
+    // Given accesses recorded with zones a,b,c, and then a config whose zones are a,b,d
+    expect((await cli(["init"], env)).code).toBe(0);
+    await recordWorkload();
+    writeFileSync(join(dir, "shardctl.yaml"), "segments: 1024\nzones: [a, b, d]\n");
+    const { live } = source();
+    const snap = await live.snapshot();
+    // Then the dashboard does not draw zone c's counts as zone d's
+    expect(snap.warnings.join("\n")).toMatch(/was recorded for zones a,b,c, not a,b,d: ignored/);
+    expect(snap.heat.reads).toEqual([]);
+    await live.close();
+  });
+
   it("fails with a precondition error and a hint when there is no layout", async () => {
     const { live } = source();
     await expect(live.snapshot()).rejects.toThrow(PreconditionError);
