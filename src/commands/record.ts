@@ -9,7 +9,10 @@ import { parseAccessType, type AccessType } from "../engine/access-windows.js";
 import { UsageError, UserError } from "../errors.js";
 import { printJson } from "../output.js";
 import { updateWindows } from "../store/windows-file.js";
-import { MAX_TRACE_BYTES, parsePositiveInt, readInputText, segmenterFor } from "./common.js";
+import { MAX_TRACE_BYTES, parsePositiveInt, readInputText, segmenterFor, withStore } from "./common.js";
+import { servedByAgents } from "../cluster/layout-guard.js";
+import type { Config } from "../config.js";
+import { openStore } from "../store/index.js";
 import type { CommandContext } from "./context.js";
 
 export interface TraceEvent {
@@ -59,6 +62,19 @@ export function parseTrace(text: string, zones: readonly string[]): TraceEvent[]
   return events;
 }
 
+/** Whether agents serve the stored layout (then the commands read their counts, not the windows file); false if unknown. */
+async function agentsServe(config: Config): Promise<boolean> {
+  try {
+    const vm = await withStore(
+      () => openStore(config),
+      (store) => store.load(),
+    );
+    return !!vm && servedByAgents(vm.map);
+  } catch {
+    return false; // no store to read: the recording stands, nothing to warn about
+  }
+}
+
 export function registerRecord(program: Command, ctx: CommandContext): void {
   program
     .command("record")
@@ -76,7 +92,9 @@ export function registerRecord(program: Command, ctx: CommandContext): void {
       "after",
       `
 The windows live in <dataDir>/access-windows.bin; \`shardctl reshard\` reads them.
-Once agents run, they count accesses themselves and this command is for tests and demos.
+Once agents run, they count accesses themselves and this command is for tests and demos:
+the commands read the agents' counts, and the file only where no agent answers (it says
+so with a warning when agents serve the layout).
 
 Examples:
   $ shardctl record user:42 --op write --zone b
@@ -137,6 +155,11 @@ Examples:
         const summary = { events: recorded, segments: new Set(segments).size };
         if (o.json) printJson(ctx.io, summary);
         else ctx.io.out.write(`recorded ${summary.events} access(es) to ${summary.segments} segment(s)\n`);
+        if (await agentsServe(config))
+          ctx.io.err.write(
+            "warning: agents serve this layout: reshard, predict, plan and the dashboard read the agents' counts, " +
+              "so these accesses count only while no agent answers\n",
+          );
       },
     );
 }

@@ -82,6 +82,11 @@ describe("local cluster", () => {
     expect((await cli("get", "blob", "--out", outFile)).code).toBe(0);
     expect(readFileSync(outFile)).toEqual(Buffer.from([0, 255, 1, 254]));
 
+    // accesses recorded into the file while agents serve the layout: said to count only without them
+    const recorded = await cli("record", "greeting", "--count", "5");
+    expect(recorded.code).toBe(0);
+    expect(recorded.err).toMatch(/warning: agents serve this layout: .* count only while no agent answers/);
+
     const missing = await cli("get", "nope");
     expect(missing.code).toBe(1);
     expect(missing.err).toMatch(/key not found: nope/);
