@@ -47,12 +47,13 @@ export function formatClock(ms: number): string {
 }
 
 // eslint-disable-next-line no-control-regex
-const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/g;
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
 
 /**
  * A name or message from outside (the location map, an agent's answer, the
- * journal) as inert text: every control character (ESC, BEL, CSI, ...) becomes
- * "?", so that it cannot move the cursor, retitle or clear the terminal.
+ * journal) as inert text: every control character (ESC, BEL, CSI, ...) and
+ * bidirectional override (U+202A–U+202E, U+2066–U+2069) becomes "?", so that it
+ * cannot move the cursor, retitle or clear the terminal, nor reorder what is shown.
  */
 export function cleanText(text: string): string {
   return text.replace(CONTROL_CHARS, "?");

@@ -82,5 +82,7 @@ describe("hostile names and messages", () => {
     expect(fit("東京", 4)).toBe("東京");
     expect(fit("東京", 6, "right")).toBe("  東京");
     expect(fit("ab\x1b[2Jc", 10)).toBe("ab?[2Jc   ");
+    // bidirectional overrides would reorder what the terminal shows: inert too
+    expect(fit("ab\u202ecba\u2066x", 10)).toBe("ab?cba?x  ");
   });
 });
