@@ -62,7 +62,7 @@ export function registerAutopilot(program: Command, ctx: CommandContext): void {
   program
     .command("autopilot")
     .description(
-      "run the engine continuously (collect access windows, reshard); one of several instances leads",
+      "run the engine continuously (collect access windows, reshard, predict, plan, migrate); one of several instances leads",
     )
     .option("--interval <seconds>", "seconds between cycles", "30")
     .option("--once", "run one cycle if no other autopilot leads, then exit", false)

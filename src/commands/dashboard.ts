@@ -44,7 +44,9 @@ function parseNumber(
 ): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+  // decimal digits only, as every other command takes numbers (Number() would read 0x10, 1e3, " 5")
+  const decimal = integer ? /^\d+$/ : /^\d+(\.\d+)?$/;
+  if (!decimal.test(value) || !Number.isFinite(n) || n < min || n > max) {
     throw new UsageError(
       `${what} must be ${integer ? "an integer" : "a number"} from ${min} to ${max}, got ${JSON.stringify(value)}`,
     );

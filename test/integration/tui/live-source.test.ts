@@ -270,6 +270,11 @@ describe("shardctl dashboard (command)", () => {
       ["--once", "--view", "nodes"],
       ["--once", "--color", "rainbow"],
       ["--width", "100"],
+      // decimal digits only, as the other commands take numbers
+      ["--refresh", "0x10"],
+      ["--once", "--width", "1e3"],
+      ["--once", "--height", " 40"],
+      ["--once", "--width", "100.0"],
     ]) {
       const r = await cli(["dashboard", ...args], env);
       expect(r.code, args.join(" ")).toBe(2);
