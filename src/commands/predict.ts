@@ -169,8 +169,16 @@ it under "unreachable"), 2 bad options or key.`,
         if (o.json) printJson(ctx.io, unreachable.length ? { ...p, unreachable } : p);
         else printPrediction(ctx.io, p);
         if (unreachable.length) {
-          const refused = collected.unreachable.filter((u) => u.tokenRefused).map((u) => u.node);
-          const silent = collected.unreachable.filter((u) => !u.tokenRefused).map((u) => u.node);
+          // (in the map's order of names, not the order the answers came in)
+          const byName = (a: string, b: string) => a.localeCompare(b, "en", { numeric: true });
+          const refused = collected.unreachable
+            .filter((u) => u.tokenRefused)
+            .map((u) => u.node)
+            .sort(byName);
+          const silent = collected.unreachable
+            .filter((u) => !u.tokenRefused)
+            .map((u) => u.node)
+            .sort(byName);
           const why = [
             ...(refused.length ? [`${refused.join(", ")} (refused our token: 401)`] : []),
             ...(silent.length ? [`${silent.join(", ")} (no usable answer)`] : []),

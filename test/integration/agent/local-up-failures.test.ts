@@ -329,7 +329,7 @@ describe("up --local refuses a cluster that would not work", () => {
     writeFileSync(file, "x");
     const up = await cli(file, "up", "--local", "--base-port", String(await freePortRange(3)));
     expect(up.code).toBe(2);
-    expect(up.err).toContain(`${file} exists and is not a directory`);
+    expect(up.err).toContain(`error: the data directory ${file} is not a directory; nothing was changed`);
     expect(up.err).not.toMatch(/internal error|\n\s+at /);
   });
 });
