@@ -298,6 +298,21 @@ export class Agent {
     return shard;
   }
 
+  /**
+   * Deletes a released copy's data (Shard.discardData) and says so; a failure is logged, not thrown:
+   * the release is done and durable, and the next start tries again.
+   */
+  async discardReleased(shard: Shard, why = "released"): Promise<void> {
+    try {
+      const files = await shard.discardData();
+      if (files > 0) this.log(`shard ${shard.id}: ${why}: its copy's data deleted (${files} files)`);
+    } catch (err) {
+      this.log(
+        `shard ${shard.id}: ${why}, but its copy's data could not be deleted: ${(err as Error).message}`,
+      );
+    }
+  }
+
   async dropShard(id: string): Promise<void> {
     const shard = this.shards.get(id);
     if (!shard) return;
@@ -368,6 +383,11 @@ export async function startAgent(
     // once the map confirms this agent's segment count (with another, every key would look outside)
     strays = purgeStraysChecked(agent, map);
   }
+  // copies released before (or just now, in doubt) whose data is still here: an agent from before
+  // the release discarded it, or a crash in the middle of it
+  for (const shard of agent.shards.values())
+    if (!shard.failed && shard.meta.state === "not-owned")
+      await agent.discardReleased(shard, "recovery: released");
   let address: AddressInfo;
   try {
     address = await agent.listen();

@@ -703,6 +703,10 @@ async function adminRequest(
       const redirect = { node: r.node, address: r.address, epoch: intField(r.epoch, "redirect.epoch", 1) };
       shard.release(epoch, redirect);
       await shard.drain();
+      // the new owner holds it all: this copy's data goes (before the answer, so that nothing the
+      // coordinator does next can meet a copy half discarded; the target's activation, not this
+      // answer, ends the write pause)
+      await agent.discardReleased(shard);
       return sendJson(res, 200, describeShard(shard));
     }
     case "snapshot": {

@@ -17,7 +17,7 @@
  * the duplicate check (appendImported): so every id this shard knows is in
  * its snapshot or its log.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fsyncDir, NO_ROOM } from "./fs-util.js";
@@ -820,6 +820,45 @@ export class Shard {
       redirect,
       migration: undefined,
     });
+  }
+
+  /**
+   * Deletes the data of a released copy (state not-owned: a migration's commit gave the shard to
+   * another node, which holds it all): its log files and snapshots, and its state in memory. Its
+   * meta.json stays, so that a client with an older map is still redirected. Kept, every move left a
+   * whole copy of the shard on its source, on disk and (after each restart) in memory, until the
+   * shard came back. Crash-safe in any order of what is done: log files go newest first, then the
+   * snapshots (what a crash leaves is a snapshot and a prefix of its log, which recovers; the agent
+   * finishes the job at its next start). Returns the files deleted.
+   */
+  async discardData(): Promise<number> {
+    if (this.meta.state !== "not-owned")
+      throw new Error(`shard ${this.id} is ${this.meta.state}: only a released copy's data is discarded`);
+    if (this.failed || !this.log) return 0;
+    const names = readdirSync(this.dir);
+    // (an empty log file holds nothing: the one a discard starts afresh)
+    const logs = names
+      .filter((n) => parseLogFileName(n) !== undefined && statSync(join(this.dir, n)).size > 0)
+      .sort()
+      .reverse();
+    const snaps = names.filter((n) => parseSnapshotFileName(n) !== undefined);
+    if (logs.length === 0 && snaps.length === 0) return 0;
+    await this.log.close();
+    this.log = undefined;
+    try {
+      for (const name of [...logs, ...snaps]) await rm(join(this.dir, name), { force: true });
+      await fsyncDir(this.dir);
+    } finally {
+      // whatever is left on disk, the copy serves nothing: an empty state, a log starting afresh
+      this.state = new Map();
+      this.writeIds.clear();
+      this.writesInFlight.clear();
+      this.snapshotLsn = 0;
+      this.valueBytes = 0;
+      this.log = ShardLog.recover(this.dir, 0, () => {}, this.logOptions());
+      this.bytesSinceSnapshot = 0;
+    }
+    return logs.length + snaps.length;
   }
 
   assign(epoch: number, ranges: SegmentRange[] | undefined, migrationTimestamp: number | undefined): void {

@@ -7,7 +7,7 @@
  * loopback): a restart deletes them, and so does an import of their ranges
  * before it takes anything in.
  */
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startAgent, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
@@ -188,6 +188,41 @@ describe("keys a shard holds outside its ranges", () => {
     );
     expect(logs.join("\n")).toMatch(/listening on/);
     expect((await get(port, "shard-1", "k-0")).body.toString()).toBe("v");
+  });
+});
+
+describe("a released copy's data", () => {
+  const files = (id: string) =>
+    readdirSync(join(root, "data", "shards", id)).filter(
+      (n) => !(n.startsWith("log-") && statSync(join(root, "data", "shards", id, n)).size === 0),
+    );
+
+  it("is deleted when the release comes (the redirect stays), and at start when an agent kept it", async () => {
+    // Given two shards with data; one released through the API, the other as an agent from before
+    // the discard left it (released, its files kept)
+    for (const id of ["shard-1", "shard-2"]) {
+      expect((await admin(port, "PUT", id, { epoch: 1 })).status).toBe(201);
+      for (let i = 0; i < 50; i++) expect((await put(port, id, `k-${i}`, `v-${i}`)).status).toBe(200);
+    }
+    const redirect = { node: "node-b", address: "127.0.0.1:2", epoch: 2 };
+    const released = await admin(port, "POST", "shard-1/release", { epoch: 2, redirect });
+    expect(released.status).toBe(200);
+    // Then the released one holds nothing but its meta.json, and redirects
+    expect(files("shard-1")).toEqual(["meta.json"]);
+    const r = await get(port, "shard-1", "k-1", 2);
+    expect(r.status).toBe(421);
+    expect(r.json().redirect).toMatchObject(redirect);
+    // and the one an older agent released keeping its data loses it at the next start
+    agent.shards.get("shard-2")!.release(2, redirect);
+    expect(files("shard-2").length).toBeGreaterThan(1);
+    await agent.stop();
+    logs = [];
+    await start();
+    expect(logs.join("\n")).toMatch(
+      /shard shard-2: recovery: released: its copy's data deleted \(\d+ files\)/,
+    );
+    expect(files("shard-2")).toEqual(["meta.json"]);
+    expect((await get(port, "shard-2", "k-1", 2)).status).toBe(421);
   });
 });
 

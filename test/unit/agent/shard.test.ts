@@ -1,5 +1,5 @@
 /** A shard on a temporary directory: recovery, snapshots and compaction (no server). */
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { tempDirs } from "../../helpers/temp-dirs.js";
@@ -22,6 +22,13 @@ async function newShard(o = opts()) {
     o,
   );
   return { dir: join(dir, "s"), shard };
+}
+
+/** The files of a shard directory, less an empty log file (a log starting afresh). */
+function left(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((n) => !(n.startsWith("log-") && statSync(join(dir, n)).size === 0))
+    .sort();
 }
 
 describe("Shard", () => {
@@ -62,6 +69,59 @@ describe("Shard", () => {
     expect(again.failed).toBeUndefined();
     expect([...again.state.keys()].sort()).toEqual([...keys].sort());
     keys.forEach((key, i) => expect(again.get(key)!.value.toString(), JSON.stringify(key)).toBe(`v${i}`));
+    await again.close();
+  });
+
+  it("a released copy's data is deleted (log files and snapshots), its redirect kept, durably", async () => {
+    // Given a shard with a snapshot and log files after it, released to another node
+    const o = opts();
+    const { dir, shard } = await newShard(o);
+    for (let i = 0; i < 200; i++)
+      await shard.write([{ op: "put", key: `k${i % 20}`, value: Buffer.from(`v${i}`) }]);
+    expect(await shard.snapshot(true)).toBe(200);
+    for (let i = 0; i < 100; i++)
+      await shard.write([{ op: "put", key: `k${i}`, value: Buffer.alloc(100, i) }]);
+    await expect(shard.discardData()).rejects.toThrow(/only a released copy/); // owned: kept
+    const redirect = { node: "node-2", address: "127.0.0.1:2", epoch: 2 };
+    shard.release(2, redirect);
+    // When its data is discarded
+    const files = await shard.discardData();
+    // Then only meta.json is left, nothing is in memory, and a restart finds the redirect and no data
+    expect(files).toBeGreaterThan(2);
+    expect(left(dir)).toEqual(["meta.json"]);
+    expect(shard.state.size).toBe(0);
+    expect(shard.valueBytes).toBe(0);
+    expect(await shard.discardData()).toBe(0); // again: nothing to do
+    await shard.close();
+    const again = await Shard.open(dir, "shard-1", o);
+    expect(again.failed).toBeUndefined();
+    expect(again.meta).toMatchObject({ state: "not-owned", epoch: 2, redirect });
+    expect(again.state.size).toBe(0);
+    expect(o.warnings).toEqual([]);
+    await again.close();
+  });
+
+  it("a discard a crash cut short (newest log files gone, the rest left) still recovers", async () => {
+    const o = opts();
+    const { dir, shard } = await newShard(o);
+    for (let i = 0; i < 200; i++)
+      await shard.write([{ op: "put", key: `k${i % 20}`, value: Buffer.from(`v${i}`) }]);
+    await shard.snapshot(true);
+    for (let i = 0; i < 300; i++)
+      await shard.write([{ op: "put", key: `k${i % 30}`, value: Buffer.alloc(64, i) }]);
+    shard.release(2, { node: "node-2", address: "127.0.0.1:2", epoch: 2 });
+    await shard.close();
+    // what discardData deletes first: the newest log files; a crash after two of them
+    const logs = readdirSync(dir)
+      .filter((n) => n.startsWith("log-"))
+      .sort()
+      .reverse();
+    expect(logs.length).toBeGreaterThan(2);
+    for (const n of logs.slice(0, 2)) rmSync(join(dir, n));
+    const again = await Shard.open(dir, "shard-1", o);
+    expect(again.failed).toBeUndefined();
+    expect(await again.discardData()).toBeGreaterThan(0);
+    expect(left(dir)).toEqual(["meta.json"]);
     await again.close();
   });
 
