@@ -51,6 +51,7 @@ import {
   type VersionedMap,
 } from "../engine/location-map.js";
 import { computePlan, DEFAULT_PLANNER_OPTIONS } from "../engine/planner.js";
+import { formatSpan } from "./format.js";
 import { isTerminal, pendingRecovery, type MigrationRecord } from "../engine/migration.js";
 import type { LocationStore } from "../engine/ports.js";
 import { Segmenter } from "../engine/segmenter.js";
@@ -761,7 +762,11 @@ export class LiveSource implements DashboardSource {
     const lines: string[] = [];
     let target: string | undefined;
     if (a) {
-      lines.push(`decision: ${a.decision}${a.target ? ` → ${a.target}` : ""}`);
+      const moving = a.decision === "move" || a.decision === "split-move";
+      // a target beside "stay" is the best other node the planner weighed, not where it goes
+      lines.push(
+        `decision: ${a.decision}${a.target ? (moving ? ` → ${a.target}` : ` (best other node: ${a.target})`) : ""}`,
+      );
       lines.push(`reason: ${a.reason}`);
       if (a.candidateReasons.length) lines.push(`why considered: ${a.candidateReasons.join("; ")}`);
       lines.push(`now ${a.node}: mean ${a.currentMeanMs.toFixed(1)} ms per access`);
@@ -774,7 +779,9 @@ export class LiveSource implements DashboardSource {
       const zonesLine = Object.entries(a.predictedByZone)
         .map(([z, v]) => `${z} ${Math.round(v)}`)
         .join(", ");
-      lines.push(`predicted accesses next ${FORECAST_HORIZON} min by zone: ${zonesLine || "none"}`);
+      lines.push(
+        `predicted accesses next ${formatSpan(FORECAST_HORIZON * intervalSeconds)} by zone: ${zonesLine || "none"}`,
+      );
       if (a.decision === "move" || a.decision === "split-move") target = a.target;
     } else lines.push("the planner did not assess this shard (no demand)");
     for (const st of plan.steps) {

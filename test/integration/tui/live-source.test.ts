@@ -84,6 +84,10 @@ describe("LiveSource, embedded fallback (no agents)", () => {
     const plan = await live.plan(shard.id);
     expect(plan.shard).toBe(shard.id);
     expect(plan.lines.join("\n")).toMatch(/decision: /);
+    // a node named beside "stay" is the best other one, not a destination
+    expect(plan.lines.join("\n")).not.toMatch(/decision: stay →/);
+    // the horizon in the forecast's own interval (15 one-minute steps)
+    expect(plan.lines.join("\n")).toMatch(/predicted accesses next 15m by zone: /);
     expect(plan.lines.join("\n")).toMatch(/latency: not measured by the agents yet; assumed/);
     await live.close();
   });
