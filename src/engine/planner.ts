@@ -445,8 +445,11 @@ export function computePlan(
       else if (!whole.feasible) as.reason = `best target ${whole.target} refused: ${whole.refusal}`;
       else {
         as.reason =
-          `best target ${whole.target} would save ${fmtMs(whole.benefitMs)} for ${fmtMs(whole.costMs)} of cost; ` +
-          `net ${fmtMs(whole.netMs)} is below the threshold ${fmtMs(threshold(whole.currentTotalMs))}`;
+          whole.benefitMs > 0
+            ? `best target ${whole.target} would save ${fmtMs(whole.benefitMs)} for ${fmtMs(whole.costMs)} of cost; ` +
+              `net ${fmtMs(whole.netMs)} is below the threshold ${fmtMs(threshold(whole.currentTotalMs))}`
+            : // no node is nearer to the predicted accesses than this one: no saving to weigh
+              `no other node is nearer to the predicted accesses (the best, ${whole.target}, would add ${fmtMs(-whole.benefitMs)})`;
       }
       as.reason += backoffNote;
       if (whole) fillEstimate(as, whole);
