@@ -339,6 +339,9 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
     .description(
       "replay a workload trace and compare placement policies: static, reactive, predictive, oracle",
     )
+    // `simulate help build-trace`, as `node help start` (a command with an action of its own gets no
+    // help subcommand unless asked)
+    .helpCommand(true)
     .option(
       "-t, --trace <file>",
       "the trace: CSV timestamp,key,op,zone (ISO-8601 or epoch ms from 2000-01-01; read|write), sorted by time",

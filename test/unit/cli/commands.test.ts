@@ -100,6 +100,15 @@ describe("shardctl (foundation commands)", () => {
     }
     expect((await cli(["help"], env)).code).toBe(0);
     expect((await cli(["help", "plan"], env)).code).toBe(0);
+    // a subcommand's help through `help`, also under a command that has an action of its own
+    for (const args of [
+      ["node", "help", "start"],
+      ["simulate", "help", "build-trace"],
+    ]) {
+      const h = await cli(args, env);
+      expect(h.code, args.join(" ")).toBe(0);
+      expect(h.out).toMatch(new RegExp(`^Usage: shardctl ${args[0]} ${args[2]} `));
+    }
   });
 
   it("runs init → record → reshard → locate end to end, with --json", async () => {
