@@ -140,6 +140,12 @@ function printInitialised(
     nodes: map.nodes.map((n) => n.id),
     ...(corruptKeptAs === undefined ? {} : { corruptKeptAs }),
   };
+  // a shard holds at least one segment: more asked for than there are segments is fewer shards
+  const asked = opts.shardsPerNode * map.nodes.length;
+  if (map.shards.length < asked)
+    deps.io.err.write(
+      `note: ${asked} shards asked for (--shards-per-node ${opts.shardsPerNode} × ${map.nodes.length} node(s)), but there are ${map.segmentCount} segments: ${map.shards.length} shards of one segment each\n`,
+    );
   if (opts.json) printJson(deps.io, summary);
   else
     deps.io.out.write(

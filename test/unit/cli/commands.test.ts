@@ -111,6 +111,18 @@ describe("shardctl (foundation commands)", () => {
     }
   });
 
+  it("init: more shards asked for than there are segments is one segment a shard, and says so", async () => {
+    const r = await cli(["init", "--shards-per-node", "99999999", "--json"], {
+      ...env,
+      SHARDCTL_SEGMENTS: "64",
+    });
+    expect(r.code, r.err).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ segments: 64, shards: 64 });
+    expect(r.err).toMatch(
+      /^note: \d+ shards asked for \(--shards-per-node 99999999 × 3 node\(s\)\), but there are 64 segments: 64 shards of one segment each$/m,
+    );
+  });
+
   it("runs init → record → reshard → locate end to end, with --json", async () => {
     expect((await cli(["init", "--json"], env)).code).toBe(0);
     expect((await cli(["init"], env)).code).toBe(3); // already there
