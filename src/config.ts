@@ -205,6 +205,10 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     });
   }
   const config = parsed.data;
+  // `dataDir: ~/shardctl` in a file (or a quoted SHARDCTL_DATA_DIR) means the home directory, as a
+  // shell would read it; a directory literally named "~" was made instead
+  if (config.dataDir === "~" || config.dataDir.startsWith("~/"))
+    config.dataDir = join(opts.home ?? homedir(), config.dataDir.slice(1));
   if (new Set(config.zones).size !== config.zones.length) {
     throw new UsageError(`invalid configuration: zones must be distinct (got ${config.zones.join(",")})`);
   }

@@ -98,6 +98,16 @@ describe("config", () => {
     expect(() => load()).toThrow(message);
   });
 
+  it("reads a data directory starting with ~/ from the home directory, as a shell would", () => {
+    const file = join(dir, "home.yaml");
+    writeFileSync(file, "dataDir: ~/shdata\n");
+    expect(load({}, file).config.dataDir).toBe(join(dir, "home", "shdata"));
+    expect(load({ SHARDCTL_DATA_DIR: "~" }).config.dataDir).toBe(join(dir, "home"));
+    // only a leading ~/: a ~ elsewhere, or ~user, is a name like any other
+    expect(load({ SHARDCTL_DATA_DIR: "a/~/b" }).config.dataDir).toBe("a/~/b");
+    expect(load({ SHARDCTL_DATA_DIR: "~other/x" }).config.dataDir).toBe("~other/x");
+  });
+
   it("refuses a wrong type from the environment", () => {
     expect(() => load({ SHARDCTL_SEGMENTS: "lots" })).toThrow(/segments/);
   });
