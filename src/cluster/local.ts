@@ -364,7 +364,8 @@ export function runningPid(dataDir: string, node: string): number | undefined {
     return pid; // no /proc (not Linux): trust the pid file
   }
   const data = resolve(localDir(dataDir), node, "data");
-  const given = cmd[cmd.indexOf("--data-dir") + 1];
+  const at = cmd.indexOf("--data-dir");
+  const given = at >= 0 ? cmd[at + 1] : undefined;
   if (!cmd.includes("agent") || !cmd.includes(node) || given === undefined || !sameDir(given, data))
     return undefined;
   return pid;
