@@ -260,6 +260,8 @@ export class Shard {
   private log?: ShardLog;
   private bytesSinceSnapshot = 0;
   private snapshotting = false;
+  /** Settles when the snapshot being written (if any) is done: a discard waits for it (its file and compaction). */
+  private snapshotDone: Promise<void> = Promise.resolve();
   /** LSN of the last snapshot, 0 if none. */
   snapshotLsn = 0;
   valueBytes = 0;
@@ -725,6 +727,8 @@ export class Shard {
     const log = this.log;
     if (!log || this.failed || this.snapshotting || this.compactionHeld) return undefined;
     this.snapshotting = true;
+    let finished!: () => void;
+    this.snapshotDone = new Promise<void>((resolve) => (finished = resolve));
     this.bytesSinceSnapshot = 0;
     const lsn = log.durableLsn;
     let written = false;
@@ -753,6 +757,7 @@ export class Shard {
       return undefined;
     } finally {
       this.snapshotting = false;
+      finished();
     }
   }
 
@@ -834,6 +839,8 @@ export class Shard {
   async discardData(): Promise<number> {
     if (this.meta.state !== "not-owned")
       throw new Error(`shard ${this.id} is ${this.meta.state}: only a released copy's data is discarded`);
+    // a snapshot still being written would put its file back, and compact the log after the discard
+    await this.snapshotDone;
     if (this.failed || !this.log) return 0;
     const names = readdirSync(this.dir);
     // (an empty log file holds nothing: the one a discard starts afresh)

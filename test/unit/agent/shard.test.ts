@@ -101,6 +101,20 @@ describe("Shard", () => {
     await again.close();
   });
 
+  it("a discard waits for a snapshot being written: no snapshot file comes back after it", async () => {
+    const o = opts();
+    const { dir, shard } = await newShard(o);
+    for (let i = 0; i < 2000; i++)
+      await shard.write([{ op: "put", key: `k${i}`, value: Buffer.alloc(200, i) }]);
+    // a snapshot under way (started by the shard itself, say) when the release comes
+    const snap = shard.snapshot(true);
+    shard.release(2, { node: "node-2", address: "127.0.0.1:2", epoch: 2 });
+    await shard.discardData();
+    await snap;
+    expect(left(dir)).toEqual(["meta.json"]);
+    await shard.close();
+  });
+
   it("a discard a crash cut short (newest log files gone, the rest left) still recovers", async () => {
     const o = opts();
     const { dir, shard } = await newShard(o);
