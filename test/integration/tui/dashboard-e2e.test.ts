@@ -66,20 +66,21 @@ function tmux(...args: string[]): string {
   return execFileSync("tmux", ["-L", SOCKET, ...args], { encoding: "utf8" });
 }
 
-function capture(colours = false): string {
-  return tmux("capture-pane", "-p", ...(colours ? ["-e"] : []), "-t", SESSION);
+function capture(colours = false, session = SESSION): string {
+  return tmux("capture-pane", "-p", ...(colours ? ["-e"] : []), "-t", session);
 }
 
 async function waitForPane(
   what: string,
   cond: (pane: string) => boolean,
   timeoutMs = 90_000,
+  session = SESSION,
 ): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   let pane = "";
   for (;;) {
     try {
-      pane = capture();
+      pane = capture(false, session);
     } catch {
       pane = "";
     }
@@ -87,6 +88,21 @@ async function waitForPane(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; the pane shows:\n${pane}`);
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+/**
+ * Starts `shardctl dashboard --refresh 1` in a new 160×50 tmux session; when it exits, its exit
+ * status goes to `rcFile`, the terminal's `stty -a` to `sttyFile`, and DASHBOARD-EXITED to the pane.
+ */
+function startDashboard(session: string, tag: string): { rcFile: string; sttyFile: string } {
+  const { command, args } = shardctlCommand();
+  const rcFile = join(dir, `rc${tag}.txt`);
+  const sttyFile = join(dir, `stty${tag}.txt`);
+  const envs = `SHARDCTL_SEGMENTS=${SEGMENTS} SHARDCTL_ZONES=a,b,c TERM=tmux-256color`;
+  const dash = [command, ...args, "--data-dir", dataDir, "dashboard", "--refresh", "1"].map(quote).join(" ");
+  const script = `cd ${quote(repoRoot)} && env ${envs} ${dash}; echo $? > ${quote(rcFile)}; stty -a > ${quote(sttyFile)}; echo DASHBOARD-EXITED; sleep 600`;
+  tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", `bash -c ${quote(script)}`);
+  return { rcFile, sttyFile };
 }
 
 /** The TypeScript source through tsx, as the brief asks (a stale dist/ build must not be what is tested). */
@@ -146,16 +162,8 @@ describe("shardctl dashboard in a terminal", () => {
     const hotSegment = new Segmenter(SEGMENTS).segmentOf(HOT_KEY);
     const vm = await new EmbeddedStore(dataDir).load();
     const hotShard = new RoutingTable(vm!).shardOf(hotSegment);
-    const { command, args } = shardctlCommand();
-    const sttyFile = join(dir, "stty.txt");
-    const rcFile = join(dir, "rc.txt");
-    const envs = `SHARDCTL_SEGMENTS=${SEGMENTS} SHARDCTL_ZONES=a,b,c TERM=tmux-256color`;
-    const dash = [command, ...args, "--data-dir", dataDir, "dashboard", "--refresh", "1"]
-      .map(quote)
-      .join(" ");
-    const script = `cd ${quote(repoRoot)} && env ${envs} ${dash}; echo $? > ${quote(rcFile)}; stty -a > ${quote(sttyFile)}; echo DASHBOARD-EXITED; sleep 600`;
     // Given the dashboard running in a 160×50 terminal
-    tmux("new-session", "-d", "-s", SESSION, "-x", "160", "-y", "50", `bash -c ${quote(script)}`);
+    const { rcFile, sttyFile } = startDashboard(SESSION, "");
     await waitForPane(
       "the dashboard with live data",
       (p) => p.includes("segments view") && p.includes("data: agents") && p.includes("◀"),
@@ -213,34 +221,18 @@ describe("shardctl dashboard in a terminal", () => {
   }, 240_000);
 
   it("SIGTERM from outside: the terminal is given back (main screen, cooked mode) and the exit is 143", async () => {
-    const { command, args } = shardctlCommand();
-    const rcFile = join(dir, "rc-term.txt");
-    const sttyFile = join(dir, "stty-term.txt");
-    const envs = `SHARDCTL_SEGMENTS=${SEGMENTS} SHARDCTL_ZONES=a,b,c TERM=tmux-256color`;
-    const dash = [command, ...args, "--data-dir", dataDir, "dashboard", "--refresh", "1"]
-      .map(quote)
-      .join(" ");
-    const script = `cd ${quote(repoRoot)} && env ${envs} ${dash}; echo $? > ${quote(rcFile)}; stty -a > ${quote(sttyFile)}; echo DASHBOARD-EXITED; sleep 600`;
     // Given the dashboard running in a terminal
-    tmux("new-session", "-d", "-s", "term", "-x", "160", "-y", "50", `bash -c ${quote(script)}`);
-    const pane = () => tmux("capture-pane", "-p", "-t", "term");
-    const deadline = Date.now() + 90_000;
-    while (!pane().includes("segments view")) {
-      if (Date.now() > deadline) throw new Error(`the dashboard did not draw:\n${pane()}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    const { rcFile, sttyFile } = startDashboard("term", "-term");
+    await waitForPane("the dashboard", (p) => p.includes("segments view"), 90_000, "term");
     expect(tmux("display", "-p", "-t", "term", "#{alternate_on}").trim()).toBe("1");
     // When it is sent SIGTERM (the shell's child: the dashboard's node process)
     const shell = tmux("display", "-p", "-t", "term", "#{pane_pid}").trim();
     const pid = Number(execFileSync("pgrep", ["-P", shell], { encoding: "utf8" }).trim().split("\n")[0]);
     process.kill(pid, "SIGTERM");
-    while (!pane().includes("DASHBOARD-EXITED")) {
-      if (Date.now() > deadline) throw new Error(`the dashboard did not exit:\n${pane()}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    const after = await waitForPane("the exit", (p) => p.includes("DASHBOARD-EXITED"), 30_000, "term");
     // Then the main screen is back, the terminal in cooked mode, and the exit says SIGTERM
     expect(tmux("display", "-p", "-t", "term", "#{alternate_on}").trim()).toBe("0");
-    expect(pane()).not.toContain("segments view");
+    expect(after).not.toContain("segments view");
     expect(readFileSync(rcFile, "utf8").trim()).toBe("143");
     const stty = readFileSync(sttyFile, "utf8");
     expect(stty).toMatch(/(^|\s)icanon(\s|$)/);
