@@ -13,6 +13,7 @@ import { detectSeason } from "../forecast/season.js";
 import { printJson, printTable, type IO } from "../output.js";
 import { readInputText } from "./common.js";
 import type { RegisterCommand } from "./context.js";
+import { StepProgress } from "./step-progress.js";
 
 /** A day ahead is the horizon placement decisions care about; capped so a fine-grained series stays quick. */
 export const MAX_DEFAULT_HORIZON = 288;
@@ -27,6 +28,8 @@ export interface BacktestOptions {
 export interface BacktestDeps {
   io: IO;
   readFile: (path: string) => string;
+  /** Progress on stderr while the models are fitted (a StepProgress on io.err by default). */
+  progress?: Pick<StepProgress, "update" | "end">;
 }
 
 export interface BacktestReport {
@@ -79,7 +82,15 @@ export function runForecastBacktest(opts: BacktestOptions, deps: BacktestDeps): 
   }
   const horizon = requestedHorizon ?? defaultHorizon(intervalSeconds);
   const series = { values, intervalSeconds, season };
-  const evaluation = evaluateSelection(series, { horizon });
+  const progress = deps.progress ?? new StepProgress(deps.io.err, "backtest");
+  let evaluation;
+  try {
+    evaluation = evaluateSelection(series, { horizon }, (p) =>
+      progress.update(p.fits, p.totalFits, `${p.stage}, model fit ${p.fits} of ${p.totalFits}`),
+    );
+  } finally {
+    progress.end();
+  }
   if (evaluation.plan.origins.length === 0) {
     // an origin must leave max(16, two seasons) points to train on, and one to score
     const needed = minTrainingPoints(season) + 1;
@@ -185,6 +196,11 @@ Input:
   zone is read as UTC) or epoch seconds / milliseconds. Rows may be unsorted;
   duplicate timestamps are averaged; gaps on the regular grid (median spacing)
   are filled by linear interpolation. Every repair is reported as a note.
+
+Progress:
+  A long backtest (a large file, a long season) shows how many model fits are
+  done on stderr: a line redrawn in place on a terminal, a plain line every 5 s
+  otherwise. Standard output (the table or the JSON) is not affected.
 
 Examples:
   # the table, with the season detected (daily or weekly, else autocorrelation)

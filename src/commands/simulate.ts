@@ -47,6 +47,7 @@ import {
 import { checkOutputPath, writeOutputFile } from "../store/embedded.js";
 import { MAX_TRACE_BYTES, parsePositiveInt, readInputText } from "./common.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
+import { StepProgress } from "./step-progress.js";
 
 export interface SimulateOptions {
   trace: string;
@@ -81,7 +82,10 @@ export function readZoneMatrix(file: string): ZoneMatrix {
 }
 
 /** Reads everything first, then replays: a bad input is refused before any output. */
-export function runSimulate(opts: SimulateOptions): SimulateReport {
+export function runSimulate(
+  opts: SimulateOptions,
+  progress?: Pick<StepProgress, "update" | "end">,
+): SimulateReport {
   const matrix = readZoneMatrix(opts.latency);
   const nodes =
     opts.nodes === undefined ? nodePerZone(matrix.zones) : nodesOverZones(matrix.zones, opts.nodes);
@@ -91,7 +95,27 @@ export function runSimulate(opts: SimulateOptions): SimulateReport {
   });
   const { forecast } = engineForecaster();
   const start = performance.now();
-  const result = simulate(trace, latency, forecast, opts.sim);
+  const policies = opts.sim?.policies ?? DEFAULT_SIM_OPTIONS.policies;
+  const sim: Partial<SimOptions> = progress
+    ? {
+        ...opts.sim,
+        onProgress: (policy, done, intervals) => {
+          opts.sim?.onProgress?.(policy, done, intervals);
+          const before = policies.indexOf(policy) * intervals;
+          progress.update(
+            before + done,
+            policies.length * intervals,
+            `${policy}, interval ${done} of ${intervals}`,
+          );
+        },
+      }
+    : (opts.sim ?? {});
+  let result;
+  try {
+    result = simulate(trace, latency, forecast, sim);
+  } finally {
+    progress?.end();
+  }
   const elapsed = (performance.now() - start) / 1000;
   return {
     ...result,
@@ -373,7 +397,10 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
       }
       const nodes = o.nodes === undefined ? undefined : parsePositiveInt(o.nodes, "--nodes");
       const sim = simOptionsFrom(o);
-      const r = runSimulate({ trace: o.trace, latency: o.latency, nodes, json: !!o.json, sim });
+      const r = runSimulate(
+        { trace: o.trace, latency: o.latency, nodes, json: !!o.json, sim },
+        new StepProgress(ctx.io.err, "replay"),
+      );
       ctx.io.err.write(
         `replayed ${r.events} events (${r.keys} keys, ${r.active_segments} segments, ${r.intervals} intervals of ${r.interval_seconds} s, ${r.nodes} nodes) in ${r.elapsed_s} s: ${r.events_per_s} events/s\n`,
       );
@@ -455,6 +482,10 @@ tail wait for the cutover.
 Reactive and predictive decide from the first boundary; until --horizon + 1
 intervals are seen (nothing to forecast from yet) both plan on what they
 observed. Near the trace's end both plan over what is left of the horizon.
+
+A replay of more than a few seconds shows its progress on stderr (the policy
+being replayed, intervals done of all policies'): a line redrawn in place on a
+terminal, a plain line every 5 s otherwise. Standard output is not affected.
 
 Examples:
   $ shardctl simulate build-trace --series ../shared/data/series --out trace.csv --events 300000

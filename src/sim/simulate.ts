@@ -98,6 +98,8 @@ export interface SimOptions {
   onPlacement?: (policy: PolicyName, j: number, nodeOfSeg: Int32Array) => void;
   /** Called with each policy's latency per access, in trace order (for tests and analysis). */
   onLatencies?: (policy: PolicyName, lat: Float64Array) => void;
+  /** Called as each policy's replay goes on: intervals replayed of the trace's (a progress display). */
+  onProgress?: (policy: PolicyName, intervalsDone: number, intervals: number) => void;
 }
 
 export const DEFAULT_SIM_OPTIONS: SimOptions = {
@@ -223,14 +225,17 @@ export function simulate(
       for (let j = 0; j < w.nI; j++) {
         opts.onPlacement?.("static", j, initialNodeOfSeg);
         r.interval(j, initialNodeOfSeg, initialNodeOfSeg);
+        opts.onProgress?.("static", j + 1, w.nI);
       }
       result.policies.static = r.result();
     } else if (name === "oracle") {
+      opts.onProgress?.("oracle", 0, w.nI);
       const r = runOracle(w, initialNodeOfSeg, opts.cooldownIntervals, (j, at) =>
         opts.onPlacement?.("oracle", j, at),
       );
       opts.onLatencies?.("oracle", r.lat);
       result.policies.oracle = r.result();
+      opts.onProgress?.("oracle", w.nI, w.nI);
       if (opts.cooldownIntervals > 0)
         result.oracle_without_cooldown = runOracle(w, initialNodeOfSeg, 0).result();
     } else {
@@ -248,6 +253,7 @@ export function simulate(
         opts.onPlacement?.(name, j, p.nodeOfSeg);
         p.replay.interval(j, p.nodeOfSeg, next);
         if (inside) p.commit(j + 1);
+        opts.onProgress?.(name, j + 1, w.nI);
       }
       opts.onLatencies?.(name, p.replay.lat);
       result.policies[name] = p.replay.result();

@@ -95,6 +95,25 @@ describe("evaluateSelection", () => {
     // on noise the mean wins, and out-of-sample selection finds it (or an ensemble with it)
     expect(e.selected.mase).toBeLessThan(e.models[0].mase);
   });
+
+  it("reports its progress after every model fit, ending at the total it announced", () => {
+    const series = { values: whiteNoise(24 * 12), intervalSeconds: HOURLY, season: 24 };
+    const opts = { horizon: 24, candidates: ["seasonal_naive", "mean", "drift"] };
+    const seen: { fits: number; totalFits: number; stage: string }[] = [];
+    const e = evaluateSelection(series, opts, (p) => seen.push(p));
+    expect(seen.length).toBeGreaterThan(0);
+    const total = seen[0].totalFits;
+    expect(seen.map((p) => p.fits)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+    expect(seen.every((p) => p.totalFits === total)).toBe(true);
+    // every model at every outer origin, then the inner selection at each outer origin
+    expect(seen[0].stage).toBe("backtest seasonal_naive");
+    expect(seen[total - 1].stage).toBe(
+      `selection at origin ${e.plan.origins.length} of ${e.plan.origins.length}`,
+    );
+    expect(seen.filter((p) => p.stage.startsWith("backtest")).length).toBe(3 * e.plan.origins.length);
+    // the same result as without a listener
+    expect(evaluateSelection(series, opts).selected.mase).toBe(e.selected.mase);
+  });
 });
 
 describe("ModelSelectionCache", () => {

@@ -87,6 +87,21 @@ describe("simulate", () => {
     expect(r.intervals).toBe(180);
   });
 
+  it("reports each policy's progress, interval by interval, in the order the policies run", () => {
+    const seen: string[] = [];
+    const r = simulate(trace, latency, seasonal(30), {
+      ...small,
+      policies: ["reactive", "static", "oracle"],
+      onProgress: (policy, done, intervals) => seen.push(`${policy} ${done}/${intervals}`),
+    });
+    const n = r.intervals;
+    const of = (policy: string) => seen.filter((s) => s.startsWith(`${policy} `));
+    expect(of("reactive")).toEqual(Array.from({ length: n }, (_, i) => `reactive ${i + 1}/${n}`));
+    expect(of("static")).toEqual(Array.from({ length: n }, (_, i) => `static ${i + 1}/${n}`));
+    expect(of("oracle")).toEqual([`oracle 0/${n}`, `oracle ${n}/${n}`]);
+    expect(seen.indexOf(`static 1/${n}`)).toBeGreaterThan(seen.indexOf(`reactive ${n}/${n}`));
+  });
+
   it("runs the predictive policy with the real forecaster from src/forecast", () => {
     const { forecast, stats } = engineForecaster();
     const r = simulate(trace, latency, forecast, { ...small, policies: ["predictive"] });
