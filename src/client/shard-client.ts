@@ -158,6 +158,8 @@ export class ShardClient {
   /** The first 8 bytes of this client's write ids (random: no two clients share them in practice). */
   private readonly clientId = randomBytes(8);
   private writeSeq = 0;
+  /** close() calls so far: an operation started before one gives up at its next attempt. */
+  private closes = 0;
 
   constructor(private readonly opts: ShardClientOptions) {
     const zone = opts.originZone;
@@ -167,8 +169,11 @@ export class ShardClient {
         hint: "zones are named by 1-32 of a-z, 0-9, _ and - (starting with a letter or digit), as in the config's zones",
       });
     }
-    if (opts.deadlineMs !== undefined && !(opts.deadlineMs > 0)) {
-      throw new UsageError(`deadlineMs must be a positive number of milliseconds, not ${opts.deadlineMs}`);
+    if (opts.deadlineMs !== undefined && !(opts.deadlineMs > 0 && opts.deadlineMs <= MAX_DEADLINE_MS)) {
+      // a timer longer than 2^31 - 1 ms fires after 1 ms in Node: every attempt would be cut off at once
+      throw new UsageError(
+        `deadlineMs must be a positive number of milliseconds up to ${MAX_DEADLINE_MS} (24.8 days), not ${opts.deadlineMs}`,
+      );
     }
     // an operation ends at its deadline (see attempt); the request it gave up on is closed a deadline later at most
     const timeoutMs = Math.min(10_000, this.deadlineMs());
@@ -346,6 +351,7 @@ export class ShardClient {
   ): Promise<{ res: AgentResponse; target: Target } | null> {
     validateKey(key, this.opts.maxKeyBytes ?? 1024);
     const deadline = Date.now() + this.deadlineMs();
+    const generation = this.closes;
     const op: Operation = {
       method,
       writeId,
@@ -364,6 +370,7 @@ export class ShardClient {
      */
     let chain: Hop[] = [];
     for (;;) {
+      if (this.closes !== generation) throw this.closedError(op);
       const target = override ?? (await this.route(key, deadline));
       if (!override) chain = [{ node: target.node, address: target.address }];
       override = undefined;
@@ -558,10 +565,30 @@ export class ShardClient {
     });
   }
 
+  /**
+   * Closes the connections. Operations in flight end with an error at their next attempt (a
+   * write's says whether it may have been applied, with its write id); later calls open new ones.
+   */
   close(): void {
+    this.closes++;
     this.rpc.close();
   }
+
+  private closedError(op: Operation): UserError {
+    let message = `${op.method} stopped after ${op.attempts} attempt${op.attempts === 1 ? "" : "s"}: the client was closed`;
+    if (op.inDoubt) {
+      message +=
+        "; the write may have been applied (an attempt's answer was lost): read the key before writing it again, " +
+        `or retry it with the same write id, ${op.writeId} (applied at most once)`;
+    } else if (op.method !== "GET") {
+      message += "; nothing was written";
+    }
+    return new UserError(message);
+  }
 }
+
+/** The longest deadline: Node's timers hold at most 2^31 - 1 ms (a longer one fires after 1 ms). */
+export const MAX_DEADLINE_MS = 2 ** 31 - 1;
 
 /** An attempt given up on at the operation's deadline (once connected, the agent may still act on it). */
 class DeadlineError extends Error {
@@ -790,7 +817,7 @@ const TIMED_OUT = Symbol("timed out");
 async function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<typeof TIMED_OUT>((resolve) => {
-    timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, ms));
+    timer = setTimeout(() => resolve(TIMED_OUT), Math.min(MAX_DEADLINE_MS, Math.max(0, ms)));
   });
   try {
     return await Promise.race([p, late]);

@@ -93,6 +93,29 @@ describe("ShardClient: bounds and clear errors", () => {
     expect((await inventory(agent)).lsn).toBe(1);
   });
 
+  it("ends an operation in flight when the client is closed, saying whether the write may have been applied", async () => {
+    const agent = await realAgent();
+    await createShard(agent);
+    const c = client(await storeWith(oneShardMap(agent.address)), { deadlineMs: 60_000 });
+    pause(agent); // the put is taken in by the kernel and never answered
+    const started = Date.now();
+    const put = failure(c.put("k", "v"));
+    await sleep(300);
+    c.close();
+    const { err, ms } = await put;
+    expect(err).toBeInstanceOf(UserError);
+    expect(err.message).toMatch(
+      /^PUT stopped after 1 attempt: the client was closed; the write may have been applied/,
+    );
+    expect(ms).toBeLessThan(5000); // not the minute of its deadline
+    expect(Date.now() - started).toBeLessThan(5000);
+    // a closed client opens new connections for later calls
+    resume(agent);
+    await c.put("k", "v2");
+    expect((await c.get("k"))?.value.toString()).toBe("v2");
+    c.close();
+  });
+
   it("does not call a write in doubt when no connection could be made", async () => {
     const gone = await realAgent();
     await stopAgent(gone); // nothing listens on its port any more
@@ -291,6 +314,11 @@ describe("ShardClient: bounds and clear errors", () => {
     }
     // a deadline of 0 would also turn the transport's timeout off
     expect(() => client(store, { deadlineMs: 0 })).toThrow(/deadlineMs must be a positive number/);
+    // past 2^31 - 1 ms Node fires a timer after 1 ms: every attempt would be cut off at once
+    for (const ms of [Infinity, 3e9, 2 ** 31]) {
+      expect(() => client(store, { deadlineMs: ms }), String(ms)).toThrow(/up to 2147483647 \(24.8 days\)/);
+    }
+    expect(() => client(store, { deadlineMs: 2 ** 31 - 1 })).not.toThrow();
     // a real agent that knows the zone counts the write for it
     const ok = await realAgent("node-1", { zones: "a,b,c,eu-west_1" });
     await createShard(ok);

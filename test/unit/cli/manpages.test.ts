@@ -15,6 +15,15 @@ describe("man pages", () => {
     expect(onDisk.sort()).toEqual(pages.map((p) => p.file).sort());
   });
 
+  it("are all listed in package.json's man field, so that npm installs them (man shardctl)", () => {
+    const pkg = JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { man?: string[] };
+    const pages = readdirSync(join(repoRoot, "man"))
+      .filter((f) => f.endsWith(".1"))
+      .map((f) => `./man/${f}`);
+    expect(pages).toContain("./man/shardctl.1");
+    expect([...(pkg.man ?? [])].sort()).toEqual(pages.sort());
+  });
+
   it("shardctl(1) names every command's page under SEE ALSO", () => {
     const main = readFileSync(join(repoRoot, "man", "shardctl.1"), "utf8");
     const seeAlso = main.slice(main.indexOf(".SH SEE ALSO"));
