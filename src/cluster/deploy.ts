@@ -28,6 +28,7 @@ import { shellQuote, SshExecutor, type ExecResult, type Executor } from "./ssh.j
 import { initialLayout, type LocationMap, type NodeInfo } from "../engine/location-map.js";
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
+import { printable } from "../output.js";
 import { failpoint } from "../failpoint.js";
 import { updateMap } from "./map-update.js";
 
@@ -1847,6 +1848,37 @@ export interface UndeployResult {
   deregistered: boolean;
 }
 
+/** The node id in a dataDir's agent.json (the install's owner), "" when there is none. */
+const INSTALLED_NODE_SCRIPT = `if [ -f "$1/agent.json" ]; then
+  sed -n 's/^ *"nodeId": *"\\([^"]*\\)".*/\\1/p' "$1/agent.json" | head -n 1
+fi
+`;
+
+/**
+ * Refuses to act on a dataDir that holds another node's install (its agent.json names another
+ * node: two inventory entries for one directory, e.g. by `localhost` and `127.0.0.1`): stopping,
+ * restarting or undeploying "this" node would act on that node's agent, and a purge would delete
+ * its shards. deploy refuses the same (the check-platform step).
+ */
+async function refuseOtherNodesInstall(exec: Executor, node: InventoryNode, doing: string): Promise<void> {
+  const owner = (
+    await run(exec, "reading the install's agent.json", [
+      "sh",
+      "-c",
+      INSTALLED_NODE_SCRIPT,
+      "sh",
+      node.dataDir,
+    ])
+  ).stdout.trim();
+  if (owner && owner !== node.id)
+    throw new PreconditionError(
+      `not ${doing} ${node.id}: ${node.dataDir} on ${node.host} holds the agent of node ${printable(owner)}, not ${node.id} (its agent.json); nothing was changed`,
+      {
+        hint: `check ${node.id}'s dataDir in the inventory: it is ${printable(owner)}'s (whose own entry acts on that agent)`,
+      },
+    );
+}
+
 export async function runUndeploy(
   opts: UndeployOptions,
   deps: { store: LocationStore; connect?: ConnectNode; log?: (m: string) => void; now?: () => number },
@@ -1860,6 +1892,12 @@ export async function runUndeploy(
   let stopped = "not running";
   let deregistered: boolean | undefined;
   await failpoint("undeploy.connected");
+  try {
+    await refuseOtherNodesInstall(exec, node, "undeploying");
+  } catch (err) {
+    await exec.close();
+    throw err;
+  }
   try {
     // Out of the map before its agent is touched, by compare-and-set with the check that it owns no
     // shard: a migration to it committed after the check above would otherwise lose its shard with
@@ -1942,6 +1980,14 @@ export async function connectOrExplain(
 
 export type NodeAction = "start" | "stop" | "restart" | "logs" | "status";
 
+const NODE_ACTION_DOING: Record<NodeAction, string> = {
+  start: "starting",
+  stop: "stopping",
+  restart: "restarting",
+  logs: "reading the log of",
+  status: "reporting the status of",
+};
+
 /**
  * The first line of a node's CUTOVER_MARKER, at most 256 bytes of it (NULs dropped) whatever the
  * file holds: "cutover=<line>" when the marker is there (the regular file the probe looks for,
@@ -2007,6 +2053,7 @@ export async function runNodeControl(
         hint: `run \`shardctl deploy --nodes ${node.id}\``,
       });
     }
+    await refuseOtherNodesInstall(exec, node, NODE_ACTION_DOING[action]);
     // ctl.sh start would start whatever an interrupted cut-over left in place; deploy knows how to
     // repair that. A stop is always safe, and status and logs only look.
     const cutover =

@@ -47,6 +47,8 @@ export interface SshCommandOptions {
   acceptNewHostKeys?: boolean;
 }
 
+/** The longest --health-timeout: a day. */
+export const MAX_HEALTH_TIMEOUT_S = 86_400;
 /** The inventory (--inventory, SHARDCTL_INVENTORY, ./inventory.yaml), checked against the configured zones. */
 export function inventoryFor(opts: SshCommandOptions, config: Config, env: NodeJS.ProcessEnv): Inventory {
   const file = opts.inventory ?? env.SHARDCTL_INVENTORY ?? DEFAULT_INVENTORY;
@@ -167,7 +169,13 @@ export async function runDeployCommand(
     });
   const nodes = selectNodes(inventory, names);
   const concurrency = parsePositiveInt(opts.concurrency, "--concurrency");
-  const healthTimeoutMs = parsePositiveInt(opts.healthTimeout, "--health-timeout") * 1000;
+  const healthTimeoutS = parsePositiveInt(opts.healthTimeout, "--health-timeout");
+  // a day is more than any agent needs; beyond ~24.8 days Node fires the interrupt's timer at once
+  if (healthTimeoutS > MAX_HEALTH_TIMEOUT_S)
+    throw new UsageError(
+      `--health-timeout must be at most ${MAX_HEALTH_TIMEOUT_S} seconds (a day), got ${healthTimeoutS}`,
+    );
+  const healthTimeoutMs = healthTimeoutS * 1000;
   const keepReleases = checkKeepReleases(opts.keepReleases, "--keep-releases");
   if (opts.rollback && opts.bundle !== undefined)
     throw new UsageError("--rollback installs a release kept on each node: it takes no --bundle", {
@@ -513,7 +521,11 @@ export const registerDeploy: RegisterCommand = (program: Command, ctx: CommandCo
       `how many releases each node keeps for --rollback besides the one it runs (1-${MAX_KEEP_RELEASES}); older ones are deleted`,
       String(DEFAULT_KEEP_RELEASES),
     )
-    .option("--health-timeout <seconds>", "how long to wait for each agent's /health", "30")
+    .option(
+      "--health-timeout <seconds>",
+      `how long to wait for each agent's /health (1 to ${MAX_HEALTH_TIMEOUT_S})`,
+      "30",
+    )
     .option(
       "--accept-empty-shards",
       "register a freshly installed node even though the map gives it shards its agent does not hold, creating them empty (for a node whose data is lost for good; without it such a node is refused)",

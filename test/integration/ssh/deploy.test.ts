@@ -442,5 +442,21 @@ describe("deploy over SSH", () => {
     expect(readFileSync(join(dir, "agent.json"), "utf8")).toBe(before);
     expect(lab.processesWith(`${dir}/supervise.sh`)).toEqual(supervisors);
     expect((await mapNodes()).map((n) => n.id)).not.toContain("m4");
+
+    // node stop/restart/start/status/logs and undeploy of m4 would act on h4's agent (an undeploy
+    // --purge deleted h4's data, exit 0): refused the same way, nothing changed
+    const flags = ["--inventory", m4Inventory, "--known-hosts", knownHosts];
+    for (const action of ["stop", "restart", "start", "status", "logs"]) {
+      const c = await cli([...base(), "node", action, "m4", ...flags], env);
+      expect(c.code, `${action}: ${c.err}`).toBe(3);
+      expect(c.err).toMatch(/holds the agent of node h4, not m4 \(its agent\.json\); nothing was changed/);
+    }
+    const u = await cli([...base(), "undeploy", "m4", ...flags, "--purge"], env);
+    expect(u.code, u.err).toBe(3);
+    expect(u.err).toMatch(/^error: not undeploying m4: .* holds the agent of node h4, not m4/m);
+    expect(existsSync(join(dir, "data"))).toBe(true);
+    expect(readFileSync(join(dir, "agent.json"), "utf8")).toBe(before);
+    expect(lab.processesWith(`${dir}/supervise.sh`)).toEqual(supervisors);
+    expect((await mapNodes()).find((n) => n.id === "h4")).toBeDefined();
   });
 });

@@ -65,6 +65,12 @@ describe("shardctl deploy / undeploy / node", () => {
     expect(unknown.code).toBe(2);
     expect(unknown.err).toMatch(/"n7", not in the inventory/);
     expect((await cli(["deploy", "-i", inventory, "--concurrency", "0"], env)).code).toBe(2);
+    // past ~24.8 days Node fires the interrupt's bound at once: a Ctrl-C would not finish the cut-over
+    for (const value of ["99999999", "86401", "0"]) {
+      const r = await cli(["deploy", "-i", inventory, "--health-timeout", value], env);
+      expect(r.code, value).toBe(2);
+      expect(r.err).toMatch(value === "0" ? /must be a positive integer/ : /at most 86400 seconds \(a day\)/);
+    }
     expect((await cli(["node", "logs", "n9", "-i", inventory], env)).code).toBe(2);
   });
 
