@@ -8,6 +8,8 @@ import type { Command } from "commander";
 import { parseAccessType, type AccessType } from "../engine/access-windows.js";
 import { UsageError, UserError } from "../errors.js";
 import { printJson } from "../output.js";
+import { splitCsvLine } from "../forecast/csv.js";
+import { badTimestampReason, parseTraceTimestamp } from "../sim/trace.js";
 import { updateWindows } from "../store/windows-file.js";
 import { MAX_TRACE_BYTES, parsePositiveInt, readInputText, segmenterFor, withStore } from "./common.js";
 import { servedByAgents } from "../cluster/layout-guard.js";
@@ -25,31 +27,38 @@ export interface TraceEvent {
   line?: number;
 }
 
-/** Parses a trace; any bad line is an error naming it, and nothing is recorded. */
+/**
+ * Parses a trace as `simulate` reads one (the same field splitting, quoting and timestamps: a trace
+ * build-trace wrote records as it replays), except that the zone may be left out and the lines
+ * need not be sorted; any bad line is an error naming it, and nothing is recorded.
+ */
 export function parseTrace(text: string, zones: readonly string[]): TraceEvent[] {
-  const lines = text.split(/\r?\n/);
-  const header = lines[0]?.trim().toLowerCase();
-  if (!header || !/^timestamp,key,op(,zone)?$/.test(header)) {
-    throw new UsageError("a trace must start with the header timestamp,key,op[,zone]");
-  }
+  const lines = text.replace(/^\uFEFF/, "").split(/\r\n?|\n/);
   const events: TraceEvent[] = [];
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i];
-    if (line.trim() === "") continue;
-    const f = line.split(",");
-    if (f.length < 3 || f.length > 4)
-      throw new UsageError(`trace line ${i + 1}: expected 3 or 4 fields, got ${f.length}`);
-    const ts = /^\d+$/.test(f[0]) ? Number(f[0]) : Date.parse(f[0]);
-    // epoch ms within Date's range (±8.64e15), like any Date.parse result
-    if (!Number.isFinite(ts) || Math.abs(ts) > 8.64e15)
-      throw new UsageError(`trace line ${i + 1}: bad timestamp ${JSON.stringify(f[0])}`);
+  const fail = (line: number, why: string): never => {
+    throw new UsageError(`trace line ${line}: ${why}`, {
+      hint: "each line is timestamp,key,op[,zone]: timestamp ISO-8601 (no zone = UTC) or epoch milliseconds from 2000-01-01, op read or write; a header line is optional",
+    });
+  };
+  let header = false;
+  for (let i = 0; i < lines.length; i++) {
+    const raw = lines[i];
+    if (raw.trim() === "") continue;
+    const f = splitCsvLine(raw) ?? fail(i + 1, "unbalanced quote");
+    if (!header && events.length === 0 && f[0].trim().toLowerCase() === "timestamp") {
+      const names = f.map((x) => x.trim().toLowerCase()).join(",");
+      if (!/^timestamp,key,op(,zone)?$/.test(names))
+        fail(i + 1, `the header must be timestamp,key,op[,zone], got ${JSON.stringify(names)}`);
+      header = true;
+      continue;
+    }
+    if (f.length < 3 || f.length > 4) fail(i + 1, `expected 3 or 4 fields, got ${f.length}`);
+    const ts = parseTraceTimestamp(f[0].trim()) ?? fail(i + 1, badTimestampReason(f[0].trim()));
     let op: AccessType;
     try {
-      op = parseAccessType(f[2]);
+      op = parseAccessType(f[2].trim());
     } catch {
-      throw new UsageError(
-        `trace line ${i + 1}: unknown access type ${JSON.stringify(f[2])} (use read or write)`,
-      );
+      fail(i + 1, `unknown access type ${JSON.stringify(f[2])} (use read or write)`);
     }
     const zone = f[3]?.trim() || undefined;
     if (zone !== undefined && !zones.includes(zone)) {
@@ -57,8 +66,10 @@ export function parseTrace(text: string, zones: readonly string[]): TraceEvent[]
         hint: `configured zones: ${zones.join(", ")}`,
       });
     }
-    events.push({ ts, key: f[1], op, zone, line: i + 1 });
+    events.push({ ts, key: f[1], op: op!, zone, line: i + 1 });
   }
+  if (events.length === 0)
+    throw new UsageError("the trace has no events", { hint: "each line is timestamp,key,op[,zone]" });
   return events;
 }
 
@@ -95,6 +106,11 @@ The windows live in <dataDir>/access-windows.bin; \`shardctl reshard\` reads the
 Once agents run, they count accesses themselves and this command is for tests and demos:
 the commands read the agents' counts, and the file only where no agent answers (it says
 so with a warning when agents serve the layout).
+
+A trace is read as \`shardctl simulate\` reads one (quoted fields, timestamps ISO-8601
+with no zone taken as UTC or epoch milliseconds from 2000-01-01, a header line optional),
+except that the zone may be left out and the lines need not be sorted; the whole trace is
+checked before anything is recorded, and its last event is recorded as now.
 
 Examples:
   $ shardctl record user:42 --op write --zone b

@@ -269,7 +269,7 @@ export function readSeriesDir(dir: string): SeriesSource[] {
 export function readRequests(file: string): RequestRow[] {
   const text = readText(file, "the request log", MAX_TRACE_BYTES);
   const rows: RequestRow[] = [];
-  const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/);
+  const lines = text.replace(/^\uFEFF/, "").split(/\r\n?|\n/);
   const fail = (i: number, why: string): never => {
     throw new UsageError(`${file}, line ${i + 1}: ${why}; nothing was written`, {
       hint: "each line is `timestamp,key[,...]`: timestamp ISO-8601 or epoch ms from 2000-01-01, key 1-1024 bytes of UTF-8",

@@ -88,7 +88,7 @@ export function parseTrace(text: string, zones: readonly string[], opts: ParseTr
     "each line is `timestamp,key,op,zone` (timestamp ISO-8601 or epoch ms from 2000-01-01, op read|write), sorted by time";
   const zoneIdx = new Map(zones.map((z, i) => [z, i]));
   if (zones.length > 255) throw new UsageError("at most 255 zones are supported");
-  const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/);
+  const lines = text.replace(/^\uFEFF/, "").split(/\r\n?|\n/);
   // Upper bound on events: allocate once, trim at the end.
   let cap = 0;
   for (const l of lines) if (l.trim() !== "") cap++;

@@ -182,12 +182,18 @@ describe("shardctl (foundation commands)", () => {
 
   it("validates a whole trace before recording any of it", async () => {
     const trace = join(dir, "trace.csv");
-    writeFileSync(trace, "timestamp,key,op,zone\n1000,a,read,a\n2000,b,write,b\nnot-a-time,c,read,a\n");
+    writeFileSync(
+      trace,
+      "timestamp,key,op,zone\n1704067201000,a,read,a\n1704067202000,b,write,b\nnot-a-time,c,read,a\n",
+    );
     const r = await cli(["record", "--trace", trace], env);
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/line 4: bad timestamp/);
     expect(existsSync(join(dir, "data/access-windows.bin"))).toBe(false);
-    writeFileSync(trace, "timestamp,key,op,zone\n1000,a,read,a\n2000,b,write,b\n2500,c,read,\n");
+    writeFileSync(
+      trace,
+      "timestamp,key,op,zone\n1704067201000,a,read,a\n1704067202000,b,write,b\n1704067202500,c,read,\n",
+    );
     expect((await cli(["record", "--trace", trace], env)).code).toBe(0);
   });
 
