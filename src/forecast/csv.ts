@@ -155,8 +155,14 @@ export function parseSeriesCsv(text: string, opts: ParseOptions = {}): ParsedSer
     const t = parseTimestamp(fields[0] ?? "");
     if (!headerSeen && points.length === 0) {
       headerSeen = true;
-      if (t === undefined) continue; // the header row
-      notes.push("no header row: the first line was read as data");
+      // the header row: a first line whose timestamp does not parse, unless its value is a number
+      // (then it is a data row with a bad timestamp, reported below rather than dropped)
+      const value = (fields[1] ?? "")
+        .trim()
+        .replace(/^"(.*)"$/, "$1")
+        .trim();
+      if (t === undefined && !(value !== "" && Number.isFinite(Number(value)))) continue;
+      if (t !== undefined) notes.push("no header row: the first line was read as data");
     }
     if (fields.length < 2) {
       throw new UsageError(
@@ -247,14 +253,18 @@ export function parseSeriesCsv(text: string, opts: ParseOptions = {}): ParsedSer
   // place each point on the nearest grid slot; several in one slot are averaged
   const sum = new Float64Array(slots);
   const count = new Uint32Array(slots);
+  let moved = 0;
   for (const p of merged) {
     const k = Math.round((p.t - t0) / intervalMs);
+    if (p.t !== t0 + k * intervalMs) moved++;
     sum[k] += p.v;
     count[k]++;
   }
+  if (moved) notes.push(`${plural(moved, "point")} off the regular grid moved to the nearest slot`);
   let offGrid = 0;
   for (let k = 0; k < slots; k++) if (count[k] > 1) offGrid += count[k] - 1;
-  if (offGrid) notes.push(`${plural(offGrid, "point")} off the regular grid merged into the nearest slot`);
+  if (offGrid)
+    notes.push(`${plural(offGrid, "point")} sharing a slot of the grid with another averaged into it`);
 
   const values = new Float64Array(slots);
   let filled = 0;

@@ -18,21 +18,33 @@ export function seasonalNaiveMae(train: ArrayLike<number>, m: number): number {
 }
 
 /**
- * MASE of one forecast. When the scale is 0 (a constant training series) a
- * perfect forecast scores 0 and any error scores by the error relative to the
- * series level, so the result stays finite.
+ * Below this fraction of the series level, a seasonal naive error is rounding, not a scale: an
+ * exactly periodic series leaves ~1e-14 of its level, and dividing by that scored 1e14.
+ */
+export const NEGLIGIBLE_SCALE = 1e-9;
+
+/**
+ * MASE of one forecast. When the scale is 0 (a constant training series), or negligible next to
+ * the level of the values scored (NEGLIGIBLE_SCALE), or so small that the ratio overflows, a
+ * perfect forecast scores 0 and any error scores by the error relative to the series level, so
+ * the result stays finite and meaningful.
  */
 export function mase(actual: ArrayLike<number>, forecast: ArrayLike<number>, scale: number): number {
   const n = Math.min(actual.length, forecast.length);
   if (n === 0) return 0;
   let s = 0;
-  for (let i = 0; i < n; i++) s += Math.abs(actual[i] - forecast[i]);
-  const mae = s / n;
-  if (scale > 0) return mae / scale;
-  if (mae === 0) return 0;
   let level = 0;
-  for (let i = 0; i < n; i++) level += Math.abs(actual[i]);
+  for (let i = 0; i < n; i++) {
+    s += Math.abs(actual[i] - forecast[i]);
+    level += Math.abs(actual[i]);
+  }
+  const mae = s / n;
   level /= n;
+  if (scale > 0 && scale > NEGLIGIBLE_SCALE * level) {
+    const r = mae / scale;
+    if (Number.isFinite(r)) return r;
+  }
+  if (mae === 0) return 0;
   return level > 0 ? mae / level : 1;
 }
 

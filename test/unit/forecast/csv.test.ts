@@ -192,6 +192,33 @@ describe("parseSeriesCsv", () => {
     expect(p.values.length).toBe(10);
     expect(p.notes.join(" ")).toMatch(/no header/);
   });
+
+  it("takes a first line whose value is a number for data: a bad timestamp there is named, not dropped as a header", () => {
+    const rows = Array.from({ length: 39 }, (_, i) => `${1677628800 + (i + 1) * 3600},${i}`);
+    expect(() => parseSeriesCsv(["2023-02-29T00:00:00Z,5", ...rows].join("\n"))).toThrow(
+      /line 1: cannot read the timestamp "2023-02-29T00:00:00Z"/,
+    );
+    // headers of any names still are headers
+    for (const header of ["timestamp,value", "t,v", "time,requests per second", "ts,"]) {
+      const p = parseSeriesCsv([header, ...rows].join("\n"));
+      expect(p.values.length, header).toBe(39);
+      expect(p.notes.join(" ")).not.toMatch(/no header/);
+    }
+  });
+
+  it("says how many points off the regular grid it moved to the nearest slot", () => {
+    const rows = Array.from(
+      { length: 400 },
+      (_, i) => `${1704067200 + i * 300 + (i % 10 === 5 ? 100 : 0)},${i}`,
+    );
+    const p = parseSeriesCsv(["timestamp,value", ...rows].join("\n"));
+    expect(p.values.length).toBe(400);
+    expect(p.notes).toContain("40 points off the regular grid moved to the nearest slot");
+    expect(p.notes.join(" ")).not.toMatch(/averaged/);
+    // on the grid: no note
+    const onGrid = Array.from({ length: 400 }, (_, i) => `${1704067200 + i * 300},${i}`);
+    expect(parseSeriesCsv(["timestamp,value", ...onGrid].join("\n")).notes).toEqual([]);
+  });
 });
 
 describe("parseSeriesCsv on hostile values and timestamps", () => {

@@ -29,6 +29,17 @@ describe("mase", () => {
     expect(mase([0, 0], [1, 1], 0)).toBe(1);
   });
 
+  it("scores by the level, not 0 nor Infinity, when the scale is negligible or the ratio overflows", () => {
+    // a scale of 1e-300 under errors of 1e10: the ratio overflowed to Infinity, which was printed as 0
+    expect(mase([1e10, 1e10], [0, 0], 1e-300)).toBe(1);
+    expect(Number.isFinite(mase([1e10, 1e10], [0, 0], 1e-300))).toBe(true);
+    // rounding left of an exactly periodic series (1e-14 of its level): the error relative to the level
+    expect(mase([100, 100], [90, 110], 1e-12)).toBeCloseTo(10 / 100);
+    // a perfect forecast still scores 0, and a small real scale still divides
+    expect(mase([100, 100], [100, 100], 1e-12)).toBe(0);
+    expect(mase([100, 100], [99, 101], 0.5)).toBeCloseTo(2);
+  });
+
   it("is 0 for an empty forecast", () => {
     expect(mase([], [], 1)).toBe(0);
   });
