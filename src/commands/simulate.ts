@@ -351,6 +351,38 @@ export function runBuildTrace(opts: BuildTraceOptions): {
   };
 }
 
+/** The file's identity (device and inode), following links; undefined when it does not exist. */
+function identity(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Refuses an --out that is one of the inputs (the request log, or a series CSV of --series): the
+ * trace would replace the data it was built from (and the next build from the directory fail on it).
+ */
+function refuseOutputOverInput(out: string, series: string | undefined, requests: string | undefined): void {
+  const target = identity(out);
+  if (target === undefined) return;
+  const inputs = requests
+    ? [requests]
+    : series && existsSync(series) && statSync(series).isDirectory()
+      ? readdirSync(series)
+          .filter((f) => f.endsWith(".csv") || f === "index.json")
+          .map((f) => join(series, f))
+      : [];
+  const same = inputs.find((f) => identity(f) === target);
+  if (same)
+    throw new UsageError(
+      `--out ${out} is ${same === out ? "the input itself" : `the input ${same}`}: the trace would replace the data it is built from; nothing was written`,
+      { hint: "write the trace to another file (outside the --series directory)" },
+    );
+}
+
 function parseSeed(v: string): number {
   if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(Number(v)))
     throw new UsageError(`--seed must be an integer, got ${JSON.stringify(v)}`);
@@ -443,6 +475,7 @@ export const registerSimulate: RegisterCommand = (program: Command, ctx: Command
       }) => {
         // a bad --out path is refused before the series are read and the trace is built
         checkOutputPath(o.out);
+        refuseOutputOverInput(o.out, o.series, o.requests);
         const r = runBuildTrace({
           series: o.series,
           requests: o.requests,

@@ -631,6 +631,13 @@ export function checkOutputPath(file: string, flag = "--out"): void {
   // the write is atomic (a temporary file renamed over the path), so a device, pipe or socket
   // there (/dev/null, /dev/stdout) would not be written to but replaced by a regular file
   const kind = nonRegularKind(target);
+  // the path itself too: /dev/stdout on a pipe is a link to "pipe:[N]", which only the kernel follows
+  const magic = kind ? undefined : nonRegularKind(file);
+  if (magic)
+    throw new UsageError(
+      `${flag} ${file}: is ${magic}, not a regular file (the file written would replace it); nothing was written`,
+      { hint: "give the path of a regular file; to see the output, write it to a file and print that" },
+    );
   if (kind)
     throw refuse(
       `is ${kind}, not a regular file (the file written would replace it)`,
@@ -756,7 +763,7 @@ export function writeOutputFile(
   // through a link, the file it points to is written (and the link left as it is)
   const target = outputTarget(file, flag);
   // never rename over a device or a pipe, even for a caller that skipped checkOutputPath
-  if (nonRegularKind(target)) checkOutputPath(file, flag);
+  if (nonRegularKind(target) ?? nonRegularKind(file)) checkOutputPath(file, flag);
   try {
     writeAtomic(target, content, opts.mode);
   } catch (err) {

@@ -142,6 +142,22 @@ describe("--out through a symbolic link", () => {
     }
     expect(lstatSync("/dev/null").isCharacterDevice()).toBe(true);
   });
+
+  it("names a pipe behind /dev/stdout (a link to pipe:[N] that only the kernel follows), not a raw ENOENT", () => {
+    expect(runProcess(["init"], { cwd: dir, env: env() }).status).toBe(0);
+    // spawnSync gives the command a socket for its standard output, a shell's | a pipe
+    for (const args of [
+      ["plan", "--all", "--out", "/dev/stdout"],
+      ["simulate", "build-trace", "--series", "series", "--out", "/dev/stdout"],
+    ]) {
+      const r = runProcess(args, { cwd: dir, env: env() });
+      expect(r.status, r.stderr).toBe(2);
+      // (a pipe from a shell; node's spawnSync gives a socket)
+      expect(r.stderr).toMatch(/^error: --out \/dev\/stdout: is a (pipe|socket), not a regular file/);
+      expect(r.stderr).not.toMatch(/ENOENT|\.tmp-/);
+      expect(r.stdout).toBe("");
+    }
+  });
 });
 
 describe("a data directory that is a file", () => {

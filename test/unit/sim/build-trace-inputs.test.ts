@@ -3,7 +3,16 @@
  * are refused by build-trace (exit 2, naming the line, nothing written), with
  * the rules simulate applies; and the smaller edges of simulate's inputs.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -114,6 +123,35 @@ describe("simulate build-trace refuses what simulate would refuse", () => {
     expect(r.err).toMatch(/^error: --out is empty$/m);
     expect(r.err).not.toMatch(/rename/);
     expect(readdirSync(process.cwd()).filter((n) => n.startsWith(".tmp"))).toEqual(before);
+  });
+
+  it("refuses an --out that is one of its inputs (the request log, a series of --series), writing nothing", async () => {
+    const input = log("self.csv", "2024-01-01T00:00:01Z,b");
+    const before = readFileSync(input, "utf8");
+    let r = await build("--requests", input, "--out", input);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(
+      /--out .*self\.csv is the input itself: the trace would replace the data it is built from/,
+    );
+    expect(readFileSync(input, "utf8")).toBe(before);
+    const series = f("series-dir");
+    mkdirSync(series);
+    const rows = Array.from({ length: 600 }, (_, i) => `${1704067200 + i * 300},${10 + (i % 7)}`);
+    writeFileSync(join(series, "base.csv"), ["timestamp,value", ...rows].join("\n"));
+    r = await build("--series", series, "--out", join(series, "base.csv"));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/is the input itself/);
+    expect(readFileSync(join(series, "base.csv"), "utf8").startsWith("timestamp,value\n1704067200,")).toBe(
+      true,
+    );
+    // through another path to the same file (a link) too
+    symlinkSync(join(series, "base.csv"), f("link.csv"));
+    r = await build("--series", series, "--out", f("link.csv"));
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/is the input .*base\.csv/);
+    // another file is written
+    r = await build("--series", series, "--out", f("trace-out.csv"));
+    expect(r.code, r.err).toBe(0);
   });
 
   it("lists --json in its help, and man/shardctl.1 describes it as itself", async () => {
