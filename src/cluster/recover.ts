@@ -129,7 +129,9 @@ async function recoverOne(deps: RecoverDeps, record: MigrationRecord, rev: numbe
     ? await rollBackLayout(rpc, mine, vm.map)
     : await rollBack(rpc, mine, { source, target, fenced: true, targetCreated: true });
   if (problems.length) {
-    await finish({ ...mine, error: `recovery could not roll back yet: ${problems.join("; ")}` });
+    // the record stays open with its roll-back pending, as the coordinator's own abort leaves it: status,
+    // migrations and the next migrate --apply say so (not "being migrated by another coordinator")
+    await finish({ ...mine, rollBackPending: `recovery could not roll back yet: ${problems.join("; ")}` });
     return { ...base, outcome: "failed", why: `${action.why}; ${problems.join("; ")}` };
   }
   const now = clock.now();

@@ -248,6 +248,51 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     await expectServed(sh.id, acked, "dies-2");
   });
 
+  it("a recovery whose roll-back cannot finish leaves the record with its roll-back pending, as the coordinator's own abort does", async () => {
+    const { map } = readMapFile(cluster.dir);
+    const sh = map.shards.find((s) => s.node === "node-2")!;
+    const target = "node-3";
+    const acked = await writeTo(sh.id, "orphan", 10);
+    const c = coordinator(sh.id, target, "migrate.fenced");
+    await c.stopped();
+    // the coordinator dies with the shard fenced and the copy on the target; then the target dies too
+    c.child.kill("SIGKILL");
+    await c.exited;
+    const pidOf = (n: string) =>
+      Number(readFileSync(join(cluster.dir, "local", n, "agent.pid"), "utf8").trim());
+    process.kill(pidOf(target), "SIGKILL");
+    // each recovery and move in a process of its own, as a user's: a recovery owns the record it
+    // takes over until its process exits (in this process, it would stay owned by a live one)
+    const run = async (...args: string[]) => {
+      const p = watchedProcess(["--data-dir", cluster.dir, ...args], env);
+      return { code: (await p.exited).code, err: p.err() };
+    };
+    const rec = await run("migrations", "--recover");
+    expect(rec.code, rec.err).toBe(1);
+    const [open] = (await record(sh.id)).filter((r) => r.phase !== "done" && r.phase !== "aborted");
+    expect(open.rollBackPending).toMatch(new RegExp(`^recovery could not roll back yet: .*${target}`));
+    // before: phase "copying" alone, and "being migrated by another coordinator" to the next move
+    const listed = await cli("migrations");
+    expect(listed.out).toMatch(/\(roll-back pending\)/);
+    const statusJson = JSON.parse((await cli("status", "--json")).out) as {
+      migrations: { shard: string; pending?: { kind: string } }[];
+    };
+    expect(statusJson.migrations.filter((m) => m.shard === sh.id).map((m) => m.pending?.kind)).toEqual([
+      "roll-back",
+    ]);
+    const again = await run("migrate", "--shard", sh.id, "--to", "node-1", "--apply");
+    expect(again.code, again.err).toBe(3);
+    expect(again.err).toMatch(/it was aborted, and its roll-back waits for an agent/);
+    expect(again.err).not.toMatch(/another coordinator/);
+    // the target back, recovery finishes the roll-back; every acknowledged write is served
+    expect((await cli("up", "--local")).code).toBe(0);
+    const done = await run("migrations", "--recover");
+    expect(done.code, done.err).toBe(0);
+    expect((await record(sh.id)).filter((r) => r.phase !== "done" && r.phase !== "aborted")).toEqual([]);
+    expect(readMapFile(cluster.dir).map.shards.find((s) => s.id === sh.id)!.node).toBe("node-2");
+    await expectServed(sh.id, acked, "orphan-1");
+  });
+
   it("a target that refuses the connection at the first step: the record is closed as aborted at once, and the shard moves elsewhere", async () => {
     const { map } = readMapFile(cluster.dir);
     const sh = map.shards.find((s) => s.node !== "node-3")!;
