@@ -155,15 +155,20 @@ export async function runMigrationCycle(deps: MigrationCycleDeps): Promise<Migra
       continue;
     }
     try {
-      // the first move is checked against the plan's map version; each move changes the map
-      const planVersion = first ? plan.mapVersion : undefined;
+      // the first move is checked against the plan's map version (every move, when the map read here
+      // is not the plan's already); each move changes the map, so a later one is checked against
+      // where the plan saw its shard: another coordinator may have moved it meanwhile
+      const fresh = vm?.version === plan.mapVersion;
+      const planVersion = first || !fresh ? plan.mapVersion : undefined;
+      const seen = vm?.map.shards.find((s) => s.id === m.shard);
+      const expect = !first && fresh && seen ? { source: m.source, epoch: seen.epoch } : undefined;
       const r = m.split
         ? await executeLayoutChange(
             { op: m.split.op, pieceNodes: { [m.split.piece]: m.target }, planVersion },
             { store, rpc, clock, log, owner },
           )
         : await executeMigration(
-            { shard: m.shard, target: m.target, planVersion },
+            { shard: m.shard, target: m.target, planVersion, expect },
             { store, rpc, clock, log, owner },
           );
       report.moved.push(r);

@@ -36,7 +36,7 @@ import {
   type MigrationPhase,
   type MigrationRecord,
 } from "../engine/migration.js";
-import { checkPlanFresh } from "../engine/planner.js";
+import { StalePlanError, checkPlanFresh } from "../engine/planner.js";
 import type { Clock, LocationStore } from "../engine/ports.js";
 import { failpoint } from "../failpoint.js";
 import { transferWindows } from "./windows-transfer.js";
@@ -73,6 +73,12 @@ export interface MigrateOptions {
   target: string;
   /** The map version a plan was made for; refused (exit 3) if the map moved on. */
   planVersion?: number;
+  /**
+   * Where a plan's later step saw the shard (its source node, and its epoch in the map the plan was
+   * made for): refused (exit 3, a stale plan) if the shard moved since — by another coordinator, as
+   * the plan's own earlier steps move other shards — instead of moving it again.
+   */
+  expect?: { source: string; epoch: number };
   /**
    * Pre-copy ends when the source is fewer than this many entries ahead
    * (default: adaptive, what the copy moves in PAUSE_BUDGET_MS, see migrate-copy.ts).
@@ -158,6 +164,13 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     );
   }
   if (!source) throw new UserError(`the map names node ${shard.node} for ${shard.id} but does not list it`);
+  if (opts.expect && (shard.node !== opts.expect.source || shard.epoch !== opts.expect.epoch))
+    throw new StalePlanError(
+      `the plan moves ${shard.id} from ${opts.expect.source} (epoch ${opts.expect.epoch}), but it ${shard.node === opts.expect.source ? "moved and came back" : `is on ${shard.node}`} (epoch ${shard.epoch}) since: another coordinator moved it`,
+      {
+        hint: "re-plan against the current map (`shardctl plan --all --out plan.json`) and apply the new plan",
+      },
+    );
   const e = shard.epoch;
   await checkRoom(rpc, shard.id, source, target);
   const id = migrationId(clock.now(), shard.id);

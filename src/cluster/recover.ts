@@ -131,7 +131,7 @@ async function recoverOne(deps: RecoverDeps, record: MigrationRecord, rev: numbe
   if (problems.length) {
     // the record stays open with its roll-back pending, as the coordinator's own abort leaves it: status,
     // migrations and the next migrate --apply say so (not "being migrated by another coordinator")
-    await finish({ ...mine, rollBackPending: `recovery could not roll back yet: ${problems.join("; ")}` });
+    await finish({ ...mine, rollBackPending: problems.join("; ") });
     return { ...base, outcome: "failed", why: `${action.why}; ${problems.join("; ")}` };
   }
   const now = clock.now();

@@ -151,6 +151,13 @@ export async function runMigrate(
       const open = busy.get(m.shard);
       if (open) throw openMigrationError(open, "nothing was applied");
     }
+    // where the plan's map has each moved shard: its later steps are checked against it
+    const expected = new Map(
+      moves.flatMap((m) => {
+        const s = vm.map.shards.find((x) => x.id === m.shard);
+        return s && !m.split ? [[m.shard, { source: m.source, epoch: s.epoch }] as const] : [];
+      }),
+    );
     const done: MigrationRecord[] = [];
     // what --json reports when a move fails or the command is interrupted: the moves committed before
     const stoppedWith = (err: unknown) =>
@@ -193,8 +200,10 @@ export async function runMigrate(
                 {
                   shard: m.shard,
                   target: m.target,
-                  // only the first step is checked against the plan's version; each move changes the map
+                  // only the first step is checked against the plan's version; each move changes the map,
+                  // and a later step against where the plan saw its shard (another coordinator may have moved it)
                   planVersion: i === 0 && plan ? plan.mapVersion : undefined,
+                  expect: i > 0 && plan ? expected.get(m.shard) : undefined,
                   lagThreshold: opts.lagThreshold,
                   onProgress: (p) => progress.update(p),
                 },

@@ -270,7 +270,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     const rec = await run("migrations", "--recover");
     expect(rec.code, rec.err).toBe(1);
     const [open] = (await record(sh.id)).filter((r) => r.phase !== "done" && r.phase !== "aborted");
-    expect(open.rollBackPending).toMatch(new RegExp(`^recovery could not roll back yet: .*${target}`));
+    expect(open.rollBackPending).toMatch(new RegExp(`^drop on ${target}: cannot reach`));
     // before: phase "copying" alone, and "being migrated by another coordinator" to the next move
     const listed = await cli("migrations");
     expect(listed.out).toMatch(/\(roll-back pending\)/);
@@ -319,6 +319,72 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
   });
 
   // last: it kills an agent
+  it("a plan's later step whose shard another coordinator moved meanwhile is refused as stale (exit 3), not moved again", async () => {
+    expect((await cli("up", "--local")).code).toBe(0);
+    const { map } = readMapFile(cluster.dir);
+    const first = map.shards.find((s) => s.node === "node-1")!;
+    const second = map.shards.find((s) => s.node === "node-2")!;
+    const acked = new Map([
+      ...(await writeTo(first.id, "stale-a", 5)),
+      ...(await writeTo(second.id, "stale-b", 5)),
+    ]);
+    const made = await cli("plan", "--all", "--out", join(cluster.dir, "plan.json"));
+    expect(made.code, made.err).toBe(0);
+    const plan = parsePlanFile(readFileSync(join(cluster.dir, "plan.json"), "utf8"));
+    const move = (shard: string, source: string, target: string) => ({
+      kind: "move" as const,
+      shard,
+      source,
+      target,
+      bytes: 1,
+      benefitMs: 1,
+      costMs: 0,
+      netMs: 1,
+      copySeconds: 0,
+    });
+    writeFileSync(
+      join(cluster.dir, "stale.json"),
+      serialisePlanFile({
+        ...plan,
+        steps: [move(first.id, "node-1", "node-3"), move(second.id, "node-2", "node-3")],
+      }),
+    );
+    const c = watchedProcess(
+      ["--data-dir", cluster.dir, "migrate", "--apply", join(cluster.dir, "stale.json"), "--json"],
+      { ...env, SHARDCTL_FAILPOINT: "migrate.activated" },
+    );
+    try {
+      await stoppedAtFailpoint(c, "migrate.activated");
+      // while step 1 waits, another coordinator moves the plan's second shard
+      const other = watchedProcess(
+        ["--data-dir", cluster.dir, "migrate", "--shard", second.id, "--to", "node-1", "--apply"],
+        env,
+      );
+      expect((await other.exited).code, other.err()).toBe(0);
+      // continued (each step stops at the failpoint), the plan's coordinator comes to step 2
+      let ended = false;
+      void c.exited.then(() => (ended = true));
+      while (!ended) {
+        c.child.kill("SIGCONT");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL");
+    }
+    const { code } = await c.exited;
+    expect(code, c.err()).toBe(3);
+    expect(c.err()).toMatch(
+      new RegExp(
+        `step 2 of 2 \\(${second.id}\\) failed after 1 step\\(s\\) of the plan were committed: the plan moves ${second.id} from node-2 \\(epoch \\d+\\), but it is on node-1 \\(epoch \\d+\\) since: another coordinator moved it`,
+      ),
+    );
+    const after = readMapFile(cluster.dir).map;
+    expect(after.shards.find((s) => s.id === first.id)!.node).toBe("node-3");
+    // moved once (by the other coordinator), not again by the plan
+    expect(after.shards.find((s) => s.id === second.id)!.node).toBe("node-1");
+    for (const [k, v] of acked) expect((await cli("get", k)).out).toBe(v);
+  });
+
   it("a plan whose second move fails: exit 1, and --json names the move that stays committed", async () => {
     const { map } = readMapFile(cluster.dir);
     const dead = "node-3";
