@@ -14,7 +14,8 @@
  * finished.
  *
  * Points (see docs/MIGRATION.md): migrate.journaled, migrate.copying,
- * migrate.fenced, migrate.prepared, migrate.committed, migrate.activated;
+ * migrate.fenced, migrate.prepared, migrate.commit-read (the commit point has read the map it
+ * builds the next one from, before it writes), migrate.committed, migrate.activated;
  * deploy.locked (deploy, deploy --rollback, undeploy and node start|stop|restart
  * hold the deploy lock and have touched no node yet; docs/DEPLOY.md);
  * undeploy.connected.

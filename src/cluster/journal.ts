@@ -13,7 +13,11 @@ import { PreconditionError, UserError } from "../errors.js";
 import { HEARTBEAT_MS, isTerminal, type MigrationOwner, type MigrationRecord } from "../engine/migration.js";
 import type { CasResult, LocationStore, MigrationPutResult, StoredMigration } from "../engine/ports.js";
 import type { LocationMap } from "../engine/location-map.js";
+import { failpoint } from "../failpoint.js";
 import { processAlive } from "../store/embedded.js";
+
+/** Commit attempts on a map that changed meanwhile (each one: someone else committed between read and write). */
+const COMMIT_ROUNDS = 8;
 
 export class TakenOverError extends UserError {
   constructor(id: string, rev: number) {
@@ -239,8 +243,23 @@ export class JournalWriter {
     record: MigrationRecord,
     unknownHint: string,
   ): Promise<{ ok: true; map: LocationMap } | { ok: false; why: string }> {
+    // A map that changed between the read and the write (another coordinator committed a move of
+    // another shard) is read again and the next map built again: `build` refuses if what this
+    // change stands on moved; a few rounds, as every round means someone else committed.
+    for (let round = 1; ; round++) {
+      const r = await this.commitOnce(build, record, unknownHint);
+      if (r.ok || !r.changed || round === COMMIT_ROUNDS) return r.ok ? r : { ok: false, why: r.why };
+    }
+  }
+
+  private async commitOnce(
+    build: (map: LocationMap) => LocationMap,
+    record: MigrationRecord,
+    unknownHint: string,
+  ): Promise<{ ok: true; map: LocationMap } | { ok: false; why: string; changed?: boolean }> {
     const cur = await this.store.load({ consistent: true });
     if (!cur) return { ok: false, why: "the location map disappeared" };
+    await failpoint("migrate.commit-read");
     let next: LocationMap;
     try {
       next = build(cur.map);
@@ -274,6 +293,7 @@ export class JournalWriter {
     if (!cas.ok)
       return {
         ok: false,
+        changed: true,
         why: `the location map changed during the migration (version ${cur.version} → ${cas.currentVersion}); the commit was refused`,
       };
     return { ok: true, map: next };

@@ -385,6 +385,41 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     for (const [k, v] of acked) expect((await cli("get", k)).out).toBe(v);
   });
 
+  it("a move whose commit finds the map changed by another shard's move commits on the new map (it aborted, its copy wasted)", async () => {
+    expect((await cli("up", "--local")).code).toBe(0);
+    const { map } = readMapFile(cluster.dir);
+    const a = map.shards.find((s) => s.node === "node-2")!;
+    const b = map.shards.find((s) => s.node === "node-3")!;
+    const acked = new Map([...(await writeTo(a.id, "both-a", 5)), ...(await writeTo(b.id, "both-b", 5))]);
+    const c = coordinator(a.id, "node-1", "migrate.commit-read");
+    try {
+      await c.stopped();
+      // between A's commit reading the map and writing the next one, B's move commits
+      const other = watchedProcess(
+        ["--data-dir", cluster.dir, "migrate", "--shard", b.id, "--to", "node-1", "--apply"],
+        env,
+      );
+      expect((await other.exited).code, other.err()).toBe(0);
+      // continued (the commit's next round reads the map again, and stops there again)
+      let ended = false;
+      void c.exited.then(() => (ended = true));
+      while (!ended) {
+        c.child.kill("SIGCONT");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const { code } = await c.exited;
+      expect(code, c.err()).toBe(0);
+      expect(c.err()).not.toMatch(/the location map changed during the migration/);
+    } finally {
+      if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL");
+    }
+    const after = readMapFile(cluster.dir).map;
+    expect(after.shards.find((s) => s.id === a.id)!.node).toBe("node-1");
+    expect(after.shards.find((s) => s.id === b.id)!.node).toBe("node-1");
+    expect((await record(a.id)).at(-1)!.phase).toBe("done");
+    await expectServed(a.id, acked, "both-1");
+  });
+
   it("a plan whose second move fails: exit 1, and --json names the move that stays committed", async () => {
     const { map } = readMapFile(cluster.dir);
     const dead = "node-3";
