@@ -230,7 +230,8 @@ export function describeLayoutBackoff(e: MoveBackoffEntry): string {
  * first failure, so without this one change that keeps failing would be
  * tried every cycle and hold up every change after it.) A failure that is
  * not the change's own (`signal` aborted: leadership lost, a stale term,
- * shutting down) does not count.
+ * shutting down; a map that moved on; shards another migration holds) does
+ * not count.
  */
 export async function runLayoutChanges(
   diff: LayoutDiff,
@@ -270,9 +271,10 @@ export async function runLayoutChanges(
     backoff.succeeded(k.shard, k.target);
   }
   let notApplied = r.notApplied;
-  // a map that moved on since the diff is not the change's fault: the next cycle plans again
+  // a map that moved on since the diff, or shards another migration holds (a `migrate --apply` or a
+  // second autopilot beside this one), is not the change's fault: the next cycle plans again
   const failure =
-    r.records.length < ops.length && !signal?.aborted && !r.stalePlan ? r.notApplied : undefined;
+    r.records.length < ops.length && !signal?.aborted && !r.stalePlan && !r.busy ? r.notApplied : undefined;
   if (failure !== undefined) {
     const op = ops[r.records.length];
     const e = backoff.failed({ ...layoutKey(op), error: failure }, clock.now());

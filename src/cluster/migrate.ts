@@ -422,8 +422,16 @@ function busyHint(o: MigrationRecord): string {
 }
 
 /** The refusal for a shard an open migration record holds (busyWhy, busyHint), with how much was done. */
-export function openMigrationError(o: MigrationRecord, done: string): PreconditionError {
-  return new PreconditionError(`${busyWhy(o)}; ${done}`, { hint: busyHint(o) });
+/** A shard an open migration record holds (another coordinator's, or one waiting for recovery): exit 3. */
+export class ShardBusyError extends PreconditionError {
+  constructor(message: string, opts: { hint?: string } = {}) {
+    super(message, opts);
+    this.name = "ShardBusyError";
+  }
+}
+
+export function openMigrationError(o: MigrationRecord, done: string): ShardBusyError {
+  return new ShardBusyError(`${busyWhy(o)}; ${done}`, { hint: busyHint(o) });
 }
 
 /**

@@ -46,6 +46,7 @@ import {
   migrationId,
   refuseBusy,
   refuseConcurrent,
+  ShardBusyError,
   StepError,
   stepFailure,
   type MigrateDeps,
@@ -595,6 +596,8 @@ export async function executeLayoutDiff(
   notApplied?: string;
   /** The first change found the map moved on since the diff (nothing was done). */
   stalePlan?: boolean;
+  /** The change that stopped it found its shards held by another migration (nothing of it was done). */
+  busy?: boolean;
   /** What to do about the change that stopped it (its error's hint). */
   hint?: string;
   /** The change that stopped it left its shards fenced or its roll-forward pending (recovery finishes it). */
@@ -623,6 +626,7 @@ export async function executeLayoutDiff(
         ...(open ? { leftOpen: true } : {}),
         notApplied: `${i} of ${diff.ops.length} change(s) done; then: ${(err as Error).message}`,
         ...(err instanceof StalePlanError ? { stalePlan: true } : {}),
+        ...(err instanceof ShardBusyError ? { busy: true } : {}),
         ...(err instanceof UserError && err.hint ? { hint: err.hint } : {}),
         records,
       };
