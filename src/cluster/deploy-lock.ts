@@ -160,7 +160,11 @@ function nodeList(nodes: readonly string[]): string {
 }
 
 function age(startedAt: string, now: number): string {
-  const s = Math.max(0, Math.round((now - Date.parse(startedAt)) / 1000));
+  const diff = Math.round((now - Date.parse(startedAt)) / 1000);
+  // a clock ahead of this one (another host's, or a record written by hand): not "0 s ago"
+  if (!Number.isFinite(diff)) return "at an unreadable time";
+  if (diff < -5) return "in the future by this host's clock";
+  const s = Math.max(0, diff);
   if (s < 120) return `${s} s ago`;
   if (s < 7200) return `${Math.round(s / 60)} min ago`;
   return `${(s / 3600).toFixed(1)} h ago`;

@@ -1928,8 +1928,16 @@ export async function runUndeploy(
       RELEASES_DIR,
       ...(opts.purge ? ["data", "agent.log"] : []),
     ].map((f) => `${dir}/${f}`);
-    await run(exec, "removing the agent's files", ["rm", "-rf", "--", ...paths]);
-    removed.push(...paths);
+    // removed: the paths that were there (a second undeploy removes nothing, and says so)
+    const gone = await run(exec, "removing the agent's files", [
+      "sh",
+      "-c",
+      'for p in "$@"; do if [ -e "$p" ] || [ -L "$p" ]; then printf "%s\\n" "$p"; fi; done; rm -rf -- "$@"',
+      "sh",
+      ...paths,
+    ]);
+    const existed = new Set(gone.stdout.split("\n"));
+    removed.push(...paths.filter((p) => existed.has(p)));
     if (opts.purge) await exec.exec(["rmdir", "--", dir]);
   } catch (err) {
     // nothing changed while it was not out of the map yet (it owns shards: exit 3)

@@ -285,7 +285,7 @@ export async function runDeployCommand(
   }
   if (failed.length) {
     throw new UserError(
-      `${failed.length} of ${result.nodes.length} node(s) failed: ${failed.map((r) => r.id).join(", ")}; the others completed`,
+      `${failed.length} of ${result.nodes.length} node(s) failed: ${failed.map((r) => r.id).join(", ")}${failed.length < result.nodes.length ? "; the others completed" : ""}`,
       {
         hint: "fix the problems above and run the same deploy again: nodes already up to date are left alone",
       },

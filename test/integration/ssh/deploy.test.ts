@@ -352,6 +352,10 @@ describe("deploy over SSH", () => {
     expect(existsSync(join(dir, "token"))).toBe(false);
     expect(existsSync(join(dir, "data"))).toBe(true);
     expect(existsSync(pwned)).toBe(false);
+    // again: nothing is left to remove, and --json says so (it listed every path it would have removed)
+    r = await cli([...base(), "undeploy", "h4", ...sshFlags(), "--json"], env);
+    expect(r.code, r.err).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ node: "h4", stopped: "not running", removed: [] });
   });
   it("undeploy leaves the map before it stops the agent: a shard moved to the node meanwhile stops it, with nothing changed", async () => {
     let r = await deploy("--nodes", "h4");

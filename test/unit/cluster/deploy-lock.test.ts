@@ -40,6 +40,9 @@ describe("the lock record", () => {
     expect(describeHolder(h, Date.UTC(2025, 0, 2, 3, 6, 5))).toBe(
       `\`shardctl deploy --rollback\` of n1, n2 by pid ${process.pid} on ${hostname()}, since 2025-01-02T03:04:05.000Z (2 min ago)`,
     );
+    // a start ahead of this host's clock is not "0 s ago"
+    expect(describeHolder(h, Date.UTC(2025, 0, 1))).toMatch(/\(in the future by this host's clock\)$/);
+    expect(describeHolder(h, Date.UTC(2025, 0, 2, 3, 4, 3))).toMatch(/\(0 s ago\)$/);
   });
 
   it("is not a record when anything is off", () => {
