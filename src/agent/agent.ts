@@ -4,7 +4,8 @@
  * and shuts down cleanly on SIGTERM (stop accepting, finish the fsyncs in
  * flight, exit 0).
  */
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, readdirSync, readFileSync, realpathSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { join } from "node:path";
@@ -61,8 +62,25 @@ export interface AgentOptions {
   log?: (msg: string) => void;
 }
 
+/**
+ * Which data directory an agent serves, as /health tells it without naming the path: the first 16
+ * hex digits of the SHA-256 of its real path. A deploy's health check compares it with its own
+ * install's, so that another agent answering on the address (an old install in another directory)
+ * is not taken for the one it started.
+ */
+export function dataDirId(dataDir: string): string {
+  let real = dataDir;
+  try {
+    real = realpathSync(dataDir);
+  } catch {
+    // not there (yet): the path as given
+  }
+  return createHash("sha256").update(real).digest("hex").slice(0, 16);
+}
+
 export class Agent {
   readonly shards = new Map<string, Shard>();
+  private dataDirIdCache?: string;
   readonly windows: AccessWindows;
   readonly segmenter: Segmenter;
   readonly metrics: AgentMetrics;
@@ -76,6 +94,11 @@ export class Agent {
   private windowsSaving?: Promise<void>;
   /** GET /v1/access/export answers being written (server.ts bounds them). */
   windowExports = 0;
+
+  /** dataDirId of opts.dataDir, computed when first asked (the directory exists by then). */
+  get dataDirId(): string {
+    return (this.dataDirIdCache ??= dataDirId(this.opts.dataDir));
+  }
 
   constructor(readonly opts: AgentOptions) {
     this.log = opts.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`));

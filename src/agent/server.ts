@@ -140,6 +140,7 @@ export async function handleRequest(agent: Agent, req: IncomingMessage, res: Ser
       return sendJson(res, 200, {
         status: "ok",
         nodeId: agent.opts.nodeId,
+        dataDirId: agent.dataDirId,
         zone: agent.opts.zone,
         shards: agent.shards.size,
         failedShards: failed,

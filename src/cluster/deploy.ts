@@ -703,11 +703,20 @@ process.stdin.on("end", () => {
 });`;
 
 /** Asks the agent's /health from the node itself; prints what it saw; exits 0 when it is this node's agent. */
-const HEALTH_JS = `const [url, id] = process.argv.slice(1);
+/**
+ * One health probe, run on the node: the agent at the address must be this node's, and serve this
+ * install's data directory (dataDirId, which agents from before it do not report): an old install
+ * elsewhere still listening on the address is not the agent this deploy started.
+ */
+const HEALTH_JS = `const [url, id, dir] = process.argv.slice(1);
+let want = dir + "/data";
+try { want = require("fs").realpathSync(want); } catch {}
+want = require("crypto").createHash("sha256").update(want).digest("hex").slice(0, 16);
 fetch(url, { signal: AbortSignal.timeout(2000) }).then(async (r) => {
   const b = await r.json().catch(() => ({}));
-  process.stdout.write(JSON.stringify({ status: r.status, nodeId: b.nodeId }));
-  process.exit(r.status === 200 && b.nodeId === id ? 0 : 1);
+  const other = typeof b.dataDirId === "string" && b.dataDirId !== want;
+  process.stdout.write(JSON.stringify({ status: r.status, nodeId: b.nodeId, ...(other ? { dataDir: "another" } : {}) }));
+  process.exit(r.status === 200 && b.nodeId === id && !other ? 0 : 1);
 }, (e) => { process.stdout.write(String((e && e.cause && e.cause.code) || e)); process.exit(1); });`;
 
 function lastLines(text: string, n = 6): string {
@@ -1284,7 +1293,7 @@ const healthTask: Task<NodeContext> = {
 };
 
 /** One health attempt: the agent's /health from the node, or "stopped" when ctl.sh says it is not running. */
-const HEALTH_SCRIPT = `"$1" -e "$2" "$3" "$4" && exit 0
+const HEALTH_SCRIPT = `"$1" -e "$2" "$3" "$4" "$5" && exit 0
 if ! sh "$5/ctl.sh" status >/dev/null 2>&1; then echo " stopped"; fi
 exit 1
 `;
@@ -1305,10 +1314,18 @@ async function waitHealthy(ctx: NodeContext, timeoutMs: number): Promise<void> {
     const seen = r.stdout.replace(/ stopped\n$/, "").trim();
     if (stopped || Date.now() > deadline) {
       const logs = await exec.exec(["sh", `${ctx.node.dataDir}/ctl.sh`, "logs", "8"]);
+      const other = seen.includes('"dataDir":"another"');
       throw new UserError(
         `the agent on ${ctx.node.host} ${stopped ? "exited" : `did not answer ${url} within ${Math.round(timeoutMs / 1000)} s`} (last answer: ${seen || "none"})` +
+          (other
+            ? `; the agent answering there serves another data directory than ${ctx.node.dataDir}: an install elsewhere (an earlier dataDir of ${ctx.node.id}?) still runs on that address`
+            : "") +
           (logs.stdout.trim() ? `; its log ends with:\n${lastLines(logs.stdout, 8)}` : ""),
-        { hint: `\`shardctl node logs ${ctx.node.id}\` shows more` },
+        {
+          hint: other
+            ? `stop the agent of the earlier install (\`shardctl node stop ${ctx.node.id}\` with the inventory that names its dataDir), or give ${ctx.node.id} another address`
+            : `\`shardctl node logs ${ctx.node.id}\` shows more`,
+        },
       );
     }
     await new Promise((r) => setTimeout(r, 250));

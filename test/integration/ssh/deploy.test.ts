@@ -328,6 +328,43 @@ describe("deploy over SSH", () => {
     expect(stop.code, stop.err).toBe(0);
   });
 
+  it("does not take an earlier install still listening on the address for the agent it started (a dataDir moved, the port kept)", async () => {
+    const { parse } = await import("yaml");
+    const inv = parse(readFileSync(inventory, "utf8")) as { nodes: Record<string, unknown>[] };
+    const h3 = inv.nodes.find((n) => n.id === "h3")!;
+    const moved = { ...h3, dataDir: `${hosts[2].home}/moved-same-port` };
+    const movedInventory = join(lab.dir, "moved-same-port.yaml");
+    writeFileSync(movedInventory, stringify({ nodes: [moved] }));
+    const before = await mapNodes();
+    const r = await cli(
+      [
+        ...base(),
+        "deploy",
+        "--inventory",
+        movedInventory,
+        "--known-hosts",
+        knownHosts,
+        "--bundle",
+        bundle.path,
+        "--health-timeout",
+        "10",
+        "--json",
+      ],
+      env,
+    );
+    // before: "installed", exit 0, while its agent could not listen and the old one answered
+    expect(r.code, r.err).toBe(1);
+    const result = JSON.parse(r.out) as DeployResult;
+    expect(result.nodes[0]).toMatchObject({ id: "h3", outcome: "failed", step: "wait for health" });
+    expect(result.nodes[0].error).toMatch(/serves another data directory than .*moved-same-port/);
+    expect(await mapNodes()).toEqual(before);
+    for (let i = 0; i < 12; i++) {
+      const get = await cli([...base(), "get", `key-${i}`], env);
+      expect(get.code, get.err).toBe(0);
+      expect(get.out).toBe(`value ${i} é`);
+    }
+  });
+
   it("refuses to undeploy a node that still owns shards, and says how to move them", async () => {
     const r = await cli([...base(), "undeploy", "h1", ...sshFlags()], env);
     expect(r.code).toBe(3);
