@@ -545,6 +545,8 @@ export interface PlatformFacts {
   hasTimeout: boolean;
   /** The node id in the dataDir's agent.json: the node whose agent is installed there. */
   installedNode?: string;
+  /** Shards the agent's data directory holds data of (owned, fenced or prepared: not released copies). */
+  heldShards: number;
   /** The `installed` marker: install fingerprint and bundle checksum. */
   installedFingerprint?: string;
   installedBundle?: string;
@@ -582,6 +584,7 @@ if [ -d "$dir/releases" ]; then
   done
 fi
 if [ -f "$dir/.cutover" ]; then echo "cutover=$(head -n 1 "$dir/.cutover")"; fi
+if [ -d "$dir/data/shards" ]; then echo "heldShards=$(grep -lE 'state.{5}(owned|fenced|prepared)' "$dir"/data/shards/*/meta.json 2>/dev/null | wc -l)"; fi
 if [ -d "$dir/.prev" ]; then echo prev=1; fi
 if [ -f "$dir/.prev/unit" ]; then echo prevUnit=1; fi
 `;
@@ -616,6 +619,7 @@ export function parseProbe(stdout: string): PlatformFacts {
     hasSha256sum: kv.get("sha256sum") === "1",
     hasTimeout: kv.get("timeout") === "1",
     installedNode: kv.get("agentNode") || undefined,
+    heldShards: Number.isSafeInteger(Number(kv.get("heldShards"))) ? Number(kv.get("heldShards")) : 0,
     installedFingerprint: fingerprint || undefined,
     installedBundle: bundle || undefined,
     bundleOnDisk: kv.get("bundle") || undefined,
@@ -883,6 +887,8 @@ interface NodeContext {
   node: InventoryNode;
   opts: DeployOptions & { connectFn: ConnectNode };
   segments: number;
+  /** What the location map said of the node when the deploy began: none (no map yet), or listed or not. */
+  inMap: "no map" | "listed" | "not listed";
   exec?: Executor;
   facts?: PlatformFacts;
   /** The release to install: the bundle (uploaded), or with --rollback one kept on the node (copied). */
@@ -963,6 +969,15 @@ const probeTask: Task<NodeContext> = {
         `${ctx.node.dataDir} on ${ctx.node.host} holds the agent of node ${f.installedNode}, not ${ctx.node.id} (its agent.json)`,
         {
           hint: `give ${ctx.node.id} a dataDir of its own in the inventory, or undeploy ${f.installedNode} first (\`shardctl undeploy ${f.installedNode}\`)`,
+        },
+      );
+    // data of shards the cluster's map does not give this node: another cluster's install (deploying
+    // here would take it over, serving that cluster's data and refusing most keys), or a map lost
+    if (f.heldShards > 0 && ctx.inMap !== "listed")
+      throw new UserError(
+        `${ctx.node.dataDir}/data on ${ctx.node.host} holds ${f.heldShards} shard(s) of data, and ${ctx.inMap === "no map" ? "this cluster has no location map yet" : `this cluster's location map does not list ${ctx.node.id}`}: another cluster's install?`,
+        {
+          hint: `undeploy it from the cluster it belongs to (\`shardctl undeploy ${ctx.node.id} --purge\` with that cluster's config), move ${ctx.node.dataDir}/data away, or give ${ctx.node.id} another dataDir`,
         },
       );
     ctx.wasRunning = f.running;
@@ -1409,6 +1424,7 @@ async function deployNode(
   node: InventoryNode,
   opts: DeployOptions & { connectFn: ConnectNode },
   segments: number,
+  inMap: NodeContext["inMap"],
   rolling: RollingUpgrade,
   control: DeployControl | undefined,
   emit: (e: ProgressEvent) => void,
@@ -1418,6 +1434,7 @@ async function deployNode(
     node,
     opts,
     segments,
+    inMap,
     createdDir: false,
     wasRunning: false,
     unitBackedUp: false,
@@ -1597,7 +1614,15 @@ export async function runDeploy(opts: DeployOptions, deps: DeployDeps): Promise<
   const rolling = new RollingUpgrade(control);
   const withConnect = { ...opts, connectFn: deps.connect ?? connectNode };
   const settled = await mapBounded(opts.nodes, Math.max(1, opts.concurrency), (node) =>
-    deployNode(node, withConnect, segments, rolling, control, (e) => progress(node.id, e)),
+    deployNode(
+      node,
+      withConnect,
+      segments,
+      !before ? "no map" : before.map.nodes.some((n) => n.id === node.id) ? "listed" : "not listed",
+      rolling,
+      control,
+      (e) => progress(node.id, e),
+    ),
   );
   const reports = settled.map((s, i): NodeReport => {
     if (s.status === "fulfilled") return s.value;

@@ -365,6 +365,42 @@ describe("deploy over SSH", () => {
     }
   });
 
+  it("refuses to deploy another cluster onto a dataDir that holds this one's shards, changing nothing", async () => {
+    // a second cluster (its own control directory: no map yet, its own token) given h1's dataDir
+    const otherControl = join(lab.dir, "other-cluster");
+    const h1 = pidOf("h1");
+    expect(h1).toBeGreaterThan(0);
+    const r = await cli(
+      [
+        "--data-dir",
+        otherControl,
+        "deploy",
+        ...sshFlags(),
+        "--nodes",
+        "h1",
+        "--bundle",
+        bundle.path,
+        "--json",
+      ],
+      { ...env, SHARDCTL_TOKEN: "b".repeat(64) },
+    );
+    // before: "upgraded", the layout of the new cluster written over the old one's shards (most keys
+    // refused with 409 wrong-shard), and the old cluster's agent gone
+    expect(r.code, r.err).toBe(1);
+    const result = JSON.parse(r.out) as DeployResult;
+    expect(result.nodes[0]).toMatchObject({ id: "h1", outcome: "failed", step: "check platform" });
+    expect(result.nodes[0].error).toMatch(
+      /\/data on .* holds 4 shard\(s\) of data, and this cluster has no location map yet: another cluster's install\?/,
+    );
+    expect(pidOf("h1")).toBe(h1);
+    expect(existsSync(join(otherControl, "location-map.json"))).toBe(false);
+    for (let i = 0; i < 12; i++) {
+      const get = await cli([...base(), "get", `key-${i}`], env);
+      expect(get.code, get.err).toBe(0);
+      expect(get.out).toBe(`value ${i} é`);
+    }
+  });
+
   it("refuses to undeploy a node that still owns shards, and says how to move them", async () => {
     const r = await cli([...base(), "undeploy", "h1", ...sshFlags()], env);
     expect(r.code).toBe(3);
