@@ -248,12 +248,14 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
       // not clean: the record stays open so that recovery finishes the roll-back
       j = { ...j, error: why, rollBackPending: problems.join("; ") };
       await save().catch(() => undefined);
+      // still fenced only if its unfence is among what failed (the copy's drop may be all that did)
+      const stillFenced = fenced && problems.some((p) => p.startsWith(`unfence on ${source.id}`));
       throw new UserError(
         `migration of ${shard.id} to ${target.id} aborted (${why}), but the roll-back did not finish: ${j.rollBackPending}`,
         {
-          hint: fenced
+          hint: stillFenced
             ? `no acknowledged write is lost; when the agents answer again, \`shardctl migrations --recover\` (or the next \`migrate --apply\`, or the autopilot) unfences ${shard.id} on ${source.id} and drops the copy`
-            : `${shard.id} was not fenced: ${source.id} serves it as before; when ${target.id} answers again, \`shardctl migrations --recover\` (or the next \`migrate --apply\`, or the autopilot) drops the copy there and closes the record, and until then ${shard.id} cannot be migrated`,
+            : `${shard.id} ${fenced ? "is unfenced again" : "was not fenced"}: ${source.id} serves it as before; when ${target.id} answers again, \`shardctl migrations --recover\` (or the next \`migrate --apply\`, or the autopilot) drops the copy there and closes the record, and until then ${shard.id} cannot be migrated`,
         },
       );
     }

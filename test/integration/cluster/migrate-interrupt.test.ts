@@ -248,6 +248,31 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     await expectServed(sh.id, acked, "dies-2");
   });
 
+  it("a target that dies once the source is fenced: the hint says the source is unfenced again (it said recovery would unfence it)", async () => {
+    expect((await cli("up", "--local")).code).toBe(0);
+    const { map } = readMapFile(cluster.dir);
+    const sh = map.shards.find((s) => s.node === "node-1")!;
+    const target = "node-2";
+    const acked = await writeTo(sh.id, "fenced-dies", 5);
+    const c = coordinator(sh.id, target, "migrate.fenced");
+    await c.stopped();
+    const pidOf = (n: string) =>
+      Number(readFileSync(join(cluster.dir, "local", n, "agent.pid"), "utf8").trim());
+    process.kill(pidOf(target), "SIGKILL");
+    c.child.kill("SIGCONT");
+    const { code } = await c.exited;
+    expect(code, c.err()).toBe(1);
+    expect(c.err()).toMatch(new RegExp(`the roll-back did not finish: drop on ${target}: cannot reach`));
+    expect(c.err()).toContain(
+      `hint: ${sh.id} is unfenced again: node-1 serves it as before; when ${target} answers again`,
+    );
+    expect(c.err()).not.toMatch(/unfences/);
+    await expectServed(sh.id, acked, "fenced-dies-1");
+    expect((await cli("up", "--local")).code).toBe(0);
+    const p = watchedProcess(["--data-dir", cluster.dir, "migrations", "--recover"], env);
+    expect((await p.exited).code, p.err()).toBe(0);
+  });
+
   it("a recovery whose roll-back cannot finish leaves the record with its roll-back pending, as the coordinator's own abort does", async () => {
     const { map } = readMapFile(cluster.dir);
     const sh = map.shards.find((s) => s.node === "node-2")!;
