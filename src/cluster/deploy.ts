@@ -2082,8 +2082,7 @@ function interruptedCutover(node: InventoryNode, m: CutoverMarker): { message: s
   return {
     message: `a deploy was interrupted during ${which}: the files in ${node.dataDir} may be a mix of both releases`,
     hint:
-      `run the same \`shardctl deploy\` again (it finishes or repairs the cut-over; \`--nodes ${node.id}\` for this node only), ` +
-      `or \`shardctl deploy --rollback --nodes ${node.id}\` to go back to the release before; ` +
+      `run the same \`shardctl deploy\` again: it finishes the cut-over, or repairs the node back to the release it ran before it${m.from ? ` (${short(m.from)})` : ""} (\`--nodes ${node.id}\` for this node only; \`deploy --rollback\` too repairs it first, then goes back one release more); ` +
       `if a deploy is still running, wait for it. (The marker is ${marker}.)`,
   };
 }

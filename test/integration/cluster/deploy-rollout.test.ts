@@ -426,8 +426,15 @@ describe("node start|restart on a node whose cut-over was interrupted", () => {
         expect(err.message).toContain(
           `a deploy was interrupted during the cut-over from release ${v1.sha256.slice(0, 12)} to release ${v2.sha256.slice(0, 12)} on ${node.id}`,
         );
-        expect(err.hint).toMatch(/shardctl deploy.* again .*finishes or repairs the cut-over/);
-        expect(err.hint).toContain("shardctl deploy --rollback");
+        expect(err.hint).toMatch(
+          new RegExp(
+            `shardctl deploy. again: it finishes the cut-over, or repairs the node back to the release it ran before it \\(${v1.sha256.slice(0, 12)}\\)`,
+          ),
+        );
+        // not "--rollback to go back to the release before": a rollback repairs first, then goes back one more
+        expect(err.hint).toContain(
+          "`deploy --rollback` too repairs it first, then goes back one release more",
+        );
         expect(processesOf(node)).toEqual([]);
       }
       // a stop is always safe; status says the agent is stopped and why a start is refused
@@ -470,7 +477,7 @@ describe("node start|restart on a node whose cut-over was interrupted", () => {
         // nothing of the marker is echoed: no escape sequence, no 100 kB line
         expect([...err.message].filter((c) => c < " " || c === "\x7f")).toEqual([]);
         expect(err.message).not.toMatch(/not a release|xxxxxxxx/);
-        expect(err.hint).toContain("shardctl deploy --rollback");
+        expect(err.hint).toContain("run the same `shardctl deploy` again");
         // the restart stopped nothing
         expect(pidOf(node)).toBe(pid);
         expect(alive(pid)).toBe(true);
