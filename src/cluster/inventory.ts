@@ -197,6 +197,9 @@ export function parseInventory(text: string, source: string, opts: ParseInventor
       hint: "see docs/DEPLOY.md (Inventory) for every field",
     });
   };
+  // an empty file (or one of comments only) is YAML's null: say so, not "(the node): expected object"
+  if (raw === null || raw === undefined)
+    fail(["the file is empty: expected `nodes:` with a list of nodes (and optionally `defaults:`)"]);
   const top = inventorySchema.safeParse(raw);
   if (!top.success) fail(describeIssues(top.error.issues, ""));
   const { defaults = {}, nodes: rawNodes } = top.data!;

@@ -118,6 +118,14 @@ describe("parseInventory", () => {
     expect(msg).toMatch(/node "n6" \(nodes\[5\]\)\.\(the node\): .*colour/);
   });
 
+  it("says an empty file (or comments only) is empty, not that '(the node)' is null", () => {
+    for (const text of ["", "\n\n", "# nodes to come\n"]) {
+      expect(() => parseInventory(text, "inv.yaml", opts)).toThrow(
+        /invalid inventory inv\.yaml:\n {2}the file is empty: expected `nodes:` with a list of nodes/,
+      );
+    }
+  });
+
   it("refuses a dataDir that is the root directory however it is spelled", () => {
     for (const dataDir of ["/", "//", "///", "/.", "/./", "/.//."]) {
       const msg = problems({
