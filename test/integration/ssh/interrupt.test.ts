@@ -298,7 +298,9 @@ describe("an interrupted deploy", () => {
         // gone
       }
     };
-    const store = new EmbeddedStore(join(lab.dir, "control-cut"));
+    // the cluster's own store: its map lists n1 (a store without a map is another cluster's, and a
+    // node holding shards is refused there before anything is touched)
+    const store = new EmbeddedStore(controlDir);
     try {
       const steps: string[] = [];
       const r = await runDeploy(

@@ -172,8 +172,15 @@ describe("shardctl dashboard in a terminal", () => {
     await new Promise((r) => setTimeout(r, 3000));
 
     // Then the hottest row (◀) is the band holding the hot segment, and its cells are the hottest colour
-    const pane = capture(true);
-    const heatLines = pane.split("\n").filter((l) => /^[ ▶]\d+-\d+ /.test(stripAnsi(l)));
+    // (a whole frame: on a loaded machine one capture once caught a frame being redrawn, 8 rows of it)
+    const isHeat = (l: string) => /^[ ▶]\d+-\d+ /.test(stripAnsi(l));
+    await waitForPane("a whole frame of the heat map", (p) => p.split("\n").filter(isHeat).length > 20);
+    let pane = capture(true);
+    for (let i = 0; i < 20 && pane.split("\n").filter(isHeat).length <= 20; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      pane = capture(true);
+    }
+    const heatLines = pane.split("\n").filter(isHeat);
     expect(heatLines.length).toBeGreaterThan(20);
     const hottest = heatLines.filter((l) => stripAnsi(l).includes("◀"));
     expect(hottest).toHaveLength(1);

@@ -364,6 +364,7 @@ describe("parseProbe and friends", () => {
         `release=${"c".repeat(64)} garbage`,
         `cutover=${"a".repeat(64)} ${"b".repeat(64)}`,
         "prev=1",
+        "heldShards=4",
       ].join("\n"),
     );
     expect(f).toEqual({
@@ -386,8 +387,10 @@ describe("parseProbe and friends", () => {
       cutover: { from: "a".repeat(64), to: "b".repeat(64) },
       prev: true,
       prevUnit: false,
+      heldShards: 4,
     });
     expect(parseProbe("node=\nsystemd=0\nrunning=0\n")).toMatchObject({
+      heldShards: 0,
       nodePath: undefined,
       freeBytes: undefined,
       systemd: false,
