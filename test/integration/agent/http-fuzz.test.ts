@@ -499,6 +499,17 @@ function renderBatch(run: Run, s: BatchStep, auth: string, authorized: boolean):
     for (const o of ops) target.touched.add(o.key as string);
     return out(fail(409));
   }
+  // each get answers the state at its place in the batch (docs/AGENT.md): the value of the batch's last
+  // write to its key before it (a delete: none), else the value stored before the batch
+  const before = new Map(target.values);
+  const lastWrite = new Map<string, Buffer | undefined>();
+  const gets = ops.map((o) => {
+    const key = o.key as string;
+    if (o.op === "put") lastWrite.set(key, Buffer.from(o.value!, "base64"));
+    else if (o.op === "delete") lastWrite.set(key, undefined);
+    else return lastWrite.has(key) ? lastWrite.get(key) : before.get(key);
+    return undefined;
+  });
   const seen = new Map<string, WriteOutcome>();
   const results: (WriteOutcome | undefined)[] = ops.map((o) => {
     const key = o.key as string;
@@ -508,8 +519,6 @@ function renderBatch(run: Run, s: BatchStep, auth: string, authorized: boolean):
     const value = o.op === "put" ? Buffer.from(o.value!, "base64") : undefined;
     return applyWrite(target, o.op as "put" | "delete", key, value, wid, seen);
   });
-  // the gets are answered after the batch's writes (all of them: docs/AGENT.md, "gets see the batch's writes")
-  const gets = ops.map((o) => (o.op === "get" ? target.values.get(o.key as string) : undefined));
   const epochNow = target.epoch;
   return out({
     status: 200,
@@ -1104,8 +1113,9 @@ describe("HTTP API, fuzzed", () => {
           const problems = await runSteps(withRunIds(steps, runWriteIds(runNo + 1)));
           if (problems.length > 0) throw new Error(problems.join("\n"));
         }),
-        // (FUZZ_RUNS=2000 FUZZ_SECONDS=600 for a longer hunt)
+        // (FUZZ_RUNS=2000 FUZZ_SECONDS=600 for a longer hunt; FUZZ_SEED=<the seed a failure printed> to replay it)
         {
+          ...(process.env.FUZZ_SEED ? { seed: Number(process.env.FUZZ_SEED) } : {}),
           numRuns: Number(process.env.FUZZ_RUNS ?? 60),
           interruptAfterTimeLimit: Number(process.env.FUZZ_SECONDS ?? 40) * 1000,
           markInterruptAsFailure: false,
