@@ -109,3 +109,17 @@ export function firstNonDirectory(path: string): string | undefined {
     if (dirname(p) === p) return undefined;
   }
 }
+
+/**
+ * Whether two paths name the same file or directory however they are spelled (a symbolic link, a
+ * relative path): the same device and inode. False when either does not exist.
+ */
+export function sameFile(a: string, b: string): boolean {
+  try {
+    const x = statSync(a);
+    const y = statSync(b);
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
+}

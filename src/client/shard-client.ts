@@ -535,9 +535,7 @@ export class ShardClient {
     }
     if (this.storeError) message += `; the location map could not be reloaded: ${this.storeError}`;
     if (op.inDoubt) {
-      message +=
-        "; the write may have been applied (an attempt's answer was lost): read the key before writing it again, " +
-        `or retry it with the same write id, ${op.writeId} (applied at most once)`;
+      message += inDoubtText(op);
     }
     return new UserError(message, { hint: GIVE_UP_HINTS[op.failure](op.shardId, op.address) });
   }
@@ -577,14 +575,20 @@ export class ShardClient {
   private closedError(op: Operation): UserError {
     let message = `${op.method} stopped after ${op.attempts} attempt${op.attempts === 1 ? "" : "s"}: the client was closed`;
     if (op.inDoubt) {
-      message +=
-        "; the write may have been applied (an attempt's answer was lost): read the key before writing it again, " +
-        `or retry it with the same write id, ${op.writeId} (applied at most once)`;
+      message += inDoubtText(op);
     } else if (op.method !== "GET") {
       message += "; nothing was written";
     }
     return new UserError(message);
   }
+}
+
+/** What an error adds for a write that may have been applied: how to check it, or retry it safely. */
+function inDoubtText(op: Operation): string {
+  return (
+    "; the write may have been applied (an attempt's answer was lost): read the key before writing it again, " +
+    `or retry it with the same write id, ${op.writeId} (applied at most once)`
+  );
 }
 
 /** The longest deadline: Node's timers hold at most 2^31 - 1 ms (a longer one fires after 1 ms). */

@@ -562,6 +562,11 @@ export interface PlatformFacts {
   prevUnit: boolean;
 }
 
+/** A shell command printing the node id an install's agent.json names (`file`: a quoted shell word). */
+function agentJsonNode(file: string): string {
+  return `sed -n 's/^ *"nodeId": *"\\([^"]*\\)".*/\\1/p' ${file} | head -n 1`;
+}
+
 /** Prints facts about the node; its only input is "$1" (the dataDir). */
 export const PROBE_SCRIPT = `dir=$1
 node=$(command -v node 2>/dev/null) || node=
@@ -575,7 +580,7 @@ echo "uid=$(id -u)"
 if command -v sha256sum >/dev/null 2>&1; then echo sha256sum=1; else echo sha256sum=0; fi
 if command -v timeout >/dev/null 2>&1; then echo timeout=1; else echo timeout=0; fi
 if [ -f "$dir/installed" ]; then echo "installed=$(head -n 1 "$dir/installed")"; fi
-if [ -f "$dir/agent.json" ]; then echo "agentNode=$(sed -n 's/^ *"nodeId": *"\\([^"]*\\)".*/\\1/p' "$dir/agent.json" | head -n 1)"; fi
+if [ -f "$dir/agent.json" ]; then echo "agentNode=$(${agentJsonNode('"$dir/agent.json"')})"; fi
 if [ -f "$dir/agent.mjs" ] && command -v sha256sum >/dev/null 2>&1; then echo "bundle=$(sha256sum "$dir/agent.mjs" | cut -d' ' -f1)"; fi
 if [ -f "$dir/ctl.sh" ] && sh "$dir/ctl.sh" status >/dev/null 2>&1; then echo running=1; else echo running=0; fi
 if [ -d "$dir/releases" ]; then
@@ -1891,9 +1896,7 @@ export interface UndeployResult {
 }
 
 /** The node id in a dataDir's agent.json (the install's owner), "" when there is none. */
-const INSTALLED_NODE_SCRIPT = `if [ -f "$1/agent.json" ]; then
-  sed -n 's/^ *"nodeId": *"\\([^"]*\\)".*/\\1/p' "$1/agent.json" | head -n 1
-fi
+const INSTALLED_NODE_SCRIPT = `if [ -f "$1/agent.json" ]; then ${agentJsonNode('"$1/agent.json"')}; fi
 `;
 
 /**
@@ -1935,12 +1938,8 @@ export async function runUndeploy(
   let deregistered: boolean | undefined;
   await failpoint("undeploy.connected");
   try {
+    // (refused here, nothing has changed yet: the catch below passes the refusal on as it is)
     await refuseOtherNodesInstall(exec, node, "undeploying");
-  } catch (err) {
-    await exec.close();
-    throw err;
-  }
-  try {
     // Out of the map before its agent is touched, by compare-and-set with the check that it owns no
     // shard: a migration to it committed after the check above would otherwise lose its shard with
     // the agent (a move's commit refuses a target that is not in the map, so none can land after).

@@ -30,7 +30,6 @@ import {
   readFileSync,
   readSync,
   rmSync,
-  statSync,
   writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
@@ -43,7 +42,7 @@ import { checkSegmentCount, initialLayout, NODE_ID_PATTERN, type NodeInfo } from
 import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
 import { readInputText } from "../input-file.js";
-import { firstNonDirectory, makeDirs } from "../fs-paths.js";
+import { firstNonDirectory, makeDirs, sameFile } from "../fs-paths.js";
 import { dataDirError, processAlive, writeAtomic } from "../store/embedded.js";
 import { AgentRpc, splitAddress } from "./agent-rpc.js";
 import { AGENT_NODE_FLAGS } from "../agent/node-flags.js";
@@ -376,14 +375,7 @@ export function runningPid(dataDir: string, node: string): number | undefined {
  * way (a symlink in either, as when the cluster was started through a link to its data directory).
  */
 function sameDir(a: string, b: string): boolean {
-  if (resolve(a) === resolve(b)) return true;
-  try {
-    const x = statSync(a);
-    const y = statSync(b);
-    return x.dev === y.dev && x.ino === y.ino;
-  } catch {
-    return false;
-  }
+  return resolve(a) === resolve(b) || sameFile(a, b);
 }
 
 /** How to start `shardctl` as a child: the built JS, or the TS source through tsx. */

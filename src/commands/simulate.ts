@@ -19,6 +19,7 @@ import {
 } from "../engine/latency.js";
 import { validateKey } from "../engine/segmenter.js";
 import { UsageError } from "../errors.js";
+import { sameFile } from "../fs-paths.js";
 import { detectSeason, parseSeriesCsv } from "../forecast/index.js";
 import { formatBytes, printJson, printTable, type IO } from "../output.js";
 import {
@@ -351,23 +352,12 @@ export function runBuildTrace(opts: BuildTraceOptions): {
   };
 }
 
-/** The file's identity (device and inode), following links; undefined when it does not exist. */
-function identity(path: string): string | undefined {
-  try {
-    const st = statSync(path);
-    return `${st.dev}:${st.ino}`;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Refuses an --out that is one of the inputs (the request log, or a series CSV of --series): the
  * trace would replace the data it was built from (and the next build from the directory fail on it).
  */
 function refuseOutputOverInput(out: string, series: string | undefined, requests: string | undefined): void {
-  const target = identity(out);
-  if (target === undefined) return;
+  if (!existsSync(out)) return;
   const inputs = requests
     ? [requests]
     : series && existsSync(series) && statSync(series).isDirectory()
@@ -375,7 +365,7 @@ function refuseOutputOverInput(out: string, series: string | undefined, requests
           .filter((f) => f.endsWith(".csv") || f === "index.json")
           .map((f) => join(series, f))
       : [];
-  const same = inputs.find((f) => identity(f) === target);
+  const same = inputs.find((f) => sameFile(f, out));
   if (same)
     throw new UsageError(
       `--out ${out} is ${same === out ? "the input itself" : `the input ${same}`}: the trace would replace the data it is built from; nothing was written`,

@@ -140,6 +140,39 @@ export function stoppedAtFailpoint(p: ReturnType<typeof watchedProcess>, fp: str
   );
 }
 
+/**
+ * Continues `p`, stopped at a failpoint, until it exits: a failpoint met again (a plan's next step,
+ * a commit's next round) stops it again, and is continued too.
+ */
+export async function continueUntilExit(p: ReturnType<typeof watchedProcess>): Promise<void> {
+  let ended = false;
+  void p.exited.then(() => (ended = true));
+  while (!ended) {
+    p.child.kill("SIGCONT");
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The pid of node `node`'s agent in the local cluster under `dir` (its agent.pid). */
+export function localAgentPid(dir: string, node: string): number {
+  return Number(readFileSync(join(dir, "local", node, "agent.pid"), "utf8").trim());
+}
+
+/** A plan's move step with nominal figures, for plan files a test writes by hand. */
+export function moveStep(shard: string, source: string, target: string) {
+  return {
+    kind: "move" as const,
+    shard,
+    source,
+    target,
+    bytes: 1,
+    benefitMs: 1,
+    costMs: 0,
+    netMs: 1,
+    copySeconds: 0,
+  };
+}
+
 /** Polls `fn` every 100 ms until it returns something truthy (returned), or throws after `ms`. */
 export async function until<T>(
   fn: () => Promise<T | undefined | false> | T | undefined | false,

@@ -16,7 +16,16 @@ import { parsePlanFile, serialisePlanFile } from "../../../src/engine/plan-file.
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { watchedProcess } from "../../helpers/cli.js";
 import { http } from "../agent/harness.js";
-import { keysIn, readMapFile, stoppedAtFailpoint, until, localClusterSuite } from "./local-fixture.js";
+import {
+  continueUntilExit,
+  keysIn,
+  localAgentPid,
+  localClusterSuite,
+  moveStep,
+  readMapFile,
+  stoppedAtFailpoint,
+  until,
+} from "./local-fixture.js";
 import { processState } from "../../helpers/proc.js";
 
 const SEGMENTS = 64;
@@ -129,7 +138,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     const sh = map.shards[3];
     const target = map.nodes.find((n) => n.id !== sh.node)!.id;
     const acked = await writeTo(sh.id, "int-3", 10);
-    const targetPid = Number(readFileSync(join(cluster.dir, "local", target, "agent.pid"), "utf8").trim());
+    const targetPid = localAgentPid(cluster.dir, target);
     const c = coordinator(sh.id, target, "migrate.fenced");
     try {
       await c.stopped();
@@ -190,8 +199,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     const acked = await writeTo(sh.id, "dies", 10);
     const c = coordinator(sh.id, target, "migrate.copying");
     await c.stopped();
-    const pidOf = (n: string) =>
-      Number(readFileSync(join(cluster.dir, "local", n, "agent.pid"), "utf8").trim());
+    const pidOf = (n: string) => localAgentPid(cluster.dir, n);
     process.kill(pidOf(target), "SIGKILL");
     c.child.kill("SIGCONT");
     const { code } = await c.exited;
@@ -256,8 +264,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     const acked = await writeTo(sh.id, "fenced-dies", 5);
     const c = coordinator(sh.id, target, "migrate.fenced");
     await c.stopped();
-    const pidOf = (n: string) =>
-      Number(readFileSync(join(cluster.dir, "local", n, "agent.pid"), "utf8").trim());
+    const pidOf = (n: string) => localAgentPid(cluster.dir, n);
     process.kill(pidOf(target), "SIGKILL");
     c.child.kill("SIGCONT");
     const { code } = await c.exited;
@@ -283,8 +290,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     // the coordinator dies with the shard fenced and the copy on the target; then the target dies too
     c.child.kill("SIGKILL");
     await c.exited;
-    const pidOf = (n: string) =>
-      Number(readFileSync(join(cluster.dir, "local", n, "agent.pid"), "utf8").trim());
+    const pidOf = (n: string) => localAgentPid(cluster.dir, n);
     process.kill(pidOf(target), "SIGKILL");
     // each recovery and move in a process of its own, as a user's: a recovery owns the record it
     // takes over until its process exits (in this process, it would stay owned by a live one)
@@ -323,7 +329,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     const sh = map.shards.find((s) => s.node !== "node-3")!;
     const other = sh.node === "node-1" ? "node-2" : "node-1";
     const acked = await writeTo(sh.id, "refused", 5);
-    const pid = Number(readFileSync(join(cluster.dir, "local", "node-3", "agent.pid"), "utf8").trim());
+    const pid = localAgentPid(cluster.dir, "node-3");
     process.kill(pid, "SIGKILL");
     await until(
       () => ["", "Z"].includes(processState(pid)),
@@ -356,22 +362,11 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     const made = await cli("plan", "--all", "--out", join(cluster.dir, "plan.json"));
     expect(made.code, made.err).toBe(0);
     const plan = parsePlanFile(readFileSync(join(cluster.dir, "plan.json"), "utf8"));
-    const move = (shard: string, source: string, target: string) => ({
-      kind: "move" as const,
-      shard,
-      source,
-      target,
-      bytes: 1,
-      benefitMs: 1,
-      costMs: 0,
-      netMs: 1,
-      copySeconds: 0,
-    });
     writeFileSync(
       join(cluster.dir, "stale.json"),
       serialisePlanFile({
         ...plan,
-        steps: [move(first.id, "node-1", "node-3"), move(second.id, "node-2", "node-3")],
+        steps: [moveStep(first.id, "node-1", "node-3"), moveStep(second.id, "node-2", "node-3")],
       }),
     );
     const c = watchedProcess(
@@ -387,12 +382,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
       );
       expect((await other.exited).code, other.err()).toBe(0);
       // continued (each step stops at the failpoint), the plan's coordinator comes to step 2
-      let ended = false;
-      void c.exited.then(() => (ended = true));
-      while (!ended) {
-        c.child.kill("SIGCONT");
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      await continueUntilExit(c);
     } finally {
       if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL");
     }
@@ -426,12 +416,7 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
       );
       expect((await other.exited).code, other.err()).toBe(0);
       // continued (the commit's next round reads the map again, and stops there again)
-      let ended = false;
-      void c.exited.then(() => (ended = true));
-      while (!ended) {
-        c.child.kill("SIGCONT");
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      await continueUntilExit(c);
       const { code } = await c.exited;
       expect(code, c.err()).toBe(0);
       expect(c.err()).not.toMatch(/the location map changed during the migration/);
@@ -457,29 +442,15 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
     const made = await cli("plan", "--all", "--out", join(cluster.dir, "plan.json"));
     expect(made.code, made.err).toBe(0);
     const plan = parsePlanFile(readFileSync(join(cluster.dir, "plan.json"), "utf8"));
-    const move = (shard: string, source: string, target: string) => ({
-      kind: "move" as const,
-      shard,
-      source,
-      target,
-      bytes: 1,
-      benefitMs: 1,
-      costMs: 0,
-      netMs: 1,
-      copySeconds: 0,
-    });
     writeFileSync(
       join(cluster.dir, "two.json"),
       serialisePlanFile({
         ...plan,
-        steps: [move(first.id, "node-1", "node-2"), move(second.id, "node-2", dead)],
+        steps: [moveStep(first.id, "node-1", "node-2"), moveStep(second.id, "node-2", dead)],
       }),
     );
     // the second move's target is gone
-    process.kill(
-      Number(readFileSync(join(cluster.dir, "local", dead, "agent.pid"), "utf8").trim()),
-      "SIGKILL",
-    );
+    process.kill(localAgentPid(cluster.dir, dead), "SIGKILL");
     const r = await cli("migrate", "--apply", join(cluster.dir, "two.json"), "--json");
     expect(r.code, r.err).toBe(1);
     expect(r.err).toMatch(/step 2 of 2 \(shard-\d+\) failed after 1 step\(s\) of the plan were committed/);

@@ -28,7 +28,7 @@ import { Segmenter } from "../../../src/engine/segmenter.js";
 import { systemClock } from "../../../src/engine/ports.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { http } from "../agent/harness.js";
-import { readMapFile, localClusterSuite } from "./local-fixture.js";
+import { localClusterSuite, moveStep, readMapFile } from "./local-fixture.js";
 
 const cluster = localClusterSuite("migrate-races");
 const { cli } = cluster;
@@ -365,17 +365,7 @@ describe("migration races", () => {
     const made = await cli("plan", "--all", "--out", join(cluster.dir, "plan.json"));
     expect(made.code, made.err).toBe(0);
     const plan = parsePlanFile(readFileSync(join(cluster.dir, "plan.json"), "utf8"));
-    const move = {
-      kind: "move" as const,
-      shard: mv.shard,
-      source: mv.source,
-      target: mv.target,
-      bytes: 1,
-      benefitMs: 1,
-      costMs: 0,
-      netMs: 1,
-      copySeconds: 0,
-    };
+    const move = moveStep(mv.shard, mv.source, mv.target);
     // the checksum is no secret: whoever edits a plan can recompute it
     writeFileSync(
       join(cluster.dir, "twice.json"),

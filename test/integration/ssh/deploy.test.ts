@@ -46,6 +46,44 @@ const sshFlags = () => ["--inventory", inventory, "--known-hosts", knownHosts];
 const deploy = (...args: string[]) =>
   cli([...base(), "deploy", ...sshFlags(), "--bundle", bundle.path, ...args], env);
 
+/** The twelve keys the first test wrote are all served, with their values. */
+async function expectKeysServed(): Promise<void> {
+  for (let i = 0; i < 12; i++) {
+    const get = await cli([...base(), "get", `key-${i}`], env);
+    expect(get.code, get.err).toBe(0);
+    expect(get.out).toBe(`value ${i} é`);
+  }
+}
+
+/** Deploys h3 as the inventory has it but with `changes` to it (an inventory file of its own, `name`.yaml), --json. */
+async function deployH3Moved(
+  name: string,
+  changes: (h3: Record<string, unknown>) => Record<string, unknown>,
+  ...extra: string[]
+) {
+  const { parse } = await import("yaml");
+  const inv = parse(readFileSync(inventory, "utf8")) as { nodes: Record<string, unknown>[] };
+  const h3 = inv.nodes.find((n) => n.id === "h3")!;
+  const movedInventory = join(lab.dir, `${name}.yaml`);
+  writeFileSync(movedInventory, stringify({ nodes: [{ ...h3, ...changes(h3) }] }));
+  const r = await cli(
+    [
+      ...base(),
+      "deploy",
+      "--inventory",
+      movedInventory,
+      "--known-hosts",
+      knownHosts,
+      "--bundle",
+      bundle.path,
+      ...extra,
+      "--json",
+    ],
+    env,
+  );
+  return { r, movedInventory };
+}
+
 function pidOf(id: string): number | undefined {
   const f = join(dataDirs.get(id)!, "agent.pid");
   return existsSync(f) ? Number(readFileSync(f, "utf8").trim()) : undefined;
@@ -171,11 +209,7 @@ describe("deploy over SSH", () => {
       const put = await cli([...base(), "put", `key-${i}`, `value ${i} é`], env);
       expect(put.code, put.err).toBe(0);
     }
-    for (let i = 0; i < 12; i++) {
-      const get = await cli([...base(), "get", `key-${i}`], env);
-      expect(get.code, get.err).toBe(0);
-      expect(get.out).toBe(`value ${i} é`);
-    }
+    await expectKeysServed();
   });
 
   it("is idempotent: a re-run leaves running, unchanged nodes alone", async () => {
@@ -216,11 +250,7 @@ describe("deploy over SSH", () => {
     after.forEach((p, i) => expect(p).not.toBe(pids[i]));
     for (const id of ["h1", "h2", "h3"])
       expect(sha256File(join(dataDirs.get(id)!, "agent.mjs"))).toBe(upgraded.sha256);
-    for (let i = 0; i < 12; i++) {
-      const get = await cli([...base(), "get", `key-${i}`], env);
-      expect(get.code, get.err).toBe(0);
-      expect(get.out).toBe(`value ${i} é`);
-    }
+    await expectKeysServed();
   });
 
   it("rolls back to the release kept on each node (`deploy --rollback`), one node at a time, keeping the data", async () => {
@@ -252,11 +282,7 @@ describe("deploy over SSH", () => {
       // the release it replaced is kept in its turn
       expect(existsSync(join(dataDirs.get(id)!, "releases", `${upgraded.sha256}.mjs`)), id).toBe(true);
     }
-    for (let i = 0; i < 12; i++) {
-      const get = await cli([...base(), "get", `key-${i}`], env);
-      expect(get.code, get.err).toBe(0);
-      expect(get.out).toBe(`value ${i} é`);
-    }
+    await expectKeysServed();
   });
 
   it("controls a node: stop, status, start, logs", async () => {
@@ -281,33 +307,13 @@ describe("deploy over SSH", () => {
   it("does not register a node installed afresh elsewhere while the map gives it shards: the map keeps pointing at its data", async () => {
     // h3 "moved" to another dataDir and port (a mistaken inventory, or a replaced machine): its new
     // agent holds none of h3's shards. Registered, the map would point them at empty shards.
-    const { parse } = await import("yaml");
-    const inv = parse(readFileSync(inventory, "utf8")) as { nodes: Record<string, unknown>[] };
-    const h3 = inv.nodes.find((n) => n.id === "h3")!;
     const port = (await freePorts(1))[0];
-    const moved = {
-      ...h3,
+    const before = await mapNodes();
+    const { r, movedInventory } = await deployH3Moved("moved", (h3) => ({
       dataDir: `${hosts[2].home}/moved`,
       agentPort: port,
       ...(h3.listen ? { listen: `127.0.0.1:${port}` } : {}),
-    };
-    const movedInventory = join(lab.dir, "moved.yaml");
-    writeFileSync(movedInventory, stringify({ nodes: [moved] }));
-    const before = await mapNodes();
-    const r = await cli(
-      [
-        ...base(),
-        "deploy",
-        "--inventory",
-        movedInventory,
-        "--known-hosts",
-        knownHosts,
-        "--bundle",
-        bundle.path,
-        "--json",
-      ],
-      env,
-    );
+    }));
     expect(r.code).toBe(1);
     const result = JSON.parse(r.out) as DeployResult;
     expect(result.nodes[0]).toMatchObject({ id: "h3", outcome: "failed", step: "register" });
@@ -316,11 +322,7 @@ describe("deploy over SSH", () => {
     );
     expect(r.err).toContain("--accept-empty-shards");
     expect(await mapNodes()).toEqual(before);
-    for (let i = 0; i < 12; i++) {
-      const get = await cli([...base(), "get", `key-${i}`], env);
-      expect(get.code, get.err).toBe(0);
-      expect(get.out).toBe(`value ${i} é`);
-    }
+    await expectKeysServed();
     const stop = await cli(
       [...base(), "node", "stop", "h3", "--inventory", movedInventory, "--known-hosts", knownHosts],
       env,
@@ -329,28 +331,12 @@ describe("deploy over SSH", () => {
   });
 
   it("does not take an earlier install still listening on the address for the agent it started (a dataDir moved, the port kept)", async () => {
-    const { parse } = await import("yaml");
-    const inv = parse(readFileSync(inventory, "utf8")) as { nodes: Record<string, unknown>[] };
-    const h3 = inv.nodes.find((n) => n.id === "h3")!;
-    const moved = { ...h3, dataDir: `${hosts[2].home}/moved-same-port` };
-    const movedInventory = join(lab.dir, "moved-same-port.yaml");
-    writeFileSync(movedInventory, stringify({ nodes: [moved] }));
     const before = await mapNodes();
-    const r = await cli(
-      [
-        ...base(),
-        "deploy",
-        "--inventory",
-        movedInventory,
-        "--known-hosts",
-        knownHosts,
-        "--bundle",
-        bundle.path,
-        "--health-timeout",
-        "10",
-        "--json",
-      ],
-      env,
+    const { r } = await deployH3Moved(
+      "moved-same-port",
+      () => ({ dataDir: `${hosts[2].home}/moved-same-port` }),
+      "--health-timeout",
+      "10",
     );
     // before: "installed", exit 0, while its agent could not listen and the old one answered
     expect(r.code, r.err).toBe(1);
@@ -358,11 +344,7 @@ describe("deploy over SSH", () => {
     expect(result.nodes[0]).toMatchObject({ id: "h3", outcome: "failed", step: "wait for health" });
     expect(result.nodes[0].error).toMatch(/serves another data directory than .*moved-same-port/);
     expect(await mapNodes()).toEqual(before);
-    for (let i = 0; i < 12; i++) {
-      const get = await cli([...base(), "get", `key-${i}`], env);
-      expect(get.code, get.err).toBe(0);
-      expect(get.out).toBe(`value ${i} é`);
-    }
+    await expectKeysServed();
   });
 
   it("refuses to deploy another cluster onto a dataDir that holds this one's shards, changing nothing", async () => {
@@ -394,11 +376,7 @@ describe("deploy over SSH", () => {
     );
     expect(pidOf("h1")).toBe(h1);
     expect(existsSync(join(otherControl, "location-map.json"))).toBe(false);
-    for (let i = 0; i < 12; i++) {
-      const get = await cli([...base(), "get", `key-${i}`], env);
-      expect(get.code, get.err).toBe(0);
-      expect(get.out).toBe(`value ${i} é`);
-    }
+    await expectKeysServed();
   });
 
   it("refuses to undeploy a node that still owns shards, and says how to move them", async () => {
@@ -458,11 +436,7 @@ describe("deploy over SSH", () => {
     expect(existsSync(join(dir, "data"))).toBe(true);
     expect(lab.processesWith(`${dir}/supervise.sh`).length).toBeGreaterThan(0);
     expect((await mapNodes()).find((n) => n.id === "h4")).toMatchObject({ shards: 1 });
-    for (let i = 0; i < 12; i++) {
-      const get = await cli([...base(), "get", `key-${i}`], env);
-      expect(get.code, get.err).toBe(0);
-      expect(get.out).toBe(`value ${i} é`);
-    }
+    await expectKeysServed();
   });
   it("deploys into a directory that exists without changing its mode, and undeploy --purge leaves what is not the agent's", async () => {
     // a shared directory (as /tmp is): before, deploy made it 0700 for good
