@@ -88,7 +88,7 @@ export async function runMigrate(
         hint: "start a local cluster with `shardctl up --local`",
       });
     if (plan) {
-      checkPlanFresh(plan, vm.version);
+      checkPlanFresh(plan, vm.version, vm.map);
       // every step, against the map, before the first one commits: a plan is applied whole or not at all
       checkPlanSteps(vm.map, plan.steps);
     }

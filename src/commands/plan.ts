@@ -481,7 +481,7 @@ export async function runVerify(
   // (nothing is applied here: the refusals say what is wrong, not that nothing was applied)
   const plan = parsePlanFile(readInputText(file, "the plan file"), `the plan file ${file}`, "");
   const vm = await source.loadMap();
-  checkPlanFresh(plan, vm.version);
+  checkPlanFresh(plan, vm.version, vm.map);
   // what `migrate --apply` checks before its first step: a plan that passes here is applied whole
   checkPlanSteps(vm.map, plan.steps, "");
   return { plan, version: vm.version };
@@ -607,7 +607,7 @@ export const registerPlan: RegisterCommand = (program: Command, ctx: CommandCont
     )
     .option(
       "--verify <file>",
-      "check a plan file: intact (checksum), computed against the current map version, and every step applicable to it (what migrate --apply checks first)",
+      "check a plan file: intact (checksum), computed against the current map (its version and digest: this cluster's), and every step applicable to it (what migrate --apply checks first)",
     )
     .option("--json", "print the plan as JSON", false)
     .addHelpText("after", PLAN_HELP)
@@ -682,7 +682,10 @@ the copy time at the measured bandwidth, the write pause, the target's load,
 a recent move (cooldown: never back and forth) and the uncertainty of the
 zones' shares. Moves are ranked by net benefit under a budget of concurrent
 migrations and bytes in flight. A plan records the map version it was
-computed against; applying it to a newer map is refused.
+computed against and a digest of that map; applying it to a newer map is
+refused (exit 3), and so is applying it to another cluster's map that happens
+to be at the same version (a plan file made with another --data-dir, --store
+or Consul address).
 
 Inputs today: the map from the store, access windows from
 the agents (or <dataDir>/access-windows.bin, \`shardctl record\`), the latency:

@@ -4,6 +4,8 @@
  * derived index used on the lookup path.
  */
 import { PreconditionError, UsageError } from "../errors.js";
+import { canonicalJson } from "./canonical-json.js";
+import { fnv1a64Bytes } from "./hash.js";
 
 export const SHARD_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,63}$/;
 export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -52,6 +54,15 @@ export interface LocationMap {
   /** Leadership term of the writer (autopilot); 0 for a CLI writer without a term. */
   term: number;
   updatedAt: number;
+}
+
+/**
+ * A digest of a map (FNV-1a 64 over its canonical JSON, 16 hex digits). A store never holds two
+ * different maps at one version, so two maps at one version with different digests are two
+ * clusters' (or two stores'): what tells a plan made for another cluster from this one's.
+ */
+export function mapDigest(map: LocationMap): string {
+  return fnv1a64Bytes(new TextEncoder().encode(canonicalJson(map)));
 }
 
 /** A map as read from a store, with the store's version (Consul ModifyIndex or file counter). */

@@ -7,9 +7,12 @@
  * the bytes.
  */
 import { UsageError } from "../errors.js";
+import { canonicalJson } from "./canonical-json.js";
 import { fnv1a64Bytes } from "./hash.js";
 import { SHARD_ID_PATTERN } from "./location-map.js";
 import { PLAN_FORMAT, type MigrationPlan } from "./planner.js";
+
+export { canonicalJson };
 
 export const PLAN_FILE_FORMAT = "shardctl-plan-file/1";
 
@@ -17,30 +20,6 @@ export interface PlanFile {
   format: typeof PLAN_FILE_FORMAT;
   checksum: string;
   plan: MigrationPlan;
-}
-
-/** JSON with object keys sorted at every level; non-finite numbers are refused (they have no JSON form). */
-export function canonicalJson(value: unknown): string {
-  if (value === null) return "null";
-  switch (typeof value) {
-    case "number":
-      if (!Number.isFinite(value)) throw new UsageError(`cannot serialise the non-finite number ${value}`);
-      return JSON.stringify(value);
-    case "string":
-    case "boolean":
-      return JSON.stringify(value);
-    case "object": {
-      if (Array.isArray(value))
-        return `[${value.map((v) => canonicalJson(v === undefined ? null : v)).join(",")}]`;
-      const obj = value as Record<string, unknown>;
-      const keys = Object.keys(obj)
-        .filter((k) => obj[k] !== undefined)
-        .sort();
-      return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(",")}}`;
-    }
-    default:
-      throw new UsageError(`cannot serialise a value of type ${typeof value}`);
-  }
 }
 
 export function planChecksum(plan: MigrationPlan): string {
@@ -112,6 +91,10 @@ export function parsePlanFile(
   const plan = file.plan;
   if (plan.format !== PLAN_FORMAT) return refuse(`unknown plan format ${JSON.stringify(plan.format)}`);
   if (!Number.isInteger(plan.mapVersion) || plan.mapVersion < 0) return refuse("the plan has no map version");
+  // (absent in plans written before it was recorded: their map version alone is checked)
+  const digest: unknown = plan.mapDigest;
+  if (digest !== undefined && (typeof digest !== "string" || !/^[0-9a-f]{16}$/.test(digest)))
+    return refuse(`the plan's map digest ${JSON.stringify(digest)} is not 16 lowercase hexadecimal digits`);
   if (!Array.isArray(plan.steps) || !Array.isArray(plan.assessments)) return refuse("the plan has no steps");
   // the checksum catches damage, not a hand edit that recomputed it: every step must be whole
   (plan.steps as unknown as (LooseStep | null)[]).forEach((s, i) => {

@@ -36,6 +36,7 @@ import {
   type LocationMap,
   type ShardInfo,
   type VersionedMap,
+  mapDigest,
 } from "./location-map.js";
 import type { Clock } from "./ports.js";
 import { Segmenter } from "./segmenter.js";
@@ -172,6 +173,11 @@ export type PlanStep =
 export interface MigrationPlan {
   format: typeof PLAN_FORMAT;
   mapVersion: number;
+  /**
+   * The digest of the map the plan was computed against (`mapDigest`): another cluster's map at the
+   * same version has another. Absent in plans from before it was recorded (their version alone is checked).
+   */
+  mapDigest?: string;
   createdAt: number;
   scope: { kind: "all" } | { kind: "key"; key: string; segment: number; shard: string };
   inputs: {
@@ -554,6 +560,7 @@ export function computePlan(
   return {
     format: PLAN_FORMAT,
     mapVersion: inputs.mapVersion,
+    mapDigest: mapDigest(inputs.map),
     createdAt: nowMs,
     scope,
     inputs: {
@@ -618,13 +625,28 @@ export class StalePlanError extends PreconditionError {
   }
 }
 
-/** Refuses a plan computed against another version of the location map. */
-export function checkPlanFresh(plan: Pick<MigrationPlan, "mapVersion">, currentVersion: number): void {
+/**
+ * Refuses a plan computed against another version of the location map, or, given the current map,
+ * against another cluster's map at the same version (its digest differs).
+ */
+export function checkPlanFresh(
+  plan: Pick<MigrationPlan, "mapVersion" | "mapDigest">,
+  currentVersion: number,
+  currentMap?: LocationMap,
+): void {
   if (plan.mapVersion !== currentVersion) {
     throw new StalePlanError(
       `the plan was computed against location map version ${plan.mapVersion}, but the map is now at version ${currentVersion}`,
       {
         hint: "re-plan against the current map (`shardctl plan --all --out plan.json`) and apply the new plan",
+      },
+    );
+  }
+  if (currentMap && plan.mapDigest !== undefined && plan.mapDigest !== mapDigest(currentMap)) {
+    throw new PreconditionError(
+      `the plan was computed against another location map (another cluster's, or another store's) that is also at version ${currentVersion}: it does not apply to this one`,
+      {
+        hint: "check --store, --data-dir and CONSUL_HTTP_ADDR; a plan for this cluster: `shardctl plan --all --out plan.json`",
       },
     );
   }
@@ -637,7 +659,7 @@ export function checkPlanFresh(plan: Pick<MigrationPlan, "mapVersion">, currentV
  * can never be used to dodge the cooldown. Refuses a stale plan.
  */
 export function applyPlanSteps(vm: VersionedMap, plan: MigrationPlan, nowMs: number): LocationMap {
-  checkPlanFresh(plan, vm.version);
+  checkPlanFresh(plan, vm.version, vm.map);
   let map = vm.map;
   for (const step of plan.steps) {
     if (step.kind === "split") {

@@ -65,6 +65,18 @@ describe("plan files", () => {
     );
   });
 
+  it("a re-checksummed map digest that is not 16 hex digits is refused; a plan without one is read", () => {
+    const plan = splitPlan();
+    const file = (p: unknown) =>
+      JSON.stringify({ format: "shardctl-plan-file/1", checksum: planChecksum(p as MigrationPlan), plan: p });
+    for (const digest of [5, "", "xyz", "ABCDEF0123456789", "0123456789abcdef0", null])
+      expect(refusal(file({ ...plan, mapDigest: digest }))).toMatch(
+        /the plan's map digest .* is not 16 lowercase/,
+      );
+    const { mapDigest: _, ...old } = plan;
+    expect(parsePlanFile(file(old))).toEqual(old);
+  });
+
   it("a re-checksummed move whose size is not a number of bytes is refused", () => {
     const plan = splitPlan();
     for (const bytes of [-5, "lots", null, 1e300, 1.5])

@@ -239,6 +239,28 @@ describe("plan freshness", () => {
     expect(() => checkPlanFresh(plan, 8)).toThrow(PreconditionError);
     expect(() => applyPlanSteps({ map: b.map, version: 8 }, plan, NOW)).toThrow(/version 7.*version 8/);
   });
+
+  it("a plan made against another cluster's map at the same version is refused", () => {
+    const b = new PlanBuilder().segment(1, [10, 200, 0], [10, 20, 0]);
+    const plan = computePlan(b.inputs(), options(), NOW);
+    expect(plan.mapDigest).toMatch(/^[0-9a-f]{16}$/);
+    // this cluster's map, read again (another object, its keys in another order): the same map
+    const again = JSON.parse(JSON.stringify(b.map)) as typeof b.map;
+    const reordered = Object.fromEntries(Object.entries(again).reverse()) as typeof b.map;
+    expect(() => checkPlanFresh(plan, 7, reordered)).not.toThrow();
+    // another cluster at version 7: made a millisecond apart, or one node's address differs
+    const other = { ...b.map, updatedAt: b.map.updatedAt + 1 };
+    expect(() => checkPlanFresh(plan, 7, other)).toThrow(/another location map .* also at version 7/);
+    const moved = {
+      ...b.map,
+      nodes: b.map.nodes.map((n, i) => (i === 0 ? { ...n, address: "127.0.0.1:2" } : n)),
+    };
+    expect(() => checkPlanFresh(plan, 7, moved)).toThrow(PreconditionError);
+    expect(() => applyPlanSteps({ map: other, version: 7 }, plan, NOW)).toThrow(/another location map/);
+    // a plan from before the digest was recorded is checked by its version alone
+    const { mapDigest: _, ...old } = plan;
+    expect(() => checkPlanFresh(old, 7, other)).not.toThrow();
+  });
 });
 
 describe("MigrationPlanner (planMigration / planAll through ports)", () => {

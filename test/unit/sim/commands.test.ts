@@ -379,6 +379,22 @@ describe("shardctl plan", () => {
     writeFileSync(f("bom.json"), "\ufeff" + text);
     expect((await cli(["plan", "--verify", f("bom.json")], env())).code).toBe(0);
 
+    // another cluster whose map is at the same version: the plan is not its plan
+    const other = { ...env(), SHARDCTL_DATA_DIR: f("other") };
+    expect((await cli(["init"], other)).code).toBe(0);
+    const otherMap = readFileSync(f("other/location-map.json"), "utf8");
+    expect(JSON.parse(otherMap)).toMatchObject({
+      version: JSON.parse(readFileSync(f("data/location-map.json"), "utf8")).version,
+    });
+    for (const args of [["plan", "--verify"], ["migrate"], ["migrate", "--apply"]]) {
+      const foreign = await cli([...args, f("plan.json")], other);
+      expect(foreign.code, `${args.join(" ")}: ${foreign.err}`).toBe(3);
+      expect(foreign.err).toMatch(
+        /computed against another location map .* also at version \d+: it does not apply to this one/,
+      );
+    }
+    expect(readFileSync(f("other/location-map.json"), "utf8")).toBe(otherMap);
+
     // the map moves on: the plan is stale
     expect((await cli(["init", "--force"], env())).code).toBe(0);
     const stale = await cli(["plan", "--verify", f("plan.json")], env());
