@@ -1924,6 +1924,59 @@ async function refuseOtherNodesInstall(exec: Executor, node: InventoryNode, doin
     );
 }
 
+/**
+ * What only a shardctl install has (deploy's own files, or the agent's data: an undeploy without
+ * --purge leaves data/ for a later --purge). The other names undeploy removes (token, installed,
+ * releases, data, agent.log, …) are common words: another program's directory may hold them.
+ */
+const INSTALL_SIGNS = [
+  "agent.json",
+  "ctl.sh",
+  "agent.mjs",
+  "supervise.sh",
+  ".staging",
+  ".prev",
+  CUTOVER_MARKER,
+  "data/shards",
+  "data/access-windows.bin",
+];
+
+/** Prints "install" when the dataDir ($1) has a sign of an install, else which of the names after it exist. */
+const FOREIGN_FILES_SCRIPT = `d=$1; shift
+for p in ${INSTALL_SIGNS.map((f) => shellQuote(f)).join(" ")}; do if [ -e "$d/$p" ] || [ -L "$d/$p" ]; then echo install; exit 0; fi; done
+for p in "$@"; do if [ -e "$d/$p" ] || [ -L "$d/$p" ]; then printf '%s\\n' "$p"; fi; done
+`;
+
+/**
+ * Refuses to remove files from a dataDir that holds no shardctl install but does hold files by the
+ * names undeploy removes (a wrong dataDir in the inventory: another program's directory with its
+ * own token, releases/ or data/). Nothing is changed; a directory with none of them is left alone.
+ */
+async function refuseForeignDirectory(
+  exec: Executor,
+  node: InventoryNode,
+  names: readonly string[],
+): Promise<void> {
+  const out = (
+    await run(exec, "checking the dataDir is an install", [
+      "sh",
+      "-c",
+      FOREIGN_FILES_SCRIPT,
+      "sh",
+      node.dataDir,
+      ...names,
+    ])
+  ).stdout.trim();
+  if (out === "install" || out === "") return;
+  const found = out.split("\n");
+  throw new PreconditionError(
+    `not undeploying ${node.id}: ${node.dataDir} on ${node.host} holds no shardctl install (no agent.json, ctl.sh or data/shards), but it holds ${found.map((f) => printable(f)).join(", ")}: they are not removed; nothing was changed`,
+    {
+      hint: `check ${node.id}'s dataDir in the inventory; a node that was never deployed there has nothing to undeploy`,
+    },
+  );
+}
+
 export async function runUndeploy(
   opts: UndeployOptions,
   deps: { store: LocationStore; connect?: ConnectNode; log?: (m: string) => void; now?: () => number },
@@ -1940,6 +1993,17 @@ export async function runUndeploy(
   try {
     // (refused here, nothing has changed yet: the catch below passes the refusal on as it is)
     await refuseOtherNodesInstall(exec, node, "undeploying");
+    const names = [
+      ...AGENT_FILES,
+      "agent.pid",
+      "agent.stopping",
+      ".staging",
+      ".prev",
+      CUTOVER_MARKER,
+      RELEASES_DIR,
+      ...(opts.purge ? ["data", "agent.log"] : []),
+    ];
+    await refuseForeignDirectory(exec, node, names);
     // Out of the map before its agent is touched, by compare-and-set with the check that it owns no
     // shard: a migration to it committed after the check above would otherwise lose its shard with
     // the agent (a move's commit refuses a target that is not in the map, so none can land after).
@@ -1959,16 +2023,7 @@ export async function runUndeploy(
       await exec.exec(["systemctl", "daemon-reload"]);
       removed.push(unit);
     }
-    const paths = [
-      ...AGENT_FILES,
-      "agent.pid",
-      "agent.stopping",
-      ".staging",
-      ".prev",
-      CUTOVER_MARKER,
-      RELEASES_DIR,
-      ...(opts.purge ? ["data", "agent.log"] : []),
-    ].map((f) => `${dir}/${f}`);
+    const paths = names.map((f) => `${dir}/${f}`);
     // removed: the paths that were there (a second undeploy removes nothing, and says so)
     const gone = await run(exec, "removing the agent's files", [
       "sh",

@@ -510,4 +510,36 @@ describe("deploy over SSH", () => {
     expect(lab.processesWith(`${dir}/supervise.sh`)).toEqual(supervisors);
     expect((await mapNodes()).find((n) => n.id === "h4")).toBeDefined();
   });
+  it("refuses to undeploy from a dataDir that holds no install but files by the names it removes (another program's), changing nothing", async () => {
+    // a wrong dataDir in the inventory: another program's directory, with its own token, releases and data
+    // (before: `undeploy --purge` removed all of them and the directory, exit 0)
+    const other = join(hosts[3].home, "otherapp");
+    const files = ["data/db.sqlite", "releases/v1.tar", "token", "installed", "agent.log"];
+    for (const f of files) {
+      mkdirSync(join(other, f, ".."), { recursive: true });
+      writeFileSync(join(other, f), f);
+    }
+    const port = (await freePorts(1))[0];
+    const h6 = inventoryNode(lab, hosts[3], "h6", "a", { dataDir: other, agentPort: port });
+    const h6Inventory = join(lab.dir, "h6.yaml");
+    writeFileSync(h6Inventory, stringify({ nodes: [h6] }));
+    const flags = ["--inventory", h6Inventory, "--known-hosts", knownHosts];
+    const nodesBefore = await mapNodes();
+    for (const extra of [["--purge"], [], ["--json"]]) {
+      const r = await cli([...base(), "undeploy", "h6", ...flags, ...extra], env);
+      expect(r.code, r.err).toBe(3);
+      expect(r.err).toMatch(
+        /^error: not undeploying h6: .*otherapp on .* holds no shardctl install \(no agent\.json, ctl\.sh or data\/shards\), but it holds .*token.*: they are not removed; nothing was changed$/m,
+      );
+      for (const f of files) expect(readFileSync(join(other, f), "utf8")).toBe(f);
+    }
+    expect(await mapNodes()).toEqual(nodesBefore);
+    // a directory with none of those names (never deployed, or undeployed already) is nothing to refuse
+    const empty = join(hosts[3].home, "empty");
+    mkdirSync(empty);
+    writeFileSync(h6Inventory, stringify({ nodes: [{ ...h6, dataDir: empty }] }));
+    const r = await cli([...base(), "undeploy", "h6", ...flags, "--purge", "--json"], env);
+    expect(r.code, r.err).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ node: "h6", removed: [] });
+  });
 });
