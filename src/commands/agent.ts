@@ -1,5 +1,4 @@
 /** `shardctl agent`: runs the node agent in the foreground (the local cluster and deploy start it). */
-import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { startAgent } from "../agent/agent.js";
 import { NODE_ID_PATTERN, type LocationMap } from "../engine/location-map.js";
@@ -7,6 +6,7 @@ import type { Config } from "../config.js";
 import { EmbeddedStore } from "../store/embedded.js";
 import { openStore } from "../store/index.js";
 import { UsageError } from "../errors.js";
+import { readInputText } from "../input-file.js";
 import { parsePositiveInt } from "../numbers.js";
 import { checkAgentToken } from "../cluster/local.js";
 import type { CommandContext, RegisterCommand } from "./context.js";
@@ -54,14 +54,16 @@ function saveSeconds(v: string | undefined): number {
   return n;
 }
 
+/** A bearer token is a word: reading a token file stops past this. */
+const MAX_TOKEN_FILE_BYTES = 64 * 1024;
+
 export function readToken(tokenFile: string | undefined, configured: string | undefined): string {
   if (tokenFile) {
-    let t: string;
-    try {
-      t = readFileSync(tokenFile, "utf8").trim();
-    } catch (err) {
-      throw new UsageError(`cannot read the token file ${tokenFile}: ${(err as Error).message}`);
-    }
+    // read with a bound: a token file that is /dev/zero or an endless pipe is refused, not read until memory runs out
+    const t = readInputText(tokenFile, "the token file", MAX_TOKEN_FILE_BYTES, {
+      tooLarge: () =>
+        new UsageError(`the token file ${tokenFile} is larger than 64 KiB: it does not hold a bearer token`),
+    }).trim();
     if (!t) throw new UsageError(`the token file ${tokenFile} is empty`);
     return checkAgentToken(t, `the token file ${tokenFile}`);
   }

@@ -5,7 +5,7 @@
  * the agents were down, after ten seconds of retries, and a put then said its
  * write "may have been applied".
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -97,5 +97,23 @@ describe("a bad agent token on the command line", () => {
     r = await cli(args, { ...env, SHARDCTL_TOKEN: "caf\u00e9" });
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/U\+00E9/);
+  });
+
+  it("the agent reads a token file with a bound: /dev/zero, a directory or a huge file is refused, nothing started", async () => {
+    const args = ["agent", "--data-dir", join(dir, "agent"), "--listen", "127.0.0.1:0", "--zone", "a"];
+    const huge = join(dir, "huge-token");
+    writeFileSync(huge, "x".repeat(70 * 1024));
+    // before: /dev/zero was read until memory ran out (9.5 GB in a minute), never exiting
+    for (const [file, why] of [
+      ["/dev/zero", "is larger than 64 KiB: it does not hold a bearer token"],
+      [huge, "is larger than 64 KiB: it does not hold a bearer token"],
+      [dir, "is a directory"],
+      [join(dir, "missing"), ": it does not exist"],
+    ]) {
+      const r = await cli([...args, "--node-id", "n1", "--token-file", file], env);
+      expect(r.code, r.err).toBe(2);
+      expect(r.err).toContain(`the token file ${file}${why.startsWith(":") ? "" : " "}${why}`);
+    }
+    expect(existsSync(join(dir, "agent"))).toBe(false);
   });
 });
