@@ -288,7 +288,7 @@ export class ShardClient {
     // so the lookup after it reads again, and no more than one read is ever waited for
     const reading = this.read(0);
     if (!held) {
-      const first = await within(reading, deadline - Date.now());
+      const first = await within(reading, deadline - performance.now());
       if (first === TIMED_OUT) {
         throw new UserError(
           `the location store did not answer within the client's deadline (${this.deadlineMs()} ms): ` +
@@ -298,7 +298,7 @@ export class ShardClient {
       }
       return first;
     }
-    const waitMs = Math.max(0, Math.min(RELOAD_WAIT_MS, (deadline - Date.now()) / 2));
+    const waitMs = Math.max(0, Math.min(RELOAD_WAIT_MS, (deadline - performance.now()) / 2));
     try {
       const next = await within(reading, waitMs);
       if (next !== TIMED_OUT) return next;
@@ -350,7 +350,7 @@ export class ShardClient {
     writeId?: string,
   ): Promise<{ res: AgentResponse; target: Target } | null> {
     validateKey(key, this.opts.maxKeyBytes ?? 1024);
-    const deadline = Date.now() + this.deadlineMs();
+    const deadline = performance.now() + this.deadlineMs();
     const generation = this.closes;
     const op: Operation = {
       method,
@@ -482,10 +482,10 @@ export class ShardClient {
       }
       // no retry that could end before the deadline: give up now rather than sleep into it
       const base = this.backoff(op.attempts - 1);
-      if (Date.now() + base >= deadline) throw this.gaveUp(op);
+      if (performance.now() + base >= deadline) throw this.gaveUp(op);
       // the agent's retry-after is the least wait, but no later than leaves room for a last attempt
       // before the deadline (a short deadline still tries again rather than give up on a 1 s hint)
-      const delay = Math.max(base, Math.min(op.retryAfterMs ?? 0, deadline - Date.now() - base));
+      const delay = Math.max(base, Math.min(op.retryAfterMs ?? 0, deadline - performance.now() - base));
       this.stats.retries++;
       await sleep(delay);
       this.markStale();
@@ -520,7 +520,7 @@ export class ShardClient {
       onConnect: () => (connected = true),
       signal: abort.signal,
     });
-    const answer = await within(request, deadline - Date.now());
+    const answer = await within(request, deadline - performance.now());
     if (answer !== TIMED_OUT) return answer;
     if (!connected) abort.abort();
     throw new DeadlineError(`no answer within the client's deadline (${this.deadlineMs()} ms)`, connected);

@@ -29,6 +29,7 @@ import { PreconditionError, UserError } from "../errors.js";
 import type { NodeInfo, ShardInfo } from "../engine/location-map.js";
 import {
   advance,
+  elapsedMs,
   endRecord,
   commitMap,
   newJournal,
@@ -384,7 +385,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
   }
   const now = clock.now();
   j = endRecord(j, "done", now, {
-    writePauseMs: fwd.activatedAt !== undefined ? fwd.activatedAt - fenceAt : undefined,
+    writePauseMs: fwd.activatedAt !== undefined ? elapsedMs(fenceAt, fwd.activatedAt) : undefined,
   });
   try {
     await save();
@@ -392,7 +393,9 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     // the move is complete on the agents and in the map; only the record's last word is missing
     log(`migration ${id}: done, but the journal could not record it: ${(err as Error).message}`);
   }
-  log(`migration ${id}: done; write pause ${j.writePauseMs} ms, ${j.bytesCopied} bytes copied`);
+  log(
+    `migration ${id}: done; write pause ${j.writePauseMs === undefined ? "unknown (the clock was stepped back)" : `${j.writePauseMs} ms`}, ${j.bytesCopied} bytes copied`,
+  );
   return j;
 }
 

@@ -29,6 +29,7 @@ import type { LayoutDiff, LayoutOp } from "../engine/assigner.js";
 import type { LocationMap, NodeInfo, SegmentRange, ShardInfo } from "../engine/location-map.js";
 import {
   advance,
+  elapsedMs,
   endRecord,
   commitLayout,
   newJournal,
@@ -416,13 +417,15 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
     );
   }
   const now = clock.now();
-  j = endRecord(j, "done", now, { writePauseMs: fwd.servingAt - fenceAt });
+  j = endRecord(j, "done", now, { writePauseMs: elapsedMs(fenceAt, fwd.servingAt) });
   await journal
     .save()
     .catch((err) =>
       log(`migration ${id}: done, but the journal could not record it: ${(err as Error).message}`),
     );
-  log(`migration ${id}: done; write pause ${j.writePauseMs} ms, ${j.entriesCopied} entries copied`);
+  log(
+    `migration ${id}: done; write pause ${j.writePauseMs === undefined ? "unknown (the clock was stepped back)" : `${j.writePauseMs} ms`}, ${j.entriesCopied} entries copied`,
+  );
   return j;
 }
 

@@ -13,7 +13,8 @@ import { errorMessage } from "../errors.js";
 import type { OnMigrate } from "../tui/source.js";
 
 function ms(n: number | undefined): string {
-  return n === undefined ? "-" : `${Math.round(n)} ms`;
+  // (a negative span: the clock was stepped back between the two times)
+  return n === undefined || n < 0 ? "-" : `${Math.round(n)} ms`;
 }
 
 /**

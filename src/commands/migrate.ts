@@ -249,7 +249,8 @@ export async function runMigrate(
 }
 
 function ms(n: number | undefined): string {
-  return n === undefined ? "-" : `${Math.round(n)} ms`;
+  // (a negative span: the clock was stepped back between the two times)
+  return n === undefined || n < 0 ? "-" : `${Math.round(n)} ms`;
 }
 
 /**

@@ -30,6 +30,7 @@ export interface BlockingLoopOptions<R extends BlockingFetchResult> {
   onError?: (err: unknown, backoffMs: number) => void;
   signal: AbortSignal;
   sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** A monotonic clock in ms (performance.now): with a wall clock stepped back, the loop would wait for the size of the step. */
   now: () => number;
   minIntervalMs?: number;
   initialBackoffMs?: number;

@@ -220,7 +220,7 @@ export class LeaderElection {
     try {
       await blockingLoop<KvRead>({
         signal: ac.signal,
-        now: Date.now,
+        now: () => performance.now(),
         sleep: (ms, s) => sleep(ms, undefined, { signal: s }),
         fetch: (index, s) =>
           this.http.kvGet(this.keys.leader, { index, waitS: this.opts.waitS ?? 30, signal: s }),
@@ -273,7 +273,7 @@ export class LeaderElection {
   private watchLock(session: string, lost: AbortController): void {
     void blockingLoop<KvRead>({
       signal: lost.signal,
-      now: Date.now,
+      now: () => performance.now(),
       sleep: (ms, s) => sleep(ms, undefined, { signal: s }),
       fetch: (index, s) =>
         this.http.kvGet(this.keys.leader, { index, waitS: this.opts.waitS ?? 30, signal: s }),

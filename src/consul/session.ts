@@ -38,8 +38,8 @@ export function keepSessionAlive(
   const stop = new AbortController();
   const renewEvery = (opts.ttlS * 1000) / 3;
   const tick = Math.min(1000, renewEvery, opts.heartbeat?.everyMs ?? Infinity);
-  let lastOk = Date.now();
-  let lastRenew = Date.now();
+  let lastOk = performance.now();
+  let lastRenew = performance.now();
   const done = (async () => {
     while (!stop.signal.aborted && !lost.signal.aborted) {
       try {
@@ -48,8 +48,8 @@ export function keepSessionAlive(
         return;
       }
       if (opts.heartbeat) await opts.heartbeat.beat().catch(() => undefined);
-      if (Date.now() - lastRenew < renewEvery) continue;
-      lastRenew = Date.now();
+      if (performance.now() - lastRenew < renewEvery) continue;
+      lastRenew = performance.now();
       try {
         const alive = await http.sessionRenew(session);
         if (!alive) {
@@ -57,9 +57,9 @@ export function keepSessionAlive(
           lost.abort();
           return;
         }
-        lastOk = Date.now();
+        lastOk = performance.now();
       } catch (err) {
-        if (Date.now() - lastOk > opts.ttlS * 1000) {
+        if (performance.now() - lastOk > opts.ttlS * 1000) {
           opts.onLost?.({ reason: "silent", forS: opts.ttlS, error: err });
           lost.abort();
           return;

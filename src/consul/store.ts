@@ -395,7 +395,7 @@ export class ConsulStore implements LocationStore {
     let lastVersion = -1;
     await blockingLoop({
       signal,
-      now: Date.now,
+      now: () => performance.now(),
       sleep: (ms, s) => sleep(ms, undefined, { signal: s }),
       fetch: (index, s) =>
         this.http.kvGet(this.keys.meta, { index, waitS: this.opts.watchWaitS ?? 60, signal: s }),

@@ -216,6 +216,15 @@ export function advance<T extends MigrationJournal>(
   return { ...j, ...patch, phase: to, phaseAt: { ...j.phaseAt, [to]: now } };
 }
 
+/**
+ * The ms from one wall-clock time to a later one; undefined when the later one is earlier (the
+ * clock was stepped back in between: the difference says nothing, and a record keeps no negative
+ * duration).
+ */
+export function elapsedMs(from: number, to: number): number | undefined {
+  return to >= from ? to - from : undefined;
+}
+
 /** ms spent in each phase, from the times the phases were entered. */
 export function phaseDurations(j: MigrationJournal): Partial<Record<MigrationPhase, number>> {
   const entries = Object.entries(j.phaseAt).sort((a, b) => (a[1] ?? 0) - (b[1] ?? 0)) as [

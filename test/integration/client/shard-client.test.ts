@@ -10,7 +10,7 @@
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   RedirectCycleError,
   ShardClient,
@@ -124,6 +124,30 @@ describe("ShardClient: bounds and clear errors", () => {
     expect(err.message).toMatch(/unreachable: connect ECONNREFUSED/);
     expect(err.message).not.toMatch(/may have been applied/);
     expect(err.hint).toMatch(/check that the agents are up/);
+  });
+
+  it("gives up at its deadline when the wall clock is stepped back meanwhile (its deadline is on the monotonic clock)", async () => {
+    const gone = await realAgent();
+    await stopAgent(gone);
+    const store = await storeWith(oneShardMap(gone.address));
+    const c = client(store, { deadlineMs: 800 });
+    // the wall clock steps back an hour 100 ms into the put (an NTP correction, a VM restored):
+    // before, the deadline (taken on the wall clock) moved an hour away and the put retried for it
+    const realNow = Date.now.bind(Date);
+    const stepAt = realNow() + 100;
+    const spy = vi.spyOn(Date, "now").mockImplementation(() => {
+      const t = realNow();
+      return t >= stepAt ? t - 3_600_000 : t;
+    });
+    try {
+      const t0 = performance.now();
+      const { err } = await failure(c.put("k", "v"));
+      expect(performance.now() - t0).toBeLessThan(5000);
+      expect(err.message).toMatch(/unreachable: connect ECONNREFUSED/);
+    } finally {
+      spy.mockRestore();
+      c.close();
+    }
   });
 
   it("fails at once when the map gives the owner no address, or one that is not HOST:PORT", async () => {

@@ -9,6 +9,8 @@ import {
   checkRecord,
   commitLayout,
   commitMap,
+  elapsedMs,
+  endRecord,
   isOrphaned,
   layoutCommitted,
   looksLikeRecord,
@@ -42,6 +44,30 @@ describe("migration state machine", () => {
       committed: 14,
       done: 15,
     });
+  });
+
+  it("a record ended after the wall clock was stepped back is storable: no negative write pause", () => {
+    const m = map();
+    let j = newJournal({
+      id: "m1",
+      shard: m.shards[0],
+      target: "n2",
+      planVersion: 4,
+      term: 1,
+      now: 3_600_010,
+    });
+    j = advance(j, "copying", 3_600_011);
+    j = advance(j, "fenced", 3_600_012);
+    // the clock steps back an hour here: the cut-over's end is "before" the fence
+    j = advance(j, "prepared", 13);
+    j = advance(j, "committed", 14);
+    const record = { ...j, bytesCopied: 0, entriesCopied: 0, rounds: 0 };
+    const done = endRecord(record, "done", 15, { writePauseMs: elapsedMs(3_600_012, 14) });
+    expect(done.writePauseMs).toBeUndefined();
+    // before: writePauseMs −3,599,998, and the journal refused the record ("bug: not a storable …")
+    expect(() => checkRecord(done)).not.toThrow();
+    expect(elapsedMs(10, 25)).toBe(15);
+    expect(elapsedMs(10, 10)).toBe(0);
   });
 
   it("allows abort before the commit point and never after", () => {
