@@ -105,7 +105,12 @@ export class Agent {
     this.segmenter = new Segmenter(opts.segments, opts.maxKeyBytes);
     this.windows = this.loadWindows();
     this.metrics = new AgentMetrics({
-      shards: () => this.shards.size,
+      shards: () => {
+        // (a released copy only redirects: it holds no data and is not hosted here)
+        let n = 0;
+        for (const s of this.shards.values()) if (s.meta.state !== "not-owned") n++;
+        return n;
+      },
       keys: () => {
         let n = 0;
         for (const s of this.shards.values()) n += s.state.size;

@@ -46,7 +46,7 @@ export class AgentMetrics {
     });
     new Gauge({
       name: "shardctl_agent_shards",
-      help: "Shards hosted",
+      help: "Shards hosted (released copies, kept only to redirect clients, not counted)",
       registers: [this.registry],
       collect() {
         this.set(gauges.shards());

@@ -841,31 +841,33 @@ export class Shard {
       throw new Error(`shard ${this.id} is ${this.meta.state}: only a released copy's data is discarded`);
     // a snapshot still being written would put its file back, and compact the log after the discard
     await this.snapshotDone;
-    if (this.failed || !this.log) return 0;
+    if (this.failed) return 0;
+    // the copy serves nothing and never writes again (a migration back drops it and makes a new
+    // one): its log is closed for good, not reopened afresh (an open file and an empty log file per
+    // released copy, kept for ever)
+    await this.log?.close();
+    this.log = undefined;
     const names = readdirSync(this.dir);
-    // (an empty log file holds nothing: the one a discard starts afresh)
     const logs = names
-      .filter((n) => parseLogFileName(n) !== undefined && statSync(join(this.dir, n)).size > 0)
+      .filter((n) => parseLogFileName(n) !== undefined)
       .sort()
       .reverse();
     const snaps = names.filter((n) => parseSnapshotFileName(n) !== undefined);
-    if (logs.length === 0 && snaps.length === 0) return 0;
-    await this.log.close();
-    this.log = undefined;
+    // (what is counted: files that held something; an empty log file is an earlier agent's fresh start)
+    const counted = logs.filter((n) => statSync(join(this.dir, n)).size > 0).length + snaps.length;
     try {
       for (const name of [...logs, ...snaps]) await rm(join(this.dir, name), { force: true });
-      await fsyncDir(this.dir);
+      if (logs.length + snaps.length > 0) await fsyncDir(this.dir);
     } finally {
-      // whatever is left on disk, the copy serves nothing: an empty state, a log starting afresh
+      // whatever is left on disk, the copy serves nothing: an empty state
       this.state = new Map();
       this.writeIds.clear();
       this.writesInFlight.clear();
       this.snapshotLsn = 0;
       this.valueBytes = 0;
-      this.log = ShardLog.recover(this.dir, 0, () => {}, this.logOptions());
       this.bytesSinceSnapshot = 0;
     }
-    return logs.length + snaps.length;
+    return counted;
   }
 
   assign(epoch: number, ranges: SegmentRange[] | undefined, migrationTimestamp: number | undefined): void {

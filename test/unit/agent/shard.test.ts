@@ -98,6 +98,15 @@ describe("Shard", () => {
     expect(again.meta).toMatchObject({ state: "not-owned", epoch: 2, redirect });
     expect(again.state.size).toBe(0);
     expect(o.warnings).toEqual([]);
+    // the copy holds no log open: not even an empty log file is left (before: one, and its open file,
+    // per released copy for ever, reopened at every start)
+    expect(shard.logFiles).toBe(0);
+    await again.discardData();
+    expect(readdirSync(dir)).toEqual(["meta.json"]);
+    expect(again.logFiles).toBe(0);
+    await expect(again.write([{ op: "put", key: "k", value: Buffer.from("v") }])).rejects.toThrow(
+      /not available/,
+    );
     await again.close();
   });
 
