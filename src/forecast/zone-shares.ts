@@ -89,6 +89,13 @@ function recentCounts(
   return { perZone, total };
 }
 
+/** The last index before `to` where some zone has an access; −1 if none has. */
+function lastAccessBefore(counts: readonly ArrayLike<number>[], to: number): number {
+  for (let j = Math.min(to, counts[0]?.length ?? 0) - 1; j >= 0; j--)
+    for (let z = 0; z < counts.length; z++) if (pos(counts[z][j]) > 0) return j;
+  return -1;
+}
+
 /** Add-one smoothed shares of the counts in [from, to). */
 export function recentShares(counts: readonly ArrayLike<number>[], from: number, to: number): Float64Array {
   const { perZone, total } = recentCounts(counts, from, to);
@@ -126,7 +133,13 @@ export function zoneShares(
   let priorCount = k;
   if (opts.prior) prior = Float64Array.from(opts.prior);
   else {
-    const recent = recentCounts(counts, end - span, end);
+    let recent = recentCounts(counts, end - span, end);
+    // nothing in the span (add-one counts alone would make the shares uniform, as if every zone had
+    // sent the same): the shares of the latest span that holds accesses, however long ago
+    if (recent.total === Z) {
+      const last = lastAccessBefore(counts, end - span);
+      if (last >= 0) recent = recentCounts(counts, last + 1 - span, last + 1);
+    }
     prior = recent.perZone.map((c) => c / recent.total);
     priorCount = recent.total;
   }

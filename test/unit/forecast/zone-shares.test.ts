@@ -90,6 +90,21 @@ describe("zoneShares", () => {
     }
   });
 
+  it("takes the latest span with accesses for its prior when the recent span has none (not uniform shares)", () => {
+    // zone b sent everything, then the last interval was quiet: a one-interval prior (a horizon of
+    // one interval) held only the add-one counts, and the shares came out uniform, as if zone a
+    // had sent as much as b (`predict --horizon 60` then showed half the access from zone a)
+    const counts = [Float64Array.of(0, 0, 0, 0, 0), Float64Array.of(5, 8, 7, 6, 0)];
+    const { share, support } = zoneShares(counts, 5, 2, { season: 288, priorSpan: 1 });
+    for (let step = 0; step < 2; step++) {
+      expect(share[1][step]).toBeCloseTo(7 / 8, 12); // the shares of interval 3: (6 + 1) / (6 + 2)
+      expect(support[step]).toBe(8);
+    }
+    // nothing ever recorded: the add-one counts alone, uniform
+    const none = zoneShares([new Float64Array(5), new Float64Array(5)], 5, 1, { season: 288, priorSpan: 1 });
+    expect(none.share[0][0]).toBeCloseTo(0.5, 12);
+  });
+
   it("gives valid shares for any counts (property)", () => {
     fc.assert(
       fc.property(
