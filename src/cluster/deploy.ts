@@ -581,7 +581,7 @@ if command -v sha256sum >/dev/null 2>&1; then echo sha256sum=1; else echo sha256
 if command -v timeout >/dev/null 2>&1; then echo timeout=1; else echo timeout=0; fi
 if [ -f "$dir/installed" ]; then echo "installed=$(head -n 1 "$dir/installed")"; fi
 if [ -f "$dir/agent.json" ]; then echo "agentNode=$(${agentJsonNode('"$dir/agent.json"')})"; fi
-if [ -f "$dir/agent.mjs" ] && command -v sha256sum >/dev/null 2>&1; then echo "bundle=$(sha256sum "$dir/agent.mjs" | cut -d' ' -f1)"; fi
+if [ -f "$dir/agent.mjs" ] && command -v sha256sum >/dev/null 2>&1; then echo "bundle=$(sha256sum < "$dir/agent.mjs" | cut -d' ' -f1)"; fi
 if [ -f "$dir/ctl.sh" ] && sh "$dir/ctl.sh" status >/dev/null 2>&1; then echo running=1; else echo running=0; fi
 if [ -d "$dir/releases" ]; then
   ls -t "$dir/releases" | while IFS= read -r f; do
@@ -1173,7 +1173,15 @@ const copyKeptTask: Task<NodeContext> = {
 const verifyTask: Task<NodeContext> = {
   name: "verify checksum",
   async execute(ctx) {
-    const r = await run(ctx.exec!, "sha256sum", ["sha256sum", `${ctx.node.dataDir}/.staging/agent.mjs`]);
+    // the file on standard input: GNU sha256sum marks its output line with a leading backslash when
+    // the file's name holds one (or a newline), which a dataDir may
+    const r = await run(ctx.exec!, "sha256sum", [
+      "sh",
+      "-c",
+      'sha256sum < "$1"',
+      "sh",
+      `${ctx.node.dataDir}/.staging/agent.mjs`,
+    ]);
     const got = r.stdout.trim().split(/\s+/)[0];
     const want = ctx.target!.sha256;
     if (got !== want) {

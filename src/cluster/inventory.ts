@@ -78,7 +78,11 @@ const nodeFields = {
   port,
   user: z.string().regex(USER, "must be a user name (letters, digits, _ . -)"),
   keyFile: z.string().min(1).max(4096),
-  dataDir: remotePath,
+  // (Node refuses to load an ES module from a path holding a backslash: the agent could never start)
+  dataDir: remotePath.refine(
+    (p) => !p.includes("\\"),
+    "must not contain a backslash (Node.js cannot load the agent's module from such a path)",
+  ),
   agentPort: port,
   capacity: capacitySchema,
   /** Where the node's agent reaches Consul, with the Consul store (default: the deployer's consul.addr). */

@@ -154,6 +154,10 @@ describe("parseInventory", () => {
       "control characters",
     );
     expect(problems({ nodes: [{ ...base, host: "h", dataDir: "/srv/../etc" }] })).toContain("`..`");
+    // every deploy there failed at "wait for health" (ERR_INVALID_MODULE_SPECIFIER), after an upload called corrupted
+    expect(problems({ nodes: [{ ...base, host: "h", dataDir: "/srv/back\\slash" }] })).toContain(
+      "dataDir: must not contain a backslash (Node.js cannot load the agent's module from such a path)",
+    );
     expect(problems({ nodes: [{ ...base, id: "../x", host: "h" }] })).toContain("nodes[0]).id:");
   });
 
