@@ -8,6 +8,7 @@ import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
+import { yamlProblem } from "./yaml-problem.js";
 import { z } from "zod";
 import { UsageError } from "./errors.js";
 import { readInputText } from "./input-file.js";
@@ -172,7 +173,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): LoadedConfig {
     try {
       raw = parseYaml(text) ?? {};
     } catch (err) {
-      throw new UsageError(`config file ${source} is not valid YAML: ${(err as Error).message}`);
+      // the parser's first line says what and where; the lines it quotes are left out (they may hold a token)
+      throw new UsageError(`config file ${source} is not valid YAML: ${yamlProblem(err)}`);
     }
     if (typeof raw !== "object" || Array.isArray(raw)) {
       throw new UsageError(`config file ${source} must hold a mapping (key: value lines) at the top level`);

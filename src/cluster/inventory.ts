@@ -9,6 +9,7 @@ import { statSync } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, posix, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
+import { yamlProblem } from "../yaml-problem.js";
 import { z } from "zod";
 import { NODE_ID_PATTERN } from "../engine/location-map.js";
 import { UsageError } from "../errors.js";
@@ -194,7 +195,7 @@ export function parseInventory(text: string, source: string, opts: ParseInventor
   try {
     raw = parseYaml(text);
   } catch (err) {
-    throw new UsageError(`inventory ${source} is not valid YAML: ${(err as Error).message}`);
+    throw new UsageError(`inventory ${source} is not valid YAML: ${yamlProblem(err)}`);
   }
   const fail = (problems: string[]): never => {
     throw new UsageError(`invalid inventory ${source}:\n${problems.map((p) => `  ${p}`).join("\n")}`, {

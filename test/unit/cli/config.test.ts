@@ -98,6 +98,18 @@ describe("config", () => {
     expect(() => load()).toThrow(message);
   });
 
+  it("says where broken YAML is without quoting the line (it may hold a token)", () => {
+    writeFileSync(join(dir, "shardctl.yaml"), "store: embedded\nagent:\n  token: s3cr3tAgentTok: x\n");
+    let message = "";
+    try {
+      load();
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/not valid YAML: .* at line 3, column 10$/);
+    expect(message).not.toContain("s3cr3t");
+  });
+
   it("reads a data directory starting with ~/ from the home directory, as a shell would", () => {
     const file = join(dir, "home.yaml");
     writeFileSync(file, "dataDir: ~/shdata\n");
