@@ -249,6 +249,7 @@ export class Agent {
     server.on("clientError", answerClientError);
     // more connections are closed on arrival: memory and file descriptors stay bounded
     server.maxConnections = this.opts.maxConnections ?? 1024;
+    this.fdLimit = openFileLimit();
     server.on("connection", (s) => {
       s.setNoDelay(true);
       this.sockets.add(s);
@@ -266,7 +267,34 @@ export class Agent {
         this.opts.binaryPort,
       );
     }
+    this.applyConnectionLimit(true);
     return server.address() as AddressInfo;
+  }
+
+  /** The process's limit on open files, read when the agent starts listening. */
+  private fdLimit?: number;
+
+  /**
+   * Keeps the connections from taking the file descriptors the shards need: each listener takes
+   * at most its share of what the open-file limit leaves after the shards' files and a reserve
+   * (limits.maxConnections, when lower, stands). Connections over the limit were accepted until
+   * EMFILE, and a shard whose log then moved on to its next file failed until a restart.
+   * Re-applied as shards come and go; warns at start when the limit leaves little room.
+   */
+  applyConnectionLimit(atStart = false): void {
+    const listeners = [this.server, this.binary?.server].filter((s) => s !== undefined);
+    const limit = connectionLimit({
+      configured: this.opts.maxConnections ?? 1024,
+      fdLimit: this.fdLimit,
+      shards: this.shards.size,
+      listeners: listeners.length,
+    });
+    for (const s of listeners) s.maxConnections = limit;
+    if (atStart && this.fdLimit !== undefined && limit < (this.opts.maxConnections ?? 1024))
+      this.log(
+        `the open-file limit (${this.fdLimit}) leaves room for ${limit} connection(s) per listener beside ${this.shards.size} shard(s)` +
+          `${limit < MIN_COMFORTABLE_CONNECTIONS ? ": raise it (ulimit -n, or LimitNOFILE= in a systemd unit)" : ""}`,
+      );
   }
 
   /** Stops accepting, lets writes in flight reach their fsync, saves the windows, closes the logs. */
@@ -316,13 +344,32 @@ export class Agent {
       }
       rmSync(dir, { recursive: true, force: true }); // an empty leftover of a half-created shard
     }
-    const shard = await Shard.create(
-      dir,
-      id,
-      { epoch, state, ranges, migrationTimestamp },
-      this.shardOptions,
-    );
+    // A shard that cannot be made whole (out of file descriptors or disk space, an I/O error) is not
+    // kept: it holds no data yet, so its directory goes and the caller hears why. Kept, it answered
+    // 201 with state "failed", and refused every request until a restart.
+    const refuse = (why: string) => {
+      rmSync(dir, { recursive: true, force: true });
+      return new ApiError(
+        503,
+        "create-failed",
+        `shard ${id} could not be created on this agent (${this.opts.nodeId}): ${why}; nothing was created`,
+        {},
+        { "retry-after": "1" },
+      );
+    };
+    let shard: Shard;
+    try {
+      shard = await Shard.create(dir, id, { epoch, state, ranges, migrationTimestamp }, this.shardOptions);
+    } catch (err) {
+      throw refuse((err as Error).message);
+    }
+    if (shard.failed) {
+      const why = shard.failed;
+      await shard.close().catch(() => undefined);
+      throw refuse(why);
+    }
     this.shards.set(id, shard);
+    this.applyConnectionLimit();
     return shard;
   }
 
@@ -345,6 +392,7 @@ export class Agent {
     const shard = this.shards.get(id);
     if (!shard) return;
     this.shards.delete(id);
+    this.applyConnectionLimit();
     await shard.drain();
     await shard.close();
     rmSync(shard.dir, { recursive: true, force: true });
@@ -400,6 +448,7 @@ export async function startAgent(
   loadMap?: () => Promise<LocationMap | null>,
 ): Promise<{ agent: Agent; address: AddressInfo }> {
   const agent = new Agent(opts);
+  refuseTooFewFileDescriptors(agent.shardsDir, openFileLimit());
   await agent.recover();
   let strays = Promise.resolve();
   if (loadMap) {
@@ -451,6 +500,61 @@ export async function startAgent(
   return { agent, address };
 }
 
+/** File descriptors a shard may hold at once (its active log, a snapshot or an export being read). */
+const FDS_PER_SHARD = 2;
+/** File descriptors kept for the rest: standard streams, the windows file, outgoing requests, … */
+const FD_RESERVE = 64;
+/** Fewer connections per listener than this is worth a word to the operator. */
+const MIN_COMFORTABLE_CONNECTIONS = 64;
+
+/**
+ * Connections each listener may hold: its share of the open-file limit after the shards' files and
+ * a reserve, at least 1, at most `configured` (without a known limit, `configured`).
+ */
+export function connectionLimit(o: {
+  configured: number;
+  fdLimit: number | undefined;
+  shards: number;
+  listeners: number;
+}): number {
+  if (o.fdLimit === undefined) return o.configured;
+  const room = o.fdLimit - FD_RESERVE - FDS_PER_SHARD * o.shards;
+  return Math.max(1, Math.min(o.configured, Math.floor(room / Math.max(1, o.listeners))));
+}
+
+/** The soft limit on open files from /proc/self/limits (or `text`); undefined if unknown or unlimited. */
+export function openFileLimit(text?: string): number | undefined {
+  let limits = text;
+  if (limits === undefined) {
+    try {
+      limits = readFileSync("/proc/self/limits", "utf8");
+    } catch {
+      return undefined;
+    }
+  }
+  const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(limits);
+  if (!m || m[1] === "unlimited") return undefined;
+  return Number(m[1]);
+}
+
+/**
+ * Refuses to start (before any shard is opened) when the open-file limit cannot hold the shards'
+ * files and a few connections: recovery would otherwise fail shards at random with EMFILE (and
+ * call their files damaged), then the listener, with an internal error.
+ */
+function refuseTooFewFileDescriptors(shardsDir: string, fdLimit: number | undefined): void {
+  if (fdLimit === undefined || !existsSync(shardsDir)) return;
+  const shards = readdirSync(shardsDir).length;
+  const need = FD_RESERVE + FDS_PER_SHARD * shards + 2;
+  if (fdLimit < need)
+    throw new UserError(
+      `the open-file limit is ${fdLimit}, too low for this agent's ${shards} shard(s): it needs at least ${need} file descriptors`,
+      {
+        hint: "raise it where the agent starts (ulimit -n, or LimitNOFILE= in a systemd unit); nothing was changed",
+      },
+    );
+}
+
 /** A port that cannot be had is the operator's to fix: a clean error, not an internal one. */
 function listenError(err: unknown): unknown {
   const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
@@ -458,10 +562,16 @@ function listenError(err: unknown): unknown {
     EADDRINUSE: "the port is in use",
     EACCES: "permission denied (ports below 1024 need privileges)",
     EADDRNOTAVAIL: "no interface of this machine has that address",
+    EMFILE:
+      "the agent is out of file descriptors (its shards hold them): raise the open-file limit (ulimit -n, or LimitNOFILE= in a systemd unit)",
+    ENFILE: "the system is out of file descriptors: close other programs' files or raise fs.file-max",
   };
   if (!e.code || !(e.code in why)) return err;
   return new UserError(`cannot listen on ${e.address ?? "?"}:${e.port ?? "?"}: ${why[e.code]}`, {
-    hint: "choose another --listen (or --listen-binary) address, or stop what listens there",
+    hint:
+      e.code === "EMFILE" || e.code === "ENFILE"
+        ? "nothing was changed; start the agent again once there is room"
+        : "choose another --listen (or --listen-binary) address, or stop what listens there",
     cause: err,
   });
 }

@@ -616,9 +616,17 @@ export class Shard {
    */
   private logFailed(log: ShardLog, err: unknown): void {
     if (this.failed) return;
+    const code = (err as NodeJS.ErrnoException).code ?? "";
+    const fix =
+      code === "EMFILE" || code === "ENFILE"
+        ? "Raise the agent's open-file limit (ulimit -n, or LimitNOFILE= in a systemd unit)"
+        : code === "ENOSPC" || code === "EDQUOT"
+          ? "Make room on the disk"
+          : "Fix the disk";
     this.failed =
-      `log write failed (${(err as Error).message}); nothing after LSN ${log.durableLsn} was acknowledged. ` +
-      "Make room on the disk (or fix it), then restart the agent: its recovery keeps every acknowledged write";
+      `log write failed (${(err as Error).message}); nothing after LSN ${log.durableLsn} was acknowledged ` +
+      "(writes not acknowledged may still be found after the restart, if their entries reached the disk). " +
+      `${fix}, then restart the agent: its recovery keeps every acknowledged write`;
     this.opts.warn(`shard ${this.id}: ${this.failed}`);
   }
 

@@ -474,9 +474,12 @@ export class ShardClient {
             break;
           default:
             if (res.status >= 500 && info.error === "shard-failed") {
-              throw new UserError(
-                `shard ${target.shardId} on ${target.address} is refused by its agent: ${info.message}`,
-              );
+              // this write's own flush failed: its entries may have reached the disk, and a restart's
+              // recovery keeps them (a shard failed before it refuses it unwritten)
+              if (writeId && /^this write was not acknowledged/.test(info.message ?? "")) op.inDoubt = true;
+              let message = `shard ${target.shardId} on ${target.address} is refused by its agent: ${info.message}`;
+              if (op.inDoubt) message += inDoubtText(op);
+              throw new UserError(message);
             }
         }
       }

@@ -87,6 +87,8 @@ export interface StartOptions {
   extra?: string[];
   /** Node's own flags, before the program (e.g. an --import that sets the process's clock). */
   nodeArgs?: string[];
+  /** The agent's limit on open files (started through util-linux's prlimit). */
+  openFiles?: number;
 }
 
 export async function startAgent(o: StartOptions): Promise<AgentProc> {
@@ -97,9 +99,9 @@ export async function startAgent(o: StartOptions): Promise<AgentProc> {
   const env: NodeJS.ProcessEnv = { ...process.env, SHARDCTL_ZONES: o.zones ?? "a,b,c" };
   delete env.SHARDCTL_TOKEN;
   if (o.configFile) env.SHARDCTL_CONFIG = o.configFile;
-  const child = spawn(
+  const program = [
     process.execPath,
-    [
+    ...[
       ...(o.nodeArgs ?? []),
       ...cliArgs(),
       "--data-dir",
@@ -117,8 +119,14 @@ export async function startAgent(o: StartOptions): Promise<AgentProc> {
       String(o.segments ?? 64),
       ...(o.extra ?? []),
     ],
-    { stdio: ["ignore", "ignore", "pipe"], env, cwd: tmpdir() },
-  );
+  ];
+  // (prlimit runs the program in its own process: the pid is the agent's)
+  if (o.openFiles !== undefined) program.unshift("prlimit", `--nofile=${o.openFiles}:${o.openFiles}`, "--");
+  const child = spawn(program[0], program.slice(1), {
+    stdio: ["ignore", "ignore", "pipe"],
+    env,
+    cwd: tmpdir(),
+  });
   let err = "";
   child.stderr!.on("data", (c: Buffer) => (err += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));

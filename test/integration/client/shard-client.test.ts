@@ -8,7 +8,9 @@
  * EmbeddedStore's.
  */
 import { randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import {
@@ -18,7 +20,7 @@ import {
 } from "../../../src/client/shard-client.js";
 import { ExitCode, PreconditionError, UsageError, UserError } from "../../../src/errors.js";
 import { startDelayProxy } from "../../helpers/delay-proxy.js";
-import { admin, get, http, stopAgent, TOKEN, type AgentProc } from "../agent/harness.js";
+import { admin, get, http, startAgent, stopAgent, tempDir, TOKEN, type AgentProc } from "../agent/harness.js";
 import {
   createShard,
   inventory,
@@ -147,6 +149,38 @@ describe("ShardClient: bounds and clear errors", () => {
     } finally {
       spy.mockRestore();
       c.close();
+    }
+  });
+
+  it("calls a write whose own flush failed (a full disk) possibly applied, with its write id", async () => {
+    // its entries may have reached the disk before the flush failed, and a restart's recovery keeps
+    // them: before, the client said only that the shard was refused, with no write id to retry with
+    const mnt = tempDir("client-full");
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt]);
+    let p: AgentProc | undefined;
+    try {
+      p = await startAgent({
+        dataDir: join(mnt, "data"),
+        nodeId: "node-1",
+        segments: 64,
+        extra: ["--windows-save-seconds", "0"],
+      });
+      await createShard(p);
+      const c = client(await storeWith(oneShardMap(p.address)), { deadlineMs: 5000 });
+      let err: UserError | undefined;
+      for (let i = 0; i < 2000 && !err; i++)
+        await c.put(`k${i}`, randomBytes(3000)).catch((e: UserError) => (err = e));
+      expect(err?.message).toMatch(/is refused by its agent: this write was not acknowledged.*ENOSPC/s);
+      expect(err?.message).toMatch(/the write may have been applied .* same write id, [0-9a-f]{32}/);
+      expect(err?.exitCode).toBe(ExitCode.Failed);
+      // a write to the shard failed before it is refused unwritten: nothing in doubt
+      const next = await failure(c.put("after", "x"));
+      expect(next.err.message).toMatch(/is refused by its agent/);
+      expect(next.err.message).not.toMatch(/may have been applied/);
+    } finally {
+      if (p) await stopAgent(p, "SIGKILL");
+      spawnSync("umount", [mnt]);
+      rmSync(mnt, { recursive: true, force: true });
     }
   });
 
