@@ -127,6 +127,8 @@ export async function buildBundle(outFile: string, entry: string = defaultEntry(
     dirname(outFile),
     "the directory for the agent bundle",
     "move what is in the way, give another -d/--data-dir, or pass a prebuilt bundle with --bundle FILE",
+    // (what deploy uploads and runs on every node: nobody else may swap it)
+    0o700,
   );
   const result = await esbuild.build({
     entryPoints: [entry],

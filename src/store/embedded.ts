@@ -538,6 +538,25 @@ export class NotDurableError extends Error {
   }
 }
 
+/** O_CREAT | O_EXCL never follows a link at the path, nor writes into a file already there. */
+const EXCLUSIVE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
+
+/**
+ * Creates `tmp` afresh for writing. Its name is predictable (the file's, and the pid): whatever is at
+ * it already — a temporary file a crashed process of the same pid left, or a link another user
+ * planted in a shared directory to have the content written where it points — is removed (the
+ * link, not what it names) and the file made anew, never opened through it.
+ */
+function openExclusive(tmp: string, mode: number): number {
+  try {
+    return openSync(tmp, EXCLUSIVE, mode);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    rmSync(tmp, { force: true });
+    return openSync(tmp, EXCLUSIVE, mode);
+  }
+}
+
 /**
  * Writes a file so that a crash leaves the old or the new content: tmp + fsync + rename + fsync(dir).
  * The content may come in pieces (a generator that lays out a large file as it is written). A failed
@@ -550,7 +569,7 @@ export function writeAtomic(
   mode = 0o600,
 ): void {
   const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", mode);
+  const fd = openExclusive(tmp, mode);
   try {
     try {
       if (typeof content === "string") writeAll(fd, Buffer.from(content));
@@ -790,7 +809,9 @@ export function writeOutputFile(
  */
 export function ensureDataDir(dir: string): void {
   try {
-    makeDirs(dir);
+    // 0700: the store holds the map every client routes by, and the local token; another user who
+    // could write here (umask 000 or 002) could put a map of their own and collect the token
+    makeDirs(dir, 0o700);
   } catch (err) {
     throw dataDirError(dir, err);
   }

@@ -68,6 +68,23 @@ describe("writeAtomic", () => {
     expectUnchanged(d, ["f"]);
   });
 
+  it("never writes through what is at its temporary file's name (a planted link, a stale file)", () => {
+    // the name is predictable (the file's and the pid): in a shared directory another user could
+    // link it to a file of theirs choosing, which the write then replaced
+    const d = newDir();
+    writeFileSync(join(d, "victim"), "precious");
+    symlinkSync(join(d, "victim"), join(d, `plan.json.tmp-${process.pid}`));
+    writeAtomic(join(d, "plan.json"), "the plan");
+    expect(readFileSync(join(d, "victim"), "utf8")).toBe("precious");
+    expect(readFileSync(join(d, "plan.json"), "utf8")).toBe("the plan");
+    expect(lstatSync(join(d, "plan.json")).isSymbolicLink()).toBe(false);
+    // a temporary file a crashed process of the same pid left is replaced, not appended to
+    writeFileSync(join(d, `plan.json.tmp-${process.pid}`), "left over, and longer than the plan");
+    writeAtomic(join(d, "plan.json"), "again");
+    expect(readFileSync(join(d, "plan.json"), "utf8")).toBe("again");
+    expectUnchanged(d, ["victim", "plan.json"]);
+  });
+
   it("removes its temporary file when the rename fails (the target is a directory)", () => {
     const d = newDir();
     mkdirSync(join(d, "out"));
@@ -283,6 +300,19 @@ describe("the data directory", () => {
     ensureDataDir(join(d, "a", "b"));
     ensureDataDir(join(d, "a", "b"));
     expect(readdirSync(join(d, "a"))).toEqual(["b"]);
+  });
+
+  it("ensureDataDir makes the directories it creates 0700 whatever the umask (the map and the token live there)", () => {
+    const d = newDir();
+    const before = process.umask(0);
+    try {
+      ensureDataDir(join(d, "open", "store"));
+    } finally {
+      process.umask(before);
+    }
+    // before: 0777 under umask 000, and another user could swap the map for one of theirs
+    expect(statSync(join(d, "open")).mode & 0o777).toBe(0o700);
+    expect(statSync(join(d, "open", "store")).mode & 0o777).toBe(0o700);
   });
 
   it("ensureDataDir refuses a file, and a path under a file, naming the file", () => {
