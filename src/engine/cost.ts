@@ -120,7 +120,7 @@ export function estimateMove(
     const age = nowMs - subject.migrationTimestamp;
     if (age < opts.cooldownMs) {
       feasible = false;
-      refusal = `moved ${Math.round(age / 1000)} s ago; cooldown is ${Math.round(opts.cooldownMs / 1000)} s`;
+      refusal = `${movedAgo(age)}; cooldown is ${Math.round(opts.cooldownMs / 1000)} s`;
     } else if (age < 2 * opts.cooldownMs && opts.cooldownMs > 0) {
       recentMoveMs = opts.recentMovePenaltyMs * (1 - (age - opts.cooldownMs) / opts.cooldownMs);
     }
@@ -183,4 +183,15 @@ export function bestMove(
     } else if (!bestInfeasible || e.benefitMs > bestInfeasible.benefitMs) bestInfeasible = e;
   }
   return best ?? bestInfeasible;
+}
+
+/**
+ * "moved N s ago"; for a move stamped after now (the clock of the coordinator that moved it was
+ * ahead of this one), says so instead of a negative age: the cooldown then lasts as much longer.
+ */
+export function movedAgo(ageMs: number): string {
+  const s = Math.round(ageMs / 1000);
+  return s >= 0
+    ? `moved ${s} s ago`
+    : `moved at a time ${-s} s ahead of this host's clock (the clocks of this host and of the coordinator that moved it disagree)`;
 }

@@ -25,7 +25,14 @@ import {
   type CandidateOptions,
   type CandidateReason,
 } from "./candidates.js";
-import { bestMove, inCooldown, type CostBreakdown, type CostOptions, type MoveEstimate } from "./cost.js";
+import {
+  bestMove,
+  inCooldown,
+  movedAgo,
+  type CostBreakdown,
+  type CostOptions,
+  type MoveEstimate,
+} from "./cost.js";
 import { utilisationWith, type LatencyModel, type LatencySnapshot, type NodeResources } from "./latency.js";
 import { activeBackoffs, describeBackoff, type MoveBackoffEntry } from "./move-backoff.js";
 import {
@@ -377,8 +384,7 @@ export function computePlan(
       continue;
     }
     if (inCooldown(a.shard.migrationTimestamp, nowMs, opts.cooldownMs)) {
-      const age = Math.round((nowMs - a.shard.migrationTimestamp) / 1000);
-      as.reason = `moved ${age} s ago; inside the cooldown of ${Math.round(opts.cooldownMs / 1000)} s (no back and forth)`;
+      as.reason = `${movedAgo(nowMs - a.shard.migrationTimestamp)}; inside the cooldown of ${Math.round(opts.cooldownMs / 1000)} s (no back and forth)`;
       continue;
     }
     const avoided = avoidBy.get(a.shard.id);

@@ -113,6 +113,20 @@ describe("cost-benefit", () => {
     );
     expect(after.feasible).toBe(true);
     expect(after.costs.recentMoveMs).toBeCloseTo(500);
+    // a move stamped by a coordinator whose clock was a day ahead: in the cooldown, said so (before:
+    // "moved -86400 s ago")
+    const ahead = estimateMove(
+      { ...subject, migrationTimestamp: NOW + 86_400_000 },
+      "nb",
+      b.latency,
+      undefined,
+      o,
+      NOW,
+    );
+    expect(ahead.feasible).toBe(false);
+    expect(ahead.refusal).toMatch(
+      /^moved at a time 86400 s ahead of this host's clock \(the clocks .* disagree\); cooldown is 60 s$/,
+    );
   });
   it("a target that would be over full is refused", () => {
     const res = {
