@@ -5,7 +5,7 @@
  * flight, exit 0).
  */
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, realpathSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { join } from "node:path";
@@ -153,7 +153,7 @@ export class Agent {
         w.zones.join(",") === this.opts.zones.join(",") &&
         JSON.stringify(w.levels) === JSON.stringify(this.opts.levels)
       ) {
-        return w;
+        return this.rebasedIfAhead(w, fresh);
       }
       this.log(
         `access windows in ${this.windowsFile} were kept with other segments, zones or levels; starting fresh`,
@@ -162,6 +162,26 @@ export class Agent {
       this.log(`access windows in ${this.windowsFile} not loaded: ${(err as Error).message}; starting fresh`);
     }
     return fresh();
+  }
+
+  /**
+   * Windows saved while this host's clock was ahead (it has been stepped back since: an NTP
+   * correction, a VM's clock fixed) have their newest slots in this clock's future: every new
+   * access then looked late, and went past the second and minute levels into the hour's, so
+   * predict, plan and reshard saw the segments idle for as long as the clock had been ahead. The
+   * file's modification time tells: the windows are moved back by how far it lies ahead of now.
+   */
+  private rebasedIfAhead(w: AccessWindows, fresh: () => AccessWindows): AccessWindows {
+    const aheadMs = statSync(this.windowsFile).mtimeMs - Date.now();
+    if (!(aheadMs > WINDOWS_AHEAD_TOLERANCE_MS)) return w;
+    const moved = fresh();
+    const stream = moved.importStream({ clockOffsetMs: aheadMs });
+    for (const piece of w.serializeStream().pieces) if (piece) for (const _ of stream.push(piece));
+    stream.finish();
+    this.log(
+      `access windows in ${this.windowsFile} were saved ${Math.round(aheadMs / 1000)} s ahead of this host's clock (it was stepped back since): moved back by as much`,
+    );
+    return moved;
   }
 
   /** Saves the access windows every `windowsSaveMs` from now on (startAgent calls it once it listens). */
@@ -499,6 +519,9 @@ export async function startAgent(
   }
   return { agent, address };
 }
+
+/** A windows file this far in the future was saved on a clock that has been stepped back since. */
+const WINDOWS_AHEAD_TOLERANCE_MS = 60_000;
 
 /** File descriptors a shard may hold at once (its active log, a snapshot or an export being read). */
 const FDS_PER_SHARD = 2;
