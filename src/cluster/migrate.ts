@@ -29,6 +29,7 @@ import { PreconditionError, UserError } from "../errors.js";
 import type { NodeInfo, ShardInfo } from "../engine/location-map.js";
 import {
   advance,
+  describePause,
   elapsedMs,
   endRecord,
   commitMap,
@@ -393,9 +394,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     // the move is complete on the agents and in the map; only the record's last word is missing
     log(`migration ${id}: done, but the journal could not record it: ${(err as Error).message}`);
   }
-  log(
-    `migration ${id}: done; write pause ${j.writePauseMs === undefined ? "unknown (the clock was stepped back)" : `${j.writePauseMs} ms`}, ${j.bytesCopied} bytes copied`,
-  );
+  log(`migration ${id}: done; write pause ${describePause(j.writePauseMs)}, ${j.bytesCopied} bytes copied`);
   return j;
 }
 

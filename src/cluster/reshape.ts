@@ -29,6 +29,7 @@ import type { LayoutDiff, LayoutOp } from "../engine/assigner.js";
 import type { LocationMap, NodeInfo, SegmentRange, ShardInfo } from "../engine/location-map.js";
 import {
   advance,
+  describePause,
   elapsedMs,
   endRecord,
   commitLayout,
@@ -424,7 +425,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
       log(`migration ${id}: done, but the journal could not record it: ${(err as Error).message}`),
     );
   log(
-    `migration ${id}: done; write pause ${j.writePauseMs === undefined ? "unknown (the clock was stepped back)" : `${j.writePauseMs} ms`}, ${j.entriesCopied} entries copied`,
+    `migration ${id}: done; write pause ${describePause(j.writePauseMs)}, ${j.entriesCopied} entries copied`,
   );
   return j;
 }

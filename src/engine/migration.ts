@@ -225,6 +225,11 @@ export function elapsedMs(from: number, to: number): number | undefined {
   return to >= from ? to - from : undefined;
 }
 
+/** A record's write pause in words: "12 ms", or unknown when the clock was stepped back across it. */
+export function describePause(writePauseMs: number | undefined): string {
+  return writePauseMs === undefined ? "unknown (the clock was stepped back)" : `${writePauseMs} ms`;
+}
+
 /** ms spent in each phase, from the times the phases were entered. */
 export function phaseDurations(j: MigrationJournal): Partial<Record<MigrationPhase, number>> {
   const entries = Object.entries(j.phaseAt).sort((a, b) => (a[1] ?? 0) - (b[1] ?? 0)) as [
