@@ -566,8 +566,13 @@ export function openFileLimit(text?: string): number | undefined {
  * call their files damaged), then the listener, with an internal error.
  */
 function refuseTooFewFileDescriptors(shardsDir: string, fdLimit: number | undefined): void {
-  if (fdLimit === undefined || !existsSync(shardsDir)) return;
-  const shards = readdirSync(shardsDir).length;
+  if (fdLimit === undefined) return;
+  let shards: number;
+  try {
+    shards = readdirSync(shardsDir).length;
+  } catch {
+    return; // none yet, or not a directory: recovery says what is wrong with it
+  }
   const need = FD_RESERVE + FDS_PER_SHARD * shards + 2;
   if (fdLimit < need)
     throw new UserError(
