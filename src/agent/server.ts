@@ -712,6 +712,19 @@ async function adminRequest(
     }
     case "snapshot": {
       let lsn: number | undefined;
+      // one being written (the shard's own, after enough log) is the one asked for: its answer
+      if (shard.snapshotRunning) await shard.snapshotFinished();
+      // a migration copying the shard holds its log and the snapshot it started from
+      if (shard.compactionHeld) {
+        const s = Math.ceil(shard.compactionHeldForMs / 1000);
+        throw new ApiError(
+          409,
+          "compaction-held",
+          `shard ${id}: no snapshot was taken: a migration copying the shard (a move, split or merge) holds its log and snapshot for up to ${s} s more; ask again then`,
+          { retryAfterS: s },
+          { "retry-after": String(s) },
+        );
+      }
       try {
         lsn = await shard.snapshot(true);
       } catch (err) {

@@ -678,11 +678,27 @@ export class Shard {
    * replication read renews the hold; a coordinator that died lets it lapse.
    */
   holdCompaction(ms: number): void {
-    this.compactionHeldUntil = Math.max(this.compactionHeldUntil, Date.now() + ms);
+    // (on the monotonic clock: a wall clock stepped back would hold compaction for as long)
+    this.compactionHeldUntil = Math.max(this.compactionHeldUntil, performance.now() + ms);
   }
 
   get compactionHeld(): boolean {
-    return Date.now() < this.compactionHeldUntil;
+    return performance.now() < this.compactionHeldUntil;
+  }
+
+  /** How much longer compaction is held (0 when it is not). */
+  get compactionHeldForMs(): number {
+    return Math.max(0, this.compactionHeldUntil - performance.now());
+  }
+
+  /** Whether a snapshot is being written now. */
+  get snapshotRunning(): boolean {
+    return this.snapshotting;
+  }
+
+  /** Resolves when the snapshot being written (if any) has finished. */
+  snapshotFinished(): Promise<void> {
+    return this.snapshotDone;
   }
 
   /**
