@@ -471,6 +471,7 @@ export async function startAgent(
   refuseTooFewFileDescriptors(agent.shardsDir, openFileLimit());
   await agent.recover();
   let strays = Promise.resolve();
+  let readMap: (() => Promise<LocationMap | null>) | undefined;
   if (loadMap) {
     // one read of the map for both the shards in doubt and the stray keys' check
     let read: Promise<LocationMap | null> | undefined;
@@ -479,6 +480,7 @@ export async function startAgent(
       agent.log(`recovery: shard ${r.shard} (${r.was}, in a migration): ${r.action}: ${r.why}`);
     // once the map confirms this agent's segment count (with another, every key would look outside)
     strays = purgeStraysChecked(agent, map);
+    readMap = map;
   }
   // copies released before (or just now, in doubt) whose data is still here: an agent from before
   // the release discarded it, or a crash in the middle of it
@@ -494,6 +496,7 @@ export async function startAgent(
     throw listenError(err);
   }
   await strays;
+  if (readMap) await dropMergedAway(agent, readMap);
   agent.startWindowCheckpoints();
   agent.log(
     `agent ${opts.nodeId} (zone ${opts.zone}) listening on ${address.address}:${address.port}` +
@@ -518,6 +521,29 @@ export async function startAgent(
     process.once("SIGINT", () => onSignal("SIGINT"));
   }
   return { agent, address };
+}
+
+/**
+ * Removes the released copies (not-owned: a redirect, no data) of shards the location map no longer
+ * has: a merge's absorbed shards, whose ids are never used again. Kept, one directory stayed per
+ * merge for ever, each reopened at every start. A client that still routes to such an id gets 404
+ * unknown-shard, which makes it reload the map, as the redirect would have. A map that cannot be
+ * read changes nothing.
+ */
+async function dropMergedAway(agent: Agent, map: () => Promise<LocationMap | null>): Promise<void> {
+  let m: LocationMap | null;
+  try {
+    m = await map();
+  } catch {
+    return;
+  }
+  if (!m) return;
+  const inMap = new Set(m.shards.map((s) => s.id));
+  for (const shard of [...agent.shards.values()]) {
+    if (shard.failed || shard.meta.state !== "not-owned" || inMap.has(shard.id)) continue;
+    await agent.dropShard(shard.id);
+    agent.log(`recovery: shard ${shard.id}: released here and no longer in the location map: removed`);
+  }
 }
 
 /** A windows file this far in the future was saved on a clock that has been stepped back since. */

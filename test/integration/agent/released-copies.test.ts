@@ -1,0 +1,102 @@
+/**
+ * Released copies (not-owned: a redirect, no data) on an in-process agent restarted with a location
+ * map to read: those of shards the map no longer has (a merge's absorbed shards, whose ids never
+ * come back) are removed; those of shards that live on elsewhere keep redirecting.
+ */
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { startAgent, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
+import { DEFAULT_LEVELS } from "../../../src/engine/access-windows.js";
+import { initialLayout, type LocationMap } from "../../../src/engine/location-map.js";
+import { admin, get, put, tempDir, TOKEN } from "./harness.js";
+
+let agent: Agent | undefined;
+let logs: string[] = [];
+
+afterEach(async () => {
+  await agent?.stop();
+  agent = undefined;
+});
+
+function options(dataDir: string): AgentOptions {
+  return {
+    dataDir,
+    host: "127.0.0.1",
+    port: 0,
+    zone: "a",
+    nodeId: "node-a",
+    token: TOKEN,
+    segments: 64,
+    zones: ["a", "b"],
+    levels: DEFAULT_LEVELS,
+    maxKeyBytes: 1024,
+    maxValueBytes: 1024 * 1024,
+    windowsSaveMs: 0,
+    log: (m) => logs.push(m),
+  };
+}
+
+/** A map of shards shard-1 (here) and, when `withTwo`, shard-2 (moved to node-b). */
+function mapWith(withTwo: boolean): LocationMap {
+  const nodes = [
+    { id: "node-a", address: "127.0.0.1:1", zone: "a" },
+    { id: "node-b", address: "127.0.0.1:2", zone: "b" },
+  ];
+  const m = initialLayout(64, nodes, { shardsPerNode: 1, now: 0 });
+  return withTwo ? m : { ...m, shards: m.shards.filter((s) => s.id !== "shard-2") };
+}
+
+describe("released copies at start", () => {
+  it("are removed when the map no longer has their shard (merged away), kept when it lives elsewhere", async () => {
+    const dataDir = join(tempDir("released-copies"), "data");
+    const shards = join(dataDir, "shards");
+    let started = await startAgent(options(dataDir));
+    agent = started.agent;
+    let port = started.address.port;
+    for (const id of ["shard-1", "shard-2"])
+      expect((await admin(port, "PUT", id, { epoch: 1 })).status).toBe(201);
+    expect((await put(port, "shard-2", "k", "v")).status).toBe(200);
+    // shard-2 released to node-b (a move's commit, or a merge's)
+    const released = await admin(port, "POST", "shard-2/release", {
+      epoch: 2,
+      redirect: { node: "node-b", address: "127.0.0.1:2", epoch: 2 },
+    });
+    expect(released.status, released.body.toString()).toBe(200);
+    await agent.stop();
+
+    // the map still has shard-2 (moved): its copy keeps redirecting
+    logs = [];
+    started = await startAgent(options(dataDir), false, async () => mapWith(true));
+    agent = started.agent;
+    port = started.address.port;
+    expect((await get(port, "shard-2", "k")).status).toBe(421);
+    await agent.stop();
+
+    // the map no longer has it (merged away): removed. Before: a directory (and, until this
+    // session's other change, an open log file) per merge, for ever
+    logs = [];
+    started = await startAgent(options(dataDir), false, async () => mapWith(false));
+    agent = started.agent;
+    port = started.address.port;
+    expect(logs.join("\n")).toMatch(
+      /shard shard-2: released here and no longer in the location map: removed/,
+    );
+    expect(existsSync(join(shards, "shard-2"))).toBe(false);
+    expect(readdirSync(shards)).toEqual(["shard-1"]);
+    // a client still routing there is told the shard is unknown (it reloads its map)
+    const r = await get(port, "shard-2", "k");
+    expect(r.status).toBe(404);
+    expect(r.json().error).toBe("unknown-shard");
+    await agent.stop();
+
+    // a map that cannot be read changes nothing
+    logs = [];
+    agent = (
+      await startAgent(options(dataDir), false, async () => {
+        throw new Error("store down");
+      })
+    ).agent;
+    expect(readdirSync(shards)).toEqual(["shard-1"]);
+  });
+});
