@@ -15,7 +15,8 @@
  *
  * Points (see docs/MIGRATION.md): migrate.journaled, migrate.copying,
  * migrate.fenced, migrate.prepared, migrate.commit-read (the commit point has read the map it
- * builds the next one from, before it writes), migrate.committed, migrate.activated;
+ * builds the next one from, before it writes), migrate.committed, migrate.activated (a move's or a
+ * split's/merge's roll-forward is done on the agents, its record not yet);
  * deploy.locked (deploy, deploy --rollback, undeploy and node start|stop|restart
  * hold the deploy lock and have touched no node yet; docs/DEPLOY.md);
  * undeploy.connected.

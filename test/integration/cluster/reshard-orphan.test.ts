@@ -6,7 +6,7 @@
  * `migrate --apply` does, and applies the layout.
  */
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
@@ -74,5 +74,46 @@ describe("reshard --apply and a dead coordinator's record", () => {
     expect(after[0].phase).toBe("aborted");
     expect(after.slice(1).length).toBeGreaterThan(0);
     expect(after.slice(1).every((x) => x.phase === "done")).toBe(true);
+  });
+
+  it("finishes a merge whose coordinator died after the releases, once the agents removed the absorbed copies at a restart", async () => {
+    // a merge's absorbed shard, released, leaves the map for good: an agent that reads the map at
+    // start removes its copy; a recovery that releases it again then hears 404 unknown-shard (before:
+    // a problem, the record left "roll-forward pending" for ever)
+    // a fresh cluster, every shard cold: the diff merges the shards of each node
+    await downLocalCluster(cli, dir);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "shardctl.yaml"), "reshard:\n  minDwellSeconds: 0\n  mergeRate: 1\n");
+    await upLocalCluster(cli, dir);
+    const { command, args } = shardctlCommand();
+    const child = spawn(command, [...args, "--data-dir", dir, "reshard", "--apply"], {
+      env: { ...env, SHARDCTL_FAILPOINT: "migrate.activated" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    const exited = new Promise((r) => child.once("exit", r));
+    try {
+      await until(
+        () => err.includes("failpoint migrate.activated: stopping") && processState(child.pid!) === "T",
+        60_000,
+        () => err,
+      );
+      child.kill("SIGKILL");
+      await exited;
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    }
+    const open = (await journal()).filter((r) => r.phase === "committed");
+    expect(open).toHaveLength(1);
+    // the agents restart (and read the map): the absorbed copies go
+    expect((await cli("down", "--timeout", "5")).code).toBe(0);
+    const up = await cli("up", "--local", "--nodes", "3", "--zones", "a,b,c");
+    expect(up.code, up.err).toBe(0);
+    const r = await cli("migrations", "--recover");
+    expect(r.code, r.err).toBe(0);
+    const rec = (await journal()).find((x) => x.id === open[0].id)!;
+    expect(rec.phase, JSON.stringify(rec)).toBe("done");
+    expect(rec.rollForwardPending).toBeUndefined();
   });
 });
