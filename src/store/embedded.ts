@@ -16,7 +16,9 @@ import {
   constants,
   copyFileSync,
   existsSync,
+  fstatSync,
   fsyncSync,
+  linkSync,
   lstatSync,
   openSync,
   readFileSync,
@@ -27,6 +29,7 @@ import {
   statSync,
   writeSync,
 } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -365,20 +368,26 @@ export async function acquireFileLock(
   opts: FileLockOptions = {},
 ): Promise<() => void> {
   const holderPid = opts.holderPid ?? pidInLockText;
+  // a plain lock also names when its process started: a pid the kernel gave to another process
+  // since is not its holder (the lock is stale, and taken over)
+  const alive = opts.holderPid
+    ? (_text: string, pid: number) => processAlive(pid)
+    : (text: string, pid: number) => processAlive(pid) && sameStart(text, pid);
+  const content = opts.content ?? `${process.pid} ${processStartTime(process.pid) ?? ""}`.trim();
   const deadline = Date.now() + waitMs;
   for (;;) {
     try {
-      const fd = openSync(lockFile, "wx", 0o600);
-      try {
-        writeSync(fd, opts.content ?? String(process.pid));
-      } catch (err) {
-        // an empty lock names no holder: left behind, it would refuse every later writer
-        closeSync(fd);
-        rmSync(lockFile, { force: true });
-        throw writeRefusedError(dirname(lockFile), err);
-      }
-      closeSync(fd);
-      return () => rmSync(lockFile, { force: true });
+      const ino = createLockFile(lockFile, content);
+      // only our own lock is removed: one taken over meanwhile (we were taken for dead) is another's
+      // (the same file, and what we wrote in it: an inode number may be given to a new file again)
+      return () => {
+        try {
+          if (statSync(lockFile).ino === ino && readLockText(lockFile) === content)
+            rmSync(lockFile, { force: true });
+        } catch {
+          // gone already
+        }
+      };
     } catch (err) {
       if (err instanceof UserError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
@@ -393,7 +402,7 @@ export async function acquireFileLock(
     const holder = text === undefined ? undefined : holderPid(text);
     // stale: its writer died. Taken over under a guard, so that two writers that both saw it stale
     // cannot both take it (the second would remove the first's new lock)
-    if (holder !== undefined && !processAlive(holder) && takeOverStaleLock(lockFile, holder, holderPid))
+    if (holder !== undefined && !alive(text!, holder) && takeOverStaleLock(lockFile, holder, holderPid))
       continue;
     // empty for seconds: its writer died between making it and writing its pid (or the disk was full)
     if (
@@ -410,6 +419,72 @@ export async function acquireFileLock(
     }
     await sleep(20);
   }
+}
+
+/**
+ * Creates `lockFile` holding `content`, atomically: the content is written to a file of its own,
+ * which is then linked at the lock's name (EEXIST if a lock is there). A lock is never seen empty,
+ * so none is taken for one whose writer died before writing its pid while that writer, only
+ * stalled, goes on as if it held the lock. Returns the lock's inode. Where links cannot be made,
+ * the lock is created in place and then written.
+ */
+function createLockFile(lockFile: string, content: string): number {
+  const tmp = `${lockFile}.${process.pid}-${randomBytes(4).toString("hex")}`;
+  const fd = openSync(tmp, "wx", 0o600);
+  let ino: number;
+  try {
+    try {
+      writeSync(fd, content);
+      ino = fstatSync(fd).ino;
+    } catch (err) {
+      throw writeRefusedError(dirname(lockFile), err);
+    } finally {
+      closeSync(fd);
+    }
+    try {
+      linkSync(tmp, lockFile);
+      return ino;
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === "EEXIST") throw err;
+      if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw err;
+    }
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  // no links here: made in place, then written (an empty lock is then taken over after EMPTY_LOCK_STALE_MS)
+  const direct = openSync(lockFile, "wx", 0o600);
+  try {
+    writeSync(direct, content);
+    return fstatSync(direct).ino;
+  } catch (err) {
+    // an empty lock names no holder: left behind, it would refuse every later writer
+    rmSync(lockFile, { force: true });
+    throw writeRefusedError(dirname(lockFile), err);
+  } finally {
+    closeSync(direct);
+  }
+}
+
+/** When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); undefined where unknown. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8")
+      .replace(/^.*\) /s, "")
+      .split(" ");
+    // fields from the third (state) on: the start time is the 22nd field, 20th here
+    return fields[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the process `pid` is the one a plain lock's text names (its start time, when recorded). */
+function sameStart(text: string, pid: number): boolean {
+  const recorded = text.trim().split(/\s+/)[1];
+  if (recorded === undefined) return true; // written before start times were
+  const now = processStartTime(pid);
+  return now === undefined || now === recorded;
 }
 
 /** A takeover guard older than this was left by a process that died inside takeOverStaleLock. */
@@ -493,9 +568,9 @@ export function readLockText(file: string): string | undefined {
   }
 }
 
-/** The pid a plain lock file holds (its whole text). */
+/** The pid a plain lock file holds (its first word; the second is when that process started). */
 function pidInLockText(text: string): number | undefined {
-  const pid = Number(text.trim());
+  const pid = Number(text.trim().split(/\s+/)[0]);
   return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }
 

@@ -139,6 +139,9 @@ function deadPid(): number {
   return spawnSync(process.execPath, ["-e", ""]).pid!;
 }
 
+/** What this process's plain lock holds: its pid and when it started. */
+const ownLock = () => new RegExp(`^${process.pid} \\d+$`);
+
 describe("the lock file", () => {
   it("a lock that is /dev/zero, a huge file or a directory: read up to 1 MiB, then refused as held, never read to the end", async () => {
     const zero = join(dir, "zero.lock");
@@ -161,7 +164,7 @@ describe("the lock file", () => {
     const lock = join(dir, "x.lock");
     writeFileSync(lock, String(deadPid()));
     const release = await acquireFileLock(lock, "x", 1000);
-    expect(readFileSync(lock, "utf8")).toBe(String(process.pid));
+    expect(readFileSync(lock, "utf8")).toMatch(ownLock());
     release();
     expect(existsSync(lock)).toBe(false);
     expect(existsSync(`${lock}.takeover`)).toBe(false);
@@ -179,7 +182,7 @@ describe("the lock file", () => {
     const old = new Date(Date.now() - 10_000);
     utimesSync(lock, old, old);
     const release = await acquireFileLock(lock, "the thing", 2000);
-    expect(readFileSync(lock, "utf8")).toBe(String(process.pid));
+    expect(readFileSync(lock, "utf8")).toMatch(ownLock());
     release();
   });
 
@@ -207,8 +210,42 @@ describe("the lock file", () => {
     const old = new Date(Date.now() - 10_000);
     utimesSync(`${lock}.takeover`, old, old);
     const release = await acquireFileLock(lock, "x", 2000);
-    expect(readFileSync(lock, "utf8")).toBe(String(process.pid));
+    expect(readFileSync(lock, "utf8")).toMatch(ownLock());
     release();
+  });
+
+  it("releases only its own lock: one taken over meanwhile (its holder taken for dead) stays", async () => {
+    const lock = join(dir, "x.lock");
+    const release = await acquireFileLock(lock, "x", 1000);
+    // another writer took it over (removed it, made its own) while this one was stalled
+    rmSync(lock);
+    writeFileSync(lock, "424242 1");
+    // before: the release removed the other writer's lock, and a third writer then went in beside it
+    release();
+    expect(readFileSync(lock, "utf8")).toBe("424242 1");
+  });
+
+  it("takes over a lock whose pid now belongs to another process (the kernel reused it)", async () => {
+    const lock = join(dir, "x.lock");
+    // this process is alive, but did not start at tick 1: the lock's writer is gone
+    writeFileSync(lock, `${process.pid} 1`);
+    const t0 = Date.now();
+    const release = await acquireFileLock(lock, "x", 3000);
+    // before: refused after waiting (locked by pid …), and so every writer until the file was removed by hand
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(readFileSync(lock, "utf8")).toMatch(ownLock());
+    release();
+    // a lock written before start times were recorded: its pid alone decides
+    writeFileSync(lock, String(process.pid));
+    await expect(acquireFileLock(lock, "x", 200)).rejects.toThrow(/locked by another writer \(pid \d+\)/);
+  });
+
+  it("never leaves the file its content was written to beside the lock", async () => {
+    const lock = join(dir, "y.lock");
+    const release = await acquireFileLock(lock, "y", 1000);
+    expect(readdirSync(dir).filter((n) => n.startsWith("y.lock"))).toEqual(["y.lock"]);
+    release();
+    expect(readdirSync(dir).filter((n) => n.startsWith("y.lock"))).toEqual([]);
   });
 });
 
