@@ -93,6 +93,20 @@ export async function runInit(opts: InitOptions, deps: InitDeps): Promise<void> 
       { hint: "use --force to replace it (data on agents is not moved)" },
     );
   }
+  if (current) {
+    // a migration committing after the new layout would find its shard at the node and epoch it
+    // expects (init restarts epochs at 1) and commit a copy onto segments it never held
+    const open = (await deps.store.listMigrations()).records.find(
+      (r) => r.record.phase !== "done" && r.record.phase !== "aborted",
+    )?.record;
+    if (open)
+      throw new PreconditionError(
+        `migration ${open.id} of ${open.shard} is open (${open.phase}): replacing the layout under it would commit its copy onto a shard of the new layout; nothing was changed`,
+        {
+          hint: "let it finish, or finish it with `shardctl migrations --recover` if its coordinator is gone; then run init --force again",
+        },
+      );
+  }
   const map = initialLayout(deps.config.segments, opts.nodes, {
     shardsPerNode: opts.shardsPerNode,
     now: deps.now,

@@ -6,6 +6,7 @@
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { advance, newJournal } from "../../../src/engine/migration.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
 import { cli } from "../../helpers/cli.js";
 import { tempDirs } from "../../helpers/temp-dirs.js";
@@ -88,5 +89,37 @@ describe("init on a corrupt embedded map", () => {
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/cannot read the location map .*location-map\.json: EISDIR/);
     expect(readdirSync(d)).toEqual(["location-map.json"]);
+  });
+});
+
+describe("init --force and an open migration", () => {
+  it("is refused (exit 3, nothing changed) while the journal holds an open migration; taken once it ended", async () => {
+    const d = join(newDir(), "data");
+    expect((await cli(["-d", d, "init", "--nodes", "n1@a,n2@b"], env)).code).toBe(0);
+    const store = new EmbeddedStore(d);
+    const vm = (await store.load())!;
+    const shard = vm.map.shards.find((s) => s.node === "n1")!;
+    const record = {
+      ...newJournal({ id: "m-open", shard, target: "n2", planVersion: vm.version, term: 0, now: Date.now() }),
+      bytesCopied: 0,
+      entriesCopied: 0,
+      rounds: 0,
+    };
+    expect(
+      (await store.putMigration({ record: advance(record, "copying", Date.now()), expectRev: 0 })).ok,
+    ).toBe(true);
+    const before = readFileSync(join(d, "location-map.json"), "utf8");
+    // before: init replaced the layout, and the migration then committed its copy onto a shard of
+    // the new layout (init restarts epochs at 1: its node and epoch matched again)
+    const r = await cli(["-d", d, "init", "--force", "--nodes", "n1@a,n2@b"], env);
+    expect(r.code, r.err).toBe(3);
+    expect(r.err).toMatch(
+      /migration m-open of shard-\d+ is open \(copying\): replacing the layout under it .*nothing was changed/,
+    );
+    expect(readFileSync(join(d, "location-map.json"), "utf8")).toBe(before);
+    const stored = (await store.getMigration("m-open"))!;
+    const ended = { ...advance(stored.record, "aborted", Date.now()), endedAt: Date.now() };
+    expect((await store.putMigration({ record: ended, expectRev: stored.rev })).ok).toBe(true);
+    expect((await cli(["-d", d, "init", "--force", "--nodes", "n1@a,n2@b"], env)).code).toBe(0);
   });
 });
