@@ -180,7 +180,7 @@ export function registerInit(program: Command, ctx: CommandContext): void {
     .option("--shards-per-node <n>", "shards per node in the initial layout", "4")
     .option(
       "--force",
-      "replace an existing layout, or a corrupt map (a copy is kept: location-map.json.corrupt-TIME beside the embedded store's file, PREFIX/corrupt/TIME-ID/ in Consul)",
+      "replace an existing layout (refused while a migration is open: exit 3), or a corrupt map (a copy is kept: location-map.json.corrupt-TIME beside the embedded store's file, PREFIX/corrupt/TIME-ID/ in Consul)",
       false,
     )
     .option("--json", "print the result as JSON", false)
