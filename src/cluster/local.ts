@@ -43,7 +43,13 @@ import type { LocationStore } from "../engine/ports.js";
 import { PreconditionError, UsageError, UserError } from "../errors.js";
 import { readInputText } from "../input-file.js";
 import { firstNonDirectory, makeDirs, sameFile } from "../fs-paths.js";
-import { dataDirError, processAlive, writeAtomic } from "../store/embedded.js";
+import {
+  acquireFileLock,
+  dataDirError,
+  ensureDataDir,
+  processAlive,
+  writeAtomic,
+} from "../store/embedded.js";
 import { AgentRpc, splitAddress } from "./agent-rpc.js";
 import { AGENT_NODE_FLAGS } from "../agent/node-flags.js";
 
@@ -430,6 +436,41 @@ export async function localUp(
       });
     }
   }
+  const release = await lockLocalCluster(resolve(config.dataDir));
+  try {
+    return await localUpLocked(config, opts, store, log);
+  } finally {
+    release();
+  }
+}
+
+/** The file that makes `up --local` and `down` of one data directory run one at a time. */
+const LOCAL_LOCK = "local-cluster.lock";
+/** How long an `up` or `down` waits for another one on the same data directory. */
+const LOCAL_LOCK_WAIT_MS = 120_000;
+
+/**
+ * Takes the local cluster's lock: two `up --local` at once both started agents on the same ports
+ * and wrote the same pid files (the agents left running had none: `down` could not stop them, and
+ * the next `up` took them for another cluster's).
+ */
+async function lockLocalCluster(dataDir: string): Promise<() => void> {
+  ensureDataDir(dataDir);
+  return acquireFileLock(join(dataDir, LOCAL_LOCK), "the local cluster", LOCAL_LOCK_WAIT_MS, {
+    refusal: () =>
+      new PreconditionError(
+        `another \`shardctl up --local\` or \`down\` on ${dataDir} has not finished in ${LOCAL_LOCK_WAIT_MS / 1000} s; nothing was done`,
+        { hint: "wait for it, then run the command again" },
+      ),
+  });
+}
+
+async function localUpLocked(
+  config: Config,
+  opts: LocalUpOptions,
+  store: LocationStore,
+  log: (msg: string) => void,
+): Promise<LocalUpResult> {
   const dataDir = resolve(config.dataDir);
   const clusterFile = join(localDir(dataDir), "cluster.json");
   // an existing local cluster keeps its nodes (the map refers to them)
@@ -739,6 +780,22 @@ export async function localDown(
   config: Config,
   timeoutMs = 10_000,
   log: (msg: string) => void = () => {},
+): Promise<LocalDownResult> {
+  const dataDir = resolve(config.dataDir);
+  const clusterFile = join(localDir(dataDir), "cluster.json");
+  if (!existsSync(clusterFile)) return { stopped: [], killed: [], notRunning: [] };
+  const release = await lockLocalCluster(dataDir);
+  try {
+    return await localDownLocked(config, timeoutMs, log);
+  } finally {
+    release();
+  }
+}
+
+async function localDownLocked(
+  config: Config,
+  timeoutMs: number,
+  log: (msg: string) => void,
 ): Promise<LocalDownResult> {
   const dataDir = resolve(config.dataDir);
   const clusterFile = join(localDir(dataDir), "cluster.json");
