@@ -124,6 +124,11 @@ export class JournalWriter {
     return this.lostTo !== undefined;
   }
 
+  /** The revision another coordinator's write gave the record (once taken over). */
+  get takenOverRevision(): number | undefined {
+    return this.lostTo;
+  }
+
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.chain.then(fn, fn);
     this.chain = run.catch(() => undefined);

@@ -241,7 +241,7 @@ export async function executeMigration(opts: MigrateOptions, deps: MigrateDeps):
     if (journal.takenOver) {
       // recovery owns the migration now: it rolls back (or forward) itself
       log(`migration ${id}: taken over by another coordinator; stopping: ${why}`);
-      throw new TakenOverError(id, journal.revision);
+      throw new TakenOverError(id, journal.takenOverRevision ?? journal.revision);
     }
     log(`migration ${id}: ABORT: ${why}`);
     const problems = await rollBack(rpc, j, { source, target, fenced, targetCreated });

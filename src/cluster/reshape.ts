@@ -257,7 +257,7 @@ export async function executeLayoutChange(opts: LayoutOptions, deps: MigrateDeps
   const neverReached = new Set<string>();
   const abort = async (why: string): Promise<never> => {
     journal.stopHeartbeat();
-    if (journal.takenOver) throw new TakenOverError(id, journal.revision);
+    if (journal.takenOver) throw new TakenOverError(id, journal.takenOverRevision ?? journal.revision);
     log(`migration ${id}: ABORT: ${why}`);
     const problems = await rollBackLayout(rpc, j, vm.map, neverReached);
     if (problems.length) {
