@@ -6,8 +6,7 @@
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { startAgent, type Agent } from "../../../src/agent/agent.js";
-import { DEFAULT_LEVELS } from "../../../src/engine/access-windows.js";
-import { admin, put, tempDir, TOKEN } from "./harness.js";
+import { admin, inProcessAgentOptions, put, tempDir } from "./harness.js";
 
 let agent: Agent | undefined;
 
@@ -18,21 +17,7 @@ afterEach(async () => {
 
 describe("a forced snapshot", () => {
   it("is refused with 409 compaction-held while a migration's copy holds the log, and taken once the hold ends", async () => {
-    const s = await startAgent({
-      dataDir: join(tempDir("admin-snapshot"), "data"),
-      host: "127.0.0.1",
-      port: 0,
-      zone: "a",
-      nodeId: "node-a",
-      token: TOKEN,
-      segments: 64,
-      zones: ["a", "b"],
-      levels: DEFAULT_LEVELS,
-      maxKeyBytes: 1024,
-      maxValueBytes: 1024 * 1024,
-      windowsSaveMs: 0,
-      log: () => {},
-    });
+    const s = await startAgent(inProcessAgentOptions(join(tempDir("admin-snapshot"), "data")));
     agent = s.agent;
     const port = s.address.port;
     expect((await admin(port, "PUT", "shard-1", { epoch: 1 })).status).toBe(201);

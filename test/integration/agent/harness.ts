@@ -10,6 +10,8 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import type { AgentOptions } from "../../../src/agent/agent.js";
+import { DEFAULT_LEVELS } from "../../../src/engine/access-windows.js";
 import { defaultConfig, type Config } from "../../../src/config.js";
 import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
 import { freePort, freePortRange } from "../../helpers/ports.js";
@@ -253,4 +255,26 @@ export function rawHttp(
       resolve({ text, closed: true });
     });
   });
+}
+
+/**
+ * An in-process agent's options (startAgent from src/agent/agent.ts): node-a in zone a of zones
+ * a and b, 64 segments, any free port on loopback, no periodic windows save; its log lines to `log`.
+ */
+export function inProcessAgentOptions(dataDir: string, log: (m: string) => void = () => {}): AgentOptions {
+  return {
+    dataDir,
+    host: "127.0.0.1",
+    port: 0,
+    zone: "a",
+    nodeId: "node-a",
+    token: TOKEN,
+    segments: 64,
+    zones: ["a", "b"],
+    levels: DEFAULT_LEVELS,
+    maxKeyBytes: 1024,
+    maxValueBytes: 1024 * 1024,
+    windowsSaveMs: 0,
+    log,
+  };
 }

@@ -7,9 +7,8 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { startAgent, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
-import { DEFAULT_LEVELS } from "../../../src/engine/access-windows.js";
 import { initialLayout, type LocationMap } from "../../../src/engine/location-map.js";
-import { admin, get, put, tempDir, TOKEN } from "./harness.js";
+import { admin, get, put, inProcessAgentOptions, tempDir } from "./harness.js";
 
 let agent: Agent | undefined;
 let logs: string[] = [];
@@ -20,21 +19,7 @@ afterEach(async () => {
 });
 
 function options(dataDir: string): AgentOptions {
-  return {
-    dataDir,
-    host: "127.0.0.1",
-    port: 0,
-    zone: "a",
-    nodeId: "node-a",
-    token: TOKEN,
-    segments: 64,
-    zones: ["a", "b"],
-    levels: DEFAULT_LEVELS,
-    maxKeyBytes: 1024,
-    maxValueBytes: 1024 * 1024,
-    windowsSaveMs: 0,
-    log: (m) => logs.push(m),
-  };
+  return inProcessAgentOptions(dataDir, (m) => logs.push(m));
 }
 
 /** A map of shards shard-1 (here) and, when `withTwo`, shard-2 (moved to node-b). */

@@ -11,12 +11,11 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs"
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startAgent, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
-import { DEFAULT_LEVELS } from "../../../src/engine/access-windows.js";
 import { initialLayout, type LocationMap } from "../../../src/engine/location-map.js";
 import { Segmenter } from "../../../src/engine/segmenter.js";
 import { encodeEntry } from "../../../src/agent/log-format.js";
 import { writeSnapshot } from "../../../src/agent/snapshot.js";
-import { admin, get, http, put, tempDir, TOKEN } from "./harness.js";
+import { admin, get, http, inProcessAgentOptions, put, tempDir } from "./harness.js";
 
 const SEGMENTS = 64;
 const seg = new Segmenter(SEGMENTS);
@@ -26,21 +25,7 @@ let port: number;
 let logs: string[];
 
 function options(): AgentOptions {
-  return {
-    dataDir: join(root, "data"),
-    host: "127.0.0.1",
-    port: 0,
-    zone: "a",
-    nodeId: "node-a",
-    token: TOKEN,
-    segments: SEGMENTS,
-    zones: ["a", "b"],
-    levels: DEFAULT_LEVELS,
-    maxKeyBytes: 1024,
-    maxValueBytes: 1024 * 1024,
-    windowsSaveMs: 0,
-    log: (m) => logs.push(m),
-  };
+  return inProcessAgentOptions(join(root, "data"), (m) => logs.push(m));
 }
 
 /** The location map the agent reads at start: `segments` segments (only its count matters here). */

@@ -7,8 +7,7 @@ import { utimesSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { startAgent, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
-import { DEFAULT_LEVELS } from "../../../src/engine/access-windows.js";
-import { tempDir, TOKEN } from "./harness.js";
+import { inProcessAgentOptions, tempDir } from "./harness.js";
 
 const HOUR = 3_600_000;
 let agent: Agent | undefined;
@@ -20,21 +19,7 @@ afterEach(async () => {
 });
 
 function options(dataDir: string): AgentOptions {
-  return {
-    dataDir,
-    host: "127.0.0.1",
-    port: 0,
-    zone: "a",
-    nodeId: "node-a",
-    token: TOKEN,
-    segments: 64,
-    zones: ["a", "b"],
-    levels: DEFAULT_LEVELS,
-    maxKeyBytes: 1024,
-    maxValueBytes: 1024 * 1024,
-    windowsSaveMs: 0,
-    log: (m) => logs.push(m),
-  };
+  return inProcessAgentOptions(dataDir, (m) => logs.push(m));
 }
 
 const sum = (a: ArrayLike<number>) => Array.from(a).reduce((s, x) => s + x, 0);

@@ -36,22 +36,33 @@ async function journal() {
   return (await new EmbeddedStore(dir).listMigrations()).records.map((r) => r.record);
 }
 
+/** `reshard --apply` run until it stops at failpoint `fp` (SIGSTOP): the process, and its exit. */
+async function reshardStoppedAt(fp: string) {
+  const { command, args } = shardctlCommand();
+  const child = spawn(command, [...args, "--data-dir", dir, "reshard", "--apply"], {
+    env: { ...env, SHARDCTL_FAILPOINT: fp },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const exited = new Promise((r) => child.once("exit", r));
+  try {
+    await until(
+      () => err.includes(`failpoint ${fp}: stopping`) && processState(child.pid!) === "T",
+      60_000,
+      () => err,
+    );
+  } catch (e) {
+    child.kill("SIGKILL");
+    throw e;
+  }
+  return { child, exited };
+}
+
 describe("reshard --apply and a dead coordinator's record", () => {
   it("refuses without a journal record while it lives; finishes its record once it died, then applies", async () => {
-    const { command, args } = shardctlCommand();
-    const child = spawn(command, [...args, "--data-dir", dir, "reshard", "--apply"], {
-      env: { ...env, SHARDCTL_FAILPOINT: "migrate.fenced" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let err = "";
-    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-    const exited = new Promise((r) => child.once("exit", r));
+    const { child, exited } = await reshardStoppedAt("migrate.fenced");
     try {
-      await until(
-        () => err.includes("failpoint migrate.fenced: stopping") && processState(child.pid!) === "T",
-        60_000,
-        () => err,
-      );
       const before = await journal();
       expect(before.map((r) => r.phase)).toEqual(["fenced"]);
       // Given its coordinator alive (stopped): a run is refused, and leaves no record
@@ -85,25 +96,9 @@ describe("reshard --apply and a dead coordinator's record", () => {
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, "shardctl.yaml"), "reshard:\n  minDwellSeconds: 0\n  mergeRate: 1\n");
     await upLocalCluster(cli, dir);
-    const { command, args } = shardctlCommand();
-    const child = spawn(command, [...args, "--data-dir", dir, "reshard", "--apply"], {
-      env: { ...env, SHARDCTL_FAILPOINT: "migrate.activated" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let err = "";
-    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-    const exited = new Promise((r) => child.once("exit", r));
-    try {
-      await until(
-        () => err.includes("failpoint migrate.activated: stopping") && processState(child.pid!) === "T",
-        60_000,
-        () => err,
-      );
-      child.kill("SIGKILL");
-      await exited;
-    } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    }
+    const { child, exited } = await reshardStoppedAt("migrate.activated");
+    child.kill("SIGKILL");
+    await exited;
     const open = (await journal()).filter((r) => r.phase === "committed");
     expect(open).toHaveLength(1);
     // the agents restart (and read the map): the absorbed copies go
