@@ -179,32 +179,44 @@ export async function installSnapshotRequest(
     let verified = false;
     try {
       let pos = 0;
+      /** Why the copy is refused (a full disk, a corrupt snapshot): answered once the body is read. */
+      let refused: unknown;
       try {
         for await (const chunk of req as AsyncIterable<Buffer>) {
-          if (pos + chunk.length > size)
-            throw badRequest(`the body is longer than the announced ${size} bytes`);
-          decoder.push(chunk);
-          // every byte, or an error: the decoder checked the bytes received, not the bytes written
+          // the rest of the body is read and dropped: leaving the loop would destroy the request,
+          // and the answer would meet a closed connection (the sender's write EPIPE), not the sender
+          if (refused !== undefined) continue;
           try {
-            await writeFully(fh, chunk, pos);
+            if (pos + chunk.length > size)
+              throw badRequest(`the body is longer than the announced ${size} bytes`);
+            decoder.push(chunk);
+            // every byte, or an error: the decoder checked the bytes received, not the bytes written
+            try {
+              await writeFully(fh, chunk, pos);
+            } catch (err) {
+              throw diskRefused(agent, id, pos, size, err);
+            }
+            pos += chunk.length;
           } catch (err) {
-            throw diskRefused(agent, id, pos, size, err);
+            refused = err;
           }
-          pos += chunk.length;
         }
       } catch (err) {
-        if (err instanceof ApiError) throw err;
-        if (err instanceof SnapshotCorrupt)
-          throw new ApiError(
-            400,
-            "snapshot-corrupt",
-            `the snapshot is corrupt (${err.message}); nothing was installed`,
-          );
         throw new ApiError(
           400,
           "snapshot-truncated",
           `the upload broke off after ${pos} of ${size} bytes (${(err as Error).message}); nothing was installed`,
         );
+      }
+      if (refused !== undefined) {
+        if (refused instanceof ApiError) throw refused;
+        if (refused instanceof SnapshotCorrupt)
+          throw new ApiError(
+            400,
+            "snapshot-corrupt",
+            `the snapshot is corrupt (${refused.message}); nothing was installed`,
+          );
+        throw refused;
       }
       if (pos !== size || !req.complete)
         throw new ApiError(
