@@ -61,6 +61,11 @@ export function formatNumber(n: number): string {
   return n.toPrecision(3);
 }
 
+/** A span of ms for a table ("12 ms"); "-" when unknown, or negative (a clock stepped back between its ends). */
+export function formatMs(n: number | undefined): string {
+  return n === undefined || n < 0 ? "-" : `${Math.round(n)} ms`;
+}
+
 export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let v = n;

@@ -11,11 +11,7 @@ import type { Config } from "../config.js";
 import { systemClock, type LocationStore } from "../engine/ports.js";
 import { errorMessage } from "../errors.js";
 import type { OnMigrate } from "../tui/source.js";
-
-function ms(n: number | undefined): string {
-  // (a negative span: the clock was stepped back between the two times)
-  return n === undefined || n < 0 ? "-" : `${Math.round(n)} ms`;
-}
+import { formatMs } from "../output.js";
 
 /**
  * The dashboard's migration callback, or why there is none (no agent token:
@@ -46,7 +42,7 @@ export function dashboardMigrator(
         };
       return {
         ok: true,
-        message: `${shard} moved to ${target}: write pause ${ms(r.writePauseMs)}, took ${ms(r.endedAt === undefined ? undefined : r.endedAt - r.startedAt)}`,
+        message: `${shard} moved to ${target}: write pause ${formatMs(r.writePauseMs)}, took ${formatMs(r.endedAt === undefined ? undefined : r.endedAt - r.startedAt)}`,
       };
     } finally {
       rpc.close();

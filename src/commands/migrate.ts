@@ -22,7 +22,7 @@ import { parsePlanFile } from "../engine/plan-file.js";
 import { checkPlanFresh, type MigrationPlan } from "../engine/planner.js";
 import { systemClock } from "../engine/ports.js";
 import { InterruptedError, PreconditionError, UsageError, UserError } from "../errors.js";
-import { formatBytes, printable, printJson, printTable, type IO } from "../output.js";
+import { formatBytes, formatMs, printable, printJson, printTable, type IO } from "../output.js";
 import { openStore } from "../store/index.js";
 import { parsePositiveInt, readInputText } from "./common.js";
 import { MigrationProgress } from "./migrate-progress.js";
@@ -248,11 +248,6 @@ export async function runMigrate(
   }
 }
 
-function ms(n: number | undefined): string {
-  // (a negative span: the clock was stepped back between the two times)
-  return n === undefined || n < 0 ? "-" : `${Math.round(n)} ms`;
-}
-
 /**
  * What to do about recoveries that failed: an agent that did not answer is to be brought back; one
  * that answered and refused is not down, and bringing it back is no advice.
@@ -283,8 +278,8 @@ export function printMigrations(io: IO, records: MigrationRecord[]): void {
       r.target,
       phaseLabel(r),
       formatBytes(r.bytesCopied),
-      ms(r.writePauseMs),
-      ms(r.endedAt === undefined ? undefined : r.endedAt - r.startedAt),
+      formatMs(r.writePauseMs),
+      formatMs(r.endedAt === undefined ? undefined : r.endedAt - r.startedAt),
       migrationProblem(r),
     ]),
   );

@@ -25,7 +25,7 @@ import {
   type SegmentDemand,
 } from "../engine/planner.js";
 import { systemClock, type Clock } from "../engine/ports.js";
-import { RoutingTable, expandRanges } from "../engine/location-map.js";
+import { RoutingTable, expandRanges, mapDigest } from "../engine/location-map.js";
 import { errorMessage, PreconditionError, UsageError } from "../errors.js";
 import {
   chooseShareSeason,
@@ -458,6 +458,7 @@ export async function runPlan(
   const inputs: PlanInputs = {
     map: vm.map,
     mapVersion: vm.version,
+    mapDigest: mapDigest(vm.map),
     latency,
     demand,
     segmentBytes: (s) => deps.source.segmentBytes(s),

@@ -5,21 +5,16 @@
  */
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { startAgent, type Agent } from "../../../src/agent/agent.js";
-import { admin, inProcessAgentOptions, put, tempDir } from "./harness.js";
+import { admin, InProcessAgent, put, tempDir } from "./harness.js";
 
-let agent: Agent | undefined;
+const running = new InProcessAgent();
 
-afterEach(async () => {
-  await agent?.stop();
-  agent = undefined;
-});
+afterEach(() => running.stop());
 
 describe("a forced snapshot", () => {
   it("is refused with 409 compaction-held while a migration's copy holds the log, and taken once the hold ends", async () => {
-    const s = await startAgent(inProcessAgentOptions(join(tempDir("admin-snapshot"), "data")));
-    agent = s.agent;
-    const port = s.address.port;
+    const agent = await running.start(join(tempDir("admin-snapshot"), "data"));
+    const port = running.port;
     expect((await admin(port, "PUT", "shard-1", { epoch: 1 })).status).toBe(201);
     for (let i = 0; i < 20; i++) expect((await put(port, "shard-1", `k${i}`, `v${i}`)).status).toBe(200);
     const shard = agent.shards.get("shard-1")!;

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import type { AgentOptions } from "../../../src/agent/agent.js";
+import { startAgent as startInProcess, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
 import { DEFAULT_LEVELS } from "../../../src/engine/access-windows.js";
 import { defaultConfig, type Config } from "../../../src/config.js";
 import type { LocationMap, SegmentRange } from "../../../src/engine/location-map.js";
@@ -277,4 +277,32 @@ export function inProcessAgentOptions(dataDir: string, log: (m: string) => void 
     windowsSaveMs: 0,
     log,
   };
+}
+
+/**
+ * One in-process agent at a time on a data directory: each start stops the one before and keeps
+ * the log lines of the new one only. A test file makes one and stops it after each test.
+ */
+export class InProcessAgent {
+  agent?: Agent;
+  port = 0;
+  logs: string[] = [];
+
+  async start(dataDir: string, loadMap?: () => Promise<LocationMap | null>): Promise<Agent> {
+    await this.stop();
+    this.logs = [];
+    const s = await startInProcess(
+      inProcessAgentOptions(dataDir, (m) => this.logs.push(m)),
+      false,
+      loadMap,
+    );
+    this.agent = s.agent;
+    this.port = s.address.port;
+    return s.agent;
+  }
+
+  async stop(): Promise<void> {
+    await this.agent?.stop();
+    this.agent = undefined;
+  }
 }

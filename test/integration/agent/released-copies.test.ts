@@ -6,21 +6,12 @@
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { startAgent, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
 import { initialLayout, type LocationMap } from "../../../src/engine/location-map.js";
-import { admin, get, put, inProcessAgentOptions, tempDir } from "./harness.js";
+import { admin, get, InProcessAgent, put, tempDir } from "./harness.js";
 
-let agent: Agent | undefined;
-let logs: string[] = [];
+const running = new InProcessAgent();
 
-afterEach(async () => {
-  await agent?.stop();
-  agent = undefined;
-});
-
-function options(dataDir: string): AgentOptions {
-  return inProcessAgentOptions(dataDir, (m) => logs.push(m));
-}
+afterEach(() => running.stop());
 
 /** A map of shards shard-1 (here) and, when `withTwo`, shard-2 (moved to node-b). */
 function mapWith(withTwo: boolean): LocationMap {
@@ -36,9 +27,8 @@ describe("released copies at start", () => {
   it("are removed when the map no longer has their shard (merged away), kept when it lives elsewhere", async () => {
     const dataDir = join(tempDir("released-copies"), "data");
     const shards = join(dataDir, "shards");
-    let started = await startAgent(options(dataDir));
-    agent = started.agent;
-    let port = started.address.port;
+    await running.start(dataDir);
+    let port = running.port;
     for (const id of ["shard-1", "shard-2"])
       expect((await admin(port, "PUT", id, { epoch: 1 })).status).toBe(201);
     expect((await put(port, "shard-2", "k", "v")).status).toBe(200);
@@ -48,23 +38,17 @@ describe("released copies at start", () => {
       redirect: { node: "node-b", address: "127.0.0.1:2", epoch: 2 },
     });
     expect(released.status, released.body.toString()).toBe(200);
-    await agent.stop();
 
     // the map still has shard-2 (moved): its copy keeps redirecting
-    logs = [];
-    started = await startAgent(options(dataDir), false, async () => mapWith(true));
-    agent = started.agent;
-    port = started.address.port;
+    await running.start(dataDir, async () => mapWith(true));
+    port = running.port;
     expect((await get(port, "shard-2", "k")).status).toBe(421);
-    await agent.stop();
 
     // the map no longer has it (merged away): removed. Before: a directory (and, until this
     // session's other change, an open log file) per merge, for ever
-    logs = [];
-    started = await startAgent(options(dataDir), false, async () => mapWith(false));
-    agent = started.agent;
-    port = started.address.port;
-    expect(logs.join("\n")).toMatch(
+    await running.start(dataDir, async () => mapWith(false));
+    port = running.port;
+    expect(running.logs.join("\n")).toMatch(
       /shard shard-2: released here and no longer in the location map: removed/,
     );
     expect(existsSync(join(shards, "shard-2"))).toBe(false);
@@ -73,15 +57,11 @@ describe("released copies at start", () => {
     const r = await get(port, "shard-2", "k");
     expect(r.status).toBe(404);
     expect(r.json().error).toBe("unknown-shard");
-    await agent.stop();
 
     // a map that cannot be read changes nothing
-    logs = [];
-    agent = (
-      await startAgent(options(dataDir), false, async () => {
-        throw new Error("store down");
-      })
-    ).agent;
+    await running.start(dataDir, async () => {
+      throw new Error("store down");
+    });
     expect(readdirSync(shards)).toEqual(["shard-1"]);
   });
 });

@@ -6,40 +6,29 @@
 import { utimesSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { startAgent, type Agent, type AgentOptions } from "../../../src/agent/agent.js";
-import { inProcessAgentOptions, tempDir } from "./harness.js";
+import { InProcessAgent, tempDir } from "./harness.js";
 
 const HOUR = 3_600_000;
-let agent: Agent | undefined;
-let logs: string[] = [];
+const running = new InProcessAgent();
 
-afterEach(async () => {
-  await agent?.stop();
-  agent = undefined;
-});
-
-function options(dataDir: string): AgentOptions {
-  return inProcessAgentOptions(dataDir, (m) => logs.push(m));
-}
+afterEach(() => running.stop());
 
 const sum = (a: ArrayLike<number>) => Array.from(a).reduce((s, x) => s + x, 0);
 
 describe("access windows across a clock stepped back", () => {
   it("windows saved 3 h ahead are moved back at start: new accesses count in the minute windows", async () => {
     const dataDir = join(tempDir("windows-clock"), "data");
-    logs = [];
-    agent = (await startAgent(options(dataDir))).agent;
+    let agent = await running.start(dataDir);
     // counted while the host's clock was 3 h ahead, saved at stop with that clock's time
     const ahead = Date.now() + 3 * HOUR;
     agent.windows.record(7, false, agent.windows.zoneIndexOf("b"), ahead, 25);
-    await agent.stop();
+    await running.stop();
     const file = join(dataDir, "access-windows.bin");
     utimesSync(file, new Date(ahead), new Date(ahead));
 
     // the clock is right again
-    logs = [];
-    agent = (await startAgent(options(dataDir))).agent;
-    expect(logs.join("\n")).toMatch(
+    agent = await running.start(dataDir);
+    expect(running.logs.join("\n")).toMatch(
       /were saved 108\d\d s ahead of this host's clock .*: moved back by as much/,
     );
     const now = Date.now();
@@ -50,10 +39,8 @@ describe("access windows across a clock stepped back", () => {
     expect(sum(agent.windows.series(7, 1, now, "b"))).toBe(25);
 
     // a file saved on this clock is read as it is
-    await agent.stop();
-    logs = [];
-    agent = (await startAgent(options(dataDir))).agent;
-    expect(logs.join("\n")).not.toMatch(/ahead of this host's clock/);
+    agent = await running.start(dataDir);
+    expect(running.logs.join("\n")).not.toMatch(/ahead of this host's clock/);
     expect(sum(agent.windows.series(7, 1, Date.now(), "a"))).toBe(10);
   });
 });

@@ -65,6 +65,23 @@ async function writeTo(shard: string, prefix: string, n: number): Promise<Map<st
   return acked;
 }
 
+/**
+ * A move of a node-1 shard (after `n` writes under `prefix`) whose target agent is killed while the
+ * coordinator is stopped at failpoint `fp`; the coordinator, continued, has exited 1.
+ */
+async function targetDiesAt(fp: string, target: string, prefix: string, n: number) {
+  const { map } = readMapFile(cluster.dir);
+  const sh = map.shards.find((s) => s.node === "node-1")!;
+  const acked = await writeTo(sh.id, prefix, n);
+  const c = coordinator(sh.id, target, fp);
+  await c.stopped();
+  process.kill(localAgentPid(cluster.dir, target), "SIGKILL");
+  c.child.kill("SIGCONT");
+  const { code } = await c.exited;
+  expect(code, c.err()).toBe(1);
+  return { sh, acked, c };
+}
+
 /** Every acknowledged write is read back, and a new write to the shard is acknowledged and read. */
 async function expectServed(shard: string, acked: Map<string, string>, prefix: string): Promise<void> {
   for (const [k, v] of acked) {
@@ -193,17 +210,8 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
   });
 
   it("a target that dies during the copy: the shard is served unfenced, its open record refuses another move with what it waits for, and --recover closes it once the target is back", async () => {
-    const { map } = readMapFile(cluster.dir);
-    const sh = map.shards.find((s) => s.node === "node-1")!;
     const [target, other] = ["node-3", "node-2"];
-    const acked = await writeTo(sh.id, "dies", 10);
-    const c = coordinator(sh.id, target, "migrate.copying");
-    await c.stopped();
-    const pidOf = (n: string) => localAgentPid(cluster.dir, n);
-    process.kill(pidOf(target), "SIGKILL");
-    c.child.kill("SIGCONT");
-    const { code } = await c.exited;
-    expect(code, c.err()).toBe(1);
+    const { sh, acked, c } = await targetDiesAt("migrate.copying", target, "dies", 10);
     expect(c.err()).toMatch(
       new RegExp(
         `the roll-back did not finish: drop on ${target}: cannot reach 127\\.0\\.0\\.1:\\d+ \\(connection refused\\)`,
@@ -258,17 +266,8 @@ describe("Ctrl-C or SIGTERM during migrate --apply", () => {
 
   it("a target that dies once the source is fenced: the hint says the source is unfenced again (it said recovery would unfence it)", async () => {
     expect((await cli("up", "--local")).code).toBe(0);
-    const { map } = readMapFile(cluster.dir);
-    const sh = map.shards.find((s) => s.node === "node-1")!;
     const target = "node-2";
-    const acked = await writeTo(sh.id, "fenced-dies", 5);
-    const c = coordinator(sh.id, target, "migrate.fenced");
-    await c.stopped();
-    const pidOf = (n: string) => localAgentPid(cluster.dir, n);
-    process.kill(pidOf(target), "SIGKILL");
-    c.child.kill("SIGCONT");
-    const { code } = await c.exited;
-    expect(code, c.err()).toBe(1);
+    const { sh, acked, c } = await targetDiesAt("migrate.fenced", target, "fenced-dies", 5);
     expect(c.err()).toMatch(new RegExp(`the roll-back did not finish: drop on ${target}: cannot reach`));
     expect(c.err()).toContain(
       `hint: ${sh.id} is unfenced again: node-1 serves it as before; when ${target} answers again`,

@@ -1,6 +1,6 @@
 /** A small builder of planner inputs: a cluster of one node per zone and per-segment demand. */
 import { defaultZoneMatrix, LatencyModel } from "../../../src/engine/latency.js";
-import { initialLayout, type LocationMap } from "../../../src/engine/location-map.js";
+import { initialLayout, mapDigest, type LocationMap } from "../../../src/engine/location-map.js";
 import {
   DEFAULT_PLANNER_OPTIONS,
   type PlanInputs,
@@ -53,6 +53,7 @@ export class PlanBuilder {
     return {
       map: this.map,
       mapVersion: this.version,
+      mapDigest: mapDigest(this.map),
       latency: this.latency,
       demand: [...this.demand.values()],
       segmentBytes: () => this.bytesPerSegment,
